@@ -1,0 +1,29 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATASETS ?= ../shared/datasets
+
+.PHONY: install test lint demo bench clean
+
+$(BIN)/braincam: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+install: $(BIN)/braincam
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests
+
+demo: install
+	$(BIN)/braincam demo --out runs/demo --force
+
+bench: install
+	$(BIN)/braincam bench cam --arch resnet50 --batch 16
+	$(BIN)/braincam bench occlusion
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
