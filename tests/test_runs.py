@@ -1,0 +1,49 @@
+import json
+
+import pytest
+
+from braincam.errors import BraincamError
+from braincam.runs import RunDir, atomic_write_json, prepare_output_dir
+
+
+def test_prepare_refuses_non_empty_dir_without_force(tmp_path):
+    out = tmp_path / "run"
+    prepare_output_dir(out)
+    (out / "metrics.json").write_text("{}")
+    with pytest.raises(BraincamError, match="--force"):
+        prepare_output_dir(out)
+    prepare_output_dir(out, force=True)
+    assert not (out / "metrics.json").exists()
+
+
+def test_marker_decides_whether_dir_is_finished(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "partial.txt").write_text("x")
+    prepare_output_dir(out, marker="model.safetensors")  # unfinished: reusable
+    (out / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(BraincamError):
+        prepare_output_dir(out, marker="model.safetensors")
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    import numpy as np
+
+    path = tmp_path / "a" / "m.json"
+    atomic_write_json(path, {"x": np.float32(0.5), "v": np.arange(3)})
+    assert json.loads(path.read_text()) == {"x": 0.5, "v": [0, 1, 2]}
+    assert [p.name for p in path.parent.iterdir()] == ["m.json"]
+
+
+def test_run_dir_layout_names_are_stable(tmp_path):
+    run = RunDir(tmp_path)
+    names = [run.config, run.model, run.history, run.split, run.skipped, run.metrics, run.report]
+    assert [p.name for p in names] == [
+        "config.yaml",
+        "model.safetensors",
+        "history.csv",
+        "split.csv",
+        "skipped.csv",
+        "metrics.json",
+        "report.html",
+    ]
