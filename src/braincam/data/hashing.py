@@ -1,0 +1,184 @@
+"""Content and perceptual hashes, and duplicate groups: the one place that hashes images.
+
+- ``content_hash``: sha1 of the file bytes; equal only for byte-identical files.
+- ``perceptual_hashes``: 64-bit pHash (``imagehash.phash``: 32x32 Lanczos thumbnail of the grey
+  image -> 2-D DCT -> top-left 8x8 coefficients compared with their median), packed into a
+  ``uint64`` with the first bit as the most significant (same order as ``str(imagehash)``).
+  Robust to re-encoding, resizing and mild intensity changes.
+- ``duplicate_groups``: connected components of exact pairs (same content hash) and near pairs
+  (pHash Hamming distance <= ``max_distance``).
+
+Default threshold ``NEAR_DISTANCE = 4`` bits (of 64), chosen on the Sartaj data (distances are
+even in practice: each hash has 32 bits above the median set). Nearest Training neighbour of
+each of the 394 Testing images: distance 0 for 257 (88 byte-identical, the rest re-encoded or
+resized), 2 for 2, 4 for 3, 6 for 9, 8 for 6, then 10-20 for the rest. Inspected pairs at <= 4
+are the same image (or an adjacent slice of the same scan); at 6-8 they mix resized copies with
+different patients in the same view. Within Training, chaining at <= 4 keeps groups small
+(largest 10 images, 2367 groups for 3264 images) while <= 6 chains unrelated sagittal slices
+into groups of 60 and <= 8 into one of 625. So 4 keeps precision; a few resized copies at 6-8
+bits are missed.
+
+pHashes of files are computed from the full decoded original and cached on disk by content hash
+(``<cache>/phash-v1.npz``, also filled by ``PreprocessCache.load``), so hashing a dataset a second
+time reads only file bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from braincam.data.imageio import read_grey
+from braincam.runs import atomic_write_bytes
+
+NEAR_DISTANCE = 4
+_PHASH_FILE = "phash-v1.npz"
+_BLOCK_ROWS = 1024
+
+
+def content_hash_bytes(data: bytes) -> str:
+    """sha1 hex digest of ``data``."""
+    return hashlib.sha1(data).hexdigest()
+
+
+def content_hash(path: Path | str) -> str:
+    """sha1 hex digest of the file's bytes."""
+    return content_hash_bytes(Path(path).read_bytes())
+
+
+def cache_root(cache_dir: Path | str | None = None) -> Path:
+    """The braincam cache directory: ``cache_dir``, else ``$BRAINCAM_CACHE``, else
+    ``~/.cache/braincam``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("BRAINCAM_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "braincam"
+
+
+def phash(grey: np.ndarray) -> int:
+    """64-bit pHash of one grey image (float in [0, 1] or uint8), as an unsigned int."""
+    grey = np.asarray(grey)
+    u8 = grey if grey.dtype == np.uint8 else np.clip(np.rint(grey * 255.0), 0, 255).astype(np.uint8)
+    bits = imagehash.phash(Image.fromarray(u8)).hash.ravel()
+    return int.from_bytes(np.packbits(bits).tobytes(), "big")
+
+
+def perceptual_hashes(
+    items: Sequence[np.ndarray | Path | str],
+    cache_dir: Path | str | None = None,
+    workers: int | None = None,
+) -> np.ndarray:
+    """pHash of each item (a grey array, or an image path decoded with ``read_grey``) as a
+    ``uint64`` array. Paths are looked up in the on-disk cache by content hash first; a path that
+    cannot be decoded raises ``ImageReadError``."""
+    out = np.zeros(len(items), dtype=np.uint64)
+    paths = [i for i, item in enumerate(items) if isinstance(item, Path | str)]
+    for i, item in enumerate(items):
+        if not isinstance(item, Path | str):
+            out[i] = phash(item)
+    if not paths:
+        return out
+    store = _PhashStore(cache_root(cache_dir) / _PHASH_FILE)
+    keys = {i: content_hash(items[i]) for i in paths}
+    misses = [i for i in paths if keys[i] not in store.values]
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        values = pool.map(lambda i: phash(read_grey(items[i])), misses)
+        store.values.update(zip((keys[i] for i in misses), values, strict=True))
+    for i in paths:
+        out[i] = store.values[keys[i]]
+    if misses:
+        store.save()
+    return out
+
+
+def remember_phashes(values: Mapping[str, int], cache_dir: Path | str | None = None) -> None:
+    """Add pHashes computed elsewhere (by content hash) to the on-disk cache, e.g. by
+    ``PreprocessCache.load`` from the images it decodes anyway."""
+    if values:
+        store = _PhashStore(cache_root(cache_dir) / _PHASH_FILE)
+        store.values.update(values)
+        store.save()
+
+
+def hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bitwise Hamming distance between uint64 hashes (broadcasting)."""
+    return np.bitwise_count(np.bitwise_xor(np.asarray(a, np.uint64), np.asarray(b, np.uint64)))
+
+
+def near_pairs(phashes: np.ndarray, max_distance: int = NEAR_DISTANCE) -> np.ndarray:
+    """Near-duplicate pairs as an int64 array of rows ``(i, j, distance)`` with ``i < j`` and
+    pHash Hamming distance <= ``max_distance``.
+
+    Distances are computed in blocks of rows (vectorised XOR + popcount): 7000 images take
+    49 M comparisons, well under a second.
+    """
+    hashes = np.asarray(phashes, dtype=np.uint64)
+    found = []
+    for start in range(0, len(hashes), _BLOCK_ROWS):
+        block = hamming(hashes[start:start + _BLOCK_ROWS, None], hashes[None, :])
+        rows, cols = np.nonzero(block <= max_distance)
+        keep = rows + start < cols
+        rows, cols = rows[keep], cols[keep]
+        found.append(np.stack([rows + start, cols, block[rows, cols]], axis=1))
+    return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 3), np.int64)
+
+
+def duplicate_groups(
+    content_hashes: Sequence[str],
+    phashes: np.ndarray | None = None,
+    max_distance: int = NEAR_DISTANCE,
+) -> np.ndarray:
+    """Group id per image: images share a group when linked by a chain of exact duplicates
+    (equal content hash) or near duplicates (pHash Hamming distance <= ``max_distance``; not
+    used when ``phashes`` is None or ``max_distance < 0``). The groups are the connected
+    components of that graph; ids are 0..G-1 in order of first appearance, so a singleton is a
+    group of its own.
+    """
+    n = len(content_hashes)
+    first: dict[str, int] = {}
+    edges = [(first.setdefault(h, i), i) for i, h in enumerate(content_hashes)]
+    pairs = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+    if phashes is not None and max_distance >= 0:
+        if np.shape(phashes) != (n,):
+            raise ValueError(f"{np.shape(phashes)} perceptual hashes for {n} content hashes")
+        pairs = np.concatenate([pairs, near_pairs(phashes, max_distance)[:, :2]])
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    _, first_index, inverse = np.unique(labels, return_index=True, return_inverse=True)
+    rank = np.argsort(np.argsort(first_index))
+    return rank[inverse].astype(np.int64)
+
+
+class _PhashStore:
+    """pHash values by content hash in one npz file (read whole, merged, replaced atomically)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.values: dict[str, int] = {}
+        try:
+            with np.load(path) as data:
+                self.values = dict(zip(data["keys"].tolist(), data["values"].tolist(), strict=True))
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+            self.values = {}
+
+    def save(self) -> None:
+        """Merge with entries another process wrote meanwhile, then replace the file."""
+        merged = _PhashStore(self.path).values | self.values
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            keys=np.array(list(merged), dtype="U40"),
+            values=np.array(list(merged.values()), dtype=np.uint64),
+        )
+        atomic_write_bytes(self.path, buf.getvalue())

@@ -1,0 +1,277 @@
+"""Image files -> records: folder layouts, class names, ``boxes.csv`` and unreadable files.
+
+A dataset root is laid out in one of two ways, detected per root:
+
+- split folders: ``ROOT/<split>/<class>/<images>`` where ``<split>`` is ``Training``/``train``
+  (-> ``"train"``), ``Validation``/``val`` (-> ``"val"``) or ``Testing``/``test`` (-> ``"test"``);
+- class folders: ``ROOT/<class>/<images>`` (split ``None``).
+
+Class folder names go through :func:`braincam.labels.normalise_label`. Several roots are simply
+concatenated. Images may sit in sub-folders of a class folder. A ``masks`` folder (annotation
+masks, e.g. from the phantom generator) is not data and is ignored.
+
+Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
+spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
+compressed data surfaces later, when the image is decoded (``PreprocessCache.load`` skips it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from braincam.errors import BraincamError
+from braincam.labels import CANONICAL, normalise_label
+from braincam.runs import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable anatomy
+IGNORED_DIRS = frozenset({"masks"})
+BOXES_FILE = "boxes.csv"
+_SPLITS = {
+    "training": "train", "train": "train",
+    "validation": "val", "valid": "val", "val": "val",
+    "testing": "test", "test": "test",
+}
+_END_MARKERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND"}
+_TAIL_BYTES = 1024
+_LAYOUTS = "expected ROOT/<class>/<images> or ROOT/<split>/<class>/<images>"
+
+
+@dataclass(frozen=True)
+class Box:
+    """Tumour bounding box, YOLO-normalised: centre and size as fractions of the ORIGINAL
+    width/height."""
+
+    cx: float
+    cy: float
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: Path  # absolute
+    source: str  # root directory name, e.g. "sartaj-brain-tumor-mri"
+    split: str | None  # original split "train" | "val" | "test", None for class folders
+    label: str  # canonical label (braincam.labels)
+    width: int  # original size in pixels
+    height: int
+    box: Box | None
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Dataset:
+    records: list[ImageRecord]
+    skipped: list[SkippedFile]
+
+
+def split_name(folder: str) -> str | None:
+    """Canonical split for a folder name (``Training`` -> ``train``), None when not a split."""
+    return _SPLITS.get(folder.lower())
+
+
+def load_dataset(roots: Sequence[Path | str]) -> Dataset:
+    """Records of every usable image under ``roots``, sorted by (source, split, label, path).
+
+    Unreadable files are skipped with a logged warning and listed in ``Dataset.skipped``.
+    Raises BraincamError for an unknown layout or folder name, or when no image is usable.
+    """
+    if isinstance(roots, str | Path):
+        roots = [roots]
+    if not roots:
+        raise BraincamError("no dataset folder given")
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    for root in dict.fromkeys(Path(os.path.abspath(r)) for r in roots):  # each root once
+        root_records, root_skipped = _load_root(root)
+        records += root_records
+        skipped += root_skipped
+    if not records:
+        where = ", ".join(str(r) for r in roots)
+        raise BraincamError(f"no usable images found in {where} ({len(skipped)} files skipped)")
+    records.sort(key=lambda r: (r.source, r.split or "", r.label, str(r.path)))
+    skipped.sort(key=lambda s: str(s.path))
+    return Dataset(records=records, skipped=skipped)
+
+
+def without_skipped(
+    records: Sequence[ImageRecord], skipped: Iterable[SkippedFile]
+) -> list[ImageRecord]:
+    """``records`` minus the skipped paths, order kept (aligns records with the arrays
+    ``PreprocessCache.load`` returns)."""
+    gone = {s.path for s in skipped}
+    return [r for r in records if r.path not in gone]
+
+
+def write_skipped_csv(skipped: Sequence[SkippedFile], path: Path) -> None:
+    """``skipped.csv`` with columns ``path,reason`` (header only when nothing was skipped)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "reason"])
+    writer.writerows([str(s.path), s.reason] for s in skipped)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(
+        d for d in folder.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name.lower() not in IGNORED_DIRS
+    )
+
+
+def _class_label(folder: Path) -> str:
+    label = normalise_label(folder.name)
+    if label is None:
+        raise BraincamError(
+            f"{folder}: folder {folder.name!r} is not a known class "
+            f"({', '.join(CANONICAL)} or an alias) nor a split (Training, Testing, train, val, "
+            f"test); {_LAYOUTS}"
+        )
+    return label
+
+
+def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """Detect the layout of one root and read its image headers and boxes."""
+    if not root.is_dir():
+        raise BraincamError(f"{root}: not a directory; {_LAYOUTS}")
+    subdirs = _visible_dirs(root)
+    if not subdirs:
+        raise BraincamError(f"{root}: no class or split folders found; {_LAYOUTS}")
+    if all(split_name(d.name) for d in subdirs):
+        class_dirs = [
+            (split_name(s.name), c, _class_label(c)) for s in subdirs for c in _visible_dirs(s)
+        ]
+    else:
+        class_dirs = [(None, c, _class_label(c)) for c in subdirs]
+    records: list[ImageRecord] = []
+    skipped: list[SkippedFile] = []
+    for split, folder, label in class_dirs:
+        files = _image_files(folder)
+        if not files:
+            log.warning("%s: class folder contains no images", folder)
+        for file in files:
+            size, reason = _header_size(file)
+            if reason is not None:
+                log.warning("skipping %s: %s", file, reason)
+                skipped.append(SkippedFile(file, reason))
+                continue
+            records.append(ImageRecord(file, root.name, split, label, *size, box=None))
+    if (root / BOXES_FILE).is_file():
+        records = _attach_boxes(root, records, class_dirs)
+    return records, skipped
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
+
+
+def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
+    """``((width, height), None)`` from the header, or ``((0, 0), reason)`` for a bad file."""
+    try:
+        if path.stat().st_size == 0:
+            return (0, 0), "empty file (0 bytes)"
+        with Image.open(path) as im:
+            size, fmt = im.size, im.format
+            marker = _END_MARKERS.get(fmt or "")
+            if marker is None or not _has_tail(path, marker):
+                im.load()  # no end marker where expected: decode fully to decide
+    except UnidentifiedImageError:
+        return (0, 0), "not a readable image file"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return (0, 0), f"cannot decode image ({' '.join(str(exc).split())})"
+    if min(size) < MIN_SIDE:
+        return (0, 0), f"image too small ({size[0]}x{size[1]} px, minimum {MIN_SIDE})"
+    return size, None
+
+
+def _has_tail(path: Path, marker: bytes) -> bool:
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, fh.tell() - _TAIL_BYTES))
+        return marker in fh.read()
+
+
+def _attach_boxes(
+    root: Path,
+    records: list[ImageRecord],
+    class_dirs: list[tuple[str | None, Path, str]],
+) -> list[ImageRecord]:
+    """Attach ``ROOT/boxes.csv`` rows (``file,label,cx,cy,w,h``; ``file`` relative to the root,
+    or to its class folder with ``label`` naming the class) to the matching records."""
+    by_root = {r.path.relative_to(root).as_posix(): i for i, r in enumerate(records)}
+    by_class: dict[tuple[str, str], list[int]] = defaultdict(list)
+    folder_of = {folder: label for _, folder, label in class_dirs}
+    for i, r in enumerate(records):
+        for folder, label in folder_of.items():
+            if r.path.is_relative_to(folder):
+                by_class[(label, r.path.relative_to(folder).as_posix())].append(i)
+    boxes: dict[int, Box] = {}
+    problems: list[str] = []
+    for line, row in enumerate(_read_boxes_csv(root / BOXES_FILE), start=2):
+        file = (row.get("file") or "").strip().replace("\\", "/").removeprefix("./")
+        index = by_root.get(file)
+        if index is None:
+            matches = by_class.get((normalise_label(row.get("label") or "") or "", file), [])
+            index = matches[0] if len(matches) == 1 else None
+        if index is None:
+            problems.append(f"line {line}: no loaded image matches {file!r}")
+            continue
+        box = _parse_box(row)
+        if box is None:
+            problems.append(f"line {line}: cx,cy,w,h must be fractions in [0, 1], w and h > 0")
+            continue
+        boxes.setdefault(index, box)
+    if problems:
+        log.warning(
+            "%s: %d rows ignored (first: %s)", root / BOXES_FILE, len(problems), problems[0]
+        )
+    return [
+        ImageRecord(r.path, r.source, r.split, r.label, r.width, r.height, boxes.get(i))
+        for i, r in enumerate(records)
+    ]
+
+
+def _read_boxes_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"file", "label", "cx", "cy", "w", "h"} - set(reader.fieldnames or [])
+        if missing:
+            raise BraincamError(
+                f"{path}: missing columns {', '.join(sorted(missing))}; "
+                "expected file,label,cx,cy,w,h (YOLO-normalised)"
+            )
+        return list(reader)
+
+
+def _parse_box(row: dict[str, str]) -> Box | None:
+    try:
+        cx, cy, w, h = (float(row[k]) for k in ("cx", "cy", "w", "h"))
+    except (TypeError, ValueError):
+        return None
+    values = (cx, cy, w, h)
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in values) or w <= 0 or h <= 0:
+        return None
+    return Box(cx, cy, w, h)

@@ -1,0 +1,121 @@
+"""Content hashes, pHash (equal to imagehash), duplicate groups, the pHash cache, and Sartaj's
+Training/Testing duplicates."""
+
+from __future__ import annotations
+
+import hashlib
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image
+
+import braincam.data.hashing as hashing
+from braincam.data.hashing import (
+    NEAR_DISTANCE,
+    content_hash,
+    duplicate_groups,
+    hamming,
+    near_pairs,
+    perceptual_hashes,
+    phash,
+)
+from braincam.data.records import load_dataset
+
+
+def _texture(seed, size=96):
+    rng = np.random.default_rng(seed)
+    small = rng.random((8, 8)).astype(np.float32)
+    return np.asarray(Image.fromarray(small).resize((size, size), Image.Resampling.BICUBIC))
+
+
+def _u8(grey):
+    return np.clip(np.rint(grey * 255), 0, 255).astype(np.uint8)
+
+
+def test_content_hash_is_sha1_of_bytes(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"braincam")
+    assert content_hash(path) == hashlib.sha1(b"braincam").hexdigest()
+
+
+def test_phash_equals_imagehash():
+    for seed in range(3):
+        u8 = _u8(_texture(seed))
+        expected = imagehash.phash(Image.fromarray(u8))
+        assert phash(u8) == int(str(expected), 16)
+        assert phash(u8.astype(np.float32) / 255) == phash(u8)
+
+
+def test_reencoded_and_resized_copy_is_near_other_image_is_not(tmp_path):
+    u8 = _u8(_texture(0))
+    Image.fromarray(u8).save(tmp_path / "a.png")
+    Image.fromarray(u8).resize((70, 70)).save(tmp_path / "b.jpg", quality=70)
+    Image.fromarray(_u8(_texture(1))).save(tmp_path / "c.png")
+    hashes = perceptual_hashes([tmp_path / "a.png", tmp_path / "b.jpg", tmp_path / "c.png"],
+                               cache_dir=tmp_path / "cache")
+    assert hashes.dtype == np.uint64
+    assert hamming(hashes[0], hashes[1]) <= NEAR_DISTANCE
+    assert hamming(hashes[0], hashes[2]) > 3 * NEAR_DISTANCE
+    np.testing.assert_array_equal(perceptual_hashes([u8, _texture(1)]), hashes[[0, 2]])
+
+
+def test_hash_cache_hit_never_decodes(tmp_path, monkeypatch):
+    path = tmp_path / "a.png"
+    Image.fromarray(_u8(_texture(2))).save(path)
+    first = perceptual_hashes([path], cache_dir=tmp_path)
+    assert (tmp_path / "phash-v1.npz").is_file()
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(hashing, "read_grey", no_decoding)
+    np.testing.assert_array_equal(perceptual_hashes([str(path)], cache_dir=tmp_path), first)
+
+
+def test_hamming_counts_bits():
+    assert hamming(np.uint64(0b1011), np.uint64(0b0001)) == 2
+    assert hamming(np.uint64(2**64 - 1), np.uint64(0)) == 64
+
+
+def test_duplicate_groups_exact_near_and_chains():
+    content = ["a", "b", "a", "c", "d", "e"]
+    phashes = np.array([0, 0b11111 << 40, 0, 0b1, 0b11111, 0xFFFF << 32], dtype=np.uint64)
+    # exact: 0 == 2; near (<= 2 bits): 0 - 3 (1 bit), 3 - 4 (4 bits: no), 0 - 4 (5 bits: no)
+    groups = duplicate_groups(content, phashes, max_distance=2)
+    np.testing.assert_array_equal(groups, [0, 1, 0, 0, 2, 3])
+    # chain through a middle image: 0 - 3 (1 bit) and 3 - 4 (4 bits) at threshold 4
+    np.testing.assert_array_equal(duplicate_groups(content, phashes, 4), [0, 1, 0, 0, 0, 2])
+    np.testing.assert_array_equal(duplicate_groups(content), [0, 1, 0, 2, 3, 4])
+    np.testing.assert_array_equal(duplicate_groups(content, phashes, -1), [0, 1, 0, 2, 3, 4])
+    pairs = near_pairs(phashes, 1)
+    np.testing.assert_array_equal(pairs, [[0, 2, 0], [0, 3, 1], [2, 3, 1]])
+    with pytest.raises(ValueError, match="perceptual hashes"):
+        duplicate_groups(content, phashes[:3])
+
+
+def test_near_pairs_blocks_cover_all_rows(monkeypatch):
+    monkeypatch.setattr(hashing, "_BLOCK_ROWS", 3)
+    phashes = np.arange(10, dtype=np.uint64) * 0  # all equal
+    assert len(near_pairs(phashes, 0)) == 45
+
+
+@pytest.mark.realdata
+def test_sartaj_train_test_duplicates(datasets_dir):
+    """Measured: 88 of the 394 Testing images are byte-identical to a Training image and 262
+    have a Training image within NEAR_DISTANCE pHash bits (all 105 no_tumor among them)."""
+    records = load_dataset([datasets_dir / "sartaj-brain-tumor-mri"]).records
+    content = np.array([content_hash(r.path) for r in records])
+    phashes = perceptual_hashes([r.path for r in records])
+    split = np.array([r.split for r in records])
+    label = np.array([r.label for r in records])
+    test, train = split == "test", split == "train"
+    exact = np.isin(content[test], content[train])
+    nearest = hamming(phashes[test, None], phashes[None, train]).min(axis=1)
+    near = nearest <= NEAR_DISTANCE
+    assert 80 <= exact.sum() <= 95
+    assert 250 <= near.sum() <= 275
+    assert near[label[test] == "no_tumor"].all()
+    groups = duplicate_groups(list(content), phashes)
+    assert 2300 <= len(np.unique(groups)) <= 2450
+    assert np.bincount(groups).max() <= 15

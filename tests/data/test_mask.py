@@ -1,0 +1,67 @@
+"""Head mask on synthetic heads, and the regions derived from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braincam.data.mask import background, brain_region, head_mask, rim_band, rim_width
+
+
+def _disc(size=64, radius=22, centre=(30, 34)):
+    yy, xx = np.mgrid[:size, :size]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 <= radius**2
+
+
+def _head(size=64, seed=0):
+    """A noisy bright disc with a dark ring inside (CSF) and a dark core (ventricle)."""
+    rng = np.random.default_rng(seed)
+    disc = _disc(size)
+    grey = np.where(disc, 0.6, 0.03) + rng.normal(0, 0.03, (size, size))
+    grey[_disc(size, 17) & ~_disc(size, 15)] = 0.05  # dark ring: must not split the head
+    grey[_disc(size, 4)] = 0.02  # dark hole: must be filled
+    grey[2, 2] = 0.9  # bright speck outside: not the largest component
+    return np.clip(grey, 0, 1).astype(np.float32), disc
+
+
+def _iou(a, b):
+    return (a & b).sum() / (a | b).sum()
+
+
+def test_head_mask_matches_a_disc():
+    grey, disc = _head()
+    mask = head_mask(grey)
+    assert mask.dtype == bool and mask.shape == grey.shape
+    assert _iou(mask, disc) > 0.95
+    assert not mask[2, 2]
+
+
+def test_head_mask_accepts_uint8():
+    grey, _ = _head(seed=1)
+    u8 = np.rint(grey * 255).astype(np.uint8)
+    np.testing.assert_array_equal(head_mask(u8), head_mask(grey))
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5])
+def test_constant_image_has_no_head(value):
+    assert not head_mask(np.full((32, 32), value, np.float32)).any()
+
+
+def test_rim_and_brain_partition_the_mask():
+    disc = _disc(64, 22)
+    width = rim_width(disc.shape)
+    assert width == round(0.05 * 64) == 3
+    rim, brain = rim_band(disc, width), brain_region(disc)
+    assert not (rim & brain).any()
+    np.testing.assert_array_equal(rim | brain, disc)
+    # the interior is the disc shrunk by the band width: radius 22 - 3 = 19
+    assert abs(brain.sum() - np.pi * 19**2) < 0.06 * np.pi * 19**2
+    np.testing.assert_array_equal(background(disc), ~disc)
+
+
+def test_image_border_is_not_a_head_border():
+    mask = np.zeros((40, 40), bool)
+    mask[:, :20] = True  # head cut off by the left and top/bottom frame
+    rim = rim_band(mask, 3)
+    assert rim[:, 17:20].all() and not rim[:, :17].any()
+    assert not rim_band(np.ones((8, 8), bool), 2).any()
