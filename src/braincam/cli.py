@@ -6,6 +6,7 @@ Each command lives in ``braincam.commands.<name>`` and is registered here. A
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -47,6 +48,7 @@ app.add_typer(bench.app, name="bench")
 
 def main() -> None:
     """Entry point: run the app, turning known errors into one-line messages."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         app(standalone_mode=False)
     except BraincamError as exc:
