@@ -47,3 +47,14 @@ def test_run_dir_layout_names_are_stable(tmp_path):
         "metrics.json",
         "report.html",
     ]
+
+
+def test_atomic_write_makes_ordinary_readable_files(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "x.txt"
+    atomic_write_json(path, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
