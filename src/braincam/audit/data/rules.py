@@ -1,0 +1,137 @@
+"""When a data-audit result becomes a finding: every threshold in one place.
+
+================================ ============================================ =============
+check                            warning                                      critical
+================================ ============================================ =============
+``probe.<name>`` (test AUC)      >= 0.70                                      >= 0.85
+``property.<name>`` (AUC alone)  >= 0.80 (the 5 strongest properties)          >= 0.95
+``duplicates.train_test``        any test image with a train duplicate        >= 5 % of test
+``duplicates.label_conflicts``   any group whose images carry different labels
+``clusters.labels`` (Cramer's V) >= 0.50                                      >= 0.80
+``files.skipped``                any unreadable file
+================================ ============================================ =============
+
+Below the warning level a probe, the train/test duplicate check and the clusters still give an
+``info`` finding, so the report shows what was checked and passed. AUCs are oriented (0.5 =
+chance, 1 = perfect). Probe AUCs of 0.70 are reached by chance with well under 1 % probability
+on a test set of 100 images per class, so a warning is rarely noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from braincam.audit.data.probes import ProbeResult
+from braincam.audit.findings import Finding
+from braincam.data.records import SkippedFile
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    probe_warning_auc: float = 0.70
+    probe_critical_auc: float = 0.85
+    property_warning_auc: float = 0.80
+    property_critical_auc: float = 0.95
+    max_property_findings: int = 5
+    leak_critical_fraction: float = 0.05
+    cluster_warning_v: float = 0.50
+    cluster_critical_v: float = 0.80
+
+
+THRESHOLDS = Thresholds()
+
+
+def probe_findings(probes: list[ProbeResult], th: Thresholds = THRESHOLDS) -> list[Finding]:
+    """One finding per scored probe; also fills each probe's plain-words ``message``."""
+    found = []
+    for probe in probes:
+        auc = probe.test_auc
+        strong = auc is not None and auc >= th.probe_warning_auc
+        probe.message = probe.describe(strong)
+        if auc is None:
+            found.append(Finding("info", f"probe.{probe.name}", None, None, probe.message))
+            continue
+        critical = auc >= th.probe_critical_auc
+        severity = "critical" if critical else "warning" if strong else "info"
+        threshold = th.probe_critical_auc if critical else th.probe_warning_auc
+        found.append(Finding(severity, f"probe.{probe.name}", auc, threshold, probe.message))
+    return found
+
+
+def property_findings(
+    properties: dict[str, dict[str, Any]], th: Thresholds = THRESHOLDS
+) -> list[Finding]:
+    """The strongest single properties with AUC >= the warning level, strongest first."""
+    scored = [(name, p) for name, p in properties.items() if p.get("auc") is not None
+              and p["auc"] >= th.property_warning_auc]
+    scored.sort(key=lambda item: -item[1]["auc"])
+    found = []
+    for name, p in scored[: th.max_property_findings]:
+        critical = p["auc"] >= th.property_critical_auc
+        message = (
+            f"{name} alone separates {p['class']} from {p['versus']} (AUC {p['auc']:.2f}, "
+            f"KS {p['ks']:.2f}); higher in {p['higher_in']}"
+        )
+        found.append(Finding(
+            "critical" if critical else "warning", f"property.{name}", p["auc"],
+            th.property_critical_auc if critical else th.property_warning_auc, message,
+        ))
+    return found
+
+
+def duplicate_findings(dup: dict[str, Any], th: Thresholds = THRESHOLDS) -> list[Finding]:
+    """Train/test leaks (with per-class counts) and label conflicts."""
+    found = []
+    n_test, leaked = dup["test_images"], dup["test_images_with_train_duplicate"]
+    if n_test:
+        fraction = leaked / n_test
+        per_class = ", ".join(f"{c} {n}" for c, n in dup["per_class_test_with_train_duplicate"]
+                              .items())
+        if leaked:
+            severity = "critical" if fraction >= th.leak_critical_fraction else "warning"
+            message = (
+                f"{leaked} of {n_test} test images ({fraction:.0%}) have an exact or near "
+                f"duplicate in train ({dup['test_images_with_exact_train_duplicate']} "
+                f"byte-identical; per class: {per_class}): test scores are optimistic; use "
+                "--split dedup or report the leak-free subset"
+            )
+        else:
+            severity, message = "info", "no test image has an exact or near duplicate in train"
+        threshold = th.leak_critical_fraction if severity == "critical" else 0.0
+        found.append(Finding(severity, "duplicates.train_test", fraction, threshold, message))
+    if dup["label_conflicts"]:
+        found.append(Finding(
+            "warning", "duplicates.label_conflicts", float(dup["label_conflicts"]), 0.0,
+            f"{dup['label_conflicts']} duplicate groups ({dup['label_conflict_images']} images) "
+            "mix labels: a copy filed under two classes, or look-alikes linked by the pHash "
+            "threshold (check duplicate_grid.png)",
+        ))
+    return found
+
+
+def cluster_findings(clusters: dict[str, Any], th: Thresholds = THRESHOLDS) -> list[Finding]:
+    v = clusters.get("cramers_v")
+    if v is None:
+        return []
+    critical, strong = v >= th.cluster_critical_v, v >= th.cluster_warning_v
+    severity = "critical" if critical else "warning" if strong else "info"
+    meaning = (
+        "classes probably come from different scanners, sequences or sources"
+        if strong else "clusters do not follow the labels"
+    )
+    return [Finding(
+        severity, "clusters.labels", v,
+        th.cluster_critical_v if critical else th.cluster_warning_v,
+        f"{clusters['k']} intensity/texture clusters vs labels: Cramer's V {v:.2f}: {meaning}",
+    )]
+
+
+def skipped_findings(skipped: list[SkippedFile]) -> list[Finding]:
+    if not skipped:
+        return []
+    return [Finding(
+        "warning", "files.skipped", float(len(skipped)), 0.0,
+        f"{len(skipped)} files could not be read and were skipped (first: "
+        f"{skipped[0].path.name}: {skipped[0].reason})",
+    )]

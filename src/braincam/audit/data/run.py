@@ -1,0 +1,214 @@
+"""The whole data audit: records -> properties -> split -> separation, probes, duplicates,
+clusters -> findings, written to a folder.
+
+Files in ``out_dir``:
+
+- ``data_audit.json``: ``{version, roots, task, split_strategy, seed, n_images, n_skipped,
+  skipped, classes, counts: {split: {class: n}}, thresholds, properties: {name: separation},
+  probes: [ProbeResult], duplicates: {...}, clusters: {...}, findings: [Finding]}`` (see
+  :mod:`~braincam.audit.data.separation`, :mod:`~braincam.audit.data.probes`,
+  :mod:`~braincam.audit.data.duplicates`, :mod:`~braincam.audit.data.clusters`; thresholds in
+  :mod:`~braincam.audit.data.rules`);
+- ``properties.csv``: one row per readable image (path, source, split, label, group, and every
+  scalar/categorical property); ``skipped.csv``: unreadable files and why;
+- ``property_histograms.png``, ``probe_auc.png``, ``duplicate_grid.png`` (when duplicates exist).
+
+The split is made with :func:`braincam.data.splits.make_split` without a validation set (the
+probes need only train and test).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braincam.audit.data import rules
+from braincam.audit.data.clusters import find_clusters
+from braincam.audit.data.duplicates import find_duplicates, save_duplicate_grid
+from braincam.audit.data.plots import save_probe_chart, save_property_histograms
+from braincam.audit.data.probes import ProbeResult, run_probes
+from braincam.audit.data.properties import ImageProperties, measure_properties
+from braincam.audit.data.separation import separation
+from braincam.audit.findings import Finding, sort_findings
+from braincam.data.hashing import duplicate_groups
+from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
+from braincam.data.splits import make_split
+from braincam.errors import BraincamError
+from braincam.labels import task_classes, task_label
+from braincam.runs import atomic_write_csv, atomic_write_json
+
+VERSION = 1
+JSON_NAME = "data_audit.json"
+MAX_SKIPPED_LISTED = 100
+
+
+@dataclass
+class DataAudit:
+    roots: list[str]
+    task: str
+    split_strategy: str
+    seed: int
+    n_images: int
+    skipped: list[SkippedFile]
+    classes: list[str]
+    counts: dict[str, dict[str, int]]
+    properties: dict[str, dict[str, Any]]
+    probes: list[ProbeResult]
+    duplicates: dict[str, Any]
+    clusters: dict[str, Any]
+    findings: list[Finding]
+    files: list[Path] = field(default_factory=list)
+
+    def probe(self, name: str) -> ProbeResult:
+        return next(p for p in self.probes if p.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": VERSION, "roots": self.roots, "task": self.task,
+            "split_strategy": self.split_strategy, "seed": self.seed,
+            "n_images": self.n_images, "n_skipped": len(self.skipped),
+            "skipped": [{"path": str(s.path), "reason": s.reason}
+                        for s in self.skipped[:MAX_SKIPPED_LISTED]],
+            "classes": self.classes, "counts": self.counts,
+            "thresholds": asdict(rules.THRESHOLDS), "properties": self.properties,
+            "probes": [p.to_dict() for p in self.probes], "duplicates": self.duplicates,
+            "clusters": self.clusters, "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def summary(self) -> str:
+        """A few lines for the terminal: counts, probes, leaks, clusters, top findings."""
+        split_sizes = ", ".join(f"{s} {sum(c.values())}" for s, c in self.counts.items())
+        lines = [f"audited {self.n_images} images ({len(self.skipped)} skipped); classes "
+                 f"{', '.join(self.classes)}; {split_sizes}"]
+        for p in self.probes:
+            lines.append(f"  {p.message}")
+        dup = self.duplicates
+        per_class = ", ".join(
+            f"{c} {n}" for c, n in dup["per_class_test_with_train_duplicate"].items()
+        )
+        lines.append(
+            f"duplicates: {dup['exact_groups']} exact and {dup['near_groups']} near groups; "
+            f"{dup['test_images_with_train_duplicate']} of {dup['test_images']} test images "
+            f"have a train duplicate ({per_class}); "
+            f"{dup['label_conflicts']} label conflicts"
+        )
+        if self.clusters.get("cramers_v") is not None:
+            lines.append(f"clusters: k={self.clusters['k']}, Cramer's V vs labels "
+                         f"{self.clusters['cramers_v']:.2f}")
+        serious = [f for f in self.findings if f.severity != "info"]
+        lines.append(f"{len(serious)} findings at warning or above:")
+        lines += [f"  [{f.severity}] {f.message}" for f in serious]
+        return "\n".join(lines)
+
+
+def audit_data(
+    roots: Sequence[Path | str],
+    task: str = "binary",
+    split_strategy: str = "official",
+    out_dir: Path | None = None,
+    cache_dir: Path | str | None = None,
+    workers: int | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> DataAudit:
+    """Audit the images under ``roots`` for shortcuts and leaks; write the files listed in the
+    module docstring to ``out_dir`` when given."""
+    dataset = load_dataset(list(roots))
+    props = measure_properties(dataset.records, cache_dir=cache_dir, workers=workers)
+    skipped = sorted(dataset.skipped + props.skipped, key=lambda s: str(s.path))
+    if len(props.records) < 2:
+        raise BraincamError(f"fewer than two readable images ({len(skipped)} files skipped)")
+    try:
+        labels = np.array([task_label(r.label, task) for r in props.records])
+        classes = task_classes(labels.tolist(), task)
+    except ValueError as exc:
+        raise BraincamError(str(exc)) from None
+    missing = [c for c in classes if c not in set(labels.tolist())]
+    if missing or len(classes) < 2:
+        raise BraincamError(
+            f"the audit compares classes but found only {', '.join(sorted(set(labels)))} images"
+        )
+    y = np.array([classes.index(lab) for lab in labels])
+
+    groups = duplicate_groups(props.content_hashes, props.phashes)
+    split = make_split(props.records, task, split_strategy, val_fraction=0.0, seed=seed,
+                       groups=groups).split
+    probes = _probes(props, y, split, len(classes), n_boot)
+    roots_of = _roots_of(props, roots)
+    dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
+                          props.phashes, roots_of)
+    sources = [r.source for r in props.records]
+    audit = DataAudit(
+        roots=[str(Path(r)) for r in roots], task=task, split_strategy=split_strategy,
+        seed=seed, n_images=len(props.records), skipped=skipped, classes=classes,
+        counts=_counts(split, labels, classes),
+        properties=separation(props.table, labels, classes), probes=probes,
+        duplicates=dup.summary, clusters=find_clusters(props, labels, sources), findings=[],
+    )
+    audit.findings = sort_findings(
+        rules.probe_findings(probes) + rules.duplicate_findings(dup.summary)
+        + rules.property_findings(audit.properties) + rules.cluster_findings(audit.clusters)
+        + rules.skipped_findings(skipped)
+    )
+    if out_dir is not None:
+        audit.files = _write(Path(out_dir), audit, props, labels, split, groups, dup.grid_groups)
+    return audit
+
+
+def _probes(
+    props: ImageProperties, y: np.ndarray, split: np.ndarray, n_classes: int, n_boot: int
+) -> list[ProbeResult]:
+    if not (split == "test").any():
+        raise BraincamError("the split has no test images; use --split dedup or --split random")
+    try:
+        return run_probes(props, y, split, n_classes, n_boot=n_boot)
+    except ValueError as exc:
+        raise BraincamError(str(exc)) from None
+
+
+def _counts(split: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    return {s: {c: int(((split == s) & (labels == c)).sum()) for c in classes}
+            for s in ("train", "val", "test") if (split == s).any()}
+
+
+def _roots_of(props: ImageProperties, roots: Sequence[Path | str]) -> dict[Path, Path]:
+    """Each record path -> the dataset root above it (paths in the JSON are shown relative
+    to their root's parent, e.g. ``sartaj-brain-tumor-mri/Testing/no_tumor/1.jpg``)."""
+    resolved = [Path(os.path.abspath(r)) for r in roots]
+    out = {}
+    for r in props.records:
+        root = next((root for root in resolved if r.path.is_relative_to(root)), None)
+        if root is not None:
+            out[r.path] = root.parent
+    return out
+
+
+def _write(
+    out: Path, audit: DataAudit, props: ImageProperties, labels: np.ndarray, split: np.ndarray,
+    groups: np.ndarray, grid_groups: list[list[int]],
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    table = props.table.copy()
+    table.insert(0, "path", [str(r.path) for r in props.records])
+    table.insert(1, "source", [r.source for r in props.records])
+    table.insert(2, "split", split)
+    table.insert(3, "label", labels)
+    table.insert(4, "original_label", [r.label for r in props.records])
+    table.insert(5, "group", groups)
+    atomic_write_csv(out / "properties.csv", table)
+    write_skipped_csv(audit.skipped, out / "skipped.csv")
+    save_property_histograms(out / "property_histograms.png", props.table, labels,
+                             audit.classes, audit.properties)
+    save_probe_chart(out / "probe_auc.png", audit.probes, rules.THRESHOLDS.probe_warning_auc)
+    written = [out / n for n in ("properties.csv", "skipped.csv", "property_histograms.png",
+                                 "probe_auc.png")]
+    if save_duplicate_grid(out / "duplicate_grid.png", props.records, labels, split,
+                           grid_groups, props.phashes):
+        written.append(out / "duplicate_grid.png")
+    atomic_write_json(out / JSON_NAME, audit.to_dict())
+    return [out / JSON_NAME, *written]

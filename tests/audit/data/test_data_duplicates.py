@@ -1,0 +1,66 @@
+"""Duplicate summary: exact vs near groups, train->test leaks per class, label conflicts,
+display order and the example grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from braincam.audit.data.duplicates import find_duplicates, save_duplicate_grid
+from braincam.data.records import ImageRecord
+
+
+def _records(tmp_path: Path, n: int) -> list[ImageRecord]:
+    out = []
+    for i in range(n):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(np.full((20, 20), 10 * i, np.uint8)).save(path)
+        out.append(ImageRecord(path, "src", None, "x", 20, 20, None))
+    return out
+
+
+def test_groups_leaks_and_conflicts(tmp_path):
+    # 0,1,2: byte-identical (train, train, test; no_tumor)       -> exact group, leak (exact)
+    # 3,4:   near (train tumor, test tumor)                       -> near group, leak (near)
+    # 5,6:   near (train no_tumor, train tumor)                   -> near group, label conflict
+    # 7:     alone (test tumor)
+    records = _records(tmp_path, 8)
+    labels = ["no_tumor"] * 3 + ["tumor", "tumor", "no_tumor", "tumor", "tumor"]
+    split = np.array(["train", "train", "test", "train", "test", "train", "train", "test"])
+    groups = np.array([0, 0, 0, 1, 1, 2, 2, 3])
+    hashes = ["a", "a", "a", "b", "c", "d", "e", "f"]
+    phashes = np.array([0, 0, 0, 0b11, 0b1, 0b111, 0b1, 0xFF], dtype=np.uint64)
+    rep = find_duplicates(records, labels, split, groups, hashes, phashes,
+                          root_of={r.path: tmp_path.parent for r in records})
+    s = rep.summary
+    assert (s["exact_groups"], s["near_groups"], s["images_in_groups"]) == (1, 2, 7)
+    assert s["test_images"] == 3
+    assert s["test_images_with_train_duplicate"] == 2
+    assert s["test_images_with_exact_train_duplicate"] == 1
+    assert s["per_class_test_with_train_duplicate"] == {"no_tumor": 1, "tumor": 1}
+    assert s["per_class"]["tumor"] == {"test": 2, "with_train_duplicate": 1, "exact": 0}
+    assert s["within_split"] == {"train": 4}
+    assert (s["label_conflicts"], s["label_conflict_images"]) == (1, 2)
+    # most relevant first: the conflict, then leaking groups by size
+    assert [g["group"] for g in s["groups"]] == [2, 0, 1]
+    assert s["groups"][1]["files"][0] == f"{tmp_path.name}/img0.png"
+    assert s["groups"][1]["splits"] == {"test": 1, "train": 2}
+    # display order: the closest cross-split pair first (test image 2 with a train copy)
+    assert rep.grid_groups[1][:2] in ([0, 2], [2, 0], [1, 2], [2, 1])
+    assert save_duplicate_grid(tmp_path / "grid.png", records, labels, split, rep.grid_groups,
+                               phashes)
+    assert Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+def test_no_duplicates(tmp_path):
+    records = _records(tmp_path, 3)
+    split = np.array(["train", "test", "test"])
+    rep = find_duplicates(records, ["a", "b", "a"], split, np.arange(3), ["x", "y", "z"],
+                          np.arange(3, dtype=np.uint64))
+    assert rep.summary["groups"] == [] and rep.summary["test_images_with_train_duplicate"] == 0
+    assert rep.summary["per_class_test_with_train_duplicate"] == {"a": 0, "b": 0}
+    assert not save_duplicate_grid(tmp_path / "g.png", records, ["a", "b", "a"], split,
+                                   rep.grid_groups, np.arange(3, dtype=np.uint64))
+    assert not (tmp_path / "g.png").exists()

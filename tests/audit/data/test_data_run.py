@@ -1,0 +1,116 @@
+"""The whole data audit: files written, JSON schema, unreadable files, bad input, real data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from braincam.audit.data.run import audit_data
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+
+PROBES = ["geometry", "intensity", "background", "thumbnail"]
+
+
+@pytest.fixture
+def phantoms(tmp_path):
+    spec = PhantomSpec(n_per_class=20, size=48, seed=3, shortcut="size")
+    return make_phantom_dataset(tmp_path / "ph", spec)
+
+
+def test_writes_json_csv_and_figures_and_lists_corrupt_files(phantoms, tmp_path):
+    (phantoms / "Training" / "tumor" / "empty.png").write_bytes(b"")
+    broken = phantoms / "Testing" / "no_tumor" / "broken.png"  # header and end marker intact
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64 + b"IEND")
+    out = tmp_path / "audit"
+    audit = audit_data([phantoms], out_dir=out, n_boot=50)
+
+    assert {p.name for p in out.iterdir()} == {
+        "data_audit.json", "properties.csv", "skipped.csv", "property_histograms.png",
+        "probe_auc.png"}  # no duplicate grid: this set has no duplicates
+    data = json.loads((out / "data_audit.json").read_text())
+    assert data["n_images"] == 80 and data["n_skipped"] == 2
+    assert sorted(s["path"].rsplit("/", 1)[-1] for s in data["skipped"]) == ["broken.png",
+                                                                              "empty.png"]
+    assert data["classes"] == ["no_tumor", "tumor"] and data["task"] == "binary"
+    assert data["counts"] == {"train": {"no_tumor": 20, "tumor": 20},
+                              "test": {"no_tumor": 20, "tumor": 20}}
+    assert [p["name"] for p in data["probes"]] == PROBES
+    geometry = data["probes"][0]
+    assert geometry["test_auc"] == 1.0 and geometry["test_balanced_accuracy"] == 1.0
+    assert set(geometry["ci"]) == {"test_auc", "test_balanced_accuracy"}
+    assert "image size and file format alone predict the class" in geometry["message"]
+    assert data["properties"]["width"]["auc"] == 1.0
+    assert data["properties"]["width"]["higher_in"] == "no_tumor"  # 60 vs 48 px
+    assert {"exact_groups", "near_groups", "test_images_with_train_duplicate",
+            "per_class_test_with_train_duplicate", "label_conflicts", "groups"} <= set(
+        data["duplicates"])
+    assert {"k", "crosstab", "cramers_v"} <= set(data["clusters"])
+    checks = {f["check"]: f for f in data["findings"]}
+    assert {"probe.geometry", "files.skipped", "property.width"} <= set(checks)
+    assert checks["property.width"]["message"].startswith(
+        "width alone separates tumor from no_tumor (AUC 1.00, KS 1.00); higher in no_tumor")
+    assert checks["files.skipped"]["value"] == 2
+    severities = [f["severity"] for f in data["findings"]]
+    assert severities == sorted(severities, key=["critical", "warning", "info"].index)
+
+    table = pd.read_csv(out / "properties.csv")
+    assert len(table) == 80 and {"path", "split", "label", "group", "width", "p99"} <= set(
+        table.columns)
+    assert set(table.loc[table["label"] == "no_tumor", "width"]) == {60}
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(skipped) == 2
+    assert "geometry-only probe reaches AUC 1.00" in audit.summary()
+
+
+def test_bad_input_gives_one_line_errors(tmp_path):
+    only_tumour = tmp_path / "one"
+    (only_tumour / "tumor").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((16, 16), 50 * i, np.uint8)).save(only_tumour / f"tumor/{i}.png")
+    with pytest.raises(BraincamError, match="found only tumor images"):
+        audit_data([only_tumour], split_strategy="random")
+    spec = PhantomSpec(n_per_class=4, size=40)
+    root = make_phantom_dataset(tmp_path / "ph", spec, splits=("train",))
+    with pytest.raises(BraincamError, match="no test images"):
+        audit_data([root])
+    with pytest.raises(BraincamError, match="unknown task"):
+        audit_data([root], task="segmentation")
+
+
+def test_dedup_split_on_class_folders(tmp_path):
+    spec = PhantomSpec(n_per_class=15, size=40, seed=1, shortcut="brightness")
+    root = make_phantom_dataset(tmp_path / "ph", spec, splits=("train",))
+    audit = audit_data([root / "Training"], split_strategy="dedup", n_boot=0)
+    assert sum(audit.counts["test"].values()) == 6  # 1/5 of 30, stratified
+    assert audit.probe("intensity").test_auc == 1.0 and audit.probe("intensity").ci == {
+        "test_auc": None, "test_balanced_accuracy": None}
+
+
+@pytest.mark.realdata
+def test_sartaj_leaks_and_size_shortcut(datasets_dir, tmp_path):
+    """Sartaj binary, official split, on every Testing image and a third of Training
+    (symlinks), to keep the test short; the full set is measured with `braincam audit-data`."""
+    source = datasets_dir / "sartaj-brain-tumor-mri"
+    root = tmp_path / "sartaj-brain-tumor-mri"
+    for folder in sorted(source.glob("*/*")):
+        target = root / folder.relative_to(source)
+        target.mkdir(parents=True)
+        files = sorted(folder.iterdir())
+        for f in files if folder.parent.name == "Testing" else files[::3]:
+            (target / f.name).symlink_to(f)
+    audit = audit_data([root], n_boot=200)
+    dup = audit.duplicates
+    assert dup["test_images"] == 394
+    assert dup["per_class_test_with_train_duplicate"]["no_tumor"] >= 40
+    assert dup["per_class_test_with_train_duplicate"]["tumor"] >= 40
+    assert audit.probe("geometry").test_auc >= 0.85
+    assert next(f for f in audit.findings if f.check == "probe.geometry").severity == "critical"
+
+    multi = audit_data([root], task="multiclass", n_boot=0)  # properties now cached
+    assert multi.classes == ["glioma", "meningioma", "no_tumor", "pituitary"]
+    assert multi.probe("geometry").test_auc >= 0.75  # macro one-vs-rest; chance is 0.5

@@ -1,0 +1,60 @@
+"""Acceptance on phantoms: each planted shortcut trips its check; a clean set trips none."""
+
+from __future__ import annotations
+
+import pytest
+
+from braincam.audit.data.run import audit_data
+from braincam.data.synthetic import DUPLICATE_FRACTION, PhantomSpec, make_phantom_dataset
+
+N, SIZE, BOOT = 60, 64, 200
+
+
+def _audit(tmp_path, shortcut, n=N):
+    spec = PhantomSpec(n_per_class=n, size=SIZE, seed=0, shortcut=shortcut)
+    return audit_data([make_phantom_dataset(tmp_path / "ph", spec)], n_boot=BOOT)
+
+
+@pytest.mark.parametrize(
+    ("shortcut", "probes"),
+    [
+        ("contrast", ["intensity"]),
+        ("size", ["geometry"]),
+        ("brightness", ["intensity"]),
+        ("marker", ["background", "thumbnail"]),
+    ],
+)
+def test_planted_shortcut_trips_its_probe(tmp_path, shortcut, probes):
+    audit = _audit(tmp_path, shortcut)
+    best = max(probes, key=lambda name: audit.probe(name).test_auc)
+    probe = audit.probe(best)
+    assert probe.test_auc >= 0.9
+    assert probe.ci["test_auc"][0] >= 0.8
+    assert probe.message.startswith(f"{best}-only probe reaches AUC {probe.test_auc:.2f} [")
+    finding = next(f for f in audit.findings if f.check == f"probe.{best}")
+    assert finding.severity == "critical" and finding.value == probe.test_auc
+
+
+def test_planted_duplicates_are_counted(tmp_path):
+    audit = _audit(tmp_path, "duplicates")
+    dup = audit.duplicates
+    planted = round(N * DUPLICATE_FRACTION)  # no_tumor test images copied from train
+    per_class = dup["per_class"]
+    assert planted <= per_class["no_tumor"]["with_train_duplicate"] <= planted + 2
+    assert per_class["no_tumor"]["exact"] == planted // 2  # the others are re-encoded
+    assert per_class["tumor"]["with_train_duplicate"] <= 2
+    assert dup["exact_groups"] >= planted // 2 and dup["near_groups"] >= planted // 2
+    finding = next(f for f in audit.findings if f.check == "duplicates.train_test")
+    assert finding.severity == "critical"
+    assert finding.value == pytest.approx(dup["test_images_with_train_duplicate"] / (2 * N))
+
+
+def test_clean_phantoms_trip_no_probe(tmp_path):
+    audit = _audit(tmp_path, None, n=80)
+    aucs = {p.name: p.test_auc for p in audit.probes}
+    assert set(aucs) == {"geometry", "intensity", "background", "thumbnail"}
+    assert max(aucs.values()) <= 0.65, aucs
+    assert all(f.severity == "info" for f in audit.findings if f.check.startswith("probe."))
+    assert audit.duplicates["test_images_with_train_duplicate"] <= 2
+    assert audit.counts == {"train": {"no_tumor": 80, "tumor": 80},
+                            "test": {"no_tumor": 80, "tumor": 80}}

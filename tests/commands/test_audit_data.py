@@ -1,0 +1,68 @@
+"""``braincam audit-data``: options, output folder rules and the printed summary."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from braincam.commands import audit_data
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+
+
+def invoke(*args: str):
+    app = typer.Typer()
+    app.command("audit-data")(audit_data.command)
+    app.command("unused")(lambda: None)
+    return CliRunner().invoke(app, ["audit-data", *args])
+
+
+@pytest.fixture(scope="module")
+def marked(tmp_path_factory):
+    spec = PhantomSpec(n_per_class=20, size=48, seed=2, shortcut="marker")
+    return make_phantom_dataset(tmp_path_factory.mktemp("data") / "ph", spec)
+
+
+def test_audit_writes_and_summarises(marked, tmp_path):
+    out = tmp_path / "audit"
+    result = invoke(str(marked), "--out", str(out), "--n-boot", "50")
+    assert result.exit_code == 0, result.output
+    assert "audited 80 images (0 skipped); classes no_tumor, tumor; train 40, test 40" in (
+        result.output)
+    assert "background-only probe reaches AUC 1.00" in result.output
+    assert "[critical]" in result.output and f"wrote {out / 'data_audit.json'}" in result.output
+    data = json.loads((out / "data_audit.json").read_text())
+    assert data["split_strategy"] == "official"
+    assert data["probes"][2]["name"] == "background" and data["probes"][2]["test_auc"] == 1.0
+
+    again = invoke(str(marked), "--out", str(out))
+    assert isinstance(again.exception, BraincamError) and "--force" in str(again.exception)
+    forced = invoke(str(marked), "--out", str(out), "--force", "--split", "dedup",
+                    "--n-boot", "0")
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((out / "data_audit.json").read_text())["split_strategy"] == "dedup"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "grading"], "unknown task 'grading'"),
+        (["--split", "by-patient"], "unknown split 'by-patient'"),
+        (["--n-boot", "-1"], "--n-boot must be >= 0"),
+    ],
+)
+def test_bad_options_are_one_line_errors(marked, tmp_path, args, message):
+    result = invoke(str(marked), "--out", str(tmp_path / "o"), *args)
+    assert isinstance(result.exception, BraincamError)
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_lists_every_option():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for option in ("--out", "--task", "--split", "--force", "--seed", "--n-boot"):
+        assert option in result.output
