@@ -112,7 +112,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    text = json.dumps(obj, indent=2, default=_json_default)
+    atomic_write_text(path, text + "\n")
 
 
 def atomic_write_yaml(path: Path, obj: Any) -> None:
