@@ -1,0 +1,127 @@
+"""``build_report(run_dir)``: everything a run holds, in one self-contained HTML file.
+
+The report is collected into typed sections (one module each), rendered with the
+Jinja2 template ``templates/report.html`` and written atomically to
+``RunDir.report``. Every picture is a ``data:`` URI and the CSS is inline; a
+Content-Security-Policy (``default-src 'none'; img-src data:``) makes the browser
+refuse anything else, so the file opens the same offline, mailed or archived.
+Missing or broken parts are reported in the page ("not run"), never raised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from braincam.errors import BraincamError
+from braincam.report import fmt
+from braincam.report.data_audit import DataAuditSection, collect_data_audit
+from braincam.report.findings import ReportFinding, severity_counts, sort_findings
+from braincam.report.gallery import GallerySection, collect_gallery
+from braincam.report.metrics import MetricsSection, collect_metrics
+from braincam.report.model_audit import ModelAuditSection, collect_model_audit
+from braincam.report.overview import OverviewSection, collect_overview
+from braincam.report.settings import SettingsSection, collect_settings
+from braincam.report.sources import NOT_RUN, Part
+from braincam.report.training import TrainingSection, collect_training
+from braincam.runs import RunDir, atomic_write_text
+
+TEMPLATE = "report.html"
+# What makes a folder a run: at least one of these exists.
+RUN_MARKERS = ("config.yaml", "history.csv", "metrics.json", "data_audit", "explain", "audit")
+
+
+@dataclass
+class ReportContext:
+    """Everything the template shows, section by section."""
+
+    run_name: str
+    summary: str
+    findings: list[ReportFinding]
+    severity_counts: dict[str, int]
+    dropped_findings: int
+    missing: list[Part]
+    overview: OverviewSection
+    data_audit: DataAuditSection
+    training: TrainingSection
+    metrics: MetricsSection
+    gallery: GallerySection
+    model_audit: ModelAuditSection
+    settings: SettingsSection
+
+
+def collect_report(run_dir: Path) -> ReportContext:
+    """Read every part of the run; BraincamError only when ``run_dir`` is not a run."""
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise BraincamError(f"{root} is not a directory")
+    if not any((root / name).exists() for name in RUN_MARKERS):
+        raise BraincamError(
+            f"{root} does not look like a braincam run (none of {', '.join(RUN_MARKERS)})"
+        )
+    run = RunDir(root)
+    overview, data_audit = collect_overview(run), collect_data_audit(run)
+    model_audit = collect_model_audit(run)
+    training, metrics = collect_training(run), collect_metrics(run)
+    gallery, settings = collect_gallery(run), collect_settings(run)
+    findings = sort_findings(data_audit.findings + model_audit.findings)
+    parts = [
+        overview.split_part, overview.skipped_part, data_audit.part, training.part,
+        metrics.part, gallery.part, model_audit.part, settings.part,
+    ]
+    missing = [p for p in parts if not p.ok]
+    counts = severity_counts(findings)
+    return ReportContext(
+        run_name=root.resolve().name,
+        summary=_summary(counts, missing),
+        findings=findings,
+        severity_counts=counts,
+        dropped_findings=data_audit.dropped_findings + model_audit.dropped_findings,
+        missing=missing,
+        overview=overview,
+        data_audit=data_audit,
+        training=training,
+        metrics=metrics,
+        gallery=gallery,
+        model_audit=model_audit,
+        settings=settings,
+    )
+
+
+def render_report(context: ReportContext) -> str:
+    """The HTML text of the report."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("braincam.report", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=fmt.num, with_ci=fmt.with_ci, pct=fmt.pct, label=fmt.label,
+                       text=fmt.text)
+    return env.get_template(TEMPLATE).render(r=context)
+
+
+def build_report(run_dir: Path) -> Path:
+    """Write ``run_dir/report.html`` (atomically) and return its path."""
+    return write_report(collect_report(Path(run_dir)), Path(run_dir))
+
+
+def write_report(context: ReportContext, run_dir: Path) -> Path:
+    """Render ``context`` into ``run_dir/report.html``, atomically; return the path."""
+    path = RunDir(Path(run_dir)).report
+    atomic_write_text(path, render_report(context))
+    return path
+
+
+def _summary(counts: dict[str, int], missing: list[Part]) -> str:
+    n = sum(counts.values())
+    text = f"{n} finding{'' if n == 1 else 's'}: " + ", ".join(
+        f"{k} {v}" for k, v in counts.items()
+    ) + "."
+    not_run = [p.name for p in missing if p.status == NOT_RUN]
+    if not_run:
+        text += f" Not run yet: {', '.join(not_run)}."
+    return text

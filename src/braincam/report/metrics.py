@@ -1,0 +1,163 @@
+"""Test metrics with confidence intervals, the leak-free and cross-dataset comparison,
+per-class scores, the confusion matrix and the evaluation's own plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from braincam.report.figures import Figure, embed_figures, embed_image_file
+from braincam.report.fmt import num, scalar, with_ci
+from braincam.report.sources import Part, read_json_part
+from braincam.runs import RunDir
+
+
+@dataclass
+class MetricRow:
+    """One evaluation set: point estimates and 95% bootstrap intervals."""
+
+    name: str
+    phrase: str  # how a sentence names the set, e.g. "the leak-free test subset"
+    n: Any
+    accuracy: Any
+    accuracy_ci: Any
+    balanced_accuracy: Any
+    balanced_accuracy_ci: Any
+    auc: Any
+    auc_ci: Any
+    ece: Any
+
+
+@dataclass
+class ClassRow:
+    name: str
+    precision: Any
+    recall: Any
+    f1: Any
+    support: Any
+
+
+@dataclass
+class MetricsSection:
+    part: Part
+    task: str = ""
+    classes: list[str] = field(default_factory=list)
+    rows: list[MetricRow] = field(default_factory=list)
+    sentences: list[str] = field(default_factory=list)
+    per_class: list[ClassRow] = field(default_factory=list)
+    confusion: list[list[Any]] | None = None
+    figures: list[Figure] = field(default_factory=list)
+
+
+def collect_metrics(run: RunDir) -> MetricsSection:
+    part, metrics = read_json_part(run.root, "metrics.json", "evaluation")
+    section = MetricsSection(part)
+    if metrics is None:
+        section.figures = embed_figures(sorted(run.root.glob("*.png")))
+        return section
+    section.figures = _figures(run, metrics.get("figures"))
+    section.task = str(metrics.get("task") or "")
+    section.classes = [str(c) for c in metrics.get("classes") or []]
+    test = _as_dict(metrics.get("test"))
+    leak_free = _as_dict(metrics.get("test_leak_free"))
+    if test:
+        section.rows.append(_row("test set", "the whole test set", test))
+    if leak_free:
+        section.rows.append(_row("test, leak-free subset", "the leak-free test subset", leak_free))
+    extra = _as_dict(metrics.get("extra"))
+    for dataset, values in extra.items():
+        if isinstance(values, dict):
+            section.rows.append(_row(dataset, f"{dataset} (another dataset)", values))
+    combined = _as_dict(metrics.get("extra_combined"))
+    if combined:
+        section.rows.append(_row("other datasets pooled", "the other datasets pooled", combined))
+    section.sentences = _comparison(section.rows)
+    per_class = _as_dict(test.get("per_class"))
+    section.per_class = [
+        ClassRow(str(cls), v.get("precision"), v.get("recall"), v.get("f1"), v.get("support"))
+        for cls, v in per_class.items()
+        if isinstance(v, dict)
+    ]
+    matrix = test.get("confusion_matrix")
+    if isinstance(matrix, list) and all(isinstance(r, list) for r in matrix) and matrix:
+        section.confusion = matrix
+    return section
+
+
+def _figures(run: RunDir, listed: Any) -> list[Figure]:
+    """The plots metrics.json lists (``{set: {"confusion": file, "roc": file}}``), captioned
+    "<set>: confusion matrix"; every PNG in the run folder when it lists none."""
+    if not isinstance(listed, dict):
+        return embed_figures(sorted(run.root.glob("*.png")))
+    figures = []
+    for name, files in listed.items():
+        for kind, caption in (("confusion", "confusion matrix"), ("roc", "ROC curve")):
+            file = files.get(kind) if isinstance(files, dict) else None
+            if not isinstance(file, str):
+                continue
+            uri = embed_image_file(run.root / Path(file).name, max_side=560)
+            if uri is not None:
+                figures.append(Figure(f"{name}: {caption}", uri))
+    return figures
+
+
+def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
+    ci = _as_dict(m.get("ci"))
+    return MetricRow(
+        name=name,
+        phrase=phrase,
+        n=m.get("n"),
+        accuracy=m.get("accuracy"),
+        accuracy_ci=ci.get("accuracy"),
+        balanced_accuracy=m.get("balanced_accuracy"),
+        balanced_accuracy_ci=ci.get("balanced_accuracy"),
+        auc=m.get("auc"),
+        auc_ci=ci.get("auc"),
+        ece=m.get("ece"),
+    )
+
+
+def _comparison(rows: list[MetricRow]) -> list[str]:
+    """Plain sentences comparing balanced accuracy of each set against the whole test set.
+
+    Balanced accuracy = mean per-class recall: it does not reward predicting the
+    majority class, so it compares sets with different class mixes fairly.
+    """
+    if not rows:
+        return []
+    base = rows[0]
+    base_value = scalar(base.balanced_accuracy)
+    sentences = []
+    if base_value is not None:
+        sentences.append(
+            f"Balanced accuracy on {base.phrase} (n = {num(base.n)}) is "
+            f"{with_ci(base_value, base.balanced_accuracy_ci)}."
+        )
+    for row in rows[1:]:
+        value = scalar(row.balanced_accuracy)
+        if value is None:
+            auc = scalar(row.auc)
+            if row.accuracy is not None:
+                sentences.append(
+                    f"On {row.phrase} (n = {num(row.n)}) accuracy is "
+                    f"{with_ci(row.accuracy, row.accuracy_ci)}"
+                    + ("." if auc is None else f" and AUC {num(auc)}.")
+                )
+            continue
+        text = (
+            f"On {row.phrase} (n = {num(row.n)}) it is "
+            f"{with_ci(value, row.balanced_accuracy_ci)}"
+        )
+        if base_value is not None:
+            diff = value - base_value
+            if abs(diff) < 0.0005:
+                text += ", the same"
+            else:
+                text += f", {num(abs(diff))} {'lower' if diff < 0 else 'higher'}"
+        sentences.append(text + ".")
+    return sentences
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,58 @@
+"""Dataset overview: images per class and split (split.csv), sources, the leak-free test
+subset, and the files that could not be used (skipped.csv)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from braincam.report.sources import Part, read_csv_part
+from braincam.report.tables import Table, splits_in_order, with_totals
+from braincam.runs import RunDir
+
+MAX_SKIPPED_SHOWN = 10
+
+
+@dataclass
+class OverviewSection:
+    split_part: Part
+    skipped_part: Part
+    counts: Table | None = None
+    sentences: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file name, reason)
+    n_skipped: int = 0
+
+
+def collect_overview(run: RunDir) -> OverviewSection:
+    split_part, split = read_csv_part(run.root, "split.csv", "data split")
+    skipped_part, skipped = read_csv_part(run.root, "skipped.csv", "skipped files")
+    section = OverviewSection(split_part, skipped_part)
+    if split is not None:
+        section.counts, section.sentences = _split_counts(split)
+    if skipped is not None:
+        section.n_skipped = len(skipped)
+        section.skipped = [
+            (Path(str(row.get("path", ""))).name, str(row.get("reason", "")))
+            for row in skipped.head(MAX_SKIPPED_SHOWN).to_dict("records")
+        ]
+    return section
+
+
+def _split_counts(split: pd.DataFrame) -> tuple[Table | None, list[str]]:
+    if not {"label", "split"} <= set(split.columns) or split.empty:
+        return None, ["split.csv has no label/split columns; counts are not shown."]
+    table = splits_in_order(pd.crosstab(split["label"].astype(str), split["split"].astype(str)))
+    sentences = [f"{len(split)} images in {table.shape[0]} classes."]
+    if "source" in split.columns:
+        sources = sorted(split["source"].astype(str).unique())
+        sentences.append(f"Sources: {', '.join(sources)}.")
+    if "leak_free" in split.columns and "test" in table.columns:
+        test = split[split["split"].astype(str) == "test"]
+        free = int(test["leak_free"].astype(str).str.lower().isin(("true", "1")).sum())
+        sentences.append(
+            f"{free} of {len(test)} test images have no exact or near duplicate in train "
+            "(the leak-free subset)."
+        )
+    return with_totals(table, "class"), sentences
