@@ -1,0 +1,78 @@
+"""``braincam bench ...``: throughput benchmarks that print one JSON line each.
+
+Ratios are measured side by side in one process (see :mod:`braincam.explain.bench`), so they
+hold on a shared machine where absolute numbers do not.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    help="Throughput benchmarks; each prints one JSON line.", no_args_is_help=True
+)
+
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+
+
+@app.command("cam")
+def cam(
+    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
+        "resnet50"
+    ),
+    batch: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    iters: Annotated[int, typer.Option(help="Timed batches per contender and repeat.")] = 1,
+    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 5,
+    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """Grad-CAM throughput vs plain inference and vs pytorch-grad-cam's GradCAM."""
+    from braincam.evaluate.predict import device_of
+    from braincam.explain.bench import bench_cam
+
+    _check_positive(batch=batch, iters=iters, repeats=repeats, image_size=image_size)
+    result = bench_cam(arch, batch, iters, repeats, image_size, device_of(device))
+    typer.echo(json.dumps(result))
+
+
+@app.command("occlusion")
+def occlusion(
+    window: Annotated[int, typer.Option(help="Occlusion window side, px.")] = 32,
+    stride: Annotated[int, typer.Option(help="Occlusion stride, px.")] = 16,
+    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
+    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
+        "efficientnet_lite0"
+    ),
+    images: Annotated[int, typer.Option(help="Images explained by braincam.")] = 2,
+    captum_images: Annotated[
+        int, typer.Option(help="Images explained by captum (slow: one forward per window).")
+    ] = 1,
+    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 1,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="braincam's occluded copies per forward (default 16 CPU, 128 GPU)."),
+    ] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+) -> None:
+    """braincam occlusion throughput vs captum's Occlusion (perturbations_per_eval=1)."""
+    from braincam.evaluate.predict import device_of
+    from braincam.explain.bench import bench_occlusion
+    from braincam.explain.occlusion import check_window
+
+    _check_positive(images=images, captum_images=captum_images, repeats=repeats,
+                    batch_size=batch_size or 1)
+    check_window(image_size, image_size, window, stride)
+    result = bench_occlusion(arch, window, stride, image_size, images, captum_images, repeats,
+                             batch_size, device_of(device))
+    typer.echo(json.dumps(result))
+
+
+def _check_positive(**values: int) -> None:
+    from braincam.errors import BraincamError
+
+    for name, value in values.items():
+        if value < 1:
+            raise BraincamError(f"--{name.replace('_', '-')} must be >= 1, got {value}")

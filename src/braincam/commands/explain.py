@@ -1,0 +1,148 @@
+"""``braincam explain RUN [IMAGES...]``: maps of a trained run's model for image files, a
+dataset folder, or (by default) the run's own test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from braincam.explain.files import ImageItem
+
+METHOD_HELP = (
+    "gradcam, gradcam++, xgradcam, hirescam, layercam (gradient CAMs); scorecam, ablationcam, "
+    "eigencam (pytorch-grad-cam, slow except eigencam); ig (integrated gradients); occlusion."
+)
+
+
+def command(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    images: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Image files to explain (default: --data, else the run's split)."),
+    ] = None,
+    data: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="Dataset folder(s) to explain instead; repeatable."),
+    ] = None,
+    split: Annotated[
+        str,
+        typer.Option(help="train, val, test or all: which images of the run's split.csv (or "
+                     "of --data's split folders; class-folder datasets are used whole)."),
+    ] = "test",
+    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "gradcam",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/explain/METHOD).")
+    ] = None,
+    layer: Annotated[
+        str | None,
+        typer.Option(help="CAM target layer (module name); default per architecture."),
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="Class explained: pred (prediction), label (true class) or a "
+                          "class name.")
+    ] = "pred",
+    batch_size: Annotated[int, typer.Option(help="Images per explanation batch.")] = 16,
+    overlays: Annotated[
+        bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")
+    ] = True,
+    window: Annotated[int, typer.Option(help="Occlusion window side, px.")] = 32,
+    stride: Annotated[int, typer.Option(help="Occlusion stride, px.")] = 16,
+    fill: Annotated[str, typer.Option(help="Occlusion fill: zero, mean or blur.")] = "zero",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing explanations in --out.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
+    ] = True,
+) -> None:
+    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out."""
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.errors import BraincamError
+    from braincam.evaluate.predict import device_of
+    from braincam.explain import METHODS, ExplainOptions
+    from braincam.explain.files import explain_files
+    from braincam.explain.io import FILENAME
+    from braincam.models import load_checkpoint
+    from braincam.runs import RunDir, prepare_output_dir
+
+    if method not in METHODS:
+        raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if batch_size < 1:
+        raise BraincamError("--batch-size must be >= 1")
+    rundir = RunDir(Path(run))
+    if not rundir.model.is_file():
+        raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
+    model, meta = load_checkpoint(rundir.model, device=device_of(device))
+    items = _items(rundir, images or [], data or [], split)
+    out_dir = prepare_output_dir(out or rundir.explain / method, force=force, marker=FILENAME)
+    summary = explain_files(
+        model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
+        meta.get("task", "multiclass"), out_dir, method=method, layer=layer, target=target,
+        batch_size=batch_size, overlays=overlays,
+        options=ExplainOptions(window=window, stride=stride, fill=fill),
+        progress=progress,
+    )
+    typer.echo(
+        f"explained {summary.n_explained} images with {method} in {summary.seconds:.1f} s; "
+        f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"
+    )
+    for skipped in summary.skipped:
+        typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+    typer.echo(f"wrote {summary.file}")
+
+
+def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageItem]:
+    """What to explain: IMAGES, else --data (by folder split), else the run's split.csv."""
+    from braincam.data.records import load_dataset
+    from braincam.errors import BraincamError
+    from braincam.explain.files import ImageItem
+
+    if split not in ("train", "val", "test", "all"):
+        raise BraincamError("--split must be train, val, test or all")
+    if images:
+        if data:
+            raise BraincamError("give image files or --data, not both")
+        return [ImageItem(Path(p).absolute()) for p in images]
+    if data:
+        records = load_dataset(data).records
+        if split != "all":
+            records = [r for r in records if r.split in (split, None)]
+        if not records:
+            raise BraincamError(f"no {split} images in {', '.join(map(str, data))}")
+    else:
+        records = _run_split_records(run, split)
+    return [ImageItem(r.path, r.label, r.box) for r in records]
+
+
+def _run_split_records(run, split: str) -> list:
+    """The records of the run's data roots (config.yaml) listed in its split.csv under
+    ``split`` (every listed image for ``all``)."""
+    import csv
+
+    import yaml
+
+    from braincam.data.records import load_dataset
+    from braincam.errors import BraincamError
+
+    try:
+        roots = yaml.safe_load(run.config.read_text())["data"]
+        with open(run.split, newline="", encoding="utf-8") as fh:
+            paths = [row["path"] for row in csv.DictReader(fh)
+                     if split == "all" or row["split"] == split]
+    except (OSError, KeyError, TypeError, csv.Error, yaml.YAMLError) as exc:
+        raise BraincamError(
+            f"{run.root}: cannot read config.yaml/split.csv ({exc}); give IMAGES or --data"
+        ) from None
+    if not paths:
+        raise BraincamError(f"{run.split} lists no {split} images; give IMAGES or --data")
+    by_path = {str(r.path): r for r in load_dataset(roots).records}
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise BraincamError(
+            f"{len(missing)} {split} images of {run.split} are gone (first: {missing[0]})"
+        )
+    return [by_path[p] for p in paths]

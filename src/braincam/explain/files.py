@@ -1,0 +1,160 @@
+"""Explain image files into a folder: ``explanations.npz``, ``skipped.csv`` and one overlay PNG
+per image (``overlays/NNNN_<name>.png``, on the original image, see
+:func:`braincam.explain.render.overlay_original`).
+
+Images are preprocessed through the shared cache in a thread pool; unreadable files are
+skipped with a warning and listed in ``skipped.csv``. Overlays are drawn and written in a
+thread pool (OpenCV and the PNG encoder release the GIL) while the next batch is explained.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed
+from braincam.data.records import Box, SkippedFile, write_skipped_csv
+from braincam.errors import BraincamError
+from braincam.explain.api import ExplainOptions, explain
+from braincam.explain.io import FILENAME, ExplanationSet, save_explanations
+from braincam.explain.render import overlay_original, write_png
+from braincam.labels import task_label
+
+log = logging.getLogger(__name__)
+
+OVERLAY_DIR = "overlays"
+WORKERS = 4
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image to explain; ``label`` (canonical) and ``box`` when the dataset has them."""
+
+    path: Path
+    label: str | None = None
+    box: Box | None = None
+
+
+@dataclass
+class ExplainSummary:
+    file: Path  # the explanations.npz
+    n_explained: int
+    skipped: list[SkippedFile]
+    n_overlays: int
+    seconds: float
+
+
+def target_indices(items: Sequence[ImageItem], target: str, classes: Sequence[str],
+                   task: str) -> np.ndarray | None:
+    """Class indices to explain: None for ``pred`` (the prediction), the true class for
+    ``label``, or a fixed class given by name."""
+    if target == "pred":
+        return None
+    if target == "label":
+        unknown = [i.path for i in items if i.label is None]
+        if unknown:
+            raise BraincamError(f"--target label needs labelled images; {unknown[0]} has none")
+        names = [task_label(i.label, task) for i in items]
+        missing = sorted(set(names) - set(classes))
+        if missing:
+            raise BraincamError(f"the model has no class {missing[0]!r} ({', '.join(classes)})")
+        return np.array([list(classes).index(n) for n in names], dtype=np.int64)
+    if target in classes:
+        return np.full(len(items), list(classes).index(target), dtype=np.int64)
+    raise BraincamError(f"--target must be pred, label or a class ({', '.join(classes)})")
+
+
+def explain_files(
+    model: nn.Module,
+    items: Sequence[ImageItem],
+    prep_config: PreprocessConfig,
+    classes: Sequence[str],
+    task: str,
+    out_dir: Path,
+    method: str = "gradcam",
+    layer: str | None = None,
+    target: str = "pred",
+    batch_size: int = 16,
+    overlays: bool = True,
+    options: ExplainOptions | None = None,
+    progress: bool = True,
+) -> ExplainSummary:
+    """Explain ``items`` with ``model`` (already on its device) into ``out_dir``."""
+    start = time.perf_counter()
+    cache = PreprocessCache()
+    with ThreadPoolExecutor(WORKERS) as pool:
+        preps = list(pool.map(lambda item: _preprocess(cache, item, prep_config), items))
+        skipped = [p for p in preps if isinstance(p, SkippedFile)]
+        kept = [(item, p) for item, p in zip(items, preps, strict=True)
+                if isinstance(p, Preprocessed)]
+        if not kept:
+            raise BraincamError(f"none of the {len(items)} images could be read")
+        targets = target_indices([item for item, _ in kept], target, classes, task)
+        bar = _progress(len(kept), method, progress)
+        parts: list[dict[str, np.ndarray]] = []
+        written: list[Future[None]] = []
+        for lo in range(0, len(kept), batch_size):
+            chunk = kept[lo : lo + batch_size]
+            images = np.stack([p.image for _, p in chunk])
+            batch_targets = None if targets is None else targets[lo : lo + batch_size]
+            cam = explain(model, images, batch_targets, method, layer, options)
+            result = cam.numpy()
+            parts.append(result)
+            if overlays:
+                written += [
+                    pool.submit(_write_overlay, out_dir, lo + k, item, prep, cam)
+                    for k, ((item, prep), cam) in enumerate(zip(chunk, result["maps"], strict=True))
+                ]
+            bar.update(len(chunk))
+        bar.close()
+        for future in written:
+            future.result()  # re-raise a failed write
+    exp = ExplanationSet(
+        maps=np.concatenate([p["maps"] for p in parts]),
+        raw=np.concatenate([p["raw"] for p in parts]),
+        targets=np.concatenate([p["targets"] for p in parts]),
+        probs=np.concatenate([p["probs"] for p in parts]),
+        paths=[str(item.path) for item, _ in kept],
+        crops=np.array([p.crop for _, p in kept], dtype=np.int64),
+        original_sizes=np.array([p.original_size for _, p in kept], dtype=np.int64),
+        method=method, layer=cam.layer, classes=list(classes),
+    )
+    file = Path(out_dir) / FILENAME
+    save_explanations(file, exp)
+    write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+    return ExplainSummary(file, len(kept), skipped, len(written), time.perf_counter() - start)
+
+
+def overlay_name(index: int, path: Path) -> str:
+    """``0007_Te-gl_0012.png``: the index keeps equal file names of different folders apart."""
+    return f"{index:04d}_{Path(path).stem}.png"
+
+
+def _preprocess(cache: PreprocessCache, item: ImageItem,
+                config: PreprocessConfig) -> Preprocessed | SkippedFile:
+    try:
+        return cache.get(item.path, config)
+    except ImageReadError as exc:
+        log.warning("skipping %s", exc)
+        return SkippedFile(item.path, str(exc).removeprefix(f"{item.path}: "))
+
+
+def _write_overlay(out_dir: Path, index: int, item: ImageItem, prep: Preprocessed,
+                   cam: np.ndarray) -> None:
+    original = read_grey(item.path)
+    rgb = overlay_original(original, cam, prep, box=item.box)
+    write_png(Path(out_dir) / OVERLAY_DIR / overlay_name(index, item.path), rgb)
+
+
+def _progress(total: int, method: str, enabled: bool):  # -> tqdm
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=method, unit="img", disable=not enabled)

@@ -1,0 +1,128 @@
+"""Occlusion (Zeiler & Fergus 2014): how much the target probability drops when a window of
+the image is replaced by a fill.
+
+Windows are ``window x window`` squares over all channels, placed like captum's ``Occlusion``:
+top-left corners at ``k * stride`` for ``k = 0 .. ceil((D - window) / stride)`` in each
+dimension, so the last window may be cut off by the border. For window ``w`` with occluded
+copy ``x_w``::
+
+    drop_w = p_t(x) - p_t(x_w)          p_t = probability of the target class
+    map(pixel) = mean of drop_w over the windows w that cover the pixel
+
+which is exactly captum's ``Occlusion(prob_forward).attribute(x, (C, window, window),
+strides=(C, stride, stride), baselines=fill, target=t)``. Positive values: the window
+supported the target class.
+
+Fills (in model-input space): ``zero`` (0; the ImageNet mean colour for normalised input),
+``mean`` (the image's per-channel mean) or ``blur`` (a Gaussian blur of the image,
+``sigma = window / 4``: removes the window's detail, keeps its brightness).
+
+Speed: the occluded copies of all images are evaluated in batches of ``batch_size`` under
+``torch.no_grad`` (default 16 on CPU, where larger batches spill the caches and run slower,
+128 on GPUs, which need large batches to be busy); on CPU a channels-last copy of the model is
+used (oneDNN runs NHWC convolutions, depthwise ones above all, markedly faster). The numbers
+do not change beyond float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from braincam.errors import BraincamError
+from braincam.explain.base import class_probs, eval_mode, model_device
+
+FILLS = ("zero", "mean", "blur")
+WINDOW = 32
+STRIDE = 16
+CPU_BATCH, GPU_BATCH = 16, 128
+
+
+@dataclass
+class OcclusionResult:
+    drop: Tensor  # (N, H, W) mean drop of the target probability over the covering windows
+    probs: Tensor  # (N, C) probabilities of the unoccluded images
+    targets: Tensor  # (N,) int64 class explained
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Top-left coordinates of the windows along one dimension (captum's placement)."""
+    return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
+
+
+def window_masks(height: int, width: int, window: int, stride: int,
+                 device: torch.device | None = None) -> Tensor:
+    """Boolean ``(P, H, W)`` stack, one mask per window, row-major like captum."""
+    ys, xs = window_starts(height, window, stride), window_starts(width, window, stride)
+    masks = torch.zeros(len(ys) * len(xs), height, width, dtype=torch.bool, device=device)
+    for p, (y, x) in enumerate((y, x) for y in ys for x in xs):
+        masks[p, y : y + window, x : x + window] = True
+    return masks
+
+
+def fill_values(x: Tensor, fill: str, window: int) -> Tensor:
+    """What occluded pixels become, ``(N, C, H, W)`` (see the module docstring)."""
+    if fill == "zero":
+        return torch.zeros_like(x)
+    if fill == "mean":
+        return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
+    if fill == "blur":
+        from torchvision.transforms.functional import gaussian_blur
+
+        sigma = window / 4
+        largest = 2 * min(x.shape[-2:]) - 1  # reflect padding needs kernel // 2 < side
+        kernel = min(2 * math.ceil(3 * sigma) + 1, largest)
+        return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
+    raise BraincamError(f"unknown occlusion fill {fill!r}; choose one of {', '.join(FILLS)}")
+
+
+def check_window(height: int, width: int, window: int, stride: int) -> None:
+    if not 1 <= window <= min(height, width):
+        raise BraincamError(f"occlusion window must be 1..{min(height, width)} px, got {window}")
+    if not 1 <= stride <= window:
+        raise BraincamError(f"occlusion stride must be 1..window ({window}) px, got {stride}")
+
+
+def occlusion(
+    model: nn.Module,
+    x: Tensor,
+    targets: Tensor | None = None,
+    window: int = WINDOW,
+    stride: int = STRIDE,
+    fill: str = "zero",
+    batch_size: int | None = None,
+) -> OcclusionResult:
+    """Occlusion maps for a batch ``x`` (N, C, H, W) of model inputs; targets default to the
+    predicted classes. Tensors stay on the model's device."""
+    n, _, height, width = x.shape
+    check_window(height, width, window, stride)
+    device = model_device(model)
+    x = x.to(device)
+    batch_size = batch_size or (CPU_BATCH if device.type == "cpu" else GPU_BATCH)
+    with eval_mode(model), torch.no_grad():
+        probs = class_probs(model(x))
+        targets = probs.argmax(dim=1) if targets is None else targets.to(device).long()
+        p_base = probs.gather(1, targets[:, None])[:, 0]
+        fills = fill_values(x, fill, window)
+        masks = window_masks(height, width, window, stride, device)
+        fast = model
+        if device.type == "cpu":
+            fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
+            x, fills = (t.contiguous(memory_format=torch.channels_last) for t in (x, fills))
+        n_windows = len(masks)
+        drops = torch.empty(n * n_windows, device=device)
+        for start in range(0, n * n_windows, batch_size):
+            flat = torch.arange(start, min(start + batch_size, n * n_windows), device=device)
+            img, win = flat // n_windows, flat % n_windows
+            batch = torch.where(masks[win][:, None], fills[img], x[img])
+            if fast is not model:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            p = class_probs(fast(batch)).gather(1, targets[img][:, None])[:, 0]
+            drops[flat] = p_base[img] - p
+        flat_masks = masks.flatten(1).float()
+        drop = drops.view(n, n_windows) @ flat_masks / flat_masks.sum(dim=0)
+    return OcclusionResult(drop.view(n, height, width), probs, targets)

@@ -1,0 +1,50 @@
+"""``braincam bench cam|occlusion``: one JSON line with consistent numbers (tiny settings;
+the speed ratios themselves are benchmark results, not test assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from braincam.commands.bench import app
+from braincam.errors import BraincamError
+
+
+def run_json(*args: str) -> dict:
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    return json.loads(lines[0])
+
+
+def test_bench_cam_reports_side_by_side_rates():
+    out = run_json("cam", "--arch", "efficientnet_lite0", "--batch", "2", "--iters", "1",
+                   "--repeats", "1", "--image-size", "32")
+    assert {"arch", "batch", "device", "inference_img_s", "gradcam_img_s",
+            "pytorch_grad_cam_img_s", "gradcam_vs_inference",
+            "gradcam_vs_pytorch_grad_cam"} <= set(out)
+    assert out["arch"] == "efficientnet_lite0" and out["batch"] == 2 and out["device"] == "cpu"
+    assert out["layer"] == "backbone.bn2"
+    assert min(out["inference_img_s"], out["gradcam_img_s"], out["pytorch_grad_cam_img_s"]) > 0
+    ratio = out["gradcam_img_s"] / out["pytorch_grad_cam_img_s"]  # one repeat: plain ratio
+    assert out["gradcam_vs_pytorch_grad_cam"] == pytest.approx(ratio, rel=0.02)
+
+
+def test_bench_occlusion_matches_captum():
+    out = run_json("occlusion", "--image-size", "32", "--window", "16", "--stride", "8",
+                   "--images", "2", "--captum-images", "1")
+    assert out["window"] == 16 and out["stride"] == 8 and out["captum_images"] == 1
+    assert out["braincam_img_s"] > 0 and out["captum_img_s"] > 0
+    assert out["ratio"] == pytest.approx(out["braincam_img_s"] / out["captum_img_s"], rel=0.02)
+    assert out["max_abs_diff"] <= 1e-4  # same maps as captum's Occlusion
+
+
+@pytest.mark.parametrize(
+    "args", [["cam", "--batch", "0"], ["occlusion", "--stride", "40"]]
+)
+def test_bad_settings(args):
+    result = CliRunner().invoke(app, [*args, "--device", "cpu"])
+    assert isinstance(result.exception, BraincamError)

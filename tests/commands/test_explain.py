@@ -1,0 +1,128 @@
+"""``braincam explain``: a saved run on tiny phantoms, by split, by files and by folder."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from braincam.commands import explain as explain_command
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+from braincam.data.records import load_dataset
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.explain import explain
+from braincam.explain.io import load_explanations
+from braincam.models import build_model, load_checkpoint, save_checkpoint
+
+PREP = PreprocessConfig(size=64)
+CLASSES = ["no_tumor", "tumor"]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return make_phantom_dataset(
+        tmp_path_factory.mktemp("data") / "phantoms", PhantomSpec(n_per_class=3, size=48)
+    )
+
+
+@pytest.fixture(scope="module")
+def run(phantoms, tmp_path_factory):
+    """A run directory as `braincam train` leaves it (random efficientnet_lite0 weights)."""
+    root = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = build_model("efficientnet_lite0", len(CLASSES)).eval()
+    save_checkpoint(model, root / "model.safetensors", {
+        "arch": "efficientnet_lite0", "classes": CLASSES, "task": "binary",
+        "preprocess": asdict(PREP),
+    })
+    (root / "config.yaml").write_text(yaml.safe_dump({"data": [str(phantoms)]}))
+    with open(root / "split.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "source", "label", "split", "group", "leak_free"])
+        for i, r in enumerate(load_dataset([phantoms]).records):
+            writer.writerow([r.path, r.source, r.label, r.split, i, r.split == "test"])
+    return root
+
+
+def invoke(*args: str):
+    app = typer.Typer()
+    app.command("explain")(explain_command.command)
+    app.command("unused")(lambda: None)  # keeps "explain" a subcommand, as in braincam.cli
+    return CliRunner().invoke(app, ["explain", *args, "--device", "cpu", "--no-progress"])
+
+
+def test_run_test_split_by_default(run, phantoms):
+    result = invoke(str(run), "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    out = run / "explain" / "gradcam"
+    exp = load_explanations(out / "explanations.npz")
+    test = [r for r in load_dataset([phantoms]).records if r.split == "test"]
+    assert exp.paths == [str(r.path) for r in test] and len(exp) == 6
+    assert exp.maps.shape == (6, 64, 64) and exp.raw.shape == (6, 2, 2)
+    assert exp.layer == "backbone.bn2" and exp.classes == CLASSES
+    assert np.array_equal(exp.targets, exp.probs.argmax(axis=1))
+    assert exp.original_sizes.tolist() == [[48, 48]] * 6
+    # the stored maps are those of the library on the cached preprocessed images
+    images = np.stack([PreprocessCache().get(r, PREP).image for r in test])
+    model, _ = load_checkpoint(run / "model.safetensors")
+    direct = explain(model, images, exp.targets, "gradcam").numpy()
+    assert np.abs(direct["maps"] - exp.maps).max() <= 1e-5
+    pngs = sorted((out / "overlays").iterdir())
+    assert len(pngs) == 6 and pngs[0].name == f"0000_{test[0].path.stem}.png"
+    assert cv2.imread(str(pngs[0])).shape == (48, 48, 3)  # drawn on the original image
+    assert "explained 6 images with gradcam" in result.output and "0 skipped" in result.output
+    again = invoke(str(run))
+    assert isinstance(again.exception, BraincamError) and "--force" in str(again.exception)
+
+
+def test_files_with_an_unreadable_one_are_skipped(run, phantoms, tmp_path):
+    good = sorted(phantoms.glob("Testing/tumor/*.png"))[:2]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "out"
+    result = invoke(str(run), *map(str, good), str(bad), "--out", str(out), "--no-overlays",
+                    "--method", "hirescam")
+    assert result.exit_code == 0, result.output
+    exp = load_explanations(out / "explanations.npz")
+    assert exp.paths == [str(p.absolute()) for p in good] and exp.method == "hirescam"
+    assert not (out / "overlays").exists()
+    with open(out / "skipped.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == [str(bad.absolute())]
+    assert "1 skipped" in result.output and "broken.png" in result.output
+
+
+def test_folder_with_true_class_targets(run, phantoms, tmp_path):
+    out = tmp_path / "out"
+    result = invoke(str(run), "--data", str(phantoms), "--split", "all", "--target", "label",
+                    "--method", "gradcam++", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    exp = load_explanations(out / "explanations.npz")
+    records = load_dataset([phantoms]).records
+    assert len(exp) == len(records) == 12
+    labels = [CLASSES.index(r.label) for r in records]
+    assert exp.targets.tolist() == labels
+    assert len(list((out / "overlays").iterdir())) == 12
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--method", "gradcam+"], "unknown method"),
+     (["--target", "label", "IMAGE"], "needs labelled images"),
+     (["--split", "dev"], "--split"),
+     (["--layer", "backbone.nope"], "unknown layer")],
+)
+def test_bad_options_are_one_line_errors(run, phantoms, tmp_path, args, message):
+    image = next(phantoms.glob("Testing/tumor/*.png"))
+    args = [str(image) if a == "IMAGE" else a for a in args]
+    result = invoke(str(run), *args, "--out", str(tmp_path / "x"))
+    assert isinstance(result.exception, BraincamError), result.output
+    assert message in str(result.exception) and "\n" not in str(result.exception)
