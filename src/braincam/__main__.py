@@ -1,0 +1,3 @@
+from braincam.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""``braincam bench train``: training and inference images/s of one architecture.
+
+Both are measured side by side in one process on the same model, batch and device, with
+random weights and random grey images (speed does not depend on them; nothing is
+downloaded). The batch travels as the training loop's does: compact uint8 on the host
+(pinned when the device is a GPU), copied asynchronously, normalised on the device. A
+training step trains every parameter (the worst case; the fine-tune phase trains fewer)
+with AdamW under the device's autocast (bf16 on recent GPUs), channels-last memory format
+on GPUs, and optionally ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from braincam.device import amp_dtype, autocast, pin_memory, timed
+from braincam.models import build_model, to_model_input
+
+
+def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, iters: int = 5,
+                repeats: int = 3, device: torch.device | None = None,
+                channels_last: bool | None = None, compile: bool = False) -> dict[str, object]:
+    """Median images/s over ``repeats`` of ``iters`` training steps and of ``iters``
+    inference batches (warm-up excluded). ``channels_last`` defaults to on for CUDA."""
+    device = device or torch.device("cpu")
+    channels_last = device.type == "cuda" if channels_last is None else channels_last
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=2, weights="none").to(device, memory_format=memory_format)
+    step_model = torch.compile(model) if compile else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
+    host = host.pin_memory() if pin_memory(device) else host
+    labels = (torch.arange(batch) % 2).to(device)
+
+    def model_input() -> torch.Tensor:
+        x = to_model_input(host.to(device, non_blocking=True))
+        return x.contiguous(memory_format=memory_format)
+
+    def train_steps() -> None:
+        model.train()
+        for _ in range(iters):
+            with autocast(device):
+                loss = F.cross_entropy(step_model(model_input()), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    def inference() -> None:
+        model.eval()
+        with torch.inference_mode(), autocast(device):
+            for _ in range(iters):
+                step_model(model_input())
+
+    contenders = {"train": train_steps, "inference": inference}
+    for fn in contenders.values():
+        fn()  # warm-up: allocator, kernel selection, compilation
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            rates[name].append(batch * iters / timed(fn, device))
+    return {
+        "arch": arch, "batch": batch, "image_size": image_size, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "amp": str(amp_dtype(device)), "channels_last": channels_last, "compile": compile,
+        "iters": iters, "repeats": repeats,
+        "train_img_s": round(statistics.median(rates["train"]), 2),
+        "inference_img_s": round(statistics.median(rates["inference"]), 2),
+    }
+
