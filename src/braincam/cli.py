@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
+import click
 import typer
 
 from braincam.commands import (
@@ -50,14 +51,16 @@ def main() -> None:
     """Entry point: run the app, turning known errors into one-line messages."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.Abort, EOFError):
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted; finished stages are kept", err=True)
         sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except (typer.Abort, EOFError):
-        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
