@@ -1,0 +1,62 @@
+"""``braincam evaluate RUN [--data EXTRA ...]``: metrics of a trained run on its test split,
+the leak-free part of it and extra (cross-dataset) folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def command(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    data: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--data",
+            help="Extra dataset folder scored as a whole (cross-dataset); repeat for several.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing metrics.json.")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 64,
+    n_boot: Annotated[
+        int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
+    ] = 1000,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Score RUN's model; write metrics.json, predictions.csv and confusion/ROC figures."""
+    from braincam.evaluate import evaluate_run
+
+    metrics = evaluate_run(
+        run, data or [], force=force, device=device, batch_size=batch_size, n_boot=n_boot,
+        progress=progress,
+    )
+    for line in metrics_lines(metrics):
+        typer.echo(line)
+    typer.echo(f"wrote {run / 'metrics.json'}")
+
+
+def metrics_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line per evaluated set: n, accuracy, balanced accuracy and AUC with intervals."""
+    sets = [("test", metrics.get("test")), ("test (leak-free)", metrics.get("test_leak_free"))]
+    sets += list(metrics.get("extra", {}).items())
+    if metrics.get("extra_combined"):
+        sets.append(("extra (all pooled)", metrics["extra_combined"]))
+    return [f"{name}: {_summary(m)}" for name, m in sets if m]
+
+
+def _summary(m: dict[str, Any]) -> str:
+    parts = [f"n={m['n']}"]
+    for key, label in (("accuracy", "acc"), ("balanced_accuracy", "bal.acc"), ("auc", "AUC")):
+        if m.get(key) is None:
+            continue
+        ci = m.get("ci", {}).get(key)
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        parts.append(f"{label} {m[key]:.3f}{interval}")
+    return ", ".join(parts)

@@ -1,0 +1,198 @@
+"""``evaluate_run``: score a trained run on its test split, the leak-free part of it, and
+extra (cross-dataset) folders.
+
+``metrics.json``::
+
+    {"task", "classes",
+     "test": M, "test_leak_free": M | null,
+     "extra": {"<dataset folder name>": M, ...},
+     "extra_combined": M | null,      # all extra datasets pooled (when there are two or more)
+     "figures": {"<set>": {"confusion": "confusion_<set>.png", "roc": "roc_<set>.png" | null}},
+     "n_boot", "checkpoint": {best phase/epoch/validation score}}
+
+``M`` is :func:`braincam.evaluate.metrics.compute_metrics`'s dict. ``predictions.csv`` holds
+one row per scored image: path, dataset, split (``test`` or ``extra``), leak_free, label,
+pred, ``prob_<class>``...
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braincam.errors import BraincamError
+from braincam.evaluate.metrics import compute_metrics
+from braincam.labels import task_label
+from braincam.runs import RunDir, atomic_write_csv, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredSet:
+    """Predictions for one evaluated set of images."""
+
+    name: str
+    kind: str  # "test" | "extra"
+    paths: list[str]
+    datasets: list[str]
+    y: np.ndarray  # class indices
+    prob: np.ndarray  # (N, K)
+    leak_free: np.ndarray | None  # bool per image (test only)
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    extra_roots: Sequence[Path | str] = (),
+    force: bool = False,
+    device: str = "auto",
+    batch_size: int = 64,
+    n_boot: int = 1000,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Write ``metrics.json``, ``predictions.csv`` and the figures into the run; return the
+    metrics. An existing ``metrics.json`` is kept unless ``force``."""
+    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+    from braincam.evaluate.predict import device_of, predict
+    from braincam.models import load_checkpoint
+
+    run = RunDir(Path(run_dir))
+    if not run.model.is_file():
+        raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
+    if run.metrics.exists() and not force:
+        raise BraincamError(f"{run.metrics} exists; pass --force to evaluate again")
+    model, meta = load_checkpoint(run.model)
+    classes, task = list(meta["classes"]), meta["task"]
+    prep = PreprocessConfig(**meta["preprocess"])
+    cache = PreprocessCache()
+    dev = device_of(device)
+
+    def score(records, name: str, kind: str, leak_free=None) -> ScoredSet:
+        images, _, bad = cache.load(records, prep, progress=progress)
+        if bad:
+            raise BraincamError(f"{len(bad)} {name} images cannot be read, e.g. {bad[0].path}")
+        prob = predict(model, images, dev, batch_size, progress)
+        y = np.array([classes.index(task_label(r.label, task)) for r in records])
+        return ScoredSet(name, kind, [str(r.path) for r in records],
+                         [r.source for r in records], y, prob, leak_free)
+
+    test_records, leak_free = _test_records(run)
+    sets = [score(test_records, "test", "test", leak_free)] if test_records else []
+    for name, records in _extra_records(extra_roots, classes, task):
+        sets.append(score(records, name, "extra"))
+
+    metrics: dict[str, Any] = {
+        "task": task, "classes": classes, "test": None, "test_leak_free": None,
+        "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
+        "checkpoint": {"best": meta.get("best")},
+    }
+    for scored in sets:
+        m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
+        if scored.kind == "test":
+            metrics["test"] = m
+            keep = scored.leak_free
+            if keep.any():
+                metrics["test_leak_free"] = compute_metrics(
+                    scored.y[keep], scored.prob[keep], classes, n_boot=n_boot, seed=seed
+                )
+        else:
+            metrics["extra"][scored.name] = m
+        metrics["figures"][scored.name] = _figures(run.root, scored, m, classes)
+    extras = [s for s in sets if s.kind == "extra"]
+    if len(extras) >= 2:
+        metrics["extra_combined"] = compute_metrics(
+            np.concatenate([s.y for s in extras]), np.concatenate([s.prob for s in extras]),
+            classes, n_boot=n_boot, seed=seed,
+        )
+    if not sets:
+        raise BraincamError(f"{run.root} has no test images and no extra data was given")
+    atomic_write_csv(run.root / "predictions.csv", predictions_frame(sets, classes))
+    atomic_write_json(run.metrics, metrics)
+    return metrics
+
+
+def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> DataFrame
+    """One row per scored image (see the module docstring)."""
+    import pandas as pd
+
+    frames = []
+    for s in sets:
+        frame = pd.DataFrame({
+            "path": s.paths,
+            "dataset": s.datasets,
+            "split": s.kind,
+            "leak_free": s.leak_free if s.leak_free is not None else [None] * len(s.paths),
+            "label": [classes[i] for i in s.y],
+            "pred": [classes[i] for i in s.prob.argmax(1)],
+        })
+        for i, name in enumerate(classes):
+            frame[f"prob_{name}"] = np.round(s.prob[:, i], 6)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _test_records(run: RunDir):
+    """The run's test images (from ``split.csv``) as records of its data roots, with their
+    leak-free flags. Only these are decoded, not the training images."""
+    import pandas as pd
+    import yaml
+
+    from braincam.data.records import load_dataset
+
+    try:
+        doc = yaml.safe_load(run.config.read_text())
+        roots = doc["data"]
+        table = pd.read_csv(run.split)
+        test = table[table["split"] == "test"]
+        flags = test["leak_free"].astype(str).str.lower() == "true"
+    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
+        raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
+    if test.empty:
+        log.warning("%s: the split has no test images", run.root)
+        return [], None
+    by_path = {str(r.path): r for r in load_dataset(roots).records}
+    missing = [p for p in test["path"] if p not in by_path]
+    if missing:
+        raise BraincamError(
+            f"{len(missing)} test images of {run.split} are gone (first: {missing[0]}); "
+            "the data changed since training"
+        )
+    return [by_path[p] for p in test["path"]], flags.to_numpy()
+
+
+def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):
+    """``(dataset name, records)`` per extra root: all its images, labels mapped to the task;
+    images whose class the model does not know are left out with a warning."""
+    from braincam.data.records import load_dataset
+
+    names: set[str] = set()
+    for root in roots:
+        records = load_dataset([root]).records
+        known = [r for r in records if task_label(r.label, task) in classes]
+        if len(known) < len(records):
+            log.warning("%s: %d images of classes the model does not know are left out",
+                        root, len(records) - len(known))
+        if not known:
+            raise BraincamError(f"{root}: no image of the model's classes ({', '.join(classes)})")
+        name = Path(root).resolve().name
+        while name in names or name in ("test", "test_leak_free"):
+            name += "_"
+        names.add(name)
+        yield name, known
+
+
+def _figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):
+    """Confusion matrix and ROC figures of one set; file names relative to the run."""
+    from braincam.evaluate.plots import confusion_figure, roc_figure
+
+    confusion, roc = f"confusion_{scored.name}.png", f"roc_{scored.name}.png"
+    title = f"{scored.name} (n={m['n']})"
+    confusion_figure(m["confusion_matrix"], classes, title, root / confusion)
+    has_roc = roc_figure(scored.y, scored.prob, classes, title, root / roc)
+    return {"confusion": confusion, "roc": roc if has_roc else None}

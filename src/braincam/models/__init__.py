@@ -1,0 +1,32 @@
+"""Architectures, weights, checkpoints, CAM target layers and input normalisation."""
+
+from braincam.models.build import (
+    DEFAULT_ARCH,
+    KNOWN_ARCHS,
+    BraincamNet,
+    backbone_and_head,
+    build_model,
+    default_target_layer,
+    finetune_modules,
+)
+from braincam.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from braincam.models.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_model_input
+from braincam.models.weights import offline_weights
+
+__all__ = [
+    "DEFAULT_ARCH",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "KNOWN_ARCHS",
+    "BraincamNet",
+    "backbone_and_head",
+    "build_model",
+    "default_target_layer",
+    "finetune_modules",
+    "load_checkpoint",
+    "normalize",
+    "offline_weights",
+    "read_meta",
+    "save_checkpoint",
+    "to_model_input",
+]

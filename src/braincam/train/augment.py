@@ -1,0 +1,80 @@
+"""MRI-suited augmentation on batches of tensors, on the tensors' device.
+
+Geometry: a small random similarity transform per image (rotation, isotropic scale, shift)
+and a horizontal flip (brains are roughly left-right symmetric; vertical flips and large
+rotations would create anatomy that scanners never produce), applied with
+``affine_grid``/``grid_sample`` (zeros outside: MRI background is black). The head mask is
+warped with the same grid (nearest neighbour), so mask-aware losses stay aligned.
+
+Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
+mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
+
+Random numbers come from a CPU ``torch.Generator``, so a seed gives the same augmentation
+on CPU and GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    rotate_deg: float = 10.0  # uniform in [-r, r]
+    scale: tuple[float, float] = (0.9, 1.1)  # zoom factor, uniform
+    shift: float = 0.05  # fraction of the image side, uniform in [-s, s] per axis
+    hflip: float = 0.5  # probability
+    gamma: tuple[float, float] = (0.8, 1.25)  # log-uniform
+    contrast: tuple[float, float] = (0.85, 1.15)  # uniform
+    brightness: float = 0.08  # additive, uniform in [-b, b]
+
+
+def augment(
+    images: torch.Tensor,
+    masks: torch.Tensor | None,
+    generator: torch.Generator,
+    config: AugmentConfig = AugmentConfig(),
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Augment ``images`` (B, 1, S, S) floats in [0, 1] and their ``masks`` (B, S, S) bool."""
+    b = images.shape[0]
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(b, generator=generator)
+
+    angle = uniform(-config.rotate_deg, config.rotate_deg) * (math.pi / 180)
+    zoom = uniform(*config.scale)
+    flip = torch.where(torch.rand(b, generator=generator) < config.hflip, -1.0, 1.0)
+    reach = 2 * config.shift  # normalised coordinates span 2 per image side
+    shift = uniform(-reach, reach), uniform(-reach, reach)
+    gamma = torch.exp(uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))
+    contrast = uniform(*config.contrast)
+    brightness = uniform(-config.brightness, config.brightness)
+
+    # output -> input sampling map: p_in = R(angle) diag(flip, 1) p_out / zoom + shift
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack(
+        [
+            torch.stack([cos * flip, -sin, shift[0]], dim=1),
+            torch.stack([sin * flip, cos, shift[1]], dim=1),
+        ],
+        dim=1,
+    ).to(images.device, images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if masks is not None:
+        warped = F.grid_sample(
+            masks.unsqueeze(1).to(images.dtype), grid, mode="nearest", align_corners=False
+        )
+        masks = warped.squeeze(1) > 0.5
+
+    def per_image(v: torch.Tensor) -> torch.Tensor:
+        return v.to(images.device, images.dtype).view(b, 1, 1, 1)
+
+    out = out.clamp(0, 1) ** per_image(gamma)
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    out = (out - mean) * per_image(contrast) + mean + per_image(brightness)
+    return out.clamp(0, 1), masks

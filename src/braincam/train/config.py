@@ -1,0 +1,93 @@
+"""Training settings: one dataclass, stored in the run's ``config.yaml``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from braincam.data.preprocess import PreprocessConfig
+from braincam.data.splits import STRATEGIES
+from braincam.errors import BraincamError
+from braincam.labels import TASKS
+from braincam.models.build import DEFAULT_ARCH, DEFAULT_DROPOUT
+
+ATTENTION_SOURCES = ("gradcam", "input-gradient")
+"""What the attention penalty measures (:mod:`braincam.train.mitigation`)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (with the data roots and versions, enough to
+    reproduce it).
+
+    Phase 1 (``head_*``) fits the head on backbone features computed once; phase 2
+    (``finetune_*``) trains the last stage(s) and the head with augmentation, BatchNorm
+    statistics frozen (pretrained weights). Early stopping, per phase: ``patience`` epochs
+    without a better validation balanced accuracy (ties broken by lower validation loss); the
+    best state of both phases is kept.
+    """
+
+    task: str = "binary"
+    arch: str = DEFAULT_ARCH
+    weights: str = "imagenet"  # imagenet | none | PATH
+    split: str = "official"  # official | random | dedup
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2  # random/dedup only
+    seed: int = 0
+    head_epochs: int = 15
+    finetune_epochs: int = 5
+    finetune_stages: int | None = None  # last stages trained in phase 2; None: per arch
+    head_lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    augment: bool = True
+    patience: int = 3
+    dropout: float = DEFAULT_DROPOUT
+    device: str = "auto"
+    num_workers: int = 0
+    amp: bool = True
+    attention_penalty: float = 0.0  # weight W of the phase-2 penalty (train.mitigation)
+    attention_source: str = "gradcam"  # gradcam | input-gradient
+
+    def __post_init__(self) -> None:
+        if isinstance(self.preprocess, dict):
+            self.preprocess = PreprocessConfig(**self.preprocess)
+
+    def validate(self) -> None:
+        """Raise BraincamError naming the first bad option."""
+        checks = [
+            (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}"),
+            (self.split in STRATEGIES, f"--split must be one of {', '.join(STRATEGIES)}"),
+            (self.head_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0"),
+            (self.head_epochs + self.finetune_epochs > 0, "at least one epoch is needed"),
+            (self.head_lr > 0 and self.finetune_lr > 0, "learning rates must be > 0"),
+            (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.patience >= 1, "--patience must be >= 1"),
+            (self.finetune_stages is None or self.finetune_stages >= 1,
+             "--finetune-stages must be >= 1"),
+            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (self.num_workers >= 0, "--num-workers must be >= 0"),
+            (self.attention_penalty >= 0, "--attention-penalty must be >= 0"),
+            (self.attention_source in ATTENTION_SOURCES,
+             f"--attention-source must be one of {', '.join(ATTENTION_SOURCES)}"),
+            (self.attention_penalty == 0 or self.finetune_epochs > 0,
+             "--attention-penalty acts in phase 2: it needs --finetune-epochs >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise BraincamError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise BraincamError(f"unknown training option(s): {', '.join(unknown)}")
+        return cls(**values)

@@ -1,0 +1,369 @@
+"""The two training phases, early stopping and the (overridable) loss step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from braincam.device import amp_dtype, autocast, pin_memory
+from braincam.evaluate.metrics import balanced_accuracy_rows
+from braincam.evaluate.predict import forward_batches
+from braincam.models.build import BraincamNet, finetune_modules
+from braincam.models.normalize import normalize
+from braincam.train.augment import augment
+from braincam.train.config import TrainConfig
+from braincam.train.distributed import (
+    SINGLE,
+    DistContext,
+    GlobalBatchCrossEntropy,
+    GlobalBatches,
+    all_reduce_sum,
+    rank_slice,
+    shard_loss_scale,
+    sharded_rows,
+    wrap_ddp,
+)
+
+
+@dataclass
+class TrainData:
+    """One split in memory: grey uint8 images (N, S, S), head masks (N, S, S), class indices."""
+
+    images: torch.Tensor
+    masks: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class Batch:
+    """What the loss function sees: model input, labels, and the head masks aligned with the
+    (augmented) input -- for mask-aware mitigation losses."""
+
+    x: torch.Tensor  # (B, 3, S, S) normalised model input
+    y: torch.Tensor  # (B,) class indices
+    mask: torch.Tensor  # (B, S, S) bool
+
+
+@dataclass
+class EpochRecord:
+    """One row of ``history.csv``."""
+
+    phase: str  # "head" | "finetune"
+    epoch: int
+    train_loss: float
+    val_loss: float | None
+    val_accuracy: float | None
+    val_balanced_accuracy: float | None
+    lr: float
+    seconds: float
+
+
+LossFn = Callable[[nn.Module, Batch, nn.Module, TrainConfig], torch.Tensor]
+
+
+def compute_loss(
+    model: nn.Module, batch: Batch, criterion: nn.Module, config: TrainConfig
+) -> torch.Tensor:
+    """The phase-2 training loss: class-balanced cross-entropy of the logits.
+
+    This is the hook for mitigations: ``train_run(..., loss_fn=...)`` replaces it, e.g. with
+    ``ce + config.attention_penalty * energy_outside(batch.mask)``.
+    """
+    return criterion(model(batch.x), batch.y)
+
+
+def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Balanced class weights ``w_c = N / (K * N_c)`` (sklearn's "balanced"): every class
+    contributes equally to the loss whatever its frequency."""
+    counts = torch.bincount(labels, minlength=num_classes).float()
+    return len(labels) / (num_classes * counts)
+
+
+class BestTracker:
+    """Keeps the best model state by validation (balanced accuracy, then lower loss), and
+    counts epochs since the last improvement. Only the ``prefixes`` that training changes are
+    copied; without validation data the latest epoch counts as the best."""
+
+    def __init__(self, model: nn.Module, prefixes: Iterable[str]) -> None:
+        self.model = model
+        self.prefixes = tuple(prefixes)
+        self.score: tuple[float, float] | None = None
+        self.record: EpochRecord | None = None
+        self.state: dict[str, torch.Tensor] = {}
+        self.stale = 0
+
+    def update(self, record: EpochRecord) -> None:
+        score = (
+            None
+            if record.val_balanced_accuracy is None
+            else (record.val_balanced_accuracy, -record.val_loss)
+        )
+        if score is None or self.score is None or score > self.score:
+            self.score, self.record, self.stale = score, record, 0
+            self.state = {
+                k: v.detach().clone()
+                for k, v in self.model.state_dict().items()
+                if k.startswith(self.prefixes)
+            }
+        else:
+            self.stale += 1
+
+    def restore(self) -> None:
+        if self.state:
+            self.model.load_state_dict(self.state, strict=False)
+
+
+def fit_head(
+    model: BraincamNet,
+    train: TrainData,
+    val: TrainData,
+    criterion: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    tracker: BestTracker,
+    progress: bool = False,
+    ctx: DistContext = SINGLE,
+) -> list[EpochRecord]:
+    """Phase 1: backbone features of train and val computed once (eval mode, no
+    augmentation), then ``head_epochs`` of the head alone on them. Under torchrun the
+    features are computed in shares and all-gathered; every rank then trains the same head."""
+    if config.head_epochs == 0:
+        return []
+    model.to(device, memory_format=torch.channels_last).eval()
+    batch = max(config.batch_size, 64)
+    train_x, val_x = (
+        forward_all(model.backbone, part.images, device, batch, ctx, progress, "features")
+        .to(device)
+        if len(part) else None
+        for part in (train, val)
+    )
+    head = model.head
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    history = []
+    for epoch in range(1, config.head_epochs + 1):
+        start = time.perf_counter()
+        head.train()
+        total = 0.0
+        for idx in torch.randperm(len(train), generator=generator).split(config.batch_size):
+            loss = criterion(head(train_x[idx.to(device)]), train.labels[idx].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+        head.eval()
+        with torch.inference_mode():
+            val_logits = head(val_x).float().cpu() if val_x is not None else None
+        record = _record("head", epoch, total / len(train), val_logits, val, criterion,
+                         config.head_lr, start)
+        history.append(record)
+        tracker.update(record)
+        if progress:
+            _report(record)
+        if tracker.stale >= config.patience:
+            break
+    return history
+
+
+def finetune(
+    model: BraincamNet,
+    train: TrainData,
+    val: TrainData,
+    criterion: nn.Module,
+    config: TrainConfig,
+    device: torch.device,
+    tracker: BestTracker,
+    loss_fn: LossFn = compute_loss,
+    progress: bool = False,
+    ctx: DistContext = SINGLE,
+    compile: bool = False,
+) -> list[EpochRecord]:
+    """Phase 2: the last stage(s) and the head at ``finetune_lr`` with a cosine schedule, on
+    augmented batches, starting from the best state so far; early stopping counts afresh.
+    ``compile``: the training forward/backward goes through ``torch.compile``.
+
+    Under torchrun the model is wrapped in DistributedDataParallel and each rank trains on
+    its slice of the single-process global batches, augmented identically, with its loss
+    scaled so that the averaged gradient is the global batch's
+    (:mod:`braincam.train.distributed`); only dropout masks differ from one process.
+    With an attention penalty the kept state is the best phase-2 epoch's, whatever phase 1
+    scored: validation data share the training data's shortcuts, so the unpenalised
+    phase-1 model would often win on them.
+
+    BatchNorm statistics stay frozen when the weights were learned (``imagenet`` or a file);
+    with random weights (``none``) they are meaningless (mean 0, variance 1 make activations
+    explode through the frozen stages), so every BatchNorm normalises with batch statistics.
+    """
+    if config.finetune_epochs == 0:
+        return []
+    tracker.restore()
+    tracker.stale = 0
+    if config.attention_penalty > 0:
+        tracker.score = None  # keep a penalised state: phase 1 had no penalty to obey
+    frozen_stats = pretrained(config)
+    params = set_trainable(model, finetune_modules(model, config.finetune_stages) + ["head"])
+    optimizer = torch.optim.AdamW(
+        params, lr=config.finetune_lr, weight_decay=config.weight_decay, foreach=True
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    loader = DataLoader(
+        TensorDataset(train.images, train.masks, train.labels),
+        # batch statistics need more than one image per batch
+        batch_sampler=GlobalBatches(len(train), config.batch_size, config.seed,
+                                    drop_last=not frozen_stats and len(train) > config.batch_size),
+        num_workers=config.num_workers,
+        pin_memory=pin_memory(device),
+    )
+    aug_generator = torch.Generator().manual_seed(config.seed + 1)
+    model.to(device, memory_format=torch.channels_last)
+    net = wrap_ddp(model, device, ctx, batch_statistics=not frozen_stats)
+    step_model = torch.compile(net) if compile else net
+    history = []
+    for epoch in range(1, config.finetune_epochs + 1):
+        start = time.perf_counter()
+        net.train()
+        if frozen_stats:
+            freeze_batchnorm(model)
+        lr = optimizer.param_groups[0]["lr"]
+        total, seen = torch.zeros((), device=device), 0
+        batches = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc=f"finetune {epoch}", unit="batch", leave=False)
+        for images, masks, labels in batches:
+            images = images.to(device, non_blocking=True).unsqueeze(1).float() / 255
+            masks = masks.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            if config.augment:  # the global batch on every rank: one process's parameters
+                images, masks = augment(images, masks, aug_generator)
+            n = len(labels)
+            part, step_criterion = rank_slice(n, ctx), criterion
+            n_local = part.stop - part.start
+            if ctx.enabled:
+                step_criterion = GlobalBatchCrossEntropy(criterion.weight, labels, n_local)
+                part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
+            x = normalize(images[part]).contiguous(memory_format=torch.channels_last)
+            batch = Batch(x, labels[part], masks[part])
+            with autocast(device, enabled=config.amp):
+                loss = loss_fn(step_model, batch, step_criterion, config)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss * shard_loss_scale(n, n_local, ctx)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            total += loss.detach().float() * n_local
+            seen += n
+        schedule.step()
+        model.eval()
+        val_logits = (
+            forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
+            if len(val) else None
+        )
+        train_loss = all_reduce_sum(total, ctx).item() / seen
+        record = _record("finetune", epoch, train_loss, val_logits, val, criterion, lr, start)
+        history.append(record)
+        tracker.update(record)
+        if progress:
+            _report(record)
+        if tracker.stale >= config.patience:
+            break
+    return history
+
+
+def forward_all(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    device: torch.device,
+    batch_size: int,
+    ctx: DistContext = SINGLE,
+    progress: bool = False,
+    desc: str = "predict",
+) -> torch.Tensor:
+    """:func:`braincam.evaluate.predict.forward_batches` over all ``images``; under torchrun
+    each rank computes a share and every rank receives all rows, in order."""
+    return sharded_rows(
+        lambda idx: forward_batches(fn, images[idx], device, batch_size, progress, desc),
+        len(images), ctx,
+    )
+
+
+def pretrained(config: TrainConfig) -> bool:
+    """Whether the backbone starts from learned weights (ImageNet or a checkpoint file)."""
+    return config.weights != "none"
+
+
+def set_trainable(model: nn.Module, names: list[str]) -> list[nn.Parameter]:
+    """Freeze every parameter except those of the modules ``names``; returns the trainable
+    parameters. BatchNorm affine weights inside those modules train (a frozen zero-initialised
+    gamma, as timm gives the last BN of each residual block, would block its branch for good);
+    BatchNorm statistics stay frozen (:func:`freeze_batchnorm`)."""
+    model.requires_grad_(False)
+    for name in names:
+        model.get_submodule(name).requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """BatchNorm in eval mode: running statistics stay the pretrained ones (small batches of
+    MRI slices would give noisy estimates)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _record(
+    phase: str,
+    epoch: int,
+    train_loss: float,
+    val_logits: torch.Tensor | None,
+    val: TrainData,
+    criterion: nn.Module,
+    lr: float,
+    start: float,
+) -> EpochRecord:
+    """An epoch's history row; validation loss uses the same class-balanced criterion."""
+    if val_logits is None:
+        val_loss = accuracy = balanced = None
+    else:
+        weight = getattr(criterion, "weight", None)
+        weight = None if weight is None else weight.cpu()
+        val_loss = float(F.cross_entropy(val_logits, val.labels, weight=weight))
+        pred = val_logits.argmax(1).numpy()
+        y = val.labels.numpy()
+        accuracy = float((pred == y).mean())
+        balanced = float(balanced_accuracy_rows(y[None], pred[None], val_logits.shape[1])[0])
+    seconds = time.perf_counter() - start
+    return EpochRecord(phase, epoch, float(train_loss), val_loss, accuracy, balanced, lr, seconds)
+
+
+def _report(record: EpochRecord) -> None:
+    """One line per epoch, printed above the progress bars."""
+    from tqdm import tqdm
+
+    val = (
+        f"val loss {record.val_loss:.4f}, acc {record.val_accuracy:.3f}, "
+        f"bal.acc {record.val_balanced_accuracy:.3f}"
+        if record.val_loss is not None else "no validation"
+    )
+    tqdm.write(f"{record.phase} epoch {record.epoch}: train loss {record.train_loss:.4f}; "
+               f"{val} ({record.seconds:.0f} s)")
+
+
+def history_frame(records: list[EpochRecord]):  # -> pandas.DataFrame
+    """``history.csv`` as a DataFrame (columns in :class:`EpochRecord` order)."""
+    import pandas as pd
+
+    return pd.DataFrame([vars(r) for r in records], columns=list(EpochRecord.__annotations__))
+

@@ -1,0 +1,199 @@
+"""``train_run``: data -> split -> two training phases -> a run directory.
+
+Files written (``braincam.runs.RunDir``): ``config.yaml`` (data roots, every option,
+versions; written first, so a crashed run still says what it was), ``skipped.csv``,
+``split.csv``, ``history.csv`` and ``model.safetensors`` (the best validation state).
+Evaluation (``braincam.evaluate.evaluate_run``) adds ``metrics.json`` afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from braincam.errors import BraincamError
+from braincam.labels import task_classes, task_label
+from braincam.runs import RunDir, atomic_write_csv, atomic_write_yaml, prepare_output_dir
+from braincam.train.config import TrainConfig
+from braincam.train.loop import (
+    BestTracker,
+    EpochRecord,
+    LossFn,
+    TrainData,
+    class_weights,
+    compute_loss,
+    finetune,
+    fit_head,
+    history_frame,
+    pretrained,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    classes: list[str]
+    counts: dict[str, int]  # images per split, duplicates across splits (Split.counts)
+    history: list[EpochRecord]
+    best_phase: str
+    best_epoch: int
+    best_val_balanced_accuracy: float | None
+    seconds: float
+
+
+def train_run(
+    roots: Sequence[Path | str],
+    config: TrainConfig,
+    out_dir: Path | str,
+    force: bool = False,
+    progress: bool = True,
+    loss_fn: LossFn = compute_loss,
+    command: str | None = None,
+    compile: bool = False,
+) -> TrainResult:
+    """Train a classifier on the images under ``roots`` into the run directory ``out_dir``.
+
+    An existing non-empty ``out_dir`` is refused unless ``force`` (then it is replaced).
+    ``loss_fn`` replaces the phase-2 loss (mitigations); ``command`` is recorded in
+    config.yaml; ``compile`` runs phase-2 training steps through ``torch.compile``.
+
+    Under ``torchrun --nproc_per_node=N`` every process calls this (see
+    :mod:`braincam.train.distributed`): rank 0 fills the preprocessing cache, then the others
+    read it; rank 0 alone writes the run directory and shows progress; ``batch_size`` stays
+    the global batch.
+    """
+    from braincam.data.preprocess import PreprocessCache
+    from braincam.data.records import load_dataset, without_skipped, write_skipped_csv
+    from braincam.data.splits import make_split, write_split_csv
+    from braincam.models import build_model, finetune_modules, save_checkpoint
+    from braincam.train.distributed import main_first, setup
+
+    start = time.perf_counter()
+    config.validate()
+    if config.attention_penalty > 0 and loss_fn is compute_loss:
+        raise BraincamError("--attention-penalty needs a loss function that implements it")
+    ctx, device = setup(config.device)
+    progress = progress and ctx.is_main
+    if Path(out_dir).exists() and not force:
+        prepare_output_dir(Path(out_dir))  # refuses an occupied directory before slow steps
+    roots = [Path(r).resolve() for r in roots]
+    dataset = load_dataset(roots)
+    try:
+        classes = task_classes([r.label for r in dataset.records], config.task)
+    except ValueError as exc:
+        raise BraincamError(str(exc)) from None
+    if len(classes) < 2:
+        raise BraincamError(f"only one class ({classes[0]}) in the data; a classifier needs two")
+    torch.manual_seed(config.seed)
+    # bad weights, data or options fail before any file is written
+    model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout)
+    stages = finetune_modules(model, config.finetune_stages)
+    with main_first(ctx):  # rank 0 fills the cache, the others then read it
+        images, masks, unreadable = PreprocessCache().load(
+            dataset.records, config.preprocess, progress=progress
+        )
+    records = without_skipped(dataset.records, unreadable)
+    if not records:
+        raise BraincamError("no image could be decoded")
+    split = make_split(
+        records, config.task, config.split, config.val_fraction, config.test_fraction,
+        config.seed,
+    )
+    labels = torch.tensor([classes.index(task_label(r.label, config.task)) for r in records])
+    data = {
+        name: TrainData(
+            torch.from_numpy(images[idx]), torch.from_numpy(masks[idx]), labels[idx]
+        )
+        for name in ("train", "val")
+        for idx in [split.indices(name)]
+    }
+    _check_classes(data["train"], data["val"], classes)
+
+    run = RunDir(Path(out_dir))
+    with main_first(ctx):
+        if ctx.is_main:
+            prepare_output_dir(run.root, force=force)
+            atomic_write_yaml(run.config,
+                              run_config(roots, config, device, command, ctx.world_size))
+            write_skipped_csv(dataset.skipped + unreadable, run.skipped)
+            write_split_csv(split, records, run.split)
+
+    trained = ["head"] + (stages if config.finetune_epochs else [])
+    # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
+    prefixes = [name + "." for name in trained] if pretrained(config) else [""]
+    tracker = BestTracker(model, prefixes)
+    criterion = torch.nn.CrossEntropyLoss(
+        weight=class_weights(data["train"].labels, len(classes)).to(device)
+    )
+    args = (model, data["train"], data["val"], criterion, config, device, tracker)
+    history = fit_head(*args, progress=progress, ctx=ctx)
+    history += finetune(*args, loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile)
+    tracker.restore()
+    best = tracker.record
+    with main_first(ctx):  # the other ranks return once the run directory is complete
+        if ctx.is_main:
+            atomic_write_csv(run.history, history_frame(history))
+            save_checkpoint(model.cpu().eval(), run.model, {
+                "arch": config.arch,
+                "classes": classes,
+                "task": config.task,
+                "preprocess": asdict(config.preprocess),
+                "dropout": config.dropout,
+                "seed": config.seed,
+                "best": {"phase": best.phase, "epoch": best.epoch,
+                         "val_balanced_accuracy": best.val_balanced_accuracy},
+            })
+    return TrainResult(
+        run.root, classes, dict(split.counts), history, best.phase, best.epoch,
+        best.val_balanced_accuracy, time.perf_counter() - start,
+    )
+
+
+def run_config(
+    roots: Sequence[Path], config: TrainConfig, device: torch.device, command: str | None,
+    world_size: int = 1,
+) -> dict[str, Any]:
+    """The content of ``config.yaml``: ``TrainConfig.from_dict(doc["train"])`` and
+    ``doc["data"]`` reproduce the run (``world_size``: processes under torchrun)."""
+    return {
+        "command": command,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": [str(r) for r in roots],
+        "train": config.to_dict(),
+        "device": str(device),
+        "world_size": world_size,
+        "versions": versions(),
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of Python, braincam and the libraries that decide the numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for package in ("braincam", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def _check_classes(train: TrainData, val: TrainData, classes: list[str]) -> None:
+    """Every class needs training images (its loss weight would be infinite)."""
+    counts = torch.bincount(train.labels, minlength=len(classes))
+    empty = [c for c, n in zip(classes, counts.tolist(), strict=True) if n == 0]
+    if empty:
+        raise BraincamError(f"no training images of class {', '.join(empty)}")
+    if len(val) == 0:
+        log.warning("no validation images: the last epoch is kept, no early stopping")

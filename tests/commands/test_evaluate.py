@@ -1,0 +1,97 @@
+"""``braincam evaluate``: test split, leak-free subset, extra datasets, predictions, figures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from braincam.commands import evaluate
+from braincam.data.preprocess import PreprocessConfig
+from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.evaluate.metrics import compute_metrics
+from braincam.train import TrainConfig, train_run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A tiny run on phantoms whose test set holds copies of training images."""
+    base = tmp_path_factory.mktemp("eval")
+    spec = PhantomSpec(n_per_class=10, size=48, shortcut="duplicates")
+    data = make_phantom_dataset(base / "phantoms", spec)
+    config = TrainConfig(
+        arch="test_resnet", weights="none", head_epochs=2, finetune_epochs=0, batch_size=8,
+        preprocess=PreprocessConfig(size=32), device="cpu",
+    )
+    train_run([data], config, base / "run", progress=False)
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def extras(tmp_path_factory):
+    """Two class-folder datasets: one all no_tumor, one all tumor."""
+    base = tmp_path_factory.mktemp("extra")
+    items = make_phantom_arrays(PhantomSpec(n_per_class=4, size=48, seed=7), splits=("test",))
+    roots = []
+    for label in ("no_tumor", "tumor"):
+        root = base / f"only-{label}"
+        (root / label).mkdir(parents=True)
+        for item in (it for it in items if it.label == label):
+            Image.fromarray(item.phantom.image).save(root / label / f"{item.name}.png")
+        roots.append(root)
+    return roots
+
+
+def invoke(*args: str):
+    app = typer.Typer()
+    app.command("evaluate")(evaluate.command)
+    app.command("unused")(lambda: None)
+    return CliRunner().invoke(app, ["evaluate", *args])
+
+
+def test_metrics_for_test_leak_free_and_extra_data(run, extras):
+    result = invoke(str(run), "--data", str(extras[0]), "--data", str(extras[1]),
+                    "--no-progress", "--force", "--n-boot", "200")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    split = pd.read_csv(run / "split.csv")
+    test = split[split["split"] == "test"]
+    assert metrics["test"]["n"] == len(test) == 20
+    assert metrics["test_leak_free"]["n"] == test["leak_free"].sum()
+    assert 0 < metrics["test_leak_free"]["n"] < 20  # the planted copies are not leak-free
+    assert set(metrics["extra"]) == {"only-no_tumor", "only-tumor"}
+    one_class = metrics["extra"]["only-tumor"]
+    assert one_class["n"] == 4 and one_class["auc"] is None
+    assert one_class["balanced_accuracy"] == pytest.approx(one_class["accuracy"])
+    assert one_class["per_class"]["tumor"]["recall"] == pytest.approx(one_class["accuracy"])
+    assert metrics["extra_combined"]["n"] == 8 and metrics["extra_combined"]["auc"] is not None
+    for name, files in metrics["figures"].items():
+        assert (run / files["confusion"]).is_file(), name
+    assert metrics["figures"]["only-tumor"]["roc"] is None
+    assert "only-tumor: n=4, acc" in result.output
+
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert predictions["split"].value_counts().to_dict() == {"test": 20, "extra": 8}
+    rows = predictions[predictions["split"] == "test"]
+    y = (rows["label"] == "tumor").to_numpy().astype(int)
+    prob = rows[["prob_no_tumor", "prob_tumor"]].to_numpy()
+    again = compute_metrics(y, prob, ["no_tumor", "tumor"], n_boot=0)
+    assert again["confusion_matrix"] == metrics["test"]["confusion_matrix"]
+    assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-4)
+    np.testing.assert_allclose(prob.sum(1), 1, atol=1e-5)
+
+
+def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):
+    (run / "metrics.json").write_text("{}")
+    result = invoke(str(run), "--no-progress")
+    assert isinstance(result.exception, BraincamError)
+    assert "pass --force" in str(result.exception)
+    result = invoke(str(tmp_path), "--no-progress")
+    assert isinstance(result.exception, BraincamError)
+    assert "no model.safetensors" in str(result.exception)

@@ -1,0 +1,91 @@
+"""Checkpoints: safetensors round trip, metadata, weights from files, wrong architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from braincam.errors import BraincamError
+from braincam.models import build_model, load_checkpoint, read_meta, save_checkpoint
+
+META = {
+    "arch": "resnet10t",
+    "classes": ["glioma", "meningioma", "no_tumor"],
+    "task": "multiclass",
+    "preprocess": {"size": 32, "crop": True, "standardize": "none", "mask_background": False},
+}
+
+
+@pytest.fixture
+def trained(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet10t", 3).eval()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path, META)
+    return model, path
+
+
+def test_round_trip_gives_identical_outputs_and_meta(trained):
+    model, path = trained
+    loaded, meta = load_checkpoint(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert meta == META
+    assert read_meta(path) == META
+    assert not loaded.training
+    assert path.read_bytes()[:8] != b"PK\x03\x04"  # not a zip/pickle torch file
+
+
+def test_checkpoint_of_another_architecture_fails_clearly(trained):
+    _, path = trained
+    with pytest.raises(BraincamError, match="holds a resnet10t model, not efficientnet_lite0"):
+        build_model("efficientnet_lite0", 3, weights=str(path))
+    with pytest.raises(BraincamError, match="--arch resnet10t"):
+        load_checkpoint(path, expected_arch="efficientnet_lite0")
+
+
+def test_weights_path_loads_backbone_and_fitting_head(trained):
+    model, path = trained
+    same = build_model("resnet10t", 3, weights=str(path))
+    other = build_model("resnet10t", 2, weights=str(path))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(other.backbone.state_dict()[key], value)
+    assert torch.equal(same.head[1].weight, model.head[1].weight)
+    assert other.head[1].weight.shape == (2, 512)
+
+
+def test_plain_state_dicts_load_into_the_backbone(tmp_path):
+    import timm
+
+    torch.manual_seed(1)
+    reference = timm.create_model("resnet10t", num_classes=1000)
+    tensors = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(tensors, tmp_path / "plain.safetensors")
+    torch.save(reference.state_dict(), tmp_path / "plain.pth")
+    for name in ("plain.safetensors", "plain.pth"):
+        model = build_model("resnet10t", 1000, weights=str(tmp_path / name)).eval()
+        x = torch.randn(1, 3, 32, 32)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), reference.eval()(x))
+    with pytest.raises(BraincamError, match="does not fit efficientnet_lite0"):
+        build_model("efficientnet_lite0", 2, weights=str(tmp_path / "plain.safetensors"))
+
+
+def test_damaged_or_foreign_files_fail_clearly(tmp_path, trained):
+    _, path = trained
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    with pytest.raises(BraincamError, match="not a readable .safetensors"):
+        load_checkpoint(broken)
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, plain)
+    with pytest.raises(BraincamError, match="not a braincam checkpoint"):
+        load_checkpoint(plain)
+    with pytest.raises(BraincamError, match="does not exist"):
+        load_checkpoint(tmp_path / "missing.safetensors")
+    text = tmp_path / "weights.pth"
+    text.write_text("hello")
+    with pytest.raises(BraincamError, match="not a readable state dict"):
+        build_model("resnet10t", 2, weights=str(text))

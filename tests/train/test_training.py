@@ -1,0 +1,196 @@
+"""Training runs on small phantom datasets (timm's tiny test_resnet at 32 px keeps them fast)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from braincam.data.preprocess import PreprocessConfig
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.models import build_model, load_checkpoint
+from braincam.train import Batch, TrainConfig, class_weights, compute_loss, train_run
+from braincam.train.loop import BestTracker, EpochRecord
+
+HISTORY_COLUMNS = [
+    "phase", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr",
+    "seconds",
+]
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "phantoms"
+    make_phantom_dataset(root, PhantomSpec(n_per_class=10, size=48, seed=1))
+    (root / "Training" / "tumor" / "empty.png").write_bytes(b"")  # skipped, not fatal
+    return root
+
+
+def tiny(**changes) -> TrainConfig:
+    base = TrainConfig(
+        arch="test_resnet", weights="none", head_epochs=2, finetune_epochs=2, batch_size=8,
+        preprocess=PreprocessConfig(size=32), device="cpu",
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def test_run_directory_holds_every_file(phantoms, tmp_path):
+    config = tiny()
+    result = train_run([phantoms], config, tmp_path / "run", progress=False, command="x")
+    run = tmp_path / "run"
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["data"] == [str(phantoms.resolve())]
+    assert TrainConfig.from_dict(doc["train"]) == config
+    assert {"torch", "timm", "python"} <= set(doc["versions"])
+    history = pd.read_csv(run / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert history["phase"].tolist() == ["head", "head", "finetune", "finetune"]
+    split = pd.read_csv(run / "split.csv")
+    assert len(split) == 40 and split["split"].value_counts()["test"] == 20
+    skipped = pd.read_csv(run / "skipped.csv")
+    assert skipped["path"].str.endswith("empty.png").tolist() == [True]
+    model, meta = load_checkpoint(run / "model.safetensors")
+    assert meta["arch"] == "test_resnet" and meta["classes"] == ["no_tumor", "tumor"]
+    assert meta["task"] == "binary" and meta["preprocess"]["size"] == 32
+    assert (meta["best"]["phase"], meta["best"]["epoch"]) == (
+        result.best_phase, result.best_epoch
+    )
+    best = history[(history.phase == result.best_phase) & (history.epoch == result.best_epoch)]
+    assert best["val_balanced_accuracy"].item() == history["val_balanced_accuracy"].max()
+    assert result.counts["train"] + result.counts["val"] == 20
+
+
+def test_same_seed_same_history_and_weights(phantoms, tmp_path):
+    config = tiny(finetune_epochs=1)
+    runs = [train_run([phantoms], config, tmp_path / name, progress=False) for name in "ab"]
+    other = train_run([phantoms], tiny(finetune_epochs=1, seed=1), tmp_path / "c", progress=False)
+    frames = [pd.read_csv(r.run_dir / "history.csv").drop(columns="seconds") for r in runs]
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+    weights = [load_checkpoint(r.run_dir / "model.safetensors")[0].state_dict() for r in runs]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    losses = pd.read_csv(other.run_dir / "history.csv")["train_loss"]
+    assert not losses.equals(frames[0]["train_loss"])
+
+
+def test_existing_run_directory_is_refused_without_force(phantoms, tmp_path):
+    config = tiny(head_epochs=1, finetune_epochs=0)
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns
+    with pytest.raises(BraincamError, match="already holds a run; pass --force"):
+        train_run([phantoms], config, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == before
+    train_run([phantoms], config, tmp_path / "run", force=True, progress=False)
+
+
+STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _changed(run_dir, config: TrainConfig) -> set[str]:
+    """State-dict entries that training changed, against the model train_run starts from."""
+    trained, _ = load_checkpoint(run_dir / "model.safetensors")
+    torch.manual_seed(config.seed)
+    initial = build_model(config.arch, 2, config.weights, dropout=config.dropout)
+    after, before = trained.state_dict(), initial.state_dict()
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_finetuning_pretrained_changes_only_the_last_stages_with_frozen_statistics(
+    phantoms, tmp_path
+):
+    config = tiny(arch="efficientnet_lite0", weights="imagenet", head_epochs=0,
+                  finetune_epochs=1, finetune_stages=2)
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    changed = _changed(tmp_path / "run", config)
+    stages = ("backbone.blocks.5.", "backbone.blocks.6.", "backbone.conv_head.", "backbone.bn2.",
+              "head.1.")
+    assert any(k.startswith("backbone.blocks.5.") and "conv" in k for k in changed)
+    assert all(k.startswith(stages) for k in changed)
+    assert not any(k.endswith(STATS) for k in changed)
+
+
+def test_random_weights_finetune_with_batch_statistics(phantoms, tmp_path):
+    config = tiny(head_epochs=0, finetune_epochs=1)
+    result = train_run([phantoms], config, tmp_path / "run", progress=False)
+    changed = _changed(tmp_path / "run", config)
+    assert "backbone.bn1.running_mean" in changed  # statistics of a frozen stage adapt
+    assert not any(k.startswith("backbone.layer1.") and k.endswith("weight")
+                   and "bn" not in k for k in changed)  # its weights do not
+    assert any(k.startswith("backbone.layer4.") and "conv" in k for k in changed)
+    assert result.history[0].train_loss < 5  # no exploding activations
+
+
+def test_custom_loss_sees_aligned_masks_and_penalty_needs_one(phantoms, tmp_path):
+    seen = []
+
+    def loss_fn(model, batch: Batch, criterion, config):
+        seen.append((tuple(batch.x.shape), tuple(batch.mask.shape), batch.mask.dtype))
+        return compute_loss(model, batch, criterion, config)
+
+    config = tiny(head_epochs=0, finetune_epochs=1, attention_penalty=0.5)
+    with pytest.raises(BraincamError, match="attention-penalty"):
+        train_run([phantoms], config, tmp_path / "refused", progress=False)
+    train_run([phantoms], config, tmp_path / "run", progress=False, loss_fn=loss_fn)
+    assert seen[0] == ((8, 3, 32, 32), (8, 32, 32), torch.bool)
+
+
+def test_class_weights_balance_the_classes():
+    weights = class_weights(torch.tensor([0, 0, 0, 1]), 2)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 2.0]))
+
+
+def test_best_tracker_keeps_best_state_and_counts_stale_epochs():
+    model = torch.nn.Linear(1, 1)
+    tracker = BestTracker(model, ["weight"])
+
+    def epoch(n: int, balanced: float, loss: float) -> None:
+        model.weight.data.fill_(n)
+        tracker.update(EpochRecord("head", n, 0.0, loss, balanced, balanced, 0.1, 0.0))
+
+    epoch(1, 0.7, 0.5)
+    epoch(2, 0.8, 0.6)  # better balanced accuracy wins despite a higher loss
+    epoch(3, 0.8, 0.7)  # tie, higher loss: no improvement
+    epoch(4, 0.6, 0.1)
+    assert tracker.record.epoch == 2 and tracker.stale == 2
+    tracker.restore()
+    assert model.weight.item() == 2.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"task": "tri"}, "--task"),
+        ({"split": "shuffle"}, "--split"),
+        ({"head_epochs": 0, "finetune_epochs": 0}, "at least one epoch"),
+        ({"batch_size": 0}, "--batch-size"),
+    ],
+)
+def test_bad_options_are_one_line_errors(changes, message, phantoms, tmp_path):
+    with pytest.raises(BraincamError, match=message):
+        train_run([phantoms], tiny(**changes), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_config_round_trips_and_rejects_unknown_options():
+    config = tiny(seed=3, augment=False)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert isinstance(TrainConfig.from_dict(config.to_dict()).preprocess, PreprocessConfig)
+    with pytest.raises(BraincamError, match="unknown training option.*epochz"):
+        TrainConfig.from_dict({**config.to_dict(), "epochz": 3})
+
+
+def test_data_errors_leave_no_run_directory(tmp_path):
+    from PIL import Image
+
+    from braincam.data.synthetic import make_phantom_arrays
+
+    root = tmp_path / "no-split"
+    for item in make_phantom_arrays(PhantomSpec(n_per_class=3, size=48), splits=("test",)):
+        (root / item.label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(item.phantom.image).save(root / item.label / f"{item.name}.png")
+    with pytest.raises(BraincamError, match="no official split.*--split random"):
+        train_run([root], tiny(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
