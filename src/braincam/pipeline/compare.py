@@ -1,0 +1,245 @@
+"""``compare_runs``: the headline numbers of several runs side by side.
+
+Per run (a row), from ``metrics.json`` and ``audit/audit.json``:
+
+- ``accuracy``, ``balanced_accuracy``: in-domain test split; ``leak_free_accuracy``: its
+  leak-free subset; ``balanced_accuracy@<dataset>``: each extra (cross-dataset) folder;
+- ``background_share``: share of CAM energy outside the head (attention check);
+- ``energy_in_box_ratio``: share of CAM energy in the tumour box over the box's area share;
+  ``energy_in_box_ratio@<dataset>`` for each other audited dataset with boxes (the in-domain
+  data often has none, an extra dataset such as Figshare's has);
+- ``background_only_survival``, ``head_only_flip_rate``, ``intensity_swap_flip_rate``,
+  ``tumor_removal_flip_rate``: the counterfactual rates.
+
+A model audit of several datasets is read for its in-domain entry (the dataset named like one
+of the run's data roots in config.yaml, else the first), box ratios for every dataset.
+Per-method checks are read for ``gradcam`` when the audit has it (``by_method``, or one block
+per method), else for the method at the top level. Missing numbers are None (``-`` in the
+table and compare.csv, null in compare.json).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from braincam.errors import BraincamError
+from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
+
+PERFORMANCE = ("accuracy", "balanced_accuracy", "leak_free_accuracy")
+EXTRA_PREFIX = "balanced_accuracy@"
+BOX_PREFIX = "energy_in_box_ratio@"
+RATES = ("background_share", "background_only_survival", "head_only_flip_rate",
+         "intensity_swap_flip_rate", "tumor_removal_flip_rate")
+RATIOS = ("energy_in_box_ratio",)
+PREFERRED_METHOD = "gradcam"
+MISSING = "-"
+CHECK_KEYS = ("attention", "localization", "faithfulness", "sanity", "counterfactual")
+
+
+@dataclass
+class Comparison:
+    """``rows[i][column]`` for run ``runs[i]`` (None where missing)."""
+
+    runs: list[str]
+    paths: list[Path]
+    columns: list[str]
+    rows: list[dict[str, float | None]]
+
+    def cell(self, run: str, column: str) -> float | None:
+        return self.rows[self.runs.index(run)][column]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"columns": self.columns, "runs": [
+            {"run": name, "path": str(path), **row}
+            for name, path, row in zip(self.runs, self.paths, self.rows, strict=True)
+        ]}
+
+    def to_table(self):  # -> rich.table.Table
+        """One row per number and one column per run (runs are few, numbers many), 3
+        decimals, ``-`` where missing."""
+        from rich.table import Table
+
+        table = Table(title="runs compared", title_justify="left")
+        table.add_column("")
+        for name in self.runs:
+            table.add_column(name, justify="right", overflow="fold")
+        for column in self.columns:
+            table.add_row(column.replace("_", " "), *(
+                MISSING if row[column] is None else f"{row[column]:.3f}" for row in self.rows))
+        return table
+
+    def to_csv(self) -> str:
+        import io
+
+        import pandas as pd
+
+        frame = pd.DataFrame(self.rows, columns=self.columns, dtype=object)
+        frame.insert(0, "run", self.runs)
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, na_rep=MISSING)
+        return buf.getvalue()
+
+
+def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
+    """Read every run (BraincamError for a path that is not a directory or holds neither
+    metrics.json nor audit/audit.json)."""
+    if not run_dirs:
+        raise BraincamError("give at least one run directory")
+    paths = [Path(p) for p in run_dirs]
+    rows, extras, boxes = [], [], []
+    for path in paths:
+        if not path.is_dir():
+            raise BraincamError(f"{path} is not a directory")
+        run = RunDir(path)
+        metrics, audit = _read(run.metrics), _read(run.audit / "audit.json")
+        if metrics is None and audit is None:
+            raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
+        row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
+        extras += [k for k in row if k.startswith(EXTRA_PREFIX) and k not in extras]
+        boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
+        rows.append(row)
+    columns = [*PERFORMANCE, *extras, *RATES, *RATIOS, *boxes]
+    rows = [{c: row.get(c) for c in columns} for row in rows]
+    return Comparison(_names(paths), paths, columns, rows)
+
+
+def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
+    """``compare.csv``, ``compare.json`` and ``compare.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / name for name in ("compare.csv", "compare.json", "compare.png")]
+    atomic_write_text(files[0], comparison.to_csv())
+    atomic_write_json(files[1], comparison.to_dict())
+    atomic_save_figure(files[2], comparison_figure(comparison), dpi=120, bbox_inches="tight")
+    return files
+
+
+def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
+    """Grouped horizontal bars, one colour per run: accuracies, then shares and rates (both
+    on [0, 1]), then the energy-in-box ratio (its own scale, 1 = chance)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    panels = [
+        ("accuracy (in-domain, leak-free, cross-dataset)",
+         [c for c in comparison.columns if c in PERFORMANCE or c.startswith(EXTRA_PREFIX)]),
+        ("shortcut signals: shares and rates", list(RATES)),
+        ("energy in tumour box / box area (1 = chance)",
+         [c for c in comparison.columns if c in RATIOS or c.startswith(BOX_PREFIX)]),
+    ]
+    heights = [len(cols) + 1 for _, cols in panels]
+    fig = Figure(figsize=(8, 0.45 * sum(heights) + 1.5))
+    axes = fig.subplots(len(panels), 1, gridspec_kw={"height_ratios": heights})
+    n = len(comparison.runs)
+    width = 0.8 / n
+    for ax, (title, cols) in zip(axes, panels, strict=True):
+        y = np.arange(len(cols))
+        for i, (name, row) in enumerate(zip(comparison.runs, comparison.rows, strict=True)):
+            values = [np.nan if row[c] is None else row[c] for c in cols]
+            ax.barh(y + (i - (n - 1) / 2) * width, values, height=width, label=name,
+                    color=f"C{i % 10}")
+        ax.set_yticks(y, [c.replace("_", " ") for c in cols], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(title, fontsize=9, loc="left")
+        if title.startswith("energy"):
+            ax.axvline(1.0, color="grey", linewidth=0.8, linestyle="--")
+        else:
+            ax.set_xlim(0, 1)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
+    test = metrics.get("test") or {}
+    leak_free = metrics.get("test_leak_free") or {}
+    row = {"accuracy": test.get("accuracy"), "balanced_accuracy": test.get("balanced_accuracy"),
+           "leak_free_accuracy": leak_free.get("accuracy")}
+    for name, m in (metrics.get("extra") or {}).items():
+        row[EXTRA_PREFIX + name] = (m or {}).get("balanced_accuracy")
+    return row
+
+
+def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
+    blocks = _blocks(audit)
+    if not blocks:
+        return {}
+    own = next((n for n in in_domain if n in blocks), next(iter(blocks)))
+    checks = blocks[own]
+    attention = _one_method(checks.get("attention"))
+    counterfactual = checks.get("counterfactual") or {}
+    row = {"background_share": attention.get("background"),
+           "energy_in_box_ratio": _box_ratio(checks)}
+    row |= {c: counterfactual.get(c) for c in RATES if c != "background_share"}
+    for name, other in blocks.items():  # boxes often exist only in an extra dataset
+        if name != own and _number(_box_ratio(other)) is not None:
+            row[BOX_PREFIX + name] = _box_ratio(other)
+    return {k: _number(v) for k, v in row.items()}
+
+
+def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Dataset name -> its checks; a single-dataset audit is one block (named after its
+    ``dataset`` key, else "")."""
+    if any(key in audit for key in CHECK_KEYS):
+        return {str(audit.get("dataset") or ""): audit}
+    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else audit
+    return {str(k): v for k, v in nested.items()
+            if isinstance(v, dict) and any(key in v for key in CHECK_KEYS)}
+
+
+def _box_ratio(checks: dict[str, Any]) -> Any:
+    return _one_method(checks.get("localization")).get("energy_in_box_ratio")
+
+
+def _number(value: Any) -> float | None:
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _root_names(run: RunDir) -> list[str]:
+    """Folder names of the run's data roots (config.yaml ``data``), the model audit's
+    dataset names for in-domain images."""
+    import yaml
+
+    try:
+        roots = yaml.safe_load(run.config.read_text(encoding="utf-8"))["data"]
+        return [Path(r).name for r in roots]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return []
+
+
+def _one_method(values: Any) -> dict[str, Any]:
+    """A check's numbers, flat or per explanation method (gradcam preferred)."""
+    if not isinstance(values, dict):
+        return {}
+    by_method = values.get("by_method")
+    if isinstance(by_method, dict) and isinstance(by_method.get(PREFERRED_METHOD), dict):
+        return by_method[PREFERRED_METHOD]
+    per_method = {k: v for k, v in values.items() if isinstance(v, dict)}
+    if per_method and len(per_method) == len(values):
+        return per_method.get(PREFERRED_METHOD) or next(iter(per_method.values()))
+    return values
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """Folder names; where two runs share one, ``parent/name``; then a numeric suffix."""
+    names = [p.resolve().name for p in paths]
+    names = [f"{p.resolve().parent.name}/{n}" if names.count(n) > 1 else n
+             for p, n in zip(paths, names, strict=True)]
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name} ({seen[name]})")
+    return out
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when absent or unreadable."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

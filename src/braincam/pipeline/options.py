@@ -1,0 +1,112 @@
+"""Options of the whole pipeline: the training settings plus what the later stages need."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braincam.audit.model.base import AuditSettings
+from braincam.errors import BraincamError
+from braincam.train.config import TrainConfig
+
+EXPLAIN_CAP = 100
+"""Images audited and explained per dataset (the test split, each extra dataset) by default:
+a mean CAM-energy share over 100 images has a standard error of about 0.15 / sqrt(100) =
+0.015, and the audit plus the overlays of 100 images per dataset stay within minutes on a
+CPU (the audit's costliest checks subsample further, see AuditSettings)."""
+
+DEFAULT_METHODS = ("gradcam",)
+EXECUTION_ONLY = ("device", "num_workers")
+"""TrainConfig fields that decide where and how fast, not what: left out of fingerprints, so
+a run resumed on another device or with other workers is not retrained."""
+
+
+def default_train_config() -> TrainConfig:
+    """``braincam run``'s training defaults: TrainConfig's, but the ``dedup`` split (near
+    duplicates never straddle train/val/test, so the test score is not inflated by leaks)."""
+    return TrainConfig(split="dedup")
+
+
+@dataclass
+class PipelineOptions:
+    """Everything ``run_pipeline`` needs besides the data roots and the run directory."""
+
+    train: TrainConfig = field(default_factory=default_train_config)
+    extra: list[Path] = field(default_factory=list)  # cross-dataset folders
+    methods: tuple[str, ...] = DEFAULT_METHODS  # explanation methods, audited and explained
+    explain_cap: int = EXPLAIN_CAP  # images audited and explained per dataset
+    n_boot: int = 1000  # bootstrap resamples of the data audit's probes and the evaluation
+    audit: AuditSettings = field(default_factory=AuditSettings)  # model-audit subsample sizes
+    regions: dict[str, tuple[float, float, float, float]] = field(default_factory=dict)
+    """Named boxes ``(x0, y0, x1, y1)``, fractions of the model input, whose CAM energy the
+    model audit reports (e.g. a corner suspected to hold a marker; meaningful without the
+    crop to the head, which moves image corners)."""
+    progress: bool = True  # progress bars inside stages
+    command: str | None = None  # the command line, recorded in config.yaml
+
+    def __post_init__(self) -> None:
+        self.extra = [Path(p).resolve() for p in self.extra]
+        self.methods = tuple(self.methods)
+        self.regions = {name: tuple(float(v) for v in box) for name, box in self.regions.items()}
+
+    def validate(self) -> None:
+        """Raise BraincamError naming the first bad option (training options included)."""
+        from braincam.explain import METHODS
+
+        self.train.validate()
+        unknown = [m for m in self.methods if m not in METHODS]
+        if not self.methods or unknown:
+            raise BraincamError(
+                f"--methods must name one or more of {', '.join(METHODS)}"
+                + (f"; unknown: {', '.join(unknown)}" if unknown else "")
+            )
+        if self.explain_cap < 1:
+            raise BraincamError("--explain-cap must be >= 1")
+        if self.n_boot < 0:
+            raise BraincamError("--n-boot must be >= 0")
+        for name, (x0, y0, x1, y1) in self.regions.items():
+            if not (0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1):
+                raise BraincamError(f"region {name!r} must be x0,y0,x1,y1 with 0 <= x0 < x1 <= 1 "
+                                    "and 0 <= y0 < y1 <= 1")
+        missing = [p for p in self.extra if not p.is_dir()]
+        if missing:
+            raise BraincamError(f"--extra {missing[0]} is not a directory")
+
+    def train_inputs(self) -> dict[str, Any]:
+        """Training options that decide the model (see :data:`EXECUTION_ONLY`)."""
+        values = self.train.to_dict()
+        for name in EXECUTION_ONLY:
+            values.pop(name)
+        return values
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options that decide the run's results, as stored in ``RUN/.stages/pipeline.json``
+        (execution-only settings left out)."""
+        return {
+            "train": self.train_inputs(),
+            "extra": [str(p) for p in self.extra],
+            "methods": list(self.methods),
+            "explain_cap": self.explain_cap,
+            "n_boot": self.n_boot,
+            "audit": dataclasses.asdict(self.audit),
+            "regions": {name: list(box) for name, box in sorted(self.regions.items())},
+        }
+
+    def replace(self, **changes: Any) -> PipelineOptions:
+        return dataclasses.replace(self, **changes)
+
+    def region_masks(self) -> dict[str, np.ndarray]:
+        """:attr:`regions` as bool masks of the model input (``size`` x ``size``); a box
+        covers the pixels whose centres lie inside it."""
+        size = self.train.preprocess.size
+        centres = (np.arange(size) + 0.5) / size
+        masks = {}
+        for name, (x0, y0, x1, y1) in self.regions.items():
+            rows = (centres >= y0) & (centres < y1)
+            cols = (centres >= x0) & (centres < x1)
+            masks[name] = rows[:, None] & cols[None, :]
+        return masks

@@ -1,0 +1,342 @@
+"""``run_pipeline``: data audit -> train -> evaluate -> model audit -> explain -> report, into
+one run directory, resumable stage by stage.
+
+The model audit picks the images it looks at (the test split and every extra dataset, at most
+``explain_cap`` of each); the explain stage then writes explanations and overlays of exactly
+those images, so the report's gallery can show every explained image with the audit's
+per-image numbers.
+
+Each stage is a thin call of its module's public function; what is new here is the order, the
+resumption (markers and fingerprints, see :mod:`braincam.pipeline.stages`) and the guard
+against overwriting a run made with other options:
+
+- ``RUN/.stages/pipeline.json`` holds the data roots and the result-deciding options of the
+  run. A later call with other ones that would redo a finished stage is refused unless
+  ``force``; with ``force`` the stages whose inputs changed are redone (and everything
+  downstream), the others kept. (Other options after a failed stage, e.g. ``--weights none``
+  after ImageNet weights could not be had, need no ``force``: nothing finished is replaced.)
+- A directory that holds run files (config.yaml, model.safetensors...) but no
+  ``pipeline.json`` was written by another command and is likewise refused without ``force``.
+
+Stage inputs (the fingerprints):
+
+============ ===============================================================================
+data-audit   data files; task, split, seed, n_boot
+train        data files; every TrainConfig field but device and num_workers
+evaluate     train; extra data files; n_boot
+model-audit  train; data and extra data files; methods, explain_cap, audit settings,
+             regions
+explain      model-audit (its images); methods
+report       all of the above
+============ ===============================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from braincam.audit.findings import Finding, sort_findings
+from braincam.errors import BraincamError
+from braincam.pipeline import stages as S
+from braincam.pipeline.options import PipelineOptions
+from braincam.runs import RunDir, atomic_write_json
+
+STAGES = ("data-audit", "train", "evaluate", "model-audit", "explain", "report")
+PIPELINE_FILE = "pipeline.json"
+RUN_FILES = ("config.yaml", "model.safetensors", "metrics.json", "data_audit", "explain",
+             "audit", "report.html")
+"""Files of a run; one of them in a directory without ``pipeline.json`` means another command
+wrote there."""
+AUDIT_IMAGES = "audit_images.csv"  # the model audit's per-image table
+TRAIN_WORK = "train.tmp"  # RUN/.stages/train.tmp: train_run's own (empty) output directory
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    status: str  # "ran" | "skipped"
+    seconds: float  # this call's time (0 when skipped)
+    fingerprint: str
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    stages: list[StageOutcome]
+    metrics: dict[str, Any] | None  # metrics.json
+    data_findings: list[Finding]  # the data audit's, most severe first
+    model_findings: list[Finding]  # the model audit's (every dataset), most severe first
+    report: Path
+    seconds: float = 0.0
+
+    def stage(self, name: str) -> StageOutcome:
+        return next(s for s in self.stages if s.name == name)
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Both audits' findings, most severe first."""
+        return sort_findings(self.data_findings + self.model_findings)
+
+
+@dataclass
+class _Stage:
+    name: str
+    inputs: dict[str, Any]
+    outputs: list[Path]  # all must exist for a matching marker to count
+    action: Callable[[], None]
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fingerprint = S.fingerprint({"stage": self.name, **self.inputs})
+
+
+def run_pipeline(
+    roots: Sequence[Path | str],
+    options: PipelineOptions,
+    out_dir: Path | str,
+    force: bool = False,
+    console: Console | None = None,
+) -> PipelineResult:
+    """Run every stage into ``out_dir`` (see the module docstring), skipping the finished ones
+    whose inputs are unchanged; return what the run holds at the end."""
+    start = time.perf_counter()
+    console = console or Console()
+    roots = [Path(r).resolve() for r in roots]
+    if not roots:
+        raise BraincamError("no dataset folder given")
+    for root in roots:
+        if not root.is_dir():
+            raise BraincamError(f"{root} is not a directory")
+    options.validate()
+    run = RunDir(Path(out_dir))
+    plan = _plan(run, roots, options)
+    markers = {stage.name: S.read_marker(run, stage.name) for stage in plan}
+    redone = [s.name for s in plan if markers[s.name] and markers[s.name].fingerprint
+              != s.fingerprint]
+    check_run_dir(run, roots, options, force, redone)
+    run.stages.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run.stages / PIPELINE_FILE, _identity(roots, options))
+
+    outcomes = []
+    for i, stage in enumerate(plan, 1):
+        head = f"[{i}/{len(plan)}] {stage.name}"
+        marker = markers[stage.name]
+        same = marker is not None and marker.fingerprint == stage.fingerprint
+        if same and _exist(stage.outputs):
+            console.print(f"{head}: done, skipped")
+            outcomes.append(StageOutcome(stage.name, "skipped", 0.0, stage.fingerprint))
+            continue
+        reason = "outputs missing" if same else "inputs changed" if marker else "running"
+        console.rule(f"{head}: {reason}", align="left")
+        S.clear_marker(run, stage.name)
+        began = time.perf_counter()
+        stage.action()
+        seconds = time.perf_counter() - began
+        S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds)
+        console.print(f"{head}: done in {seconds:.1f} s")
+        outcomes.append(StageOutcome(stage.name, "ran", seconds, stage.fingerprint))
+    return PipelineResult(
+        run.root, outcomes, _read_json(run.metrics), *collect_findings(run), run.report,
+        time.perf_counter() - start,
+    )
+
+
+def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, force: bool,
+                  redone: Sequence[str] | None = None) -> None:
+    """Refuse (BraincamError), unless ``force``, to run into a directory another command
+    wrote, or into a run made with other data roots or options when that would redo finished
+    stages. ``redone``: the finished stages whose inputs changed (None: assume any)."""
+    if run.root.exists() and not run.root.is_dir():
+        raise BraincamError(f"{run.root} exists and is not a directory")
+    if force:
+        return
+    stored = _read_json(run.stages / PIPELINE_FILE)
+    if stored is None:
+        foreign = [name for name in RUN_FILES if (run.root / name).exists()]
+        if foreign:
+            raise BraincamError(
+                f"{run.root} holds {foreign[0]} written by another command; pass --force to "
+                "run the pipeline there (its outputs are replaced) or choose another --out"
+            )
+        return
+    current = json.loads(json.dumps(_identity(roots, options)))
+    changed = _differences(stored.get("data"), current["data"], "data") + _differences(
+        stored.get("options"), current["options"])
+    if changed and (redone is None or redone):
+        stages = f" ({', '.join(redone)} would be redone)" if redone else ""
+        raise BraincamError(
+            f"{run.root} holds a run made with other options ({'; '.join(changed[:3])}){stages}; "
+            "pass --force to redo the stages they affect, or choose another --out"
+        )
+
+
+def collect_findings(run: RunDir) -> tuple[list[Finding], list[Finding]]:
+    """Findings of the data audit and of the model audit, each most severe first; malformed
+    entries are left out. The model audit lists every dataset's findings at its top level
+    (prefixed ``[dataset]`` when there are several); the per-dataset lists are read only when
+    that list is absent."""
+    data_audit = _read_json(run.data_audit / "data_audit.json") or {}
+    audit = _read_json(run.audit / "audit.json") or {}
+    model = audit.get("findings")
+    if not isinstance(model, list):
+        datasets = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
+        model = [f for block in datasets.values() if isinstance(block, dict)
+                 for f in block.get("findings") or []]
+    return _findings(data_audit.get("findings") or []), _findings(model)
+
+
+def _findings(raw: list[Any]) -> list[Finding]:
+    found = []
+    for item in raw:
+        try:
+            found.append(Finding.from_dict(item))
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return sort_findings(found)
+
+
+def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Stage]:
+    """The stages in order, with their inputs, outputs and actions."""
+    from braincam.audit.data.run import JSON_NAME
+
+    config = options.train
+    data = S.data_fingerprint(roots)
+    extra = S.data_fingerprint(options.extra)
+    audit_stage = _Stage(
+        "data-audit",
+        {"data": data, "task": config.task, "split": config.split, "seed": config.seed,
+         "n_boot": options.n_boot},
+        [run.data_audit / JSON_NAME],
+        lambda: _data_audit(run, roots, options),
+    )
+    train = _Stage("train", {"data": data, "train": options.train_inputs()},
+                   [run.config, run.model, run.split], lambda: _train(run, roots, options))
+    evaluate = _Stage(
+        "evaluate", {"train": train.fingerprint, "extra": extra, "n_boot": options.n_boot},
+        [run.metrics], lambda: _evaluate(run, options),
+    )
+    model_audit = _Stage(
+        "model-audit",
+        {"train": train.fingerprint, "data": data, "extra": extra,
+         "methods": list(options.methods), "explain_cap": options.explain_cap,
+         "settings": asdict(options.audit), "regions": options.to_dict()["regions"]},
+        [run.audit / "audit.json", run.audit / AUDIT_IMAGES],
+        lambda: _model_audit(run, roots, options),
+    )
+    explain = _Stage(
+        "explain", {"model-audit": model_audit.fingerprint, "methods": list(options.methods)},
+        [run.explain / m / "explanations.npz" for m in options.methods],
+        lambda: _explain(run, roots, options),
+    )
+    done = [audit_stage, train, evaluate, model_audit, explain]
+    report = _Stage("report", {s.name: s.fingerprint for s in done}, [run.report],
+                    lambda: _report(run))
+    return [*done, report]
+
+
+def _data_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
+    from braincam.audit.data.run import audit_data
+
+    _remove(run.data_audit)
+    config = options.train
+    audit_data(roots, task=config.task, split_strategy=config.split, out_dir=run.data_audit,
+               n_boot=options.n_boot, seed=config.seed)
+
+
+def _train(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
+    """``train_run`` into an empty work folder (it refuses or wipes a non-empty one, and the
+    run already holds the data audit), then its files move into the run."""
+    from braincam.train import train_run
+
+    work = run.stages / TRAIN_WORK
+    train_run(roots, options.train, work, force=True, progress=options.progress,
+              command=options.command)
+    for item in sorted(work.iterdir()):
+        target = run.root / item.name
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(item, target)
+    work.rmdir()
+
+
+def _evaluate(run: RunDir, options: PipelineOptions) -> None:
+    from braincam.evaluate import evaluate_run
+
+    evaluate_run(run.root, options.extra, force=True, device=options.train.device,
+                 n_boot=options.n_boot, progress=options.progress)
+
+
+def _model_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
+    from braincam.audit.model.run import audit_model
+
+    _remove(run.audit)
+    audit_model(run.root, [*roots, *options.extra], methods=options.methods, out_dir=run.audit,
+                max_images=options.explain_cap, regions=options.region_masks(),
+                settings=options.audit,
+                device=options.train.device, force=True, progress=options.progress)
+
+
+def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
+    """Every method on the images the model audit looked at, one folder per method."""
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.evaluate.predict import device_of
+    from braincam.explain.files import explain_files
+    from braincam.models import load_checkpoint
+    from braincam.pipeline.images import audited_items
+
+    _remove(run.explain)
+    model, meta = load_checkpoint(run.model, device=device_of(options.train.device))
+    items = audited_items(run.audit / AUDIT_IMAGES, [*roots, *options.extra])
+    for method in options.methods:
+        explain_files(model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
+                      meta["task"], run.explain / method, method=method,
+                      progress=options.progress)
+
+
+def _report(run: RunDir) -> None:
+    from braincam.report import build_report
+
+    build_report(run.root)
+
+
+def _identity(roots: Sequence[Path], options: PipelineOptions) -> dict[str, Any]:
+    """What a run directory is for: its data roots and result-deciding options."""
+    return {"data": [str(Path(r).resolve()) for r in roots], "options": options.to_dict()}
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf that differs between two JSON values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            out += _differences(old.get(key), new.get(key), name)
+        return out
+    return [] if old == new else [f"{prefix or 'value'}: {old!r} -> {new!r}"]
+
+
+def _exist(paths: Sequence[Path]) -> bool:
+    return all(p.exists() for p in paths)
+
+
+def _remove(path: Path) -> None:
+    """A stage's own output folder goes before the stage reruns (no stale files left)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -1,0 +1,92 @@
+"""Stage markers: what makes ``braincam run`` resumable.
+
+Each finished stage writes ``RUN/.stages/<stage>.json`` holding a *fingerprint*: the SHA-256
+of the canonical JSON (sorted keys) of everything that decides the stage's output -- its
+options, the fingerprints of the stages it reads from, and the listing of the data files it
+reads (relative path, size, mtime in ns). A stage whose marker holds the fingerprint it would
+have now is skipped; any changed input gives a new fingerprint, and since a stage's
+fingerprint includes those of its inputs, everything downstream is redone too.
+
+A stage's marker is removed before the stage starts and written after it finished, so an
+interrupted stage (Ctrl-C, kill) is never taken as done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from braincam.runs import RunDir, atomic_write_json
+
+MARKER_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StageMarker:
+    """The content of ``RUN/.stages/<stage>.json``."""
+
+    stage: str
+    fingerprint: str
+    inputs: dict[str, Any]  # what was hashed (data listings as their own fingerprints)
+    seconds: float
+    finished: str  # ISO time, UTC
+    version: int = MARKER_VERSION
+
+
+def fingerprint(inputs: Any) -> str:
+    """SHA-256 hex digest of ``inputs`` as canonical JSON (sorted keys, no spaces)."""
+    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def data_listing(root: Path | str) -> list[tuple[str, int, int]]:
+    """``(relative path, size, mtime_ns)`` of every file under ``root``, sorted; hidden files
+    and folders (a leading dot) are left out, as the dataset loader ignores them."""
+    root = Path(root)
+    out = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith("."):
+                continue
+            path = Path(folder) / name
+            stat = path.stat()
+            out.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+    return sorted(out)
+
+
+def data_fingerprint(roots: list[Path]) -> dict[str, str]:
+    """Absolute root -> fingerprint of its :func:`data_listing` (a changed, added, removed or
+    touched file changes it)."""
+    return {str(Path(r).resolve()): fingerprint(data_listing(r)) for r in roots}
+
+
+def marker_path(run: RunDir, stage: str) -> Path:
+    return run.stages / f"{stage}.json"
+
+
+def read_marker(run: RunDir, stage: str) -> StageMarker | None:
+    """The stage's marker, or None when it is absent or unreadable (then the stage reruns)."""
+    try:
+        doc = json.loads(marker_path(run, stage).read_text(encoding="utf-8"))
+        marker = StageMarker(**doc)
+    except (OSError, ValueError, TypeError):
+        return None
+    return marker if marker.version == MARKER_VERSION else None
+
+
+def write_marker(run: RunDir, stage: str, key: str, inputs: dict[str, Any],
+                 seconds: float) -> StageMarker:
+    marker = StageMarker(stage, key, inputs, round(seconds, 3),
+                         datetime.now(UTC).isoformat(timespec="seconds"))
+    atomic_write_json(marker_path(run, stage), asdict(marker))
+    return marker
+
+
+def clear_marker(run: RunDir, stage: str) -> None:
+    marker_path(run, stage).unlink(missing_ok=True)

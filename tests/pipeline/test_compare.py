@@ -1,0 +1,140 @@
+"""``compare_runs`` on hand-written runs: the table's values, '-' for missing parts, files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braincam.errors import BraincamError
+from braincam.pipeline import compare_runs, write_comparison
+
+COUNTERFACTUAL = {"background_only_survival": 0.875, "head_only_change": 0.03,
+                  "head_only_flip_rate": 0.0625, "intensity_swap_flip_rate": 0.25,
+                  "tumor_removal_flip_rate": 0.125, "tumor_removal_prob_drop": 0.33}
+
+
+def m(acc, bacc):
+    return {"n": 10, "accuracy": acc, "balanced_accuracy": bacc, "auc": None}
+
+
+def write_run(root, metrics=None, audit=None):
+    root.mkdir(parents=True)
+    if metrics is not None:
+        (root / "metrics.json").write_text(json.dumps(metrics))
+    if audit is not None:
+        (root / "audit").mkdir()
+        (root / "audit" / "audit.json").write_text(json.dumps(audit))
+    return root
+
+
+@pytest.fixture
+def runs(tmp_path):
+    # a: flat audit (one dataset, one method), one extra dataset
+    a = write_run(tmp_path / "a", {
+        "test": m(0.9, 0.85), "test_leak_free": m(0.8, 0.75), "extra": {"figshare": m(0.7, 0.65)},
+    }, {
+        "attention": {"brain": 0.5, "background": 0.41, "by_class": {"tumor": {"brain": 0.6}}},
+        "localization": {"method": "hirescam", "pointing_game": 0.8, "energy_in_box_ratio": 1.0,
+                         "by_method": {"hirescam": {"energy_in_box_ratio": 1.0},
+                                       "gradcam": {"energy_in_box_ratio": 3.125}}},
+        "counterfactual": COUNTERFACTUAL, "findings": [],
+    })
+    # b: audit per dataset (extra first), attention per method; no leak-free subset
+    b = write_run(tmp_path / "b", {
+        "test": m(0.75, 0.7), "test_leak_free": None, "extra": {"br35h": m(0.6, 0.6)},
+    }, {"datasets": {
+        "figshare": {"attention": {"gradcam": {"background": 0.9}},
+                     "localization": {"energy_in_box_ratio": 2.5},
+                     "counterfactual": {"background_only_survival": 1.0}},
+        "sartaj": {"attention": {"hirescam": {"background": 0.3}, "gradcam": {"background": 0.2}},
+                 "localization": {"gradcam": {"energy_in_box_ratio": None}},
+                 "counterfactual": {"background_only_survival": 0.5,
+                                    "intensity_swap_flip_rate": 0.0}},
+    }})
+    (b / "config.yaml").write_text("data: [/data/sartaj]\n")
+    # c: evaluated, never audited
+    c = write_run(tmp_path / "c", {"test": m(0.5, 0.5), "extra": {}})
+    return [a, b, c]
+
+
+def test_table_values(runs):
+    table = compare_runs(runs)
+    assert table.runs == ["a", "b", "c"]
+    assert table.columns == [
+        "accuracy", "balanced_accuracy", "leak_free_accuracy", "balanced_accuracy@figshare",
+        "balanced_accuracy@br35h", "background_share", "background_only_survival",
+        "head_only_flip_rate", "intensity_swap_flip_rate", "tumor_removal_flip_rate",
+        "energy_in_box_ratio", "energy_in_box_ratio@figshare",
+    ]
+    assert table.rows[0] == {
+        "accuracy": 0.9, "balanced_accuracy": 0.85, "leak_free_accuracy": 0.8,
+        "balanced_accuracy@figshare": 0.65, "balanced_accuracy@br35h": None,
+        "background_share": 0.41, "background_only_survival": 0.875,
+        "head_only_flip_rate": 0.0625, "intensity_swap_flip_rate": 0.25,
+        "tumor_removal_flip_rate": 0.125, "energy_in_box_ratio": 3.125,
+        "energy_in_box_ratio@figshare": None,
+    }
+    # b: the in-domain entry (its data root's name) and gradcam, not figshare or hirescam;
+    # figshare's box ratio in a column of its own
+    assert table.rows[1] == {
+        "accuracy": 0.75, "balanced_accuracy": 0.7, "leak_free_accuracy": None,
+        "balanced_accuracy@figshare": None, "balanced_accuracy@br35h": 0.6,
+        "background_share": 0.2, "background_only_survival": 0.5,
+        "head_only_flip_rate": None, "intensity_swap_flip_rate": 0.0,
+        "tumor_removal_flip_rate": None, "energy_in_box_ratio": None,
+        "energy_in_box_ratio@figshare": 2.5,
+    }
+    assert table.cell("c", "accuracy") == 0.5
+    assert [table.cell("c", col) for col in table.columns[3:]] == [None] * 9
+
+
+def test_files(runs, tmp_path):
+    table = compare_runs(runs)
+    files = write_comparison(table, tmp_path / "out")
+    assert [f.name for f in files] == ["compare.csv", "compare.json", "compare.png"]
+    rows = list(csv.DictReader(io.StringIO(files[0].read_text())))
+    assert [r["run"] for r in rows] == ["a", "b", "c"]
+    assert rows[0]["energy_in_box_ratio"] == "3.125" and rows[1]["leak_free_accuracy"] == "-"
+    assert rows[2]["background_share"] == "-" and rows[1]["intensity_swap_flip_rate"] == "0.0"
+    doc = json.loads(files[1].read_text())
+    assert doc["columns"] == table.columns
+    assert doc["runs"][1]["run"] == "b" and doc["runs"][1]["leak_free_accuracy"] is None
+    assert doc["runs"][0]["path"] == str(runs[0])
+    image = np.asarray(Image.open(files[2]))
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 400
+
+
+def test_printed_table_shows_dashes(runs):
+    from rich.console import Console
+
+    buf = io.StringIO()
+    Console(file=buf, width=100).print(compare_runs(runs).to_table())
+    rows = {}
+    for line in buf.getvalue().splitlines():
+        cells = [c.strip() for c in line.strip("│ ").split("│")]
+        if len(cells) == 4:
+            rows[cells[0]] = cells[1:]
+    assert rows["accuracy"] == ["0.900", "0.750", "0.500"]
+    assert rows["leak free accuracy"] == ["0.800", "-", "-"]
+    assert rows["balanced accuracy@br35h"] == ["-", "0.600", "-"]
+    assert rows["energy in box ratio"] == ["3.125", "-", "-"]
+    assert rows["energy in box ratio@figshare"] == ["-", "2.500", "-"]
+
+
+def test_bad_runs(tmp_path):
+    with pytest.raises(BraincamError, match="is not a directory"):
+        compare_runs([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BraincamError, match="neither metrics.json nor audit/audit.json"):
+        compare_runs([tmp_path / "empty"])
+
+
+def test_same_folder_names_are_told_apart(tmp_path):
+    a = write_run(tmp_path / "x" / "run", {"test": m(0.9, 0.9)})
+    b = write_run(tmp_path / "y" / "run", {"test": m(0.8, 0.8)})
+    assert compare_runs([a, b, a]).runs == ["x/run", "y/run", "x/run (2)"]

@@ -1,0 +1,74 @@
+"""Fingerprints, data listings, stage markers, and the audit regions option."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from braincam.commands.run import parse_regions
+from braincam.data.preprocess import PreprocessConfig
+from braincam.errors import BraincamError
+from braincam.pipeline import PipelineOptions
+from braincam.pipeline.stages import (
+    clear_marker,
+    data_fingerprint,
+    fingerprint,
+    read_marker,
+    write_marker,
+)
+from braincam.runs import RunDir
+from braincam.train import TrainConfig
+
+
+def test_fingerprint_is_canonical():
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 1.5})
+    assert len(fingerprint({})) == 64
+
+
+def test_data_fingerprint_follows_files(tmp_path):
+    root = tmp_path / "data"
+    (root / "tumor").mkdir(parents=True)
+    (root / "tumor" / "a.png").write_bytes(b"x")
+    first = data_fingerprint([root])
+    assert list(first) == [str(root.resolve())]
+    (root / ".DS_Store").write_bytes(b"junk")  # hidden: not data
+    (root / ".cache").mkdir()
+    (root / ".cache" / "b.png").write_bytes(b"y")
+    assert data_fingerprint([root]) == first
+    stat = (root / "tumor" / "a.png").stat()
+    os.utime(root / "tumor" / "a.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    touched = data_fingerprint([root])
+    assert touched != first
+    (root / "tumor" / "c.png").write_bytes(b"z")
+    assert data_fingerprint([root]) != touched
+
+
+def test_markers_round_trip_and_bad_ones_read_as_absent(tmp_path):
+    run = RunDir(tmp_path)
+    assert read_marker(run, "train") is None
+    marker = write_marker(run, "train", "abc", {"x": 1}, 1.23456)
+    assert read_marker(run, "train") == marker and marker.seconds == 1.235
+    (run.stages / "train.json").write_text("{not json")
+    assert read_marker(run, "train") is None
+    (run.stages / "train.json").write_text('{"stage": "train"}')
+    assert read_marker(run, "train") is None
+    clear_marker(run, "train")
+    clear_marker(run, "train")  # absent is fine
+    assert not (run.stages / "train.json").exists()
+
+
+def test_region_masks_and_their_validation():
+    options = PipelineOptions(train=TrainConfig(preprocess=PreprocessConfig(size=10)),
+                              regions={"corner": (0, 0, 0.2, 0.3), "all": (0, 0, 1, 1)})
+    masks = options.region_masks()
+    assert masks["corner"].shape == (10, 10) and masks["corner"].sum() == 2 * 3
+    assert masks["corner"][:3, :2].all() and masks["all"].all()
+    assert options.to_dict()["regions"] == {"all": [0.0, 0.0, 1.0, 1.0],
+                                            "corner": [0.0, 0.0, 0.2, 0.3]}
+    with pytest.raises(BraincamError, match="region 'bad'"):
+        options.replace(regions={"bad": (0.5, 0, 0.4, 1)}).validate()
+    assert parse_regions(["marker=0,0,0.12,0.12"]) == {"marker": (0.0, 0.0, 0.12, 0.12)}
+    with pytest.raises(BraincamError, match="NAME=x0,y0,x1,y1"):
+        parse_regions(["marker=0,0,1"])
