@@ -56,9 +56,9 @@ def command(
     ] = 15,
     finetune_epochs: Annotated[
         int, typer.Option(help="Phase 2 epochs: last stage(s) + head, augmented.")
-    ] = 3,
+    ] = 5,
     head_lr: Annotated[float, typer.Option(help="Phase 1 learning rate.")] = 1e-3,
-    finetune_lr: Annotated[float, typer.Option(help="Phase 2 learning rate.")] = 1e-4,
+    finetune_lr: Annotated[float, typer.Option(help="Phase 2 learning rate.")] = 3e-4,
     batch_size: Annotated[int, typer.Option(help="Images per training batch.")] = 32,
     patience: Annotated[
         int, typer.Option(help="Early stopping: epochs without a better validation score.")
