@@ -9,25 +9,13 @@ random weights: speed does not depend on them, and nothing is downloaded.
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
+from braincam.device import timed
 from braincam.explain.api import explain
 from braincam.explain.base import class_probs
 from braincam.explain.occlusion import CPU_BATCH, GPU_BATCH, occlusion
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds for one call, the device's queue drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 def _model(arch: str, device: torch.device) -> torch.nn.Module:
@@ -77,7 +65,7 @@ def bench_cam(arch: str = "resnet50", batch: int = 16, iters: int = 1, repeats: 
         fn()  # warm-up: allocator, oneDNN/cuDNN kernel choice
     for _ in range(repeats):
         for name, fn in contenders.items():
-            seconds = sum(_timed(fn, device) for _ in range(iters))
+            seconds = sum(timed(fn, device) for _ in range(iters))
             rates[name].append(batch * iters / seconds)
     return {
         "arch": arch, "batch": batch, "image_size": image_size, "device": str(device),
@@ -121,8 +109,8 @@ def bench_occlusion(arch: str = "efficientnet_lite0", window: int = 32, stride: 
         model(x[:1])
     rates: dict[str, list[float]] = {"braincam": [], "captum": []}
     for _ in range(repeats):
-        rates["braincam"].append(images / _timed(ours, device))
-        rates["captum"].append(k / _timed(theirs, device))
+        rates["braincam"].append(images / timed(ours, device))
+        rates["captum"].append(k / timed(theirs, device))
     diff = (maps["braincam"][:k] - maps["captum"]).abs().max().item()
     return {
         "arch": arch, "image_size": image_size, "window": window, "stride": stride,
