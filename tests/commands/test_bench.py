@@ -48,3 +48,20 @@ def test_bench_occlusion_matches_captum():
 def test_bad_settings(args):
     result = CliRunner().invoke(app, [*args, "--device", "cpu"])
     assert isinstance(result.exception, BraincamError)
+
+
+def test_bench_train_reports_training_and_inference_rates():
+    out = run_json("train", "--arch", "resnet10t", "--batch", "2", "--image-size", "32",
+                   "--iters", "1", "--repeats", "1", "--no-channels-last")
+    assert out["arch"] == "resnet10t" and out["batch"] == 2 and out["image_size"] == 32
+    assert out["device"] == "cpu" and out["device_name"] == "cpu" and out["amp"] == "None"
+    assert (out["channels_last"], out["compile"], out["iters"], out["repeats"]) == (
+        False, False, 1, 1
+    )
+    assert out["train_img_s"] > 0 and out["inference_img_s"] > 0
+
+
+def test_bench_train_refuses_an_empty_batch():
+    result = CliRunner().invoke(app, ["train", "--batch", "0", "--device", "cpu"])
+    assert isinstance(result.exception, BraincamError)
+    assert "--batch must be >= 1" in str(result.exception)

@@ -70,6 +70,36 @@ def occlusion(
     typer.echo(json.dumps(result))
 
 
+@app.command("train")
+def train(
+    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
+        "resnet50"
+    ),
+    batch: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
+    iters: Annotated[int, typer.Option(help="Timed steps per contender and repeat.")] = 5,
+    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 3,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    channels_last: Annotated[
+        bool | None,
+        typer.Option("--channels-last/--no-channels-last",
+                     help="Channels-last memory format (default: on for CUDA only)."),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")
+    ] = False,
+) -> None:
+    """Training-step and inference images/s side by side (random weights and images, AdamW,
+    every parameter trained, the device's autocast)."""
+    from braincam.evaluate.predict import device_of
+    from braincam.train.bench import bench_train
+
+    _check_positive(batch=batch, image_size=image_size, iters=iters, repeats=repeats)
+    result = bench_train(arch, batch, image_size, iters, repeats, device_of(device),
+                         channels_last, compile)
+    typer.echo(json.dumps(result))
+
+
 def _check_positive(**values: int) -> None:
     from braincam.errors import BraincamError
 

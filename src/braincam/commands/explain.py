@@ -59,15 +59,16 @@ def command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
 ) -> None:
-    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out."""
+    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out.
+    Runs under ``torchrun --nproc_per_node=N`` too: each process explains a share."""
     from braincam.data.preprocess import PreprocessConfig
     from braincam.errors import BraincamError
-    from braincam.evaluate.predict import device_of
     from braincam.explain import METHODS, ExplainOptions
     from braincam.explain.files import explain_files
     from braincam.explain.io import FILENAME
     from braincam.models import load_checkpoint
     from braincam.runs import RunDir, prepare_output_dir
+    from braincam.train import distributed
 
     if method not in METHODS:
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -76,9 +77,13 @@ def command(
     rundir = RunDir(Path(run))
     if not rundir.model.is_file():
         raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
-    model, meta = load_checkpoint(rundir.model, device=device_of(device))
+    ctx, torch_device = distributed.setup(device)
+    model, meta = load_checkpoint(rundir.model, device=torch_device)
     items = _items(rundir, images or [], data or [], split)
-    out_dir = prepare_output_dir(out or rundir.explain / method, force=force, marker=FILENAME)
+    out_dir = out or rundir.explain / method
+    with distributed.main_first(ctx):
+        if ctx.is_main:
+            prepare_output_dir(out_dir, force=force, marker=FILENAME)
     summary = explain_files(
         model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
         meta.get("task", "multiclass"), out_dir, method=method, layer=layer, target=target,
@@ -86,6 +91,9 @@ def command(
         options=ExplainOptions(window=window, stride=stride, fill=fill),
         progress=progress,
     )
+    distributed.shutdown()
+    if not ctx.is_main:
+        return
     typer.echo(
         f"explained {summary.n_explained} images with {method} in {summary.seconds:.1f} s; "
         f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"

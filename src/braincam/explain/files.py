@@ -5,6 +5,11 @@ per image (``overlays/NNNN_<name>.png``, on the original image, see
 Images are preprocessed through the shared cache in a thread pool; unreadable files are
 skipped with a warning and listed in ``skipped.csv``. Overlays are drawn and written in a
 thread pool (OpenCV and the PNG encoder release the GIL) while the next batch is explained.
+
+Under torchrun (:mod:`braincam.train.distributed`) each rank preprocesses and explains a
+contiguous share of the images and writes their overlays (row numbers stay global); rank 0
+gathers the maps and alone writes ``explanations.npz`` and ``skipped.csv``, the same files one
+process writes.
 """
 
 from __future__ import annotations
@@ -88,49 +93,73 @@ def explain_files(
     progress: bool = True,
 ) -> ExplainSummary:
     """Explain ``items`` with ``model`` (already on its device) into ``out_dir``."""
+    from braincam.train.distributed import (
+        all_gather_objects,
+        current,
+        gather_objects,
+        main_first,
+        shard_range,
+    )
+
     start = time.perf_counter()
+    ctx = current()
     cache = PreprocessCache()
+    share = shard_range(len(items), ctx)
     with ThreadPoolExecutor(WORKERS) as pool:
-        preps = list(pool.map(lambda item: _preprocess(cache, item, prep_config), items))
-        skipped = [p for p in preps if isinstance(p, SkippedFile)]
-        kept = [(item, p) for item, p in zip(items, preps, strict=True)
-                if isinstance(p, Preprocessed)]
-        if not kept:
+        preps = list(pool.map(lambda i: _preprocess(cache, items[i], prep_config), share))
+        # which images every rank could read: row numbers and targets are global
+        local_skips = [p if isinstance(p, SkippedFile) else None for p in preps]
+        flags = [f for part in all_gather_objects(local_skips, ctx) for f in part]
+        skipped = [f for f in flags if f is not None]
+        kept_items = [item for item, f in zip(items, flags, strict=True) if f is None]
+        if not kept_items:
             raise BraincamError(f"none of the {len(items)} images could be read")
-        targets = target_indices([item for item, _ in kept], target, classes, task)
-        bar = _progress(len(kept), method, progress)
+        targets = target_indices(kept_items, target, classes, task)
+        first = sum(f is None for f in flags[: share.start])  # this rank's first row
+        kept = [(items[i], p) for i, p in zip(share, preps, strict=True)
+                if isinstance(p, Preprocessed)]
+        bar = _progress(len(kept), method, progress and ctx.is_main)
         parts: list[dict[str, np.ndarray]] = []
         written: list[Future[None]] = []
         for lo in range(0, len(kept), batch_size):
             chunk = kept[lo : lo + batch_size]
             images = np.stack([p.image for _, p in chunk])
-            batch_targets = None if targets is None else targets[lo : lo + batch_size]
-            cam = explain(model, images, batch_targets, method, layer, options)
-            result = cam.numpy()
+            rows = slice(first + lo, first + lo + len(chunk))
+            cam = explain(model, images, None if targets is None else targets[rows], method,
+                          layer, options)
+            result = {**cam.numpy(), "layer": cam.layer}
             parts.append(result)
             if overlays:
                 written += [
-                    pool.submit(_write_overlay, out_dir, lo + k, item, prep, cam)
+                    pool.submit(_write_overlay, out_dir, rows.start + k, item, prep, cam)
                     for k, ((item, prep), cam) in enumerate(zip(chunk, result["maps"], strict=True))
                 ]
             bar.update(len(chunk))
         bar.close()
         for future in written:
             future.result()  # re-raise a failed write
-    exp = ExplanationSet(
-        maps=np.concatenate([p["maps"] for p in parts]),
-        raw=np.concatenate([p["raw"] for p in parts]),
-        targets=np.concatenate([p["targets"] for p in parts]),
-        probs=np.concatenate([p["probs"] for p in parts]),
-        paths=[str(item.path) for item, _ in kept],
-        crops=np.array([p.crop for _, p in kept], dtype=np.int64),
-        original_sizes=np.array([p.original_size for _, p in kept], dtype=np.int64),
-        method=method, layer=cam.layer, classes=list(classes),
-    )
+    geometry = [(p.crop, p.original_size) for _, p in kept]
+    shares = gather_objects((parts, geometry), ctx)
     file = Path(out_dir) / FILENAME
-    save_explanations(file, exp)
-    write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
-    return ExplainSummary(file, len(kept), skipped, len(written), time.perf_counter() - start)
+    with main_first(ctx):  # the other ranks return once rank 0 has written
+        if ctx.is_main:
+            parts = [part for rank_parts, _ in shares for part in rank_parts]
+            geometry = [g for _, rank_geometry in shares for g in rank_geometry]
+            exp = ExplanationSet(
+                maps=np.concatenate([p["maps"] for p in parts]),
+                raw=np.concatenate([p["raw"] for p in parts]),
+                targets=np.concatenate([p["targets"] for p in parts]),
+                probs=np.concatenate([p["probs"] for p in parts]),
+                paths=[str(item.path) for item in kept_items],
+                crops=np.array([crop for crop, _ in geometry], dtype=np.int64),
+                original_sizes=np.array([size for _, size in geometry], dtype=np.int64),
+                method=method, layer=parts[0]["layer"], classes=list(classes),
+            )
+            save_explanations(file, exp)
+            write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+    n_overlays = len(kept_items) if overlays else 0
+    return ExplainSummary(file, len(kept_items), skipped, n_overlays,
+                          time.perf_counter() - start)
 
 
 def overlay_name(index: int, path: Path) -> str:
