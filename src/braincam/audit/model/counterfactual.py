@@ -1,0 +1,289 @@
+"""Counterfactual inputs: does the prediction follow the head, the tumour, or something else?
+
+(a) background only: every head pixel set to the image's background fill (median of the
+    pixels outside the head mask). A content-blind model gives all such images one class
+    ``c`` and so keeps exactly the predictions that were ``c``: at most the largest class
+    share among the predictions (``background_only_baseline``). Survival above that means
+    the background alone carries the decision. Head-less images are out of distribution
+    and may push every output towards one class while the background still moves it, so
+    two more numbers read the background-only probabilities ``q``: the class gap, mean over
+    classes ``c`` of ``mean q_c(true class c) - mean q_c(other classes)`` (0 = the
+    background tells the model nothing; an effect size), and the macro one-vs-rest ROC AUC
+    of ``q`` against the true labels (0.5 = no order; it alone would also catch tiny,
+    harmless differences).
+(b) head only: background pixels set to 0 -> mean |change| of the predicted class's
+    probability and the flip rate (prediction changes).
+(c) intensity swap: each image histogram-matched (``skimage.exposure.match_histograms``)
+    to a seeded random image of another true class -> flip rate.
+(d) tumour removal, on images with an annotation: the region (dilated by 2 px) inpainted
+    with ``cv2.inpaint`` (TELEA, radius 5 px) -> flip rate and drop of the tumour
+    probability (``1 - p(no_tumor)`` when the model has that class, else ``p(true class)``).
+(e) occlusion: share of the positive occlusion sensitivity (:mod:`braincam.explain`,
+    ``AuditBatch.occlusion``) outside the head, against the background's area fraction.
+
+Findings: (a) survival > baseline + :data:`SURVIVAL_WARNING` (critical:
+:data:`SURVIVAL_CRITICAL`), and separately gap >= :data:`GAP_WARNING` with AUC >=
+:data:`AUC_WARNING` (critical: :data:`GAP_CRITICAL` and :data:`AUC_CRITICAL`); (b) flip
+rate >= :data:`HEAD_ONLY_FLIP_WARNING`; (c) flip rate >= :data:`SWAP_FLIP_WARNING`
+(critical: :data:`SWAP_FLIP_CRITICAL`); (d) probability drop < :data:`TUMOR_DROP_WARNING`;
+(e) occlusion share outside the head above its area fraction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from braincam.audit.findings import Finding
+from braincam.audit.model.attention import energy_share
+from braincam.audit.model.base import AuditBatch, Check, nanmean, register
+from braincam.labels import NO_TUMOR
+
+SURVIVAL_WARNING = 0.05
+SURVIVAL_CRITICAL = 0.15
+GAP_WARNING = 0.10
+GAP_CRITICAL = 0.25
+AUC_WARNING = 0.75
+AUC_CRITICAL = 0.9
+HEAD_ONLY_FLIP_WARNING = 0.10
+SWAP_FLIP_WARNING = 0.20
+SWAP_FLIP_CRITICAL = 0.40
+TUMOR_DROP_WARNING = 0.10
+INPAINT_RADIUS = 5
+INPAINT_DILATE = 2
+
+
+def background_fill(images: np.ndarray, head_masks: np.ndarray) -> np.ndarray:
+    """Median grey level outside the head, per image (N,) uint8; 0 when there is no background."""
+    return np.array([np.median(im[~m]) if (~m).any() else 0
+                     for im, m in zip(images, head_masks, strict=True)]).astype(np.uint8)
+
+
+def background_only(images: np.ndarray, head_masks: np.ndarray) -> np.ndarray:
+    """The images with every head pixel set to :func:`background_fill`."""
+    fill = background_fill(images, head_masks)
+    return np.where(head_masks, fill[:, None, None], images).astype(np.uint8)
+
+
+def head_only(images: np.ndarray, head_masks: np.ndarray) -> np.ndarray:
+    """The images with every background pixel set to 0."""
+    return np.where(head_masks, images, 0).astype(np.uint8)
+
+
+def swap_references(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """For each image, the index of a random image of another class (-1 when none exists)."""
+    rng = np.random.default_rng(seed)
+    refs = np.full(len(labels), -1)
+    for i, label in enumerate(labels):
+        others = np.flatnonzero(labels != label)
+        if others.size:
+            refs[i] = rng.choice(others)
+    return refs
+
+
+def intensity_swap(images: np.ndarray, refs: np.ndarray) -> np.ndarray:
+    """Each image histogram-matched to ``images[refs[i]]`` (unchanged where ``refs[i] < 0``)."""
+    from skimage.exposure import match_histograms
+
+    out = images.copy()
+    for i, ref in enumerate(refs):
+        if ref >= 0:
+            matched = match_histograms(images[i], images[ref])
+            out[i] = np.clip(np.rint(matched), 0, 255).astype(np.uint8)
+    return out
+
+
+def remove_tumour(images: np.ndarray, tumor_masks: np.ndarray) -> np.ndarray:
+    """The annotated regions (dilated by :data:`INPAINT_DILATE` px) inpainted with TELEA."""
+    kernel = cv2.getStructuringElement(
+        cv2.MORPH_ELLIPSE, (2 * INPAINT_DILATE + 1, 2 * INPAINT_DILATE + 1))
+    out = images.copy()
+    for i, (im, m) in enumerate(zip(images, tumor_masks, strict=True)):
+        if m.any():
+            region = cv2.dilate(m.astype(np.uint8), kernel)
+            out[i] = cv2.inpaint(im, region, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+    return out
+
+
+def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean over the classes present (with positives and negatives) of the ROC AUC of
+    ``probs[:, c]`` for ``labels == c``; None with fewer than two classes present."""
+    from sklearn.metrics import roc_auc_score
+
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    return float(np.mean([roc_auc_score(labels == c, probs[:, c]) for c in present]))
+
+
+def class_gap(labels: np.ndarray, probs: np.ndarray) -> float | None:
+    """Mean over the classes present (with positives and negatives) of
+    ``mean probs[y == c, c] - mean probs[y != c, c]``; None with fewer than two classes."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        return None
+    return float(np.mean([probs[labels == c, c].mean() - probs[labels != c, c].mean()
+                          for c in present]))
+
+
+def tumour_probability(
+    probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]
+) -> np.ndarray:
+    """``1 - p(no_tumor)`` when ``no_tumor`` is a class, else the true class's probability."""
+    if NO_TUMOR in classes:
+        return 1 - probs[:, classes.index(NO_TUMOR)]
+    return probs[np.arange(len(probs)), labels]
+
+
+@dataclass
+class CounterfactualSummary:
+    """Rates over the images each test applies to (``n_*``; for occlusion, the images whose
+    map has some positive sensitivity); None when it applies to none."""
+
+    n_images: int
+    background_only_survival: float | None
+    background_only_baseline: float | None
+    background_only_gap: float | None
+    background_only_auc: float | None
+    background_only_survival_by_class: dict[str, float | None]
+    head_only_change: float | None
+    head_only_flip_rate: float | None
+    intensity_swap_flip_rate: float | None
+    n_intensity_swap: int
+    tumor_removal_flip_rate: float | None
+    tumor_removal_prob_drop: float | None
+    n_tumor_removal: int
+    occlusion_outside_head: float | None
+    uniform_outside_head: float | None
+    n_occlusion: int
+
+
+@register
+class CounterfactualCheck(Check):
+    """Background-only, head-only, intensity-swap, tumour-removal and occlusion tests."""
+
+    name = "counterfactual"
+
+    def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
+        if batch.handle is None:
+            raise ValueError("the counterfactual check needs a model handle")
+        predict, n = batch.handle.predict, len(batch)
+        rows = np.arange(n)
+        preds, p_pred = batch.preds, batch.probs[rows, batch.preds]
+        cols: dict[str, np.ndarray] = {}
+
+        bg_probs = predict(background_only(batch.images, batch.head_masks))
+        bg_preds = bg_probs.argmax(1)
+        for c, name in enumerate(batch.classes):
+            cols[f"background_only_p_{name}"] = bg_probs[:, c]
+        cols["background_only_survived"] = (bg_preds == preds).astype(float)
+
+        head = predict(head_only(batch.images, batch.head_masks))
+        cols["head_only_change"] = np.abs(head[rows, preds] - p_pred)
+        cols["head_only_flipped"] = (head.argmax(1) != preds).astype(float)
+
+        refs = swap_references(batch.labels, self.settings.seed)
+        swapped = predict(intensity_swap(batch.images, refs)).argmax(1)
+        cols["intensity_swap_flipped"] = np.where(refs >= 0, swapped != preds, np.nan)
+
+        cols["tumor_removal_flipped"] = np.full(n, np.nan)
+        cols["tumor_removal_prob_drop"] = np.full(n, np.nan)
+        if batch.tumor_masks is not None and batch.tumor_masks.any():
+            idx = np.flatnonzero(batch.tumor_masks.any(axis=(1, 2)))
+            after = predict(remove_tumour(batch.images[idx], batch.tumor_masks[idx]))
+            labels = batch.labels[idx]
+            before_p = tumour_probability(batch.probs[idx], labels, batch.classes)
+            cols["tumor_removal_flipped"][idx] = after.argmax(1) != preds[idx]
+            cols["tumor_removal_prob_drop"][idx] = before_p - tumour_probability(
+                after, labels, batch.classes)
+
+        cols["occlusion_outside_head"] = np.full(n, np.nan)
+        cols["uniform_outside_head"] = (~batch.head_masks).mean(axis=(1, 2))
+        if batch.occlusion is not None:
+            done = ~np.isnan(batch.occlusion).any(axis=(1, 2))
+            cols["occlusion_outside_head"][done] = energy_share(
+                batch.occlusion[done], ~batch.head_masks[done])
+        return {"": cols}
+
+    def summarise(
+        self, batch: AuditBatch, per_image: dict[str, dict[str, np.ndarray]]
+    ) -> tuple[CounterfactualSummary, list[Finding]]:
+        cols = per_image[""]
+        preds = batch.preds
+        bg_probs = np.stack([cols[f"background_only_p_{c}"] for c in batch.classes], axis=1)
+        shares = np.bincount(preds, minlength=len(batch.classes)) / max(len(preds), 1)
+        occluded = ~np.isnan(cols["occlusion_outside_head"])
+        summary = CounterfactualSummary(
+            n_images=len(batch),
+            background_only_survival=nanmean(cols["background_only_survived"]),
+            background_only_baseline=float(shares.max()) if len(preds) else None,
+            background_only_gap=class_gap(batch.labels, bg_probs),
+            background_only_auc=macro_auc(batch.labels, bg_probs),
+            background_only_survival_by_class={
+                c: nanmean(cols["background_only_survived"][batch.labels == i])
+                for i, c in enumerate(batch.classes) if (batch.labels == i).any()},
+            head_only_change=nanmean(cols["head_only_change"]),
+            head_only_flip_rate=nanmean(cols["head_only_flipped"]),
+            intensity_swap_flip_rate=nanmean(cols["intensity_swap_flipped"]),
+            n_intensity_swap=int((~np.isnan(cols["intensity_swap_flipped"])).sum()),
+            tumor_removal_flip_rate=nanmean(cols["tumor_removal_flipped"]),
+            tumor_removal_prob_drop=nanmean(cols["tumor_removal_prob_drop"]),
+            n_tumor_removal=int((~np.isnan(cols["tumor_removal_flipped"])).sum()),
+            occlusion_outside_head=nanmean(cols["occlusion_outside_head"]),
+            uniform_outside_head=nanmean(cols["uniform_outside_head"][occluded]),
+            n_occlusion=int(occluded.sum()),
+        )
+        return summary, _findings(summary)
+
+
+def _findings(s: CounterfactualSummary) -> list[Finding]:
+    out = []
+    if s.background_only_survival is not None:
+        excess = s.background_only_survival - s.background_only_baseline
+        severity = ("critical" if excess > SURVIVAL_CRITICAL else
+                    "warning" if excess > SURVIVAL_WARNING else None)
+        if severity:
+            margin = SURVIVAL_CRITICAL if severity == "critical" else SURVIVAL_WARNING
+            out.append(Finding(
+                severity, "counterfactual.background_only", s.background_only_survival,
+                s.background_only_baseline + margin,
+                f"With the head replaced by background, {s.background_only_survival:.0%} of "
+                f"predictions stay the same; a model blind to the background would keep at most "
+                f"{s.background_only_baseline:.0%}."))
+    gap, auc = s.background_only_gap, s.background_only_auc
+    if gap is not None and gap >= GAP_WARNING and auc >= AUC_WARNING:
+        critical = gap >= GAP_CRITICAL and auc >= AUC_CRITICAL
+        out.append(Finding(
+            "critical" if critical else "warning", "counterfactual.background_only_gap", gap,
+            GAP_CRITICAL if critical else GAP_WARNING,
+            f"With the head replaced by background, the model still gives each image's true "
+            f"class {gap:.2f} more probability than other images get (ROC AUC {auc:.2f}): "
+            "the background alone tells it the class."))
+    if s.head_only_flip_rate is not None and s.head_only_flip_rate >= HEAD_ONLY_FLIP_WARNING:
+        out.append(Finding(
+            "warning", "counterfactual.head_only", s.head_only_flip_rate, HEAD_ONLY_FLIP_WARNING,
+            f"Blanking the background outside the head flips {s.head_only_flip_rate:.0%} of "
+            f"predictions (mean probability change {s.head_only_change:.2f})."))
+    rate = s.intensity_swap_flip_rate
+    if rate is not None and rate >= SWAP_FLIP_WARNING:
+        severity = "critical" if rate >= SWAP_FLIP_CRITICAL else "warning"
+        out.append(Finding(
+            severity, "counterfactual.intensity_swap", rate,
+            SWAP_FLIP_CRITICAL if severity == "critical" else SWAP_FLIP_WARNING,
+            f"Matching each image's intensity histogram to an image of another class flips "
+            f"{rate:.0%} of {s.n_intensity_swap} predictions: the model reads global intensity."))
+    drop = s.tumor_removal_prob_drop
+    if drop is not None and drop < TUMOR_DROP_WARNING:
+        out.append(Finding(
+            "warning", "counterfactual.tumor_removal", drop, TUMOR_DROP_WARNING,
+            f"Inpainting the annotated tumour lowers the tumour probability by only {drop:.2f} "
+            f"and flips {s.tumor_removal_flip_rate:.0%} of {s.n_tumor_removal} predictions."))
+    if s.occlusion_outside_head is not None and s.occlusion_outside_head > s.uniform_outside_head:
+        out.append(Finding(
+            "warning", "counterfactual.occlusion", s.occlusion_outside_head,
+            s.uniform_outside_head,
+            f"{s.occlusion_outside_head:.0%} of the occlusion sensitivity lies outside the head, "
+            f"which covers {s.uniform_outside_head:.0%} of the image ({s.n_occlusion} images)."))
+    return out

@@ -1,0 +1,156 @@
+"""Counterfactual image edits on hand-made arrays, and the check on a hand-built model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from braincam.audit.model.base import AuditBatch, ModelHandle
+from braincam.audit.model.counterfactual import (
+    CounterfactualCheck,
+    background_fill,
+    background_only,
+    class_gap,
+    head_only,
+    intensity_swap,
+    macro_auc,
+    remove_tumour,
+    swap_references,
+    tumour_probability,
+)
+
+S = 24
+
+
+def head() -> np.ndarray:
+    mask = np.zeros((S, S), bool)
+    mask[4:20, 4:20] = True
+    return mask
+
+
+def test_background_only_fills_the_head_with_the_background_median():
+    image = np.full((S, S), 10, np.uint8)
+    image[0, :5] = 30  # a few brighter background pixels do not move the median
+    image[head()] = 200
+    out = background_only(image[None], head()[None])[0]
+    assert background_fill(image[None], head()[None])[0] == 10
+    assert (out[head()] == 10).all()
+    assert (out[~head()] == image[~head()]).all()
+    full = np.ones((1, S, S), bool)  # no background at all: fill 0
+    assert background_only(image[None], full).max() == 0
+
+
+def test_head_only_zeroes_the_background():
+    image = np.full((1, S, S), 50, np.uint8)
+    out = head_only(image, head()[None])[0]
+    assert (out[~head()] == 0).all() and (out[head()] == 50).all()
+
+
+def test_swap_references_pick_another_class():
+    labels = np.array([0, 0, 1, 2, 2])
+    refs = swap_references(labels, seed=0)
+    assert all(labels[r] != labels[i] for i, r in enumerate(refs))
+    assert (swap_references(np.array([1, 1]), seed=0) == -1).all()
+
+
+def test_intensity_swap_takes_the_reference_histogram():
+    rng = np.random.default_rng(0)
+    dark = rng.integers(0, 100, (S, S)).astype(np.uint8)
+    bright = rng.integers(150, 256, (S, S)).astype(np.uint8)
+    out = intensity_swap(np.stack([dark, bright]), np.array([1, -1]))
+    gap = np.abs(np.sort(out[0].ravel()).astype(int) - np.sort(bright.ravel()))
+    assert gap.mean() < 2 and gap.max() <= 5
+    assert (out[1] == bright).all()  # no reference: unchanged
+    # the order of the pixels is kept (monotone mapping)
+    assert np.corrcoef(out[0].ravel(), dark.ravel())[0, 1] > 0.99
+
+
+def test_remove_tumour_inpaints_the_region_from_its_surroundings():
+    image = np.full((1, S, S), 80, np.uint8)
+    tumour = np.zeros((1, S, S), bool)
+    tumour[0, 9:14, 9:14] = True
+    image[tumour] = 250
+    out = remove_tumour(image, tumour)
+    assert np.abs(out[0].astype(int) - 80).max() <= 2
+    untouched = remove_tumour(image, np.zeros_like(tumour))
+    assert (untouched == image).all()
+
+
+def test_tumour_probability_uses_no_tumor_when_the_model_has_it():
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6]])
+    np.testing.assert_allclose(
+        tumour_probability(probs, np.array([1, 2]), ("glioma", "no_tumor", "pituitary")),
+        [0.8, 0.7])
+    np.testing.assert_allclose(
+        tumour_probability(probs, np.array([1, 2]), ("glioma", "meningioma", "pituitary")),
+        [0.2, 0.6])
+
+
+def test_class_gap_is_an_effect_size_and_auc_only_an_order():
+    labels = np.array([0, 0, 1, 1])
+    tiny = np.array([[0.5002, 0.4998], [0.5002, 0.4998], [0.5001, 0.4999], [0.5001, 0.4999]])
+    assert macro_auc(labels, tiny) == 1.0  # a perfect order...
+    assert class_gap(labels, tiny) == pytest.approx(0.0001)  # ...of a negligible effect
+    strong = np.array([[0.9, 0.1], [0.7, 0.3], [0.2, 0.8], [0.4, 0.6]])
+    assert class_gap(labels, strong) == pytest.approx(0.5)  # (0.8 - 0.3 + 0.7 - 0.2) / 2
+    assert class_gap(np.array([1, 1]), strong[:2]) is None
+    assert macro_auc(np.array([1, 1]), strong[:2]) is None
+
+
+class CornerReader(nn.Module):
+    """Says no_tumor when the top-left corner is bright, tumor otherwise: a pure shortcut."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        corner = x[:, 0, :3, :3].mean(dim=(1, 2))
+        score = 20 * (corner - 0.5)
+        return torch.stack([score, -score], dim=1)
+
+
+def corner_batch() -> AuditBatch:
+    n = 10
+    labels = np.array([0, 1] * 5)
+    images = np.full((n, S, S), 5, np.uint8)
+    images[:, head()] = 120
+    images[labels == 0, :3, :3] = 255  # the marker on no_tumor images
+    tumours = np.zeros((n, S, S), bool)
+    tumours[labels == 1, 8:12, 8:12] = True
+    handle = ModelHandle(CornerReader(), lambda a: torch.as_tensor(a).float()[:, None] / 255,
+                         explain=None)
+    return AuditBatch(images=images, head_masks=np.repeat(head()[None], n, 0), labels=labels,
+                      classes=("no_tumor", "tumor"), probs=handle.predict(images),
+                      tumor_masks=tumours, handle=handle)
+
+
+def test_a_corner_reading_model_survives_without_its_head():
+    batch = corner_batch()
+    assert batch.correct.all()
+    result = CounterfactualCheck()(batch)
+    s = result.summary
+    assert s.background_only_survival == 1.0 and s.background_only_baseline == 0.5
+    assert s.background_only_survival_by_class == {"no_tumor": 1.0, "tumor": 1.0}
+    # blanking the background removes the marker: exactly the no_tumor images flip
+    flipped = result.per_image[""]["head_only_flipped"]
+    np.testing.assert_array_equal(flipped, batch.labels == 0)
+    assert s.head_only_flip_rate == 0.5 and s.head_only_change > 0.4
+    assert s.tumor_removal_flip_rate == 0.0 and s.tumor_removal_prob_drop == pytest.approx(0.0)
+    assert s.n_tumor_removal == 5 and s.n_intensity_swap == 10
+    checks = {f.check: f for f in result.findings}
+    assert checks["counterfactual.background_only"].severity == "critical"
+    assert s.background_only_gap == pytest.approx(1.0, abs=1e-3)
+    assert checks["counterfactual.background_only_gap"].severity == "critical"
+    assert checks["counterfactual.tumor_removal"].severity == "warning"
+    assert checks["counterfactual.head_only"].value == 0.5
+
+
+def test_occlusion_outside_the_head_is_reported_against_its_area():
+    batch = corner_batch()
+    occlusion = np.full((len(batch), S, S), np.nan)
+    occlusion[:2] = 0.0
+    occlusion[:2, :3, :3] = 1.0  # all sensitivity on the corner
+    batch.occlusion = occlusion
+    s = CounterfactualCheck()(batch).summary
+    assert s.n_occlusion == 2
+    assert s.occlusion_outside_head == pytest.approx(1.0)
+    assert s.uniform_outside_head == pytest.approx(1 - head().mean())

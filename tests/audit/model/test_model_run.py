@@ -1,0 +1,150 @@
+"""``audit_model`` end to end on a small run directory: timm's 100k-parameter
+``test_efficientnet`` (random weights, batch-norm statistics set on the data) saved as a
+braincam checkpoint, a split.csv, 64-px phantoms."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from braincam.audit.findings import SEVERITIES
+from braincam.audit.model.base import AuditSettings
+from braincam.audit.model.run import audit_model
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+from braincam.data.records import load_dataset
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.models import build_model, save_checkpoint
+
+SIZE = 64
+ARCH = "test_efficientnet"
+FAST = AuditSettings(faithfulness_images=6, road_images=2, road_percentiles=(50,),
+                     sanity_images=3, occlusion_images=2, steps=5)
+
+
+def make_run(run_dir, data_root):
+    """A binary run 'trained' on the phantoms' Training folder (in name only)."""
+    records = load_dataset([data_root]).records
+    prep = PreprocessConfig(size=SIZE)
+    images, _, _ = PreprocessCache().load(records, prep)
+    torch.manual_seed(0)
+    model = build_model(ARCH, 2)
+    with torch.no_grad():  # batch-norm statistics of these images, so outputs vary
+        model.train()(torch.as_tensor(images).float()[:, None].expand(-1, 3, -1, -1) / 255)
+    save_checkpoint(model.eval(), run_dir / "model.safetensors", {
+        "arch": ARCH, "classes": ["no_tumor", "tumor"], "task": "binary",
+        "preprocess": asdict(prep), "dropout": 0.3})
+    with open(run_dir / "split.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "source", "label", "split", "group", "leak_free"])
+        for i, r in enumerate(records):
+            writer.writerow([r.path, r.source, r.label, r.split, i, r.split == "test"])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit-run")
+    data = make_phantom_dataset(root / "phantoms", PhantomSpec(n_per_class=4, size=SIZE,
+                                                                shortcut="marker"))
+    make_phantom_dataset(root / "phantoms-b", PhantomSpec(n_per_class=3, size=SIZE, seed=5),
+                         splits=("test",))
+    run = root / "run"
+    run.mkdir()
+    make_run(run, data)
+    return run
+
+
+def test_audit_writes_json_and_per_image_csv(run_dir):
+    data = run_dir.parent / "phantoms"
+    doc = audit_model(run_dir, [data], settings=FAST, device="cpu")
+    on_disk = json.loads((run_dir / "audit" / "audit.json").read_text())
+    assert on_disk["dataset"] == "phantoms" == doc["dataset"]
+    assert on_disk["n_images"] == 8  # the 8 Training images are left out (split.csv)
+    att = on_disk["attention"]
+    assert att["method"] == "gradcam" and "by_method" not in att
+    shares = [att[k] for k in ("brain", "rim", "background")]
+    assert all(0 <= s <= 1 for s in shares) and sum(shares) == pytest.approx(1, abs=1e-6)
+    uniform = [att[f"uniform_{k}"] for k in ("brain", "rim", "background")]
+    assert sum(uniform) == pytest.approx(1, abs=1e-6)
+    assert set(att["by_class"]) == {"no_tumor", "tumor"}
+    loc = on_disk["localization"]
+    assert loc["n_images"] == 4  # the tumour images of Testing have boxes
+    assert 0 <= loc["pointing_game"] <= 1 and 0 < loc["box_area"] < 0.2
+    assert loc["energy_in_box_ratio"] == pytest.approx(loc["energy_in_box"] / loc["box_area"])
+    faith = on_disk["faithfulness"]
+    assert faith["n_images"] == 6 and faith["n_road"] == 2
+    assert len(faith["deletion_curve"]) == 6 and 0 <= faith["deletion_auc"] <= 1
+    sanity = on_disk["sanity"]
+    assert isinstance(sanity["passed"], bool) and sanity["n_images"] == 3
+    assert sanity["layers"][0] == "head" and sanity["layers"][-1] == "backbone.conv_stem"
+    assert sanity["similarity_after_randomization"] == sanity["spearman"][-1]
+    cf = on_disk["counterfactual"]
+    assert cf["n_tumor_removal"] == 4 and cf["n_intensity_swap"] == 8
+    assert 1 <= cf["n_occlusion"] <= 2  # maps without any positive drop carry no share
+    for key in ("background_only_survival", "head_only_change", "intensity_swap_flip_rate",
+                "tumor_removal_flip_rate", "tumor_removal_prob_drop"):
+        assert key in cf
+    assert all(f["severity"] in SEVERITIES and f["message"] for f in on_disk["findings"])
+
+    frame = pd.read_csv(run_dir / "audit" / "audit_images.csv")
+    assert len(frame) == 8 and set(frame["method"]) == {"gradcam"}
+    assert frame["has_box"].sum() == 4
+    assert frame["localization_energy_in_box"].notna().sum() == 4
+    assert frame["faithfulness_deletion_auc"].notna().sum() == 6
+    np.testing.assert_allclose(frame[["brain", "rim", "background"]].sum(axis=1), 1, atol=1e-5)
+    assert not any("Training" in p for p in frame["path"])
+
+
+def test_existing_audit_needs_force(run_dir, tmp_path):
+    data = run_dir.parent / "phantoms"
+    out = tmp_path / "audit"
+    settings = AuditSettings(faithfulness_images=2, road_images=0, sanity_images=0,
+                             occlusion_images=0, steps=2)
+    audit_model(run_dir, [data], out_dir=out, max_images=3, settings=settings, device="cpu")
+    with pytest.raises(BraincamError, match="--force"):
+        audit_model(run_dir, [data], out_dir=out, settings=settings, device="cpu")
+    doc = audit_model(run_dir, [data], out_dir=out, max_images=3, settings=settings,
+                      device="cpu", force=True)
+    assert doc["n_images"] == 3
+    assert doc["sanity"]["passed"] is None and doc["faithfulness"]["road"] is None
+
+
+def test_several_datasets_and_methods(run_dir, tmp_path):
+    roots = [run_dir.parent / "phantoms", run_dir.parent / "phantoms-b"]
+    settings = AuditSettings(faithfulness_images=2, road_images=0, sanity_images=2,
+                             occlusion_images=0, steps=2)
+    corner = np.zeros((SIZE, SIZE), bool)
+    corner[:8, :8] = True
+    doc = audit_model(run_dir, roots, ["gradcam", "gradcam++"], tmp_path / "a",
+                      regions={"marker": corner}, settings=settings, device="cpu")
+    assert set(doc["datasets"]) == {"phantoms", "phantoms-b"}
+    assert "attention" not in doc
+    b = doc["datasets"]["phantoms-b"]
+    assert b["n_images"] == 6
+    assert set(b["attention"]["by_method"]) == {"gradcam", "gradcam++"}
+    assert b["attention"]["regions"]["marker"] is not None
+    assert b["attention"]["uniform_regions"]["marker"] == pytest.approx(64 / SIZE**2)
+    n_findings = sum(len(block["findings"]) for block in doc["datasets"].values())
+    assert len(doc["findings"]) == n_findings
+    assert all(f["message"].startswith("[phantoms") for f in doc["findings"])
+    frame = pd.read_csv(tmp_path / "a" / "audit_images.csv")
+    assert len(frame) == 2 * (8 + 6)
+
+
+def test_bad_input_gives_one_line_errors(run_dir, tmp_path):
+    data = [run_dir.parent / "phantoms"]
+    with pytest.raises(BraincamError, match="unknown method"):
+        audit_model(run_dir, data, ["gradcamm"], tmp_path / "x")
+    with pytest.raises(BraincamError, match="no model.safetensors"):
+        audit_model(tmp_path, data, out_dir=tmp_path / "y")
+    with pytest.raises(BraincamError, match="region 'corner' must be 64 x 64"):
+        audit_model(run_dir, data, out_dir=tmp_path / "z", max_images=2,
+                    regions={"corner": np.zeros((8, 8), bool)}, device="cpu")
+    with pytest.raises(BraincamError, match="used to train"):
+        audit_model(run_dir, [run_dir.parent / "phantoms" / "Training"], out_dir=tmp_path / "w")
