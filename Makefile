@@ -12,8 +12,10 @@ $(BIN)/braincam: pyproject.toml
 
 install: $(BIN)/braincam
 
+# One torch thread per test process, two processes: small tensors gain nothing from intra-op
+# threads, and two single-threaded workers use both cores of a 2-core CI machine.
 test: install
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2
 
 lint: install
 	$(BIN)/ruff check src tests
