@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from braincam.commands.train import ATTENTION_PENALTY_HELP, ATTENTION_SOURCE_HELP
+
 METHODS_HELP = ("Explanation methods, comma-separated (gradcam, gradcam++, xgradcam, hirescam, "
                 "layercam, scorecam, ablationcam, eigencam, ig, occlusion); the model audit "
                 "uses them too.")
@@ -84,6 +86,8 @@ def command(
         bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0 "
                            "(a mitigation).")
     ] = False,
+    attention_penalty: Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)] = 0.0,
+    attention_source: Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)] = "gradcam",
     n_boot: Annotated[
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,
@@ -112,7 +116,8 @@ def command(
         test_fraction=test_fraction, seed=seed, head_epochs=head_epochs,
         finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
         batch_size=batch_size, patience=patience, augment=augment, device=device,
-        num_workers=num_workers,
+        num_workers=num_workers, attention_penalty=attention_penalty,
+        attention_source=attention_source,
         preprocess=PreprocessConfig(size=image_size, crop=crop, standardize=standardize,
                                     mask_background=mask_background),
     )

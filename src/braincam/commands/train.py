@@ -9,6 +9,16 @@ from typing import Annotated
 
 import typer
 
+ATTENTION_PENALTY_HELP = (
+    "Weight W of the phase-2 attention penalty (right for the right reasons): loss + W x mean "
+    "share of explanation energy outside the head mask; 0 = off. Needs --finetune-epochs >= 1."
+)
+ATTENTION_SOURCE_HELP = (
+    "What the attention penalty measures: gradcam (Grad-CAM of the true class at the default "
+    "CAM layer, differentiable) or input-gradient (|d log p / d x|^2 by double backprop: "
+    "pixel-exact, 4-5x slower)."
+)
+
 
 def command(
     ctx: typer.Context,
@@ -41,8 +51,8 @@ def command(
     ] = 5,
     finetune_stages: Annotated[
         int | None,
-        typer.Option(help="Last stages trained in phase 2 [default: resnet50 1 (layer4), "
-                     "efficientnet_lite0 4 (blocks 3-6 + conv_head)]."),
+        typer.Option(help="Last stages trained in phase 2 (default: resnet50 1, layer4; "
+                     "efficientnet_lite0 4, blocks 3-6 + conv_head)."),
     ] = None,
     head_lr: Annotated[float, typer.Option(help="Phase 1 learning rate (AdamW).")] = 1e-3,
     finetune_lr: Annotated[float, typer.Option(help="Phase 2 learning rate (cosine).")] = 3e-4,
@@ -59,6 +69,11 @@ def command(
     mask_background: Annotated[
         bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0.")
     ] = False,
+    crop: Annotated[
+        bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
+    ] = True,
+    attention_penalty: Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)] = 0.0,
+    attention_source: Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)] = "gradcam",
     val_fraction: Annotated[
         float, typer.Option(help="Share of the training pool held out for validation.")
     ] = 0.15,
@@ -111,10 +126,11 @@ def command(
         finetune_lr=finetune_lr,
         batch_size=batch_size,
         preprocess=PreprocessConfig(
-            size=image_size, standardize=standardize, mask_background=mask_background
+            size=image_size, crop=crop, standardize=standardize,
+            mask_background=mask_background,
         ),
         augment=augment, patience=patience, device=device, num_workers=num_workers,
-        dropout=dropout,
+        dropout=dropout, attention_penalty=attention_penalty, attention_source=attention_source,
     )
     result = train_run(data, config, out, force=force, progress=progress,
                        command=command_line(ctx), compile=compile)

@@ -75,8 +75,9 @@ def compute_loss(
 ) -> torch.Tensor:
     """The phase-2 training loss: class-balanced cross-entropy of the logits.
 
-    This is the hook for mitigations: ``train_run(..., loss_fn=...)`` replaces it, e.g. with
-    ``ce + config.attention_penalty * energy_outside(batch.mask)``.
+    This is the hook for mitigations: ``train_run(..., loss_fn=...)`` replaces it;
+    :func:`braincam.train.mitigation.attention_loss` (``config.attention_penalty > 0``) adds
+    the share of explanation energy outside ``batch.mask``.
     """
     return criterion(model(batch.x), batch.y)
 
@@ -224,6 +225,7 @@ def finetune(
         batch_sampler=GlobalBatches(len(train), config.batch_size, config.seed,
                                     drop_last=not frozen_stats and len(train) > config.batch_size),
         num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,  # no new worker processes every epoch
         pin_memory=pin_memory(device),
     )
     aug_generator = torch.Generator().manual_seed(config.seed + 1)

@@ -29,12 +29,12 @@ from braincam.train.loop import (
     LossFn,
     TrainData,
     class_weights,
-    compute_loss,
     finetune,
     fit_head,
     history_frame,
     pretrained,
 )
+from braincam.train.mitigation import loss_for
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,16 @@ def train_run(
     out_dir: Path | str,
     force: bool = False,
     progress: bool = True,
-    loss_fn: LossFn = compute_loss,
+    loss_fn: LossFn | None = None,
     command: str | None = None,
     compile: bool = False,
 ) -> TrainResult:
     """Train a classifier on the images under ``roots`` into the run directory ``out_dir``.
 
     An existing non-empty ``out_dir`` is refused unless ``force`` (then it is replaced).
-    ``loss_fn`` replaces the phase-2 loss (mitigations); ``command`` is recorded in
+    ``loss_fn`` replaces the phase-2 loss; None: the one the config asks for
+    (:func:`braincam.train.mitigation.loss_for`: cross-entropy, plus the attention penalty
+    when ``attention_penalty > 0``); ``command`` is recorded in
     config.yaml; ``compile`` runs phase-2 training steps through ``torch.compile``.
 
     Under ``torchrun --nproc_per_node=N`` every process calls this (see
@@ -80,8 +82,10 @@ def train_run(
 
     start = time.perf_counter()
     config.validate()
-    if config.attention_penalty > 0 and loss_fn is compute_loss:
-        raise BraincamError("--attention-penalty needs a loss function that implements it")
+    if compile and config.attention_penalty > 0:
+        raise BraincamError("--compile cannot be combined with --attention-penalty "
+                            "(torch.compile does not support its double backward)")
+    loss_fn = loss_fn or loss_for(config)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
     if Path(out_dir).exists() and not force:
