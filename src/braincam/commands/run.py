@@ -8,7 +8,32 @@ from typing import Annotated
 
 import typer
 
-from braincam.commands.train import ATTENTION_PENALTY_HELP, ATTENTION_SOURCE_HELP
+from braincam.commands.training_options import (
+    Arch,
+    AttentionPenalty,
+    AttentionSource,
+    Augment,
+    BatchSize,
+    Crop,
+    DataDirs,
+    Device,
+    Dropout,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneStages,
+    HeadEpochs,
+    HeadLr,
+    ImageSize,
+    MaskBackground,
+    NumWorkers,
+    Patience,
+    Standardize,
+    Task,
+    TestFraction,
+    ValFraction,
+    Weights,
+    train_config,
+)
 
 METHODS_HELP = ("Explanation methods, comma-separated (gradcam, gradcam++, xgradcam, hirescam, "
                 "layercam, scorecam, ablationcam, eigencam, ig, occlusion); the model audit "
@@ -17,20 +42,11 @@ METHODS_HELP = ("Explanation methods, comma-separated (gradcam, gradcam++, xgrad
 
 def command(
     ctx: typer.Context,
-    data: Annotated[
-        list[Path],
-        typer.Argument(help="Dataset folder(s): ROOT/<class>/ or ROOT/<split>/<class>/."),
-    ],
+    data: DataDirs,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (created or resumed).")],
-    task: Annotated[
-        str, typer.Option(help="binary (tumor vs no_tumor) or multiclass (the classes present).")
-    ] = "binary",
-    arch: Annotated[
-        str, typer.Option(help="resnet50, efficientnet_lite0 or another timm model name.")
-    ] = "resnet50",
-    weights: Annotated[
-        str, typer.Option(help="imagenet, none (random init) or PATH to a checkpoint.")
-    ] = "imagenet",
+    task: Task = "binary",
+    arch: Arch = "resnet50",
+    weights: Weights = "imagenet",
     split: Annotated[
         str,
         typer.Option(help="dedup (near duplicates never straddle splits), official (the "
@@ -52,48 +68,29 @@ def command(
                      "whose CAM energy the model audit reports, e.g. marker=0,0,0.12,0.12; "
                      "repeatable. Meaningful with --no-crop."),
     ] = None,
-    image_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 224,
-    head_epochs: Annotated[
-        int, typer.Option(help="Phase 1 epochs: the head on backbone features computed once.")
-    ] = 15,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Phase 2 epochs: last stage(s) + head, augmented.")
-    ] = 5,
-    head_lr: Annotated[float, typer.Option(help="Phase 1 learning rate.")] = 1e-3,
-    finetune_lr: Annotated[float, typer.Option(help="Phase 2 learning rate.")] = 3e-4,
-    batch_size: Annotated[int, typer.Option(help="Images per training batch.")] = 32,
-    patience: Annotated[
-        int, typer.Option(help="Early stopping: epochs without a better validation score.")
-    ] = 3,
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of the training pool held out for validation.")
-    ] = 0.15,
-    test_fraction: Annotated[
-        float, typer.Option(help="Share held out for testing (random/dedup splits).")
-    ] = 0.2,
-    augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")
-    ] = True,
-    crop: Annotated[
-        bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
-    ] = True,
-    standardize: Annotated[
-        str,
-        typer.Option(help="Intensity standardisation: none, minmax, zscore-in-mask, percentile "
-                     "or histmatch."),
-    ] = "none",
-    mask_background: Annotated[
-        bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0 "
-                           "(a mitigation).")
-    ] = False,
-    attention_penalty: Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)] = 0.0,
-    attention_source: Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)] = "gradcam",
+    image_size: ImageSize = 224,
+    head_epochs: HeadEpochs = 15,
+    finetune_epochs: FinetuneEpochs = 5,
+    finetune_stages: FinetuneStages = None,
+    head_lr: HeadLr = 1e-3,
+    finetune_lr: FinetuneLr = 3e-4,
+    batch_size: BatchSize = 32,
+    patience: Patience = 3,
+    val_fraction: ValFraction = 0.15,
+    test_fraction: TestFraction = 0.2,
+    augment: Augment = True,
+    crop: Crop = True,
+    standardize: Standardize = "none",
+    mask_background: MaskBackground = False,
+    dropout: Dropout = 0.3,
+    attention_penalty: AttentionPenalty = 0.0,
+    attention_source: AttentionSource = "gradcam",
     n_boot: Annotated[
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split, training and sampling.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
+    device: Device = "auto",
+    num_workers: NumWorkers = 0,
     force: Annotated[
         bool, typer.Option("--force", help="Reuse OUT although it was made with other options "
                            "(the affected stages are redone).")
@@ -107,19 +104,16 @@ def command(
     from rich.console import Console
 
     from braincam.commands.train import command_line
-    from braincam.data.preprocess import PreprocessConfig
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
-    from braincam.train import TrainConfig
 
-    config = TrainConfig(
-        task=task, arch=arch, weights=weights, split=split, val_fraction=val_fraction,
-        test_fraction=test_fraction, seed=seed, head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs, head_lr=head_lr, finetune_lr=finetune_lr,
-        batch_size=batch_size, patience=patience, augment=augment, device=device,
-        num_workers=num_workers, attention_penalty=attention_penalty,
-        attention_source=attention_source,
-        preprocess=PreprocessConfig(size=image_size, crop=crop, standardize=standardize,
-                                    mask_background=mask_background),
+    config = train_config(
+        task=task, arch=arch, weights=weights, split=split, seed=seed, image_size=image_size,
+        crop=crop, standardize=standardize, mask_background=mask_background,
+        val_fraction=val_fraction, test_fraction=test_fraction, head_epochs=head_epochs,
+        finetune_epochs=finetune_epochs, finetune_stages=finetune_stages, head_lr=head_lr,
+        finetune_lr=finetune_lr, batch_size=batch_size, patience=patience, augment=augment,
+        dropout=dropout, device=device, num_workers=num_workers,
+        attention_penalty=attention_penalty, attention_source=attention_source,
     )
     options = PipelineOptions(
         train=config, extra=extra or [], methods=parse_methods(methods),

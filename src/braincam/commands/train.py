@@ -9,33 +9,41 @@ from typing import Annotated
 
 import typer
 
-ATTENTION_PENALTY_HELP = (
-    "Weight W of the phase-2 attention penalty (right for the right reasons): loss + W x mean "
-    "share of explanation energy outside the head mask; 0 = off. Needs --finetune-epochs >= 1."
-)
-ATTENTION_SOURCE_HELP = (
-    "What the attention penalty measures: gradcam (Grad-CAM of the true class at the default "
-    "CAM layer, differentiable) or input-gradient (|d log p / d x|^2 by double backprop: "
-    "pixel-exact, 4-5x slower)."
+from braincam.commands.training_options import (
+    Arch,
+    AttentionPenalty,
+    AttentionSource,
+    Augment,
+    BatchSize,
+    Crop,
+    DataDirs,
+    Device,
+    Dropout,
+    FinetuneEpochs,
+    FinetuneLr,
+    FinetuneStages,
+    HeadEpochs,
+    HeadLr,
+    ImageSize,
+    MaskBackground,
+    NumWorkers,
+    Patience,
+    Standardize,
+    Task,
+    TestFraction,
+    ValFraction,
+    Weights,
+    train_config,
 )
 
 
 def command(
     ctx: typer.Context,
-    data: Annotated[
-        list[Path],
-        typer.Argument(help="Dataset folder(s): ROOT/<class>/ or ROOT/<split>/<class>/."),
-    ],
+    data: DataDirs,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    task: Annotated[
-        str, typer.Option(help="binary (tumor vs no_tumor) or multiclass (the classes present).")
-    ] = "binary",
-    arch: Annotated[
-        str, typer.Option(help="resnet50, efficientnet_lite0 or another timm model name.")
-    ] = "resnet50",
-    weights: Annotated[
-        str, typer.Option(help="imagenet, none (random init) or PATH to a checkpoint.")
-    ] = "imagenet",
+    task: Task = "binary",
+    arch: Arch = "resnet50",
+    weights: Weights = "imagenet",
     split: Annotated[
         str,
         typer.Option(
@@ -43,55 +51,26 @@ def command(
             "(no duplicate group straddles splits)."
         ),
     ] = "official",
-    head_epochs: Annotated[
-        int, typer.Option(help="Phase 1 epochs: the head on backbone features computed once.")
-    ] = 15,
-    finetune_epochs: Annotated[
-        int, typer.Option(help="Phase 2 epochs: last stage(s) + head, augmented, BatchNorm frozen.")
-    ] = 5,
-    finetune_stages: Annotated[
-        int | None,
-        typer.Option(help="Last stages trained in phase 2 (default: resnet50 1, layer4; "
-                     "efficientnet_lite0 4, blocks 3-6 + conv_head)."),
-    ] = None,
-    head_lr: Annotated[float, typer.Option(help="Phase 1 learning rate (AdamW).")] = 1e-3,
-    finetune_lr: Annotated[float, typer.Option(help="Phase 2 learning rate (cosine).")] = 3e-4,
-    batch_size: Annotated[
-        int, typer.Option(help="Images per training batch (under torchrun: per step, all "
-                          "processes together).")
-    ] = 32,
-    image_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 224,
-    standardize: Annotated[
-        str,
-        typer.Option(help="Intensity standardisation: none, minmax, zscore-in-mask, percentile "
-                     "or histmatch."),
-    ] = "none",
-    mask_background: Annotated[
-        bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0.")
-    ] = False,
-    crop: Annotated[
-        bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
-    ] = True,
-    attention_penalty: Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)] = 0.0,
-    attention_source: Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)] = "gradcam",
-    val_fraction: Annotated[
-        float, typer.Option(help="Share of the training pool held out for validation.")
-    ] = 0.15,
-    test_fraction: Annotated[
-        float, typer.Option(help="Share held out for testing (random/dedup splits).")
-    ] = 0.2,
-    patience: Annotated[
-        int, typer.Option(help="Early stopping: epochs without a better validation score.")
-    ] = 3,
-    augment: Annotated[
-        bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")
-    ] = True,
+    head_epochs: HeadEpochs = 15,
+    finetune_epochs: FinetuneEpochs = 5,
+    finetune_stages: FinetuneStages = None,
+    head_lr: HeadLr = 1e-3,
+    finetune_lr: FinetuneLr = 3e-4,
+    batch_size: BatchSize = 32,
+    image_size: ImageSize = 224,
+    standardize: Standardize = "none",
+    mask_background: MaskBackground = False,
+    crop: Crop = True,
+    attention_penalty: AttentionPenalty = 0.0,
+    attention_source: AttentionSource = "gradcam",
+    val_fraction: ValFraction = 0.15,
+    test_fraction: TestFraction = 0.2,
+    patience: Patience = 3,
+    augment: Augment = True,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    num_workers: Annotated[int, typer.Option(help="DataLoader worker processes.")] = 0,
-    dropout: Annotated[
-        float, typer.Option(help="Dropout before the classifier's linear layer.")
-    ] = 0.3,
+    device: Device = "auto",
+    num_workers: NumWorkers = 0,
+    dropout: Dropout = 0.3,
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile",
                            help="torch.compile the phase-2 training step (faster on GPUs "
@@ -115,22 +94,17 @@ def command(
     """Train a tumour classifier on DATA into the run directory OUT. Runs under
     ``torchrun --nproc_per_node=N`` too (one process per GPU); process 0 writes and evaluates."""
     from braincam.commands.evaluate import metrics_lines
-    from braincam.data.preprocess import PreprocessConfig
     from braincam.evaluate import evaluate_run
-    from braincam.train import TrainConfig, distributed, train_run
+    from braincam.train import distributed, train_run
 
-    config = TrainConfig(
-        task=task, arch=arch, weights=weights, split=split, val_fraction=val_fraction,
-        test_fraction=test_fraction, seed=seed, head_epochs=head_epochs,
+    config = train_config(
+        task=task, arch=arch, weights=weights, split=split, seed=seed, image_size=image_size,
+        crop=crop, standardize=standardize, mask_background=mask_background,
+        val_fraction=val_fraction, test_fraction=test_fraction, head_epochs=head_epochs,
         finetune_epochs=finetune_epochs, finetune_stages=finetune_stages, head_lr=head_lr,
-        finetune_lr=finetune_lr,
-        batch_size=batch_size,
-        preprocess=PreprocessConfig(
-            size=image_size, crop=crop, standardize=standardize,
-            mask_background=mask_background,
-        ),
-        augment=augment, patience=patience, device=device, num_workers=num_workers,
-        dropout=dropout, attention_penalty=attention_penalty, attention_source=attention_source,
+        finetune_lr=finetune_lr, batch_size=batch_size, patience=patience, augment=augment,
+        dropout=dropout, device=device, num_workers=num_workers,
+        attention_penalty=attention_penalty, attention_source=attention_source,
     )
     result = train_run(data, config, out, force=force, progress=progress,
                        command=command_line(ctx), compile=compile)

@@ -1,0 +1,109 @@
+"""Training options shared by ``braincam train`` and ``braincam run``: one definition of
+each option (flag, help text) and one place that turns them into a ``TrainConfig``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+ATTENTION_PENALTY_HELP = (
+    "Weight W of the phase-2 attention penalty (right for the right reasons): loss + W x mean "
+    "share of explanation energy outside the head mask; 0 = off. Needs --finetune-epochs >= 1."
+)
+ATTENTION_SOURCE_HELP = (
+    "What the attention penalty measures: gradcam (Grad-CAM of the true class at the default "
+    "CAM layer, differentiable) or input-gradient (|d log p / d x|^2 by double backprop: "
+    "pixel-exact, 4-5x slower)."
+)
+
+DataDirs = Annotated[
+    list[Path],
+    typer.Argument(help="Dataset folder(s): ROOT/<class>/ or ROOT/<split>/<class>/."),
+]
+Task = Annotated[
+    str, typer.Option(help="binary (tumor vs no_tumor) or multiclass (the classes present).")
+]
+Arch = Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or another timm model name.")]
+Weights = Annotated[str, typer.Option(help="imagenet, none (random init) or PATH to a checkpoint.")]
+HeadEpochs = Annotated[
+    int, typer.Option(help="Phase 1 epochs: the head on backbone features computed once.")
+]
+FinetuneEpochs = Annotated[
+    int, typer.Option(help="Phase 2 epochs: last stage(s) + head, augmented, BatchNorm frozen.")
+]
+FinetuneStages = Annotated[
+    int | None,
+    typer.Option(
+        help="Last stages trained in phase 2 (default: resnet50 1, layer4; "
+        "efficientnet_lite0 4, blocks 3-6 + conv_head)."
+    ),
+]
+HeadLr = Annotated[float, typer.Option(help="Phase 1 learning rate (AdamW).")]
+FinetuneLr = Annotated[float, typer.Option(help="Phase 2 learning rate (cosine).")]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        help="Images per training batch (under torchrun: per step, all processes together)."
+    ),
+]
+ImageSize = Annotated[int, typer.Option(help="Model input side in pixels.")]
+Standardize = Annotated[
+    str,
+    typer.Option(
+        help="Intensity standardisation: none, minmax, zscore-in-mask, percentile or histmatch."
+    ),
+]
+MaskBackground = Annotated[
+    bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0.")
+]
+Crop = Annotated[
+    bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
+]
+ValFraction = Annotated[
+    float, typer.Option(help="Share of the training pool held out for validation.")
+]
+TestFraction = Annotated[
+    float, typer.Option(help="Share held out for testing (random/dedup splits).")
+]
+Patience = Annotated[
+    int, typer.Option(help="Early stopping: epochs without a better validation score.")
+]
+Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")]
+Dropout = Annotated[float, typer.Option(help="Dropout before the classifier's linear layer.")]
+AttentionPenalty = Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)]
+AttentionSource = Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+NumWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
+
+
+def train_config(
+    *,
+    task: str,
+    arch: str,
+    weights: str,
+    split: str,
+    seed: int,
+    image_size: int,
+    crop: bool,
+    standardize: str,
+    mask_background: bool,
+    **options: Any,
+):  # -> TrainConfig
+    """The ``TrainConfig`` of a command's options (preprocessing options grouped)."""
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.train import TrainConfig
+
+    preprocess = PreprocessConfig(
+        size=image_size, crop=crop, standardize=standardize, mask_background=mask_background
+    )
+    return TrainConfig(
+        task=task,
+        arch=arch,
+        weights=weights,
+        split=split,
+        seed=seed,
+        preprocess=preprocess,
+        **options,
+    )
