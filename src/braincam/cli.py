@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
 import typer
 
 from braincam.commands import (
@@ -48,19 +47,11 @@ app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
-    """Entry point: run the app, turning known errors into one-line messages."""
+    """Entry point. Typer's standalone mode prints usage errors in one line and exits;
+    a :class:`BraincamError` from a command becomes ``error: <message>``, exit code 2."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        code = app(standalone_mode=False)
+        app()
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.Abort, EOFError):
-        sys.exit(1)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; finished stages are kept", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,25 @@
+"""The entry point: usage errors and BraincamErrors end in a short message, never a traceback."""
+
+import subprocess
+import sys
+
+
+def braincam(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "braincam", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_unknown_option_is_a_usage_error_without_traceback(tmp_path):
+    result = braincam("train", str(tmp_path), "--out", str(tmp_path / "run"), "--epochs", "1")
+    assert result.returncode == 2
+    assert "No such option: --epochs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_braincam_error_is_one_line(tmp_path):
+    result = braincam("audit-data", str(tmp_path / "missing"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'missing'}: not a directory; expected ROOT/<class>/<images> or "
+        "ROOT/<split>/<class>/<images>"
+    ]
