@@ -26,6 +26,11 @@ from braincam.commands import (
 )
 from braincam.errors import BraincamError
 
+try:  # recent Typer vendors click: its usage errors are not click's classes
+    from typer._click.exceptions import ClickException as UsageErrors
+except ImportError:  # older Typer uses click itself
+    from click import ClickException as UsageErrors
+
 app = typer.Typer(
     name="braincam",
     help="Train brain-MRI tumour classifiers, explain them, and audit them for shortcuts.",
@@ -47,11 +52,22 @@ app.add_typer(bench.app, name="bench")
 
 
 def main() -> None:
-    """Entry point. Typer's standalone mode prints usage errors in one line and exits;
-    a :class:`BraincamError` from a command becomes ``error: <message>``, exit code 2."""
+    """Entry point: run the app, turning known errors into one-line messages.
+
+    Not Typer's standalone mode, which ends the process inside the app: a command must
+    return normally (torchrun ranks shut their process group down first)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        app()
+        code = app(standalone_mode=False)
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
+    except UsageErrors as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (typer.Abort, EOFError):
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; finished stages are kept", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -114,8 +114,10 @@ def current() -> DistContext:
 
 
 def shutdown() -> None:
-    """Leave the process group (a no-op without one)."""
+    """Leave the process group (a no-op without one). The barrier first: a rank that tears
+    its gloo connections down while a peer is still in a collective makes the peer abort."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
