@@ -91,9 +91,7 @@ def command(
         options=ExplainOptions(window=window, stride=stride, fill=fill),
         progress=progress,
     )
-    distributed.shutdown()
-    if not ctx.is_main:
-        return
+    distributed.shutdown()  # the other processes exit here
     typer.echo(
         f"explained {summary.n_explained} images with {method} in {summary.seconds:.1f} s; "
         f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"

@@ -106,15 +106,7 @@ def command(
     from braincam.commands.train import command_line
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
 
-    config = train_config(
-        task=task, arch=arch, weights=weights, split=split, seed=seed, image_size=image_size,
-        crop=crop, standardize=standardize, mask_background=mask_background,
-        val_fraction=val_fraction, test_fraction=test_fraction, head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs, finetune_stages=finetune_stages, head_lr=head_lr,
-        finetune_lr=finetune_lr, batch_size=batch_size, patience=patience, augment=augment,
-        dropout=dropout, device=device, num_workers=num_workers,
-        attention_penalty=attention_penalty, attention_source=attention_source,
-    )
+    config = train_config(ctx.params)
     options = PipelineOptions(
         train=config, extra=extra or [], methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),

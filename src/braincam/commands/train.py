@@ -97,21 +97,10 @@ def command(
     from braincam.evaluate import evaluate_run
     from braincam.train import distributed, train_run
 
-    config = train_config(
-        task=task, arch=arch, weights=weights, split=split, seed=seed, image_size=image_size,
-        crop=crop, standardize=standardize, mask_background=mask_background,
-        val_fraction=val_fraction, test_fraction=test_fraction, head_epochs=head_epochs,
-        finetune_epochs=finetune_epochs, finetune_stages=finetune_stages, head_lr=head_lr,
-        finetune_lr=finetune_lr, batch_size=batch_size, patience=patience, augment=augment,
-        dropout=dropout, device=device, num_workers=num_workers,
-        attention_penalty=attention_penalty, attention_source=attention_source,
-    )
+    config = train_config(ctx.params)
     result = train_run(data, config, out, force=force, progress=progress,
                        command=command_line(ctx), compile=compile)
-    is_main = distributed.current().is_main
-    distributed.shutdown()  # evaluation below runs in process 0 alone
-    if not is_main:
-        return
+    distributed.shutdown()  # the other processes exit here; process 0 evaluates alone
     counts = result.counts
     typer.echo(
         f"classes: {', '.join(result.classes)}; images train {counts['train']}, "

@@ -3,6 +3,7 @@ each option (flag, help text) and one place that turns them into a ``TrainConfig
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,32 +79,19 @@ Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 NumWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
 
 
-def train_config(
-    *,
-    task: str,
-    arch: str,
-    weights: str,
-    split: str,
-    seed: int,
-    image_size: int,
-    crop: bool,
-    standardize: str,
-    mask_background: bool,
-    **options: Any,
-):  # -> TrainConfig
-    """The ``TrainConfig`` of a command's options (preprocessing options grouped)."""
+def train_config(params: Mapping[str, Any]):  # -> TrainConfig
+    """The ``TrainConfig`` of a command's parsed options (``ctx.params``): each option named
+    like a ``TrainConfig`` field sets it; ``image_size``, ``crop``, ``standardize`` and
+    ``mask_background`` make its ``PreprocessConfig``; other options are not training's."""
+    import dataclasses
+
     from braincam.data.preprocess import PreprocessConfig
     from braincam.train import TrainConfig
 
     preprocess = PreprocessConfig(
-        size=image_size, crop=crop, standardize=standardize, mask_background=mask_background
+        size=params["image_size"], crop=params["crop"], standardize=params["standardize"],
+        mask_background=params["mask_background"],
     )
-    return TrainConfig(
-        task=task,
-        arch=arch,
-        weights=weights,
-        split=split,
-        seed=seed,
-        preprocess=preprocess,
-        **options,
-    )
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"preprocess"}
+    return TrainConfig(preprocess=preprocess,
+                       **{name: value for name, value in params.items() if name in fields})
