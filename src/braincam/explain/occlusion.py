@@ -17,17 +17,22 @@ Fills (in model-input space): ``zero`` (0; the ImageNet mean colour for normalis
 ``mean`` (the image's per-channel mean) or ``blur`` (a Gaussian blur of the image,
 ``sigma = window / 4``: removes the window's detail, keeps its brightness).
 
-Speed: the occluded copies of all images are evaluated in batches of ``batch_size`` under
-``torch.no_grad`` (default 16 on CPU, where larger batches spill the caches and run slower,
-128 on GPUs, which need large batches to be busy); on CPU a channels-last copy of the model is
-used (oneDNN runs NHWC convolutions, depthwise ones above all, markedly faster). The numbers
-do not change beyond float rounding.
+Speed: on the CPU the occluded copies go through exact incremental inference
+(:mod:`braincam.explain.incremental`: each block recomputes only the window's footprint, on a
+crop) where the network allows it; elsewhere, and on GPUs, whole occluded copies are evaluated.
+Either way copies are evaluated in batches of ``batch_size`` under ``torch.no_grad`` (default
+16 on CPU, where larger batches spill the caches and run slower, 128 on GPUs, which need large
+batches to be busy); on CPU a channels-last copy of the model is used (oneDNN runs NHWC
+convolutions, depthwise ones above all, markedly faster). The numbers do not change beyond
+float rounding.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +40,9 @@ from torch import Tensor, nn
 
 from braincam.errors import BraincamError
 from braincam.explain.base import class_probs, eval_mode, model_device
+from braincam.explain.incremental import Box, Unsupported, plan, run_plan, units
+
+log = logging.getLogger(__name__)
 
 FILLS = ("zero", "mean", "blur")
 WINDOW = 32
@@ -54,13 +62,19 @@ def window_starts(size: int, window: int, stride: int) -> list[int]:
     return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
 
 
+def window_boxes(height: int, width: int, window: int, stride: int) -> list[Box]:
+    """``(y0, y1, x0, x1)`` of each window (ends exclusive, cut at the border), row-major."""
+    ys, xs = window_starts(height, window, stride), window_starts(width, window, stride)
+    return [(y, min(y + window, height), x, min(x + window, width)) for y in ys for x in xs]
+
+
 def window_masks(height: int, width: int, window: int, stride: int,
                  device: torch.device | None = None) -> Tensor:
     """Boolean ``(P, H, W)`` stack, one mask per window, row-major like captum."""
-    ys, xs = window_starts(height, window, stride), window_starts(width, window, stride)
-    masks = torch.zeros(len(ys) * len(xs), height, width, dtype=torch.bool, device=device)
-    for p, (y, x) in enumerate((y, x) for y in ys for x in xs):
-        masks[p, y : y + window, x : x + window] = True
+    boxes = window_boxes(height, width, window, stride)
+    masks = torch.zeros(len(boxes), height, width, dtype=torch.bool, device=device)
+    for p, (y0, y1, x0, x1) in enumerate(boxes):
+        masks[p, y0:y1, x0:x1] = True
     return masks
 
 
@@ -95,9 +109,11 @@ def occlusion(
     stride: int = STRIDE,
     fill: str = "zero",
     batch_size: int | None = None,
+    incremental: bool | None = None,
 ) -> OcclusionResult:
     """Occlusion maps for a batch ``x`` (N, C, H, W) of model inputs; targets default to the
-    predicted classes. Tensors stay on the model's device."""
+    predicted classes. ``incremental`` (default: on the CPU) uses exact incremental inference
+    where the network supports it. Tensors stay on the model's device."""
     n, _, height, width = x.shape
     check_window(height, width, window, stride)
     device = model_device(model)
@@ -108,21 +124,65 @@ def occlusion(
         targets = probs.argmax(dim=1) if targets is None else targets.to(device).long()
         p_base = probs.gather(1, targets[:, None])[:, 0]
         fills = fill_values(x, fill, window)
-        masks = window_masks(height, width, window, stride, device)
+        boxes = window_boxes(height, width, window, stride)
         fast = model
         if device.type == "cpu":
             fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
-            x, fills = (t.contiguous(memory_format=torch.channels_last) for t in (x, fills))
-        n_windows = len(masks)
+        copies = None
+        if incremental if incremental is not None else device.type == "cpu":
+            copies = _incremental_copies(fast, x, fills, boxes, probs)
+        copies = copies or _whole_copies(fast, x, fills, window_masks(height, width, window,
+                                                                      stride, device))
+        n_windows = len(boxes)
         drops = torch.empty(n * n_windows, device=device)
         for start in range(0, n * n_windows, batch_size):
             flat = torch.arange(start, min(start + batch_size, n * n_windows), device=device)
             img, win = flat // n_windows, flat % n_windows
-            batch = torch.where(masks[win][:, None], fills[img], x[img])
-            if fast is not model:
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            p = class_probs(fast(batch)).gather(1, targets[img][:, None])[:, 0]
+            p = class_probs(copies(img, win)).gather(1, targets[img][:, None])[:, 0]
             drops[flat] = p_base[img] - p
-        flat_masks = masks.flatten(1).float()
+        flat_masks = window_masks(height, width, window, stride, device).flatten(1).float()
         drop = drops.view(n, n_windows) @ flat_masks / flat_masks.sum(dim=0)
     return OcclusionResult(drop.view(n, height, width), probs, targets)
+
+
+Copies = Callable[[Tensor, Tensor], Tensor]
+"""``copies(img, win)``: logits of image ``img[k]`` occluded by window ``win[k]``, per k."""
+
+
+def _prepare(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A batch in the memory format of ``model``'s weights (channels-last on the CPU)."""
+    weight = next((p for p in model.parameters() if p.dim() == 4), None)
+    channels_last = weight is not None and weight.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return lambda t: t.contiguous(memory_format=fmt)
+
+
+def _whole_copies(model: nn.Module, x: Tensor, fills: Tensor, masks: Tensor) -> Copies:
+    prepare = _prepare(model)
+    return lambda img, win: model(prepare(torch.where(masks[win][:, None], fills[img], x[img])))
+
+
+def _incremental_copies(model: nn.Module, x: Tensor, fills: Tensor, boxes: list[Box],
+                        probs: Tensor) -> Copies | None:
+    """Incremental evaluation (:mod:`braincam.explain.incremental`), or None where the network
+    has no plan or its unit chain does not reproduce the model's probabilities."""
+    prepare = _prepare(model)
+    try:
+        chain, finish = units(model)
+        bases = [prepare(x)]
+        for unit in chain:
+            bases.append(unit(bases[-1]))
+        if not torch.allclose(class_probs(finish(bases[-1])), probs, atol=1e-5):
+            raise Unsupported("the unit chain does not reproduce the model")
+        the_plan = plan(chain, finish, [tuple(b.shape[-2:]) for b in bases], boxes)
+    except Unsupported as exc:
+        log.debug("occlusion evaluates whole copies: %s", exc)
+        return None
+
+    def copies(img: Tensor, win: Tensor) -> Tensor:
+        images, windows = img.tolist(), win.tolist()
+        patches = [fills[i, :, y0:y1, x0:x1]
+                   for i, (y0, y1, x0, x1) in zip(images, (boxes[w] for w in windows), strict=True)]
+        return run_plan(the_plan, bases, patches, images, windows, prepare)
+
+    return copies

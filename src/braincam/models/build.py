@@ -122,7 +122,7 @@ def default_target_layer(model: nn.Module | None = None, arch: str | None = None
     if model is None:
         raise BraincamError(f"default_target_layer needs the model for architecture {arch!r}")
     backbone, _ = backbone_and_head(model)
-    if _is_timm_efficientnet(backbone):
+    if is_timm_efficientnet(backbone):
         return "backbone.bn2"
     return f"backbone.{backbone.feature_info[-1]['module']}"
 
@@ -140,7 +140,7 @@ def finetune_modules(model: BraincamNet, stages: int | None = None) -> list[str]
     backbone, _ = backbone_and_head(model)
     if model.arch == "resnet50":
         names, after, default = [f"layer{i}" for i in range(1, 5)], [], 1
-    elif _is_timm_efficientnet(backbone):
+    elif is_timm_efficientnet(backbone):
         names = [f"blocks.{i}" for i in range(len(backbone.blocks))]
         after, default = ["conv_head", "bn2"], 4
     else:
@@ -168,7 +168,7 @@ def _has_parameters(module: nn.Module) -> bool:
     return next(module.parameters(), None) is not None
 
 
-def _is_timm_efficientnet(backbone: nn.Module) -> bool:
+def is_timm_efficientnet(backbone: nn.Module) -> bool:
     from timm.models.efficientnet import EfficientNet
 
     return isinstance(backbone, EfficientNet)
