@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from braincam.cli import app
 from braincam.commands.training_options import train_config
 
@@ -40,3 +42,23 @@ def test_train_and_run_commands_share_every_training_option():
     wanted |= {"image_size", "crop", "standardize", "mask_background"}
     assert wanted <= names("train")
     assert wanted <= names("run")
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_command_defaults_are_the_config_defaults(command):
+    """The options' defaults are spelled in the commands (importing TrainConfig would load torch
+    for ``--help``): they must equal TrainConfig's (``run`` splits ``dedup`` by design)."""
+    import typer.main
+
+    from braincam.pipeline.options import default_train_config
+    from braincam.train import TrainConfig
+
+    config = default_train_config() if command == "run" else TrainConfig()
+    params = {p.name: p.default for p in typer.main.get_command(app).commands[command].params}
+    for name, value in vars(config).items():
+        if name in params:
+            assert params[name] == value, f"braincam {command} --{name.replace('_', '-')}"
+    pre = config.preprocess
+    assert (params["image_size"], params["crop"], params["standardize"],
+            params["mask_background"]) == (pre.size, pre.crop, pre.standardize,
+                                           pre.mask_background)

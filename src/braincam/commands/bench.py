@@ -46,7 +46,11 @@ def occlusion(
     arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
         "efficientnet_lite0"
     ),
-    images: Annotated[int, typer.Option(help="Images explained by braincam.")] = 2,
+    images: Annotated[
+        int,
+        typer.Option(help="Images explained by braincam in one call (braincam explain's "
+                     "default batch: per-call set-up is shared by a batch)."),
+    ] = 16,
     captum_images: Annotated[
         int, typer.Option(help="Images explained by captum (slow: one forward per window).")
     ] = 1,

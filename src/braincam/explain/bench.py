@@ -77,7 +77,7 @@ def bench_cam(arch: str = "resnet50", batch: int = 16, iters: int = 1, repeats: 
 
 
 def bench_occlusion(arch: str = "efficientnet_lite0", window: int = 32, stride: int = 16,
-                    image_size: int = 224, images: int = 2, captum_images: int = 1,
+                    image_size: int = 224, images: int = 16, captum_images: int = 1,
                     repeats: int = 1, batch_size: int | None = None,
                     device: torch.device | None = None) -> dict[str, object]:
     """Images/s of braincam's occlusion and captum's ``Occlusion`` (default
