@@ -152,9 +152,8 @@ def fit_head(
         head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
     )
     generator = torch.Generator().manual_seed(config.seed)
-    history = []
-    for epoch in range(1, config.head_epochs + 1):
-        start = time.perf_counter()
+
+    def epoch_step(epoch: int) -> tuple[float, torch.Tensor | None, float]:
         head.train()
         total = 0.0
         for idx in torch.randperm(len(train), generator=generator).split(config.batch_size):
@@ -166,15 +165,10 @@ def fit_head(
         head.eval()
         with torch.inference_mode():
             val_logits = head(val_x).float().cpu() if val_x is not None else None
-        record = _record("head", epoch, total / len(train), val_logits, val, criterion,
-                         config.head_lr, start)
-        history.append(record)
-        tracker.update(record)
-        if progress:
-            _report(record)
-        if tracker.stale >= config.patience:
-            break
-    return history
+        return total / len(train), val_logits, config.head_lr
+
+    return run_epochs("head", config.head_epochs, epoch_step, val, criterion, tracker,
+                      config.patience, progress)
 
 
 def finetune(
@@ -232,9 +226,8 @@ def finetune(
     model.to(device, memory_format=torch.channels_last)
     net = wrap_ddp(model, device, ctx, batch_statistics=not frozen_stats)
     step_model = torch.compile(net) if compile else net
-    history = []
-    for epoch in range(1, config.finetune_epochs + 1):
-        start = time.perf_counter()
+
+    def epoch_step(epoch: int) -> tuple[float, torch.Tensor | None, float]:
         net.train()
         if frozen_stats:
             freeze_batchnorm(model)
@@ -273,13 +266,36 @@ def finetune(
             forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
             if len(val) else None
         )
-        train_loss = all_reduce_sum(total, ctx).item() / seen
-        record = _record("finetune", epoch, train_loss, val_logits, val, criterion, lr, start)
+        return all_reduce_sum(total, ctx).item() / seen, val_logits, lr
+
+    return run_epochs("finetune", config.finetune_epochs, epoch_step, val, criterion, tracker,
+                      config.patience, progress)
+
+
+def run_epochs(
+    phase: str,
+    n_epochs: int,
+    epoch_step: Callable[[int], tuple[float, torch.Tensor | None, float]],
+    val: TrainData,
+    criterion: nn.Module,
+    tracker: BestTracker,
+    patience: int,
+    progress: bool,
+) -> list[EpochRecord]:
+    """The epoch loop both phases share: ``epoch_step(epoch)`` trains one epoch and returns
+    (mean training loss, validation logits or None, learning rate); each epoch becomes a
+    history row, the tracker keeps the best state, and ``patience`` epochs without a better
+    one stop the phase."""
+    history = []
+    for epoch in range(1, n_epochs + 1):
+        start = time.perf_counter()
+        train_loss, val_logits, lr = epoch_step(epoch)
+        record = _record(phase, epoch, train_loss, val_logits, val, criterion, lr, start)
         history.append(record)
         tracker.update(record)
         if progress:
             _report(record)
-        if tracker.stale >= config.patience:
+        if tracker.stale >= patience:
             break
     return history
 
