@@ -37,6 +37,18 @@ def autocast(device: torch.device, enabled: bool = True) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Torch's intra-op thread count set to ``n`` inside the block, restored on exit (several
+    processes sharing a small CPU run far slower with two spinning threads each)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def pin_memory(device: torch.device) -> bool:
     """Pinned host memory only helps host-to-GPU copies."""
     return device.type == "cuda"

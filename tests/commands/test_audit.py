@@ -8,13 +8,13 @@ import sys
 
 import pandas as pd
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
 from braincam.commands import audit
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.device import torch_threads
 from braincam.errors import BraincamError
 from braincam.train import TrainConfig, train_run
 
@@ -25,10 +25,8 @@ FAST = ("--faithfulness-images", "4", "--road-images", "1", "--sanity-images", "
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """Steady timing on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 
 from braincam.cli import app
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.device import torch_threads
 from braincam.explain.io import load_explanations
 from braincam.models import load_checkpoint
 from braincam.train.distributed import (
@@ -154,18 +155,13 @@ def runs(tmp_path_factory):
     env = {**os.environ, "BRAINCAM_CACHE": cache, "OMP_NUM_THREADS": "1"}
     one, two = tmp / "one", tmp / "two"
     compiled = []
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("BRAINCAM_CACHE", cache)
-        # --compile with torch.compile stubbed (compiling takes minutes on a CPU): the same
-        # numbers, and a record of what phase 2 would compile
+    with pytest.MonkeyPatch.context() as mp, torch_threads(1):  # like the workers: two
+        mp.setenv("BRAINCAM_CACHE", cache)  # spinning threads on a busy machine made a 0.5 s
+        # epoch take 20 s. --compile with torch.compile stubbed (compiling takes minutes on a
+        # CPU): the same numbers, and a record of what phase 2 would compile
         mp.setattr(torch, "compile", lambda module: compiled.append(module) or module)
-        torch.set_num_threads(1)  # like the workers; two spinning threads on a busy machine
-        try:                      # made a 0.5 s epoch take 20 s
-            in_process("train", str(data), "--out", str(one), *TRAIN_ARGS, "--compile")
-            in_process("explain", str(one), "--out", str(tmp / "explain1"), *EXPLAIN_ARGS)
-        finally:
-            torch.set_num_threads(threads)
+        in_process("train", str(data), "--out", str(one), *TRAIN_ARGS, "--compile")
+        in_process("explain", str(one), "--out", str(tmp / "explain1"), *EXPLAIN_ARGS)
     trained = torchrun("train", str(data), "--out", str(two), *TRAIN_ARGS, env=env)
     explained = torchrun("explain", str(one), "--out", str(tmp / "explain2"), *EXPLAIN_ARGS,
                          env=env)

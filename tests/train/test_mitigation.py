@@ -3,8 +3,6 @@ differences, its options; then the acceptance run on marker phantoms."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from braincam.data.synthetic import (
     make_phantom_arrays,
     make_phantom_dataset,
 )
+from braincam.device import torch_threads
 from braincam.errors import BraincamError
 from braincam.labels import NO_TUMOR, TUMOR
 from braincam.models import load_checkpoint
@@ -193,17 +192,6 @@ class Outcome:
     findings: set[str]
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Two torch threads per process oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def phantom_test_set(
     shortcut: str | None, config: PreprocessConfig = PREPROCESS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -272,7 +260,7 @@ def test_attention_penalty_removes_the_marker_shortcut(tmp_path):
     test, so that parallel test workers never train them twice."""
     root = make_phantom_dataset(tmp_path / "marker", SPEC)
     configs = {"baseline": BASELINE, "penalised": replace(BASELINE, attention_penalty=PENALTY)}
-    with one_thread():
+    with torch_threads(1):
         runs = {name: train_run([root], config, tmp_path / name, progress=False).run_dir
                 for name, config in configs.items()}
         base, penalised = (outcome(runs[name]) for name in configs)

@@ -15,19 +15,21 @@ app = typer.Typer(
     help="Throughput benchmarks; each prints one JSON line.", no_args_is_help=True
 )
 
-DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+Arch = Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")]
+Batch = Annotated[int, typer.Option(help="Images per batch.")]
+ImageSize = Annotated[int, typer.Option(help="Input side, px.")]
+Repeats = Annotated[int, typer.Option(help="Repeats; medians are reported.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 
 @app.command("cam")
 def cam(
-    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
-        "resnet50"
-    ),
-    batch: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    arch: Arch = "resnet50",
+    batch: Batch = 16,
     iters: Annotated[int, typer.Option(help="Timed batches per contender and repeat.")] = 1,
-    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 5,
-    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    repeats: Repeats = 5,
+    image_size: ImageSize = 224,
+    device: Device = "auto",
 ) -> None:
     """Grad-CAM throughput vs plain inference and vs pytorch-grad-cam's GradCAM."""
     from braincam.evaluate.predict import device_of
@@ -42,10 +44,8 @@ def cam(
 def occlusion(
     window: Annotated[int, typer.Option(help="Occlusion window side, px.")] = 32,
     stride: Annotated[int, typer.Option(help="Occlusion stride, px.")] = 16,
-    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
-    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
-        "efficientnet_lite0"
-    ),
+    image_size: ImageSize = 224,
+    arch: Arch = "efficientnet_lite0",
     images: Annotated[
         int,
         typer.Option(help="Images explained by braincam in one call (braincam explain's "
@@ -54,12 +54,12 @@ def occlusion(
     captum_images: Annotated[
         int, typer.Option(help="Images explained by captum (slow: one forward per window).")
     ] = 1,
-    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 1,
+    repeats: Repeats = 1,
     batch_size: Annotated[
         int | None,
         typer.Option(help="braincam's occluded copies per forward (default 16 CPU, 128 GPU)."),
     ] = None,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    device: Device = "auto",
 ) -> None:
     """braincam occlusion throughput vs captum's Occlusion (perturbations_per_eval=1)."""
     from braincam.evaluate.predict import device_of
@@ -76,14 +76,12 @@ def occlusion(
 
 @app.command("train")
 def train(
-    arch: Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or a timm name.")] = (
-        "resnet50"
-    ),
-    batch: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    image_size: Annotated[int, typer.Option(help="Input side, px.")] = 224,
+    arch: Arch = "resnet50",
+    batch: Batch = 64,
+    image_size: ImageSize = 224,
     iters: Annotated[int, typer.Option(help="Timed steps per contender and repeat.")] = 5,
-    repeats: Annotated[int, typer.Option(help="Repeats; medians are reported.")] = 3,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    repeats: Repeats = 3,
+    device: Device = "auto",
     channels_last: Annotated[
         bool | None,
         typer.Option("--channels-last/--no-channels-last",

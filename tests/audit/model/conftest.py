@@ -10,12 +10,14 @@ import pytest
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))  # conftest loads before its folder is on the path
-from model_audit_helpers import PhantomSet, one_thread, phantoms, train  # noqa: E402
+from model_audit_helpers import PhantomSet, phantoms, train  # noqa: E402
+
+from braincam.device import torch_threads
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
-    with one_thread():
+    with torch_threads(1):
         yield
 
 

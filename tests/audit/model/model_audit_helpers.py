@@ -3,8 +3,6 @@ marker on no_tumor), its training, and the audit inputs for it. Fixtures in conf
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +11,7 @@ from torch import nn
 
 from braincam.audit.model.base import AuditBatch, ModelHandle
 from braincam.data.synthetic import MARKER_FRACTION, PhantomSpec, make_phantom_arrays
+from braincam.device import torch_threads
 
 SIZE = 64
 MARKER_SIDE = round(SIZE * MARKER_FRACTION)
@@ -73,22 +72,10 @@ def phantoms(shortcut: str | None, n_per_class: int, split: str) -> PhantomSet:
     )
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one thread: two threads per process oversubscribe a shared 2-core machine and
-    can run 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def train(data: PhantomSet, epochs: int) -> nn.Module:
     """Adam, batch 16, one thread; batch-norm statistics re-estimated on the whole train set
     at the end (running averages over few small batches mislead eval mode)."""
-    with one_thread():
+    with torch_threads(1):
         return _train(data, epochs)
 
 
