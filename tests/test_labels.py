@@ -1,6 +1,12 @@
 import pytest
 
-from braincam.labels import normalise_label, task_classes, task_label
+from braincam.labels import (
+    normalise_label,
+    subtype_groups,
+    task_classes,
+    task_label,
+    training_classes,
+)
 
 
 @pytest.mark.parametrize(
@@ -47,3 +53,15 @@ def test_multiclass_refuses_generic_tumor_folder():
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task"):
         task_label("glioma", "segmentation")
+
+
+def test_binary_training_classes_are_the_subtypes_present():
+    labels = ["pituitary", "no_tumor", "glioma", "glioma"]
+    subtypes = training_classes(labels, "binary", subtypes=True)
+    assert subtypes == ["glioma", "no_tumor", "pituitary"]
+    assert subtype_groups(subtypes, ["no_tumor", "tumor"]) == [1, 0, 1]
+    assert training_classes(labels, "binary", subtypes=False) == ["no_tumor", "tumor"]
+    assert training_classes(labels, "multiclass", subtypes=True) == subtypes
+    # yes/no data, or a single tumour type, has no subtypes to learn
+    assert training_classes(["tumor", "no_tumor"], "binary", True) == ["no_tumor", "tumor"]
+    assert training_classes(["glioma", "no_tumor"], "binary", True) == ["no_tumor", "tumor"]

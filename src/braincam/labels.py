@@ -63,6 +63,22 @@ def task_classes(labels: Iterable[str], task: str) -> list[str]:
     return present
 
 
+def training_classes(labels: Iterable[str], task: str, subtypes: bool) -> list[str]:
+    """The classes a model is trained on: the task's, or -- binary with ``subtypes`` -- every
+    canonical label present (``glioma, meningioma, no_tumor, pituitary``...), which the model's
+    head adds back into the two task classes (:func:`subtype_groups`)."""
+    classes = task_classes(labels, task)
+    if task != "binary" or not subtypes:
+        return classes
+    present = sorted(set(labels))
+    return present if len(present) > len(classes) else classes
+
+
+def subtype_groups(subtypes: Iterable[str], classes: list[str]) -> list[int]:
+    """Index in the binary ``classes`` of each subtype: ``[glioma, no_tumor]`` -> ``[1, 0]``."""
+    return [classes.index(task_label(label, "binary")) for label in subtypes]
+
+
 def check_task(task: str) -> None:
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")

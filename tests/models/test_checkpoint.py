@@ -7,7 +7,13 @@ import torch
 from safetensors.torch import save_file
 
 from braincam.errors import BraincamError
-from braincam.models import build_model, load_checkpoint, read_meta, save_checkpoint
+from braincam.models import (
+    build_model,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+    subtype_outputs,
+)
 
 META = {
     "arch": "resnet10t",
@@ -36,6 +42,36 @@ def test_round_trip_gives_identical_outputs_and_meta(trained):
     assert read_meta(path) == META
     assert not loaded.training
     assert path.read_bytes()[:8] != b"PK\x03\x04"  # not a zip/pickle torch file
+
+
+def test_subtype_head_round_trips_and_adds_subtype_probabilities(tmp_path):
+    torch.manual_seed(0)
+    subtypes = ["glioma", "meningioma", "no_tumor", "pituitary"]
+    model = build_model("resnet10t", 2, groups=[1, 1, 0, 1]).eval()
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model, path, {**META, "classes": ["no_tumor", "tumor"], "task": "binary",
+                                  "subtypes": subtypes})
+    loaded, meta = load_checkpoint(path)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        merged = loaded(x)
+        with subtype_outputs(loaded):
+            fine = loaded(x).softmax(1)
+    assert merged.shape == (3, 2) and fine.shape == (3, 4)
+    assert loaded.num_classes == 2 and meta["subtypes"] == subtypes
+    expected = torch.stack([fine[:, 2], fine[:, [0, 1, 3]].sum(1)], dim=1)
+    torch.testing.assert_close(merged.softmax(1), expected)
+    torch.testing.assert_close(model(x), merged)
+
+
+def test_subtype_outputs_restores_the_head_after_an_error():
+    model = build_model("resnet10t", 2, groups=[0, 1, 1]).eval()
+    with pytest.raises(RuntimeError), subtype_outputs(model):
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+        raise RuntimeError
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2)
+    with pytest.raises(ValueError, match="groups"):
+        build_model("resnet10t", 3, groups=[0, 1, 1])
 
 
 def test_checkpoint_of_another_architecture_fails_clearly(trained):

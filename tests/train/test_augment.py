@@ -53,3 +53,34 @@ def test_same_generator_seed_same_augmentation():
     c = augment(images, masks, torch.Generator().manual_seed(6))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
     assert not torch.equal(a[0], c[0])
+
+
+def test_contrast_remap_is_a_monotone_curve_inside_the_head_only():
+    images, _ = _batch(b=6, s=16)
+    masks = torch.zeros(6, 16, 16, dtype=torch.bool)
+    masks[:, 3:13, 3:13] = True
+    config = AugmentConfig(**{**vars(IDENTITY), "remap": 1.0})
+    out, _ = augment(images, masks, torch.Generator().manual_seed(0), config)
+    torch.testing.assert_close(out[:, 0][~masks], images[:, 0][~masks], atol=1e-6, rtol=0)
+    directions = set()
+    for x, y in zip(images[:, 0][masks[0:1].expand(6, -1, -1)].view(6, -1),
+                    out[:, 0][masks[0:1].expand(6, -1, -1)].view(6, -1), strict=True):
+        order = x.argsort()
+        steps = y[order].diff()
+        assert (steps >= -1e-6).all() or (steps <= 1e-6).all()  # monotone in x
+        directions.add(bool(steps.sum() > 0))
+        assert not torch.allclose(x, y)
+    assert directions == {True, False}  # some images inverted, some not
+
+
+def test_contrast_remap_off_draws_no_random_numbers():
+    images, masks = _batch()
+    generator = torch.Generator().manual_seed(3)
+    augment(images, masks, generator, AugmentConfig(remap=0.0))
+    after_default = generator.get_state()
+    reference = torch.Generator().manual_seed(3)
+    augment(images, masks, reference)
+    assert torch.equal(after_default, reference.get_state())
+    out_a, _ = augment(images, masks, torch.Generator().manual_seed(3), AugmentConfig(remap=0.5))
+    out_b, _ = augment(images, masks, torch.Generator().manual_seed(3))
+    assert not torch.allclose(out_a, out_b)

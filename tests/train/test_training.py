@@ -12,6 +12,7 @@ import yaml
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
+from braincam.evaluate import evaluate_run
 from braincam.models import build_model, load_checkpoint
 from braincam.train import Batch, TrainConfig, class_weights, compute_loss, train_run
 from braincam.train.loop import BestTracker, EpochRecord
@@ -192,3 +193,32 @@ def test_data_errors_leave_no_run_directory(tmp_path):
     with pytest.raises(BraincamError, match="no official split.*--split random"):
         train_run([root], tiny(), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def typed_phantoms(tmp_path_factory):
+    """The phantoms with their tumours filed as two types, alternately glioma / meningioma."""
+    root = tmp_path_factory.mktemp("typed") / "phantoms"
+    make_phantom_dataset(root, PhantomSpec(n_per_class=12, size=48, seed=2))
+    for split in ("Training", "Testing"):
+        for i, file in enumerate(sorted((root / split / "tumor").iterdir())):
+            kind = root / split / ("glioma" if i % 2 else "meningioma")
+            kind.mkdir(exist_ok=True)
+            file.rename(kind / file.name)
+        (root / split / "tumor").rmdir()
+    return root
+
+
+@pytest.mark.parametrize("subtypes", [True, False])
+def test_binary_model_learns_tumour_types_and_answers_tumor(typed_phantoms, tmp_path, subtypes):
+    config = tiny(subtypes=subtypes)
+    result = train_run([typed_phantoms], config, tmp_path / "run", progress=False)
+    model, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    assert result.classes == meta["classes"] == ["no_tumor", "tumor"]
+    assert meta["subtypes"] == (["glioma", "meningioma", "no_tumor"] if subtypes else None)
+    assert model.head[1].out_features == (3 if subtypes else 2)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+    assert model.merges_subtypes == subtypes
+    metrics = evaluate_run(tmp_path / "run", device="cpu", n_boot=10, progress=False)
+    assert metrics["classes"] == ["no_tumor", "tumor"]
+    assert metrics["test"]["n"] == 24 and len(metrics["test"]["confusion_matrix"]) == 2

@@ -72,6 +72,18 @@ Patience = Annotated[
     int, typer.Option(help="Early stopping: epochs without a better validation score.")
 ]
 Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")]
+Subtypes = Annotated[
+    bool,
+    typer.Option("--subtypes/--no-subtypes",
+                 help="Binary task: learn the tumour types the data names (glioma, meningioma, "
+                 "pituitary) as outputs of their own, whose probabilities add up to 'tumor'."),
+]
+ContrastRemap = Annotated[
+    float,
+    typer.Option(help="Probability of passing a phase-2 image's in-head intensities through a "
+                 "random monotone curve (inverted half the time): takes the MRI sequence away "
+                 "as a shortcut."),
+]
 Dropout = Annotated[float, typer.Option(help="Dropout before the classifier's linear layer.")]
 AttentionPenalty = Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)]
 AttentionSource = Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)]

@@ -4,10 +4,12 @@ from braincam.models.build import (
     DEFAULT_ARCH,
     KNOWN_ARCHS,
     BraincamNet,
+    MergeSubtypes,
     backbone_and_head,
     build_model,
     default_target_layer,
     finetune_modules,
+    subtype_outputs,
 )
 from braincam.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from braincam.models.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_model_input
@@ -19,6 +21,7 @@ __all__ = [
     "IMAGENET_STD",
     "KNOWN_ARCHS",
     "BraincamNet",
+    "MergeSubtypes",
     "backbone_and_head",
     "build_model",
     "default_target_layer",
@@ -28,5 +31,6 @@ __all__ = [
     "offline_weights",
     "read_meta",
     "save_checkpoint",
+    "subtype_outputs",
     "to_model_input",
 ]

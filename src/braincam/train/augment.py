@@ -9,6 +9,16 @@ warped with the same grid (nearest neighbour), so mask-aware losses stay aligned
 Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
 mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
 
+Contrast remapping (``remap`` > 0, off by default): with that probability an image's in-head
+intensities go through a random monotone piecewise-linear curve, ``x' = f(x)`` with knots at
+``x = 0, 1/4, ..., 1`` and sorted uniform values, reversed half the time (inverted contrast).
+MRI sequences differ mostly by such remappings (T1: dark CSF, T2/FLAIR: bright CSF; CT
+inverts little but shifts the curve), so a model that saw tumours only in one sequence learns
+the sequence as a shortcut (Sartaj: training gliomas are T1 post-contrast, while its
+no-tumour folder holds T2, FLAIR and CT slices); remapping takes that cue away, as the
+intensity transforms of BigAug (Zhang et al. 2020) and Models Genesis (Zhou et al. 2019) do.
+Pixels outside the head mask keep their value (black background stays black).
+
 Random numbers come from a CPU ``torch.Generator``, so a seed gives the same augmentation
 on CPU and GPU.
 """
@@ -31,6 +41,10 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.8, 1.25)  # log-uniform
     contrast: tuple[float, float] = (0.85, 1.15)  # uniform
     brightness: float = 0.08  # additive, uniform in [-b, b]
+    remap: float = 0.0  # probability of a random contrast curve (see the module docstring)
+
+
+REMAP_KNOTS = 5
 
 
 def augment(
@@ -74,7 +88,34 @@ def augment(
     def per_image(v: torch.Tensor) -> torch.Tensor:
         return v.to(images.device, images.dtype).view(b, 1, 1, 1)
 
-    out = out.clamp(0, 1) ** per_image(gamma)
+    out = out.clamp(0, 1)
+    if config.remap > 0:  # drawn only when asked: runs without it keep their random stream
+        out = remap_contrast(out, masks, generator, config.remap)
+    out = out ** per_image(gamma)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * per_image(contrast) + mean + per_image(brightness)
     return out.clamp(0, 1), masks
+
+
+def remap_contrast(
+    images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator, p: float
+) -> torch.Tensor:
+    """With probability ``p`` per image, ``x' = f(x)`` inside the head mask (everywhere without
+    masks): ``f`` interpolates ``REMAP_KNOTS`` sorted uniform values at evenly spaced ``x``,
+    reversed with probability 1/2. ``images`` (B, 1, S, S) in [0, 1]."""
+    b = images.shape[0]
+    chosen = torch.rand(b, generator=generator) < p
+    knots = torch.rand(b, REMAP_KNOTS, generator=generator).sort(dim=1).values
+    invert = torch.rand(b, generator=generator) < 0.5
+    knots = torch.where(invert[:, None], knots.flip(1), knots).to(images.device, images.dtype)
+    pos = images.clamp(0, 1) * (REMAP_KNOTS - 1)
+    left = pos.floor().clamp(max=REMAP_KNOTS - 2).long()
+    t = pos - left
+    flat = left.view(b, -1)
+    lo = knots.gather(1, flat).view_as(images)
+    hi = knots.gather(1, flat + 1).view_as(images)
+    remapped = lo + (hi - lo) * t
+    where = chosen.to(images.device).view(b, 1, 1, 1)
+    if masks is not None:
+        where = where & masks.unsqueeze(1)
+    return torch.where(where, remapped, images)

@@ -34,6 +34,7 @@ class TrainConfig:
     """
 
     task: str = "binary"
+    subtypes: bool = True  # binary: train on the tumour types present, add them into "tumor"
     arch: str = DEFAULT_ARCH
     weights: str = "imagenet"  # imagenet | none | PATH
     split: str = "official"  # official | random | dedup
@@ -49,6 +50,7 @@ class TrainConfig:
     batch_size: int = 32
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: bool = True
+    contrast_remap: float = 0.0  # probability of a random contrast curve (train.augment)
     patience: int = 10
     dropout: float = DEFAULT_DROPOUT
     device: str = "auto"
@@ -74,6 +76,7 @@ class TrainConfig:
             (self.finetune_stages is None or self.finetune_stages >= 1,
              "--finetune-stages must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
+            (0 <= self.contrast_remap <= 1, "--contrast-remap must be in [0, 1]"),
             (self.num_workers >= 0, "--num-workers must be >= 0"),
             (self.attention_penalty >= 0, "--attention-penalty must be >= 0"),
             (self.attention_source in ATTENTION_SOURCES,

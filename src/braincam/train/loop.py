@@ -16,7 +16,7 @@ from braincam.evaluate.metrics import balanced_accuracy_rows
 from braincam.evaluate.predict import forward_batches
 from braincam.models.build import BraincamNet, finetune_modules
 from braincam.models.normalize import normalize
-from braincam.train.augment import augment
+from braincam.train.augment import AugmentConfig, augment
 from braincam.train.config import TrainConfig
 from braincam.train.distributed import (
     SINGLE,
@@ -223,6 +223,7 @@ def finetune(
         pin_memory=pin_memory(device),
     )
     aug_generator = torch.Generator().manual_seed(config.seed + 1)
+    aug_config = AugmentConfig(remap=config.contrast_remap)
     model.to(device, memory_format=torch.channels_last)
     net = wrap_ddp(model, device, ctx, batch_statistics=not frozen_stats)
     step_model = torch.compile(net) if compile else net
@@ -243,7 +244,7 @@ def finetune(
             masks = masks.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank: one process's parameters
-                images, masks = augment(images, masks, aug_generator)
+                images, masks = augment(images, masks, aug_generator, aug_config)
             n = len(labels)
             part, step_criterion = rank_slice(n, ctx), criterion
             n_local = part.stop - part.start

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from braincam.errors import BraincamError
-from braincam.labels import task_classes, task_label
+from braincam.labels import subtype_groups, task_classes, task_label, training_classes
 from braincam.runs import RunDir, atomic_write_csv, atomic_write_yaml, prepare_output_dir
 from braincam.train.config import TrainConfig
 from braincam.train.loop import (
@@ -77,7 +77,7 @@ def train_run(
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import load_dataset, without_skipped, write_skipped_csv
     from braincam.data.splits import make_split, write_split_csv
-    from braincam.models import build_model, finetune_modules, save_checkpoint
+    from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.train.distributed import main_first, setup
 
     start = time.perf_counter()
@@ -98,9 +98,12 @@ def train_run(
         raise BraincamError(str(exc)) from None
     if len(classes) < 2:
         raise BraincamError(f"only one class ({classes[0]}) in the data; a classifier needs two")
+    fitted = training_classes([r.label for r in dataset.records], config.task, config.subtypes)
+    groups = subtype_groups(fitted, classes) if fitted != classes else None
     torch.manual_seed(config.seed)
     # bad weights, data or options fail before any file is written
-    model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout)
+    model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
+                        groups=groups)
     stages = finetune_modules(model, config.finetune_stages)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         images, masks, unreadable = PreprocessCache().load(
@@ -113,7 +116,10 @@ def train_run(
         records, config.task, config.split, config.val_fraction, config.test_fraction,
         config.seed,
     )
-    labels = torch.tensor([classes.index(task_label(r.label, config.task)) for r in records])
+    def target(label: str) -> int:
+        return fitted.index(label if groups else task_label(label, config.task))
+
+    labels = torch.tensor([target(r.label) for r in records])
     data = {
         name: TrainData(
             torch.from_numpy(images[idx]), torch.from_numpy(masks[idx]), labels[idx]
@@ -121,7 +127,7 @@ def train_run(
         for name in ("train", "val")
         for idx in [split.indices(name)]
     }
-    _check_classes(data["train"], data["val"], classes)
+    _check_classes(data["train"], data["val"], fitted)
 
     run = RunDir(Path(out_dir))
     with main_first(ctx):
@@ -137,12 +143,13 @@ def train_run(
     prefixes = [name + "." for name in trained] if pretrained(config) else [""]
     tracker = BestTracker(model, prefixes)
     criterion = torch.nn.CrossEntropyLoss(
-        weight=class_weights(data["train"].labels, len(classes)).to(device)
+        weight=class_weights(data["train"].labels, len(fitted)).to(device)
     )
     args = (model, data["train"], data["val"], criterion, config, device, tracker)
-    history = fit_head(*args, progress=progress, ctx=ctx)
-    history += finetune(*args, loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile)
-    tracker.restore()
+    with subtype_outputs(model):  # training and validation see the subtypes, if any
+        history = fit_head(*args, progress=progress, ctx=ctx)
+        history += finetune(*args, loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile)
+        tracker.restore()
     best = tracker.record
     with main_first(ctx):  # the other ranks return once the run directory is complete
         if ctx.is_main:
@@ -150,6 +157,7 @@ def train_run(
             save_checkpoint(model.cpu().eval(), run.model, {
                 "arch": config.arch,
                 "classes": classes,
+                "subtypes": fitted if groups else None,
                 "task": config.task,
                 "preprocess": asdict(config.preprocess),
                 "dropout": config.dropout,
