@@ -206,13 +206,24 @@ def typed_phantoms(tmp_path_factory):
             kind.mkdir(exist_ok=True)
             file.rename(kind / file.name)
         (root / split / "tumor").rmdir()
+    (root / "boxes.csv").unlink()  # its paths name the old folder
     return root
 
 
 @pytest.mark.parametrize("subtypes", [True, False])
-def test_binary_model_learns_tumour_types_and_answers_tumor(typed_phantoms, tmp_path, subtypes):
+def test_binary_model_learns_tumour_types_and_answers_tumor(
+    typed_phantoms, tmp_path, monkeypatch, subtypes
+):
+    import braincam.data.splits as splits
+
+    stratified_by = []
+    make_split = splits.make_split
+    monkeypatch.setattr(splits, "make_split",
+                        lambda records, task, *a: stratified_by.append(task) or make_split(
+                            records, task, *a))
     config = tiny(subtypes=subtypes)
     result = train_run([typed_phantoms], config, tmp_path / "run", progress=False)
+    assert stratified_by == ["multiclass" if subtypes else "binary"]  # by the trained classes
     model, meta = load_checkpoint(tmp_path / "run" / "model.safetensors")
     assert result.classes == meta["classes"] == ["no_tumor", "tumor"]
     assert meta["subtypes"] == (["glioma", "meningioma", "no_tumor"] if subtypes else None)

@@ -112,9 +112,9 @@ def train_run(
     records = without_skipped(dataset.records, unreadable)
     if not records:
         raise BraincamError("no image could be decoded")
-    split = make_split(
-        records, config.task, config.split, config.val_fraction, config.test_fraction,
-        config.seed,
+    split = make_split(  # stratified by the classes trained on: the subtypes, if any
+        records, "multiclass" if groups else config.task, config.split, config.val_fraction,
+        config.test_fraction, config.seed,
     )
     def target(label: str) -> int:
         return fitted.index(label if groups else task_label(label, config.task))
