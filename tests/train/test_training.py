@@ -233,3 +233,26 @@ def test_binary_model_learns_tumour_types_and_answers_tumor(
     metrics = evaluate_run(tmp_path / "run", device="cpu", n_boot=10, progress=False)
     assert metrics["classes"] == ["no_tumor", "tumor"]
     assert metrics["test"]["n"] == 24 and len(metrics["test"]["confusion_matrix"]) == 2
+
+
+def test_average_weights_keeps_the_mean_of_the_second_half(phantoms, tmp_path, monkeypatch):
+    import braincam.train.loop as loop
+
+    snapshots = []
+
+    class Recording(loop.AveragedModel):
+        def update_parameters(self, model):
+            snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+            super().update_parameters(model)
+
+    monkeypatch.setattr(loop, "AveragedModel", Recording)
+    config = tiny(finetune_epochs=4, average_weights=True, patience=10)
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history.phase)[-5:] == ["finetune"] * 4 + ["average"]
+    assert history.epoch.iloc[-1] == 2 and len(snapshots) == 2  # epochs 3 and 4
+    model, _ = load_checkpoint(tmp_path / "run" / "model.safetensors")
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (snapshots[0][name] + snapshots[1][name]) / 2)
+    assert not torch.equal(snapshots[0]["head.1.weight"], snapshots[1]["head.1.weight"])

@@ -72,6 +72,12 @@ Patience = Annotated[
     int, typer.Option(help="Early stopping: epochs without a better validation score.")
 ]
 Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")]
+AverageWeights = Annotated[
+    bool,
+    typer.Option("--average-weights/--no-average-weights",
+                 help="Keep the mean of the weights after each epoch of phase 2's second half "
+                 "(as SWA) instead of the best epoch on validation."),
+]
 Subtypes = Annotated[
     bool,
     typer.Option("--subtypes/--no-subtypes",

@@ -51,6 +51,7 @@ class TrainConfig:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: bool = True
     contrast_remap: float = 0.0  # probability of a random contrast curve (train.augment)
+    average_weights: bool = False  # final model: mean weights of phase 2's second half
     patience: int = 10
     dropout: float = DEFAULT_DROPOUT
     device: str = "auto"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from braincam.device import amp_dtype, autocast, pin_memory
@@ -188,6 +189,14 @@ def finetune(
     augmented batches, starting from the best state so far; early stopping counts afresh.
     ``compile``: the training forward/backward goes through ``torch.compile``.
 
+    ``config.average_weights``: the final model is the mean of the weights after each epoch
+    of the second half of the phase (``epoch > finetune_epochs // 2``; torch's
+    ``AveragedModel``, as in SWA, Izmailov et al. 2018), not the best epoch on validation:
+    averaging finds flatter minima that generalise better under domain shift (SWAD, Cha et
+    al. 2021), and spares the choice of one epoch by a validation score that jumps from epoch
+    to epoch. Buffers are averaged too: frozen BatchNorm statistics (pretrained weights) stay
+    what they were; batch statistics (``--weights none``) become their mean.
+
     Under torchrun the model is wrapped in DistributedDataParallel and each rank trains on
     its slice of the single-process global batches, augmented identically, with its loss
     scaled so that the averaged gradient is the global batch's
@@ -267,10 +276,37 @@ def finetune(
             forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
             if len(val) else None
         )
+        if average is not None and epoch > config.finetune_epochs // 2:
+            average.update_parameters(model)
         return all_reduce_sum(total, ctx).item() / seen, val_logits, lr
 
-    return run_epochs("finetune", config.finetune_epochs, epoch_step, val, criterion, tracker,
-                      config.patience, progress)
+    average = AveragedModel(model, use_buffers=True) if config.average_weights else None
+    history = run_epochs("finetune", config.finetune_epochs, epoch_step, val, criterion,
+                         tracker, config.patience, progress)
+    if average is not None and int(average.n_averaged):
+        history.append(_use_average(model, average, val, criterion, config, device, tracker, ctx))
+    return history
+
+
+def _use_average(
+    model: BraincamNet, average: AveragedModel, val: TrainData, criterion: nn.Module,
+    config: TrainConfig, device: torch.device, tracker: BestTracker, ctx: DistContext,
+) -> EpochRecord:
+    """Make the weight average the model and the kept state, whatever validation says (the
+    validation images share the training data's acquisition, the shift it is meant for is
+    elsewhere); its history row is phase ``average``, epoch = number of epochs averaged."""
+    start = time.perf_counter()
+    model.load_state_dict(average.module.state_dict())
+    model.eval()
+    val_logits = (
+        forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
+        if len(val) else None
+    )
+    record = _record("average", int(average.n_averaged), float("nan"), val_logits, val,
+                     criterion, 0.0, start)
+    tracker.score = None  # accepted as the best state
+    tracker.update(record)
+    return record
 
 
 def run_epochs(
