@@ -210,6 +210,7 @@ def typed_phantoms(tmp_path_factory):
     return root
 
 
+@pytest.mark.filterwarnings("ignore:The least populated class")  # 6 images per type
 @pytest.mark.parametrize("subtypes", [True, False])
 def test_binary_model_learns_tumour_types_and_answers_tumor(
     typed_phantoms, tmp_path, monkeypatch, subtypes
