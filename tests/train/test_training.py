@@ -247,7 +247,8 @@ def test_average_weights_keeps_the_mean_of_the_second_half(phantoms, tmp_path, m
             super().update_parameters(model)
 
     monkeypatch.setattr(loop, "AveragedModel", Recording)
-    config = tiny(finetune_epochs=4, average_weights=True, patience=10)
+    config = tiny(finetune_epochs=4, average_weights=True, patience=10, weights="imagenet",
+                  arch="efficientnet_lite0")
     train_run([phantoms], config, tmp_path / "run", progress=False)
     history = pd.read_csv(tmp_path / "run" / "history.csv")
     assert list(history.phase)[-5:] == ["finetune"] * 4 + ["average"]
@@ -257,3 +258,9 @@ def test_average_weights_keeps_the_mean_of_the_second_half(phantoms, tmp_path, m
         if value.is_floating_point():
             torch.testing.assert_close(value, (snapshots[0][name] + snapshots[1][name]) / 2)
     assert not torch.equal(snapshots[0]["head.1.weight"], snapshots[1]["head.1.weight"])
+
+
+def test_weights_are_not_averaged_when_batchnorm_learns_its_statistics(phantoms, tmp_path):
+    config = tiny(finetune_epochs=4, average_weights=True)  # weights none: batch statistics
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    assert "average" not in set(pd.read_csv(tmp_path / "run" / "history.csv").phase)

@@ -84,7 +84,7 @@ def command(
     augment: Augment = True,
     contrast_remap: ContrastRemap = 0.0,
     subtypes: Subtypes = True,
-    average_weights: AverageWeights = False,
+    average_weights: AverageWeights = True,
     crop: Crop = True,
     standardize: Standardize = "none",
     mask_background: MaskBackground = False,

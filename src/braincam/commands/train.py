@@ -72,7 +72,7 @@ def command(
     augment: Augment = True,
     contrast_remap: ContrastRemap = 0.0,
     subtypes: Subtypes = True,
-    average_weights: AverageWeights = False,
+    average_weights: AverageWeights = True,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     device: Device = "auto",
     num_workers: NumWorkers = 0,

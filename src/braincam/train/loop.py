@@ -194,8 +194,9 @@ def finetune(
     ``AveragedModel``, as in SWA, Izmailov et al. 2018), not the best epoch on validation:
     averaging finds flatter minima that generalise better under domain shift (SWAD, Cha et
     al. 2021), and spares the choice of one epoch by a validation score that jumps from epoch
-    to epoch. Buffers are averaged too: frozen BatchNorm statistics (pretrained weights) stay
-    what they were; batch statistics (``--weights none``) become their mean.
+    to epoch. Only with frozen BatchNorm statistics (learned weights): with batch statistics
+    (``--weights none``) averaged weights would need statistics recomputed for them (SWA's
+    ``update_bn``); such runs keep the best epoch.
 
     Under torchrun the model is wrapped in DistributedDataParallel and each rank trains on
     its slice of the single-process global batches, augmented identically, with its loss
@@ -280,7 +281,8 @@ def finetune(
             average.update_parameters(model)
         return all_reduce_sum(total, ctx).item() / seen, val_logits, lr
 
-    average = AveragedModel(model, use_buffers=True) if config.average_weights else None
+    # averaged weights need statistics of their own when BatchNorm learns them: not done
+    average = AveragedModel(model) if config.average_weights and frozen_stats else None
     history = run_epochs("finetune", config.finetune_epochs, epoch_step, val, criterion,
                          tracker, config.patience, progress)
     if average is not None and int(average.n_averaged):
