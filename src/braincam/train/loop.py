@@ -272,11 +272,7 @@ def finetune(
             total += loss.detach().float() * n_local
             seen += n
         schedule.step()
-        model.eval()
-        val_logits = (
-            forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
-            if len(val) else None
-        )
+        val_logits = validation_logits(model, val, config, device, ctx)
         if average is not None and epoch > config.finetune_epochs // 2:
             average.update_parameters(model)
         return all_reduce_sum(total, ctx).item() / seen, val_logits, lr
@@ -299,11 +295,7 @@ def _use_average(
     elsewhere); its history row is phase ``average``, epoch = number of epochs averaged."""
     start = time.perf_counter()
     model.load_state_dict(average.module.state_dict())
-    model.eval()
-    val_logits = (
-        forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
-        if len(val) else None
-    )
+    val_logits = validation_logits(model, val, config, device, ctx)
     record = _record("average", int(average.n_averaged), float("nan"), val_logits, val,
                      criterion, 0.0, start)
     tracker.score = None  # accepted as the best state
@@ -354,6 +346,16 @@ def forward_all(
         lambda idx: forward_batches(fn, images[idx], device, batch_size, progress, desc),
         len(images), ctx,
     )
+
+
+def validation_logits(
+    model: nn.Module, val: TrainData, config: TrainConfig, device: torch.device, ctx: DistContext
+) -> torch.Tensor | None:
+    """The model's logits on the validation images, in eval mode (None without validation)."""
+    model.eval()
+    if not len(val):
+        return None
+    return forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
 
 
 def pretrained(config: TrainConfig) -> bool:
