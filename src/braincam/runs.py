@@ -43,6 +43,11 @@ class RunDir:
         return self.root / "skipped.csv"
 
     @property
+    def upweighted(self) -> Path:
+        """Training images phase 1 got wrong, with ``--upweight-errors`` (train.reweight)."""
+        return self.root / "upweighted.csv"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

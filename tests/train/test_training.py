@@ -264,3 +264,32 @@ def test_weights_are_not_averaged_when_batchnorm_learns_its_statistics(phantoms,
     config = tiny(finetune_epochs=4, average_weights=True)  # weights none: batch statistics
     train_run([phantoms], config, tmp_path / "run", progress=False)
     assert "average" not in set(pd.read_csv(tmp_path / "run" / "history.csv").phase)
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_phase_two_draws_phase_one_errors_as_often_as_asked(phantoms, tmp_path, monkeypatch):
+    import braincam.train.loop as loop
+
+    pools = []
+    batches = loop.GlobalBatches
+    monkeypatch.setattr(loop, "GlobalBatches",
+                        lambda pool, *a, **k: pools.append(pool) or batches(pool, *a, **k))
+    # one head epoch from random weights: the head gets many training images wrong
+    config = tiny(upweight_errors=3, head_epochs=1)
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    listed = pd.read_csv(tmp_path / "run" / "upweighted.csv")
+    assert list(listed.columns) == ["path", "label", "prob_label"]
+    assert len(listed) > 0 and (listed.prob_label < 0.5).all()  # wrong: below a coin flip
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    train_paths = split.path[split.split == "train"].tolist()
+    counts = torch.bincount(pools[0], minlength=len(train_paths)).tolist()
+    assert {p for p, c in zip(train_paths, counts, strict=True) if c == 3} == set(listed.path)
+    assert set(counts) == {1, 3}
+
+
+def test_upweighting_is_off_by_default_and_needs_both_phases(phantoms, tmp_path):
+    train_run([phantoms], tiny(), tmp_path / "off", progress=False)
+    assert not (tmp_path / "off" / "upweighted.csv").exists()
+    with pytest.raises(BraincamError, match="needs both phases"):
+        train_run([phantoms], tiny(upweight_errors=2, head_epochs=0), tmp_path / "x",
+                  progress=False)

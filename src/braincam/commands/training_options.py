@@ -90,6 +90,12 @@ ContrastRemap = Annotated[
                  "random monotone curve (inverted half the time): takes the MRI sequence away "
                  "as a shortcut."),
 ]
+UpweightErrors = Annotated[
+    int,
+    typer.Option(help="Phase 2 sees each training image that phase 1 (the head on ImageNet "
+                 "features) got wrong this many times per epoch (JTT): the images that "
+                 "contradict the data's shortcuts; listed in upweighted.csv. 1: off."),
+]
 Dropout = Annotated[float, typer.Option(help="Dropout before the classifier's linear layer.")]
 AttentionPenalty = Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)]
 AttentionSource = Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)]

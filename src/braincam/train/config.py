@@ -59,6 +59,7 @@ class TrainConfig:
     augment: bool = True
     contrast_remap: float = 0.0  # probability of a random contrast curve (train.augment)
     average_weights: bool = True  # final model: mean weights of phase 2's second half
+    upweight_errors: int = 1  # phase 2 sees phase 1's training errors this often (reweight)
     patience: int = 10
     dropout: float = DEFAULT_DROPOUT
     device: str = "auto"
@@ -85,6 +86,9 @@ class TrainConfig:
              "--finetune-stages must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.contrast_remap <= 1, "--contrast-remap must be in [0, 1]"),
+            (self.upweight_errors >= 1, "--upweight-errors must be >= 1"),
+            (self.upweight_errors == 1 or (self.head_epochs > 0 and self.finetune_epochs > 0),
+             "--upweight-errors takes phase 1's errors into phase 2: it needs both phases"),
             (self.num_workers >= 0, "--num-workers must be >= 0"),
             (self.attention_penalty >= 0, "--attention-penalty must be >= 0"),
             (self.attention_source in ATTENTION_SOURCES,

@@ -221,17 +221,23 @@ def sharded_rows(compute: Callable[[Tensor | slice], Tensor], n: int, ctx: DistC
 
 
 class GlobalBatches:
-    """The batch order of one process: per epoch, ``torch.randperm(n)`` from a generator
-    seeded once with ``seed``, cut into batches of ``batch_size`` (a short last batch dropped
-    when ``drop_last``). Every rank iterates the same global batches (a DataLoader
-    ``batch_sampler``) and trains on its :func:`rank_slice` of each."""
+    """The batch order of one process: per epoch, the ``pool`` of indices (``n``: ``0..n-1``;
+    a tensor may repeat indices, :func:`braincam.train.reweight.upsampled_pool`) shuffled by
+    ``torch.randperm`` from a generator seeded once with ``seed``, cut into batches of
+    ``batch_size`` (a short last batch dropped when ``drop_last``). Every rank iterates the
+    same global batches (a DataLoader ``batch_sampler``) and trains on its
+    :func:`rank_slice` of each."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = False) -> None:
-        self.n, self.batch_size, self.drop_last = n, batch_size, drop_last
+    def __init__(
+        self, pool: int | Tensor, batch_size: int, seed: int, drop_last: bool = False
+    ) -> None:
+        self.pool = torch.arange(pool) if isinstance(pool, int) else pool
+        self.n, self.batch_size, self.drop_last = len(self.pool), batch_size, drop_last
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> Iterator[list[int]]:
-        for batch in torch.randperm(self.n, generator=self.generator).split(self.batch_size):
+        order = self.pool[torch.randperm(self.n, generator=self.generator)]
+        for batch in order.split(self.batch_size):
             if self.drop_last and len(batch) < self.batch_size:
                 return
             yield batch.tolist()

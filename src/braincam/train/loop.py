@@ -134,12 +134,16 @@ def fit_head(
     tracker: BestTracker,
     progress: bool = False,
     ctx: DistContext = SINGLE,
-) -> list[EpochRecord]:
+) -> tuple[list[EpochRecord], torch.Tensor | None]:
     """Phase 1: backbone features of train and val computed once (eval mode, no
     augmentation), then ``head_epochs`` of the head alone on them. Under torchrun the
-    features are computed in shares and all-gathered; every rank then trains the same head."""
+    features are computed in shares and all-gathered; every rank then trains the same head.
+
+    Returns the history and the kept head's logits on the training images (None without
+    phase 1): the errors of this low-capacity model are what :mod:`braincam.train.reweight`
+    upweights."""
     if config.head_epochs == 0:
-        return []
+        return [], None
     model.to(device, memory_format=torch.channels_last).eval()
     batch = max(config.batch_size, 64)
     train_x, val_x = (
@@ -168,8 +172,13 @@ def fit_head(
             val_logits = head(val_x).float().cpu() if val_x is not None else None
         return total / len(train), val_logits, config.head_lr
 
-    return run_epochs("head", config.head_epochs, epoch_step, val, criterion, tracker,
-                      config.patience, progress)
+    history = run_epochs("head", config.head_epochs, epoch_step, val, criterion, tracker,
+                         config.patience, progress)
+    tracker.restore()
+    head.eval()
+    with torch.inference_mode():
+        train_logits = head(train_x).float().cpu()
+    return history, train_logits
 
 
 def finetune(
@@ -184,10 +193,13 @@ def finetune(
     progress: bool = False,
     ctx: DistContext = SINGLE,
     compile: bool = False,
+    pool: torch.Tensor | None = None,
 ) -> list[EpochRecord]:
     """Phase 2: the last stage(s) and the head at ``finetune_lr`` with a cosine schedule, on
     augmented batches, starting from the best state so far; early stopping counts afresh.
-    ``compile``: the training forward/backward goes through ``torch.compile``.
+    ``compile``: the training forward/backward goes through ``torch.compile``. ``pool``: the
+    training indices an epoch draws, repeats allowed (:mod:`braincam.train.reweight`); None:
+    each image once.
 
     ``config.average_weights``: the final model is the mean of the weights after each epoch
     of the second half of the phase (``epoch > finetune_epochs // 2``; torch's
@@ -226,7 +238,8 @@ def finetune(
     loader = DataLoader(
         TensorDataset(train.images, train.masks, train.labels),
         # batch statistics need more than one image per batch
-        batch_sampler=GlobalBatches(len(train), config.batch_size, config.seed,
+        batch_sampler=GlobalBatches(len(train) if pool is None else pool, config.batch_size,
+                                    config.seed,
                                     drop_last=not frozen_stats and len(train) > config.batch_size),
         num_workers=config.num_workers,
         persistent_workers=config.num_workers > 0,  # no new worker processes every epoch

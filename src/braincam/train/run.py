@@ -35,6 +35,7 @@ from braincam.train.loop import (
     pretrained,
 )
 from braincam.train.mitigation import loss_for
+from braincam.train.reweight import task_errors, upsampled_pool
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +146,26 @@ def train_run(
     criterion = torch.nn.CrossEntropyLoss(
         weight=class_weights(data["train"].labels, len(fitted)).to(device)
     )
-    args = (model, data["train"], data["val"], criterion, config, device, tracker)
+    train, val = data["train"], data["val"]
     with subtype_outputs(model):  # training and validation see the subtypes, if any
-        history = fit_head(*args, progress=progress, ctx=ctx)
-        history += finetune(*args, loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile)
+        history, head_logits = fit_head(model, train, val, criterion, config, device, tracker,
+                                        progress=progress, ctx=ctx)
+        pool = None
+        if config.upweight_errors > 1 and head_logits is not None:
+            task_of = torch.tensor(groups if groups else range(len(fitted)))
+            errors = task_errors(head_logits, train.labels, task_of)
+            pool = upsampled_pool(len(train), errors, config.upweight_errors)
+            criterion = torch.nn.CrossEntropyLoss(
+                weight=class_weights(train.labels[pool], len(fitted)).to(device)
+            )
+            log.info("phase 2 sees %d training images phase 1 got wrong %d times each",
+                     int(errors.sum()), config.upweight_errors)
+            if ctx.is_main:
+                _write_upweighted(run, records, split.indices("train"), errors, head_logits,
+                                  train.labels, fitted)
+        history += finetune(model, train, val, criterion, config, device, tracker,
+                            loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile,
+                            pool=pool)
         tracker.restore()
     best = tracker.record
     with main_first(ctx):  # the other ranks return once the run directory is complete
@@ -199,6 +216,23 @@ def versions() -> dict[str, str]:
         except PackageNotFoundError:
             out[package] = "not installed"
     return out
+
+
+def _write_upweighted(
+    run: RunDir, records: Sequence, train_idx, errors: torch.Tensor, logits: torch.Tensor,
+    labels: torch.Tensor, classes: list[str],
+) -> None:
+    """``upweighted.csv``: the training images phase 1 got wrong (``path``, ``label``, and
+    ``prob_label``, the head's probability of the image's own label): the images that
+    contradict the data's shortcuts, worth a look on their own."""
+    import pandas as pd
+
+    prob = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
+    rows = [
+        {"path": str(records[i].path), "label": classes[int(y)], "prob_label": round(float(p), 6)}
+        for i, y, p, wrong in zip(train_idx, labels, prob, errors, strict=True) if wrong
+    ]
+    atomic_write_csv(run.upweighted, pd.DataFrame(rows, columns=["path", "label", "prob_label"]))
 
 
 def _check_classes(train: TrainData, val: TrainData, classes: list[str]) -> None:
