@@ -12,7 +12,7 @@ def test_options_named_like_fields_set_them_and_the_rest_is_ignored():
     params = {
         "task": "multiclass", "arch": "efficientnet_lite0", "weights": "none", "split": "dedup",
         "seed": 7, "image_size": 96, "crop": False, "standardize": "zscore-in-mask",
-        "mask_background": True, "finetune_epochs": 2, "attention_penalty": 5.0,
+        "mask_background": True, "mask_skull": True, "finetune_epochs": 2, "attention_penalty": 5.0,
         "out": "/somewhere", "force": True, "extra": None,  # not training's
     }
     config = train_config(params)
@@ -21,8 +21,8 @@ def test_options_named_like_fields_set_them_and_the_rest_is_ignored():
     assert (config.finetune_epochs, config.attention_penalty) == (2, 5.0)
     assert config.head_epochs == 15  # not given: the dataclass default
     pre = config.preprocess
-    assert (pre.size, pre.crop, pre.standardize, pre.mask_background) == (
-        96, False, "zscore-in-mask", True)
+    assert (pre.size, pre.crop, pre.standardize, pre.mask_background, pre.mask_skull) == (
+        96, False, "zscore-in-mask", True, True)
 
 
 def test_train_and_run_commands_share_every_training_option():
@@ -39,7 +39,7 @@ def test_train_and_run_commands_share_every_training_option():
 
     not_options = {"preprocess", "amp", "weight_decay"}
     wanted = {f.name for f in dataclasses.fields(TrainConfig)} - not_options
-    wanted |= {"image_size", "crop", "standardize", "mask_background"}
+    wanted |= {"image_size", "crop", "standardize", "mask_background", "mask_skull"}
     assert wanted <= names("train")
     assert wanted <= names("run")
 
@@ -60,5 +60,5 @@ def test_command_defaults_are_the_config_defaults(command):
             assert params[name] == value, f"braincam {command} --{name.replace('_', '-')}"
     pre = config.preprocess
     assert (params["image_size"], params["crop"], params["standardize"],
-            params["mask_background"]) == (pre.size, pre.crop, pre.standardize,
-                                           pre.mask_background)
+            params["mask_background"], params["mask_skull"]) == (
+        pre.size, pre.crop, pre.standardize, pre.mask_background, pre.mask_skull)

@@ -116,6 +116,18 @@ def test_mask_background_zeroes_outside_the_head():
     assert (prep.image[prep.mask] > 0).all()
 
 
+def test_mask_skull_keeps_only_the_brain_interior():
+    from braincam.data.mask import brain_region
+
+    grey, _ = _head()
+    prep = preprocess(grey + 0.2, PreprocessConfig(size=40, mask_skull=True))
+    brain = brain_region(prep.mask)
+    assert prep.mask[~brain].any()  # a rim band exists and is erased
+    assert (prep.image[~brain] == 0).all() and (prep.image[brain] > 0).all()
+    plain = preprocess(grey + 0.2, PreprocessConfig(size=40)).image
+    assert (prep.image[brain] == plain[brain]).all()
+
+
 def test_black_image_is_kept_whole():
     prep = preprocess(np.zeros((20, 30), np.float32), PreprocessConfig(size=16))
     assert prep.crop == (0, 0, 30, 20) and not prep.mask.any() and not prep.image.any()

@@ -59,6 +59,12 @@ Standardize = Annotated[
 MaskBackground = Annotated[
     bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0.")
 ]
+MaskSkull = Annotated[
+    bool,
+    typer.Option("--mask-skull",
+                 help="Set pixels outside the brain interior (the head mask minus its rim band, "
+                 "5% of the side: skull and scalp) to 0, in training and at test time."),
+]
 Crop = Annotated[
     bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
 ]
@@ -105,8 +111,9 @@ NumWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
 
 def train_config(params: Mapping[str, Any]):  # -> TrainConfig
     """The ``TrainConfig`` of a command's parsed options (``ctx.params``): each option named
-    like a ``TrainConfig`` field sets it; ``image_size``, ``crop``, ``standardize`` and
-    ``mask_background`` make its ``PreprocessConfig``; other options are not training's."""
+    like a ``TrainConfig`` field sets it; ``image_size``, ``crop``, ``standardize``,
+    ``mask_background`` and ``mask_skull`` make its ``PreprocessConfig``; other options are
+    not training's."""
     import dataclasses
 
     from braincam.data.preprocess import PreprocessConfig
@@ -114,7 +121,7 @@ def train_config(params: Mapping[str, Any]):  # -> TrainConfig
 
     preprocess = PreprocessConfig(
         size=params["image_size"], crop=params["crop"], standardize=params["standardize"],
-        mask_background=params["mask_background"],
+        mask_background=params["mask_background"], mask_skull=params["mask_skull"],
     )
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"preprocess"}
     return TrainConfig(preprocess=preprocess,

@@ -37,7 +37,7 @@ from scipy.special import betaincinv
 
 from braincam.data.hashing import cache_root, content_hash_bytes, phash, remember_phashes
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.mask import head_mask
+from braincam.data.mask import brain_region, head_mask
 from braincam.data.records import Box, ImageRecord, SkippedFile
 from braincam.errors import BraincamError
 from braincam.runs import atomic_write_bytes
@@ -57,6 +57,7 @@ class PreprocessConfig:
     crop: bool = True  # crop to the head mask's bounding box
     standardize: str = "none"  # none | minmax | zscore-in-mask | percentile | histmatch
     mask_background: bool = False  # set pixels outside the head mask to 0 (mitigation)
+    mask_skull: bool = False  # set pixels outside the brain interior (head minus rim) to 0
 
     def __post_init__(self) -> None:
         if self.standardize not in STANDARDIZE:
@@ -90,8 +91,8 @@ def preprocess(grey: np.ndarray, config: PreprocessConfig) -> Preprocessed:
     head = mask[y0:y1, x0:x1].astype(np.float32)
     out_mask = cv2.resize(head, size, interpolation=cv2.INTER_AREA) >= 0.5
     image = standardise(image, out_mask, config.standardize)
-    if config.mask_background:
-        image = np.where(out_mask, image, 0.0)
+    if config.mask_background or config.mask_skull:
+        image = np.where(brain_region(out_mask) if config.mask_skull else out_mask, image, 0.0)
     u8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return Preprocessed(u8, out_mask, (x0, y0, x1, y1), (width, height))
 
@@ -195,7 +196,8 @@ class PreprocessCache:
 
     def key(self, file_hash: str, config: PreprocessConfig) -> str:
         fields = f"v{CACHE_VERSION}|{file_hash}|{config.size}|{int(config.crop)}|" \
-            f"{config.standardize}|{int(config.mask_background)}"
+            f"{config.standardize}|{int(config.mask_background)}" \
+            f"{'|skull' if config.mask_skull else ''}"  # keys of earlier settings unchanged
         return content_hash_bytes(fields.encode())
 
     def get(self, record: ImageRecord | Path | str, config: PreprocessConfig) -> Preprocessed:
