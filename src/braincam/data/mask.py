@@ -2,10 +2,10 @@
 
 ``head_mask``: Gaussian blur (sigma = 0.5% of the image side, against JPEG noise) -> Otsu
 threshold -> morphological closing with a disc of radius 1% of the side (joins a skull ring broken
-by a small gap) -> the largest outer contour, filled (= the largest connected component with its
-holes filled, where holes are filled first). Filling before choosing matters: in T1 the dark
-skull bone (or CSF) often separates a bright scalp ring from the brain; filling the ring makes the
-whole head one region.
+by a small gap) -> each image side closed between the first and last head pixel on it (joins a
+ring the frame cuts off, :func:`close_along_frame`) -> holes filled -> the largest connected
+component. Filling before choosing matters: in T1 the dark skull bone (or CSF) often separates a
+bright scalp ring from the brain; filling the ring makes the whole head one region.
 
 The rim band is measured inwards from the mask border with the Euclidean distance transform, so
 it has the same width everywhere; the image border is not a head border (a head cut off by the
@@ -24,6 +24,7 @@ from scipy import ndimage
 RIM_FRACTION = 0.05
 _BLUR_FRACTION = 0.005
 _CLOSE_FRACTION = 0.01
+_PART_FRACTION = 0.01  # pieces of at least 1% of the image count as parts of the head
 
 
 def head_mask(grey: np.ndarray) -> np.ndarray:
@@ -42,13 +43,36 @@ def head_mask(grey: np.ndarray) -> np.ndarray:
     radius = max(1, round(_CLOSE_FRACTION * side))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc)
-    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    if not contours:
+    filled = ndimage.binary_fill_holes(close_along_frame(closed.astype(bool)))
+    labels, count = ndimage.label(filled)
+    if count == 0:
         return np.zeros(u8.shape, dtype=bool)
-    outline = max(contours, key=lambda c: (cv2.contourArea(c), len(c)))
-    mask = np.zeros(u8.shape, dtype=np.uint8)
-    cv2.drawContours(mask, [outline], -1, 1, thickness=cv2.FILLED)
-    return mask.astype(bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    parts = np.flatnonzero(sizes >= _PART_FRACTION * labels.size) + 1
+    if parts.size < 2:
+        return labels == 1 + int(np.argmax(sizes))
+    # the head fell apart into several large pieces (a dark brain below Otsu's threshold, a
+    # bright ring with gaps): the head is their convex hull
+    points = cv2.findNonZero(np.isin(labels, parts).astype(np.uint8))
+    hull = np.zeros(labels.shape, dtype=np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    return hull.astype(bool)
+
+
+def close_along_frame(binary: np.ndarray) -> np.ndarray:
+    """``binary`` with each image side set to True between its first and last True pixel.
+
+    A head cut off by the frame leaves its skull ring open there; the frame segment closes it,
+    so filling holes fills the brain (without it the mask was the ring alone, or a bright
+    fragment, and the crop cut the tumour away). Corners outside the head stay open to the
+    frame: on each side the segment only spans the pixels the head touches.
+    """
+    out = binary.copy()
+    for side in (out[0], out[-1], out[:, 0], out[:, -1]):  # views: writes reach ``out``
+        hits = np.flatnonzero(side)
+        if hits.size:
+            side[hits[0]:hits[-1] + 1] = True
+    return out
 
 
 def rim_width(shape: tuple[int, ...], rim_fraction: float = RIM_FRACTION) -> int:
