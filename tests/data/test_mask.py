@@ -65,3 +65,28 @@ def test_image_border_is_not_a_head_border():
     rim = rim_band(mask, 3)
     assert rim[:, 17:20].all() and not rim[:, :17].any()
     assert not rim_band(np.ones((8, 8), bool), 2).any()
+
+
+def test_ring_cut_by_the_frame_is_closed_and_filled():
+    """A head cut off at the bottom of the frame: its bright skull ring is open there, the dark
+    brain inside is below Otsu's threshold; the mask must still be the whole head."""
+    yy, xx = np.mgrid[:80, :80]
+    r2 = (yy - 60) ** 2 + (xx - 40) ** 2
+    grey = np.full((80, 80), 0.02, np.float32)
+    grey[r2 <= 36**2] = 0.25  # dark brain
+    grey[(r2 <= 36**2) & (r2 >= 32**2)] = 0.9  # bright ring, leaves the frame at the bottom
+    mask = head_mask(grey)
+    assert _iou(mask, r2 <= 36**2) > 0.95
+    assert not mask[0, 0] and not mask[79, 0]  # corners outside the head stay background
+
+
+def test_head_in_large_pieces_becomes_their_hull():
+    """A dark head whose bright parts are two large separate blobs (scalp fat, a lesion): the
+    mask spans both, not just the larger one."""
+    grey = np.full((80, 80), 0.02, np.float32)
+    grey[10:70, 10:70] = 0.2  # dark head, below Otsu's threshold
+    grey[12:30, 12:68] = 0.9  # bright piece 1 (1008 px)
+    grey[50:68, 20:60] = 0.9  # bright piece 2 (720 px)
+    mask = head_mask(grey)
+    assert mask[15, 15] and mask[60, 40] and mask[40, 40]  # both pieces and between them
+    assert not mask[2, 2]
