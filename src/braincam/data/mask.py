@@ -4,8 +4,12 @@
 threshold -> morphological closing with a disc of radius 1% of the side (joins a skull ring broken
 by a small gap) -> each image side closed between the first and last head pixel on it (joins a
 ring the frame cuts off, :func:`close_along_frame`) -> holes filled -> the largest connected
-component. Filling before choosing matters: in T1 the dark skull bone (or CSF) often separates a
-bright scalp ring from the brain; filling the ring makes the whole head one region.
+component, or the convex hull of the large pieces when the head fell apart (a dark brain below
+Otsu's threshold between bright scalp and lesion). The two repairs are kept only when what they
+add is tissue (median above halfway between background and the threshold), so a corner marker
+or a label is never joined to the head. Filling before choosing matters: in T1 the dark skull
+bone (or CSF) often separates a bright scalp ring from the brain; filling the ring makes the
+whole head one region.
 
 The rim band is measured inwards from the mask border with the Euclidean distance transform, so
 it has the same width everywhere; the image border is not a head border (a head cut off by the
@@ -39,23 +43,41 @@ def head_mask(grey: np.ndarray) -> np.ndarray:
     side = min(u8.shape)
     sigma = max(0.5, _BLUR_FRACTION * side)
     blurred = cv2.GaussianBlur(u8, (0, 0), sigmaX=sigma)
-    _, binary = cv2.threshold(blurred, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    threshold, binary = cv2.threshold(blurred, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     radius = max(1, round(_CLOSE_FRACTION * side))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc)
-    filled = ndimage.binary_fill_holes(close_along_frame(closed.astype(bool)))
-    labels, count = ndimage.label(filled)
-    if count == 0:
-        return np.zeros(u8.shape, dtype=bool)
+    closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc).astype(bool)
+    simple = _largest(ndimage.binary_fill_holes(closed))
+    if not simple.any():
+        return simple
+    # repairs: a ring the frame cuts off, closed along the frame; a head in large pieces,
+    # joined by their convex hull. Kept only when what they add is tissue, not background
+    # (a corner marker or a label beside the head is not joined to it)
+    labels, _ = ndimage.label(ndimage.binary_fill_holes(close_along_frame(closed)))
     sizes = np.bincount(labels.ravel())[1:]
     parts = np.flatnonzero(sizes >= _PART_FRACTION * labels.size) + 1
-    if parts.size < 2:
-        return labels == 1 + int(np.argmax(sizes))
-    # the head fell apart into several large pieces (a dark brain below Otsu's threshold, a
-    # bright ring with gaps): the head is their convex hull
-    points = cv2.findNonZero(np.isin(labels, parts).astype(np.uint8))
-    hull = np.zeros(labels.shape, dtype=np.uint8)
-    cv2.fillConvexPoly(hull, cv2.convexHull(points), 1)
+    repaired = _hull(np.isin(labels, parts)) if parts.size > 1 else labels == 1 + np.argmax(sizes)
+    added = repaired & ~simple
+    if not added.any():
+        return simple
+    outside = blurred[~repaired] if not repaired.all() else np.percentile(blurred, 5)
+    background_level = float(np.median(outside))
+    is_tissue = np.median(blurred[added]) > (background_level + threshold) / 2
+    return repaired | simple if is_tissue else simple
+
+
+def _largest(binary: np.ndarray) -> np.ndarray:
+    """The largest connected component of ``binary`` (all False when it has none)."""
+    labels, count = ndimage.label(binary)
+    if count == 0:
+        return np.zeros(binary.shape, dtype=bool)
+    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+
+
+def _hull(binary: np.ndarray) -> np.ndarray:
+    """The filled convex hull of the True pixels of ``binary``."""
+    hull = np.zeros(binary.shape, dtype=np.uint8)
+    cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(binary.astype(np.uint8))), 1)
     return hull.astype(bool)
 
 
