@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +36,11 @@ from braincam.train.loop import (
 )
 from braincam.train.mitigation import loss_for
 from braincam.train.reweight import task_errors, upsampled_pool
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from braincam.data.records import ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +224,8 @@ def versions() -> dict[str, str]:
 
 
 def _write_upweighted(
-    run: RunDir, records: Sequence, train_idx, errors: torch.Tensor, logits: torch.Tensor,
-    labels: torch.Tensor, classes: list[str],
+    run: RunDir, records: Sequence[ImageRecord], train_idx: np.ndarray, errors: torch.Tensor,
+    logits: torch.Tensor, labels: torch.Tensor, classes: list[str],
 ) -> None:
     """``upweighted.csv``: the training images phase 1 got wrong (``path``, ``label``, and
     ``prob_label``, the head's probability of the image's own label): the images that
