@@ -47,7 +47,7 @@ def head_mask(grey: np.ndarray) -> np.ndarray:
     radius = max(1, round(_CLOSE_FRACTION * side))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc).astype(bool)
-    simple = _largest(ndimage.binary_fill_holes(closed))
+    simple = _largest(ndimage.label(ndimage.binary_fill_holes(closed))[0])
     if not simple.any():
         return simple
     # repairs: a ring the frame cuts off, closed along the frame; a head in large pieces,
@@ -56,7 +56,7 @@ def head_mask(grey: np.ndarray) -> np.ndarray:
     labels, _ = ndimage.label(ndimage.binary_fill_holes(close_along_frame(closed)))
     sizes = np.bincount(labels.ravel())[1:]
     parts = np.flatnonzero(sizes >= _PART_FRACTION * labels.size) + 1
-    repaired = _hull(np.isin(labels, parts)) if parts.size > 1 else labels == 1 + np.argmax(sizes)
+    repaired = _hull(np.isin(labels, parts)) if parts.size > 1 else _largest(labels)
     added = repaired & ~simple
     if not added.any():
         return simple
@@ -66,12 +66,12 @@ def head_mask(grey: np.ndarray) -> np.ndarray:
     return repaired | simple if is_tissue else simple
 
 
-def _largest(binary: np.ndarray) -> np.ndarray:
-    """The largest connected component of ``binary`` (all False when it has none)."""
-    labels, count = ndimage.label(binary)
-    if count == 0:
-        return np.zeros(binary.shape, dtype=bool)
-    return labels == 1 + int(np.argmax(np.bincount(labels.ravel())[1:]))
+def _largest(labels: np.ndarray) -> np.ndarray:
+    """The largest component of a label image (all False when it has none)."""
+    sizes = np.bincount(labels.ravel())[1:]
+    if not sizes.size:
+        return np.zeros(labels.shape, dtype=bool)
+    return labels == 1 + int(np.argmax(sizes))
 
 
 def _hull(binary: np.ndarray) -> np.ndarray:

@@ -148,10 +148,12 @@ def train_run(
     # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
     prefixes = [name + "." for name in trained] if pretrained(config) else [""]
     tracker = BestTracker(model, prefixes)
-    criterion = torch.nn.CrossEntropyLoss(
-        weight=class_weights(data["train"].labels, len(fitted)).to(device)
-    )
+
+    def balanced_loss(labels: torch.Tensor) -> torch.nn.CrossEntropyLoss:
+        return torch.nn.CrossEntropyLoss(weight=class_weights(labels, len(fitted)).to(device))
+
     train, val = data["train"], data["val"]
+    criterion = balanced_loss(train.labels)
     with subtype_outputs(model):  # training and validation see the subtypes, if any
         history, head_logits = fit_head(model, train, val, criterion, config, device, tracker,
                                         progress=progress, ctx=ctx)
@@ -160,9 +162,7 @@ def train_run(
             task_of = torch.tensor(groups if groups else range(len(fitted)))
             errors = task_errors(head_logits, train.labels, task_of)
             pool = upsampled_pool(len(train), errors, config.upweight_errors)
-            criterion = torch.nn.CrossEntropyLoss(
-                weight=class_weights(train.labels[pool], len(fitted)).to(device)
-            )
+            criterion = balanced_loss(train.labels[pool])  # classes balanced after upsampling
             log.info("phase 2 sees %d training images phase 1 got wrong %d times each",
                      int(errors.sum()), config.upweight_errors)
             if ctx.is_main:
