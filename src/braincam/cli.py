@@ -58,16 +58,22 @@ def main() -> None:
     return normally (torchrun ranks shut their process group down first)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        code = app(standalone_mode=False)
+        result = app(standalone_mode=False)
+        code = result if isinstance(result, int) else 0
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        code = 2
     except UsageErrors as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except (typer.Abort, EOFError):
-        sys.exit(1)
+        code = 1
     except KeyboardInterrupt:
         typer.echo("interrupted; finished stages are kept", err=True)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        code = 130
+    # a torchrun rank that left its process group skips the interpreter's teardown; the module
+    # is looked up, not imported, so that commands without torch stay without it
+    distributed = sys.modules.get("braincam.train.distributed")
+    if distributed is not None:
+        distributed.exit_process(code)
+    sys.exit(code)

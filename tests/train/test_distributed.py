@@ -221,3 +221,20 @@ def test_two_processes_explain_like_one(runs):
     overlays = [sorted(p.name for p in (folder / "overlays").iterdir()) for folder in folders]
     assert overlays[0] == overlays[1] and len(overlays[0]) == len(exps[0])
 
+
+
+@pytest.mark.parametrize("left_group", [False, True])
+def test_exit_skips_the_teardown_only_after_leaving_a_process_group(left_group):
+    """After shutdown() the process ends by os._exit (flushed, exit code kept), so no teardown
+    code runs -- gloo's leftover threads can abort it; otherwise a normal sys.exit."""
+    script = (
+        "import atexit, braincam.train.distributed as d\n"
+        "atexit.register(lambda: print('teardown ran'))\n"
+        f"d._left_group = {left_group}\n"
+        "print('output', flush=False)\n"
+        "d.exit_process(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 3
+    assert done.stdout.splitlines() == (["output"] if left_group else ["output", "teardown ran"])

@@ -35,7 +35,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
@@ -122,16 +122,31 @@ def shutdown() -> None:
     ``destroy_process_group`` and abort the interpreter's teardown ("terminate called without
     an active exception", about 1 run in 20 of the two-process test on a loaded CPU;
     pytorch/pytorch#65231), so the other ranks, whose work is done, skip that teardown."""
+    global _left_group
     if not (dist.is_available() and dist.is_initialized()):
         return
     rank = dist.get_rank()
     dist.barrier()
     dist.destroy_process_group()
+    _left_group = True
     if rank != 0:
+        exit_process(0)
+
+
+_left_group = False  # set by shutdown(): gloo's threads may abort this process's teardown
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``: ``sys.exit``, or, once :func:`shutdown` left a process
+    group, ``os._exit`` after flushing logs and output, so the interpreter's teardown (which
+    gloo's leftover threads can abort, on rank 0 as well: seen in a fresh-clone ``make test``,
+    2026-11-27) never runs. Outputs are written before: nothing is lost."""
+    if _left_group:
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(code)
+    sys.exit(code)
 
 
 @contextlib.contextmanager
