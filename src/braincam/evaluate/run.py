@@ -132,9 +132,16 @@ def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> 
             "pred": [classes[i] for i in s.prob.argmax(1)],
         })
         for i, name in enumerate(classes):
-            frame[f"prob_{name}"] = np.round(s.prob[:, i], 6)
+            frame[f"prob_{name}"] = significant(s.prob[:, i])
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
+    """``values`` rounded to ``digits`` significant digits, not decimals: a confident model gives
+    the other classes probabilities of 1e-7 to 1e-12, which six decimals would tie at 0, so an
+    AUC or a ranking recomputed from ``predictions.csv`` would differ from ``metrics.json``."""
+    return np.array([float(f"{v:.{digits}g}") for v in np.asarray(values, dtype=float)])
 
 
 def _test_records(run: RunDir):
