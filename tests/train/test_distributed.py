@@ -222,7 +222,6 @@ def test_two_processes_explain_like_one(runs):
     assert overlays[0] == overlays[1] and len(overlays[0]) == len(exps[0])
 
 
-
 @pytest.mark.parametrize("left_group", [False, True])
 def test_exit_skips_the_teardown_only_after_leaving_a_process_group(left_group):
     """After shutdown() the process ends by os._exit (flushed, exit code kept), so no teardown

@@ -114,6 +114,9 @@ def current() -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local, comm)
 
 
+_left_group = False  # set by shutdown(): gloo's threads may abort this process's teardown
+
+
 def shutdown() -> None:
     """Leave the process group (a no-op without one); a rank other than 0 then exits at once.
 
@@ -131,9 +134,6 @@ def shutdown() -> None:
     _left_group = True
     if rank != 0:
         exit_process(0)
-
-
-_left_group = False  # set by shutdown(): gloo's threads may abort this process's teardown
 
 
 def exit_process(code: int) -> NoReturn:
