@@ -90,3 +90,20 @@ def test_head_in_large_pieces_becomes_their_hull():
     mask = head_mask(grey)
     assert mask[15, 15] and mask[60, 40] and mask[40, 40]  # both pieces and between them
     assert not mask[2, 2]
+
+
+def test_dark_brain_without_a_closed_ring_takes_the_lower_threshold():
+    """A sagittal-like slice: dark brain (0.25) under a bright scalp arc over its top only and a
+    bright lesion. Otsu's threshold falls between brain and fat, so its mask is the arc (the
+    lesion is not tissue-joined); Li's lower threshold finds the whole head."""
+    yy, xx = np.mgrid[:96, :96]
+    r2 = (yy - 52) ** 2 + (xx - 48) ** 2
+    head = r2 <= 38**2
+    grey = np.full((96, 96), 0.02, np.float32)
+    grey[head] = 0.25
+    grey[head & (r2 >= 33**2) & (yy < 40)] = 0.95  # open arc: fat over the top of the head
+    grey[(yy - 60) ** 2 + (xx - 60) ** 2 <= 7**2] = 0.95  # lesion
+    grey += np.random.default_rng(0).normal(0, 0.01, grey.shape).astype(np.float32)
+    mask = head_mask(np.clip(grey, 0, 1))
+    assert _iou(mask, head) > 0.95
+    assert not mask[2, 2] and not mask[93, 93]

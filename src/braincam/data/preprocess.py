@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 STANDARDIZE = ("none", "minmax", "zscore-in-mask", "percentile", "histmatch")
 CROP_MARGIN = 0.02
 HISTMATCH_BETA = (2.0, 2.5)
-CACHE_VERSION = 4  # bump when preprocessing changes: old cache entries are then never read
+CACHE_VERSION = 5  # bump when preprocessing changes: old cache entries are then never read
 _QUANTILES = np.linspace(0.0, 1.0, 1025)
 
 
