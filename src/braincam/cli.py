@@ -17,6 +17,7 @@ from braincam.commands import (
     bench,
     compare,
     demo,
+    ensemble,
     evaluate,
     explain,
     info,
@@ -41,6 +42,7 @@ app = typer.Typer(
 app.command("info")(info.command)
 app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
+app.command("ensemble")(ensemble.command)
 app.command("explain")(explain.command)
 app.command("audit-data")(audit_data.command)
 app.command("audit")(audit.command)

@@ -66,7 +66,7 @@ def command(
     from braincam.explain import METHODS, ExplainOptions
     from braincam.explain.files import explain_files
     from braincam.explain.io import FILENAME
-    from braincam.models import load_checkpoint
+    from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.runs import RunDir, prepare_output_dir
     from braincam.train import distributed
 
@@ -77,6 +77,7 @@ def command(
     rundir = RunDir(Path(run))
     if not rundir.model.is_file():
         raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
+    require_single_model(read_meta(rundir.model), run)
     ctx, torch_device = distributed.setup(device)
     model, meta = load_checkpoint(rundir.model, device=torch_device)
     items = _items(rundir, images or [], data or [], split)

@@ -12,6 +12,7 @@ from braincam.models.build import (
     subtype_outputs,
 )
 from braincam.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from braincam.models.ensemble import MeanProbability, make_ensemble, require_single_model
 from braincam.models.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_model_input
 from braincam.models.weights import offline_weights
 
@@ -21,15 +22,18 @@ __all__ = [
     "IMAGENET_STD",
     "KNOWN_ARCHS",
     "BraincamNet",
+    "MeanProbability",
     "MergeSubtypes",
     "backbone_and_head",
     "build_model",
     "default_target_layer",
     "finetune_modules",
     "load_checkpoint",
+    "make_ensemble",
     "normalize",
     "offline_weights",
     "read_meta",
+    "require_single_model",
     "save_checkpoint",
     "subtype_outputs",
     "to_model_input",

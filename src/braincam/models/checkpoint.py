@@ -5,7 +5,8 @@ holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``
 ``classes``, ``task``, ``preprocess``, ``dropout``, ``subtypes``...), so it can be read without
 torch knowing anything about the run. ``subtypes`` (binary models trained on tumour types):
 the head's outputs before :class:`braincam.models.build.MergeSubtypes` adds them into
-``classes``.
+``classes``. ``members`` (an ensemble, :mod:`braincam.models.ensemble`): each member's own
+meta, its tensors stored under ``members.<i>.``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ REQUIRED_META = ("arch", "classes")
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """Write ``model``'s state dict and ``meta`` (must include arch and classes) atomically."""
+    save_tensors(model.state_dict(), path, meta)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> None:
+    """Write ``tensors`` and ``meta`` (must include arch and classes) atomically."""
     from safetensors.torch import save
 
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise ValueError(f"checkpoint meta lacks {', '.join(missing)}")
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     metadata = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
     atomic_write_bytes(Path(path), save(tensors, metadata=metadata))
 
@@ -58,29 +64,40 @@ def read_meta(path: Path) -> dict[str, Any]:
 def load_checkpoint(
     path: Path, expected_arch: str | None = None, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, dict[str, Any]]:
-    """``(model in eval mode on device, meta)`` from a braincam checkpoint.
+    """``(model in eval mode on device, meta)`` from a braincam checkpoint; an ensemble's
+    (meta ``members``) is a :class:`braincam.models.ensemble.MeanProbability`.
 
     ``expected_arch``: fail clearly when the checkpoint holds another architecture.
     """
-    from braincam.labels import subtype_groups
-    from braincam.models.build import DEFAULT_DROPOUT, build_model
+    from braincam.models.ensemble import MeanProbability, is_ensemble
 
     tensors, meta = read_tensors(path)
     if meta is None:
         raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
     check_arch(meta, expected_arch, path)
-    subtypes = meta.get("subtypes")
-    model = build_model(
-        meta["arch"], len(meta["classes"]), weights="none",
-        dropout=meta.get("dropout", DEFAULT_DROPOUT),
-        groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
-    )
+    if is_ensemble(meta):
+        model: nn.Module = MeanProbability([_build({**meta, **m}) for m in meta["members"]])
+    else:
+        model = _build(meta)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise BraincamError(f"{path} does not fit {meta['arch']}: {first}") from None
     return model.to(device).eval(), meta
+
+
+def _build(meta: dict[str, Any]) -> nn.Module:
+    """The untrained model that a checkpoint's (or an ensemble member's) meta describes."""
+    from braincam.labels import subtype_groups
+    from braincam.models.build import DEFAULT_DROPOUT, build_model
+
+    subtypes = meta.get("subtypes")
+    return build_model(
+        meta["arch"], len(meta["classes"]), weights="none",
+        dropout=meta.get("dropout", DEFAULT_DROPOUT),
+        groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
+    )
 
 
 def check_arch(meta: dict[str, Any], arch: str | None, path: Path) -> None:

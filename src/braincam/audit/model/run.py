@@ -87,7 +87,7 @@ def audit_model(
     """
     from braincam.evaluate.predict import device_of
     from braincam.explain import METHODS
-    from braincam.models import load_checkpoint
+    from braincam.models import load_checkpoint, read_meta, require_single_model
 
     settings = settings or AuditSettings()
     methods = list(dict.fromkeys(methods))
@@ -100,6 +100,7 @@ def audit_model(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
+    require_single_model(read_meta(run.model), run.root)
     dev = device_of(device)
     model, meta = load_checkpoint(run.model, device=dev)
     classes = tuple(meta["classes"])
