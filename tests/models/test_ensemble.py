@@ -71,6 +71,7 @@ def test_ensemble_run_predicts_the_mean_of_its_members(members, tmp_path):
 
     metrics = evaluate_run(out, progress=False, n_boot=0)
     assert metrics["test"]["n"] == len(test)
+    assert [m["run"] for m in metrics["checkpoint"]["members"]] == [str(r.resolve()) for r in runs]
     written = pd.read_csv(out / "predictions.csv").set_index("path")["prob_tumor"]
     member_mean = np.mean([pd.read_csv(r / "predictions.csv").set_index("path")["prob_tumor"]
                            .loc[written.index] for r in runs], axis=0)

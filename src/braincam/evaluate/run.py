@@ -8,7 +8,8 @@ extra (cross-dataset) folders.
      "extra": {"<dataset folder name>": M, ...},
      "extra_combined": M | null,      # all extra datasets pooled (when there are two or more)
      "figures": {"<set>": {"confusion": "confusion_<set>.png", "roc": "roc_<set>.png" | null}},
-     "n_boot", "checkpoint": {best phase/epoch/validation score}}
+     "n_boot", "checkpoint": {best phase/epoch/validation score,
+                              "members": [...] for an ensemble}}
 
 ``M`` is :func:`braincam.evaluate.metrics.compute_metrics`'s dict. ``predictions.csv`` holds
 one row per scored image: path, dataset, split (``test`` or ``extra``), leak_free, label,
@@ -92,6 +93,8 @@ def evaluate_run(
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
         "checkpoint": {"best": meta.get("best")},
     }
+    if "members" in meta:  # an ensemble: each member's run, seed and best epoch
+        metrics["checkpoint"]["members"] = meta["members"]
     for scored in sets:
         m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
         if scored.kind == "test":
