@@ -124,3 +124,22 @@ def test_explain_and_audit_of_an_ensemble_name_a_member(members, tmp_path):
             f"error: {ens} is an ensemble of 2 runs; explanations and audits need one model: "
             f"run them on a member (e.g. {runs[0].resolve()})"
         ]
+
+
+def test_a_shared_split_seed_lets_random_split_runs_form_an_ensemble(members, tmp_path):
+    data, config, _ = members
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"random{seed}"
+        train_run([data], dataclasses.replace(config, split="random", seed=seed, split_seed=7),
+                  out, progress=False)
+        runs.append(out)
+    splits = [pd.read_csv(r / "split.csv") for r in runs]
+    pd.testing.assert_frame_equal(splits[0], splits[1])  # the same carve...
+    weights = [load_checkpoint(r / "model.safetensors")[0].state_dict() for r in runs]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # ...not run
+    model, _ = load_checkpoint(make_ensemble(runs, tmp_path / "ens").model)
+    assert len(model.members) == 2
+    other = tmp_path / "random-other"
+    train_run([data], dataclasses.replace(config, split="random", seed=1), other, progress=False)
+    assert not pd.read_csv(other / "split.csv").equals(splits[0])  # --seed alone moves the carve

@@ -213,7 +213,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     extra = S.data_fingerprint(options.extra)
     audit_stage = _Stage(
         "data-audit",
-        {"data": data, "task": config.task, "split": config.split, "seed": config.seed,
+        {"data": data, "task": config.task, "split": config.split, "seed": config.carve_seed,
          "n_boot": options.n_boot},
         [run.data_audit / JSON_NAME],
         lambda: _data_audit(run, roots, options),
@@ -249,7 +249,7 @@ def _data_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> Non
     _remove(run.data_audit)
     config = options.train
     audit_data(roots, task=config.task, split_strategy=config.split, out_dir=run.data_audit,
-               n_boot=options.n_boot, seed=config.seed)
+               n_boot=options.n_boot, seed=config.carve_seed)
 
 
 def _train(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:

@@ -55,6 +55,7 @@ class TrainConfig:
     val_fraction: float = 0.15
     test_fraction: float = 0.2  # random/dedup only
     seed: int = 0
+    split_seed: int | None = None  # seed of the random/dedup and validation carves; None: seed
     head_epochs: int = 15
     finetune_epochs: int = 10
     finetune_stages: int | None = None  # last stages trained in phase 2; None: per arch
@@ -78,6 +79,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):
             self.preprocess = PreprocessConfig(**self.preprocess)
+
+    @property
+    def carve_seed(self) -> int:
+        """The seed that carves test and validation images: ``split_seed``, else ``seed``. Runs
+        that share it share their split (so ``braincam ensemble`` can average them) while
+        ``seed`` still varies initialisation, augmentation and batch order."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> None:
         """Raise BraincamError naming the first bad option."""
