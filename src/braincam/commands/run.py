@@ -30,6 +30,7 @@ from braincam.commands.training_options import (
     MaskSkull,
     NumWorkers,
     Patience,
+    SplitSeed,
     Standardize,
     Subtypes,
     Task,
@@ -99,6 +100,7 @@ def command(
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the split, training and sampling.")] = 0,
+    split_seed: SplitSeed = None,
     device: Device = "auto",
     num_workers: NumWorkers = 0,
     force: Annotated[

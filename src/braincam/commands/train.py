@@ -31,6 +31,7 @@ from braincam.commands.training_options import (
     MaskSkull,
     NumWorkers,
     Patience,
+    SplitSeed,
     Standardize,
     Subtypes,
     Task,
@@ -78,11 +79,7 @@ def command(
     average_weights: AverageWeights = True,
     upweight_errors: UpweightErrors = 1,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
-    split_seed: Annotated[
-        int | None,
-        typer.Option(help="Seed of the test and validation carves instead of --seed: runs that "
-                     "share it share their split and can be ensembled (`braincam ensemble`)."),
-    ] = None,
+    split_seed: SplitSeed = None,
     device: Device = "auto",
     num_workers: NumWorkers = 0,
     dropout: Dropout = 0.3,

@@ -68,6 +68,11 @@ MaskSkull = Annotated[
 Crop = Annotated[
     bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
 ]
+SplitSeed = Annotated[
+    int | None,
+    typer.Option(help="Seed of the test and validation carves instead of --seed: runs that "
+                 "share it share their split and can be ensembled (`braincam ensemble`)."),
+]
 ValFraction = Annotated[
     float, typer.Option(help="Share of the training pool held out for validation.")
 ]
