@@ -43,7 +43,7 @@ class TrainConfig:
     recipe ``contrast_remap`` 0.25-1.0 gave AUC >= 0.99 in 9 runs of 10 (0.986-0.997) but
     balanced accuracy 0.954-0.969 (0.974, 0.969, 0.974, 0.953 without): it stays off. With the
     head mask's Li fallback (cache version 5) that recipe plus ``contrast_remap`` 0.25 reached
-    both official-split targets in 2 of 3 dev-CPU seeds, and two or three such seeds averaged
+    both official-split targets in 4 of 5 dev-CPU seeds, and two to five such seeds averaged
     by ``braincam ensemble`` in every combination tried there (README "Results").
     """
 
