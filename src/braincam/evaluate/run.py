@@ -62,6 +62,7 @@ def evaluate_run(
     from braincam.data.preprocess import PreprocessCache, PreprocessConfig
     from braincam.evaluate.predict import device_of, predict
     from braincam.models import load_checkpoint
+    from braincam.models.ensemble import is_ensemble
 
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
@@ -93,7 +94,7 @@ def evaluate_run(
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
         "checkpoint": {"best": meta.get("best")},
     }
-    if "members" in meta:  # an ensemble: each member's run, seed and best epoch
+    if is_ensemble(meta):  # each member's run, seed and best epoch
         metrics["checkpoint"]["members"] = meta["members"]
     for scored in sets:
         m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
@@ -154,13 +155,14 @@ def _test_records(run: RunDir):
     import yaml
 
     from braincam.data.records import load_dataset
+    from braincam.data.splits import leak_free_flags
 
     try:
         doc = yaml.safe_load(run.config.read_text())
         roots = doc["data"]
         table = pd.read_csv(run.split)
         test = table[table["split"] == "test"]
-        flags = test["leak_free"].astype(str).str.lower() == "true"
+        flags = leak_free_flags(test)
     except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
         raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
     if test.empty:
@@ -173,7 +175,7 @@ def _test_records(run: RunDir):
             f"{len(missing)} test images of {run.split} are gone (first: {missing[0]}); "
             "the data changed since training"
         )
-    return [by_path[p] for p in test["path"]], flags.to_numpy()
+    return [by_path[p] for p in test["path"]], flags
 
 
 def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):

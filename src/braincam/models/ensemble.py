@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -129,6 +130,8 @@ def _read_member(run: RunDir):
 def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
     """Member 0's ``split.csv`` with ``split`` = ``train`` where any member trained on the
     image (``val`` where all validated on it) and ``leak_free`` = all members' flags."""
+    from braincam.data.splits import leak_free_flags
+
     first = splits[0].set_index("path")
     test = set(first.index[first["split"] == "test"])
     for run, other in zip(runs[1:], splits[1:], strict=True):
@@ -138,12 +141,11 @@ def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
         ) != test:
             raise BraincamError(
                 f"{run.root} has another test split than {runs[0].root}; members must share "
-                "one (--split official, or the same --seed for random and dedup splits)"
+                "one (--split official, or the same --split-seed for random and dedup splits)"
             )
     out = first.copy()
     aligned = [s.set_index("path").loc[out.index] for s in splits]
-    trained = sum((s["split"] == "train").to_numpy() for s in aligned) > 0
+    trained = np.logical_or.reduce([(s["split"] == "train").to_numpy() for s in aligned])
     out.loc[trained & (out["split"] != "test"), "split"] = "train"
-    flags = [s["leak_free"].astype(str).str.lower() == "true" for s in aligned]
-    out["leak_free"] = sum(f.to_numpy().astype(int) for f in flags) == len(flags)
+    out["leak_free"] = np.logical_and.reduce([leak_free_flags(s) for s in aligned])
     return out.reset_index()
