@@ -75,7 +75,7 @@ def main() -> None:
         code = 130
     # a torchrun rank that left its process group skips the interpreter's teardown; the module
     # is looked up, not imported, so that commands without torch stay without it
-    distributed = sys.modules.get("braincam.train.distributed")
+    distributed = sys.modules.get("braincam.distributed")
     if distributed is not None:
         distributed.exit_process(code)
     sys.exit(code)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 
 import torch
 
+from braincam.errors import BraincamError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present, else CPU; otherwise ``torch.device(name)``."""
@@ -17,6 +19,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for but no CUDA device is available")
     return device
+
+
+def device_of(name: str | torch.device) -> torch.device:
+    """:func:`braincam.device.resolve_device` with its errors as one-line BraincamErrors."""
+    if isinstance(name, torch.device):
+        return name
+    try:
+        return resolve_device(name)
+    except (ValueError, RuntimeError) as exc:
+        raise BraincamError(str(exc)) from None
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:

@@ -32,7 +32,7 @@ def cam(
     device: Device = "auto",
 ) -> None:
     """Grad-CAM throughput vs plain inference and vs pytorch-grad-cam's GradCAM."""
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
     from braincam.explain.bench import bench_cam
 
     _check_positive(batch=batch, iters=iters, repeats=repeats, image_size=image_size)
@@ -62,7 +62,7 @@ def occlusion(
     device: Device = "auto",
 ) -> None:
     """braincam occlusion throughput vs captum's Occlusion (perturbations_per_eval=1)."""
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
     from braincam.explain.bench import bench_occlusion
     from braincam.explain.occlusion import check_window
 
@@ -93,7 +93,7 @@ def train(
 ) -> None:
     """Training-step and inference images/s side by side (random weights and images, AdamW,
     every parameter trained, the device's autocast)."""
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
     from braincam.train.bench import bench_train
 
     _check_positive(batch=batch, image_size=image_size, iters=iters, repeats=repeats)

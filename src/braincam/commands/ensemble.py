@@ -38,7 +38,7 @@ def command(
     model.safetensors holds every member, and evaluate and report read it like any run."""
     from braincam.commands.evaluate import metrics_lines
     from braincam.evaluate import evaluate_run
-    from braincam.models import make_ensemble
+    from braincam.evaluate.ensemble import make_ensemble
 
     made = make_ensemble(runs, out, force=force, command=shlex.join(["braincam", *sys.argv[1:]]))
     typer.echo(f"ensemble of {len(runs)} runs in {made.root}")

@@ -61,6 +61,7 @@ def command(
 ) -> None:
     """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out.
     Runs under ``torchrun --nproc_per_node=N`` too: each process explains a share."""
+    from braincam import distributed
     from braincam.data.preprocess import PreprocessConfig
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions
@@ -68,7 +69,6 @@ def command(
     from braincam.explain.io import FILENAME
     from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.runs import RunDir, prepare_output_dir
-    from braincam.train import distributed
 
     if method not in METHODS:
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -38,7 +38,7 @@ def gather() -> dict[str, Any]:
 
     from braincam.device import resolve_device
     from braincam.models import KNOWN_ARCHS, offline_weights
-    from braincam.train.run import versions
+    from braincam.runs import versions
 
     device = resolve_device("auto")
     if device.type == "cuda":

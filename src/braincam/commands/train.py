@@ -105,9 +105,10 @@ def command(
 ) -> None:
     """Train a tumour classifier on DATA into the run directory OUT. Runs under
     ``torchrun --nproc_per_node=N`` too (one process per GPU); process 0 writes and evaluates."""
+    from braincam import distributed
     from braincam.commands.evaluate import metrics_lines
     from braincam.evaluate import evaluate_run
-    from braincam.train import distributed, train_run
+    from braincam.train import train_run
 
     config = train_config(ctx.params)
     result = train_run(data, config, out, force=force, progress=progress,

@@ -8,19 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from braincam.device import autocast, pin_memory, resolve_device
-from braincam.errors import BraincamError
+from braincam.device import autocast, device_of, pin_memory
 from braincam.models.normalize import to_model_input
-
-
-def device_of(name: str | torch.device) -> torch.device:
-    """:func:`braincam.device.resolve_device` with its errors as one-line BraincamErrors."""
-    if isinstance(name, torch.device):
-        return name
-    try:
-        return resolve_device(name)
-    except (ValueError, RuntimeError) as exc:
-        raise BraincamError(str(exc)) from None
 
 
 def forward_batches(

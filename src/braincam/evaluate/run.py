@@ -60,7 +60,8 @@ def evaluate_run(
     """Write ``metrics.json``, ``predictions.csv`` and the figures into the run; return the
     metrics. An existing ``metrics.json`` is kept unless ``force``."""
     from braincam.data.preprocess import PreprocessCache, PreprocessConfig
-    from braincam.evaluate.predict import device_of, predict
+    from braincam.device import device_of
+    from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
     from braincam.models.ensemble import is_ensemble
 

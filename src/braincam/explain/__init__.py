@@ -15,6 +15,7 @@ from braincam.explain.api import (
     normalise,
 )
 from braincam.explain.base import LayerHook, find_layer
+from braincam.explain.gradcam import cam as gradcam_map
 from braincam.explain.occlusion import OcclusionResult, occlusion
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "as_model_input",
     "explain",
     "find_layer",
+    "gradcam_map",
     "normalise",
     "occlusion",
 ]

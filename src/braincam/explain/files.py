@@ -6,7 +6,7 @@ Images are preprocessed through the shared cache in a thread pool; unreadable fi
 skipped with a warning and listed in ``skipped.csv``. Overlays are drawn and written in a
 thread pool (OpenCV and the PNG encoder release the GIL) while the next batch is explained.
 
-Under torchrun (:mod:`braincam.train.distributed`) each rank preprocesses and explains a
+Under torchrun (:mod:`braincam.distributed`) each rank preprocesses and explains a
 contiguous share of the images and writes their overlays (row numbers stay global); rank 0
 gathers the maps and alone writes ``explanations.npz`` and ``skipped.csv``, the same files one
 process writes.
@@ -93,7 +93,7 @@ def explain_files(
     progress: bool = True,
 ) -> ExplainSummary:
     """Explain ``items`` with ``model`` (already on its device) into ``out_dir``."""
-    from braincam.train.distributed import (
+    from braincam.distributed import (
         all_gather_objects,
         current,
         gather_objects,

@@ -12,7 +12,7 @@ from braincam.models.build import (
     subtype_outputs,
 )
 from braincam.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
-from braincam.models.ensemble import MeanProbability, make_ensemble, require_single_model
+from braincam.models.ensemble import MeanProbability, is_ensemble, require_single_model
 from braincam.models.normalize import IMAGENET_MEAN, IMAGENET_STD, normalize, to_model_input
 from braincam.models.weights import offline_weights
 
@@ -29,7 +29,7 @@ __all__ = [
     "default_target_layer",
     "finetune_modules",
     "load_checkpoint",
-    "make_ensemble",
+    "is_ensemble",
     "normalize",
     "offline_weights",
     "read_meta",

@@ -1,37 +1,22 @@
-"""Deep ensembles: several trained runs scored as one model.
+"""The deep-ensemble model: several trained networks scored as one.
 
 :class:`MeanProbability` returns ``y = log(1/K sum_k softmax(f_k(x)))``, so ``softmax(y)`` is
-the members' mean probability ("deep ensembles", Lakshminarayanan et al. 2017). Members that
-differ only by ``--seed`` differ in head initialisation, validation carve, augmentation and
-batch order; on the Sartaj official split that alone moves balanced accuracy by 0.01-0.02 from
-run to run (README "Results"), and averaging takes most of that lottery away.
-
-:func:`make_ensemble` writes a run directory that ``braincam evaluate`` (and ``report``) read
-like any other: ``model.safetensors`` holds every member's tensors under ``members.<i>.`` and
-the meta key ``members``; ``split.csv`` is the members' common split, an image counting as
-``train`` when any member trained on it, so ``leak_free`` is true only for test images with
-no near duplicate in any member's training set. Explanations and audits need one model
-(:func:`require_single_model`): they run on a member.
+the members' mean probability ("deep ensembles", Lakshminarayanan et al. 2017). The run
+directory of an ensemble is written by :func:`braincam.evaluate.ensemble.make_ensemble`.
+Explanations and audits need one model (:func:`require_single_model`): they run on a member.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from braincam.errors import BraincamError
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_yaml, prepare_output_dir
-
-SHARED_META = ("arch", "classes", "task", "preprocess")  # every member must agree on these
-MEMBER_META = ("subtypes", "dropout", "seed", "best")  # kept per member
 
 
 class MeanProbability(nn.Module):
@@ -61,91 +46,3 @@ def require_single_model(meta: dict[str, Any], run: Path | str) -> None:
             f"{run} is an ensemble of {len(meta['members'])} runs; explanations and audits "
             f"need one model: run them on a member (e.g. {first})"
         )
-
-
-def make_ensemble(
-    member_dirs: Sequence[Path | str], out_dir: Path | str, force: bool = False,
-    command: str | None = None,
-) -> RunDir:
-    """Write the ensemble run directory of ``member_dirs`` (see the module docstring).
-
-    The members must share architecture, classes, task, preprocessing, data roots and test
-    split; anything else stops with a one-line error before a file is written.
-    """
-    from braincam.models.checkpoint import read_tensors, save_tensors
-    from braincam.train.run import versions
-
-    runs = [RunDir(Path(d)) for d in member_dirs]
-    if len(runs) < 2:
-        raise BraincamError("an ensemble needs at least two runs")
-    metas, configs, splits = zip(*(_read_member(r) for r in runs), strict=True)
-    for key in SHARED_META:
-        if len({json.dumps(m.get(key), sort_keys=True) for m in metas}) > 1:
-            raise BraincamError(f"the runs differ in {key}; an ensemble's members must agree")
-    if len({tuple(c.get("data") or ()) for c in configs}) > 1:
-        raise BraincamError("the runs were trained on different data roots")
-    split = _common_split(splits, runs)
-
-    out = RunDir(Path(out_dir))
-    prepare_output_dir(out.root, force=force)
-    tensors: dict[str, torch.Tensor] = {}
-    for i, run in enumerate(runs):
-        member_tensors, _ = read_tensors(run.model)
-        tensors.update({f"members.{i}.{k}": v for k, v in member_tensors.items()})
-    meta = {key: metas[0][key] for key in SHARED_META if key in metas[0]}
-    meta["members"] = [
-        {"run": str(run.root.resolve()), **{k: m[k] for k in MEMBER_META if k in m}}
-        for run, m in zip(runs, metas, strict=True)
-    ]
-    save_tensors(tensors, out.model, meta)
-    atomic_write_csv(out.split, split)
-    atomic_write_yaml(out.config, {
-        "command": command,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data": configs[0].get("data"),
-        "members": [str(r.root.resolve()) for r in runs],
-        "member_train": [c.get("train") for c in configs],
-        "versions": versions(),
-    })
-    return out
-
-
-def _read_member(run: RunDir):
-    import pandas as pd
-    import yaml
-
-    from braincam.models.checkpoint import read_meta
-
-    meta = read_meta(run.model)
-    if is_ensemble(meta):
-        raise BraincamError(f"{run.root} is itself an ensemble; list its members instead")
-    try:
-        config = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-        split = pd.read_csv(run.split)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
-    return meta, config, split
-
-
-def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
-    """Member 0's ``split.csv`` with ``split`` = ``train`` where any member trained on the
-    image (``val`` where all validated on it) and ``leak_free`` = all members' flags."""
-    from braincam.data.splits import leak_free_flags
-
-    first = splits[0].set_index("path")
-    test = set(first.index[first["split"] == "test"])
-    for run, other in zip(runs[1:], splits[1:], strict=True):
-        other = other.set_index("path")
-        if set(other.index) != set(first.index) or set(
-            other.index[other["split"] == "test"]
-        ) != test:
-            raise BraincamError(
-                f"{run.root} has another test split than {runs[0].root}; members must share "
-                "one (--split official, or the same --split-seed for random and dedup splits)"
-            )
-    out = first.copy()
-    aligned = [s.set_index("path").loc[out.index] for s in splits]
-    trained = np.logical_or.reduce([(s["split"] == "train").to_numpy() for s in aligned])
-    out.loc[trained & (out["split"] != "test"), "split"] = "train"
-    out["leak_free"] = np.logical_and.reduce([leak_free_flags(s) for s in aligned])
-    return out.reset_index()

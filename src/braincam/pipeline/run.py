@@ -288,7 +288,7 @@ def _model_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> No
 def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     """Every method on the images the model audit looked at, one folder per method."""
     from braincam.data.preprocess import PreprocessConfig
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
     from braincam.explain.files import explain_files
     from braincam.models import load_checkpoint
     from braincam.pipeline.images import audited_items

@@ -13,13 +13,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
 from braincam.device import amp_dtype, autocast, pin_memory
-from braincam.evaluate.metrics import balanced_accuracy_rows
-from braincam.evaluate.predict import forward_batches
-from braincam.models.build import BraincamNet, finetune_modules
-from braincam.models.normalize import normalize
-from braincam.train.augment import AugmentConfig, augment
-from braincam.train.config import TrainConfig
-from braincam.train.distributed import (
+from braincam.distributed import (
     SINGLE,
     DistContext,
     GlobalBatchCrossEntropy,
@@ -30,6 +24,12 @@ from braincam.train.distributed import (
     sharded_rows,
     wrap_ddp,
 )
+from braincam.evaluate.metrics import balanced_accuracy_rows
+from braincam.evaluate.predict import forward_batches
+from braincam.models.build import BraincamNet, finetune_modules
+from braincam.models.normalize import normalize
+from braincam.train.augment import AugmentConfig, augment
+from braincam.train.config import TrainConfig
 
 
 @dataclass
@@ -213,7 +213,7 @@ def finetune(
     Under torchrun the model is wrapped in DistributedDataParallel and each rank trains on
     its slice of the single-process global batches, augmented identically, with its loss
     scaled so that the averaged gradient is the global batch's
-    (:mod:`braincam.train.distributed`); only dropout masks differ from one process.
+    (:mod:`braincam.distributed`); only dropout masks differ from one process.
     With an attention penalty the kept state is the best phase-2 epoch's, whatever phase 1
     scored: validation data share the training data's shortcuts, so the unpenalised
     phase-1 model would often win on them.

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from braincam.explain.gradcam import cam
+from braincam.explain import gradcam_map
 from braincam.train.config import TrainConfig
 from braincam.train.loop import Batch, LossFn, compute_loss
 
@@ -114,7 +114,7 @@ def gradcam_energy(
     (grads,) = torch.autograd.grad(
         true_class_score(logits, labels), activations, create_graph=True
     )
-    maps = F.relu(cam(activations, grads)).unsqueeze(1)
+    maps = F.relu(gradcam_map(activations, grads)).unsqueeze(1)
     maps = F.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return logits, maps.squeeze(1)
 

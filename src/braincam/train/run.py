@@ -9,7 +9,6 @@ Evaluation (``braincam.evaluate.evaluate_run``) adds ``metrics.json`` afterwards
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -21,7 +20,13 @@ import torch
 
 from braincam.errors import BraincamError
 from braincam.labels import subtype_groups, task_classes, task_label, training_classes
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_yaml, prepare_output_dir
+from braincam.runs import (
+    RunDir,
+    atomic_write_csv,
+    atomic_write_yaml,
+    prepare_output_dir,
+    versions,
+)
 from braincam.train.config import TrainConfig
 from braincam.train.loop import (
     BestTracker,
@@ -76,15 +81,15 @@ def train_run(
     config.yaml; ``compile`` runs phase-2 training steps through ``torch.compile``.
 
     Under ``torchrun --nproc_per_node=N`` every process calls this (see
-    :mod:`braincam.train.distributed`): rank 0 fills the preprocessing cache, then the others
+    :mod:`braincam.distributed`): rank 0 fills the preprocessing cache, then the others
     read it; rank 0 alone writes the run directory and shows progress; ``batch_size`` stays
     the global batch.
     """
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import load_dataset, without_skipped, write_skipped_csv
     from braincam.data.splits import make_split, write_split_csv
+    from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
-    from braincam.train.distributed import main_first, setup
 
     start = time.perf_counter()
     config.validate()
@@ -208,19 +213,6 @@ def run_config(
         "world_size": world_size,
         "versions": versions(),
     }
-
-
-def versions() -> dict[str, str]:
-    """Versions of Python, braincam and the libraries that decide the numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "platform": platform.platform()}
-    for package in ("braincam", "torch", "torchvision", "timm", "numpy", "scikit-learn"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
 
 
 def _write_upweighted(

@@ -85,7 +85,7 @@ def audit_model(
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
     reported (e.g. a corner suspected to hold a marker).
     """
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
     from braincam.explain import METHODS
     from braincam.models import load_checkpoint, read_meta, require_single_model
 

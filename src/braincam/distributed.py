@@ -84,7 +84,7 @@ def setup(device_name: str | torch.device = "auto") -> tuple[DistContext, torch.
     Single process: ``(SINGLE, device_of(device_name))``. Under torchrun a CUDA device becomes
     ``cuda:LOCAL_RANK`` with the ``nccl`` backend; the CPU uses ``gloo``.
     """
-    from braincam.evaluate.predict import device_of
+    from braincam.device import device_of
 
     device = device_of(device_name)
     _, world, local = env_world()

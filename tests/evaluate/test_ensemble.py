@@ -16,8 +16,9 @@ from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.evaluate import evaluate_run
+from braincam.evaluate.ensemble import make_ensemble
 from braincam.evaluate.predict import predict
-from braincam.models import MeanProbability, load_checkpoint, make_ensemble
+from braincam.models import MeanProbability, load_checkpoint
 from braincam.train import TrainConfig, train_run
 
 

@@ -27,9 +27,7 @@ from typer.testing import CliRunner
 from braincam.cli import app
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.device import torch_threads
-from braincam.explain.io import load_explanations
-from braincam.models import load_checkpoint
-from braincam.train.distributed import (
+from braincam.distributed import (
     DistContext,
     GlobalBatchCrossEntropy,
     GlobalBatches,
@@ -37,6 +35,8 @@ from braincam.train.distributed import (
     shard_loss_scale,
     shard_range,
 )
+from braincam.explain.io import load_explanations
+from braincam.models import load_checkpoint
 
 BATCH = 7
 TRAIN_ARGS = [
@@ -227,7 +227,7 @@ def test_exit_skips_the_teardown_only_after_leaving_a_process_group(left_group):
     """After shutdown() the process ends by os._exit (flushed, exit code kept), so no teardown
     code runs -- gloo's leftover threads can abort it; otherwise a normal sys.exit."""
     script = (
-        "import atexit, braincam.train.distributed as d\n"
+        "import atexit, braincam.distributed as d\n"
         "atexit.register(lambda: print('teardown ran'))\n"
         f"d._left_group = {left_group}\n"
         "print('output', flush=False)\n"
