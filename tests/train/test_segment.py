@@ -104,5 +104,10 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
     assert np.asarray(Image.open(out / f"{image.stem}_outline.png")).shape == (48, 48, 3)
 
+    result = invoke(str(seg), str(tmp_path / "missing.png"), "--predict", "--out",
+                    str(tmp_path / "pred2"))
+    assert result.exit_code != 0 and "missing.png: no such file" in str(result.exception)
+    assert not (tmp_path / "pred2").exists()
+
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1")
     assert result.exit_code != 0 and "--force" in str(result.exception or result.output)

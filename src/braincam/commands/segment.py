@@ -84,15 +84,16 @@ def command(
 def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     from braincam.data.records import write_skipped_csv
     from braincam.errors import BraincamError
-    from braincam.evaluate.segmentation import predict_files
+    from braincam.evaluate.segmentation import image_files, predict_files
     from braincam.models.segment import load_segmenter
     from braincam.runs import prepare_output_dir
 
     if len(paths) < 2:
         raise BraincamError("--predict needs the segment run directory and then images")
     segmenter = load_segmenter(paths[0], device)
+    files = image_files(paths[1:])  # bad arguments fail before DIR is made
     prepare_output_dir(out, force=force)
-    written, skipped = predict_files(segmenter, paths[1:], out)
+    written, skipped = predict_files(segmenter, files, out)
     if skipped:
         write_skipped_csv(skipped, out / "skipped.csv")
     typer.echo(f"wrote {len(written)} masks and outlines to {out}"
