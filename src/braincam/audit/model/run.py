@@ -198,6 +198,8 @@ def block_json(
             block[name] = {"method": methods[0], **per[methods[0]]}
             if len(methods) > 1:
                 block[name]["by_method"] = per
+            for extra in result.summary.keys() - set(methods):  # localization: occlusion
+                block[name][extra] = _summary_json(name, result.summary[extra])
         else:
             block[name] = _summary_json(name, result.summary)
     findings = sort_findings(f for r in results.values() for f in r.findings)
