@@ -89,7 +89,7 @@ def perceptual_hashes(
             out[i] = phash(item)
     if not paths:
         return out
-    store = _PhashStore(cache_root(cache_dir) / _PHASH_FILE)
+    store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
     keys = {i: content_hash(items[i]) for i in paths}
     misses = [i for i in paths if keys[i] not in store.values]
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
@@ -106,7 +106,7 @@ def remember_phashes(values: Mapping[str, int], cache_dir: Path | str | None = N
     """Add pHashes computed elsewhere (by content hash) to the on-disk cache, e.g. by
     ``PreprocessCache.load`` from the images it decodes anyway."""
     if values:
-        store = _PhashStore(cache_root(cache_dir) / _PHASH_FILE)
+        store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
         store.values.update(values)
         store.save()
 
@@ -160,8 +160,9 @@ def duplicate_groups(
     return rank[inverse].astype(np.int64)
 
 
-class _PhashStore:
-    """pHash values by content hash in one npz file (read whole, merged, replaced atomically)."""
+class ContentStore:
+    """uint64 values by file content hash in one npz file (read whole, merged, replaced
+    atomically): the pHash store, and the tumour-mask emptiness flags of ``records``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -174,7 +175,7 @@ class _PhashStore:
 
     def save(self) -> None:
         """Merge with entries another process wrote meanwhile, then replace the file."""
-        merged = _PhashStore(self.path).values | self.values
+        merged = ContentStore(self.path).values | self.values
         buf = io.BytesIO()
         np.savez(
             buf,

@@ -31,8 +31,13 @@ class ImageReadError(BraincamError):
     """An image file that cannot be decoded; the message is one line naming the file."""
 
 
-def read_grey(path: Path | str, data: bytes | None = None) -> np.ndarray:
+def read_grey(
+    path: Path | str, data: bytes | None = None, reduce_to: int | None = None
+) -> np.ndarray:
     """Decode ``path`` (or its already-read bytes ``data``) to float32 ``H x W`` in ``[0, 1]``.
+
+    ``reduce_to`` (for thumbnails): a JPEG is decoded by libjpeg at the smallest scale of 1/1,
+    1/2, 1/4 or 1/8 whose sides stay >= ``reduce_to`` px (other formats at full size).
 
     Raises :class:`ImageReadError` with a one-line reason for empty, truncated, corrupt or
     non-image files.
@@ -45,7 +50,10 @@ def read_grey(path: Path | str, data: bytes | None = None) -> np.ndarray:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):
-                im.draft("L", im.size)  # libjpeg outputs its Y (luma) channel: no colour pass
+                # libjpeg outputs its Y (luma) channel: no colour pass
+                im.draft("L", (reduce_to, reduce_to) if reduce_to else im.size)
+            elif im.format == "JPEG" and reduce_to:
+                im.draft(im.mode, (reduce_to, reduce_to))
             im.load()
             return _to_grey(im)
     except ImageReadError:

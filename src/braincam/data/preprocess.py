@@ -181,6 +181,42 @@ def box_mask(box: Box, prep: Preprocessed) -> np.ndarray:
     return ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
 
 
+def read_tumour_mask(path: Path | str, size: tuple[int, int]) -> np.ndarray:
+    """A tumour mask file as bool ``H x W`` in the original image's pixels (grey value >= 128 is
+    tumour, so 0/255 masks and their lossy re-encodings read the same). ``size`` is the image's
+    ``(width, height)``; raises ImageReadError (one line) for an unreadable file or another size."""
+    mask = read_grey(path)
+    if mask.shape != (size[1], size[0]):
+        raise ImageReadError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} px, image is {size[0]}x{size[1]}"
+        )
+    return mask >= 0.5
+
+
+def mask_to_output(mask_hxw: np.ndarray, prep: Preprocessed) -> np.ndarray:
+    """An original-size bool mask cropped and resized to the model input by nearest neighbour,
+    sampling at output pixel centres: output pixel ``(i, j)`` takes original pixel
+    ``(y0 + floor((i + 0.5) * crop_h / S), x0 + floor((j + 0.5) * crop_w / S))``. A pixel is thus
+    inside exactly when its centre maps inside the mask, the rule :func:`box_mask` applies to
+    boxes (a rectangular mask gives the box's mask)."""
+    x0, y0, x1, y1 = prep.crop
+    out_h, out_w = prep.image.shape
+    rows = y0 + np.floor((np.arange(out_h) + 0.5) * (y1 - y0) / out_h).astype(np.int64)
+    cols = x0 + np.floor((np.arange(out_w) + 0.5) * (x1 - x0) / out_w).astype(np.int64)
+    return np.asarray(mask_hxw, dtype=bool)[np.ix_(rows, cols)]
+
+
+def tumour_mask(record: ImageRecord, prep: Preprocessed) -> np.ndarray | None:
+    """The record's tumour as bool ``S x S`` in model-input coordinates: its expert mask
+    (:func:`mask_to_output`) when it has one, else its box (:func:`box_mask`), else None.
+    Raises ImageReadError when the mask file has become unreadable."""
+    if record.mask is not None:
+        return mask_to_output(read_tumour_mask(record.mask, prep.original_size), prep)
+    if record.box is not None:
+        return box_mask(record.box, prep)
+    return None
+
+
 class PreprocessCache:
     """Preprocessed images on disk, one uncompressed ``.npz`` (image uint8, mask as packed bits,
     crop, original size; 56 KB at 224 px, read in well under a millisecond) per

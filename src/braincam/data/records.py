@@ -7,8 +7,15 @@ A dataset root is laid out in one of two ways, detected per root:
 - class folders: ``ROOT/<class>/<images>`` (split ``None``).
 
 Class folder names go through :func:`braincam.labels.normalise_label`. Several roots are simply
-concatenated. Images may sit in sub-folders of a class folder. A ``masks`` folder (annotation
-masks, e.g. from the phantom generator) is not data and is ignored.
+concatenated. Images may sit in sub-folders of a class folder.
+
+Tumour masks: ``ROOT/masks/<relative path of the image, suffix .png>`` (e.g.
+``masks/glioma/12.png`` for ``glioma/12.jpg``; the phantom generator writes this layout) is the
+image's expert tumour mask (grey value >= 128 = tumour), attached as ``ImageRecord.mask``. The
+``masks`` folder is never read as data. A mask that cannot be decoded, differs in size from its
+image, or is empty on a tumour image is not attached: a warning and a ``SkippedFile`` entry for
+the mask (reason ends "image kept without it"); the image stays, with its box if any. An empty
+mask on a no-tumour image is valid (no tumour pixel).
 
 Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
 spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
@@ -24,21 +31,24 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes
 from braincam.errors import BraincamError
-from braincam.labels import CANONICAL, normalise_label
+from braincam.labels import CANONICAL, NO_TUMOR, normalise_label
 from braincam.runs import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable anatomy
-IGNORED_DIRS = frozenset({"masks"})
+MASKS_DIR = "masks"
+IGNORED_DIRS = frozenset({MASKS_DIR})
 BOXES_FILE = "boxes.csv"
+_MASK_EMPTY_FILE = "mask-empty-v1.npz"
 _SPLITS = {
     "training": "train", "train": "train",
     "validation": "val", "valid": "val", "val": "val",
@@ -69,6 +79,7 @@ class ImageRecord:
     width: int  # original size in pixels
     height: int
     box: Box | None
+    mask: Path | None = None  # expert tumour mask (ROOT/masks/...png), same size as the image
 
 
 @dataclass(frozen=True)
@@ -176,7 +187,66 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
             records.append(ImageRecord(file, root.name, split, label, *size, box=None))
     if (root / BOXES_FILE).is_file():
         records = _attach_boxes(root, records, class_dirs)
+    if (root / MASKS_DIR).is_dir():
+        records, bad_masks = _attach_masks(root, records)
+        skipped += bad_masks
     return records, skipped
+
+
+def mask_path(root: Path, image: Path) -> Path:
+    """Where the tumour mask of ``image`` (a file under ``root``) lives:
+    ``root/masks/<relative path>`` with suffix ``.png``."""
+    return root / MASKS_DIR / image.relative_to(root).with_suffix(".png")
+
+
+def _attach_masks(
+    root: Path, records: list[ImageRecord]
+) -> tuple[list[ImageRecord], list[SkippedFile]]:
+    """Records with their valid mask attached, plus a skip entry for every bad mask.
+
+    Whether a mask is empty needs a full decode (about 2 ms for a 512 px PNG), so the answer is
+    cached by the mask file's content hash (``<cache>/mask-empty-v1.npz``)."""
+    store = ContentStore(cache_root() / _MASK_EMPTY_FILE)
+    known = len(store.values)
+    out: list[ImageRecord] = []
+    bad: list[SkippedFile] = []
+    for r in records:
+        path = mask_path(root, r.path)
+        if not path.is_file():
+            out.append(r)
+            continue
+        reason = _mask_problem(path, r, store)
+        if reason is None:
+            r = replace(r, mask=path)
+        else:
+            reason = f"{reason}; image kept without it"
+            log.warning("tumour mask %s: %s", path, reason)
+            bad.append(SkippedFile(path, reason))
+        out.append(r)
+    if len(store.values) > known:
+        store.save()
+    return out, bad
+
+
+def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str | None:
+    """Why the mask at ``path`` cannot annotate ``record``, or None when it can."""
+    try:
+        data = path.read_bytes()
+        key = content_hash_bytes(data)
+        with Image.open(io.BytesIO(data)) as im:
+            if im.size != (record.width, record.height):
+                return (f"mask is {im.size[0]}x{im.size[1]} px, image is "
+                        f"{record.width}x{record.height}")
+            if key not in store.values:
+                tumour = im.convert("L").point(lambda v: 255 if v >= 128 else 0)
+                store.values[key] = int(tumour.getbbox() is None)
+    except UnidentifiedImageError:
+        return "not a readable image file"
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return f"cannot decode mask ({' '.join(str(exc).split())})"
+    if store.values[key] and record.label != NO_TUMOR:
+        return f"empty mask on a {record.label} image"
+    return None
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -249,8 +319,7 @@ def _attach_boxes(
             "%s: %d rows ignored (first: %s)", root / BOXES_FILE, len(problems), problems[0]
         )
     return [
-        ImageRecord(r.path, r.source, r.split, r.label, r.width, r.height, boxes.get(i))
-        for i, r in enumerate(records)
+        replace(r, box=boxes.get(i)) for i, r in enumerate(records)
     ]
 
 

@@ -12,7 +12,9 @@ Strategies:
   straddles any two splits. Fractions become ``1 / round(1 / fraction)`` of the pool (0.2 -> 1/5,
   0.15 -> 1/7), the fold closest to the asked size being held out.
 
-Groups are exact/near duplicate groups from :mod:`braincam.data.hashing`. A test image is
+Groups join exact/near duplicate groups (:mod:`braincam.data.hashing`) and patient-proxy groups
+of numbered slice collections such as Figshare (:mod:`braincam.data.groups`), so every carve
+(dedup test, validation) keeps a patient on one side. A test image is
 *leak-free* when no image of its group is in train or val (val also shapes the model, through
 early stopping and checkpoint choice).
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+from braincam.data.groups import merged_groups, patient_groups
 from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes
 from braincam.data.records import ImageRecord
 from braincam.errors import BraincamError
@@ -59,10 +62,12 @@ class Split:
 
 
 def record_groups(records: Sequence[ImageRecord]) -> np.ndarray:
-    """Duplicate groups of records from their file bytes and cached pHashes
-    (:func:`braincam.data.hashing.duplicate_groups` with the default threshold)."""
+    """Group id per record: duplicate groups from file bytes and cached pHashes
+    (:func:`braincam.data.hashing.duplicate_groups`, default threshold) merged with patient-proxy
+    groups (:func:`braincam.data.groups.patient_groups`)."""
     paths = [r.path for r in records]
-    return duplicate_groups([content_hash(p) for p in paths], perceptual_hashes(paths))
+    duplicates = duplicate_groups([content_hash(p) for p in paths], perceptual_hashes(paths))
+    return merged_groups(duplicates, patient_groups(records))
 
 
 def make_split(
@@ -76,7 +81,7 @@ def make_split(
 ) -> Split:
     """Assign every record to train/val/test (strategies in the module docstring).
 
-    ``groups`` (duplicate-group id per record) is computed with :func:`record_groups` when None.
+    ``groups`` (group id per record) is computed with :func:`record_groups` when None.
     ``test_fraction`` is unused under ``official``; ``val_fraction`` 0 means no validation set.
     """
     if strategy not in STRATEGIES:

@@ -35,6 +35,7 @@ from braincam.audit.data.probes import ProbeResult, run_probes
 from braincam.audit.data.properties import ImageProperties, measure_properties
 from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
+from braincam.data.groups import merged_groups, patient_groups
 from braincam.data.hashing import duplicate_groups
 from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
@@ -136,8 +137,9 @@ def audit_data(
     y = np.array([classes.index(lab) for lab in labels])
 
     groups = duplicate_groups(props.content_hashes, props.phashes)
+    carve_groups = merged_groups(groups, patient_groups(props.records))  # patients on one side
     split = make_split(props.records, task, split_strategy, val_fraction=0.0, seed=seed,
-                       groups=groups).split
+                       groups=carve_groups).split
     probes = _probes(props, y, split, len(classes), n_boot)
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,

@@ -1,0 +1,92 @@
+"""Patient-proxy groups (numbered slices that look alike) and the splits that respect them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from braincam.data.groups import correlation, merged_groups, patient_groups
+from braincam.data.records import ImageRecord, load_dataset
+from braincam.data.splits import make_split
+
+
+def _patient(seed):
+    return np.random.default_rng(seed).integers(0, 255, (40, 40)).astype(np.float64)
+
+
+def _slice(base, seed):
+    """A neighbouring slice: the patient's pattern plus a little noise (correlation ~0.97)."""
+    noise = np.random.default_rng(1000 + seed).normal(0, 15, base.shape)
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _write(root, label, number, array):
+    path = root / label / f"{number}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_runs_of_similar_neighbours_form_groups(tmp_path):
+    root = tmp_path / "fig"
+    a, b = _patient(1), _patient(2)
+    for n in (1, 2, 3):
+        _write(root, "glioma", n, _slice(a, n))
+    for n in (4, 5):
+        _write(root, "glioma", n, _slice(b, n))  # looks different from 3: new patient
+    _write(root, "glioma", 7, _slice(b, 7))  # 6 missing: a gap starts a new group
+    _write(root, "meningioma", 8, _slice(b, 8))  # same look, other label: new group
+    _write(root, "glioma", "x", _slice(a, 9))  # not numbered: a group of its own
+    records = load_dataset([root]).records
+    ids = dict(zip((r.path.name for r in records), patient_groups(records), strict=True))
+    assert ids == {
+        "1.png": "fig/p1", "2.png": "fig/p1", "3.png": "fig/p1",
+        "4.png": "fig/p4", "5.png": "fig/p4", "7.png": "fig/p7", "8.png": "fig/p8",
+        "x.png": f"fig/{root / 'glioma' / 'x.png'}",
+    }
+
+
+def test_correlation_is_pearson():
+    a = np.arange(16, dtype=np.float32).reshape(4, 4)
+    assert correlation(a, 2 * a + 1) == 1.0
+    assert abs(correlation(a, -a) + 1.0) < 1e-6
+    assert correlation(a, np.ones_like(a)) == 0.0
+
+
+def test_merged_groups_join_duplicates_and_patients():
+    duplicate = np.array([0, 1, 1, 2, 3, 4])  # records 1 and 2 are duplicates
+    patient = ["p", "q", "r", "r", "s", "p"]  # 2 and 3 one patient, 0 and 5 one patient
+    assert merged_groups(duplicate, patient).tolist() == [0, 1, 1, 1, 2, 0]
+
+
+def test_dedup_split_never_puts_a_merged_group_on_two_sides():
+    n = 400
+    records = [ImageRecord(Path(f"/d/{i}.png"), "d", None, ("glioma", "meningioma")[i // 40 % 2],
+                           64, 64, None) for i in range(n)]
+    patient = [f"p{i // 10}" for i in range(n)]  # runs of 10 slices
+    duplicate = np.arange(n)
+    duplicate[5::50] = duplicate[17::50]  # duplicates across neighbouring patients
+    groups = merged_groups(duplicate, patient)
+    assert len(np.unique(groups)) < n // 10  # the duplicates chained some patients
+    for seed in range(3):
+        s = make_split(records, "multiclass", "dedup", seed=seed, groups=groups)
+        assert s.counts["straddling_groups"] == 0
+        for members in (np.flatnonzero(np.array(patient) == p) for p in set(patient)):
+            assert len(set(s.split[members])) == 1
+
+
+def test_make_split_finds_patient_groups_by_itself(tmp_path):
+    root = tmp_path / "fig"
+    for p in range(10):
+        base = _patient(p)
+        for k in range(4):
+            n = 4 * p + k + 1
+            _write(root, ("glioma", "meningioma")[p % 2], n, _slice(base, n))
+    records = load_dataset([root]).records
+    s = make_split(records, "multiclass", "dedup", val_fraction=0.2, test_fraction=0.2)
+    by_patient: dict[int, set[str]] = {}
+    for r, side in zip(records, s.split, strict=True):
+        by_patient.setdefault((int(r.path.stem) - 1) // 4, set()).add(str(side))
+    assert len(by_patient) == 10 and all(len(sides) == 1 for sides in by_patient.values())
+    assert set(s.split) == {"train", "val", "test"} and s.counts["groups"] == 10

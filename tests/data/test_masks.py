@@ -1,0 +1,136 @@
+"""Tumour masks: attached from ROOT/masks, bad masks skipped, crop/resize like the box."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from braincam.data.imageio import ImageReadError
+from braincam.data.preprocess import (
+    PreprocessConfig,
+    box_mask,
+    preprocess,
+    read_tumour_mask,
+    tumour_mask,
+)
+from braincam.data.records import Box, load_dataset
+from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
+
+W, H = 100, 80
+RECT = (40, 30, 56, 42)  # x0, y0, x1, y1 of the known tumour, original pixels
+
+
+def _head(seed=0):
+    """A bright ellipse (the head) on black, so preprocessing crops to it."""
+    yy, xx = np.mgrid[:H, :W]
+    head = ((xx - 50) / 40) ** 2 + ((yy - 40) / 30) ** 2 <= 1
+    rng = np.random.default_rng(seed)
+    return np.where(head, 150 + rng.integers(0, 40, (H, W)), 0).astype(np.uint8)
+
+
+def _rect_mask():
+    mask = np.zeros((H, W), np.uint8)
+    x0, y0, x1, y1 = RECT
+    mask[y0:y1, x0:x1] = 255
+    return mask
+
+
+def _save(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def _dataset(tmp_path, box=None):
+    root = tmp_path / "ds"
+    _save(root / "glioma" / "1.png", _head())
+    _save(root / "masks" / "glioma" / "1.png", _rect_mask())
+    if box is not None:
+        (root / "boxes.csv").write_text("file,label,cx,cy,w,h\nglioma/1.png,glioma," +
+                                        ",".join(str(v) for v in box) + "\n")
+    return root
+
+
+def test_rectangular_mask_follows_crop_and_resize_exactly_like_its_box(tmp_path):
+    ds = load_dataset([_dataset(tmp_path)])
+    (record,) = ds.records
+    assert record.mask == tmp_path / "ds" / "masks" / "glioma" / "1.png" and ds.skipped == []
+    prep = preprocess(_head(), PreprocessConfig(size=32))
+    assert prep.crop != (0, 0, W, H)  # the crop matters
+    x0, y0, x1, y1 = RECT
+    box = Box((x0 + x1) / 2 / W, (y0 + y1) / 2 / H, (x1 - x0) / W, (y1 - y0) / H)
+    got = tumour_mask(record, prep)
+    assert got.dtype == bool and got.shape == (32, 32)
+    np.testing.assert_array_equal(got, box_mask(box, prep))
+    # by hand: output column j is inside when x0 <= cx0 + (j + 0.5) * crop_w / 32 < x1
+    cx0, cy0, cx1, cy1 = prep.crop
+    cols = cx0 + (np.arange(32) + 0.5) * (cx1 - cx0) / 32
+    rows = cy0 + (np.arange(32) + 0.5) * (cy1 - cy0) / 32
+    expected = ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_mask_wins_over_box_and_box_is_the_fallback(tmp_path):
+    far_box = (0.2, 0.2, 0.1, 0.1)  # nowhere near RECT
+    (record,) = load_dataset([_dataset(tmp_path, box=far_box)]).records
+    prep = preprocess(_head(), PreprocessConfig(size=32))
+    from_box = box_mask(Box(*far_box), prep)
+    got = tumour_mask(record, prep)
+    assert got.sum() > 0 and not (got & from_box).any()
+    np.testing.assert_array_equal(tumour_mask(replace(record, mask=None), prep), from_box)
+    assert tumour_mask(replace(record, mask=None, box=None), prep) is None
+
+
+def test_phantom_masks_are_attached_and_match_the_generator(tmp_path):
+    spec = PhantomSpec(n_per_class=2, size=64, seed=3)
+    root = make_phantom_dataset(tmp_path / "ph", spec, splits=("train",))
+    records = load_dataset([root]).records
+    truth = {f"{item.name}.png": item.phantom.tumor_mask
+             for item in make_phantom_arrays(spec, ("train",))}
+    config = PreprocessConfig(size=48)
+    for r in records:
+        if r.label == "no_tumor":
+            assert r.mask is None
+            continue
+        prep = preprocess(np.asarray(Image.open(r.path)), config)
+        np.testing.assert_array_equal(read_tumour_mask(r.mask, (r.width, r.height)),
+                                      truth[r.path.name])
+        got = tumour_mask(r, prep)
+        assert got.any() and (got & ~box_mask(r.box, prep)).sum() == 0  # the mask is in its box
+
+
+def test_bad_masks_warn_and_are_listed_the_images_kept(tmp_path, caplog):
+    root = tmp_path / "ds"
+    for name in ("1", "2", "3", "4"):
+        _save(root / "glioma" / f"{name}.png", _head())
+    _save(root / "no_tumor" / "5.png", _head())
+    _save(root / "masks" / "glioma" / "1.png", _rect_mask())  # good
+    _save(root / "masks" / "glioma" / "2.png", _rect_mask()[:40])  # wrong size
+    (root / "masks" / "glioma" / "3.png").write_bytes(b"not a png")  # unreadable
+    _save(root / "masks" / "glioma" / "4.png", np.zeros((H, W), np.uint8))  # empty on a tumour
+    _save(root / "masks" / "no_tumor" / "5.png", np.zeros((H, W), np.uint8))  # fine: no tumour
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        ds = load_dataset([root])
+    assert [r.path.name for r in ds.records] == ["1.png", "2.png", "3.png", "4.png", "5.png"]
+    assert [r.mask is not None for r in ds.records] == [True, False, False, False, True]
+    reasons = {s.path.name: s.reason for s in ds.skipped}
+    assert set(reasons) == {"2.png", "3.png", "4.png"}
+    assert all(s.path.parent.parent.name == "masks" for s in ds.skipped)
+    assert reasons["2.png"].startswith("mask is 100x40 px, image is 100x80")
+    assert reasons["3.png"].startswith("not a readable image file")
+    assert reasons["4.png"].startswith("empty mask on a glioma image")
+    assert all(r.endswith("image kept without it") for r in reasons.values())
+    assert sum("tumour mask" in m for m in caplog.messages) == 3
+    # a second load reads the emptiness from the cache and says the same
+    assert {s.path.name: s.reason for s in load_dataset([root]).skipped} == reasons
+
+
+def test_read_tumour_mask_rejects_another_size_in_one_line(tmp_path):
+    path = tmp_path / "m.png"
+    _save(path, _rect_mask())
+    assert read_tumour_mask(path, (W, H)).sum() == 16 * 12
+    with pytest.raises(ImageReadError, match=r"mask is 100x80 px, image is 50x40$"):
+        read_tumour_mask(path, (50, 40))
