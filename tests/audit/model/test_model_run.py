@@ -15,6 +15,7 @@ import torch
 
 from braincam.audit.findings import SEVERITIES
 from braincam.audit.model.base import AuditSettings
+from braincam.audit.model.examples import EXAMPLES_FILE, TumourExamples
 from braincam.audit.model.run import audit_model
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
@@ -91,10 +92,23 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
                 "tumor_removal_flip_rate", "tumor_removal_prob_drop"):
         assert key in cf
     assert all(f["severity"] in SEVERITIES and f["message"] for f in on_disk["findings"])
+    # the phantoms' masks/ hold their exact tumours: mask numbers beside the box numbers
+    mask = loc["mask"]
+    assert mask["n_images"] == 4 and 0 < mask["mask_area"] < loc["box_area"]
+    assert 0 <= mask["dice"] <= 1 and set(mask["by_class"]) == {"tumor"}
+    assert sum(v["n_images"] for v in mask["by_size"].values()) == 4
+    assert loc["occlusion"]["mask"]["n_images"] <= 2
+    assert cf["n_mask_removal"] == 4 and 0 < cf["n_control_removal"] <= 4
+    assert cf["tumor_effect_prob_drop"] is not None
+    examples = TumourExamples.load(run_dir / "audit" / EXAMPLES_FILE)
+    assert len(examples) == 3 and set(examples.groups) == {"tumor"}
+    assert examples.masks.any(axis=(1, 2)).all() and examples.method == "gradcam"
 
     frame = pd.read_csv(run_dir / "audit" / "audit_images.csv")
     assert len(frame) == 8 and set(frame["method"]) == {"gradcam"}
-    assert frame["has_box"].sum() == 4
+    assert frame["has_box"].sum() == 4 and frame["has_mask"].sum() == 4
+    assert frame["localization_mask_dice"].notna().sum() == 4
+    assert frame["control_removal_flipped"].notna().sum() == cf["n_control_removal"]
     assert frame["localization_energy_in_box"].notna().sum() == 4
     assert frame["faithfulness_deletion_auc"].notna().sum() == 6
     np.testing.assert_allclose(frame[["brain", "rim", "background"]].sum(axis=1), 1, atol=1e-5)

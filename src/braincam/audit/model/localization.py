@@ -96,6 +96,7 @@ def size_thirds(areas: np.ndarray) -> np.ndarray:
     return out
 
 
+SIZES = ("small", "medium", "large")
 MASK_COLUMNS = ("mask_pointing_hit", "energy_in_mask", "mask_area", "mask_iou", "mask_dice")
 
 
@@ -128,8 +129,10 @@ def mask_localization(
         area, energy / area if energy is not None and area else None, mean["mask_iou"],
         mean["mask_dice"])
     if top:
+        has = ~np.isnan(cols["mask_area"])
         for attr, keys in (("by_class", groups), ("by_size", sizes)):
-            for key in dict.fromkeys(k for k in keys if k):
+            present = set(keys[has]) - {""}
+            for key in [k for k in SIZES if k in present] if attr == "by_size" else sorted(present):
                 sub = {k: v[keys == key] for k, v in cols.items()}
                 part = dataclasses.asdict(mask_localization(sub, groups, sizes, top=False))
                 getattr(summary, attr)[str(key)] = {
