@@ -74,7 +74,11 @@ def test_predicted_mask_panel_when_the_examples_carry_one(tmp_path, kit):
 
 
 def test_localisation_table_rows_and_numbers(tmp_path, kit):
-    words = kit.text(make_run(tmp_path, kit, predicted=False), "where-tumour")
+    page = make_run(tmp_path, kit, predicted=False)
+    assert ("Against the expert tumour masks: the maximum falls inside the mask in 67% of "
+            "images (chance 6.2%), with 4 times the mask's share of the energy and top-k Dice "
+            "0.2.") in kit.text(page, "localization")
+    words = kit.text(page, "where-tumour")
     assert "gradcam: all 3 0.667 0.0625 0.25 4 0.111 0.2" in words
     assert "gradcam: class glioma 2 0.5 n/a n/a n/a n/a 0.312" in words
     assert "gradcam: size small 1 1 n/a n/a n/a n/a 0.438" in words
