@@ -102,6 +102,13 @@ def _headline(block: dict[str, Any]) -> str:
     if survival is not None:
         parts.append(f"background-only survival {survival:.0%} "
                      f"(chance <= {cf['background_only_baseline']:.0%})")
+    mask = (block.get("localization") or {}).get("mask")
+    if mask and mask.get("pointing_game") is not None:
+        parts.append(f"pointing game in the expert mask {mask['pointing_game']:.0%} (chance "
+                     f"{mask['pointing_chance']:.1%})")
+    if cf.get("tumor_effect_prob_drop") is not None:
+        parts.append(f"tumour removal minus control: P(tumour) drop "
+                     f"{cf['tumor_effect_prob_drop']:.3f}")
     if sanity.get("passed") is not None:
         parts.append("sanity " + ("passed" if sanity["passed"] else "FAILED"))
     return ", ".join(parts)
