@@ -42,6 +42,10 @@ def command(
     occlusion_window: Annotated[
         int, typer.Option(help="Occlusion window side, px (the stride equals it).")
     ] = 32,
+    segmenter: Annotated[
+        Path | None, typer.Option(help="A `braincam segment` run: its predicted tumour masks "
+                                  "are shown beside the expert masks in the report.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of every sample and random baseline.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -68,7 +72,7 @@ def command(
     )
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
-                      device=device, force=force, progress=progress)
+                      device=device, force=force, progress=progress, segmenter=segmenter)
     for line in summary_lines(doc):
         typer.echo(line)
     where = out or run / "audit"
