@@ -123,5 +123,5 @@ def _tables(audit: dict[str, Any]) -> list[tuple[str | None, Table]]:
                         rows.append((f"{method}: {prefix}{group}",
                                      [sub.get(k) for k, _ in COLUMNS]))
         if rows:
-            out.append((dataset, Table([title for _, title in COLUMNS], rows, "method: images")))
+            out.append((dataset, Table([title for _, title in COLUMNS], rows, "method: group")))
     return out
