@@ -19,7 +19,7 @@ from braincam.runs import RunDir
 SECTIONS = ("findings", "data", "data-counts", "probes", "duplicates", "properties", "clusters",
             "data-findings", "training", "metrics",
             "metrics-table", "confusion-roc", "gallery", "model-audit", "attention",
-            "localization", "faithfulness", "sanity", "counterfactual", "settings")
+            "localization", "faithfulness", "sanity", "counterfactual", "where-tumour", "settings")
 
 
 @pytest.fixture(scope="module")

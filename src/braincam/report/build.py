@@ -24,6 +24,7 @@ from braincam.report.overview import OverviewSection, collect_overview
 from braincam.report.settings import SettingsSection, collect_settings
 from braincam.report.sources import NOT_RUN, Part
 from braincam.report.training import TrainingSection, collect_training
+from braincam.report.tumour import TumourSection, collect_tumour
 from braincam.runs import RunDir, atomic_write_text
 
 TEMPLATE = "report.html"
@@ -47,6 +48,7 @@ class ReportContext:
     metrics: MetricsSection
     gallery: GallerySection
     model_audit: ModelAuditSection
+    tumour: TumourSection
     settings: SettingsSection
 
 
@@ -84,6 +86,7 @@ def collect_report(run_dir: Path) -> ReportContext:
         metrics=metrics,
         gallery=gallery,
         model_audit=model_audit,
+        tumour=collect_tumour(run),
         settings=settings,
     )
 

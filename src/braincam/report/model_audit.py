@@ -25,7 +25,8 @@ from braincam.report.tables import Table
 from braincam.runs import RunDir
 
 # Blocks of a check that are shown as a table, a plot or per-method sentences, not as rows.
-NESTED = ("by_class", "by_correctness", "by_method", "regions", "uniform_regions")
+NESTED = ("by_class", "by_correctness", "by_method", "regions", "uniform_regions", "mask",
+          "occlusion")
 ATTENTION_COLUMNS = ("n", "brain", "rim", "background", "uniform_background")
 
 
@@ -88,7 +89,14 @@ def _localization(c: dict[str, Any]) -> list[str]:
     iou = scalar(c.get("iou"))
     if iou is not None:
         out.append(f"The thresholded map overlaps the box with IoU {num(iou)}.")
-    if all(c.get(k) is None for k in ("pointing_game", "energy_in_box", "iou")):
+    mask = c.get("mask")
+    if isinstance(mask, dict) and scalar(mask.get("pointing_game")) is not None:
+        out.append(f"Against the expert tumour masks: the maximum falls inside the mask in "
+                   f"{pct(scalar(mask['pointing_game']))} of images (chance "
+                   f"{pct(scalar(mask.get('pointing_chance')))}), with "
+                   f"{num(mask.get('energy_in_mask_ratio'))} times the mask's share of the "
+                   f"energy and top-k Dice {num(mask.get('dice'))}.")
+    elif all(c.get(k) is None for k in ("pointing_game", "energy_in_box", "iou")):
         out.append("No tumour boxes were available, so localisation was not measured.")
     return out
 
@@ -143,6 +151,13 @@ def _counterfactual(c: dict[str, Any]) -> list[str]:
         out.append(f"Inpainting the tumour flips {pct(flip)} of predictions"
                    + (f" and lowers the tumour probability by {num(drop)} on average."
                       if drop is not None else "."))
+    effect = scalar(c.get("tumor_effect_prob_drop"))
+    if effect is not None:
+        out.append(f"Inpainting the expert tumour mask lowers the tumour probability by "
+                   f"{num(c.get('mask_removal_prob_drop'))}, the same shape in tumour-free brain "
+                   f"by {num(c.get('control_removal_prob_drop'))}: the tumour's own effect is "
+                   f"{num(effect)} (flip rates {pct(scalar(c.get('mask_removal_flip_rate')))} "
+                   f"and {pct(scalar(c.get('control_removal_flip_rate')))}).")
     return out
 
 

@@ -13,6 +13,7 @@ from braincam.audit.model.counterfactual import (
     background_fill,
     background_only,
     class_gap,
+    control_masks,
     head_only,
     intensity_swap,
     macro_auc,
@@ -154,3 +155,64 @@ def test_occlusion_outside_the_head_is_reported_against_its_area():
     assert s.n_occlusion == 2
     assert s.occlusion_outside_head == pytest.approx(1.0)
     assert s.uniform_outside_head == pytest.approx(1 - head().mean())
+
+
+class BrightSpotReader(nn.Module):
+    """Says tumor when the brightest pixel is brighter than healthy tissue: the output depends
+    only on the tumour, wherever it is."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 40 * (x.amax(dim=(1, 2, 3)) - 0.75)
+        return torch.stack([-score, score], dim=1)
+
+
+def tumour_batch(n: int = 6, size: int = 48) -> AuditBatch:
+    """Heads (a square of grey 120 with some texture) holding a bright 5x7 tumour at a place
+    that varies with the image; expert masks mark the tumours."""
+    rng = np.random.default_rng(0)
+    heads = np.zeros((n, size, size), bool)
+    heads[:, 4:44, 4:44] = True
+    images = np.where(heads, 110, 5) + rng.integers(0, 20, heads.shape)
+    masks = np.zeros_like(heads)
+    for i in range(n):
+        y, x = 10 + 4 * i, 30 - 3 * i
+        masks[i, y:y + 5, x:x + 7] = True
+    images = np.where(masks, 250, images).astype(np.uint8)
+    handle = ModelHandle(BrightSpotReader(), lambda a: torch.as_tensor(a).float()[:, None] / 255,
+                         explain=None)
+    return AuditBatch(images=images, head_masks=heads, labels=np.ones(n, int),
+                      classes=("no_tumor", "tumor"), probs=handle.predict(images),
+                      tumor_masks=masks, expert_masks=masks, handle=handle)
+
+
+def test_control_regions_avoid_the_tumour_and_keep_its_size():
+    batch = tumour_batch()
+    controls = control_masks(batch.expert_masks, batch.head_masks, seed=0)
+    assert (controls.sum(axis=(1, 2)) == batch.expert_masks.sum(axis=(1, 2))).all()
+    assert not (controls & batch.expert_masks).any()
+    assert not (controls & ~batch.head_masks).any()
+
+
+def test_removing_the_tumour_flips_a_tumour_reader_and_the_control_does_not():
+    batch = tumour_batch()
+    assert (batch.preds == 1).all()
+    result = CounterfactualCheck()(batch)
+    s = result.summary
+    assert s.n_mask_removal == 6 and s.n_control_removal == 6
+    assert s.mask_removal_flip_rate == 1.0 and s.control_removal_flip_rate == 0.0
+    assert s.mask_removal_prob_drop > 0.99 and abs(s.control_removal_prob_drop) < 1e-6
+    assert s.tumor_effect_flip_rate == 1.0
+    assert s.tumor_effect_prob_drop == pytest.approx(s.mask_removal_prob_drop)
+    assert "counterfactual.tumor_effect" not in {f.check for f in result.findings}
+
+
+def test_a_corner_reader_has_no_tumour_effect():
+    batch = tumour_batch()
+    batch.handle = ModelHandle(CornerReader(), batch.handle.to_input, explain=None)
+    batch.probs = batch.handle.predict(batch.images)
+    result = CounterfactualCheck()(batch)
+    s = result.summary
+    assert s.mask_removal_flip_rate == 0.0 and s.tumor_effect_prob_drop == pytest.approx(0.0)
+    effect = [f for f in result.findings if f.check == "counterfactual.tumor_effect"]
+    assert effect and effect[0].severity == "warning"
+    assert "counterfactual.tumor_removal" not in {f.check for f in result.findings}

@@ -9,7 +9,9 @@ from braincam.audit.model.base import AuditBatch
 from braincam.audit.model.localization import (
     LocalizationCheck,
     pointing_hits,
+    size_thirds,
     thresholded_iou,
+    topk_overlap,
 )
 
 S = 32
@@ -81,3 +83,78 @@ def test_no_annotations_give_null_numbers_and_no_findings():
     assert summary.n_images == 0
     assert summary.pointing_game is None and summary.energy_in_box_ratio is None
     assert result.findings == []
+
+
+def masks_batch(maps: np.ndarray, masks: np.ndarray, groups=None) -> AuditBatch:
+    n = len(maps)
+    return AuditBatch(
+        images=np.zeros((n, S, S), np.uint8), head_masks=np.ones((n, S, S), bool),
+        labels=np.ones(n, int), classes=("no_tumor", "tumor"),
+        probs=np.tile([0.2, 0.8], (n, 1)), maps={"gradcam": maps}, expert_masks=masks,
+        group_labels=groups)
+
+
+def test_topk_iou_and_dice_equal_a_hand_computation():
+    mask = np.zeros((S, S), bool)
+    mask[4:8, 4:8] = True  # 16 px
+    m = np.zeros((S, S))
+    m[6:10, 4:8] = 1.0  # the 16 hottest pixels: rows 6-9, half of them in the mask
+    m[0, 0] = 0.5  # 17th: not in the top 16
+    iou, dice = topk_overlap(m[None], mask[None])
+    # |H & T| = 8, |H| = |T| = 16: Dice = 2*8/32, IoU = 8/(16+16-8)
+    assert dice[0] == pytest.approx(0.5)
+    assert iou[0] == pytest.approx(8 / 24)
+    iou, dice = topk_overlap(np.where(mask, 1.0, 0.0)[None], mask[None])
+    assert iou[0] == dice[0] == 1.0
+    assert np.isnan(topk_overlap(m[None], np.zeros((1, S, S), bool))[1][0])
+
+
+def test_mask_pointing_game_and_energy_ratio_on_a_synthetic_map():
+    mask = np.zeros((S, S), bool)
+    mask[10:14, 10:18] = True  # 32 px = 1/32 of the image
+    hit = np.full((S, S), 0.1)
+    hit[mask] = 1.0  # energy in mask: 32 / (32 + 0.1 * 992)
+    miss = hit.copy()
+    miss[30, 30] = 2.0  # the peak leaves the mask
+    result = LocalizationCheck()(masks_batch(np.stack([hit, miss]), np.stack([mask, mask])))
+    s = result.summary["gradcam"].mask
+    assert s.n_images == 2 and s.pointing_game == 0.5
+    e_hit, e_miss = 32 / (32 + 99.2), 32 / (32 + 99.2 - 0.1 + 2.0)
+    assert s.energy_in_mask == pytest.approx((e_hit + e_miss) / 2)
+    assert s.mask_area == pytest.approx(1 / 32)
+    assert s.energy_in_mask_ratio == pytest.approx(32 * (e_hit + e_miss) / 2)
+    assert s.dice == pytest.approx((1 + 31 / 32) / 2)  # the peak takes one top-k place
+    # the box numbers stay empty: no box was given
+    assert result.summary["gradcam"].n_images == 0
+
+
+def test_mask_numbers_by_class_and_by_size_thirds():
+    sides = [2, 3, 4, 5, 6, 7]  # areas grow: two small, two medium, two large
+    masks = np.zeros((6, S, S), bool)
+    for i, side in enumerate(sides):
+        masks[i, :side, :side] = True
+    maps = np.stack([np.where(masks[i], 1.0, 0.0) if i % 2 else np.ones((S, S))
+                     for i in range(6)])
+    groups = np.array(["glioma", "pituitary"] * 3)
+    s = LocalizationCheck()(masks_batch(maps, masks, groups)).summary["gradcam"].mask
+    assert set(s.by_size) == {"small", "medium", "large"}
+    assert [s.by_size[k]["n_images"] for k in ("small", "medium", "large")] == [2, 2, 2]
+    assert s.by_size["small"]["mask_area"] == pytest.approx((4 + 9) / 2 / S**2)
+    assert s.by_class["pituitary"]["dice"] == 1.0  # odd images: the map is the mask
+    assert s.by_class["glioma"]["energy_in_mask_ratio"] == pytest.approx(1.0)  # uniform maps
+    assert s.by_class["glioma"]["n_images"] == 3
+
+
+def test_size_thirds_cut_at_the_quantiles():
+    areas = np.array([0.1, np.nan, 0.3, 0.2, 0.6, 0.5, 0.4])
+    assert list(size_thirds(areas)) == ["small", "", "medium", "small", "large", "large",
+                                        "medium"]
+
+
+def test_mask_findings_replace_the_box_findings():
+    mask = np.zeros((S, S), bool)
+    mask[:4, :4] = True
+    batch = masks_batch(np.ones((1, S, S)), mask[None])
+    batch.tumor_masks = mask[None]
+    checks = {f.check for f in LocalizationCheck()(batch).findings}
+    assert checks == {"localization.energy_in_mask_ratio"}

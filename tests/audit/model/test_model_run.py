@@ -15,6 +15,7 @@ import torch
 
 from braincam.audit.findings import SEVERITIES
 from braincam.audit.model.base import AuditSettings
+from braincam.audit.model.examples import EXAMPLES_FILE, TumourExamples
 from braincam.audit.model.run import audit_model
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
@@ -91,10 +92,23 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
                 "tumor_removal_flip_rate", "tumor_removal_prob_drop"):
         assert key in cf
     assert all(f["severity"] in SEVERITIES and f["message"] for f in on_disk["findings"])
+    # the phantoms' masks/ hold their exact tumours: mask numbers beside the box numbers
+    mask = loc["mask"]
+    assert mask["n_images"] == 4 and 0 < mask["mask_area"] < loc["box_area"]
+    assert 0 <= mask["dice"] <= 1 and set(mask["by_class"]) == {"tumor"}
+    assert sum(v["n_images"] for v in mask["by_size"].values()) == 4
+    assert loc["occlusion"]["mask"]["n_images"] <= 2
+    assert cf["n_mask_removal"] == 4 and 0 < cf["n_control_removal"] <= 4
+    assert cf["tumor_effect_prob_drop"] is not None
+    examples = TumourExamples.load(run_dir / "audit" / EXAMPLES_FILE)
+    assert len(examples) == 3 and set(examples.groups) == {"tumor"}
+    assert examples.masks.any(axis=(1, 2)).all() and examples.method == "gradcam"
 
     frame = pd.read_csv(run_dir / "audit" / "audit_images.csv")
     assert len(frame) == 8 and set(frame["method"]) == {"gradcam"}
-    assert frame["has_box"].sum() == 4
+    assert frame["has_box"].sum() == 4 and frame["has_mask"].sum() == 4
+    assert frame["localization_mask_dice"].notna().sum() == 4
+    assert frame["control_removal_flipped"].notna().sum() == cf["n_control_removal"]
     assert frame["localization_energy_in_box"].notna().sum() == 4
     assert frame["faithfulness_deletion_auc"].notna().sum() == 6
     np.testing.assert_allclose(frame[["brain", "rim", "background"]].sum(axis=1), 1, atol=1e-5)
@@ -148,3 +162,22 @@ def test_bad_input_gives_one_line_errors(run_dir, tmp_path):
                     regions={"corner": np.zeros((8, 8), bool)}, device="cpu")
     with pytest.raises(BraincamError, match="used to train"):
         audit_model(run_dir, [run_dir.parent / "phantoms" / "Training"], out_dir=tmp_path / "w")
+
+
+def test_a_segmenter_adds_predicted_masks_to_the_examples(run_dir, tmp_path):
+    from braincam.models.segment import build_segmenter, save_segmenter
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    torch.manual_seed(0)
+    save_segmenter(build_segmenter("none").eval(), seg / "model.safetensors", {"size": SIZE})
+    out = tmp_path / "audit"
+    audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=out, settings=FAST,
+                device="cpu", segmenter=seg)
+    examples = TumourExamples.load(out / EXAMPLES_FILE)
+    assert examples.predicted is not None and examples.predicted.shape == examples.masks.shape
+    assert examples.predicted.dtype == bool
+    with pytest.raises(BraincamError, match="not a segmenter"):
+        audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=tmp_path / "bad",
+                    settings=FAST, device="cpu", segmenter=run_dir)
+    assert not (tmp_path / "bad").exists()

@@ -88,7 +88,11 @@ class AuditBatch:
     without an annotation; ``regions`` are extra named regions, (S,S) or (N,S,S), whose
     CAM energy is reported (e.g. a suspected marker corner). ``label_maps[method]`` explain
     the true class (localisation uses them where given); ``occlusion`` holds signed occlusion
-    maps, NaN on images where occlusion was not run.
+    maps, NaN on images where occlusion was not run. ``expert_masks`` marks the expert tumour
+    outline where one is known (all False elsewhere; the mask-based localisation and the
+    mask-removal test with its control use it); ``group_labels`` name each image's finer
+    class for breakdowns (e.g. ``glioma`` under a binary model's ``tumor``; default: the
+    class names of ``labels``).
     """
 
     images: np.ndarray  # uint8 (N, S, S)
@@ -103,6 +107,8 @@ class AuditBatch:
     handle: ModelHandle | None = None
     label_maps: dict[str, np.ndarray] = field(default_factory=dict)
     occlusion: np.ndarray | None = None  # (N, S, S)
+    expert_masks: np.ndarray | None = None  # bool (N, S, S)
+    group_labels: np.ndarray | None = None  # str (N,)
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -114,6 +120,8 @@ class AuditBatch:
             if maps.shape != self.images.shape:
                 raise ValueError(f"maps[{method!r}] has shape {maps.shape}, "
                                  f"not {self.images.shape}")
+        if self.expert_masks is not None and self.expert_masks.shape != self.images.shape:
+            raise ValueError("expert_masks must be (N, S, S) like images")
         if self.targets is None:
             self.targets = self.preds
 
@@ -123,6 +131,13 @@ class AuditBatch:
     @property
     def preds(self) -> np.ndarray:
         return self.probs.argmax(axis=1)
+
+    @property
+    def group_names(self) -> np.ndarray:
+        """Each image's breakdown group: ``group_labels``, else its true class's name."""
+        if self.group_labels is not None:
+            return np.asarray(self.group_labels, dtype=object)
+        return np.array([self.classes[i] for i in self.labels], dtype=object)
 
     @property
     def correct(self) -> np.ndarray:

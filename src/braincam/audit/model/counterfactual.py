@@ -16,8 +16,16 @@
 (c) intensity swap: each image histogram-matched (``skimage.exposure.match_histograms``)
     to a seeded random image of another true class -> flip rate.
 (d) tumour removal, on images with an annotation: the region (dilated by 2 px) inpainted
-    with ``cv2.inpaint`` (TELEA, radius 5 px) -> flip rate and drop of the tumour
-    probability (``1 - p(no_tumor)`` when the model has that class, else ``p(true class)``).
+    (:func:`braincam.data.regions.inpaint`: OpenCV's Telea, radius 5 px) -> flip rate and drop
+    of the tumour probability (``1 - p(no_tumor)`` when the model has that class, else
+    ``p(true class)``). On images with an expert mask (``AuditBatch.expert_masks``) the mask
+    is removed the same way (``mask_removal_*``) and, as the control, the same shape moved
+    to tumour-free brain of the same image (:func:`braincam.data.regions.control_region`
+    inside the brain interior :func:`braincam.data.mask.brain_region`, a seeded generator
+    per image; ``control_removal_*``). The tumour's own effect (``tumor_effect_*``) is the
+    mean over the images where both ran of (mask removal - control removal), for the flip
+    indicator and for the probability drop: inpainting alone, wherever it happens, should
+    cost nothing.
 (e) occlusion: share of the positive occlusion sensitivity (:mod:`braincam.explain`,
     ``AuditBatch.occlusion``) outside the head, against the background's area fraction.
 
@@ -25,7 +33,8 @@ Findings: (a) survival > baseline + :data:`SURVIVAL_WARNING` (critical:
 :data:`SURVIVAL_CRITICAL`), and separately gap >= :data:`GAP_WARNING` with AUC >=
 :data:`AUC_WARNING` (critical: :data:`GAP_CRITICAL` and :data:`AUC_CRITICAL`); (b) flip
 rate >= :data:`HEAD_ONLY_FLIP_WARNING`; (c) flip rate >= :data:`SWAP_FLIP_WARNING`
-(critical: :data:`SWAP_FLIP_CRITICAL`); (d) probability drop < :data:`TUMOR_DROP_WARNING`;
+(critical: :data:`SWAP_FLIP_CRITICAL`); (d) the tumour's own probability drop (mask minus
+control; where no mask: the annotation's drop) < :data:`TUMOR_DROP_WARNING`;
 (e) occlusion share outside the head above its area fraction.
 """
 
@@ -33,12 +42,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from braincam.audit.findings import Finding
 from braincam.audit.model.attention import energy_share
 from braincam.audit.model.base import AuditBatch, Check, nanmean, register
+from braincam.data.mask import brain_region
+from braincam.data.regions import control_region, inpaint
 from braincam.labels import NO_TUMOR
 
 SURVIVAL_WARNING = 0.05
@@ -51,8 +61,6 @@ HEAD_ONLY_FLIP_WARNING = 0.10
 SWAP_FLIP_WARNING = 0.20
 SWAP_FLIP_CRITICAL = 0.40
 TUMOR_DROP_WARNING = 0.10
-INPAINT_RADIUS = 5
-INPAINT_DILATE = 2
 
 
 def background_fill(images: np.ndarray, head_masks: np.ndarray) -> np.ndarray:
@@ -96,14 +104,21 @@ def intensity_swap(images: np.ndarray, refs: np.ndarray) -> np.ndarray:
 
 
 def remove_tumour(images: np.ndarray, tumor_masks: np.ndarray) -> np.ndarray:
-    """The annotated regions (dilated by :data:`INPAINT_DILATE` px) inpainted with TELEA."""
-    kernel = cv2.getStructuringElement(
-        cv2.MORPH_ELLIPSE, (2 * INPAINT_DILATE + 1, 2 * INPAINT_DILATE + 1))
-    out = images.copy()
-    for i, (im, m) in enumerate(zip(images, tumor_masks, strict=True)):
-        if m.any():
-            region = cv2.dilate(m.astype(np.uint8), kernel)
-            out[i] = cv2.inpaint(im, region, INPAINT_RADIUS, cv2.INPAINT_TELEA)
+    """The annotated regions inpainted (:func:`braincam.data.regions.inpaint`)."""
+    return np.stack([inpaint(im, m) for im, m in zip(images, tumor_masks, strict=True)])
+
+
+def control_masks(
+    tumor_masks: np.ndarray, head_masks: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Per image, the control region of its tumour mask (module docstring (d)), with the
+    generator ``default_rng([seed, i])``; all False where the tumour is empty or the shape
+    does not fit."""
+    out = np.zeros_like(tumor_masks, dtype=bool)
+    for i, (tumour, head) in enumerate(zip(tumor_masks, head_masks, strict=True)):
+        region = control_region(tumour, brain_region(head), np.random.default_rng([seed, i]))
+        if region is not None:
+            out[i] = region
     return out
 
 
@@ -155,6 +170,14 @@ class CounterfactualSummary:
     tumor_removal_flip_rate: float | None
     tumor_removal_prob_drop: float | None
     n_tumor_removal: int
+    mask_removal_flip_rate: float | None
+    mask_removal_prob_drop: float | None
+    n_mask_removal: int
+    control_removal_flip_rate: float | None
+    control_removal_prob_drop: float | None
+    n_control_removal: int
+    tumor_effect_flip_rate: float | None
+    tumor_effect_prob_drop: float | None
     occlusion_outside_head: float | None
     uniform_outside_head: float | None
     n_occlusion: int
@@ -199,6 +222,8 @@ class CounterfactualCheck(Check):
             cols["tumor_removal_prob_drop"][idx] = before_p - tumour_probability(
                 after, labels, batch.classes)
 
+        cols |= self._mask_removal(batch)
+
         cols["occlusion_outside_head"] = np.full(n, np.nan)
         cols["uniform_outside_head"] = (~batch.head_masks).mean(axis=(1, 2))
         if batch.occlusion is not None:
@@ -206,6 +231,30 @@ class CounterfactualCheck(Check):
             cols["occlusion_outside_head"][done] = energy_share(
                 batch.occlusion[done], ~batch.head_masks[done])
         return {"": cols}
+
+    def _mask_removal(self, batch: AuditBatch) -> dict[str, np.ndarray]:
+        """Flip and drop columns of mask removal and of its control (module docstring (d))."""
+        n = len(batch)
+        cols = {f"{kind}_removal_{what}": np.full(n, np.nan)
+                for kind in ("mask", "control") for what in ("flipped", "prob_drop")}
+        if batch.expert_masks is None or not batch.expert_masks.any():
+            return cols
+        idx = np.flatnonzero(batch.expert_masks.any(axis=(1, 2)))
+        labels, preds = batch.labels[idx], batch.preds[idx]
+        before = tumour_probability(batch.probs[idx], labels, batch.classes)
+        controls = control_masks(batch.expert_masks[idx], batch.head_masks[idx],
+                                 self.settings.seed)
+        for kind, regions, rows in (
+            ("mask", batch.expert_masks[idx], np.arange(idx.size)),
+            ("control", controls, np.flatnonzero(controls.any(axis=(1, 2)))),
+        ):
+            if rows.size:
+                after = batch.handle.predict(remove_tumour(batch.images[idx[rows]],
+                                                           regions[rows]))
+                cols[f"{kind}_removal_flipped"][idx[rows]] = after.argmax(1) != preds[rows]
+                cols[f"{kind}_removal_prob_drop"][idx[rows]] = before[rows] - \
+                    tumour_probability(after, labels[rows], batch.classes)
+        return cols
 
     def summarise(
         self, batch: AuditBatch, per_image: dict[str, dict[str, np.ndarray]]
@@ -231,11 +280,27 @@ class CounterfactualCheck(Check):
             tumor_removal_flip_rate=nanmean(cols["tumor_removal_flipped"]),
             tumor_removal_prob_drop=nanmean(cols["tumor_removal_prob_drop"]),
             n_tumor_removal=int((~np.isnan(cols["tumor_removal_flipped"])).sum()),
+            **_mask_summary(cols),
             occlusion_outside_head=nanmean(cols["occlusion_outside_head"]),
             uniform_outside_head=nanmean(cols["uniform_outside_head"][occluded]),
             n_occlusion=int(occluded.sum()),
         )
         return summary, _findings(summary)
+
+
+def _mask_summary(cols: dict[str, np.ndarray]) -> dict[str, float | int | None]:
+    """The mask-removal, control and tumour-effect fields of :class:`CounterfactualSummary`;
+    the effect is paired: over the images where both removals ran."""
+    both = ~np.isnan(cols["mask_removal_flipped"]) & ~np.isnan(cols["control_removal_flipped"])
+    out: dict[str, float | int | None] = {}
+    for kind in ("mask", "control"):
+        out[f"{kind}_removal_flip_rate"] = nanmean(cols[f"{kind}_removal_flipped"])
+        out[f"{kind}_removal_prob_drop"] = nanmean(cols[f"{kind}_removal_prob_drop"])
+        out[f"n_{kind}_removal"] = int((~np.isnan(cols[f"{kind}_removal_flipped"])).sum())
+    for what, col in (("flip_rate", "flipped"), ("prob_drop", "prob_drop")):
+        diff = cols[f"mask_removal_{col}"][both] - cols[f"control_removal_{col}"][both]
+        out[f"tumor_effect_{what}"] = nanmean(diff)
+    return out
 
 
 def _findings(s: CounterfactualSummary) -> list[Finding]:
@@ -274,8 +339,17 @@ def _findings(s: CounterfactualSummary) -> list[Finding]:
             SWAP_FLIP_CRITICAL if severity == "critical" else SWAP_FLIP_WARNING,
             f"Matching each image's intensity histogram to an image of another class flips "
             f"{rate:.0%} of {s.n_intensity_swap} predictions: the model reads global intensity."))
+    effect = s.tumor_effect_prob_drop
+    if effect is not None and effect < TUMOR_DROP_WARNING:
+        out.append(Finding(
+            "warning", "counterfactual.tumor_effect", effect, TUMOR_DROP_WARNING,
+            f"Inpainting the expert tumour mask lowers the tumour probability by "
+            f"{s.mask_removal_prob_drop:.2f} and flips {s.mask_removal_flip_rate:.0%} of "
+            f"{s.n_mask_removal} predictions; the same shape inpainted in tumour-free brain "
+            f"lowers it by {s.control_removal_prob_drop:.2f} (flips "
+            f"{s.control_removal_flip_rate:.0%}): the tumour's own effect is {effect:.2f}."))
     drop = s.tumor_removal_prob_drop
-    if drop is not None and drop < TUMOR_DROP_WARNING:
+    if effect is None and drop is not None and drop < TUMOR_DROP_WARNING:
         out.append(Finding(
             "warning", "counterfactual.tumor_removal", drop, TUMOR_DROP_WARNING,
             f"Inpainting the annotated tumour lowers the tumour probability by only {drop:.2f} "

@@ -15,14 +15,26 @@ Per image with an annotation ``B`` and map ``M`` (explaining the true class:
 - IoU of ``M >= IOU_LEVEL * max(M)`` with ``B``.
 
 The summary's ratio is ``mean(energy in box) / mean(box area fraction)`` (a ratio of
-means, so that tiny boxes do not dominate). Findings: ratio < :data:`RATIO_CRITICAL`
+means, so that tiny boxes do not dominate).
+
+Against expert masks ``T`` (``AuditBatch.expert_masks``; summary :class:`MaskLocalization`,
+``audit.json``'s ``localization.mask``): the same pointing game, energy in mask and ratio,
+plus IoU and Dice of the map's top-k region ``H``: the ``|T|`` highest-valued pixels (k = the
+mask's own area share; ties broken by pixel order), so ``|H| = |T|``,
+``Dice = 2|H & T| / (|H| + |T|) = |H & T| / |T|`` and ``IoU = |H & T| / |H | T|``. A uniformly
+random top-k region scores ``Dice = |T| / |image|`` on average. They are broken down by the
+images' true class (``AuditBatch.group_labels``) and by tumour size: thirds of the images
+by mask area (small / medium / large, cut at the 1/3 and 2/3 quantiles of that dataset's
+mask areas). Occlusion maps (``AuditBatch.occlusion``, on the images where it ran) are
+scored the same way, under the method name ``occlusion``. Findings: ratio < :data:`RATIO_CRITICAL`
 (worse than a uniform map) -> critical, < :data:`RATIO_WARNING` -> warning; pointing
 game below twice the chance rate -> warning.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -57,6 +69,77 @@ def thresholded_iou(maps: np.ndarray, regions: np.ndarray, level: float = IOU_LE
     return np.where(valid, inter / np.maximum(union, 1), np.nan)
 
 
+def topk_overlap(maps: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """IoU and Dice (each (N,)) of each map's ``|region|`` highest pixels with the region
+    (module docstring); NaN for an empty region."""
+    maps = np.asarray(maps, dtype=np.float64).reshape(len(maps), -1)
+    regions = np.asarray(regions, dtype=bool).reshape(len(regions), -1)
+    iou, dice = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
+    for i, (m, t) in enumerate(zip(maps, regions, strict=True)):
+        k = int(t.sum())
+        if k:
+            inter = int(t[np.argsort(-m, kind="stable")[:k]].sum())
+            iou[i], dice[i] = inter / (2 * k - inter), inter / k
+    return iou, dice
+
+
+def size_thirds(areas: np.ndarray) -> np.ndarray:
+    """"small" / "medium" / "large" per finite area: below the 1/3 quantile, below the 2/3
+    quantile, the rest; "" for NaN (no mask)."""
+    areas = np.asarray(areas, dtype=float)
+    out = np.full(len(areas), "", dtype=object)
+    known = ~np.isnan(areas)
+    if known.any():
+        low, high = np.quantile(areas[known], [1 / 3, 2 / 3])
+        out[known] = np.where(areas[known] < low, "small",
+                              np.where(areas[known] < high, "medium", "large"))
+    return out
+
+
+SIZES = ("small", "medium", "large")
+MASK_COLUMNS = ("mask_pointing_hit", "energy_in_mask", "mask_area", "mask_iou", "mask_dice")
+
+
+@dataclass
+class MaskLocalization:
+    """Localisation of one method against expert masks on ``n_images`` images (see the
+    module docstring); ``by_class`` and ``by_size`` hold the same numbers per group."""
+
+    n_images: int
+    pointing_game: float | None
+    pointing_chance: float | None
+    energy_in_mask: float | None
+    mask_area: float | None
+    energy_in_mask_ratio: float | None
+    iou: float | None
+    dice: float | None
+    by_class: dict[str, dict] = field(default_factory=dict)
+    by_size: dict[str, dict] = field(default_factory=dict)
+
+
+def mask_localization(
+    cols: dict[str, np.ndarray], groups: np.ndarray, sizes: np.ndarray, top: bool = True
+) -> MaskLocalization:
+    """The summary of the mask columns over the images that have a mask (``mask_area`` not
+    NaN), with the class and size breakdowns when ``top``."""
+    mean = {k: nanmean(cols[k]) for k in MASK_COLUMNS}
+    energy, area = mean["energy_in_mask"], mean["mask_area"]
+    summary = MaskLocalization(
+        int((~np.isnan(cols["mask_area"])).sum()), mean["mask_pointing_hit"], area, energy,
+        area, energy / area if energy is not None and area else None, mean["mask_iou"],
+        mean["mask_dice"])
+    if top:
+        has = ~np.isnan(cols["mask_area"])
+        for attr, keys in (("by_class", groups), ("by_size", sizes)):
+            present = set(keys[has]) - {""}
+            for key in [k for k in SIZES if k in present] if attr == "by_size" else sorted(present):
+                sub = {k: v[keys == key] for k, v in cols.items()}
+                part = dataclasses.asdict(mask_localization(sub, groups, sizes, top=False))
+                getattr(summary, attr)[str(key)] = {
+                    k: v for k, v in part.items() if k not in ("by_class", "by_size")}
+    return summary
+
+
 @dataclass
 class LocalizationSummary:
     """Localisation of one method on the ``n_images`` images with an annotation."""
@@ -69,11 +152,13 @@ class LocalizationSummary:
     box_area: float | None
     energy_in_box_ratio: float | None
     iou: float | None
+    mask: MaskLocalization | None = None  # None without expert masks
 
 
 @register
 class LocalizationCheck(Check):
-    """Pointing game, energy in box, its ratio to chance, thresholded-map IoU."""
+    """Pointing game, energy in box, its ratio to chance, thresholded-map IoU; against
+    expert masks also top-k IoU and Dice, by class and size."""
 
     name = "localization"
 
@@ -82,17 +167,33 @@ class LocalizationCheck(Check):
         n = len(batch)
         boxes = batch.tumor_masks if batch.tumor_masks is not None else np.zeros(
             batch.images.shape, dtype=bool)
+        masks = batch.expert_masks if batch.expert_masks is not None else np.zeros(
+            batch.images.shape, dtype=bool)
         idx = np.flatnonzero(boxes.any(axis=(1, 2)))
+        with_mask = np.flatnonzero(masks.any(axis=(1, 2)))
+        all_maps = {m: batch.label_maps.get(m, maps) for m, maps in batch.maps.items()}
+        occluded = np.ones(n, bool)
+        if batch.occlusion is not None and "occlusion" not in all_maps:
+            occluded = ~np.isnan(batch.occlusion).any(axis=(1, 2))
+            if occluded.any():
+                all_maps["occlusion"] = np.nan_to_num(batch.occlusion)
         out = {}
-        for method, maps in batch.maps.items():
-            maps = batch.label_maps.get(method, maps)
+        for method, maps in all_maps.items():
+            keep = occluded if method == "occlusion" else np.ones(n, bool)
+            box_idx, mask_idx = idx[keep[idx]], with_mask[keep[with_mask]]
             cols = {k: np.full(n, np.nan) for k in ("pointing_hit", "energy_in_box", "box_area",
-                                                    "iou")}
-            if idx.size:
-                cols["pointing_hit"][idx] = pointing_hits(maps[idx], boxes[idx])
-                cols["energy_in_box"][idx] = energy_share(maps[idx], boxes[idx])
-                cols["box_area"][idx] = area_fraction(boxes[idx])
-                cols["iou"][idx] = thresholded_iou(maps[idx], boxes[idx])
+                                                    "iou", *MASK_COLUMNS)}
+            if box_idx.size:
+                cols["pointing_hit"][box_idx] = pointing_hits(maps[box_idx], boxes[box_idx])
+                cols["energy_in_box"][box_idx] = energy_share(maps[box_idx], boxes[box_idx])
+                cols["box_area"][box_idx] = area_fraction(boxes[box_idx])
+                cols["iou"][box_idx] = thresholded_iou(maps[box_idx], boxes[box_idx])
+            if mask_idx.size:
+                m, t = maps[mask_idx], masks[mask_idx]
+                cols["mask_pointing_hit"][mask_idx] = pointing_hits(m, t)
+                cols["energy_in_mask"][mask_idx] = energy_share(m, t)
+                cols["mask_area"][mask_idx] = area_fraction(t)
+                cols["mask_iou"][mask_idx], cols["mask_dice"][mask_idx] = topk_overlap(m, t)
             out[method] = cols
         return out
 
@@ -100,19 +201,29 @@ class LocalizationCheck(Check):
         self, batch: AuditBatch, per_image: dict[str, dict[str, np.ndarray]]
     ) -> tuple[dict[str, LocalizationSummary], list[Finding]]:
         summaries, findings = {}, []
+        groups = batch.group_names
         for method, cols in per_image.items():
             n = int((~np.isnan(cols["box_area"])).sum())
             mean = {k: nanmean(v) for k, v in cols.items()}
             energy, area = mean.get("energy_in_box"), mean.get("box_area")
             ratio = energy / area if energy is not None and area else None
+            masked = "mask_area" in cols and not np.isnan(cols["mask_area"]).all()
+            mask = mask_localization(cols, groups, size_thirds(cols["mask_area"])) \
+                if masked else None
             summary = LocalizationSummary(
-                method, n, mean.get("pointing_hit"), area, energy, area, ratio, mean.get("iou"))
+                method, n, mean.get("pointing_hit"), area, energy, area, ratio, mean.get("iou"),
+                mask)
             summaries[method] = summary
-            findings += _findings(summary)
+            if method in batch.maps:
+                findings += _findings(summary)
         return summaries, findings
 
 
 def _findings(s: LocalizationSummary) -> list[Finding]:
+    """Findings of the mask numbers where expert masks exist (the mask wins over the box),
+    else of the box numbers."""
+    if s.mask is not None:
+        return _mask_findings(s.method, s.mask)
     out = []
     if s.energy_in_box_ratio is not None:
         ratio = s.energy_in_box_ratio
@@ -133,4 +244,28 @@ def _findings(s: LocalizationSummary) -> list[Finding]:
                 f"{s.method}: the map's maximum falls in the tumour box on "
                 f"{s.pointing_game:.0%} of {s.n_images} images; a random point would on "
                 f"{s.pointing_chance:.0%}."))
+    return out
+
+
+def _mask_findings(method: str, s: MaskLocalization) -> list[Finding]:
+    out = []
+    ratio = s.energy_in_mask_ratio
+    if ratio is not None:
+        severity = ("critical" if ratio < RATIO_CRITICAL else
+                    "warning" if ratio < RATIO_WARNING else None)
+        if severity:
+            out.append(Finding(
+                severity, "localization.energy_in_mask_ratio", ratio,
+                RATIO_CRITICAL if severity == "critical" else RATIO_WARNING,
+                f"{method}: {s.energy_in_mask:.0%} of CAM energy lies in the expert tumour mask, "
+                f"which covers {s.mask_area:.1%} of the image ({ratio:.1f}x a uniform map; "
+                f"{s.n_images} images)."))
+    if s.pointing_game is not None and s.pointing_chance is not None:
+        threshold = POINTING_CHANCE_FACTOR * s.pointing_chance
+        if s.pointing_game < threshold:
+            out.append(Finding(
+                "warning", "localization.mask_pointing_game", s.pointing_game, threshold,
+                f"{method}: the map's maximum falls in the expert tumour mask on "
+                f"{s.pointing_game:.0%} of {s.n_images} images; a random point would on "
+                f"{s.pointing_chance:.1%}."))
     return out

@@ -14,14 +14,18 @@ counterfactual summary) runs on a seeded subset, with tiling windows (``AuditSet
     {"dataset", "n_images", "accuracy", "classes", "methods",
      "attention": {brain, rim, background, uniform_*, regions, uniform_regions, by_class,
                    by_correctness, method, [by_method]},
-     "localization": {pointing_game, energy_in_box, energy_in_box_ratio, iou, ...},
+     "localization": {pointing_game, energy_in_box, energy_in_box_ratio, iou, ...,
+                      mask: {pointing_game, energy_in_mask, energy_in_mask_ratio, iou, dice,
+                             by_class, by_size, ...} | null,
+                      occlusion: {the same numbers for the occlusion maps}},
      "faithfulness": {deletion_auc, insertion_auc, random_deletion_auc,
                       random_insertion_auc, road, curves...},
      "sanity": {passed, similarity_after_randomization (mean Spearman with every layer
                 randomised), ssim_after_randomization, layers, spearman, ssim},
      "counterfactual": {background_only_survival, background_only_baseline,
                         background_only_auc, head_only_change, intensity_swap_flip_rate,
-                        tumor_removal_flip_rate, tumor_removal_prob_drop, ...},
+                        tumor_removal_flip_rate, tumor_removal_prob_drop,
+                        mask_removal_*, control_removal_*, tumor_effect_*, ...},
      "findings": [{severity, check, value, threshold, message}, ...]}
 
 Per-method checks hold the first method's numbers at their top level and, when several
@@ -31,7 +35,13 @@ level ``"findings"`` lists all of them, each message prefixed with ``[dataset]``
 layouts also carry ``"run"`` and ``"settings"``.
 
 ``audit_images.csv``: one row per image and method (dataset, path, label, pred, prob,
-correct, has_box, method, then every per-image number of the checks) for the galleries.
+correct, has_box, has_mask, group, method, then every per-image number of the checks) for the
+galleries. ``tumour_examples.npz``: a few images per class with expert mask and map, for the
+report (:mod:`braincam.audit.model.examples`; absent when no image has a mask).
+
+Annotations: ``AuditBatch.tumor_masks`` holds the box rectangles (an image with a mask and
+no box: its mask), so today's box-based keys keep their meaning; ``expert_masks`` holds the
+expert masks, behind every ``mask`` key (mask localisation, mask removal and its control).
 """
 
 from __future__ import annotations
@@ -56,6 +66,12 @@ from braincam.audit.model.base import (
     batches,
     subsample,
 )
+from braincam.audit.model.examples import (
+    EXAMPLES_FILE,
+    TumourExamples,
+    select_examples,
+    tumour_examples,
+)
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_csv, atomic_write_json, prepare_output_dir
 
@@ -78,12 +94,14 @@ def audit_model(
     device: str = "auto",
     force: bool = False,
     progress: bool = False,
+    segmenter: Path | str | None = None,
 ) -> dict[str, Any]:
     """Audit RUN's model on the images under ``roots``; write ``audit.json`` and
     ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
-    reported (e.g. a corner suspected to hold a marker).
+    reported (e.g. a corner suspected to hold a marker). ``segmenter``: a ``braincam
+    segment`` run whose predicted masks (``P(tumour) >= 0.5``) join the tumour examples.
     """
     from braincam.device import device_of
     from braincam.explain import METHODS
@@ -102,13 +120,18 @@ def audit_model(
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
     require_single_model(read_meta(run.model), run.root)
     dev = device_of(device)
+    seg = None
+    if segmenter is not None:
+        from braincam.models.segment import load_segmenter
+
+        seg = load_segmenter(segmenter, dev)
     model, meta = load_checkpoint(run.model, device=dev)
     classes = tuple(meta["classes"])
     datasets = _records_by_dataset(run, roots, classes, meta["task"], max_images, settings.seed)
     out = prepare_output_dir(Path(out_dir) if out_dir else run.audit, force, marker=AUDIT_FILE)
     handle = model_handle(model, dev, settings.batch_size)
 
-    blocks, frames = {}, []
+    blocks, frames, examples = {}, [], []
     for name, records in datasets.items():
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, meta, classes, handle, methods, regions, settings,
@@ -116,6 +139,14 @@ def audit_model(
         results = run_checks(batch, settings)
         blocks[name] = block_json(name, batch, methods, results)
         frames.append(per_image_frame(name, paths, batch, methods, results))
+        chosen = select_examples(batch, seed=settings.seed)
+        if chosen.size:
+            predicted = None
+            if seg is not None:
+                from braincam.models.segment import THRESHOLD
+
+                predicted = seg.predict(batch.images[chosen]) >= THRESHOLD
+            examples.append(tumour_examples(name, paths, batch, methods[0], chosen, predicted))
 
     doc: dict[str, Any] = {"run": str(run.root), "settings": dataclasses.asdict(settings)}
     if len(blocks) == 1:
@@ -131,6 +162,10 @@ def audit_model(
     doc = _finite(doc)
     atomic_write_json(out / AUDIT_FILE, doc)
     atomic_write_csv(out / IMAGES_FILE, pd.concat(frames, ignore_index=True))
+    if examples:
+        TumourExamples.concat(examples).save(out / EXAMPLES_FILE)
+    else:  # an earlier audit's examples (replaced with --force) no longer apply
+        (out / EXAMPLES_FILE).unlink(missing_ok=True)
     return doc
 
 
@@ -198,6 +233,8 @@ def block_json(
             block[name] = {"method": methods[0], **per[methods[0]]}
             if len(methods) > 1:
                 block[name]["by_method"] = per
+            for extra in result.summary.keys() - set(methods):  # localization: occlusion
+                block[name][extra] = _summary_json(name, result.summary[extra])
         else:
             block[name] = _summary_json(name, result.summary)
     findings = sort_findings(f for r in results.values() for f in r.findings)
@@ -226,6 +263,9 @@ def per_image_frame(
         "correct": batch.correct,
         "has_box": (batch.tumor_masks.any(axis=(1, 2)) if batch.tumor_masks is not None
                     else np.zeros(len(batch), bool)),
+        "has_mask": (batch.expert_masks.any(axis=(1, 2)) if batch.expert_masks is not None
+                     else np.zeros(len(batch), bool)),
+        "group": batch.group_names,
     }
     frames = []
     for method in methods:
@@ -309,7 +349,7 @@ def _load_batch(
     progress: bool,
 ) -> tuple[AuditBatch, list[str]]:
     """Preprocess, predict and explain one dataset's records."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, box_mask
+    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
     from braincam.data.records import without_skipped
     from braincam.explain import ExplainOptions
     from braincam.labels import task_label
@@ -325,10 +365,7 @@ def _load_batch(
     if not records:
         raise BraincamError(f"no image of {source} could be read")
     labels = np.array([classes.index(task_label(r.label, meta["task"])) for r in records])
-    boxes = np.zeros(images.shape, dtype=bool)
-    for i, r in enumerate(records):
-        if r.box is not None:
-            boxes[i] = box_mask(r.box, cache.get(r, config))
+    boxes, experts = _annotations(records, cache, config)
     for name, region in (regions or {}).items():
         if np.shape(region) != images.shape[1:]:
             raise BraincamError(f"region {name!r} must be {images.shape[1]} x {images.shape[2]} "
@@ -337,7 +374,7 @@ def _load_batch(
     probs = handle.predict(images)
     preds = probs.argmax(1)
     maps, label_maps = {}, {}
-    wrong = np.flatnonzero(boxes.any(axis=(1, 2)) & (preds != labels))
+    wrong = np.flatnonzero((boxes | experts).any(axis=(1, 2)) & (preds != labels))
     for method in methods:
         maps[method] = handle.explain(handle.model, images, preds, method)
         if wrong.size:
@@ -358,8 +395,36 @@ def _load_batch(
         images=images, head_masks=heads, labels=labels, classes=classes, probs=probs,
         maps=maps, targets=preds, tumor_masks=boxes, regions=dict(regions or {}),
         handle=handle, label_maps=label_maps, occlusion=occlusion,
+        expert_masks=experts if experts.any() else None,
+        group_labels=np.array([r.label for r in records], dtype=object),
     )
     return batch, [str(r.path) for r in records]
+
+
+def _annotations(records: list, cache, config) -> tuple[np.ndarray, np.ndarray]:
+    """Box rectangles (the expert mask where an image has no box) and expert masks, bool
+    (N, S, S) in model-input pixels; a mask file that has become unreadable is a warning and
+    the image keeps its box."""
+    from braincam.data.imageio import ImageReadError
+    from braincam.data.preprocess import box_mask, tumour_mask
+
+    size = config.size
+    boxes = np.zeros((len(records), size, size), dtype=bool)
+    experts = np.zeros_like(boxes)
+    for i, r in enumerate(records):
+        if r.box is None and r.mask is None:
+            continue
+        prep = cache.get(r, config)
+        if r.box is not None:
+            boxes[i] = box_mask(r.box, prep)
+        if r.mask is not None:
+            try:
+                experts[i] = tumour_mask(r, prep)
+            except ImageReadError as exc:
+                log.warning("%s: tumour mask left out (%s)", r.path, exc)
+            if r.box is None:
+                boxes[i] = experts[i]
+    return boxes, experts
 
 
 def _finite(value: Any) -> Any:
