@@ -218,9 +218,9 @@ def finetune(
     its slice of the single-process global batches, augmented identically, with its loss
     scaled so that the averaged gradient is the global batch's
     (:mod:`braincam.distributed`); only dropout masks differ from one process.
-    With an attention penalty the kept state is the best phase-2 epoch's, whatever phase 1
-    scored: validation data share the training data's shortcuts, so the unpenalised
-    phase-1 model would often win on them.
+    With an attention penalty or a mask reward the kept state is the best phase-2 epoch's,
+    whatever phase 1 scored: validation data share the training data's shortcuts, so the
+    unpenalised phase-1 model would often win on them.
 
     BatchNorm statistics stay frozen when the weights were learned (``imagenet`` or a file);
     with random weights (``none``) they are meaningless (mean 0, variance 1 make activations
