@@ -42,6 +42,10 @@ def command(
     occlusion_window: Annotated[
         int, typer.Option(help="Occlusion window side, px (the stride equals it).")
     ] = 32,
+    segmenter: Annotated[
+        Path | None, typer.Option(help="A `braincam segment` run: its predicted tumour masks "
+                                  "are shown beside the expert masks in the report.")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Images per inference batch.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of every sample and random baseline.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -68,7 +72,7 @@ def command(
     )
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
-                      device=device, force=force, progress=progress)
+                      device=device, force=force, progress=progress, segmenter=segmenter)
     for line in summary_lines(doc):
         typer.echo(line)
     where = out or run / "audit"
@@ -102,6 +106,13 @@ def _headline(block: dict[str, Any]) -> str:
     if survival is not None:
         parts.append(f"background-only survival {survival:.0%} "
                      f"(chance <= {cf['background_only_baseline']:.0%})")
+    mask = (block.get("localization") or {}).get("mask")
+    if mask and mask.get("pointing_game") is not None:
+        parts.append(f"pointing game in the expert mask {mask['pointing_game']:.0%} (chance "
+                     f"{mask['pointing_chance']:.1%})")
+    if cf.get("tumor_effect_prob_drop") is not None:
+        parts.append(f"tumour removal minus control: P(tumour) drop "
+                     f"{cf['tumor_effect_prob_drop']:.3f}")
     if sanity.get("passed") is not None:
         parts.append("sanity " + ("passed" if sanity["passed"] else "FAILED"))
     return ", ".join(parts)

@@ -105,7 +105,7 @@ def _tables(audit: dict[str, Any]) -> list[tuple[str | None, Table]]:
         if not isinstance(loc, dict):
             continue
         methods = block.get("methods") if isinstance(block.get("methods"), list) else []
-        first = loc.get("method") or (methods[0] if methods else "map")
+        first = str(loc.get("method") or (methods[0] if methods else "") or "map")
         per_method = loc.get("by_method") if isinstance(loc.get("by_method"), dict) else {
             first: loc}
         if isinstance(loc.get("occlusion"), dict):
@@ -117,10 +117,11 @@ def _tables(audit: dict[str, Any]) -> list[tuple[str | None, Table]]:
                 continue
             rows.append((f"{method}: all", [mask.get(k) for k, _ in COLUMNS]))
             for key, prefix in (("by_class", "class "), ("by_size", "size ")):
-                for group, sub in (mask.get(key) or {}).items():
+                groups = mask.get(key) if isinstance(mask.get(key), dict) else {}
+                for group, sub in groups.items():
                     if isinstance(sub, dict):
                         rows.append((f"{method}: {prefix}{group}",
                                      [sub.get(k) for k, _ in COLUMNS]))
         if rows:
-            out.append((dataset, Table([title for _, title in COLUMNS], rows, "method: images")))
+            out.append((dataset, Table([title for _, title in COLUMNS], rows, "method: group")))
     return out

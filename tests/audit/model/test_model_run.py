@@ -162,3 +162,22 @@ def test_bad_input_gives_one_line_errors(run_dir, tmp_path):
                     regions={"corner": np.zeros((8, 8), bool)}, device="cpu")
     with pytest.raises(BraincamError, match="used to train"):
         audit_model(run_dir, [run_dir.parent / "phantoms" / "Training"], out_dir=tmp_path / "w")
+
+
+def test_a_segmenter_adds_predicted_masks_to_the_examples(run_dir, tmp_path):
+    from braincam.models.segment import build_segmenter, save_segmenter
+
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    torch.manual_seed(0)
+    save_segmenter(build_segmenter("none").eval(), seg / "model.safetensors", {"size": SIZE})
+    out = tmp_path / "audit"
+    audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=out, settings=FAST,
+                device="cpu", segmenter=seg)
+    examples = TumourExamples.load(out / EXAMPLES_FILE)
+    assert examples.predicted is not None and examples.predicted.shape == examples.masks.shape
+    assert examples.predicted.dtype == bool
+    with pytest.raises(BraincamError, match="not a segmenter"):
+        audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=tmp_path / "bad",
+                    settings=FAST, device="cpu", segmenter=run_dir)
+    assert not (tmp_path / "bad").exists()

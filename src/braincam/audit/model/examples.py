@@ -4,8 +4,8 @@ Per dataset and per group (the images' finer class, ``AuditBatch.group_names``),
 :data:`PER_GROUP` images with an expert mask, drawn at random (seeded), are kept with their
 model-input image, expert mask, the first method's map (explaining the true class where the
 audit computed that, as localisation does) and, when the audit was given a segmentation run,
-the predicted tumour mask. The file is a plain ``.npz`` of numeric and unicode arrays (no
-pickle): ``images`` uint8 (K,S,S), ``masks`` bool (K,S,S), ``maps`` float16 (K,S,S),
+the predicted tumour mask. The file is a compressed ``.npz`` of numeric and unicode arrays
+(no pickle): ``images`` uint8 (K,S,S), ``masks`` bool (K,S,S), ``maps`` float16 (K,S,S),
 ``predicted`` bool (K,S,S) or absent, and ``paths``, ``datasets``, ``groups``, ``labels``,
 ``preds`` (K,) strings, ``method`` (a 0-d string).
 """
@@ -44,13 +44,13 @@ class TumourExamples:
         return len(self.images)
 
     def save(self, path: Path) -> None:
-        """Write atomically as an uncompressed npz."""
+        """Write atomically as a compressed npz (masks and dark background compress well)."""
         arrays = {k: np.asarray(v) for k, v in vars(self).items() if v is not None}
         arrays["maps"] = arrays["maps"].astype(np.float16)
         for key in ("paths", "datasets", "groups", "labels", "preds", "method"):
             arrays[key] = arrays[key].astype(str)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez_compressed(buf, **arrays)
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod

@@ -94,12 +94,14 @@ def audit_model(
     device: str = "auto",
     force: bool = False,
     progress: bool = False,
+    segmenter: Path | str | None = None,
 ) -> dict[str, Any]:
     """Audit RUN's model on the images under ``roots``; write ``audit.json`` and
     ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
-    reported (e.g. a corner suspected to hold a marker).
+    reported (e.g. a corner suspected to hold a marker). ``segmenter``: a ``braincam
+    segment`` run whose predicted masks (``P(tumour) >= 0.5``) join the tumour examples.
     """
     from braincam.device import device_of
     from braincam.explain import METHODS
@@ -118,6 +120,11 @@ def audit_model(
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
     require_single_model(read_meta(run.model), run.root)
     dev = device_of(device)
+    seg = None
+    if segmenter is not None:
+        from braincam.models.segment import load_segmenter
+
+        seg = load_segmenter(segmenter, dev)
     model, meta = load_checkpoint(run.model, device=dev)
     classes = tuple(meta["classes"])
     datasets = _records_by_dataset(run, roots, classes, meta["task"], max_images, settings.seed)
@@ -134,7 +141,12 @@ def audit_model(
         frames.append(per_image_frame(name, paths, batch, methods, results))
         chosen = select_examples(batch, seed=settings.seed)
         if chosen.size:
-            examples.append(tumour_examples(name, paths, batch, methods[0], chosen))
+            predicted = None
+            if seg is not None:
+                from braincam.models.segment import THRESHOLD
+
+                predicted = seg.predict(batch.images[chosen]) >= THRESHOLD
+            examples.append(tumour_examples(name, paths, batch, methods[0], chosen, predicted))
 
     doc: dict[str, Any] = {"run": str(run.root), "settings": dataclasses.asdict(settings)}
     if len(blocks) == 1:
