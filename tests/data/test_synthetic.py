@@ -167,3 +167,15 @@ def test_phantom_dataset_loads_with_boxes(tmp_path):
         ("train", "tumor"), ("train", "no_tumor"), ("test", "tumor"), ("test", "no_tumor")}
     assert all((r.box is not None) == (r.label == "tumor") for r in ds.records)
     assert all(r.width == 40 and r.height == 40 for r in ds.records)
+
+
+def test_tumour_radius_sets_the_tumour_size_and_is_checked():
+    """A tumour mask is a disc of the drawn radius (normalised: half the side is 1)."""
+    for lo, hi in [(0.08, 0.16), (0.22, 0.3)]:
+        spec = PhantomSpec(n_per_class=6, size=128, seed=0, tumour_radius=(lo, hi))
+        for item in make_phantom_arrays(spec, ("train",)):
+            if item.phantom.tumor_mask is not None:
+                radius = np.sqrt(item.phantom.tumor_mask.sum() / np.pi) / 64
+                assert lo - 0.02 <= radius <= hi + 0.02
+    with pytest.raises(ValueError, match="tumour_radius"):
+        PhantomSpec(tumour_radius=(0.2, 0.4))

@@ -138,3 +138,43 @@ def test_same_folder_names_are_told_apart(tmp_path):
     a = write_run(tmp_path / "x" / "run", {"test": m(0.9, 0.9)})
     b = write_run(tmp_path / "y" / "run", {"test": m(0.8, 0.8)})
     assert compare_runs([a, b, a]).runs == ["x/run", "y/run", "x/run (2)"]
+
+
+def mask_audit(pointing, dice, ratio, removal, control):
+    """A mask-aware audit block (docs/audit.md): ``localization.by_method.gradcam.mask`` and
+    the counterfactual removal rates."""
+    return {
+        "attention": {"background": 0.1},
+        "localization": {"pointing_game": 0.05, "mask": {"pointing_game": 0.0},
+                         "by_method": {"gradcam": {"mask": {
+                             "pointing_game": pointing, "dice": dice,
+                             "energy_in_mask_ratio": ratio}}}},
+        "counterfactual": {"mask_removal_flip_rate": removal,
+                           "control_removal_flip_rate": control,
+                           "tumor_effect_flip_rate": removal - control},
+    }
+
+
+def test_mask_columns_for_plain_and_grounded_runs(tmp_path):
+    """The mask numbers of an extra dataset get ``@<dataset>`` columns (gradcam's, not the
+    first method's); columns no run fills stay out."""
+    sartaj = {"attention": {"background": 0.3}, "counterfactual": {}}
+    plain = write_run(tmp_path / "plain", {"test": m(0.9, 0.9)}, {"datasets": {
+        "sartaj": sartaj, "figshare": mask_audit(0.25, 0.125, 1.5, 0.5, 0.25)}})
+    grounded = write_run(tmp_path / "grounded", {"test": m(0.9, 0.875)}, {"datasets": {
+        "sartaj": sartaj, "figshare": mask_audit(0.875, 0.5, 6.0, 0.75, 0.0)}})
+    for run in (plain, grounded):
+        (run / "config.yaml").write_text("data: [/data/sartaj]\n")
+    table = compare_runs([plain, grounded])
+    masks = ["mask_pointing_game@figshare", "mask_dice@figshare",
+             "mask_removal_flip_rate@figshare", "control_removal_flip_rate@figshare",
+             "tumor_effect_flip_rate@figshare"]
+    assert [c for c in table.columns if "@figshare" in c] == [
+        *masks, "energy_in_mask_ratio@figshare"]
+    assert "mask_pointing_game" not in table.columns  # the in-domain data has no masks
+    assert [table.cell("plain", c) for c in masks] == [0.25, 0.125, 0.5, 0.25, 0.25]
+    assert [table.cell("grounded", c) for c in masks] == [0.875, 0.5, 0.75, 0.0, 0.75]
+    assert table.cell("grounded", "energy_in_mask_ratio@figshare") == 6.0
+    assert table.columns.index(masks[0]) > table.columns.index("tumor_removal_flip_rate")
+    files = write_comparison(table, tmp_path / "out")
+    assert json.loads(files[1].read_text())["runs"][1]["mask_dice@figshare"] == 0.5

@@ -84,3 +84,20 @@ def test_contrast_remap_off_draws_no_random_numbers():
     out_a, _ = augment(images, masks, torch.Generator().manual_seed(3), AugmentConfig(remap=0.5))
     out_b, _ = augment(images, masks, torch.Generator().manual_seed(3))
     assert not torch.allclose(out_a, out_b)
+
+
+def test_stacked_masks_move_like_the_head_mask_and_the_first_is_remap_region():
+    """(B, K, S, S) masks: each warped exactly as it would be alone; contrast remapping stays
+    inside the first (the head), whatever the others hold."""
+    images, head = _batch(b=6, s=16)
+    tumour = torch.zeros_like(head)
+    tumour[:, 5:9, 4:11] = True
+    config = AugmentConfig(remap=1.0)
+    out, stacked = augment(images, torch.stack([head, tumour], 1),
+                           torch.Generator().manual_seed(4), config)
+    alone_out, alone_head = augment(images, head, torch.Generator().manual_seed(4), config)
+    _, alone_tumour = augment(images, tumour, torch.Generator().manual_seed(4), config)
+    assert stacked.shape == (6, 2, 16, 16)
+    assert torch.equal(stacked[:, 0], alone_head) and torch.equal(stacked[:, 1], alone_tumour)
+    assert torch.equal(out, alone_out)
+    assert not torch.equal(stacked[:, 1], tumour)  # it moved

@@ -32,6 +32,7 @@ from braincam.train.mitigation import (
     gradcam_energy,
     input_gradient_energy,
     loss_for,
+    mask_shortfall,
     share_outside,
 )
 
@@ -313,4 +314,63 @@ def test_cli_options_reach_the_training_config(name, tmp_path):
     result = invoke(name, str(tmp_path), "--out", str(tmp_path / "run"),
                     "--attention-source", "saliency")
     assert "--attention-source must be one of" in str(result.exception)
+    result = invoke(name, str(tmp_path), "--out", str(tmp_path / "run"),
+                    "--mask-reward", "1", "--counterfactual-pairs", "--finetune-epochs", "0")
+    assert "--mask-reward acts in phase 2" in str(result.exception)
     assert not (tmp_path / "run").exists()
+
+
+# --- the mask reward -----------------------------------------------------------------------
+
+
+def test_mask_shortfall_is_the_energy_outside_the_tumour_and_zero_without_a_mask():
+    head = torch.ones(3, 4, 4, dtype=torch.bool)
+    head[:, 0] = False  # the top row is background
+    tumour = torch.zeros(3, 4, 4, dtype=torch.bool)
+    tumour[0, 1:3, 1:3] = True  # 4 of the 12 head pixels
+    tumour[2, 0, 0] = True  # a tumour pixel the head mask left out still counts
+    energy = torch.ones(3, 4, 4)
+    shortfall = mask_shortfall(energy, tumour, head)
+    # 1 - 4/12; no mask: 0; 1 - 1/13 (the union of head and tumour)
+    torch.testing.assert_close(shortfall, torch.tensor([1 - 4 / 12, 0.0, 1 - 1 / 13]))
+    no_energy = mask_shortfall(torch.zeros(3, 4, 4), tumour, head)
+    assert torch.equal(no_energy, torch.zeros(3))
+
+
+def test_attention_loss_adds_the_weighted_mask_reward_and_leaves_out_zero_terms():
+    torch.manual_seed(0)
+    model, b = PooledNet(), batch(size=16)
+    tumour = torch.zeros(3, 16, 16, dtype=torch.bool)
+    tumour[1, 5:9, 6:10] = True  # one tumour image with a mask
+    b = replace(b, tumour=tumour)
+    criterion = nn.CrossEntropyLoss()
+    logits, energy = input_gradient_energy(model, b.x, b.y)
+    ce = criterion(logits, b.y)
+    shortfall = mask_shortfall(energy, tumour, b.mask)
+    assert shortfall[1] > 0.5 and shortfall[0] == shortfall[2] == 0
+    reward = TrainConfig(mask_reward=1.5, attention_source="input-gradient")
+    assert loss_for(reward) is attention_loss
+    torch.testing.assert_close(attention_loss(model, b, criterion, reward),
+                               ce + 1.5 * shortfall.mean())
+    both = replace(reward, attention_penalty=2.0)
+    torch.testing.assert_close(attention_loss(model, b, criterion, both),
+                               ce + 2.0 * share_outside(energy, b.mask).mean()
+                               + 1.5 * shortfall.mean())
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"mask_reward": -1.0}, "--mask-reward must be >= 0"),
+        ({"mask_reward": 1.0, "finetune_epochs": 0}, "--mask-reward acts in phase 2"),
+    ],
+)
+def test_bad_mask_reward_is_a_one_line_error(changes, message, tmp_path):
+    with pytest.raises(BraincamError, match=message):
+        train_run([tmp_path], TrainConfig(**changes), tmp_path / "run", progress=False)
+
+
+def test_compile_is_refused_with_the_mask_reward(tmp_path):
+    with pytest.raises(BraincamError, match="--compile cannot be combined"):
+        train_run([tmp_path], TrainConfig(mask_reward=1.0), tmp_path / "run",
+                  progress=False, compile=True)

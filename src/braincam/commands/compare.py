@@ -19,7 +19,9 @@ def command(
     ] = False,
 ) -> None:
     """Accuracy (in-domain, leak-free, cross-dataset), background energy, energy in the
-    tumour box and counterfactual rates of each run, side by side."""
+    tumour box and counterfactual rates of each run, side by side; where the audits had
+    expert masks also the pointing game, the map's mask Dice, the energy-in-mask ratio and
+    the tumour-removal vs control flip rates."""
     from rich.console import Console
 
     from braincam.pipeline import compare_runs, write_comparison

@@ -16,6 +16,7 @@ from braincam.commands.training_options import (
     AverageWeights,
     BatchSize,
     ContrastRemap,
+    CounterfactualPairs,
     Crop,
     DataDirs,
     Device,
@@ -27,6 +28,7 @@ from braincam.commands.training_options import (
     HeadLr,
     ImageSize,
     MaskBackground,
+    MaskReward,
     MaskSkull,
     NumWorkers,
     Patience,
@@ -96,6 +98,8 @@ def command(
     dropout: Dropout = 0.3,
     attention_penalty: AttentionPenalty = 0.0,
     attention_source: AttentionSource = "gradcam",
+    mask_reward: MaskReward = 0.0,
+    counterfactual_pairs: CounterfactualPairs = False,
     n_boot: Annotated[
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).")
     ] = 1000,

@@ -19,6 +19,17 @@ ATTENTION_SOURCE_HELP = (
     "pixel-exact, 4-5x slower)."
 )
 
+MASK_REWARD_HELP = (
+    "Weight R of the phase-2 mask reward: loss + R x mean over tumour images with an expert "
+    "mask of (1 - explanation energy inside the mask / energy in the head); 0 = off. Uses "
+    "--attention-source; needs --finetune-epochs >= 1."
+)
+COUNTERFACTUAL_PAIRS_HELP = (
+    "Add, for every training tumour image with an expert mask, a copy with the tumour "
+    "inpainted (label no_tumor) and one with a same-shaped region of tumour-free brain "
+    "inpainted (label unchanged). Validation and test images are never altered."
+)
+
 DataDirs = Annotated[
     list[Path],
     typer.Argument(help="Dataset folder(s): ROOT/<class>/ or ROOT/<split>/<class>/."),
@@ -110,6 +121,11 @@ UpweightErrors = Annotated[
 Dropout = Annotated[float, typer.Option(help="Dropout before the classifier's linear layer.")]
 AttentionPenalty = Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)]
 AttentionSource = Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)]
+MaskReward = Annotated[float, typer.Option(help=MASK_REWARD_HELP)]
+CounterfactualPairs = Annotated[
+    bool, typer.Option("--counterfactual-pairs/--no-counterfactual-pairs",
+                       help=COUNTERFACTUAL_PAIRS_HELP),
+]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 NumWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
 

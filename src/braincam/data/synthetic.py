@@ -53,6 +53,8 @@ SIZE_FACTOR = 1.25
 BRIGHTNESS_OFFSET = 40
 MARKER_FRACTION = 0.12
 DUPLICATE_FRACTION = 0.4
+TUMOUR_RADIUS = (0.08, 0.16)
+MAX_TUMOUR_RADIUS = 0.3  # 1.5 x radius (the oedema halo) must fit in the smallest brain
 
 # Mean intensity (0..1) per tissue and contrast. The enhancing rim matches the skull
 # brightness and the necrotic core sits near CSF, so a tumour changes the intensity
@@ -84,6 +86,7 @@ class PhantomSpec:
     seed: int = 0
     shortcut: str | None = None
     shortcut_class: str = NO_TUMOR
+    tumour_radius: tuple[float, float] = TUMOUR_RADIUS  # normalised, uniform in [lo, hi]
 
     def __post_init__(self) -> None:
         if self.shortcut is not None and self.shortcut not in SHORTCUTS:
@@ -95,6 +98,8 @@ class PhantomSpec:
             raise ValueError(f"contrasts must be a non-empty subset of {CONTRASTS}")
         if self.n_per_class < 1 or self.size < 32:
             raise ValueError("need n_per_class >= 1 and size >= 32")
+        if not 0 < self.tumour_radius[0] <= self.tumour_radius[1] <= MAX_TUMOUR_RADIUS:
+            raise ValueError(f"tumour_radius must be 0 < lo <= hi <= {MAX_TUMOUR_RADIUS}")
 
 
 @dataclass
@@ -108,18 +113,21 @@ class PhantomItem:
 
 
 def render_phantom(
-    rng: np.random.Generator, size: int = 128, contrast: str = "t1ce", tumor: bool = True
+    rng: np.random.Generator, size: int = 128, contrast: str = "t1ce", tumor: bool = True,
+    tumour_radius: tuple[float, float] = TUMOUR_RADIUS,
 ) -> Phantom:
     """Render one head phantom of ``size`` x ``size`` pixels.
 
     Geometry is in normalised coordinates ([-1, 1] across the image): head semi-axes
     0.60-0.82 (x) and 0.72-0.90 (y), rotation +-36 deg, centre offset +-0.07 (the head never
-    reaches the corner marker), skull ring 8-12 % of the head radius; tumour radius 0.08-0.16
-    with a rim of 30-45 % of its radius, placed so the tumour and its oedema halo lie inside
-    the brain. The image is ``gain * tissue * (1 + texture) + noise``, lightly blurred
-    (sigma 0.6 px) before the noise, with gain 0.85-1.15, texture a smooth Gaussian field
-    (sigma size/16 px) of 22-32 % amplitude and noise sigma 0.01-0.04. The strong texture
-    keeps distinct phantoms apart under pHash: about 1 % have another phantom within 4 bits.
+    reaches the corner marker), skull ring 8-12 % of the head radius; tumour radius uniform in
+    ``tumour_radius`` (default 0.08-0.16; larger tumours let a stride-32 Grad-CAM of a small
+    input resolve them) with a rim of 30-45 % of its radius, placed so the tumour and its
+    oedema halo lie inside the brain. The image is ``gain * tissue * (1 + texture) + noise``,
+    lightly blurred (sigma 0.6 px) before the noise, with gain 0.85-1.15, texture a smooth
+    Gaussian field (sigma size/16 px) of 22-32 % amplitude and noise sigma 0.01-0.04. The
+    strong texture keeps distinct phantoms apart under pHash: about 1 % have another phantom
+    within 4 bits.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"unknown contrast {contrast!r}; choose one of {CONTRASTS}")
@@ -148,7 +156,7 @@ def render_phantom(
 
     tumor_mask = None
     if tumor:
-        radius = rng.uniform(0.08, 0.16)
+        radius = rng.uniform(*tumour_radius)
         tu, tv = _tumour_centre(rng, a * skull_frac, b * skull_frac, 1.5 * radius)
         dist = np.hypot(u - tu, v - tv)
         rim_inner = radius * (1 - rng.uniform(0.30, 0.45))
@@ -228,7 +236,8 @@ def _make_item(spec: PhantomSpec, split: str, label: str, index: int) -> Phantom
         contrast = shortcut_contrast(spec.contrasts)
     if planted and spec.shortcut == "size":
         size = round(spec.size * SIZE_FACTOR)
-    phantom = render_phantom(rng, size=size, contrast=contrast, tumor=label == TUMOR)
+    phantom = render_phantom(rng, size=size, contrast=contrast, tumor=label == TUMOR,
+                             tumour_radius=spec.tumour_radius)
     if planted and spec.shortcut == "brightness":
         lifted = phantom.image.astype(np.int16) + BRIGHTNESS_OFFSET * phantom.head_mask
         phantom.image = np.clip(lifted, 0, 255).astype(np.uint8)

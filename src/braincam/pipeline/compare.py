@@ -9,7 +9,14 @@ Per run (a row), from ``metrics.json`` and ``audit/audit.json``:
   ``energy_in_box_ratio@<dataset>`` for each other audited dataset with boxes (the in-domain
   data often has none, an extra dataset such as Figshare's has);
 - ``background_only_survival``, ``head_only_flip_rate``, ``intensity_swap_flip_rate``,
-  ``tumor_removal_flip_rate``: the counterfactual rates.
+  ``tumor_removal_flip_rate``: the counterfactual rates;
+- against expert tumour masks (the mask-aware audit, ``docs/audit.md``), where an audited
+  dataset has them: ``mask_pointing_game`` and ``mask_dice`` (``localization.mask``:
+  ``pointing_game``, ``dice`` of the map's top-k region), ``energy_in_mask_ratio``, and the
+  removal rates ``mask_removal_flip_rate``, ``control_removal_flip_rate`` (the same shape
+  inpainted in tumour-free brain) and ``tumor_effect_flip_rate`` (their difference); with
+  ``@<dataset>`` for each audited dataset other than the in-domain one. These columns appear
+  only when some run has a number for them.
 
 A model audit of several datasets is read for its in-domain entry (the dataset named like one
 of the run's data roots in config.yaml, else the first), box ratios for every dataset.
@@ -35,6 +42,9 @@ BOX_PREFIX = "energy_in_box_ratio@"
 RATES = ("background_share", "background_only_survival", "head_only_flip_rate",
          "intensity_swap_flip_rate", "tumor_removal_flip_rate")
 RATIOS = ("energy_in_box_ratio",)
+MASK_RATES = ("mask_pointing_game", "mask_dice", "mask_removal_flip_rate",
+              "control_removal_flip_rate", "tumor_effect_flip_rate")
+MASK_RATIOS = ("energy_in_mask_ratio",)
 PREFERRED_METHOD = "gradcam"
 MISSING = "-"
 CHECK_KEYS = ("attention", "localization", "faithfulness", "sanity", "counterfactual")
@@ -90,7 +100,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
     if not run_dirs:
         raise BraincamError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
-    rows, extras, boxes = [], [], []
+    rows, extras, boxes, masks = [], [], [], []
     for path in paths:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
@@ -101,8 +111,11 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
         extras += [k for k in row if k.startswith(EXTRA_PREFIX) and k not in extras]
         boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
+        masks += [k for k in row if _mask_key(k) and row[k] is not None and k not in masks]
         rows.append(row)
-    columns = [*PERFORMANCE, *extras, *RATES, *RATIOS, *boxes]
+    mask_rates = [k for k in masks if _mask_key(k) in MASK_RATES]
+    mask_ratios = [k for k in masks if _mask_key(k) in MASK_RATIOS]
+    columns = [*PERFORMANCE, *extras, *RATES, *mask_rates, *RATIOS, *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
     return Comparison(_names(paths), paths, columns, rows)
 
@@ -126,9 +139,11 @@ def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
     panels = [
         ("accuracy (in-domain, leak-free, cross-dataset)",
          [c for c in comparison.columns if c in PERFORMANCE or c.startswith(EXTRA_PREFIX)]),
-        ("shortcut signals: shares and rates", list(RATES)),
-        ("energy in tumour box / box area (1 = chance)",
-         [c for c in comparison.columns if c in RATIOS or c.startswith(BOX_PREFIX)]),
+        ("shortcut and grounding signals: shares and rates",
+         [c for c in comparison.columns if c in RATES or _mask_key(c) in MASK_RATES]),
+        ("energy in tumour box or mask / its area (1 = chance)",
+         [c for c in comparison.columns
+          if c in RATIOS or c.startswith(BOX_PREFIX) or _mask_key(c) in MASK_RATIOS]),
     ]
     heights = [len(cols) + 1 for _, cols in panels]
     fig = Figure(figsize=(8, 0.45 * sum(heights) + 1.5))
@@ -174,10 +189,29 @@ def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, floa
     row = {"background_share": attention.get("background"),
            "energy_in_box_ratio": _box_ratio(checks)}
     row |= {c: counterfactual.get(c) for c in RATES if c != "background_share"}
-    for name, other in blocks.items():  # boxes often exist only in an extra dataset
+    row |= _mask_values(checks)
+    for name, other in blocks.items():  # boxes and masks often exist only in an extra dataset
         if name != own and _number(_box_ratio(other)) is not None:
             row[BOX_PREFIX + name] = _box_ratio(other)
+        if name != own:
+            row |= {f"{k}@{name}": v for k, v in _mask_values(other).items()}
     return {k: _number(v) for k, v in row.items()}
+
+
+def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
+    """The mask-based numbers of one dataset's checks (None where absent)."""
+    mask = _one_method(checks.get("localization")).get("mask")
+    mask = mask if isinstance(mask, dict) else {}
+    counterfactual = checks.get("counterfactual") or {}
+    return {"mask_pointing_game": mask.get("pointing_game"), "mask_dice": mask.get("dice"),
+            "energy_in_mask_ratio": mask.get("energy_in_mask_ratio"),
+            **{k: counterfactual.get(k) for k in MASK_RATES[2:]}}
+
+
+def _mask_key(column: str) -> str | None:
+    """The mask-based number a column holds (``name`` or ``name@dataset``), else None."""
+    name = column.split("@")[0]
+    return name if name in MASK_RATES + MASK_RATIOS else None
 
 
 def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:

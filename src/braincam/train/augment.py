@@ -3,8 +3,9 @@
 Geometry: a small random similarity transform per image (rotation, isotropic scale, shift)
 and a horizontal flip (brains are roughly left-right symmetric; vertical flips and large
 rotations would create anatomy that scanners never produce), applied with
-``affine_grid``/``grid_sample`` (zeros outside: MRI background is black). The head mask is
-warped with the same grid (nearest neighbour), so mask-aware losses stay aligned.
+``affine_grid``/``grid_sample`` (zeros outside: MRI background is black). The head mask (and
+any further masks stacked with it, such as the tumour mask of ``--mask-reward``) is warped
+with the same grid (nearest neighbour), so mask-aware losses stay aligned.
 
 Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
 mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
@@ -53,7 +54,9 @@ def augment(
     generator: torch.Generator,
     config: AugmentConfig = AugmentConfig(),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Augment ``images`` (B, 1, S, S) floats in [0, 1] and their ``masks`` (B, S, S) bool."""
+    """Augment ``images`` (B, 1, S, S) floats in [0, 1] and their ``masks``: (B, S, S) bool,
+    the head masks, or (B, K, S, S) bool, K masks per image whose first is the head mask
+    (contrast remapping's region); returned in the shape given."""
     b = images.shape[0]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
@@ -79,18 +82,20 @@ def augment(
     ).to(images.device, images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    head = None
     if masks is not None:
-        warped = F.grid_sample(
-            masks.unsqueeze(1).to(images.dtype), grid, mode="nearest", align_corners=False
-        )
-        masks = warped.squeeze(1) > 0.5
+        stacked = masks if masks.dim() == 4 else masks.unsqueeze(1)
+        warped = F.grid_sample(stacked.to(images.dtype), grid, mode="nearest",
+                               align_corners=False) > 0.5
+        masks = warped if masks.dim() == 4 else warped.squeeze(1)
+        head = warped[:, 0]
 
     def per_image(v: torch.Tensor) -> torch.Tensor:
         return v.to(images.device, images.dtype).view(b, 1, 1, 1)
 
     out = out.clamp(0, 1)
     if config.remap > 0:  # drawn only when asked: runs without it keep their random stream
-        out = remap_contrast(out, masks, generator, config.remap)
+        out = remap_contrast(out, head, generator, config.remap)
     out = out ** per_image(gamma)
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * per_image(contrast) + mean + per_image(brightness)

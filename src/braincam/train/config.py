@@ -75,6 +75,8 @@ class TrainConfig:
     amp: bool = True
     attention_penalty: float = 0.0  # weight W of the phase-2 penalty (train.mitigation)
     attention_source: str = "gradcam"  # gradcam | input-gradient
+    mask_reward: float = 0.0  # weight R of the phase-2 tumour-mask reward (train.mitigation)
+    counterfactual_pairs: bool = False  # tumour-removed + control copies (train.grounding)
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):
@@ -86,6 +88,12 @@ class TrainConfig:
         that share it share their split (so ``braincam ensemble`` can average them) while
         ``seed`` still varies initialisation, augmentation and batch order."""
         return self.seed if self.split_seed is None else self.split_seed
+
+    @property
+    def explains_in_loss(self) -> bool:
+        """Whether the phase-2 loss has an explanation term (attention penalty or mask
+        reward): such a loss needs a double backward and its phase-2 state is kept."""
+        return self.attention_penalty > 0 or self.mask_reward > 0
 
     def validate(self) -> None:
         """Raise BraincamError naming the first bad option."""
@@ -110,6 +118,9 @@ class TrainConfig:
              f"--attention-source must be one of {', '.join(ATTENTION_SOURCES)}"),
             (self.attention_penalty == 0 or self.finetune_epochs > 0,
              "--attention-penalty acts in phase 2: it needs --finetune-epochs >= 1"),
+            (self.mask_reward >= 0, "--mask-reward must be >= 0"),
+            (self.mask_reward == 0 or self.finetune_epochs > 0,
+             "--mask-reward acts in phase 2: it needs --finetune-epochs >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -34,11 +34,14 @@ from braincam.train.config import TrainConfig
 
 @dataclass
 class TrainData:
-    """One split in memory: grey uint8 images (N, S, S), head masks (N, S, S), class indices."""
+    """One split in memory: grey uint8 images (N, S, S), head masks (N, S, S), class indices,
+    and tumour masks (N, S, S) bool, empty where an image has none (None: not loaded, only
+    the mask reward needs them)."""
 
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
+    tumour: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -46,12 +49,13 @@ class TrainData:
 
 @dataclass
 class Batch:
-    """What the loss function sees: model input, labels, and the head masks aligned with the
-    (augmented) input -- for mask-aware mitigation losses."""
+    """What the loss function sees: model input, labels, and the head masks (and tumour
+    masks, when loaded) aligned with the (augmented) input -- for mask-aware losses."""
 
     x: torch.Tensor  # (B, 3, S, S) normalised model input
     y: torch.Tensor  # (B,) class indices
     mask: torch.Tensor  # (B, S, S) bool
+    tumour: torch.Tensor | None = None  # (B, S, S) bool, empty where an image has no mask
 
 
 @dataclass
@@ -77,8 +81,8 @@ def compute_loss(
     """The phase-2 training loss: class-balanced cross-entropy of the logits.
 
     This is the hook for mitigations: ``train_run(..., loss_fn=...)`` replaces it;
-    :func:`braincam.train.mitigation.attention_loss` (``config.attention_penalty > 0``) adds
-    the share of explanation energy outside ``batch.mask``.
+    :func:`braincam.train.mitigation.attention_loss` (``config.explains_in_loss``) adds the
+    share of explanation energy outside ``batch.mask`` and the mask reward.
     """
     return criterion(model(batch.x), batch.y)
 
@@ -214,9 +218,9 @@ def finetune(
     its slice of the single-process global batches, augmented identically, with its loss
     scaled so that the averaged gradient is the global batch's
     (:mod:`braincam.distributed`); only dropout masks differ from one process.
-    With an attention penalty the kept state is the best phase-2 epoch's, whatever phase 1
-    scored: validation data share the training data's shortcuts, so the unpenalised
-    phase-1 model would often win on them.
+    With an attention penalty or a mask reward the kept state is the best phase-2 epoch's,
+    whatever phase 1 scored: validation data share the training data's shortcuts, so the
+    unpenalised phase-1 model would often win on them.
 
     BatchNorm statistics stay frozen when the weights were learned (``imagenet`` or a file);
     with random weights (``none``) they are meaningless (mean 0, variance 1 make activations
@@ -226,7 +230,7 @@ def finetune(
         return []
     tracker.restore()
     tracker.stale = 0
-    if config.attention_penalty > 0:
+    if config.explains_in_loss:
         tracker.score = None  # keep a penalised state: phase 1 had no penalty to obey
     frozen_stats = pretrained(config)
     params = set_trainable(model, finetune_modules(model, config.finetune_stages) + ["head"])
@@ -236,7 +240,8 @@ def finetune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
     loader = DataLoader(
-        TensorDataset(train.images, train.masks, train.labels),
+        TensorDataset(*(t for t in (train.images, train.labels, train.masks, train.tumour)
+                        if t is not None)),
         # batch statistics need more than one image per batch
         batch_sampler=GlobalBatches(len(train) if pool is None else pool, config.batch_size,
                                     config.seed,
@@ -262,10 +267,11 @@ def finetune(
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"finetune {epoch}", unit="batch", leave=False)
-        for images, masks, labels in batches:
+        for images, labels, *rest in batches:
             images = images.to(device, non_blocking=True).unsqueeze(1).float() / 255
-            masks = masks.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
+            # head mask first, then the tumour mask if loaded: augmented together
+            masks = torch.stack(rest, dim=1).to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank: one process's parameters
                 images, masks = augment(images, masks, aug_generator, aug_config)
             n = len(labels)
@@ -275,7 +281,8 @@ def finetune(
                 step_criterion = GlobalBatchCrossEntropy(criterion.weight, labels, n_local)
                 part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
             x = normalize(images[part]).contiguous(memory_format=torch.channels_last)
-            batch = Batch(x, labels[part], masks[part])
+            tumour = masks[part, 1] if masks.shape[1] > 1 else None
+            batch = Batch(x, labels[part], masks[part, 0], tumour)
             with autocast(device, enabled=config.amp):
                 loss = loss_fn(step_model, batch, step_criterion, config)
             optimizer.zero_grad(set_to_none=True)

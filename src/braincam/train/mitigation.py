@@ -28,6 +28,20 @@ logit counts as well, which a Grad-CAM of the logit ``z_y`` alone would miss.
   squared gradients undercounts a saturated cue (a uniform white square has small input
   gradients while it decides the class).
 
+Mask reward (``TrainConfig.mask_reward`` = ``R``, ``--mask-reward``): on tumour images with
+an expert mask ``T`` (carried in the batch, warped with the image: ``Batch.tumour``), the
+same energy is rewarded for lying inside the tumour rather than elsewhere in the head::
+
+    loss += R * mean_n [T_n non-empty] * (1 - sum_ij E_ij T_ij / sum_ij E_ij (M_ij | T_ij))
+
+(0 for an image without a mask or without energy; the mean runs over the whole batch, so
+``R`` weighs a masked image like the penalty's ``W`` weighs any image, and a batch's scale
+does not depend on how many of its images have masks). Only tumour images carry a non-empty
+``T``: a no-tumour image has none, nor has the tumour-removed copy of
+:mod:`braincam.train.grounding`. The mask is the tumour's expert outline, not its box (a box
+rewards the tissue around a small tumour as much as the tumour). Both terms share one map
+and one backward; either may be 0.
+
 The share is scale-free, so ``W`` reads as "cross-entropy nats per unit of energy share".
 Only phase 2 applies it: phase 1 fits the head on features computed once, and the head alone
 cannot move where the features respond.
@@ -55,20 +69,26 @@ from braincam.train.loop import Batch, LossFn, compute_loss
 
 
 def loss_for(config: TrainConfig) -> LossFn:
-    """The phase-2 loss a config asks for: plain cross-entropy, or with the penalty."""
-    return attention_loss if config.attention_penalty > 0 else compute_loss
+    """The phase-2 loss a config asks for: plain cross-entropy, or with the explanation
+    terms (attention penalty, mask reward)."""
+    return attention_loss if config.explains_in_loss else compute_loss
 
 
 def attention_loss(
     model: nn.Module, batch: Batch, criterion: nn.Module, config: TrainConfig
 ) -> Tensor:
-    """``criterion(z, y) + attention_penalty * mean share_out`` (see the module docstring)."""
+    """``criterion(z, y) + attention_penalty * mean share_out + mask_reward * mean
+    shortfall`` (see the module docstring); a term whose weight is 0 is left out."""
     if config.attention_source == "gradcam":
         logits, energy = gradcam_energy(model, batch.x, batch.y)
     else:
         logits, energy = input_gradient_energy(model, batch.x, batch.y)
-    penalty = share_outside(energy, batch.mask).mean()
-    return criterion(logits, batch.y) + config.attention_penalty * penalty
+    loss = criterion(logits, batch.y)
+    if config.attention_penalty > 0:
+        loss = loss + config.attention_penalty * share_outside(energy, batch.mask).mean()
+    if config.mask_reward > 0 and batch.tumour is not None:
+        loss = loss + config.mask_reward * mask_shortfall(energy, batch.tumour, batch.mask).mean()
+    return loss
 
 
 def share_outside(energy: Tensor, mask: Tensor) -> Tensor:
@@ -82,6 +102,19 @@ def share_outside(energy: Tensor, mask: Tensor) -> Tensor:
     outside = (energy * (~mask)).sum(dim=(1, 2))
     total = energy.sum(dim=(1, 2)).clamp_min(torch.finfo(energy.dtype).tiny)
     return outside / total
+
+
+def mask_shortfall(energy: Tensor, tumour: Tensor, head: Tensor) -> Tensor:
+    """``1 - sum(E * T) / sum(E * (M | T))`` per image (N,), at least in float32; 0 where
+    ``T`` is empty or there is no energy in ``M | T``. ``tumour`` and ``head`` (N, S, S)
+    bool. The union keeps the ratio in [0, 1] where augmentation or the head mask cut a
+    tumour's edge."""
+    energy = at_least_float32(energy)
+    inside = (energy * tumour).sum(dim=(1, 2))
+    total = (energy * (tumour | head)).sum(dim=(1, 2))
+    shortfall = 1 - inside / total.clamp_min(torch.finfo(energy.dtype).tiny)
+    return torch.where(tumour.any(dim=(1, 2)) & (total > 0), shortfall,
+                       torch.zeros_like(shortfall))
 
 
 def true_class_score(logits: Tensor, labels: Tensor) -> Tensor:

@@ -45,6 +45,7 @@ from braincam.train.reweight import task_errors, upsampled_pool
 if TYPE_CHECKING:
     import numpy as np
 
+    from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -93,9 +94,10 @@ def train_run(
 
     start = time.perf_counter()
     config.validate()
-    if compile and config.attention_penalty > 0:
-        raise BraincamError("--compile cannot be combined with --attention-penalty "
-                            "(torch.compile does not support its double backward)")
+    if compile and config.explains_in_loss:
+        raise BraincamError("--compile cannot be combined with --attention-penalty or "
+                            "--mask-reward (torch.compile does not support their double "
+                            "backward)")
     loss_fn = loss_fn or loss_for(config)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
@@ -116,8 +118,9 @@ def train_run(
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
     stages = finetune_modules(model, config.finetune_stages)
+    cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
-        images, masks, unreadable = PreprocessCache().load(
+        images, masks, unreadable = cache.load(
             dataset.records, config.preprocess, progress=progress
         )
     records = without_skipped(dataset.records, unreadable)
@@ -139,6 +142,10 @@ def train_run(
         for idx in [split.indices(name)]
     }
     _check_classes(data["train"], data["val"], fitted)
+    originals = len(data["train"])  # the counterfactual copies follow them
+    if config.mask_reward > 0 or config.counterfactual_pairs:
+        data["train"] = _grounded(data["train"], [records[i] for i in split.indices("train")],
+                                  config, cache, fitted)
 
     run = RunDir(Path(out_dir))
     with main_first(ctx):
@@ -171,8 +178,8 @@ def train_run(
             log.info("phase 2 sees %d training images phase 1 got wrong %d times each",
                      int(errors.sum()), config.upweight_errors)
             if ctx.is_main:
-                _write_upweighted(run, records, split.indices("train"), errors, head_logits,
-                                  train.labels, fitted)
+                _write_upweighted(run, records, split.indices("train"), errors[:originals],
+                                  head_logits[:originals], train.labels[:originals], fitted)
         history += finetune(model, train, val, criterion, config, device, tracker,
                             loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile,
                             pool=pool)
@@ -196,6 +203,32 @@ def train_run(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
         best.val_balanced_accuracy, time.perf_counter() - start,
     )
+
+
+def _grounded(
+    train: TrainData, records: Sequence[ImageRecord], config: TrainConfig,
+    cache: PreprocessCache, fitted: list[str],
+) -> TrainData:
+    """The training split with its tumour masks (for ``mask_reward``) and, with
+    ``counterfactual_pairs``, its counterfactual copies (:mod:`braincam.train.grounding`)."""
+    from braincam.labels import NO_TUMOR
+    from braincam.train.grounding import tumour_masks, with_pairs
+
+    train.tumour = tumour_masks(records, config.preprocess, cache)
+    masked = int(train.tumour.flatten(1).any(dim=1).sum())
+    if not masked:
+        log.warning("no training image has a tumour mask: --mask-reward and "
+                    "--counterfactual-pairs change nothing")
+    if config.counterfactual_pairs:
+        if NO_TUMOR not in fitted:
+            raise BraincamError("--counterfactual-pairs needs a no_tumor class to label the "
+                                "tumour-removed copies")
+        train, pairs = with_pairs(train, fitted.index(NO_TUMOR), config.seed)
+        log.info("counterfactual pairs: %d tumour-removed and %d control images added",
+                 len(pairs.source), len(pairs.source))
+    if config.mask_reward == 0:
+        train.tumour = None  # only the reward reads them in phase 2
+    return train
 
 
 def run_config(
