@@ -100,7 +100,12 @@ class Model:
                 skipped: list[SkippedFile] | None = None) -> list[Prediction]:
         """One :class:`Prediction` per image or slice of ``inputs``. Unreadable inputs raise
         ``ImageReadError``, or, when a ``skipped`` list is given, are appended to it."""
-        items, preps = self._prepare(expand_inputs(inputs, choice), skipped)
+        return self.predict_slices(expand_inputs(inputs, choice), batch_size, skipped)
+
+    def predict_slices(self, slices: Sequence[InputSlice], batch_size: int = 32,
+                       skipped: list[SkippedFile] | None = None) -> list[Prediction]:
+        """:meth:`predict` of already expanded inputs."""
+        items, preps = self._prepare(list(slices), skipped)
         if not items:
             return []
         images = np.stack([p.image for p in preps])
@@ -112,10 +117,17 @@ class Model:
                 skipped: list[SkippedFile] | None = None) -> list[Explanation]:
         """Predictions plus a map of the predicted class per image (``braincam.explain``
         methods); a CAM lying mostly outside the head adds a warning."""
+        return self.explain_slices(expand_inputs(inputs, choice), method, layer, batch_size,
+                                   skipped)
+
+    def explain_slices(self, slices: Sequence[InputSlice], method: str = "gradcam",
+                       layer: str | None = None, batch_size: int = 16,
+                       skipped: list[SkippedFile] | None = None) -> list[Explanation]:
+        """:meth:`explain` of already expanded inputs."""
         from braincam.explain import explain
         from braincam.explain.render import overlay_original
 
-        items, preps = self._prepare(expand_inputs(inputs, choice), skipped)
+        items, preps = self._prepare(list(slices), skipped)
         out: list[Explanation] = []
         for lo in range(0, len(items), batch_size):
             chunk, chunk_preps = items[lo: lo + batch_size], preps[lo: lo + batch_size]
