@@ -34,7 +34,11 @@ from braincam.errors import BraincamError
 
 PERCENTILES = (0.5, 99.5)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_PLUGINS = "pylibjpeg with pylibjpeg-libjpeg/-openjpeg, or python-gdcm"
+_PLUGINS = {  # transfer-syntax name prefix -> pydicom plugins that decode it
+    "JPEG-LS": "pyjpegls, or python-gdcm",
+    "JPEG 2000": "pylibjpeg with pylibjpeg-openjpeg, or python-gdcm",
+    "JPEG": "pylibjpeg with pylibjpeg-libjpeg, or python-gdcm",
+}
 
 
 class DicomReadError(BraincamError):
@@ -63,7 +67,9 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
 
     try:
         source = io.BytesIO(data) if data is not None else str(path)
-        return pydicom.dcmread(source, stop_before_pixels=header_only)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on tolerable header quirks
+            return pydicom.dcmread(source, stop_before_pixels=header_only)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DicomReadError(f"{path}: not a readable DICOM file ({reason})") from None
@@ -101,9 +107,10 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", str(syntax))
         if syntax is not None and getattr(syntax, "is_compressed", False):
+            plugins = next((v for k, v in _PLUGINS.items() if name.startswith(k)), "python-gdcm")
             raise DicomReadError(
                 f"{path}: cannot decode compressed pixel data ({name}); install a pydicom "
-                f"plugin for it: {_PLUGINS}"
+                f"plugin for it: {plugins}"
             ) from None
         reason = " ".join(str(exc).split()).split(". ")[0]
         raise DicomReadError(f"{path}: cannot decode pixel data ({reason})") from None
