@@ -34,7 +34,7 @@ from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
 from braincam.runs import RunDir
 
-__all__ = ["Explanation", "Model", "Prediction", "load"]
+__all__ = ["Explanation", "Model", "Prediction", "SliceChoice", "load"]
 
 WORKERS = 4
 

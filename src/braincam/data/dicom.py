@@ -127,19 +127,23 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
         ds.get("RescaleIntercept", 0) or 0
     )
-    grey = window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
-    return (1.0 - grey if photometric == "MONOCHROME1" else grey).astype(np.float32)
+    return window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")),
+                  invert=photometric == "MONOCHROME1")
 
 
-def window(values: np.ndarray, centre: float | None, width: float | None) -> np.ndarray:
-    """``clip((v - (c - w/2)) / w, 0, 1)`` with a window, else robust percentiles (module doc)."""
+def window(values: np.ndarray, centre: float | None, width: float | None,
+           invert: bool = False) -> np.ndarray:
+    """``clip((v - lo) / (hi - lo), 0, 1)`` with ``lo, hi = c -+ w/2`` from the window, else
+    robust percentiles (module doc); ``invert`` gives ``1 - x``, computed as
+    ``(hi - v) / (hi - lo)`` so that it rounds like the uninverted image."""
     if centre is not None and width is not None and width > 0:
         lo, hi = centre - width / 2.0, centre + width / 2.0
     else:
         lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    scaled = (hi - values) / (hi - lo) if invert else (values - lo) / (hi - lo)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def series_files(folder: Path | str) -> list[Path]:
