@@ -169,3 +169,14 @@ def test_docs_example_runs(run, tmp_path):
         os.chdir(cwd)
     assert scope["pred"].label in ("no_tumor", "tumor")
     assert (tmp_path / "overlay.png").is_file()
+
+
+def test_bench_predict_reports_latency_and_side_by_side_throughput(model, run):
+    from braincam.api.bench import bench_predict
+
+    files = [Path(p) for p in _split_paths(run, "test")[:4]]
+    result = bench_predict(model, files, repeats=2, folder_repeats=1, batch_size=2)
+    assert result["images"] == 4 and result["ood"] is True
+    assert 0 < result["predict_ms"] and 0 < result["predict_gradcam_ms"]
+    ratio = result["folder_predict_img_s"] / result["folder_evaluate_img_s"]
+    assert result["folder_predict_vs_evaluate"] == pytest.approx(ratio, rel=0.01)
