@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 import braincam
-from braincam.api.reference import REFERENCE_FILE
 from braincam.api.warnings import cam_warning
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
+from braincam.runs import RunDir
 from braincam.train import TrainConfig, train_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +78,12 @@ def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
     assert any(w.startswith("unlike the training data") for w in ood.warnings)
     assert ood.ood_score > 1.0
     assert ood.ood_score > max(p.ood_score for p in normal)
-    assert (run / REFERENCE_FILE).is_file()  # calibrated once, cached in the run
+    assert (RunDir(run).ood_reference).is_file()  # calibrated once, cached in the run
 
 
 def test_reference_is_read_back_not_rebuilt(model, run):
     model.predict([_split_paths(run, "test")[0]])
-    file = run / REFERENCE_FILE
+    file = RunDir(run).ood_reference
     stamp = file.stat().st_mtime_ns
     again = braincam.load(run)
     assert again.reference.threshold == pytest.approx(model.reference.threshold)
