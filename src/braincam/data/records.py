@@ -17,6 +17,12 @@ image, or is empty on a tumour image is not attached: a warning and a ``SkippedF
 the mask (reason ends "image kept without it"); the image stays, with its box if any. An empty
 mask on a no-tumour image is valid (no tumour pixel).
 
+DICOM files (``.dcm``/``.dicom``) are records too, one per frame (``ImageRecord.slice`` is the
+frame of a multi-frame file, None for a single frame); a NIfTI volume (``.nii``/``.nii.gz``) gives
+one record per axial slice whose head covers at least ``VOLUME_MIN_HEAD`` of the slice
+(``braincam.data.nifti``; volumes are read whole here). Downstream files that name images by path
+(``split.csv``) then list a volume's path once per slice.
+
 Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
 spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
 compressed data surfaces later, when the image is decoded (``PreprocessCache.load`` skips it).
@@ -37,6 +43,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes
+from braincam.data.nifti import is_nifti_name
 from braincam.errors import BraincamError
 from braincam.labels import CANONICAL, NO_TUMOR, normalise_label
 from braincam.runs import atomic_write_text
@@ -44,6 +51,8 @@ from braincam.runs import atomic_write_text
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+VOLUME_MIN_HEAD = 0.1  # NIfTI slices whose head mask covers less of the slice are not records
 MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable anatomy
 MASKS_DIR = "masks"
 IGNORED_DIRS = frozenset({MASKS_DIR})
@@ -80,6 +89,7 @@ class ImageRecord:
     height: int
     box: Box | None
     mask: Path | None = None  # expert tumour mask (ROOT/masks/...png), same size as the image
+    slice: int | None = None  # frame of a multi-frame DICOM file / axial slice of a NIfTI volume
 
 
 @dataclass(frozen=True)
@@ -179,6 +189,11 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
         if not files:
             log.warning("%s: class folder contains no images", folder)
         for file in files:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                found, problem = _volume_records(file, root.name, split, label)
+                records += found
+                skipped += [problem] if problem else []
+                continue
             size, reason = _header_size(file)
             if reason is not None:
                 log.warning("skipping %s: %s", file, reason)
@@ -249,10 +264,39 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
     return None
 
 
+def _volume_records(
+    file: Path, source: str, split: str | None, label: str
+) -> tuple[list[ImageRecord], SkippedFile | None]:
+    """Records of a DICOM file (one per frame) or a NIfTI volume (one per slice with head)."""
+    from braincam.data.dicom import dicom_info
+    from braincam.data.nifti import choose_slices, read_volume
+
+    try:
+        if is_nifti_name(file):
+            volume = read_volume(file)
+            picked = choose_slices(volume, min_head=VOLUME_MIN_HEAD)
+            height, width = volume.shape[1:]
+            return [ImageRecord(file, source, split, label, width, height, None, slice=k)
+                    for k in picked], None
+        info = dicom_info(file)
+    except BraincamError as exc:
+        reason = str(exc).removeprefix(f"{file}: ")
+        log.warning("skipping %s: %s", file, reason)
+        return [], SkippedFile(file, reason)
+    if min(info.width, info.height) < MIN_SIDE:
+        reason = ("DICOM file without an image (no Rows/Columns)" if not info.width * info.height
+                  else f"image too small ({info.width}x{info.height} px, minimum {MIN_SIDE})")
+        log.warning("skipping %s: %s", file, reason)
+        return [], SkippedFile(file, reason)
+    frames = [None] if info.frames == 1 else list(range(info.frames))
+    return [ImageRecord(file, source, split, label, info.width, info.height, None, slice=k)
+            for k in frames], None
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
+        if (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p))
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and p.is_file()
     )
@@ -318,9 +362,7 @@ def _attach_boxes(
         log.warning(
             "%s: %d rows ignored (first: %s)", root / BOXES_FILE, len(problems), problems[0]
         )
-    return [
-        replace(r, box=boxes.get(i)) for i, r in enumerate(records)
-    ]
+    return [replace(r, box=boxes.get(i)) for i, r in enumerate(records)]
 
 
 def _read_boxes_csv(path: Path) -> list[dict[str, str]]:
