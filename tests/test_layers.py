@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("audit",),
     ("report",),
     ("pipeline",),
+    ("serve",),
     ("commands",),
     ("cli",),
     ("__main__",),

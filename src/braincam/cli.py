@@ -23,6 +23,7 @@ from braincam.commands import (
     info,
     report,
     run,
+    serve,
     train,
 )
 from braincam.errors import BraincamError
@@ -50,6 +51,7 @@ app.command("run")(run.command)
 app.command("demo")(demo.command)
 app.command("report")(report.command)
 app.command("compare")(compare.command)
+app.command("serve")(serve.command)
 app.add_typer(bench.app, name="bench")
 
 
