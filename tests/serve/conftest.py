@@ -1,49 +1,41 @@
-"""A tiny binary run (untrained 64 px network, batch-norm statistics of phantoms), a phantom
-PNG and the loaded model the app serves."""
+"""A tiny binary run trained on phantoms, a phantom PNG, and the loaded model the app
+serves."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from braincam.data.preprocess import PreprocessConfig, preprocess
-from braincam.data.synthetic import PhantomSpec, make_phantom_arrays
-from braincam.models import build_model, save_checkpoint
+from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
+from braincam.train import TrainConfig, train_run
 
 SIZE = 64
 ARCH = "test_efficientnet"
 
 
 @pytest.fixture(scope="session")
-def phantoms() -> list[np.ndarray]:
-    items = make_phantom_arrays(PhantomSpec(n_per_class=3, size=SIZE), splits=("train",))
-    return [item.phantom.image for item in items]
+def tiny_run(tmp_path_factory) -> Path:
+    """A binary run trained for two head epochs on phantoms (seconds on a CPU)."""
+    base = tmp_path_factory.mktemp("serve-run")
+    data = make_phantom_dataset(base / "phantoms", PhantomSpec(n_per_class=10, size=SIZE))
+    config = TrainConfig(arch=ARCH, weights="none", head_epochs=2, finetune_epochs=0,
+                         batch_size=8, preprocess=PreprocessConfig(size=SIZE), device="cpu")
+    train_run([data], config, base / "run", progress=False)
+    return base / "run"
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, phantoms) -> Path:
-    run = tmp_path_factory.mktemp("serve-run")
-    prep = PreprocessConfig(size=SIZE)
-    images = np.stack([preprocess(p / 255.0, prep).image for p in phantoms])
-    torch.manual_seed(0)
-    model = build_model(ARCH, 2)
-    with torch.no_grad():  # batch-norm statistics of these images, so outputs vary
-        model.train()(torch.as_tensor(images).float()[:, None].expand(-1, 3, -1, -1) / 255)
-    save_checkpoint(model.eval(), run / "model.safetensors", {
-        "arch": ARCH, "classes": ["no_tumor", "tumor"], "task": "binary",
-        "preprocess": asdict(prep), "dropout": 0.3})
-    return run
-
-
-@pytest.fixture(scope="session")
-def png_file(tmp_path_factory, phantoms) -> Path:
+def png_file(tmp_path_factory) -> Path:
+    """A phantom with a tumour, not one of the training images."""
+    (item,) = [i for i in make_phantom_arrays(PhantomSpec(n_per_class=1, size=SIZE, seed=9),
+                                              splits=("test",)) if i.label == "tumor"]
     path = tmp_path_factory.mktemp("serve-png") / "phantom.png"
-    Image.fromarray(phantoms[-1]).save(path)
+    Image.fromarray(item.phantom.image).save(path)
     return path
 
 
