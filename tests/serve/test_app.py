@@ -88,6 +88,14 @@ def test_oversized_uploads_get_413(model, png_file):
         # far past the cap: refused by the declared length, before the body is read
         reply = post(small, "scan.png", data + b"\x00" * 100_000)
         assert reply.status_code == 413
+        # no declared length (chunked): counted while it streams in
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                b"\r\n" + data + b"\x00" * 100_000 + b"\r\n--b--\r\n")
+        chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
+        reply = small.post("/api/predict", content=chunks,
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+        assert "content-length" not in reply.request.headers
+        assert reply.status_code == 413
     with TestClient(create_app(model, ServeSettings(max_upload=len(data)))) as exact:
         assert post(exact, "scan.png", data).status_code == 200
 
