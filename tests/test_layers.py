@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("audit",),
     ("report",),
     ("pipeline",),
+    ("api",),
     ("serve",),
     ("commands",),
     ("cli",),

@@ -21,6 +21,7 @@ from braincam.commands import (
     evaluate,
     explain,
     info,
+    predict,
     report,
     run,
     serve,
@@ -45,6 +46,7 @@ app.command("train")(train.command)
 app.command("evaluate")(evaluate.command)
 app.command("ensemble")(ensemble.command)
 app.command("explain")(explain.command)
+app.command("predict")(predict.command)
 app.command("audit-data")(audit_data.command)
 app.command("audit")(audit.command)
 app.command("run")(run.command)

@@ -12,6 +12,10 @@ Every decoder output becomes float32 ``H x W`` in ``[0, 1]``:
 - float (``F`` TIFF): kept when already in ``[0, 1]``, else min-max scaled.
 - alpha (RGBA, LA, palette with transparency): composited on black, ``grey * alpha``, because
   MRI backgrounds are black.
+
+DICOM (``braincam.data.dicom``) and NIfTI (``braincam.data.nifti``) are recognised by content
+(the ``DICM`` marker; a NIfTI header, gzipped or not), not by name; ``index`` picks a frame of a
+multi-frame DICOM file or an axial slice of a volume.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from braincam.data.dicom import DicomReadError, is_dicom, read_dicom
+from braincam.data.nifti import NiftiReadError, is_nifti, read_nifti_slice
 from braincam.errors import BraincamError
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -31,8 +37,9 @@ class ImageReadError(BraincamError):
     """An image file that cannot be decoded; the message is one line naming the file."""
 
 
-def read_grey(path: Path | str, data: bytes | None = None) -> np.ndarray:
-    """Decode ``path`` (or its already-read bytes ``data``) to float32 ``H x W`` in ``[0, 1]``.
+def read_grey(path: Path | str, data: bytes | None = None, index: int | None = None) -> np.ndarray:
+    """Decode ``path`` (or its already-read bytes ``data``) to float32 ``H x W`` in ``[0, 1]``;
+    ``index``: the frame or slice of a DICOM or NIfTI file (see the module docstring).
 
     Raises :class:`ImageReadError` with a one-line reason for empty, truncated, corrupt or
     non-image files.
@@ -43,13 +50,19 @@ def read_grey(path: Path | str, data: bytes | None = None) -> np.ndarray:
             data = path.read_bytes()
         if not data:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
+        if is_dicom(data):
+            return read_dicom(path, data, index)
+        if data[:2] == b"\x1f\x8b" or is_nifti(data):
+            return read_nifti_slice(path, data, index)
+        if index not in (None, 0):
+            raise ImageReadError(f"{path}: a 2D image has no slice {index}")
         with Image.open(io.BytesIO(data)) as im:
             if im.format == "JPEG" and im.mode in ("RGB", "YCbCr"):
                 im.draft("L", im.size)  # libjpeg outputs its Y (luma) channel: no colour pass
             im.load()
-            return _to_grey(im)
-    except ImageReadError:
-        raise
+            return pil_grey(im)
+    except (ImageReadError, DicomReadError, NiftiReadError) as exc:
+        raise ImageReadError(str(exc)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a readable image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
@@ -57,7 +70,7 @@ def read_grey(path: Path | str, data: bytes | None = None) -> np.ndarray:
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
 
 
-def _to_grey(im: Image.Image) -> np.ndarray:
+def pil_grey(im: Image.Image) -> np.ndarray:
     """Pixels of an opened PIL image as float32 grey in [0, 1] (rules in the module docstring)."""
     mode = im.mode
     if mode == "P":

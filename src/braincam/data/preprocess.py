@@ -200,10 +200,12 @@ class PreprocessCache:
             f"{'|skull' if config.mask_skull else ''}"  # keys of earlier settings unchanged
         return content_hash_bytes(fields.encode())
 
-    def get(self, record: ImageRecord | Path | str, config: PreprocessConfig) -> Preprocessed:
-        """The preprocessed image for a record (or a path); raises ImageReadError when the file
-        cannot be read or decoded."""
-        return self._get(record, config)[0]
+    def get(
+        self, record: ImageRecord | Path | str, config: PreprocessConfig, index: int | None = None
+    ) -> Preprocessed:
+        """The preprocessed image for a record (or a path, with ``index`` the frame or slice of
+        a DICOM/NIfTI file); raises ImageReadError when the file cannot be read or decoded."""
+        return self._get(record, config, index)[0]
 
     def load(
         self, records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False
@@ -231,20 +233,26 @@ class PreprocessCache:
         return images, masks, skipped
 
     def _get(
-        self, record: ImageRecord | Path | str, config: PreprocessConfig
+        self, record: ImageRecord | Path | str, config: PreprocessConfig, index: int | None = None
     ) -> tuple[Preprocessed, str, int | None]:
-        """(preprocessed, file content hash, pHash of the decoded image or None on a hit)."""
-        path = Path(record.path if isinstance(record, ImageRecord) else record)
+        """(preprocessed, content hash, pHash of the decoded image or None on a hit). The content
+        hash of a frame/slice ``k`` of a file is ``sha1("<file hash>#<k>")``."""
+        if isinstance(record, ImageRecord):
+            path, index = Path(record.path), record.slice
+        else:
+            path = Path(record)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
         file_hash = content_hash_bytes(data)
+        if index is not None:
+            file_hash = content_hash_bytes(f"{file_hash}#{index}".encode())
         file = self._file(self.key(file_hash, config))
         cached = _read_npz(file, config.size)
         if cached is not None:
             return cached, file_hash, None
-        grey = read_grey(path, data)
+        grey = read_grey(path, data, index)
         prep = preprocess(grey, config)
         buf = io.BytesIO()
         np.savez(

@@ -10,6 +10,12 @@ Class folder names go through :func:`braincam.labels.normalise_label`. Several r
 concatenated. Images may sit in sub-folders of a class folder. A ``masks`` folder (annotation
 masks, e.g. from the phantom generator) is not data and is ignored.
 
+DICOM files (``.dcm``/``.dicom``) are records too, one per frame (``ImageRecord.slice`` is the
+frame of a multi-frame file, None for a single frame); a NIfTI volume (``.nii``/``.nii.gz``) gives
+one record per axial slice whose head covers at least ``VOLUME_MIN_HEAD`` of the slice
+(``braincam.data.nifti``; volumes are read whole here). Downstream files that name images by path
+(``split.csv``) then list a volume's path once per slice.
+
 Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
 spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
 compressed data surfaces later, when the image is decoded (``PreprocessCache.load`` skips it).
@@ -24,11 +30,12 @@ import math
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from braincam.data.nifti import is_nifti_name
 from braincam.errors import BraincamError
 from braincam.labels import CANONICAL, normalise_label
 from braincam.runs import atomic_write_text
@@ -36,6 +43,8 @@ from braincam.runs import atomic_write_text
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+VOLUME_MIN_HEAD = 0.1  # NIfTI slices whose head mask covers less of the slice are not records
 MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable anatomy
 IGNORED_DIRS = frozenset({"masks"})
 BOXES_FILE = "boxes.csv"
@@ -69,6 +78,7 @@ class ImageRecord:
     width: int  # original size in pixels
     height: int
     box: Box | None
+    slice: int | None = None  # frame of a multi-frame DICOM file / axial slice of a NIfTI volume
 
 
 @dataclass(frozen=True)
@@ -168,6 +178,11 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
         if not files:
             log.warning("%s: class folder contains no images", folder)
         for file in files:
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                found, problem = _volume_records(file, root.name, split, label)
+                records += found
+                skipped += [problem] if problem else []
+                continue
             size, reason = _header_size(file)
             if reason is not None:
                 log.warning("skipping %s: %s", file, reason)
@@ -179,10 +194,34 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
     return records, skipped
 
 
+def _volume_records(
+    file: Path, source: str, split: str | None, label: str
+) -> tuple[list[ImageRecord], SkippedFile | None]:
+    """Records of a DICOM file (one per frame) or a NIfTI volume (one per slice with head)."""
+    from braincam.data.dicom import dicom_info
+    from braincam.data.nifti import choose_slices, read_volume
+
+    try:
+        if is_nifti_name(file):
+            volume = read_volume(file)
+            picked = choose_slices(volume, min_head=VOLUME_MIN_HEAD)
+            height, width = volume.shape[1:]
+            return [ImageRecord(file, source, split, label, width, height, None, k)
+                    for k in picked], None
+        info = dicom_info(file)
+    except BraincamError as exc:
+        reason = str(exc).removeprefix(f"{file}: ")
+        log.warning("skipping %s: %s", file, reason)
+        return [], SkippedFile(file, reason)
+    frames = [None] if info.frames == 1 else list(range(info.frames))
+    return [ImageRecord(file, source, split, label, info.width, info.height, None, k)
+            for k in frames], None
+
+
 def _image_files(folder: Path) -> list[Path]:
     return sorted(
         p for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
+        if (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p))
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and p.is_file()
     )
@@ -248,10 +287,7 @@ def _attach_boxes(
         log.warning(
             "%s: %d rows ignored (first: %s)", root / BOXES_FILE, len(problems), problems[0]
         )
-    return [
-        ImageRecord(r.path, r.source, r.split, r.label, r.width, r.height, boxes.get(i))
-        for i, r in enumerate(records)
-    ]
+    return [replace(r, box=boxes.get(i)) for i, r in enumerate(records)]
 
 
 def _read_boxes_csv(path: Path) -> list[dict[str, str]]:

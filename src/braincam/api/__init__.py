@@ -1,0 +1,232 @@
+"""The Python API: ``braincam.load(RUN)`` and the model's ``predict``, ``explain``, ``segment``.
+
+::
+
+    import braincam
+    model = braincam.load("runs/bin")
+    preds = model.predict(["scan.png", array, pil_image, "series_dir/", "vol.nii.gz"])
+    exps = model.explain(preds_inputs, method="gradcam")
+
+Inputs are expanded by :func:`braincam.data.inputs.expand_inputs` (a volume or DICOM series gives
+one :class:`Prediction` per slice), preprocessed exactly as the run's training images were
+(``PreprocessConfig`` from the checkpoint; files through the shared on-disk cache) and scored in
+batches. Every prediction carries the warnings of :mod:`braincam.api.warnings`; the
+out-of-distribution reference they need is built on first use and cached in the run
+(:mod:`braincam.api.reference`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from braincam.api.reference import Reference, features_and_probs, run_reference
+from braincam.api.warnings import cam_warning, image_warnings
+from braincam.data.imageio import ImageReadError
+from braincam.data.inputs import InputSlice, SliceChoice, expand_inputs, read_slice
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed, preprocess
+from braincam.data.records import SkippedFile
+from braincam.errors import BraincamError
+from braincam.runs import RunDir
+
+__all__ = ["Explanation", "Model", "Prediction", "load"]
+
+WORKERS = 4
+
+
+@dataclass
+class Prediction:
+    """One slice or image. ``to_row()`` is its ``predictions.csv`` row."""
+
+    path: str  # the input as given (file, folder, volume) or "<array N>"
+    slice: int | None  # slice within a volume/series/multi-frame input; None for 2D
+    probabilities: dict[str, float]  # class -> probability, the run's class order
+    label: str  # predicted class
+    warnings: list[str]
+    image: np.ndarray  # the model input, uint8 (S, S)
+    ood_score: float | None = None  # Mahalanobis distance / its threshold (> 1: flagged)
+    kind: str = "image"  # image | slice | volume (the summary row of a volume)
+    preprocessed: Preprocessed | None = field(default=None, repr=False)  # crop geometry
+
+    def to_row(self) -> dict[str, object]:
+        """``path, slice, kind, pred, prob_<class>..., ood_score, warnings`` (warnings joined
+        by ``; ``; probabilities to 6 significant digits)."""
+        row: dict[str, object] = {
+            "path": self.path, "slice": "" if self.slice is None else self.slice,
+            "kind": self.kind, "pred": self.label,
+        }
+        row.update({f"prob_{c}": float(f"{p:.6g}") for c, p in self.probabilities.items()})
+        row["ood_score"] = "" if self.ood_score is None else round(self.ood_score, 4)
+        row["warnings"] = "; ".join(self.warnings)
+        return row
+
+
+@dataclass
+class Explanation:
+    prediction: Prediction
+    map: np.ndarray  # (S, S) float32 in [0, 1] over the model input
+    overlay: np.ndarray  # RGB uint8 on the original image (map, head outline)
+    method: str
+
+
+class Model:
+    """A trained run ready for new images (see :func:`load`)."""
+
+    def __init__(self, run: RunDir, net: torch.nn.Module, meta: dict, device: torch.device,
+                 ood: bool = True) -> None:
+        self.run = run
+        self.net = net
+        self.meta = meta
+        self.device = device
+        self.classes: list[str] = list(meta["classes"])
+        self.config = PreprocessConfig(**meta.get("preprocess", {}))
+        self.ood = ood
+        self._reference: Reference | None = None
+        self._cache = PreprocessCache()
+
+    @property
+    def reference(self) -> Reference | None:
+        """The run's out-of-distribution reference (built and cached on first use)."""
+        if self.ood and self._reference is None:
+            self._reference = run_reference(self.run, self.net, self.config, self.device)
+        return self._reference if self.ood else None
+
+    def predict(self, inputs: object, batch_size: int = 32, choice: SliceChoice | None = None,
+                skipped: list[SkippedFile] | None = None) -> list[Prediction]:
+        """One :class:`Prediction` per image or slice of ``inputs``. Unreadable inputs raise
+        ``ImageReadError``, or, when a ``skipped`` list is given, are appended to it."""
+        return self.predict_slices(expand_inputs(inputs, choice), batch_size, skipped)
+
+    def predict_slices(self, slices: Sequence[InputSlice], batch_size: int = 32,
+                       skipped: list[SkippedFile] | None = None) -> list[Prediction]:
+        """:meth:`predict` of already expanded inputs."""
+        items, preps = self._prepare(list(slices), skipped)
+        if not items:
+            return []
+        images = np.stack([p.image for p in preps])
+        features, probs = features_and_probs(self.net, images, self.device, batch_size)
+        return self._predictions(items, preps, probs, features)
+
+    def explain(self, inputs: object, method: str = "gradcam", layer: str | None = None,
+                batch_size: int = 16, choice: SliceChoice | None = None,
+                skipped: list[SkippedFile] | None = None) -> list[Explanation]:
+        """Predictions plus a map of the predicted class per image (``braincam.explain``
+        methods); a CAM lying mostly outside the head adds a warning."""
+        return self.explain_slices(expand_inputs(inputs, choice), method, layer, batch_size,
+                                   skipped)
+
+    def explain_slices(self, slices: Sequence[InputSlice], method: str = "gradcam",
+                       layer: str | None = None, batch_size: int = 16,
+                       skipped: list[SkippedFile] | None = None) -> list[Explanation]:
+        """:meth:`explain` of already expanded inputs."""
+        from braincam.explain import explain
+        from braincam.explain.render import overlay_original
+
+        items, preps = self._prepare(list(slices), skipped)
+        out: list[Explanation] = []
+        for lo in range(0, len(items), batch_size):
+            chunk, chunk_preps = items[lo: lo + batch_size], preps[lo: lo + batch_size]
+            images = np.stack([p.image for p in chunk_preps])
+            with _FeatureHook(self.net.backbone) as hook:
+                cam = explain(self.net, images, method=method, layer=layer)
+            maps = cam.maps.float().cpu().numpy()
+            probs = cam.probs.float().cpu().numpy()
+            features = hook.features
+            if self.ood and (features is None or len(features) != len(chunk)):
+                features, _ = features_and_probs(self.net, images, self.device)  # ig, occlusion
+            preds = self._predictions(chunk, chunk_preps, probs, features)
+            for item, prep, pred, cam_map in zip(chunk, chunk_preps, preds, maps, strict=True):
+                pred.warnings += cam_warning(cam_map, prep.mask)
+                overlay = overlay_original(read_slice(item), cam_map, prep)
+                out.append(Explanation(pred, cam_map, overlay, method))
+        return out
+
+    def segment(self, inputs: object) -> list[np.ndarray]:
+        """Tumour masks need a segmentation run, which this version cannot load."""
+        raise BraincamError(
+            "no segmentation run loaded: braincam has no segmentation training yet"
+        )
+
+    def _prepare(self, items: list[InputSlice], skipped: list[SkippedFile] | None
+                 ) -> tuple[list[InputSlice], list[Preprocessed]]:
+        with ThreadPoolExecutor(WORKERS) as pool:
+            results = list(pool.map(self._preprocess, items))
+        kept: list[tuple[InputSlice, Preprocessed]] = []
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, ImageReadError):
+                if skipped is None:
+                    raise result
+                where = item.name if item.slice is None else f"{item.name}#{item.slice}"
+                skipped.append(SkippedFile(Path(where), str(result).split(": ", 1)[-1]))
+            else:
+                kept.append((item, result))
+        return [k[0] for k in kept], [k[1] for k in kept]
+
+    def _preprocess(self, item: InputSlice) -> Preprocessed | ImageReadError:
+        try:
+            if item.array is not None:
+                return preprocess(item.array, self.config)
+            return self._cache.get(item.file, self.config, item.index)
+        except ImageReadError as exc:
+            return exc
+
+    def _predictions(self, items: Sequence[InputSlice], preps: Sequence[Preprocessed],
+                     probs: np.ndarray, features: np.ndarray | None) -> list[Prediction]:
+        ref = self.reference
+        scores = ref.distance(features) / ref.threshold if ref is not None else None
+        out = []
+        for i, (item, prep) in enumerate(zip(items, preps, strict=True)):
+            score = None if scores is None else float(scores[i])
+            out.append(Prediction(
+                path=item.name, slice=item.slice,
+                probabilities={c: float(p) for c, p in zip(self.classes, probs[i], strict=True)},
+                label=self.classes[int(np.argmax(probs[i]))],
+                warnings=image_warnings(prep, score, ref),
+                image=prep.image, ood_score=score,
+                kind="slice" if item.volume else "image", preprocessed=prep,
+            ))
+        return out
+
+
+class _FeatureHook:
+    """Keeps the first output of ``module`` (the pooled backbone features) seen in the block."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.features: np.ndarray | None = None
+
+    def __enter__(self) -> _FeatureHook:
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def _hook(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        if self.features is None:
+            self.features = output.detach().float().cpu().numpy()
+
+
+def load(run: Path | str, segment: Path | str | None = None, device: str = "auto",
+         ood: bool = True) -> Model:
+    """A run's trained model for new images. ``ood=False`` skips the out-of-distribution and
+    duplicate warnings (and the one-off calibration on the training images they need)."""
+    from braincam.device import device_of
+    from braincam.models import load_checkpoint, read_meta, require_single_model
+
+    if segment is not None:
+        raise BraincamError(
+            f"{segment}: cannot load a segmentation run: braincam has no segmentation training yet"
+        )
+    rundir = RunDir(Path(run))
+    if not rundir.model.is_file():
+        raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
+    require_single_model(read_meta(rundir.model), run)
+    torch_device = device_of(device)
+    net, meta = load_checkpoint(rundir.model, device=torch_device)
+    return Model(rundir, net, meta, torch_device, ood=ood)

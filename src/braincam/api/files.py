@@ -1,0 +1,106 @@
+"""``braincam predict``'s output folder: ``predictions.csv``, ``skipped.csv`` and, with an
+explanation method, ``overlays/NNNN_<name>[_s<slice>].png``.
+
+``predictions.csv`` has one row per image or slice (:meth:`braincam.api.Prediction.to_row`:
+``path, slice, kind, pred, prob_<class>..., ood_score, warnings``) and, after the slices of each
+volume, DICOM series or multi-frame file, one ``kind = volume`` row: the slice with the highest
+tumour probability (``P(tumor)``, or ``1 - P(no_tumor)`` for tumour types), its probabilities,
+prediction and warnings. Slices are scored in chunks of ``CHUNK`` so a large folder never sits in
+memory whole.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from braincam.api import Model, Prediction
+from braincam.data.inputs import SliceChoice, expand_inputs
+from braincam.data.records import SkippedFile, write_skipped_csv
+from braincam.labels import NO_TUMOR, TUMOR
+from braincam.runs import atomic_write_text
+
+PREDICTIONS = "predictions.csv"
+OVERLAY_DIR = "overlays"
+CHUNK = 256
+
+
+@dataclass
+class PredictSummary:
+    file: Path  # predictions.csv
+    n_images: int  # images and slices predicted
+    n_volumes: int
+    n_flagged: int  # images/slices with at least one warning
+    skipped: list[SkippedFile]
+    seconds: float
+
+
+def tumour_probability(pred: Prediction) -> float:
+    """``P(tumor)`` of a binary model, ``1 - P(no_tumor)`` of a tumour-type model."""
+    if TUMOR in pred.probabilities:
+        return pred.probabilities[TUMOR]
+    return 1.0 - pred.probabilities.get(NO_TUMOR, 0.0)
+
+
+def volume_rows(preds: Sequence[Prediction]) -> list[Prediction]:
+    """``preds`` with a ``volume`` row after the last slice of each multi-slice input."""
+    out: list[Prediction] = []
+    for i, pred in enumerate(preds):
+        out.append(pred)
+        last = i + 1 == len(preds) or preds[i + 1].path != pred.path
+        if pred.kind == "slice" and last:
+            slices = [p for p in preds if p.path == pred.path and p.kind == "slice"]
+            best = max(slices, key=tumour_probability)
+            out.append(replace(best, kind="volume", warnings=list(best.warnings)))
+    return out
+
+
+def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
+                  explain: str | None = None, choice: SliceChoice | None = None,
+                  batch_size: int = 32) -> PredictSummary:
+    """Predict (and with ``explain``, explain) ``inputs`` into ``out_dir`` (module docstring)."""
+    from braincam.explain.render import write_png
+
+    start = time.perf_counter()
+    slices = expand_inputs(list(inputs), choice)
+    skipped: list[SkippedFile] = []
+    preds: list[Prediction] = []
+    for lo in range(0, len(slices), CHUNK):
+        chunk = slices[lo: lo + CHUNK]
+        if explain is None:
+            preds += model.predict_slices(chunk, batch_size, skipped)
+            continue
+        for exp in model.explain_slices(chunk, explain, batch_size=batch_size, skipped=skipped):
+            name = overlay_name(len(preds), exp.prediction)
+            write_png(Path(out_dir) / OVERLAY_DIR / name, exp.overlay)
+            preds.append(exp.prediction)
+    rows = volume_rows(preds)
+    file = Path(out_dir) / PREDICTIONS
+    write_predictions_csv(rows, file)
+    write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+    return PredictSummary(
+        file, len(preds), sum(r.kind == "volume" for r in rows),
+        sum(bool(p.warnings) for p in preds), skipped, time.perf_counter() - start,
+    )
+
+
+def overlay_name(index: int, pred: Prediction) -> str:
+    """``0007_scan.png``, ``0012_vol_s40.png`` (index: the row among images and slices)."""
+    stem = Path(pred.path).name.removesuffix(".gz").rsplit(".", 1)[0] or "image"
+    stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
+    return f"{index:04d}_{stem}{'' if pred.slice is None else f'_s{pred.slice}'}.png"
+
+
+def write_predictions_csv(rows: Sequence[Prediction], path: Path) -> None:
+    """``predictions.csv`` (module docstring), written atomically."""
+    buf = io.StringIO()
+    table = [r.to_row() for r in rows]
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["path"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    atomic_write_text(path, buf.getvalue())

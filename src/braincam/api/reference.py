@@ -1,0 +1,185 @@
+"""What "unlike the training data" means for a run: ``RUN/ood.safetensors``.
+
+Built once, lazily, on a run's first prediction (from its ``split.csv`` training images, at most
+``MAX_IMAGES`` of them, a seeded random sample) and cached in the run directory:
+
+- **feature distance**: the model's pooled backbone features ``f`` (the input of its classifier
+  head). The training sample is split in two halves A and B (seeded); the mean ``mu`` and a
+  Ledoit-Wolf shrunk covariance ``Sigma`` are fitted on A; the score of an image is the
+  Mahalanobis distance ``d = sqrt((f - mu)^T Sigma^-1 (f - mu))`` and the threshold is the
+  ``PERCENTILE``-th percentile of the held-out half B's scores, so about 1% of new images from
+  the training distribution are flagged. ``ood_score = d / threshold`` (> 1: flagged).
+- **properties**: head fraction of the model input and the mean and standard deviation of its
+  in-head intensities (in [0, 1]); an image outside ``[p0.5, p99.5]`` of the training sample's
+  values is flagged.
+- **duplicates**: the 64-bit pHash (``braincam.data.hashing.phash``) of every sampled training
+  image's model input; a new model input within ``NEAR_DISTANCE`` bits is an exact or near
+  duplicate. (Model inputs, not the original files, so arrays and DICOM/NIfTI slices compare
+  alike; crop and resize keep near duplicates near.)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from braincam.data.hashing import phash
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+from braincam.errors import BraincamError
+from braincam.evaluate.predict import forward_batches
+from braincam.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+REFERENCE_FILE = "ood.safetensors"
+MAX_IMAGES = 1500
+PERCENTILE = 99.0
+PROPERTY_RANGE = (0.5, 99.5)
+PROPERTIES = ("head_fraction", "head_mean", "head_std")
+VERSION = 1
+
+
+@dataclass
+class Reference:
+    mean: np.ndarray  # (D,) float64 feature mean of half A
+    precision: np.ndarray  # (D, D) inverse of the shrunk covariance of half A
+    threshold: float  # PERCENTILE-th percentile of half B's Mahalanobis distances
+    phashes: np.ndarray  # (N,) uint64 pHashes of the training model inputs
+    paths: list[str]  # the N training images
+    low: dict[str, float]  # per property, p0.5 of the training sample
+    high: dict[str, float]  # per property, p99.5
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """Mahalanobis distance of each row of ``features`` (N, D)."""
+        centred = np.asarray(features, dtype=np.float64) - self.mean
+        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0))
+
+
+def image_properties(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndarray]:
+    """Per model input (uint8 (N, S, S), head masks bool): head fraction, in-head mean and SD."""
+    values = images.astype(np.float32) / 255.0
+    out = {name: np.zeros(len(images)) for name in PROPERTIES}
+    for i, (image, mask) in enumerate(zip(values, masks, strict=True)):
+        head = image[mask] if mask.any() else image.ravel()
+        out["head_fraction"][i] = mask.mean()
+        out["head_mean"][i] = head.mean()
+        out["head_std"][i] = head.std()
+    return out
+
+
+def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch.device,
+                       batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled backbone features (N, D) and class probabilities (N, C) from one forward pass."""
+    def both(x: torch.Tensor) -> torch.Tensor:
+        features = model.backbone(x)
+        return torch.cat([features, torch.softmax(model.head(features).float(), dim=1)], dim=1)
+
+    out = forward_batches(both, images, device, batch_size).numpy()
+    width = model.num_features
+    return out[:, :width], out[:, width:]
+
+
+def build_reference(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray,
+                    paths: list[str], device: torch.device, seed: int = 0) -> Reference:
+    """The reference of a training sample (module docstring); needs >= 20 images."""
+    from sklearn.covariance import LedoitWolf
+
+    if len(images) < 20:
+        raise BraincamError(f"need at least 20 training images to calibrate, got {len(images)}")
+    features, _ = features_and_probs(model, images, device)
+    order = np.random.default_rng(seed).permutation(len(images))
+    half_a, half_b = order[: len(order) // 2], order[len(order) // 2:]
+    fit = LedoitWolf().fit(features[half_a].astype(np.float64))
+    partial = Reference(fit.location_, fit.precision_, 0.0, np.zeros(0, np.uint64), [], {}, {})
+    threshold = float(np.percentile(partial.distance(features[half_b]), PERCENTILE))
+    props = image_properties(images, masks)
+    return Reference(
+        mean=fit.location_, precision=fit.precision_, threshold=threshold,
+        phashes=np.array([phash(im) for im in images], dtype=np.uint64), paths=list(paths),
+        low={k: float(np.percentile(v, PROPERTY_RANGE[0])) for k, v in props.items()},
+        high={k: float(np.percentile(v, PROPERTY_RANGE[1])) for k, v in props.items()},
+    )
+
+
+def save_reference(ref: Reference, path: Path) -> None:
+    from safetensors.numpy import save
+
+    from braincam.runs import atomic_write_bytes
+
+    tensors = {
+        "mean": ref.mean, "precision": ref.precision,
+        "phashes": ref.phashes.view(np.int64),  # safetensors has no uint64 for numpy
+    }
+    meta = {"version": str(VERSION), "threshold": repr(ref.threshold),
+            "paths": json.dumps(ref.paths), "low": json.dumps(ref.low),
+            "high": json.dumps(ref.high)}
+    atomic_write_bytes(path, save(tensors, metadata=meta))
+
+
+def load_reference(path: Path) -> Reference | None:
+    """The cached reference, or None when absent, unreadable or of another version."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            meta = fh.metadata() or {}
+            if meta.get("version") != str(VERSION):
+                return None
+            return Reference(
+                mean=fh.get_tensor("mean"), precision=fh.get_tensor("precision"),
+                threshold=float(meta["threshold"]),
+                phashes=fh.get_tensor("phashes").view(np.uint64),
+                paths=json.loads(meta["paths"]), low=json.loads(meta["low"]),
+                high=json.loads(meta["high"]),
+            )
+    except (OSError, KeyError, ValueError, SafetensorError):
+        return None
+
+
+def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
+                  device: torch.device) -> Reference:
+    """``RUN/ood.safetensors``, built from the run's training images when absent."""
+    file = run.root / REFERENCE_FILE
+    ref = load_reference(file)
+    if ref is not None:
+        return ref
+    from braincam.data.records import without_skipped
+
+    records = _training_records(run)
+    if len(records) > MAX_IMAGES:
+        keep = np.sort(np.random.default_rng(0).choice(len(records), MAX_IMAGES, replace=False))
+        records = [records[i] for i in keep]
+    log.info("calibrating the out-of-distribution check on %d training images", len(records))
+    images, masks, skipped = PreprocessCache().load(records, config)
+    paths = [str(r.path) for r in without_skipped(records, skipped)]
+    ref = build_reference(model, images, masks, paths, device)
+    save_reference(ref, file)
+    return ref
+
+
+def _training_records(run: RunDir) -> list:
+    """The run's training images (split.csv rows with split ``train``) as records."""
+    import yaml
+
+    from braincam.data.records import load_dataset
+
+    try:
+        roots = yaml.safe_load(run.config.read_text())["data"]
+        with open(run.split, newline="", encoding="utf-8") as fh:
+            paths = [row["path"] for row in csv.DictReader(fh) if row["split"] == "train"]
+    except (OSError, KeyError, TypeError, csv.Error, yaml.YAMLError) as exc:
+        raise BraincamError(
+            f"{run.root}: cannot read config.yaml/split.csv to calibrate the "
+            f"out-of-distribution check ({exc}); pass ood=False (--no-ood) to skip it"
+        ) from None
+    wanted = set(paths)
+    records = [r for r in load_dataset(roots).records if str(r.path) in wanted]
+    if not records:
+        raise BraincamError(f"{run.split}: none of its training images can be found")
+    return records

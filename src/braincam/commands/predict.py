@@ -1,0 +1,72 @@
+"""``braincam predict RUN INPUTS... --out DIR``: a trained run's answer for new images, DICOM
+files and series, NIfTI volumes and folders of them, with warnings (see docs/predict.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Image files, DICOM files or series folders, NIfTI volumes, folders."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    explain: Annotated[
+        str | None,
+        typer.Option("--explain", help="Also write overlays with this method (e.g. gradcam); "
+                     "adds the CAM-outside-the-head warning."),
+    ] = None,
+    segment: Annotated[
+        Path | None, typer.Option("--segment", help="Segmentation run (not available yet).")
+    ] = None,
+    every: Annotated[int, typer.Option(help="Every k-th slice of a volume or series.")] = 1,
+    min_head: Annotated[
+        float,
+        typer.Option(help="NIfTI slices whose head covers less than this fraction are skipped "
+                     "(0: all slices)."),
+    ] = 0.1,
+    ood: Annotated[
+        bool,
+        typer.Option("--ood/--no-ood", help="Out-of-distribution and duplicate warnings "
+                     "(calibrated once on the run's training images, cached in RUN)."),
+    ] = True,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace existing predictions in --out.")
+    ] = False,
+) -> None:
+    """Predict INPUTS with RUN's model: predictions.csv (one row per image or slice, one per
+    volume), skipped.csv and, with --explain, overlays/ in --out."""
+    from braincam.api import load
+    from braincam.api.files import PREDICTIONS, predict_files
+    from braincam.data.inputs import SliceChoice
+    from braincam.errors import BraincamError
+    from braincam.explain import METHODS
+    from braincam.runs import prepare_output_dir
+
+    if explain is not None and explain not in METHODS:
+        raise BraincamError(f"unknown method {explain!r}; choose one of {', '.join(METHODS)}")
+    if batch_size < 1:
+        raise BraincamError("--batch-size must be >= 1")
+    if not 0.0 <= min_head < 1.0:
+        raise BraincamError("--min-head must be in [0, 1)")
+    missing = [p for p in inputs if not p.exists()]
+    if missing:
+        raise BraincamError(f"{missing[0]}: no such file or folder")
+    model = load(run, segment=segment, device=device, ood=ood)
+    prepare_output_dir(out, force=force, marker=PREDICTIONS)
+    summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head), batch_size)
+    typer.echo(
+        f"predicted {summary.n_images} images/slices ({summary.n_volumes} volumes) in "
+        f"{summary.seconds:.1f} s; {summary.n_flagged} with warnings, "
+        f"{len(summary.skipped)} skipped"
+    )
+    for skipped in summary.skipped:
+        typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+    typer.echo(f"wrote {summary.file}")

@@ -1,0 +1,169 @@
+"""DICOM files and series -> grey frames in [0, 1] (pydicom).
+
+Per frame, in this order (DICOM PS3.3 C.11 and C.7.6.3):
+
+1. modality LUT: ``v = slope * stored + intercept`` (Rescale Slope/Intercept, 1 and 0 when absent);
+2. window: with Window Center ``c`` and Width ``w`` (the first pair when several are given),
+   ``x = clip((v - (c - w / 2)) / w, 0, 1)``; without a window, robust percentiles of the frame,
+   ``x = clip((v - p0.5) / (p99.5 - p0.5), 0, 1)``;
+3. ``MONOCHROME1`` (high values dark) is inverted: ``x = 1 - x``; colour photometric
+   interpretations become luma (ITU-R 601, as for image files).
+
+Compressed transfer syntaxes decode through whichever pydicom pixel-data plugin is installed
+(RLE always works; JPEG, JPEG-LS and JPEG 2000 need pylibjpeg/python-gdcm/...); without one the
+error names the transfer syntax and the plugins to install. A series is the DICOM files of one
+folder, ordered by Instance Number, then Image Position (Patient) along the slice axis, then name.
+
+Only these header fields are ever read: pixel attributes, Rescale Slope/Intercept, Window
+Center/Width, Photometric Interpretation, Rows, Columns, Number of Frames, Instance Number,
+Image Position (Patient). No patient-identifying field (name, ID, birth date, institution,
+dates) leaves this module.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from braincam.errors import BraincamError
+
+PERCENTILES = (0.5, 99.5)
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_PLUGINS = "pylibjpeg with pylibjpeg-libjpeg/-openjpeg, or python-gdcm"
+
+
+class DicomReadError(BraincamError):
+    """A DICOM file that cannot be decoded; one line naming the file."""
+
+
+def is_dicom(data: bytes) -> bool:
+    """DICOM Part 10 files carry ``DICM`` after a 128-byte preamble."""
+    return data[128:132] == b"DICM"
+
+
+@dataclass(frozen=True)
+class DicomInfo:
+    """The non-identifying header fields braincam keeps."""
+
+    frames: int
+    width: int
+    height: int
+    instance: int | None
+    position: float | None  # Image Position (Patient) z, mm
+
+
+def _dataset(path: Path, data: bytes | None, header_only: bool = False):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        source = io.BytesIO(data) if data is not None else str(path)
+        return pydicom.dcmread(source, stop_before_pixels=header_only)
+    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DicomReadError(f"{path}: not a readable DICOM file ({reason})") from None
+
+
+def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
+    """Frame count, instance number and slice position from the header (pixels not read)."""
+    ds = _dataset(Path(path), data, header_only=True)
+    position = ds.get("ImagePositionPatient")
+    instance = ds.get("InstanceNumber")
+    return DicomInfo(
+        frames=int(ds.get("NumberOfFrames", 1) or 1),
+        width=int(ds.get("Columns", 0) or 0),
+        height=int(ds.get("Rows", 0) or 0),
+        instance=int(instance) if instance not in (None, "") else None,
+        position=float(position[2]) if position is not None and len(position) == 3 else None,
+    )
+
+
+def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = None) -> np.ndarray:
+    """Frame ``frame`` (default 0) of a DICOM file as float32 ``H x W`` in [0, 1]."""
+    path = Path(path)
+    ds = _dataset(path, data)
+    if "PixelData" not in ds:
+        raise DicomReadError(f"{path}: DICOM file without pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    index = 0 if frame is None else int(frame)
+    if not 0 <= index < frames:
+        raise DicomReadError(f"{path}: frame {index} out of range (the file has {frames})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except (RuntimeError, NotImplementedError, ValueError) as exc:
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        name = getattr(syntax, "name", str(syntax))
+        if syntax is not None and getattr(syntax, "is_compressed", False):
+            raise DicomReadError(
+                f"{path}: cannot decode compressed pixel data ({name}); install a pydicom "
+                f"plugin for it: {_PLUGINS}"
+            ) from None
+        reason = " ".join(str(exc).split()).split(". ")[0]
+        raise DicomReadError(f"{path}: cannot decode pixel data ({reason})") from None
+    pixels = np.asarray(pixels)
+    if frames > 1:
+        pixels = pixels[index]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if pixels.ndim == 3:  # colour samples, last axis
+        if photometric.startswith("YBR"):
+            from pydicom.pixels import convert_color_space
+
+            pixels = convert_color_space(pixels, photometric, "RGB")
+        return (pixels[..., :3].astype(np.float32) @ _LUMA / _max_value(ds)).astype(np.float32)
+    values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
+        ds.get("RescaleIntercept", 0) or 0
+    )
+    grey = window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
+    return (1.0 - grey if photometric == "MONOCHROME1" else grey).astype(np.float32)
+
+
+def window(values: np.ndarray, centre: float | None, width: float | None) -> np.ndarray:
+    """``clip((v - (c - w/2)) / w, 0, 1)`` with a window, else robust percentiles (module doc)."""
+    if centre is not None and width is not None and width > 0:
+        lo, hi = centre - width / 2.0, centre + width / 2.0
+    else:
+        lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))
+    if hi <= lo:
+        return np.zeros(values.shape, dtype=np.float32)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def series_files(folder: Path | str) -> list[Path]:
+    """The DICOM files of a folder (by content, not name; hidden files ignored), in series
+    order (module docstring)."""
+    folder = Path(folder)
+    found: list[tuple[tuple, Path]] = []
+    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        with open(file, "rb") as fh:
+            if not is_dicom(fh.read(132)):
+                continue
+        info = dicom_info(file)
+        key = (
+            info.instance is None, info.instance or 0,
+            info.position is None, info.position or 0.0, file.name,
+        )
+        found.append((key, file))
+    return [file for _, file in sorted(found)]
+
+
+def _first(value) -> float | None:
+    """The first of a multi-valued DICOM number, as float."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        value = value[0]
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _max_value(ds) -> float:
+    return float(2 ** int(ds.get("BitsStored", 8)) - 1)

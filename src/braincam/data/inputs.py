@@ -1,0 +1,151 @@
+"""What a user hands to ``braincam predict`` or ``braincam.load(...).predict``, as slices.
+
+An input is an image file, a DICOM file (one slice, or one per frame of a multi-frame file), a
+NIfTI volume (its axial slices, :func:`braincam.data.nifti.choose_slices`), a folder, a numpy
+array (grey ``H x W``, or ``H x W x 3/4`` colour) or a PIL image. A folder that holds DICOM files
+(by content) is one series (:func:`braincam.data.dicom.series_files`); any other folder is
+searched recursively for image, DICOM and NIfTI files (by name), each an input of its own.
+
+Every slice keeps the name of its input (``name``: the path as given, or ``<array N>``) and its
+position in it (``slice``: 0-based over the series/volume/frames; None for a 2D image), and how
+to read it (``file`` + ``index`` for :func:`braincam.data.imageio.read_grey`, or ``array``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from braincam.data.dicom import dicom_info, is_dicom, series_files
+from braincam.data.imageio import ImageReadError, pil_grey, read_grey
+from braincam.data.nifti import choose_slices, is_nifti, is_nifti_name, read_volume
+from braincam.data.records import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from braincam.errors import BraincamError
+
+DEFAULT_MIN_HEAD = 0.1  # volume slices with less head than this fraction are not predicted
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class InputSlice:
+    name: str  # the input as given: a path, or "<array N>"
+    slice: int | None  # position within a series/volume/multi-frame input; None for 2D
+    file: Path | None = None  # where to read it from ...
+    index: int | None = None  # ... and which frame/slice of that file
+    array: np.ndarray | None = None  # grey float32 in [0, 1] for in-memory inputs
+
+    @property
+    def volume(self) -> bool:
+        """Part of a multi-slice input (a volume row summarises those)."""
+        return self.slice is not None
+
+
+@dataclass(frozen=True)
+class SliceChoice:
+    """Which slices of a volume or series: every ``every``-th, and of NIfTI slices only those
+    whose head mask covers at least ``min_head`` (0: all)."""
+
+    every: int = 1
+    min_head: float = DEFAULT_MIN_HEAD
+
+
+def expand_inputs(inputs: object, choice: SliceChoice | None = None) -> list[InputSlice]:
+    """The slices of ``inputs`` (one input or a list of them), in the order given."""
+    choice = choice or SliceChoice()
+    if choice.every < 1:
+        raise BraincamError(f"--every must be >= 1, got {choice.every}")
+    if isinstance(inputs, str | Path | np.ndarray) or _is_pil(inputs):
+        inputs = [inputs]
+    if not isinstance(inputs, Iterable):
+        raise BraincamError(f"cannot read an input of type {type(inputs).__name__}")
+    out: list[InputSlice] = []
+    for n, item in enumerate(inputs):
+        if isinstance(item, str | Path):
+            out += _path_slices(Path(item), str(item), choice)
+        elif isinstance(item, np.ndarray) or _is_pil(item):
+            out.append(InputSlice(f"<array {n}>", None, array=as_grey(item)))
+        else:
+            raise BraincamError(
+                f"input {n}: cannot read a {type(item).__name__}; give a path, a numpy array "
+                "or a PIL image"
+            )
+    if not out:
+        raise BraincamError("no images found in the inputs")
+    return out
+
+
+def read_slice(item: InputSlice) -> np.ndarray:
+    """The slice as grey float32 ``H x W`` in [0, 1]."""
+    if item.array is not None:
+        return item.array
+    return read_grey(item.file, index=item.index)
+
+
+def as_grey(image: object) -> np.ndarray:
+    """A numpy array or PIL image as grey float32 in [0, 1]: uint8 / 255, uint16 / 65535,
+    floats clipped to [0, 1], colour -> luma (ITU-R 601), alpha dropped."""
+    if _is_pil(image):
+        return pil_grey(image)
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        array = array[..., :3].astype(np.float32) @ _LUMA
+        scale = 255.0 if np.asarray(image).dtype == np.uint8 else 1.0
+        return np.clip(array / scale, 0, 1).astype(np.float32)
+    if array.ndim != 2:
+        raise BraincamError(
+            f"expected a grey H x W or colour H x W x 3 image array, got shape {array.shape}"
+        )
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+
+
+def _path_slices(path: Path, name: str, choice: SliceChoice) -> list[InputSlice]:
+    if path.is_dir():
+        series = series_files(path)
+        if series:
+            return _series(series, name, choice)
+        files = sorted(
+            p for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            and (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p))
+        )
+        return [s for f in files for s in _path_slices(f, str(f), choice)]
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror})") from None
+    if is_dicom(head):
+        frames = dicom_info(path).frames
+        if frames == 1:
+            return [InputSlice(name, None, path)]
+        return [InputSlice(name, k, path, k) for k in range(0, frames, choice.every)]
+    if is_nifti_name(path) or is_nifti(head):
+        volume = read_volume(path)
+        picked = choose_slices(volume, choice.every, choice.min_head)
+        return [InputSlice(name, k, path, k) for k in picked]
+    return [InputSlice(name, None, path)]
+
+
+def _series(files: Sequence[Path], name: str, choice: SliceChoice) -> list[InputSlice]:
+    """Slices of a DICOM series: every frame of every file, numbered in series order."""
+    slices: list[tuple[Path, int | None]] = []
+    for file in files:
+        frames = dicom_info(file).frames
+        slices += [(file, None)] if frames == 1 else [(file, k) for k in range(frames)]
+    return [
+        InputSlice(name, k, file, index)
+        for k, (file, index) in enumerate(slices) if k % choice.every == 0
+    ]
+
+
+def _is_pil(obj: object) -> bool:
+    from PIL import Image
+
+    return isinstance(obj, Image.Image)

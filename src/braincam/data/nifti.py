@@ -1,0 +1,142 @@
+"""NIfTI volumes (``.nii``, ``.nii.gz``) -> axial grey slices in [0, 1] (nibabel).
+
+The volume is reoriented to the closest canonical orientation (``nibabel.as_closest_canonical``,
+RAS+: axis 0 runs from the patient's left to right, axis 1 from posterior to anterior, axis 2
+from inferior to superior), so slice ``k`` is the axial plane ``data[:, :, k]``, counted from
+the feet.
+It is shown in the radiological convention of 2D MRI exports: anterior at the top, the patient's
+right on the image's left, i.e. ``image[r, c] = data[X - 1 - c, Y - 1 - r, k]``. A 4D file uses its
+first volume.
+
+Intensities, one mapping for the whole volume so slices stay comparable: with the header's
+display range (``cal_min < cal_max``) ``x = clip((v - cal_min) / (cal_max - cal_min), 0, 1)``,
+else robust percentiles of all voxels, ``x = clip((v - p0.5) / (p99.5 - p0.5), 0, 1)``.
+
+Slice choice (:func:`choose_slices`): every ``k``-th slice, and of those only the ones whose head
+mask (``braincam.data.mask.head_mask``) covers at least ``min_head`` of the slice.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import struct
+import threading
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from braincam.data.dicom import PERCENTILES
+from braincam.data.mask import head_mask
+from braincam.errors import BraincamError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_HEADER_SIZES = (348, 540)  # NIfTI-1, NIfTI-2
+_CACHED_VOLUMES = 2
+_volumes: OrderedDict[str, np.ndarray] = OrderedDict()
+_lock = threading.Lock()
+
+
+class NiftiReadError(BraincamError):
+    """A NIfTI file that cannot be read; one line naming the file."""
+
+
+def is_nifti_name(path: Path | str) -> bool:
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def is_nifti(data: bytes) -> bool:
+    """A NIfTI-1/2 header (``sizeof_hdr`` 348 or 540, either byte order), gzipped or not."""
+    head = data[:4]
+    if data[:2] == b"\x1f\x8b":
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                head = fh.read(4)
+        except (OSError, EOFError):
+            return False
+    if len(head) < 4:
+        return False
+    return any(struct.unpack(f"{e}i", head)[0] in _HEADER_SIZES for e in "<>")
+
+
+def read_volume(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The whole volume as float32 ``(Z, H, W)`` in [0, 1]: axial slices in display orientation
+    (module docstring). The last two volumes read are kept in memory, keyed by content."""
+    path = Path(path)
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise NiftiReadError(f"{path}: cannot read file ({exc.strerror})") from None
+    key = hashlib.blake2b(data, digest_size=16).hexdigest()
+    with _lock:
+        if key in _volumes:
+            _volumes.move_to_end(key)
+            return _volumes[key]
+    volume = _decode(path, data)
+    with _lock:
+        _volumes[key] = volume
+        while len(_volumes) > _CACHED_VOLUMES:
+            _volumes.popitem(last=False)
+    return volume
+
+
+def read_nifti_slice(path: Path | str, data: bytes | None = None,
+                     index: int | None = None) -> np.ndarray:
+    """Axial slice ``index`` (default: the middle one) as float32 ``H x W`` in [0, 1]."""
+    volume = read_volume(path, data)
+    k = len(volume) // 2 if index is None else int(index)
+    if not 0 <= k < len(volume):
+        raise NiftiReadError(f"{path}: slice {k} out of range (the volume has {len(volume)})")
+    return volume[k]
+
+
+def choose_slices(volume: np.ndarray, every: int = 1, min_head: float = 0.0) -> list[int]:
+    """Indices of every ``every``-th slice whose head mask covers >= ``min_head`` of it."""
+    if every < 1:
+        raise BraincamError(f"slice step must be >= 1, got {every}")
+    picked = range(0, len(volume), every)
+    if min_head <= 0:
+        return list(picked)
+    return [k for k in picked if volume[k].max() > 0 and head_mask(volume[k]).mean() >= min_head]
+
+
+def _decode(path: Path, data: bytes) -> np.ndarray:
+    import nibabel as nib
+
+    raw = data
+    if data[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(data)
+        except (OSError, EOFError) as exc:
+            raise NiftiReadError(f"{path}: corrupt gzip data ({exc})") from None
+    if not is_nifti(raw):
+        raise NiftiReadError(f"{path}: not a NIfTI file (no NIfTI-1/2 header)")
+    try:
+        kind = nib.Nifti2Image if _header_size(raw) == 540 else nib.Nifti1Image
+        image = nib.as_closest_canonical(kind.from_bytes(raw))
+        values = np.asarray(image.dataobj, dtype=np.float32)
+    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({reason})") from None
+    while values.ndim > 3:
+        values = values[..., 0]
+    if values.ndim != 3 or min(values.shape) < 1:
+        raise NiftiReadError(f"{path}: expected a 3D volume, got shape {values.shape}")
+    values = np.nan_to_num(values)
+    cal_min, cal_max = (float(image.header[k]) for k in ("cal_min", "cal_max"))
+    if cal_max > cal_min:
+        lo, hi = cal_min, cal_max
+    else:
+        lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))
+    scaled = np.clip((values - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(values)
+    # (X, Y, Z) RAS -> (Z, rows = anterior first, cols = patient's right first)
+    return np.ascontiguousarray(scaled[::-1, ::-1, :].transpose(2, 1, 0), dtype=np.float32)
+
+
+def _header_size(raw: bytes) -> int:
+    return next(
+        (v for e in "<>" if (v := struct.unpack(f"{e}i", raw[:4])[0]) in _HEADER_SIZES), 0
+    )
