@@ -3,14 +3,12 @@ serves."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from braincam.data.preprocess import PreprocessConfig, preprocess
+from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
 from braincam.train import TrainConfig, train_run
 
@@ -22,7 +20,7 @@ ARCH = "test_efficientnet"
 def tiny_run(tmp_path_factory) -> Path:
     """A binary run trained for two head epochs on phantoms (seconds on a CPU)."""
     base = tmp_path_factory.mktemp("serve-run")
-    data = make_phantom_dataset(base / "phantoms", PhantomSpec(n_per_class=10, size=SIZE))
+    data = make_phantom_dataset(base / "phantoms", PhantomSpec(n_per_class=14, size=SIZE))
     config = TrainConfig(arch=ARCH, weights="none", head_epochs=2, finetune_epochs=0,
                          batch_size=8, preprocess=PreprocessConfig(size=SIZE), device="cpu")
     train_run([data], config, base / "run", progress=False)
@@ -41,58 +39,6 @@ def png_file(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def model(tiny_run):
-    return StandIn(tiny_run)
+    import braincam
 
-
-# --- private stand-in for braincam.api (load/predict/explain) until it lands -------------
-
-@dataclass
-class _Prediction:
-    path: Path
-    slice: int | None
-    probabilities: dict[str, float]
-    label: str
-    warnings: list[str]
-    image: np.ndarray
-
-    def to_row(self) -> dict:
-        return {"path": str(self.path), "slice": self.slice, **self.probabilities,
-                "label": self.label}
-
-
-@dataclass
-class _Explanation:
-    map: np.ndarray
-    overlay: np.ndarray
-    prediction: _Prediction
-
-
-class StandIn:
-    def __init__(self, run: Path) -> None:
-        from braincam.models import load_checkpoint
-
-        self.net, meta = load_checkpoint(run / "model.safetensors")
-        self.classes = meta["classes"]
-        self.prep = PreprocessConfig(**meta["preprocess"])
-
-    def _images(self, inputs) -> np.ndarray:
-        from braincam.data.imageio import read_grey
-
-        return np.stack([preprocess(read_grey(p), self.prep).image for p in inputs])
-
-    def predict(self, inputs) -> list[_Prediction]:
-        return [e.prediction for e in self.explain(inputs)]
-
-    def explain(self, inputs, method: str = "gradcam") -> list[_Explanation]:
-        from braincam.explain import explain
-        from braincam.explain.render import overlay
-
-        images = self._images(inputs)
-        result = explain(self.net, images, method=method).numpy()
-        out = []
-        for path, image, cam, probs in zip(inputs, images, result["maps"], result["probs"],
-                                           strict=True):
-            p = {c: float(v) for c, v in zip(self.classes, probs, strict=True)}
-            pred = _Prediction(Path(path), None, p, max(p, key=p.get), [], image)
-            out.append(_Explanation(cam, overlay(image, cam), pred))
-        return out
+    return braincam.load(tiny_run, device="cpu")

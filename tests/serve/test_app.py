@@ -37,17 +37,22 @@ def test_a_png_gets_predicts_numbers_and_the_overlay(client, model, png_file):
     reply = post(client, "scan.png", png_file.read_bytes())
     assert reply.status_code == 200, reply.text
     body = reply.json()
-    expected = model.predict([png_file])[0]
+    (expected,) = model.predict([png_file])
+    (exp,) = model.explain([png_file], method="gradcam")
     assert (body["file"], body["kind"], body["method"]) == ("scan.png", "image", "gradcam")
     assert body["classes"] == list(expected.probabilities) == ["no_tumor", "tumor"]
+    assert body["focus"] == 0
     (item,) = body["slices"]
+    (row,) = body["rows"]
+    assert 0.01 < expected.probabilities["tumor"] < 0.99  # a number worth comparing
     for name, p in expected.probabilities.items():
         assert item["probabilities"][name] == pytest.approx(p, abs=1e-6)
-        assert body["rows"][0][name] == pytest.approx(p, abs=1e-6)
-    assert item["label"] == expected.label == body["rows"][0]["label"]
-    assert body["rows"][0]["path"] == "scan.png"  # never the server's temporary path
-    assert item["warnings"] == expected.warnings
-    (exp,) = model.explain([png_file], method="gradcam")
+        assert row[f"prob_{name}"] == pytest.approx(p, abs=1e-6)
+    assert item["label"] == expected.label == row["pred"]
+    assert item["ood_score"] == pytest.approx(expected.ood_score, abs=1e-6)
+    # the row of `braincam predict --explain gradcam`, named by the upload
+    assert row == {**exp.prediction.to_row(), "path": "scan.png"}
+    assert item["warnings"] == exp.prediction.warnings
     assert np.array_equal(pixels(item["overlay"]), exp.overlay)
     grey = pixels(item["image"])
     assert grey.shape == (SIZE, SIZE, 3) and np.array_equal(grey[..., 1], expected.image)
@@ -62,7 +67,7 @@ def test_type_is_decided_by_content_not_name(client, png_file):
     ("empty.png", b"", 400, "empty"),
     ("notes.png", b"patient notes, not pixels\n" * 20, 415, "not a PNG, JPEG"),
     ("report.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 200, 415, "not a PNG, JPEG"),
-    ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, 422, "broken.png"),
+    ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, 422, "broken.png: not a readable image"),
 ])
 def test_bad_content_gets_4xx_with_a_message(client, name, data, status, words):
     reply = post(client, name, data)
@@ -120,7 +125,7 @@ def test_uploads_live_only_in_a_temporary_folder_that_is_removed(client, png_fil
 
 def test_a_fault_of_the_server_is_one_line_500(png_file):
     class Failing:
-        def explain(self, inputs, method):
+        def explain_slices(self, slices, method):
             raise RuntimeError("secret internals")
 
     with TestClient(create_app(Failing()), raise_server_exceptions=False) as c:

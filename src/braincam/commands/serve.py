@@ -41,6 +41,7 @@ def command(
     if not 0 <= port <= 65535:
         raise BraincamError("--port must be between 0 and 65535")
     model = braincam.load(run, segment=segment)
+    _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
     settings = ServeSettings(max_upload=int(max_upload_mb * (1 << 20)), method=method)
     app = create_app(model, settings)
     typer.echo(f"serving {run} on http://{_url_host(host)}:{port}/ (Ctrl+C stops)")

@@ -3,10 +3,11 @@
 Requests are checked before any model work: the body is read in chunks and refused (413)
 as soon as it passes the cap, so an oversized upload never reaches the disk; the file name
 must be plain and the type is decided by content (:mod:`braincam.serve.sniff`). The upload
-is written under its own :class:`tempfile.TemporaryDirectory`, removed when the request
-ends whatever happens. One lock serialises model calls: Grad-CAM hooks the model, so two
-requests must not run it at once. Every error answers ``{"error": message}`` with a 4xx
-status (5xx only for a fault of the server, never with a traceback).
+is written under its own :class:`tempfile.TemporaryDirectory` only while it is decoded
+(the DICOM and NIfTI readers take files), which is removed whatever happens. One lock
+serialises model calls: Grad-CAM hooks the model, so two requests must not run it at once.
+Every error answers ``{"error": message}`` with a 4xx status (5xx only for a fault of the
+server, never with a traceback).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from braincam.api import Model
+from braincam.data.inputs import InputSlice, expand_inputs, read_slice
 from braincam.errors import BraincamError
 from braincam.serve.payload import response_json
-from braincam.serve.sniff import UploadError, sniff
+from braincam.serve.sniff import Upload, UploadError, sniff
 
 log = logging.getLogger(__name__)
 MiB = 1 << 20
@@ -56,9 +59,8 @@ class ServeSettings:
     method: str = "gradcam"  # explanation method of the overlays
 
 
-def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
-    """The app around ``model`` (a loaded ``braincam.api`` model: ``explain(paths, method)``
-    returning explanations whose ``prediction`` equals ``predict``'s)."""
+def create_app(model: Model, settings: ServeSettings | None = None) -> FastAPI:
+    """The app around ``model`` (``braincam.load(RUN)``), loaded once by the caller."""
     settings = settings or ServeSettings()
     app = FastAPI(title="braincam", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
@@ -95,20 +97,37 @@ def create_app(model: Any, settings: ServeSettings | None = None) -> FastAPI:
         upload = sniff(data, name)
 
         def work() -> dict[str, Any]:
-            with tempfile.TemporaryDirectory(prefix="braincam-serve-") as tmp:
-                path = Path(tmp) / f"upload{upload.suffix}"
-                path.write_bytes(data)
-                try:
-                    with lock:
-                        explanations = model.explain([path], method=settings.method)
-                except BraincamError as exc:  # undecodable content: say why, without our path
-                    message = str(exc).replace(str(path), upload.name)
-                    raise UploadError(message, 422) from None
-                return response_json(upload, settings.method, explanations)
+            slices = _decode(upload, data)
+            try:
+                with lock:
+                    explanations = model.explain_slices(slices, method=settings.method)
+            except BraincamError as exc:
+                raise UploadError(str(exc), 422) from None
+            return response_json(upload, settings.method, explanations)
 
         return JSONResponse(await run_in_threadpool(work))
 
     return app
+
+
+def _decode(upload: Upload, data: bytes) -> list[InputSlice]:
+    """The upload's slices as in-memory arrays named by the upload's name.
+
+    The bytes exist on disk only while they are decoded, in a folder removed right after;
+    in-memory slices also keep uploads out of the preprocessing cache (which keys files by
+    content and would keep a copy of every upload's model input)."""
+    with tempfile.TemporaryDirectory(prefix="braincam-serve-") as tmp:
+        path = Path(tmp) / f"upload{upload.suffix}"
+        path.write_bytes(data)
+        try:
+            slices = [InputSlice(upload.name, s.slice, array=read_slice(s))
+                      for s in expand_inputs(path)]
+        except BraincamError as exc:  # undecodable content: say why, without our path
+            raise UploadError(str(exc).replace(str(path), upload.name), 422) from None
+    if not slices:
+        raise UploadError(f"{upload.name}: no slice of this volume shows enough head to "
+                          "predict", 422)
+    return slices
 
 
 def _static_route(name: str, media: str):
