@@ -143,3 +143,30 @@ def test_the_page_is_served_locally_with_a_strict_policy(client):
         assert reply.status_code == 200 and "://" not in reply.text  # nothing external
     assert "://" not in page.text
     assert client.get("/nothing-here").json() == {"error": "Not Found"}
+
+
+def test_a_nifti_volume_gets_every_slice_and_the_volume_row(client, model, volume_file):
+    reply = post(client, "brain.nii.gz", volume_file.read_bytes(), "application/octet-stream")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    expected = model.predict([volume_file])
+    assert body["kind"] == "nifti" and len(body["slices"]) == len(expected) == 5
+    for item, pred in zip(body["slices"], expected, strict=True):
+        assert item["slice"] == pred.slice
+        assert item["probabilities"]["tumor"] == pytest.approx(pred.probabilities["tumor"],
+                                                               abs=1e-6)
+    assert [r["kind"] for r in body["rows"]] == ["slice"] * 5 + ["volume"]
+    tumour = [p.probabilities["tumor"] for p in expected]
+    assert body["focus"] == int(np.argmax(tumour))
+    assert body["rows"][-1]["slice"] == expected[body["focus"]].slice
+    assert {r["path"] for r in body["rows"]} == {"brain.nii.gz"}
+
+
+def test_a_dicom_file_gets_predicts_numbers(client, model, dicom_file):
+    reply = post(client, "slice", dicom_file.read_bytes(), "application/dicom")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    (expected,) = model.predict([dicom_file])
+    assert body["kind"] == "dicom" and body["file"] == "slice"
+    for name, p in expected.probabilities.items():
+        assert body["slices"][0]["probabilities"][name] == pytest.approx(p, abs=1e-6)

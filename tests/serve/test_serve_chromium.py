@@ -201,3 +201,22 @@ def test_text_renamed_png_shows_the_servers_message(browser, url, tmp_path):
     message = browser.eval("document.getElementById('error').textContent")
     assert message.startswith("scan.png: not a PNG, JPEG, BMP, TIFF, DICOM or NIfTI file")
     assert browser.eval("document.getElementById('result').hidden") is True
+
+
+def test_a_volume_opens_on_its_most_tumour_like_slice_and_the_slider_moves(
+        browser, url, model, volume_file):
+    expected = model.predict([volume_file])
+    tumour = [p.probabilities["tumor"] for p in expected]
+    browser.open(url)
+    assert browser.upload(volume_file) == "done"
+    assert browser.eval("!document.getElementById('slice-control').hidden") is True
+    assert browser.eval("document.getElementById('slice').max") == str(len(expected) - 1)
+    focus = int(np.argmax(tumour))
+    assert browser.eval("document.getElementById('slice').value") == str(focus)
+    for index in (0, len(expected) - 1):
+        browser.eval(f"(() => {{ const s = document.getElementById('slice'); s.value = '{index}';"
+                     f" s.dispatchEvent(new Event('input')); }})()")
+        shown = browser.eval(SHOWN)
+        assert shown["probs"]["tumor"] == pytest.approx(tumour[index], abs=1e-6)
+        assert browser.eval("document.getElementById('slice-number').textContent") == (
+            f"{expected[index].slice} ({index + 1} of {len(expected)})")

@@ -32,10 +32,10 @@ async function upload(file) {
   answer = body;
   const slider = $("slice");
   slider.max = String(answer.slices.length - 1);
-  slider.value = "0";
+  slider.value = String(answer.focus);  // a volume opens on its most tumour-like slice
   $("slice-control").hidden = answer.slices.length < 2;
   $("file-name").textContent = answer.file;
-  showSlice(0);
+  showSlice(answer.focus);
   $("result").hidden = false;
   setState("done");
 }
@@ -43,7 +43,8 @@ async function upload(file) {
 function showSlice(index) {
   const item = answer.slices[index];
   $("label").textContent = item.label;
-  $("slice-number").textContent = item.slice === null ? "" : String(item.slice);
+  $("slice-number").textContent =
+    item.slice === null ? "" : `${item.slice} (${index + 1} of ${answer.slices.length})`;
   $("overlay").src = item.overlay;
   $("image").src = item.image;
   $("overlay-caption").textContent = `${answer.method} for ${item.label}`;
