@@ -27,3 +27,75 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     """Each test session gets its own preprocessing cache, never the user's."""
     cache = tmp_path_factory.getbasetemp() / "braincam-cache"
     monkeypatch.setenv("BRAINCAM_CACHE", str(cache))
+
+
+def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
+                rescale: tuple[float, float] | None = None,
+                window: tuple[float, float] | None = None, instance: int | None = None,
+                position: float | None = None) -> Path:
+    """An MR DICOM file (explicit VR little endian) of uint8/uint16 ``(H, W)`` or ``(N, H, W)``
+    pixels, with a patient name and ID that must never reach an output."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    pixels = np.asarray(pixels)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientName, ds.PatientID = "MR", "Secret^Patient", "PID-31337"
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    bits = 8 * pixels.dtype.itemsize
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = len(pixels)
+    if rescale is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if instance is not None:
+        ds.InstanceNumber = instance
+    if position is not None:
+        ds.ImagePositionPatient = [0.0, 0.0, position]
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.fixture
+def write_dicom():
+    """``write_dicom(path, pixels, photometric=, rescale=(slope, intercept), window=(c, w),
+    instance=, position=)`` -> path."""
+    return _dicom_file
+
+
+def _nifti_file(path: Path, slices, axcodes: tuple[str, str, str] = ("R", "A", "S"),
+                cal: tuple[float, float] | None = (0.0, 255.0)) -> Path:
+    """A NIfTI volume whose canonical axial slice ``k`` shown radiologically (anterior up,
+    patient's right on the left) is ``slices[k]`` (uint8 ``(Z, H, W)``), stored in the
+    orientation ``axcodes``; ``cal``: the header's display range."""
+    import nibabel as nib
+    import numpy as np
+
+    slices = np.asarray(slices)
+    ras = np.ascontiguousarray(slices[:, ::-1, ::-1].transpose(2, 1, 0))  # (X, Y, Z) RAS+
+    image = nib.Nifti1Image(ras.astype(np.int16), np.diag([0.9, 0.9, 5.0, 1.0]))
+    ornt = nib.orientations.ornt_transform(
+        nib.orientations.axcodes2ornt(("R", "A", "S")), nib.orientations.axcodes2ornt(axcodes)
+    )
+    image = image.as_reoriented(ornt)
+    if cal is not None:
+        image.header["cal_min"], image.header["cal_max"] = cal
+    nib.save(image, str(path))
+    return path
+
+
+@pytest.fixture
+def write_nifti():
+    """``write_nifti(path, slices (Z, H, W) uint8, axcodes=("R","A","S"), cal=(0, 255))``."""
+    return _nifti_file

@@ -34,7 +34,7 @@ from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
 from braincam.runs import RunDir
 
-__all__ = ["Explanation", "Model", "Prediction", "load"]
+__all__ = ["Explanation", "Model", "Prediction", "SliceChoice", "load"]
 
 WORKERS = 4
 
@@ -154,8 +154,11 @@ class Model:
 
     def _prepare(self, items: list[InputSlice], skipped: list[SkippedFile] | None
                  ) -> tuple[list[InputSlice], list[Preprocessed]]:
-        with ThreadPoolExecutor(WORKERS) as pool:
-            results = list(pool.map(self._preprocess, items))
+        if len(items) == 1:  # starting threads would cost more than one cache hit
+            results = [self._preprocess(items[0])]
+        else:
+            with ThreadPoolExecutor(WORKERS) as pool:
+                results = list(pool.map(self._preprocess, items))
         kept: list[tuple[InputSlice, Preprocessed]] = []
         for item, result in zip(items, results, strict=True):
             if isinstance(result, ImageReadError):

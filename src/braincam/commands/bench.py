@@ -7,6 +7,7 @@ hold on a shared machine where absolute numbers do not.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -99,6 +100,34 @@ def train(
     _check_positive(batch=batch, image_size=image_size, iters=iters, repeats=repeats)
     result = bench_train(arch, batch, image_size, iters, repeats, device_of(device),
                          channels_last, compile)
+    typer.echo(json.dumps(result))
+
+
+@app.command("predict")
+def predict(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    images: Annotated[Path, typer.Argument(help="Folder of image files (searched recursively).")],
+    max_images: Annotated[int, typer.Option(help="At most this many files (sorted).")] = 200,
+    repeats: Annotated[int, typer.Option(help="Timed single-image calls.")] = 20,
+    folder_repeats: Annotated[int, typer.Option(help="Timed folder passes per path.")] = 3,
+    batch: Batch = 32,
+    ood: Annotated[bool, typer.Option("--ood/--no-ood", help="Warnings on (as predict).")] = True,
+    device: Device = "auto",
+) -> None:
+    """Latency of one image with Grad-CAM through the Python API, and folder throughput of
+    `predict` vs `evaluate`'s path, side by side."""
+    from braincam.api import load
+    from braincam.api.bench import bench_predict
+    from braincam.data.records import IMAGE_SUFFIXES
+    from braincam.errors import BraincamError
+
+    _check_positive(max_images=max_images, repeats=repeats, folder_repeats=folder_repeats,
+                    batch=batch)
+    if not images.is_dir():
+        raise BraincamError(f"{images}: not a folder")
+    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    model = load(run, device=device, ood=ood)
+    result = bench_predict(model, files[:max_images], repeats, folder_repeats, batch)
     typer.echo(json.dumps(result))
 
 

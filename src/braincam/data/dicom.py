@@ -34,7 +34,11 @@ from braincam.errors import BraincamError
 
 PERCENTILES = (0.5, 99.5)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-_PLUGINS = "pylibjpeg with pylibjpeg-libjpeg/-openjpeg, or python-gdcm"
+_PLUGINS = {  # transfer-syntax name prefix -> pydicom plugins that decode it
+    "JPEG-LS": "pyjpegls, or python-gdcm",
+    "JPEG 2000": "pylibjpeg with pylibjpeg-openjpeg, or python-gdcm",
+    "JPEG": "pylibjpeg with pylibjpeg-libjpeg, or python-gdcm",
+}
 
 
 class DicomReadError(BraincamError):
@@ -63,7 +67,9 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
 
     try:
         source = io.BytesIO(data) if data is not None else str(path)
-        return pydicom.dcmread(source, stop_before_pixels=header_only)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom warns on tolerable header quirks
+            return pydicom.dcmread(source, stop_before_pixels=header_only)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DicomReadError(f"{path}: not a readable DICOM file ({reason})") from None
@@ -101,9 +107,10 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", str(syntax))
         if syntax is not None and getattr(syntax, "is_compressed", False):
+            plugins = next((v for k, v in _PLUGINS.items() if name.startswith(k)), "python-gdcm")
             raise DicomReadError(
                 f"{path}: cannot decode compressed pixel data ({name}); install a pydicom "
-                f"plugin for it: {_PLUGINS}"
+                f"plugin for it: {plugins}"
             ) from None
         reason = " ".join(str(exc).split()).split(". ")[0]
         raise DicomReadError(f"{path}: cannot decode pixel data ({reason})") from None
@@ -120,19 +127,23 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
         ds.get("RescaleIntercept", 0) or 0
     )
-    grey = window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")))
-    return (1.0 - grey if photometric == "MONOCHROME1" else grey).astype(np.float32)
+    return window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")),
+                  invert=photometric == "MONOCHROME1")
 
 
-def window(values: np.ndarray, centre: float | None, width: float | None) -> np.ndarray:
-    """``clip((v - (c - w/2)) / w, 0, 1)`` with a window, else robust percentiles (module doc)."""
+def window(values: np.ndarray, centre: float | None, width: float | None,
+           invert: bool = False) -> np.ndarray:
+    """``clip((v - lo) / (hi - lo), 0, 1)`` with ``lo, hi = c -+ w/2`` from the window, else
+    robust percentiles (module doc); ``invert`` gives ``1 - x``, computed as
+    ``(hi - v) / (hi - lo)`` so that it rounds like the uninverted image."""
     if centre is not None and width is not None and width > 0:
         lo, hi = centre - width / 2.0, centre + width / 2.0
     else:
         lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))
     if hi <= lo:
         return np.zeros(values.shape, dtype=np.float32)
-    return np.clip((values - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    scaled = (hi - values) / (hi - lo) if invert else (values - lo) / (hi - lo)
+    return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
 def series_files(folder: Path | str) -> list[Path]:

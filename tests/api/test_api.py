@@ -1,0 +1,171 @@
+"""``braincam.load``: predictions on paths, arrays, PIL images, DICOM and NIfTI copies; warnings;
+explanations; the docs/api.md example."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import braincam
+from braincam.api.reference import REFERENCE_FILE
+from braincam.api.warnings import cam_warning
+from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.preprocess import PreprocessConfig
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.train import TrainConfig, train_run
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """A tiny binary run on phantoms (its split.csv names the training images)."""
+    base = tmp_path_factory.mktemp("api")
+    data = make_phantom_dataset(base / "phantoms", PhantomSpec(n_per_class=20, size=48))
+    config = TrainConfig(
+        arch="test_resnet", weights="none", head_epochs=2, finetune_epochs=0, batch_size=8,
+        preprocess=PreprocessConfig(size=32), device="cpu",
+    )
+    train_run([data], config, base / "run", progress=False)
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return braincam.load(run)
+
+
+def _split_paths(run: Path, split: str) -> list[str]:
+    import pandas as pd
+
+    table = pd.read_csv(run / "split.csv")
+    return table[table["split"] == split]["path"].tolist()
+
+
+def test_paths_arrays_and_pil_images_agree(model, run):
+    path = _split_paths(run, "test")[0]
+    grey = read_grey(path)
+    u8 = np.rint(grey * 255).astype(np.uint8)
+    preds = model.predict([path, u8, Image.fromarray(u8), np.dstack([u8] * 3)])
+    assert [p.path for p in preds] == [path, "<array 1>", "<array 2>", "<array 3>"]
+    assert all(p.slice is None and p.kind == "image" for p in preds)
+    for p in preds[1:]:
+        assert p.probabilities == pytest.approx(preds[0].probabilities, abs=1e-6)
+    first = preds[0]
+    assert list(first.probabilities) == ["no_tumor", "tumor"]
+    assert sum(first.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert first.label == max(first.probabilities, key=first.probabilities.get)
+    assert first.image.shape == (32, 32) and first.image.dtype == np.uint8
+    row = first.to_row()
+    assert list(row) == ["path", "slice", "kind", "pred", "prob_no_tumor", "prob_tumor",
+                         "ood_score", "warnings"]
+    assert row["pred"] == first.label and row["slice"] == ""
+
+
+def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
+    train_path = _split_paths(run, "train")[3]
+    noise = np.random.default_rng(0).random((48, 48)).astype(np.float32)
+    held_out = _split_paths(run, "test")[:4]
+    dup, ood, *normal = model.predict([train_path, noise, *held_out])
+    assert any(w.startswith("exact duplicate") and w.endswith(train_path) for w in dup.warnings)
+    assert any(w.startswith("unlike the training data") for w in ood.warnings)
+    assert ood.ood_score > 1.0
+    assert ood.ood_score > max(p.ood_score for p in normal)
+    assert (run / REFERENCE_FILE).is_file()  # calibrated once, cached in the run
+
+
+def test_reference_is_read_back_not_rebuilt(model, run):
+    model.predict([_split_paths(run, "test")[0]])
+    file = run / REFERENCE_FILE
+    stamp = file.stat().st_mtime_ns
+    again = braincam.load(run)
+    assert again.reference.threshold == pytest.approx(model.reference.threshold)
+    assert file.stat().st_mtime_ns == stamp
+
+
+@pytest.mark.realdata
+def test_dicom_and_nifti_copies_predict_like_the_png(tmp_path, run, datasets_dir, write_dicom,
+                                                     write_nifti):
+    folder = datasets_dir / "sartaj-brain-tumor-mri" / "Testing" / "meningioma_tumor"
+    greys = [read_grey(f) for f in sorted(folder.iterdir())[:3]]
+    slices = np.stack([
+        cv2.resize(np.rint(g * 255).astype(np.uint8), (128, 160), interpolation=cv2.INTER_AREA)
+        for g in greys
+    ])
+    pngs = []
+    for k, s in enumerate(slices):
+        pngs.append(tmp_path / f"{k}.png")
+        Image.fromarray(s).save(pngs[-1])
+    dicom = write_dicom(tmp_path / "one.dcm", slices[0], window=(127.5, 255.0))
+    monochrome1 = write_dicom(tmp_path / "inv.dcm", 255 - slices[1], photometric="MONOCHROME1",
+                              window=(127.5, 255.0))
+    multi = write_dicom(tmp_path / "multi.dcm", slices, window=(127.5, 255.0))
+    volume = write_nifti(tmp_path / "vol.nii.gz", slices, axcodes=("L", "P", "S"))
+    model = braincam.load(run, ood=False)
+    source = model.predict([str(p) for p in pngs], choice=None)
+    copies = model.predict([dicom, monochrome1, multi, volume],
+                           choice=braincam.api.SliceChoice(min_head=0.0))
+    assert [(p.path, p.slice) for p in copies] == [
+        (str(dicom), None), (str(monochrome1), None), (str(multi), 0), (str(multi), 1),
+        (str(multi), 2), (str(volume), 0), (str(volume), 1), (str(volume), 2),
+    ]
+    expected = [0, 1, 0, 1, 2, 0, 1, 2]
+    for copy, k in zip(copies, expected, strict=True):
+        for c in model.classes:
+            assert copy.probabilities[c] == pytest.approx(source[k].probabilities[c], abs=1e-4)
+        np.testing.assert_array_equal(copy.image, source[k].image)
+
+
+def test_explanations_and_the_cam_outside_head_warning(model, run):
+    path = _split_paths(run, "test")[1]
+    (exp,) = model.explain([path], method="gradcam")
+    assert exp.map.shape == (32, 32) and 0.0 <= exp.map.min() and exp.map.max() <= 1.0
+    assert exp.overlay.shape == (48, 48, 3) and exp.overlay.dtype == np.uint8
+    (pred,) = model.predict([path])
+    assert exp.prediction.probabilities == pytest.approx(pred.probabilities, abs=1e-5)
+    head = np.zeros((32, 32), bool)
+    head[8:24, 8:24] = True
+    outside = (~head).astype(np.float32)
+    assert cam_warning(outside, head) == ["CAM mostly outside the head (100% of its mass)"]
+    assert cam_warning(head.astype(np.float32), head) == []
+    half = np.where(head, 1.0, 0.25).astype(np.float32)  # 192 of 448 mass units outside
+    assert cam_warning(half, head) == []
+
+
+def test_bad_inputs_give_one_line_errors(model, tmp_path):
+    bad = tmp_path / "fake.png"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError, match="fake.png"):
+        model.predict([bad])
+    skipped = []
+    assert model.predict([bad], skipped=skipped) == [] and skipped[0].path == bad
+    with pytest.raises(BraincamError, match="shape"):
+        model.predict([np.zeros((2, 8, 8, 8))])
+    with pytest.raises(BraincamError, match="segmentation"):
+        model.segment([bad])
+
+
+def test_docs_example_runs(run, tmp_path):
+    text = (REPO / "docs" / "api.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    (tmp_path / "runs").mkdir()
+    os.symlink(run, tmp_path / "runs" / "bin")
+    test_image = _split_paths(run, "test")[0]
+    Image.open(test_image).save(tmp_path / "scan.png")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        scope: dict = {}
+        exec(compile(code, "docs/api.md", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    assert scope["pred"].label in ("no_tumor", "tumor")
+    assert (tmp_path / "overlay.png").is_file()

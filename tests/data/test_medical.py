@@ -1,0 +1,140 @@
+"""DICOM and NIfTI readers: real slices written by pydicom and nibabel read back exactly;
+the sample files pydicom and nibabel ship."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pydicom
+import pytest
+
+from braincam.data.dicom import dicom_info, series_files
+from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.nifti import choose_slices, read_volume
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+from braincam.data.records import load_dataset
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+NIBABEL_DATA = Path(__import__("nibabel").__file__).parent / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def real_slices(datasets_dir) -> np.ndarray:
+    """Three Sartaj test slices as uint8, resized to 160 x 128 (one volume's shape)."""
+    folder = datasets_dir / "sartaj-brain-tumor-mri" / "Testing" / "glioma_tumor"
+    files = sorted(folder.iterdir())[:3]
+    greys = [np.rint(read_grey(f) * 255).astype(np.uint8) for f in files]
+    return np.stack([cv2.resize(g, (128, 160), interpolation=cv2.INTER_AREA) for g in greys])
+
+
+@pytest.mark.realdata
+def test_dicom_8bit_16bit_rescale_monochrome1_read_back_exactly(tmp_path, real_slices,
+                                                               write_dicom):
+    u8 = real_slices[0]
+    expected = u8.astype(np.float32) / 255
+    window = (127.5, 255.0)  # [0, 255] -> [0, 1]
+    plain = write_dicom(tmp_path / "a.dcm", u8, window=window)
+    stored = (u8.astype(np.uint16) * 100 + 1000)  # v = 0.01 * stored - 10 = u8
+    rescaled = write_dicom(tmp_path / "b.dcm", stored, rescale=(0.01, -10.0), window=window)
+    inverted = write_dicom(tmp_path / "c.dcm", 255 - u8, photometric="MONOCHROME1",
+                           window=window)
+    for path in (plain, rescaled, inverted):
+        np.testing.assert_allclose(read_grey(path), expected, atol=1e-6, err_msg=path.name)
+
+
+@pytest.mark.realdata
+def test_dicom_without_window_uses_robust_percentiles(tmp_path, real_slices, write_dicom):
+    u8 = real_slices[1]
+    grey = read_grey(write_dicom(tmp_path / "a.dcm", u8.astype(np.uint16) * 16))
+    lo, hi = np.percentile(u8.astype(np.float64) * 16, [0.5, 99.5])
+    expected = np.clip((u8 * 16.0 - lo) / (hi - lo), 0, 1)
+    np.testing.assert_allclose(grey, expected, atol=1e-6)
+    assert grey.min() == 0.0 and grey.max() == 1.0
+
+
+@pytest.mark.realdata
+def test_multiframe_dicom_frames_and_series_order(tmp_path, real_slices, write_dicom):
+    multi = write_dicom(tmp_path / "multi.dcm", real_slices, window=(127.5, 255.0))
+    assert dicom_info(multi).frames == 3
+    for k in range(3):
+        np.testing.assert_allclose(read_grey(multi, index=k), real_slices[k] / 255.0, atol=1e-6)
+    with pytest.raises(ImageReadError, match="frame 3 out of range"):
+        read_grey(multi, index=3)
+    series = tmp_path / "series"
+    series.mkdir()
+    for k, name in enumerate(("z.dcm", "m.dcm", "a.dcm")):  # names against instance order
+        write_dicom(series / name, real_slices[k], instance=k + 1)
+    (series / "notes.txt").write_text("not DICOM")
+    assert [p.name for p in series_files(series)] == ["z.dcm", "m.dcm", "a.dcm"]
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "L", "I")])
+def test_nifti_slices_in_canonical_radiological_orientation(tmp_path, real_slices, write_nifti,
+                                                            axcodes):
+    import nibabel as nib
+
+    path = write_nifti(tmp_path / "vol.nii.gz", real_slices, axcodes=axcodes)
+    assert nib.aff2axcodes(nib.load(path).affine) == axcodes
+    volume = read_volume(path)
+    assert volume.shape == (3, 160, 128)
+    np.testing.assert_allclose(volume, real_slices / 255.0, atol=1e-6)
+    np.testing.assert_allclose(read_grey(path, index=2), real_slices[2] / 255.0, atol=1e-6)
+
+
+@pytest.mark.realdata
+def test_nifti_slice_choice_and_records(tmp_path, real_slices, write_nifti):
+    blank = np.zeros_like(real_slices[:1])
+    volume_slices = np.concatenate([blank, real_slices, blank])
+    (tmp_path / "data" / "glioma").mkdir(parents=True)
+    path = write_nifti(tmp_path / "data" / "glioma" / "vol.nii", volume_slices)
+    volume = read_volume(path)
+    assert choose_slices(volume) == [0, 1, 2, 3, 4]
+    assert choose_slices(volume, every=2) == [0, 2, 4]
+    assert choose_slices(volume, min_head=0.1) == [1, 2, 3]
+    records = load_dataset([tmp_path / "data"]).records
+    assert [(r.label, r.slice, r.width, r.height) for r in records] == [
+        ("glioma", k, 128, 160) for k in (1, 2, 3)
+    ]
+    cache = PreprocessCache()
+    config = PreprocessConfig(size=64)
+    images, _, skipped = cache.load(records, config)
+    assert not skipped
+    for k, record in enumerate(records):
+        direct = cache.get(path, config, record.slice).image
+        np.testing.assert_array_equal(images[k], direct)
+    assert not np.array_equal(images[0], images[1])  # the slice is part of the cache key
+
+
+def test_pydicom_samples_compressed_and_uncompressed_agree():
+    reference = read_grey(PYDICOM_FILES / "MR_small.dcm")
+    assert reference.shape == (64, 64) and 0.0 <= reference.min() < reference.max() <= 1.0
+    for name in ("MR_small_RLE.dcm", "MR_small_bigendian.dcm", "MR_small_implicit.dcm"):
+        np.testing.assert_array_equal(read_grey(PYDICOM_FILES / name), reference, err_msg=name)
+
+
+def test_undecodable_compression_names_the_plugin():
+    path = PYDICOM_FILES / "MR_small_jpeg_ls_lossless.dcm"
+    try:
+        grey = read_grey(path)
+    except ImageReadError as exc:
+        message = str(exc)
+        assert "JPEG-LS" in message and "pyjpegls" in message and "\n" not in message
+    else:  # a JPEG-LS plugin is installed: then it decodes losslessly
+        np.testing.assert_array_equal(grey, read_grey(PYDICOM_FILES / "MR_small.dcm"))
+
+
+def test_nibabel_sample_and_bad_files(tmp_path):
+    volume = read_volume(NIBABEL_DATA / "anatomical.nii")
+    assert volume.ndim == 3 and volume.dtype == np.float32
+    assert 0.0 == volume.min() and volume.max() == 1.0
+    fake = tmp_path / "fake.nii.gz"
+    fake.write_bytes(b"\x1f\x8b" + b"junk" * 10)
+    with pytest.raises(ImageReadError, match="fake.nii.gz"):
+        read_grey(fake)
+    png = tmp_path / "a.png"
+    cv2.imwrite(str(png), np.zeros((16, 16), np.uint8))
+    with pytest.raises(ImageReadError, match="no slice 3"):
+        read_grey(png, index=3)
