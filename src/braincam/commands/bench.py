@@ -140,7 +140,7 @@ def serve(
     device: Device = "auto",
 ) -> None:
     """Latency of one upload through `braincam serve`'s POST /api/predict (loopback HTTP)
-    vs the Python API's explain on the same file, side by side."""
+    vs the Python API's explain on the same file decoded in memory, side by side."""
     from braincam.api import load
     from braincam.errors import BraincamError
     from braincam.explain import METHODS

@@ -120,14 +120,18 @@ def _decode(upload: Upload, data: bytes) -> list[InputSlice]:
         path = Path(tmp) / f"upload{upload.suffix}"
         path.write_bytes(data)
         try:
-            slices = [InputSlice(upload.name, s.slice, array=read_slice(s))
-                      for s in expand_inputs(path)]
+            slices = in_memory(path, upload.name)
         except BraincamError as exc:  # undecodable content: say why, without our path
             raise UploadError(str(exc).replace(str(path), upload.name), 422) from None
     if not slices:
         raise UploadError(f"{upload.name}: no slice of this volume shows enough head to "
                           "predict", 422)
     return slices
+
+
+def in_memory(path: Path, name: str) -> list[InputSlice]:
+    """Every slice of the file at ``path``, decoded into memory and named ``name``."""
+    return [InputSlice(name, s.slice, array=read_slice(s)) for s in expand_inputs(path)]
 
 
 def _static_route(name: str, media: str):

@@ -1,11 +1,12 @@
 """``braincam bench serve``: what the web layer adds to one upload, measured side by side.
 
-Per repeat, alternating: ``Model.explain([file])`` called directly (the Python API; cache
-warm), and the same file posted to ``POST /api/predict`` of :func:`create_app` served by
-uvicorn on a free loopback port (multipart upload, content check, decoding in memory,
-explanation, PNG ``data:`` URLs, JSON), timed from the request to the parsed answer.
-Medians in milliseconds; the ratio is the median of the per-repeat ratios, so load that
-drifts between repeats cancels.
+Per repeat, alternating: the Python API on the file decoded in memory, as the server
+does it (``Model.explain_slices`` of :func:`braincam.serve.app.in_memory`, no preprocessing
+cache: every upload is new), and the same file posted to ``POST /api/predict`` of
+:func:`create_app` served by uvicorn on a free loopback port (multipart upload, content
+check, temporary file, decoding, explanation, PNG ``data:`` URLs, JSON), timed from the
+request to the parsed answer. Medians in milliseconds; the ratio is the median of the
+per-repeat ratios, so load that drifts between repeats cancels.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from braincam.api import Model
 from braincam.errors import BraincamError
-from braincam.serve.app import ServeSettings, create_app
+from braincam.serve.app import ServeSettings, create_app, in_memory
 
 BOUNDARY = "braincam-bench-boundary"
 
@@ -51,7 +52,7 @@ def bench_serve(model: Model, file: Path, repeats: int = 20,
             raise BraincamError("the benchmark's server did not start within 30 s")
 
         def api() -> None:
-            model.explain([file], method=method)
+            model.explain_slices(in_memory(Path(file), Path(file).name), method=method)
 
         def http() -> None:
             request = urllib.request.Request(url, data=body, headers={
