@@ -49,6 +49,11 @@ class RunDir:
         return self.root / "upweighted.csv"
 
     @property
+    def ood_reference(self) -> Path:
+        """What new images are compared with (braincam.api.reference), built on first predict."""
+        return self.root / "ood.safetensors"
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

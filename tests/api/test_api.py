@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 import braincam
-from braincam.api.reference import REFERENCE_FILE
 from braincam.api.warnings import cam_warning
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
+from braincam.runs import RunDir
 from braincam.train import TrainConfig, train_run
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,12 +78,12 @@ def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
     assert any(w.startswith("unlike the training data") for w in ood.warnings)
     assert ood.ood_score > 1.0
     assert ood.ood_score > max(p.ood_score for p in normal)
-    assert (run / REFERENCE_FILE).is_file()  # calibrated once, cached in the run
+    assert (RunDir(run).ood_reference).is_file()  # calibrated once, cached in the run
 
 
 def test_reference_is_read_back_not_rebuilt(model, run):
     model.predict([_split_paths(run, "test")[0]])
-    file = run / REFERENCE_FILE
+    file = RunDir(run).ood_reference
     stamp = file.stat().st_mtime_ns
     again = braincam.load(run)
     assert again.reference.threshold == pytest.approx(model.reference.threshold)
@@ -169,3 +169,14 @@ def test_docs_example_runs(run, tmp_path):
         os.chdir(cwd)
     assert scope["pred"].label in ("no_tumor", "tumor")
     assert (tmp_path / "overlay.png").is_file()
+
+
+def test_bench_predict_reports_latency_and_side_by_side_throughput(model, run):
+    from braincam.api.bench import bench_predict
+
+    files = [Path(p) for p in _split_paths(run, "test")[:4]]
+    result = bench_predict(model, files, repeats=2, folder_repeats=1, batch_size=2)
+    assert result["images"] == 4 and result["ood"] is True
+    assert 0 < result["predict_ms"] and 0 < result["predict_gradcam_ms"]
+    ratio = result["folder_predict_img_s"] / result["folder_evaluate_img_s"]
+    assert result["folder_predict_vs_evaluate"] == pytest.approx(ratio, rel=0.01)

@@ -102,3 +102,27 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
     result = invoke(str(run), str(image), "--out", str(tmp_path / "o"), "--explain", "magic")
     assert isinstance(result.exception, BraincamError) and "unknown method" in str(
         result.exception)
+
+
+def test_two_processes_predict_like_one(run, tmp_path):
+    """torchrun --nproc_per_node=2: the same predictions.csv and overlay names as one process."""
+    import os
+    import subprocess
+    import sys
+
+    tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:5]
+    args = [str(run), *map(str, tests), "--explain", "gradcam", "--device", "cpu"]
+    one = invoke(*args, "--out", str(tmp_path / "one"))
+    assert one.exit_code == 0, one.output
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "braincam", "predict", *args,
+               "--out", str(tmp_path / "two")]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("wrote ") == 1
+    first = pd.read_csv(tmp_path / "one" / "predictions.csv", keep_default_na=False)
+    second = pd.read_csv(tmp_path / "two" / "predictions.csv", keep_default_na=False)
+    pd.testing.assert_frame_equal(first, second, check_exact=False, atol=1e-5)
+    names = [sorted(p.name for p in (tmp_path / d / "overlays").iterdir()) for d in ("one", "two")]
+    assert names[0] == names[1] and len(names[0]) == 5

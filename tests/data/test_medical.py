@@ -138,3 +138,22 @@ def test_nibabel_sample_and_bad_files(tmp_path):
     cv2.imwrite(str(png), np.zeros((16, 16), np.uint8))
     with pytest.raises(ImageReadError, match="no slice 3"):
         read_grey(png, index=3)
+
+
+@pytest.mark.realdata
+def test_dicom_files_in_a_dataset_are_records_per_frame(tmp_path, real_slices, write_dicom):
+    folder = tmp_path / "data" / "no_tumor"
+    folder.mkdir(parents=True)
+    write_dicom(folder / "one.dcm", real_slices[0], window=(127.5, 255.0))
+    write_dicom(folder / "multi.dcm", real_slices[1:], window=(127.5, 255.0))
+    (folder / "broken.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\1" * 10)
+    dataset = load_dataset([tmp_path / "data"])
+    assert [(r.path.name, r.slice, r.width, r.height) for r in dataset.records] == [
+        ("multi.dcm", 0, 128, 160), ("multi.dcm", 1, 128, 160), ("one.dcm", None, 128, 160),
+    ]
+    assert [(s.path.name, s.reason) for s in dataset.skipped] == [
+        ("broken.dcm", "DICOM file without an image (no Rows/Columns)")
+    ]
+    images, _, skipped = PreprocessCache().load(dataset.records, PreprocessConfig(size=64))
+    assert not skipped and len(images) == 3
+    assert not np.array_equal(images[0], images[1])

@@ -72,6 +72,7 @@ class Explanation:
     map: np.ndarray  # (S, S) float32 in [0, 1] over the model input
     overlay: np.ndarray  # RGB uint8 on the original image (map, head outline)
     method: str
+    item: InputSlice | None = field(default=None, repr=False)  # the input slice explained
 
 
 class Model:
@@ -143,7 +144,7 @@ class Model:
             for item, prep, pred, cam_map in zip(chunk, chunk_preps, preds, maps, strict=True):
                 pred.warnings += cam_warning(cam_map, prep.mask)
                 overlay = overlay_original(read_slice(item), cam_map, prep)
-                out.append(Explanation(pred, cam_map, overlay, method))
+                out.append(Explanation(pred, cam_map, overlay, method, item))
         return out
 
     def segment(self, inputs: object) -> list[np.ndarray]:
@@ -215,8 +216,8 @@ class _FeatureHook:
             self.features = output.detach().float().cpu().numpy()
 
 
-def load(run: Path | str, segment: Path | str | None = None, device: str = "auto",
-         ood: bool = True) -> Model:
+def load(run: Path | str, segment: Path | str | None = None,
+         device: str | torch.device = "auto", ood: bool = True) -> Model:
     """A run's trained model for new images. ``ood=False`` skips the out-of-distribution and
     duplicate warnings (and the one-off calibration on the training images they need)."""
     from braincam.device import device_of

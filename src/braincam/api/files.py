@@ -7,6 +7,11 @@ volume, DICOM series or multi-frame file, one ``kind = volume`` row: the slice w
 tumour probability (``P(tumor)``, or ``1 - P(no_tumor)`` for tumour types), its probabilities,
 prediction and warnings. Slices are scored in chunks of ``CHUNK`` so a large folder never sits in
 memory whole.
+
+Under torchrun (:mod:`braincam.distributed`) every process expands the inputs the same way and
+predicts a contiguous share of the slices (writing its overlays, named by the global slice
+position); rank 0 gathers the rows in order and alone writes ``predictions.csv`` and
+``skipped.csv``, the same files one process writes.
 """
 
 from __future__ import annotations
@@ -63,25 +68,36 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
                   explain: str | None = None, choice: SliceChoice | None = None,
                   batch_size: int = 32) -> PredictSummary:
     """Predict (and with ``explain``, explain) ``inputs`` into ``out_dir`` (module docstring)."""
+    from braincam.distributed import current, gather_objects, main_first, shard_range
     from braincam.explain.render import write_png
 
     start = time.perf_counter()
+    ctx = current()
     slices = expand_inputs(list(inputs), choice)
+    share = shard_range(len(slices), ctx)
     skipped: list[SkippedFile] = []
     preds: list[Prediction] = []
-    for lo in range(0, len(slices), CHUNK):
-        chunk = slices[lo: lo + CHUNK]
+    for lo in range(share.start, share.stop, CHUNK):
+        chunk = slices[lo: min(lo + CHUNK, share.stop)]
         if explain is None:
             preds += model.predict_slices(chunk, batch_size, skipped)
             continue
+        position = {id(item): lo + k for k, item in enumerate(chunk)}
         for exp in model.explain_slices(chunk, explain, batch_size=batch_size, skipped=skipped):
-            name = overlay_name(len(preds), exp.prediction)
+            name = overlay_name(position[id(exp.item)], exp.prediction)
             write_png(Path(out_dir) / OVERLAY_DIR / name, exp.overlay)
             preds.append(exp.prediction)
-    rows = volume_rows(preds)
+    light = [replace(p, image=p.image[:0], preprocessed=None) for p in preds]  # rows only
+    shares = gather_objects((light, skipped), ctx)
     file = Path(out_dir) / PREDICTIONS
-    write_predictions_csv(rows, file)
-    write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+    rows: list[Prediction] = []
+    with main_first(ctx):  # the other ranks return once rank 0 has written
+        if ctx.is_main:
+            preds = [p for rank_preds, _ in shares for p in rank_preds]
+            skipped = [s for _, rank_skipped in shares for s in rank_skipped]
+            rows = volume_rows(preds)
+            write_predictions_csv(rows, file)
+            write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
     return PredictSummary(
         file, len(preds), sum(r.kind == "volume" for r in rows),
         sum(bool(p.warnings) for p in preds), skipped, time.perf_counter() - start,
@@ -89,7 +105,8 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
 
 
 def overlay_name(index: int, pred: Prediction) -> str:
-    """``0007_scan.png``, ``0012_vol_s40.png`` (index: the row among images and slices)."""
+    """``0007_scan.png``, ``0012_vol_s40.png`` (index: the position among all images and
+    slices of the inputs, skipped ones included, so names do not depend on sharding)."""
     stem = Path(pred.path).name.removesuffix(".gz").rsplit(".", 1)[0] or "image"
     stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in stem)
     return f"{index:04d}_{stem}{'' if pred.slice is None else f'_s{pred.slice}'}.png"

@@ -1,4 +1,5 @@
-"""What "unlike the training data" means for a run: ``RUN/ood.safetensors``.
+"""What "unlike the training data" means for a run: ``RUN/ood.safetensors``
+(``RunDir.ood_reference``).
 
 Built once, lazily, on a run's first prediction (from its ``split.csv`` training images, at most
 ``MAX_IMAGES`` of them, a seeded random sample) and cached in the run directory:
@@ -37,7 +38,6 @@ from braincam.runs import RunDir
 
 log = logging.getLogger(__name__)
 
-REFERENCE_FILE = "ood.safetensors"
 MAX_IMAGES = 1500
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.5, 99.5)
@@ -145,7 +145,7 @@ def load_reference(path: Path) -> Reference | None:
 def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
                   device: torch.device) -> Reference:
     """``RUN/ood.safetensors``, built from the run's training images when absent."""
-    file = run.root / REFERENCE_FILE
+    file = run.ood_reference
     ref = load_reference(file)
     if ref is not None:
         return ref

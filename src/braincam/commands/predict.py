@@ -42,7 +42,9 @@ def command(
     ] = False,
 ) -> None:
     """Predict INPUTS with RUN's model: predictions.csv (one row per image or slice, one per
-    volume), skipped.csv and, with --explain, overlays/ in --out."""
+    volume), skipped.csv and, with --explain, overlays/ in --out.
+    Runs under ``torchrun --nproc_per_node=N`` too: each process predicts a share."""
+    from braincam import distributed
     from braincam.api import load
     from braincam.api.files import PREDICTIONS, predict_files
     from braincam.data.inputs import SliceChoice
@@ -59,9 +61,14 @@ def command(
     missing = [p for p in inputs if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
-    model = load(run, segment=segment, device=device, ood=ood)
-    prepare_output_dir(out, force=force, marker=PREDICTIONS)
+    ctx, torch_device = distributed.setup(device)
+    model = load(run, segment=segment, device=torch_device, ood=ood)
+    with distributed.main_first(ctx):  # rank 0 calibrates (cached in RUN), the others read it
+        _ = model.reference
+        if ctx.is_main:
+            prepare_output_dir(out, force=force, marker=PREDICTIONS)
     summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head), batch_size)
+    distributed.shutdown()  # the other processes exit here
     typer.echo(
         f"predicted {summary.n_images} images/slices ({summary.n_volumes} volumes) in "
         f"{summary.seconds:.1f} s; {summary.n_flagged} with warnings, "

@@ -30,7 +30,7 @@ from braincam.data.dicom import DicomReadError, is_dicom, read_dicom
 from braincam.data.nifti import NiftiReadError, is_nifti, read_nifti_slice
 from braincam.errors import BraincamError
 
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 class ImageReadError(BraincamError):
@@ -96,4 +96,4 @@ def pil_grey(im: Image.Image) -> np.ndarray:
     if "A" not in mode:
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
-    return np.clip((arr[..., :3] @ _LUMA) * arr[..., 3], 0.0, 1.0).astype(np.float32)
+    return np.clip((arr[..., :3] @ LUMA) * arr[..., 3], 0.0, 1.0).astype(np.float32)

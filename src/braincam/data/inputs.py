@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from braincam.data.dicom import dicom_info, is_dicom, series_files
-from braincam.data.imageio import ImageReadError, pil_grey, read_grey
+from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey
 from braincam.data.nifti import choose_slices, is_nifti, is_nifti_name, read_volume
 from braincam.data.records import DICOM_SUFFIXES, IMAGE_SUFFIXES
 from braincam.errors import BraincamError
 
 DEFAULT_MIN_HEAD = 0.1  # volume slices with less head than this fraction are not predicted
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -86,14 +85,17 @@ def read_slice(item: InputSlice) -> np.ndarray:
 
 def as_grey(image: object) -> np.ndarray:
     """A numpy array or PIL image as grey float32 in [0, 1]: uint8 / 255, uint16 / 65535,
-    floats clipped to [0, 1], colour -> luma (ITU-R 601), alpha dropped."""
+    floats clipped to [0, 1]; colour -> luma (ITU-R 601; uint8 through PIL like an RGB file),
+    alpha dropped."""
     if _is_pil(image):
         return pil_grey(image)
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[-1] in (3, 4):
-        array = array[..., :3].astype(np.float32) @ _LUMA
-        scale = 255.0 if np.asarray(image).dtype == np.uint8 else 1.0
-        return np.clip(array / scale, 0, 1).astype(np.float32)
+        if array.dtype == np.uint8:  # as a colour image file is decoded
+            from PIL import Image
+
+            return pil_grey(Image.fromarray(np.ascontiguousarray(array[..., :3])))
+        return np.clip(array[..., :3].astype(np.float32) @ LUMA, 0, 1).astype(np.float32)
     if array.ndim != 2:
         raise BraincamError(
             f"expected a grey H x W or colour H x W x 3 image array, got shape {array.shape}"

@@ -213,6 +213,11 @@ def _volume_records(
         reason = str(exc).removeprefix(f"{file}: ")
         log.warning("skipping %s: %s", file, reason)
         return [], SkippedFile(file, reason)
+    if min(info.width, info.height) < MIN_SIDE:
+        reason = ("DICOM file without an image (no Rows/Columns)" if not info.width * info.height
+                  else f"image too small ({info.width}x{info.height} px, minimum {MIN_SIDE})")
+        log.warning("skipping %s: %s", file, reason)
+        return [], SkippedFile(file, reason)
     frames = [None] if info.frames == 1 else list(range(info.frames))
     return [ImageRecord(file, source, split, label, info.width, info.height, None, k)
             for k in frames], None
