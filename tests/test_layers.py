@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
     ("pipeline",),
     ("api",),
+    ("serve",),
     ("commands",),
     ("cli",),
     ("__main__",),

@@ -25,6 +25,7 @@ from braincam.commands import (
     report,
     run,
     segment,
+    serve,
     train,
 )
 from braincam.errors import BraincamError
@@ -54,6 +55,7 @@ app.command("demo")(demo.command)
 app.command("report")(report.command)
 app.command("compare")(compare.command)
 app.command("segment")(segment.command)
+app.command("serve")(serve.command)
 app.add_typer(bench.app, name="bench")
 
 

@@ -131,6 +131,30 @@ def predict(
     typer.echo(json.dumps(result))
 
 
+@app.command("serve")
+def serve(
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    image: Annotated[Path, typer.Argument(help="One image, DICOM or NIfTI file to upload.")],
+    repeats: Annotated[int, typer.Option(help="Timed calls per path.")] = 20,
+    method: Annotated[str, typer.Option(help="Explanation method of the overlays.")] = "gradcam",
+    device: Device = "auto",
+) -> None:
+    """Latency of one upload through `braincam serve`'s POST /api/predict (loopback HTTP)
+    vs the Python API's explain on the same file decoded in memory, side by side."""
+    from braincam.api import load
+    from braincam.errors import BraincamError
+    from braincam.explain import METHODS
+    from braincam.serve.bench import bench_serve
+
+    _check_positive(repeats=repeats)
+    if method not in METHODS:
+        raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    if not image.is_file():
+        raise BraincamError(f"{image}: not a file")
+    result = bench_serve(load(run, device=device), image, repeats, method)
+    typer.echo(json.dumps(result))
+
+
 def _check_positive(**values: int) -> None:
     from braincam.errors import BraincamError
 

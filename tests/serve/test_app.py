@@ -1,0 +1,172 @@
+"""``POST /api/predict`` through FastAPI's TestClient: a good PNG gets predict's numbers and
+the explanation's overlay; every kind of bad upload gets a 4xx JSON error with a message."""
+
+from __future__ import annotations
+
+import base64
+import io
+import tempfile
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from braincam.serve import ServeSettings, create_app
+
+from .conftest import SIZE
+
+
+@pytest.fixture(scope="module")
+def client(model):
+    with TestClient(create_app(model)) as c:
+        yield c
+
+
+def post(client, name: str, data: bytes, mime: str = "image/png"):
+    return client.post("/api/predict", files={"file": (name, data, mime)})
+
+
+def pixels(url: str) -> np.ndarray:
+    head, b64 = url.split(",", 1)
+    assert head == "data:image/png;base64"
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def test_a_png_gets_predicts_numbers_and_the_overlay(client, model, png_file):
+    reply = post(client, "scan.png", png_file.read_bytes())
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    (expected,) = model.predict([png_file])
+    (exp,) = model.explain([png_file], method="gradcam")
+    assert (body["file"], body["kind"], body["method"]) == ("scan.png", "image", "gradcam")
+    assert body["classes"] == list(expected.probabilities) == ["no_tumor", "tumor"]
+    assert body["focus"] == 0
+    (item,) = body["slices"]
+    (row,) = body["rows"]
+    assert 0.01 < expected.probabilities["tumor"] < 0.99  # a number worth comparing
+    for name, p in expected.probabilities.items():
+        assert item["probabilities"][name] == pytest.approx(p, abs=1e-6)
+        assert row[f"prob_{name}"] == pytest.approx(p, abs=1e-6)
+    assert item["label"] == expected.label == row["pred"]
+    assert item["ood_score"] == pytest.approx(expected.ood_score, abs=1e-6)
+    # the row of `braincam predict --explain gradcam`, named by the upload
+    assert row == {**exp.prediction.to_row(), "path": "scan.png"}
+    assert item["warnings"] == exp.prediction.warnings
+    assert np.array_equal(pixels(item["overlay"]), exp.overlay)
+    grey = pixels(item["image"])
+    assert grey.shape == (SIZE, SIZE, 3) and np.array_equal(grey[..., 1], expected.image)
+
+
+def test_type_is_decided_by_content_not_name(client, png_file):
+    reply = post(client, "scan.dcm", png_file.read_bytes(), "application/dicom")
+    assert reply.status_code == 200 and reply.json()["kind"] == "image"
+
+
+@pytest.mark.parametrize(("name", "data", "status", "words"), [
+    ("empty.png", b"", 400, "empty"),
+    ("notes.png", b"patient notes, not pixels\n" * 20, 415, "not a PNG, JPEG"),
+    ("report.pdf", b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n" + b"0" * 200, 415, "not a PNG, JPEG"),
+    ("broken.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 100, 422, "broken.png: not a readable image"),
+])
+def test_bad_content_gets_4xx_with_a_message(client, name, data, status, words):
+    reply = post(client, name, data)
+    assert reply.status_code == status
+    message = reply.json()["error"]
+    assert words in message and "braincam-serve-" not in message and "Traceback" not in message
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd.png", "..\\..\\boot.ini", "dir/x.png"])
+def test_path_traversal_names_are_refused(client, png_file, name):
+    reply = post(client, name, png_file.read_bytes())
+    assert reply.status_code == 400
+    assert "not a plain file name" in reply.json()["error"]
+
+
+def test_oversized_uploads_get_413(model, png_file):
+    data = png_file.read_bytes()
+    with TestClient(create_app(model, ServeSettings(max_upload=len(data) - 1))) as small:
+        reply = post(small, "scan.png", data)
+        assert reply.status_code == 413
+        limit = f"the upload is larger than the limit of {len(data) - 1} bytes"
+        assert reply.json()["error"] == limit
+        # far past the cap: refused by the declared length, before the body is read
+        reply = post(small, "scan.png", data + b"\x00" * 100_000)
+        assert reply.status_code == 413
+        # no declared length (chunked): counted while it streams in
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.png\"\r\n"
+                b"\r\n" + data + b"\x00" * 100_000 + b"\r\n--b--\r\n")
+        chunks = (body[i:i + 4096] for i in range(0, len(body), 4096))
+        reply = small.post("/api/predict", content=chunks,
+                           headers={"content-type": "multipart/form-data; boundary=b"})
+        assert "content-length" not in reply.request.headers
+        assert reply.status_code == 413
+    with TestClient(create_app(model, ServeSettings(max_upload=len(data)))) as exact:
+        assert post(exact, "scan.png", data).status_code == 200
+
+
+@pytest.mark.parametrize(("kwargs", "status"), [
+    ({"data": {"file": "plain text field"}}, 415),  # a url-encoded form, no file
+    ({"content": b"\x89PNG", "headers": {"content-type": "image/png"}}, 415),  # not multipart
+    ({"files": {"other": ("x.png", b"\x89PNG", "image/png")}}, 400),  # wrong part name
+])
+def test_requests_without_a_file_part_get_4xx(client, kwargs, status):
+    reply = client.post("/api/predict", **kwargs)
+    assert reply.status_code == status and reply.json()["error"]
+
+
+def test_uploads_live_only_in_a_temporary_folder_that_is_removed(client, png_file, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    assert post(client, "a.png", png_file.read_bytes()).status_code == 200
+    assert post(client, "b.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 10).status_code == 422
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fault_of_the_server_is_one_line_500(png_file):
+    class Failing:
+        def explain_slices(self, slices, method):
+            raise RuntimeError("secret internals")
+
+    with TestClient(create_app(Failing()), raise_server_exceptions=False) as c:
+        reply = post(c, "scan.png", png_file.read_bytes())
+    assert reply.status_code == 500
+    assert reply.json() == {"error": "internal error; see the server's log"}
+
+
+def test_the_page_is_served_locally_with_a_strict_policy(client):
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    for asset in ("/app.js", "/style.css"):
+        reply = client.get(asset)
+        assert reply.status_code == 200 and "://" not in reply.text  # nothing external
+    assert "://" not in page.text
+    assert client.get("/nothing-here").json() == {"error": "Not Found"}
+
+
+def test_a_nifti_volume_gets_every_slice_and_the_volume_row(client, model, volume_file):
+    reply = post(client, "brain.nii.gz", volume_file.read_bytes(), "application/octet-stream")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    expected = model.predict([volume_file])
+    assert body["kind"] == "nifti" and len(body["slices"]) == len(expected) == 5
+    for item, pred in zip(body["slices"], expected, strict=True):
+        assert item["slice"] == pred.slice
+        assert item["probabilities"]["tumor"] == pytest.approx(pred.probabilities["tumor"],
+                                                               abs=1e-6)
+    assert [r["kind"] for r in body["rows"]] == ["slice"] * 5 + ["volume"]
+    tumour = [p.probabilities["tumor"] for p in expected]
+    assert body["focus"] == int(np.argmax(tumour))
+    assert body["rows"][-1]["slice"] == expected[body["focus"]].slice
+    assert {r["path"] for r in body["rows"]} == {"brain.nii.gz"}
+
+
+def test_a_dicom_file_gets_predicts_numbers(client, model, dicom_file):
+    reply = post(client, "slice", dicom_file.read_bytes(), "application/dicom")
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    (expected,) = model.predict([dicom_file])
+    assert body["kind"] == "dicom" and body["file"] == "slice"
+    for name, p in expected.probabilities.items():
+        assert body["slices"][0]["probabilities"][name] == pytest.approx(p, abs=1e-6)

@@ -1,0 +1,39 @@
+"""``braincam bench serve``: one JSON line; with one repeat the ratio is the plain ratio of
+the two medians (the speed itself is a benchmark result, not a test assertion)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from braincam.commands.bench import app
+from braincam.errors import BraincamError
+
+
+def test_bench_serve_reports_both_paths_side_by_side(tiny_run, png_file):
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(png_file), "--repeats", "1",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    (line,) = result.output.strip().splitlines()
+    out = json.loads(line)
+    assert (out["arch"], out["device"], out["method"]) == ("test_efficientnet", "cpu", "gradcam")
+    assert out["file_bytes"] == png_file.stat().st_size and out["repeats"] == 1
+    assert out["api_explain_ms"] > 0 and out["http_predict_ms"] > 0
+    ratio = out["http_predict_ms"] / out["api_explain_ms"]
+    assert out["http_vs_api"] == pytest.approx(ratio, rel=0.05)
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--method", "magic"], "unknown method"),
+])
+def test_bad_settings(tiny_run, png_file, args, words):
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(png_file), *args])
+    assert isinstance(result.exception, BraincamError) and words in str(result.exception)
+
+
+def test_a_missing_file_is_an_error(tiny_run, tmp_path):
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(tmp_path / "nope.png")])
+    assert isinstance(result.exception, BraincamError) and "not a file" in str(result.exception)
