@@ -1,15 +1,29 @@
-"""``audit_model``: run every model-audit check on a trained run and write the results.
+"""``audit_model``: run every model-audit check on a trained run, or on a model braincam did
+not train (a model spec, :mod:`braincam.models.foreign`), and write the results.
 
 Images: every image under ``roots`` except those the run trained or validated on (its
-``split.csv``), labels mapped to the run's task, images of classes the model does not know
-left out with a warning; per dataset (records' ``source``), at most ``max_images`` chosen
-at random (seeded). They go through the run's preprocessing and the on-disk cache.
+``split.csv``; a spec has none), labels mapped to the model's task, images of classes the
+model does not know left out with a warning; per dataset (records' ``source``), at most
+``max_images`` chosen at random (seeded). They go through the run's preprocessing (a spec's:
+its size, head crop and resize filter, grey) and the on-disk cache.
 
 Explanations: each method explains the predicted class; for localisation, annotated images
 that the model gets wrong are explained again for their true class. Occlusion (for the
 counterfactual summary) runs on a seeded subset, with tiling windows (``AuditSettings``).
+A spec's model without gradients (an ONNX model onnx2torch cannot convert faithfully) runs
+the black-box checks with occlusion maps; one without CAM hooks runs ``ig``; the methods
+left out are listed under ``"skipped"`` with the reason.
 
-``audit.json``: one block per dataset,
+``audit.json`` has one shape whatever the number of datasets::
+
+    {"run": "<run dir>" | null, "model": {spec, format, ..., gradients, cams,
+                                          conversion_max_diff} | null,
+     "settings": {...}, "skipped": [{"methods", "checks", "reason"}],
+     "datasets": {"<name>": BLOCK, ...},
+     "findings": [{severity, check, value, threshold, message}, ...]}
+
+``findings`` lists every dataset's findings, each message prefixed with ``[dataset]``.
+``BLOCK``::
 
     {"dataset", "n_images", "accuracy", "classes", "methods",
      "attention": {brain, rim, background, uniform_*, regions, uniform_regions, by_class,
@@ -22,13 +36,10 @@ counterfactual summary) runs on a seeded subset, with tiling windows (``AuditSet
      "counterfactual": {background_only_survival, background_only_baseline,
                         background_only_auc, head_only_change, intensity_swap_flip_rate,
                         tumor_removal_flip_rate, tumor_removal_prob_drop, ...},
-     "findings": [{severity, check, value, threshold, message}, ...]}
+     "findings": [...]}
 
 Per-method checks hold the first method's numbers at their top level and, when several
-methods ran, every method's under ``by_method``. With one dataset the block is the top
-level of the file; with several it sits under ``"datasets": {name: block}`` and the top
-level ``"findings"`` lists all of them, each message prefixed with ``[dataset]``. Both
-layouts also carry ``"run"`` and ``"settings"``.
+methods ran, every method's under ``by_method``.
 
 ``audit_images.csv``: one row per image and method (dataset, path, label, pred, prob,
 correct, has_box, method, then every per-image number of the checks) for the galleries.
@@ -41,6 +52,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +90,18 @@ def audit_model(
     device: str = "auto",
     force: bool = False,
     progress: bool = False,
+    task: str | None = None,
 ) -> dict[str, Any]:
-    """Audit RUN's model on the images under ``roots``; write ``audit.json`` and
-    ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
+    """Audit RUN's model (or a model spec's, then ``out_dir`` is required and ``task`` may
+    view a tumour-type model as binary) on the images under ``roots``; write ``audit.json``
+    and ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
     reported (e.g. a corner suspected to hold a marker).
     """
     from braincam.device import device_of
     from braincam.explain import METHODS
-    from braincam.models import load_checkpoint, read_meta, require_single_model
+    from braincam.models.foreign import is_spec
 
     settings = settings or AuditSettings()
     methods = list(dict.fromkeys(methods))
@@ -97,41 +111,121 @@ def audit_model(
                             f"{', '.join(METHODS)}")
     if max_images is not None and max_images < 1:
         raise BraincamError("--max-images must be >= 1")
-    run = RunDir(Path(run_dir))
-    if not run.model.is_file():
-        raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    require_single_model(read_meta(run.model), run.root)
     dev = device_of(device)
-    model, meta = load_checkpoint(run.model, device=dev)
-    classes = tuple(meta["classes"])
-    datasets = _records_by_dataset(run, roots, classes, meta["task"], max_images, settings.seed)
-    out = prepare_output_dir(Path(out_dir) if out_dir else run.audit, force, marker=AUDIT_FILE)
-    handle = model_handle(model, dev, settings.batch_size)
+    if is_spec(run_dir):
+        if out_dir is None:
+            raise BraincamError(f"{run_dir} is a model spec: pass --out DIR")
+        audited = _spec_model(Path(run_dir), task, methods, dev, settings.batch_size)
+    else:
+        if task is not None:
+            raise BraincamError("--task applies to a model spec only")
+        audited = _run_model(RunDir(Path(run_dir)), dev, settings.batch_size)
+    methods = audited.methods or methods
+    classes = audited.classes
+    datasets = _records_by_dataset(audited.trained_on, roots, classes, audited.task,
+                                   max_images, settings.seed)
+    out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
+                             marker=AUDIT_FILE)
 
     blocks, frames = {}, []
     for name, records in datasets.items():
         log.info("auditing %d images of %s", len(records), name)
-        batch, paths = _load_batch(records, meta, classes, handle, methods, regions, settings,
-                                   progress)
+        batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
         blocks[name] = block_json(name, batch, methods, results)
         frames.append(per_image_frame(name, paths, batch, methods, results))
 
-    doc: dict[str, Any] = {"run": str(run.root), "settings": dataclasses.asdict(settings)}
-    if len(blocks) == 1:
-        doc |= next(iter(blocks.values()))
-    else:
-        doc["datasets"] = blocks
-        doc["findings"] = [
-            {**f, "message": f"[{name}] {f['message']}"}
-            for name, block in blocks.items() for f in block["findings"]
-        ]
+    doc: dict[str, Any] = {
+        "run": audited.run, "model": audited.model_json,
+        "settings": dataclasses.asdict(settings), "skipped": audited.skipped,
+        "datasets": blocks,
+        "findings": [{**f, "message": f"[{name}] {f['message']}"}
+                     for name, block in blocks.items() for f in block["findings"]],
+    }
     import pandas as pd
 
     doc = _finite(doc)
     atomic_write_json(out / AUDIT_FILE, doc)
     atomic_write_csv(out / IMAGES_FILE, pd.concat(frames, ignore_index=True))
     return doc
+
+
+@dataclass
+class AuditedModel:
+    """What the audit needs of a run's model or a spec's: its handle, classes and task, the
+    images it must not be audited on, the preprocessing, where output goes by default, and
+    for a spec the methods it can run (with ``skipped``: those left out and why)."""
+
+    handle: ModelHandle
+    classes: tuple[str, ...]
+    task: str
+    preprocess: Any  # braincam.data.preprocess.PreprocessConfig
+    trained_on: set[str] = field(default_factory=set)
+    default_out: Path | None = None
+    run: str | None = None
+    model_json: dict[str, Any] | None = None
+    methods: list[str] | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.models import load_checkpoint, read_meta, require_single_model
+
+    if not run.model.is_file():
+        raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
+    require_single_model(read_meta(run.model), run.root)
+    model, meta = load_checkpoint(run.model, device=device)
+    return AuditedModel(
+        model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
+        PreprocessConfig(**meta["preprocess"]), _trained_on(run), run.audit, str(run.root),
+    )
+
+
+def _spec_model(spec_file: Path, task: str | None, methods: Sequence[str], device,
+                batch_size: int) -> AuditedModel:
+    """A model spec's model; methods it cannot run are left out (module docstring)."""
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.explain import GRADIENT_CAMS
+    from braincam.explain.wrapped import WRAPPED
+    from braincam.models.foreign import load_foreign, load_spec
+
+    model = load_foreign(load_spec(spec_file), task)
+    h, w = model.spec.input.size
+    if h != w:
+        raise BraincamError(f"{spec_file}: field 'input.size': the audit needs a square input, "
+                            f"got {h} x {w}")
+    caps = model.capabilities
+    if not caps.gradients:
+        dropped = [m for m in methods if m != "occlusion"]
+        kept = [m for m in methods if m == "occlusion"] or ["occlusion"]
+        checks = ["sanity"]
+    elif not caps.cams:
+        dropped = [m for m in methods if m in GRADIENT_CAMS or m in WRAPPED]
+        kept = [m for m in methods if m not in dropped] or ["ig"]
+        checks = []
+    else:
+        dropped, kept, checks = [], list(methods), []
+    skipped = [{"methods": dropped, "checks": checks, "reason": caps.reason}] \
+        if dropped or checks else []
+    for entry in skipped:
+        log.warning("skipped %s: %s", ", ".join(entry["methods"] + entry["checks"]),
+                    entry["reason"])
+    prep = PreprocessConfig(size=h, crop=model.spec.input.crop, resize=model.spec.input.resize)
+    return AuditedModel(
+        foreign_handle(model, device, batch_size), model.classes, model.task, prep,
+        model_json=model.to_json(), methods=kept, skipped=skipped,
+    )
+
+
+def foreign_handle(model, device, batch_size: int = 32) -> ModelHandle:
+    """A :class:`ModelHandle` for a spec's model: predictions by ``model.black_box``
+    (onnxruntime for ONNX), explanations and randomisation on ``model.net``."""
+    from braincam.evaluate.predict import predict
+
+    handle = model_handle(model.net.to(device), device, batch_size)
+    handle.predict_fn = lambda images: predict(model.black_box, images, device, batch_size)
+    return handle
 
 
 def model_handle(model, device, batch_size: int = 32) -> ModelHandle:
@@ -254,7 +348,7 @@ def _summary_json(check: str, summary: Any) -> dict[str, Any]:
 
 
 def _records_by_dataset(
-    run: RunDir,
+    seen: set[str],
     roots: Sequence[Path | str],
     classes: tuple[str, ...],
     task: str,
@@ -267,7 +361,6 @@ def _records_by_dataset(
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
-    seen = _trained_on(run)
     records = [r for r in load_dataset(roots).records if str(r.path.resolve()) not in seen]
     if not records:
         raise BraincamError("every image under --data was used to train or validate the run")
@@ -300,21 +393,19 @@ def _trained_on(run: RunDir) -> set[str]:
 
 def _load_batch(
     records: list,
-    meta: dict[str, Any],
-    classes: tuple[str, ...],
-    handle: ModelHandle,
+    audited: AuditedModel,
     methods: Sequence[str],
     regions: dict[str, np.ndarray] | None,
     settings: AuditSettings,
     progress: bool,
 ) -> tuple[AuditBatch, list[str]]:
     """Preprocess, predict and explain one dataset's records."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, box_mask
+    from braincam.data.preprocess import PreprocessCache, box_mask
     from braincam.data.records import without_skipped
     from braincam.explain import ExplainOptions
     from braincam.labels import task_label
 
-    config = PreprocessConfig(**meta["preprocess"])
+    config, classes, handle = audited.preprocess, audited.classes, audited.handle
     cache = PreprocessCache()
     source = records[0].source
     images, heads, skipped = cache.load(records, config, progress=progress)
@@ -324,7 +415,7 @@ def _load_batch(
     records = without_skipped(records, skipped)
     if not records:
         raise BraincamError(f"no image of {source} could be read")
-    labels = np.array([classes.index(task_label(r.label, meta["task"])) for r in records])
+    labels = np.array([classes.index(task_label(r.label, audited.task)) for r in records])
     boxes = np.zeros(images.shape, dtype=bool)
     for i, r in enumerate(records):
         if r.box is not None:
