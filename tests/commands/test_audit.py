@@ -54,7 +54,8 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     data = run.parent / "phantoms"
     result = invoke(str(run), "--data", str(data), "--methods", "gradcam, hirescam", *FAST)
     assert result.exit_code == 0, result.output
-    doc = json.loads((run / "audit" / "audit.json").read_text())
+    top = json.loads((run / "audit" / "audit.json").read_text())
+    doc = top["datasets"]["phantoms"]
     assert doc["n_images"] == 16  # the Testing folder; Training images were trained on
     assert doc["methods"] == ["gradcam", "hirescam"]
     assert set(doc["attention"]["by_method"]) == {"gradcam", "hirescam"}
@@ -62,7 +63,7 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     lines = result.output.splitlines()
     assert lines[0].startswith("phantoms: n=16, acc ")
     assert "background-only survival" in lines[0]
-    n_critical = sum(f["severity"] == "critical" for f in doc["findings"])
+    n_critical = sum(f["severity"] == "critical" for f in top["findings"])
     assert f"findings: {n_critical} critical" in result.output
     assert lines[-1].endswith("audit_images.csv")
     frame = pd.read_csv(run / "audit" / "audit_images.csv")

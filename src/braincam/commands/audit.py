@@ -26,12 +26,17 @@ def command(
                           "(see `braincam explain --help`).")
     ] = "gradcam",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/audit; "
-                                  "required with a model spec).")
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/audit). "
+                                  "Required with a model spec, where it plays the run "
+                                  "directory: the files go to OUT/audit.")
     ] = None,
     task: Annotated[
         str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
                                  "no_tumor/tumor (default: the spec's classes).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Audit only this official split (e.g. test) of folders "
+                                 "that have splits; others are audited whole.")
     ] = None,
     max_images: Annotated[
         int | None, typer.Option(help="At most this many images per dataset (seeded sample).")
@@ -65,7 +70,7 @@ def command(
     from braincam.commands.spec_options import spec_output
     from braincam.errors import BraincamError
 
-    spec_output(run, out, task=task)
+    spec_out = spec_output(run, out, task=task)
     sizes = (faithfulness_images, road_images, sanity_images, occlusion_images)
     if min(sizes) < 0 or batch_size < 1 or occlusion_window < 1:
         raise BraincamError("image counts must be >= 0, --batch-size and --occlusion-window >= 1")
@@ -77,10 +82,10 @@ def command(
     )
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
-                      device=device, force=force, progress=progress, task=task)
+                      device=device, force=force, progress=progress, task=task, split=split)
     for line in summary_lines(doc):
         typer.echo(line)
-    where = out or run / "audit"
+    where = spec_out / "audit" if spec_out else out or run / "audit"
     typer.echo(f"wrote {where / AUDIT_FILE} and {where / IMAGES_FILE}")
 
 

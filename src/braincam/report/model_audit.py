@@ -1,9 +1,9 @@
 """Model audit results (attention, localisation, faithfulness, sanity, counterfactual)
 as tables plus one plain sentence per headline number.
 
-``audit/audit.json`` holds the checks either at the top level or once per dataset
-(``{"<dataset>": {"attention": ...}}``); both are read. A check that is absent or
-null reads "not run".
+``audit/audit.json`` holds the checks once per dataset (``{"datasets": {"<dataset>":
+{"attention": ...}}, "findings": [...]}``, see :mod:`braincam.audit.model.run`). A check
+that is absent or null reads "not run".
 """
 
 from __future__ import annotations
@@ -186,12 +186,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
             values = results.get(check.key)
             if isinstance(values, dict):
                 check.results.append(_result(check.key, dataset, values, describe))
-    # several datasets: the top-level list holds them all; else each block's own list
-    if isinstance(audit.get("findings"), list) or not blocks:
-        _add_findings(section, audit.get("findings"), "model audit")
-    else:
-        for dataset, results in blocks:
-            _add_findings(section, results.get("findings"), f"model audit, {dataset}")
+    _add_findings(section, audit.get("findings"), "model audit")  # every dataset's
     return section
 
 
@@ -263,10 +258,8 @@ def _add_findings(section: ModelAuditSection, raw: Any, source: str) -> None:
 
 
 def _per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """``[(None, audit)]`` for a single-dataset audit, else ``[(name, results), ...]``."""
-    if _has_checks(audit):
-        return [(None, audit)]
-    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else audit
+    """``[(name, results), ...]`` of the ``datasets`` blocks that hold checks."""
+    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
     return [(str(k), v) for k, v in nested.items() if isinstance(v, dict) and _has_checks(v)]
 
 

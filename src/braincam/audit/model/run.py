@@ -91,9 +91,12 @@ def audit_model(
     force: bool = False,
     progress: bool = False,
     task: str | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Audit RUN's model (or a model spec's, then ``out_dir`` is required and ``task`` may
-    view a tumour-type model as binary) on the images under ``roots``; write ``audit.json``
+    """Audit RUN's model (or a model spec's: then ``out_dir`` is required, plays the run
+    directory, the files go to ``out_dir/audit``, and ``task`` may view a tumour-type model
+    as binary) on the images under ``roots`` (with ``split``, only
+    that official split of folders that have one); write ``audit.json``
     and ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
@@ -116,6 +119,7 @@ def audit_model(
         if out_dir is None:
             raise BraincamError(f"{run_dir} is a model spec: pass --out DIR")
         audited = _spec_model(Path(run_dir), task, methods, dev, settings.batch_size)
+        out_dir = RunDir(Path(out_dir)).audit  # DIR plays the run directory
     else:
         if task is not None:
             raise BraincamError("--task applies to a model spec only")
@@ -123,7 +127,7 @@ def audit_model(
     methods = audited.methods or methods
     classes = audited.classes
     datasets = _records_by_dataset(audited.trained_on, roots, classes, audited.task,
-                                   max_images, settings.seed)
+                                   max_images, settings.seed, split)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
                              marker=AUDIT_FILE)
 
@@ -185,16 +189,12 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
 def _spec_model(spec_file: Path, task: str | None, methods: Sequence[str], device,
                 batch_size: int) -> AuditedModel:
     """A model spec's model; methods it cannot run are left out (module docstring)."""
-    from braincam.data.preprocess import PreprocessConfig
     from braincam.explain import GRADIENT_CAMS
     from braincam.explain.wrapped import WRAPPED
     from braincam.models.foreign import load_foreign, load_spec
 
     model = load_foreign(load_spec(spec_file), task)
-    h, w = model.spec.input.size
-    if h != w:
-        raise BraincamError(f"{spec_file}: field 'input.size': the audit needs a square input, "
-                            f"got {h} x {w}")
+    prep = model.preprocess_config()
     caps = model.capabilities
     if not caps.gradients:
         dropped = [m for m in methods if m != "occlusion"]
@@ -211,7 +211,6 @@ def _spec_model(spec_file: Path, task: str | None, methods: Sequence[str], devic
     for entry in skipped:
         log.warning("skipped %s: %s", ", ".join(entry["methods"] + entry["checks"]),
                     entry["reason"])
-    prep = PreprocessConfig(size=h, crop=model.spec.input.crop, resize=model.spec.input.resize)
     return AuditedModel(
         foreign_handle(model, device, batch_size), model.classes, model.task, prep,
         model_json=model.to_json(), methods=kept, skipped=skipped,
@@ -230,10 +229,12 @@ def foreign_handle(model, device, batch_size: int = 32) -> ModelHandle:
 
 def model_handle(model, device, batch_size: int = 32) -> ModelHandle:
     """A :class:`ModelHandle` for a braincam model: :func:`braincam.models.to_model_input`
-    on ``device``, batched prediction (AMP on GPU) and :func:`explain_maps`."""
+    on ``device``, batched prediction (AMP on GPU) and :func:`explain_maps` (occlusion maps
+    with the default window and stride, cut to the image side for small inputs)."""
     import torch
 
     from braincam.evaluate.predict import predict
+    from braincam.explain import ExplainOptions
     from braincam.models import to_model_input
 
     def to_input(images: np.ndarray) -> torch.Tensor:
@@ -243,7 +244,10 @@ def model_handle(model, device, batch_size: int = 32) -> ModelHandle:
         return predict(model, images, device, batch_size)
 
     def explain_fn(m, images: np.ndarray, targets: np.ndarray, method: str) -> np.ndarray:
-        return explain_maps(m, images, targets, method, batch_size)
+        default = ExplainOptions()
+        window = min(default.window, images.shape[-1])
+        options = ExplainOptions(window=window, stride=min(default.stride, window))
+        return explain_maps(m, images, targets, method, batch_size, options=options)
 
     return ModelHandle(model, to_input, explain_fn, batch_size, predict_fn)
 
@@ -327,8 +331,8 @@ def per_image_frame(
         for name, result in results.items():
             for column, values in result.per_image.get(method if name in PER_METHOD else "",
                                                        {}).items():
-                if values.ndim == 2 and name == "sanity":
-                    values = values[:, -1]
+                if values.ndim == 2 and name == "sanity":  # no layer to randomise: NaN
+                    values = values[:, -1] if values.shape[1] else np.full(len(values), np.nan)
                 if values.ndim == 1:
                     key = column if name in ("attention", "counterfactual") else \
                         f"{name}_{column}"
@@ -354,14 +358,18 @@ def _records_by_dataset(
     task: str,
     max_images: int | None,
     seed: int,
+    split: str | None = None,
 ) -> dict[str, list]:
-    """Audit records per dataset (see the module docstring)."""
+    """Audit records per dataset (see the module docstring); ``split`` keeps that official
+    split of a folder that has splits."""
     from braincam.data.records import load_dataset
     from braincam.labels import task_label
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
     records = [r for r in load_dataset(roots).records if str(r.path.resolve()) not in seen]
+    if split is not None:
+        records = [r for r in records if r.split in (None, split)]
     if not records:
         raise BraincamError("every image under --data was used to train or validate the run")
     known = [r for r in records if task_label(r.label, task) in classes]

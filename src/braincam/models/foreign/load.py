@@ -64,6 +64,28 @@ class ForeignModel:
     capabilities: Capabilities
     layer: str | None = None  # CAM layer in ``net`` (``net.<name>``), None without CAMs
 
+    def preprocess_config(self):  # -> braincam.data.preprocess.PreprocessConfig
+        """braincam's preprocessing for this model's explanations and audit: grey, the spec's
+        size, head crop and resize filter (square inputs only)."""
+        from braincam.data.preprocess import PreprocessConfig
+
+        h, w = self.spec.input.size
+        if h != w:
+            raise BraincamError(f"{self.spec.file}: field 'input.size': explanations and the "
+                                f"audit need a square input, got {h} x {w}")
+        return PreprocessConfig(size=h, crop=self.spec.input.crop, resize=self.spec.input.resize)
+
+    def for_method(self, method: str) -> ForeignNet:
+        """The module that explains with ``method`` (``occlusion`` runs on any model, ``ig``
+        needs gradients, the CAM family also a layer hook); BraincamError with the reason."""
+        caps = self.capabilities
+        if method == "occlusion":
+            return self.net
+        if not caps.gradients or (method != "ig" and not caps.cams):
+            raise BraincamError(f"{method} cannot run on {self.spec.file.name}: {caps.reason}; "
+                                "occlusion can" + ("" if not caps.gradients else ", and ig"))
+        return self.net
+
     def to_json(self) -> dict[str, Any]:
         """The ``model`` block of audit.json / metrics.json."""
         caps = self.capabilities
@@ -245,7 +267,7 @@ def conversion_difference(converted: ForeignNet, reference: ForeignNet,
 def _cam_layer(spec: ModelSpec, net: ForeignNet, native: torch.Tensor,
                caps: Capabilities) -> str | None:
     """``net.<target_layer>`` (or the last convolution); CAMs are turned off, with the reason,
-    when a forward hook on it does not fire (a scripted forward calls submodules directly)."""
+    when a forward hook cannot be set on it or does not fire (TorchScript)."""
     layers = dict(net.net.named_modules())
     name = spec.target_layer
     if name is not None and name not in layers:
@@ -259,16 +281,20 @@ def _cam_layer(spec: ModelSpec, net: ForeignNet, native: torch.Tensor,
             return None
         name = convs[-1]
     fired: list[bool] = []
-    handle = layers[name].register_forward_hook(lambda *_: fired.append(True))
     try:
-        with torch.no_grad():
-            net.net(native[:1])
-    finally:
-        handle.remove()
+        handle = layers[name].register_forward_hook(lambda *_: fired.append(True))
+    except RuntimeError:  # TorchScript: "register_forward_hook is not supported"
+        handle = None
+    if handle is not None:
+        try:
+            with torch.no_grad():
+                net.net(native[:1])
+        finally:
+            handle.remove()
     if not fired:
         caps.cams = False
-        caps.reason = (f"a forward hook on {name!r} does not fire (TorchScript runs its "
-                       "submodules inside the compiled graph), so CAMs are skipped")
+        caps.reason = (f"no forward hook fires on {name!r} (a TorchScript model runs its "
+                       "layers inside its compiled graph), so the CAM family is skipped")
         return None
     return f"net.{name}"
 

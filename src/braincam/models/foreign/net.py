@@ -39,6 +39,11 @@ class OnnxRuntimeNet(nn.Module):
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    def __deepcopy__(self, memo: dict) -> OnnxRuntimeNet:
+        """Copies share the session: it holds no parameter a copy could change (the sanity
+        check deep-copies models before randomising them)."""
+        return self
+
     @property
     def input_shape(self) -> list[int | str | None]:
         return list(self.session.get_inputs()[0].shape)
