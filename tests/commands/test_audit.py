@@ -75,7 +75,8 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     capped = invoke(str(run), "--data", str(data), "--out", str(out), "--max-images", "5",
                     *FAST)
     assert capped.exit_code == 0, capped.output
-    assert json.loads((out / "audit.json").read_text())["n_images"] == 5
+    capped_doc = json.loads((out / "audit.json").read_text())
+    assert capped_doc["datasets"]["phantoms"]["n_images"] == 5
 
 
 def test_bad_options_are_one_line_errors(run, tmp_path):

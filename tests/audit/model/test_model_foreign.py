@@ -90,3 +90,16 @@ def test_onnx_without_conversion_runs_the_black_box_checks(folder, tmp_path, mon
 def test_spec_needs_out(folder):
     with pytest.raises(BraincamError, match="model spec: pass --out"):
         audit_model(write_spec(folder, torch_spec()), [folder / "phantoms"], settings=FAST)
+
+
+def test_torchscript_spec_runs_ig_and_the_sanity_check(folder, tmp_path):
+    spec = torch_spec(format="torchscript", path="tiny.pt")
+    del spec["module"]
+    doc = audit_model(write_spec(folder, spec, "ts.yaml"), [folder / "phantoms"], ["gradcam"],
+                      tmp_path / "out", settings=FAST, device="cpu")
+    assert doc["skipped"][0]["methods"] == ["gradcam"] and doc["skipped"][0]["checks"] == []
+    assert "forward hook" in doc["skipped"][0]["reason"]
+    block = doc["datasets"]["phantoms"]
+    assert block["methods"] == ["ig"]
+    assert block["sanity"]["layers"] == ["net.fc", "net.conv"]
+    assert isinstance(block["sanity"]["passed"], bool)
