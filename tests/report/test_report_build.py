@@ -304,3 +304,19 @@ def test_not_a_run_is_a_one_line_error(tmp_path):
         build_report(tmp_path)
     with pytest.raises(BraincamError, match="is not a directory"):
         build_report(tmp_path / "nowhere")
+
+
+def test_spec_model_and_skipped_parts_are_stated(tmp_path, kit, text):
+    run = kit.make_fake_run(tmp_path)
+    audit = {"run": None, "model": {"spec": "/specs/m.yaml", "format": "onnx",
+                                    "path": "/models/m.onnx", "classes": ["no_tumor", "tumor"],
+                                    "gradients": False, "conversion_max_diff": None},
+             "skipped": [{"methods": ["gradcam"], "checks": ["sanity"],
+                          "reason": "onnx2torch cannot convert the model (Fancy)"}],
+             "datasets": {"a": {"attention": {"background": 0.2, "uniform_background": 0.3}}},
+             "findings": []}
+    (run / "audit" / "audit.json").write_text(json.dumps(audit))
+    page = kit.parse(build_report(run).read_text())
+    section = text(page, "model-audit")
+    assert "Model from the spec /specs/m.yaml: onnx file /models/m.onnx" in section
+    assert "Skipped gradcam, sanity: onnx2torch cannot convert the model (Fancy)." in section

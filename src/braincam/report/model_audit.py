@@ -54,7 +54,8 @@ class AuditCheck:
 class ModelAuditSection:
     part: Part
     checks: list[AuditCheck]
-    datasets: list[str] = field(default_factory=list)  # one sentence per audited dataset
+    # a model spec's model and what was skipped, then one sentence per audited dataset
+    datasets: list[str] = field(default_factory=list)
     findings: list[ReportFinding] = field(default_factory=list)
     dropped_findings: int = 0
     figures: list[Figure] = field(default_factory=list)
@@ -179,6 +180,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
     section = ModelAuditSection(part, checks, figures=figures)
     if audit is None:
         return section
+    section.datasets += _model_sentences(audit)
     blocks = _per_dataset(audit)
     for dataset, results in blocks:
         section.datasets.append(_dataset_sentence(dataset, results))
@@ -227,6 +229,26 @@ def _attention_table(values: dict[str, Any]) -> Table | None:
     return Table([label(c) for c in ATTENTION_COLUMNS],
                  [(name, [g.get(c) for c in ATTENTION_COLUMNS]) for name, g in groups],
                  "images")
+
+
+def _model_sentences(audit: dict[str, Any]) -> list[str]:
+    """A model spec's model (format, file, classes, how gradients were had) and each skipped
+    part of the audit with its reason."""
+    out = []
+    model = audit.get("model")
+    if isinstance(model, dict):
+        text = (f"Model from the spec {model.get('spec')}: {model.get('format')} file "
+                f"{model.get('path')}, classes {', '.join(map(str, model.get('classes') or []))}")
+        diff = model.get("conversion_max_diff")
+        if model.get("gradients") and isinstance(diff, int | float):
+            text += (f"; gradient methods ran on onnx2torch's conversion (largest probability "
+                     f"difference from onnxruntime {diff:.1e})")
+        out.append(text + ".")
+    for entry in audit.get("skipped") or []:
+        if isinstance(entry, dict):
+            parts = [*(entry.get("methods") or []), *(entry.get("checks") or [])]
+            out.append(f"Skipped {', '.join(map(str, parts))}: {entry.get('reason')}.")
+    return out
 
 
 def _dataset_sentence(dataset: str | None, results: dict[str, Any]) -> str:
