@@ -110,14 +110,15 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
 def predict_files(model, paths: Sequence[Path], device, batch_size: int = 64,
                   progress: bool = False) -> tuple[list[Path], np.ndarray]:
     """Probabilities (N, K) of ``model.black_box`` on the readable ``paths`` (the others are
-    left out with a warning), returned with those paths."""
+    left out with a warning), returned with those paths; AMP on GPUs."""
     import torch
 
     from braincam.data.imageio import ImageReadError
+    from braincam.device import autocast
     from braincam.models.foreign.images import read_native
 
     net = model.black_box.to(device)
-    kept, arrays, probs = [], [], []
+    kept, probs = [], []
     starts = range(0, len(paths), batch_size)
     if progress:
         from tqdm import tqdm
@@ -132,7 +133,7 @@ def predict_files(model, paths: Sequence[Path], device, batch_size: int = 64,
             except (ImageReadError, OSError, ValueError) as exc:
                 log.warning("%s is left out: %s", path, exc)
         if arrays:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(device):
                 logits = net.from_native(torch.from_numpy(np.stack(arrays)).to(device))
                 probs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not kept:

@@ -51,8 +51,8 @@ def import_file(path: Path):
     return module
 
 
-def write_onnx_model(path: Path, seed: int = 0) -> None:
-    """NHWC [N, 16, 16, 3] -> Transpose -> Conv(4, 3x3) -> Relu -> GlobalAveragePool ->
+def write_onnx_model(path: Path, seed: int = 0, batch: int | str = "N") -> None:
+    """NHWC [batch, 16, 16, 3] -> Transpose -> Conv(4, 3x3) -> Relu -> GlobalAveragePool ->
     Flatten -> Gemm(2) -> Softmax."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -75,8 +75,8 @@ def write_onnx_model(path: Path, seed: int = 0) -> None:
     ]
     graph = helper.make_graph(
         nodes, "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
-        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 2])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, 2])],
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

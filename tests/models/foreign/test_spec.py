@@ -173,3 +173,12 @@ def test_output_conversions_keep_the_model_probabilities():
     sigmoid = ForeignNet(torch.nn.Identity(), InputSpec(size=(8, 8)), "sigmoid")
     q = torch.softmax(sigmoid.logits(torch.tensor([[0.9], [0.2]])), 1)
     np.testing.assert_allclose(q, [[0.1, 0.9], [0.8, 0.2]], atol=1e-6)
+
+
+def test_onnx_with_a_fixed_batch_of_one(folder):
+    write_onnx_model(folder / "one.onnx", batch=1)
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec(path="one.onnx"), "one.yaml")))
+    reference = load_foreign(load_spec(write_spec(folder, onnx_spec())))
+    x = to_model_input(torch.from_numpy(
+        np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)))
+    np.testing.assert_allclose(model.black_box(x), reference.black_box(x), atol=1e-6)
