@@ -93,11 +93,11 @@ def audit_model(
     task: str | None = None,
     split: str | None = None,
 ) -> dict[str, Any]:
-    """Audit RUN's model (or a model spec's: then ``out_dir`` is required, plays the run
-    directory, the files go to ``out_dir/audit``, and ``task`` may view a tumour-type model
-    as binary) on the images under ``roots`` (with ``split``, only
-    that official split of folders that have one); write ``audit.json``
-    and ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
+    """Audit RUN's model on the images under ``roots`` (with ``split``, only that official
+    split of folders that have one); write ``audit.json`` and ``audit_images.csv`` into
+    ``out_dir`` (default ``RUN/audit``) and return the JSON. For a model spec ``out_dir`` is
+    required and plays the run directory (the files go to ``out_dir/audit``); ``task`` may
+    view its tumour-type model as binary.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
     reported (e.g. a corner suspected to hold a marker).
