@@ -54,7 +54,8 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     data = run.parent / "phantoms"
     result = invoke(str(run), "--data", str(data), "--methods", "gradcam, hirescam", *FAST)
     assert result.exit_code == 0, result.output
-    doc = json.loads((run / "audit" / "audit.json").read_text())
+    top = json.loads((run / "audit" / "audit.json").read_text())
+    doc = top["datasets"]["phantoms"]
     assert doc["n_images"] == 16  # the Testing folder; Training images were trained on
     assert doc["methods"] == ["gradcam", "hirescam"]
     assert set(doc["attention"]["by_method"]) == {"gradcam", "hirescam"}
@@ -66,7 +67,7 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     assert f"pointing game in the expert mask {mask['pointing_game']:.0%}" in lines[0]
     effect = doc["counterfactual"]["tumor_effect_prob_drop"]
     assert f"tumour removal minus control: P(tumour) drop {effect:.3f}" in lines[0]
-    n_critical = sum(f["severity"] == "critical" for f in doc["findings"])
+    n_critical = sum(f["severity"] == "critical" for f in top["findings"])
     assert f"findings: {n_critical} critical" in result.output
     assert lines[-1].endswith("audit_images.csv")
     frame = pd.read_csv(run / "audit" / "audit_images.csv")
@@ -78,7 +79,8 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     capped = invoke(str(run), "--data", str(data), "--out", str(out), "--max-images", "5",
                     *FAST)
     assert capped.exit_code == 0, capped.output
-    assert json.loads((out / "audit.json").read_text())["n_images"] == 5
+    capped_doc = json.loads((out / "audit.json").read_text())
+    assert capped_doc["datasets"]["phantoms"]["n_images"] == 5
 
 
 def test_bad_options_are_one_line_errors(run, tmp_path):

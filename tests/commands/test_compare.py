@@ -30,8 +30,9 @@ def write_run(root, accuracy, audit=None):
 
 def test_compare_two_runs(tmp_path):
     base = write_run(tmp_path / "baseline", 0.9,
-                     {"attention": {"background": 0.4},
-                      "counterfactual": {"background_only_survival": 0.95}})
+                     {"datasets": {"sartaj": {
+                         "attention": {"background": 0.4},
+                         "counterfactual": {"background_only_survival": 0.95}}}})
     masked = write_run(tmp_path / "masked", 0.85)
     out = tmp_path / "cmp"
     result = invoke(str(base), str(masked), "--out", str(out))

@@ -45,7 +45,7 @@ def test_demo_finds_the_marker_and_resumes(tmp_path, monkeypatch):
     assert "planted: a 'marker' shortcut on the no_tumor phantoms" in first.output
     assert "critical probe.background" in first.output.replace("\n", " ")
     assert (out / "report.html").is_file()
-    audit = json.loads((out / "audit" / "audit.json").read_text())
+    audit = json.loads((out / "audit" / "audit.json").read_text())["datasets"]["phantoms"]
     assert set(audit["attention"]["regions"]) == {"marker"}  # the corner's energy is reported
     assert audit["attention"]["uniform_regions"]["marker"] == (side / 64) ** 2
 

@@ -34,16 +34,16 @@ def write_run(root, metrics=None, audit=None):
 
 @pytest.fixture
 def runs(tmp_path):
-    # a: flat audit (one dataset, one method), one extra dataset
+    # a: one audited dataset, one method, one extra dataset
     a = write_run(tmp_path / "a", {
         "test": m(0.9, 0.85), "test_leak_free": m(0.8, 0.75), "extra": {"figshare": m(0.7, 0.65)},
-    }, {
+    }, {"datasets": {"sartaj": {
         "attention": {"brain": 0.5, "background": 0.41, "by_class": {"tumor": {"brain": 0.6}}},
         "localization": {"method": "hirescam", "pointing_game": 0.8, "energy_in_box_ratio": 1.0,
                          "by_method": {"hirescam": {"energy_in_box_ratio": 1.0},
                                        "gradcam": {"energy_in_box_ratio": 3.125}}},
         "counterfactual": COUNTERFACTUAL, "findings": [],
-    })
+    }}})
     # b: audit per dataset (extra first), attention per method; no leak-free subset
     b = write_run(tmp_path / "b", {
         "test": m(0.75, 0.7), "test_leak_free": None, "extra": {"br35h": m(0.6, 0.6)},

@@ -199,7 +199,8 @@ def make_fake_run(root: Path) -> Path:
     png(run / "data_audit" / "probe_auc.png", disc(40, 150))
     paths = write_explanations(run, root / "images")
     (run / "audit").mkdir()
-    (run / "audit" / "audit.json").write_text(json.dumps(AUDIT))
+    (run / "audit" / "audit.json").write_text(json.dumps(
+        {"datasets": {"sartaj": AUDIT}, "findings": AUDIT["findings"]}))
     rows = ["path,label,pred,background,method"]
     rows += [f"{p},{label},{pred},{bg},gradcam"
              for p, (label, pred, bg) in zip(paths, GALLERY, strict=True)]

@@ -212,7 +212,8 @@ def test_broken_and_partial_files_are_reported_not_raised(tmp_path, kit, text):
     (run / "history.csv").write_text(
         "phase,epoch,train_loss,val_loss,val_accuracy,val_balanced_accuracy,lr,seconds\n")
     (run / "data_audit" / "data_audit.json").write_text("[1, 2]")
-    audit = {"attention": 5, "sanity": {"passed": True}, "localization": {"iou": None},
+    block = {"attention": 5, "sanity": {"passed": True}, "localization": {"iou": None}}
+    audit = {"datasets": {"sartaj": block},
              "findings": [{"severity": "urgent", "check": "x", "message": "bad severity"},
                           {"severity": "warning", "check": "y", "value": None,
                            "threshold": None, "message": "kept"}, "junk"]}
@@ -245,18 +246,20 @@ def test_audit_per_dataset_and_per_method(tmp_path, kit, text):
     run = kit.make_fake_run(tmp_path)
     per_method = {"gradcam": {"background": 0.5, "uniform_background": 0.25},
                   "layercam": {"background": 0.1, "uniform_background": 0.25}}
-    audit = {"sartaj": {"attention": per_method,
-                        "findings": [{"severity": "critical", "check": "attention", "value": 2.0,
-                                      "threshold": 1.5, "message": "sartaj looks outside"}]},
-             "figshare": {"attention": {"background": 0.05, "uniform_background": 0.3}}}
+    found = [{"severity": "critical", "check": "attention", "value": 2.0, "threshold": 1.5,
+              "message": "[sartaj] looks outside"}]
+    audit = {"datasets": {"sartaj": {"attention": per_method, "findings": found},
+                          "figshare": {"attention": {"background": 0.05,
+                                                     "uniform_background": 0.3}}},
+             "findings": found}
     (run / "audit" / "audit.json").write_text(json.dumps(audit))
     page = kit.parse(build_report(run).read_text())
     attention = text(page, "attention")
     assert "sartaj gradcam: 50% of CAM energy" in attention
     assert "layercam: 10% of CAM energy" in attention
     assert "figshare 5% of CAM energy" in attention
-    assert "sartaj looks outside" in text(page, "findings")
-    assert "from the model audit, sartaj" in text(page, "findings")
+    assert "[sartaj] looks outside" in text(page, "findings")
+    assert "from the model audit" in text(page, "findings")
 
 
 def test_several_datasets_with_findings_listed_once_at_the_top(tmp_path, kit, text):
@@ -301,3 +304,19 @@ def test_not_a_run_is_a_one_line_error(tmp_path):
         build_report(tmp_path)
     with pytest.raises(BraincamError, match="is not a directory"):
         build_report(tmp_path / "nowhere")
+
+
+def test_spec_model_and_skipped_parts_are_stated(tmp_path, kit, text):
+    run = kit.make_fake_run(tmp_path)
+    audit = {"run": None, "model": {"spec": "/specs/m.yaml", "format": "onnx",
+                                    "path": "/models/m.onnx", "classes": ["no_tumor", "tumor"],
+                                    "gradients": False, "conversion_max_diff": None},
+             "skipped": [{"methods": ["gradcam"], "checks": ["sanity"],
+                          "reason": "onnx2torch cannot convert the model (Fancy)"}],
+             "datasets": {"a": {"attention": {"background": 0.2, "uniform_background": 0.3}}},
+             "findings": []}
+    (run / "audit" / "audit.json").write_text(json.dumps(audit))
+    page = kit.parse(build_report(run).read_text())
+    section = text(page, "model-audit")
+    assert "Model from the spec /specs/m.yaml: onnx file /models/m.onnx" in section
+    assert "Skipped gradcam, sanity: onnx2torch cannot convert the model (Fancy)." in section

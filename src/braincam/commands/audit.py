@@ -1,6 +1,7 @@
 """``braincam audit RUN --data DATA... [--methods gradcam,...] [--out DIR]``: does the model
 look at the tumour or at shortcuts? Attention, localisation, faithfulness, sanity and
-counterfactual checks of a trained run."""
+counterfactual checks of a trained run, or (``braincam audit SPEC --data DATA --out DIR``) of
+a model braincam did not train, described by a model spec (docs/foreign-models.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ MAX_FINDINGS_SHOWN = 8
 
 
 def command(
-    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`, or a "
+                                        "model spec (.yaml) of a model braincam did not train.")],
     data: Annotated[
         list[Path],
         typer.Option("--data", help="Dataset folder to audit on; repeat for several (images the "
@@ -24,7 +26,17 @@ def command(
                           "(see `braincam explain --help`).")
     ] = "gradcam",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/audit).")
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/audit). "
+                                  "Required with a model spec, where it plays the run "
+                                  "directory: the files go to OUT/audit.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
+                                 "no_tumor/tumor (default: the spec's classes).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Audit only this official split (e.g. test) of folders "
+                                 "that have splits; others are audited whole.")
     ] = None,
     max_images: Annotated[
         int | None, typer.Option(help="At most this many images per dataset (seeded sample).")
@@ -59,8 +71,10 @@ def command(
     """Audit RUN's model; write audit.json and audit_images.csv and print the findings."""
     from braincam.audit.model.base import AuditSettings
     from braincam.audit.model.run import AUDIT_FILE, IMAGES_FILE, audit_model
+    from braincam.commands.spec_options import spec_output
     from braincam.errors import BraincamError
 
+    spec_out = spec_output(run, out, task=task)
     sizes = (faithfulness_images, road_images, sanity_images, occlusion_images)
     if min(sizes) < 0 or batch_size < 1 or occlusion_window < 1:
         raise BraincamError("image counts must be >= 0, --batch-size and --occlusion-window >= 1")
@@ -72,17 +86,20 @@ def command(
     )
     method_list = [m.strip() for m in methods.split(",") if m.strip()]
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
-                      device=device, force=force, progress=progress, segmenter=segmenter)
+                      device=device, force=force, progress=progress, segmenter=segmenter,
+                      task=task, split=split)
     for line in summary_lines(doc):
         typer.echo(line)
-    where = out or run / "audit"
+    where = spec_out / "audit" if spec_out else out or run / "audit"
     typer.echo(f"wrote {where / AUDIT_FILE} and {where / IMAGES_FILE}")
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:
-    """One line per dataset with the headline numbers, then the most severe findings."""
-    blocks = doc["datasets"] if "datasets" in doc else {doc["dataset"]: doc}
-    lines = [f"{name}: {_headline(block)}" for name, block in blocks.items()]
+    """One line per dataset with the headline numbers, a line per skipped part, then the most
+    severe findings."""
+    lines = [f"{name}: {_headline(block)}" for name, block in doc["datasets"].items()]
+    lines += [f"skipped {', '.join(s['methods'] + s['checks'])}: {s['reason']}"
+              for s in doc.get("skipped", [])]
     findings = doc["findings"]
     counts = {s: sum(f["severity"] == s for f in findings) for s in ("critical", "warning")}
     lines.append(f"findings: {counts['critical']} critical, {counts['warning']} warning, "

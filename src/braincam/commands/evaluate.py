@@ -1,5 +1,6 @@
 """``braincam evaluate RUN [--data EXTRA ...]``: metrics of a trained run on its test split,
-the leak-free part of it and extra (cross-dataset) folders."""
+the leak-free part of it and extra (cross-dataset) folders; ``braincam evaluate SPEC --data
+DATA --out DIR``: metrics of a model braincam did not train (docs/foreign-models.md)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,26 @@ import typer
 
 
 def command(
-    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`, or a "
+                                        "model spec (.yaml) of a model braincam did not train.")],
     data: Annotated[
         list[Path] | None,
         typer.Option(
             "--data",
             help="Extra dataset folder scored as a whole (cross-dataset); repeat for several.",
         ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN; required "
+                                  "with a model spec).")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
+                                 "no_tumor/tumor (default: the spec's classes).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Model spec only: score only this official split of "
+                                 "the --data folders (e.g. test).")
     ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing metrics.json.")
@@ -31,15 +45,24 @@ def command(
     ] = True,
 ) -> None:
     """Score RUN's model; write metrics.json, predictions.csv and confusion/ROC figures."""
+    from braincam.commands.spec_options import spec_output
     from braincam.evaluate import evaluate_run
+    from braincam.evaluate.foreign import evaluate_spec
 
-    metrics = evaluate_run(
-        run, data or [], force=force, device=device, batch_size=batch_size, n_boot=n_boot,
-        progress=progress,
-    )
+    spec_out = spec_output(run, out, task=task, split=split)
+    if spec_out is not None:
+        metrics = evaluate_spec(
+            run, data or [], spec_out, task=task, split=split, force=force, device=device,
+            batch_size=batch_size, n_boot=n_boot, progress=progress,
+        )
+    else:
+        metrics = evaluate_run(
+            run, data or [], force=force, device=device, batch_size=batch_size, n_boot=n_boot,
+            progress=progress, out_dir=out,
+        )
     for line in metrics_lines(metrics):
         typer.echo(line)
-    typer.echo(f"wrote {run / 'metrics.json'}")
+    typer.echo(f"wrote {(spec_out or out or run) / 'metrics.json'}")
 
 
 def metrics_lines(metrics: dict[str, Any]) -> list[str]:

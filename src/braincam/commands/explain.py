@@ -1,5 +1,6 @@
 """``braincam explain RUN [IMAGES...]``: maps of a trained run's model for image files, a
-dataset folder, or (by default) the run's own test split."""
+dataset folder, or (by default) the run's own test split. RUN may be a model spec (a model
+braincam did not train, docs/foreign-models.md) with ``--out DIR`` playing the run."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ METHOD_HELP = (
 
 
 def command(
-    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
+    run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`, or a "
+                                        "model spec (.yaml) of a model braincam did not train.")],
     images: Annotated[
         list[Path] | None,
         typer.Argument(help="Image files to explain (default: --data, else the run's split)."),
@@ -34,7 +36,13 @@ def command(
     ] = "test",
     method: Annotated[str, typer.Option(help=METHOD_HELP)] = "gradcam",
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/explain/METHOD).")
+        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/explain/METHOD)."
+                                  " Required with a model spec, where it plays the run "
+                                  "directory: the files go to OUT/explain/METHOD.")
+    ] = None,
+    task: Annotated[
+        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
+                                 "no_tumor/tumor (default: the spec's classes).")
     ] = None,
     layer: Annotated[
         str | None,
@@ -62,6 +70,7 @@ def command(
     """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out.
     Runs under ``torchrun --nproc_per_node=N`` too: each process explains a share."""
     from braincam import distributed
+    from braincam.commands.spec_options import spec_output
     from braincam.data.preprocess import PreprocessConfig
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions
@@ -74,20 +83,37 @@ def command(
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if batch_size < 1:
         raise BraincamError("--batch-size must be >= 1")
-    rundir = RunDir(Path(run))
-    if not rundir.model.is_file():
-        raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
-    require_single_model(read_meta(rundir.model), run)
+    spec_out = spec_output(run, out, task=task)
+    if spec_out is not None:
+        from braincam.models.foreign import load_foreign, load_spec
+
+        foreign = load_foreign(load_spec(run), task)
+        net = foreign.for_method(method)
+        prep = foreign.preprocess_config()
+        rundir, layer = RunDir(spec_out), f"net.{layer}" if layer else None
+        if not (images or data):
+            raise BraincamError("a model spec has no split of its own; give IMAGES or --data")
+        out = rundir.explain / method
+    else:
+        rundir = RunDir(Path(run))
+        if not rundir.model.is_file():
+            raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
+        require_single_model(read_meta(rundir.model), run)
     ctx, torch_device = distributed.setup(device)
-    model, meta = load_checkpoint(rundir.model, device=torch_device)
+    if spec_out is not None:
+        model, classes, task_name = net.to(torch_device), foreign.classes, foreign.task
+    else:
+        model, meta = load_checkpoint(rundir.model, device=torch_device)
+        prep = PreprocessConfig(**meta["preprocess"])
+        classes, task_name = meta["classes"], meta.get("task", "multiclass")
     items = _items(rundir, images or [], data or [], split)
     out_dir = out or rundir.explain / method
     with distributed.main_first(ctx):
         if ctx.is_main:
             prepare_output_dir(out_dir, force=force, marker=FILENAME)
     summary = explain_files(
-        model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
-        meta.get("task", "multiclass"), out_dir, method=method, layer=layer, target=target,
+        model, items, prep, list(classes), task_name, out_dir, method=method, layer=layer,
+        target=target,
         batch_size=batch_size, overlays=overlays,
         options=ExplainOptions(window=window, stride=stride, fill=fill),
         progress=progress,

@@ -1,4 +1,6 @@
-"""``braincam report RUN``: rebuild a run's self-contained HTML report and print its path."""
+"""``braincam report RUN``: rebuild a run's self-contained HTML report and print its path.
+``braincam report SPEC --out DIR``: the report of what the other commands wrote into DIR for
+a model spec (DIR plays the run directory)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,13 @@ import typer
 
 
 def command(
-    run: Annotated[Path, typer.Argument(help="Run directory (from `braincam train` or `run`).")],
+    run: Annotated[Path, typer.Argument(help="Run directory (from `braincam train` or `run`), "
+                                        "or a model spec (.yaml) with --out.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for report.html (default RUN). "
+                                  "Required with a model spec: the folder its evaluate, "
+                                  "explain and audit wrote into.")
+    ] = None,
     open_path_only: Annotated[
         bool,
         typer.Option(
@@ -24,10 +32,13 @@ def command(
     The path goes to stdout alone (scriptable); a one-line summary of findings and
     stages not run yet goes to stderr.
     """
+    from braincam.commands.spec_options import spec_output
     from braincam.errors import BraincamError
     from braincam.runs import RunDir
 
-    path = RunDir(Path(run)).report
+    source = spec_output(run, out) or Path(run)
+    target = out or source
+    path = RunDir(target).report
     if open_path_only:
         if not path.is_file():
             raise BraincamError(f"{path} does not exist yet; run `braincam report {run}` first")
@@ -35,7 +46,8 @@ def command(
         return
     from braincam.report.build import collect_report, write_report
 
-    context = collect_report(Path(run))
-    written = write_report(context, Path(run))
+    context = collect_report(source)
+    target.mkdir(parents=True, exist_ok=True)
+    written = write_report(context, target)
     typer.echo(context.summary, err=True)
     typer.echo(str(written))

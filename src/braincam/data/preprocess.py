@@ -3,8 +3,9 @@
 ``preprocess``: head mask (``braincam.data.mask``) -> crop to the mask's bounding box plus a margin
 of 2% of the box's longer side (like the seed notebook's ``brain_crop``, which crops to the extreme
 points of the largest contour) -> resize to ``size x size`` with ``INTER_AREA`` (the aspect ratio is
-not kept, as in the seed) -> optional intensity standardisation -> optional zeroing of the
-background -> uint8.
+not kept, as in the seed; ``resize`` picks PIL's nearest/bilinear/bicubic/lanczos filter
+instead, for models trained with it) -> optional intensity standardisation -> optional zeroing
+of the background -> uint8.
 
 Standardisations (statistics over the head mask unless said otherwise; output in [0, 1] then
 ``round(255 * x)``):
@@ -33,6 +34,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 from scipy.special import betaincinv
 
 from braincam.data.hashing import cache_root, content_hash_bytes, phash, remember_phashes
@@ -46,6 +48,9 @@ log = logging.getLogger(__name__)
 
 STANDARDIZE = ("none", "minmax", "zscore-in-mask", "percentile", "histmatch")
 CROP_MARGIN = 0.02
+RESIZE = {"area": None, "nearest": Image.Resampling.NEAREST,
+          "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+          "lanczos": Image.Resampling.LANCZOS}
 HISTMATCH_BETA = (2.0, 2.5)
 CACHE_VERSION = 5  # bump when preprocessing changes: old cache entries are then never read
 _QUANTILES = np.linspace(0.0, 1.0, 1025)
@@ -58,8 +63,13 @@ class PreprocessConfig:
     standardize: str = "none"  # none | minmax | zscore-in-mask | percentile | histmatch
     mask_background: bool = False  # set pixels outside the head mask to 0 (mitigation)
     mask_skull: bool = False  # set pixels outside the brain interior (head minus rim) to 0
+    resize: str = "area"  # area (OpenCV INTER_AREA) | nearest | bilinear | bicubic | lanczos (PIL)
 
     def __post_init__(self) -> None:
+        if self.resize not in RESIZE:
+            raise BraincamError(
+                f"unknown resize method {self.resize!r}; choose one of {', '.join(RESIZE)}"
+            )
         if self.standardize not in STANDARDIZE:
             raise BraincamError(
                 f"unknown standardisation {self.standardize!r}; choose one of "
@@ -87,7 +97,7 @@ def preprocess(grey: np.ndarray, config: PreprocessConfig) -> Preprocessed:
     mask = head_mask(grey)
     x0, y0, x1, y1 = crop_box(mask, margin=CROP_MARGIN) if config.crop else (0, 0, width, height)
     size = (config.size, config.size)
-    image = cv2.resize(grey[y0:y1, x0:x1], size, interpolation=cv2.INTER_AREA)
+    image = resize_image(grey[y0:y1, x0:x1], size, config.resize)
     head = mask[y0:y1, x0:x1].astype(np.float32)
     out_mask = cv2.resize(head, size, interpolation=cv2.INTER_AREA) >= 0.5
     image = standardise(image, out_mask, config.standardize)
@@ -95,6 +105,16 @@ def preprocess(grey: np.ndarray, config: PreprocessConfig) -> Preprocessed:
         image = np.where(brain_region(out_mask) if config.mask_skull else out_mask, image, 0.0)
     u8 = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
     return Preprocessed(u8, out_mask, (x0, y0, x1, y1), (width, height))
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int], method: str = "area") -> np.ndarray:
+    """Float32 ``H x W`` -> ``size`` (width, height): OpenCV ``INTER_AREA`` for ``area``, else
+    PIL's filter of that name on the float image (PIL's antialiased downscaling, the resizing
+    that Keras and torchvision pipelines built on PIL use)."""
+    if method == "area":
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    resampled = Image.fromarray(image.astype(np.float32), mode="F").resize(size, RESIZE[method])
+    return np.asarray(resampled, dtype=np.float32)
 
 
 def crop_box(mask: np.ndarray, margin: float = CROP_MARGIN) -> tuple[int, int, int, int]:
@@ -233,7 +253,8 @@ class PreprocessCache:
     def key(self, file_hash: str, config: PreprocessConfig) -> str:
         fields = f"v{CACHE_VERSION}|{file_hash}|{config.size}|{int(config.crop)}|" \
             f"{config.standardize}|{int(config.mask_background)}" \
-            f"{'|skull' if config.mask_skull else ''}"  # keys of earlier settings unchanged
+            f"{'|skull' if config.mask_skull else ''}" \
+            f"{'' if config.resize == 'area' else '|resize=' + config.resize}"  # earlier keys kept
         return content_hash_bytes(fields.encode())
 
     def get(

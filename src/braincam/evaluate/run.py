@@ -29,7 +29,7 @@ import numpy as np
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_json
+from braincam.runs import RunDir, atomic_write_csv, atomic_write_json, prepare_output_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ def evaluate_run(
     n_boot: int = 1000,
     seed: int = 0,
     progress: bool = True,
+    out_dir: Path | str | None = None,
 ) -> dict[str, Any]:
-    """Write ``metrics.json``, ``predictions.csv`` and the figures into the run; return the
-    metrics. An existing ``metrics.json`` is kept unless ``force``."""
+    """Write ``metrics.json``, ``predictions.csv`` and the figures into the run (or
+    ``out_dir``); return the metrics. An existing ``metrics.json`` is kept unless ``force``."""
     from braincam.data.preprocess import PreprocessCache, PreprocessConfig
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
@@ -68,8 +69,9 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    if run.metrics.exists() and not force:
-        raise BraincamError(f"{run.metrics} exists; pass --force to evaluate again")
+    dest = prepare_output_dir(Path(out_dir), force, "metrics.json") if out_dir else run.root
+    if (dest / "metrics.json").exists() and not force:
+        raise BraincamError(f"{dest / 'metrics.json'} exists; pass --force to evaluate again")
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta["task"]
     prep = PreprocessConfig(**meta["preprocess"])
@@ -108,7 +110,7 @@ def evaluate_run(
                 )
         else:
             metrics["extra"][scored.name] = m
-        metrics["figures"][scored.name] = _figures(run.root, scored, m, classes)
+        metrics["figures"][scored.name] = write_figures(dest, scored, m, classes)
     extras = [s for s in sets if s.kind == "extra"]
     if len(extras) >= 2:
         metrics["extra_combined"] = compute_metrics(
@@ -117,8 +119,8 @@ def evaluate_run(
         )
     if not sets:
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
-    atomic_write_csv(run.root / "predictions.csv", predictions_frame(sets, classes))
-    atomic_write_json(run.metrics, metrics)
+    atomic_write_csv(dest / "predictions.csv", predictions_frame(sets, classes))
+    atomic_write_json(dest / "metrics.json", metrics)
     return metrics
 
 
@@ -200,7 +202,7 @@ def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):
         yield name, known
 
 
-def _figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):
+def write_figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):
     """Confusion matrix and ROC figures of one set; file names relative to the run."""
     from braincam.evaluate.plots import confusion_figure, roc_figure
 

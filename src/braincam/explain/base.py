@@ -103,10 +103,13 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
 
 
 def default_layer(model: nn.Module) -> str:
-    """The model's default CAM layer (``braincam.models.default_target_layer``); models that
-    are not braincam models need an explicit layer."""
+    """The model's default CAM layer: its ``default_layer`` attribute (a model spec's
+    :class:`~braincam.models.foreign.net.ForeignNet`), else
+    ``braincam.models.default_target_layer``; other models need an explicit layer."""
     from braincam.models import default_target_layer
 
+    if isinstance(getattr(model, "default_layer", None), str):
+        return model.default_layer
     if getattr(model, "arch", None) is None:
         raise BraincamError(
             f"{type(model).__name__} is not a braincam model; name the target layer, one of: "

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from braincam.errors import BraincamError
+from braincam.models.foreign.spec import is_spec
 from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
 
 PERFORMANCE = ("accuracy", "balanced_accuracy", "leak_free_accuracy")
@@ -95,13 +96,16 @@ class Comparison:
 
 
 def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
-    """Read every run (BraincamError for a path that is not a directory or holds neither
-    metrics.json nor audit/audit.json)."""
+    """Read every run, or a model spec's output folder (BraincamError for a path that is not
+    a directory or holds neither metrics.json nor audit/audit.json)."""
     if not run_dirs:
         raise BraincamError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
     rows, extras, boxes, masks = [], [], [], []
     for path in paths:
+        if is_spec(path):
+            raise BraincamError(f"{path} is a model spec: compare the folder its evaluate and "
+                                "audit wrote into (their --out DIR)")
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
@@ -215,11 +219,8 @@ def _mask_key(column: str) -> str | None:
 
 
 def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Dataset name -> its checks; a single-dataset audit is one block (named after its
-    ``dataset`` key, else "")."""
-    if any(key in audit for key in CHECK_KEYS):
-        return {str(audit.get("dataset") or ""): audit}
-    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else audit
+    """Dataset name -> its checks (the ``datasets`` blocks of audit.json)."""
+    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
     return {str(k): v for k, v in nested.items()
             if isinstance(v, dict) and any(key in v for key in CHECK_KEYS)}
 

@@ -181,16 +181,11 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
 
 def collect_findings(run: RunDir) -> tuple[list[Finding], list[Finding]]:
     """Findings of the data audit and of the model audit, each most severe first; malformed
-    entries are left out. The model audit lists every dataset's findings at its top level
-    (prefixed ``[dataset]`` when there are several); the per-dataset lists are read only when
-    that list is absent."""
+    entries are left out. The model audit lists every dataset's findings at its top level,
+    each prefixed ``[dataset]``."""
     data_audit = _read_json(run.data_audit / "data_audit.json") or {}
     audit = _read_json(run.audit / "audit.json") or {}
-    model = audit.get("findings")
-    if not isinstance(model, list):
-        datasets = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
-        model = [f for block in datasets.values() if isinstance(block, dict)
-                 for f in block.get("findings") or []]
+    model = audit.get("findings") if isinstance(audit.get("findings"), list) else []
     return _findings(data_audit.get("findings") or []), _findings(model)
 
 

@@ -1,9 +1,9 @@
 """Model audit results (attention, localisation, faithfulness, sanity, counterfactual)
 as tables plus one plain sentence per headline number.
 
-``audit/audit.json`` holds the checks either at the top level or once per dataset
-(``{"<dataset>": {"attention": ...}}``); both are read. A check that is absent or
-null reads "not run".
+``audit/audit.json`` holds the checks once per dataset (``{"datasets": {"<dataset>":
+{"attention": ...}}, "findings": [...]}``, see :mod:`braincam.audit.model.run`). A check
+that is absent or null reads "not run".
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class AuditCheck:
 class ModelAuditSection:
     part: Part
     checks: list[AuditCheck]
-    datasets: list[str] = field(default_factory=list)  # one sentence per audited dataset
+    # a model spec's model and what was skipped, then one sentence per audited dataset
+    datasets: list[str] = field(default_factory=list)
     findings: list[ReportFinding] = field(default_factory=list)
     dropped_findings: int = 0
     figures: list[Figure] = field(default_factory=list)
@@ -194,6 +195,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
     section = ModelAuditSection(part, checks, figures=figures)
     if audit is None:
         return section
+    section.datasets += _model_sentences(audit)
     blocks = _per_dataset(audit)
     for dataset, results in blocks:
         section.datasets.append(_dataset_sentence(dataset, results))
@@ -201,12 +203,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
             values = results.get(check.key)
             if isinstance(values, dict):
                 check.results.append(_result(check.key, dataset, values, describe))
-    # several datasets: the top-level list holds them all; else each block's own list
-    if isinstance(audit.get("findings"), list) or not blocks:
-        _add_findings(section, audit.get("findings"), "model audit")
-    else:
-        for dataset, results in blocks:
-            _add_findings(section, results.get("findings"), f"model audit, {dataset}")
+    _add_findings(section, audit.get("findings"), "model audit")  # every dataset's
     return section
 
 
@@ -249,6 +246,26 @@ def _attention_table(values: dict[str, Any]) -> Table | None:
                  "images")
 
 
+def _model_sentences(audit: dict[str, Any]) -> list[str]:
+    """A model spec's model (format, file, classes, how gradients were had) and each skipped
+    part of the audit with its reason."""
+    out = []
+    model = audit.get("model")
+    if isinstance(model, dict):
+        text = (f"Model from the spec {model.get('spec')}: {model.get('format')} file "
+                f"{model.get('path')}, classes {', '.join(map(str, model.get('classes') or []))}")
+        diff = model.get("conversion_max_diff")
+        if model.get("gradients") and isinstance(diff, int | float):
+            text += (f"; gradient methods ran on onnx2torch's conversion (largest probability "
+                     f"difference from onnxruntime {diff:.1e})")
+        out.append(text + ".")
+    for entry in audit.get("skipped") or []:
+        if isinstance(entry, dict):
+            parts = [*(entry.get("methods") or []), *(entry.get("checks") or [])]
+            out.append(f"Skipped {', '.join(map(str, parts))}: {entry.get('reason')}.")
+    return out
+
+
 def _dataset_sentence(dataset: str | None, results: dict[str, Any]) -> str:
     name = dataset or results.get("dataset") or "the audited images"
     text = f"{name}: {num(results.get('n_images'))} images audited"
@@ -278,10 +295,8 @@ def _add_findings(section: ModelAuditSection, raw: Any, source: str) -> None:
 
 
 def _per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
-    """``[(None, audit)]`` for a single-dataset audit, else ``[(name, results), ...]``."""
-    if _has_checks(audit):
-        return [(None, audit)]
-    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else audit
+    """``[(name, results), ...]`` of the ``datasets`` blocks that hold checks."""
+    nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
     return [(str(k), v) for k, v in nested.items() if isinstance(v, dict) and _has_checks(v)]
 
 

@@ -64,8 +64,15 @@ def run_dir(tmp_path_factory):
 def test_audit_writes_json_and_per_image_csv(run_dir):
     data = run_dir.parent / "phantoms"
     doc = audit_model(run_dir, [data], settings=FAST, device="cpu")
-    on_disk = json.loads((run_dir / "audit" / "audit.json").read_text())
-    assert on_disk["dataset"] == "phantoms" == doc["dataset"]
+    top = json.loads((run_dir / "audit" / "audit.json").read_text())
+    assert top == doc
+    # one dataset: the same nested shape as several
+    assert set(top) == {"run", "model", "settings", "skipped", "datasets", "findings"}
+    assert list(top["datasets"]) == ["phantoms"] and top["model"] is None
+    on_disk = top["datasets"]["phantoms"]
+    assert on_disk["dataset"] == "phantoms"
+    assert [f["message"] for f in top["findings"]] == [
+        f"[phantoms] {f['message']}" for f in on_disk["findings"]]
     assert on_disk["n_images"] == 8  # the 8 Training images are left out (split.csv)
     att = on_disk["attention"]
     assert att["method"] == "gradcam" and "by_method" not in att
@@ -125,8 +132,9 @@ def test_existing_audit_needs_force(run_dir, tmp_path):
         audit_model(run_dir, [data], out_dir=out, settings=settings, device="cpu")
     doc = audit_model(run_dir, [data], out_dir=out, max_images=3, settings=settings,
                       device="cpu", force=True)
-    assert doc["n_images"] == 3
-    assert doc["sanity"]["passed"] is None and doc["faithfulness"]["road"] is None
+    block = doc["datasets"]["phantoms"]
+    assert block["n_images"] == 3
+    assert block["sanity"]["passed"] is None and block["faithfulness"]["road"] is None
 
 
 def test_several_datasets_and_methods(run_dir, tmp_path):

@@ -1,15 +1,29 @@
-"""``audit_model``: run every model-audit check on a trained run and write the results.
+"""``audit_model``: run every model-audit check on a trained run, or on a model braincam did
+not train (a model spec, :mod:`braincam.models.foreign`), and write the results.
 
 Images: every image under ``roots`` except those the run trained or validated on (its
-``split.csv``), labels mapped to the run's task, images of classes the model does not know
-left out with a warning; per dataset (records' ``source``), at most ``max_images`` chosen
-at random (seeded). They go through the run's preprocessing and the on-disk cache.
+``split.csv``; a spec has none), labels mapped to the model's task, images of classes the
+model does not know left out with a warning; per dataset (records' ``source``), at most
+``max_images`` chosen at random (seeded). They go through the run's preprocessing (a spec's:
+its size, head crop and resize filter, grey) and the on-disk cache.
 
 Explanations: each method explains the predicted class; for localisation, annotated images
 that the model gets wrong are explained again for their true class. Occlusion (for the
 counterfactual summary) runs on a seeded subset, with tiling windows (``AuditSettings``).
+A spec's model without gradients (an ONNX model onnx2torch cannot convert faithfully) runs
+the black-box checks with occlusion maps; one without CAM hooks runs ``ig``; the methods
+left out are listed under ``"skipped"`` with the reason.
 
-``audit.json``: one block per dataset,
+``audit.json`` has one shape whatever the number of datasets::
+
+    {"run": "<run dir>" | null, "model": {spec, format, ..., gradients, cams,
+                                          conversion_max_diff} | null,
+     "settings": {...}, "skipped": [{"methods", "checks", "reason"}],
+     "datasets": {"<name>": BLOCK, ...},
+     "findings": [{severity, check, value, threshold, message}, ...]}
+
+``findings`` lists every dataset's findings, each message prefixed with ``[dataset]``.
+``BLOCK``::
 
     {"dataset", "n_images", "accuracy", "classes", "methods",
      "attention": {brain, rim, background, uniform_*, regions, uniform_regions, by_class,
@@ -29,10 +43,7 @@ counterfactual summary) runs on a seeded subset, with tiling windows (``AuditSet
      "findings": [{severity, check, value, threshold, message}, ...]}
 
 Per-method checks hold the first method's numbers at their top level and, when several
-methods ran, every method's under ``by_method``. With one dataset the block is the top
-level of the file; with several it sits under ``"datasets": {name: block}`` and the top
-level ``"findings"`` lists all of them, each message prefixed with ``[dataset]``. Both
-layouts also carry ``"run"`` and ``"settings"``.
+methods ran, every method's under ``by_method``.
 
 ``audit_images.csv``: one row per image and method (dataset, path, label, pred, prob,
 correct, has_box, has_mask, group, method, then every per-image number of the checks) for the
@@ -51,6 +62,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +107,14 @@ def audit_model(
     force: bool = False,
     progress: bool = False,
     segmenter: Path | str | None = None,
+    task: str | None = None,
+    split: str | None = None,
 ) -> dict[str, Any]:
-    """Audit RUN's model on the images under ``roots``; write ``audit.json`` and
-    ``audit_images.csv`` into ``out_dir`` (default ``RUN/audit``) and return the JSON.
+    """Audit RUN's model on the images under ``roots`` (with ``split``, only that official
+    split of folders that have one); write ``audit.json`` and ``audit_images.csv`` into
+    ``out_dir`` (default ``RUN/audit``) and return the JSON. For a model spec ``out_dir`` is
+    required and plays the run directory (the files go to ``out_dir/audit``); ``task`` may
+    view its tumour-type model as binary.
 
     ``regions``: extra named (S, S) masks in model-input pixels whose CAM energy is
     reported (e.g. a corner suspected to hold a marker). ``segmenter``: a ``braincam
@@ -105,7 +122,7 @@ def audit_model(
     """
     from braincam.device import device_of
     from braincam.explain import METHODS
-    from braincam.models import load_checkpoint, read_meta, require_single_model
+    from braincam.models.foreign import is_spec
 
     settings = settings or AuditSettings()
     methods = list(dict.fromkeys(methods))
@@ -115,27 +132,32 @@ def audit_model(
                             f"{', '.join(METHODS)}")
     if max_images is not None and max_images < 1:
         raise BraincamError("--max-images must be >= 1")
-    run = RunDir(Path(run_dir))
-    if not run.model.is_file():
-        raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    require_single_model(read_meta(run.model), run.root)
     dev = device_of(device)
+    if is_spec(run_dir):
+        if out_dir is None:
+            raise BraincamError(f"{run_dir} is a model spec: pass --out DIR")
+        audited = _spec_model(Path(run_dir), task, methods, dev, settings.batch_size)
+        out_dir = RunDir(Path(out_dir)).audit  # DIR plays the run directory
+    else:
+        if task is not None:
+            raise BraincamError("--task applies to a model spec only")
+        audited = _run_model(RunDir(Path(run_dir)), dev, settings.batch_size)
+    methods = audited.methods or methods
     seg = None
     if segmenter is not None:
         from braincam.models.segment import load_segmenter
 
         seg = load_segmenter(segmenter, dev)
-    model, meta = load_checkpoint(run.model, device=dev)
-    classes = tuple(meta["classes"])
-    datasets = _records_by_dataset(run, roots, classes, meta["task"], max_images, settings.seed)
-    out = prepare_output_dir(Path(out_dir) if out_dir else run.audit, force, marker=AUDIT_FILE)
-    handle = model_handle(model, dev, settings.batch_size)
+    classes = audited.classes
+    datasets = _records_by_dataset(audited.trained_on, roots, classes, audited.task,
+                                   max_images, settings.seed, split)
+    out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
+                             marker=AUDIT_FILE)
 
     blocks, frames, examples = {}, [], []
     for name, records in datasets.items():
         log.info("auditing %d images of %s", len(records), name)
-        batch, paths = _load_batch(records, meta, classes, handle, methods, regions, settings,
-                                   progress)
+        batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
         blocks[name] = block_json(name, batch, methods, results)
         frames.append(per_image_frame(name, paths, batch, methods, results))
@@ -148,15 +170,13 @@ def audit_model(
                 predicted = seg.predict(batch.images[chosen]) >= THRESHOLD
             examples.append(tumour_examples(name, paths, batch, methods[0], chosen, predicted))
 
-    doc: dict[str, Any] = {"run": str(run.root), "settings": dataclasses.asdict(settings)}
-    if len(blocks) == 1:
-        doc |= next(iter(blocks.values()))
-    else:
-        doc["datasets"] = blocks
-        doc["findings"] = [
-            {**f, "message": f"[{name}] {f['message']}"}
-            for name, block in blocks.items() for f in block["findings"]
-        ]
+    doc: dict[str, Any] = {
+        "run": audited.run, "model": audited.model_json,
+        "settings": dataclasses.asdict(settings), "skipped": audited.skipped,
+        "datasets": blocks,
+        "findings": [{**f, "message": f"[{name}] {f['message']}"}
+                     for name, block in blocks.items() for f in block["findings"]],
+    }
     import pandas as pd
 
     doc = _finite(doc)
@@ -169,12 +189,87 @@ def audit_model(
     return doc
 
 
+@dataclass
+class AuditedModel:
+    """What the audit needs of a run's model or a spec's: its handle, classes and task, the
+    images it must not be audited on, the preprocessing, where output goes by default, and
+    for a spec the methods it can run (with ``skipped``: those left out and why)."""
+
+    handle: ModelHandle
+    classes: tuple[str, ...]
+    task: str
+    preprocess: Any  # braincam.data.preprocess.PreprocessConfig
+    trained_on: set[str] = field(default_factory=set)
+    default_out: Path | None = None
+    run: str | None = None
+    model_json: dict[str, Any] | None = None
+    methods: list[str] | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.models import load_checkpoint, read_meta, require_single_model
+
+    if not run.model.is_file():
+        raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
+    require_single_model(read_meta(run.model), run.root)
+    model, meta = load_checkpoint(run.model, device=device)
+    return AuditedModel(
+        model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
+        PreprocessConfig(**meta["preprocess"]), _trained_on(run), run.audit, str(run.root),
+    )
+
+
+def _spec_model(spec_file: Path, task: str | None, methods: Sequence[str], device,
+                batch_size: int) -> AuditedModel:
+    """A model spec's model; methods it cannot run are left out (module docstring)."""
+    from braincam.explain import GRADIENT_CAMS
+    from braincam.explain.wrapped import WRAPPED
+    from braincam.models.foreign import load_foreign, load_spec
+
+    model = load_foreign(load_spec(spec_file), task)
+    prep = model.preprocess_config()
+    caps = model.capabilities
+    if not caps.gradients:
+        dropped = [m for m in methods if m != "occlusion"]
+        kept = [m for m in methods if m == "occlusion"] or ["occlusion"]
+        checks = ["sanity"]
+    elif not caps.cams:
+        dropped = [m for m in methods if m in GRADIENT_CAMS or m in WRAPPED]
+        kept = [m for m in methods if m not in dropped] or ["ig"]
+        checks = []
+    else:
+        dropped, kept, checks = [], list(methods), []
+    skipped = [{"methods": dropped, "checks": checks, "reason": caps.reason}] \
+        if dropped or checks else []
+    for entry in skipped:
+        log.warning("skipped %s: %s", ", ".join(entry["methods"] + entry["checks"]),
+                    entry["reason"])
+    return AuditedModel(
+        foreign_handle(model, device, batch_size), model.classes, model.task, prep,
+        model_json=model.to_json(), methods=kept, skipped=skipped,
+    )
+
+
+def foreign_handle(model, device, batch_size: int = 32) -> ModelHandle:
+    """A :class:`ModelHandle` for a spec's model: predictions by ``model.black_box``
+    (onnxruntime for ONNX), explanations and randomisation on ``model.net``."""
+    from braincam.evaluate.predict import predict
+
+    handle = model_handle(model.net.to(device), device, batch_size)
+    handle.predict_fn = lambda images: predict(model.black_box, images, device, batch_size)
+    return handle
+
+
 def model_handle(model, device, batch_size: int = 32) -> ModelHandle:
     """A :class:`ModelHandle` for a braincam model: :func:`braincam.models.to_model_input`
-    on ``device``, batched prediction (AMP on GPU) and :func:`explain_maps`."""
+    on ``device``, batched prediction (AMP on GPU) and :func:`explain_maps` (occlusion maps
+    with the default window and stride, cut to the image side for small inputs)."""
     import torch
 
     from braincam.evaluate.predict import predict
+    from braincam.explain import ExplainOptions
     from braincam.models import to_model_input
 
     def to_input(images: np.ndarray) -> torch.Tensor:
@@ -184,7 +279,10 @@ def model_handle(model, device, batch_size: int = 32) -> ModelHandle:
         return predict(model, images, device, batch_size)
 
     def explain_fn(m, images: np.ndarray, targets: np.ndarray, method: str) -> np.ndarray:
-        return explain_maps(m, images, targets, method, batch_size)
+        default = ExplainOptions()
+        window = min(default.window, images.shape[-1])
+        options = ExplainOptions(window=window, stride=min(default.stride, window))
+        return explain_maps(m, images, targets, method, batch_size, options=options)
 
     return ModelHandle(model, to_input, explain_fn, batch_size, predict_fn)
 
@@ -273,8 +371,8 @@ def per_image_frame(
         for name, result in results.items():
             for column, values in result.per_image.get(method if name in PER_METHOD else "",
                                                        {}).items():
-                if values.ndim == 2 and name == "sanity":
-                    values = values[:, -1]
+                if values.ndim == 2 and name == "sanity":  # no layer to randomise: NaN
+                    values = values[:, -1] if values.shape[1] else np.full(len(values), np.nan)
                 if values.ndim == 1:
                     key = column if name in ("attention", "counterfactual") else \
                         f"{name}_{column}"
@@ -294,21 +392,24 @@ def _summary_json(check: str, summary: Any) -> dict[str, Any]:
 
 
 def _records_by_dataset(
-    run: RunDir,
+    seen: set[str],
     roots: Sequence[Path | str],
     classes: tuple[str, ...],
     task: str,
     max_images: int | None,
     seed: int,
+    split: str | None = None,
 ) -> dict[str, list]:
-    """Audit records per dataset (see the module docstring)."""
+    """Audit records per dataset (see the module docstring); ``split`` keeps that official
+    split of a folder that has splits."""
     from braincam.data.records import load_dataset
     from braincam.labels import task_label
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
-    seen = _trained_on(run)
     records = [r for r in load_dataset(roots).records if str(r.path.resolve()) not in seen]
+    if split is not None:
+        records = [r for r in records if r.split in (None, split)]
     if not records:
         raise BraincamError("every image under --data was used to train or validate the run")
     known = [r for r in records if task_label(r.label, task) in classes]
@@ -340,21 +441,19 @@ def _trained_on(run: RunDir) -> set[str]:
 
 def _load_batch(
     records: list,
-    meta: dict[str, Any],
-    classes: tuple[str, ...],
-    handle: ModelHandle,
+    audited: AuditedModel,
     methods: Sequence[str],
     regions: dict[str, np.ndarray] | None,
     settings: AuditSettings,
     progress: bool,
 ) -> tuple[AuditBatch, list[str]]:
     """Preprocess, predict and explain one dataset's records."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+    from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import without_skipped
     from braincam.explain import ExplainOptions
     from braincam.labels import task_label
 
-    config = PreprocessConfig(**meta["preprocess"])
+    config, classes, handle = audited.preprocess, audited.classes, audited.handle
     cache = PreprocessCache()
     source = records[0].source
     images, heads, skipped = cache.load(records, config, progress=progress)
@@ -364,7 +463,7 @@ def _load_batch(
     records = without_skipped(records, skipped)
     if not records:
         raise BraincamError(f"no image of {source} could be read")
-    labels = np.array([classes.index(task_label(r.label, meta["task"])) for r in records])
+    labels = np.array([classes.index(task_label(r.label, audited.task)) for r in records])
     boxes, experts = _annotations(records, cache, config)
     for name, region in (regions or {}).items():
         if np.shape(region) != images.shape[1:]:

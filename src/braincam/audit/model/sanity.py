@@ -27,7 +27,7 @@ from braincam.audit.model.base import AuditBatch, Check, register, subsample
 
 SPEARMAN_MAX = 0.5
 SSIM_MAX = 0.5
-STAGE_CONTAINERS = ("backbone", "blocks", "stages", "features")
+STAGE_CONTAINERS = ("backbone", "blocks", "stages", "features", "net")
 
 
 def cascade_groups(model) -> list[tuple[str, list]]:
@@ -35,7 +35,8 @@ def cascade_groups(model) -> list[tuple[str, list]]:
 
     Children with parameters, in reverse definition order; a child named in
     :data:`STAGE_CONTAINERS` (braincam's ``backbone``, timm's ``blocks``/``stages``,
-    torchvision's ``features``) is replaced by its own children, recursively.
+    torchvision's ``features``, a model spec's wrapped ``net``) is replaced by its own
+    children, recursively.
     """
 
     def walk(module, prefix: str) -> list[tuple[str, list]]:

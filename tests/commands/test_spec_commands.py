@@ -1,0 +1,81 @@
+"""Commands that take RUN, given a model spec instead (docs/foreign-models.md): evaluate,
+explain and report write into --out, which plays the run directory; compare reads it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from braincam.commands import compare, evaluate, explain, report
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "models" / "foreign"))
+from foreign_tiny import SIZE, torch_spec, write_spec, write_torch_model  # noqa: E402
+
+
+def invoke(name: str, command, *args: str):
+    app = typer.Typer()
+    app.command(name)(command)
+    app.command("unused")(lambda: None)
+    return CliRunner().invoke(app, [name, *args])
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spec-commands")
+    write_torch_model(root)
+    make_phantom_dataset(root / "phantoms", PhantomSpec(n_per_class=3, size=SIZE * 2))
+    write_spec(root, torch_spec())
+    return root
+
+
+def test_evaluate_explain_and_report_write_into_out(folder, tmp_path):
+    spec, data, out = folder / "spec.yaml", folder / "phantoms", tmp_path / "out"
+    result = invoke("evaluate", evaluate.command, str(spec), "--data", str(data), "--out",
+                    str(out), "--n-boot", "0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"] is None and metrics["model"]["format"] == "torch"
+    assert set(metrics["extra"]) == {"phantoms_test", "phantoms_train"}
+    assert metrics["extra"]["phantoms_test"]["n"] == 6
+    predictions = pd.read_csv(out / "predictions.csv")
+    probs = predictions[["prob_no_tumor", "prob_tumor"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert "phantoms_test: n=6, acc" in result.output
+    assert not list(folder.glob("metrics.json"))  # nothing next to the spec
+
+    result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
+                    str(out), "--no-progress", "--no-overlays")
+    assert result.exit_code == 0, result.output
+    with np.load(out / "explain" / "gradcam" / "explanations.npz") as npz:
+        assert npz["maps"].shape == (6, SIZE, SIZE)
+
+    result = invoke("report", report.command, str(spec), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert (out / "report.html").is_file() and str(out / "report.html") in result.output
+
+
+@pytest.mark.parametrize(("name", "command", "args", "message"), [
+    ("evaluate", evaluate.command, ["--data", "x"], "model spec: pass --out"),
+    ("explain", explain.command, [], "model spec: pass --out"),
+    ("report", report.command, [], "model spec: pass --out"),
+    ("compare", compare.command, [], "compare the folder"),
+])
+def test_spec_without_out_or_for_compare_is_one_line(folder, name, command, args, message):
+    result = invoke(name, command, str(folder / "spec.yaml"), *args)
+    assert isinstance(result.exception, BraincamError)
+    assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_spec_options_refused_for_a_run_directory(tmp_path):
+    result = invoke("evaluate", evaluate.command, str(tmp_path), "--task", "binary")
+    assert isinstance(result.exception, BraincamError)
+    assert "--task applies to a model spec only" in str(result.exception)

@@ -1,0 +1,184 @@
+"""Model spec parsing, loading and the one-line errors that name the field."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from foreign_tiny import (
+    SIZE,
+    import_file,
+    onnx_spec,
+    torch_spec,
+    write_onnx_model,
+    write_spec,
+    write_torch_model,
+)
+
+from braincam.errors import BraincamError
+from braincam.models import to_model_input
+from braincam.models.foreign import is_spec, load_foreign, load_spec
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("foreign")
+    write_torch_model(root)
+    write_onnx_model(root / "tiny.onnx")
+    return root
+
+
+def test_fields_defaults_and_label_rules(folder):
+    spec = load_spec(write_spec(folder, torch_spec()))
+    assert spec.format == "torch" and spec.path == folder / "tiny.pth"
+    assert spec.classes == ("no_tumor", "tumor") and spec.task == "binary"
+    assert spec.input.size == (SIZE, SIZE) and spec.input.resize == "bilinear"
+    assert spec.input.layout == "NCHW" and spec.input.channels == 3
+    assert spec.input.scale == 255 and spec.input.crop is False
+    assert spec.input.mean == (0.5, 0.5, 0.5) and spec.input.std == (0.5, 0.5, 0.5)
+    assert spec.target_layer is None and spec.module == "tiny.py:TinyNet"
+    assert is_spec(folder / "spec.yaml") and not is_spec(folder)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"colour": "red"}, "'colour'"),
+    ({"input": {"size": [16, 16], "gamma": 2}}, "'input.gamma'"),
+    ({"format": "keras"}, "'format'"),
+    ({"path": "missing.pth"}, "'path'"),
+    ({"module": None}, "'module'"),
+    ({"module": "tiny.py"}, "'module'"),
+    ({"input": {"size": [16]}}, "'input.size'"),
+    ({"input": {"size": [16, 16], "channels": 2}}, "'input.channels'"),
+    ({"input": {"size": [16, 16], "mean": [0.5, 0.5]}}, "'input.mean'"),
+    ({"input": {"size": [16, 16], "layout": "CHW"}}, "'input.layout'"),
+    ({"input": {"size": [16, 16], "resize": "magic"}}, "'input.resize'"),
+    ({"output": "scores"}, "'output'"),
+    ({"classes": ["no", "dragon"]}, "'classes'"),
+    ({"classes": ["no", "no_tumor"]}, "'classes'"),
+])
+def test_spec_errors_name_the_field(folder, change, field):
+    doc = {k: v for k, v in (torch_spec() | change).items() if v is not None}
+    with pytest.raises(BraincamError, match=field) as err:
+        load_spec(write_spec(folder, doc, "bad.yaml"))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"module": "nowhere.py:TinyNet"}, "'module'.*cannot import"),
+    ({"module": "tiny.py:Missing"}, "'module'.*no callable"),
+    ({"module": "tiny.py:three"}, "'module'.*does not match the state dict"),
+    ({"module": "braincam_no_such_package:TinyNet"}, "'module'.*cannot import"),
+    ({"classes": ["glioma", "meningioma", "pituitary"]}, "'classes'.*3 classes"),
+    ({"target_layer": "conv9"}, "'target_layer'.*conv9.*last convolutions: conv"),
+    ({"input": {"size": [SIZE, SIZE], "channels": 1}}, "'input.size'.*rejects"),
+])
+def test_torch_model_mismatch_names_the_field(folder, change, field):
+    with pytest.raises(BraincamError, match=field) as err:
+        load_foreign(load_spec(write_spec(folder, torch_spec(**change), "bad.yaml")))
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("inputs", "field"), [
+    ({"size": [32, 32], "layout": "NHWC"}, "'input.size'"),
+    ({"size": [SIZE, SIZE]}, "'input.layout'"),
+    ({"size": [SIZE, SIZE], "layout": "NHWC", "channels": 1}, "'input.channels'"),
+])
+def test_onnx_input_mismatch_names_the_field(folder, inputs, field):
+    with pytest.raises(BraincamError, match=field):
+        load_foreign(load_spec(write_spec(folder, onnx_spec(input=inputs), "bad.yaml")))
+
+
+def test_torch_adapter_applies_the_spec_input(folder):
+    model = load_foreign(load_spec(write_spec(folder, torch_spec())))
+    assert model.layer == "net.conv" and model.capabilities.cams
+    images = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)
+    native = model.net.to_native(to_model_input(torch.from_numpy(images)))
+    expected = (images / 255.0 - 0.5) / 0.5
+    assert native.shape == (3, 3, SIZE, SIZE)
+    np.testing.assert_allclose(native[:, 1].numpy(), expected, atol=1e-5)
+    own = model.net.net(torch.as_tensor(expected, dtype=torch.float32)[:, None].repeat(1, 3, 1, 1))
+    np.testing.assert_allclose(model.net(to_model_input(torch.from_numpy(images))).detach(),
+                               own.detach(), atol=1e-5)
+
+
+def test_torchscript_has_gradients_and_says_whether_cams_work(folder):
+    spec = torch_spec(format="torchscript", path="tiny.pt")
+    del spec["module"]
+    model = load_foreign(load_spec(write_spec(folder, spec, "ts.yaml")))
+    reference = load_foreign(load_spec(write_spec(folder, torch_spec())))
+    x = to_model_input(torch.zeros(2, SIZE, SIZE, dtype=torch.uint8) + 90)
+    np.testing.assert_allclose(model.net(x).detach(), reference.net(x).detach(), atol=1e-5)
+    caps = model.capabilities
+    assert caps.gradients and (caps.cams == (model.layer is not None))
+    if not caps.cams:
+        assert "hook" in caps.reason
+        with pytest.raises(BraincamError, match="gradcam cannot run.*ig"):
+            model.for_method("gradcam")
+    assert model.for_method("ig") is model.net
+
+
+def test_onnx_conversion_checked_against_onnxruntime(folder):
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec())))
+    caps = model.capabilities
+    assert caps.gradients and caps.cams and caps.conversion_max_diff <= 1e-4
+    assert model.black_box is not model.net  # predictions through onnxruntime
+    x = to_model_input(torch.from_numpy(
+        np.random.default_rng(1).integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)))
+    p_ort = torch.softmax(model.black_box(x), 1)
+    p_torch = torch.softmax(model.net(x), 1).detach()
+    np.testing.assert_allclose(p_ort, p_torch, atol=1e-5)
+    assert torch.allclose(p_ort.sum(1), torch.ones(4))
+
+
+def test_failed_conversion_turns_gradients_off(folder, monkeypatch):
+    import onnx2torch
+
+    def fail(_model):
+        raise NotImplementedError("Converter is not implemented (OperationDescription(Fancy))")
+
+    monkeypatch.setattr(onnx2torch, "convert", fail)
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec())))
+    caps = model.capabilities
+    assert not caps.gradients and not caps.cams and model.layer is None
+    assert "onnx2torch cannot convert" in caps.reason and "Fancy" in caps.reason
+    assert model.net is model.black_box
+    assert model.for_method("occlusion") is model.net
+    with pytest.raises(BraincamError, match="ig cannot run.*occlusion can$"):
+        model.for_method("ig")
+
+
+def test_binary_view_sums_the_tumour_types(folder):
+    spec = torch_spec(module="tiny.py:three", classes=["glioma", "no_tumor", "pituitary"])
+    torch.manual_seed(1)
+    torch.save(import_file(folder / "tiny.py").three().state_dict(), folder / "three.pth")
+    spec["path"] = "three.pth"
+    multi = load_foreign(load_spec(write_spec(folder, spec, "three.yaml")))
+    binary = load_foreign(load_spec(folder / "three.yaml"), task="binary")
+    assert multi.classes == ("glioma", "no_tumor", "pituitary")
+    assert binary.classes == ("no_tumor", "tumor")
+    x = to_model_input(torch.full((2, SIZE, SIZE), 120, dtype=torch.uint8))
+    p = torch.softmax(multi.net(x), 1).detach()
+    q = torch.softmax(binary.net(x), 1).detach()
+    np.testing.assert_allclose(q[:, 0], p[:, 1], atol=1e-6)
+    np.testing.assert_allclose(q[:, 1], p[:, 0] + p[:, 2], atol=1e-6)
+
+
+def test_output_conversions_keep_the_model_probabilities():
+    from braincam.models.foreign.net import ForeignNet
+    from braincam.models.foreign.spec import InputSpec
+
+    p = torch.tensor([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    net = ForeignNet(torch.nn.Identity(), InputSpec(size=(8, 8)), "probabilities")
+    np.testing.assert_allclose(torch.softmax(net.logits(p), 1), p, atol=1e-6)
+    sigmoid = ForeignNet(torch.nn.Identity(), InputSpec(size=(8, 8)), "sigmoid")
+    q = torch.softmax(sigmoid.logits(torch.tensor([[0.9], [0.2]])), 1)
+    np.testing.assert_allclose(q, [[0.1, 0.9], [0.8, 0.2]], atol=1e-6)
+
+
+def test_onnx_with_a_fixed_batch_of_one(folder):
+    write_onnx_model(folder / "one.onnx", batch=1)
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec(path="one.onnx"), "one.yaml")))
+    reference = load_foreign(load_spec(write_spec(folder, onnx_spec())))
+    x = to_model_input(torch.from_numpy(
+        np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)))
+    np.testing.assert_allclose(model.black_box(x), reference.black_box(x), atol=1e-6)
