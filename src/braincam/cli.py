@@ -21,6 +21,7 @@ from braincam.commands import (
     evaluate,
     explain,
     info,
+    radiomics,
     report,
     run,
     train,
@@ -50,6 +51,7 @@ app.command("run")(run.command)
 app.command("demo")(demo.command)
 app.command("report")(report.command)
 app.command("compare")(compare.command)
+app.command("radiomics")(radiomics.command)
 app.add_typer(bench.app, name="bench")
 
 
