@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("explain", "evaluate"),
     ("train",),
     ("audit",),
+    ("radiomics",),
     ("report",),
     ("pipeline",),
     ("api",),

@@ -22,6 +22,7 @@ from braincam.commands import (
     explain,
     info,
     predict,
+    radiomics,
     report,
     run,
     segment,
@@ -56,6 +57,7 @@ app.command("report")(report.command)
 app.command("compare")(compare.command)
 app.command("segment")(segment.command)
 app.command("serve")(serve.command)
+app.command("radiomics")(radiomics.command)
 app.add_typer(bench.app, name="bench")
 
 

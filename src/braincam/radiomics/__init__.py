@@ -1,0 +1,17 @@
+"""Radiomic features inside the tumour (pyradiomics) and a transparent baseline classifier
+scored by grouped cross-validation."""
+
+from braincam.radiomics.baseline import MODELS, CVResult, cross_validate, grouped_folds
+from braincam.radiomics.features import FAMILIES, RadiomicsConfig, extract
+from braincam.radiomics.run import radiomics_run
+
+__all__ = [
+    "FAMILIES",
+    "MODELS",
+    "CVResult",
+    "RadiomicsConfig",
+    "cross_validate",
+    "extract",
+    "grouped_folds",
+    "radiomics_run",
+]

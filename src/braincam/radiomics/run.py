@@ -1,0 +1,196 @@
+"""``braincam radiomics``: features inside every tumour mask, then a grouped-CV baseline.
+
+Files in the output folder (public contracts, see docs/radiomics.md):
+
+- ``features.csv``: one row per image: ``path, label, group`` then one column per feature;
+- ``radiomics.json``: settings, counts, the cross-validated baselines (metrics and top
+  features), and with ``--cnn RUN`` the comparison with that classifier on its test images;
+- ``skipped.csv``: ``path, reason`` for images without a usable mask;
+- ``top_features.png``: per-class distributions of the baseline's top features.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braincam.data.records import ImageRecord, SkippedFile
+from braincam.errors import BraincamError
+from braincam.labels import GLIOMA, MENINGIOMA, PITUITARY
+from braincam.radiomics.features import RadiomicsConfig
+from braincam.runs import RunDir
+
+TUMOUR_TYPES = (GLIOMA, MENINGIOMA, PITUITARY)
+FEATURES_CSV = "features.csv"
+SUMMARY_JSON = "radiomics.json"
+TOP_FEATURES_PNG = "top_features.png"
+META_COLUMNS = ("path", "label", "group")
+
+
+def _features_of(record: ImageRecord, config: RadiomicsConfig, seg_mask: np.ndarray | None):
+    """Features of one record, or the one-line reason it has none."""
+    from braincam.data.imageio import ImageReadError, read_grey
+    from braincam.data.preprocess import read_tumour_mask
+    from braincam.radiomics.features import extract
+
+    try:
+        grey = read_grey(record.path)
+        if seg_mask is not None:
+            tumour = seg_mask
+        elif record.mask is not None:
+            tumour = read_tumour_mask(record.mask, (record.width, record.height))
+        else:
+            return "no tumour mask"
+        return extract(grey, tumour, config)
+    except (ImageReadError, BraincamError) as exc:
+        return str(exc)
+
+
+def extract_all(
+    records: Sequence[ImageRecord], config: RadiomicsConfig, workers: int | None = None,
+    seg_masks: Sequence[np.ndarray | None] | None = None, progress: bool = True,
+) -> tuple[list[dict[str, float] | None], list[SkippedFile]]:
+    """Features of every record in parallel processes (joblib), with a progress bar; records
+    that fail get ``None`` and a skip entry."""
+    from joblib import Parallel, delayed
+    from tqdm import tqdm
+
+    masks = seg_masks if seg_masks is not None else [None] * len(records)
+    jobs = (delayed(_features_of)(r, config, m) for r, m in zip(records, masks, strict=True))
+    workers = workers or os.cpu_count() or 1
+    parallel = Parallel(n_jobs=workers, batch_size=4, return_as="generator")
+    results = list(tqdm(
+        parallel(jobs), total=len(records), desc="radiomics", unit="img",
+        disable=not progress, leave=False,
+    ))
+    skipped = [SkippedFile(r.path, res) for r, res in zip(records, results, strict=True)
+               if isinstance(res, str)]
+    return [None if isinstance(res, str) else res for res in results], skipped
+
+
+def feature_table(records, features, groups):  # -> DataFrame
+    """``features.csv``'s rows for the records that have features."""
+    import pandas as pd
+
+    rows = [
+        {"path": str(r.path), "label": r.label, "group": str(g), **f}
+        for r, f, g in zip(records, features, groups, strict=True) if f is not None
+    ]
+    if not rows:
+        raise BraincamError("no image had a usable tumour mask; nothing to compute")
+    return pd.DataFrame(rows)
+
+
+def radiomics_run(
+    data: Sequence[Path | str], out: Path | str, config: RadiomicsConfig | None = None,
+    segment: Path | str | None = None, cnn: Path | str | None = None, folds: int = 5,
+    seed: int = 0, workers: int | None = None, n_boot: int = 1000, force: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Features for the tumour images of ``data`` (expert masks, or those a ``braincam
+    segment`` run predicts), the grouped-CV baselines, and the files listed in the module
+    docstring; returns the ``radiomics.json`` content."""
+    import time
+
+    from braincam.data.records import load_dataset, write_skipped_csv
+    from braincam.data.splits import record_groups
+    from braincam.radiomics.baseline import MODELS, cross_validate
+    from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir, versions
+
+    config = config or RadiomicsConfig()
+    out_dir = RunDir(prepare_output_dir(Path(out), force=force))
+    dataset = load_dataset([Path(d) for d in data])
+    records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
+    if not records:
+        raise BraincamError(f"no images of the tumour types {TUMOUR_TYPES} in {list(data)}")
+    start = time.perf_counter()
+    seg_masks = _segment_masks(records, segment) if segment else None
+    features, skipped = extract_all(records, config, workers, seg_masks, progress)
+    seconds = time.perf_counter() - start
+    groups = record_groups(records)
+    table = feature_table(records, features, groups)
+    atomic_write_csv(out_dir.root / FEATURES_CSV, table)
+    write_skipped_csv([*dataset.skipped, *skipped], out_dir.skipped)
+
+    names = [c for c in table.columns if c not in META_COLUMNS]
+    classes = [c for c in TUMOUR_TYPES if c in set(table["label"])]
+    if len(classes) < 2:
+        raise BraincamError("the baseline needs at least two tumour types with masks")
+    x = table[names].to_numpy(dtype=np.float64)
+    y = table["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    group = table["group"].to_numpy()
+    if len(set(group)) < folds:
+        raise BraincamError(
+            f"only {len(set(group))} patient/duplicate groups: fewer than --folds {folds}"
+        )
+    results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot)
+               for m in MODELS}
+    import radiomics
+
+    summary: dict[str, Any] = {
+        "n_images": len(table), "n_skipped": len(skipped), "classes": classes,
+        "n_features": len(names), "n_groups": int(len(set(group))),
+        "masks": str(segment) if segment else "expert",
+        "config": {**asdict(config), "library": f"pyradiomics {radiomics.__version__}"},
+        "seconds_features": round(seconds, 1),
+        "cv": {"folds": folds, "grouping": "patient-proxy + duplicate groups", "seed": seed,
+               "models": {m: {"metrics": r.metrics, "top_features": r.top_features,
+                              **({"chosen_c": r.chosen_c} if r.chosen_c else {})}
+                          for m, r in results.items()}},
+        "versions": versions(),
+    }
+    if cnn:
+        summary["cnn"] = compare_cnn(table, results["logistic-l1"], classes, Path(cnn))
+    atomic_write_json(out_dir.root / SUMMARY_JSON, summary)
+    from braincam.radiomics.plots import top_feature_figure
+
+    top = [name for name, _ in results["logistic-l1"].top_features[:6]]
+    if top:
+        top_feature_figure(table, top, classes, out_dir.root / TOP_FEATURES_PNG)
+    return summary
+
+
+def _segment_masks(records: Sequence[ImageRecord], segment: Path | str) -> list[np.ndarray]:
+    """Each record's tumour as a ``braincam segment`` run predicts it, in original pixels."""
+    from braincam.segment import predict_original_masks
+
+    return predict_original_masks(Path(segment), records)
+
+
+def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str, Any]:
+    """The radiomics baseline's out-of-fold predictions next to a classifier run's test
+    predictions on the images both have: accuracy of each, and on the classifier's errors how
+    often radiomics is right."""
+    import pandas as pd
+
+    from braincam.evaluate.metrics import compute_metrics
+
+    predictions = RunDir(run).root / "predictions.csv"
+    if not predictions.exists():
+        raise BraincamError(f"{run} has no predictions.csv; evaluate it first")
+    cnn = pd.read_csv(predictions)
+    cnn = cnn[(cnn["split"] == "test") & cnn["label"].isin(classes)]
+    rad = pd.DataFrame({"path": table["path"], "rad_pred": baseline.prob.argmax(1)})
+    both = cnn.merge(rad, on="path")
+    if both.empty:
+        raise BraincamError(f"{run}'s test images have no radiomic features here")
+    missing = [c for c in classes if f"prob_{c}" not in both.columns]
+    if missing:
+        raise BraincamError(f"{run} does not predict {missing}: a tumour-type classifier is needed")
+    y = both["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    prob = both[[f"prob_{c}" for c in classes]].to_numpy()
+    cnn_pred, rad_pred = prob.argmax(1), both["rad_pred"].to_numpy()
+    wrong = cnn_pred != y
+    onehot = np.eye(len(classes))[rad_pred]
+    return {
+        "run": str(run), "n": int(len(both)),
+        "cnn": compute_metrics(y, prob, list(classes), n_boot=0),
+        "radiomics": compute_metrics(y, onehot, list(classes), n_boot=0),
+        "cnn_errors": int(wrong.sum()),
+        "radiomics_right_on_cnn_errors": int((rad_pred[wrong] == y[wrong]).sum()),
+    }

@@ -1,0 +1,92 @@
+"""``braincam radiomics`` end to end on a small generated dataset with expert masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from braincam.cli import app
+
+# class -> (tumour radius, tumour brightness over the head): three visibly different types
+TYPES = {"glioma": (10, 0.35), "meningioma": (22, 0.15), "pituitary": (6, 0.5)}
+
+
+def write_dataset(root, per_class: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:128, :128]
+    head = (yy - 64) ** 2 / 56**2 + (xx - 64) ** 2 / 48**2 <= 1
+    number = 0
+    for label, (radius, lift) in TYPES.items():
+        (root / label).mkdir(parents=True)
+        (root / "masks" / label).mkdir(parents=True)
+        for _ in range(per_class):
+            number += 2  # a gap in the numbering: every image is its own patient
+            r = radius * rng.uniform(0.8, 1.2)
+            cy, cx = rng.uniform(45, 83, size=2)
+            tumour = (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
+            grey = np.where(head, 0.35 + 0.04 * rng.standard_normal(head.shape), 0.0)
+            grey = np.where(tumour, grey + lift, grey)
+            Image.fromarray(np.clip(grey * 255, 0, 255).astype(np.uint8)).save(
+                root / label / f"{number}.png"
+            )
+            Image.fromarray(tumour.astype(np.uint8) * 255).save(
+                root / "masks" / label / f"{number}.png"
+            )
+    (root / "glioma" / "999.png").write_bytes((root / "glioma" / "2.png").read_bytes())
+    return root  # glioma/999.png has no mask
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    root = write_dataset(tmp_path_factory.mktemp("data") / "types")
+    out = tmp_path_factory.mktemp("out") / "rad"
+    runner = CliRunner()
+    invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(out), "--folds", "3",
+                                 "--workers", "1"])
+    return invoke, out
+
+
+def test_features_csv_has_one_row_per_masked_image(result):
+    invoke, out = result
+    assert invoke.exit_code == 0, invoke.output
+    table = pd.read_csv(out / "features.csv")
+    assert len(table) == 30
+    assert list(table.columns[:3]) == ["path", "label", "group"]
+    assert {"shape2D_PixelSurface", "glcm_Contrast", "ngtdm_Busyness"} <= set(table.columns)
+    areas = table.groupby("label")["shape2D_PixelSurface"].median()
+    assert areas["meningioma"] > areas["glioma"] > areas["pituitary"]
+
+
+def test_an_image_without_a_mask_is_skipped_with_its_reason(result):
+    _, out = result
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert skipped["path"].str.endswith("999.png").tolist() == [True]
+    assert skipped["reason"].tolist() == ["no tumour mask"]
+
+
+def test_summary_reports_grouped_cv_of_both_baselines(result):
+    invoke, out = result
+    summary = json.loads((out / "radiomics.json").read_text())
+    assert summary["n_images"] == 30 and summary["classes"] == list(TYPES)
+    assert summary["config"]["bin_width"] == pytest.approx(1 / 32)
+    assert summary["config"]["library"].startswith("pyradiomics")
+    assert set(summary["cv"]["models"]) == {"logistic-l1", "gradient-boosting"}
+    # the types differ in size and brightness (boosting needs more than 20 training images)
+    metrics = summary["cv"]["models"]["logistic-l1"]["metrics"]
+    assert metrics["accuracy"] > 0.8
+    assert metrics["ci"]["accuracy"][0] <= metrics["accuracy"] <= metrics["ci"]["accuracy"][1]
+    assert summary["cv"]["models"]["logistic-l1"]["top_features"]
+    assert (out / "top_features.png").stat().st_size > 1000
+    assert "logistic-l1: accuracy" in invoke.output
+
+
+def test_an_existing_output_is_not_overwritten(result, tmp_path):
+    _, out = result
+    invoke = CliRunner().invoke(app, ["radiomics", str(tmp_path), "--out", str(out)])
+    assert invoke.exit_code != 0
+    assert "--force" in str(invoke.exception or invoke.output)
