@@ -155,7 +155,8 @@ def load_segmentation_data(
     _, _, skipped = cache.load(usable, config, progress=progress)  # decodes and hashes once
     kept = without_skipped(usable, skipped)
 
-    def mask_of(record: ImageRecord) -> np.ndarray | SkippedFile:
+    def mask_of(record: ImageRecord) -> tuple[np.ndarray, np.ndarray] | SkippedFile:
+        """(tumour mask, image) in model-input coordinates, or the mask's skip entry."""
         prep = cache.get(record, config)
         try:
             mask = tumour_mask(record, prep)
@@ -186,7 +187,7 @@ def train_segmenter(
     progress: bool = False,
     command: str | None = None,
 ) -> SegmentResult:
-    """Train on ``roots`` and write the run directory (README: segment run files)."""
+    """Train on ``roots`` and write the run directory (files listed in docs/segment.md)."""
     start = time.perf_counter()
     config.validate()
     ctx, device = setup(config.device)
