@@ -25,10 +25,13 @@ mask's own area share; ties broken by pixel order), so ``|H| = |T|``,
 random top-k region scores ``Dice = |T| / |image|`` on average. They are broken down by the
 images' true class (``AuditBatch.group_labels``) and by tumour size: thirds of the images
 by mask area (small / medium / large, cut at the 1/3 and 2/3 quantiles of that dataset's
-mask areas). Occlusion maps (``AuditBatch.occlusion``, on the images where it ran) are
-scored the same way, under the method name ``occlusion``. Findings: ratio < :data:`RATIO_CRITICAL`
-(worse than a uniform map) -> critical, < :data:`RATIO_WARNING` -> warning; pointing
-game below twice the chance rate -> warning.
+mask areas). Occlusion maps (``AuditBatch.occlusion``: the signed drop of the predicted
+class's probability, on the images where occlusion ran) are scored the same way, under the
+method name ``occlusion``.
+
+Findings, from the mask numbers where masks exist, else from the box numbers: ratio <
+:data:`RATIO_CRITICAL` (worse than a uniform map) -> critical, < :data:`RATIO_WARNING` ->
+warning; pointing game below twice the chance rate -> warning.
 """
 
 from __future__ import annotations
@@ -130,9 +133,12 @@ def mask_localization(
         mean["mask_dice"])
     if top:
         has = ~np.isnan(cols["mask_area"])
-        for attr, keys in (("by_class", groups), ("by_size", sizes)):
-            present = set(keys[has]) - {""}
-            for key in [k for k in SIZES if k in present] if attr == "by_size" else sorted(present):
+        present_sizes = set(sizes[has])
+        for attr, keys, order in (
+            ("by_class", groups, sorted(set(groups[has]) - {""})),
+            ("by_size", sizes, [k for k in SIZES if k in present_sizes]),
+        ):
+            for key in order:
                 sub = {k: v[keys == key] for k, v in cols.items()}
                 part = dataclasses.asdict(mask_localization(sub, groups, sizes, top=False))
                 getattr(summary, attr)[str(key)] = {
