@@ -180,3 +180,19 @@ def test_bench_predict_reports_latency_and_side_by_side_throughput(model, run):
     assert 0 < result["predict_ms"] and 0 < result["predict_gradcam_ms"]
     ratio = result["folder_predict_img_s"] / result["folder_evaluate_img_s"]
     assert result["folder_predict_vs_evaluate"] == pytest.approx(ratio, rel=0.01)
+
+
+def test_duplicates_are_looked_up_among_all_training_images(model, run):
+    from braincam.api.reference import build_reference
+    from braincam.api.warnings import image_warnings
+    from braincam.data.preprocess import PreprocessCache
+
+    paths = _split_paths(run, "train")
+    cache = PreprocessCache()
+    preps = [cache.get(p, model.config) for p in paths]
+    images = np.stack([p.image for p in preps])
+    masks = np.stack([p.mask for p in preps])
+    ref = build_reference(model.net, images, masks, paths, model.device, max_images=20)
+    assert len(ref.phashes) == len(paths) > 20
+    hits = [image_warnings(p, 0.5, ref) for p in preps]
+    assert all(any(w.startswith("exact duplicate") for w in h) for h in hits)

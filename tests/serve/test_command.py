@@ -60,7 +60,8 @@ def test_options_reach_the_app(served, tiny_run, png_file):
 @pytest.mark.parametrize(("option", "words"), [
     (["--method", "magic"], "unknown method 'magic'"),
     (["--max-upload-mb", "0"], "--max-upload-mb must be > 0"),
-    (["--port", "70000"], "--port must be between"),
+    (["--port", "70000"], "--port must be between 1 and 65535"),
+    (["--port", "0"], "--port must be between 1 and 65535"),
 ])
 def test_bad_options_are_one_line_errors_before_loading(served, tiny_run, option, words):
     result = CliRunner().invoke(app, ["serve", str(tiny_run), *option], standalone_mode=False)

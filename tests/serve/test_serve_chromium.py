@@ -109,7 +109,8 @@ class Browser:
         raise TimeoutError(f"no answer to {method}")
 
     def eval(self, expression: str) -> Any:
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True,
+                           awaitPromise=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -220,3 +221,16 @@ def test_a_volume_opens_on_its_most_tumour_like_slice_and_the_slider_moves(
         assert shown["probs"]["tumor"] == pytest.approx(tumour[index], abs=1e-6)
         assert browser.eval("document.getElementById('slice-number').textContent") == (
             f"{expected[index].slice} ({index + 1} of {len(expected)})")
+
+
+def test_the_page_policy_refuses_anything_external(browser, url):
+    """Negative control for the CSP checks above: an external image is refused unloaded."""
+    browser.open(url)
+    directive = browser.eval("""new Promise((done) => {
+      document.addEventListener('securitypolicyviolation', (e) => done(e.effectiveDirective));
+      setTimeout(() => done('loaded'), 5000);
+      const img = new Image();
+      img.src = 'http://example.invalid/x.png';
+      document.body.appendChild(img);
+    })""")
+    assert directive == "img-src"

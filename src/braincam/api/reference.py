@@ -1,8 +1,9 @@
 """What "unlike the training data" means for a run: ``RUN/ood.safetensors``
 (``RunDir.ood_reference``).
 
-Built once, lazily, on a run's first prediction (from its ``split.csv`` training images, at most
-``MAX_IMAGES`` of them, a seeded random sample) and cached in the run directory:
+Built once, lazily, on a run's first prediction from its ``split.csv`` training images, and
+cached in the run directory. Features and properties use a seeded random sample of at most
+``MAX_IMAGES`` of them; duplicates are looked up among all of them.
 
 - **feature distance**: the model's pooled backbone features ``f`` (the input of its classifier
   head). The training sample is split in two halves A and B (seeded); the mean ``mu`` and a
@@ -13,8 +14,8 @@ Built once, lazily, on a run's first prediction (from its ``split.csv`` training
 - **properties**: head fraction of the model input and the mean and standard deviation of its
   in-head intensities (in [0, 1]); an image outside ``[p0.5, p99.5]`` of the training sample's
   values is flagged.
-- **duplicates**: the 64-bit pHash (``braincam.data.hashing.phash``) of every sampled training
-  image's model input; a new model input within ``NEAR_DISTANCE`` bits is an exact or near
+- **duplicates**: the 64-bit pHash (``braincam.data.hashing.phash``) of every training image's
+  model input; a new model input within ``NEAR_DISTANCE`` bits is an exact or near
   duplicate. (Model inputs, not the original files, so arrays and DICOM/NIfTI slices compare
   alike; crop and resize keep near duplicates near.)
 """
@@ -42,7 +43,7 @@ MAX_IMAGES = 1500
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.5, 99.5)
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
-VERSION = 1
+VERSION = 2  # 2: duplicates among all training images, not the sample
 
 
 @dataclass
@@ -86,12 +87,17 @@ def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch
 
 
 def build_reference(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray,
-                    paths: list[str], device: torch.device, seed: int = 0) -> Reference:
-    """The reference of a training sample (module docstring); needs >= 20 images."""
+                    paths: list[str], device: torch.device, seed: int = 0,
+                    max_images: int = MAX_IMAGES) -> Reference:
+    """The reference of the training images (module docstring); needs >= 20 of them."""
     from sklearn.covariance import LedoitWolf
 
     if len(images) < 20:
         raise BraincamError(f"need at least 20 training images to calibrate, got {len(images)}")
+    hashes = np.array([phash(im) for im in images], dtype=np.uint64)
+    if len(images) > max_images:
+        keep = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
+        images, masks = images[keep], masks[keep]
     features, _ = features_and_probs(model, images, device)
     order = np.random.default_rng(seed).permutation(len(images))
     half_a, half_b = order[: len(order) // 2], order[len(order) // 2:]
@@ -101,7 +107,7 @@ def build_reference(model: torch.nn.Module, images: np.ndarray, masks: np.ndarra
     props = image_properties(images, masks)
     return Reference(
         mean=fit.location_, precision=fit.precision_, threshold=threshold,
-        phashes=np.array([phash(im) for im in images], dtype=np.uint64), paths=list(paths),
+        phashes=hashes, paths=list(paths),
         low={k: float(np.percentile(v, PROPERTY_RANGE[0])) for k, v in props.items()},
         high={k: float(np.percentile(v, PROPERTY_RANGE[1])) for k, v in props.items()},
     )
@@ -152,9 +158,6 @@ def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
     from braincam.data.records import without_skipped
 
     records = _training_records(run)
-    if len(records) > MAX_IMAGES:
-        keep = np.sort(np.random.default_rng(0).choice(len(records), MAX_IMAGES, replace=False))
-        records = [records[i] for i in keep]
     log.info("calibrating the out-of-distribution check on %d training images", len(records))
     images, masks, skipped = PreprocessCache().load(records, config)
     paths = [str(r.path) for r in without_skipped(records, skipped)]

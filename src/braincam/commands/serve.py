@@ -38,8 +38,8 @@ def command(
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if max_upload_mb <= 0:
         raise BraincamError("--max-upload-mb must be > 0")
-    if not 0 <= port <= 65535:
-        raise BraincamError("--port must be between 0 and 65535")
+    if not 1 <= port <= 65535:
+        raise BraincamError("--port must be between 1 and 65535")
     model = braincam.load(run, segment=segment)
     _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
     settings = ServeSettings(max_upload=int(max_upload_mb * (1 << 20)), method=method)
