@@ -84,24 +84,18 @@ def command(
     if batch_size < 1:
         raise BraincamError("--batch-size must be >= 1")
     spec_out = spec_output(run, out, task=task)
-    if spec_out is not None:
-        from braincam.models.foreign import load_foreign, load_spec
-
-        foreign = load_foreign(load_spec(run), task)
-        net = foreign.for_method(method)
-        prep = foreign.preprocess_config()
-        rundir, layer = RunDir(spec_out), f"net.{layer}" if layer else None
-        if not (images or data):
-            raise BraincamError("a model spec has no split of its own; give IMAGES or --data")
-        out = rundir.explain / method
-    else:
+    if spec_out is not None and not (images or data):
+        raise BraincamError("a model spec has no split of its own; give IMAGES or --data")
+    if spec_out is None:
         rundir = RunDir(Path(run))
         if not rundir.model.is_file():
             raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
         require_single_model(read_meta(rundir.model), run)
     ctx, torch_device = distributed.setup(device)
-    if spec_out is not None:
-        model, classes, task_name = net.to(torch_device), foreign.classes, foreign.task
+    if spec_out is not None:  # OUT plays the run directory
+        model, prep, classes, task_name = _spec_model(run, task, method, torch_device)
+        rundir, out = RunDir(spec_out), RunDir(spec_out).explain / method
+        layer = f"net.{layer}" if layer else None  # the spec's layer names, inside the adapter
     else:
         model, meta = load_checkpoint(rundir.model, device=torch_device)
         prep = PreprocessConfig(**meta["preprocess"])
@@ -126,6 +120,15 @@ def command(
     for skipped in summary.skipped:
         typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
     typer.echo(f"wrote {summary.file}")
+
+
+def _spec_model(spec: Path, task: str | None, method: str, device):
+    """A model spec's adapter for ``method`` on ``device``, its preprocessing, classes, task."""
+    from braincam.models.foreign import load_foreign, load_spec
+
+    foreign = load_foreign(load_spec(spec), task)
+    net = foreign.for_method(method).to(device)
+    return net, foreign.preprocess_config(), foreign.classes, foreign.task
 
 
 def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageItem]:

@@ -3,7 +3,8 @@ folders, through the model's own input pipeline (PIL decoding and resizing,
 :mod:`braincam.models.foreign.images`), so its accuracy is the one its authors would measure.
 
 Each ``--data`` folder is one set, or one set per official split it has
-(``<folder>_test``, ``<folder>_train``...; ``split`` keeps one). ``metrics.json`` has the
+(``<folder>_test``, ``<folder>_train``...; ``split`` keeps one, and folders without
+official splits whole). ``metrics.json`` has the
 layout of :mod:`braincam.evaluate.run` with every set under ``extra``, ``test`` null, and a
 ``model`` block (:meth:`braincam.models.foreign.ForeignModel.to_json`) instead of
 ``checkpoint``.
@@ -96,7 +97,7 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
                         root, len(records) - len(known))
         splits = sorted({r.split for r in known}, key=str)
         for part in splits:
-            if split is not None and part != split:
+            if split is not None and part not in (None, split):
                 continue
             chosen = [r for r in known if r.split == part]
             name = Path(root).resolve().name + ("" if len(splits) == 1 else f"_{part}")

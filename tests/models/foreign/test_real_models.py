@@ -1,8 +1,9 @@
-"""The two third-party models of ../shared/models through their specs in docs/specs, on a
-few real Sartaj Testing images."""
+"""The two third-party models of ../shared/models through their specs in tests/fixtures
+(the same as docs/specs), on a few real Sartaj Testing images."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,15 +13,29 @@ import torch
 from braincam.models.foreign import load_foreign, load_spec
 from braincam.models.foreign.images import read_native_batch
 
-SPECS = Path(__file__).parents[3] / "docs" / "specs"
+REPO = Path(__file__).parents[3]
+SPECS = REPO / "tests" / "fixtures"
+NAMES = ("convnet-torch-4class", "mobilenetv2-onnx-4class")
 pytestmark = pytest.mark.realdata
 
 
+@pytest.fixture(autouse=True)
+def _models():
+    if not (REPO.parent / "shared" / "models" / NAMES[0]).is_dir():
+        pytest.skip("../shared/models not found")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_docs_specs_match_the_fixtures(name):
+    fixture = load_spec(SPECS / f"{name}.yaml")
+    documented = load_spec(REPO / "docs" / "specs" / f"{name}.yaml")
+    assert fixture.path == documented.path  # both reach ../shared/models
+    assert dataclasses.replace(fixture, file=documented.file, module=documented.module) \
+        == documented
+
+
 def real_model(name: str):
-    spec = load_spec(SPECS / f"{name}.yaml")
-    if not spec.path.is_file():
-        pytest.skip(f"{spec.path} not found")
-    return load_foreign(spec)
+    return load_foreign(load_spec(SPECS / f"{name}.yaml"))
 
 
 @pytest.fixture(scope="module")

@@ -182,3 +182,15 @@ def test_onnx_with_a_fixed_batch_of_one(folder):
     x = to_model_input(torch.from_numpy(
         np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)))
     np.testing.assert_allclose(model.black_box(x), reference.black_box(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(("fmt", "name"), [("onnx", "junk.onnx"), ("torchscript", "junk.pt"),
+                                           ("torch", "junk.pth")])
+def test_unreadable_model_file_names_path(folder, fmt, name):
+    (folder / name).write_bytes(b"not a model")
+    doc = torch_spec(format=fmt, path=name)
+    if fmt != "torch":
+        del doc["module"]
+    with pytest.raises(BraincamError, match="field 'path'") as err:
+        load_foreign(load_spec(write_spec(folder, doc, "junk.yaml")))
+    assert "\n" not in str(err.value)

@@ -112,7 +112,7 @@ def load_foreign(spec: ModelSpec, task: str | None = None) -> ForeignModel:
         raise BraincamError(f"unknown task {task!r}; choose binary or multiclass")
     native = _native_input(spec, CHECK_IMAGES)
     if spec.format == "onnx":
-        session = OnnxRuntimeNet(str(spec.path))
+        session = _load_onnx(spec)
         _check_onnx_shape(spec, session.input_shape)
         black_box = ForeignNet(session, spec.input, spec.output, groups)
         _check_outputs(spec, session, native)
@@ -179,6 +179,14 @@ def _load_torch(spec: ModelSpec) -> nn.Module:
         raise BraincamError(f"{spec.file}: field 'module': {name}() does not match the state "
                             f"dict at 'path' ({_mismatch(exc)})") from None
     return net
+
+
+def _load_onnx(spec: ModelSpec) -> OnnxRuntimeNet:
+    try:
+        return OnnxRuntimeNet(str(spec.path))
+    except Exception as exc:  # onnxruntime raises its own exception types for bad files
+        raise BraincamError(f"{spec.file}: field 'path': {spec.path.name} is not an ONNX model "
+                            f"onnxruntime can run ({_first_line(exc)})") from None
 
 
 def _load_torchscript(spec: ModelSpec) -> nn.Module:
