@@ -24,6 +24,7 @@ from braincam.commands import (
     radiomics,
     report,
     run,
+    segment,
     train,
 )
 from braincam.errors import BraincamError
@@ -51,6 +52,7 @@ app.command("run")(run.command)
 app.command("demo")(demo.command)
 app.command("report")(report.command)
 app.command("compare")(compare.command)
+app.command("segment")(segment.command)
 app.command("radiomics")(radiomics.command)
 app.add_typer(bench.app, name="bench")
 

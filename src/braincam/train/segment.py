@@ -1,0 +1,372 @@
+"""``braincam segment``: train the tumour segmenter (:mod:`braincam.models.segment`).
+
+Data: every image with an expert mask, and every no-tumour image as an empty mask; tumour
+images without a mask are left out (a box is not an outline). Images are preprocessed like the
+classifier's (crop to the head, ``size`` px) and their masks follow by
+:func:`braincam.data.preprocess.tumour_mask`. Split: ``dedup`` by
+:func:`braincam.data.splits.make_split`, stratified by label, whole patient-proxy and
+duplicate groups on one side (train / val / held-out test).
+
+Loss per image ``i`` with ``p = sigmoid(logit)`` and truth ``t``:
+``BCE_i + 1 - (2 sum p t + 1) / (sum p + sum t + 1)`` (soft Dice with add-one smoothing),
+averaged over the batch. Per-image Dice (not one Dice over the batch) makes every tumour-free
+image pay for its false-positive pixels (its loss is ``sum p / (sum p + 1)``), and a mean of
+per-image terms splits exactly over torchrun ranks (:func:`braincam.distributed.shard_loss_scale`).
+AdamW with a per-step cosine schedule; augmentation moves image and mask together
+(:func:`braincam.train.augment.augment`, mask warped by nearest neighbour). Kept weights: the
+epoch with the best validation mean Dice (the last one without validation).
+
+Under ``torchrun --nproc_per_node=N`` every rank draws the same global batches and augments
+them identically, trains on its slice (DDP; SyncBatchNorm on CUDA), and validation and test
+predictions are sharded and gathered; rank 0 alone writes the run directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from braincam.data.imageio import ImageReadError
+from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
+from braincam.data.records import (
+    ImageRecord,
+    SkippedFile,
+    load_dataset,
+    without_skipped,
+    write_skipped_csv,
+)
+from braincam.data.splits import make_split, write_split_csv
+from braincam.device import amp_dtype, autocast, pin_memory
+from braincam.distributed import (
+    DistContext,
+    GlobalBatches,
+    main_first,
+    rank_slice,
+    setup,
+    shard_loss_scale,
+    sharded_rows,
+    wrap_ddp,
+)
+from braincam.errors import BraincamError
+from braincam.evaluate.segmentation import (
+    PRED_BGR,
+    TRUTH_BGR,
+    dice,
+    outline,
+    png_bytes,
+    segmentation_metrics,
+)
+from braincam.labels import NO_TUMOR
+from braincam.models.normalize import normalize
+from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
+from braincam.runs import (
+    RunDir,
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    atomic_write_yaml,
+    prepare_output_dir,
+    versions,
+)
+from braincam.train.augment import augment
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegmentConfig:
+    """Settings of a segmentation run. Default schedule: 8 epochs of about 2500 training
+    images at 160 px, sized to finish within 30 min on a 2-core CPU (docs/results/masks.md)."""
+
+    size: int = 160  # input side, a multiple of 32 (the encoder's stride)
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    weights: str = "imagenet"  # encoder: imagenet | none | a file
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+    augment: bool = True
+    device: str = "auto"
+    overlays: int = 4  # overlay PNGs per class of the held-out images
+
+    def validate(self) -> None:
+        if self.size < 32 or self.size % 32:
+            raise BraincamError(f"--image-size must be a multiple of 32 (>= 32), got {self.size}")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise BraincamError("--epochs must be >= 1 and --batch-size >= 2")
+        if not self.lr > 0:
+            raise BraincamError("--lr must be positive")
+
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        return PreprocessConfig(size=self.size)
+
+
+@dataclass
+class SegmentData:
+    records: list[ImageRecord]
+    images: torch.Tensor  # uint8 (N, S, S)
+    masks: torch.Tensor  # bool (N, S, S)
+    skipped: list[SkippedFile]
+
+
+@dataclass
+class SegmentResult:
+    root: Path
+    counts: dict[str, int]
+    metrics: dict[str, Any]
+    best_epoch: int
+    seconds: float
+
+
+def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Mean over images of BCE + soft Dice loss (module docstring); ``(B, S, S)`` each."""
+    truth = truth.float()
+    bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(dim=(1, 2))
+    p = torch.sigmoid(logits)
+    overlap = (p * truth).sum(dim=(1, 2))
+    soft_dice = (2 * overlap + 1) / (p.sum(dim=(1, 2)) + truth.sum(dim=(1, 2)) + 1)
+    return (bce + 1 - soft_dice).mean()
+
+
+def load_segmentation_data(
+    records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False
+) -> SegmentData:
+    """Preprocessed images and their tumour masks (empty for no-tumour images); tumour images
+    without a mask are left out with one warning, unreadable images and masks skipped."""
+    usable = [r for r in records if r.mask is not None or r.label == NO_TUMOR]
+    if len(usable) < len(records):
+        log.warning("%d tumour images have no mask and are left out",
+                    len(records) - len(usable))
+    cache = PreprocessCache()
+    _, _, skipped = cache.load(usable, config, progress=progress)  # decodes and hashes once
+    kept = without_skipped(usable, skipped)
+
+    def mask_of(record: ImageRecord) -> np.ndarray | SkippedFile:
+        prep = cache.get(record, config)
+        try:
+            mask = tumour_mask(record, prep)
+        except ImageReadError as exc:
+            return SkippedFile(record.mask, str(exc).removeprefix(f"{record.mask}: "))
+        return (np.zeros_like(prep.mask) if mask is None else mask), prep.image
+
+    with ThreadPoolExecutor(cache.workers) as pool:
+        results = list(pool.map(mask_of, kept))
+    bad = [r for r in results if isinstance(r, SkippedFile)]
+    for s in bad:
+        log.warning("skipping %s: %s", s.path, s.reason)
+    pairs = [(r, res) for r, res in zip(kept, results, strict=True)
+             if not isinstance(res, SkippedFile)]
+    if not pairs:
+        raise BraincamError("no image with a usable mask (or no-tumour image) to train on")
+    records_out = [r for r, _ in pairs]
+    masks = torch.from_numpy(np.stack([res[0] for _, res in pairs]))
+    images = torch.from_numpy(np.stack([res[1] for _, res in pairs]))
+    return SegmentData(records_out, images, masks, skipped + bad)
+
+
+def train_segmenter(
+    roots: Sequence[Path | str],
+    config: SegmentConfig,
+    out_dir: Path | str,
+    force: bool = False,
+    progress: bool = False,
+    command: str | None = None,
+) -> SegmentResult:
+    """Train on ``roots`` and write the run directory (README: segment run files)."""
+    start = time.perf_counter()
+    config.validate()
+    ctx, device = setup(config.device)
+    progress = progress and ctx.is_main
+    run = RunDir(Path(out_dir))
+    if run.root.exists() and not force:
+        prepare_output_dir(run.root)  # refuses an occupied directory before slow steps
+    roots = [Path(r).resolve() for r in roots]
+    dataset = load_dataset(roots)
+    torch.manual_seed(config.seed)
+    model = build_segmenter(config.weights)
+    with main_first(ctx):  # rank 0 fills the cache, the others then read it
+        data = load_segmentation_data(dataset.records, config.preprocess, progress)
+    split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
+                       config.test_fraction, config.seed)
+    with main_first(ctx):
+        if ctx.is_main:
+            prepare_output_dir(run.root, force=force)
+            atomic_write_yaml(run.config, {
+                "command": command,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "data": [str(r) for r in roots],
+                "segment": asdict(config),
+                "device": str(device),
+                "world_size": ctx.world_size,
+                "versions": versions(),
+            })
+            write_skipped_csv(dataset.skipped + data.skipped, run.skipped)
+            write_split_csv(split, data.records, run.split)
+    idx = {name: torch.from_numpy(split.indices(name)) for name in ("train", "val", "test")}
+    if not len(idx["train"]):
+        raise BraincamError("no training images after the split")
+    meta = {"size": config.size, "preprocess": asdict(config.preprocess),
+            "threshold": THRESHOLD, "seed": config.seed}
+    def save_history(rows: list[dict[str, Any]]) -> None:  # after every epoch: a long run
+        if ctx.is_main:  # stopped early still shows what it learnt
+            import pandas as pd
+
+            atomic_write_csv(run.history, pd.DataFrame(rows))
+
+    train_start = time.perf_counter()
+    history, best_epoch = _fit(model, data, idx, config, device, ctx, meta, progress,
+                               save_history)
+    train_seconds = time.perf_counter() - train_start
+    segmenter = Segmenter(model.eval(), config.size, meta, device)
+    test = idx["test"]
+    prob = _predict(segmenter, data.images[test], ctx)
+    pred = prob >= THRESHOLD
+    truth = data.masks[test].numpy()
+    test_records = [data.records[i] for i in test.tolist()]
+    metrics = segmentation_metrics(pred, truth, [r.label for r in test_records],
+                                   [r.source for r in test_records])
+    metrics |= {
+        "split": "dedup (patient-proxy and duplicate groups held out whole)",
+        "counts": {k: int(v) for k, v in split.counts.items()},
+        "test_groups": int(len(np.unique(split.group[test.numpy()]))),
+        "best_epoch": best_epoch,
+        "epochs": config.epochs,
+        "train_seconds": round(train_seconds, 1),
+        "train_images_per_second": round(
+            float(np.mean([h["train_images_per_second"] for h in history])), 2),
+        "device": str(device),
+        "world_size": ctx.world_size,
+    }
+    with main_first(ctx):
+        if ctx.is_main:
+            save_segmenter(model.cpu(), run.model, {**meta, "best_epoch": best_epoch})
+            atomic_write_json(run.metrics, metrics)
+            _write_overlays(run, test_records, data.images[test].numpy(), truth, pred,
+                            config.overlays)
+    return SegmentResult(run.root, dict(split.counts), metrics, best_epoch,
+                         time.perf_counter() - start)
+
+
+def _fit(
+    model: torch.nn.Module, data: SegmentData, idx: dict[str, torch.Tensor],
+    config: SegmentConfig, device: torch.device, ctx: DistContext, meta: dict[str, Any],
+    progress: bool, on_epoch: Callable[[list[dict[str, Any]]], None],
+) -> tuple[list[dict[str, Any]], int]:
+    """Train for ``config.epochs``; returns the history rows (also passed to ``on_epoch``
+    after every epoch) and the kept (best) epoch, whose weights are left in ``model``."""
+    images, masks = data.images[idx["train"]], data.masks[idx["train"]]
+    n = len(images)
+    batches = GlobalBatches(n, config.batch_size, config.seed, drop_last=n > config.batch_size)
+    steps = config.epochs * len(batches)
+    model.to(device, memory_format=torch.channels_last)
+    net = wrap_ddp(model, device, ctx, batch_statistics=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay, foreach=True)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    generator = torch.Generator().manual_seed(config.seed + 1)
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_state = -math.inf, 0, {}
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        started, total, seen = time.perf_counter(), torch.zeros((), device=device), 0
+        lr = optimizer.param_groups[0]["lr"]
+        order = batches
+        if progress:
+            from tqdm import tqdm
+
+            order = tqdm(batches, desc=f"segment {epoch}", unit="batch", leave=False)
+        for batch in order:
+            x, y = images[batch], masks[batch]
+            if pin_memory(device):
+                x, y = x.pin_memory(), y.pin_memory()
+            x = x.to(device, non_blocking=True).unsqueeze(1).float() / 255
+            y = y.to(device, non_blocking=True)
+            if config.augment:  # the global batch on every rank, the same parameters
+                x, y = augment(x, y, generator)
+            part = rank_slice(len(batch), ctx)
+            n_local = part.stop - part.start
+            part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
+            with autocast(device):
+                logits = net(normalize(x[part]).contiguous(memory_format=torch.channels_last))
+            loss = dice_bce_loss(logits[:, 0].float(), y[part])
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss * shard_loss_scale(len(batch), n_local, ctx)).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            total += loss.detach().float() * n_local
+            seen += len(batch)
+        if ctx.enabled:
+            torch.distributed.all_reduce(total)
+        seconds = time.perf_counter() - started
+        row = {"epoch": epoch, "lr": lr, "train_loss": total.item() / seen,
+               **_validate(model, data, idx["val"], config, device, ctx, meta),
+               "seconds": round(seconds, 1),
+               "train_images_per_second": round(seen / seconds, 2)}
+        history.append(row)
+        on_epoch(history)
+        if progress:
+            from tqdm import tqdm
+
+            val_dice = "-" if row["val_dice"] is None else f"{row['val_dice']:.3f}"
+            tqdm.write(f"segment epoch {epoch}: loss {row['train_loss']:.4f}, val Dice "
+                       f"{val_dice}, {row['train_images_per_second']} img/s")
+        score = row["val_dice"] if row["val_dice"] is not None else float(epoch)
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    return history, best_epoch
+
+
+def _validate(
+    model: torch.nn.Module, data: SegmentData, val: torch.Tensor, config: SegmentConfig,
+    device: torch.device, ctx: DistContext, meta: dict[str, Any],
+) -> dict[str, float | None]:
+    """Validation mean Dice / tumour-free false-positive rate (None without validation)."""
+    if not len(val):
+        return {"val_dice": None, "val_false_positive_rate": None}
+    pred = _predict(Segmenter(model.eval(), config.size, meta, device),
+                    data.images[val], ctx) >= THRESHOLD
+    truth = data.masks[val].numpy()
+    m = segmentation_metrics(pred, truth, ["x"] * len(val), ["x"] * len(val))
+    return {"val_dice": m["mean_dice"], "val_false_positive_rate": m["false_positive_rate"]}
+
+
+def _predict(segmenter: Segmenter, images: torch.Tensor, ctx: DistContext) -> np.ndarray:
+    """Probabilities for ``images``; under torchrun each rank predicts a share."""
+    return sharded_rows(
+        lambda i: torch.from_numpy(segmenter.predict(images[i].numpy())), len(images), ctx
+    ).numpy()
+
+
+def _write_overlays(
+    run: RunDir, records: Sequence[ImageRecord], images: np.ndarray, truth: np.ndarray,
+    pred: np.ndarray, per_class: int,
+) -> None:
+    """``overlays/<label>_<file stem>.png``: held-out images (2x enlarged) with the expert
+    outline in green and the predicted one in red; the first ``per_class`` of each label."""
+    shown: dict[str, int] = {}
+    for i, r in enumerate(records):
+        if shown.get(r.label, 0) >= per_class:
+            continue
+        shown[r.label] = shown.get(r.label, 0) + 1
+        picture = outline(images[i], [(truth[i], TRUTH_BGR), (pred[i], PRED_BGR)], scale=2)
+        name = f"{r.label}_{r.path.stem}_dice{dice(pred[i], truth[i]):.2f}.png"
+        atomic_write_bytes(run.overlays / name, png_bytes(picture))

@@ -1,0 +1,59 @@
+"""Segmentation metrics against hand computations, and outlines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from braincam.evaluate.segmentation import (
+    PRED_BGR,
+    dice,
+    iou,
+    outline,
+    segmentation_metrics,
+)
+
+
+def _square(x0, y0, side, size=10):
+    m = np.zeros((size, size), bool)
+    m[y0:y0 + side, x0:x0 + side] = True
+    return m
+
+
+def test_dice_and_iou_by_hand():
+    truth, pred = _square(0, 0, 4), _square(2, 0, 4)  # 16 px each, overlap 2 x 4 = 8
+    assert dice(pred, truth) == pytest.approx(2 * 8 / 32)  # 0.5
+    assert iou(pred, truth) == pytest.approx(8 / 24)
+    assert dice(truth, truth) == iou(truth, truth) == 1.0
+    empty = np.zeros_like(truth)
+    assert dice(empty, empty) == iou(empty, empty) == 1.0
+    assert dice(pred, empty) == iou(pred, empty) == 0.0
+
+
+def test_metrics_average_tumour_images_and_count_false_positives():
+    truth = np.stack([_square(0, 0, 4), _square(0, 0, 4), _square(5, 5, 2),
+                      np.zeros((10, 10), bool), np.zeros((10, 10), bool),
+                      np.zeros((10, 10), bool)])
+    pred = np.stack([_square(0, 0, 4),  # Dice 1
+                     _square(2, 0, 4),  # Dice 0.5 (not > 0.5: not detected)
+                     np.zeros((10, 10), bool),  # missed: Dice 0
+                     _square(1, 1, 1),  # a false positive
+                     np.zeros((10, 10), bool), np.zeros((10, 10), bool)])
+    labels = ["glioma", "glioma", "pituitary", "no_tumor", "no_tumor", "no_tumor"]
+    sources = ["fig", "fig", "fig", "br35h", "br35h", "other"]
+    m = segmentation_metrics(pred, truth, labels, sources)
+    assert m["n_tumour_images"] == 3 and m["n_tumour_free_images"] == 3
+    assert m["mean_dice"] == pytest.approx((1 + 0.5 + 0) / 3)
+    assert m["mean_iou"] == pytest.approx((1 + 8 / 24 + 0) / 3)
+    assert m["per_class_dice"] == {"glioma": pytest.approx(0.75), "pituitary": 0.0}
+    assert m["detection_rate"] == pytest.approx(1 / 3)
+    assert m["false_positive_rate"] == pytest.approx(1 / 3)
+    assert m["false_positive_rate_by_source"] == {"br35h": 0.5, "other": 0.0}
+
+
+def test_outline_draws_the_contour_only():
+    image = np.full((10, 10), 100, np.uint8)
+    out = outline(image, [(_square(2, 2, 5), PRED_BGR)])
+    red = np.all(out == PRED_BGR, axis=2)
+    assert red.sum() == 16  # the 5 x 5 square's border: 4 * 5 - 4 pixels
+    assert not red[4, 4] and (out[~red] == 100).all()

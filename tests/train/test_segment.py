@@ -1,0 +1,113 @@
+"""The segmenter: loss, weights, prediction in any size, and ``braincam segment`` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from braincam.commands import segment
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.models.segment import build_segmenter, load_segmenter
+from braincam.train.segment import dice_bce_loss
+
+SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
+             "metrics.json", "overlays"}
+
+
+def invoke(*args: str):
+    app = typer.Typer()
+    app.command("segment")(segment.command)
+    app.command("unused")(lambda: None)  # keeps "segment" a subcommand, as in braincam.cli
+    return CliRunner().invoke(app, ["segment", *args])
+
+
+def test_dice_bce_loss_by_hand():
+    truth = torch.zeros(1, 4, 4, dtype=torch.bool)
+    truth[0, :2] = True  # 8 tumour pixels
+    sure = torch.where(truth, 30.0, -30.0)
+    assert dice_bce_loss(sure, truth).item() == pytest.approx(0.0, abs=1e-6)
+    # p = 0.5 everywhere: BCE ln 2; soft Dice (2 * 4 + 1) / (8 + 8 + 1)
+    half = torch.zeros(1, 4, 4)
+    assert dice_bce_loss(half, truth).item() == pytest.approx(math.log(2) + 1 - 9 / 17)
+    # a tumour-free image pays for predicted pixels: 1 - 1 / (sum p + 1)
+    empty = torch.zeros(1, 4, 4, dtype=torch.bool)
+    assert dice_bce_loss(half, empty).item() == pytest.approx(math.log(2) + 1 - 1 / 9)
+
+
+def test_imagenet_weights_fill_the_encoder():
+    from braincam.models.weights import efficientnet_lite0_imagenet
+
+    reference = efficientnet_lite0_imagenet().state_dict()
+    model = build_segmenter("imagenet")
+    encoder = model.encoder.model.state_dict()
+    assert len(encoder) > 200
+    assert all(torch.equal(encoder[k], reference[k]) for k in encoder)
+
+
+def test_a_file_that_does_not_fit_is_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"conv_stem.weight": torch.zeros(1)}, str(path))
+    with pytest.raises(BraincamError, match="do not fit the efficientnet_lite0 encoder"):
+        build_segmenter(str(path))
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return make_phantom_dataset(tmp_path_factory.mktemp("data") / "phantoms",
+                                PhantomSpec(n_per_class=8, size=48), splits=("train",))
+
+
+def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
+    seg = tmp_path / "seg"
+    result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",
+                    "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                    "--val-fraction", "0.2", "--test-fraction", "0.25", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert SEG_FILES <= {p.name for p in seg.iterdir()}
+    assert "held-out mean Dice" in result.output and "per-class Dice: tumor" in result.output
+    metrics = json.loads((seg / "metrics.json").read_text())
+    split = pd.read_csv(seg / "split.csv")
+    test = split[split["split"] == "test"]
+    assert metrics["n_tumour_images"] == (test["label"] == "tumor").sum()
+    assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum()
+    assert 0.0 <= metrics["mean_dice"] <= 1.0 and set(metrics["per_class_dice"]) == {"tumor"}
+    assert metrics["epochs"] == 1 and metrics["best_epoch"] == 1
+    history = pd.read_csv(seg / "history.csv")
+    assert list(history["epoch"]) == [1] and history["train_loss"].notna().all()
+    overlays = sorted(p.name for p in (seg / "overlays").iterdir())
+    assert overlays and all(p.startswith(("tumor_", "no_tumor_")) for p in overlays)
+
+    segmenter = load_segmenter(seg, "cpu")
+    assert segmenter.size == 32
+    images = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
+    prob = segmenter.predict(images)  # 40 px in, resized to 32 and back
+    assert prob.shape == (3, 40, 40) and prob.dtype == np.float32
+    assert ((prob >= 0) & (prob <= 1)).all()
+
+    image = next((phantoms / "Training" / "tumor").iterdir())
+    out = tmp_path / "pred"
+    result = invoke(str(seg), str(image), "--predict", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "wrote 1 masks and outlines" in result.output
+    mask = np.asarray(Image.open(out / f"{image.stem}_mask.png"))
+    assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
+    assert np.asarray(Image.open(out / f"{image.stem}_outline.png")).shape == (48, 48, 3)
+
+    result = invoke(str(seg), str(tmp_path / "missing.png"), "--predict", "--out",
+                    str(tmp_path / "pred2"))
+    assert result.exit_code != 0 and "missing.png: no such file" in str(result.exception)
+    assert not (tmp_path / "pred2").exists()
+
+    result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1")
+    assert result.exit_code != 0 and "--force" in str(result.exception or result.output)
