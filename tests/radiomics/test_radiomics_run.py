@@ -90,3 +90,37 @@ def test_an_existing_output_is_not_overwritten(result, tmp_path):
     invoke = CliRunner().invoke(app, ["radiomics", str(tmp_path), "--out", str(out)])
     assert invoke.exit_code != 0
     assert "--force" in str(invoke.exception or invoke.output)
+
+
+class BrightSegmenter:
+    """Stands in for a trained segmenter: tumour = pixels brighter than the head's range."""
+
+    meta = {"preprocess": {"size": 64}}
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return (images > 0.6 * 255).astype(np.float32)
+
+
+def test_masks_from_a_segmenter_are_mapped_back_to_the_original_pixels(tmp_path, monkeypatch):
+    import braincam.models.segment as segment
+    from braincam.radiomics import radiomics_run
+
+    monkeypatch.setattr(segment, "load_segmenter", lambda seg_dir: BrightSegmenter())
+    root = write_dataset(tmp_path / "types", per_class=6)
+    expert = radiomics_run([root], tmp_path / "expert", folds=2, workers=1, n_boot=0,
+                           progress=False)
+    seg = radiomics_run([root], tmp_path / "seg", segment=tmp_path / "SEG", folds=2, workers=1,
+                        n_boot=0, progress=False)
+    a = pd.read_csv(tmp_path / "expert" / "features.csv").set_index("path")
+    b = pd.read_csv(tmp_path / "seg" / "features.csv").set_index("path")
+
+    assert seg["masks"] == str(tmp_path / "SEG") and expert["masks"] == "expert"
+    # the bright glioma and pituitary tumours are found; meningioma (lift 0.15) is not; the
+    # copy of glioma 2 without an expert mask gets one from the segmenter
+    assert b.index.str.endswith("999.png").sum() == 1
+    assert (b["label"] == "meningioma").sum() == 0 and len(b) == 13
+    skipped = pd.read_csv(tmp_path / "seg" / "skipped.csv")
+    assert (skipped["reason"] == "the segmenter found no tumour").sum() == 6
+    found = a.index.intersection(b.index)
+    area = b.loc[found, "shape2D_PixelSurface"] / a.loc[found, "shape2D_PixelSurface"]
+    assert area.between(0.7, 1.3).all()  # 64 px model input mapped back onto 128 px images

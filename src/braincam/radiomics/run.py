@@ -42,6 +42,8 @@ def _features_of(record: ImageRecord, config: RadiomicsConfig, seg_mask: np.ndar
         grey = read_grey(record.path)
         if seg_mask is not None:
             tumour = seg_mask
+            if not tumour.any():
+                return "the segmenter found no tumour"
         elif record.mask is not None:
             tumour = read_tumour_mask(record.mask, (record.width, record.height))
         else:
@@ -155,11 +157,29 @@ def radiomics_run(
     return summary
 
 
-def _segment_masks(records: Sequence[ImageRecord], segment: Path | str) -> list[np.ndarray]:
-    """Each record's tumour as a ``braincam segment`` run predicts it, in original pixels."""
-    from braincam.segment import predict_original_masks
+def _segment_masks(
+    records: Sequence[ImageRecord], segment: Path | str
+) -> list[np.ndarray | None]:
+    """Each record's tumour as a ``braincam segment`` run predicts it, in original pixels:
+    ``P(tumour) >= THRESHOLD`` over the segmenter's preprocessed input, mapped back onto the
+    crop box (:func:`braincam.data.preprocess.uncrop`). Unreadable images get None."""
+    from braincam.data.imageio import ImageReadError
+    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, uncrop
+    from braincam.models.segment import THRESHOLD, load_segmenter
 
-    return predict_original_masks(Path(segment), records)
+    segmenter = load_segmenter(segment)
+    config = PreprocessConfig(**segmenter.meta["preprocess"])
+    cache = PreprocessCache()
+    masks: list[np.ndarray | None] = []
+    for record in records:
+        try:
+            prep = cache.get(record, config)
+        except ImageReadError:
+            masks.append(None)
+            continue
+        prob = segmenter.predict(prep.image[None])[0]
+        masks.append(uncrop(prob, prep) >= THRESHOLD)
+    return masks
 
 
 def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str, Any]:
