@@ -59,7 +59,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``predictions.csv`` and the figures into the run; return the
     metrics. An existing ``metrics.json`` is kept unless ``force``."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+    from braincam.data.preprocess import PreprocessCache, preprocess_config
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
@@ -72,7 +72,7 @@ def evaluate_run(
         raise BraincamError(f"{run.metrics} exists; pass --force to evaluate again")
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta["task"]
-    prep = PreprocessConfig(**meta["preprocess"])
+    prep = preprocess_config(meta)
     cache = PreprocessCache()
     dev = device_of(device)
 
@@ -117,7 +117,7 @@ def evaluate_run(
         )
     if not sets:
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
-    atomic_write_csv(run.root / "predictions.csv", predictions_frame(sets, classes))
+    atomic_write_csv(run.predictions, predictions_frame(sets, classes))
     atomic_write_json(run.metrics, metrics)
     return metrics
 
@@ -152,31 +152,15 @@ def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
 def _test_records(run: RunDir):
     """The run's test images (from ``split.csv``) as records of its data roots, with their
     leak-free flags. Only these are decoded, not the training images."""
-    import pandas as pd
-    import yaml
+    from braincam.data.records import records_at
 
-    from braincam.data.records import load_dataset
-    from braincam.data.splits import leak_free_flags
-
-    try:
-        doc = yaml.safe_load(run.config.read_text())
-        roots = doc["data"]
-        table = pd.read_csv(run.split)
-        test = table[table["split"] == "test"]
-        flags = leak_free_flags(test)
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
+    table = run.read_split()
+    test = table[table["split"] == "test"]
     if test.empty:
         log.warning("%s: the split has no test images", run.root)
         return [], None
-    by_path = {str(r.path): r for r in load_dataset(roots).records}
-    missing = [p for p in test["path"] if p not in by_path]
-    if missing:
-        raise BraincamError(
-            f"{len(missing)} test images of {run.split} are gone (first: {missing[0]}); "
-            "the data changed since training"
-        )
-    return [by_path[p] for p in test["path"]], flags
+    flags = test["leak_free"].to_numpy() if "leak_free" in test else None
+    return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
 
 
 def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):

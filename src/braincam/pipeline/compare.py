@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from braincam.audit.model import CHECKS
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
 
@@ -37,7 +38,6 @@ RATES = ("background_share", "background_only_survival", "head_only_flip_rate",
 RATIOS = ("energy_in_box_ratio",)
 PREFERRED_METHOD = "gradcam"
 MISSING = "-"
-CHECK_KEYS = ("attention", "localization", "faithfulness", "sanity", "counterfactual")
 
 
 @dataclass
@@ -95,7 +95,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
-        metrics, audit = _read(run.metrics), _read(run.audit / "audit.json")
+        metrics, audit = _read(run.metrics), _read(run.audit_json)
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
@@ -183,11 +183,11 @@ def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, floa
 def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Dataset name -> its checks; a single-dataset audit is one block (named after its
     ``dataset`` key, else "")."""
-    if any(key in audit for key in CHECK_KEYS):
+    if any(key in audit for key in CHECKS):
         return {str(audit.get("dataset") or ""): audit}
     nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else audit
     return {str(k): v for k, v in nested.items()
-            if isinstance(v, dict) and any(key in v for key in CHECK_KEYS)}
+            if isinstance(v, dict) and any(key in v for key in CHECKS)}
 
 
 def _box_ratio(checks: dict[str, Any]) -> Any:
@@ -201,12 +201,9 @@ def _number(value: Any) -> float | None:
 def _root_names(run: RunDir) -> list[str]:
     """Folder names of the run's data roots (config.yaml ``data``), the model audit's
     dataset names for in-domain images."""
-    import yaml
-
     try:
-        roots = yaml.safe_load(run.config.read_text(encoding="utf-8"))["data"]
-        return [Path(r).name for r in roots]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return [root.name for root in run.data_roots()]
+    except BraincamError:
         return []
 
 

@@ -51,19 +51,22 @@ from braincam.audit.model.base import (
     CHECKS,
     AuditBatch,
     AuditSettings,
-    CheckResult,
+    CheckOutput,
     ModelHandle,
     batches,
     subsample,
 )
 from braincam.errors import BraincamError
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_json, prepare_output_dir
+from braincam.runs import (
+    AUDIT_IMAGES_CSV,
+    AUDIT_JSON,
+    RunDir,
+    atomic_write_csv,
+    atomic_write_json,
+    prepare_output_dir,
+)
 
 log = logging.getLogger(__name__)
-
-AUDIT_FILE = "audit.json"
-IMAGES_FILE = "audit_images.csv"
-PER_METHOD = ("attention", "localization", "faithfulness", "sanity")
 
 
 def audit_model(
@@ -105,7 +108,7 @@ def audit_model(
     model, meta = load_checkpoint(run.model, device=dev)
     classes = tuple(meta["classes"])
     datasets = _records_by_dataset(run, roots, classes, meta["task"], max_images, settings.seed)
-    out = prepare_output_dir(Path(out_dir) if out_dir else run.audit, force, marker=AUDIT_FILE)
+    out = prepare_output_dir(Path(out_dir) if out_dir else run.audit, force, marker=AUDIT_JSON)
     handle = model_handle(model, dev, settings.batch_size)
 
     blocks, frames = {}, []
@@ -129,8 +132,8 @@ def audit_model(
     import pandas as pd
 
     doc = _finite(doc)
-    atomic_write_json(out / AUDIT_FILE, doc)
-    atomic_write_csv(out / IMAGES_FILE, pd.concat(frames, ignore_index=True))
+    atomic_write_json(out / AUDIT_JSON, doc)
+    atomic_write_csv(out / AUDIT_IMAGES_CSV, pd.concat(frames, ignore_index=True))
     return doc
 
 
@@ -171,7 +174,7 @@ def explain_maps(
     return np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
 
 
-def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict[str, CheckResult]:
+def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict[str, CheckOutput]:
     """Every registered check on one batch, in registry order (durations logged at INFO)."""
     results = {}
     for name, cls in CHECKS.items():
@@ -182,7 +185,7 @@ def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict
 
 
 def block_json(
-    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckResult]
+    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckOutput]
 ) -> dict[str, Any]:
     """One dataset's block of ``audit.json`` (layout in the module docstring)."""
     block: dict[str, Any] = {
@@ -193,7 +196,7 @@ def block_json(
         "methods": list(methods),
     }
     for name, result in results.items():
-        if name in PER_METHOD:
+        if CHECKS[name].per_method:
             per = {m: _summary_json(name, result.summary[m]) for m in methods}
             block[name] = {"method": methods[0], **per[methods[0]]}
             if len(methods) > 1:
@@ -210,7 +213,7 @@ def per_image_frame(
     paths: Sequence[str],
     batch: AuditBatch,
     methods: Sequence[str],
-    results: dict[str, CheckResult],
+    results: dict[str, CheckOutput],
 ):  # -> pandas.DataFrame
     """One row per image and method with every 1-D per-image number (NaN where a test did
     not run); sanity columns are the similarities with every layer randomised."""
@@ -231,13 +234,13 @@ def per_image_frame(
     for method in methods:
         cols: dict[str, Any] = {**base, "method": method}
         for name, result in results.items():
-            for column, values in result.per_image.get(method if name in PER_METHOD else "",
+            check = CHECKS[name]
+            for column, values in result.per_image.get(method if check.per_method else "",
                                                        {}).items():
                 if values.ndim == 2 and name == "sanity":
                     values = values[:, -1]
                 if values.ndim == 1:
-                    key = column if name in ("attention", "counterfactual") else \
-                        f"{name}_{column}"
+                    key = column if check.unprefixed_columns else f"{name}_{column}"
                     cols[key] = np.round(values.astype(float), 6)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
@@ -286,14 +289,9 @@ def _records_by_dataset(
 
 def _trained_on(run: RunDir) -> set[str]:
     """Resolved paths of the run's train and val images (empty without ``split.csv``)."""
-    import pandas as pd
-
     if not run.split.is_file():
         return set()
-    try:
-        table = pd.read_csv(run.split, usecols=["path", "split"])
-    except (OSError, ValueError) as exc:
-        raise BraincamError(f"{run.split}: cannot read the split ({exc})") from None
+    table = run.read_split()
     used = table[table["split"].isin(["train", "val"])]["path"]
     return {str(Path(p).resolve()) for p in used}
 
@@ -309,12 +307,12 @@ def _load_batch(
     progress: bool,
 ) -> tuple[AuditBatch, list[str]]:
     """Preprocess, predict and explain one dataset's records."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, box_mask
+    from braincam.data.preprocess import PreprocessCache, box_mask, preprocess_config
     from braincam.data.records import without_skipped
     from braincam.explain import ExplainOptions
     from braincam.labels import task_label
 
-    config = PreprocessConfig(**meta["preprocess"])
+    config = preprocess_config(meta)
     cache = PreprocessCache()
     source = records[0].source
     images, heads, skipped = cache.load(records, config, progress=progress)
