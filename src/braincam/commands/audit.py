@@ -54,8 +54,10 @@ def command(
 ) -> None:
     """Audit RUN's model; write audit.json and audit_images.csv and print the findings."""
     from braincam.audit.model.base import AuditSettings
-    from braincam.audit.model.run import AUDIT_FILE, IMAGES_FILE, audit_model
+    from braincam.audit.model.run import audit_model
+    from braincam.commands.training_options import parse_methods
     from braincam.errors import BraincamError
+    from braincam.runs import AUDIT_IMAGES_CSV, AUDIT_JSON, RunDir
 
     sizes = (faithfulness_images, road_images, sanity_images, occlusion_images)
     if min(sizes) < 0 or batch_size < 1 or occlusion_window < 1:
@@ -66,13 +68,13 @@ def command(
         occlusion_window=occlusion_window, occlusion_stride=occlusion_window,
         batch_size=batch_size, seed=seed,
     )
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    method_list = list(parse_methods(methods))
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
                       device=device, force=force, progress=progress)
     for line in summary_lines(doc):
         typer.echo(line)
-    where = out or run / "audit"
-    typer.echo(f"wrote {where / AUDIT_FILE} and {where / IMAGES_FILE}")
+    where = out or RunDir(run).audit
+    typer.echo(f"wrote {where / AUDIT_JSON} and {where / AUDIT_IMAGES_CSV}")
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:

@@ -18,8 +18,11 @@ def command(
         bool, typer.Option("--force", help="Replace an existing comparison in --out.")
     ] = False,
 ) -> None:
-    """Accuracy (in-domain, leak-free, cross-dataset), background energy, energy in the
-    tumour box and counterfactual rates of each run, side by side."""
+    """Compare runs side by side: accuracies, CAM energy and counterfactual rates.
+
+    Accuracy (in-domain, leak-free, cross-dataset), background energy, energy in the tumour
+    box and counterfactual rates of each run.
+    """
     from rich.console import Console
 
     from braincam.pipeline import compare_runs, write_comparison

@@ -32,9 +32,16 @@ def command(
         typer.Option(help="train, val, test or all: which images of the run's split.csv (or "
                      "of --data's split folders; class-folder datasets are used whole)."),
     ] = "test",
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "gradcam",
+    methods: Annotated[
+        str | None, typer.Option(help="Explanation methods, comma-separated (default gradcam): "
+                                 + METHOD_HELP, show_default=False)
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", hidden=True, help="Old name of --methods.")
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/explain/METHOD).")
+        Path | None, typer.Option("--out", "-o", help="Output folder (default "
+                                  "RUN/explain/METHOD; with several methods OUT/METHOD).")
     ] = None,
     layer: Annotated[
         str | None,
@@ -59,19 +66,23 @@ def command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
 ) -> None:
-    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out.
-    Runs under ``torchrun --nproc_per_node=N`` too: each process explains a share."""
+    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv per method.
+
+    Runs under torchrun --nproc_per_node=N too: each process explains a share.
+    """
     from braincam import distributed
-    from braincam.data.preprocess import PreprocessConfig
+    from braincam.commands.training_options import parse_methods
+    from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions
     from braincam.explain.files import explain_files
-    from braincam.explain.io import FILENAME
     from braincam.models import load_checkpoint, read_meta, require_single_model
-    from braincam.runs import RunDir, prepare_output_dir
+    from braincam.runs import EXPLANATIONS_NPZ, RunDir, prepare_output_dir
 
-    if method not in METHODS:
-        raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    chosen = parse_methods(",".join(m for m in (methods, method) if m)) or ("gradcam",)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise BraincamError(f"unknown method {unknown[0]!r}; choose one of {', '.join(METHODS)}")
     if batch_size < 1:
         raise BraincamError("--batch-size must be >= 1")
     rundir = RunDir(Path(run))
@@ -81,25 +92,29 @@ def command(
     ctx, torch_device = distributed.setup(device)
     model, meta = load_checkpoint(rundir.model, device=torch_device)
     items = _items(rundir, images or [], data or [], split)
-    out_dir = out or rundir.explain / method
-    with distributed.main_first(ctx):
-        if ctx.is_main:
-            prepare_output_dir(out_dir, force=force, marker=FILENAME)
-    summary = explain_files(
-        model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
-        meta.get("task", "multiclass"), out_dir, method=method, layer=layer, target=target,
-        batch_size=batch_size, overlays=overlays,
-        options=ExplainOptions(window=window, stride=stride, fill=fill),
-        progress=progress,
-    )
+    summaries = []
+    for name in chosen:
+        out_dir = rundir.explain / name if out is None else (
+            out / name if len(chosen) > 1 else out)
+        with distributed.main_first(ctx):
+            if ctx.is_main:
+                prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ)
+        summaries.append((name, explain_files(
+            model, items, preprocess_config(meta), meta["classes"],
+            meta.get("task", "multiclass"), out_dir, method=name, layer=layer, target=target,
+            batch_size=batch_size, overlays=overlays,
+            options=ExplainOptions(window=window, stride=stride, fill=fill),
+            progress=progress,
+        )))
     distributed.shutdown()  # the other processes exit here
-    typer.echo(
-        f"explained {summary.n_explained} images with {method} in {summary.seconds:.1f} s; "
-        f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"
-    )
-    for skipped in summary.skipped:
-        typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
-    typer.echo(f"wrote {summary.file}")
+    for name, summary in summaries:
+        typer.echo(
+            f"explained {summary.n_explained} images with {name} in {summary.seconds:.1f} s; "
+            f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"
+        )
+        for skipped in summary.skipped:
+            typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+        typer.echo(f"wrote {summary.file}")
 
 
 def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageItem]:
@@ -128,28 +143,10 @@ def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageI
 def _run_split_records(run, split: str) -> list:
     """The records of the run's data roots (config.yaml) listed in its split.csv under
     ``split`` (every listed image for ``all``)."""
-    import csv
-
-    import yaml
-
-    from braincam.data.records import load_dataset
+    from braincam.data.records import records_at
     from braincam.errors import BraincamError
 
-    try:
-        roots = yaml.safe_load(run.config.read_text())["data"]
-        with open(run.split, newline="", encoding="utf-8") as fh:
-            paths = [row["path"] for row in csv.DictReader(fh)
-                     if split == "all" or row["split"] == split]
-    except (OSError, KeyError, TypeError, csv.Error, yaml.YAMLError) as exc:
-        raise BraincamError(
-            f"{run.root}: cannot read config.yaml/split.csv ({exc}); give IMAGES or --data"
-        ) from None
+    paths = run.split_paths(split)
     if not paths:
         raise BraincamError(f"{run.split} lists no {split} images; give IMAGES or --data")
-    by_path = {str(r.path): r for r in load_dataset(roots).records}
-    missing = [p for p in paths if p not in by_path]
-    if missing:
-        raise BraincamError(
-            f"{len(missing)} {split} images of {run.split} are gone (first: {missing[0]})"
-        )
-    return [by_path[p] for p in paths]
+    return records_at(run.data_roots(), paths, run.split)
