@@ -160,3 +160,16 @@ def test_one_line_command_summaries():
     for name, command in typer.main.get_command(app).commands.items():
         summary = (command.help or "").split("\n\n")[0]
         assert "\n" not in summary and "``" not in (command.help or ""), name
+
+
+def test_help_builds_the_training_options_without_torch():
+    """The options come from braincam.train.options, which loads neither torch nor OpenCV."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from braincam.cli import app; "
+            "r = CliRunner().invoke(app, ['run', '--help']); assert r.exit_code == 0; "
+            "print(sorted({'torch', 'cv2', 'sklearn'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
