@@ -47,6 +47,50 @@ def test_run_dir_layout_names_are_stable(tmp_path):
         "metrics.json",
         "report.html",
     ]
+    nested = [run.predictions, run.upweighted, run.data_audit_json, run.audit_json,
+              run.audit_images, run.explanations("gradcam"), run.stages]
+    assert [p.relative_to(tmp_path).as_posix() for p in nested] == [
+        "predictions.csv",
+        "upweighted.csv",
+        "data_audit/data_audit.json",
+        "audit/audit.json",
+        "audit/audit_images.csv",
+        "explain/gradcam/explanations.npz",
+        ".stages",
+    ]
+
+
+def test_read_config_and_data_roots(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(BraincamError, match="cannot read config.yaml"):
+        run.read_config()
+    run.config.write_text("data: [/d/a, /d/b]\nseed: 3\n")
+    assert run.read_config() == {"data": ["/d/a", "/d/b"], "seed": 3}
+    assert [p.name for p in run.data_roots()] == ["a", "b"]
+    run.config.write_text("- just a list\n")
+    with pytest.raises(BraincamError, match="not a YAML mapping"):
+        run.read_config()
+    run.config.write_text("seed: 3\n")
+    with pytest.raises(BraincamError, match="names no data folders"):
+        run.data_roots()
+
+
+def test_read_split_parses_leak_free_once(tmp_path):
+    run = RunDir(tmp_path)
+    with pytest.raises(BraincamError, match="cannot read split.csv"):
+        run.read_split()
+    run.split.write_text(
+        "path,source,label,split,group,leak_free\n"
+        "/a.png,s,tumor,train,0,False\n/b.png,s,tumor,test,1,True\n/c.png,s,no_tumor,test,2,false\n"
+    )
+    table = run.read_split()
+    assert table["leak_free"].tolist() == [False, True, False]
+    assert table["leak_free"].dtype == bool
+    assert run.split_paths("test") == ["/b.png", "/c.png"]
+    assert run.split_paths("all") == ["/a.png", "/b.png", "/c.png"]
+    run.split.write_text("file,label\n/a.png,tumor\n")
+    with pytest.raises(BraincamError, match="no path or split column"):
+        run.read_split()
 
 
 def test_atomic_write_makes_ordinary_readable_files(tmp_path):

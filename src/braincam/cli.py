@@ -42,6 +42,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # paragraphs reflow: a docstring line break is no help break
 )
 app.command("info")(info.command)
 app.command("train")(train.command)

@@ -16,12 +16,28 @@ import yaml
 
 from braincam.errors import BraincamError
 
+DATA_AUDIT_JSON = "data_audit.json"
+"""The data audit's findings, in its output folder (``RUN/data_audit/`` or ``--out``)."""
+AUDIT_JSON = "audit.json"
+"""The model audit's findings, in its output folder (``RUN/audit/`` or ``--out``)."""
+AUDIT_IMAGES_CSV = "audit_images.csv"
+"""The model audit's per-image table, beside ``audit.json``."""
+EXPLANATIONS_NPZ = "explanations.npz"
+"""The maps of one ``braincam explain`` run, in its output folder."""
+SKIPPED_CSV = "skipped.csv"
+"""Files a stage could not read (path, reason), in the folder of that stage's output."""
+
 
 @dataclass(frozen=True)
 class RunDir:
-    """Paths inside one run directory. Every stage reads and writes through these."""
+    """Paths inside one run directory, and readers of its plain files (YAML, CSV, JSON).
+    Every stage reads and writes through these; readers that build braincam types live in
+    the layer that owns the type (e.g. ``braincam.data.preprocess.preprocess_config``)."""
 
     root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def config(self) -> Path:
@@ -41,7 +57,7 @@ class RunDir:
 
     @property
     def skipped(self) -> Path:
-        return self.root / "skipped.csv"
+        return self.root / SKIPPED_CSV
 
     @property
     def upweighted(self) -> Path:
@@ -63,16 +79,37 @@ class RunDir:
         return self.root / "overlays"
 
     @property
+    def predictions(self) -> Path:
+        """One row per evaluated image (``braincam evaluate``)."""
+        return self.root / "predictions.csv"
+
+    @property
     def data_audit(self) -> Path:
         return self.root / "data_audit"
+
+    @property
+    def data_audit_json(self) -> Path:
+        return self.data_audit / DATA_AUDIT_JSON
 
     @property
     def explain(self) -> Path:
         return self.root / "explain"
 
+    def explanations(self, method: str) -> Path:
+        """The ``explanations.npz`` of one explanation method."""
+        return self.explain / method / EXPLANATIONS_NPZ
+
     @property
     def audit(self) -> Path:
         return self.root / "audit"
+
+    @property
+    def audit_json(self) -> Path:
+        return self.audit / AUDIT_JSON
+
+    @property
+    def audit_images(self) -> Path:
+        return self.audit / AUDIT_IMAGES_CSV
 
     @property
     def report(self) -> Path:
@@ -82,6 +119,54 @@ class RunDir:
     def stages(self) -> Path:
         """Marker files of finished pipeline stages (``braincam run`` resumes from them)."""
         return self.root / ".stages"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The outputs whose presence shows that a folder holds a run (or part of one)."""
+        return (self.config, self.model, self.history, self.metrics, self.data_audit,
+                self.explain, self.audit, self.report)
+
+    def read_config(self) -> dict[str, Any]:
+        """``config.yaml`` as a mapping; a missing or malformed file is a one-line error."""
+        try:
+            doc = yaml.safe_load(self.config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise BraincamError(
+                f"{self.root}: cannot read config.yaml ({_first_line(exc)})") from None
+        if not isinstance(doc, dict):
+            raise BraincamError(f"{self.config} is not a YAML mapping")
+        return doc
+
+    def data_roots(self) -> list[Path]:
+        """The dataset folders the run was trained on (``config.yaml`` ``data``)."""
+        roots = self.read_config().get("data")
+        if not isinstance(roots, list) or not roots:
+            raise BraincamError(f"{self.config} names no data folders (key 'data')")
+        return [Path(r) for r in roots]
+
+    def read_split(self):  # -> pandas.DataFrame
+        """``split.csv`` (columns path, source, label, split, group, leak_free) with
+        ``leak_free`` as booleans, whether the file spells them ``True`` or ``true``."""
+        import pandas as pd
+
+        try:
+            table = pd.read_csv(self.split)
+        except (OSError, ValueError) as exc:
+            raise BraincamError(
+                f"{self.root}: cannot read split.csv ({_first_line(exc)})") from None
+        missing = [c for c in ("path", "split") if c not in table.columns]
+        if missing:
+            raise BraincamError(f"{self.split} has no {' or '.join(missing)} column")
+        table["path"] = table["path"].astype(str)
+        if "leak_free" in table.columns:
+            table["leak_free"] = table["leak_free"].astype(str).str.lower() == "true"
+        return table
+
+    def split_paths(self, split: str) -> list[str]:
+        """Paths ``split.csv`` lists under ``split`` (``all``: every path), in file order."""
+        table = self.read_split()
+        return table["path"].tolist() if split == "all" else table.loc[
+            table["split"] == split, "path"].tolist()
 
 
 def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None) -> Path:
@@ -152,6 +237,11 @@ def atomic_write_csv(path: Path, frame: Any) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _json_default(obj: Any) -> Any:

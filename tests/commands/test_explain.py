@@ -126,3 +126,17 @@ def test_bad_options_are_one_line_errors(run, phantoms, tmp_path, args, message)
     result = invoke(str(run), *args, "--out", str(tmp_path / "x"))
     assert isinstance(result.exception, BraincamError), result.output
     assert message in str(result.exception) and "\n" not in str(result.exception)
+
+
+def test_several_methods_each_get_a_folder(run, phantoms, tmp_path):
+    """``--methods a,b`` with --out writes OUT/a and OUT/b; the old ``--method`` adds to it."""
+    good = sorted(phantoms.glob("Testing/tumor/*.png"))[:2]
+    out = tmp_path / "out"
+    result = invoke(str(run), *map(str, good), "--out", str(out), "--no-overlays",
+                    "--methods", "gradcam, hirescam", "--method", "gradcam")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["gradcam", "hirescam"]
+    for method in ("gradcam", "hirescam"):
+        exp = load_explanations(out / method / "explanations.npz")
+        assert exp.method == method and exp.paths == [str(p.absolute()) for p in good]
+    assert result.output.count("explained 2 images") == 2

@@ -220,3 +220,13 @@ def test_cache_load_also_caches_phashes(tmp_path, monkeypatch):
     monkeypatch.setattr(hashing, "read_grey", no_decoding)
     got = hashing.perceptual_hashes([r.path for r in records], cache_dir=tmp_path / "cache")
     np.testing.assert_array_equal(got, expected)
+
+
+def test_preprocess_config_of_checkpoint_meta():
+    from braincam.data.preprocess import preprocess_config
+
+    meta = {"preprocess": {"size": 64, "crop": False, "standardize": "minmax",
+                           "mask_background": True, "mask_skull": False}}
+    assert preprocess_config(meta) == PreprocessConfig(64, False, "minmax", True, False)
+    with pytest.raises(BraincamError, match="no valid preprocess entry"):
+        preprocess_config({"preprocess": {"size": 64, "colour": True}})

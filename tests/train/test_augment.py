@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from braincam.train import AugmentConfig, augment
+from braincam.train.augment import AugmentConfig, augment
 
 IDENTITY = AugmentConfig(
     rotate_deg=0.0, scale=(1.0, 1.0), shift=0.0, hflip=0.0, gamma=(1.0, 1.0),

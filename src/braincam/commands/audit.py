@@ -70,9 +70,11 @@ def command(
 ) -> None:
     """Audit RUN's model; write audit.json and audit_images.csv and print the findings."""
     from braincam.audit.model.base import AuditSettings
-    from braincam.audit.model.run import AUDIT_FILE, IMAGES_FILE, audit_model
+    from braincam.audit.model.run import audit_model
     from braincam.commands.spec_options import spec_output
+    from braincam.commands.training_options import parse_methods
     from braincam.errors import BraincamError
+    from braincam.runs import AUDIT_IMAGES_CSV, AUDIT_JSON, RunDir
 
     spec_out = spec_output(run, out, task=task)
     sizes = (faithfulness_images, road_images, sanity_images, occlusion_images)
@@ -84,14 +86,14 @@ def command(
         occlusion_window=occlusion_window, occlusion_stride=occlusion_window,
         batch_size=batch_size, seed=seed,
     )
-    method_list = [m.strip() for m in methods.split(",") if m.strip()]
+    method_list = list(parse_methods(methods))
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
                       device=device, force=force, progress=progress, segmenter=segmenter,
                       task=task, split=split)
     for line in summary_lines(doc):
         typer.echo(line)
-    where = spec_out / "audit" if spec_out else out or run / "audit"
-    typer.echo(f"wrote {where / AUDIT_FILE} and {where / IMAGES_FILE}")
+    where = spec_out / "audit" if spec_out else out or RunDir(run).audit
+    typer.echo(f"wrote {where / AUDIT_JSON} and {where / AUDIT_IMAGES_CSV}")
 
 
 def summary_lines(doc: dict[str, Any]) -> list[str]:

@@ -15,7 +15,7 @@ SPLITS = ("official", "dedup", "random")
 def command(
     data: Annotated[
         list[Path],
-        typer.Argument(help="Dataset folders (ROOT/<class>/ or ROOT/<split>/<class>/)."),
+        typer.Argument(help="Dataset folders (ROOT/CLASS/ or ROOT/SPLIT/CLASS/)."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for data_audit.json and figures.")],
     task: Annotated[
@@ -36,11 +36,14 @@ def command(
         int, typer.Option(help="Bootstrap resamples for the probes' 95% intervals (0: none).")
     ] = 1000,
 ) -> None:
-    """Audit image properties, shortcut probes, duplicates and clusters; write data_audit.json,
-    properties.csv and PNG figures to --out and print a summary."""
-    from braincam.audit.data.run import JSON_NAME, audit_data
+    """Audit the images for shortcuts and leaks; write data_audit.json and figures to --out.
+
+    Image properties, shortcut probes, duplicates and acquisition clusters; also
+    properties.csv and PNG figures, and a printed summary.
+    """
+    from braincam.audit.data.run import audit_data
     from braincam.errors import BraincamError
-    from braincam.runs import prepare_output_dir
+    from braincam.runs import DATA_AUDIT_JSON, prepare_output_dir
 
     if task not in TASKS:
         raise BraincamError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -48,8 +51,8 @@ def command(
         raise BraincamError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if n_boot < 0:
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
-    out = prepare_output_dir(out, force=force, marker=JSON_NAME)
+    out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON)
     audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,
                        seed=seed)
     typer.echo(audit.summary())
-    typer.echo(f"wrote {out / JSON_NAME} and {len(audit.files) - 1} more files in {out}")
+    typer.echo(f"wrote {out / DATA_AUDIT_JSON} and {len(audit.files) - 1} more files in {out}")

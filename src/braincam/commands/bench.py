@@ -92,8 +92,10 @@ def train(
         bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")
     ] = False,
 ) -> None:
-    """Training-step and inference images/s side by side (random weights and images, AdamW,
-    every parameter trained, the device's autocast)."""
+    """Training-step and inference images/s side by side.
+
+    Random weights and images, AdamW, every parameter trained, the device's autocast.
+    """
     from braincam.device import device_of
     from braincam.train.bench import bench_train
 

@@ -18,10 +18,13 @@ def command(
         bool, typer.Option("--force", help="Replace an existing comparison in --out.")
     ] = False,
 ) -> None:
-    """Accuracy (in-domain, leak-free, cross-dataset), background energy, energy in the
-    tumour box and counterfactual rates of each run, side by side; where the audits had
-    expert masks also the pointing game, the map's mask Dice, the energy-in-mask ratio and
-    the tumour-removal vs control flip rates."""
+    """Compare runs side by side: accuracies, CAM energy and counterfactual rates.
+
+    Accuracy (in-domain, leak-free, cross-dataset), background energy, energy in the tumour
+    box and counterfactual rates of each run; where the audits had expert masks also the
+    pointing game, the map's mask Dice, the energy-in-mask ratio and the tumour-removal vs
+    control flip rates.
+    """
     from rich.console import Console
 
     from braincam.pipeline import compare_runs, write_comparison

@@ -32,8 +32,7 @@ def command(
         bool, typer.Option("--progress/--no-progress", help="Show progress bars inside stages.")
     ] = True,
 ) -> None:
-    """Generate phantoms with a planted shortcut, run the pipeline on them, and show what the
-    audits found."""
+    """Run the pipeline on phantoms with a planted shortcut and show what the audits found."""
     from rich.console import Console
 
     from braincam.data.synthetic import SHORTCUTS

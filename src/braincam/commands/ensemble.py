@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from braincam.commands.training_options import Device
+from braincam.commands.training_options import Device, ExtraAlias, ExtraData, Progress, merged
 
 
 def command(
@@ -19,10 +19,8 @@ def command(
                                         "more: same data, classes and test split).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Ensemble run directory to create.")],
-    extra: Annotated[
-        list[Path] | None,
-        typer.Option("--extra", help="Extra dataset folder evaluated; repeatable."),
-    ] = None,
+    extra: ExtraData = None,
+    extra_alias: ExtraAlias = None,
     evaluate: Annotated[
         bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the ensemble.")
     ] = True,
@@ -30,12 +28,12 @@ def command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing directory.")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: Progress = True,
 ) -> None:
-    """Average the predictions of RUNS (a deep ensemble) into the run directory OUT: its
-    model.safetensors holds every member, and evaluate and report read it like any run."""
+    """Average the predictions of RUNS (a deep ensemble) into the run directory OUT.
+
+    Its model.safetensors holds every member, and evaluate and report read it like any run.
+    """
     from braincam.commands.evaluate import metrics_lines
     from braincam.evaluate import evaluate_run
     from braincam.evaluate.ensemble import make_ensemble
@@ -43,7 +41,8 @@ def command(
     made = make_ensemble(runs, out, force=force, command=shlex.join(["braincam", *sys.argv[1:]]))
     typer.echo(f"ensemble of {len(runs)} runs in {made.root}")
     if evaluate:
-        metrics = evaluate_run(out, extra or [], force=True, device=device, progress=progress)
+        metrics = evaluate_run(out, merged(extra, extra_alias), force=True, device=device,
+                               progress=progress)
         for line in metrics_lines(metrics):
             typer.echo(line)
     typer.echo(f"wrote {out}")

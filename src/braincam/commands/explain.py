@@ -34,10 +34,17 @@ def command(
         typer.Option(help="train, val, test or all: which images of the run's split.csv (or "
                      "of --data's split folders; class-folder datasets are used whole)."),
     ] = "test",
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "gradcam",
+    methods: Annotated[
+        str | None, typer.Option(help="Explanation methods, comma-separated (default gradcam): "
+                                 + METHOD_HELP, show_default=False)
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option("--method", hidden=True, help="Old name of --methods.")
+    ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Output folder (default RUN/explain/METHOD)."
-                                  " Required with a model spec, where it plays the run "
+        Path | None, typer.Option("--out", "-o", help="Output folder (default "
+                                  "RUN/explain/METHOD; with several methods OUT/METHOD). "
+                                  "Required with a model spec, where it plays the run "
                                   "directory: the files go to OUT/explain/METHOD.")
     ] = None,
     task: Annotated[
@@ -67,20 +74,24 @@ def command(
         bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")
     ] = True,
 ) -> None:
-    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv in --out.
-    Runs under ``torchrun --nproc_per_node=N`` too: each process explains a share."""
+    """Explain RUN's model: explanations.npz, overlay PNGs and skipped.csv per method.
+
+    Runs under torchrun --nproc_per_node=N too: each process explains a share.
+    """
     from braincam import distributed
     from braincam.commands.spec_options import spec_output
-    from braincam.data.preprocess import PreprocessConfig
+    from braincam.commands.training_options import parse_methods
+    from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions
     from braincam.explain.files import explain_files
-    from braincam.explain.io import FILENAME
     from braincam.models import load_checkpoint, read_meta, require_single_model
-    from braincam.runs import RunDir, prepare_output_dir
+    from braincam.runs import EXPLANATIONS_NPZ, RunDir, prepare_output_dir
 
-    if method not in METHODS:
-        raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    chosen = parse_methods(",".join(m for m in (methods, method) if m)) or ("gradcam",)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise BraincamError(f"unknown method {unknown[0]!r}; choose one of {', '.join(METHODS)}")
     if batch_size < 1:
         raise BraincamError("--batch-size must be >= 1")
     spec_out = spec_output(run, out, task=task)
@@ -93,33 +104,39 @@ def command(
         require_single_model(read_meta(rundir.model), run)
     ctx, torch_device = distributed.setup(device)
     if spec_out is not None:  # OUT plays the run directory
-        model, prep, classes, task_name = _spec_model(run, task, method, torch_device)
-        rundir, out = RunDir(spec_out), RunDir(spec_out).explain / method
+        rundir = RunDir(spec_out)
         layer = f"net.{layer}" if layer else None  # the spec's layer names, inside the adapter
     else:
         model, meta = load_checkpoint(rundir.model, device=torch_device)
-        prep = PreprocessConfig(**meta["preprocess"])
+        prep = preprocess_config(meta)
         classes, task_name = meta["classes"], meta.get("task", "multiclass")
     items = _items(rundir, images or [], data or [], split)
-    out_dir = out or rundir.explain / method
-    with distributed.main_first(ctx):
-        if ctx.is_main:
-            prepare_output_dir(out_dir, force=force, marker=FILENAME)
-    summary = explain_files(
-        model, items, prep, list(classes), task_name, out_dir, method=method, layer=layer,
-        target=target,
-        batch_size=batch_size, overlays=overlays,
-        options=ExplainOptions(window=window, stride=stride, fill=fill),
-        progress=progress,
-    )
+    summaries = []
+    for name in chosen:
+        if spec_out is not None:  # each method may need its own adapter (gradients or not)
+            model, prep, classes, task_name = _spec_model(run, task, name, torch_device)
+            out_dir = rundir.explain / name
+        else:
+            out_dir = rundir.explain / name if out is None else (
+                out / name if len(chosen) > 1 else out)
+        with distributed.main_first(ctx):
+            if ctx.is_main:
+                prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ)
+        summaries.append((name, explain_files(
+            model, items, prep, list(classes), task_name, out_dir, method=name, layer=layer,
+            target=target, batch_size=batch_size, overlays=overlays,
+            options=ExplainOptions(window=window, stride=stride, fill=fill),
+            progress=progress,
+        )))
     distributed.shutdown()  # the other processes exit here
-    typer.echo(
-        f"explained {summary.n_explained} images with {method} in {summary.seconds:.1f} s; "
-        f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"
-    )
-    for skipped in summary.skipped:
-        typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
-    typer.echo(f"wrote {summary.file}")
+    for name, summary in summaries:
+        typer.echo(
+            f"explained {summary.n_explained} images with {name} in {summary.seconds:.1f} s; "
+            f"{summary.n_overlays} overlays, {len(summary.skipped)} skipped"
+        )
+        for skipped in summary.skipped:
+            typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
+        typer.echo(f"wrote {summary.file}")
 
 
 def _spec_model(spec: Path, task: str | None, method: str, device):
@@ -157,28 +174,10 @@ def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageI
 def _run_split_records(run, split: str) -> list:
     """The records of the run's data roots (config.yaml) listed in its split.csv under
     ``split`` (every listed image for ``all``)."""
-    import csv
-
-    import yaml
-
-    from braincam.data.records import load_dataset
+    from braincam.data.records import records_at
     from braincam.errors import BraincamError
 
-    try:
-        roots = yaml.safe_load(run.config.read_text())["data"]
-        with open(run.split, newline="", encoding="utf-8") as fh:
-            paths = [row["path"] for row in csv.DictReader(fh)
-                     if split == "all" or row["split"] == split]
-    except (OSError, KeyError, TypeError, csv.Error, yaml.YAMLError) as exc:
-        raise BraincamError(
-            f"{run.root}: cannot read config.yaml/split.csv ({exc}); give IMAGES or --data"
-        ) from None
+    paths = run.split_paths(split)
     if not paths:
         raise BraincamError(f"{run.split} lists no {split} images; give IMAGES or --data")
-    by_path = {str(r.path): r for r in load_dataset(roots).records}
-    missing = [p for p in paths if p not in by_path]
-    if missing:
-        raise BraincamError(
-            f"{len(missing)} {split} images of {run.split} are gone (first: {missing[0]})"
-        )
-    return [by_path[p] for p in paths]
+    return records_at(run.data_roots(), paths, run.split)

@@ -1,114 +1,55 @@
 """``braincam train DATA... --out RUN``: train a classifier into a run directory, then
-evaluate it (test split, leak-free subset, optional extra datasets)."""
+evaluate it (test split, leak-free subset, extra datasets given with ``--data``)."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from braincam.commands.training_options import (
-    Arch,
-    AttentionPenalty,
-    AttentionSource,
-    Augment,
-    AverageWeights,
-    BatchSize,
-    ContrastRemap,
-    CounterfactualPairs,
-    Crop,
     DataDirs,
-    Device,
-    Dropout,
-    FinetuneEpochs,
-    FinetuneLr,
-    FinetuneStages,
-    HeadEpochs,
-    HeadLr,
-    ImageSize,
-    MaskBackground,
-    MaskReward,
-    MaskSkull,
-    NumWorkers,
-    Patience,
-    SplitSeed,
-    Standardize,
-    Subtypes,
-    Task,
-    TestFraction,
-    UpweightErrors,
-    ValFraction,
-    Weights,
+    ExtraAlias,
+    ExtraData,
+    Progress,
+    merged,
     train_config,
+    with_training_options,
 )
+from braincam.train.options import RUNTIME
 
 
+@with_training_options()
 def command(
     ctx: typer.Context,
     data: DataDirs,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.")],
-    task: Task = "binary",
-    arch: Arch = "resnet50",
-    weights: Weights = "imagenet",
-    split: Annotated[
-        str,
-        typer.Option(
-            help="official (the dataset's Training/Testing), random (stratified) or dedup "
-            "(no duplicate group straddles splits)."
-        ),
-    ] = "official",
-    head_epochs: HeadEpochs = 15,
-    finetune_epochs: FinetuneEpochs = 10,
-    finetune_stages: FinetuneStages = None,
-    head_lr: HeadLr = 1e-3,
-    finetune_lr: FinetuneLr = 3e-4,
-    batch_size: BatchSize = 32,
-    image_size: ImageSize = 224,
-    standardize: Standardize = "none",
-    mask_background: MaskBackground = False,
-    mask_skull: MaskSkull = False,
-    crop: Crop = True,
-    attention_penalty: AttentionPenalty = 0.0,
-    attention_source: AttentionSource = "gradcam",
-    mask_reward: MaskReward = 0.0,
-    counterfactual_pairs: CounterfactualPairs = False,
-    val_fraction: ValFraction = 0.15,
-    test_fraction: TestFraction = 0.2,
-    patience: Patience = 10,
-    augment: Augment = True,
-    contrast_remap: ContrastRemap = 0.0,
-    subtypes: Subtypes = True,
-    average_weights: AverageWeights = True,
-    upweight_errors: UpweightErrors = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
-    split_seed: SplitSeed = None,
-    device: Device = "auto",
-    num_workers: NumWorkers = 0,
-    dropout: Dropout = 0.3,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create.",
+                                      show_default=False)],
+    extra: ExtraData = None,
+    extra_alias: ExtraAlias = None,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate the model after training.",
+                           rich_help_panel=RUNTIME),
+    ] = True,
     compile: Annotated[
         bool, typer.Option("--compile/--no-compile",
-                           help="torch.compile the phase-2 training step (faster on GPUs "
-                           "after a compilation of a minute or so).")
+                           help="torch.compile the phase-2 training step (faster on GPUs after "
+                           "a compilation of a minute or so).", rich_help_panel=RUNTIME)
     ] = False,
-    extra: Annotated[
-        list[Path] | None,
-        typer.Option("--extra", help="Extra dataset folder evaluated after training; repeatable."),
-    ] = None,
-    evaluate: Annotated[
-        bool,
-        typer.Option("--evaluate/--no-evaluate", help="Evaluate the model after training."),
-    ] = True,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace an existing run directory.")
+        bool, typer.Option("--force", help="Replace an existing run directory.",
+                           rich_help_panel=RUNTIME)
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
-    ] = True,
+    progress: Progress = True,
+    **options: Any,
 ) -> None:
-    """Train a tumour classifier on DATA into the run directory OUT. Runs under
-    ``torchrun --nproc_per_node=N`` too (one process per GPU); process 0 writes and evaluates."""
+    """Train a tumour classifier on DATA into the run directory OUT, then evaluate it.
+
+    Runs under torchrun --nproc_per_node=N too (one process per GPU); process 0 writes and
+    evaluates.
+    """
     from braincam import distributed
     from braincam.commands.evaluate import metrics_lines
     from braincam.evaluate import evaluate_run
@@ -129,8 +70,9 @@ def command(
         + (f", validation balanced accuracy {best:.3f}" if best is not None else "")
         + f"; trained in {result.seconds / 60:.1f} min"
     )
+    extra = merged(extra, extra_alias)
     if evaluate and (counts["test"] or extra):
-        metrics = evaluate_run(out, extra or [], force=True, device=device, progress=progress)
+        metrics = evaluate_run(out, extra, force=True, device=config.device, progress=progress)
         for line in metrics_lines(metrics):
             typer.echo(line)
     typer.echo(f"wrote {out}")

@@ -1,149 +1,116 @@
-"""Training options shared by ``braincam train`` and ``braincam run``: one definition of
-each option (flag, help text) and one place that turns them into a ``TrainConfig``."""
+"""Options that several commands share, each defined once.
+
+The training options of ``train`` and ``run`` come from ``braincam.train.options``
+(``TRAIN_OPTIONS``: default, help, panel, choices) through :func:`with_training_options`;
+:func:`train_config` turns a command's parsed options into a ``TrainConfig``. Renamed options
+keep their old spelling as a hidden alias for one release (:func:`merged`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import inspect
+from collections.abc import Callable, Mapping
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-ATTENTION_PENALTY_HELP = (
-    "Weight W of the phase-2 attention penalty (right for the right reasons): loss + W x mean "
-    "share of explanation energy outside the head mask; 0 = off. Needs --finetune-epochs >= 1."
-)
-ATTENTION_SOURCE_HELP = (
-    "What the attention penalty measures: gradcam (Grad-CAM of the true class at the default "
-    "CAM layer, differentiable) or input-gradient (|d log p / d x|^2 by double backprop: "
-    "pixel-exact, 4-5x slower)."
-)
-
-MASK_REWARD_HELP = (
-    "Weight R of the phase-2 mask reward: loss + R x mean over tumour images with an expert "
-    "mask of (1 - explanation energy inside the mask / energy in the head); 0 = off. Uses "
-    "--attention-source; needs --finetune-epochs >= 1."
-)
-COUNTERFACTUAL_PAIRS_HELP = (
-    "Add, for every training tumour image with an expert mask, a copy with the tumour "
-    "inpainted (label no_tumor) and one with a same-shaped region of tumour-free brain "
-    "inpainted (label unchanged). Validation and test images are never altered."
-)
+from braincam.train.options import DATA, PANELS, RUNTIME, TRAIN_OPTIONS
 
 DataDirs = Annotated[
     list[Path],
-    typer.Argument(help="Dataset folder(s): ROOT/<class>/ or ROOT/<split>/<class>/."),
+    typer.Argument(help="Dataset folder(s): ROOT/CLASS/ or ROOT/SPLIT/CLASS/.",
+                   show_default=False),
 ]
-Task = Annotated[
-    str, typer.Option(help="binary (tumor vs no_tumor) or multiclass (the classes present).")
+ExtraData = Annotated[
+    list[Path] | None,
+    typer.Option("--data", help="Extra dataset folder evaluated (cross-dataset) after "
+                 "training, explained and audited by run; repeatable.", rich_help_panel=DATA,
+                 show_default=False),
 ]
-Arch = Annotated[str, typer.Option(help="resnet50, efficientnet_lite0 or another timm model name.")]
-Weights = Annotated[str, typer.Option(help="imagenet, none (random init) or PATH to a checkpoint.")]
-HeadEpochs = Annotated[
-    int, typer.Option(help="Phase 1 epochs: the head on backbone features computed once.")
+ExtraAlias = Annotated[
+    list[Path] | None, typer.Option("--extra", hidden=True, help="Old name of --data."),
 ]
-FinetuneEpochs = Annotated[
-    int, typer.Option(help="Phase 2 epochs: last stage(s) + head, augmented, BatchNorm frozen.")
+Device = Annotated[
+    str, typer.Option(help=TRAIN_OPTIONS["device"].help, rich_help_panel=RUNTIME),
 ]
-FinetuneStages = Annotated[
-    int | None,
-    typer.Option(
-        help="Last stages trained in phase 2 (default: resnet50 1, layer4; "
-        "efficientnet_lite0 4, blocks 3-6 + conv_head)."
-    ),
+Progress = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Show progress bars.",
+                       rich_help_panel=RUNTIME),
 ]
-HeadLr = Annotated[float, typer.Option(help="Phase 1 learning rate (AdamW).")]
-FinetuneLr = Annotated[float, typer.Option(help="Phase 2 learning rate (cosine).")]
-BatchSize = Annotated[
-    int,
-    typer.Option(
-        help="Images per training batch (under torchrun: per step, all processes together)."
-    ),
-]
-ImageSize = Annotated[int, typer.Option(help="Model input side in pixels.")]
-Standardize = Annotated[
-    str,
-    typer.Option(
-        help="Intensity standardisation: none, minmax, zscore-in-mask, percentile or histmatch."
-    ),
-]
-MaskBackground = Annotated[
-    bool, typer.Option("--mask-background", help="Set pixels outside the head mask to 0.")
-]
-MaskSkull = Annotated[
-    bool,
-    typer.Option("--mask-skull",
-                 help="Set pixels outside the brain interior (the head mask minus its rim band, "
-                 "5% of the side: skull and scalp) to 0, in training and at test time."),
-]
-Crop = Annotated[
-    bool, typer.Option("--crop/--no-crop", help="Crop images to the head's bounding box.")
-]
-SplitSeed = Annotated[
-    int | None,
-    typer.Option(help="Seed of the test and validation carves instead of --seed: runs that "
-                 "share it share their split and can be ensembled (`braincam ensemble`)."),
-]
-ValFraction = Annotated[
-    float, typer.Option(help="Share of the training pool held out for validation.")
-]
-TestFraction = Annotated[
-    float, typer.Option(help="Share held out for testing (random/dedup splits).")
-]
-Patience = Annotated[
-    int, typer.Option(help="Early stopping: epochs without a better validation score.")
-]
-Augment = Annotated[bool, typer.Option("--augment/--no-augment", help="Augment phase-2 batches.")]
-AverageWeights = Annotated[
-    bool,
-    typer.Option("--average-weights/--no-average-weights",
-                 help="Keep the mean of the weights after each epoch of phase 2's second half "
-                 "(as SWA) instead of the best epoch on validation."),
-]
-Subtypes = Annotated[
-    bool,
-    typer.Option("--subtypes/--no-subtypes",
-                 help="Binary task: learn the tumour types the data names (glioma, meningioma, "
-                 "pituitary) as outputs of their own, whose probabilities add up to 'tumor'."),
-]
-ContrastRemap = Annotated[
-    float,
-    typer.Option(help="Probability of passing a phase-2 image's in-head intensities through a "
-                 "random monotone curve (inverted half the time): takes the MRI sequence away "
-                 "as a shortcut."),
-]
-UpweightErrors = Annotated[
-    int,
-    typer.Option(help="Phase 2 sees each training image that phase 1 (the head on ImageNet "
-                 "features) got wrong this many times per epoch (JTT): the images that "
-                 "contradict the data's shortcuts; listed in upweighted.csv. 1: off."),
-]
-Dropout = Annotated[float, typer.Option(help="Dropout before the classifier's linear layer.")]
-AttentionPenalty = Annotated[float, typer.Option(help=ATTENTION_PENALTY_HELP)]
-AttentionSource = Annotated[str, typer.Option(help=ATTENTION_SOURCE_HELP)]
-MaskReward = Annotated[float, typer.Option(help=MASK_REWARD_HELP)]
-CounterfactualPairs = Annotated[
-    bool, typer.Option("--counterfactual-pairs/--no-counterfactual-pairs",
-                       help=COUNTERFACTUAL_PAIRS_HELP),
-]
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-NumWorkers = Annotated[int, typer.Option(help="DataLoader worker processes.")]
+
+
+def merged(new: list[Any] | None, old: list[Any] | None) -> list[Any]:
+    """The values of a renamed repeatable option and of its hidden old spelling, together."""
+    return [*(new or []), *(old or [])]
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """``--methods "gradcam, ig"`` -> ``("gradcam", "ig")`` (order kept, repeats dropped)."""
+    return tuple(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+
+
+def training_parameters(**defaults: Any) -> list[inspect.Parameter]:
+    """One keyword parameter per training option, Typer-annotated (help, panel, enum
+    choices); ``defaults`` replace a shared default for one command (``run`` splits
+    ``dedup``)."""
+    unknown = set(defaults) - set(TRAIN_OPTIONS)
+    if unknown:
+        raise ValueError(f"not training options: {', '.join(sorted(unknown))}")
+    params = []
+    for name, option in TRAIN_OPTIONS.items():
+        decls = [option.switch] if option.switch else []
+        info = typer.Option(*decls, help=option.help, rich_help_panel=option.panel)
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[option.type, info],
+            default=defaults.get(name, option.default),
+        ))
+    return params
+
+
+def with_training_options(**defaults: Any) -> Callable[[Callable], Callable]:
+    """Decorator: the command gets every training option after its own parameters; the
+    function receives them through ``**options`` (read them with :func:`train_config`)."""
+
+    def decorate(func: Callable) -> Callable:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values()
+               if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        params = _panel_order([*own, *training_parameters(**defaults)])
+        func.__signature__ = inspect.Signature(params, return_annotation=None)
+        func.__annotations__ = {p.name: p.annotation for p in params}
+        return func
+
+    return decorate
+
+
+def _panel_order(params: list[inspect.Parameter]) -> list[inspect.Parameter]:
+    """Parameters grouped by help panel (``--help`` shows panels in the order of their first
+    option): those without a panel first, then ``PANELS`` in order, a command's own panels
+    before the last (runtime). All become keyword-only (Typer passes them by name), so that
+    defaults may come in any order."""
+    def panel(param: inspect.Parameter) -> str | None:
+        infos = getattr(param.annotation, "__metadata__", ())
+        return next((i.rich_help_panel for i in infos if hasattr(i, "rich_help_panel")), None)
+
+    order = [None, *PANELS[:-1], *(panel(p) for p in params), PANELS[-1]]
+    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    return [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in sorted(params, key=lambda p: rank[panel(p)])]
 
 
 def train_config(params: Mapping[str, Any]):  # -> TrainConfig
-    """The ``TrainConfig`` of a command's parsed options (``ctx.params``): each option named
-    like a ``TrainConfig`` field sets it; ``image_size``, ``crop``, ``standardize``,
-    ``mask_background`` and ``mask_skull`` make its ``PreprocessConfig``; other options are
-    not training's."""
-    import dataclasses
-
+    """The ``TrainConfig`` of a command's parsed options (``ctx.params``): each training
+    option sets its ``TrainConfig`` field, or its ``PreprocessConfig`` field; enum choices
+    become their plain strings; other options are not training's."""
     from braincam.data.preprocess import PreprocessConfig
     from braincam.train import TrainConfig
 
-    preprocess = PreprocessConfig(
-        size=params["image_size"], crop=params["crop"], standardize=params["standardize"],
-        mask_background=params["mask_background"], mask_skull=params["mask_skull"],
-    )
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"preprocess"}
-    return TrainConfig(preprocess=preprocess,
-                       **{name: value for name, value in params.items() if name in fields})
+    values = {name: _plain(params[name]) for name in TRAIN_OPTIONS if name in params}
+    preprocess = {TRAIN_OPTIONS[name].preprocess: values.pop(name)
+                  for name in list(values) if TRAIN_OPTIONS[name].preprocess}
+    return TrainConfig(preprocess=PreprocessConfig(**preprocess), **values)
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -77,6 +78,16 @@ class PreprocessConfig:
             )
         if int(self.size) < 8:
             raise BraincamError(f"image size must be at least 8 px, got {self.size}")
+
+
+def preprocess_config(meta: dict[str, Any]) -> PreprocessConfig:
+    """The preprocessing a checkpoint was trained with (its meta's ``preprocess``): every
+    stage that feeds the model must prepare images exactly so."""
+    try:
+        return PreprocessConfig(**meta["preprocess"])
+    except (KeyError, TypeError) as exc:
+        raise BraincamError(
+            f"the checkpoint's meta has no valid preprocess entry ({exc})") from None
 
 
 @dataclass

@@ -133,6 +133,22 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
     return Dataset(records=records, skipped=skipped)
 
 
+def records_at(
+    roots: Sequence[Path | str], paths: Sequence[str], listed_in: Path
+) -> list[ImageRecord]:
+    """The records of ``roots`` at ``paths``, in that order (a run's ``split.csv`` rows; only
+    the headers are read, no image is decoded). A path no longer among them is an error: the
+    data changed since ``listed_in`` was written."""
+    by_path = {str(r.path): r for r in load_dataset(roots).records}
+    missing = [p for p in paths if p not in by_path]
+    if missing:
+        raise BraincamError(
+            f"{len(missing)} images of {listed_in} are gone (first: {missing[0]}); "
+            "the data changed since training"
+        )
+    return [by_path[p] for p in paths]
+
+
 def without_skipped(
     records: Sequence[ImageRecord], skipped: Iterable[SkippedFile]
 ) -> list[ImageRecord]:

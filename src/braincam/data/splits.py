@@ -210,12 +210,6 @@ def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path) ->
     atomic_write_text(path, buf.getvalue())
 
 
-def leak_free_flags(table) -> np.ndarray:  # table: a DataFrame read from split.csv
-    """``split.csv``'s ``leak_free`` column as booleans, whether pandas read it as bool or as the
-    strings ``True``/``False``."""
-    return (table["leak_free"].astype(str).str.lower() == "true").to_numpy()
-
-
 def read_split_csv(path: Path, records: Sequence[ImageRecord]) -> Split:
     """The split stored in ``split.csv``, aligned with ``records`` (matched by path).
 

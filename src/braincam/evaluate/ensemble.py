@@ -80,27 +80,17 @@ def make_ensemble(
 
 
 def _read_member(run: RunDir):
-    import pandas as pd
-    import yaml
-
     from braincam.models.checkpoint import read_meta
 
     meta = read_meta(run.model)
     if is_ensemble(meta):
         raise BraincamError(f"{run.root} is itself an ensemble; list its members instead")
-    try:
-        config = yaml.safe_load(run.config.read_text(encoding="utf-8")) or {}
-        split = pd.read_csv(run.split)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
-    return meta, config, split
+    return meta, run.read_config(), run.read_split()
 
 
 def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
     """Member 0's ``split.csv`` with ``split`` = ``train`` where any member trained on the
     image (``val`` where all validated on it) and ``leak_free`` = all members' flags."""
-    from braincam.data.splits import leak_free_flags
-
     first = splits[0].set_index("path")
     test = set(first.index[first["split"] == "test"])
     for run, other in zip(runs[1:], splits[1:], strict=True):
@@ -116,5 +106,5 @@ def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
     aligned = [s.set_index("path").loc[out.index] for s in splits]
     trained = np.logical_or.reduce([(s["split"] == "train").to_numpy() for s in aligned])
     out.loc[trained & (out["split"] != "test"), "split"] = "train"
-    out["leak_free"] = np.logical_and.reduce([leak_free_flags(s) for s in aligned])
+    out["leak_free"] = np.logical_and.reduce([s["leak_free"].to_numpy() for s in aligned])
     return out.reset_index()

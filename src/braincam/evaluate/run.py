@@ -60,7 +60,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``predictions.csv`` and the figures into the run (or
     ``out_dir``); return the metrics. An existing ``metrics.json`` is kept unless ``force``."""
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
+    from braincam.data.preprocess import PreprocessCache, preprocess_config
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
@@ -69,12 +69,12 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    dest = prepare_output_dir(Path(out_dir), force, "metrics.json") if out_dir else run.root
-    if (dest / "metrics.json").exists() and not force:
-        raise BraincamError(f"{dest / 'metrics.json'} exists; pass --force to evaluate again")
+    dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
+    if dest.metrics.exists() and not force:
+        raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta["task"]
-    prep = PreprocessConfig(**meta["preprocess"])
+    prep = preprocess_config(meta)
     cache = PreprocessCache()
     dev = device_of(device)
 
@@ -110,7 +110,7 @@ def evaluate_run(
                 )
         else:
             metrics["extra"][scored.name] = m
-        metrics["figures"][scored.name] = write_figures(dest, scored, m, classes)
+        metrics["figures"][scored.name] = write_figures(dest.root, scored, m, classes)
     extras = [s for s in sets if s.kind == "extra"]
     if len(extras) >= 2:
         metrics["extra_combined"] = compute_metrics(
@@ -119,8 +119,8 @@ def evaluate_run(
         )
     if not sets:
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
-    atomic_write_csv(dest / "predictions.csv", predictions_frame(sets, classes))
-    atomic_write_json(dest / "metrics.json", metrics)
+    atomic_write_csv(dest.predictions, predictions_frame(sets, classes))
+    atomic_write_json(dest.metrics, metrics)
     return metrics
 
 
@@ -154,31 +154,15 @@ def significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
 def _test_records(run: RunDir):
     """The run's test images (from ``split.csv``) as records of its data roots, with their
     leak-free flags. Only these are decoded, not the training images."""
-    import pandas as pd
-    import yaml
+    from braincam.data.records import records_at
 
-    from braincam.data.records import load_dataset
-    from braincam.data.splits import leak_free_flags
-
-    try:
-        doc = yaml.safe_load(run.config.read_text())
-        roots = doc["data"]
-        table = pd.read_csv(run.split)
-        test = table[table["split"] == "test"]
-        flags = leak_free_flags(test)
-    except (OSError, KeyError, TypeError, ValueError, yaml.YAMLError) as exc:
-        raise BraincamError(f"{run.root}: cannot read config.yaml/split.csv ({exc})") from None
+    table = run.read_split()
+    test = table[table["split"] == "test"]
     if test.empty:
         log.warning("%s: the split has no test images", run.root)
         return [], None
-    by_path = {str(r.path): r for r in load_dataset(roots).records}
-    missing = [p for p in test["path"] if p not in by_path]
-    if missing:
-        raise BraincamError(
-            f"{len(missing)} test images of {run.split} are gone (first: {missing[0]}); "
-            "the data changed since training"
-        )
-    return [by_path[p] for p in test["path"]], flags
+    flags = test["leak_free"].to_numpy() if "leak_free" in test else None
+    return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
 
 
 def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):

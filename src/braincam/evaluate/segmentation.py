@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.preprocess import PreprocessConfig, preprocess, uncrop
+from braincam.data.preprocess import preprocess, preprocess_config, uncrop
 from braincam.data.records import IMAGE_SUFFIXES, SkippedFile
 from braincam.errors import BraincamError
 from braincam.models.segment import THRESHOLD, Segmenter
@@ -122,7 +122,7 @@ def predict_files(
     through the crop by :func:`braincam.data.preprocess.uncrop`, then thresholded) and
     ``<stem>_outline.png`` (the original image with the predicted outline in red) in
     ``out_dir``. Unreadable images are skipped with a reason. Returns (masks written, skipped)."""
-    config = PreprocessConfig(**segmenter.meta["preprocess"])
+    config = preprocess_config(segmenter.meta)
     written: list[Path] = []
     skipped: list[SkippedFile] = []
     used: set[str] = set()

@@ -29,9 +29,10 @@ from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preproce
 from braincam.data.records import Box, SkippedFile, write_skipped_csv
 from braincam.errors import BraincamError
 from braincam.explain.api import ExplainOptions, explain
-from braincam.explain.io import FILENAME, ExplanationSet, save_explanations
+from braincam.explain.io import ExplanationSet, save_explanations
 from braincam.explain.render import overlay_original, write_png
 from braincam.labels import task_label
+from braincam.runs import EXPLANATIONS_NPZ, SKIPPED_CSV
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def explain_files(
             future.result()  # re-raise a failed write
     geometry = [(p.crop, p.original_size) for _, p in kept]
     shares = gather_objects((parts, geometry), ctx)
-    file = Path(out_dir) / FILENAME
+    file = Path(out_dir) / EXPLANATIONS_NPZ
     with main_first(ctx):  # the other ranks return once rank 0 has written
         if ctx.is_main:
             parts = [part for rank_parts, _ in shares for part in rank_parts]
@@ -156,7 +157,7 @@ def explain_files(
                 method=method, layer=parts[0]["layer"], classes=list(classes),
             )
             save_explanations(file, exp)
-            write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+            write_skipped_csv(skipped, Path(out_dir) / SKIPPED_CSV)
     n_overlays = len(kept_items) if overlays else 0
     return ExplainSummary(file, len(kept_items), skipped, n_overlays,
                           time.perf_counter() - start)

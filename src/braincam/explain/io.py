@@ -23,7 +23,6 @@ import numpy as np
 from braincam.errors import BraincamError
 from braincam.runs import atomic_write_bytes
 
-FILENAME = "explanations.npz"
 _ARRAYS = ("maps", "raw", "targets", "probs", "paths", "crops", "original_sizes", "classes")
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from braincam.audit.model import CHECKS
 from braincam.errors import BraincamError
 from braincam.models.foreign.spec import is_spec
 from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
@@ -48,7 +49,6 @@ MASK_RATES = ("mask_pointing_game", "mask_dice", "mask_removal_flip_rate",
 MASK_RATIOS = ("energy_in_mask_ratio",)
 PREFERRED_METHOD = "gradcam"
 MISSING = "-"
-CHECK_KEYS = ("attention", "localization", "faithfulness", "sanity", "counterfactual")
 
 
 @dataclass
@@ -109,7 +109,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
-        metrics, audit = _read(run.metrics), _read(run.audit / "audit.json")
+        metrics, audit = _read(run.metrics), _read(run.audit_json)
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
@@ -222,7 +222,7 @@ def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Dataset name -> its checks (the ``datasets`` blocks of audit.json)."""
     nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
     return {str(k): v for k, v in nested.items()
-            if isinstance(v, dict) and any(key in v for key in CHECK_KEYS)}
+            if isinstance(v, dict) and any(key in v for key in CHECKS)}
 
 
 def _box_ratio(checks: dict[str, Any]) -> Any:
@@ -236,12 +236,9 @@ def _number(value: Any) -> float | None:
 def _root_names(run: RunDir) -> list[str]:
     """Folder names of the run's data roots (config.yaml ``data``), the model audit's
     dataset names for in-domain images."""
-    import yaml
-
     try:
-        roots = yaml.safe_load(run.config.read_text(encoding="utf-8"))["data"]
-        return [Path(r).name for r in roots]
-    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return [root.name for root in run.data_roots()]
+    except BraincamError:
         return []
 
 

@@ -52,11 +52,6 @@ from braincam.runs import RunDir, atomic_write_json
 
 STAGES = ("data-audit", "train", "evaluate", "model-audit", "explain", "report")
 PIPELINE_FILE = "pipeline.json"
-RUN_FILES = ("config.yaml", "model.safetensors", "metrics.json", "data_audit", "explain",
-             "audit", "report.html")
-"""Files of a run; one of them in a directory without ``pipeline.json`` means another command
-wrote there."""
-AUDIT_IMAGES = "audit_images.csv"  # the model audit's per-image table
 TRAIN_WORK = "train.tmp"  # RUN/.stages/train.tmp: train_run's own (empty) output directory
 
 
@@ -161,7 +156,7 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
         return
     stored = _read_json(run.stages / PIPELINE_FILE)
     if stored is None:
-        foreign = [name for name in RUN_FILES if (run.root / name).exists()]
+        foreign = [path.name for path in run.files if path.exists()]
         if foreign:
             raise BraincamError(
                 f"{run.root} holds {foreign[0]} written by another command; pass --force to "
@@ -183,8 +178,8 @@ def collect_findings(run: RunDir) -> tuple[list[Finding], list[Finding]]:
     """Findings of the data audit and of the model audit, each most severe first; malformed
     entries are left out. The model audit lists every dataset's findings at its top level,
     each prefixed ``[dataset]``."""
-    data_audit = _read_json(run.data_audit / "data_audit.json") or {}
-    audit = _read_json(run.audit / "audit.json") or {}
+    data_audit = _read_json(run.data_audit_json) or {}
+    audit = _read_json(run.audit_json) or {}
     model = audit.get("findings") if isinstance(audit.get("findings"), list) else []
     return _findings(data_audit.get("findings") or []), _findings(model)
 
@@ -201,8 +196,6 @@ def _findings(raw: list[Any]) -> list[Finding]:
 
 def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Stage]:
     """The stages in order, with their inputs, outputs and actions."""
-    from braincam.audit.data.run import JSON_NAME
-
     config = options.train
     data = S.data_fingerprint(roots)
     extra = S.data_fingerprint(options.extra)
@@ -210,7 +203,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         "data-audit",
         {"data": data, "task": config.task, "split": config.split, "seed": config.carve_seed,
          "n_boot": options.n_boot},
-        [run.data_audit / JSON_NAME],
+        [run.data_audit_json],
         lambda: _data_audit(run, roots, options),
     )
     train = _Stage("train", {"data": data, "train": options.train_inputs()},
@@ -224,12 +217,12 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         {"train": train.fingerprint, "data": data, "extra": extra,
          "methods": list(options.methods), "explain_cap": options.explain_cap,
          "settings": asdict(options.audit), "regions": options.to_dict()["regions"]},
-        [run.audit / "audit.json", run.audit / AUDIT_IMAGES],
+        [run.audit_json, run.audit_images],
         lambda: _model_audit(run, roots, options),
     )
     explain = _Stage(
         "explain", {"model-audit": model_audit.fingerprint, "methods": list(options.methods)},
-        [run.explain / m / "explanations.npz" for m in options.methods],
+        [run.explanations(m) for m in options.methods],
         lambda: _explain(run, roots, options),
     )
     done = [audit_stage, train, evaluate, model_audit, explain]
@@ -282,7 +275,7 @@ def _model_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> No
 
 def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     """Every method on the images the model audit looked at, one folder per method."""
-    from braincam.data.preprocess import PreprocessConfig
+    from braincam.data.preprocess import preprocess_config
     from braincam.device import device_of
     from braincam.explain.files import explain_files
     from braincam.models import load_checkpoint
@@ -290,9 +283,9 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
 
     _remove(run.explain)
     model, meta = load_checkpoint(run.model, device=device_of(options.train.device))
-    items = audited_items(run.audit / AUDIT_IMAGES, [*roots, *options.extra])
+    items = audited_items(run.audit_images, [*roots, *options.extra])
     for method in options.methods:
-        explain_files(model, items, PreprocessConfig(**meta["preprocess"]), meta["classes"],
+        explain_files(model, items, preprocess_config(meta), meta["classes"],
                       meta["task"], run.explain / method, method=method,
                       progress=options.progress)
 

@@ -164,11 +164,11 @@ def _segment_masks(
     ``P(tumour) >= THRESHOLD`` over the segmenter's preprocessed input, mapped back onto the
     crop box (:func:`braincam.data.preprocess.uncrop`). Unreadable images get None."""
     from braincam.data.imageio import ImageReadError
-    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, uncrop
+    from braincam.data.preprocess import PreprocessCache, preprocess_config, uncrop
     from braincam.models.segment import THRESHOLD, load_segmenter
 
     segmenter = load_segmenter(segment)
-    config = PreprocessConfig(**segmenter.meta["preprocess"])
+    config = preprocess_config(segmenter.meta)
     cache = PreprocessCache()
     masks: list[np.ndarray | None] = []
     for record in records:

@@ -28,8 +28,6 @@ from braincam.report.tumour import TumourSection, collect_tumour
 from braincam.runs import RunDir, atomic_write_text
 
 TEMPLATE = "report.html"
-# What makes a folder a run: at least one of these exists.
-RUN_MARKERS = ("config.yaml", "history.csv", "metrics.json", "data_audit", "explain", "audit")
 
 
 @dataclass
@@ -57,11 +55,11 @@ def collect_report(run_dir: Path) -> ReportContext:
     root = Path(run_dir)
     if not root.is_dir():
         raise BraincamError(f"{root} is not a directory")
-    if not any((root / name).exists() for name in RUN_MARKERS):
-        raise BraincamError(
-            f"{root} does not look like a braincam run (none of {', '.join(RUN_MARKERS)})"
-        )
     run = RunDir(root)
+    markers = [path for path in run.files if path != run.report]  # the report's inputs
+    if not any(path.exists() for path in markers):
+        raise BraincamError(f"{root} does not look like a braincam run "
+                            f"(none of {', '.join(path.name for path in markers)})")
     overview, data_audit = collect_overview(run), collect_data_audit(run)
     model_audit = collect_model_audit(run)
     training, metrics = collect_training(run), collect_metrics(run)

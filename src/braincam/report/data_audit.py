@@ -75,7 +75,7 @@ class DataAuditSection:
 
 
 def collect_data_audit(run: RunDir) -> DataAuditSection:
-    part, audit = read_json_part(run.root, "data_audit/data_audit.json", "data audit")
+    part, audit = read_json_part(run, run.data_audit_json, "data audit")
     section = DataAuditSection(part, figures=embed_figures(sorted(run.data_audit.glob("*.png"))))
     if audit is not None:
         _fill(section, audit)

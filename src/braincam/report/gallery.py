@@ -21,7 +21,7 @@ import pandas as pd
 from braincam.report.figures import embed_array, embed_image_file
 from braincam.report.fmt import pct
 from braincam.report.sources import NOT_RUN, OK, UNREADABLE, Part
-from braincam.runs import RunDir
+from braincam.runs import EXPLANATIONS_NPZ, RunDir
 
 PER_END = 2  # images from each end of the background ranking, per class and outcome
 PREFERRED_METHOD = "gradcam"
@@ -74,15 +74,15 @@ class _Explanations:
 
 
 def collect_gallery(run: RunDir) -> GallerySection:
-    audited = _read_rows(run.audit, "*.csv")
+    audited = _read_rows(sorted(run.audit.glob("*.csv")))
     exp = _explanations(run, _methods(audited))
     if exp is None:
-        return GallerySection(Part("CAM gallery", "explain/<method>/explanations.npz", NOT_RUN))
+        return GallerySection(Part("CAM gallery", f"explain/<method>/{EXPLANATIONS_NPZ}", NOT_RUN))
     if isinstance(exp, Part):
         return GallerySection(exp)
-    part = Part("CAM gallery", str(exp.folder.relative_to(run.root) / "explanations.npz"), OK)
+    part = Part("CAM gallery", str(exp.folder.relative_to(run.root) / EXPLANATIONS_NPZ), OK)
     section = GallerySection(part, exp.method)
-    rows = _explained_rows(exp, audited, _read_rows(run.root, "predictions.csv"))
+    rows = _explained_rows(exp, audited, _read_rows([run.predictions]))
     if rows is None:
         section.sentences.append(
             "Neither the model audit's per-image table nor predictions.csv gives the labels of "
@@ -104,11 +104,11 @@ def collect_gallery(run: RunDir) -> GallerySection:
     return section
 
 
-def _read_rows(folder: Path, pattern: str) -> pd.DataFrame | None:
-    """Per-image rows of the CSVs matching ``pattern`` with canonical column names (see
-    ``COLUMNS``); None when none has a path column."""
+def _read_rows(paths: list[Path]) -> pd.DataFrame | None:
+    """Per-image rows of the CSVs at ``paths`` (missing ones are passed over) with canonical
+    column names (see ``COLUMNS``); None when none has a path column."""
     frames = []
-    for path in sorted(folder.glob(pattern)):
+    for path in paths:
         try:
             frame = pd.read_csv(path)
         except (OSError, ValueError, pd.errors.ParserError):
@@ -133,8 +133,8 @@ def _methods(rows: pd.DataFrame | None) -> list[str]:
 
 def _explanations(run: RunDir, audited: list[str]) -> _Explanations | Part | None:
     """The explanations to show: a method the audit used, else gradcam, else the first."""
-    files = sorted(run.explain.glob("*/explanations.npz")) + sorted(
-        run.explain.glob("explanations.npz")
+    files = sorted(run.explain.glob(f"*/{EXPLANATIONS_NPZ}")) + sorted(
+        run.explain.glob(EXPLANATIONS_NPZ)
     )
     if not files:
         return None
@@ -250,7 +250,7 @@ class _Renderer:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         if self._maps is None:
-            with np.load(self.exp.folder / "explanations.npz", allow_pickle=False) as data:
+            with np.load(self.exp.folder / EXPLANATIONS_NPZ, allow_pickle=False) as data:
                 self._maps = {k: data[k] for k in ("maps", "crops", "original_sizes")}
         return self._maps
 

@@ -51,7 +51,7 @@ class MetricsSection:
 
 
 def collect_metrics(run: RunDir) -> MetricsSection:
-    part, metrics = read_json_part(run.root, "metrics.json", "evaluation")
+    part, metrics = read_json_part(run, run.metrics, "evaluation")
     section = MetricsSection(part)
     if metrics is None:
         section.figures = embed_figures(sorted(run.root.glob("*.png")))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from braincam.audit.model import CHECKS, Check
 from braincam.report.figures import (
     Figure,
     deletion_insertion_curves,
@@ -31,7 +32,7 @@ ATTENTION_COLUMNS = ("n", "brain", "rim", "background", "uniform_background")
 
 
 @dataclass
-class CheckResult:
+class CheckView:
     """One check on one dataset (``dataset`` is None when the audit has a single one):
     sentences, the numbers as rows, and optionally a group table and a plot."""
 
@@ -48,7 +49,7 @@ class AuditCheck:
     title: str
     about: str
     plot_caption: str = ""
-    results: list[CheckResult] = field(default_factory=list)
+    results: list[CheckView] = field(default_factory=list)
 
 
 @dataclass
@@ -162,21 +163,11 @@ def _counterfactual(c: dict[str, Any]) -> list[str]:
     return out
 
 
-CHECKS: tuple[tuple[str, str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
-    ("attention", "Attention",
-     "Share of the CAM's energy inside the brain, on the skull rim and in the background.",
-     _attention),
-    ("localization", "Localisation",
-     "Whether the map points at the tumour, where tumour boxes are known.", _localization),
-    ("faithfulness", "Faithfulness",
-     "Whether removing the pixels the map ranks highest changes the prediction most.",
-     _faithfulness),
-    ("sanity", "Sanity check",
-     "Whether the maps depend on the trained weights (Adebayo et al., 2018).", _sanity),
-    ("counterfactual", "Counterfactuals",
-     "How predictions change when the head, background, intensities or tumour are altered.",
-     _counterfactual),
-)
+DESCRIBE: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "attention": _attention, "localization": _localization, "faithfulness": _faithfulness,
+    "sanity": _sanity, "counterfactual": _counterfactual,
+}
+"""The sentences of a check's numbers; a registered check without an entry shows its table."""
 
 PLOT_CAPTIONS = {
     "faithfulness": "Score of the explained class as the pixels the map ranks highest are "
@@ -188,9 +179,9 @@ PLOT_CAPTIONS = {
 
 
 def collect_model_audit(run: RunDir) -> ModelAuditSection:
-    part, audit = read_json_part(run.root, "audit/audit.json", "model audit")
-    checks = [AuditCheck(key, title, about, PLOT_CAPTIONS.get(key, ""))
-              for key, title, about, _ in CHECKS]
+    part, audit = read_json_part(run, run.audit_json, "model audit")
+    checks = [AuditCheck(key, check.title, _about(check), PLOT_CAPTIONS.get(key, ""))
+              for key, check in CHECKS.items()]
     figures = embed_figures(sorted(run.audit.glob("*.png")))
     section = ModelAuditSection(part, checks, figures=figures)
     if audit is None:
@@ -199,16 +190,24 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
     blocks = _per_dataset(audit)
     for dataset, results in blocks:
         section.datasets.append(_dataset_sentence(dataset, results))
-        for check, (_, _, _, describe) in zip(checks, CHECKS, strict=True):
+        for check in checks:
             values = results.get(check.key)
             if isinstance(values, dict):
+                describe = DESCRIBE.get(check.key, lambda _: [])
                 check.results.append(_result(check.key, dataset, values, describe))
     _add_findings(section, audit.get("findings"), "model audit")  # every dataset's
     return section
 
 
+def _about(check: type[Check]) -> str:
+    """The check's description and the direction of its headline numbers."""
+    directions = [f"{label(key)}: {'higher' if better else 'lower'} is better"
+                  for key, better in check.higher_is_better.items()]
+    return check.description + (f" ({'; '.join(directions)}.)" if directions else "")
+
+
 def _result(key: str, dataset: str | None, values: dict[str, Any],
-            describe: Callable[[dict[str, Any]], list[str]]) -> CheckResult:
+            describe: Callable[[dict[str, Any]], list[str]]) -> CheckView:
     """Sentences, rows of the plain numbers (lists and per-group/per-method blocks left
     out: they become the table, the plot or per-method sentences) for one check."""
     own = {k: v for k, v in values.items() if k not in NESTED}
@@ -218,7 +217,7 @@ def _result(key: str, dataset: str | None, values: dict[str, Any],
         sentences = _sentences(describe, by_method)
     else:
         sentences = _sentences(describe, values)
-    result = CheckResult(dataset, sentences, rows)
+    result = CheckView(dataset, sentences, rows)
     if key == "attention":
         result.table = _attention_table(values)
     elif key == "faithfulness":
@@ -301,4 +300,4 @@ def _per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]
 
 
 def _has_checks(values: dict[str, Any]) -> bool:
-    return any(key in values for key, *_ in CHECKS)
+    return any(key in values for key in CHECKS)

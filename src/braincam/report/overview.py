@@ -26,8 +26,8 @@ class OverviewSection:
 
 
 def collect_overview(run: RunDir) -> OverviewSection:
-    split_part, split = read_csv_part(run.root, "split.csv", "data split")
-    skipped_part, skipped = read_csv_part(run.root, "skipped.csv", "skipped files")
+    split_part, split = read_csv_part(run, run.split, "data split")
+    skipped_part, skipped = read_csv_part(run, run.skipped, "skipped files")
     section = OverviewSection(split_part, skipped_part)
     if split is not None:
         section.counts, section.sentences = _split_counts(split)

@@ -28,7 +28,7 @@ class SettingsSection:
 
 
 def collect_settings(run: RunDir) -> SettingsSection:
-    part, config = read_yaml_part(run.root, "config.yaml", "run settings")
+    part, config = read_yaml_part(run, run.config, "run settings")
     built = (
         f"Report built {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by braincam "
         f"{_braincam_version()} on Python {platform.python_version()}."

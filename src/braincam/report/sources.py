@@ -15,6 +15,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from braincam.runs import RunDir
+
 OK = "ok"
 NOT_RUN = "not run"
 UNREADABLE = "unreadable"
@@ -48,23 +50,24 @@ class Part:
         return f"{name}: {self.relpath}."
 
 
-def read_json_part(root: Path, relpath: str, name: str) -> tuple[Part, dict[str, Any] | None]:
-    """A JSON object file; anything but a JSON object counts as unreadable."""
-    return _read(root, relpath, name, _load_json)
+def read_json_part(run: RunDir, path: Path, name: str) -> tuple[Part, dict[str, Any] | None]:
+    """A JSON object file of ``run`` (a ``RunDir`` path); anything but a JSON object counts as
+    unreadable."""
+    return _read(run, path, name, _load_json)
 
 
-def read_yaml_part(root: Path, relpath: str, name: str) -> tuple[Part, dict[str, Any] | None]:
+def read_yaml_part(run: RunDir, path: Path, name: str) -> tuple[Part, dict[str, Any] | None]:
     """A YAML mapping file (config.yaml)."""
-    return _read(root, relpath, name, _load_yaml)
+    return _read(run, path, name, _load_yaml)
 
 
-def read_csv_part(root: Path, relpath: str, name: str) -> tuple[Part, pd.DataFrame | None]:
+def read_csv_part(run: RunDir, path: Path, name: str) -> tuple[Part, pd.DataFrame | None]:
     """A CSV file with a header row; an empty file (no columns) counts as unreadable."""
-    return _read(root, relpath, name, pd.read_csv)
+    return _read(run, path, name, pd.read_csv)
 
 
-def _read(root: Path, relpath: str, name: str, loader: Any) -> tuple[Part, Any]:
-    path = root / relpath
+def _read(run: RunDir, path: Path, name: str, loader: Any) -> tuple[Part, Any]:
+    relpath = path.relative_to(run.root).as_posix()
     if not path.is_file():
         return Part(name, relpath, NOT_RUN), None
     try:

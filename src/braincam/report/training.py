@@ -32,7 +32,7 @@ class TrainingSection:
 
 
 def collect_training(run: RunDir) -> TrainingSection:
-    part, history = read_csv_part(run.root, "history.csv", "training history")
+    part, history = read_csv_part(run, run.history, "training history")
     if history is None:
         return TrainingSection(part)
     if history.empty:

@@ -10,9 +10,9 @@ from braincam.data.preprocess import PreprocessConfig
 from braincam.data.splits import STRATEGIES
 from braincam.errors import BraincamError
 from braincam.labels import TASKS
-from braincam.models.build import DEFAULT_ARCH, DEFAULT_DROPOUT
+from braincam.train.options import AttentionSource, option_field
 
-ATTENTION_SOURCES = ("gradcam", "input-gradient")
+ATTENTION_SOURCES = tuple(source.value for source in AttentionSource)
 """What the attention penalty measures (:mod:`braincam.train.mitigation`)."""
 
 
@@ -47,36 +47,36 @@ class TrainConfig:
     by ``braincam ensemble`` in every combination tried there (README "Results").
     """
 
-    task: str = "binary"
-    subtypes: bool = True  # binary: train on the tumour types present, add them into "tumor"
-    arch: str = DEFAULT_ARCH
-    weights: str = "imagenet"  # imagenet | none | PATH
-    split: str = "official"  # official | random | dedup
-    val_fraction: float = 0.15
-    test_fraction: float = 0.2  # random/dedup only
-    seed: int = 0
-    split_seed: int | None = None  # seed of the random/dedup and validation carves; None: seed
-    head_epochs: int = 15
-    finetune_epochs: int = 10
-    finetune_stages: int | None = None  # last stages trained in phase 2; None: per arch
-    head_lr: float = 1e-3
-    finetune_lr: float = 3e-4
+    task: str = option_field("task")
+    subtypes: bool = option_field("subtypes")  # binary: tumour types present, added into "tumor"
+    arch: str = option_field("arch")
+    weights: str = option_field("weights")  # imagenet | none | PATH
+    split: str = option_field("split")  # official | random | dedup
+    val_fraction: float = option_field("val_fraction")
+    test_fraction: float = option_field("test_fraction")  # random/dedup only
+    seed: int = option_field("seed")
+    split_seed: int | None = option_field("split_seed")  # the carves' seed; None: seed
+    head_epochs: int = option_field("head_epochs")
+    finetune_epochs: int = option_field("finetune_epochs")
+    finetune_stages: int | None = option_field("finetune_stages")  # None: per arch
+    head_lr: float = option_field("head_lr")
+    finetune_lr: float = option_field("finetune_lr")
     weight_decay: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = option_field("batch_size")
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    augment: bool = True
-    contrast_remap: float = 0.0  # probability of a random contrast curve (train.augment)
-    average_weights: bool = True  # final model: mean weights of phase 2's second half
-    upweight_errors: int = 1  # phase 2 sees phase 1's training errors this often (reweight)
-    patience: int = 10
-    dropout: float = DEFAULT_DROPOUT
-    device: str = "auto"
-    num_workers: int = 0
+    augment: bool = option_field("augment")
+    contrast_remap: float = option_field("contrast_remap")  # random contrast curves (augment)
+    average_weights: bool = option_field("average_weights")  # mean of phase 2's second half
+    upweight_errors: int = option_field("upweight_errors")  # phase 1's errors, x per epoch
+    patience: int = option_field("patience")
+    dropout: float = option_field("dropout")
+    device: str = option_field("device")
+    num_workers: int = option_field("num_workers")
     amp: bool = True
-    attention_penalty: float = 0.0  # weight W of the phase-2 penalty (train.mitigation)
-    attention_source: str = "gradcam"  # gradcam | input-gradient
-    mask_reward: float = 0.0  # weight R of the phase-2 tumour-mask reward (train.mitigation)
-    counterfactual_pairs: bool = False  # tumour-removed + control copies (train.grounding)
+    attention_penalty: float = option_field("attention_penalty")  # train.mitigation
+    attention_source: str = option_field("attention_source")  # gradcam | input-gradient
+    mask_reward: float = option_field("mask_reward")  # train.mitigation
+    counterfactual_pairs: bool = option_field("counterfactual_pairs")  # train.grounding
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):

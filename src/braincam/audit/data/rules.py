@@ -19,6 +19,7 @@ on a test set of 100 images per class, so a warning is rarely noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,3 +136,38 @@ def skipped_findings(skipped: list[SkippedFile]) -> list[Finding]:
         f"{len(skipped)} files could not be read and were skipped (first: "
         f"{skipped[0].path.name}: {skipped[0].reason})",
     )]
+
+
+@dataclass(frozen=True)
+class DataCheck:
+    """One data-audit check, described as the model audit's checks are: ``name`` prefixes its
+    findings' check keys (``probe.<name>``...), ``title`` and ``description`` are for readers,
+    ``higher_is_better`` is the direction of its findings' values, and ``findings`` turns the
+    data audit (``braincam.audit.data.run.DataAudit``) into findings."""
+
+    name: str
+    title: str
+    description: str
+    higher_is_better: bool
+    findings: Callable[[Any], list[Finding]]
+
+
+DATA_CHECKS: dict[str, DataCheck] = {check.name: check for check in (
+    DataCheck("probe", "Shortcut probes",
+              "Test AUC of a classifier that sees only one kind of image property (file "
+              "format, intensities, background, head size, sharpness, thumbnail).",
+              False, lambda audit: probe_findings(audit.probes)),
+    DataCheck("duplicates", "Duplicates",
+              "Test images with an exact or near duplicate in train, and duplicate groups "
+              "whose images carry different labels.",
+              False, lambda audit: duplicate_findings(audit.duplicates)),
+    DataCheck("property", "Separating properties",
+              "Single image properties whose values alone separate the classes (AUC).",
+              False, lambda audit: property_findings(audit.properties)),
+    DataCheck("clusters", "Acquisition clusters",
+              "Agreement (Cramer's V) between intensity/texture clusters and the labels.",
+              False, lambda audit: cluster_findings(audit.clusters)),
+    DataCheck("files", "Unreadable files", "Files that could not be read and were skipped.",
+              False, lambda audit: skipped_findings(audit.skipped)),
+)}
+"""The data audit's checks in the order their findings are gathered."""

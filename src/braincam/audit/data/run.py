@@ -41,10 +41,9 @@ from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
 from braincam.labels import task_classes, task_label
-from braincam.runs import atomic_write_csv, atomic_write_json
+from braincam.runs import DATA_AUDIT_JSON, SKIPPED_CSV, atomic_write_csv, atomic_write_json
 
 VERSION = 1
-JSON_NAME = "data_audit.json"
 MAX_SKIPPED_LISTED = 100
 
 
@@ -153,10 +152,7 @@ def audit_data(
         duplicates=dup.summary, clusters=find_clusters(props, labels, sources), findings=[],
     )
     audit.findings = sort_findings(
-        rules.probe_findings(probes) + rules.duplicate_findings(dup.summary)
-        + rules.property_findings(audit.properties) + rules.cluster_findings(audit.clusters)
-        + rules.skipped_findings(skipped)
-    )
+        f for check in rules.DATA_CHECKS.values() for f in check.findings(audit))
     if out_dir is not None:
         audit.files = _write(Path(out_dir), audit, props, labels, split, groups, dup.grid_groups)
     return audit
@@ -203,14 +199,14 @@ def _write(
     table.insert(4, "original_label", [r.label for r in props.records])
     table.insert(5, "group", groups)
     atomic_write_csv(out / "properties.csv", table)
-    write_skipped_csv(audit.skipped, out / "skipped.csv")
+    write_skipped_csv(audit.skipped, out / SKIPPED_CSV)
     save_property_histograms(out / "property_histograms.png", props.table, labels,
                              audit.classes, audit.properties)
     save_probe_chart(out / "probe_auc.png", audit.probes, rules.THRESHOLDS.probe_warning_auc)
-    written = [out / n for n in ("properties.csv", "skipped.csv", "property_histograms.png",
+    written = [out / n for n in ("properties.csv", SKIPPED_CSV, "property_histograms.png",
                                  "probe_auc.png")]
     if save_duplicate_grid(out / "duplicate_grid.png", props.records, labels, split,
                            grid_groups, props.phashes):
         written.append(out / "duplicate_grid.png")
-    atomic_write_json(out / JSON_NAME, audit.to_dict())
-    return [out / JSON_NAME, *written]
+    atomic_write_json(out / DATA_AUDIT_JSON, audit.to_dict())
+    return [out / DATA_AUDIT_JSON, *written]

@@ -18,8 +18,8 @@ from braincam.audit.model.base import (
     AuditBatch,
     AuditSettings,
     Check,
-    CheckResult,
+    CheckOutput,
     ModelHandle,
 )
 
-__all__ = ["CHECKS", "AuditBatch", "AuditSettings", "Check", "CheckResult", "ModelHandle"]
+__all__ = ["CHECKS", "AuditBatch", "AuditSettings", "Check", "CheckOutput", "ModelHandle"]

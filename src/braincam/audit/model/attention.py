@@ -103,6 +103,12 @@ class AttentionCheck(Check):
     """Energy shares in brain / rim / background / extra regions, per method."""
 
     name = "attention"
+    title = "Attention"
+    description = ("Share of the CAM's energy inside the brain, on the skull rim and in the "
+                   "background.")
+    per_method = True
+    higher_is_better = {"brain": True, "background": False}
+    unprefixed_columns = True
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         n = len(batch)

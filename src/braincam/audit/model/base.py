@@ -145,7 +145,7 @@ class AuditBatch:
 
 
 @dataclass
-class CheckResult:
+class CheckOutput:
     """A check's output: its summary dataclass, its findings, and per-image columns
     (``per_image[method][column]`` is an (N,) array, or (N, K) for curves; NaN where a
     test does not apply; method ``""`` for method-free checks)."""
@@ -158,21 +158,31 @@ class CheckResult:
 class Check(ABC):
     """Base class: ``check(batch)`` = preprocess -> evaluate -> summarise.
 
-    Subclasses set ``name`` and implement :meth:`evaluate` (per-image numbers) and
+    Subclasses describe themselves (``name``: the key in ``audit.json``; ``title`` and
+    ``description`` for the report; ``per_method``: one summary per explanation method, else
+    one for the model; ``higher_is_better``: the direction of each headline number, keyed as in
+    ``audit.json``; ``unprefixed_columns``: per-image columns keep their own names instead of
+    ``<name>_<column>``) and implement :meth:`evaluate` (per-image numbers) and
     :meth:`summarise` (numbers + findings from the per-image numbers of one batch or of
-    several batches concatenated).
+    several batches concatenated). Report, ``compare`` and ``audit.json``'s layout read these
+    attributes from :data:`CHECKS`, so a new check is one registered class.
     """
 
     name: ClassVar[str]
+    title: ClassVar[str]
+    description: ClassVar[str]
+    per_method: ClassVar[bool] = True
+    higher_is_better: ClassVar[dict[str, bool]] = {}
+    unprefixed_columns: ClassVar[bool] = False
 
     def __init__(self, settings: AuditSettings | None = None) -> None:
         self.settings = settings or AuditSettings()
 
-    def __call__(self, batch: AuditBatch) -> CheckResult:
+    def __call__(self, batch: AuditBatch) -> CheckOutput:
         batch = self.preprocess(batch)
         per_image = self.evaluate(batch)
         summary, findings = self.summarise(batch, per_image)
-        return CheckResult(summary, findings, per_image)
+        return CheckOutput(summary, findings, per_image)
 
     def preprocess(self, batch: AuditBatch) -> AuditBatch:
         """Hook to select images or add inputs; the default keeps the batch as it is."""

@@ -188,6 +188,13 @@ class CounterfactualCheck(Check):
     """Background-only, head-only, intensity-swap, tumour-removal and occlusion tests."""
 
     name = "counterfactual"
+    title = "Counterfactuals"
+    description = ("How predictions change when the head, background, intensities or tumour "
+                   "are altered.")
+    per_method = False
+    unprefixed_columns = True
+    higher_is_better = {"background_only_survival": False, "head_only_flip_rate": False,
+                        "intensity_swap_flip_rate": False, "tumor_removal_flip_rate": True}
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         if batch.handle is None:

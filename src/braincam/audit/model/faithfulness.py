@@ -160,6 +160,10 @@ class FaithfulnessCheck(Check):
     """Deletion/insertion AUCs vs random maps, and ROAD, on seeded subsets."""
 
     name = "faithfulness"
+    title = "Faithfulness"
+    description = "Whether removing the pixels the map ranks highest changes the prediction most."
+    per_method = True
+    higher_is_better = {"deletion_auc": False, "insertion_auc": True}
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         """AUCs and ROAD per image (NaN outside the subsets); ``deletion_curve`` and

@@ -167,6 +167,10 @@ class LocalizationCheck(Check):
     expert masks also top-k IoU and Dice, by class and size."""
 
     name = "localization"
+    title = "Localisation"
+    description = "Whether the map points at the tumour, where tumour boxes are known."
+    per_method = True
+    higher_is_better = {"pointing_game": True, "energy_in_box_ratio": True, "iou": True}
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         """Per-image numbers, NaN on images without an annotation."""

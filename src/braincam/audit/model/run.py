@@ -73,7 +73,7 @@ from braincam.audit.model.base import (
     CHECKS,
     AuditBatch,
     AuditSettings,
-    CheckResult,
+    CheckOutput,
     ModelHandle,
     batches,
     subsample,
@@ -85,13 +85,16 @@ from braincam.audit.model.examples import (
     tumour_examples,
 )
 from braincam.errors import BraincamError
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_json, prepare_output_dir
+from braincam.runs import (
+    AUDIT_IMAGES_CSV,
+    AUDIT_JSON,
+    RunDir,
+    atomic_write_csv,
+    atomic_write_json,
+    prepare_output_dir,
+)
 
 log = logging.getLogger(__name__)
-
-AUDIT_FILE = "audit.json"
-IMAGES_FILE = "audit_images.csv"
-PER_METHOD = ("attention", "localization", "faithfulness", "sanity")
 
 
 def audit_model(
@@ -152,7 +155,7 @@ def audit_model(
     datasets = _records_by_dataset(audited.trained_on, roots, classes, audited.task,
                                    max_images, settings.seed, split)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
-                             marker=AUDIT_FILE)
+                             marker=AUDIT_JSON)
 
     blocks, frames, examples = {}, [], []
     for name, records in datasets.items():
@@ -180,8 +183,8 @@ def audit_model(
     import pandas as pd
 
     doc = _finite(doc)
-    atomic_write_json(out / AUDIT_FILE, doc)
-    atomic_write_csv(out / IMAGES_FILE, pd.concat(frames, ignore_index=True))
+    atomic_write_json(out / AUDIT_JSON, doc)
+    atomic_write_csv(out / AUDIT_IMAGES_CSV, pd.concat(frames, ignore_index=True))
     if examples:
         TumourExamples.concat(examples).save(out / EXAMPLES_FILE)
     else:  # an earlier audit's examples (replaced with --force) no longer apply
@@ -208,7 +211,7 @@ class AuditedModel:
 
 
 def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
-    from braincam.data.preprocess import PreprocessConfig
+    from braincam.data.preprocess import preprocess_config
     from braincam.models import load_checkpoint, read_meta, require_single_model
 
     if not run.model.is_file():
@@ -217,7 +220,7 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     model, meta = load_checkpoint(run.model, device=device)
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
-        PreprocessConfig(**meta["preprocess"]), _trained_on(run), run.audit, str(run.root),
+        preprocess_config(meta), _trained_on(run), run.audit, str(run.root),
     )
 
 
@@ -304,7 +307,7 @@ def explain_maps(
     return np.concatenate(out) if out else np.zeros((0, size, size), np.float32)
 
 
-def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict[str, CheckResult]:
+def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict[str, CheckOutput]:
     """Every registered check on one batch, in registry order (durations logged at INFO)."""
     results = {}
     for name, cls in CHECKS.items():
@@ -315,7 +318,7 @@ def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict
 
 
 def block_json(
-    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckResult]
+    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckOutput]
 ) -> dict[str, Any]:
     """One dataset's block of ``audit.json`` (layout in the module docstring)."""
     block: dict[str, Any] = {
@@ -326,7 +329,7 @@ def block_json(
         "methods": list(methods),
     }
     for name, result in results.items():
-        if name in PER_METHOD:
+        if CHECKS[name].per_method:
             per = {m: _summary_json(name, result.summary[m]) for m in methods}
             block[name] = {"method": methods[0], **per[methods[0]]}
             if len(methods) > 1:
@@ -345,7 +348,7 @@ def per_image_frame(
     paths: Sequence[str],
     batch: AuditBatch,
     methods: Sequence[str],
-    results: dict[str, CheckResult],
+    results: dict[str, CheckOutput],
 ):  # -> pandas.DataFrame
     """One row per image and method with every 1-D per-image number (NaN where a test did
     not run); sanity columns are the similarities with every layer randomised."""
@@ -369,13 +372,13 @@ def per_image_frame(
     for method in methods:
         cols: dict[str, Any] = {**base, "method": method}
         for name, result in results.items():
-            for column, values in result.per_image.get(method if name in PER_METHOD else "",
+            check = CHECKS[name]
+            for column, values in result.per_image.get(method if check.per_method else "",
                                                        {}).items():
                 if values.ndim == 2 and name == "sanity":  # no layer to randomise: NaN
                     values = values[:, -1] if values.shape[1] else np.full(len(values), np.nan)
                 if values.ndim == 1:
-                    key = column if name in ("attention", "counterfactual") else \
-                        f"{name}_{column}"
+                    key = column if check.unprefixed_columns else f"{name}_{column}"
                     cols[key] = np.round(values.astype(float), 6)
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
@@ -427,14 +430,9 @@ def _records_by_dataset(
 
 def _trained_on(run: RunDir) -> set[str]:
     """Resolved paths of the run's train and val images (empty without ``split.csv``)."""
-    import pandas as pd
-
     if not run.split.is_file():
         return set()
-    try:
-        table = pd.read_csv(run.split, usecols=["path", "split"])
-    except (OSError, ValueError) as exc:
-        raise BraincamError(f"{run.split}: cannot read the split ({exc})") from None
+    table = run.read_split()
     used = table[table["split"].isin(["train", "val"])]["path"]
     return {str(Path(p).resolve()) for p in used}
 

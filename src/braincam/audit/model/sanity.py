@@ -110,6 +110,11 @@ class SanityCheck(Check):
     """Cascading randomisation: maps must change when the model's weights do."""
 
     name = "sanity"
+    title = "Sanity check"
+    description = "Whether the maps depend on the trained weights (Adebayo et al., 2018)."
+    per_method = True
+    higher_is_better = {"similarity_after_randomization": False,
+                        "ssim_after_randomization": False}
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         """Per-image similarity after each step: columns ``spearman`` and ``ssim`` are
