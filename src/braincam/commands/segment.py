@@ -9,7 +9,11 @@ from typing import Annotated
 import typer
 
 from braincam.commands.train import command_line
-from braincam.commands.training_options import BatchSize, Device
+from braincam.commands.training_options import Device
+
+BatchSize = Annotated[
+    int, typer.Option(help="Images per step (under torchrun: all processes together).")
+]
 
 
 def command(
