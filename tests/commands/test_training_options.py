@@ -121,7 +121,8 @@ def test_train_config_fields_carry_their_option():
 def test_train_help_shows_panels_and_choices():
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ["train", "--help"], terminal_width=200)
+    # rich sizes the help from COLUMNS (CliRunner's terminal_width does not reach it)
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
     text = result.output
     panels = ["Data and split", "Model", "Schedule", "Shortcut remedies", "Runtime"]

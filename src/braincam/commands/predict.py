@@ -41,9 +41,12 @@ def command(
         bool, typer.Option("--force", help="Replace existing predictions in --out.")
     ] = False,
 ) -> None:
-    """Predict INPUTS with RUN's model: predictions.csv (one row per image or slice, one per
-    volume), skipped.csv and, with --explain, overlays/ in --out.
-    Runs under ``torchrun --nproc_per_node=N`` too: each process predicts a share."""
+    """Predict new images, DICOM files and NIfTI volumes with RUN's model, with warnings.
+
+    Writes predictions.csv (one row per image or slice, one per volume), skipped.csv and,
+    with --explain, overlays/ in --out. Runs under torchrun --nproc_per_node=N too: each
+    process predicts a share.
+    """
     from braincam import distributed
     from braincam.api import load
     from braincam.api.files import PREDICTIONS, predict_files

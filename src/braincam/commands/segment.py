@@ -56,9 +56,11 @@ def command(
         bool, typer.Option("--progress/--no-progress", help="Show progress bars.")
     ] = True,
 ) -> None:
-    """Train a tumour segmentation U-Net on images with masks (no-tumour images count as
-    empty masks), holding out whole patient groups; or, with --predict, write masks for new
-    images. Training runs under ``torchrun --nproc_per_node=N`` too."""
+    """Train a tumour segmentation U-Net, or with --predict write masks for new images.
+
+    Trains on images with masks (no-tumour images count as empty masks), holding out whole
+    patient groups. Training runs under torchrun --nproc_per_node=N too.
+    """
     if predict:
         _predict(paths, out, device, force)
         return

@@ -25,8 +25,11 @@ def command(
     ] = 64.0,
     method: Annotated[str, typer.Option(help=f"Overlay method: {METHOD_HELP}")] = "gradcam",
 ) -> None:
-    """Serve RUN's model: drop an image, DICOM file or NIfTI volume on the page and see
-    the prediction, probabilities, warnings and the explanation overlay."""
+    """Serve RUN's model on a local web page and a JSON API.
+
+    Drop an image, DICOM file or NIfTI volume on the page and see the prediction,
+    probabilities, warnings and the explanation overlay.
+    """
     import uvicorn
 
     import braincam

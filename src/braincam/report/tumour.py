@@ -67,7 +67,7 @@ def collect_tumour(run: RunDir) -> TumourSection:
     relpath = f"audit/{EXAMPLES_FILE}"
     path = run.audit / EXAMPLES_FILE
     name = "tumour examples"
-    _, audit = read_json_part(run.root, "audit/audit.json", "model audit")
+    _, audit = read_json_part(run, run.audit_json, "model audit")
     tables = _tables(audit) if audit else []
     if not path.is_file():
         return TumourSection(Part(name, relpath, NOT_RUN), tables=tables)

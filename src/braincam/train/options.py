@@ -137,7 +137,7 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                         "no_tumor) and one with a same-shaped region of "
                                         "tumour-free brain inpainted (label unchanged). "
                                         "Validation and test images are never altered.",
-                                        REMEDIES),
+                                        REMEDIES, switch="--counterfactual-pairs"),
     # runtime
     "device": TrainOption("auto", "auto, cpu, cuda or cuda:N.", RUNTIME),
     "num_workers": TrainOption(0, "DataLoader worker processes.", RUNTIME),
