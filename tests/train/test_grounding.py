@@ -123,6 +123,26 @@ def test_tumour_masks_are_the_records_masks_in_model_input_pixels(tmp_path):
             assert not mask.any()
 
 
+def test_a_run_with_pairs_and_reward_records_them_and_lists_original_images_only(tmp_path):
+    """Both options through train_run, with phase 1 (its features include the copies) and
+    --upweight-errors (upweighted.csv lists original training images only)."""
+    import pandas as pd
+    import yaml
+
+    root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=1,
+                         preprocess=PreprocessConfig(size=32, crop=False), batch_size=8,
+                         counterfactual_pairs=True, mask_reward=1.0, upweight_errors=2,
+                         device="cpu")
+    run = train_run([root], config, tmp_path / "run", progress=False).run_dir
+    doc = yaml.safe_load((run / "config.yaml").read_text())
+    assert doc["train"]["counterfactual_pairs"] is True and doc["train"]["mask_reward"] == 1.0
+    split = pd.read_csv(run / "split.csv")
+    train_paths = set(split.loc[split["split"] == "train", "path"])
+    listed = pd.read_csv(run / "upweighted.csv")["path"]
+    assert set(listed) <= train_paths
+
+
 def test_pairs_need_a_no_tumor_class(tmp_path):
     root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
     names = {"tumor": "glioma", "no_tumor": "meningioma"}  # two tumour types, no no_tumor
