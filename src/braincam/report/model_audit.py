@@ -179,7 +179,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
     section = ModelAuditSection(part, checks, figures=figures)
     if audit is None:
         return section
-    blocks = _per_dataset(audit)
+    blocks = per_dataset(audit)
     for dataset, results in blocks:
         section.datasets.append(_dataset_sentence(dataset, results))
         for check, (_, _, _, describe) in zip(checks, CHECKS, strict=True):
@@ -262,7 +262,7 @@ def _add_findings(section: ModelAuditSection, raw: Any, source: str) -> None:
     section.dropped_findings += dropped
 
 
-def _per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+def per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
     """``[(None, audit)]`` for a single-dataset audit, else ``[(name, results), ...]``."""
     if _has_checks(audit):
         return [(None, audit)]
