@@ -37,14 +37,16 @@ def critical(check):
 
 
 def test_a_shortcut_model_is_named_with_accuracy_beside_each_flip_rate():
+    partly = collect_verdict(METRICS, audit(dict(SHORTCUT_CF, head_only_accuracy=0.72)), [])
+    assert "0.72 (flip rate 47%): part of the model's above-chance accuracy" in partly.text
     verdict = collect_verdict(METRICS, audit(SHORTCUT_CF), [critical("attention.region.marker"),
                                                           critical("property.background")])
     assert verdict.kind == "shortcut"
     assert verdict.text == (
         "The model's skill comes from a shortcut, not from the tumour: test accuracy 0.98 "
-        "(0.969 on the 32 audited images); with the area outside the head blanked, 0.5 (flip "
-        "rate 47%): the model's above-chance accuracy comes from outside the head; with the "
-        "head replaced by background, still 0.906 (94% of predictions unchanged): the "
+        "(0.97 on the 32 audited images); with the area outside the head blanked, 0.50 (flip "
+        "rate 47%): all of the model's above-chance accuracy comes from outside the head; with "
+        "the head replaced by background, still 0.91 (94% of predictions unchanged): the "
         "background alone tells the class. Critical findings: attention.region.marker, "
         "property.background.")
     assert len(verdict.evidence) == 2  # the intensity swap costs 3 points: not evidence
@@ -54,19 +56,19 @@ def test_a_tumour_driven_model_is_credited_from_the_tumour_removal():
     verdict = collect_verdict(METRICS, audit(TUMOUR_CF), [])
     assert verdict.kind == "tumour"
     assert verdict.text == (
-        "The model's skill comes from the head and the tumour: test accuracy 0.98 (0.906 on "
+        "The model's skill comes from the head and the tumour: test accuracy 0.98 (0.91 on "
         "the 32 audited images); with the tumour inpainted, accuracy on the tumour images "
-        "falls from 0.938 to 0.188 (flip rate 75%).")
+        "falls from 0.94 to 0.19 (flip rate 75%).")
 
 
 def test_without_tumour_masks_the_head_alone_keeping_accuracy_is_the_evidence():
     cf = {k: v for k, v in TUMOUR_CF.items() if not k.startswith("tumor_removal")}
     verdict = collect_verdict(None, audit(cf), [])
     assert verdict.kind == "tumour"
-    assert "with the area outside the head blanked, 0.906 (flip rate 0%); with the head " \
-           "replaced by background, 0.5 (chance 0.5)" in verdict.text
+    assert "with the area outside the head blanked, 0.91 (flip rate 0%); with the head " \
+           "replaced by background, 0.50 (chance 0.50)" in verdict.text
     assert verdict.text.startswith("The model's skill comes from the head and the tumour: "
-                                   "accuracy 0.906 on the audited images")
+                                   "accuracy 0.91 on the audited images")
 
 
 def test_intensity_reading_counts_as_a_shortcut():
@@ -74,7 +76,7 @@ def test_intensity_reading_counts_as_a_shortcut():
     verdict = collect_verdict(METRICS, audit(cf), [])
     assert verdict.kind == "shortcut"
     assert verdict.evidence == [
-        "with each image's intensity histogram matched to another class, 0.5 (flip rate 40%): "
+        "with each image's intensity histogram matched to another class, 0.50 (flip rate 40%): "
         "the model reads global intensity"]
 
 
@@ -86,7 +88,7 @@ def test_near_chance_and_missing_numbers_give_no_attribution():
         == "shortcut"
     near = collect_verdict(METRICS, audit(dict(SHORTCUT_CF, accuracy=0.55)), [])
     assert near.kind == "no_skill"
-    assert "near chance (test accuracy 0.98 (0.55 on the 32 audited images); chance 0.5)" \
+    assert "near chance (test accuracy 0.98 (0.55 on the 32 audited images); chance 0.50)" \
         in near.text
     flat = {"n_images": 32, "accuracy": 0.9, "head_only_accuracy": 0.85,
             "background_only_accuracy": 0.62}  # neither side
@@ -129,5 +131,7 @@ def test_the_report_opens_with_the_verdict(tmp_path, kit):
     assert page.ids.index("verdict") < page.ids.index("findings")
     verdict = kit.text(page, "verdict")
     assert verdict.startswith("Verdict The model's skill comes from a shortcut")
-    assert "test accuracy 0.973 (0.969 on the 32 audited images)" in verdict
+    assert "test accuracy 0.97 (0.97 on the 32 audited images)" in verdict
+    # the model audit's critical finding is named before the data audit's
+    assert verdict.endswith("Critical findings: sanity, probe_geometry.")
     assert 'class="verdict-shortcut"' in html

@@ -77,7 +77,7 @@ def collect_report(run_dir: Path) -> ReportContext:
     counts = severity_counts(findings)
     verdict = collect_verdict(read_json_part(root, "metrics.json", "metrics")[1],
                               read_json_part(root, "audit/audit.json", "model audit")[1],
-                              [f.finding for f in findings])
+                              [f.finding for f in model_audit.findings + data_audit.findings])
     return ReportContext(
         run_name=root.resolve().name,
         summary=_summary(counts, missing),

@@ -15,7 +15,8 @@ accuracy change counts when it reaches :data:`DROP` (15 points):
   counterfactual numbers.
 
 Each piece of evidence gives the accuracy on the altered images with its flip rate beside it.
-Critical findings are named after the evidence (up to :data:`MAX_NAMED`).
+Critical findings are named after the evidence (up to :data:`MAX_NAMED`; the caller
+lists the model audit's first).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from braincam.audit.findings import Finding
-from braincam.report.fmt import num, pct, scalar
+from braincam.report.fmt import pct, scalar
 from braincam.report.model_audit import per_dataset
 
 DROP = 0.15
@@ -58,12 +59,12 @@ def collect_verdict(
     chance = 1 / len(classes) if isinstance(classes, list) and classes else 0.5
     test = scalar(((metrics or {}).get("test") or {}).get("accuracy"))
     n = cf.get("n_images")
-    opening = (f"test accuracy {num(test)} ({num(acc)} on the {n} audited images)"
-               if test is not None and isinstance(n, int) else f"accuracy {num(acc)} on the "
+    opening = (f"test accuracy {_acc(test)} ({_acc(acc)} on the {n} audited images)"
+               if test is not None and isinstance(n, int) else f"accuracy {_acc(acc)} on the "
                "audited images")
     if acc < chance + SKILL:
         return Verdict("no_skill", f"The model is near chance ({opening}; chance "
-                       f"{num(chance)}): there is little skill to attribute." + critical)
+                       f"{_acc(chance)}): there is little skill to attribute." + critical)
     shortcut = _shortcut_evidence(cf, acc, chance)
     if shortcut:
         return Verdict("shortcut", "The model's skill comes from a shortcut, not from the "
@@ -80,19 +81,20 @@ def _shortcut_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[st
     out = []
     head = _first(cf, "head_only_accuracy")
     if head is not None and acc - head >= DROP:
-        out.append(f"with the area outside the head blanked, {num(head)}"
-                   f"{_flips(cf, 'head_only_flip_rate')}: the model's above-chance accuracy "
-                   "comes from outside the head")
+        share = "all" if head < chance + SKILL else "part"
+        out.append(f"with the area outside the head blanked, {_acc(head)}"
+                   f"{_flips(cf, 'head_only_flip_rate')}: {share} of the model's above-chance "
+                   "accuracy comes from outside the head")
     background = _first(cf, "background_only_accuracy")
     if background is not None and background - chance >= DROP:
         survival = _first(cf, "background_only_survival")
         kept = f" ({pct(survival)} of predictions unchanged)" if survival is not None else ""
-        out.append(f"with the head replaced by background, still {num(background)}{kept}: the "
+        out.append(f"with the head replaced by background, still {_acc(background)}{kept}: the "
                    "background alone tells the class")
     swap = _first(cf, "intensity_swap_accuracy")
     if swap is not None and acc - swap >= DROP:
         out.append(f"with each image's intensity histogram matched to another class, "
-                   f"{num(swap)}{_flips(cf, 'intensity_swap_flip_rate')}: the model reads "
+                   f"{_acc(swap)}{_flips(cf, 'intensity_swap_flip_rate')}: the model reads "
                    "global intensity")
     return out
 
@@ -102,13 +104,18 @@ def _tumour_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[str]
     after = _first(cf, "tumor_removal_accuracy")
     if before is not None and after is not None and before - after >= DROP:
         return [f"with the tumour inpainted, accuracy on the tumour images falls from "
-                f"{num(before)} to {num(after)}{_flips(cf, 'tumor_removal_flip_rate')}"]
+                f"{_acc(before)} to {_acc(after)}{_flips(cf, 'tumor_removal_flip_rate')}"]
     head, background = _first(cf, "head_only_accuracy"), _first(cf, "background_only_accuracy")
     if head is not None and background is not None and background - chance < SKILL:
-        return [f"with the area outside the head blanked, {num(head)}"
+        return [f"with the area outside the head blanked, {_acc(head)}"
                 f"{_flips(cf, 'head_only_flip_rate')}; with the head replaced by background, "
-                f"{num(background)} (chance {num(chance)})"]
+                f"{_acc(background)} (chance {_acc(chance)})"]
     return []
+
+
+def _acc(value: float) -> str:
+    """Accuracies with two decimals, as people quote them (0.62)."""
+    return f"{value:.2f}"
 
 
 def _flips(cf: dict[str, Any], key: str) -> str:
