@@ -20,9 +20,10 @@ from braincam.data.synthetic import MARKER_FRACTION
 from braincam.errors import BraincamError
 from braincam.pipeline.demo import DemoSettings, run_demo
 
-SETTINGS = DemoSettings(n_per_class=48, image_size=64, epochs=12, penalty=0.0, device="cpu")
-TOY = ["--n-per-class", "48", "--image-size", "64", "--epochs", "12", "--penalty", "0",
-       "--device", "cpu"]  # the same settings: the CLI resumes the library's run
+SETTINGS = DemoSettings(n_per_class=48, phantom_size=64, image_size=64, epochs=12,
+                        penalty=0.0, seed=1, train_seed=1, device="cpu")
+TOY = ["--n-per-class", "48", "--phantom-size", "64", "--image-size", "64", "--epochs", "12",
+       "--penalty", "0", "--train-seed", "1", "--device", "cpu"]  # the same: the CLI resumes
 
 
 def invoke(*args: str):

@@ -21,12 +21,14 @@ def command(
     n_per_class: Annotated[
         int, typer.Option(help="Phantoms per class in Training and in Testing.")
     ] = 100,
-    image_size: Annotated[int, typer.Option(help="Phantom and model input side in pixels.")] = 96,
+    phantom_size: Annotated[int, typer.Option(help="Phantom side in pixels.")] = 128,
+    image_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 96,
     epochs: Annotated[int, typer.Option(help="Training epochs of each run.")] = 12,
     penalty: Annotated[
         float, typer.Option(help="The remedy's --attention-penalty; 0 skips the remedy run.")
     ] = 5.0,
-    seed: Annotated[int, typer.Option(help="Seed of the phantoms, split and training.")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the phantoms and the split.")] = 1,
+    train_seed: Annotated[int, typer.Option(help="Seed of the training.")] = 2,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Reuse OUT although it was made with other settings.")
@@ -45,12 +47,13 @@ def command(
 
     if shortcut != "none" and shortcut not in SHORTCUTS:
         raise BraincamError(f"--shortcut must be none or one of {', '.join(SHORTCUTS)}")
-    if n_per_class < 4 or image_size < 32 or epochs < 1 or penalty < 0:
-        raise BraincamError("--n-per-class must be >= 4, --image-size >= 32, --epochs >= 1 "
-                            "and --penalty >= 0")
+    if n_per_class < 4 or min(image_size, phantom_size) < 32 or epochs < 1 or penalty < 0:
+        raise BraincamError("--n-per-class must be >= 4, --image-size and --phantom-size "
+                            ">= 32, --epochs >= 1 and --penalty >= 0")
     settings = DemoSettings(
         shortcut=None if shortcut == "none" else shortcut, n_per_class=n_per_class,
-        image_size=image_size, epochs=epochs, penalty=penalty, seed=seed, device=device,
+        phantom_size=phantom_size, image_size=image_size, epochs=epochs, penalty=penalty,
+        seed=seed, train_seed=train_seed, device=device,
         progress=progress,
     )
     console = Console()
