@@ -33,7 +33,7 @@ import numpy as np
 from rich.console import Console
 from rich.markup import escape
 
-from braincam.audit.findings import Finding
+from braincam.audit.findings import Finding, sort_findings
 from braincam.audit.model.base import AuditSettings
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import MARKER_FRACTION, PhantomSpec, make_phantom_dataset
@@ -177,7 +177,7 @@ def run_verdict(result: PipelineResult) -> Verdict:
     except (OSError, ValueError):
         audit = None
     return collect_verdict(result.metrics, audit if isinstance(audit, dict) else None,
-                           group_findings(result.findings))
+                           group_findings(_model_first(result)))
 
 
 def check_phantoms(root: Path, spec: PhantomSpec, force: bool) -> None:
@@ -230,7 +230,7 @@ def demo_lines(demo: DemoResult) -> list[str]:
         lines.append(f"[bold]{run.name}[/]: test accuracy {_acc(marked)} on the phantoms as "
                      f"given, {_acc(run.clean_accuracy)} on the same phantoms without the "
                      "shortcut")
-        serious = [f for f in group_findings(run.pipeline.findings) if f.severity != "info"]
+        serious = [f for f in group_findings(_model_first(run.pipeline)) if f.severity != "info"]
         lines.append(f"  audits: {len(serious)} finding(s) at warning or above"
                      + (":" if serious else ""))
         lines += [f"    {_finding_line(f)}" for f in serious[:MAX_LISTED]]
@@ -239,6 +239,12 @@ def demo_lines(demo: DemoResult) -> list[str]:
         lines.append(f"  verdict: {escape(run.verdict.text)}")
         lines.append(f"  report: {escape(str(run.pipeline.report))}")
     return lines
+
+
+def _model_first(result: PipelineResult) -> list[Finding]:
+    """Both audits' findings, most severe first, the model audit's first within a severity
+    (they say what the model uses; the data audit's say what it could use)."""
+    return sort_findings(result.model_findings + result.data_findings)
 
 
 def _acc(value: float | None) -> str:
