@@ -284,9 +284,11 @@ def test_attention_penalty_removes_the_marker_shortcut(tmp_path):
     # ... and removes most of the shortcut
     assert penalised.marker_share <= 0.5 * base.marker_share
     assert penalised.outside_head_share <= 0.6 * base.outside_head_share
-    # chance: a background-blind model keeps at most the majority prediction share
-    assert penalised.survival <= 0.6
+    # chance: a background-blind model keeps at most the majority prediction share (the
+    # audit's bound, survival_baseline: 0.5 only when the predictions are balanced; 0.56 for
+    # this model under torch 2.14), so no fixed number stands in for it
     assert penalised.survival <= penalised.survival_baseline + SURVIVAL_WARNING
+    assert penalised.survival <= base.survival - 0.3
     assert "counterfactual.background_only" not in penalised.findings
     assert penalised.clean_accuracy >= base.clean_accuracy - 0.02
     # what the marker adds to accuracy at least halves (seed 2: 47 -> 12 points)

@@ -1,6 +1,8 @@
 """``build_report(run_dir)``: everything a run holds, in one self-contained HTML file.
 
-The report is collected into typed sections (one module each), rendered with the
+The report opens with a verdict (:mod:`braincam.report.verdict`: does the model's skill come
+from the tumour or from a shortcut, and which numbers say so), then the findings, grouped and
+most severe first. It is collected into typed sections (one module each), rendered with the
 Jinja2 template ``templates/report.html`` and written atomically to
 ``RunDir.report``. Every picture is a ``data:`` URI and the CSS is inline; a
 Content-Security-Policy (``default-src 'none'; img-src data:``) makes the browser
@@ -22,9 +24,10 @@ from braincam.report.metrics import MetricsSection, collect_metrics
 from braincam.report.model_audit import ModelAuditSection, collect_model_audit
 from braincam.report.overview import OverviewSection, collect_overview
 from braincam.report.settings import SettingsSection, collect_settings
-from braincam.report.sources import NOT_RUN, Part
+from braincam.report.sources import NOT_RUN, Part, read_json_part
 from braincam.report.training import TrainingSection, collect_training
 from braincam.report.tumour import TumourSection, collect_tumour
+from braincam.report.verdict import Verdict, collect_verdict
 from braincam.runs import RunDir, atomic_write_text
 
 TEMPLATE = "report.html"
@@ -36,6 +39,7 @@ class ReportContext:
 
     run_name: str
     summary: str
+    verdict: Verdict
     findings: list[ReportFinding]
     severity_counts: dict[str, int]
     dropped_findings: int
@@ -71,9 +75,13 @@ def collect_report(run_dir: Path) -> ReportContext:
     ]
     missing = [p for p in parts if not p.ok]
     counts = severity_counts(findings)
+    verdict = collect_verdict(read_json_part(root, "metrics.json", "metrics")[1],
+                              read_json_part(root, "audit/audit.json", "model audit")[1],
+                              [f.finding for f in model_audit.findings + data_audit.findings])
     return ReportContext(
         run_name=root.resolve().name,
         summary=_summary(counts, missing),
+        verdict=verdict,
         findings=findings,
         severity_counts=counts,
         dropped_findings=data_audit.dropped_findings + model_audit.dropped_findings,

@@ -187,7 +187,7 @@ def collect_model_audit(run: RunDir) -> ModelAuditSection:
     if audit is None:
         return section
     section.datasets += _model_sentences(audit)
-    blocks = _per_dataset(audit)
+    blocks = per_dataset(audit)
     for dataset, results in blocks:
         section.datasets.append(_dataset_sentence(dataset, results))
         for check in checks:
@@ -293,7 +293,7 @@ def _add_findings(section: ModelAuditSection, raw: Any, source: str) -> None:
     section.dropped_findings += dropped
 
 
-def _per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
+def per_dataset(audit: dict[str, Any]) -> list[tuple[str | None, dict[str, Any]]]:
     """``[(name, results), ...]`` of the ``datasets`` blocks that hold checks."""
     nested = audit.get("datasets") if isinstance(audit.get("datasets"), dict) else {}
     return [(str(k), v) for k, v in nested.items() if isinstance(v, dict) and _has_checks(v)]

@@ -28,23 +28,11 @@ class TrainConfig:
     best state of both phases is kept, or, with ``average_weights``, the mean weights of phase
     2's second half.
 
-    Defaults measured on Sartaj binary (efficientnet_lite0, dev CPU): 10 fine-tuning epochs
-    instead of 5 raised official-split test balanced accuracy from 0.904 to 0.935 (AUC 0.967
-    to 0.988); validation scores jump by +-0.05 from epoch to epoch, so a patience of 3 stopped
-    the ``dedup`` run before phase 2 beat phase 1 (test 0.873) where patience 10 reached 0.951.
-    Official split, binary, balanced accuracy by seed (README "Results"): two outputs 0.935
-    (seed 0); ``subtypes`` 0.957, 0.953 (seeds 0, 1); with ``contrast_remap`` 0.5 0.924, 0.951,
-    0.959 (seeds 0-2; the same seed-0 run on two CPU threads instead of one: 0.971), no better
-    on average, so it stays off; with ``contrast_remap`` and ``average_weights`` 0.957, 0.956
-    (seeds 0, 1: the same trajectories as 0.924 and 0.951, so the average removed most of the
-    spread that choosing one epoch brings). ``upweight_errors`` stays 1 (off): alone (10, seeds
-    0, 1) it gave 0.971 and 0.943 against the defaults' 0.972 and 0.946; it is part of the
-    official-split recipe with ``--mask-skull --val-fraction 0.05`` (README "Results"). On that
-    recipe ``contrast_remap`` 0.25-1.0 gave AUC >= 0.99 in 9 runs of 10 (0.986-0.997) but
-    balanced accuracy 0.954-0.969 (0.974, 0.969, 0.974, 0.953 without): it stays off. With the
-    head mask's Li fallback (cache version 5) that recipe plus ``contrast_remap`` 0.25 reached
-    both official-split targets in 4 of 5 dev-CPU seeds, and two to five such seeds averaged
-    by ``braincam ensemble`` in every combination tried there (README "Results").
+    Defaults: 10 fine-tuning epochs with patience 10, because validation scores jump by +-0.05
+    from epoch to epoch and a short patience stops phase 2 before it beats phase 1;
+    ``average_weights`` removes most of the spread that choosing one epoch brings;
+    ``contrast_remap`` and ``upweight_errors`` stay off (alone they gained nothing on average;
+    with ``--mask-skull`` they are the official-split recipe of docs/results.md).
     """
 
     task: str = option_field("task")

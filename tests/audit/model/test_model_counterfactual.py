@@ -137,6 +137,11 @@ def test_a_corner_reading_model_survives_without_its_head():
     assert s.head_only_flip_rate == 0.5 and s.head_only_change > 0.4
     assert s.tumor_removal_flip_rate == 0.0 and s.tumor_removal_prob_drop == pytest.approx(0.0)
     assert s.n_tumor_removal == 5 and s.n_intensity_swap == 10
+    # accuracy beside each flip rate: all right with the background alone, chance without it
+    assert s.accuracy == 1.0 and s.background_only_accuracy == 1.0
+    assert s.head_only_accuracy == 0.5
+    assert s.tumor_removal_accuracy == 1.0 and s.tumor_removal_original_accuracy == 1.0
+    np.testing.assert_array_equal(result.per_image[""]["head_only_correct"], batch.labels == 1)
     checks = {f.check: f for f in result.findings}
     assert checks["counterfactual.background_only"].severity == "critical"
     assert s.background_only_gap == pytest.approx(1.0, abs=1e-3)

@@ -29,6 +29,11 @@
 (e) occlusion: share of the positive occlusion sensitivity (:mod:`braincam.explain`,
     ``AuditBatch.occlusion``) outside the head, against the background's area fraction.
 
+Beside each flip rate, the accuracy on the counterfactual inputs (``*_accuracy``, against the
+true labels, over the same images) and ``accuracy`` on the originals: a flip rate says the
+model moved, the accuracy pair says whether its skill went with what was removed (for
+example 0.95 -> 0.50 when the head is blanked: the skill lives in the head).
+
 Findings: (a) survival > baseline + :data:`SURVIVAL_WARNING` (critical:
 :data:`SURVIVAL_CRITICAL`), and separately gap >= :data:`GAP_WARNING` with AUC >=
 :data:`AUC_WARNING` (critical: :data:`GAP_CRITICAL` and :data:`AUC_CRITICAL`); (b) flip
@@ -181,6 +186,13 @@ class CounterfactualSummary:
     occlusion_outside_head: float | None
     uniform_outside_head: float | None
     n_occlusion: int
+    # accuracy on the originals and on each counterfactual, over the images each applies to
+    accuracy: float | None = None
+    background_only_accuracy: float | None = None
+    head_only_accuracy: float | None = None
+    intensity_swap_accuracy: float | None = None
+    tumor_removal_accuracy: float | None = None
+    tumor_removal_original_accuracy: float | None = None
 
 
 @register
@@ -209,23 +221,28 @@ class CounterfactualCheck(Check):
         for c, name in enumerate(batch.classes):
             cols[f"background_only_p_{name}"] = bg_probs[:, c]
         cols["background_only_survived"] = (bg_preds == preds).astype(float)
+        cols["background_only_correct"] = (bg_preds == batch.labels).astype(float)
 
         head = predict(head_only(batch.images, batch.head_masks))
         cols["head_only_change"] = np.abs(head[rows, preds] - p_pred)
         cols["head_only_flipped"] = (head.argmax(1) != preds).astype(float)
+        cols["head_only_correct"] = (head.argmax(1) == batch.labels).astype(float)
 
         refs = swap_references(batch.labels, self.settings.seed)
         swapped = predict(intensity_swap(batch.images, refs)).argmax(1)
         cols["intensity_swap_flipped"] = np.where(refs >= 0, swapped != preds, np.nan)
+        cols["intensity_swap_correct"] = np.where(refs >= 0, swapped == batch.labels, np.nan)
 
         cols["tumor_removal_flipped"] = np.full(n, np.nan)
         cols["tumor_removal_prob_drop"] = np.full(n, np.nan)
+        cols["tumor_removal_correct"] = np.full(n, np.nan)
         if batch.tumor_masks is not None and batch.tumor_masks.any():
             idx = np.flatnonzero(batch.tumor_masks.any(axis=(1, 2)))
             after = predict(remove_tumour(batch.images[idx], batch.tumor_masks[idx]))
             labels = batch.labels[idx]
             before_p = tumour_probability(batch.probs[idx], labels, batch.classes)
             cols["tumor_removal_flipped"][idx] = after.argmax(1) != preds[idx]
+            cols["tumor_removal_correct"][idx] = after.argmax(1) == labels
             cols["tumor_removal_prob_drop"][idx] = before_p - tumour_probability(
                 after, labels, batch.classes)
 
@@ -291,6 +308,13 @@ class CounterfactualCheck(Check):
             occlusion_outside_head=nanmean(cols["occlusion_outside_head"]),
             uniform_outside_head=nanmean(cols["uniform_outside_head"][occluded]),
             n_occlusion=int(occluded.sum()),
+            accuracy=nanmean(batch.correct.astype(float)),
+            background_only_accuracy=nanmean(cols["background_only_correct"]),
+            head_only_accuracy=nanmean(cols["head_only_correct"]),
+            intensity_swap_accuracy=nanmean(cols["intensity_swap_correct"]),
+            tumor_removal_accuracy=nanmean(cols["tumor_removal_correct"]),
+            tumor_removal_original_accuracy=nanmean(np.where(
+                np.isnan(cols["tumor_removal_correct"]), np.nan, batch.correct)),
         )
         return summary, _findings(summary)
 
