@@ -72,7 +72,7 @@ def test_a_new_registered_check_reaches_audit_json_and_the_report(tmp_path, monk
     assert block["count"]["by_method"]["ig"] == {"bright": 0.0}
 
     run = RunDir(tmp_path)
-    atomic_write_json(run.audit_json, block)
+    atomic_write_json(run.audit_json, {"datasets": {"d": block}, "findings": []})
     section: ModelAuditSection = collect_model_audit(run)
     count = next(c for c in section.checks if c.key == "count")
     assert count.title == "Pixel count"

@@ -42,7 +42,7 @@ def decode(uri: str) -> np.ndarray:
 def make_run(tmp_path, kit, predicted: bool):
     run = kit.make_fake_run(tmp_path)
     audit = json.loads((run / "audit" / "audit.json").read_text())
-    audit["localization"]["mask"] = MASK_BLOCK
+    next(iter(audit["datasets"].values()))["localization"]["mask"] = MASK_BLOCK
     (run / "audit" / "audit.json").write_text(json.dumps(audit))
     examples(2, predicted).save(run / "audit" / EXAMPLES_FILE)
     html = build_report(run).read_text(encoding="utf-8")

@@ -28,8 +28,9 @@ TUMOUR_CF = {  # looks at the tumour: inpainting it costs the tumour images thei
 
 
 def audit(cf, classes=("no_tumor", "tumor")):
-    return {"dataset": "phantoms", "classes": list(classes), "accuracy": cf.get("accuracy"),
-            "attention": {"background": 0.4}, "counterfactual": cf}
+    block = {"dataset": "phantoms", "classes": list(classes), "accuracy": cf.get("accuracy"),
+             "attention": {"background": 0.4}, "counterfactual": cf}
+    return {"datasets": {"phantoms": block}, "findings": []}
 
 
 def critical(check):
@@ -97,7 +98,7 @@ def test_near_chance_and_missing_numbers_give_no_attribution():
     assert none.kind == "none"
     assert none.text.endswith("Critical finding: probe.background.")
     old = audit({"background_only_survival": 0.875})  # an audit without the accuracy keys
-    del old["accuracy"]
+    del old["datasets"]["phantoms"]["accuracy"]
     assert collect_verdict(METRICS, old, []).kind == "none"
 
 
@@ -124,7 +125,7 @@ def test_background_properties_are_one_finding_at_the_strongest_ones_place():
 def test_the_report_opens_with_the_verdict(tmp_path, kit):
     run = kit.make_fake_run(tmp_path)
     doc = json.loads((run / "audit" / "audit.json").read_text())
-    doc["counterfactual"].update(SHORTCUT_CF)
+    next(iter(doc["datasets"].values()))["counterfactual"].update(SHORTCUT_CF)
     (run / "audit" / "audit.json").write_text(json.dumps(doc))
     html = build_report(run).read_text(encoding="utf-8")
     page = kit.parse(html)

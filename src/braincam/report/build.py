@@ -75,8 +75,8 @@ def collect_report(run_dir: Path) -> ReportContext:
     ]
     missing = [p for p in parts if not p.ok]
     counts = severity_counts(findings)
-    verdict = collect_verdict(read_json_part(root, "metrics.json", "metrics")[1],
-                              read_json_part(root, "audit/audit.json", "model audit")[1],
+    verdict = collect_verdict(read_json_part(run, run.metrics, "metrics")[1],
+                              read_json_part(run, run.audit_json, "model audit")[1],
                               [f.finding for f in model_audit.findings + data_audit.findings])
     return ReportContext(
         run_name=root.resolve().name,
