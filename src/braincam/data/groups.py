@@ -11,7 +11,7 @@ in the numbering, a change of label or a drop in similarity starts a new patient
 Threshold: random pairs correlate at a median of 0.45 (datasets README); on the 3064 Figshare
 slices the 3052 same-label neighbour pairs have median 0.93 with a long low tail and no clear
 valley. 0.55 gives 236 groups, the count closest to the published 233 patients among 0.50-0.80
-in steps of 0.05 (table in docs/results/masks.md). Merging two patients costs a little split
+in steps of 0.05 (table in docs/results.md). Merging two patients costs a little split
 freedom; splitting one patient leaks, so ties go to the lower threshold.
 
 Records outside numbered folders get a group of their own (``<source>/<relative path>``);

@@ -87,7 +87,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SegmentConfig:
     """Settings of a segmentation run. Default schedule: 8 epochs of about 2500 training
-    images at 160 px, sized to finish within 30 min on a 2-core CPU (docs/results/masks.md)."""
+    images at 160 px, sized to finish within 30 min on a 2-core CPU (docs/results.md)."""
 
     size: int = 160  # input side, a multiple of 32 (the encoder's stride)
     epochs: int = 8
