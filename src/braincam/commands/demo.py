@@ -23,7 +23,7 @@ def command(
     ] = 100,
     phantom_size: Annotated[int, typer.Option(help="Phantom side in pixels.")] = 128,
     image_size: Annotated[int, typer.Option(help="Model input side in pixels.")] = 96,
-    epochs: Annotated[int, typer.Option(help="Training epochs of each run.")] = 12,
+    epochs: Annotated[int, typer.Option(help="Training epochs of each run.")] = 10,
     penalty: Annotated[
         float, typer.Option(help="The remedy's --attention-penalty; 0 skips the remedy run.")
     ] = 5.0,

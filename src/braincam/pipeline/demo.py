@@ -70,7 +70,7 @@ class DemoSettings:
     phantom_size: int = 128  # drawn at this side, resized to image_size by preprocessing
     image_size: int = 96
     contrasts: tuple[str, ...] = ("t1ce",)
-    epochs: int = 12
+    epochs: int = 10
     penalty: float = 5.0  # the remedy's attention penalty; 0: no remedy run
     explain_cap: int = 32
     n_boot: int = 200
