@@ -61,7 +61,7 @@ DEMO_AUDIT = AuditSettings(faithfulness_images=4, road_images=2, road_percentile
 @dataclass(frozen=True)
 class DemoSettings:
     """The demo's knobs. Defaults: 100 T1-CE phantoms of 128 px per class in Training and in
-    Testing, resnet10t from scratch at 96 px, 12 epochs of its last 4 stages, phantom seed 1
+    Testing, resnet10t from scratch at 96 px, 10 epochs of its last 4 stages, phantom seed 1
     and training seed 2 (the recipe of ``tests/train/test_mitigation.py``), the remedy's
     attention penalty 5, 32 test images audited and explained, 200 bootstrap resamples."""
 
