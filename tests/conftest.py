@@ -67,7 +67,7 @@ def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def write_dicom():
     """``write_dicom(path, pixels, photometric=, rescale=(slope, intercept), window=(c, w),
     instance=, position=)`` -> path."""

@@ -58,25 +58,7 @@ def volume_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dicom_file(tmp_path_factory, png_file) -> Path:
+def dicom_file(tmp_path_factory, png_file, write_dicom) -> Path:
     """``png_file``'s pixels as an 8-bit MONOCHROME2 DICOM file."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    pixels = np.asarray(Image.open(png_file))
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = pixels.tobytes()
     path = tmp_path_factory.mktemp("serve-dicom") / "slice.dcm"
-    pydicom.dcmwrite(path, ds, enforce_file_format=True)
-    return path
+    return write_dicom(path, np.asarray(Image.open(png_file)))

@@ -8,11 +8,8 @@ import io
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from braincam.serve.sniff import UploadError, check_name, sniff
 
@@ -25,22 +22,6 @@ def encoded(fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def dicom_bytes() -> bytes:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = GREY.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = GREY.tobytes()
-    buf = io.BytesIO()
-    pydicom.dcmwrite(buf, ds, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def nifti_bytes(version: int = 1) -> bytes:
@@ -55,8 +36,9 @@ def test_images_by_signature(fmt, suffix):
     assert (upload.kind, upload.suffix, upload.name) == ("image", suffix, "scan.dat")
 
 
-def test_dicom_nifti_and_gzipped_nifti():
-    assert (sniff(dicom_bytes(), "a.png").kind, sniff(dicom_bytes()).suffix) == ("dicom", ".dcm")
+def test_dicom_nifti_and_gzipped_nifti(tmp_path, write_dicom):
+    dicom = write_dicom(tmp_path / "slice.dcm", GREY).read_bytes()
+    assert (sniff(dicom, "a.png").kind, sniff(dicom).suffix) == ("dicom", ".dcm")
     assert sniff(nifti_bytes(1), "x.png").suffix == ".nii"
     assert sniff(nifti_bytes(2)).suffix == ".nii"
     assert sniff(gzip.compress(nifti_bytes(1)), "x.nii").suffix == ".nii.gz"
