@@ -10,6 +10,8 @@ from typing import Annotated, Any
 
 import typer
 
+from braincam.commands.spec_options import SpecTask
+
 MAX_FINDINGS_SHOWN = 8
 
 
@@ -30,10 +32,7 @@ def command(
                                   "Required with a model spec, where it plays the run "
                                   "directory: the files go to OUT/audit.")
     ] = None,
-    task: Annotated[
-        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
-                                 "no_tumor/tumor (default: the spec's classes).")
-    ] = None,
+    task: SpecTask = None,
     split: Annotated[
         str | None, typer.Option(help="Audit only this official split (e.g. test) of folders "
                                  "that have splits; others are audited whole.")

@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from braincam.commands.spec_options import SpecTask
+
 
 def command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`, or a "
@@ -24,10 +26,7 @@ def command(
         Path | None, typer.Option("--out", "-o", help="Output folder (default RUN; required "
                                   "with a model spec).")
     ] = None,
-    task: Annotated[
-        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
-                                 "no_tumor/tumor (default: the spec's classes).")
-    ] = None,
+    task: SpecTask = None,
     split: Annotated[
         str | None, typer.Option(help="Model spec only: score only this official split of "
                                  "the --data folders (e.g. test).")

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from braincam.commands.spec_options import SpecTask
+
 if TYPE_CHECKING:
     from braincam.explain.files import ImageItem
 
@@ -47,10 +49,7 @@ def command(
                                   "Required with a model spec, where it plays the run "
                                   "directory: the files go to OUT/explain/METHOD.")
     ] = None,
-    task: Annotated[
-        str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
-                                 "no_tumor/tumor (default: the spec's classes).")
-    ] = None,
+    task: SpecTask = None,
     layer: Annotated[
         str | None,
         typer.Option(help="CAM target layer (module name); default per architecture."),

@@ -4,6 +4,14 @@ model braincam did not train): the output folder is ``--out``, never the spec's 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+SpecTask = Annotated[
+    str | None, typer.Option(help="Model spec only: binary views a tumour-type model as "
+                             "no_tumor/tumor (default: the spec's classes).")
+]
 
 
 def spec_output(run: Path, out: Path | None, **spec_only: object) -> Path | None:
