@@ -6,10 +6,10 @@ DATASETS ?= ../shared/datasets
 .PHONY: install test lint demo bench clean
 
 # pyradiomics ships no wheel for this Python: its sdist builds against the numpy and versioneer
-# already installed (no build isolation), so those come first.
+# already installed (no build isolation), so those come first, with wheel for its bdist_wheel.
 $(BIN)/braincam: pyproject.toml
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q numpy versioneer
+	$(BIN)/pip install -q numpy versioneer wheel
 	$(BIN)/pip install -q --no-build-isolation "pyradiomics==3.0.1"
 	$(BIN)/pip install -q -e ".[dev,radiomics]"
 	touch $@
