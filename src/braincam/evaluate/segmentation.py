@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.preprocess import preprocess, preprocess_config, uncrop
+from braincam.data.preprocess import Preprocessed, preprocess, preprocess_config, uncrop
 from braincam.data.records import IMAGE_SUFFIXES, SkippedFile
 from braincam.errors import BraincamError
 from braincam.models.segment import THRESHOLD, Segmenter
@@ -91,6 +91,23 @@ def outline(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int,
     return out
 
 
+def original_mask(prob: np.ndarray, prep: Preprocessed) -> np.ndarray:
+    """The tumour in ORIGINAL image pixels (bool ``H x W``): ``P(tumour)`` over the model input
+    (``S x S``) mapped back through the crop by :func:`braincam.data.preprocess.uncrop`, then
+    ``>= THRESHOLD``."""
+    return uncrop(prob, prep) >= THRESHOLD
+
+
+def tumour_fraction(prob: np.ndarray) -> float:
+    """Share of the model input's pixels with ``P(tumour) >= THRESHOLD``, to 4 decimals."""
+    return round(float((np.asarray(prob) >= THRESHOLD).mean()), 4)
+
+
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A bool mask as a 0/255 grey PNG, atomically."""
+    atomic_write_bytes(Path(path), png_bytes(np.asarray(mask, bool).astype(np.uint8) * 255))
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """PNG encoding of a grey or BGR uint8 image."""
     ok, buf = cv2.imencode(".png", image)
@@ -119,7 +136,7 @@ def predict_files(
     segmenter: Segmenter, paths: Sequence[Path], out_dir: Path
 ) -> tuple[list[Path], list[SkippedFile]]:
     """For each image: ``<stem>_mask.png`` (0/255, the original size: probabilities mapped back
-    through the crop by :func:`braincam.data.preprocess.uncrop`, then thresholded) and
+    through the crop, then thresholded, by :func:`original_mask`) and
     ``<stem>_outline.png`` (the original image with the predicted outline in red) in
     ``out_dir``. Unreadable images are skipped with a reason. Returns (masks written, skipped)."""
     config = preprocess_config(segmenter.meta)
@@ -134,12 +151,12 @@ def predict_files(
             continue
         prep = preprocess(grey, config)
         prob = segmenter.predict(prep.image[None])[0]
-        mask = uncrop(prob, prep) >= THRESHOLD
+        mask = original_mask(prob, prep)
         stem = path.stem if path.stem not in used else f"{path.parent.name}_{path.stem}"
         used.add(stem)
         original = np.clip(np.rint(grey * 255), 0, 255).astype(np.uint8)
         target = Path(out_dir) / f"{stem}_mask.png"
-        atomic_write_bytes(target, png_bytes(mask.astype(np.uint8) * 255))
+        write_mask(target, mask)
         atomic_write_bytes(Path(out_dir) / f"{stem}_outline.png",
                            png_bytes(outline(original, [(mask, PRED_BGR)])))
         written.append(target)
