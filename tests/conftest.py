@@ -99,3 +99,78 @@ def _nifti_file(path: Path, slices, axcodes: tuple[str, str, str] = ("R", "A", "
 def write_nifti():
     """``write_nifti(path, slices (Z, H, W) uint8, axcodes=("R","A","S"), cal=(0, 255))``."""
     return _nifti_file
+
+
+@pytest.fixture(scope="session")
+def segmenter_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``braincam segment`` run folder holding an untrained U-Net (64 px input)."""
+    import torch
+
+    from braincam.models.segment import build_segmenter, save_segmenter
+
+    seg = tmp_path_factory.mktemp("segmenter-run")
+    torch.manual_seed(0)
+    save_segmenter(build_segmenter("none").eval(), seg / "model.safetensors",
+                   {"size": 64, "preprocess": {"size": 64}, "threshold": 0.5})
+    return seg
+
+
+class Disc:
+    """What ``Segmenter.predict`` answers under the ``disc_segmenter`` fixture: P(tumour) = 1
+    on the pixels whose centres lie within ``radius * S`` of the model input's centre, else 0."""
+
+    def __init__(self, radius: float = 0.3) -> None:
+        self.radius = radius
+
+    def probability(self, size: int):
+        import numpy as np
+
+        centres = np.arange(size) + 0.5 - size / 2
+        inside = centres[None, :] ** 2 + centres[:, None] ** 2 <= (self.radius * size) ** 2
+        return inside.astype(np.float32)
+
+    def fraction(self, size: int) -> float:
+        """The disc's share of the model input's pixels, to 4 decimals."""
+        return round(float(self.probability(size).mean()), 4)
+
+    def original(self, prep):
+        """The disc mapped back to the original image (bool H x W): a pixel is inside when its
+        centre, in model-input coordinates through the crop, lies within the disc."""
+        import numpy as np
+
+        width, height = prep.original_size
+        x0, y0, x1, y1 = prep.crop
+        size = prep.image.shape[0]
+        u = (np.arange(width) + 0.5 - x0) * size / (x1 - x0) - size / 2
+        v = (np.arange(height) + 0.5 - y0) * size / (y1 - y0) - size / 2
+        return u[None, :] ** 2 + v[:, None] ** 2 <= (self.radius * size) ** 2
+
+    def assert_matches(self, mask, prep, border: int = 1) -> None:
+        """``mask`` (bool, original pixels) is the mapped-back disc up to ``border`` pixels."""
+        import cv2
+        import numpy as np
+
+        expected = self.original(prep).astype(np.uint8)
+        kernel = np.ones((3, 3), np.uint8)
+        inner = cv2.erode(expected, kernel, iterations=border).astype(bool)
+        outer = cv2.dilate(expected, kernel, iterations=border).astype(bool)
+        assert mask.shape == expected.shape and mask.dtype == bool
+        assert inner.any()
+        assert mask[inner].all(), "a pixel well inside the disc is missing"
+        assert not mask[~outer].any(), "a pixel well outside the disc is set"
+
+
+@pytest.fixture
+def disc_segmenter(monkeypatch: pytest.MonkeyPatch) -> Disc:
+    """``Segmenter.predict`` answers :class:`Disc` for every image (exact expected masks)."""
+    import numpy as np
+
+    from braincam.models.segment import Segmenter
+
+    disc = Disc()
+
+    def predict(self, images):
+        return np.stack([disc.probability(images.shape[1])] * len(images))
+
+    monkeypatch.setattr(Segmenter, "predict", predict)
+    return disc

@@ -196,3 +196,100 @@ def test_duplicates_are_looked_up_among_all_training_images(model, run):
     assert len(ref.phashes) == len(paths) > 20
     hits = [image_warnings(p, 0.5, ref) for p in preps]
     assert all(any(w.startswith("exact duplicate") for w in h) for h in hits)
+
+
+def _magenta(overlay: np.ndarray) -> np.ndarray:
+    from braincam.explain.render import TUMOUR_RGB
+
+    return (overlay == np.array(TUMOUR_RGB, np.uint8)).all(axis=2)
+
+
+def test_a_segmenter_run_loads_on_the_models_device_and_predicts_probabilities(
+        run, segmenter_run):
+    from braincam.models.segment import Segmenter
+
+    model = braincam.load(run, segment=segmenter_run, device="cpu", ood=False)
+    assert isinstance(model.segmenter, Segmenter)
+    assert model.segmenter.device == model.device
+    path = _split_paths(run, "test")[0]
+    (mask,) = model.segment([path])
+    assert (mask.path, mask.slice) == (path, None)
+    assert mask.probability.shape == (32, 32) and mask.probability.dtype == np.float32
+    assert 0.0 <= mask.probability.min() and mask.probability.max() <= 1.0
+    assert mask.mask.shape == (48, 48) and mask.mask.dtype == bool
+    assert mask.fraction == round(float((mask.probability >= 0.5).mean()), 4)
+    (pred,) = model.predict([path])
+    np.testing.assert_array_equal(pred.tumour, mask.probability >= 0.5)
+    assert pred.tumour_fraction == mask.fraction
+
+
+def test_segment_predict_and_explain_with_a_known_disc(run, segmenter_run, disc_segmenter):
+    from braincam.data.preprocess import preprocess
+
+    model = braincam.load(run, segment=segmenter_run, device="cpu", ood=False)
+    paths = _split_paths(run, "test")[:3]
+    u8 = np.rint(read_grey(paths[0]) * 255).astype(np.uint8)
+    masks = model.segment([*paths, np.pad(u8, ((0, 0), (10, 0)))])  # and a wider array
+    fraction = disc_segmenter.fraction(32)
+    assert 0.2 < fraction < 0.35  # pi * 0.3^2 of the model input
+    assert [m.path for m in masks] == [*paths, "<array 3>"]
+    for m in masks:
+        assert m.fraction == fraction
+        np.testing.assert_array_equal(m.probability, disc_segmenter.probability(32))
+        disc_segmenter.assert_matches(m.mask, m.preprocessed)
+    assert masks[-1].mask.shape == (48, 58)
+    np.testing.assert_array_equal(  # the mask's crop geometry is the classifier's
+        masks[0].preprocessed.crop, preprocess(read_grey(paths[0]), model.config).crop)
+
+    preds = model.predict(paths)
+    for pred in preds:
+        np.testing.assert_array_equal(pred.tumour, disc_segmenter.probability(32) > 0)
+        assert pred.tumour_fraction == fraction
+        row = pred.to_row()
+        assert list(row)[-3:] == ["ood_score", "tumour_fraction", "warnings"]
+        assert row["tumour_fraction"] == fraction
+
+    (exp,) = model.explain([paths[0]], method="gradcam")
+    assert exp.prediction.tumour_fraction == fraction
+    magenta = _magenta(exp.overlay)
+    tumour = masks[0].mask  # the disc mapped back (checked above)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    rim = tumour & ~cv2.erode(tumour.astype(np.uint8), cross).astype(bool)
+    assert rim.sum() > 20
+    np.testing.assert_array_equal(magenta, rim)  # exactly the disc's 1-px outline
+    expected = disc_segmenter.original(masks[0].preprocessed).astype(np.uint8)
+    near = cv2.dilate(expected, np.ones((3, 3), np.uint8), iterations=2).astype(bool) \
+        & ~cv2.erode(expected, np.ones((3, 3), np.uint8), iterations=2).astype(bool)
+    assert not magenta[~near].any()  # nowhere far from the disc's boundary
+    (plain,) = braincam.load(run, device="cpu", ood=False).explain([paths[0]])
+    assert not _magenta(plain.overlay).any()  # no segmenter, no outline
+    assert np.array_equal(plain.overlay[~near], exp.overlay[~near])
+
+
+def test_segment_errors_are_one_line(run, model, tmp_path):
+    with pytest.raises(BraincamError, match="pass segment=SEG to braincam.load"):
+        model.segment([_split_paths(run, "test")[0]])
+    with pytest.raises(BraincamError, match="not a segmenter") as info:
+        braincam.load(run, segment=run, device="cpu")
+    assert "\n" not in str(info.value)
+    with pytest.raises(BraincamError, match="holds no model.safetensors") as info:
+        braincam.load(run, segment=tmp_path, device="cpu")
+    assert "\n" not in str(info.value)
+
+
+def test_docs_segment_example_runs(run, segmenter_run, disc_segmenter, tmp_path):
+    text = (REPO / "docs" / "api.md").read_text()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if ".segment(" in c]
+    (tmp_path / "runs").mkdir()
+    os.symlink(run, tmp_path / "runs" / "bin")
+    os.symlink(segmenter_run, tmp_path / "runs" / "seg")
+    Image.open(_split_paths(run, "test")[0]).save(tmp_path / "scan.png")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        scope: dict = {}
+        exec(compile(code, "docs/api.md", "exec"), scope)
+    finally:
+        os.chdir(cwd)
+    assert scope["tumour"].fraction == disc_segmenter.fraction(32)
+    assert scope["tumour"].mask.shape == (48, 48)

@@ -3,16 +3,19 @@
 ::
 
     import braincam
-    model = braincam.load("runs/bin")
+    model = braincam.load("runs/bin", segment="runs/seg")  # segment: optional
     preds = model.predict(["scan.png", array, pil_image, "series_dir/", "vol.nii.gz"])
     exps = model.explain(preds_inputs, method="gradcam")
+    masks = model.segment(preds_inputs)  # needs segment=
 
 Inputs are expanded by :func:`braincam.data.inputs.expand_inputs` (a volume or DICOM series gives
 one :class:`Prediction` per slice), preprocessed exactly as the run's training images were
 (``PreprocessConfig`` from the checkpoint; files through the shared on-disk cache) and scored in
 batches. Every prediction carries the warnings of :mod:`braincam.api.warnings`; the
 out-of-distribution reference they need is built on first use and cached in the run
-(:mod:`braincam.api.reference`).
+(:mod:`braincam.api.reference`). With a segmentation run (``braincam segment``) every
+prediction also carries the predicted tumour (``P(tumour) >= THRESHOLD`` over the model input)
+and its share of the model input, and overlays outline it.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from braincam.data.inputs import InputSlice, SliceChoice, expand_inputs, read_sl
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed, preprocess
 from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
+from braincam.models.segment import THRESHOLD, Segmenter
 from braincam.runs import RunDir
 
-__all__ = ["Explanation", "Model", "Prediction", "SliceChoice", "load"]
+__all__ = ["Explanation", "Model", "Prediction", "SliceChoice", "TumourMask", "load"]
 
 WORKERS = 4
 
@@ -52,25 +56,45 @@ class Prediction:
     ood_score: float | None = None  # Mahalanobis distance / its threshold (> 1: flagged)
     kind: str = "image"  # image | slice | volume (the summary row of a volume)
     preprocessed: Preprocessed | None = field(default=None, repr=False)  # crop geometry
+    # with a segmenter (load(..., segment=SEG)), else None:
+    tumour: np.ndarray | None = field(default=None, repr=False)  # bool (S, S), P >= THRESHOLD
+    tumour_fraction: float | None = None  # share of the model input's pixels in `tumour`
+    tumour_probability: np.ndarray | None = field(default=None, repr=False)  # float32 (S, S)
+    item: InputSlice | None = field(default=None, repr=False)  # the input slice predicted
 
     def to_row(self) -> dict[str, object]:
-        """``path, slice, kind, pred, prob_<class>..., ood_score, warnings`` (warnings joined
-        by ``; ``; probabilities to 6 significant digits)."""
+        """``path, slice, kind, pred, prob_<class>..., ood_score, [tumour_fraction,] warnings``
+        (warnings joined by ``; ``; probabilities to 6 significant digits; ``tumour_fraction``,
+        4 decimals, only when a segmenter was loaded)."""
         row: dict[str, object] = {
             "path": self.path, "slice": "" if self.slice is None else self.slice,
             "kind": self.kind, "pred": self.label,
         }
         row.update({f"prob_{c}": float(f"{p:.6g}") for c, p in self.probabilities.items()})
         row["ood_score"] = "" if self.ood_score is None else round(self.ood_score, 4)
+        if self.tumour_fraction is not None:
+            row["tumour_fraction"] = self.tumour_fraction
         row["warnings"] = "; ".join(self.warnings)
         return row
+
+
+@dataclass
+class TumourMask:
+    """A segmenter's answer for one image or slice (:meth:`Model.segment`)."""
+
+    path: str  # as Prediction.path
+    slice: int | None
+    probability: np.ndarray = field(repr=False)  # float32 (S, S) P(tumour) over the model input
+    mask: np.ndarray = field(repr=False)  # bool (H, W) in ORIGINAL image pixels, P >= THRESHOLD
+    fraction: float  # share of the model input's pixels with P >= THRESHOLD (4 decimals)
+    preprocessed: Preprocessed | None = field(default=None, repr=False)  # crop geometry
 
 
 @dataclass
 class Explanation:
     prediction: Prediction
     map: np.ndarray  # (S, S) float32 in [0, 1] over the model input
-    overlay: np.ndarray  # RGB uint8 on the original image (map, head outline)
+    overlay: np.ndarray  # RGB uint8 on the original image (map, head outline, tumour outline)
     method: str
     item: InputSlice | None = field(default=None, repr=False)  # the input slice explained
 
@@ -79,7 +103,7 @@ class Model:
     """A trained run ready for new images (see :func:`load`)."""
 
     def __init__(self, run: RunDir, net: torch.nn.Module, meta: dict, device: torch.device,
-                 ood: bool = True) -> None:
+                 ood: bool = True, segmenter: Segmenter | None = None) -> None:
         self.run = run
         self.net = net
         self.meta = meta
@@ -87,6 +111,7 @@ class Model:
         self.classes: list[str] = list(meta["classes"])
         self.config = PreprocessConfig(**meta.get("preprocess", {}))
         self.ood = ood
+        self.segmenter = segmenter  # braincam segment's U-Net (load(..., segment=SEG)) or None
         self._reference: Reference | None = None
         self._cache = PreprocessCache()
 
@@ -117,7 +142,8 @@ class Model:
                 batch_size: int = 16, choice: SliceChoice | None = None,
                 skipped: list[SkippedFile] | None = None) -> list[Explanation]:
         """Predictions plus a map of the predicted class per image (``braincam.explain``
-        methods); a CAM lying mostly outside the head adds a warning."""
+        methods); a CAM lying mostly outside the head adds a warning. With a segmenter the
+        overlay also outlines the predicted tumour (magenta)."""
         return self.explain_slices(expand_inputs(inputs, choice), method, layer, batch_size,
                                    skipped)
 
@@ -125,6 +151,7 @@ class Model:
                        layer: str | None = None, batch_size: int = 16,
                        skipped: list[SkippedFile] | None = None) -> list[Explanation]:
         """:meth:`explain` of already expanded inputs."""
+        from braincam.evaluate.segmentation import original_mask
         from braincam.explain import explain
         from braincam.explain.render import overlay_original
 
@@ -143,15 +170,32 @@ class Model:
             preds = self._predictions(chunk, chunk_preps, probs, features)
             for item, prep, pred, cam_map in zip(chunk, chunk_preps, preds, maps, strict=True):
                 pred.warnings += cam_warning(cam_map, prep.mask)
-                overlay = overlay_original(read_slice(item), cam_map, prep)
+                tumour = None if pred.tumour_probability is None else \
+                    original_mask(pred.tumour_probability, prep)
+                overlay = overlay_original(read_slice(item), cam_map, prep, tumour=tumour)
                 out.append(Explanation(pred, cam_map, overlay, method, item))
         return out
 
-    def segment(self, inputs: object) -> list[np.ndarray]:
-        """Tumour masks need a segmentation run, which this version cannot load."""
-        raise BraincamError(
-            "no segmentation run loaded: braincam has no segmentation training yet"
-        )
+    def segment(self, inputs: object, choice: SliceChoice | None = None,
+                skipped: list[SkippedFile] | None = None) -> list[TumourMask]:
+        """The segmenter's tumour per image or slice of ``inputs`` (the inputs of
+        :meth:`predict`); needs ``braincam.load(RUN, segment=SEG)``."""
+        return self.segment_slices(expand_inputs(inputs, choice), skipped)
+
+    def segment_slices(self, slices: Sequence[InputSlice],
+                       skipped: list[SkippedFile] | None = None) -> list[TumourMask]:
+        """:meth:`segment` of already expanded inputs."""
+        if self.segmenter is None:
+            raise BraincamError("no segmentation run loaded: pass segment=SEG to braincam.load")
+        from braincam.evaluate.segmentation import original_mask, tumour_fraction
+
+        items, preps = self._prepare(list(slices), skipped)
+        if not items:
+            return []
+        probs = self.segmenter.predict(np.stack([p.image for p in preps]))
+        return [TumourMask(item.name, item.slice, prob, original_mask(prob, prep),
+                           tumour_fraction(prob), prep)
+                for item, prep, prob in zip(items, preps, probs, strict=True)]
 
     def _prepare(self, items: list[InputSlice], skipped: list[SkippedFile] | None
                  ) -> tuple[list[InputSlice], list[Preprocessed]]:
@@ -181,19 +225,29 @@ class Model:
 
     def _predictions(self, items: Sequence[InputSlice], preps: Sequence[Preprocessed],
                      probs: np.ndarray, features: np.ndarray | None) -> list[Prediction]:
+        from braincam.evaluate.segmentation import tumour_fraction
+
         ref = self.reference
         scores = ref.distance(features) / ref.threshold if ref is not None else None
+        tumour = None
+        if self.segmenter is not None:
+            tumour = self.segmenter.predict(np.stack([p.image for p in preps]))
         out = []
         for i, (item, prep) in enumerate(zip(items, preps, strict=True)):
             score = None if scores is None else float(scores[i])
-            out.append(Prediction(
+            pred = Prediction(
                 path=item.name, slice=item.slice,
                 probabilities={c: float(p) for c, p in zip(self.classes, probs[i], strict=True)},
                 label=self.classes[int(np.argmax(probs[i]))],
                 warnings=image_warnings(prep, score, ref),
                 image=prep.image, ood_score=score,
-                kind="slice" if item.volume else "image", preprocessed=prep,
-            ))
+                kind="slice" if item.volume else "image", preprocessed=prep, item=item,
+            )
+            if tumour is not None:
+                pred.tumour_probability = tumour[i]
+                pred.tumour = tumour[i] >= THRESHOLD
+                pred.tumour_fraction = tumour_fraction(tumour[i])
+            out.append(pred)
         return out
 
 
@@ -219,18 +273,27 @@ class _FeatureHook:
 def load(run: Path | str, segment: Path | str | None = None,
          device: str | torch.device = "auto", ood: bool = True) -> Model:
     """A run's trained model for new images. ``ood=False`` skips the out-of-distribution and
-    duplicate warnings (and the one-off calibration on the training images they need)."""
+    duplicate warnings (and the one-off calibration on the training images they need).
+    ``segment``: a ``braincam segment`` run, loaded on the same device; predictions then carry
+    the predicted tumour, overlays outline it and :meth:`Model.segment` works."""
     from braincam.device import device_of
     from braincam.models import load_checkpoint, read_meta, require_single_model
+    from braincam.models.segment import load_segmenter
 
-    if segment is not None:
-        raise BraincamError(
-            f"{segment}: cannot load a segmentation run: braincam has no segmentation training yet"
-        )
     rundir = RunDir(Path(run))
     if not rundir.model.is_file():
         raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
     require_single_model(read_meta(rundir.model), run)
+    if segment is not None and not RunDir(Path(segment)).model.is_file():
+        raise BraincamError(f"{segment} holds no model.safetensors; train a segmenter there "
+                            "with braincam segment")
     torch_device = device_of(device)
+    segmenter = None
+    if segment is not None:
+        segmenter = load_segmenter(segment, torch_device)
+        crop = (segmenter.meta.get("preprocess") or {}).get("crop", True)
+        if crop != PreprocessConfig(**read_meta(rundir.model).get("preprocess", {})).crop:
+            raise BraincamError(f"{segment}: the segmenter's crop={crop} differs from {run}'s; "
+                                "both must crop to the head alike")
     net, meta = load_checkpoint(rundir.model, device=torch_device)
-    return Model(rundir, net, meta, torch_device, ood=ood)
+    return Model(rundir, net, meta, torch_device, ood=ood, segmenter=segmenter)
