@@ -1,10 +1,12 @@
 """``braincam predict``: predictions.csv rows and columns, volume rows, overlays, no patient
-fields in any output, no silent overwrite."""
+fields in any output, no silent overwrite; with --segment the tumour fraction, masks/ and the
+tumour outline."""
 
 from __future__ import annotations
 
 import shutil
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,9 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+import braincam
 from braincam.commands import predict
+from braincam.data.inputs import SliceChoice
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
@@ -104,14 +108,79 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
         result.exception)
 
 
-def test_two_processes_predict_like_one(run, tmp_path):
-    """torchrun --nproc_per_node=2: the same predictions.csv and overlay names as one process."""
+def test_segment_adds_fractions_masks_and_outlines(run, tmp_path, segmenter_run,
+                                                  disc_segmenter, write_nifti):
+    from braincam.explain.render import TUMOUR_RGB
+
+    tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:4]
+    slices = np.stack([np.asarray(Image.open(p).convert("L")) for p in tests[2:4]])
+    volume = write_nifti(tmp_path / "vol.nii.gz", slices)
+    inputs = [tests[0], tests[1], volume]
+    out = tmp_path / "out"
+    result = invoke(str(run), *map(str, inputs), "--out", str(out), "--explain", "gradcam",
+                    "--min-head", "0", "--no-ood", "--segment", str(segmenter_run))
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
+    assert list(table.columns) == ["path", "slice", "kind", "pred", "prob_no_tumor",
+                                   "prob_tumor", "ood_score", "tumour_fraction", "warnings"]
+    assert table["kind"].tolist() == ["image", "image", "slice", "slice", "volume"]
+    assert table["tumour_fraction"].tolist() == [disc_segmenter.fraction(32)] * 5
+    masks = sorted((out / "masks").iterdir())
+    overlays = sorted((out / "overlays").iterdir())
+    assert [m.name for m in masks] == [o.name for o in overlays] == [
+        f"0000_{tests[0].stem}.png", f"0001_{tests[1].stem}.png", "0002_vol_s0.png",
+        "0003_vol_s1.png"]
+    model = braincam.load(run, segment=segmenter_run, device="cpu", ood=False)
+    expected = model.segment(inputs, choice=SliceChoice(min_head=0.0))
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    for mask_file, overlay_file, tumour in zip(masks, overlays, expected, strict=True):
+        png = np.asarray(Image.open(mask_file))
+        assert png.shape == (48, 48) == tumour.preprocessed.original_size[::-1]
+        assert set(np.unique(png).tolist()) == {0, 255}
+        disc_segmenter.assert_matches(png == 255, tumour.preprocessed)
+        np.testing.assert_array_equal(png == 255, tumour.mask)
+        magenta = (np.asarray(Image.open(overlay_file)) == TUMOUR_RGB).all(axis=2)
+        rim = tumour.mask & ~cv2.erode(tumour.mask.astype(np.uint8), cross).astype(bool)
+        np.testing.assert_array_equal(magenta, rim)
+    plain = invoke(str(run), str(tests[0]), "--out", str(tmp_path / "plain"), "--no-ood",
+                   "--segment", str(segmenter_run))  # masks without --explain too
+    assert plain.exit_code == 0, plain.output
+    assert [p.name for p in (tmp_path / "plain" / "masks").iterdir()] == [masks[0].name]
+    assert not (tmp_path / "plain" / "overlays").exists()
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "plain" / "masks" /
+                                                        masks[0].name)), np.asarray(
+        Image.open(masks[0])))
+
+
+def test_a_run_that_is_not_a_segmenter_is_a_one_line_error(run, tmp_path, monkeypatch,
+                                                           capsys):
+    image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
+    args = [str(run), str(image), "--out", str(tmp_path / "o"), "--segment", str(run)]
+    result = invoke(*args)
+    assert result.exit_code != 0
+    assert isinstance(result.exception, BraincamError)
+    assert "not a segmenter" in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "o").exists()
+    from braincam.cli import main
+
+    monkeypatch.setattr("sys.argv", ["braincam", "predict", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not a segmenter" in err and err.count("\n") == 1
+
+
+def test_two_processes_predict_like_one(run, tmp_path, segmenter_run):
+    """torchrun --nproc_per_node=2: the same predictions.csv, overlay and mask names and masks
+    as one process."""
     import os
     import subprocess
     import sys
 
     tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:5]
-    args = [str(run), *map(str, tests), "--explain", "gradcam", "--device", "cpu"]
+    args = [str(run), *map(str, tests), "--explain", "gradcam", "--device", "cpu",
+            "--segment", str(segmenter_run)]
     one = invoke(*args, "--out", str(tmp_path / "one"))
     assert one.exit_code == 0, one.output
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -123,6 +192,13 @@ def test_two_processes_predict_like_one(run, tmp_path):
     assert done.stdout.count("wrote ") == 1
     first = pd.read_csv(tmp_path / "one" / "predictions.csv", keep_default_na=False)
     second = pd.read_csv(tmp_path / "two" / "predictions.csv", keep_default_na=False)
+    # an untrained U-Net: a pixel's P may sit within float noise of 0.5 (batches differ)
+    np.testing.assert_allclose(first.pop("tumour_fraction"), second.pop("tumour_fraction"),
+                               atol=0.003)
     pd.testing.assert_frame_equal(first, second, check_exact=False, atol=1e-5)
-    names = [sorted(p.name for p in (tmp_path / d / "overlays").iterdir()) for d in ("one", "two")]
-    assert names[0] == names[1] and len(names[0]) == 5
+    for folder in ("overlays", "masks"):
+        names = [sorted(p.name for p in (tmp_path / d / folder).iterdir()) for d in ("one", "two")]
+        assert names[0] == names[1] and len(names[0]) == 5
+    for name in names[0]:
+        one, two = (np.asarray(Image.open(tmp_path / d / "masks" / name)) for d in ("one", "two"))
+        assert one.shape == two.shape == (48, 48) and (one != two).mean() < 0.005

@@ -1,16 +1,17 @@
-"""``braincam predict``'s output folder: ``predictions.csv``, ``skipped.csv`` and, with an
-explanation method, ``overlays/NNNN_<name>[_s<slice>].png``.
+"""``braincam predict``'s output folder: ``predictions.csv``, ``skipped.csv``, with an
+explanation method ``overlays/NNNN_<name>[_s<slice>].png`` and, with a segmenter,
+``masks/NNNN_<name>[_s<slice>].png`` (the predicted tumour, 0/255, original size).
 
 ``predictions.csv`` has one row per image or slice (:meth:`braincam.api.Prediction.to_row`:
-``path, slice, kind, pred, prob_<class>..., ood_score, warnings``) and, after the slices of each
-volume, DICOM series or multi-frame file, one ``kind = volume`` row: the slice with the highest
-tumour probability (``P(tumor)``, or ``1 - P(no_tumor)`` for tumour types), its probabilities,
-prediction and warnings. Slices are scored in chunks of ``CHUNK`` so a large folder never sits in
-memory whole.
+``path, slice, kind, pred, prob_<class>..., ood_score, [tumour_fraction,] warnings``) and,
+after the slices of each volume, DICOM series or multi-frame file, one ``kind = volume`` row:
+the slice with the highest tumour probability (``P(tumor)``, or ``1 - P(no_tumor)`` for tumour
+types), its probabilities, prediction and warnings. Slices are scored in chunks of ``CHUNK`` so
+a large folder never sits in memory whole.
 
 Under torchrun (:mod:`braincam.distributed`) every process expands the inputs the same way and
-predicts a contiguous share of the slices (writing its overlays, named by the global slice
-position); rank 0 gathers the rows in order and alone writes ``predictions.csv`` and
+predicts a contiguous share of the slices (writing its overlays and masks, named by the global
+slice position); rank 0 gathers the rows in order and alone writes ``predictions.csv`` and
 ``skipped.csv``, the same files one process writes.
 """
 
@@ -31,6 +32,7 @@ from braincam.runs import atomic_write_text
 
 PREDICTIONS = "predictions.csv"
 OVERLAY_DIR = "overlays"
+MASK_DIR = "masks"
 CHUNK = 256
 
 
@@ -69,6 +71,7 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
                   batch_size: int = 32) -> PredictSummary:
     """Predict (and with ``explain``, explain) ``inputs`` into ``out_dir`` (module docstring)."""
     from braincam.distributed import current, gather_objects, main_first, shard_range
+    from braincam.evaluate.segmentation import original_mask, write_mask
     from braincam.explain.render import write_png
 
     start = time.perf_counter()
@@ -79,15 +82,23 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
     preds: list[Prediction] = []
     for lo in range(share.start, share.stop, CHUNK):
         chunk = slices[lo: min(lo + CHUNK, share.stop)]
-        if explain is None:
-            preds += model.predict_slices(chunk, batch_size, skipped)
-            continue
         position = {id(item): lo + k for k, item in enumerate(chunk)}
-        for exp in model.explain_slices(chunk, explain, batch_size=batch_size, skipped=skipped):
-            name = overlay_name(position[id(exp.item)], exp.prediction)
-            write_png(Path(out_dir) / OVERLAY_DIR / name, exp.overlay)
-            preds.append(exp.prediction)
-    light = [replace(p, image=p.image[:0], preprocessed=None) for p in preds]  # rows only
+        if explain is None:
+            done = model.predict_slices(chunk, batch_size, skipped)
+        else:
+            exps = model.explain_slices(chunk, explain, batch_size=batch_size, skipped=skipped)
+            for exp in exps:
+                name = overlay_name(position[id(exp.item)], exp.prediction)
+                write_png(Path(out_dir) / OVERLAY_DIR / name, exp.overlay)
+            done = [exp.prediction for exp in exps]
+        for pred in done:
+            if pred.tumour_probability is not None and pred.preprocessed is not None:
+                name = overlay_name(position[id(pred.item)], pred)
+                write_mask(Path(out_dir) / MASK_DIR / name,
+                           original_mask(pred.tumour_probability, pred.preprocessed))
+        preds += done
+    light = [replace(p, image=p.image[:0], preprocessed=None, tumour=None,  # rows only
+                     tumour_probability=None, item=None) for p in preds]
     shares = gather_objects((light, skipped), ctx)
     file = Path(out_dir) / PREDICTIONS
     rows: list[Prediction] = []

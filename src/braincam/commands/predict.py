@@ -22,7 +22,9 @@ def command(
                      "adds the CAM-outside-the-head warning."),
     ] = None,
     segment: Annotated[
-        Path | None, typer.Option("--segment", help="Segmentation run (not available yet).")
+        Path | None,
+        typer.Option("--segment", help="Segmentation run (braincam segment): adds the "
+                     "tumour_fraction column, masks/ and the tumour outline on overlays."),
     ] = None,
     every: Annotated[int, typer.Option(help="Every k-th slice of a volume or series.")] = 1,
     min_head: Annotated[
@@ -43,9 +45,9 @@ def command(
 ) -> None:
     """Predict new images, DICOM files and NIfTI volumes with RUN's model, with warnings.
 
-    Writes predictions.csv (one row per image or slice, one per volume), skipped.csv and,
-    with --explain, overlays/ in --out. Runs under torchrun --nproc_per_node=N too: each
-    process predicts a share.
+    Writes predictions.csv (one row per image or slice, one per volume), skipped.csv,
+    with --explain overlays/ and with --segment masks/ in --out. Runs under torchrun
+    --nproc_per_node=N too: each process predicts a share.
     """
     from braincam import distributed
     from braincam.api import load
