@@ -56,6 +56,34 @@ def test_a_png_gets_predicts_numbers_and_the_overlay(client, model, png_file):
     assert np.array_equal(pixels(item["overlay"]), exp.overlay)
     grey = pixels(item["image"])
     assert grey.shape == (SIZE, SIZE, 3) and np.array_equal(grey[..., 1], expected.image)
+    assert "tumour_fraction" not in item and "tumour_fraction" not in row  # no segmenter
+
+
+def test_a_segmenter_adds_the_tumour_fraction_and_outline(tiny_run, segmenter_run,
+                                                          disc_segmenter, png_file):
+    import cv2
+
+    import braincam
+    from braincam.explain.render import TUMOUR_RGB
+
+    model = braincam.load(tiny_run, segment=segmenter_run, device="cpu", ood=False)
+    with TestClient(create_app(model)) as client:
+        reply = post(client, "scan.png", png_file.read_bytes())
+        page, script = client.get("/").text, client.get("/app.js").text
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    (item,) = body["slices"]
+    (row,) = body["rows"]
+    fraction = disc_segmenter.fraction(SIZE)
+    assert item["tumour_fraction"] == row["tumour_fraction"] == fraction
+    assert list(row)[-2:] == ["tumour_fraction", "warnings"]
+    (tumour,) = model.segment([png_file])
+    disc_segmenter.assert_matches(tumour.mask, tumour.preprocessed)
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    rim = tumour.mask & ~cv2.erode(tumour.mask.astype(np.uint8), cross).astype(bool)
+    magenta = (pixels(item["overlay"]) == TUMOUR_RGB).all(axis=2)
+    assert rim.sum() > 20 and np.array_equal(magenta, rim)
+    assert 'id="tumour"' in page and "item.tumour_fraction" in script  # the page shows it
 
 
 def test_type_is_decided_by_content_not_name(client, png_file):

@@ -14,7 +14,8 @@ def command(
     run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
     segment: Annotated[
         Path | None,
-        typer.Option(help="Segmentation run: the page also outlines the predicted tumour."),
+        typer.Option(help="Segmentation run (braincam segment): the overlay also outlines "
+                     "the predicted tumour (magenta) and the page shows its area."),
     ] = None,
     host: Annotated[
         str, typer.Option(help="Address to listen on; the default answers this computer only.")
@@ -28,7 +29,8 @@ def command(
     """Serve RUN's model on a local web page and a JSON API.
 
     Drop an image, DICOM file or NIfTI volume on the page and see the prediction,
-    probabilities, warnings and the explanation overlay.
+    probabilities, warnings and the explanation overlay (with --segment, the predicted
+    tumour's outline and area too).
     """
     import uvicorn
 

@@ -1,7 +1,8 @@
 """The JSON that ``POST /api/predict`` answers: ``predict``'s rows plus, per image or
 slice, the grey model input and the explanation overlay (over the original image) as PNG
 ``data:`` URLs, so the page shows them without a second request and nothing is stored on
-the server."""
+the server. With a segmenter each slice also has ``tumour_fraction`` and the overlay
+outlines the predicted tumour."""
 
 from __future__ import annotations
 
@@ -33,6 +34,21 @@ def response_json(upload: Upload, method: str, explanations: list[Explanation]
     rows = volume_rows(preds)
     best = next((r.slice for r in rows if r.kind == "volume"), None)
     focus = next((i for i, p in enumerate(preds) if best is not None and p.slice == best), 0)
+    slices = []
+    for exp in explanations:
+        pred = exp.prediction
+        item: dict[str, Any] = {
+            "slice": pred.slice,
+            "label": pred.label,
+            "probabilities": pred.probabilities,
+            "ood_score": pred.ood_score,
+            "warnings": pred.warnings,
+            "image": data_url(pred.image),
+            "overlay": data_url(exp.overlay),
+        }
+        if pred.tumour_fraction is not None:
+            item["tumour_fraction"] = pred.tumour_fraction
+        slices.append(item)
     return {
         "file": upload.name,
         "kind": upload.kind,
@@ -40,13 +56,5 @@ def response_json(upload: Upload, method: str, explanations: list[Explanation]
         "classes": list(preds[0].probabilities),
         "rows": [row.to_row() for row in rows],
         "focus": focus,
-        "slices": [{
-            "slice": exp.prediction.slice,
-            "label": exp.prediction.label,
-            "probabilities": exp.prediction.probabilities,
-            "ood_score": exp.prediction.ood_score,
-            "warnings": exp.prediction.warnings,
-            "image": data_url(exp.prediction.image),
-            "overlay": data_url(exp.overlay),
-        } for exp in explanations],
+        "slices": slices,
     }

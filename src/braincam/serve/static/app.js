@@ -48,6 +48,11 @@ function showSlice(index) {
   $("overlay").src = item.overlay;
   $("image").src = item.image;
   $("overlay-caption").textContent = `${answer.method} for ${item.label}`;
+  const hasTumour = item.tumour_fraction !== undefined;  // only with braincam serve --segment
+  $("tumour").hidden = !hasTumour;
+  $("tumour").textContent = hasTumour
+    ? `Predicted tumour (magenta outline): ${(100 * item.tumour_fraction).toFixed(1)} % of the model input`
+    : "";
   const table = $("probs");
   table.replaceChildren();
   for (const [name, p] of Object.entries(item.probabilities)) {
