@@ -30,7 +30,7 @@ from braincam.runs import (
 )
 
 SHARED_META = ("arch", "classes", "task", "preprocess")  # every member must agree on these
-MEMBER_META = ("subtypes", "dropout", "seed", "best")  # kept per member
+MEMBER_META = ("subtypes", "dropout", "seed", "best", "guide")  # kept per member
 
 
 def make_ensemble(

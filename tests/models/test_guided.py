@@ -1,0 +1,183 @@
+"""Segmentation-guided classifiers: the gate's arithmetic, what reaches the pooled features,
+Grad-CAM at the gate, the frozen segmenter, checkpoints and the guide's loading errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from braincam.data.preprocess import PreprocessConfig
+from braincam.errors import BraincamError
+from braincam.models import (
+    build_model,
+    default_target_layer,
+    finetune_modules,
+    load_checkpoint,
+    read_meta,
+    save_checkpoint,
+)
+from braincam.models.guided import Gate, GuidedBackbone, guide, is_guided
+from braincam.models.segment import build_segmenter
+
+
+class Region(nn.Module):
+    """A stub segmenter: P(tumour) = 1 on ``region`` (bool, its input side), exactly 0
+    elsewhere (logits +-1e4 saturate the sigmoid), whatever the image."""
+
+    def __init__(self, region: np.ndarray) -> None:
+        super().__init__()
+        self.register_buffer("region", torch.from_numpy(region)[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert x.shape[-2:] == self.region.shape[-2:]  # resized to the segmenter's side
+        logits = torch.where(self.region, 1e4, -1e4)
+        return logits.expand(len(x), -1, -1, -1)
+
+
+def top_left(side: int, fraction: float) -> np.ndarray:
+    region = np.zeros((side, side), bool)
+    region[: round(side * fraction), : round(side * fraction)] = True
+    return region
+
+
+def guided(arch: str, region: np.ndarray, floor: float = 0.0, classes: int = 2) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_model(arch, classes)
+    for module in model.modules():  # timm zero-initialises each residual branch's last BN
+        if isinstance(module, nn.BatchNorm2d):  # gamma: wake the branches up, so receptive
+            nn.init.uniform_(module.weight, 0.5, 1.5)  # fields are the architecture's own
+    return guide(model, Region(region), len(region), floor).eval()
+
+
+def test_gate_weighs_features_by_the_share_of_each_cell_predicted_tumour():
+    features = torch.ones(1, 2, 2, 2)
+    probability = torch.zeros(1, 1, 4, 4)
+    probability[0, 0, :2, :2] = 1  # cell (0, 0) all tumour
+    probability[0, 0, 0, 2] = 1  # cell (0, 1): a quarter
+    out = Gate(0.0)(features, probability)
+    assert torch.equal(out[0, 0], torch.tensor([[1.0, 0.25], [0.0, 0.0]]))
+    out = Gate(0.2)(features, probability)  # G = 0.2 + 0.8 * share
+    torch.testing.assert_close(out[0, 1], torch.tensor([[1.0, 0.4], [0.2, 0.2]]))
+    with pytest.raises(BraincamError, match=r"floor must be in \[0, 1\)"):
+        Gate(1.0)
+
+
+@pytest.mark.parametrize("arch", ["resnet10t", "efficientnet_lite0", "resnet50"])
+def test_a_guide_that_sees_tumour_everywhere_leaves_the_features_unchanged(arch):
+    """P = 1 on every pixel: ``mean(G F) = mean(F)``, the plain network's pooled features --
+    the guide gates the map the network itself pools."""
+    model = guided(arch, np.ones((32, 32), bool))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.backbone(x), model.backbone.net(x))
+    assert default_target_layer(model) == "backbone.gate"
+    assert all(name.startswith("backbone.net.") for name in finetune_modules(model))
+
+
+def test_pixels_outside_the_predicted_tumour_do_not_reach_the_pooled_features():
+    """Floor 0: the gated cells are the top-left 2 x 2 of resnet10t's 8 x 8 map at 256 px
+    (pixels 0-63); their receptive fields (199 px, centres at 16 and 48) end before pixel 149,
+    so changing the bottom-right 64 x 64 pixels changes nothing the head sees. With a floor
+    of 0.1 the rest of the image counts and the features move."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 256, 256)
+    changed = x.clone()
+    changed[..., 192:, 192:] = torch.randn(2, 3, 64, 64) * 3
+    region = top_left(64, 0.25)  # the segmenter's 64 px: its top-left 16 px = 64 image px
+    with torch.no_grad():
+        closed = guided("resnet10t", region)
+        assert torch.equal(closed.backbone(x), closed.backbone(changed))
+        assert torch.equal(closed(x), closed(changed))
+        assert closed.backbone(x).abs().sum() > 0
+        opened = guided("resnet10t", region, floor=0.1)
+        moved = (opened.backbone(x) - opened.backbone(changed)).abs().amax()
+    assert moved > 1e-3
+    # the same network without the gate sees the change too
+    assert not torch.equal(closed.backbone.net(x), closed.backbone.net(changed))
+
+
+def test_gradcam_at_the_default_layer_is_zero_outside_the_gated_cells():
+    from braincam.explain import explain
+
+    model = guided("resnet10t", top_left(64, 0.5))  # cells (0..1, 0..1) of 4 x 4 at 128 px
+    images = np.random.default_rng(0).integers(0, 256, (4, 128, 128), dtype=np.uint8)
+    cam = explain(model, images, method="gradcam")
+    assert cam.raw.shape == (4, 4, 4)
+    raw = cam.raw.numpy()
+    assert not raw[:, 2:, :].any() and not raw[:, :, 2:].any()
+    assert raw[:, :2, :2].max() > 0
+    maps = cam.maps.numpy()  # bilinear from cell centres 16, 48, 80, 112 px: 0 from px 80 on
+    assert not maps[:, 80:, :].any() and not maps[:, :, 80:].any()
+    for target in (0, 1):  # either class's map
+        raw = explain(model, images, method="gradcam", targets=[target] * 4).raw.numpy()
+        assert not raw[:, 2:, :].any() and not raw[:, :, 2:].any()
+
+
+def test_the_segmenter_is_frozen_and_stays_in_eval_mode():
+    model = guided("resnet10t", top_left(32, 0.5))
+    segmenter = model.backbone.segmenter
+    model.train()
+    assert model.backbone.net.training and model.head.training
+    assert not segmenter.training
+    assert not any(p.requires_grad for p in model.backbone.segmenter.parameters())
+    real = build_segmenter("none")
+    model.backbone.segmenter = real
+    model.requires_grad_(True)  # even then no gradient flows into it (torch.no_grad)
+    model.train()
+    assert not real.training
+    model(torch.randn(2, 3, 64, 64)).sum().backward()
+    assert all(p.grad is None for p in real.parameters())
+    assert model.head[1].weight.grad is not None
+
+
+@pytest.fixture
+def guided_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet10t", 2)
+    guide(model, build_segmenter("none"), 64, 0.25)
+    meta = {"arch": "resnet10t", "classes": ["no_tumor", "tumor"],
+            "guide": {"size": 64, "floor": 0.25, "source": "runs/seg"}}
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(model.eval(), path, meta)
+    return model, path, meta
+
+
+def test_a_guided_checkpoint_round_trips_from_its_meta_alone(guided_checkpoint):
+    model, path, meta = guided_checkpoint
+    loaded, read = load_checkpoint(path)
+    assert read == meta and read_meta(path)["guide"] == meta["guide"]
+    assert is_guided(loaded) and loaded.backbone.floor == 0.25 and loaded.backbone.size == 64
+    x = torch.randn(3, 3, 96, 96)  # resized to the segmenter's 64 px inside
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        keys = list(handle.keys())
+    assert any(k.startswith("backbone.segmenter.encoder.") for k in keys)  # self-contained
+
+
+def test_a_guided_checkpoint_initialises_a_plain_model(guided_checkpoint):
+    model, path, _ = guided_checkpoint
+    plain = build_model("resnet10t", 2, weights=str(path))
+    assert not is_guided(plain)
+    theirs = model.backbone.net.state_dict()
+    assert all(torch.equal(v, theirs[k]) for k, v in plain.backbone.state_dict().items())
+    assert torch.equal(plain.head[1].weight, model.head[1].weight)
+
+
+def test_a_network_without_a_reachable_feature_map_is_refused():
+    with pytest.raises(BraincamError, match="cannot reach in ConvNeXt"):
+        guide(build_model("convnext_atto", 2), Region(top_left(32, 0.5)), 32)
+    assert isinstance(guided("resnet10t", top_left(32, 0.5)).backbone, GuidedBackbone)
+
+
+def test_a_guide_must_crop_like_the_classifier():
+    from braincam.models.guided import check_preprocess
+
+    meta = {"size": 32, "preprocess": {"size": 32, "crop": True}}
+    check_preprocess(meta, PreprocessConfig(size=64), "seg")  # sizes may differ
+    with pytest.raises(BraincamError, match="would not line up; match --crop/--no-crop"):
+        check_preprocess(meta, PreprocessConfig(size=64, crop=False), "seg")
