@@ -12,8 +12,11 @@ cached in the run directory. Features and properties use a seeded random sample 
   ``PERCENTILE``-th percentile of the held-out half B's scores, so about 1% of new images from
   the training distribution are flagged. ``ood_score = d / threshold`` (> 1: flagged).
 - **properties**: head fraction of the model input and the mean and standard deviation of its
-  in-head intensities (in [0, 1]); an image outside ``[p0.5, p99.5]`` of the training sample's
-  values is flagged.
+  in-head intensities (in [0, 1]); an image outside the whole range ``[min, max]`` of the
+  training sample's values is flagged. (Percentile ranges such as ``[p0.5, p99.5]`` flagged a
+  fifth of same-source test images: the head fraction is nearly constant after cropping to the
+  head, so its narrow central range excludes ordinary images. The whole range catches what
+  this check is for, e.g. a blank, inverted or non-MRI image.)
 - **duplicates**: the 64-bit pHash (``braincam.data.hashing.phash``) of every training image's
   model input; a new model input within ``NEAR_DISTANCE`` bits is an exact or near
   duplicate. (Model inputs, not the original files, so arrays and DICOM/NIfTI slices compare
@@ -41,9 +44,9 @@ log = logging.getLogger(__name__)
 
 MAX_IMAGES = 1500
 PERCENTILE = 99.0
-PROPERTY_RANGE = (0.5, 99.5)
+PROPERTY_RANGE = (0.0, 100.0)  # percentiles: the training sample's whole range
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
-VERSION = 2  # 2: duplicates among all training images, not the sample
+VERSION = 3  # 2: duplicates among all training images; 3: whole property range
 
 
 @dataclass
@@ -53,8 +56,8 @@ class Reference:
     threshold: float  # PERCENTILE-th percentile of half B's Mahalanobis distances
     phashes: np.ndarray  # (N,) uint64 pHashes of the training model inputs
     paths: list[str]  # the N training images
-    low: dict[str, float]  # per property, p0.5 of the training sample
-    high: dict[str, float]  # per property, p99.5
+    low: dict[str, float]  # per property, the training sample's minimum
+    high: dict[str, float]  # per property, its maximum
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row of ``features`` (N, D)."""

@@ -3,7 +3,7 @@
 - ``unlike the training data``: the out-of-distribution score (``braincam.api.reference``:
   Mahalanobis distance of the backbone features over its training-calibrated threshold) is
   above 1, or a property of the model input (head fraction, in-head mean or SD) lies outside
-  the training sample's ``[p0.5, p99.5]``;
+  the training sample's whole range;
 - ``duplicate of a training image``: its model input's pHash is within
   ``braincam.data.hashing.NEAR_DISTANCE`` bits of a training image's (0 bits: exact);
 - ``CAM mostly outside the head`` (explanations only): more than ``OUTSIDE_HEAD`` of the map's
