@@ -65,6 +65,8 @@ class TrainConfig:
     attention_source: str = option_field("attention_source")  # gradcam | input-gradient
     mask_reward: float = option_field("mask_reward")  # train.mitigation
     counterfactual_pairs: bool = option_field("counterfactual_pairs")  # train.grounding
+    guide: str | None = option_field("guide")  # a braincam segment run; models.guided
+    guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):
@@ -109,6 +111,9 @@ class TrainConfig:
             (self.mask_reward >= 0, "--mask-reward must be >= 0"),
             (self.mask_reward == 0 or self.finetune_epochs > 0,
              "--mask-reward acts in phase 2: it needs --finetune-epochs >= 1"),
+            (0 <= self.guide_floor < 1, "--guide-floor must be in [0, 1)"),
+            (self.guide_floor == 0 or self.guide is not None,
+             "--guide-floor weighs what --guide leaves out: it needs --guide"),
         ]
         for ok, message in checks:
             if not ok:

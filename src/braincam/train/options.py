@@ -138,6 +138,14 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                         "tumour-free brain inpainted (label unchanged). "
                                         "Validation and test images are never altered.",
                                         REMEDIES, switch="--counterfactual-pairs"),
+    "guide": TrainOption(None, "A braincam segment run (SEG): the classifier pools its last "
+                         "feature map weighted by SEG's predicted tumour probability, so "
+                         "its decision rests on the predicted tumour (evidence elsewhere is "
+                         "scaled by --guide-floor). SEG is frozen and saved with the model.",
+                         REMEDIES, kind=str),
+    "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
+                               "tumour, in [0, 1); 0: none of it reaches the classifier.",
+                               REMEDIES),
     # runtime
     "device": TrainOption("auto", "auto, cpu, cuda or cuda:N.", RUNTIME),
     "num_workers": TrainOption(0, "DataLoader worker processes.", RUNTIME),

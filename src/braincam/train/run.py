@@ -2,7 +2,8 @@
 
 Files written (``braincam.runs.RunDir``): ``config.yaml`` (data roots, every option,
 versions; written first, so a crashed run still says what it was), ``skipped.csv``,
-``split.csv``, ``history.csv`` and ``model.safetensors`` (the best validation state).
+``split.csv``, ``history.csv`` and ``model.safetensors`` (the best validation state; with
+``--guide``, the frozen segmenter's weights too, :mod:`braincam.models.guided`).
 Evaluation (``braincam.evaluate.evaluate_run``) adds ``metrics.json`` afterwards.
 """
 
@@ -91,6 +92,7 @@ def train_run(
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
+    from braincam.models.guided import guide_meta
 
     start = time.perf_counter()
     config.validate()
@@ -117,6 +119,13 @@ def train_run(
     # bad weights, data or options fail before any file is written
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
+    if config.guide is not None:  # the segmenter is frozen and saved with the model
+        from braincam.models.guided import check_preprocess, guide
+        from braincam.models.segment import load_segmenter
+
+        segmenter = load_segmenter(config.guide, "cpu")
+        check_preprocess(segmenter.meta, config.preprocess, config.guide)
+        guide(model, segmenter.model, segmenter.size, config.guide_floor)
     stages = finetune_modules(model, config.finetune_stages)
     cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
@@ -198,6 +207,7 @@ def train_run(
                 "seed": config.seed,
                 "best": {"phase": best.phase, "epoch": best.epoch,
                          "val_balanced_accuracy": best.val_balanced_accuracy},
+                **({"guide": guide_meta(model, config.guide)} if config.guide else {}),
             })
     return TrainResult(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
