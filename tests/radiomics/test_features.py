@@ -9,6 +9,7 @@ import pytest
 
 from braincam.errors import BraincamError
 from braincam.radiomics import FAMILIES, RadiomicsConfig, extract
+from braincam.radiomics.features import RING_FAMILIES
 
 
 def disc(size: int, radius: float) -> np.ndarray:
@@ -48,7 +49,8 @@ def test_every_family_is_computed_and_texture_tells_textures_apart():
     config = RadiomicsConfig(standardize="none", bin_width=0.02)
     a, b = extract(smooth, tumour, config), extract(rough, tumour, config)
 
-    assert {name.split("_")[0] for name in a} == set(FAMILIES)
+    assert {name.split("_")[0] for name in a if not name.startswith("ring_")} == set(FAMILIES)
+    assert {name.split("_")[1] for name in a if name.startswith("ring_")} == set(RING_FAMILIES)
     assert b["glcm_Contrast"] > 10 * a["glcm_Contrast"]
     assert b["firstorder_Entropy"] > a["firstorder_Entropy"] + 1
 
@@ -78,3 +80,7 @@ def test_bad_masks_and_settings_give_one_line_errors():
         RadiomicsConfig(bin_width=0)
     with pytest.raises(BraincamError, match="families"):
         RadiomicsConfig(families=("wavelet",))
+    with pytest.raises(BraincamError, match="family"):
+        RadiomicsConfig(families=())
+    with pytest.raises(BraincamError, match="--ring"):
+        RadiomicsConfig(ring=-1)

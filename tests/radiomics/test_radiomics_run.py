@@ -60,6 +60,16 @@ def test_features_csv_has_one_row_per_masked_image(result):
     assert {"shape2D_PixelSurface", "glcm_Contrast", "ngtdm_Busyness"} <= set(table.columns)
     areas = table.groupby("label")["shape2D_PixelSurface"].median()
     assert areas["meningioma"] > areas["glioma"] > areas["pituitary"]
+    # the ring (default 8 px) and the location: the tumours lie inside the 128 px heads
+    assert {"ring_glcm_Contrast", "ring_firstorder_Mean", "location_edge_distance"} <= set(
+        table.columns
+    )
+    assert not any(c.startswith("ring_shape2D") for c in table.columns)
+    assert table["ring_firstorder_Mean"].notna().all()
+    assert (table["ring_firstorder_Mean"] < table["firstorder_Mean"]).all()  # tumours are bright
+    assert table["location_distance"].between(0, 0.5).all()
+    ratio = table.groupby("label")["location_area_ratio"].median()
+    assert ratio["meningioma"] > ratio["glioma"] > ratio["pituitary"]
 
 
 def test_an_image_without_a_mask_is_skipped_with_its_reason(result):
@@ -74,6 +84,11 @@ def test_summary_reports_grouped_cv_of_both_baselines(result):
     summary = json.loads((out / "radiomics.json").read_text())
     assert summary["n_images"] == 30 and summary["classes"] == list(TYPES)
     assert summary["config"]["bin_width"] == pytest.approx(1 / 32)
+    assert summary["config"]["ring"] == 8
+    assert summary["config"]["families"] == [
+        "shape2D", "firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm", "location"
+    ]
+    assert summary["n_features"] == 102 + 93 + 5  # tumour, ring, location
     assert summary["config"]["library"].startswith("pyradiomics")
     assert set(summary["cv"]["models"]) == {"logistic-l1", "gradient-boosting"}
     # the types differ in size and brightness (boosting needs more than 20 training images)
@@ -90,6 +105,26 @@ def test_an_existing_output_is_not_overwritten(result, tmp_path):
     invoke = CliRunner().invoke(app, ["radiomics", str(tmp_path), "--out", str(out)])
     assert invoke.exit_code != 0
     assert "--force" in str(invoke.exception or invoke.output)
+
+
+def test_families_and_ring_are_options(tmp_path):
+    root = write_dataset(tmp_path / "types", per_class=6)
+    out = tmp_path / "rad"
+    invoke = CliRunner().invoke(app, [
+        "radiomics", str(root), "--out", str(out), "--folds", "2", "--workers", "1",
+        "--families", "firstorder, location", "--ring", "0",
+    ])
+    assert invoke.exit_code == 0, invoke.output
+    table = pd.read_csv(out / "features.csv")
+    summary = json.loads((out / "radiomics.json").read_text())
+    names = list(table.columns[3:])
+    assert {n.split("_")[0] for n in names} == {"firstorder", "location"}
+    assert len(names) == 18 + 5 == summary["n_features"]
+    assert summary["config"]["ring"] == 0
+    assert summary["config"]["families"] == ["firstorder", "location"]
+    bad = CliRunner().invoke(app, ["radiomics", str(root), "--out", str(tmp_path / "x"),
+                                   "--families", "wavelet"])
+    assert bad.exit_code != 0
 
 
 class BrightSegmenter:

@@ -26,6 +26,18 @@ def command(
     bin_width: Annotated[
         float, typer.Option(help="Fixed grey-level bin width, in normalised units (0-1).")
     ] = 1 / 32,
+    ring: Annotated[
+        int | None,
+        typer.Option(help="Width in pixels of the peritumoural ring (tumour dilated, minus the "
+                     "tumour, inside the head); 0: no ring features. Default: 8.",
+                     show_default=False),
+    ] = None,
+    families: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated feature families: shape2D, firstorder, glcm, glrlm, "
+                     "glszm, gldm, ngtdm, location (the ring gets the first-order and texture "
+                     "ones). Default: all.", show_default=False),
+    ] = None,
     folds: Annotated[int, typer.Option(help="Grouped cross-validation folds.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of the folds and the bootstrap.")] = 0,
     workers: Annotated[
@@ -36,8 +48,14 @@ def command(
     """Compute radiomic features inside tumour masks and score a feature-based baseline."""
     from braincam.radiomics import RadiomicsConfig, radiomics_run
 
+    optional: dict = {}  # left out: RadiomicsConfig's defaults (kept out of the CLI's imports)
+    if ring is not None:
+        optional["ring"] = ring
+    if families is not None:
+        optional["families"] = tuple(f.strip() for f in families.split(",") if f.strip())
     summary = radiomics_run(
-        data, out, RadiomicsConfig(standardize=standardize, bin_width=bin_width),
+        data, out,
+        RadiomicsConfig(standardize=standardize, bin_width=bin_width, **optional),
         segment=None if masks == "expert" else Path(masks), cnn=cnn, folds=folds, seed=seed,
         workers=workers, force=force,
     )

@@ -2,7 +2,8 @@
 
 Files in the output folder (public contracts, see docs/radiomics.md):
 
-- ``features.csv``: one row per image: ``path, label, group`` then one column per feature;
+- ``features.csv``: one row per image: ``path, label, group`` then one column per feature
+  (tumour, ``ring_*``, ``location_*``);
 - ``radiomics.json``: settings, counts, the cross-validated baselines (metrics and top
   features), and with ``--cnn RUN`` the comparison with that classifier on its test images;
 - ``skipped.csv``: ``path, reason`` for images without a usable mask;
@@ -130,7 +131,8 @@ def radiomics_run(
         raise BraincamError(
             f"only {len(set(group))} patient/duplicate groups: fewer than --folds {folds}"
         )
-    results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot)
+    n_jobs = workers or os.cpu_count() or 1
+    results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot, n_jobs)
                for m in MODELS}
     import radiomics
 
