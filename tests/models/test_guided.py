@@ -181,3 +181,12 @@ def test_a_guide_must_crop_like_the_classifier():
     check_preprocess(meta, PreprocessConfig(size=64), "seg")  # sizes may differ
     with pytest.raises(BraincamError, match="would not line up; match --crop/--no-crop"):
         check_preprocess(meta, PreprocessConfig(size=64, crop=False), "seg")
+
+
+def test_occlusion_evaluates_whole_copies_of_a_guided_model():
+    """The incremental planner knows plain ResNets and EfficientNets only; a guided one (whose
+    gate it would leave out) is a network it cannot describe."""
+    from braincam.explain.incremental import Unsupported, units
+
+    with pytest.raises(Unsupported):
+        units(guided("resnet10t", top_left(32, 0.5)))

@@ -14,12 +14,15 @@ the same input image::
 
 ``x`` is the classifier's input (ImageNet-normalised three-channel replica of the grey
 slice, :func:`braincam.models.normalize.to_model_input`, exactly what the segmenter was
-trained on) resized bilinearly (antialiased, as :meth:`braincam.models.segment.Segmenter.predict`
-does) to the segmenter's input side ``s``; ``P_ij`` is the share of feature cell ``ij``
-predicted tumour. With ``floor = 0`` (the default) evidence outside the predicted tumour cannot
-reach the head: an image without predicted tumour gives ``f = 0`` and the head's bias
-decides (``no_tumor`` once trained). ``floor > 0`` lets the rest of the image through at
-that weight, trading the guarantee for robustness to tumours the segmenter misses.
+trained on) resized bilinearly (antialiased, as
+:meth:`braincam.models.segment.Segmenter.predict` does) to the segmenter's input side ``s``;
+``P_ij`` is the share of feature cell ``ij`` predicted tumour. With ``floor = 0`` (the
+default) only the cells overlapping the predicted tumour reach the head: an image without
+predicted tumour gives ``f = 0`` and the head's bias decides (``no_tumor`` once trained).
+``floor > 0`` lets the other cells through at that weight, trading the guarantee for
+robustness to tumours the segmenter misses. The gate acts on feature cells: a gated cell's
+features still depend on its whole receptive field, so only pixels outside the receptive
+fields of the gated cells provably cannot matter.
 
 Construction: :func:`guide` replaces a :class:`~braincam.models.build.BraincamNet`'s
 ``backbone`` by a :class:`GuidedBackbone` with three children -- ``net`` (the original

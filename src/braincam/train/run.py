@@ -92,7 +92,8 @@ def train_run(
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
-    from braincam.models.guided import guide_meta
+    from braincam.models.guided import check_preprocess, guide, guide_meta
+    from braincam.models.segment import load_segmenter
 
     start = time.perf_counter()
     config.validate()
@@ -120,9 +121,6 @@ def train_run(
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
     if config.guide is not None:  # the segmenter is frozen and saved with the model
-        from braincam.models.guided import check_preprocess, guide
-        from braincam.models.segment import load_segmenter
-
         segmenter = load_segmenter(config.guide, "cpu")
         check_preprocess(segmenter.meta, config.preprocess, config.guide)
         guide(model, segmenter.model, segmenter.size, config.guide_floor)
