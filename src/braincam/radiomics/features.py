@@ -152,7 +152,7 @@ def location_features(tumour: np.ndarray, head: Head) -> dict[str, float]:
       and height (x to the image's right, y down);
     - ``distance``: ``sqrt(dx^2 + dy^2)``;
     - ``edge_distance``: Euclidean distance from the tumour centroid to the nearest pixel outside
-      the head (the image frame is not a head border; 0 when the centroid is outside the head),
+      the head (the image frame is not a head border; ~0 when the centroid is outside the head),
       over the head's equivalent radius ``sqrt(area_head / pi)``;
     - ``area_ratio``: tumour area over head area.
 
