@@ -9,7 +9,7 @@ the same input image::
 
     P_ij = mean of sigmoid(segmenter(resize(x, s)))  over feature cell ij   (adaptive avg pool)
     G    = floor + (1 - floor) * P                                           (N, 1, h, w)
-    f    = mean_ij G_ij * F_ij                                               (N, C)
+    f    = sum_ij G_ij F_ij / max(sum_ij G_ij, 1)                           (N, C)
     y    = head(f)
 
 ``x`` is the classifier's input (ImageNet-normalised three-channel replica of the grey
@@ -19,6 +19,12 @@ trained on) resized bilinearly (antialiased, as
 ``P_ij`` is the share of feature cell ``ij`` predicted tumour. With ``floor = 0`` (the
 default) only the cells overlapping the predicted tumour reach the head: an image without
 predicted tumour gives ``f = 0`` and the head's bias decides (``no_tumor`` once trained).
+``f`` is the mean of ``F`` over the predicted tumour (weighted by ``G``) once the tumour covers
+at least one cell's worth of ``G``, and shrinks towards 0 with the predicted mass below that.
+(A plain mean over all cells, ``mean_ij G_ij F_ij``, scales a tumour's features by its area:
+a tumour covering 2% of the image gives features 50 times smaller than the network's usual
+ones, and a head trained on ImageNet-pretrained features answered "tumour" for every Sartaj
+image.) When ``G = 1`` everywhere, ``f`` is the plain network's pooled features.
 ``floor > 0`` lets the other cells through at that weight, trading the guarantee for
 robustness to tumours the segmenter misses. The gate acts on feature cells: a gated cell's
 features still depend on its whole receptive field, so only pixels outside the receptive
@@ -101,7 +107,7 @@ class Gate(nn.Module):
 
 
 class GuidedBackbone(nn.Module):
-    """``x -> mean_ij (G * F)_ij`` (module docstring): ``net``'s last spatial features gated by
+    """``x -> sum_ij (G * F)_ij / max(sum_ij G_ij, 1)`` (module docstring): ``net``'s last spatial features gated by
     the frozen ``segmenter``'s tumour probability at input side ``size``."""
 
     def __init__(self, net: nn.Module, segmenter: nn.Module, size: int,
@@ -141,8 +147,10 @@ class GuidedBackbone(nn.Module):
             return torch.sigmoid(self.segmenter(x).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gated = self.gate(self.features(x), self.tumour_probability(x))
-        return gated.mean(dim=(2, 3))
+        features, probability = self.features(x), self.tumour_probability(x)
+        gated = self.gate(features, probability)
+        mass = self.gate.prior(probability, tuple(features.shape[-2:])).sum(dim=(2, 3))
+        return gated.sum(dim=(2, 3)) / mass.clamp(min=1.0).to(gated.dtype)
 
 
 def spatial_kind(net: nn.Module) -> str:
