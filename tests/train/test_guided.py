@@ -114,8 +114,8 @@ def test_cli_guide_that_is_not_a_segmenter_is_a_one_line_error(small, tmp_path):
 # Both models: ImageNet efficientnet_lite0, the head alone on features computed once (phase
 # 1). The guide: a U-Net trained here for 6 epochs at 32 px on the training phantoms
 # (held-out Dice about 0.75, no pixel on tumour-free ones). Measured (about 35 s on one
-# thread of the loaded 2-core dev machine): pointing game plain 0.10, guided 0.68; accuracy
-# on the marked test phantoms 0.99 and 1.0, without the marker 0.95 and 0.94 -- the plain
+# thread of the loaded 2-core dev machine): pointing game plain 0.10, guided 0.75; accuracy
+# on the marked test phantoms 0.99 and 0.95, without the marker 0.95 and 0.93 -- the plain
 # model classifies well, but its tumour-class map peaks elsewhere.
 SIZE, SEG_SIZE = 128, 32
 SPEC = PhantomSpec(n_per_class=40, size=128, shortcut="marker", seed=1, contrasts=("t1",),
