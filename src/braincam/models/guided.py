@@ -107,8 +107,9 @@ class Gate(nn.Module):
 
 
 class GuidedBackbone(nn.Module):
-    """``x -> sum_ij (G * F)_ij / max(sum_ij G_ij, 1)`` (module docstring): ``net``'s last spatial features gated by
-    the frozen ``segmenter``'s tumour probability at input side ``size``."""
+    """``x -> sum_ij (G * F)_ij / max(sum_ij G_ij, 1)`` (module docstring): ``net``'s last
+    spatial features gated by the frozen ``segmenter``'s tumour probability at input side
+    ``size``."""
 
     def __init__(self, net: nn.Module, segmenter: nn.Module, size: int,
                  floor: float = 0.0) -> None:
