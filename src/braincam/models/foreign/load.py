@@ -112,10 +112,10 @@ def load_foreign(spec: ModelSpec, task: str | None = None) -> ForeignModel:
         raise BraincamError(f"unknown task {task!r}; choose binary or multiclass")
     native = _native_input(spec, CHECK_IMAGES)
     if spec.format == "onnx":
-        session = _load_onnx(spec)
-        _check_onnx_shape(spec, session.input_shape)
-        black_box = ForeignNet(session, spec.input, spec.output, groups)
-        _check_outputs(spec, session, native)
+        onnx_net = _load_onnx(spec)
+        _check_onnx_shape(spec, onnx_net.input_shape)
+        black_box = ForeignNet(onnx_net, spec.input, spec.output, groups)
+        _check_outputs(spec, onnx_net, native)
         net, caps = _convert_onnx(spec, black_box, native, groups)
     else:
         module = _load_torch(spec) if spec.format == "torch" else _load_torchscript(spec)
@@ -198,7 +198,7 @@ def _load_torchscript(spec: ModelSpec) -> nn.Module:
 
 
 def _check_onnx_shape(spec: ModelSpec, shape: list[Any]) -> None:
-    """The session's declared input shape against the spec's (symbolic dims match anything)."""
+    """The ONNX graph's declared input shape against the spec's (symbolic dims match anything)."""
     h, w = spec.input.size
     c = spec.input.channels
     want = [h, w, c] if spec.input.layout == "NHWC" else [c, h, w]

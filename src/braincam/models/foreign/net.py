@@ -26,7 +26,7 @@ LOG_EPS = 1e-12  # probabilities are clamped here before the log
 
 
 class OnnxRuntimeNet(nn.Module):
-    """An onnxruntime session as a (gradient-free) module: numpy in, tensor out on the
+    """An ONNX graph run by onnxruntime as a (gradient-free) module: numpy in, tensor out on the
     input's device. Threads follow torch's (``OMP_NUM_THREADS``); a graph exported with a
     fixed batch size gets its batches in chunks of that size."""
 
@@ -37,24 +37,24 @@ class OnnxRuntimeNet(nn.Module):
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.runner = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.input_name = self.runner.get_inputs()[0].name
         batch = self.input_shape[0] if self.input_shape else None
         self.chunk = batch if isinstance(batch, int) and batch > 0 else None
 
     def __deepcopy__(self, memo: dict) -> OnnxRuntimeNet:
-        """Copies share the session: it holds no parameter a copy could change (the sanity
+        """Copies share the runner: it holds no parameter a copy could change (the sanity
         check deep-copies models before randomising them)."""
         return self
 
     @property
     def input_shape(self) -> list[int | str | None]:
-        return list(self.session.get_inputs()[0].shape)
+        return list(self.runner.get_inputs()[0].shape)
 
     def forward(self, x: Tensor) -> Tensor:
         array = x.detach().float().cpu().contiguous().numpy()
         step = self.chunk or max(len(array), 1)
-        outs = [self.session.run(None, {self.input_name: array[i:i + step]})[0]
+        outs = [self.runner.run(None, {self.input_name: array[i:i + step]})[0]
                 for i in range(0, len(array), step)]
         return torch.from_numpy(np.concatenate(outs).astype(np.float32)).to(x.device)
 
