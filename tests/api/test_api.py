@@ -152,14 +152,13 @@ def test_bad_inputs_give_one_line_errors(model, tmp_path):
         model.segment([bad])
 
 
-def test_docs_example_runs(run, tmp_path):
-    text = (REPO / "docs" / "api.md").read_text()
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
-    assert len(code.strip().splitlines()) <= 10
+def _run_docs_example(code: str, tmp_path: Path, run: Path, links: dict[str, Path]) -> dict:
+    """Run a docs/api.md example in ``tmp_path`` with ``runs/<name>`` linked to each of
+    ``links`` and ``scan.png`` a test image of ``run``; returns the example's variables."""
     (tmp_path / "runs").mkdir()
-    os.symlink(run, tmp_path / "runs" / "bin")
-    test_image = _split_paths(run, "test")[0]
-    Image.open(test_image).save(tmp_path / "scan.png")
+    for name, target in links.items():
+        os.symlink(target, tmp_path / "runs" / name)
+    Image.open(_split_paths(run, "test")[0]).save(tmp_path / "scan.png")
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -167,6 +166,14 @@ def test_docs_example_runs(run, tmp_path):
         exec(compile(code, "docs/api.md", "exec"), scope)
     finally:
         os.chdir(cwd)
+    return scope
+
+
+def test_docs_example_runs(run, tmp_path):
+    text = (REPO / "docs" / "api.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 10
+    scope = _run_docs_example(code, tmp_path, run, {"bin": run})
     assert scope["pred"].label in ("no_tumor", "tumor")
     assert (tmp_path / "overlay.png").is_file()
 
@@ -280,16 +287,6 @@ def test_segment_errors_are_one_line(run, model, tmp_path):
 def test_docs_segment_example_runs(run, segmenter_run, disc_segmenter, tmp_path):
     text = (REPO / "docs" / "api.md").read_text()
     (code,) = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if ".segment(" in c]
-    (tmp_path / "runs").mkdir()
-    os.symlink(run, tmp_path / "runs" / "bin")
-    os.symlink(segmenter_run, tmp_path / "runs" / "seg")
-    Image.open(_split_paths(run, "test")[0]).save(tmp_path / "scan.png")
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        scope: dict = {}
-        exec(compile(code, "docs/api.md", "exec"), scope)
-    finally:
-        os.chdir(cwd)
+    scope = _run_docs_example(code, tmp_path, run, {"bin": run, "seg": segmenter_run})
     assert scope["tumour"].fraction == disc_segmenter.fraction(32)
     assert scope["tumour"].mask.shape == (48, 48)
