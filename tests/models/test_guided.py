@@ -175,7 +175,7 @@ def test_a_network_without_a_reachable_feature_map_is_refused():
 
 
 def test_a_guide_must_crop_like_the_classifier():
-    from braincam.models.guided import check_preprocess
+    from braincam.models.segment import check_preprocess
 
     meta = {"size": 32, "preprocess": {"size": 32, "crop": True}}
     check_preprocess(meta, PreprocessConfig(size=64), "seg")  # sizes may differ

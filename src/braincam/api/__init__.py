@@ -278,22 +278,21 @@ def load(run: Path | str, segment: Path | str | None = None,
     the predicted tumour, overlays outline it and :meth:`Model.segment` works."""
     from braincam.device import device_of
     from braincam.models import load_checkpoint, read_meta, require_single_model
-    from braincam.models.segment import load_segmenter
+    from braincam.models.segment import check_preprocess, load_segmenter
 
     rundir = RunDir(Path(run))
     if not rundir.model.is_file():
         raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
-    require_single_model(read_meta(rundir.model), run)
+    run_meta = read_meta(rundir.model)
+    require_single_model(run_meta, run)
     if segment is not None and not RunDir(Path(segment)).model.is_file():
         raise BraincamError(f"{segment} holds no model.safetensors; train a segmenter there "
                             "with braincam segment")
     torch_device = device_of(device)
     segmenter = None
-    if segment is not None:
+    if segment is not None:  # its masks must line up with the model's inputs
         segmenter = load_segmenter(segment, torch_device)
-        crop = (segmenter.meta.get("preprocess") or {}).get("crop", True)
-        if crop != PreprocessConfig(**read_meta(rundir.model).get("preprocess", {})).crop:
-            raise BraincamError(f"{segment}: the segmenter's crop={crop} differs from {run}'s; "
-                                "both must crop to the head alike")
+        check_preprocess(segmenter.meta, PreprocessConfig(**run_meta.get("preprocess", {})),
+                         segment)
     net, meta = load_checkpoint(rundir.model, device=torch_device)
     return Model(rundir, net, meta, torch_device, ood=ood, segmenter=segmenter)

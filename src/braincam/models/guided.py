@@ -63,20 +63,14 @@ EfficientNets such as ``efficientnet_lite0``, timm ResNets); others raise Brainc
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from braincam.errors import BraincamError
-
-if TYPE_CHECKING:
-    from braincam.data.preprocess import PreprocessConfig
-
-log = logging.getLogger(__name__)
 
 GATE = "backbone.gate"
 """The default CAM layer of a guided model: the gated feature map ``G * F``."""
@@ -205,24 +199,3 @@ def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:
     """The checkpoint meta ``guide`` of a guided model: ``size``, ``floor``, ``source``."""
     backbone = model.backbone
     return {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
-
-
-def check_preprocess(seg_meta: dict[str, Any], preprocess: PreprocessConfig,
-                     source: str | Path) -> None:
-    """Whether the segmenter of ``source`` (its meta) can guide a classifier preprocessed by
-    ``preprocess``: one that crops otherwise is a BraincamError (its masks would not line up
-    with the classifier's images); other differences (standardisation, masking) a warning."""
-    theirs = seg_meta.get("preprocess") or {}
-    crop = theirs.get("crop", True)
-    if crop != preprocess.crop:
-        raise BraincamError(
-            f"the segmenter {source} was trained on images "
-            f"{'cropped' if crop else 'not cropped'} to the head, this run "
-            f"{'crops' if preprocess.crop else 'does not crop'} them: its masks would not "
-            "line up; match --crop/--no-crop"
-        )
-    differ = [key for key in ("standardize", "mask_background", "mask_skull")
-              if key in theirs and theirs[key] != getattr(preprocess, key)]
-    if differ:
-        log.warning("the segmenter %s was trained with another %s: it sees other images than "
-                    "it learnt on", source, ", ".join(differ))

@@ -18,9 +18,10 @@ are resized to the segmenter's input size and the probabilities resized back to 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +35,11 @@ from braincam.models.normalize import to_model_input
 from braincam.models.unet import SEGMENTER_ARCH, unet
 from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
 from braincam.runs import RunDir
+
+if TYPE_CHECKING:
+    from braincam.data.preprocess import PreprocessConfig
+
+log = logging.getLogger(__name__)
 
 THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD
 
@@ -138,3 +144,25 @@ def load_segmenter(seg_dir: Path | str, device: str | torch.device = "auto") -> 
 def _first(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_preprocess(seg_meta: dict[str, Any], preprocess: PreprocessConfig,
+                     source: str | Path) -> None:
+    """Whether the segmenter of ``source`` (its meta) fits a classifier preprocessed by
+    ``preprocess`` (a guide, :mod:`braincam.models.guided`, or the API's predicted tumour):
+    one that crops otherwise is a BraincamError (its masks would not line up
+    with the classifier's images); other differences (standardisation, masking) a warning."""
+    theirs = seg_meta.get("preprocess") or {}
+    crop = theirs.get("crop", True)
+    if crop != preprocess.crop:
+        raise BraincamError(
+            f"the segmenter {source} was trained on images "
+            f"{'cropped' if crop else 'not cropped'} to the head, this run "
+            f"{'crops' if preprocess.crop else 'does not crop'} them: its masks would not "
+            "line up; match --crop/--no-crop"
+        )
+    differ = [key for key in ("standardize", "mask_background", "mask_skull")
+              if key in theirs and theirs[key] != getattr(preprocess, key)]
+    if differ:
+        log.warning("the segmenter %s was trained with another %s: it sees other images than "
+                    "it learnt on", source, ", ".join(differ))

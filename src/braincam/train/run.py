@@ -92,8 +92,8 @@ def train_run(
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
-    from braincam.models.guided import check_preprocess, guide, guide_meta
-    from braincam.models.segment import load_segmenter
+    from braincam.models.guided import guide, guide_meta
+    from braincam.models.segment import check_preprocess, load_segmenter
 
     start = time.perf_counter()
     config.validate()
