@@ -65,7 +65,7 @@ def extract_all(
 
     masks = seg_masks if seg_masks is not None else [None] * len(records)
     jobs = (delayed(_features_of)(r, config, m) for r, m in zip(records, masks, strict=True))
-    workers = workers or os.cpu_count() or 1
+    workers = _workers(workers)
     parallel = Parallel(n_jobs=workers, batch_size=4, return_as="generator")
     results = list(tqdm(
         parallel(jobs), total=len(records), desc="radiomics", unit="img",
@@ -131,7 +131,7 @@ def radiomics_run(
         raise BraincamError(
             f"only {len(set(group))} patient/duplicate groups: fewer than --folds {folds}"
         )
-    n_jobs = workers or os.cpu_count() or 1
+    n_jobs = _workers(workers)
     results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot, n_jobs)
                for m in MODELS}
     import radiomics
@@ -216,3 +216,8 @@ def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str,
         "cnn_errors": int(wrong.sum()),
         "radiomics_right_on_cnn_errors": int((rad_pred[wrong] == y[wrong]).sum()),
     }
+
+
+def _workers(workers: int | None) -> int:
+    """Worker processes: ``workers``, else one per CPU."""
+    return workers or os.cpu_count() or 1
