@@ -56,10 +56,32 @@ def test_gate_weighs_features_by_the_share_of_each_cell_predicted_tumour():
     probability = torch.zeros(1, 1, 4, 4)
     probability[0, 0, :2, :2] = 1  # cell (0, 0) all tumour
     probability[0, 0, 0, 2] = 1  # cell (0, 1): a quarter
-    out = Gate(0.0)(features, probability)
+    out = Gate(0.0, upsample=1)(features, probability)
     assert torch.equal(out[0, 0], torch.tensor([[1.0, 0.25], [0.0, 0.0]]))
-    out = Gate(0.2)(features, probability)  # G = 0.2 + 0.8 * share
+    out = Gate(0.2, upsample=1)(features, probability)  # G = 0.2 + 0.8 * share
     torch.testing.assert_close(out[0, 1], torch.tensor([[1.0, 0.4], [0.2, 0.2]]))
+    features = torch.arange(4.0).reshape(1, 1, 2, 2)  # the default: each cell on 4 x 4
+    out = Gate(0.0)(features, torch.ones(1, 1, 8, 8))  # gate cells, each its own share
+    assert out.shape == (1, 1, 8, 8)
+    assert torch.equal(out[0, 0, :4, :4], torch.zeros(4, 4))
+    assert torch.equal(out[0, 0, 4:, 4:], torch.full((4, 4), 3.0))
+    out = Gate(0.0)(features, probability)  # P at 4 px: each P pixel covers 2 x 2 gate cells
+    assert torch.equal(out[0, 0], probability[0, 0].repeat_interleave(2, 0).repeat_interleave(
+        2, 1) * features[0, 0].repeat_interleave(4, 0).repeat_interleave(4, 1))
+
+
+def test_the_finer_gate_changes_the_explanation_not_the_decision():
+    """Pooled features on 4 x 4 gate cells per feature cell equal those of a gate on the feature
+    cells themselves (module docstring), for any predicted region."""
+    region = np.zeros((64, 64), bool)
+    region[5:23, 30:41] = True  # straddles feature cells unevenly
+    model = guided("resnet10t", region, floor=0.1)
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        fine = model.backbone(x)
+        model.backbone.gate.upsample = 1
+        coarse = model.backbone(x)
+    torch.testing.assert_close(fine, coarse)
     with pytest.raises(BraincamError, match=r"floor must be in \[0, 1\)"):
         Gate(1.0)
 
@@ -101,18 +123,39 @@ def test_pixels_outside_the_predicted_tumour_do_not_reach_the_pooled_features():
 def test_gradcam_at_the_default_layer_is_zero_outside_the_gated_cells():
     from braincam.explain import explain
 
-    model = guided("resnet10t", top_left(64, 0.5))  # cells (0..1, 0..1) of 4 x 4 at 128 px
+    model = guided("resnet10t", top_left(64, 0.5))  # 4 x 4 cells at 128 px, 16 x 16 gate cells
     images = np.random.default_rng(0).integers(0, 256, (4, 128, 128), dtype=np.uint8)
     cam = explain(model, images, method="gradcam")
-    assert cam.raw.shape == (4, 4, 4)
-    raw = cam.raw.numpy()
-    assert not raw[:, 2:, :].any() and not raw[:, :, 2:].any()
-    assert raw[:, :2, :2].max() > 0
-    maps = cam.maps.numpy()  # bilinear from cell centres 16, 48, 80, 112 px: 0 from px 80 on
-    assert not maps[:, 80:, :].any() and not maps[:, :, 80:].any()
+    assert cam.raw.shape == (4, 16, 16)
+    raw = cam.raw.numpy()  # the region: gate cells 0..7 along each side (8 px each)
+    assert not raw[:, 8:, :].any() and not raw[:, :, 8:].any()
+    assert raw[:, :8, :8].max() > 0
+    maps = cam.maps.numpy()  # bilinear from gate cell centres 4, 12, ..., 60, 68: 0 from px 68
+    assert not maps[:, 68:, :].any() and not maps[:, :, 68:].any()
     for target in (0, 1):  # either class's map
         raw = explain(model, images, method="gradcam", targets=[target] * 4).raw.numpy()
-        assert not raw[:, 2:, :].any() and not raw[:, :, 2:].any()
+        assert not raw[:, 8:, :].any() and not raw[:, :, 8:].any()
+
+
+def test_the_finer_gate_points_into_a_small_tumour_off_its_cells_centre():
+    """A tumour in the corner of one feature cell (image px 52-63 of the cell at 32-63):
+    Grad-CAM's maximum lies in it on the 8 px gate grid; on the feature cells it lies at the
+    cell's centre (48, 48), outside the tumour."""
+    from braincam.explain import explain
+
+    region = np.zeros((64, 64), bool)
+    region[26:32, 26:32] = True  # segmenter px 26-31 = image px 52-63
+    model = guided("resnet10t", region)
+    images = np.random.default_rng(0).integers(0, 256, (2, 128, 128), dtype=np.uint8)
+    for upsample, inside in ((4, True), (1, False)):
+        model.backbone.gate.upsample = upsample
+        for target in (0, 1):  # the class whose map is not all zero (ReLU)
+            maps = explain(model, images, method="gradcam", targets=[target] * 2).maps.numpy()
+            if maps.max() > 0:
+                break
+        for m in maps:
+            row, col = np.unravel_index(m.argmax(), m.shape)
+            assert bool(52 <= row < 64 and 52 <= col < 64) == inside, (upsample, row, col)
 
 
 def test_the_segmenter_is_frozen_and_stays_in_eval_mode():

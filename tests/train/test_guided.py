@@ -110,12 +110,13 @@ def test_cli_guide_that_is_not_a_segmenter_is_a_one_line_error(small, tmp_path):
 # --- acceptance: marker phantoms (the no_tumor class carries a corner marker) ------------
 
 # As in tests/train/test_grounding.py: T1 phantoms (a faint tumour) with large tumours, so
-# that a 4 x 4 Grad-CAM at 128 px can point into them, and a marker on every no_tumor image.
+# that the plain model's 4 x 4 Grad-CAM at 128 px could point into them (the guided model's
+# is 16 x 16, models.guided.UPSAMPLE), and a marker on every no_tumor image.
 # Both models: ImageNet efficientnet_lite0, the head alone on features computed once (phase
 # 1). The guide: a U-Net trained here for 6 epochs at 32 px on the training phantoms
 # (held-out Dice about 0.75, no pixel on tumour-free ones). Measured (about 35 s on one
-# thread of the loaded 2-core dev machine): pointing game plain 0.10, guided 0.75; accuracy
-# on the marked test phantoms 0.99 and 0.95, without the marker 0.95 and 0.93 -- the plain
+# thread of the loaded 2-core dev machine): pointing game plain 0.10, guided 0.975; accuracy
+# on the marked test phantoms 0.99 and 0.95, without the marker 0.95 and 0.925 -- the plain
 # model classifies well, but its tumour-class map peaks elsewhere.
 SIZE, SEG_SIZE = 128, 32
 SPEC = PhantomSpec(n_per_class=40, size=128, shortcut="marker", seed=1, contrasts=("t1",),
@@ -191,6 +192,6 @@ def test_guided_model_points_at_the_lesion_where_the_plain_one_does_not(tmp_path
     print(f"\n{result}")
     plain, guided = result["plain"], result["guided"]
     assert plain["pointing"] <= 0.25  # the plain model looks elsewhere: the marker
-    assert guided["pointing"] >= 0.5
-    assert guided["pointing"] >= plain["pointing"] + 0.4
+    assert guided["pointing"] >= 0.8
+    assert guided["pointing"] >= plain["pointing"] + 0.6
     assert guided["marked"] >= 0.9 and guided["clean"] >= 0.9  # it needs no marker

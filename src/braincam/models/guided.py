@@ -7,47 +7,58 @@ networks: ``forward_features``, e.g. EfficientNet's after ``conv_head``/``bn2``/
 torchvision ResNets: the output of ``layer4``) and ``P`` the segmenter's ``P(tumour)`` for
 the same input image::
 
-    P_ij = mean of sigmoid(segmenter(resize(x, s)))  over feature cell ij   (adaptive avg pool)
-    G    = floor + (1 - floor) * P                                           (N, 1, h, w)
-    f    = sum_ij G_ij F_ij / max(sum_ij G_ij, 1)                           (N, C)
+    P_uv = mean of sigmoid(segmenter(resize(x, s)))  over gate cell uv     (adaptive avg pool)
+    G    = floor + (1 - floor) * P                                           (N, 1, kh, kw)
+    M    = sum_uv G_uv / k^2                  (predicted tumour, in feature cells)
+    f    = sum_uv G_uv F_cell(uv) / k^2 / max(M, 1)                        (N, C)
     y    = head(f)
 
-``x`` is the classifier's input (ImageNet-normalised three-channel replica of the grey
-slice, :func:`braincam.models.normalize.to_model_input`, exactly what the segmenter was
-trained on) resized bilinearly (antialiased, as
-:meth:`braincam.models.segment.Segmenter.predict` does) to the segmenter's input side ``s``;
-``P_ij`` is the share of feature cell ``ij`` predicted tumour. With ``floor = 0`` (the
-default) only the cells overlapping the predicted tumour reach the head: an image without
-predicted tumour gives ``f = 0`` and the head's bias decides (``no_tumor`` once trained).
-``f`` is the mean of ``F`` over the predicted tumour (weighted by ``G``) once the tumour covers
-at least one cell's worth of ``G``, and shrinks towards 0 with the predicted mass below that.
-(A plain mean over all cells, ``mean_ij G_ij F_ij``, scales a tumour's features by its area:
-a tumour covering 2% of the image gives features 50 times smaller than the network's usual
-ones, and a head trained on ImageNet-pretrained features answered "tumour" for every Sartaj
-image.) When ``G = 1`` everywhere, ``f`` is the plain network's pooled features.
-``floor > 0`` lets the other cells through at that weight, trading the guarantee for
-robustness to tumours the segmenter misses. The gate acts on feature cells: a gated cell's
-features still depend on its whole receptive field, so only pixels outside the receptive
-fields of the gated cells provably cannot matter.
+The gate works on a grid ``k = UPSAMPLE`` times finer than the feature map: gate cell ``uv``
+lies in feature cell ``cell(uv) = (u // k, v // k)`` and carries that cell's features (nearest
+upsampling), weighted by its own share predicted tumour. Summed over a feature cell's ``k^2``
+gate cells, ``G`` gives ``k^2`` times the cell's share, so ``f`` is the feature cells' mean
+weighted by their share predicted tumour -- what a gate at the feature map's own resolution
+would give. The finer grid changes what the explanation can show, not the decision: a linear
+head's logit splits exactly into one term per gate cell, ``G_uv w . F_cell(uv)``, and
+Grad-CAM at the gate (``CAM = ReLU(sum_c alpha_c G F_c)``) is that split, at 8 px instead of
+32 px for a stride-32 network. At 32 px a tumour of 1% of the image falls inside one cell
+whose centre the pointing game rarely hits.
+
+``x`` is the classifier's input (ImageNet-normalised three-channel replica of the grey slice,
+:func:`braincam.models.normalize.to_model_input`, exactly what the segmenter was trained on)
+resized bilinearly (antialiased, as :meth:`braincam.models.segment.Segmenter.predict` does) to
+the segmenter's input side ``s``; ``P_uv`` is the share of gate cell ``uv`` predicted tumour.
+With ``floor = 0`` (the default) only the cells overlapping the predicted tumour reach the
+head: an image without predicted tumour gives ``f = 0`` and the head's bias decides
+(``no_tumor`` once trained). ``f`` is the mean of ``F`` over the predicted tumour (weighted by
+``G``) once the tumour covers at least one feature cell (``M >= 1``), and shrinks towards 0
+with the predicted mass below that. (A plain mean over all cells, ``mean_uv G_uv F_cell(uv)``,
+scales a tumour's features by its area: a tumour covering 2% of the image gives features 50
+times smaller than the network's usual ones, and a head trained on ImageNet-pretrained features
+answered "tumour" for every Sartaj image.) When ``G = 1`` everywhere, ``f`` is the plain
+network's pooled features. ``floor > 0`` lets the other cells through at that weight, trading
+the guarantee for robustness to tumours the segmenter misses. The gate acts on feature cells: a
+gated cell's features still depend on its whole receptive field, so only pixels outside the
+receptive fields of the gated cells provably cannot matter.
 
 Construction: :func:`guide` replaces a :class:`~braincam.models.build.BraincamNet`'s
 ``backbone`` by a :class:`GuidedBackbone` with three children -- ``net`` (the original
 backbone, unchanged), ``segmenter`` (the frozen U-Net) and ``gate`` (:class:`Gate`, whose
-output is ``G * F``). So ``model.backbone(x)`` still returns the pooled features the head
-sees, and everything built on that (phase 1's cached features, phase 2, the attention
-penalty and mask reward, checkpoints, explanations, the audit, the API's feature reference)
-works unchanged. The default Grad-CAM layer of a guided model is ``backbone.gate``:
-``CAM = ReLU(sum_c alpha_c G F_c)`` is 0 wherever ``G`` is 0. The price is that the
-backbone's module names gain ``net.`` (``backbone.net.blocks.3``, ``backbone.net.layer4``);
-the two lookups that name modules (:func:`braincam.models.build.finetune_modules` and
-:func:`~braincam.models.build.default_target_layer`) resolve them through
-:func:`feature_net`, and :func:`braincam.models.weights.load_weights_file` reads a guided
-checkpoint's backbone from under ``backbone.net.``. A wrapper was chosen over keeping the
-names by swapping the backbone's class: it works the same for any supported network, needs
-no dynamically made classes, and the incremental occlusion planner
-(:mod:`braincam.explain.incremental`), which knows plain ResNets and EfficientNets only,
-recognises a guided model as a network it cannot describe instead of planning it without its
-gate.
+output is ``G * F``). So ``model.backbone(x)`` still returns the pooled features the head sees,
+and everything built on that (phase 1's cached features, phase 2, the attention penalty and
+mask reward, checkpoints, explanations, the audit, the API's feature reference) works
+unchanged. The default Grad-CAM layer of a guided model is ``backbone.gate``: ``CAM =
+ReLU(sum_c alpha_c G F_c)`` is 0 wherever ``G`` is 0, on the gate's finer grid. The price is
+that the backbone's module names gain ``net.`` (``backbone.net.blocks.3``,
+``backbone.net.layer4``); the two lookups that name modules
+(:func:`braincam.models.build.finetune_modules` and
+:func:`~braincam.models.build.default_target_layer`) resolve them through :func:`feature_net`,
+and :func:`braincam.models.weights.load_weights_file` reads a guided checkpoint's backbone from
+under ``backbone.net.``. A wrapper was chosen over keeping the names by swapping the backbone's
+class: it works the same for any supported network, needs no dynamically made classes, and the
+incremental occlusion planner (:mod:`braincam.explain.incremental`), which knows plain ResNets
+and EfficientNets only, recognises a guided model as a network it cannot describe instead of
+planning it without its gate.
 
 The segmenter never trains: its parameters do not require gradients (so no optimiser or DDP
 reducer sees them), it runs under ``torch.no_grad``, and :meth:`GuidedBackbone.train` keeps it
@@ -74,34 +85,45 @@ from braincam.errors import BraincamError
 
 GATE = "backbone.gate"
 """The default CAM layer of a guided model: the gated feature map ``G * F``."""
+UPSAMPLE = 4
+"""Gate cells per feature cell along each side (module docstring): 8 px at stride 32."""
 
 
 class Gate(nn.Module):
-    """``G * F`` with ``G = floor + (1 - floor) * adaptive_avg_pool(P, (h, w))``: features
-    ``(N, C, h, w)`` weighted by the share of each cell predicted tumour (``P``: ``(N, 1, H,
-    W)`` probabilities at any resolution)."""
+    """``G * F``: features ``(N, C, h, w)`` repeated over ``upsample x upsample`` gate cells
+    each (nearest) and weighted by ``G = floor + (1 - floor) * adaptive_avg_pool(P, (kh,
+    kw))``, the share of each gate cell predicted tumour (``P``: ``(N, 1, H, W)``
+    probabilities at any resolution)."""
 
-    def __init__(self, floor: float = 0.0) -> None:
+    def __init__(self, floor: float = 0.0, upsample: int = UPSAMPLE) -> None:
         super().__init__()
         if not 0 <= floor < 1:
             raise BraincamError(f"the guide's floor must be in [0, 1), got {floor}")
         self.floor = float(floor)
+        self.upsample = int(upsample)
+
+    def cells(self, features: torch.Tensor) -> tuple[int, int]:
+        """The gate's grid ``(kh, kw)`` for a feature map ``(N, C, h, w)``."""
+        h, w = features.shape[-2:]
+        return h * self.upsample, w * self.upsample
 
     def prior(self, probability: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-        """``G`` ``(N, 1, h, w)`` for a feature map of ``cells = (h, w)``."""
+        """``G`` ``(N, 1, kh, kw)`` on a gate grid of ``cells = (kh, kw)``."""
         share = F.adaptive_avg_pool2d(probability.float(), cells)
         return self.floor + (1 - self.floor) * share
 
     def forward(self, features: torch.Tensor, probability: torch.Tensor) -> torch.Tensor:
-        prior = self.prior(probability, tuple(features.shape[-2:]))
+        prior = self.prior(probability, self.cells(features))
+        if self.upsample > 1:
+            features = F.interpolate(features, scale_factor=self.upsample, mode="nearest")
         return features * prior.to(features.dtype)
 
     def extra_repr(self) -> str:
-        return f"floor={self.floor}"
+        return f"floor={self.floor}, upsample={self.upsample}"
 
 
 class GuidedBackbone(nn.Module):
-    """``x -> sum_ij (G * F)_ij / max(sum_ij G_ij, 1)`` (module docstring): ``net``'s last
+    """``x -> sum_uv (G * F)_uv / k^2 / max(M, 1)`` (module docstring): ``net``'s last
     spatial features gated by the frozen ``segmenter``'s tumour probability at input side
     ``size``."""
 
@@ -144,8 +166,9 @@ class GuidedBackbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, probability = self.features(x), self.tumour_probability(x)
         gated = self.gate(features, probability)
-        mass = self.gate.prior(probability, tuple(features.shape[-2:])).sum(dim=(2, 3))
-        return gated.sum(dim=(2, 3)) / mass.clamp(min=1.0).to(gated.dtype)
+        area = self.gate.upsample**2  # gate cells per feature cell
+        mass = self.gate.prior(probability, self.gate.cells(features)).sum(dim=(2, 3)) / area
+        return gated.sum(dim=(2, 3)) / (area * mass.clamp(min=1.0)).to(gated.dtype)
 
 
 def spatial_kind(net: nn.Module) -> str:
