@@ -84,3 +84,23 @@ def test_gradcam_passes_and_an_image_copy_fails(clean_model, clean_test):
 def test_gradcam_helper_matches_the_handle(clean_model, clean_test):
     maps = gradcam(clean_model, clean_test.images[:2], np.array([0, 1]), "gradcam")
     assert maps.shape == (2, 64, 64) and maps.max() <= 1.0
+
+
+def test_a_sparse_map_that_moves_with_the_weights_passes(clean_model, clean_test):
+    """A map that is 0 but for one 6 x 6 patch, placed by the head's weights: the trained and
+    the randomised maps agree on their blank 98% (SSIM about 0.9, above the fixed 0.5), but no
+    more than the trained map agrees with a blank map, so the method passes."""
+
+    def patch(model, images, targets, method):
+        spot = int(abs(float(model.head.weight.sum())) * 1e4) % 50
+        maps = np.zeros((len(images), 64, 64))
+        maps[:, spot: spot + 6, spot: spot + 6] = 1.0
+        return maps
+
+    batch = audit_batch(clean_model, clean_test, maps=False)
+    batch.maps = {"patch": patch(clean_model, batch.images, None, "patch")}
+    batch.handle = ModelHandle(clean_model, handle_for(clean_model).to_input, patch)
+    summary = SanityCheck(AuditSettings(sanity_images=4))(batch).summary["patch"]
+    assert summary.ssim[-1] > 0.5  # the fixed limit alone would fail it
+    assert summary.ssim_blank > summary.ssim[-1]
+    assert summary.passed is True
