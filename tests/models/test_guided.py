@@ -89,13 +89,70 @@ def test_the_finer_gate_changes_the_explanation_not_the_decision():
 @pytest.mark.parametrize("arch", ["resnet10t", "efficientnet_lite0", "resnet50"])
 def test_a_guide_that_sees_tumour_everywhere_leaves_the_features_unchanged(arch):
     """P = 1 on every pixel: ``mean(G F) = mean(F)``, the plain network's pooled features --
-    the guide gates the map the network itself pools."""
+    the guide gates the map the network itself pools; the mass M is all 2 x 2 cells."""
     model = guided(arch, np.ones((32, 32), bool))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(model.backbone(x), model.backbone.net(x))
+        out = model.backbone(x)
+        torch.testing.assert_close(out[:, :-1], model.backbone.net(x))
+    torch.testing.assert_close(out[:, -1], torch.full((2,), 4.0))
     assert default_target_layer(model) == "backbone.gate"
     assert all(name.startswith("backbone.net.") for name in finetune_modules(model))
+
+
+def guided_with_head(region: np.ndarray, classes: list[str], bias: list[float]) -> nn.Module:
+    """resnet10t guided by ``region`` with a head that outputs ``classes`` and whose weights
+    are 0 and bias ``bias``: the head's own answer is the same for every image."""
+    from braincam.models.guided import absent_output
+
+    torch.manual_seed(0)
+    model = build_model("resnet10t", len(classes))
+    with torch.no_grad():
+        model.head[1].weight.zero_()
+        model.head[1].bias.copy_(torch.tensor(bias))
+    return guide(model, Region(region), len(region), absent=absent_output(classes)).eval()
+
+
+def test_no_predicted_tumour_means_no_tumour_whatever_the_head_says():
+    """The evidence term: a head biased to "tumor" (P = 0.95 on its own) answers no tumour
+    where nothing is predicted, P(tumor) = EPS * 19; with at least one gate cell predicted
+    (one 8 px cell at 128 px: 4 px of the 64 px segmenter) it answers unchanged."""
+    from braincam.models.guided import EPS
+
+    x = torch.randn(2, 3, 128, 128)
+    odds = 0.95 / 0.05
+    with torch.no_grad():
+        nothing = guided_with_head(np.zeros((64, 64), bool), ["no_tumor", "tumor"],
+                                   [0.0, float(np.log(odds))])
+        p = nothing(x).softmax(1)[:, 1]
+        torch.testing.assert_close(p, torch.full((2,), EPS * odds / (1 + EPS * odds)))
+        cell = top_left(64, 4 / 64)  # exactly one gate cell
+        some = guided_with_head(cell, ["no_tumor", "tumor"], [0.0, float(np.log(odds))])
+        torch.testing.assert_close(some(x).softmax(1)[:, 1], torch.full((2,), 0.95))
+        half = guided_with_head(top_left(64, 2 / 64), ["no_tumor", "tumor"],
+                                [0.0, float(np.log(odds))])  # a quarter of a gate cell
+        torch.testing.assert_close(half(x).softmax(1)[:, 1],
+                                   torch.full((2,), 0.25 * odds / (1 + 0.25 * odds)))
+
+
+def test_the_evidence_term_acts_on_subtype_logits_and_skips_models_without_no_tumor():
+    from braincam.models.build import MergeSubtypes
+
+    x = torch.randn(2, 3, 128, 128)
+    empty = np.zeros((64, 64), bool)
+    subtypes = ["glioma", "meningioma", "no_tumor", "pituitary"]
+    model = guided_with_head(empty, subtypes, [0.0] * 4)  # equal biases: P(tumour) 3/4 alone
+    assert model.head.absent == 2
+    with torch.no_grad():
+        z = model(x)
+        model.head.append(MergeSubtypes([1, 1, 0, 1]))
+        merged = model(x).softmax(1)
+    assert (z.softmax(1)[:, 2] > 1 - 1e-5).all()
+    assert (merged[:, 0] > 1 - 1e-5).all()
+    types = guided_with_head(empty, ["glioma", "meningioma", "pituitary"], [0.0] * 3)
+    assert types.head.absent is None
+    with torch.no_grad():
+        torch.testing.assert_close(types(x).softmax(1), torch.full((2, 3), 1 / 3))
 
 
 def test_pixels_outside_the_predicted_tumour_do_not_reach_the_pooled_features():
@@ -233,3 +290,15 @@ def test_occlusion_evaluates_whole_copies_of_a_guided_model():
 
     with pytest.raises(Unsupported):
         units(guided("resnet10t", top_left(32, 0.5)))
+
+
+def test_the_ood_reference_splits_a_guided_models_features_from_its_probabilities():
+    """``braincam predict``'s feature reference: the guided backbone's output is the pooled
+    features plus the mass, and the probabilities follow them."""
+    from braincam.api.reference import features_and_probs
+
+    model = guided("resnet10t", top_left(32, 0.5))
+    images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    features, probs = features_and_probs(model, images, torch.device("cpu"))
+    assert features.shape == (3, model.num_features + 1) and probs.shape == (3, 2)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -85,7 +85,7 @@ def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch
         return torch.cat([features, torch.softmax(model.head(features).float(), dim=1)], dim=1)
 
     out = forward_batches(both, images, device, batch_size).numpy()
-    width = model.num_features
+    width = out.shape[1] - model.num_classes  # a guided backbone adds the tumour's mass
     return out[:, :width], out[:, width:]
 
 

@@ -102,10 +102,11 @@ def _build(meta: dict[str, Any]) -> nn.Module:
         groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
     )
     if meta.get("guide"):  # its segmenter's weights are in the checkpoint
-        from braincam.models.guided import guide
+        from braincam.models.guided import absent_output, guide
         from braincam.models.unet import unet
 
-        guide(model, unet(), meta["guide"]["size"], meta["guide"]["floor"])
+        guide(model, unet(), meta["guide"]["size"], meta["guide"]["floor"],
+              absent_output(list(subtypes or meta["classes"])))
     return model
 
 

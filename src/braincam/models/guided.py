@@ -11,7 +11,17 @@ the same input image::
     G    = floor + (1 - floor) * P                                           (N, 1, kh, kw)
     M    = sum_uv G_uv / k^2                  (predicted tumour, in feature cells)
     f    = sum_uv G_uv F_cell(uv) / k^2 / max(M, 1)                        (N, C)
-    y    = head(f)
+    z    = Linear(Dropout(f));   z_absent -= log clip(k^2 M, EPS, 1)
+    y    = z, or MergeSubtypes(z) for a head with tumour subtypes
+
+The evidence term makes "no predicted tumour" mean "no tumour" by construction: ``absent`` is
+the output meaning no tumour (``no_tumor``), and its logit rises by ``-log(k^2 M)`` while the
+predicted tumour covers less than one gate cell, to ``-log EPS = 13.8`` when nothing is
+predicted, so ``P(tumour)`` is at most ``EPS`` times the head's own odds there. Without the term
+the head's bias alone answers for such images, and a head fitted on subtype logits starts out
+at P(tumour) = 3/4 (three tumour subtypes, one no-tumour output, equal biases): two of three
+real guided runs answered "tumour" for every tumour-free image that way. A model whose
+classes have no ``no_tumor`` (tumour types only) gets no term.
 
 The gate works on a grid ``k = UPSAMPLE`` times finer than the feature map: gate cell ``uv``
 lies in feature cell ``cell(uv) = (u // k, v // k)`` and carries that cell's features (nearest
@@ -29,8 +39,8 @@ whose centre the pointing game rarely hits.
 resized bilinearly (antialiased, as :meth:`braincam.models.segment.Segmenter.predict` does) to
 the segmenter's input side ``s``; ``P_uv`` is the share of gate cell ``uv`` predicted tumour.
 With ``floor = 0`` (the default) only the cells overlapping the predicted tumour reach the
-head: an image without predicted tumour gives ``f = 0`` and the head's bias decides
-(``no_tumor`` once trained). ``f`` is the mean of ``F`` over the predicted tumour (weighted by
+head: an image without predicted tumour gives ``f = 0``, and the evidence term answers
+``no_tumor``. ``f`` is the mean of ``F`` over the predicted tumour (weighted by
 ``G``) once the tumour covers at least one feature cell (``M >= 1``), and shrinks towards 0
 with the predicted mass below that. (A plain mean over all cells, ``mean_uv G_uv F_cell(uv)``,
 scales a tumour's features by its area: a tumour covering 2% of the image gives features 50
@@ -83,6 +93,8 @@ from torch import nn
 
 from braincam.errors import BraincamError
 
+EPS = 1e-6
+"""Lower clip of the evidence ``k^2 M`` (module docstring): a no-tumour logit bonus of 13.8."""
 GATE = "backbone.gate"
 """The default CAM layer of a guided model: the gated feature map ``G * F``."""
 UPSAMPLE = 4
@@ -123,9 +135,9 @@ class Gate(nn.Module):
 
 
 class GuidedBackbone(nn.Module):
-    """``x -> sum_uv (G * F)_uv / k^2 / max(M, 1)`` (module docstring): ``net``'s last
-    spatial features gated by the frozen ``segmenter``'s tumour probability at input side
-    ``size``."""
+    """``x -> [f, M]`` (module docstring; ``(N, C + 1)``): ``net``'s last spatial features
+    gated by the frozen ``segmenter``'s tumour probability at input side ``size`` and pooled,
+    and the predicted tumour's mass ``M`` for :class:`EvidenceHead`."""
 
     def __init__(self, net: nn.Module, segmenter: nn.Module, size: int,
                  floor: float = 0.0) -> None:
@@ -168,7 +180,35 @@ class GuidedBackbone(nn.Module):
         gated = self.gate(features, probability)
         area = self.gate.upsample**2  # gate cells per feature cell
         mass = self.gate.prior(probability, self.gate.cells(features)).sum(dim=(2, 3)) / area
-        return gated.sum(dim=(2, 3)) / (area * mass.clamp(min=1.0)).to(gated.dtype)
+        pooled = gated.sum(dim=(2, 3)) / (area * mass.clamp(min=1.0)).to(gated.dtype)
+        return torch.cat([pooled, mass.to(pooled.dtype)], dim=1)
+
+
+class EvidenceHead(nn.Sequential):
+    """A BraincamNet head (``Dropout, Linear[, MergeSubtypes]``, the same children under the
+    same names) on ``[f, M]``: the Linear layer's output ``absent`` gains the evidence term
+    ``-log clip(k^2 M, EPS, 1)`` (module docstring) before any later layer; ``absent=None``:
+    no term."""
+
+    def __init__(self, head: nn.Sequential, absent: int | None, upsample: int = UPSAMPLE
+                 ) -> None:
+        super().__init__(*head)
+        self.absent = absent
+        self.area = upsample**2
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled, mass = features[:, :-1], features[:, -1]
+        out = self[1](self[0](pooled))
+        if self.absent is not None:
+            bonus = -torch.log(torch.clamp(mass.float() * self.area, min=EPS, max=1.0))
+            out = out + F.one_hot(torch.tensor(self.absent, device=out.device),
+                                  out.shape[1]).to(out.dtype) * bonus[:, None].to(out.dtype)
+        for layer in list(self)[2:]:
+            out = layer(out)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"absent={self.absent}"
 
 
 def spatial_kind(net: nn.Module) -> str:
@@ -208,14 +248,25 @@ def feature_net(model: nn.Module) -> tuple[nn.Module, str]:
     return backbone, "backbone."
 
 
-def guide(model: nn.Module, segmenter: nn.Module, size: int, floor: float = 0.0) -> nn.Module:
-    """``model`` (a BraincamNet) with its backbone wrapped in a :class:`GuidedBackbone`, in
-    place; returns ``model``. Weights (``--weights``) are loaded before, into the plain
-    backbone."""
+def guide(model: nn.Module, segmenter: nn.Module, size: int, floor: float = 0.0,
+          absent: int | None = None) -> nn.Module:
+    """``model`` (a BraincamNet) with its backbone wrapped in a :class:`GuidedBackbone` and
+    its head in an :class:`EvidenceHead`, in place; returns ``model``. ``absent``: the index of
+    the no-tumour output of the head's Linear layer (:func:`absent_output`). Weights
+    (``--weights``) are loaded before, into the plain backbone and head."""
     if is_guided(model):
         raise ValueError("the model is guided already")
     model.backbone = GuidedBackbone(model.backbone, segmenter, size, floor)
+    model.head = EvidenceHead(model.head, absent)
     return model
+
+
+def absent_output(outputs: list[str]) -> int | None:
+    """The index of ``no_tumor`` among the names of the head's Linear outputs (the classes,
+    or the subtypes of a subtype head), None without one."""
+    from braincam.labels import NO_TUMOR
+
+    return outputs.index(NO_TUMOR) if NO_TUMOR in outputs else None
 
 
 def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:

@@ -92,7 +92,7 @@ def train_run(
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
-    from braincam.models.guided import guide, guide_meta
+    from braincam.models.guided import absent_output, guide, guide_meta
     from braincam.models.segment import check_preprocess, load_segmenter
 
     start = time.perf_counter()
@@ -123,7 +123,8 @@ def train_run(
     if config.guide is not None:  # the segmenter is frozen and saved with the model
         segmenter = load_segmenter(config.guide, "cpu")
         check_preprocess(segmenter.meta, config.preprocess, config.guide)
-        guide(model, segmenter.model, segmenter.size, config.guide_floor)
+        guide(model, segmenter.model, segmenter.size, config.guide_floor,
+              absent_output(list(fitted)))
     stages = finetune_modules(model, config.finetune_stages)
     cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
