@@ -20,7 +20,7 @@ predicted tumour covers less than one gate cell, to ``-log EPS = 13.8`` when not
 predicted, so ``P(tumour)`` is at most ``EPS`` times the head's own odds there. Without the term
 the head's bias alone answers for such images, and a head fitted on subtype logits starts out
 at P(tumour) = 3/4 (three tumour subtypes, one no-tumour output, equal biases): two of three
-real guided runs answered "tumour" for every tumour-free image that way. A model whose
+real guided runs called most tumour-free images tumours that way. A model whose
 classes have no ``no_tumor`` (tumour types only) gets no term.
 
 The gate works on a grid ``k = UPSAMPLE`` times finer than the feature map: gate cell ``uv``
@@ -54,13 +54,14 @@ receptive fields of the gated cells provably cannot matter.
 Construction: :func:`guide` replaces a :class:`~braincam.models.build.BraincamNet`'s
 ``backbone`` by a :class:`GuidedBackbone` with three children -- ``net`` (the original
 backbone, unchanged), ``segmenter`` (the frozen U-Net) and ``gate`` (:class:`Gate`, whose
-output is ``G * F``). So ``model.backbone(x)`` still returns the pooled features the head sees,
-and everything built on that (phase 1's cached features, phase 2, the attention penalty and
-mask reward, checkpoints, explanations, the audit, the API's feature reference) works
-unchanged. The default Grad-CAM layer of a guided model is ``backbone.gate``: ``CAM =
-ReLU(sum_c alpha_c G F_c)`` is 0 wherever ``G`` is 0, on the gate's finer grid. The price is
-that the backbone's module names gain ``net.`` (``backbone.net.blocks.3``,
-``backbone.net.layer4``); the two lookups that name modules
+output is ``G * F``), and wraps its ``head`` in an :class:`EvidenceHead` (the same children
+under the same names). So ``model.backbone(x)`` still returns what the head sees (the pooled
+features, and the mass ``M`` as one more column), and everything built on that (phase 1's
+cached features, phase 2, the attention penalty and mask reward, checkpoints, explanations, the
+audit, the API's feature reference) works unchanged. The default Grad-CAM layer of a guided
+model is ``backbone.gate``: ``CAM = ReLU(sum_c alpha_c G F_c)`` is 0 wherever ``G`` is 0, on
+the gate's finer grid. The price is that the backbone's module names gain ``net.``
+(``backbone.net.blocks.3``, ``backbone.net.layer4``); the two lookups that name modules
 (:func:`braincam.models.build.finetune_modules` and
 :func:`~braincam.models.build.default_target_layer`) resolve them through :func:`feature_net`,
 and :func:`braincam.models.weights.load_weights_file` reads a guided checkpoint's backbone from
