@@ -92,7 +92,7 @@ def test_a_sparse_map_that_moves_with_the_weights_passes(clean_model, clean_test
     more than the trained map agrees with a blank map, so the method passes."""
 
     def patch(model, images, targets, method):
-        spot = int(abs(float(model.head.weight.sum())) * 1e4) % 50
+        spot = int(abs(float(model.head.weight.detach().sum())) * 1e4) % 50
         maps = np.zeros((len(images), 64, 64))
         maps[:, spot: spot + 6, spot: spot + 6] = 1.0
         return maps
