@@ -201,9 +201,10 @@ class EvidenceHead(nn.Sequential):
         pooled, mass = features[:, :-1], features[:, -1]
         out = self[1](self[0](pooled))
         if self.absent is not None:
-            bonus = -torch.log(torch.clamp(mass.float() * self.area, min=EPS, max=1.0))
-            out = out + F.one_hot(torch.tensor(self.absent, device=out.device),
-                                  out.shape[1]).to(out.dtype) * bonus[:, None].to(out.dtype)
+            shift = torch.zeros_like(out)
+            shift[:, self.absent] = -torch.log(torch.clamp(mass.float() * self.area, min=EPS,
+                                                           max=1.0)).to(out.dtype)
+            out = out + shift
         for layer in list(self)[2:]:
             out = layer(out)
         return out
