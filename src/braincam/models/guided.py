@@ -191,19 +191,17 @@ class EvidenceHead(nn.Sequential):
     ``-log clip(k^2 M, EPS, 1)`` (module docstring) before any later layer; ``absent=None``:
     no term."""
 
-    def __init__(self, head: nn.Sequential, absent: int | None, upsample: int = UPSAMPLE
-                 ) -> None:
+    def __init__(self, head: nn.Sequential, absent: int | None) -> None:
         super().__init__(*head)
         self.absent = absent
-        self.area = upsample**2
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         pooled, mass = features[:, :-1], features[:, -1]
         out = self[1](self[0](pooled))
         if self.absent is not None:
             shift = torch.zeros_like(out)
-            shift[:, self.absent] = -torch.log(torch.clamp(mass.float() * self.area, min=EPS,
-                                                           max=1.0)).to(out.dtype)
+            evidence = torch.clamp(mass.float() * UPSAMPLE**2, min=EPS, max=1.0)
+            shift[:, self.absent] = -torch.log(evidence).to(out.dtype)
             out = out + shift
         for layer in list(self)[2:]:
             out = layer(out)
