@@ -8,15 +8,15 @@ with the trained model's maps by
 - Spearman rank correlation of the pixel values (a constant map counts as 0), and
 - SSIM (scikit-image, data range 1; maps are in [0, 1]).
 
-A method whose maps survive the randomisation explains the image, not the model: it
-passes when, with every layer randomised, the mean Spearman correlation is below
+A method whose maps survive the randomisation explains the image, not the model: it passes
+when, with every layer randomised, the mean Spearman correlation is below
 :data:`SPEARMAN_MAX` and the mean SSIM below ``max(SSIM_MAX, ssim_blank)``; otherwise a
-critical finding. ``ssim_blank`` is the mean SSIM of the trained maps with a blank (all-zero)
-map: SSIM counts flat regions that agree, so a sparse map (a segmentation-guided model's is 0
-on about 95% of a Figshare slice) has SSIM 0.94 with a blank map and fails the fixed limit
-whatever it shows, while a randomised map no more similar than a blank one shares no structure with
-it. Every step costs one explanation pass, so the test runs on a seeded subset of
-``AuditSettings.sanity_images`` images.
+critical finding. ``ssim_blank`` is the mean SSIM of the trained maps with a blank
+(all-zero) map: SSIM counts flat regions that agree, so a sparse map (a segmentation-guided
+model's is 0 on about 95% of a Figshare slice) has SSIM 0.94 with a blank map and fails the
+fixed limit whatever it shows, while a randomised map no more similar than a blank one
+shares no structure with it. Every step costs one explanation pass, so the test runs on a
+seeded subset of ``AuditSettings.sanity_images`` images.
 """
 
 from __future__ import annotations
