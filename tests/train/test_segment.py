@@ -17,7 +17,7 @@ from braincam.commands import segment
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.models.segment import build_segmenter, load_segmenter
-from braincam.train.segment import dice_bce_loss
+from braincam.train.segment import SegmentConfig, augment_pair, dice_bce_loss
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
              "metrics.json", "overlays"}
@@ -41,6 +41,29 @@ def test_dice_bce_loss_by_hand():
     # a tumour-free image pays for predicted pixels: 1 - 1 / (sum p + 1)
     empty = torch.zeros(1, 4, 4, dtype=torch.bool)
     assert dice_bce_loss(half, empty).item() == pytest.approx(math.log(2) + 1 - 1 / 9)
+
+
+def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
+    rng = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 1, 32, 32, generator=rng)
+    tumours = torch.zeros(6, 32, 32, dtype=torch.bool)
+    tumours[:, 10:18, 12:20] = True
+    heads = torch.zeros(6, 32, 32, dtype=torch.bool)
+    heads[:, 4:28, 4:28] = True
+
+    def run(remap: float, head: torch.Tensor):
+        return augment_pair(images, tumours, head, torch.Generator().manual_seed(1), remap)
+
+    plain_x, plain_y = run(0.0, heads)
+    remap_x, remap_y = run(1.0, heads)
+    assert torch.equal(remap_y, plain_y) and remap_y.sum() > 0  # same geometry, same mask
+    changed = (remap_x - plain_x).abs().amax(dim=(1, 2, 3))
+    assert (changed > 0.05).all()  # every image remapped
+    # no head, nothing to remap: the rest of the augmentation is drawn identically
+    no_head_x, _ = run(1.0, torch.zeros_like(heads))
+    assert torch.equal(no_head_x, plain_x)
+    with pytest.raises(BraincamError, match="--contrast-remap"):
+        SegmentConfig(contrast_remap=1.5).validate()
 
 
 def test_imagenet_weights_fill_the_encoder():
@@ -72,9 +95,11 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     seg = tmp_path / "seg"
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",
                     "--weights", "none", "--batch-size", "4", "--device", "cpu",
-                    "--val-fraction", "0.2", "--test-fraction", "0.25", "--no-progress")
+                    "--val-fraction", "0.2", "--test-fraction", "0.25", "--contrast-remap",
+                    "0.5", "--no-progress")
     assert result.exit_code == 0, result.output
     assert SEG_FILES <= {p.name for p in seg.iterdir()}
+    assert "contrast_remap: 0.5" in (seg / "config.yaml").read_text()
     assert "held-out mean Dice" in result.output and "per-class Dice: tumor" in result.output
     metrics = json.loads((seg / "metrics.json").read_text())
     split = pd.read_csv(seg / "split.csv")

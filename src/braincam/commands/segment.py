@@ -47,6 +47,11 @@ def command(
         bool, typer.Option("--augment/--no-augment",
                            help="Augment image and mask together (similarity + intensity).")
     ] = True,
+    contrast_remap: Annotated[
+        float, typer.Option(help="Probability of passing a training image's in-head "
+                            "intensities through a random contrast curve (half inverted), "
+                            "for tumours in sequences the masks do not come from.")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     device: Device = "auto",
     force: Annotated[
@@ -70,7 +75,7 @@ def command(
     config = SegmentConfig(
         size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
         val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, augment=augment, device=device,
+        seed=seed, augment=augment, contrast_remap=contrast_remap, device=device,
     )
     result = train_segmenter(paths, config, out, force=force, progress=progress,
                              command=command_line(ctx))

@@ -13,8 +13,11 @@ averaged over the batch. Per-image Dice (not one Dice over the batch) makes ever
 image pay for its false-positive pixels (its loss is ``sum p / (sum p + 1)``), and a mean of
 per-image terms splits exactly over torchrun ranks (:func:`braincam.distributed.shard_loss_scale`).
 AdamW with a per-step cosine schedule; augmentation moves image and mask together
-(:func:`braincam.train.augment.augment`, mask warped by nearest neighbour). Kept weights: the
-epoch with the best validation mean Dice (the last one without validation).
+(:func:`braincam.train.augment.augment`, mask warped by nearest neighbour). ``contrast_remap``
+passes that share of training images through a random monotone in-head contrast curve (half
+of them inverted; :func:`braincam.train.augment.remap_contrast`), so that tumours are learnt
+by shape and contrast against their surroundings rather than by one sequence's intensities.
+Kept weights: the epoch with the best validation mean Dice (the last one without validation).
 
 Under ``torchrun --nproc_per_node=N`` every rank draws the same global batches and augments
 them identically, trains on its slice (DDP; SyncBatchNorm on CUDA), and validation and test
@@ -79,7 +82,7 @@ from braincam.runs import (
     prepare_output_dir,
     versions,
 )
-from braincam.train.augment import augment
+from braincam.train.augment import AugmentConfig, augment
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,7 @@ class SegmentConfig:
     test_fraction: float = 0.2
     seed: int = 0
     augment: bool = True
+    contrast_remap: float = 0.0  # probability of a random in-head contrast curve
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
 
@@ -109,6 +113,8 @@ class SegmentConfig:
             raise BraincamError("--epochs must be >= 1 and --batch-size >= 2")
         if not self.lr > 0:
             raise BraincamError("--lr must be positive")
+        if not 0 <= self.contrast_remap <= 1:
+            raise BraincamError("--contrast-remap must be in [0, 1]")
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -119,7 +125,8 @@ class SegmentConfig:
 class SegmentData:
     records: list[ImageRecord]
     images: torch.Tensor  # uint8 (N, S, S)
-    masks: torch.Tensor  # bool (N, S, S)
+    masks: torch.Tensor  # bool (N, S, S), the tumour
+    heads: torch.Tensor  # bool (N, S, S), the head mask of preprocessing
     skipped: list[SkippedFile]
 
 
@@ -142,6 +149,19 @@ def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return (bce + 1 - soft_dice).mean()
 
 
+def augment_pair(
+    images: torch.Tensor, tumours: torch.Tensor, heads: torch.Tensor,
+    generator: torch.Generator, remap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augmented ``images`` (B, 1, S, S) in [0, 1] and their tumour masks (B, S, S); with
+    ``remap`` > 0, that share of images gets a random contrast curve inside its head mask."""
+    if not remap:
+        return augment(images, tumours, generator)
+    images, masks = augment(images, torch.stack([heads, tumours], dim=1), generator,
+                            AugmentConfig(remap=remap))
+    return images, masks[:, 1]
+
+
 def load_segmentation_data(
     records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False
 ) -> SegmentData:
@@ -155,14 +175,15 @@ def load_segmentation_data(
     _, _, skipped = cache.load(usable, config, progress=progress)  # decodes and hashes once
     kept = without_skipped(usable, skipped)
 
-    def mask_of(record: ImageRecord) -> tuple[np.ndarray, np.ndarray] | SkippedFile:
-        """(tumour mask, image) in model-input coordinates, or the mask's skip entry."""
+    def mask_of(record: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray] | SkippedFile:
+        """(tumour mask, image, head mask) in model-input coordinates, or the mask's skip
+        entry."""
         prep = cache.get(record, config)
         try:
             mask = tumour_mask(record, prep)
         except ImageReadError as exc:
             return SkippedFile(record.mask, str(exc).removeprefix(f"{record.mask}: "))
-        return (np.zeros_like(prep.mask) if mask is None else mask), prep.image
+        return (np.zeros_like(prep.mask) if mask is None else mask), prep.image, prep.mask
 
     with ThreadPoolExecutor(cache.workers) as pool:
         results = list(pool.map(mask_of, kept))
@@ -176,7 +197,8 @@ def load_segmentation_data(
     records_out = [r for r, _ in pairs]
     masks = torch.from_numpy(np.stack([res[0] for _, res in pairs]))
     images = torch.from_numpy(np.stack([res[1] for _, res in pairs]))
-    return SegmentData(records_out, images, masks, skipped + bad)
+    heads = torch.from_numpy(np.stack([res[2] for _, res in pairs]))
+    return SegmentData(records_out, images, masks, heads, skipped + bad)
 
 
 def train_segmenter(
@@ -270,6 +292,7 @@ def _fit(
     """Train for ``config.epochs``; returns the history rows (also passed to ``on_epoch``
     after every epoch) and the kept (best) epoch, whose weights are left in ``model``."""
     images, masks = data.images[idx["train"]], data.masks[idx["train"]]
+    heads = data.heads[idx["train"]]
     n = len(images)
     batches = GlobalBatches(n, config.batch_size, config.seed, drop_last=n > config.batch_size)
     steps = config.epochs * len(batches)
@@ -293,13 +316,14 @@ def _fit(
 
             order = tqdm(batches, desc=f"segment {epoch}", unit="batch", leave=False)
         for batch in order:
-            x, y = images[batch], masks[batch]
+            x, y, head = images[batch], masks[batch], heads[batch]
             if pin_memory(device):
-                x, y = x.pin_memory(), y.pin_memory()
+                x, y, head = x.pin_memory(), y.pin_memory(), head.pin_memory()
             x = x.to(device, non_blocking=True).unsqueeze(1).float() / 255
             y = y.to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank, the same parameters
-                x, y = augment(x, y, generator)
+                x, y = augment_pair(x, y, head.to(device, non_blocking=True), generator,
+                                    config.contrast_remap)
             part = rank_slice(len(batch), ctx)
             n_local = part.stop - part.start
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
