@@ -150,15 +150,18 @@ def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 
 def augment_pair(
-    images: torch.Tensor, tumours: torch.Tensor, heads: torch.Tensor,
+    images: torch.Tensor, tumours: torch.Tensor, heads: torch.Tensor | None,
     generator: torch.Generator, remap: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented ``images`` (B, 1, S, S) in [0, 1] and their tumour masks (B, S, S); with
-    ``remap`` > 0, that share of images gets a random contrast curve inside its head mask."""
+    ``remap`` > 0, that share of images gets a random contrast curve inside its head mask
+    (``heads``, read only then)."""
     if not remap:
         return augment(images, tumours, generator)
-    images, masks = augment(images, torch.stack([heads, tumours], dim=1), generator,
-                            AugmentConfig(remap=remap))
+    if heads is None:
+        raise ValueError("contrast remapping needs the head masks")
+    stacked = torch.stack([heads.to(tumours.device, non_blocking=True), tumours], dim=1)
+    images, masks = augment(images, stacked, generator, AugmentConfig(remap=remap))
     return images, masks[:, 1]
 
 
@@ -316,14 +319,14 @@ def _fit(
 
             order = tqdm(batches, desc=f"segment {epoch}", unit="batch", leave=False)
         for batch in order:
-            x, y, head = images[batch], masks[batch], heads[batch]
+            x, y = images[batch], masks[batch]
+            head = heads[batch] if config.augment and config.contrast_remap else None
             if pin_memory(device):
-                x, y, head = x.pin_memory(), y.pin_memory(), head.pin_memory()
+                x, y = x.pin_memory(), y.pin_memory()
             x = x.to(device, non_blocking=True).unsqueeze(1).float() / 255
             y = y.to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank, the same parameters
-                x, y = augment_pair(x, y, head.to(device, non_blocking=True), generator,
-                                    config.contrast_remap)
+                x, y = augment_pair(x, y, head, generator, config.contrast_remap)
             part = rank_slice(len(batch), ctx)
             n_local = part.stop - part.start
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
