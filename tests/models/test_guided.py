@@ -20,6 +20,7 @@ from braincam.models import (
 )
 from braincam.models.guided import Gate, GuidedBackbone, guide, is_guided
 from braincam.models.segment import build_segmenter
+from braincam.models.unet import DECODER_CHANNELS, unet
 
 
 class Region(nn.Module):
@@ -51,21 +52,25 @@ def guided(arch: str, region: np.ndarray, floor: float = 0.0, classes: int = 2) 
     return guide(model, Region(region), len(region), floor).eval()
 
 
+def gated(gate: Gate, features: torch.Tensor, probability: torch.Tensor) -> torch.Tensor:
+    return gate(features, gate.prior(probability, gate.cells(features)))
+
+
 def test_gate_weighs_features_by_the_share_of_each_cell_predicted_tumour():
     features = torch.ones(1, 2, 2, 2)
     probability = torch.zeros(1, 1, 4, 4)
     probability[0, 0, :2, :2] = 1  # cell (0, 0) all tumour
     probability[0, 0, 0, 2] = 1  # cell (0, 1): a quarter
-    out = Gate(0.0, upsample=1)(features, probability)
+    out = gated(Gate(0.0, upsample=1), features, probability)
     assert torch.equal(out[0, 0], torch.tensor([[1.0, 0.25], [0.0, 0.0]]))
-    out = Gate(0.2, upsample=1)(features, probability)  # G = 0.2 + 0.8 * share
+    out = gated(Gate(0.2, upsample=1), features, probability)  # G = 0.2 + 0.8 * share
     torch.testing.assert_close(out[0, 1], torch.tensor([[1.0, 0.4], [0.2, 0.2]]))
     features = torch.arange(4.0).reshape(1, 1, 2, 2)  # the default: each cell on 4 x 4
-    out = Gate(0.0)(features, torch.ones(1, 1, 8, 8))  # gate cells, each its own share
+    out = gated(Gate(0.0), features, torch.ones(1, 1, 8, 8))  # gate cells, each its own share
     assert out.shape == (1, 1, 8, 8)
     assert torch.equal(out[0, 0, :4, :4], torch.zeros(4, 4))
     assert torch.equal(out[0, 0, 4:, 4:], torch.full((4, 4), 3.0))
-    out = Gate(0.0)(features, probability)  # P at 4 px: each P pixel covers 2 x 2 gate cells
+    out = gated(Gate(0.0), features, probability)  # P at 4 px: each P pixel covers 2 x 2 gate cells
     assert torch.equal(out[0, 0], probability[0, 0].repeat_interleave(2, 0).repeat_interleave(
         2, 1) * features[0, 0].repeat_interleave(4, 0).repeat_interleave(4, 1))
 
@@ -232,11 +237,13 @@ def test_the_segmenter_is_frozen_and_stays_in_eval_mode():
     assert model.head[1].weight.grad is not None
 
 
-@pytest.fixture
-def guided_checkpoint(tmp_path):
+@pytest.fixture(params=[DECODER_CHANNELS, (256, 128, 64, 32, 16)], ids=["default", "smp-widths"])
+def guided_checkpoint(tmp_path, request):
+    """A guided checkpoint whose U-Net has braincam's or smp's default decoder widths: both
+    load from the file alone."""
     torch.manual_seed(0)
     model = build_model("resnet10t", 2)
-    guide(model, build_segmenter("none"), 64, 0.25)
+    guide(model, unet(request.param), 64, 0.25)
     meta = {"arch": "resnet10t", "classes": ["no_tumor", "tumor"],
             "guide": {"size": 64, "floor": 0.25, "source": "runs/seg"}}
     path = tmp_path / "model.safetensors"

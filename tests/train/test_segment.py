@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 import typer
+import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -17,6 +18,7 @@ from braincam.commands import segment
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.models.segment import build_segmenter, load_segmenter
+from braincam.models.unet import DECODER_CHANNELS, decoder_channels_of, unet
 from braincam.train.segment import SegmentConfig, augment_pair, dice_bce_loss
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
@@ -66,6 +68,16 @@ def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
         SegmentConfig(contrast_remap=1.5).validate()
 
 
+def test_decoder_widths_are_checked():
+    SegmentConfig().validate()
+    for widths in [(8, 8, 8, 8), (16, 8, 8, 8, 0)]:
+        with pytest.raises(BraincamError, match="--decoder-channels takes 5 positive"):
+            SegmentConfig(decoder_channels=widths).validate()
+    result = invoke("data", "--out", "seg", "--decoder-channels", "16,8,x")
+    assert result.exit_code != 0
+    assert "--decoder-channels takes comma-separated integers" in str(result.exception)
+
+
 def test_imagenet_weights_fill_the_encoder():
     from braincam.models.weights import efficientnet_lite0_imagenet
 
@@ -85,6 +97,25 @@ def test_a_file_that_does_not_fit_is_one_line(tmp_path):
         build_segmenter(str(path))
 
 
+def test_a_segmenter_file_keeps_its_decoder_widths(tmp_path):
+    """Files made with smp's default widths load as a segmenter and as starting weights."""
+    from braincam.models.segment import save_segmenter
+
+    wide = (256, 128, 64, 32, 16)
+    assert decoder_channels_of(unet().state_dict()) == DECODER_CHANNELS
+    assert decoder_channels_of(unet(wide).state_dict()) == wide
+    assert decoder_channels_of({}) == DECODER_CHANNELS  # a bare encoder file
+    torch.manual_seed(0)
+    model = unet(wide).eval()
+    save_segmenter(model, tmp_path / "model.safetensors", {"size": 64})
+    loaded = load_segmenter(tmp_path, device="cpu")
+    assert decoder_channels_of(loaded.model.state_dict()) == wide
+    saved = model.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.model.state_dict().items())
+    started = build_segmenter(str(tmp_path / "model.safetensors"))
+    assert all(torch.equal(v, saved[k]) for k, v in started.state_dict().items())
+
+
 @pytest.fixture(scope="module")
 def phantoms(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("data") / "phantoms",
@@ -96,10 +127,11 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",
                     "--weights", "none", "--batch-size", "4", "--device", "cpu",
                     "--val-fraction", "0.2", "--test-fraction", "0.25", "--contrast-remap",
-                    "0.5", "--no-progress")
+                    "0.5", "--decoder-channels", "32,16,16,8,8", "--no-progress")
     assert result.exit_code == 0, result.output
     assert SEG_FILES <= {p.name for p in seg.iterdir()}
-    assert "contrast_remap: 0.5" in (seg / "config.yaml").read_text()
+    config = yaml.safe_load((seg / "config.yaml").read_text())["segment"]
+    assert config["contrast_remap"] == 0.5 and config["decoder_channels"] == [32, 16, 16, 8, 8]
     assert "held-out mean Dice" in result.output and "per-class Dice: tumor" in result.output
     metrics = json.loads((seg / "metrics.json").read_text())
     split = pd.read_csv(seg / "split.csv")
@@ -115,6 +147,7 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
 
     segmenter = load_segmenter(seg, "cpu")
     assert segmenter.size == 32
+    assert decoder_channels_of(segmenter.model.state_dict()) == (32, 16, 16, 8, 8)
     images = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
     prob = segmenter.predict(images)  # 40 px in, resized to 32 and back
     assert prob.shape == (3, 40, 40) and prob.dtype == np.float32

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +40,11 @@ def command(
         str, typer.Option(help="Encoder weights: imagenet (offline EfficientNet-Lite0), none, "
                           "or PATH (a segmenter, or an efficientnet_lite0 classifier/backbone).")
     ] = "imagenet",
+    decoder_channels: Annotated[
+        str | None, typer.Option(help="The U-Net decoder's 5 widths, deepest block first, "
+                                 "e.g. 256,128,64,32,16 (smp's own default).  "
+                                 "[default: 128,64,32,16,8]", show_default=False)
+    ] = None,
     val_fraction: Annotated[float, typer.Option(help="Share of images for validation.")] = 0.1,
     test_fraction: Annotated[
         float, typer.Option(help="Share of images held out for metrics.json.")
@@ -77,6 +83,8 @@ def command(
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, augment=augment, contrast_remap=contrast_remap, device=device,
     )
+    if decoder_channels is not None:
+        config = replace(config, decoder_channels=_widths(decoder_channels))
     result = train_segmenter(paths, config, out, force=force, progress=progress,
                              command=command_line(ctx))
     distributed.shutdown()
@@ -109,6 +117,16 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
         write_skipped_csv(skipped, out / "skipped.csv")
     typer.echo(f"wrote {len(written)} masks and outlines to {out}"
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    from braincam.errors import BraincamError
+
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise BraincamError(f"--decoder-channels takes comma-separated integers, got {text!r}"
+                            ) from None
 
 
 def _fmt(value: float | None) -> str:

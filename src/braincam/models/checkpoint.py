@@ -79,9 +79,12 @@ def load_checkpoint(
         raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
     check_arch(meta, expected_arch, path)
     if is_ensemble(meta):
-        model: nn.Module = MeanProbability([_build({**meta, **m}) for m in meta["members"]])
+        model: nn.Module = MeanProbability([
+            _build({**meta, **m}, tensors, f"members.{i}.")
+            for i, m in enumerate(meta["members"])
+        ])
     else:
-        model = _build(meta)
+        model = _build(meta, tensors)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -90,8 +93,9 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
-def _build(meta: dict[str, Any]) -> nn.Module:
-    """The untrained model that a checkpoint's (or an ensemble member's) meta describes."""
+def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str = "") -> nn.Module:
+    """The untrained model that a checkpoint's (or an ensemble member's) meta describes; a
+    guided model's U-Net takes the decoder widths of its tensors (under ``prefix``)."""
     from braincam.labels import subtype_groups
     from braincam.models.build import DEFAULT_DROPOUT, build_model
 
@@ -103,9 +107,10 @@ def _build(meta: dict[str, Any]) -> nn.Module:
     )
     if meta.get("guide"):  # its segmenter's weights are in the checkpoint
         from braincam.models.guided import absent_output, guide
-        from braincam.models.unet import unet
+        from braincam.models.unet import decoder_channels_of, unet
 
-        guide(model, unet(), meta["guide"]["size"], meta["guide"]["floor"],
+        segmenter = unet(decoder_channels_of(tensors, f"{prefix}backbone.segmenter."))
+        guide(model, segmenter, meta["guide"]["size"], meta["guide"]["floor"],
               absent_output(list(subtypes or meta["classes"])))
     return model
 

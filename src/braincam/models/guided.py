@@ -104,9 +104,10 @@ UPSAMPLE = 4
 
 class Gate(nn.Module):
     """``G * F``: features ``(N, C, h, w)`` repeated over ``upsample x upsample`` gate cells
-    each (nearest) and weighted by ``G = floor + (1 - floor) * adaptive_avg_pool(P, (kh,
-    kw))``, the share of each gate cell predicted tumour (``P``: ``(N, 1, H, W)``
-    probabilities at any resolution)."""
+    each (nearest) and weighted by the prior ``G = floor + (1 - floor) * adaptive_avg_pool(P,
+    (kh, kw))`` (:meth:`prior`), the share of each gate cell predicted tumour (``P``: ``(N, 1,
+    H, W)`` probabilities at any resolution). ``forward`` takes ``G``, which the caller also
+    sums into the tumour's mass, so ``P`` is pooled once."""
 
     def __init__(self, floor: float = 0.0, upsample: int = UPSAMPLE) -> None:
         super().__init__()
@@ -125,8 +126,7 @@ class Gate(nn.Module):
         share = F.adaptive_avg_pool2d(probability.float(), cells)
         return self.floor + (1 - self.floor) * share
 
-    def forward(self, features: torch.Tensor, probability: torch.Tensor) -> torch.Tensor:
-        prior = self.prior(probability, self.cells(features))
+    def forward(self, features: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         if self.upsample > 1:
             features = F.interpolate(features, scale_factor=self.upsample, mode="nearest")
         return features * prior.to(features.dtype)
@@ -178,9 +178,10 @@ class GuidedBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, probability = self.features(x), self.tumour_probability(x)
-        gated = self.gate(features, probability)
+        prior = self.gate.prior(probability, self.gate.cells(features))
+        gated = self.gate(features, prior)
         area = self.gate.upsample**2  # gate cells per feature cell
-        mass = self.gate.prior(probability, self.gate.cells(features)).sum(dim=(2, 3)) / area
+        mass = prior.sum(dim=(2, 3)) / area
         pooled = gated.sum(dim=(2, 3)) / (area * mass.clamp(min=1.0)).to(gated.dtype)
         return torch.cat([pooled, mass.to(pooled.dtype)], dim=1)
 

@@ -19,6 +19,7 @@ are resized to the segmenter's input size and the probabilities resized back to 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from braincam.device import autocast, device_of, pin_memory
 from braincam.errors import BraincamError
 from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
-from braincam.models.unet import SEGMENTER_ARCH, unet
+from braincam.models.unet import DECODER_CHANNELS, SEGMENTER_ARCH, decoder_channels_of, unet
 from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
 from braincam.runs import RunDir
 
@@ -44,18 +45,25 @@ log = logging.getLogger(__name__)
 THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD
 
 
-def build_segmenter(weights: str = "imagenet") -> nn.Module:
-    """The U-Net; ``weights``: ``imagenet`` (encoder), ``none`` (random) or a file (module
-    docstring). Raises BraincamError when a file does not fit."""
-    model = unet()
+def build_segmenter(
+    weights: str = "imagenet", decoder_channels: Sequence[int] = DECODER_CHANNELS
+) -> nn.Module:
+    """The U-Net with ``decoder_channels``; ``weights``: ``imagenet`` (encoder), ``none``
+    (random) or a file (module docstring). Raises BraincamError when a file does not fit. A
+    whole U-Net keeps its own decoder widths (:func:`braincam.models.unet.decoder_channels_of`).
+    """
     kind = weights_kind(weights)
-    if kind == "imagenet":
-        _load_encoder(model, efficientnet_lite0_imagenet().state_dict(), "ImageNet weights")
-    elif kind == "path":
+    if kind != "path":
+        model = unet(decoder_channels)
+        if kind == "imagenet":
+            _load_encoder(model, efficientnet_lite0_imagenet().state_dict(), "ImageNet weights")
+    else:
         path = Path(weights)
         tensors = read_tensors(path)[0] if path.suffix == ".safetensors" else \
             torch_state_dict(path)
-        if any(k.startswith("encoder.") for k in tensors):
+        whole = any(k.startswith("encoder.") for k in tensors)
+        model = unet(decoder_channels_of(tensors) if whole else decoder_channels)
+        if whole:
             try:
                 model.load_state_dict(tensors)
             except RuntimeError as exc:
@@ -134,8 +142,12 @@ def load_segmenter(seg_dir: Path | str, device: str | torch.device = "auto") -> 
     if meta.get("arch") != SEGMENTER_ARCH:
         raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
                             "(made by braincam segment)")
-    model = build_segmenter("none")
-    model.load_state_dict(read_tensors(path)[0])
+    tensors = read_tensors(path)[0]
+    model = unet(decoder_channels_of(tensors))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
     dev = device_of(device)
     model.to(dev, memory_format=torch.channels_last).eval()
     return Segmenter(model, int(meta["size"]), meta, dev)

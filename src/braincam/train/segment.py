@@ -73,6 +73,7 @@ from braincam.evaluate.segmentation import (
 from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
+from braincam.models.unet import DECODER_CHANNELS
 from braincam.runs import (
     RunDir,
     atomic_write_bytes,
@@ -98,6 +99,7 @@ class SegmentConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     weights: str = "imagenet"  # encoder: imagenet | none | a file
+    decoder_channels: tuple[int, ...] = DECODER_CHANNELS  # U-Net decoder widths, deepest first
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
@@ -115,6 +117,9 @@ class SegmentConfig:
             raise BraincamError("--lr must be positive")
         if not 0 <= self.contrast_remap <= 1:
             raise BraincamError("--contrast-remap must be in [0, 1]")
+        if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
+            raise BraincamError("--decoder-channels takes 5 positive widths, e.g. "
+                                f"{','.join(map(str, DECODER_CHANNELS))}")
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -223,7 +228,7 @@ def train_segmenter(
     roots = [Path(r).resolve() for r in roots]
     dataset = load_dataset(roots)
     torch.manual_seed(config.seed)
-    model = build_segmenter(config.weights)
+    model = build_segmenter(config.weights, config.decoder_channels)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         data = load_segmentation_data(dataset.records, config.preprocess, progress)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
@@ -235,7 +240,7 @@ def train_segmenter(
                 "command": command,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data": [str(r) for r in roots],
-                "segment": asdict(config),
+                "segment": asdict(config) | {"decoder_channels": list(config.decoder_channels)},
                 "device": str(device),
                 "world_size": ctx.world_size,
                 "versions": versions(),
