@@ -1,5 +1,5 @@
-"""``braincam bench cam|occlusion``: one JSON line with consistent numbers (tiny settings;
-the speed ratios themselves are benchmark results, not test assertions)."""
+"""``braincam bench cam|occlusion|train|segment``: one JSON line with consistent numbers
+(tiny settings; the speed ratios themselves are benchmark results, not test assertions)."""
 
 from __future__ import annotations
 
@@ -65,3 +65,24 @@ def test_bench_train_refuses_an_empty_batch():
     result = CliRunner().invoke(app, ["train", "--batch", "0", "--device", "cpu"])
     assert isinstance(result.exception, BraincamError)
     assert "--batch must be >= 1" in str(result.exception)
+
+
+def test_bench_segment_measures_two_decoder_widths_side_by_side():
+    out = run_json("segment", "--batch", "2", "--image-size", "32", "--iters", "1",
+                   "--repeats", "1", "--decoder-channels", "16,8,8,8,8")
+    assert out["decoder_channels"] == [16, 8, 8, 8, 8]
+    assert out["reference_channels"] == [256, 128, 64, 32, 16]
+    assert (out["image_size"], out["batch"], out["device"]) == (32, 2, "cpu")
+    assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
+    ratio = out["train_img_s"] / out["reference_train_img_s"]
+    assert out["ratio"] == pytest.approx(ratio, rel=0.02)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-size", "40"], "--image-size must be a multiple of 32"),
+    (["--decoder-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
+])
+def test_bench_segment_refuses_bad_settings(args, message):
+    result = CliRunner().invoke(app, ["segment", *args, "--device", "cpu"])
+    assert isinstance(result.exception, BraincamError)
+    assert message in str(result.exception)

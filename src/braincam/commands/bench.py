@@ -105,6 +105,35 @@ def train(
     typer.echo(json.dumps(result))
 
 
+@app.command("segment")
+def segment(
+    batch: Batch = 16,
+    image_size: ImageSize = 160,
+    iters: Annotated[int, typer.Option(help="Timed steps per contender and repeat.")] = 3,
+    repeats: Repeats = 3,
+    decoder_channels: Annotated[
+        str | None, typer.Option(help="Decoder widths to measure (default: the segmenter's, "
+                                 "128,64,32,16,8).", show_default=False)
+    ] = None,
+    device: Device = "auto",
+) -> None:
+    """Segmenter training images/s against the same U-Net with smp's decoder widths.
+
+    Random weights, images and masks, AdamW, the Dice + BCE loss, the device's autocast.
+    """
+    from braincam.commands.segment import widths
+    from braincam.device import device_of
+    from braincam.train.bench import bench_segment
+    from braincam.train.segment import SegmentConfig
+
+    _check_positive(batch=batch, iters=iters, repeats=repeats)
+    channels = widths(decoder_channels) if decoder_channels else None
+    SegmentConfig(size=image_size, **({"decoder_channels": channels} if channels else {})
+                  ).validate()
+    result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels)
+    typer.echo(json.dumps(result))
+
+
 @app.command("predict")
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],

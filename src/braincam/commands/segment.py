@@ -84,7 +84,7 @@ def command(
         seed=seed, augment=augment, contrast_remap=contrast_remap, device=device,
     )
     if decoder_channels is not None:
-        config = replace(config, decoder_channels=_widths(decoder_channels))
+        config = replace(config, decoder_channels=widths(decoder_channels))
     result = train_segmenter(paths, config, out, force=force, progress=progress,
                              command=command_line(ctx))
     distributed.shutdown()
@@ -119,7 +119,8 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
 
 
-def _widths(text: str) -> tuple[int, ...]:
+def widths(text: str) -> tuple[int, ...]:
+    """``--decoder-channels`` text ``"128,64,32,16,8"`` as a tuple."""
     from braincam.errors import BraincamError
 
     try:

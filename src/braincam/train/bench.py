@@ -1,4 +1,9 @@
-"""``braincam bench train``: training and inference images/s of one architecture.
+"""``braincam bench train|segment``: training (and inference) images/s.
+
+``bench train``: one classifier architecture, training against inference.
+``bench segment``: the segmenter's U-Net training step at two decoder widths side by side
+(braincam's default against smp's own ``(256, 128, 64, 32, 16)``), with the Dice + BCE loss of
+:func:`braincam.train.segment.dice_bce_loss` on random masks.
 
 Both are measured side by side in one process on the same model, batch and device, with
 random weights and random grey images (speed does not depend on them; nothing is
@@ -71,3 +76,60 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
         "inference_img_s": round(statistics.median(rates["inference"]), 2),
     }
 
+
+
+SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+"""smp's own default U-Net decoder widths, the reference of ``bench segment``."""
+
+
+def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeats: int = 3,
+                  device: torch.device | None = None,
+                  decoder_channels: tuple[int, ...] | None = None,
+                  reference: tuple[int, ...] = SMP_DECODER_CHANNELS) -> dict[str, object]:
+    """Median training images/s of the segmenter with ``decoder_channels`` (default: the
+    segmenter's) and with ``reference`` widths, repeats interleaved; ``ratio`` = the first
+    over the second. Channels-last as in ``braincam segment``."""
+    from braincam.models.unet import DECODER_CHANNELS, unet
+    from braincam.train.segment import dice_bce_loss
+
+    device = device or torch.device("cpu")
+    widths = {"decoder": tuple(decoder_channels or DECODER_CHANNELS), "reference": reference}
+    host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
+    host = host.pin_memory() if pin_memory(device) else host
+    truth = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
+    truth[:, image_size // 3: image_size // 2, image_size // 3: image_size // 2] = True
+
+    def contender(channels: tuple[int, ...]):
+        torch.manual_seed(0)
+        model = unet(channels).to(device, memory_format=torch.channels_last).train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def steps() -> None:
+            for _ in range(iters):
+                x = to_model_input(host.to(device, non_blocking=True))
+                with autocast(device):
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
+                loss = dice_bce_loss(logits[:, 0].float(), truth)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return steps
+
+    contenders = {name: contender(channels) for name, channels in widths.items()}
+    for fn in contenders.values():
+        fn()  # warm-up
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            rates[name].append(batch * iters / timed(fn, device))
+    median = {name: statistics.median(r) for name, r in rates.items()}
+    return {
+        "image_size": image_size, "batch": batch, "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "amp": str(amp_dtype(device)), "iters": iters, "repeats": repeats,
+        "decoder_channels": list(widths["decoder"]),
+        "reference_channels": list(widths["reference"]),
+        "train_img_s": round(median["decoder"], 2),
+        "reference_train_img_s": round(median["reference"], 2),
+        "ratio": round(median["decoder"] / median["reference"], 3),
+    }
