@@ -123,13 +123,13 @@ def segment(
     """
     from braincam.commands.segment import widths
     from braincam.device import device_of
+    from braincam.models.unet import DECODER_CHANNELS
     from braincam.train.bench import bench_segment
     from braincam.train.segment import SegmentConfig
 
     _check_positive(batch=batch, iters=iters, repeats=repeats)
-    channels = widths(decoder_channels) if decoder_channels else None
-    SegmentConfig(size=image_size, **({"decoder_channels": channels} if channels else {})
-                  ).validate()
+    channels = widths(decoder_channels) if decoder_channels else DECODER_CHANNELS
+    SegmentConfig(size=image_size, decoder_channels=channels).validate()
     result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels)
     typer.echo(json.dumps(result))
 

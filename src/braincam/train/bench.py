@@ -17,12 +17,14 @@ on GPUs, and optionally ``torch.compile``.
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
 from braincam.device import amp_dtype, autocast, pin_memory, timed
 from braincam.models import build_model, to_model_input
+from braincam.models.unet import DECODER_CHANNELS, unet
 
 
 def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, iters: int = 5,
@@ -77,29 +79,27 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
     }
 
 
-
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 """smp's own default U-Net decoder widths, the reference of ``bench segment``."""
 
 
 def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeats: int = 3,
                   device: torch.device | None = None,
-                  decoder_channels: tuple[int, ...] | None = None,
+                  decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
                   reference: tuple[int, ...] = SMP_DECODER_CHANNELS) -> dict[str, object]:
-    """Median training images/s of the segmenter with ``decoder_channels`` (default: the
-    segmenter's) and with ``reference`` widths, repeats interleaved; ``ratio`` = the first
-    over the second. Channels-last as in ``braincam segment``."""
-    from braincam.models.unet import DECODER_CHANNELS, unet
+    """Median training images/s of the segmenter with ``decoder_channels`` and with
+    ``reference`` widths, repeats interleaved; ``ratio`` = the first over the second.
+    Channels-last as in ``braincam segment``."""
     from braincam.train.segment import dice_bce_loss
 
     device = device or torch.device("cpu")
-    widths = {"decoder": tuple(decoder_channels or DECODER_CHANNELS), "reference": reference}
+    widths = {"decoder": tuple(decoder_channels), "reference": tuple(reference)}
     host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
     host = host.pin_memory() if pin_memory(device) else host
     truth = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
     truth[:, image_size // 3: image_size // 2, image_size // 3: image_size // 2] = True
 
-    def contender(channels: tuple[int, ...]):
+    def contender(channels: tuple[int, ...]) -> Callable[[], None]:
         torch.manual_seed(0)
         model = unet(channels).to(device, memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
