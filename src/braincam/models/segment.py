@@ -61,16 +61,22 @@ def build_segmenter(
         path = Path(weights)
         tensors = read_tensors(path)[0] if path.suffix == ".safetensors" else \
             torch_state_dict(path)
-        whole = any(k.startswith("encoder.") for k in tensors)
-        model = unet(decoder_channels_of(tensors) if whole else decoder_channels)
-        if whole:
-            try:
-                model.load_state_dict(tensors)
-            except RuntimeError as exc:
-                raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
-        else:
-            backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
-            _load_encoder(model, backbone, str(path))
+        if any(k.startswith("encoder.") for k in tensors):
+            return _whole_unet(tensors, path)
+        model = unet(decoder_channels)
+        backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
+        _load_encoder(model, backbone, str(path))
+    return model
+
+
+def _whole_unet(tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
+    """A U-Net with the decoder widths of ``tensors`` (a whole U-Net's state dict), loaded;
+    BraincamError when they do not fit."""
+    model = unet(decoder_channels_of(tensors))
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
     return model
 
 
@@ -142,12 +148,7 @@ def load_segmenter(seg_dir: Path | str, device: str | torch.device = "auto") -> 
     if meta.get("arch") != SEGMENTER_ARCH:
         raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
                             "(made by braincam segment)")
-    tensors = read_tensors(path)[0]
-    model = unet(decoder_channels_of(tensors))
-    try:
-        model.load_state_dict(tensors)
-    except RuntimeError as exc:
-        raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
+    model = _whole_unet(read_tensors(path)[0], path)
     dev = device_of(device)
     model.to(dev, memory_format=torch.channels_last).eval()
     return Segmenter(model, int(meta["size"]), meta, dev)
