@@ -62,20 +62,35 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
             for _ in range(iters):
                 step_model(model_input())
 
-    contenders = {"train": train_steps, "inference": inference}
+    rates = _median_rates({"train": train_steps, "inference": inference}, batch * iters,
+                          repeats, device)
+    return {
+        "arch": arch, "batch": batch, "image_size": image_size, **_device_fields(device),
+        "channels_last": channels_last, "compile": compile, "iters": iters, "repeats": repeats,
+        "train_img_s": round(rates["train"], 2),
+        "inference_img_s": round(rates["inference"], 2),
+    }
+
+
+def _median_rates(contenders: dict[str, Callable[[], None]], images: int, repeats: int,
+                  device: torch.device) -> dict[str, float]:
+    """Median images/s of each contender (``images`` per call) over ``repeats``, after one
+    warm-up call each (allocator, kernel selection, compilation). Repeats interleave the
+    contenders, so a shared machine's load falls on all of them alike."""
     for fn in contenders.values():
-        fn()  # warm-up: allocator, kernel selection, compilation
+        fn()
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            rates[name].append(batch * iters / timed(fn, device))
+            rates[name].append(images / timed(fn, device))
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def _device_fields(device: torch.device) -> dict[str, str]:
     return {
-        "arch": arch, "batch": batch, "image_size": image_size, "device": str(device),
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "amp": str(amp_dtype(device)), "channels_last": channels_last, "compile": compile,
-        "iters": iters, "repeats": repeats,
-        "train_img_s": round(statistics.median(rates["train"]), 2),
-        "inference_img_s": round(statistics.median(rates["inference"]), 2),
+        "amp": str(amp_dtype(device)),
     }
 
 
@@ -115,18 +130,11 @@ def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeat
                 optimizer.step()
         return steps
 
-    contenders = {name: contender(channels) for name, channels in widths.items()}
-    for fn in contenders.values():
-        fn()  # warm-up
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            rates[name].append(batch * iters / timed(fn, device))
-    median = {name: statistics.median(r) for name, r in rates.items()}
+    median = _median_rates({name: contender(c) for name, c in widths.items()}, batch * iters,
+                           repeats, device)
     return {
-        "image_size": image_size, "batch": batch, "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "amp": str(amp_dtype(device)), "iters": iters, "repeats": repeats,
+        "image_size": image_size, "batch": batch, **_device_fields(device),
+        "iters": iters, "repeats": repeats,
         "decoder_channels": list(widths["decoder"]),
         "reference_channels": list(widths["reference"]),
         "train_img_s": round(median["decoder"], 2),
