@@ -14,14 +14,14 @@ import torch
 
 from braincam.data.mask import brain_region
 from braincam.data.preprocess import PreprocessConfig, mask_to_output, preprocess
-from braincam.data.regions import INPAINT_DILATE
+from braincam.data.regions import INPAINT_DILATE, make_pairs
 from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
 from braincam.device import torch_threads
 from braincam.errors import BraincamError
 from braincam.labels import TUMOR
 from braincam.models import load_checkpoint
 from braincam.train import TrainConfig, train_run
-from braincam.train.grounding import make_pairs, tumour_masks, with_pairs
+from braincam.train.grounding import tumour_masks, with_pairs
 from braincam.train.loop import TrainData
 
 SIZE = 96

@@ -17,9 +17,15 @@ from typer.testing import CliRunner
 from braincam.commands import segment
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
+from braincam.evaluate.segmentation import counterfactual_metrics
 from braincam.models.segment import build_segmenter, load_segmenter
 from braincam.models.unet import DECODER_CHANNELS, decoder_channels_of, unet
-from braincam.train.segment import SegmentConfig, augment_pair, dice_bce_loss
+from braincam.train.segment import (
+    CounterfactualSwap,
+    SegmentConfig,
+    augment_pair,
+    dice_bce_loss,
+)
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
              "metrics.json", "overlays"}
@@ -66,6 +72,52 @@ def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
     assert torch.equal(no_head_x, plain_x)
     with pytest.raises(BraincamError, match="--contrast-remap"):
         SegmentConfig(contrast_remap=1.5).validate()
+
+
+def test_counterfactual_swap_draws_removed_control_and_original_copies():
+    images = torch.full((3, 32, 32), 90, dtype=torch.uint8)
+    heads = torch.zeros(3, 32, 32, dtype=torch.bool)
+    heads[:, 2:30, 2:30] = True
+    tumours = torch.zeros(3, 32, 32, dtype=torch.bool)
+    tumours[0, 6:10, 6:10] = True  # image 0 has a pair; 1 (tumour-free) and 2 none
+    tumours[2, 2:30, 2:30] = True  # no room for a control: no pair
+    images[0][tumours[0]] = 250
+    swap = CounterfactualSwap.of(images, heads, tumours, share=0.6, seed=0)
+    assert swap.pair_of.tolist() == [0, -1, -1]
+    removed, control = swap.removed[0], swap.control[0]
+    assert (removed[tumours[0]] < 200).all()  # the bright tumour inpainted away
+    assert (control[tumours[0]] == 250).all() and not torch.equal(control, images[0])
+    generator, kinds = torch.Generator().manual_seed(0), []
+    for _ in range(2000):
+        batch = [0, 1, 2]
+        x, y = swap(batch, images[batch], tumours[batch], generator)
+        assert torch.equal(x[1:], images[1:]) and torch.equal(y[1:], tumours[1:])
+        if torch.equal(x[0], removed):
+            assert not y[0].any()
+            kinds.append("removed")
+        else:
+            assert torch.equal(y[0], tumours[0])
+            kinds.append("control" if torch.equal(x[0], control) else "original")
+            assert kinds[-1] == "control" or torch.equal(x[0], images[0])
+    shares = {k: kinds.count(k) / len(kinds) for k in ("removed", "control", "original")}
+    assert shares == pytest.approx({"removed": 0.3, "control": 0.3, "original": 0.4}, abs=0.04)
+    with pytest.raises(BraincamError, match="--counterfactual-share must be in"):
+        SegmentConfig(counterfactual_share=-0.1).validate()
+
+
+def test_counterfactual_metrics_by_hand():
+    truth = np.zeros((2, 4, 4), bool)
+    truth[:, :2, :2] = True  # 4 tumour pixels each
+    original = truth.copy()
+    removed = np.zeros_like(truth)
+    removed[1, 3, 3] = True  # something still predicted on the second
+    control = truth.copy()
+    control[0, 0, 0] = False  # Dice 2 * 3 / (3 + 4) on the first, 1 on the second
+    m = counterfactual_metrics(removed, control, original, truth)
+    assert m == {"n_pairs": 2, "removed_any_rate": 0.5, "original_any_rate": 1.0,
+                 "control_dice": pytest.approx((6 / 7 + 1) / 2), "original_dice": 1.0}
+    empty = np.zeros((0, 4, 4), bool)
+    assert counterfactual_metrics(empty, empty, empty, empty)["removed_any_rate"] is None
 
 
 def test_decoder_widths_are_checked():
@@ -127,11 +179,13 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",
                     "--weights", "none", "--batch-size", "4", "--device", "cpu",
                     "--val-fraction", "0.2", "--test-fraction", "0.25", "--contrast-remap",
-                    "0.5", "--decoder-channels", "32,16,16,8,8", "--no-progress")
+                    "0.5", "--decoder-channels", "32,16,16,8,8", "--counterfactual-share",
+                    "0.5", "--no-progress")
     assert result.exit_code == 0, result.output
     assert SEG_FILES <= {p.name for p in seg.iterdir()}
     config = yaml.safe_load((seg / "config.yaml").read_text())["segment"]
     assert config["contrast_remap"] == 0.5 and config["decoder_channels"] == [32, 16, 16, 8, 8]
+    assert config["counterfactual_share"] == 0.5
     assert "held-out mean Dice" in result.output and "per-class Dice: tumor" in result.output
     metrics = json.loads((seg / "metrics.json").read_text())
     split = pd.read_csv(seg / "split.csv")
@@ -140,6 +194,10 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum()
     assert 0.0 <= metrics["mean_dice"] <= 1.0 and set(metrics["per_class_dice"]) == {"tumor"}
     assert metrics["epochs"] == 1 and metrics["best_epoch"] == 1
+    cf = metrics["counterfactual"]  # every held-out phantom tumour has room for a control
+    assert cf["n_pairs"] == metrics["n_tumour_images"] > 0
+    assert cf["original_dice"] == pytest.approx(metrics["mean_dice"])
+    assert "tumour inpainted: some tumour still predicted on" in result.output
     history = pd.read_csv(seg / "history.csv")
     assert list(history["epoch"]) == [1] and history["train_loss"].notna().all()
     overlays = sorted(p.name for p in (seg / "overlays").iterdir())

@@ -58,6 +58,12 @@ def command(
                             "intensities through a random contrast curve (half inverted), "
                             "for tumours in sequences the masks do not come from.")
     ] = 0.0,
+    counterfactual_share: Annotated[
+        float, typer.Option(help="Share of the draws of a masked tumour image that use a "
+                            "counterfactual copy instead: half the tumour inpainted (empty "
+                            "mask), half a same-shaped region of tumour-free brain inpainted "
+                            "(own mask).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     device: Device = "auto",
     force: Annotated[
@@ -81,7 +87,8 @@ def command(
     config = SegmentConfig(
         size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
         val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, augment=augment, contrast_remap=contrast_remap, device=device,
+        seed=seed, augment=augment, contrast_remap=contrast_remap,
+        counterfactual_share=counterfactual_share, device=device,
     )
     if decoder_channels is not None:
         config = replace(config, decoder_channels=widths(decoder_channels))
@@ -97,6 +104,10 @@ def command(
                f"{_fmt(m['false_positive_rate'])}")
     typer.echo("per-class Dice: " + ", ".join(
         f"{c} {_fmt(v)}" for c, v in m["per_class_dice"].items()))
+    cf = m["counterfactual"]
+    typer.echo(f"tumour inpainted: some tumour still predicted on {_fmt(cf['removed_any_rate'])} "
+               f"of {cf['n_pairs']} held-out tumour images (before: "
+               f"{_fmt(cf['original_any_rate'])})")
     typer.echo(f"wrote {out}")
 
 

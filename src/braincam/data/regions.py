@@ -16,12 +16,26 @@ same amount of inpainting, of the same shape, in tumour-free tissue of the same 
 the difference between the two effects is the tumour's own. The default margin, 2 x
 ``INPAINT_DILATE`` + ``INPAINT_RADIUS`` + 1, keeps the two dilated regions apart and out of
 each other's inpainting radius (one fill never reads the other region's pixels).
+
+``make_pairs`` makes both edits for a set of images with tumour masks: the removed copy
+``inpaint(x, T)`` and the control copy ``inpaint(x, C)``, ``C = control_region(T, brain(x))``
+(``brain``: the head mask's interior, :func:`braincam.data.mask.brain_region`). The classifier
+trains on them (``braincam train --counterfactual-pairs``), the segmenter too
+(``braincam segment --counterfactual-share``), and the segmenter's held-out metrics test it
+with them.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
+
+from braincam.data.mask import brain_region
+
+log = logging.getLogger(__name__)
 
 INPAINT_RADIUS = 5
 INPAINT_DILATE = 2
@@ -88,3 +102,43 @@ def control_region(
     out = np.zeros_like(tumour)
     out[top[k]:top[k] + h, left[k]:left[k] + w] = shape
     return out
+
+
+@dataclass
+class Pairs:
+    """The counterfactual copies: ``removed[i]`` and ``control[i]`` come from training image
+    ``source[i]``; images uint8 (M, S, S)."""
+
+    source: np.ndarray  # (M,) int, index into the training images
+    removed: np.ndarray
+    control: np.ndarray
+    control_region: np.ndarray  # (M, S, S) bool, the control's inpainted region before dilation
+
+
+def make_pairs(images: np.ndarray, head: np.ndarray, tumour: np.ndarray, seed: int) -> Pairs:
+    """The removed and control copy of every image whose ``tumour`` mask is non-empty (module
+    docstring), the control placed by a generator seeded with ``seed``; an image where no
+    control fits gets neither (one warning). ``images`` uint8 (N, S, S); ``head``, ``tumour``
+    bool (N, S, S)."""
+    rng = np.random.default_rng(seed)
+    source, removed, control, regions = [], [], [], []
+    candidates = np.flatnonzero(tumour.reshape(len(tumour), -1).any(axis=1))
+    for i in candidates:
+        region = control_region(tumour[i], brain_region(head[i]), rng)
+        if region is None:
+            continue
+        source.append(i)
+        removed.append(inpaint(images[i], tumour[i]))
+        control.append(inpaint(images[i], region))
+        regions.append(region)
+    if len(source) < len(candidates):
+        log.warning("counterfactual pairs: no control region fits in %d of %d masked images; "
+                    "they get no pair", len(candidates) - len(source), len(candidates))
+    size = images.shape[1:]
+    empty_images, empty_masks = np.zeros((0, *size), np.uint8), np.zeros((0, *size), bool)
+    return Pairs(
+        np.asarray(source, dtype=np.int64),
+        np.stack(removed) if removed else empty_images,
+        np.stack(control) if control else empty_images,
+        np.stack(regions) if regions else empty_masks,
+    )

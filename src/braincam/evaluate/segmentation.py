@@ -77,6 +77,32 @@ def segmentation_metrics(
     }
 
 
+def counterfactual_metrics(
+    removed: np.ndarray, control: np.ndarray, original: np.ndarray, truth: np.ndarray
+) -> dict[str, Any]:
+    """How predictions follow the tumour's removal (``metrics.json`` ``counterfactual``):
+    bool ``(M, S, S)`` predictions on the removed copies (tumour inpainted), on the control
+    copies (the tumour's shape inpainted in tumour-free brain,
+    :func:`braincam.data.regions.make_pairs`) and on the original images, and the true masks.
+    ``removed_any_rate``: share of removed copies with any predicted tumour pixel, against
+    ``original_any_rate`` on the same images; ``control_dice`` against ``original_dice``: mean
+    Dice with the true mask (inpainting elsewhere should not move the tumour's outline)."""
+    def any_rate(pred: np.ndarray) -> float | None:
+        return float(pred.reshape(len(pred), -1).any(axis=1).mean()) if len(pred) else None
+
+    def mean_dice(pred: np.ndarray) -> float | None:
+        return float(np.mean([dice(p, t) for p, t in zip(pred, truth, strict=True)])) \
+            if len(pred) else None
+
+    return {
+        "n_pairs": len(truth),
+        "removed_any_rate": any_rate(removed),
+        "original_any_rate": any_rate(original),
+        "control_dice": mean_dice(control),
+        "original_dice": mean_dice(original),
+    }
+
+
 def outline(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int, int]]],
             scale: int = 1) -> np.ndarray:
     """Grey uint8 image as BGR with each mask's contour drawn in its colour (1 px at

@@ -26,14 +26,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
-from braincam.data.mask import brain_region
-from braincam.data.regions import control_region, inpaint
+from braincam.data.regions import Pairs, make_pairs
 from braincam.train.loop import TrainData
 
 if TYPE_CHECKING:
@@ -41,17 +38,6 @@ if TYPE_CHECKING:
     from braincam.data.records import ImageRecord
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class Pairs:
-    """The counterfactual copies: ``removed[i]`` and ``control[i]`` come from training image
-    ``source[i]``; images uint8 (M, S, S)."""
-
-    source: np.ndarray  # (M,) int, index into the training images
-    removed: np.ndarray
-    control: np.ndarray
-    control_region: np.ndarray  # (M, S, S) bool, the control's inpainted region before dilation
-
 
 def tumour_masks(
     records: Sequence[ImageRecord], config: PreprocessConfig, cache: PreprocessCache
@@ -71,33 +57,6 @@ def tumour_masks(
         except ImageReadError as exc:
             log.warning("tumour mask left out: %s", exc)
     return out
-
-
-def make_pairs(images: np.ndarray, head: np.ndarray, tumour: np.ndarray, seed: int) -> Pairs:
-    """The removed and control copy of every image whose ``tumour`` mask is non-empty (see
-    the module docstring). ``images`` uint8 (N, S, S); ``head``, ``tumour`` bool (N, S, S)."""
-    rng = np.random.default_rng(seed)
-    source, removed, control, regions = [], [], [], []
-    candidates = np.flatnonzero(tumour.reshape(len(tumour), -1).any(axis=1))
-    for i in candidates:
-        region = control_region(tumour[i], brain_region(head[i]), rng)
-        if region is None:
-            continue
-        source.append(i)
-        removed.append(inpaint(images[i], tumour[i]))
-        control.append(inpaint(images[i], region))
-        regions.append(region)
-    if len(source) < len(candidates):
-        log.warning("counterfactual pairs: no control region fits in %d of %d masked images; "
-                    "they get no pair", len(candidates) - len(source), len(candidates))
-    size = images.shape[1:]
-    empty_images, empty_masks = np.zeros((0, *size), np.uint8), np.zeros((0, *size), bool)
-    return Pairs(
-        np.asarray(source, dtype=np.int64),
-        np.stack(removed) if removed else empty_images,
-        np.stack(control) if control else empty_images,
-        np.stack(regions) if regions else empty_masks,
-    )
 
 
 def with_pairs(train: TrainData, no_tumor: int, seed: int) -> tuple[TrainData, Pairs]:

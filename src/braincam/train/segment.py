@@ -17,6 +17,23 @@ AdamW with a per-step cosine schedule; augmentation moves image and mask togethe
 passes that share of training images through a random monotone in-head contrast curve (half
 of them inverted; :func:`braincam.train.augment.remap_contrast`), so that tumours are learnt
 by shape and contrast against their surroundings rather than by one sequence's intensities.
+
+``counterfactual_share`` ``q`` (``--counterfactual-share``): every training tumour image with a
+counterfactual pair (:func:`braincam.data.regions.make_pairs`, made once before training) is
+drawn, each time it comes up, as its removed copy (tumour inpainted; empty mask) with
+probability ``q / 2``, as its control copy (the tumour's shape inpainted in tumour-free brain;
+its own mask) with probability ``q / 2``, and as itself otherwise (:class:`CounterfactualSwap`).
+Without it every slice of a tumour source shows a tumour, and the segmenter may learn to mark
+something on every such slice (the smooth inpainted patch, a displaced ventricle) rather than
+the tumour only; the removed copies are tumour-free slices of the same source, and the control
+copies keep the inpainting itself from meaning "no tumour". The epoch keeps its size, so
+training time is unchanged.
+
+Held-out metrics include the same edit on the held-out tumour images (``counterfactual`` in
+``metrics.json``, :func:`braincam.evaluate.segmentation.counterfactual_metrics`): how often a
+tumour pixel is still predicted once the tumour is inpainted, and whether inpainting elsewhere
+moves the outline. A model trained with ``q > 0`` has seen this edit, so for it the figure is
+no longer independent evidence.
 Kept weights: the epoch with the best validation mean Dice (the last one without validation).
 
 Under ``torchrun --nproc_per_node=N`` every rank draws the same global batches and augments
@@ -49,6 +66,7 @@ from braincam.data.records import (
     without_skipped,
     write_skipped_csv,
 )
+from braincam.data.regions import make_pairs
 from braincam.data.splits import make_split, write_split_csv
 from braincam.device import amp_dtype, autocast, pin_memory
 from braincam.distributed import (
@@ -65,6 +83,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate.segmentation import (
     PRED_BGR,
     TRUTH_BGR,
+    counterfactual_metrics,
     dice,
     outline,
     png_bytes,
@@ -105,6 +124,7 @@ class SegmentConfig:
     seed: int = 0
     augment: bool = True
     contrast_remap: float = 0.0  # probability of a random in-head contrast curve
+    counterfactual_share: float = 0.0  # share of paired tumour draws swapped for a copy
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
 
@@ -115,8 +135,9 @@ class SegmentConfig:
             raise BraincamError("--epochs must be >= 1 and --batch-size >= 2")
         if not self.lr > 0:
             raise BraincamError("--lr must be positive")
-        if not 0 <= self.contrast_remap <= 1:
-            raise BraincamError("--contrast-remap must be in [0, 1]")
+        for name in ("contrast_remap", "counterfactual_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise BraincamError("--decoder-channels takes 5 positive widths, e.g. "
                                 f"{','.join(map(str, DECODER_CHANNELS))}")
@@ -142,6 +163,41 @@ class SegmentResult:
     metrics: dict[str, Any]
     best_epoch: int
     seconds: float
+
+
+@dataclass
+class CounterfactualSwap:
+    """Training images swapped for their counterfactual copies (module docstring):
+    ``pair_of[i]`` indexes image ``i``'s copies in ``removed``/``control`` (uint8 (M, S, S)),
+    -1 for an image without a pair."""
+
+    pair_of: torch.Tensor
+    removed: torch.Tensor
+    control: torch.Tensor
+    share: float
+
+    @classmethod
+    def of(cls, images: torch.Tensor, heads: torch.Tensor, tumours: torch.Tensor, share: float,
+           seed: int) -> CounterfactualSwap:
+        """The pairs of ``images`` (uint8 (N, S, S)) with head and tumour masks."""
+        pairs = make_pairs(images.numpy(), heads.numpy(), tumours.numpy(), seed)
+        pair_of = torch.full((len(images),), -1, dtype=torch.long)
+        pair_of[torch.from_numpy(pairs.source)] = torch.arange(len(pairs.source))
+        return cls(pair_of, torch.from_numpy(pairs.removed), torch.from_numpy(pairs.control),
+                   share)
+
+    def __call__(self, batch: list[int], images: torch.Tensor, tumours: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's ``images`` and ``tumours`` (copies, indexed by ``batch``) with each
+        paired image drawn as removed (``share / 2``), control (``share / 2``) or itself."""
+        draw = torch.rand(len(batch), generator=generator)
+        pair = self.pair_of[torch.as_tensor(batch)]
+        removed = (pair >= 0) & (draw < self.share / 2)
+        control = (pair >= 0) & (draw >= self.share / 2) & (draw < self.share)
+        images[removed] = self.removed[pair[removed]]
+        tumours[removed] = False
+        images[control] = self.control[pair[control]]
+        return images, tumours
 
 
 def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -271,6 +327,8 @@ def train_segmenter(
     metrics = segmentation_metrics(pred, truth, [r.label for r in test_records],
                                    [r.source for r in test_records])
     metrics |= {
+        "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
+                                          pred, truth, config.seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
         "counts": {k: int(v) for k, v in split.counts.items()},
         "test_groups": int(len(np.unique(split.group[test.numpy()]))),
@@ -301,6 +359,8 @@ def _fit(
     after every epoch) and the kept (best) epoch, whose weights are left in ``model``."""
     images, masks = data.images[idx["train"]], data.masks[idx["train"]]
     heads = data.heads[idx["train"]]
+    swap = CounterfactualSwap.of(images, heads, masks, config.counterfactual_share,
+                                 config.seed) if config.counterfactual_share else None
     n = len(images)
     batches = GlobalBatches(n, config.batch_size, config.seed, drop_last=n > config.batch_size)
     steps = config.epochs * len(batches)
@@ -325,6 +385,8 @@ def _fit(
             order = tqdm(batches, desc=f"segment {epoch}", unit="batch", leave=False)
         for batch in order:
             x, y = images[batch], masks[batch]
+            if swap is not None:  # the same draws on every rank
+                x, y = swap(batch, x, y, generator)
             head = heads[batch] if config.augment and config.contrast_remap else None
             if pin_memory(device):
                 x, y = x.pin_memory(), y.pin_memory()
@@ -387,6 +449,23 @@ def _predict(segmenter: Segmenter, images: torch.Tensor, ctx: DistContext) -> np
     return sharded_rows(
         lambda i: torch.from_numpy(segmenter.predict(images[i].numpy())), len(images), ctx
     ).numpy()
+
+
+def _counterfactual(
+    segmenter: Segmenter, images: torch.Tensor, heads: torch.Tensor, pred: np.ndarray,
+    truth: np.ndarray, seed: int, ctx: DistContext,
+) -> dict[str, Any]:
+    """``metrics.json`` ``counterfactual``: the held-out tumour images' removed and control
+    copies (:func:`braincam.data.regions.make_pairs`) predicted and scored by
+    :func:`braincam.evaluate.segmentation.counterfactual_metrics`; ``pred`` the predictions on
+    the images themselves."""
+    pairs = make_pairs(images.numpy(), heads.numpy(), truth, seed)
+    src = pairs.source
+    if not len(src):
+        return counterfactual_metrics(pred[src], pred[src], pred[src], truth[src])
+    removed, control = (_predict(segmenter, torch.from_numpy(copies), ctx) >= THRESHOLD
+                        for copies in (pairs.removed, pairs.control))
+    return counterfactual_metrics(removed, control, pred[src], truth[src])
 
 
 def _write_overlays(
