@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from collections.abc import Callable, Iterator
 
@@ -76,3 +77,25 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
+
+
+def interleaved(contenders: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                warmups: int = 1, iters: int = 1) -> dict[str, list[float]]:
+    """Seconds of each contender per repeat, for benchmarks measured side by side: ``warmups``
+    untimed calls of each (allocator, kernel choice, caches), then ``repeats`` rounds in which
+    every contender in turn makes ``iters`` :func:`timed` calls (their sum is the round's
+    figure). Interleaving makes load on a shared machine fall on all contenders alike."""
+    for fn in contenders.values():
+        for _ in range(warmups):
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(repeats):
+        for name, fn in contenders.items():
+            seconds[name].append(sum(timed(fn, device) for _ in range(iters)))
+    return seconds
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """The median over repeats of each repeat's ratio (load that drifts between repeats
+    cancels), to 3 decimals."""
+    return round(statistics.median(a / b for a, b in zip(numerator, denominator, strict=True)), 3)

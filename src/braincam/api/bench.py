@@ -20,7 +20,7 @@ from pathlib import Path
 from braincam.api import Model
 from braincam.data.preprocess import PreprocessCache
 from braincam.data.records import ImageRecord
-from braincam.device import timed
+from braincam.device import interleaved, median_ratio
 from braincam.errors import BraincamError
 from braincam.evaluate.predict import predict
 
@@ -33,16 +33,12 @@ def bench_predict(model: Model, files: list[Path], repeats: int = 20, folder_rep
     _ = model.reference  # calibrate before timing
     one = [files[0]]
     device = model.device
-    latency: dict[str, list[float]] = {"predict": [], "predict_gradcam": []}
     calls = {
         "predict": lambda: model.predict(one),
         "predict_gradcam": lambda: model.explain(one, method="gradcam"),
     }
-    for fn in calls.values():
-        fn(), fn()  # warm-up
-    for _ in range(repeats):
-        for name, fn in calls.items():
-            latency[name].append(1000 * timed(fn, device))
+    latency = {name: [1000 * s for s in secs]
+               for name, secs in interleaved(calls, repeats, device, warmups=2).items()}
     records = [ImageRecord(Path(f).absolute(), "bench", None, "no_tumor", 0, 0, None)
                for f in files]
     cache = PreprocessCache()
@@ -54,14 +50,9 @@ def bench_predict(model: Model, files: list[Path], repeats: int = 20, folder_rep
     def predict_path() -> None:
         model.predict(files, batch_size=batch_size)
 
-    contenders = {"evaluate": evaluate_path, "predict": predict_path}
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()  # warm-up: fills the preprocessing cache
-    for _ in range(folder_repeats):
-        for name, fn in contenders.items():
-            rates[name].append(len(files) / timed(fn, device))
-    ratios = [p / e for p, e in zip(rates["predict"], rates["evaluate"], strict=True)]
+    contenders = {"evaluate": evaluate_path, "predict": predict_path}  # warm-up fills the cache
+    rates = {name: [len(files) / s for s in secs]
+             for name, secs in interleaved(contenders, folder_repeats, device).items()}
     return {
         "arch": model.meta["arch"], "image_size": model.config.size, "device": str(device),
         "ood": model.ood, "images": len(files), "repeats": repeats,
@@ -70,5 +61,5 @@ def bench_predict(model: Model, files: list[Path], repeats: int = 20, folder_rep
         "predict_gradcam_ms": round(statistics.median(latency["predict_gradcam"]), 1),
         "folder_predict_img_s": round(statistics.median(rates["predict"]), 2),
         "folder_evaluate_img_s": round(statistics.median(rates["evaluate"]), 2),
-        "folder_predict_vs_evaluate": round(statistics.median(ratios), 3),
+        "folder_predict_vs_evaluate": median_ratio(rates["predict"], rates["evaluate"]),
     }

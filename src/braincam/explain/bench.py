@@ -12,7 +12,7 @@ import statistics
 
 import torch
 
-from braincam.device import timed
+from braincam.device import interleaved, median_ratio
 from braincam.explain.api import explain
 from braincam.explain.base import class_probs
 from braincam.explain.occlusion import CPU_BATCH, GPU_BATCH, occlusion
@@ -23,10 +23,6 @@ def _model(arch: str, device: torch.device) -> torch.nn.Module:
 
     torch.manual_seed(0)
     return build_model(arch, num_classes=2, weights="none").to(device).eval()
-
-
-def _ratio(num: list[float], den: list[float]) -> float:
-    return round(statistics.median(a / b for a, b in zip(num, den, strict=True)), 3)
 
 
 def bench_cam(arch: str = "resnet50", batch: int = 16, iters: int = 1, repeats: int = 5,
@@ -60,19 +56,15 @@ def bench_cam(arch: str = "resnet50", batch: int = 16, iters: int = 1, repeats: 
         "gradcam": lambda: explain(model, x, targets, "gradcam", layer).numpy(),
         "pytorch_grad_cam": reference,
     }
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for fn in contenders.values():
-        fn()  # warm-up: allocator, oneDNN/cuDNN kernel choice
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            seconds = sum(timed(fn, device) for _ in range(iters))
-            rates[name].append(batch * iters / seconds)
+    seconds = interleaved(contenders, repeats, device, iters=iters)
+    rates = {name: [batch * iters / s for s in secs] for name, secs in seconds.items()}
     return {
         "arch": arch, "batch": batch, "image_size": image_size, "device": str(device),
         "layer": layer, "iters": iters, "repeats": repeats,
         **{f"{name}_img_s": round(statistics.median(r), 2) for name, r in rates.items()},
-        "gradcam_vs_inference": _ratio(rates["gradcam"], rates["inference"]),
-        "gradcam_vs_pytorch_grad_cam": _ratio(rates["gradcam"], rates["pytorch_grad_cam"]),
+        "gradcam_vs_inference": median_ratio(rates["gradcam"], rates["inference"]),
+        "gradcam_vs_pytorch_grad_cam": median_ratio(rates["gradcam"],
+                                                    rates["pytorch_grad_cam"]),
     }
 
 
@@ -107,10 +99,9 @@ def bench_occlusion(arch: str = "efficientnet_lite0", window: int = 32, stride: 
 
     with torch.inference_mode():  # warm-up: allocator, oneDNN/cuDNN kernel choice
         model(x[:1])
-    rates: dict[str, list[float]] = {"braincam": [], "captum": []}
-    for _ in range(repeats):
-        rates["braincam"].append(images / timed(ours, device))
-        rates["captum"].append(k / timed(theirs, device))
+    seconds = interleaved({"braincam": ours, "captum": theirs}, repeats, device, warmups=0)
+    rates = {"braincam": [images / s for s in seconds["braincam"]],
+             "captum": [k / s for s in seconds["captum"]]}
     diff = (maps["braincam"][:k] - maps["captum"]).abs().max().item()
     return {
         "arch": arch, "image_size": image_size, "window": window, "stride": stride,
@@ -118,6 +109,6 @@ def bench_occlusion(arch: str = "efficientnet_lite0", window: int = 32, stride: 
         "batch_size": batch_size,
         "braincam_img_s": round(statistics.median(rates["braincam"]), 3),
         "captum_img_s": round(statistics.median(rates["captum"]), 3),
-        "ratio": _ratio(rates["braincam"], rates["captum"]),
+        "ratio": median_ratio(rates["braincam"], rates["captum"]),
         "max_abs_diff": float(f"{diff:.3g}"),
     }

@@ -20,6 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from braincam.api import Model
+from braincam.device import interleaved, median_ratio
 from braincam.errors import BraincamError
 from braincam.serve.app import ServeSettings, create_app, in_memory
 
@@ -60,23 +61,16 @@ def bench_serve(model: Model, file: Path, repeats: int = 20,
             with urllib.request.urlopen(request, timeout=120) as reply:
                 json.load(reply)
 
-        times: dict[str, list[float]] = {"api": [], "http": []}
-        for fn in (api, http, api, http):  # warm-up
-            fn()
-        for _ in range(repeats):
-            for name, fn in (("api", api), ("http", http)):
-                start = time.perf_counter()
-                fn()
-                times[name].append(1000 * (time.perf_counter() - start))
+        seconds = interleaved({"api": api, "http": http}, repeats, model.device, warmups=2)
+        times = {name: [1000 * s for s in secs] for name, secs in seconds.items()}
     finally:
         server.should_exit = True
         thread.join(10)
         sock.close()
-    ratios = [h / a for h, a in zip(times["http"], times["api"], strict=True)]
     return {
         "arch": model.meta["arch"], "image_size": model.config.size, "device": str(model.device),
         "method": method, "file_bytes": len(data), "repeats": repeats,
         "api_explain_ms": round(statistics.median(times["api"]), 1),
         "http_predict_ms": round(statistics.median(times["http"]), 1),
-        "http_vs_api": round(statistics.median(ratios), 3),
+        "http_vs_api": median_ratio(times["http"], times["api"]),
     }

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from braincam.device import amp_dtype, autocast, pin_memory, timed
+from braincam.device import amp_dtype, autocast, interleaved, pin_memory
 from braincam.models import build_model, to_model_input
 from braincam.models.unet import DECODER_CHANNELS, unet
 
@@ -74,16 +74,10 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
 
 def _median_rates(contenders: dict[str, Callable[[], None]], images: int, repeats: int,
                   device: torch.device) -> dict[str, float]:
-    """Median images/s of each contender (``images`` per call) over ``repeats``, after one
-    warm-up call each (allocator, kernel selection, compilation). Repeats interleave the
-    contenders, so a shared machine's load falls on all of them alike."""
-    for fn in contenders.values():
-        fn()
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(repeats):
-        for name, fn in contenders.items():
-            rates[name].append(images / timed(fn, device))
-    return {name: statistics.median(r) for name, r in rates.items()}
+    """Median images/s of each contender (``images`` per call) over ``repeats`` interleaved
+    rounds, after one warm-up call each (:func:`braincam.device.interleaved`)."""
+    seconds = interleaved(contenders, repeats, device)
+    return {name: statistics.median(images / s for s in secs) for name, secs in seconds.items()}
 
 
 def _device_fields(device: torch.device) -> dict[str, str]:
