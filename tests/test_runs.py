@@ -102,3 +102,13 @@ def test_atomic_write_makes_ordinary_readable_files(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~umask
+
+
+def test_yaml_writes_tuples_as_lists(tmp_path):
+    import yaml
+
+    from braincam.runs import atomic_write_yaml
+
+    atomic_write_yaml(tmp_path / "c.yaml", {"widths": (128, 64), "nested": {"pair": (1, "a")}})
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text()) == {
+        "widths": [128, 64], "nested": {"pair": [1, "a"]}}

@@ -217,8 +217,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, text + "\n")
 
 
+class _Dumper(yaml.SafeDumper):
+    """``yaml.safe_dump`` that writes tuples (settings such as decoder widths) as lists."""
+
+
+_Dumper.add_representer(tuple, yaml.SafeDumper.represent_list)
+
+
 def atomic_write_yaml(path: Path, obj: Any) -> None:
-    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+    atomic_write_text(path, yaml.dump(obj, Dumper=_Dumper, sort_keys=False))
 
 
 def atomic_save_figure(path: Path, fig: Any, **kwargs: Any) -> None:

@@ -296,7 +296,7 @@ def train_segmenter(
                 "command": command,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data": [str(r) for r in roots],
-                "segment": asdict(config) | {"decoder_channels": list(config.decoder_channels)},
+                "segment": asdict(config),
                 "device": str(device),
                 "world_size": ctx.world_size,
                 "versions": versions(),
