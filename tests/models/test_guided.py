@@ -20,7 +20,7 @@ from braincam.models import (
 )
 from braincam.models.guided import Gate, GuidedBackbone, guide, is_guided
 from braincam.models.segment import build_segmenter
-from braincam.models.unet import DECODER_CHANNELS, unet
+from braincam.models.unet import DECODER_CHANNELS, MeanProbability, unet
 
 
 class Region(nn.Module):
@@ -237,13 +237,18 @@ def test_the_segmenter_is_frozen_and_stays_in_eval_mode():
     assert model.head[1].weight.grad is not None
 
 
-@pytest.fixture(params=[DECODER_CHANNELS, (256, 128, 64, 32, 16)], ids=["default", "smp-widths"])
+SMP_WIDTHS = (256, 128, 64, 32, 16)
+
+
+@pytest.fixture(params=[[DECODER_CHANNELS], [SMP_WIDTHS], [DECODER_CHANNELS, SMP_WIDTHS]],
+                ids=["default", "smp-widths", "mean-of-two"])
 def guided_checkpoint(tmp_path, request):
-    """A guided checkpoint whose U-Net has braincam's or smp's default decoder widths: both
-    load from the file alone."""
+    """A guided checkpoint whose U-Net has braincam's or smp's default decoder widths, or whose
+    guide is the mean of two such U-Nets: each loads from the file alone."""
     torch.manual_seed(0)
     model = build_model("resnet10t", 2)
-    guide(model, unet(request.param), 64, 0.25)
+    nets = [unet(widths) for widths in request.param]
+    guide(model, nets[0] if len(nets) == 1 else MeanProbability(nets), 64, 0.25)
     meta = {"arch": "resnet10t", "classes": ["no_tumor", "tumor"],
             "guide": {"size": 64, "floor": 0.25, "source": "runs/seg"}}
     path = tmp_path / "model.safetensors"
@@ -263,7 +268,9 @@ def test_a_guided_checkpoint_round_trips_from_its_meta_alone(guided_checkpoint):
 
     with safe_open(str(path), framework="pt") as handle:
         keys = list(handle.keys())
-    assert any(k.startswith("backbone.segmenter.encoder.") for k in keys)  # self-contained
+    prefix = "backbone.segmenter." + ("members.1." if isinstance(
+        model.backbone.segmenter, MeanProbability) else "")
+    assert any(k.startswith(prefix + "encoder.") for k in keys)  # self-contained
 
 
 def test_a_guided_checkpoint_initialises_a_plain_model(guided_checkpoint):

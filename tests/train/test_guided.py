@@ -74,6 +74,27 @@ def test_a_guided_run_never_trains_its_segmenter_and_records_the_guide(small, tm
     assert model.backbone.floor == 0.1
 
 
+def test_a_run_guided_by_two_segmenters_saves_both_and_reloads(small, tmp_path):
+    segs = [write_segmenter(tmp_path / f"seg{i}", build_segmenter("none", widths), 32)
+            for i, widths in enumerate([(16, 8, 8, 8, 8), (32, 16, 8, 8, 8)])]
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
+                         guide=f"{segs[0]},{segs[1]}")
+    run = train_run([small], config, tmp_path / "run", progress=False).run_dir
+    tensors, meta = read_tensors(run / "model.safetensors")
+    assert meta["guide"]["source"] == f"{segs[0]},{segs[1]}"
+    for i, seg in enumerate(segs):
+        original, _ = read_tensors(seg / "model.safetensors")
+        prefix = f"backbone.segmenter.members.{i}."
+        assert all(torch.equal(tensors[prefix + k], v) for k, v in original.items())
+    model, _ = load_checkpoint(run / "model.safetensors")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        p = torch.sigmoid(model.backbone.segmenter(x))
+        members = [torch.sigmoid(m(x)) for m in model.backbone.segmenter.members]
+    torch.testing.assert_close(p, (members[0] + members[1]) / 2, atol=1e-5, rtol=0)
+
+
 def test_guide_options_are_checked_before_any_file_is_written(small, tmp_path):
     with pytest.raises(BraincamError, match="needs --guide"):
         TrainConfig(guide_floor=0.2).validate()

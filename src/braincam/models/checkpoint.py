@@ -6,10 +6,11 @@ holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``
 torch knowing anything about the run. ``subtypes`` (binary models trained on tumour types):
 the head's outputs before :class:`braincam.models.build.MergeSubtypes` adds them into
 ``classes``. ``guide`` (segmentation-guided models, :mod:`braincam.models.guided`): ``size``
-and ``floor`` of the gate and the ``source`` segmentation run; the segmenter's weights are
-stored under ``backbone.segmenter.``. ``members`` (an ensemble,
-:mod:`braincam.models.ensemble`): each member's own meta, its tensors stored under
-``members.<i>.``.
+and ``floor`` of the gate and the ``source`` segmentation run (several, comma-separated, for a
+mean of segmenters); the segmenter's weights are stored under ``backbone.segmenter.`` (a mean
+of several: ``backbone.segmenter.members.<i>.``, :class:`braincam.models.unet.MeanProbability`).
+``members`` (an ensemble, :mod:`braincam.models.ensemble`): each member's own meta, its
+tensors stored under ``members.<i>.``.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ def load_checkpoint(
 
 def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str = "") -> nn.Module:
     """The untrained model that a checkpoint's (or an ensemble member's) meta describes; a
-    guided model's U-Net takes the decoder widths of its tensors (under ``prefix``)."""
+    guided model's segmenter (one U-Net or several) takes the shape of its tensors (under
+    ``prefix``)."""
     from braincam.labels import subtype_groups
     from braincam.models.build import DEFAULT_DROPOUT, build_model
 
@@ -107,9 +109,9 @@ def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str =
     )
     if meta.get("guide"):  # its segmenter's weights are in the checkpoint
         from braincam.models.guided import absent_output, guide
-        from braincam.models.unet import decoder_channels_of, unet
+        from braincam.models.unet import segmenter_like
 
-        segmenter = unet(decoder_channels_of(tensors, f"{prefix}backbone.segmenter."))
+        segmenter = segmenter_like(tensors, f"{prefix}backbone.segmenter.")
         guide(model, segmenter, meta["guide"]["size"], meta["guide"]["floor"],
               absent_output(list(subtypes or meta["classes"])))
     return model

@@ -11,7 +11,8 @@ backbone (a braincam ``efficientnet_lite0`` classifier, tensors under ``backbone
 timm's own names). Inputs are grey slices replicated to three channels and
 ImageNet-normalised (:func:`braincam.models.normalize.to_model_input`), sides a multiple of 32.
 
-:class:`Segmenter` (from :func:`load_segmenter`) predicts probabilities for images already in
+:class:`Segmenter` (from :func:`load_segmenter`: one run directory, or several whose mean
+probability acts as one segmenter) predicts probabilities for images already in
 the classifier's preprocessed coordinates (``PreprocessCache`` output of any size ``S``): they
 are resized to the segmenter's input size and the probabilities resized back to ``S``.
 """
@@ -33,7 +34,13 @@ from braincam.device import autocast, device_of, pin_memory
 from braincam.errors import BraincamError
 from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
-from braincam.models.unet import DECODER_CHANNELS, SEGMENTER_ARCH, decoder_channels_of, unet
+from braincam.models.unet import (
+    DECODER_CHANNELS,
+    SEGMENTER_ARCH,
+    MeanProbability,
+    decoder_channels_of,
+    unet,
+)
 from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
 from braincam.runs import RunDir
 
@@ -141,17 +148,48 @@ class Segmenter:
         return np.concatenate(out) if out else np.zeros((0, *side), np.float32)
 
 
-def load_segmenter(seg_dir: Path | str, device: str | torch.device = "auto") -> Segmenter:
-    """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``)."""
+def segmenter_sources(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """The run directories a segmenter source names: a path, a sequence of paths, or a string
+    of comma-separated paths (the command-line form, e.g. ``--guide runs/seg-a,runs/seg-b``)."""
+    if isinstance(source, str):
+        return [Path(part.strip()) for part in source.split(",") if part.strip()]
+    if isinstance(source, Path):
+        return [source]
+    return [Path(s) for s in source]
+
+
+def load_segmenter(source: str | Path | Sequence[str | Path],
+                   device: str | torch.device = "auto") -> Segmenter:
+    """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``), or
+    of several (:func:`segmenter_sources`) as one: their mean probability
+    (:class:`braincam.models.unet.MeanProbability`). Members must share the input side and
+    preprocessing; the meta is the first member's, with ``members`` (their directories)."""
+    dirs = segmenter_sources(source)
+    if not dirs:
+        raise BraincamError("no segmenter run named")
+    loaded = [_read_segmenter(d) for d in dirs]
+    model, meta = loaded[0]
+    if len(loaded) > 1:
+        for (_, other), d in zip(loaded[1:], dirs[1:], strict=True):
+            for key in ("size", "preprocess"):
+                if other.get(key) != meta.get(key):
+                    raise BraincamError(f"the segmenters {dirs[0]} and {d} differ in {key}; "
+                                        "a mean of segmenters needs the same")
+        model = MeanProbability([m for m, _ in loaded])
+        meta = {**meta, "members": [str(d) for d in dirs]}
+    dev = device_of(device)
+    model.to(dev, memory_format=torch.channels_last).eval()
+    return Segmenter(model, int(meta["size"]), meta, dev)
+
+
+def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
+    """The U-Net and meta of one segment run directory."""
     path = RunDir(Path(seg_dir)).model
     meta = read_meta(path)
     if meta.get("arch") != SEGMENTER_ARCH:
         raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
                             "(made by braincam segment)")
-    model = _whole_unet(read_tensors(path)[0], path)
-    dev = device_of(device)
-    model.to(dev, memory_format=torch.channels_last).eval()
-    return Segmenter(model, int(meta["size"]), meta, dev)
+    return _whole_unet(read_tensors(path)[0], path), meta
 
 
 def _first(exc: BaseException) -> str:

@@ -6,6 +6,9 @@ The decoder's widths are :data:`DECODER_CHANNELS`, half of smp's default ``(256,
 for the same held-out Dice (docs/results.md). Files made with other widths still load: the
 widths are read off the tensors (:func:`decoder_channels_of`).
 
+Several segmenters act as one through :class:`MeanProbability` (their mean ``P(tumour)``);
+:func:`segmenter_like` rebuilds either kind from a state dict.
+
 Weights and files are :mod:`braincam.models.segment`'s; this module imports no checkpoint
 code, so :mod:`braincam.models.checkpoint` can rebuild a segmentation-guided classifier
 (:mod:`braincam.models.guided`), whose state dict holds a U-Net, without an import cycle.
@@ -39,3 +42,37 @@ def decoder_channels_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -
     while (key := f"{prefix}decoder.blocks.{len(widths)}.conv1.0.weight") in tensors:
         widths.append(int(tensors[key].shape[0]))
     return tuple(widths) or DECODER_CHANNELS
+
+
+EPS = 1e-6
+"""Probability clip of :class:`MeanProbability`'s logit: ``|logit| <= 13.8``."""
+
+
+class MeanProbability(nn.Module):
+    """Segmenters as one: ``logit(mean_i sigmoid(member_i(x)))``, in float32 (probabilities
+    clipped to ``[EPS, 1 - EPS]``), so ``sigmoid`` of the output is the members' mean
+    ``P(tumour)`` wherever it is used as a single U-Net's logits. Averaging probabilities
+    evens out errors that vary from one training run to another."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError("an ensemble needs at least two segmenters")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.stack([torch.sigmoid(m(x).float()) for m in self.members]).mean(dim=0)
+        return torch.logit(mean, eps=EPS)
+
+
+def segmenter_like(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> nn.Module:
+    """An untrained module shaped like the segmenter whose state dict is ``tensors`` (keys
+    under ``prefix``): a :class:`MeanProbability` of U-Nets when it has ``members.<i>.``, else
+    one U-Net, each with the decoder widths of its tensors."""
+    n = 0
+    while any(k.startswith(f"{prefix}members.{n}.") for k in tensors):
+        n += 1
+    if not n:
+        return unet(decoder_channels_of(tensors, prefix))
+    return MeanProbability([unet(decoder_channels_of(tensors, f"{prefix}members.{i}."))
+                            for i in range(n)])

@@ -141,7 +141,9 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "guide": TrainOption(None, "A braincam segment run (SEG): the classifier pools its last "
                          "feature map weighted by SEG's predicted tumour probability, so "
                          "its decision rests on the predicted tumour (evidence elsewhere is "
-                         "scaled by --guide-floor). SEG is frozen and saved with the model.",
+                         "scaled by --guide-floor). SEG is frozen and saved with the model. "
+                         "Several runs, comma-separated (SEG1,SEG2): their mean probability "
+                         "guides.",
                          REMEDIES, kind=str),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
