@@ -49,6 +49,8 @@ def test_metrics_average_tumour_images_and_count_false_positives():
     assert m["detection_rate"] == pytest.approx(1 / 3)
     assert m["false_positive_rate"] == pytest.approx(1 / 3)
     assert m["false_positive_rate_by_source"] == {"br35h": 0.5, "other": 0.0}
+    # every image: the tumour Dices, 0 for the false positive, 1 for each clean tumour-free one
+    assert m["all_image_dice"] == pytest.approx((1 + 0.5 + 0 + 0 + 1 + 1) / 6)
 
 
 def test_outline_draws_the_contour_only():

@@ -200,6 +200,12 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     assert "tumour inpainted: some tumour still predicted on" in result.output
     history = pd.read_csv(seg / "history.csv")
     assert list(history["epoch"]) == [1] and history["train_loss"].notna().all()
+    val = split[split["split"] == "val"]
+    n_tumour, n_free = (val["label"] == "tumor").sum(), (val["label"] == "no_tumor").sum()
+    row = history.iloc[0]  # the selection score: Dice over every validation image
+    assert row["val_score"] == pytest.approx(
+        (n_tumour * row["val_dice"] + n_free * (1 - row["val_false_positive_rate"]))
+        / (n_tumour + n_free))
     overlays = sorted(p.name for p in (seg / "overlays").iterdir())
     assert overlays and all(p.startswith(("tumor_", "no_tumor_")) for p in overlays)
 

@@ -5,7 +5,9 @@ Per image, with ``P`` the predicted and ``T`` the true tumour pixels:
 are empty). :func:`segmentation_metrics` averages them over the images that have a tumour
 (``T`` non-empty); on tumour-free images only false positives can happen, so they get their own
 figure. ``detection_rate`` = share of tumour images with Dice > 0.5; ``false_positive_rate`` =
-share of tumour-free images with any predicted tumour pixel.
+share of tumour-free images with any predicted tumour pixel. ``all_image_dice`` = mean Dice
+over every image, so a tumour-free image scores 1 when nothing is predicted and 0 otherwise:
+one figure that rewards outlines and punishes false alarms in proportion to their images.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ def segmentation_metrics(
         "n_tumour_free_images": int((~has_tumour).sum()),
         "mean_dice": mean(dices[has_tumour]),
         "mean_iou": mean(ious[has_tumour]),
+        "all_image_dice": mean(dices),
         "per_class_dice": {
             str(c): mean(dices[has_tumour & (labels == c)])
             for c in sorted(set(labels[has_tumour].tolist()))

@@ -34,7 +34,10 @@ Held-out metrics include the same edit on the held-out tumour images (``counterf
 tumour pixel is still predicted once the tumour is inpainted, and whether inpainting elsewhere
 moves the outline. A model trained with ``q > 0`` has seen this edit, so for it the figure is
 no longer independent evidence.
-Kept weights: the epoch with the best validation mean Dice (the last one without validation).
+Kept weights: the epoch with the best validation ``all_image_dice`` (Dice over every image,
+a tumour-free image scoring 1 without and 0 with a predicted pixel), so an epoch that outlines
+tumours well but marks something on tumour-free slices is not kept; the last epoch without
+validation.
 
 Under ``torchrun --nproc_per_node=N`` every rank draws the same global batches and augments
 them identically, trains on its slice (DDP; SyncBatchNorm on CUDA), and validation and test
@@ -422,7 +425,7 @@ def _fit(
             val_dice = "-" if row["val_dice"] is None else f"{row['val_dice']:.3f}"
             tqdm.write(f"segment epoch {epoch}: loss {row['train_loss']:.4f}, val Dice "
                        f"{val_dice}, {row['train_images_per_second']} img/s")
-        score = row["val_dice"] if row["val_dice"] is not None else float(epoch)
+        score = row["val_score"] if row["val_score"] is not None else float(epoch)
         if score > best_score:
             best_score, best_epoch = score, epoch
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -434,14 +437,16 @@ def _validate(
     model: torch.nn.Module, data: SegmentData, val: torch.Tensor, config: SegmentConfig,
     device: torch.device, ctx: DistContext, meta: dict[str, Any],
 ) -> dict[str, float | None]:
-    """Validation mean Dice / tumour-free false-positive rate (None without validation)."""
+    """Validation mean Dice, tumour-free false-positive rate and the selection score
+    ``all_image_dice`` (all None without validation)."""
     if not len(val):
-        return {"val_dice": None, "val_false_positive_rate": None}
+        return {"val_dice": None, "val_false_positive_rate": None, "val_score": None}
     pred = _predict(Segmenter(model.eval(), config.size, meta, device),
                     data.images[val], ctx) >= THRESHOLD
     truth = data.masks[val].numpy()
     m = segmentation_metrics(pred, truth, ["x"] * len(val), ["x"] * len(val))
-    return {"val_dice": m["mean_dice"], "val_false_positive_rate": m["false_positive_rate"]}
+    return {"val_dice": m["mean_dice"], "val_false_positive_rate": m["false_positive_rate"],
+            "val_score": m["all_image_dice"]}
 
 
 def _predict(segmenter: Segmenter, images: torch.Tensor, ctx: DistContext) -> np.ndarray:
