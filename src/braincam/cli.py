@@ -16,6 +16,7 @@ from braincam.commands import (
     audit_data,
     bench,
     compare,
+    cv,
     demo,
     ensemble,
     evaluate,
@@ -57,6 +58,7 @@ app.command("demo")(demo.command)
 app.command("report")(report.command)
 app.command("compare")(compare.command)
 app.command("segment")(segment.command)
+app.command("cv")(cv.command)
 app.command("serve")(serve.command)
 app.command("radiomics")(radiomics.command)
 app.add_typer(bench.app, name="bench")

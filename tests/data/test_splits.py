@@ -99,6 +99,39 @@ def test_dedup_split_has_no_group_straddling_splits():
     assert max(test_labels.values()) - min(test_labels.values()) <= 12
 
 
+def test_folds_test_every_image_once_and_keep_groups_whole():
+    records = _records(600)
+    groups = np.random.default_rng(0).permutation(np.repeat(np.arange(200), 3))
+    splits = [make_split(records, "multiclass", "fold", val_fraction=0.15, groups=groups,
+                         seed=3, fold=k, folds=4) for k in range(4)]
+    tested = np.zeros(600, int)
+    for s in splits:
+        tested[s.indices("test")] += 1
+        assert _straddling(s.split, groups) == 0
+        assert abs(s.counts["test"] - 150) <= 6  # 1/4
+        assert abs(s.counts["val"] - 0.15 * 600) <= 15
+        labels = Counter(records[i].label for i in s.indices("test"))
+        assert max(labels.values()) - min(labels.values()) <= 12
+    assert (tested == 1).all()
+    again = make_split(records, "multiclass", "fold", val_fraction=0.15, groups=groups, seed=3,
+                       fold=2, folds=4)
+    assert (again.split == splits[2].split).all()  # the seed fixes the folds
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"fold": 4, "folds": 4}, "0 <= fold < folds"),
+        ({"folds": 1}, "2 or more folds"),
+        ({"split": lambda i: "test" if i < 10 else "train"}, "official test split"),
+    ],
+)
+def test_folds_refuse_bad_numbers_and_official_test_data(kwargs, match):
+    split = kwargs.pop("split", None)
+    with pytest.raises(BraincamError, match=match):
+        make_split(_records(60, split=split), "binary", "fold", groups=np.arange(60), **kwargs)
+
+
 def test_binary_task_stratifies_on_tumour_vs_no_tumour():
     records = _records(90)
     s = make_split(records, "binary", "random", val_fraction=0, test_fraction=1 / 3,

@@ -11,6 +11,10 @@ Strategies:
 - ``dedup``: stratified and group-aware (sklearn ``StratifiedGroupKFold``): no duplicate group
   straddles any two splits. Fractions become ``1 / round(1 / fraction)`` of the pool (0.2 -> 1/5,
   0.15 -> 1/7), the fold closest to the asked size being held out.
+- ``fold`` (cross-validation, :mod:`braincam.train.cv`): fold ``fold`` of a
+  ``StratifiedGroupKFold(folds)`` is the test part and validation is carved from the rest as
+  under ``dedup``; over ``fold = 0 .. folds - 1`` every image is tested exactly once. Data with
+  an official test split is refused: folds come from training data only.
 
 Groups join exact/near duplicate groups (:mod:`braincam.data.hashing`) and patient-proxy groups
 of numbered slice collections such as Figshare (:mod:`braincam.data.groups`), so every carve
@@ -42,6 +46,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 STRATEGIES = ("official", "random", "dedup")
+FOLD = "fold"  # cross-validation folds; set by braincam cv, not a --split choice
 CSV_COLUMNS = ("path", "source", "label", "split", "group", "leak_free")
 
 
@@ -78,14 +83,25 @@ def make_split(
     test_fraction: float = 0.2,
     seed: int = 0,
     groups: np.ndarray | None = None,
+    fold: int = 0,
+    folds: int = 5,
 ) -> Split:
     """Assign every record to train/val/test (strategies in the module docstring).
 
     ``groups`` (group id per record) is computed with :func:`record_groups` when None.
-    ``test_fraction`` is unused under ``official``; ``val_fraction`` 0 means no validation set.
+    ``test_fraction`` is unused under ``official`` and ``fold``; ``val_fraction`` 0 means no
+    validation set; ``fold`` / ``folds``: the test fold under ``fold``.
     """
-    if strategy not in STRATEGIES:
+    if strategy not in (*STRATEGIES, FOLD):
         raise BraincamError(f"unknown split strategy {strategy!r}; choose one of {STRATEGIES}")
+    if strategy == FOLD:
+        test_fraction = 1 / folds
+        if folds < 2 or not 0 <= fold < folds:
+            raise BraincamError(f"fold {fold} of {folds}: need 2 or more folds, 0 <= fold < folds")
+        if any(r.split == "test" for r in records):
+            raise BraincamError("cross-validation takes training data only, and this data has "
+                                "an official test split: pass its training folder (e.g. "
+                                "DATA/Training)")
     if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
         raise BraincamError("val fraction must be in [0, 1) and test fraction in (0, 1)")
     if strategy != "official" and val_fraction + test_fraction >= 1.0:
@@ -113,7 +129,9 @@ def make_split(
             split[_stratified(rest, y, val_fraction / (1 - test_fraction), seed)[1]] = "val"
     else:
         split = np.full(len(records), "train", dtype="<U5")
-        split[_holdout(every, y, groups, test_fraction, seed)] = "test"
+        test = (_fold(every, y, groups, fold, folds, seed) if strategy == FOLD
+                else _holdout(every, y, groups, test_fraction, seed))
+        split[test] = "test"
         rest = np.flatnonzero(split == "train")
         if val_fraction > 0:
             held = _holdout(rest, y, groups, val_fraction / (1 - test_fraction), seed)
@@ -170,6 +188,22 @@ def _holdout(
                             f"and class ({exc}); use larger fractions or more data") from None
     out = np.zeros(len(idx), dtype=bool)
     out[held] = True
+    return out
+
+
+def _fold(
+    idx: np.ndarray, y: np.ndarray, groups: np.ndarray, fold: int, folds: int, seed: int
+) -> np.ndarray:
+    """Boolean over ``idx``: fold ``fold`` of a shuffled ``StratifiedGroupKFold(folds)``."""
+    if len(np.unique(groups[idx])) < folds:
+        raise BraincamError(f"{folds} folds need at least {folds} duplicate groups")
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    try:
+        test = list(splitter.split(idx, y[idx], groups[idx]))[fold][1]
+    except ValueError as exc:
+        raise BraincamError(f"cannot make {folds} folds of {len(idx)} images ({exc})") from None
+    out = np.zeros(len(idx), dtype=bool)
+    out[test] = True
     return out
 
 

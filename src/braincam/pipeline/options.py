@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from braincam.audit.model.base import AuditSettings
+from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.train.config import TrainConfig
 
@@ -81,6 +82,8 @@ class PipelineOptions:
         values = self.train.to_dict()
         for name in EXECUTION_ONLY:
             values.pop(name)
+        if values["split"] != FOLD:  # the fold fields mean nothing then: old fingerprints hold
+            values.pop("fold"), values.pop("folds")
         return values
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from braincam.data.preprocess import PreprocessConfig
-from braincam.data.splits import STRATEGIES
+from braincam.data.splits import FOLD, STRATEGIES
 from braincam.errors import BraincamError
 from braincam.labels import TASKS
 from braincam.train.options import AttentionSource, option_field
@@ -67,6 +67,8 @@ class TrainConfig:
     counterfactual_pairs: bool = option_field("counterfactual_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
+    fold: int = 0  # split "fold" (braincam cv): the test fold
+    folds: int = 5
 
     def __post_init__(self) -> None:
         if isinstance(self.preprocess, dict):
@@ -89,7 +91,10 @@ class TrainConfig:
         """Raise BraincamError naming the first bad option."""
         checks = [
             (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}"),
-            (self.split in STRATEGIES, f"--split must be one of {', '.join(STRATEGIES)}"),
+            (self.split in (*STRATEGIES, FOLD),
+             f"--split must be one of {', '.join(STRATEGIES)}"),
+            (self.folds >= 2 and 0 <= self.fold < self.folds,
+             "cross-validation needs 2 or more folds and 0 <= fold < folds"),
             (self.head_epochs >= 0 and self.finetune_epochs >= 0, "epochs must be >= 0"),
             (self.head_epochs + self.finetune_epochs > 0, "at least one epoch is needed"),
             (self.head_lr > 0 and self.finetune_lr > 0, "learning rates must be > 0"),

@@ -136,7 +136,7 @@ def train_run(
         raise BraincamError("no image could be decoded")
     split = make_split(  # stratified by the classes trained on: the subtypes, if any
         records, "multiclass" if groups else config.task, config.split, config.val_fraction,
-        config.test_fraction, config.carve_seed,
+        config.test_fraction, config.carve_seed, fold=config.fold, folds=config.folds,
     )
     def target(label: str) -> int:
         return fitted.index(label if groups else task_label(label, config.task))

@@ -1,0 +1,127 @@
+"""Grouped cross-validation of a training recipe on training data (``braincam cv``).
+
+Fold ``k`` of ``K`` is a whole training run (:func:`braincam.train.run.train_run` with the
+split ``fold``, :mod:`braincam.data.splits`): its test part is fold ``k`` of a
+``StratifiedGroupKFold(K)`` over the images (duplicate and patient-proxy groups never
+straddle folds), and validation is carved from the other folds. Each fold is evaluated
+(``metrics.json``: its test fold and the extra ``--data`` folders), and ``cv.json``
+summarises the folds: for each scored set, the mean and the sample standard deviation over
+folds of ``balanced_accuracy``, ``auc`` and ``accuracy``. Recipes are compared on these
+figures, never on a published test set: data with an official test split is refused.
+
+Layout: ``CV/fold-<k>/`` (a run directory) and ``CV/cv.json``. A fold whose ``metrics.json``
+exists and whose ``config.yaml`` holds the same training settings is kept, so an interrupted
+cross-validation resumes; a fold with other settings or without metrics is replaced only
+with ``force``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from braincam.data.splits import FOLD
+from braincam.errors import BraincamError
+from braincam.runs import RunDir, atomic_write_json, read_json
+from braincam.train.config import TrainConfig
+
+SUMMARY = ("balanced_accuracy", "auc", "accuracy")
+EXECUTION_ONLY = ("device", "num_workers")  # do not decide the model: a fold may differ there
+
+
+@dataclass
+class CVResult:
+    out_dir: Path
+    folds: list[dict[str, Any]]  # per fold: fold, run, kept, and the scored sets' SUMMARY
+    summary: dict[str, dict[str, dict[str, float | None]]]  # set -> figure -> mean, sd, n
+
+
+def cross_validate(
+    roots: Sequence[Path | str],
+    config: TrainConfig,
+    out_dir: Path | str,
+    folds: int = 5,
+    extra: Sequence[Path | str] = (),
+    force: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> CVResult:
+    """Train and evaluate ``config`` on each of ``folds`` grouped folds of ``roots``; write
+    ``cv.json`` (module docstring) and return it."""
+    from braincam.evaluate import evaluate_run
+    from braincam.train.run import train_run
+
+    out = Path(out_dir)
+    if (out / "cv.json").exists() and not force:
+        raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
+    rows = []
+    for k in range(folds):
+        fold_config = replace(config, split=FOLD, fold=k, folds=folds)
+        run = RunDir(out / f"fold-{k}")
+        kept = _finished(run, fold_config)
+        if not kept:
+            train_run(roots, fold_config, run.root, force=force, progress=progress,
+                      command=command)
+            evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
+        rows.append({"fold": k, "run": run.root.name, "kept": kept,
+                     **_scores(read_json(run.metrics))})
+    summary = summarise(rows)
+    atomic_write_json(out / "cv.json", {"folds": folds, "recipe": _decisive(config),
+                                        "runs": rows, "summary": summary})
+    return CVResult(out, rows, summary)
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per scored set and figure: ``mean`` and ``sd`` (sample standard deviation, None for one
+    value) over the folds that have the figure, and their count ``n``."""
+    sets = dict.fromkeys(name for row in rows for name in row["scores"])
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for name in sets:
+        out[name] = {}
+        for figure in SUMMARY:
+            values = [row["scores"][name][figure] for row in rows
+                      if row["scores"].get(name, {}).get(figure) is not None]
+            out[name][figure] = {
+                "mean": statistics.fmean(values) if values else None,
+                "sd": statistics.stdev(values) if len(values) > 1 else None,
+                "n": len(values),
+            }
+    return out
+
+
+def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{"scores": {set: {figure: value}}}`` of one fold's ``metrics.json``: ``test`` (the
+    fold), each extra folder, and ``extra_combined``."""
+    sets = {"test": metrics.get("test")}
+    sets.update(metrics.get("extra") or {})
+    if metrics.get("extra_combined"):
+        sets["extra_combined"] = metrics["extra_combined"]
+    return {"scores": {name: {figure: m.get(figure) for figure in SUMMARY}
+                       for name, m in sets.items() if m}}
+
+
+def _decisive(config: TrainConfig) -> dict[str, Any]:
+    """The training settings that decide a fold's model (fold number and execution left
+    out)."""
+    values = config.to_dict()
+    for name in (*EXECUTION_ONLY, "fold", "split"):
+        values.pop(name)
+    return json.loads(json.dumps(values, default=str))  # tuples as lists, as config.yaml has
+
+
+def _finished(run: RunDir, config: TrainConfig) -> bool:
+    """Whether ``run`` is this fold, trained and evaluated with the same settings."""
+    if not (run.metrics.is_file() and run.config.is_file()):
+        return False
+    try:
+        stored = TrainConfig.from_dict(yaml.safe_load(run.config.read_text())["train"])
+    except (OSError, KeyError, TypeError, yaml.YAMLError, BraincamError):
+        return False
+    return (_decisive(stored), stored.fold, stored.split) == (
+        _decisive(config), config.fold, config.split)

@@ -1,0 +1,74 @@
+"""Grouped cross-validation of a recipe (braincam.train.cv) on small phantom datasets."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pandas as pd
+import pytest
+
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.train.cv import cross_validate, summarise
+from tests.train.test_training import tiny
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data") / "phantoms"
+    make_phantom_dataset(root, PhantomSpec(n_per_class=12, size=48, seed=2))
+    return root
+
+
+def test_folds_test_every_image_once_and_cv_json_averages_them(phantoms, tmp_path):
+    config = tiny(head_epochs=1, finetune_epochs=0)
+    result = cross_validate([phantoms / "Training"], config, tmp_path / "cv", folds=2,
+                            progress=False)
+    doc = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert doc["folds"] == 2 and [r["run"] for r in doc["runs"]] == ["fold-0", "fold-1"]
+    tests = [pd.read_csv(tmp_path / "cv" / f"fold-{k}" / "split.csv").query("split == 'test'")
+             for k in range(2)]
+    everything = pd.read_csv(tmp_path / "cv" / "fold-0" / "split.csv")
+    assert not set(tests[0]["path"]) & set(tests[1]["path"])
+    assert set(tests[0]["path"]) | set(tests[1]["path"]) == set(everything["path"])
+    for k in range(2):
+        metrics = json.loads((tmp_path / "cv" / f"fold-{k}" / "metrics.json").read_text())
+        assert metrics["test"]["n"] == len(tests[k])
+        assert doc["runs"][k]["scores"]["test"]["balanced_accuracy"] == pytest.approx(
+            metrics["test"]["balanced_accuracy"])
+    values = [r["scores"]["test"]["balanced_accuracy"] for r in doc["runs"]]
+    bal = doc["summary"]["test"]["balanced_accuracy"]
+    assert bal["mean"] == pytest.approx(statistics.fmean(values))
+    assert bal["sd"] == pytest.approx(statistics.stdev(values)) and bal["n"] == 2
+    assert result.summary == doc["summary"]
+    assert doc["recipe"]["head_epochs"] == 1 and "fold" not in doc["recipe"]
+
+    with pytest.raises(BraincamError, match="already holds a cross-validation"):
+        cross_validate([phantoms / "Training"], config, tmp_path / "cv", folds=2,
+                       progress=False)
+    (tmp_path / "cv" / "cv.json").unlink()  # an interrupted cross-validation resumes
+    again = cross_validate([phantoms / "Training"], config, tmp_path / "cv", folds=2,
+                           progress=False)
+    assert [r["kept"] for r in again.folds] == [True, True] and again.summary == result.summary
+    (tmp_path / "cv" / "cv.json").unlink()
+    with pytest.raises(BraincamError, match="already holds a run"):  # other settings: --force
+        cross_validate([phantoms / "Training"], tiny(head_epochs=2, finetune_epochs=0),
+                       tmp_path / "cv", folds=2, progress=False)
+
+
+def test_data_with_an_official_test_folder_is_refused(phantoms, tmp_path):
+    with pytest.raises(BraincamError, match="official test split"):
+        cross_validate([phantoms], tiny(head_epochs=1, finetune_epochs=0), tmp_path / "cv",
+                       folds=2, progress=False)
+
+
+def test_summary_skips_missing_figures_and_gives_no_sd_for_one_value():
+    rows = [{"scores": {"test": {"balanced_accuracy": 0.8, "auc": None, "accuracy": 0.9}}},
+            {"scores": {"test": {"balanced_accuracy": 0.6, "auc": 0.7, "accuracy": 0.7},
+                        "extra": {"balanced_accuracy": 0.5, "auc": None, "accuracy": 0.5}}}]
+    out = summarise(rows)
+    assert out["test"]["balanced_accuracy"] == {"mean": pytest.approx(0.7),
+                                                "sd": pytest.approx(0.1414, abs=1e-4), "n": 2}
+    assert out["test"]["auc"] == {"mean": 0.7, "sd": None, "n": 1}
+    assert out["extra"]["auc"] == {"mean": None, "sd": None, "n": 0}
