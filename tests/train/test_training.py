@@ -220,8 +220,8 @@ def test_binary_model_learns_tumour_types_and_answers_tumor(
     stratified_by = []
     make_split = splits.make_split
     monkeypatch.setattr(splits, "make_split",
-                        lambda records, task, *a: stratified_by.append(task) or make_split(
-                            records, task, *a))
+                        lambda records, task, *a, **k: stratified_by.append(task) or make_split(
+                            records, task, *a, **k))
     config = tiny(subtypes=subtypes)
     result = train_run([typed_phantoms], config, tmp_path / "run", progress=False)
     assert stratified_by == ["multiclass" if subtypes else "binary"]  # by the trained classes
