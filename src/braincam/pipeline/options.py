@@ -12,7 +12,7 @@ import numpy as np
 from braincam.audit.model.base import AuditSettings
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
-from braincam.train.config import TrainConfig
+from braincam.train.config import EXECUTION_ONLY, TrainConfig
 
 EXPLAIN_CAP = 100
 """Images audited and explained per dataset (the test split, each extra dataset) by default:
@@ -21,9 +21,6 @@ a mean CAM-energy share over 100 images has a standard error of about 0.15 / sqr
 CPU (the audit's costliest checks subsample further, see AuditSettings)."""
 
 DEFAULT_METHODS = ("gradcam",)
-EXECUTION_ONLY = ("device", "num_workers")
-"""TrainConfig fields that decide where and how fast, not what: left out of fingerprints, so
-a run resumed on another device or with other workers is not retrained."""
 
 
 def default_train_config() -> TrainConfig:

@@ -14,6 +14,10 @@ from braincam.train.options import AttentionSource, option_field
 
 ATTENTION_SOURCES = tuple(source.value for source in AttentionSource)
 """What the attention penalty measures (:mod:`braincam.train.mitigation`)."""
+EXECUTION_ONLY = ("device", "num_workers")
+"""TrainConfig fields that decide where and how fast, not what: a run resumed (``braincam
+run``) or a fold kept (``braincam cv``) on another device or with other workers still counts
+as the same training."""
 
 
 @dataclass

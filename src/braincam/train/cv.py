@@ -29,10 +29,9 @@ import yaml
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_json, read_json
-from braincam.train.config import TrainConfig
+from braincam.train.config import EXECUTION_ONLY, TrainConfig
 
 SUMMARY = ("balanced_accuracy", "auc", "accuracy")
-EXECUTION_ONLY = ("device", "num_workers")  # do not decide the model: a fold may differ there
 
 
 @dataclass
