@@ -41,6 +41,7 @@ def command(
     be training data (e.g. DATA/Training): a dataset's official test folder is refused. The
     folds are the split (--split and --test-fraction do not apply); --seed or --split-seed
     fixes them, so recipes cross-validated with the same seed share their folds."""
+    from braincam.commands.evaluate import score_text
     from braincam.train.cv import cross_validate
 
     config = train_config(ctx.params)
@@ -49,13 +50,10 @@ def command(
     for row in result.folds:
         test = row["scores"].get("test", {})
         typer.echo(f"fold {row['fold']}{' (kept)' if row['kept'] else ''}: "
-                   f"bal.acc {_fmt(test.get('balanced_accuracy'))}, AUC {_fmt(test.get('auc'))}")
+                   f"bal.acc {score_text(test.get('balanced_accuracy'))}, "
+                   f"AUC {score_text(test.get('auc'))}")
     for name, figures in result.summary.items():
         bal, auc = figures["balanced_accuracy"], figures["auc"]
-        typer.echo(f"{name}: bal.acc {_fmt(bal['mean'])} +- {_fmt(bal['sd'])}, "
-                   f"AUC {_fmt(auc['mean'])} +- {_fmt(auc['sd'])} ({bal['n']} folds)")
+        typer.echo(f"{name}: bal.acc {score_text(bal['mean'])} +- {score_text(bal['sd'])}, "
+                   f"AUC {score_text(auc['mean'])} +- {score_text(auc['sd'])} ({bal['n']} folds)")
     typer.echo(f"wrote {out / 'cv.json'}")
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

@@ -64,6 +64,11 @@ def command(
     typer.echo(f"wrote {(spec_out or out or run) / 'metrics.json'}")
 
 
+def score_text(value: float | None) -> str:
+    """A score as printed on the command line: three decimals, ``-`` when missing."""
+    return "-" if value is None else f"{value:.3f}"
+
+
 def metrics_lines(metrics: dict[str, Any]) -> list[str]:
     """One line per evaluated set: n, accuracy, balanced accuracy and AUC with intervals."""
     sets = [("test", metrics.get("test")), ("test (leak-free)", metrics.get("test_leak_free"))]

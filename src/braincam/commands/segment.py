@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from braincam.commands.evaluate import score_text
 from braincam.commands.train import command_line
 from braincam.commands.training_options import Device
 
@@ -99,15 +100,16 @@ def command(
     typer.echo(f"images train {counts['train']}, val {counts['val']}, test {counts['test']} "
                f"({m['test_groups']} held-out groups); best epoch {result.best_epoch}; "
                f"trained in {m['train_seconds'] / 60:.1f} min")
-    typer.echo(f"held-out mean Dice {_fmt(m['mean_dice'])}, IoU {_fmt(m['mean_iou'])}, "
-               f"detection rate {_fmt(m['detection_rate'])}, false-positive rate "
-               f"{_fmt(m['false_positive_rate'])}")
+    typer.echo(f"held-out mean Dice {score_text(m['mean_dice'])}, "
+               f"IoU {score_text(m['mean_iou'])}, "
+               f"detection rate {score_text(m['detection_rate'])}, "
+               f"false-positive rate {score_text(m['false_positive_rate'])}")
     typer.echo("per-class Dice: " + ", ".join(
-        f"{c} {_fmt(v)}" for c, v in m["per_class_dice"].items()))
+        f"{c} {score_text(v)}" for c, v in m["per_class_dice"].items()))
     cf = m["counterfactual"]
-    typer.echo(f"tumour inpainted: some tumour still predicted on {_fmt(cf['removed_any_rate'])} "
-               f"of {cf['n_pairs']} held-out tumour images (before: "
-               f"{_fmt(cf['original_any_rate'])})")
+    typer.echo("tumour inpainted: some tumour still predicted on "
+               f"{score_text(cf['removed_any_rate'])} of {cf['n_pairs']} held-out tumour images "
+               f"(before: {score_text(cf['original_any_rate'])})")
     typer.echo(f"wrote {out}")
 
 
@@ -139,7 +141,3 @@ def widths(text: str) -> tuple[int, ...]:
     except ValueError:
         raise BraincamError(f"--decoder-channels takes comma-separated integers, got {text!r}"
                             ) from None
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
