@@ -10,9 +10,8 @@ from typing import Any
 import numpy as np
 
 from braincam.audit.model.base import AuditSettings
-from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
-from braincam.train.config import EXECUTION_ONLY, TrainConfig
+from braincam.train.config import TrainConfig
 
 EXPLAIN_CAP = 100
 """Images audited and explained per dataset (the test split, each extra dataset) by default:
@@ -75,13 +74,8 @@ class PipelineOptions:
             raise BraincamError(f"--extra {missing[0]} is not a directory")
 
     def train_inputs(self) -> dict[str, Any]:
-        """Training options that decide the model (see :data:`EXECUTION_ONLY`)."""
-        values = self.train.to_dict()
-        for name in EXECUTION_ONLY:
-            values.pop(name)
-        if values["split"] != FOLD:  # the fold fields mean nothing then: old fingerprints hold
-            values.pop("fold"), values.pop("folds")
-        return values
+        """Training options that decide the model (``TrainConfig.model_settings``)."""
+        return self.train.model_settings()
 
     def to_dict(self) -> dict[str, Any]:
         """The options that decide the run's results, as stored in ``RUN/.stages/pipeline.json``

@@ -131,6 +131,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def model_settings(self) -> dict[str, Any]:
+        """The settings that decide the model: :meth:`to_dict` without
+        :data:`EXECUTION_ONLY`, and without the fold fields unless the split is ``fold`` (they
+        mean nothing then, so settings written before they existed still compare equal)."""
+        values = self.to_dict()
+        for name in EXECUTION_ONLY:
+            values.pop(name)
+        if values["split"] != FOLD:
+            values.pop("fold"), values.pop("folds")
+        return values
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error (a typo must not pass)."""

@@ -29,7 +29,7 @@ import yaml
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_json, read_json
-from braincam.train.config import EXECUTION_ONLY, TrainConfig
+from braincam.train.config import TrainConfig
 
 SUMMARY = ("balanced_accuracy", "auc", "accuracy")
 
@@ -71,8 +71,9 @@ def cross_validate(
         rows.append({"fold": k, "run": run.root.name, "kept": kept,
                      **_scores(read_json(run.metrics))})
     summary = summarise(rows)
-    atomic_write_json(out / "cv.json", {"folds": folds, "recipe": _decisive(config),
-                                        "runs": rows, "summary": summary})
+    recipe = _recipe(replace(config, split=FOLD, folds=folds))
+    atomic_write_json(out / "cv.json", {"folds": folds, "recipe": recipe, "runs": rows,
+                                        "summary": summary})
     return CVResult(out, rows, summary)
 
 
@@ -105,13 +106,17 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
                        for name, m in sets.items() if m}}
 
 
-def _decisive(config: TrainConfig) -> dict[str, Any]:
-    """The training settings that decide a fold's model (fold number and execution left
-    out)."""
-    values = config.to_dict()
-    for name in (*EXECUTION_ONLY, "fold", "split"):
-        values.pop(name)
-    return json.loads(json.dumps(values, default=str))  # tuples as lists, as config.yaml has
+def _settings(config: TrainConfig) -> dict[str, Any]:
+    """``config.model_settings()`` with tuples as lists, as ``config.yaml`` holds them."""
+    return json.loads(json.dumps(config.model_settings(), default=str))
+
+
+def _recipe(config: TrainConfig) -> dict[str, Any]:
+    """The settings every fold shares (``cv.json`` ``recipe``): a fold's settings without
+    its split and fold number."""
+    values = _settings(config)
+    values.pop("split"), values.pop("fold")
+    return values
 
 
 def _finished(run: RunDir, config: TrainConfig) -> bool:
@@ -122,5 +127,4 @@ def _finished(run: RunDir, config: TrainConfig) -> bool:
         stored = TrainConfig.from_dict(yaml.safe_load(run.config.read_text())["train"])
     except (OSError, KeyError, TypeError, yaml.YAMLError, BraincamError):
         return False
-    return (_decisive(stored), stored.fold, stored.split) == (
-        _decisive(config), config.fold, config.split)
+    return _settings(stored) == _settings(config)
