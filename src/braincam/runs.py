@@ -79,6 +79,11 @@ class RunDir:
         return self.root / "overlays"
 
     @property
+    def guide(self) -> Path:
+        """Classifier runs: the segmenter trained from ``--guide`` dataset folders."""
+        return self.root / "guide"
+
+    @property
     def predictions(self) -> Path:
         """One row per evaluated image (``braincam evaluate``)."""
         return self.root / "predictions.csv"

@@ -72,3 +72,27 @@ def test_region_masks_and_their_validation():
     assert parse_regions(["marker=0,0,0.12,0.12"]) == {"marker": (0.0, 0.0, 0.12, 0.12)}
     with pytest.raises(BraincamError, match="NAME=x0,y0,x1,y1"):
         parse_regions(["marker=0,0,1"])
+
+
+def test_guide_folders_enter_the_train_fingerprint_and_nothing_else_does(tmp_path):
+    """``--guide`` dataset folders train a segmenter inside the train stage: a change to their
+    files redoes the stage. Without them the stage's inputs keep their earlier keys, so runs
+    made before still resume."""
+    from braincam.pipeline.run import _plan
+
+    data, masks = tmp_path / "data", tmp_path / "masked"
+    for root in (data, masks):
+        (root / "tumor").mkdir(parents=True)
+        (root / "tumor" / "a.png").write_bytes(b"x")
+
+    def train_stage(guide: str | None):
+        options = PipelineOptions(train=TrainConfig(guide=guide))
+        return next(s for s in _plan(RunDir(tmp_path / "run"), [data], options)
+                    if s.name == "train")
+
+    assert set(train_stage(None).inputs) == {"data", "train"}
+    first = train_stage(str(masks))
+    assert first.inputs["guide_data"] == data_fingerprint([masks])
+    assert train_stage(str(masks)).fingerprint == first.fingerprint
+    (masks / "tumor" / "b.png").write_bytes(b"y")
+    assert train_stage(str(masks)).fingerprint != first.fingerprint

@@ -87,6 +87,7 @@ def evaluate_run(
         return ScoredSet(name, kind, [str(r.path) for r in records],
                          [r.source for r in records], y, prob, leak_free)
 
+    _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     for name, records in _extra_records(extra_roots, classes, task):
@@ -163,6 +164,20 @@ def _test_records(run: RunDir):
         return [], None
     flags = test["leak_free"].to_numpy() if "leak_free" in test else None
     return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
+
+
+def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str]) -> None:
+    """A warning for each extra dataset that trained the model's guide (``--guide``): its
+    figures are not those of unseen data."""
+    from braincam.models.guided import guide_data
+
+    if not meta.get("guide"):
+        return
+    seen = set(guide_data(meta["guide"]["source"]))
+    for root in extra_roots:
+        if Path(root).resolve() in seen:
+            log.warning("%s trained the guide's segmenter (all but its held-out patient "
+                        "groups): its figures are not those of unseen data", root)
 
 
 def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):

@@ -22,7 +22,8 @@ Stage inputs (the fingerprints):
 
 ============ ===============================================================================
 data-audit   data files; task, split, seed, n_boot
-train        data files; every TrainConfig field but device and num_workers
+train        data files; the settings that decide the model (TrainConfig.model_settings);
+             the files of --guide dataset folders, if any
 evaluate     train; extra data files; n_boot
 model-audit  train; data and extra data files; methods, explain_cap, audit settings,
              regions
@@ -196,6 +197,8 @@ def _findings(raw: list[Any]) -> list[Finding]:
 
 def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Stage]:
     """The stages in order, with their inputs, outputs and actions."""
+    from braincam.train.guide import guide_plan
+
     config = options.train
     data = S.data_fingerprint(roots)
     extra = S.data_fingerprint(options.extra)
@@ -206,8 +209,12 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         [run.data_audit_json],
         lambda: _data_audit(run, roots, options),
     )
-    train = _Stage("train", {"data": data, "train": options.train_inputs()},
-                   [run.config, run.model, run.split], lambda: _train(run, roots, options))
+    train_inputs = {"data": data, "train": options.train_inputs()}
+    guide_folders = guide_plan(config.guide).data if config.guide else []
+    if guide_folders:  # they train the guide's segmenter inside this stage
+        train_inputs["guide_data"] = S.data_fingerprint(guide_folders)
+    train = _Stage("train", train_inputs, [run.config, run.model, run.split],
+                   lambda: _train(run, roots, options))
     evaluate = _Stage(
         "evaluate", {"train": train.fingerprint, "extra": extra, "n_boot": options.n_boot},
         [run.metrics], lambda: _evaluate(run, options),

@@ -143,7 +143,8 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                          "its decision rests on the predicted tumour (evidence elsewhere is "
                          "scaled by --guide-floor). SEG is frozen and saved with the model. "
                          "Several runs, comma-separated (SEG1,SEG2): their mean probability "
-                         "guides.",
+                         "guides. Dataset folders with masks/ in the list train one segmenter "
+                         "first (braincam segment's defaults) into RUN/guide.",
                          REMEDIES, kind=str),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",

@@ -3,7 +3,8 @@
 Files written (``braincam.runs.RunDir``): ``config.yaml`` (data roots, every option,
 versions; written first, so a crashed run still says what it was), ``skipped.csv``,
 ``split.csv``, ``history.csv`` and ``model.safetensors`` (the best validation state; with
-``--guide``, the frozen segmenter's weights too, :mod:`braincam.models.guided`).
+``--guide``, the frozen segmenter's weights too, :mod:`braincam.models.guided`), and with
+``--guide`` dataset folders the segmenter trained on them, ``guide/`` (:mod:`braincam.train.guide`).
 Evaluation (``braincam.evaluate.evaluate_run``) adds ``metrics.json`` afterwards.
 """
 
@@ -92,8 +93,8 @@ def train_run(
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
-    from braincam.models.guided import absent_output, guide, guide_meta
-    from braincam.models.segment import check_preprocess, load_segmenter
+    from braincam.models.guided import guide_meta
+    from braincam.train.guide import check_plan, guide_plan, train_guide
 
     start = time.perf_counter()
     config.validate()
@@ -120,11 +121,12 @@ def train_run(
     # bad weights, data or options fail before any file is written
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
-    if config.guide is not None:  # the segmenter is frozen and saved with the model
-        segmenter = load_segmenter(config.guide, "cpu")
-        check_preprocess(segmenter.meta, config.preprocess, config.guide)
-        guide(model, segmenter.model, segmenter.size, config.guide_floor,
-              absent_output(list(fitted)))
+    plan = guide_plan(config.guide) if config.guide is not None else None
+    if plan is not None:  # the segmenter is frozen and saved with the model
+        if plan.data:  # trained once the run directory exists; settings checked now
+            check_plan(plan, config)
+        else:
+            _guide(model, plan.runs, config, list(fitted))
     stages = finetune_modules(model, config.finetune_stages)
     cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
@@ -163,6 +165,10 @@ def train_run(
                               run_config(roots, config, device, command, ctx.world_size))
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)
             write_split_csv(split, records, run.split)
+    if plan is not None and plan.data:
+        _guide(model, train_guide(plan, config, run.root, progress), config,
+               list(fitted))
+        stages = finetune_modules(model, config.finetune_stages)
 
     trained = ["head"] + (stages if config.finetune_epochs else [])
     # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
@@ -212,6 +218,17 @@ def train_run(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
         best.val_balanced_accuracy, time.perf_counter() - start,
     )
+
+
+def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,
+           fitted: list[str]) -> None:
+    """Wrap ``model`` in the gate of the segmenter runs ``members`` (their mean probability)."""
+    from braincam.models.guided import absent_output, guide
+    from braincam.models.segment import check_preprocess, load_segmenter
+
+    segmenter = load_segmenter(members, "cpu")
+    check_preprocess(segmenter.meta, config.preprocess, config.guide)
+    guide(model, segmenter.model, segmenter.size, config.guide_floor, absent_output(fitted))
 
 
 def _grounded(

@@ -1,0 +1,95 @@
+"""Where a guided classifier's segmenter comes from (``--guide``, :mod:`braincam.models.guided`).
+
+``--guide`` takes comma-separated parts. A part that holds a ``model.safetensors`` is a
+``braincam segment`` run; any other part is a dataset folder with tumour masks
+(``ROOT/masks/``). The dataset folders together train one segmenter first, with
+``braincam segment``'s default settings and the classifier's ``--seed`` and ``--device``, into
+the classifier's run directory (``RUN/guide/``, a complete segment run with its own
+``metrics.json``, ``split.csv`` and overlays). That segmenter joins the named runs, and all of
+them guide with their mean probability. So one command trains the whole grounded recipe:
+
+    braincam train SARTAJ --guide FIGSHARE,BR35H --finetune-epochs 0 ...
+
+The segmenter's own split holds out whole patient groups for its ``metrics.json``; the
+classifier's split is separate. A classifier later evaluated on images of those dataset
+folders is evaluated on images its segmenter trained on (all but the held-out groups).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from braincam.errors import BraincamError
+from braincam.models.segment import check_preprocess, segmenter_sources
+from braincam.runs import RunDir
+from braincam.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from braincam.train.segment import SegmentConfig
+
+@dataclass(frozen=True)
+class GuidePlan:
+    """The parts of ``--guide``: segment runs to load, dataset folders to train one on."""
+
+    runs: list[Path]
+    data: list[Path]
+
+    def members(self, run_dir: Path | str) -> list[Path]:
+        """The segmenter runs that guide a classifier in ``run_dir``: the named runs, then the
+        one trained from :attr:`data` (``run_dir/guide``), if any."""
+        return self.runs + ([RunDir(run_dir).guide] if self.data else [])
+
+
+def guide_plan(source: str) -> GuidePlan:
+    """Split ``--guide`` into segment runs and dataset folders (module docstring); a part that
+    is neither a run nor a folder is a one-line error."""
+    parts = segmenter_sources(source)
+    if not parts:
+        raise BraincamError("--guide names no segmenter run or dataset folder")
+    runs = [p for p in parts if RunDir(p).model.is_file()]
+    data = [p for p in parts if p not in runs]
+    for p in data:
+        if not p.is_dir():
+            raise BraincamError(f"--guide {p}: neither a braincam segment run nor a dataset "
+                                "folder")
+    return GuidePlan(runs, data)
+
+
+def segment_config(config: TrainConfig) -> SegmentConfig:
+    """The settings of the segmenter trained from ``--guide`` dataset folders: ``braincam
+    segment``'s defaults with the classifier's seed and device."""
+    from braincam.train.segment import SegmentConfig
+
+    return SegmentConfig(seed=config.seed, device=config.device)
+
+
+def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
+    """Before anything is trained: the segmenter to train must crop like the classifier, and
+    the named runs must share its input side and preprocessing (they guide as one mean)."""
+    from braincam.models.checkpoint import read_meta
+
+    seg = segment_config(config)
+    planned = {"size": seg.size, "preprocess": asdict(seg.preprocess)}
+    check_preprocess(planned, config.preprocess, "of --guide")
+    for run in plan.runs:
+        meta = read_meta(RunDir(run).model)
+        for key, value in planned.items():
+            if meta.get(key) != value:
+                raise BraincamError(f"--guide {run} differs in {key} from the segmenter "
+                                    "trained on the --guide folders (braincam segment's "
+                                    "defaults); a mean of segmenters needs the same")
+
+
+def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
+                progress: bool = False) -> list[Path]:
+    """Train the segmenter of ``plan.data`` into ``run_dir/guide`` (nothing when there is no
+    dataset folder); returns :meth:`GuidePlan.members`. Every torchrun process calls it."""
+    from braincam.train.segment import train_segmenter
+
+    if plan.data:
+        train_segmenter(plan.data, segment_config(config), RunDir(run_dir).guide,
+                        force=True, progress=progress,
+                        command=f"braincam train --guide {config.guide}")
+    return plan.members(run_dir)
