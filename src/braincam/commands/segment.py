@@ -31,6 +31,11 @@ def command(
     predict: Annotated[
         bool, typer.Option("--predict", help="Predict with the run named first in PATHS.")
     ] = False,
+    held_out: Annotated[
+        bool, typer.Option("--held-out", help="Link the run's held-out test images (with "
+                           "their masks and boxes) into OUT/<dataset folder name>/, for audits "
+                           "on images the segmenter never learnt from.")
+    ] = False,
     epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule).")] = 8,
     image_size: Annotated[
         int, typer.Option(help="Input side in pixels (a multiple of 32).")
@@ -82,6 +87,9 @@ def command(
     if predict:
         _predict(paths, out, device, force)
         return
+    if held_out:
+        _held_out(paths, out, force)
+        return
     from braincam import distributed
     from braincam.train.segment import SegmentConfig, train_segmenter
 
@@ -130,6 +138,23 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
         write_skipped_csv(skipped, out / "skipped.csv")
     typer.echo(f"wrote {len(written)} masks and outlines to {out}"
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
+
+
+def _held_out(paths: list[Path], out: Path, force: bool) -> None:
+    from braincam.data.subset import link_split
+    from braincam.errors import BraincamError
+    from braincam.runs import RunDir, prepare_output_dir
+
+    if len(paths) != 1:
+        raise BraincamError("--held-out takes one segment run directory")
+    run = RunDir(paths[0])
+    if not run.split.is_file():
+        raise BraincamError(f"{run.root} holds no split.csv; is it a braincam segment run?")
+    run.data_roots()  # a bad config.yaml fails before OUT is made
+    prepare_output_dir(out, force=force)
+    counts = link_split(run, out)
+    typer.echo("linked the held-out images: " + ", ".join(
+        f"{out / name} ({n})" for name, n in counts.items()))
 
 
 def widths(text: str) -> tuple[int, ...]:

@@ -1,0 +1,74 @@
+"""``link_split`` / ``braincam segment SEG --held-out``: a run's test rows become dataset
+folders that braincam reads as the same source, with their masks and box rows only."""
+
+from __future__ import annotations
+
+import typer
+import yaml
+from PIL import Image
+from typer.testing import CliRunner
+
+from braincam.commands import segment
+from braincam.data.records import load_dataset
+from braincam.data.subset import link_split
+from braincam.runs import RunDir
+
+
+def make_source(root):
+    """Four 8 x 8 images in two classes, each with a mask, and a boxes.csv row each."""
+    rows = ["file,label,cx,cy,w,h"]
+    for label in ("glioma", "meningioma"):
+        for n in (1, 2):
+            for folder, value in ((root / label, 90), (root / "masks" / label, 255)):
+                folder.mkdir(parents=True, exist_ok=True)
+                Image.new("L", (8, 8), value).save(folder / f"{n}.png")
+            rows.append(f"{label}/{n}.png,{label},0.5,0.5,0.25,0.25")
+    (root / "boxes.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def make_run(tmp_path, root):
+    run = RunDir(tmp_path / "seg")
+    run.root.mkdir()
+    run.config.write_text(yaml.safe_dump({"data": [str(root)]}))
+    lines = ["path,source,label,split,group,leak_free"]
+    for label, n, split in [("glioma", 1, "test"), ("glioma", 2, "train"),
+                            ("meningioma", 1, "val"), ("meningioma", 2, "test")]:
+        lines.append(f"{root / label / f'{n}.png'},{root.name},{label},{split},0,True")
+    run.split.write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_link_split_keeps_only_the_test_rows_with_masks_and_boxes(tmp_path):
+    root = make_source(tmp_path / "figshare-like")
+    run = make_run(tmp_path, root)
+    out = tmp_path / "held"
+    out.mkdir()
+    assert link_split(run, out) == {"figshare-like": 2}
+    linked = out / "figshare-like"
+    dataset = load_dataset([linked])
+    got = sorted((r.label, r.path.name, r.source, r.mask is not None, r.box is not None)
+                 for r in dataset.records)
+    assert got == [("glioma", "1.png", "figshare-like", True, True),
+                   ("meningioma", "2.png", "figshare-like", True, True)]
+    assert (linked / "boxes.csv").read_text().splitlines() == [
+        "file,label,cx,cy,w,h", "glioma/1.png,glioma,0.5,0.5,0.25,0.25",
+        "meningioma/2.png,meningioma,0.5,0.5,0.25,0.25"]
+    assert (linked / "glioma" / "1.png").resolve() == root / "glioma" / "1.png"
+
+
+def test_cli_held_out_writes_the_folders_and_refuses_a_run_without_split(tmp_path):
+    app = typer.Typer()
+    app.command("segment")(segment.command)
+    app.command("unused")(lambda: None)
+    root = make_source(tmp_path / "figshare-like")
+    run = make_run(tmp_path, root)
+    result = CliRunner().invoke(app, ["segment", str(run.root), "--held-out", "--out",
+                                      str(tmp_path / "held")])
+    assert result.exit_code == 0, result.output
+    assert f"{tmp_path / 'held' / 'figshare-like'} (2)" in result.output
+    run.split.unlink()
+    result = CliRunner().invoke(app, ["segment", str(run.root), "--held-out", "--out",
+                                      str(tmp_path / "held2")])
+    assert "holds no split.csv" in str(result.exception)
+    assert not (tmp_path / "held2").exists()
