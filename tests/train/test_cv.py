@@ -7,6 +7,7 @@ import statistics
 
 import pandas as pd
 import pytest
+import yaml
 
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
@@ -72,3 +73,25 @@ def test_summary_skips_missing_figures_and_gives_no_sd_for_one_value():
                                                 "sd": pytest.approx(0.1414, abs=1e-4), "n": 2}
     assert out["test"]["auc"] == {"mean": 0.7, "sd": None, "n": 1}
     assert out["extra"]["auc"] == {"mean": None, "sd": None, "n": 0}
+
+
+def test_guide_folders_train_one_segmenter_for_every_fold(phantoms, tmp_path, monkeypatch):
+    """``--guide`` dataset folders: CV/guide is trained once, names the folds' guide, and a
+    resumed cross-validation neither retrains it nor its folds."""
+    from braincam.train import guide as guide_module
+    from tests.train.test_guide import tiny_segment_config
+
+    monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
+    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(phantoms))
+    out = tmp_path / "cv"
+    cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    guide = out / "guide"
+    assert json.loads((guide / "metrics.json").read_text())["epochs"] == 1
+    for k in range(2):
+        fold = yaml.safe_load((out / f"fold-{k}" / "config.yaml").read_text())
+        assert fold["train"]["guide"] == str(guide)
+    stamp = (guide / "model.safetensors").stat().st_mtime_ns
+    (out / "cv.json").unlink()
+    again = cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    assert [r["kept"] for r in again.folds] == [True, True]
+    assert (guide / "model.safetensors").stat().st_mtime_ns == stamp

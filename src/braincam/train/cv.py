@@ -9,7 +9,9 @@ summarises the folds: for each scored set, the mean and the sample standard devi
 folds of ``balanced_accuracy``, ``auc`` and ``accuracy``. Recipes are compared on these
 figures, never on a published test set: data with an official test split is refused.
 
-Layout: ``CV/fold-<k>/`` (a run directory) and ``CV/cv.json``. A fold whose ``metrics.json``
+Layout: ``CV/fold-<k>/`` (a run directory) and ``CV/cv.json``; with ``--guide`` dataset
+folders also ``CV/guide/``, the segmenter trained once on them that guides every fold (the
+folds' ``train.guide`` names it, :mod:`braincam.train.guide`). A fold whose ``metrics.json``
 exists and whose ``config.yaml`` holds the same training settings is kept, so an interrupted
 cross-validation resumes; a fold with other settings or without metrics is replaced only
 with ``force``.
@@ -54,11 +56,17 @@ def cross_validate(
     """Train and evaluate ``config`` on each of ``folds`` grouped folds of ``roots``; write
     ``cv.json`` (module docstring) and return it."""
     from braincam.evaluate import evaluate_run
+    from braincam.train.guide import check_plan, guide_plan, train_guide
     from braincam.train.run import train_run
 
     out = Path(out_dir)
     if (out / "cv.json").exists() and not force:
         raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
+    plan = guide_plan(config.guide) if config.guide else None
+    if plan is not None and plan.data:  # one segmenter for every fold: CV/guide
+        check_plan(plan, config)
+        members = train_guide(plan, config, out, progress)
+        config = replace(config, guide=",".join(str(m) for m in members))
     rows = []
     for k in range(folds):
         fold_config = replace(config, split=FOLD, fold=k, folds=folds)

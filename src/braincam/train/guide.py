@@ -17,6 +17,7 @@ folders is evaluated on images its segmenter trained on (all but the held-out gr
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,11 +86,29 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
 def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
                 progress: bool = False) -> list[Path]:
     """Train the segmenter of ``plan.data`` into ``run_dir/guide`` (nothing when there is no
-    dataset folder); returns :meth:`GuidePlan.members`. Every torchrun process calls it."""
+    dataset folder, and nothing when a finished one with the same data and settings is there:
+    ``braincam cv`` trains it once for all folds); returns :meth:`GuidePlan.members`. Every
+    torchrun process calls it."""
     from braincam.train.segment import train_segmenter
 
-    if plan.data:
-        train_segmenter(plan.data, segment_config(config), RunDir(run_dir).guide,
-                        force=True, progress=progress,
-                        command=f"braincam train --guide {config.guide}")
+    seg = segment_config(config)
+    target = RunDir(RunDir(run_dir).guide)
+    if plan.data and not finished(target, plan.data, seg):
+        train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
+                        command=f"--guide {config.guide}")
     return plan.members(run_dir)
+
+
+def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
+    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` with the
+    settings ``seg`` (the device aside)."""
+    if not run.metrics.is_file():
+        return False
+    try:
+        doc = run.read_config()
+    except BraincamError:
+        return False
+    wanted = json.loads(json.dumps(asdict(seg), default=str))
+    stored = dict(doc.get("segment") or {})
+    wanted.pop("device"), stored.pop("device", None)
+    return stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
