@@ -30,6 +30,7 @@ from braincam.train.config import TrainConfig
 if TYPE_CHECKING:
     from braincam.train.segment import SegmentConfig
 
+
 @dataclass(frozen=True)
 class GuidePlan:
     """The parts of ``--guide``: segment runs to load, dataset folders to train one on."""
