@@ -18,8 +18,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate import evaluate_run
 from braincam.models import load_checkpoint
 from braincam.models.checkpoint import read_tensors
-from braincam.models.guided import guide_data
-from braincam.models.segment import build_segmenter, save_segmenter
+from braincam.models.segment import build_segmenter, guide_data, save_segmenter
 from braincam.train import TrainConfig, train_run
 from braincam.train import guide as guide_module
 from braincam.train.guide import GuidePlan, guide_plan

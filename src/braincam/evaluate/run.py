@@ -169,7 +169,7 @@ def _test_records(run: RunDir):
 def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str]) -> None:
     """A warning for each extra dataset that trained the model's guide (``--guide``): its
     figures are not those of unseen data."""
-    from braincam.models.guided import guide_data
+    from braincam.models.segment import guide_data
 
     if not meta.get("guide"):
         return

@@ -275,24 +275,3 @@ def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:
     backbone = model.backbone
     return {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
 
-
-def guide_data(source: str) -> list[Path]:
-    """The dataset folders (resolved) that the segmenters of a guide ``source`` (meta
-    ``guide.source``, :func:`braincam.models.segment.segmenter_sources`) learnt from: each
-    segment run's ``config.yaml`` ``data``, and the dataset folders named in ``source``, which
-    trained the run's ``guide/`` segmenter. Runs whose config can no longer be read are left
-    out. A classifier scored on these folders is scored on images its guide trained on."""
-    from braincam.models.segment import segmenter_sources
-    from braincam.runs import RunDir
-
-    folders = []
-    for part in segmenter_sources(source):
-        run = RunDir(part)
-        if run.model.is_file():
-            try:
-                folders += run.data_roots()
-            except BraincamError:
-                continue
-        elif part.is_dir():
-            folders.append(part)
-    return [p.resolve() for p in folders]

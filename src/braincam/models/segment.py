@@ -158,6 +158,26 @@ def segmenter_sources(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(s) for s in source]
 
 
+def guide_data(source: str) -> list[Path]:
+    """The dataset folders (resolved) that the segmenters of a guide ``source`` (meta
+    ``guide.source``, :func:`segmenter_sources`) learnt from: each segment run's
+    ``config.yaml`` ``data``, and the dataset folders named in ``source``, which trained the
+    classifier run's ``guide/`` segmenter (:mod:`braincam.train.guide`). Runs whose config can
+    no longer be read are left out. A classifier scored on these folders is scored on images
+    its guide trained on."""
+    folders = []
+    for part in segmenter_sources(source):
+        run = RunDir(part)
+        if run.model.is_file():
+            try:
+                folders += run.data_roots()
+            except BraincamError:
+                continue
+        elif part.is_dir():
+            folders.append(part)
+    return [p.resolve() for p in folders]
+
+
 def load_segmenter(source: str | Path | Sequence[str | Path],
                    device: str | torch.device = "auto") -> Segmenter:
     """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``), or
