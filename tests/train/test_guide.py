@@ -52,6 +52,11 @@ def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path):
     assert guide_plan(str(seg)).members(tmp_path / "run") == [seg]
     with pytest.raises(BraincamError, match="neither a braincam segment run nor a dataset"):
         guide_plan(f"{seg},{tmp_path / 'missing'}")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.yaml").write_text("segment: {}\n")
+    with pytest.raises(BraincamError, match="config.yaml but no model.safetensors"):
+        guide_plan(str(unfinished))
 
 
 def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monkeypatch,

@@ -46,7 +46,8 @@ class GuidePlan:
 
 def guide_plan(source: str) -> GuidePlan:
     """Split ``--guide`` into segment runs and dataset folders (module docstring); a part that
-    is neither a run nor a folder is a one-line error."""
+    is neither a run nor a folder, or a run directory without its model, is a one-line
+    error."""
     parts = segmenter_sources(source)
     if not parts:
         raise BraincamError("--guide names no segmenter run or dataset folder")
@@ -56,6 +57,9 @@ def guide_plan(source: str) -> GuidePlan:
         if not p.is_dir():
             raise BraincamError(f"--guide {p}: neither a braincam segment run nor a dataset "
                                 "folder")
+        if RunDir(p).config.is_file():
+            raise BraincamError(f"--guide {p} holds a run's config.yaml but no "
+                                "model.safetensors: an unfinished run?")
     return GuidePlan(runs, data)
 
 
