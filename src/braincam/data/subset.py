@@ -7,40 +7,47 @@ same images. :func:`link_split` writes, for each dataset root of a run (``config
 under their relative paths, their masks (``masks/...png``) and their ``boxes.csv`` rows, so
 every braincam command reads it as that dataset cut down to those rows, under the same source
 name. Links are symbolic; where the file system refuses one, the file is copied.
+``boxes.csv`` is written anew from the boxes the loader attached (columns ``file,label,cx,cy,w,h``,
+``file`` relative to the root).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import shutil
 from pathlib import Path
 
-from braincam.data.records import BOXES_FILE, MASKS_DIR
+from braincam.data.records import BOXES_FILE, records_at
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
+
+BOX_HEADER = "file,label,cx,cy,w,h"
 
 
 def link_split(run: RunDir, out: Path, split: str = "test") -> dict[str, int]:
     """Link the images of ``split`` (with masks and box rows) into ``out/<root name>/``;
-    returns the number of images per root name. ``out`` must exist."""
-    paths = [Path(p) for p in run.split_paths(split)]
+    returns the number of images per root name. ``out`` must exist. Masks and boxes are the
+    ones the dataset loader attaches to those images (:func:`records_at`)."""
+    paths = list(dict.fromkeys(run.split_paths(split)))  # a volume's slices share a path
     if not paths:
         raise BraincamError(f"{run.split} lists no {split} images")
-    counts = {}
-    for root in (r.resolve() for r in run.data_roots()):
-        rel = list(dict.fromkeys(p.relative_to(root) for p in paths if p.is_relative_to(root)))
-        if not rel:
-            continue
-        dest = out / root.name
-        for image in rel:
-            for part in (image, Path(MASKS_DIR) / image.with_suffix(".png")):
-                if (root / part).is_file():
-                    _link(root / part, dest / part)
-        if (root / BOXES_FILE).is_file():
-            _write_box_rows(root / BOXES_FILE, dest / BOXES_FILE, {p.as_posix() for p in rel})
-        counts[root.name] = len(rel)
+    roots = {root.name: root for root in (r.resolve() for r in run.data_roots())}
+    boxes: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    for record in records_at(list(roots.values()), paths, run.split):
+        root = roots[record.source]
+        dest = out / record.source
+        for source in (record.path, record.mask):
+            if source is not None:
+                _link(source, dest / source.relative_to(root))
+        if record.box is not None:
+            box = record.box
+            boxes.setdefault(record.source, []).append(",".join(map(str, (
+                record.path.relative_to(root).as_posix(), record.label,
+                box.cx, box.cy, box.w, box.h))))
+        counts[record.source] = counts.get(record.source, 0) + 1
+    for name, rows in boxes.items():
+        atomic_write_text(out / name / BOXES_FILE, "\n".join([BOX_HEADER, *rows]) + "\n")
     return counts
 
 
@@ -50,17 +57,3 @@ def _link(target: Path, link: Path) -> None:
         os.symlink(target, link)
     except OSError:
         shutil.copy2(target, link)
-
-
-def _write_box_rows(source: Path, dest: Path, files: set[str]) -> None:
-    """The rows of ``source`` (a ``boxes.csv``) whose ``file`` is in ``files``, header kept."""
-    with source.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = [row for row in reader if row.get("file") in files]
-        fields = reader.fieldnames or []
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(dest, text.getvalue())
