@@ -233,6 +233,12 @@ def atomic_write_yaml(path: Path, obj: Any) -> None:
     atomic_write_text(path, yaml.dump(obj, Dumper=_Dumper, sort_keys=False))
 
 
+def as_written(obj: Any) -> Any:
+    """``obj`` as a YAML file written by :func:`atomic_write_yaml` reads back (tuples as
+    lists): to compare settings in memory with those a run's ``config.yaml`` holds."""
+    return yaml.safe_load(yaml.dump(obj, Dumper=_Dumper))
+
+
 def atomic_save_figure(path: Path, fig: Any, **kwargs: Any) -> None:
     """Save a matplotlib figure atomically (PNG unless the suffix says otherwise)."""
     import io

@@ -19,7 +19,6 @@ with ``force``.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -30,7 +29,7 @@ import yaml
 
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
-from braincam.runs import RunDir, atomic_write_json, read_json
+from braincam.runs import RunDir, as_written, atomic_write_json, read_json
 from braincam.train.config import TrainConfig
 
 SUMMARY = ("balanced_accuracy", "auc", "accuracy")
@@ -115,8 +114,8 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _settings(config: TrainConfig) -> dict[str, Any]:
-    """``config.model_settings()`` with tuples as lists, as ``config.yaml`` holds them."""
-    return json.loads(json.dumps(config.model_settings(), default=str))
+    """``config.model_settings()`` as ``config.yaml`` holds them."""
+    return as_written(config.model_settings())
 
 
 def _recipe(config: TrainConfig) -> dict[str, Any]:

@@ -17,14 +17,13 @@ folders is evaluated on images its segmenter trained on (all but the held-out gr
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from braincam.errors import BraincamError
 from braincam.models.segment import check_preprocess, segmenter_sources
-from braincam.runs import RunDir
+from braincam.runs import RunDir, as_written
 from braincam.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -113,7 +112,7 @@ def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
         doc = run.read_config()
     except BraincamError:
         return False
-    wanted = json.loads(json.dumps(asdict(seg), default=str))
+    wanted = as_written(asdict(seg))
     stored = dict(doc.get("segment") or {})
     wanted.pop("device"), stored.pop("device", None)
     return stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
