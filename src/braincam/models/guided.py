@@ -274,4 +274,3 @@ def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:
     """The checkpoint meta ``guide`` of a guided model: ``size``, ``floor``, ``source``."""
     backbone = model.backbone
     return {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
-
