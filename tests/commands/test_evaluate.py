@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,33 @@ def test_metrics_for_test_leak_free_and_extra_data(run, extras):
     assert again["confusion_matrix"] == metrics["test"]["confusion_matrix"]
     assert again["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-4)
     np.testing.assert_allclose(prob.sum(1), 1, atol=1e-5)
+
+
+def test_extra_copies_of_training_images_are_scored_apart(run, extras, tmp_path):
+    """An extra folder holding two training images (one re-encoded and resized) and four new
+    phantoms: two seen images, a leak-free set of four."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(extras[1], mixed)
+    split = pd.read_csv(run / "split.csv")
+    train = split[(split["split"] == "train") & (split["label"] == "tumor")]["path"].tolist()
+    shutil.copy(train[0], mixed / "tumor" / "copy.png")
+    Image.open(train[1]).resize((40, 40)).convert("L").save(mixed / "tumor" / "copy.jpg",
+                                                             quality=80)
+    out = tmp_path / "eval"
+    result = invoke(str(run), "--data", str(mixed), "--data", str(extras[0]), "--out", str(out),
+                    "--no-progress", "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["extra_seen"] == {"mixed": 2, "only-no_tumor": 0}
+    assert metrics["extra"]["mixed"]["n"] == 6 and metrics["extra_leak_free"]["mixed"]["n"] == 4
+    assert metrics["extra_leak_free"]["only-no_tumor"] == metrics["extra"]["only-no_tumor"]
+    assert metrics["extra_combined"]["n"] == 10
+    assert metrics["extra_combined_leak_free"]["n"] == 8
+    predictions = pd.read_csv(out / "predictions.csv").query("dataset == 'mixed'")
+    seen = predictions[~predictions["leak_free"].astype(bool)]["path"]
+    assert sorted(Path(p).name for p in seen) == ["copy.jpg", "copy.png"]
+    assert "mixed, leak-free: n=4" in result.output
+    assert "only-no_tumor, leak-free" not in result.output
 
 
 def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):

@@ -15,6 +15,7 @@ from braincam.data.hashing import (
     NEAR_DISTANCE,
     content_hash,
     duplicate_groups,
+    duplicates_of,
     hamming,
     near_pairs,
     perceptual_hashes,
@@ -58,6 +59,19 @@ def test_reencoded_and_resized_copy_is_near_other_image_is_not(tmp_path):
     assert hamming(hashes[0], hashes[1]) <= NEAR_DISTANCE
     assert hamming(hashes[0], hashes[2]) > 3 * NEAR_DISTANCE
     np.testing.assert_array_equal(perceptual_hashes([u8, _texture(1)]), hashes[[0, 2]])
+
+
+def test_duplicates_of_flags_copies_of_reference_images_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "cache"))
+    for name, seed in (("ref.png", 0), ("new.png", 1), ("other.png", 2)):
+        Image.fromarray(_u8(_texture(seed))).save(tmp_path / name)
+    Image.fromarray(_u8(_texture(0))).resize((70, 70)).save(tmp_path / "copy.jpg", quality=70)
+    (tmp_path / "same.png").write_bytes((tmp_path / "other.png").read_bytes())
+    candidates = [tmp_path / n for n in ("copy.jpg", "new.png", "same.png")]
+    reference = [tmp_path / "ref.png", tmp_path / "other.png"]
+    assert duplicates_of(candidates, reference).tolist() == [True, False, True]
+    assert duplicates_of(candidates, []).tolist() == [False, False, False]
+    assert duplicates_of([], reference).shape == (0,)
 
 
 def test_hash_cache_hit_never_decodes(tmp_path, monkeypatch):
@@ -119,3 +133,22 @@ def test_sartaj_train_test_duplicates(datasets_dir):
     groups = duplicate_groups(list(content), phashes)
     assert 2300 <= len(np.unique(groups)) <= 2450
     assert np.bincount(groups).max() <= 15
+
+
+@pytest.mark.realdata
+def test_sartaj_training_tumours_are_figshare_slices(datasets_dir):
+    """Measured: of Sartaj's Training tumour images, 826 of 826 gliomas, 679 of 822
+    meningiomas and 812 of 827 pituitary tumours duplicate a Figshare slice; of its Testing
+    tumours 28 of 289. A Figshare "cross-dataset" score of a model trained on Sartaj Training
+    is mostly a score on its own training images."""
+    sartaj = load_dataset([datasets_dir / "sartaj-brain-tumor-mri"]).records
+    figshare = [r.path for r in load_dataset([datasets_dir / "figshare-cheng-t1ce"]).records]
+    copies = duplicates_of([r.path for r in sartaj], figshare)
+    def share(split, label):
+        rows = [i for i, r in enumerate(sartaj) if r.split == split and r.label == label]
+        return copies[rows].sum(), len(rows)
+    assert share("train", "glioma") == (826, 826)
+    assert 670 <= share("train", "meningioma")[0] <= 690
+    assert 805 <= share("train", "pituitary")[0] <= 820
+    tested = [share("test", label)[0] for label in ("glioma", "meningioma", "pituitary")]
+    assert 20 <= sum(tested) <= 36

@@ -71,10 +71,10 @@ def score_text(value: float | None) -> str:
 
 def metrics_lines(metrics: dict[str, Any]) -> list[str]:
     """One line per evaluated set: n, accuracy, balanced accuracy and AUC with intervals."""
+    from braincam.evaluate.run import extra_rows
+
     sets = [("test", metrics.get("test")), ("test (leak-free)", metrics.get("test_leak_free"))]
-    sets += list(metrics.get("extra", {}).items())
-    if metrics.get("extra_combined"):
-        sets.append(("extra (all pooled)", metrics["extra_combined"]))
+    sets += [(name, m) for name, _, m in extra_rows(metrics)]
     return [f"{name}: {_summary(m)}" for name, m in sets if m]
 
 

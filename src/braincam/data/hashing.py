@@ -7,6 +7,8 @@
   Robust to re-encoding, resizing and mild intensity changes.
 - ``duplicate_groups``: connected components of exact pairs (same content hash) and near pairs
   (pHash Hamming distance <= ``max_distance``).
+- ``duplicates_of``: which images of one list share a duplicate group with an image of another
+  (an evaluation set against the images a model learnt from).
 
 Default threshold ``NEAR_DISTANCE = 4`` bits (of 64), chosen on the Sartaj data (distances are
 even in practice: each hash has 32 bits above the median set). Nearest Training neighbour of
@@ -158,6 +160,20 @@ def duplicate_groups(
     _, first_index, inverse = np.unique(labels, return_index=True, return_inverse=True)
     rank = np.argsort(np.argsort(first_index))
     return rank[inverse].astype(np.int64)
+
+
+def duplicates_of(
+    paths: Sequence[Path | str], reference: Sequence[Path | str],
+    max_distance: int = NEAR_DISTANCE,
+) -> np.ndarray:
+    """Bool per image of ``paths``: it shares a :func:`duplicate_groups` group (a chain of
+    byte-identical or near pairs) with some image of ``reference``."""
+    everything = [*paths, *reference]
+    if not paths or not reference:
+        return np.zeros(len(paths), dtype=bool)
+    groups = duplicate_groups([content_hash(p) for p in everything],
+                              perceptual_hashes(everything), max_distance)
+    return np.isin(groups[: len(paths)], groups[len(paths):])
 
 
 class ContentStore:

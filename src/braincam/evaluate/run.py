@@ -1,12 +1,23 @@
 """``evaluate_run``: score a trained run on its test split, the leak-free part of it, and
-extra (cross-dataset) folders.
+extra (cross-dataset) folders, each also without the images the model learnt from.
+
+An extra folder is not unseen data just because it is another folder: public datasets copy
+each other (Sartaj's Training tumours are nearly all Figshare slices, re-encoded). An extra
+image is *seen* when it shares a duplicate group (:func:`braincam.data.hashing.duplicates_of`:
+same bytes or pHash within 4 bits, chained) with an image the model trained or validated on
+(its ``split.csv`` rows other than ``test``), or that a segmenter guiding it trained or
+validated on (``--guide``: the segment runs' ``split.csv``). The ``*_leak_free`` entries score
+the rest.
 
 ``metrics.json``::
 
     {"task", "classes",
      "test": M, "test_leak_free": M | null,
      "extra": {"<dataset folder name>": M, ...},
+     "extra_seen": {"<dataset folder name>": number of seen images, ...},
+     "extra_leak_free": {"<dataset folder name>": M | null, ...},   # null: every image seen
      "extra_combined": M | null,      # all extra datasets pooled (when there are two or more)
+     "extra_combined_leak_free": M | null,
      "figures": {"<set>": {"confusion": "confusion_<set>.png", "roc": "roc_<set>.png" | null}},
      "n_boot", "checkpoint": {best phase/epoch/validation score,
                               "members": [...] for an ensemble}}
@@ -26,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from braincam.data.hashing import duplicates_of
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
@@ -44,7 +56,7 @@ class ScoredSet:
     datasets: list[str]
     y: np.ndarray  # class indices
     prob: np.ndarray  # (N, K)
-    leak_free: np.ndarray | None  # bool per image (test only)
+    leak_free: np.ndarray | None  # bool per image: no duplicate among the images learnt from
 
 
 def evaluate_run(
@@ -90,39 +102,75 @@ def evaluate_run(
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
-    for name, records in _extra_records(extra_roots, classes, task):
-        sets.append(score(records, name, "extra"))
+    extras = list(_extra_records(extra_roots, classes, task))
+    seen = _seen_paths(run, meta) if extras else []
+    for name, records in extras:
+        unseen = ~duplicates_of([r.path for r in records], seen)
+        if not unseen.all():
+            log.warning("%s: %d of %d images duplicate images the model or its guide learnt "
+                        "from; extra_leak_free scores the other %d", name, (~unseen).sum(),
+                        len(unseen), unseen.sum())
+        sets.append(score(records, name, "extra", unseen))
 
     metrics: dict[str, Any] = {
         "task": task, "classes": classes, "test": None, "test_leak_free": None,
-        "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
+        "extra": {}, "extra_seen": {}, "extra_leak_free": {}, "extra_combined": None,
+        "extra_combined_leak_free": None, "figures": {}, "n_boot": n_boot,
         "checkpoint": {"best": meta.get("best")},
     }
+
+    def subset(y: np.ndarray, prob: np.ndarray, keep: np.ndarray) -> dict[str, Any] | None:
+        return compute_metrics(y[keep], prob[keep], classes, n_boot=n_boot, seed=seed
+                               ) if keep.any() else None
+
     if is_ensemble(meta):  # each member's run, seed and best epoch
         metrics["checkpoint"]["members"] = meta["members"]
     for scored in sets:
         m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
         if scored.kind == "test":
             metrics["test"] = m
-            keep = scored.leak_free
-            if keep.any():
-                metrics["test_leak_free"] = compute_metrics(
-                    scored.y[keep], scored.prob[keep], classes, n_boot=n_boot, seed=seed
-                )
+            metrics["test_leak_free"] = subset(scored.y, scored.prob, scored.leak_free)
         else:
+            keep = scored.leak_free
             metrics["extra"][scored.name] = m
+            metrics["extra_seen"][scored.name] = int((~keep).sum())
+            metrics["extra_leak_free"][scored.name] = (
+                m if keep.all() else subset(scored.y, scored.prob, keep))
         metrics["figures"][scored.name] = write_figures(dest.root, scored, m, classes)
-    extras = [s for s in sets if s.kind == "extra"]
-    if len(extras) >= 2:
-        metrics["extra_combined"] = compute_metrics(
-            np.concatenate([s.y for s in extras]), np.concatenate([s.prob for s in extras]),
-            classes, n_boot=n_boot, seed=seed,
-        )
+    scored_extras = [s for s in sets if s.kind == "extra"]
+    if len(scored_extras) >= 2:
+        y, prob, keep = (np.concatenate([getattr(s, key) for s in scored_extras])
+                         for key in ("y", "prob", "leak_free"))
+        metrics["extra_combined"] = compute_metrics(y, prob, classes, n_boot=n_boot, seed=seed)
+        metrics["extra_combined_leak_free"] = (
+            metrics["extra_combined"] if keep.all() else subset(y, prob, keep))
     if not sets:
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
     atomic_write_csv(dest.predictions, predictions_frame(sets, classes))
     atomic_write_json(dest.metrics, metrics)
     return metrics
+
+
+def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, description, M)`` of each extra set, then of the pooled sets, each followed by
+    its leak-free part where some of its images were seen (module docstring)."""
+    seen = metrics.get("extra_seen") or {}
+    free = metrics.get("extra_leak_free") or {}
+    rows = []
+    for name, m in (metrics.get("extra") or {}).items():
+        rows.append((name, f"{name} (another dataset)", m))
+        if seen.get(name) and free.get(name):
+            rows.append((f"{name}, leak-free", f"{name} without the {seen[name]} images the "
+                         "model learnt from", free[name]))
+    combined, combined_free = metrics.get("extra_combined"), metrics.get(
+        "extra_combined_leak_free")
+    if combined:
+        rows.append(("other datasets pooled", "the other datasets pooled", combined))
+        if combined_free and combined_free.get("n") != combined.get("n"):
+            rows.append(("other datasets pooled, leak-free",
+                         "the other datasets pooled, without the images the model learnt from",
+                         combined_free))
+    return [row for row in rows if isinstance(row[2], dict)]
 
 
 def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> DataFrame
@@ -164,6 +212,26 @@ def _test_records(run: RunDir):
         return [], None
     flags = test["leak_free"].to_numpy() if "leak_free" in test else None
     return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
+
+
+def _seen_paths(run: RunDir, meta: dict[str, Any]) -> list[str]:
+    """The images the model learnt from (module docstring): ``split.csv`` rows other than
+    ``test`` of the run and of the segment runs guiding it (named in ``--guide``, or trained
+    into ``RUN/guide/`` from dataset folders). Files no longer there are left out."""
+    from braincam.models.segment import segmenter_sources
+
+    runs = [run]
+    if meta.get("guide"):
+        parts = [RunDir(p) for p in segmenter_sources(meta["guide"]["source"])]
+        runs += [r for r in parts if r.model.is_file()]
+        if any(not r.model.is_file() for r in parts):
+            runs.append(RunDir(run.guide))
+    paths: list[str] = []
+    for r in runs:
+        if r.split.is_file():
+            table = r.read_split()
+            paths += table.loc[table["split"] != "test", "path"].tolist()
+    return [p for p in dict.fromkeys(paths) if Path(p).is_file()]
 
 
 def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str]) -> None:

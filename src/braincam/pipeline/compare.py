@@ -177,8 +177,12 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
     leak_free = metrics.get("test_leak_free") or {}
     row = {"accuracy": test.get("accuracy"), "balanced_accuracy": test.get("balanced_accuracy"),
            "leak_free_accuracy": leak_free.get("accuracy")}
+    seen, free = metrics.get("extra_seen") or {}, metrics.get("extra_leak_free") or {}
     for name, m in (metrics.get("extra") or {}).items():
         row[EXTRA_PREFIX + name] = (m or {}).get("balanced_accuracy")
+        if seen.get(name):  # some images of the set are copies of training images
+            row[f"{EXTRA_PREFIX}{name}, leak-free"] = (free.get(name) or {}).get(
+                "balanced_accuracy")
     return row
 
 

@@ -22,8 +22,10 @@ def metrics_table(metrics: dict[str, Any] | None) -> Table | None:
     them (``90.6 [81, 100]``)."""
     if not metrics:
         return None
+    from braincam.evaluate.run import extra_rows
+
     own = [("test", metrics.get("test")), ("test, leak-free", metrics.get("test_leak_free"))]
-    extra = list((metrics.get("extra") or {}).items())
+    extra = [(name, m) for name, _, m in extra_rows(metrics)]
     table = Table(title="metrics in % [95% bootstrap interval]; extra datasets below the line",
                   title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("set", no_wrap=True)

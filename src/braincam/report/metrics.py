@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from braincam.evaluate.run import extra_rows
 from braincam.report.figures import Figure, embed_figures, embed_image_file
 from braincam.report.fmt import num, scalar, with_ci
 from braincam.report.sources import Part, read_json_part
@@ -65,13 +66,8 @@ def collect_metrics(run: RunDir) -> MetricsSection:
         section.rows.append(_row("test set", "the whole test set", test))
     if leak_free:
         section.rows.append(_row("test, leak-free subset", "the leak-free test subset", leak_free))
-    extra = _as_dict(metrics.get("extra"))
-    for dataset, values in extra.items():
-        if isinstance(values, dict):
-            section.rows.append(_row(dataset, f"{dataset} (another dataset)", values))
-    combined = _as_dict(metrics.get("extra_combined"))
-    if combined:
-        section.rows.append(_row("other datasets pooled", "the other datasets pooled", combined))
+    for name, description, values in extra_rows(metrics):
+        section.rows.append(_row(name, description, values))
     section.sentences = _comparison(section.rows)
     per_class = _as_dict(test.get("per_class"))
     section.per_class = [
