@@ -107,9 +107,10 @@ def evaluate_run(
     for name, records in extras:
         unseen = ~duplicates_of([r.path for r in records], seen)
         if not unseen.all():
-            log.warning("%s: %d of %d images duplicate images the model or its guide learnt "
-                        "from; extra_leak_free scores the other %d", name, (~unseen).sum(),
-                        len(unseen), unseen.sum())
+            log.warning("%s: %d of %d images duplicate images the model%s learnt from; "
+                        "extra_leak_free scores the other %d", name, (~unseen).sum(),
+                        len(unseen), " or its guide" if meta.get("guide") else "",
+                        unseen.sum())
         sets.append(score(records, name, "extra", unseen))
 
     metrics: dict[str, Any] = {

@@ -3,6 +3,7 @@ display order and the example grid."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,28 @@ def test_groups_leaks_and_conflicts(tmp_path):
     assert save_duplicate_grid(tmp_path / "grid.png", records, labels, split, rep.grid_groups,
                                phashes)
     assert Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+def test_images_duplicated_across_sources_are_counted_and_found(tmp_path):
+    from braincam.audit.data.rules import duplicate_findings
+
+    # sources a (0-3) and b (4-6); groups: {0, 4} exact, {1, 5, 6} near, 2 and 3 alone
+    records = [replace(r, source="a" if i < 4 else "b")
+               for i, r in enumerate(_records(tmp_path, 7))]
+    groups = np.array([0, 1, 2, 3, 0, 1, 1])
+    split = np.array(["train"] * 7)
+    rep = find_duplicates(records, ["tumor"] * 7, split, groups, list("xyzwxuv"),
+                          np.zeros(7, dtype=np.uint64))
+    assert rep.summary["cross_source"] == {"a": {"images": 4, "duplicated_in": {"b": 2}},
+                                           "b": {"images": 3, "duplicated_in": {"a": 3}}}
+    found = {f.message.split(" images")[0]: f for f in duplicate_findings(rep.summary)
+             if f.check == "duplicates.cross_source"}
+    assert set(found) == {"2 of 4 a", "3 of 3 b"}
+    assert found["2 of 4 a"].severity == "critical" and found["2 of 4 a"].value == 0.5
+    assert "trained on b and scored on a" in found["2 of 4 a"].message
+    one = find_duplicates(records[:4], ["tumor"] * 4, split[:4], groups[:4], list("xyzw"),
+                          np.zeros(4, dtype=np.uint64))
+    assert one.summary["cross_source"] == {}
 
 
 def test_no_duplicates(tmp_path):

@@ -4,7 +4,10 @@ Groups come from :func:`braincam.data.hashing.duplicate_groups` (byte-identical 
 Hamming distance <= ``NEAR_DISTANCE``, chained). A group is *exact* when all its files are
 byte-identical, else *near*. A test image *has a train duplicate* when its group holds a train
 image (``exact`` when one of those is byte-identical to it). A *label conflict* is a group whose
-images carry different (task) labels.
+images carry different (task) labels. With two or more sources (dataset folders), an image is
+*duplicated in* another source when its group holds an image of that source: public datasets
+copy each other (nearly all of Sartaj's Training tumours are Figshare slices), and a model
+trained on one and scored on the other is scored on copies of its training images.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def find_duplicates(
         "images_in_groups": sum(d["size"] for d in listed),
         "within_split": dict(sorted(within.items())),
         **leak,
+        "cross_source": _cross_source([r.source for r in records], groups),
         "label_conflicts": len(conflicts),
         "label_conflict_images": sum(d["size"] for d in conflicts),
         "groups_total": len(listed),
@@ -111,6 +115,22 @@ def _test_leaks(
                                                 for c, v in per_class.items()},
         "per_class": per_class,
     }
+
+
+def _cross_source(sources: Sequence[str], groups: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per source, with two or more: ``{"images": n, "duplicated_in": {other source: images of
+    this source whose group holds an image of the other}}``; ``{}`` with one source."""
+    sources_arr = np.asarray(sources)
+    names = sorted(set(sources_arr.tolist()))
+    if len(names) < 2:
+        return {}
+    out = {}
+    for name in names:
+        mine = sources_arr == name
+        out[name] = {"images": int(mine.sum()), "duplicated_in": {
+            other: int((mine & np.isin(groups, groups[sources_arr == other])).sum())
+            for other in names if other != name}}
+    return out
 
 
 def _relevance(group: dict[str, Any]) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@ check                            warning                                      cr
 ``probe.<name>`` (test AUC)      >= 0.70                                      >= 0.85
 ``property.<name>`` (AUC alone)  >= 0.80 (the 5 strongest properties)          >= 0.95
 ``duplicates.train_test``        any test image with a train duplicate        >= 5 % of test
+``duplicates.cross_source``      any image of one source duplicated in another >= 5 % of it
 ``duplicates.label_conflicts``   any group whose images carry different labels
 ``clusters.labels`` (Cramer's V) >= 0.50                                      >= 0.80
 ``files.skipped``                any unreadable file
@@ -101,6 +102,20 @@ def duplicate_findings(dup: dict[str, Any], th: Thresholds = THRESHOLDS) -> list
             severity, message = "info", "no test image has an exact or near duplicate in train"
         threshold = th.leak_critical_fraction if severity == "critical" else 0.0
         found.append(Finding(severity, "duplicates.train_test", fraction, threshold, message))
+    for source, entry in dup.get("cross_source", {}).items():
+        for other, copies in entry["duplicated_in"].items():
+            if not copies:
+                continue
+            fraction = copies / entry["images"]
+            critical = fraction >= th.leak_critical_fraction
+            found.append(Finding(
+                "critical" if critical else "warning", "duplicates.cross_source", fraction,
+                th.leak_critical_fraction if critical else 0.0,
+                f"{copies} of {entry['images']} {source} images ({fraction:.0%}) have an exact "
+                f"or near duplicate in {other}: a model trained on {other} and scored on "
+                f"{source} is partly scored on its own training images (evaluate --data "
+                "reports the rest as extra_leak_free)",
+            ))
     if dup["label_conflicts"]:
         found.append(Finding(
             "warning", "duplicates.label_conflicts", float(dup["label_conflicts"]), 0.0,
