@@ -3,6 +3,7 @@ folders that braincam reads as the same source, with their masks and box rows on
 
 from __future__ import annotations
 
+import numpy as np
 import typer
 import yaml
 from PIL import Image
@@ -72,3 +73,35 @@ def test_cli_held_out_writes_the_folders_and_refuses_a_run_without_split(tmp_pat
                                       str(tmp_path / "held2")])
     assert "holds no split.csv" in str(result.exception)
     assert not (tmp_path / "held2").exists()
+
+
+def test_link_split_leaves_out_copies_of_images_another_run_learnt_from(tmp_path):
+    root = make_source(tmp_path / "figshare-like")
+    rng = np.random.default_rng(0)
+    for image in sorted(root.glob("*/[12].png")):  # distinct textures, so no two are copies
+        if image.parent.name != "masks":
+            small = rng.integers(0, 255, (8, 8), dtype=np.uint8)
+            Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC).save(image)
+    seen = tmp_path / "seen.jpg"  # a re-encoded copy of the test image glioma/1.png
+    Image.open(root / "glioma" / "1.png").save(seen, quality=90)
+    run = make_run(tmp_path, root)
+    out = tmp_path / "held"
+    out.mkdir()
+    assert link_split(run, out, unseen_by=[seen]) == {"figshare-like": 1}
+    assert [r.path.name for r in load_dataset([out / "figshare-like"]).records] == ["2.png"]
+    assert (out / "figshare-like" / "boxes.csv").read_text().splitlines()[1:] == [
+        "meningioma/2.png,meningioma,0.5,0.5,0.25,0.25"]
+
+
+def test_cli_unseen_by_needs_held_out_and_a_train_run(tmp_path):
+    app = typer.Typer()
+    app.command("segment")(segment.command)
+    app.command("unused")(lambda: None)
+    run = make_run(tmp_path, make_source(tmp_path / "figshare-like"))
+    result = CliRunner().invoke(app, ["segment", str(run.root), "--unseen-by", str(run.root),
+                                      "--out", str(tmp_path / "held")])
+    assert "--unseen-by goes with --held-out" in str(result.exception)
+    result = CliRunner().invoke(app, ["segment", str(run.root), "--held-out", "--unseen-by",
+                                      str(tmp_path), "--out", str(tmp_path / "held")])
+    assert "not a braincam train run" in str(result.exception)
+    assert not (tmp_path / "held").exists()

@@ -3,7 +3,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from braincam.evaluate.run import ScoredSet, predictions_frame, significant
+from braincam.evaluate.run import ScoredSet, learnt_from, predictions_frame, significant
+from braincam.runs import RunDir
 
 
 def test_significant_keeps_tiny_probabilities_apart():
@@ -21,3 +22,28 @@ def test_auc_recomputed_from_predictions_matches_when_all_order_is_in_the_tail(t
     predictions_frame([scored], ["no_tumor", "tumor"]).to_csv(path, index=False)
     again = pd.read_csv(path)["prob_tumor"].to_numpy()
     assert roc_auc_score(y, again) == roc_auc_score(y, p_tumour) == pytest.approx(8 / 9)
+
+
+def _split_csv(run: RunDir, rows) -> None:
+    run.root.mkdir(parents=True, exist_ok=True)
+    lines = ["path,source,label,split,group,leak_free"]
+    lines += [f"{path},src,tumor,{split},0,False" for path, split in rows]
+    run.split.write_text("\n".join(lines) + "\n")
+
+
+def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path):
+    files = {name: tmp_path / f"{name}.png" for name in "abcdefg"}
+    for path in files.values():
+        path.write_bytes(b"x")
+    files["g"].unlink()  # a listed file no longer there is left out
+    run, named = RunDir(tmp_path / "clf"), RunDir(tmp_path / "seg")
+    _split_csv(run, [(files["a"], "train"), (files["b"], "val"), (files["c"], "test"),
+                     (files["g"], "train")])
+    _split_csv(named, [(files["d"], "train"), (files["e"], "test")])
+    named.model.write_bytes(b"")
+    _split_csv(RunDir(run.guide), [(files["f"], "val"), (files["a"], "train")])
+    data_folder = tmp_path / "masked-data"
+    data_folder.mkdir()
+    guided = {"guide": {"source": f"{named.root},{data_folder}"}}
+    assert learnt_from(run, guided) == [str(files[k]) for k in "abdf"]
+    assert learnt_from(run, {}) == [str(files[k]) for k in "ab"]

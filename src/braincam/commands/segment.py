@@ -36,6 +36,12 @@ def command(
                            "their masks and boxes) into OUT/<dataset folder name>/, for audits "
                            "on images the segmenter never learnt from.")
     ] = False,
+    unseen_by: Annotated[
+        Path | None,
+        typer.Option("--unseen-by", help="With --held-out: also leave out the images that "
+                     "duplicate one this classifier run (or its guide) trained or validated "
+                     "on.")
+    ] = None,
     epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule).")] = 8,
     image_size: Annotated[
         int, typer.Option(help="Input side in pixels (a multiple of 32).")
@@ -84,11 +90,15 @@ def command(
     Trains on images with masks (no-tumour images count as empty masks), holding out whole
     patient groups. Training runs under torchrun --nproc_per_node=N too.
     """
+    if unseen_by is not None and not held_out:
+        from braincam.errors import BraincamError
+
+        raise BraincamError("--unseen-by goes with --held-out")
     if predict:
         _predict(paths, out, device, force)
         return
     if held_out:
-        _held_out(paths, out, force)
+        _held_out(paths, out, force, unseen_by)
         return
     from braincam import distributed
     from braincam.train.segment import SegmentConfig, train_segmenter
@@ -140,9 +150,10 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
 
 
-def _held_out(paths: list[Path], out: Path, force: bool) -> None:
+def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None) -> None:
     from braincam.data.subset import link_split
     from braincam.errors import BraincamError
+    from braincam.evaluate.run import learnt_from
     from braincam.runs import RunDir, prepare_output_dir
 
     if len(paths) != 1:
@@ -151,8 +162,15 @@ def _held_out(paths: list[Path], out: Path, force: bool) -> None:
     if not run.split.is_file():
         raise BraincamError(f"{run.root} holds no split.csv; is it a braincam segment run?")
     run.data_roots()  # a bad config.yaml fails before OUT is made
+    seen = []
+    if unseen_by is not None:
+        other = RunDir(unseen_by)
+        if not (other.model.is_file() and other.split.is_file()):
+            raise BraincamError(f"--unseen-by {unseen_by}: not a braincam train run (needs "
+                                "model.safetensors and split.csv)")
+        seen = learnt_from(other)
     prepare_output_dir(out, force=force)
-    counts = link_split(run, out)
+    counts = link_split(run, out, unseen_by=seen)
     typer.echo("linked the held-out images: " + ", ".join(
         f"{out / name} ({n})" for name, n in counts.items()))
 

@@ -8,15 +8,20 @@ under their relative paths, their masks (``masks/...png``) and their ``boxes.csv
 every braincam command reads it as that dataset cut down to those rows, under the same source
 name. Links are symbolic; where the file system refuses one, the file is copied.
 ``boxes.csv`` is written anew from the boxes the loader attached (columns ``file,label,cx,cy,w,h``,
-``file`` relative to the root).
+``file`` relative to the root). ``--unseen-by RUN`` also leaves out the images that duplicate
+one RUN (a classifier) or its guide trained or validated on: held out from a segmenter is not
+held out from a classifier trained on a dataset that copies the segmenter's (Sartaj's Training
+tumours are Figshare slices).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+from braincam.data.hashing import duplicates_of
 from braincam.data.records import BOXES_FILE, records_at
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
@@ -24,13 +29,20 @@ from braincam.runs import RunDir, atomic_write_text
 BOX_HEADER = "file,label,cx,cy,w,h"
 
 
-def link_split(run: RunDir, out: Path, split: str = "test") -> dict[str, int]:
+def link_split(run: RunDir, out: Path, split: str = "test",
+               unseen_by: Sequence[Path | str] = ()) -> dict[str, int]:
     """Link the images of ``split`` (with masks and box rows) into ``out/<root name>/``;
     returns the number of images per root name. ``out`` must exist. Masks and boxes are the
-    ones the dataset loader attaches to those images (:func:`records_at`)."""
+    ones the dataset loader attaches to those images (:func:`records_at`). Images that
+    duplicate one of ``unseen_by`` (bytes or pHash, :func:`duplicates_of`; e.g. the images a
+    classifier learnt from) are left out."""
     paths = list(dict.fromkeys(run.split_paths(split)))  # a volume's slices share a path
+    if unseen_by and paths:
+        paths = [p for p, seen in zip(paths, duplicates_of(paths, unseen_by), strict=True)
+                 if not seen]
     if not paths:
-        raise BraincamError(f"{run.split} lists no {split} images")
+        raise BraincamError(f"{run.split} lists no {split} images"
+                            + (" that the other run did not learn from" if unseen_by else ""))
     roots = {root.name: root for root in (r.resolve() for r in run.data_roots())}
     boxes: dict[str, list[str]] = {}
     counts: dict[str, int] = {}

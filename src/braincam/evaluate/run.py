@@ -103,7 +103,7 @@ def evaluate_run(
     test_records, leak_free = _test_records(run)
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     extras = list(_extra_records(extra_roots, classes, task))
-    seen = _seen_paths(run, meta) if extras else []
+    seen = learnt_from(run, meta) if extras else []
     for name, records in extras:
         unseen = ~duplicates_of([r.path for r in records], seen)
         if not unseen.all():
@@ -215,12 +215,15 @@ def _test_records(run: RunDir):
     return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
 
 
-def _seen_paths(run: RunDir, meta: dict[str, Any]) -> list[str]:
+def learnt_from(run: RunDir, meta: dict[str, Any] | None = None) -> list[str]:
     """The images the model learnt from (module docstring): ``split.csv`` rows other than
     ``test`` of the run and of the segment runs guiding it (named in ``--guide``, or trained
-    into ``RUN/guide/`` from dataset folders). Files no longer there are left out."""
+    into ``RUN/guide/`` from dataset folders). Files no longer there are left out. ``meta``:
+    the checkpoint's, read from the run when None."""
+    from braincam.models.checkpoint import read_meta
     from braincam.models.segment import segmenter_sources
 
+    meta = read_meta(run.model) if meta is None else meta
     runs = [run]
     if meta.get("guide"):
         parts = [RunDir(p) for p in segmenter_sources(meta["guide"]["source"])]
