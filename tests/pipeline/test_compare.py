@@ -178,3 +178,18 @@ def test_mask_columns_for_plain_and_grounded_runs(tmp_path):
     assert table.columns.index(masks[0]) > table.columns.index("tumor_removal_flip_rate")
     files = write_comparison(table, tmp_path / "out")
     assert json.loads(files[1].read_text())["runs"][1]["mask_dice@figshare"] == 0.5
+
+
+def test_leak_free_extra_columns_only_where_copies_were_seen(tmp_path):
+    a = write_run(tmp_path / "a", {
+        "test": m(0.9, 0.85), "extra": {"figshare": m(0.99, 0.99), "br35h": m(0.9, 0.9)},
+        "extra_seen": {"figshare": 430, "br35h": 0},
+        "extra_leak_free": {"figshare": m(0.97, 0.97), "br35h": m(0.9, 0.9)},
+    })
+    b = write_run(tmp_path / "b", {"test": m(0.8, 0.8), "extra": {"figshare": m(0.9, 0.9)}})
+    table = compare_runs([a, b])
+    extra = [c for c in table.columns if c.startswith("balanced_accuracy@")]
+    assert extra == ["balanced_accuracy@figshare", "balanced_accuracy@figshare, leak-free",
+                     "balanced_accuracy@br35h"]
+    assert table.cell("a", "balanced_accuracy@figshare, leak-free") == 0.97
+    assert table.cell("b", "balanced_accuracy@figshare, leak-free") is None

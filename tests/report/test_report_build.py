@@ -320,3 +320,24 @@ def test_spec_model_and_skipped_parts_are_stated(tmp_path, kit, text):
     section = text(page, "model-audit")
     assert "Model from the spec /specs/m.yaml: onnx file /models/m.onnx" in section
     assert "Skipped gradcam, sanity: onnx2torch cannot convert the model (Fancy)." in section
+
+
+def test_metrics_rows_score_extra_sets_without_their_seen_copies(tmp_path):
+    from braincam.report.metrics import collect_metrics
+
+    def m(n, bacc):
+        return {"n": n, "accuracy": bacc, "balanced_accuracy": bacc, "auc": None}
+
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "task": "binary", "classes": ["no_tumor", "tumor"], "test": m(394, 0.93),
+        "extra": {"figshare": m(543, 0.99), "br35h": m(100, 0.97)},
+        "extra_seen": {"figshare": 430, "br35h": 0},
+        "extra_leak_free": {"figshare": m(113, 0.97), "br35h": m(100, 0.97)},
+        "extra_combined": m(643, 0.98), "extra_combined_leak_free": m(213, 0.975),
+    }))
+    section = collect_metrics(RunDir(tmp_path))
+    assert [(r.name, r.n) for r in section.rows] == [
+        ("test set", 394), ("figshare", 543), ("figshare, leak-free", 113), ("br35h", 100),
+        ("other datasets pooled", 643), ("other datasets pooled, leak-free", 213)]
+    assert any("figshare without the 430 images the model learnt from (n = 113)" in sentence
+               for sentence in section.sentences)
