@@ -47,3 +47,4 @@ def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path
     guided = {"guide": {"source": f"{named.root},{data_folder}"}}
     assert learnt_from(run, guided) == [str(files[k]) for k in "abdf"]
     assert learnt_from(run, {}) == [str(files[k]) for k in "ab"]
+    assert learnt_from(run, guided, own=False) == [str(files[k]) for k in "dfa"]

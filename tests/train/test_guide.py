@@ -8,6 +8,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -92,6 +93,22 @@ def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monk
     warned = [r.getMessage() for r in caplog.records if "trained the guide's" in r.getMessage()]
     assert warned == [f"{small} trained the guide's segmenter (all but its held-out patient "
                       "groups): its figures are not those of unseen data"]
+    # images the guide trained or validated on are not leak-free, in the test split either
+    guide_split = pd.read_csv(trained / "split.csv")
+    guide_saw = set(guide_split.loc[guide_split["split"] != "test", "path"])
+    own = pd.read_csv(run / "split.csv")
+    predictions = pd.read_csv(run / "predictions.csv")
+    test = predictions[predictions["split"] == "test"]
+    assert guide_saw & set(test["path"])  # the official Testing folder trained the guide
+    flags = dict(zip(test["path"], test["leak_free"].astype(bool), strict=True))
+    assert not any(flags[p] for p in guide_saw & set(flags))
+    own_flags = dict(zip(own["path"], own["leak_free"].astype(bool), strict=True))
+    assert sum(flags.values()) < sum(own_flags[p] for p in flags)
+    extra = predictions[predictions["split"] == "extra"]
+    learnt = guide_saw | set(own.loc[own["split"] != "test", "path"])
+    assert not extra[extra["path"].isin(learnt)]["leak_free"].astype(bool).any()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["extra_seen"]["phantoms"] >= len(learnt & set(extra["path"]))
 
 
 def test_guide_from_data_is_checked_before_any_file_is_written(small, tmp_path, monkeypatch):

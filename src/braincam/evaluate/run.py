@@ -7,7 +7,8 @@ image is *seen* when it shares a duplicate group (:func:`braincam.data.hashing.d
 same bytes or pHash within 4 bits, chained) with an image the model trained or validated on
 (its ``split.csv`` rows other than ``test``), or that a segmenter guiding it trained or
 validated on (``--guide``: the segment runs' ``split.csv``). The ``*_leak_free`` entries score
-the rest.
+the rest. For a guided model ``test_leak_free`` likewise leaves out the test images its
+segmenters learnt from.
 
 ``metrics.json``::
 
@@ -101,6 +102,9 @@ def evaluate_run(
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
+    if test_records and leak_free is not None and meta.get("guide"):
+        leak_free = leak_free & ~duplicates_of([r.path for r in test_records],
+                                               learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     extras = list(_extra_records(extra_roots, classes, task))
     seen = learnt_from(run, meta) if extras else []
@@ -215,16 +219,17 @@ def _test_records(run: RunDir):
     return records_at(run.data_roots(), test["path"].tolist(), run.split), flags
 
 
-def learnt_from(run: RunDir, meta: dict[str, Any] | None = None) -> list[str]:
+def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = True
+                ) -> list[str]:
     """The images the model learnt from (module docstring): ``split.csv`` rows other than
-    ``test`` of the run and of the segment runs guiding it (named in ``--guide``, or trained
-    into ``RUN/guide/`` from dataset folders). Files no longer there are left out. ``meta``:
-    the checkpoint's, read from the run when None."""
+    ``test`` of the run (unless not ``own``) and of the segment runs guiding it (named in
+    ``--guide``, or trained into ``RUN/guide/`` from dataset folders). Files no longer there
+    are left out. ``meta``: the checkpoint's, read from the run when None."""
     from braincam.models.checkpoint import read_meta
     from braincam.models.segment import segmenter_sources
 
     meta = read_meta(run.model) if meta is None else meta
-    runs = [run]
+    runs = [run] if own else []
     if meta.get("guide"):
         parts = [RunDir(p) for p in segmenter_sources(meta["guide"]["source"])]
         runs += [r for r in parts if r.model.is_file()]
