@@ -11,7 +11,7 @@ import yaml
 
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
-from braincam.train.cv import cross_validate, summarise
+from braincam.train.cv import _scores, cross_validate, summarise
 from tests.train.test_training import tiny
 
 
@@ -73,6 +73,25 @@ def test_summary_skips_missing_figures_and_gives_no_sd_for_one_value():
                                                 "sd": pytest.approx(0.1414, abs=1e-4), "n": 2}
     assert out["test"]["auc"] == {"mean": 0.7, "sd": None, "n": 1}
     assert out["extra"]["auc"] == {"mean": None, "sd": None, "n": 0}
+
+
+def test_fold_scores_add_leak_free_sets_only_where_copies_were_seen():
+    def m(bacc):
+        return {"n": 5, "balanced_accuracy": bacc, "auc": None, "accuracy": bacc}
+
+    scores = _scores({
+        "test": m(0.9), "test_leak_free": m(0.8),
+        "extra": {"figshare": m(0.99), "br35h": m(0.95)},
+        "extra_seen": {"figshare": 4, "br35h": 0},
+        "extra_leak_free": {"figshare": m(0.97), "br35h": m(0.95)},
+        "extra_combined": m(0.98), "extra_combined_leak_free": m(0.96),
+    })["scores"]
+    assert {k: v["balanced_accuracy"] for k, v in scores.items()} == {
+        "test": 0.9, "test_leak_free": 0.8, "figshare": 0.99, "figshare_leak_free": 0.97,
+        "br35h": 0.95, "extra_combined": 0.98, "extra_combined_leak_free": 0.96}
+    unseen = _scores({"test": m(0.9), "test_leak_free": None, "extra": {"br35h": m(0.95)},
+                      "extra_seen": {"br35h": 0}, "extra_combined": None})["scores"]
+    assert set(unseen) == {"test", "br35h"}
 
 
 def test_guide_folders_train_one_segmenter_for_every_fold(phantoms, tmp_path, monkeypatch):

@@ -104,11 +104,19 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, f
 
 def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
     """``{"scores": {set: {figure: value}}}`` of one fold's ``metrics.json``: ``test`` (the
-    fold), each extra folder, and ``extra_combined``."""
-    sets = {"test": metrics.get("test")}
-    sets.update(metrics.get("extra") or {})
+    fold), ``test_leak_free`` (without the images the model or its guide learnt from), each
+    extra folder, and ``extra_combined``; an extra set with images the model learnt from also
+    as ``<set>_leak_free``."""
+    sets = {"test": metrics.get("test"), "test_leak_free": metrics.get("test_leak_free")}
+    seen, free = metrics.get("extra_seen") or {}, metrics.get("extra_leak_free") or {}
+    for name, m in (metrics.get("extra") or {}).items():
+        sets[name] = m
+        if seen.get(name):
+            sets[f"{name}_leak_free"] = free.get(name)
     if metrics.get("extra_combined"):
         sets["extra_combined"] = metrics["extra_combined"]
+        if any(seen.values()):
+            sets["extra_combined_leak_free"] = metrics.get("extra_combined_leak_free")
     return {"scores": {name: {figure: m.get(figure) for figure in SUMMARY}
                        for name, m in sets.items() if m}}
 
