@@ -5,13 +5,16 @@ braincam checkpoint, a split.csv, 64-px phantoms."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from PIL import Image
 
 from braincam.audit.findings import SEVERITIES
 from braincam.audit.model.base import AuditSettings
@@ -157,6 +160,33 @@ def test_several_datasets_and_methods(run_dir, tmp_path):
     assert all(f["message"].startswith("[phantoms") for f in doc["findings"])
     frame = pd.read_csv(tmp_path / "a" / "audit_images.csv")
     assert len(frame) == 2 * (8 + 6)
+
+
+def test_copies_of_training_images_under_other_paths_are_counted(run_dir, tmp_path):
+    """Another folder holding a re-encoded training phantom and a noise image: both are
+    audited, and the copy is counted and flagged."""
+    train = next(iter((run_dir.parent / "phantoms" / "Training" / "tumor").iterdir()))
+    folder = tmp_path / "other" / "tumor"
+    folder.mkdir(parents=True)
+    Image.open(train).convert("L").save(folder / "copy.jpg", quality=90)
+    noise = np.random.default_rng(0).integers(0, 255, (SIZE, SIZE), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "noise.png")
+    doc = audit_model(run_dir, [tmp_path / "other"], out_dir=tmp_path / "a", settings=FAST,
+                      device="cpu")
+    block = doc["datasets"]["other"]
+    assert (block["n_images"], block["n_seen"]) == (2, 1)
+    frame = pd.read_csv(tmp_path / "a" / "audit_images.csv")
+    assert dict(zip(frame["path"].map(lambda p: Path(p).name), frame["seen"], strict=True)) == {
+        "copy.jpg": True, "noise.png": False}
+
+
+def test_no_faithfulness_images_leaves_the_check_empty(run_dir, tmp_path):
+    settings = dataclasses.replace(FAST, faithfulness_images=0)
+    doc = audit_model(run_dir, [run_dir.parent / "phantoms-b"], out_dir=tmp_path / "a",
+                      settings=settings, device="cpu")
+    faithfulness = doc["datasets"]["phantoms-b"]["faithfulness"]
+    assert (faithfulness["n_images"], faithfulness["n_road"]) == (0, 0)
+    assert faithfulness["deletion_auc"] is None and faithfulness["deletion_curve"] == []
 
 
 def test_bad_input_gives_one_line_errors(run_dir, tmp_path):

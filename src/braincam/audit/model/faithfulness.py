@@ -174,7 +174,7 @@ class FaithfulnessCheck(Check):
         n, size = len(batch), batch.images.shape[-1]
         idx = subsample(n, cfg.faithfulness_images, cfg.seed)
         images, targets = batch.images[idx], batch.targets[idx]
-        rand = random_maps(len(idx), size, cfg.seed)
+        rand = random_maps(len(idx), size, cfg.seed) if idx.size else None
         road_idx = idx[subsample(len(idx), cfg.road_images, cfg.seed)]
         out = {}
         for method, maps in batch.maps.items():
@@ -182,12 +182,12 @@ class FaithfulnessCheck(Check):
                 "deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc",
                 "road")}
             for mode in ("deletion", "insertion"):
-                for prefix, m in (("", maps[idx]), ("random_", rand)):
+                cols[f"{mode}_curve"] = np.full((n, cfg.steps + 1), np.nan)
+                for prefix, m in (("", maps[idx]), ("random_", rand)) if idx.size else ():
                     c = perturbation_curves(images, m, targets, batch.handle.predict, mode,
                                             cfg.steps, cfg.seed)
                     cols[f"{prefix}{mode}_auc"][idx] = curve_auc(c)
                     if not prefix:
-                        cols[f"{mode}_curve"] = np.full((n, cfg.steps + 1), np.nan)
                         cols[f"{mode}_curve"][idx] = c
             if road_idx.size:
                 cols["road"][road_idx] = road_scores(

@@ -4,7 +4,10 @@ not train (a model spec, :mod:`braincam.models.foreign`), and write the results.
 Images: every image under ``roots`` except those the run trained or validated on (its
 ``split.csv``; a spec has none), labels mapped to the model's task, images of classes the
 model does not know left out with a warning; per dataset (records' ``source``), at most
-``max_images`` chosen at random (seeded). They go through the run's preprocessing (a spec's:
+``max_images`` chosen at random (seeded). Copies of the images a run or its guide learnt from
+under other paths (another dataset that copies the training data,
+:func:`braincam.evaluate.run.learnt_from`) are audited but counted (``n_seen``, a warning) and
+flagged (``seen`` in ``audit_images.csv``). They go through the run's preprocessing (a spec's:
 its size, head crop and resize filter, grey) and the on-disk cache.
 
 Explanations: each method explains the predicted class; for localisation, annotated images
@@ -25,7 +28,7 @@ left out are listed under ``"skipped"`` with the reason.
 ``findings`` lists every dataset's findings, each message prefixed with ``[dataset]``.
 ``BLOCK``::
 
-    {"dataset", "n_images", "accuracy", "classes", "methods",
+    {"dataset", "n_images", "n_seen", "accuracy", "classes", "methods",
      "attention": {brain, rim, background, uniform_*, regions, uniform_regions, by_class,
                    by_correctness, method, [by_method]},
      "localization": {pointing_game, energy_in_box, energy_in_box_ratio, iou, ...,
@@ -84,7 +87,9 @@ from braincam.audit.model.examples import (
     select_examples,
     tumour_examples,
 )
+from braincam.data.hashing import duplicates_of
 from braincam.errors import BraincamError
+from braincam.evaluate.run import learnt_from
 from braincam.runs import (
     AUDIT_IMAGES_CSV,
     AUDIT_JSON,
@@ -162,8 +167,15 @@ def audit_model(
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
-        blocks[name] = block_json(name, batch, methods, results)
-        frames.append(per_image_frame(name, paths, batch, methods, results))
+        seen = duplicates_of(paths, audited.learnt)
+        if seen.any():
+            log.warning("%s: %d of %d audited images are copies of images the model or its "
+                        "guide learnt from", name, seen.sum(), len(seen))
+        blocks[name] = block_json(name, batch, methods, results, int(seen.sum()))
+        frame = per_image_frame(name, paths, batch, methods, results)
+        frame["seen"] = frame["path"].isin({str(p) for p, s in zip(paths, seen, strict=True)
+                                            if s})
+        frames.append(frame)
         chosen = select_examples(batch, seed=settings.seed)
         if chosen.size:
             predicted = None
@@ -203,6 +215,7 @@ class AuditedModel:
     task: str
     preprocess: Any  # braincam.data.preprocess.PreprocessConfig
     trained_on: set[str] = field(default_factory=set)
+    learnt: list[str] = field(default_factory=list)  # the run's and its guide's, for n_seen
     default_out: Path | None = None
     run: str | None = None
     model_json: dict[str, Any] | None = None
@@ -220,7 +233,8 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     model, meta = load_checkpoint(run.model, device=device)
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
-        preprocess_config(meta), _trained_on(run), run.audit, str(run.root),
+        preprocess_config(meta), _trained_on(run), learnt_from(run, meta), run.audit,
+        str(run.root),
     )
 
 
@@ -318,12 +332,15 @@ def run_checks(batch: AuditBatch, settings: AuditSettings | None = None) -> dict
 
 
 def block_json(
-    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckOutput]
+    dataset: str, batch: AuditBatch, methods: Sequence[str], results: dict[str, CheckOutput],
+    n_seen: int = 0,
 ) -> dict[str, Any]:
-    """One dataset's block of ``audit.json`` (layout in the module docstring)."""
+    """One dataset's block of ``audit.json`` (layout in the module docstring); ``n_seen``:
+    its images that copy images the model learnt from."""
     block: dict[str, Any] = {
         "dataset": dataset,
         "n_images": len(batch),
+        "n_seen": n_seen,
         "accuracy": float(batch.correct.mean()) if len(batch) else None,
         "classes": list(batch.classes),
         "methods": list(methods),
