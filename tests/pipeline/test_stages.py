@@ -96,3 +96,25 @@ def test_guide_folders_enter_the_train_fingerprint_and_nothing_else_does(tmp_pat
     assert train_stage(str(masks)).fingerprint == first.fingerprint
     (masks / "tumor" / "b.png").write_bytes(b"y")
     assert train_stage(str(masks)).fingerprint != first.fingerprint
+
+
+def test_extra_folders_enter_the_data_audit_fingerprint_only_when_given(tmp_path):
+    """The data audit checks ``--data`` folders for copies of the training images, so their
+    files are among its inputs; runs without them keep the earlier keys."""
+    from braincam.pipeline.run import _plan
+
+    data, extra = tmp_path / "data", tmp_path / "extra"
+    for root in (data, extra):
+        (root / "tumor").mkdir(parents=True)
+        (root / "tumor" / "a.png").write_bytes(b"x")
+
+    def audit_stage(extras: list):
+        options = PipelineOptions(train=TrainConfig(), extra=extras)
+        return next(s for s in _plan(RunDir(tmp_path / "run"), [data], options)
+                    if s.name == "data-audit")
+
+    assert set(audit_stage([]).inputs) == {"data", "task", "split", "seed", "n_boot"}
+    first = audit_stage([extra])
+    assert first.inputs["extra"] == data_fingerprint([extra])
+    (extra / "tumor" / "b.png").write_bytes(b"y")
+    assert audit_stage([extra]).fingerprint != first.fingerprint

@@ -18,6 +18,11 @@ def command(
         typer.Argument(help="Dataset folders (ROOT/CLASS/ or ROOT/SPLIT/CLASS/)."),
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for data_audit.json and figures.")],
+    others: Annotated[
+        list[Path] | None,
+        typer.Option("--data", help="A folder a model trained on DATA will be scored on "
+                     "(repeatable): only checked for copies of DATA's images."),
+    ] = None,
     task: Annotated[
         str, typer.Option(help="binary (tumour vs no tumour) or multiclass (tumour types).")
     ] = "binary",
@@ -53,6 +58,6 @@ def command(
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
     out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON)
     audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,
-                       seed=seed)
+                       seed=seed, others=others or ())
     typer.echo(audit.summary())
     typer.echo(f"wrote {out / DATA_AUDIT_JSON} and {len(audit.files) - 1} more files in {out}")

@@ -202,10 +202,12 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     config = options.train
     data = S.data_fingerprint(roots)
     extra = S.data_fingerprint(options.extra)
+    audit_inputs = {"data": data, "task": config.task, "split": config.split,
+                    "seed": config.carve_seed, "n_boot": options.n_boot}
+    if options.extra:  # checked for copies of the training images
+        audit_inputs["extra"] = extra
     audit_stage = _Stage(
-        "data-audit",
-        {"data": data, "task": config.task, "split": config.split, "seed": config.carve_seed,
-         "n_boot": options.n_boot},
+        "data-audit", audit_inputs,
         [run.data_audit_json],
         lambda: _data_audit(run, roots, options),
     )
@@ -244,7 +246,7 @@ def _data_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> Non
     _remove(run.data_audit)
     config = options.train
     audit_data(roots, task=config.task, split_strategy=config.split, out_dir=run.data_audit,
-               n_boot=options.n_boot, seed=config.carve_seed)
+               n_boot=options.n_boot, seed=config.carve_seed, others=options.extra)
 
 
 def _train(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:

@@ -67,6 +67,22 @@ def test_writes_json_csv_and_figures_and_lists_corrupt_files(phantoms, tmp_path)
     assert "geometry-only probe reaches AUC 1.00" in audit.summary()
 
 
+def test_other_folders_are_checked_for_copies_of_the_audited_images(phantoms, tmp_path):
+    other = tmp_path / "other" / "tumor"
+    other.mkdir(parents=True)
+    for i, image in enumerate(sorted((phantoms / "Training" / "tumor").iterdir())[:2]):
+        Image.open(image).convert("L").save(other / f"copy{i}.jpg", quality=90)
+    noise = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    Image.fromarray(noise).save(other / "noise.png")
+    audit = audit_data([phantoms], n_boot=0, others=[tmp_path / "other"])
+    assert audit.duplicates["cross_source"] == {
+        "other": {"images": 3, "duplicated_in": {"ph": 2}}}
+    found = [f for f in audit.findings if f.check == "duplicates.cross_source"]
+    assert [(f.severity, f.message.split(":")[0]) for f in found] == [
+        ("critical", "2 of 3 other images (67%) have an exact or near duplicate in ph")]
+    assert audit.n_images == 80  # the other folder is not audited itself
+
+
 def test_bad_input_gives_one_line_errors(tmp_path):
     only_tumour = tmp_path / "one"
     (only_tumour / "tumor").mkdir(parents=True)

@@ -15,6 +15,11 @@ Files in ``out_dir``:
 
 The split is made with :func:`braincam.data.splits.make_split` without a validation set (the
 probes need only train and test).
+
+``others``: folders a model trained on ``roots`` will be scored on (``braincam run``'s and
+``braincam audit-data``'s ``--data``). They join only the duplicate check: each gets a
+``duplicates.cross_source`` entry counting its images with a copy in each audited folder,
+and so a ``duplicates.cross_source`` finding when some are copies.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from braincam.audit.data.properties import ImageProperties, measure_properties
 from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
 from braincam.data.groups import merged_groups, patient_groups
-from braincam.data.hashing import duplicate_groups
+from braincam.data.hashing import duplicate_groups, duplicates_of
 from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
@@ -115,9 +120,11 @@ def audit_data(
     workers: int | None = None,
     n_boot: int = 1000,
     seed: int = 0,
+    others: Sequence[Path | str] = (),
 ) -> DataAudit:
-    """Audit the images under ``roots`` for shortcuts and leaks; write the files listed in the
-    module docstring to ``out_dir`` when given."""
+    """Audit the images under ``roots`` for shortcuts and leaks (and ``others`` for copies of
+    them, module docstring); write the files listed in the module docstring to ``out_dir``
+    when given."""
     dataset = load_dataset(list(roots))
     props = measure_properties(dataset.records, cache_dir=cache_dir, workers=workers)
     skipped = sorted(dataset.skipped + props.skipped, key=lambda s: str(s.path))
@@ -143,6 +150,7 @@ def audit_data(
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
                           props.phashes, roots_of)
+    dup.summary["cross_source"] |= _copies_in(others, props.records)
     sources = [r.source for r in props.records]
     audit = DataAudit(
         roots=[str(Path(r)) for r in roots], task=task, split_strategy=split_strategy,
@@ -156,6 +164,24 @@ def audit_data(
     if out_dir is not None:
         audit.files = _write(Path(out_dir), audit, props, labels, split, groups, dup.grid_groups)
     return audit
+
+
+def _copies_in(others: Sequence[Path | str], records: Sequence) -> dict[str, dict[str, Any]]:
+    """``duplicates.cross_source`` entries of the ``others`` folders: per folder, its images
+    with a copy in each audited source (:func:`braincam.data.hashing.duplicates_of`)."""
+    by_source: dict[str, list[Path]] = {}
+    for r in records:
+        by_source.setdefault(r.source, []).append(r.path)
+    out = {}
+    for root in others:
+        paths = [r.path for r in load_dataset([root]).records]
+        name = Path(root).resolve().name
+        if name in by_source:  # an audited folder: its entry is there already
+            continue
+        out[name] = {"images": len(paths), "duplicated_in": {
+            source: int(duplicates_of(paths, audited).sum())
+            for source, audited in sorted(by_source.items())}}
+    return out
 
 
 def _probes(
