@@ -136,19 +136,17 @@ def test_sartaj_train_test_duplicates(datasets_dir):
 
 
 @pytest.mark.realdata
-def test_sartaj_training_tumours_are_figshare_slices(datasets_dir):
-    """Measured: of Sartaj's Training tumour images, 826 of 826 gliomas, 679 of 822
-    meningiomas and 812 of 827 pituitary tumours duplicate a Figshare slice; of its Testing
-    tumours 28 of 289. A Figshare "cross-dataset" score of a model trained on Sartaj Training
-    is mostly a score on its own training images."""
-    sartaj = load_dataset([datasets_dir / "sartaj-brain-tumor-mri"]).records
-    figshare = [r.path for r in load_dataset([datasets_dir / "figshare-cheng-t1ce"]).records]
+def test_sartaj_training_gliomas_are_figshare_slices(datasets_dir):
+    """Measured on all classes (docs/results.md): of Sartaj's Training tumours, 826 of 826
+    gliomas, 679 of 822 meningiomas and 812 of 827 pituitary tumours duplicate a Figshare
+    slice; of its Testing tumours 28 of 289. Checked here on the gliomas (half the hashing): a
+    Figshare "cross-dataset" score of a model trained on Sartaj Training is mostly a score on
+    its own training images."""
+    sartaj = [r for r in load_dataset([datasets_dir / "sartaj-brain-tumor-mri"]).records
+              if r.label == "glioma"]
+    figshare = [r.path for r in load_dataset([datasets_dir / "figshare-cheng-t1ce"]).records
+                if r.label == "glioma"]
     copies = duplicates_of([r.path for r in sartaj], figshare)
-    def share(split, label):
-        rows = [i for i, r in enumerate(sartaj) if r.split == split and r.label == label]
-        return copies[rows].sum(), len(rows)
-    assert share("train", "glioma") == (826, 826)
-    assert 670 <= share("train", "meningioma")[0] <= 690
-    assert 805 <= share("train", "pituitary")[0] <= 820
-    tested = [share("test", label)[0] for label in ("glioma", "meningioma", "pituitary")]
-    assert 20 <= sum(tested) <= 36
+    split = np.array([r.split for r in sartaj])
+    assert (copies[split == "train"].sum(), (split == "train").sum()) == (826, 826)
+    assert (copies[split == "test"].sum(), (split == "test").sum()) == (18, 100)
