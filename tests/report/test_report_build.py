@@ -341,3 +341,14 @@ def test_metrics_rows_score_extra_sets_without_their_seen_copies(tmp_path):
         ("other datasets pooled", 643), ("other datasets pooled, leak-free", 213)]
     assert any("figshare without the 430 images the model learnt from (n = 113)" in sentence
                for sentence in section.sentences)
+
+
+def test_model_audit_sentence_counts_copies_of_training_images():
+    from braincam.report.model_audit import _dataset_sentence
+
+    block = {"n_images": 113, "n_seen": 0, "accuracy": 0.973, "methods": ["gradcam"]}
+    assert _dataset_sentence("figshare", block) == (
+        "figshare: 113 images audited, accuracy 0.973; explained with gradcam.")
+    assert _dataset_sentence("figshare", {**block, "n_images": 543, "n_seen": 430}) == (
+        "figshare: 543 images audited (430 of them copies of images the model or its guide "
+        "learnt from), accuracy 0.973; explained with gradcam.")

@@ -268,6 +268,9 @@ def _model_sentences(audit: dict[str, Any]) -> list[str]:
 def _dataset_sentence(dataset: str | None, results: dict[str, Any]) -> str:
     name = dataset or results.get("dataset") or "the audited images"
     text = f"{name}: {num(results.get('n_images'))} images audited"
+    if results.get("n_seen"):  # copies of training images under other paths
+        text += (f" ({num(results['n_seen'])} of them copies of images the model or its guide "
+                 "learnt from)")
     if results.get("accuracy") is not None:
         text += f", accuracy {num(results['accuracy'])}"
     methods = results.get("methods")
