@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -31,7 +33,7 @@ def _split_csv(run: RunDir, rows) -> None:
     run.split.write_text("\n".join(lines) + "\n")
 
 
-def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path):
+def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path, caplog):
     files = {name: tmp_path / f"{name}.png" for name in "abcdefg"}
     for path in files.values():
         path.write_bytes(b"x")
@@ -45,6 +47,8 @@ def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path
     data_folder = tmp_path / "masked-data"
     data_folder.mkdir()
     guided = {"guide": {"source": f"{named.root},{data_folder}"}}
-    assert learnt_from(run, guided) == [str(files[k]) for k in "abdf"]
+    with caplog.at_level(logging.WARNING, logger="braincam.evaluate.run"):
+        assert learnt_from(run, guided) == [str(files[k]) for k in "abdf"]
+    assert "1 of the 5 images" in caplog.text and "no longer at their paths" in caplog.text
     assert learnt_from(run, {}) == [str(files[k]) for k in "ab"]
     assert learnt_from(run, guided, own=False) == [str(files[k]) for k in "dfa"]

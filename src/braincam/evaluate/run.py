@@ -224,7 +224,7 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
     """The images the model learnt from (module docstring): ``split.csv`` rows other than
     ``test`` of the run (unless not ``own``) and of the segment runs guiding it (named in
     ``--guide``, or trained into ``RUN/guide/`` from dataset folders). Files no longer there
-    are left out. ``meta``: the checkpoint's, read from the run when None."""
+    are left out with a warning. ``meta``: the checkpoint's, read from the run when None."""
     from braincam.models.checkpoint import read_meta
     from braincam.models.segment import segmenter_sources
 
@@ -240,7 +240,13 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
         if r.split.is_file():
             table = r.read_split()
             paths += table.loc[table["split"] != "test", "path"].tolist()
-    return [p for p in dict.fromkeys(paths) if Path(p).is_file()]
+    listed = list(dict.fromkeys(paths))
+    found = [p for p in listed if Path(p).is_file()]
+    if len(found) < len(listed):
+        log.warning("%d of the %d images %s learnt from are no longer at their paths; copies "
+                    "of them cannot be told apart", len(listed) - len(found), len(listed),
+                    run.root)
+    return found
 
 
 def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str]) -> None:
