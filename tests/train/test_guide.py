@@ -19,7 +19,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate import evaluate_run
 from braincam.models import load_checkpoint
 from braincam.models.checkpoint import read_tensors
-from braincam.models.segment import build_segmenter, guide_data, save_segmenter
+from braincam.models.segment import build_segmenter, guide_data, guide_members, save_segmenter
 from braincam.train import TrainConfig, train_run
 from braincam.train import guide as guide_module
 from braincam.train.guide import GuidePlan, guide_plan
@@ -48,9 +48,9 @@ def write_segmenter(seg: Path, size: int = 32) -> Path:
 def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path):
     seg = write_segmenter(tmp_path / "seg")
     plan = guide_plan(f"{seg},{small}")
-    assert plan == GuidePlan(runs=[seg], data=[small])
-    assert plan.members(tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
-    assert guide_plan(str(seg)).members(tmp_path / "run") == [seg]
+    assert plan == GuidePlan(source=f"{seg},{small}", runs=[seg], data=[small])
+    assert guide_members(plan.source, tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
+    assert guide_members(str(seg), tmp_path / "run") == [seg]
     with pytest.raises(BraincamError, match="neither a braincam segment run nor a dataset"):
         guide_plan(f"{seg},{tmp_path / 'missing'}")
     unfinished = tmp_path / "unfinished"

@@ -226,15 +226,12 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
     ``--guide``, or trained into ``RUN/guide/`` from dataset folders). Files no longer there
     are left out with a warning. ``meta``: the checkpoint's, read from the run when None."""
     from braincam.models.checkpoint import read_meta
-    from braincam.models.segment import segmenter_sources
+    from braincam.models.segment import guide_members
 
     meta = read_meta(run.model) if meta is None else meta
     runs = [run] if own else []
     if meta.get("guide"):
-        parts = [RunDir(p) for p in segmenter_sources(meta["guide"]["source"])]
-        runs += [r for r in parts if r.model.is_file()]
-        if any(not r.model.is_file() for r in parts):
-            runs.append(RunDir(run.guide))
+        runs += [RunDir(p) for p in guide_members(meta["guide"]["source"], run.root)]
     paths: list[str] = []
     for r in runs:
         if r.split.is_file():

@@ -158,6 +158,22 @@ def segmenter_sources(source: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(s) for s in source]
 
 
+def guide_parts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], list[Path]]:
+    """``(segment runs, dataset folders)`` of a guide ``source`` (:mod:`braincam.train.guide`):
+    a part that holds a ``model.safetensors`` is a ``braincam segment`` run, any other part a
+    dataset folder with tumour masks."""
+    parts = segmenter_sources(source)
+    runs = [p for p in parts if RunDir(p).model.is_file()]
+    return runs, [p for p in parts if p not in runs]
+
+
+def guide_members(source: str | Path | Sequence[str | Path], run_dir: Path | str) -> list[Path]:
+    """The segment runs that guide a classifier in ``run_dir``: the runs ``source`` names,
+    then ``run_dir/guide`` when it names dataset folders (they trained that one)."""
+    runs, data = guide_parts(source)
+    return runs + ([RunDir(run_dir).guide] if data else [])
+
+
 def guide_data(source: str) -> list[Path]:
     """The dataset folders (resolved) that the segmenters of a guide ``source`` (meta
     ``guide.source``, :func:`segmenter_sources`) learnt from: each segment run's
@@ -165,16 +181,13 @@ def guide_data(source: str) -> list[Path]:
     classifier run's ``guide/`` segmenter (:mod:`braincam.train.guide`). Runs whose config can
     no longer be read are left out. A classifier scored on these folders is scored on images
     its guide trained on."""
-    folders = []
-    for part in segmenter_sources(source):
-        run = RunDir(part)
-        if run.model.is_file():
-            try:
-                folders += run.data_roots()
-            except BraincamError:
-                continue
-        elif part.is_dir():
-            folders.append(part)
+    runs, data = guide_parts(source)
+    folders = [p for p in data if p.is_dir()]
+    for run in runs:
+        try:
+            folders += RunDir(run).data_roots()
+        except BraincamError:
+            continue
     return [p.resolve() for p in folders]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from braincam.errors import BraincamError
-from braincam.models.segment import check_preprocess, segmenter_sources
+from braincam.models.segment import check_preprocess, guide_members, guide_parts
 from braincam.runs import RunDir, as_written
 from braincam.train.config import TrainConfig
 
@@ -34,24 +34,18 @@ if TYPE_CHECKING:
 class GuidePlan:
     """The parts of ``--guide``: segment runs to load, dataset folders to train one on."""
 
+    source: str
     runs: list[Path]
     data: list[Path]
-
-    def members(self, run_dir: Path | str) -> list[Path]:
-        """The segmenter runs that guide a classifier in ``run_dir``: the named runs, then the
-        one trained from :attr:`data` (``run_dir/guide``), if any."""
-        return self.runs + ([RunDir(run_dir).guide] if self.data else [])
 
 
 def guide_plan(source: str) -> GuidePlan:
     """Split ``--guide`` into segment runs and dataset folders (module docstring); a part that
     is neither a run nor a folder, or a run directory without its model, is a one-line
     error."""
-    parts = segmenter_sources(source)
-    if not parts:
+    runs, data = guide_parts(source)
+    if not runs + data:
         raise BraincamError("--guide names no segmenter run or dataset folder")
-    runs = [p for p in parts if RunDir(p).model.is_file()]
-    data = [p for p in parts if p not in runs]
     for p in data:
         if not p.is_dir():
             raise BraincamError(f"--guide {p}: neither a braincam segment run nor a dataset "
@@ -59,7 +53,7 @@ def guide_plan(source: str) -> GuidePlan:
         if RunDir(p).config.is_file():
             raise BraincamError(f"--guide {p} holds a run's config.yaml but no "
                                 "model.safetensors: an unfinished run?")
-    return GuidePlan(runs, data)
+    return GuidePlan(source, runs, data)
 
 
 def segment_config(config: TrainConfig) -> SegmentConfig:
@@ -91,8 +85,8 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
                 progress: bool = False) -> list[Path]:
     """Train the segmenter of ``plan.data`` into ``run_dir/guide`` (nothing when there is no
     dataset folder, and nothing when a finished one with the same data and settings is there:
-    ``braincam cv`` trains it once for all folds); returns :meth:`GuidePlan.members`. Every
-    torchrun process calls it."""
+    ``braincam cv`` trains it once for all folds); returns the runs that guide
+    (:func:`braincam.models.segment.guide_members`). Every torchrun process calls it."""
     from braincam.train.segment import train_segmenter
 
     seg = segment_config(config)
@@ -100,7 +94,7 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
     if plan.data and not finished(target, plan.data, seg):
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
                         command=f"--guide {config.guide}")
-    return plan.members(run_dir)
+    return guide_members(plan.source, run_dir)
 
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
