@@ -5,7 +5,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from braincam.evaluate.run import ScoredSet, learnt_from, predictions_frame, significant
+from braincam.evaluate.run import (
+    COMBINED,
+    ExtraSet,
+    ScoredSet,
+    extra_rows,
+    extra_sets,
+    learnt_from,
+    predictions_frame,
+    significant,
+)
 from braincam.runs import RunDir
 
 
@@ -52,3 +61,28 @@ def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path
     assert "1 of the 5 images" in caplog.text and "no longer at their paths" in caplog.text
     assert learnt_from(run, {}) == [str(files[k]) for k in "ab"]
     assert learnt_from(run, guided, own=False) == [str(files[k]) for k in "dfa"]
+
+
+def test_extra_sets_follow_each_set_with_its_leak_free_part_only_where_images_were_seen():
+    def m(n):
+        return {"n": n, "balanced_accuracy": 0.9}
+
+    metrics = {"extra": {"fig": m(10), "br35h": m(5)}, "extra_seen": {"fig": 4, "br35h": 0},
+               "extra_leak_free": {"fig": m(6), "br35h": m(5)}, "extra_combined": m(15),
+               "extra_combined_leak_free": m(11)}
+    assert extra_sets(metrics) == [
+        ExtraSet("fig", False, 4, m(10)), ExtraSet("fig", True, 4, m(6)),
+        ExtraSet("br35h", False, 0, m(5)),
+        ExtraSet(COMBINED, False, 4, m(15)), ExtraSet(COMBINED, True, 4, m(11))]
+    assert [r[:2] for r in extra_rows(metrics)] == [
+        ("fig", "fig (another dataset)"),
+        ("fig, leak-free", "fig without the 4 images the model learnt from"),
+        ("br35h", "br35h (another dataset)"),
+        ("other datasets pooled", "the other datasets pooled"),
+        ("other datasets pooled, leak-free",
+         "the other datasets pooled, without the 4 images the model learnt from")]
+    every_image_seen = {"extra": {"fig": m(10)}, "extra_seen": {"fig": 10},
+                        "extra_leak_free": {"fig": None}}
+    assert extra_sets(every_image_seen)[1] == ExtraSet("fig", True, 10, None)
+    assert len(extra_rows(every_image_seen)) == 1
+    assert extra_sets({"extra": {"fig": m(3)}}) == [ExtraSet("fig", False, 0, m(3))]

@@ -156,26 +156,57 @@ def evaluate_run(
     return metrics
 
 
-def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
-    """``(name, description, M)`` of each extra set, then of the pooled sets, each followed by
-    its leak-free part where some of its images were seen (module docstring)."""
+COMBINED = "extra_combined"
+
+
+@dataclass(frozen=True)
+class ExtraSet:
+    """One extra set of ``metrics.json``: a dataset folder, or all of them pooled (``name``
+    :data:`COMBINED`), whole or (``leak_free``) without the ``seen`` images the model learnt
+    from; ``metrics`` is None where every image was seen."""
+
+    name: str
+    leak_free: bool
+    seen: int
+    metrics: dict[str, Any] | None
+
+
+def extra_sets(metrics: dict[str, Any]) -> list[ExtraSet]:
+    """Each extra dataset, then the pooled sets, each followed by its leak-free part where some
+    of its images were seen: the one reading of ``extra``, ``extra_seen``, ``extra_leak_free``,
+    ``extra_combined`` and ``extra_combined_leak_free`` (module docstring)."""
     seen = metrics.get("extra_seen") or {}
     free = metrics.get("extra_leak_free") or {}
-    rows = []
+    sets = []
     for name, m in (metrics.get("extra") or {}).items():
-        rows.append((name, f"{name} (another dataset)", m))
-        if seen.get(name) and free.get(name):
-            rows.append((f"{name}, leak-free", f"{name} without the {seen[name]} images the "
-                         "model learnt from", free[name]))
-    combined, combined_free = metrics.get("extra_combined"), metrics.get(
-        "extra_combined_leak_free")
-    if combined:
-        rows.append(("other datasets pooled", "the other datasets pooled", combined))
-        if combined_free and combined_free.get("n") != combined.get("n"):
-            rows.append(("other datasets pooled, leak-free",
-                         "the other datasets pooled, without the images the model learnt from",
-                         combined_free))
-    return [row for row in rows if isinstance(row[2], dict)]
+        sets.append(ExtraSet(name, False, int(seen.get(name) or 0), m))
+        if seen.get(name):
+            sets.append(ExtraSet(name, True, int(seen[name]), free.get(name)))
+    if metrics.get(COMBINED):
+        total = sum(int(n or 0) for n in seen.values())
+        sets.append(ExtraSet(COMBINED, False, total, metrics[COMBINED]))
+        if total:
+            sets.append(ExtraSet(COMBINED, True, total, metrics.get(f"{COMBINED}_leak_free")))
+    return [s for s in sets if s.metrics is None or isinstance(s.metrics, dict)]
+
+
+def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, description, M)`` for people (the report, the command lines) of each
+    :func:`extra_sets` entry that has figures."""
+    rows = []
+    for s in extra_sets(metrics):
+        if not s.metrics:
+            continue
+        pooled = s.name == COMBINED
+        name = "other datasets pooled" if pooled else s.name
+        if not s.leak_free:
+            rows.append((name, "the other datasets pooled" if pooled
+                         else f"{name} (another dataset)", s.metrics))
+        else:
+            whole = "the other datasets pooled," if pooled else name
+            rows.append((f"{name}, leak-free", f"{whole} without the {s.seen} images the model "
+                         "learnt from", s.metrics))
+    return rows
 
 
 def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> DataFrame

@@ -35,6 +35,7 @@ from typing import Any
 
 from braincam.audit.model import CHECKS
 from braincam.errors import BraincamError
+from braincam.evaluate.run import COMBINED, extra_sets
 from braincam.models.foreign.spec import is_spec
 from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
 
@@ -177,12 +178,10 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
     leak_free = metrics.get("test_leak_free") or {}
     row = {"accuracy": test.get("accuracy"), "balanced_accuracy": test.get("balanced_accuracy"),
            "leak_free_accuracy": leak_free.get("accuracy")}
-    seen, free = metrics.get("extra_seen") or {}, metrics.get("extra_leak_free") or {}
-    for name, m in (metrics.get("extra") or {}).items():
-        row[EXTRA_PREFIX + name] = (m or {}).get("balanced_accuracy")
-        if seen.get(name):  # some images of the set are copies of training images
-            row[f"{EXTRA_PREFIX}{name}, leak-free"] = (free.get(name) or {}).get(
-                "balanced_accuracy")
+    for s in extra_sets(metrics):
+        if s.name != COMBINED:
+            key = EXTRA_PREFIX + s.name + (", leak-free" if s.leak_free else "")
+            row[key] = (s.metrics or {}).get("balanced_accuracy")
     return row
 
 

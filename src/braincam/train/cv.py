@@ -29,6 +29,7 @@ import yaml
 
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
+from braincam.evaluate.run import extra_sets
 from braincam.runs import RunDir, as_written, atomic_write_json, read_json
 from braincam.train.config import TrainConfig
 
@@ -108,15 +109,8 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
     extra folder, and ``extra_combined``; an extra set with images the model learnt from also
     as ``<set>_leak_free``."""
     sets = {"test": metrics.get("test"), "test_leak_free": metrics.get("test_leak_free")}
-    seen, free = metrics.get("extra_seen") or {}, metrics.get("extra_leak_free") or {}
-    for name, m in (metrics.get("extra") or {}).items():
-        sets[name] = m
-        if seen.get(name):
-            sets[f"{name}_leak_free"] = free.get(name)
-    if metrics.get("extra_combined"):
-        sets["extra_combined"] = metrics["extra_combined"]
-        if any(seen.values()):
-            sets["extra_combined_leak_free"] = metrics.get("extra_combined_leak_free")
+    for s in extra_sets(metrics):
+        sets[s.name + ("_leak_free" if s.leak_free else "")] = s.metrics
     return {"scores": {name: {figure: m.get(figure) for figure in SUMMARY}
                        for name, m in sets.items() if m}}
 
