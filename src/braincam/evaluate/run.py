@@ -107,9 +107,11 @@ def evaluate_run(
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     extras = list(_extra_records(extra_roots, classes, task))
-    seen = learnt_from(run, meta) if extras else []
-    for name, records in extras:
-        unseen = ~duplicates_of([r.path for r in records], seen)
+    learnt = learnt_from(run, meta) if extras else []
+    seen = duplicates_of([r.path for _, records in extras for r in records], learnt)
+    bounds = np.cumsum([0] + [len(records) for _, records in extras])
+    for (name, records), start, stop in zip(extras, bounds[:-1], bounds[1:], strict=True):
+        unseen = ~seen[start:stop]
         if not unseen.all():
             log.warning("%s: %d of %d images duplicate images the model%s learnt from; "
                         "extra_leak_free scores the other %d", name, (~unseen).sum(),
