@@ -15,7 +15,7 @@ from braincam.pipeline import STAGES
 TINY = [
     "--arch", "resnet10t", "--weights", "none", "--image-size", "32", "--head-epochs", "1",
     "--finetune-epochs", "1", "--batch-size", "8", "--explain-cap", "4", "--n-boot", "20",
-    "--device", "cpu", "--no-progress",
+    "--device", "cpu", "--no-progress", "--plain",
 ]
 
 
@@ -77,3 +77,35 @@ def test_every_option_has_help():
         opt for p in params for opt in p.opts}
     split = next(p for p in params if p.name == "split")
     assert split.default == "dedup"
+
+
+def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
+    """Without --plain a run needs --guide and trains the head alone unless --finetune-epochs
+    is given; --plain passes the options as given. The pipeline itself is stubbed: only the
+    TrainConfig that reaches it is checked."""
+    import braincam.pipeline as pipeline
+
+    reached = []
+    monkeypatch.setattr(pipeline, "run_pipeline",
+                        lambda data, options, out, **kw: reached.append(options.train))
+    monkeypatch.setattr(pipeline, "print_summary", lambda *a: None)
+    seg = tmp_path / "seg"
+    base = [str(phantoms), "--out", str(tmp_path / "r"), "--device", "cpu"]
+
+    missing = invoke(*base)
+    assert isinstance(missing.exception, BraincamError)
+    assert "--guide SEG" in str(missing.exception) and "--plain" in str(missing.exception)
+    both = invoke(*base, "--plain", "--guide", str(seg))
+    assert isinstance(both.exception, BraincamError) and "drop --guide or --plain" in str(
+        both.exception)
+    assert reached == [] and not (tmp_path / "r").exists()
+
+    for args in (["--guide", str(seg)], ["--guide", str(seg), "--finetune-epochs", "2"],
+                 ["--plain"]):
+        result = invoke(*base, *args)
+        assert result.exit_code == 0, result.output
+    grounded, fine_tuned, plain = reached
+    assert (grounded.guide, grounded.finetune_epochs) == (str(seg), 0)
+    assert (fine_tuned.guide, fine_tuned.finetune_epochs) == (str(seg), 2)
+    assert plain.guide is None and plain.finetune_epochs == plain.__class__().finetune_epochs > 0
+    assert grounded.head_epochs == plain.head_epochs and grounded.split == plain.split == "dedup"

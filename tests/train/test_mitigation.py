@@ -304,7 +304,8 @@ def invoke(name: str, *args: str):
     app = typer.Typer()
     app.command(name)({"train": train.command, "run": run.command}[name])
     app.command("unused")(lambda: None)  # keeps NAME a subcommand, as in braincam.cli
-    return CliRunner().invoke(app, [name, *args])
+    plain = ["--plain"] if name == "run" else []  # run is grounded (needs --guide) without it
+    return CliRunner().invoke(app, [name, *args, *plain])
 
 
 @pytest.mark.parametrize("name", ["train", "run"])

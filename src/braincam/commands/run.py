@@ -1,5 +1,6 @@
-"""``braincam run DATA... --out RUN``: the whole pipeline (data audit, training, evaluation,
-explanations, model audit, report) in one resumable command."""
+"""``braincam run DATA... --guide SEG --out RUN``: the whole pipeline (data audit, training,
+evaluation, explanations, model audit, report) in one resumable command. It trains the grounded
+recipe unless ``--plain`` (:func:`braincam.pipeline.options.run_recipe`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from braincam.commands.training_options import (
     train_config,
     with_training_options,
 )
-from braincam.train.options import RUNTIME
+from braincam.train.options import REMEDIES, RUNTIME
 
 AUDIT = "Explanation and audit"
 METHODS_HELP = ("Explanation methods, comma-separated (gradcam, gradcam++, xgradcam, hirescam, "
@@ -50,6 +51,12 @@ def command(
         int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).",
                           rich_help_panel=AUDIT)
     ] = 1000,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="The plain recipe: no segmenter guide, the training "
+                           "options as given. Without it the run is grounded and needs --guide, "
+                           "and --finetune-epochs defaults to 0 (the head alone on the gated "
+                           "features).", rich_help_panel=REMEDIES)
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Reuse OUT although it was made with other options "
                            "(the affected stages are redone).", rich_help_panel=RUNTIME)
@@ -59,14 +66,20 @@ def command(
 ) -> None:
     """Audit the data, train, evaluate, explain, audit the model and write the report.
 
-    Everything goes into the run directory OUT; a re-run skips the stages that are done.
+    The classifier is grounded by default: a tumour segmenter (--guide) decides where it looks;
+    --plain trains without one. Everything goes into the run directory OUT; a re-run skips the
+    stages that are done.
     """
     from rich.console import Console
 
     from braincam.commands.train import command_line
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
+    from braincam.pipeline.options import run_recipe
 
-    config = train_config(ctx.params)
+    # by name: Typer ships its own copy of click, whose ParameterSource is another class
+    source = ctx.get_parameter_source("finetune_epochs")
+    given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+    config = run_recipe(train_config(ctx.params), plain, finetune_given=given)
     options = PipelineOptions(
         train=config, extra=merged(extra, extra_alias), methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),

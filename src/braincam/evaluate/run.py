@@ -6,9 +6,9 @@ each other (Sartaj's Training tumours are nearly all Figshare slices, re-encoded
 image is *seen* when it shares a duplicate group (:func:`braincam.data.hashing.duplicates_of`:
 same bytes or pHash within 4 bits, chained) with an image the model trained or validated on
 (its ``split.csv`` rows other than ``test``), or that a segmenter guiding it trained or
-validated on (``--guide``: the segment runs' ``split.csv``). The ``*_leak_free`` entries score
-the rest. For a guided model ``test_leak_free`` likewise leaves out the test images its
-segmenters learnt from.
+validated on (``--guide``: the segment runs' ``split.csv``); the groups are formed over all
+extra folders at once. The ``*_leak_free`` entries score the rest. For a guided model
+``test_leak_free`` likewise leaves out the test images its segmenters learnt from.
 
 ``metrics.json``::
 

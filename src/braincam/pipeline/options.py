@@ -28,6 +28,30 @@ def default_train_config() -> TrainConfig:
     return TrainConfig(split="dedup")
 
 
+GUIDE_NEEDED = (
+    "braincam run trains the grounded recipe by default, guided by a tumour segmenter: pass "
+    "--guide SEG (a braincam segment run) or --guide DIR[,DIR...] (dataset folders with "
+    "masks/, e.g. figshare-cheng-t1ce,br35h-no-tumor-sample), or --plain for the plain "
+    "recipe (docs/grounded.md)")
+
+
+def run_recipe(config: TrainConfig, plain: bool, finetune_given: bool) -> TrainConfig:
+    """``braincam run``'s recipe. Grounded by default: a tumour segmenter guides the
+    classifier (``--guide``, required), and unless ``--finetune-epochs`` is given the head
+    trains alone on the gated ImageNet features (``finetune_epochs=0``), the recipe that
+    docs/grounded.md recommends and docs/results.md measures. ``plain``: the options exactly
+    as given, without a guide (the recipe before grounding). The Python API
+    (:class:`PipelineOptions`) takes its ``TrainConfig`` as given."""
+    if plain:
+        if config.guide:
+            raise BraincamError("--plain trains without a segmenter guide: drop --guide or "
+                                "--plain")
+        return config
+    if not config.guide:
+        raise BraincamError(GUIDE_NEEDED)
+    return config if finetune_given else dataclasses.replace(config, finetune_epochs=0)
+
+
 @dataclass
 class PipelineOptions:
     """Everything ``run_pipeline`` needs besides the data roots and the run directory."""
