@@ -80,7 +80,7 @@ def find_duplicates(
         "images_in_groups": sum(d["size"] for d in listed),
         "within_split": dict(sorted(within.items())),
         **leak,
-        "cross_source": _cross_source([r.source for r in records], groups),
+        "cross_source": cross_source([r.source for r in records], groups),
         "label_conflicts": len(conflicts),
         "label_conflict_images": sum(d["size"] for d in conflicts),
         "groups_total": len(listed),
@@ -117,7 +117,7 @@ def _test_leaks(
     }
 
 
-def _cross_source(sources: Sequence[str], groups: np.ndarray) -> dict[str, dict[str, Any]]:
+def cross_source(sources: Sequence[str], groups: np.ndarray) -> dict[str, dict[str, Any]]:
     """Per source, with two or more: ``{"images": n, "duplicated_in": {other source: images of
     this source whose group holds an image of the other}}``; ``{}`` with one source."""
     sources_arr = np.asarray(sources)

@@ -34,14 +34,14 @@ import numpy as np
 
 from braincam.audit.data import rules
 from braincam.audit.data.clusters import find_clusters
-from braincam.audit.data.duplicates import find_duplicates, save_duplicate_grid
+from braincam.audit.data.duplicates import cross_source, find_duplicates, save_duplicate_grid
 from braincam.audit.data.plots import save_probe_chart, save_property_histograms
 from braincam.audit.data.probes import ProbeResult, run_probes
 from braincam.audit.data.properties import ImageProperties, measure_properties
 from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
 from braincam.data.groups import merged_groups, patient_groups
-from braincam.data.hashing import duplicate_groups, duplicates_of
+from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes
 from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
@@ -150,7 +150,7 @@ def audit_data(
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
                           props.phashes, roots_of)
-    dup.summary["cross_source"] |= _copies_in(others, props.records)
+    dup.summary["cross_source"] |= _copies_in(others, props)
     sources = [r.source for r in props.records]
     audit = DataAudit(
         roots=[str(Path(r)) for r in roots], task=task, split_strategy=split_strategy,
@@ -166,22 +166,27 @@ def audit_data(
     return audit
 
 
-def _copies_in(others: Sequence[Path | str], records: Sequence) -> dict[str, dict[str, Any]]:
+def _copies_in(
+    others: Sequence[Path | str], props: ImageProperties
+) -> dict[str, dict[str, Any]]:
     """``duplicates.cross_source`` entries of the ``others`` folders: per folder, its images
-    with a copy in each audited source (:func:`braincam.data.hashing.duplicates_of`)."""
-    by_source: dict[str, list[Path]] = {}
-    for r in records:
-        by_source.setdefault(r.source, []).append(r.path)
-    out = {}
-    for root in others:
-        paths = [r.path for r in load_dataset([root]).records]
-        name = Path(root).resolve().name
-        if name in by_source:  # an audited folder: its entry is there already
-            continue
-        out[name] = {"images": len(paths), "duplicated_in": {
-            source: int(duplicates_of(paths, audited).sum())
-            for source, audited in sorted(by_source.items())}}
-    return out
+    with a copy in each audited source. One grouping (:func:`duplicate_groups`) of the audited
+    images and every other folder's, so each image is hashed once and a chain through another
+    folder counts, as in :func:`braincam.evaluate.run.evaluate_run`."""
+    audited = sorted({r.source for r in props.records})
+    folders = [(Path(root).resolve().name, [r.path for r in load_dataset([root]).records])
+               for root in others]
+    folders = [(name, paths) for name, paths in folders if name not in audited]  # entries there
+    if not folders:
+        return {}
+    paths = [p for _, ps in folders for p in ps]
+    groups = duplicate_groups([*props.content_hashes, *(content_hash(p) for p in paths)],
+                              np.concatenate([props.phashes, perceptual_hashes(paths)]))
+    counts = cross_source([r.source for r in props.records]
+                          + [name for name, ps in folders for _ in ps], groups)
+    return {name: {"images": counts[name]["images"], "duplicated_in": {
+        source: counts[name]["duplicated_in"][source] for source in audited}}
+        for name, _ in folders}
 
 
 def _probes(
