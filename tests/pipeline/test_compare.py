@@ -193,3 +193,34 @@ def test_leak_free_extra_columns_only_where_copies_were_seen(tmp_path):
                      "balanced_accuracy@br35h"]
     assert table.cell("a", "balanced_accuracy@figshare, leak-free") == 0.97
     assert table.cell("b", "balanced_accuracy@figshare, leak-free") is None
+
+
+def test_shared_leak_free_scores_every_run_on_the_images_leak_free_in_all(tmp_path):
+    """Run b's leak-free subset is smaller (a guide learnt from x2): both runs are scored on
+    x1, x3, x4 of the test set and on e2 of the extra set; a run without predictions.csv
+    turns the shared columns off."""
+    header = "path,dataset,split,leak_free,label,pred\n"
+    a_rows = ("x1,s,test,True,tumor,tumor\nx2,s,test,True,tumor,tumor\n"
+              "x3,s,test,True,no_tumor,tumor\nx4,s,test,true,no_tumor,no_tumor\n"
+              "x5,s,test,False,tumor,no_tumor\ne1,fig,extra,False,tumor,tumor\n"
+              "e2,fig,extra,True,tumor,no_tumor\n")
+    b_rows = ("x1,s,test,True,tumor,no_tumor\nx2,s,test,False,tumor,no_tumor\n"
+              "x3,s,test,True,no_tumor,no_tumor\nx4,s,test,True,no_tumor,no_tumor\n"
+              "x5,s,test,True,tumor,tumor\ne1,fig,extra,True,tumor,tumor\n"
+              "e2,fig,extra,True,tumor,tumor\n")
+    runs = []
+    for name, rows in (("a", a_rows), ("b", b_rows)):
+        run = write_run(tmp_path / name, {"test": m(0.9, 0.9), "extra": {"fig": m(1, 1)}})
+        (run / "predictions.csv").write_text(header + rows)
+        runs.append(run)
+    comparison = compare_runs(runs)
+    shared = "balanced_accuracy@fig, leak-free in every run"
+    # a: tumour recall 1/1, no-tumour recall 1/2 -> 0.75; b: 0/1 and 2/2 -> 0.5
+    assert comparison.cell("a", "shared_leak_free_balanced_accuracy") == 0.75
+    assert comparison.cell("b", "shared_leak_free_balanced_accuracy") == 0.5
+    assert (comparison.cell("a", shared), comparison.cell("b", shared)) == (0.0, 1.0)
+    assert comparison.shared_n == {"test": 3, "fig": 1}
+    assert comparison.to_dict()["shared_leak_free_n"] == {"test": 3, "fig": 1}
+    assert comparison.columns.index("shared_leak_free_balanced_accuracy") == 3
+    plain = write_run(tmp_path / "c", {"test": m(0.9, 0.9)})
+    assert "shared_leak_free_balanced_accuracy" not in compare_runs([*runs, plain]).columns

@@ -18,6 +18,13 @@ Per run (a row), from ``metrics.json`` and ``audit/audit.json``:
   ``@<dataset>`` for each audited dataset other than the in-domain one. These columns appear
   only when some run has a number for them.
 
+With two or more runs that wrote ``predictions.csv``, the leak-free figures are also
+computed on common ground: each run's leak-free subset differs (a guided run also leaves out
+what its segmenter learnt from), so ``shared_leak_free_balanced_accuracy`` and
+``balanced_accuracy@<dataset>, leak-free in every run`` score every run on the images that
+are leak-free in all of them (present in each run's set, ``leak_free`` true in each);
+``shared_leak_free_n`` in ``compare.json`` gives their number per set.
+
 A model audit of several datasets is read for its in-domain entry (the dataset named like one
 of the run's data roots in config.yaml, else the first), box ratios for every dataset.
 Per-method checks are read for ``gradcam`` when the audit has it (``by_method``, or one block
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +55,8 @@ RATIOS = ("energy_in_box_ratio",)
 MASK_RATES = ("mask_pointing_game", "mask_dice", "mask_removal_flip_rate",
               "control_removal_flip_rate", "tumor_effect_flip_rate")
 MASK_RATIOS = ("energy_in_mask_ratio",)
+SHARED = "shared_leak_free_balanced_accuracy"
+SHARED_SUFFIX = ", leak-free in every run"
 PREFERRED_METHOD = "gradcam"
 MISSING = "-"
 
@@ -60,12 +69,13 @@ class Comparison:
     paths: list[Path]
     columns: list[str]
     rows: list[dict[str, float | None]]
+    shared_n: dict[str, int] = field(default_factory=dict)  # images per shared leak-free set
 
     def cell(self, run: str, column: str) -> float | None:
         return self.rows[self.runs.index(run)][column]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "runs": [
+        return {"columns": self.columns, "shared_leak_free_n": self.shared_n, "runs": [
             {"run": name, "path": str(path), **row}
             for name, path, row in zip(self.runs, self.paths, self.rows, strict=True)
         ]}
@@ -75,7 +85,10 @@ class Comparison:
         decimals, ``-`` where missing."""
         from rich.table import Table
 
-        table = Table(title="runs compared", title_justify="left")
+        caption = ("leak-free in every run: " + ", ".join(
+            f"{name} {n} images" for name, n in self.shared_n.items())) if self.shared_n else None
+        table = Table(title="runs compared", title_justify="left", caption=caption,
+                      caption_justify="left")
         table.add_column("")
         for name in self.runs:
             table.add_column(name, justify="right", overflow="fold")
@@ -118,11 +131,57 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
         masks += [k for k in row if _mask_key(k) and row[k] is not None and k not in masks]
         rows.append(row)
+    shared, shared_n = _shared_leak_free(paths)
+    for row, values in zip(rows, shared or [{}] * len(rows), strict=True):
+        row |= values
+    shared_columns = list(shared[0]) if shared else []
     mask_rates = [k for k in masks if _mask_key(k) in MASK_RATES]
     mask_ratios = [k for k in masks if _mask_key(k) in MASK_RATIOS]
-    columns = [*PERFORMANCE, *extras, *RATES, *mask_rates, *RATIOS, *boxes, *mask_ratios]
+    columns = [*PERFORMANCE, *[c for c in shared_columns if c == SHARED], *extras,
+               *[c for c in shared_columns if c != SHARED], *RATES, *mask_rates, *RATIOS,
+               *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
-    return Comparison(_names(paths), paths, columns, rows)
+    return Comparison(_names(paths), paths, columns, rows, shared_n)
+
+
+def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[str, int]]:
+    """Per run, the balanced accuracy of each evaluated set (``test``, each extra dataset) on
+    the images leak-free in every run (module docstring), and those sets' sizes; nothing
+    unless every run (two or more) has a ``predictions.csv`` with ``leak_free``."""
+    import pandas as pd
+
+    files = [RunDir(p).predictions for p in paths]
+    if len(files) < 2 or not all(f.is_file() for f in files):
+        return [], {}
+    tables = [pd.read_csv(f) for f in files]
+    if not all({"path", "split", "dataset", "leak_free", "label", "pred"} <= set(t.columns)
+               for t in tables):
+        return [], {}
+    for t in tables:
+        t["set"] = t["dataset"].where(t["split"] == "extra", t["split"])
+        t["free"] = t["leak_free"].astype(str).str.lower() == "true"
+    values: list[dict[str, float]] = [{} for _ in tables]
+    shared_n = {}
+    for name in tables[0].loc[tables[0]["split"].isin(["test", "extra"]), "set"].unique():
+        common = None
+        for t in tables:
+            free = set(t.loc[(t["set"] == name) & t["free"], "path"])
+            common = free if common is None else common & free
+        if not common:
+            continue
+        key = SHARED if name == "test" else f"{EXTRA_PREFIX}{name}{SHARED_SUFFIX}"
+        shared_n[str(name)] = len(common)
+        for t, out in zip(tables, values, strict=True):
+            rows = t[(t["set"] == name) & t["path"].isin(common)]
+            out[key] = balanced_accuracy(rows["label"].to_numpy(), rows["pred"].to_numpy())
+    return values, shared_n
+
+
+def balanced_accuracy(truth, pred) -> float:
+    """Mean over the true classes present of their recall (one class: its recall)."""
+    import numpy as np
+
+    return float(np.mean([np.mean(pred[truth == c] == c) for c in np.unique(truth)]))
 
 
 def write_comparison(comparison: Comparison, out_dir: Path) -> list[Path]:
@@ -143,7 +202,8 @@ def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
 
     panels = [
         ("accuracy (in-domain, leak-free, cross-dataset)",
-         [c for c in comparison.columns if c in PERFORMANCE or c.startswith(EXTRA_PREFIX)]),
+         [c for c in comparison.columns
+          if c in PERFORMANCE or c == SHARED or c.startswith(EXTRA_PREFIX)]),
         ("shortcut and grounding signals: shares and rates",
          [c for c in comparison.columns if c in RATES or _mask_key(c) in MASK_RATES]),
         ("energy in tumour box or mask / its area (1 = chance)",
