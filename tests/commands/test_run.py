@@ -87,7 +87,7 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
 
     reached = []
     monkeypatch.setattr(pipeline, "run_pipeline",
-                        lambda data, options, out, **kw: reached.append(options.train))
+                        lambda data, options, out, **kw: reached.append(options))
     monkeypatch.setattr(pipeline, "print_summary", lambda *a: None)
     seg = tmp_path / "seg"
     base = [str(phantoms), "--out", str(tmp_path / "r"), "--device", "cpu"]
@@ -104,7 +104,9 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
                  ["--plain"]):
         result = invoke(*base, *args)
         assert result.exit_code == 0, result.output
-    grounded, fine_tuned, plain = reached
+    assert "--finetune-epochs 0" in reached[0].command  # the command config.yaml records
+    assert "--finetune-epochs 2" in reached[1].command and "--plain" in reached[2].command
+    grounded, fine_tuned, plain = (options.train for options in reached)
     assert (grounded.guide, grounded.finetune_epochs) == (str(seg), 0)
     assert (fine_tuned.guide, fine_tuned.finetune_epochs) == (str(seg), 2)
     assert plain.guide is None and plain.finetune_epochs == plain.__class__().finetune_epochs > 0

@@ -80,6 +80,7 @@ def command(
     source = ctx.get_parameter_source("finetune_epochs")
     given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
     config = run_recipe(train_config(ctx.params), plain, finetune_given=given)
+    ctx.params["finetune_epochs"] = config.finetune_epochs  # config.yaml's command reproduces it
     options = PipelineOptions(
         train=config, extra=merged(extra, extra_alias), methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),
