@@ -98,6 +98,8 @@ def test_data_audit_training_and_model_audit_numbers(full, text):
             in text(page, "properties"))
     # phase 2: 3 epochs, best 0.8321 at epoch 2, last val loss 0.43, 30.25 s
     assert "2 3 0.832 2 0.43 30.2" in text(page, "training")
+    assert text(page, "recipe").startswith("Recipe: plain (no segmenter guide). "
+                                           "efficientnet_lite0 may use any part of the image")
     assert ("41% of CAM energy lies in the background outside the head; a uniform map would "
             "put 35% there.") in text(page, "attention")
     assert "sartaj: 16 images audited, accuracy 0.812; explained with gradcam." in text(

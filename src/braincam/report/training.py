@@ -1,4 +1,5 @@
-"""Training curves and a per-phase summary from history.csv."""
+"""Training curves and a per-phase summary from history.csv, and the recipe in one sentence
+from config.yaml (guided by a segmenter or plain, and the remedies used)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from braincam.report.figures import training_curves
-from braincam.report.sources import UNREADABLE, Part, read_csv_part
+from braincam.report.sources import UNREADABLE, Part, read_csv_part, read_yaml_part
 from braincam.runs import RunDir
 
 
@@ -29,20 +30,51 @@ class TrainingSection:
     part: Part
     curves: str | None = None
     phases: list[PhaseSummary] = field(default_factory=list)
+    recipe: str | None = None
 
 
 def collect_training(run: RunDir) -> TrainingSection:
     part, history = read_csv_part(run, run.history, "training history")
+    _, config = read_yaml_part(run, run.config, "run settings")
+    train = (config or {}).get("train")
+    recipe = recipe_sentence(train) if isinstance(train, dict) else None
     if history is None:
-        return TrainingSection(part)
+        return TrainingSection(part, recipe=recipe)
     if history.empty:
-        return TrainingSection(Part(part.name, part.relpath, UNREADABLE, "no epochs recorded"))
+        return TrainingSection(Part(part.name, part.relpath, UNREADABLE, "no epochs recorded"),
+                               recipe=recipe)
     if "phase" not in history.columns:
         history = history.assign(phase="1")
     phases = [
         _phase(str(name), rows) for name, rows in history.groupby("phase", sort=False)
     ]
-    return TrainingSection(part, training_curves(history), phases)
+    return TrainingSection(part, training_curves(history), phases, recipe)
+
+
+def recipe_sentence(train: dict[str, Any]) -> str:
+    """config.yaml's ``train`` settings as one sentence: guided (by which segmenters, with
+    which floor, head alone or fine-tuned) or plain, then the remedies that are on."""
+    arch = train.get("arch") or "the network"
+    finetune = train.get("finetune_epochs") or 0
+    trained = ("the head alone on the backbone's features" if not finetune
+               else f"the head, then the backbone fine-tuned for up to {finetune} epochs")
+    guide = train.get("guide")
+    if guide:
+        segmenters = ", ".join(p.strip() for p in str(guide).split(",") if p.strip())
+        floor = train.get("guide_floor") or 0
+        rest = ("nothing else reaches it" if not floor
+                else f"the rest of the image reaches it at weight {floor:g}")
+        text = (f"Recipe: guided. {arch} pools its features where the tumour segmenter of "
+                f"--guide {segmenters} predicts tumour, and {rest}; trained: {trained}.")
+    else:
+        text = (f"Recipe: plain (no segmenter guide). {arch} may use any part of the image; "
+                f"the audits below show which. Trained: {trained}.")
+    remedies = [f"attention penalty {train['attention_penalty']:g}"
+                if train.get("attention_penalty") else None,
+                f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,
+                "counterfactual pairs" if train.get("counterfactual_pairs") else None]
+    remedies = [r for r in remedies if r]
+    return text + (f" Remedies: {', '.join(remedies)}." if remedies else "")
 
 
 def _phase(name: str, rows: pd.DataFrame) -> PhaseSummary:

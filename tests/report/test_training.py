@@ -1,0 +1,32 @@
+"""The Training section's recipe sentence, from config.yaml's ``train`` settings."""
+
+from __future__ import annotations
+
+from braincam.report.training import collect_training, recipe_sentence
+from braincam.runs import RunDir
+
+
+def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
+    guided = recipe_sentence({"arch": "efficientnet_lite0", "guide": "runs/seg, runs/seg2",
+                              "guide_floor": 0.0, "finetune_epochs": 0})
+    assert guided == ("Recipe: guided. efficientnet_lite0 pools its features where the tumour "
+                      "segmenter of --guide runs/seg, runs/seg2 predicts tumour, and nothing "
+                      "else reaches it; trained: the head alone on the backbone's features.")
+    floor = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_floor": 0.1,
+                             "finetune_epochs": 10})
+    assert "the rest of the image reaches it at weight 0.1" in floor
+    assert "the backbone fine-tuned for up to 10 epochs" in floor
+    plain = recipe_sentence({"arch": "resnet50", "guide": None, "finetune_epochs": 10,
+                             "attention_penalty": 5.0, "mask_reward": 0.0,
+                             "counterfactual_pairs": True})
+    assert plain.startswith("Recipe: plain (no segmenter guide). resnet50 may use any part")
+    assert plain.endswith("Remedies: attention penalty 5, counterfactual pairs.")
+
+
+def test_collect_training_reads_the_recipe_even_without_a_history(tmp_path):
+    run = RunDir(tmp_path)
+    run.config.write_text("train: {arch: resnet18, guide: null, finetune_epochs: 0}\n")
+    section = collect_training(run)
+    assert not section.part.ok and section.recipe.startswith("Recipe: plain")
+    run.config.write_text("command: braincam train\n")  # no train block: no sentence
+    assert collect_training(run).recipe is None
