@@ -173,11 +173,11 @@ def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[s
         shared_n[str(name)] = len(common)
         for t, out in zip(tables, values, strict=True):
             rows = t[(t["set"] == name) & t["path"].isin(common)]
-            out[key] = balanced_accuracy(rows["label"].to_numpy(), rows["pred"].to_numpy())
+            out[key] = _balanced_accuracy(rows["label"].to_numpy(), rows["pred"].to_numpy())
     return values, shared_n
 
 
-def balanced_accuracy(truth, pred) -> float:
+def _balanced_accuracy(truth, pred) -> float:
     """Mean over the true classes present of their recall (one class: its recall)."""
     import numpy as np
 
