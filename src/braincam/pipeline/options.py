@@ -40,7 +40,7 @@ def run_recipe(config: TrainConfig, plain: bool, finetune_given: bool) -> TrainC
     classifier (``--guide``, required), and unless ``--finetune-epochs`` is given the head
     trains alone on the gated ImageNet features (``finetune_epochs=0``), the recipe that
     docs/grounded.md recommends and docs/results.md measures. ``plain``: the options exactly
-    as given, without a guide (the recipe before grounding). The Python API
+    as given, without a guide (the plain recipe). The Python API
     (:class:`PipelineOptions`) takes its ``TrainConfig`` as given."""
     if plain:
         if config.guide:
