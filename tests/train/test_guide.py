@@ -48,8 +48,8 @@ def write_segmenter(seg: Path, size: int = 32) -> Path:
 def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path):
     seg = write_segmenter(tmp_path / "seg")
     plan = guide_plan(f"{seg},{small}")
-    assert plan == GuidePlan(source=f"{seg},{small}", runs=[seg], data=[small])
-    assert guide_members(plan.source, tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
+    assert plan == GuidePlan(runs=[seg], data=[small])
+    assert guide_members(f"{seg},{small}", tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
     assert guide_members(str(seg), tmp_path / "run") == [seg]
     with pytest.raises(BraincamError, match="neither a braincam segment run nor a dataset"):
         guide_plan(f"{seg},{tmp_path / 'missing'}")

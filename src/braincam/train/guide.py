@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 class GuidePlan:
     """The parts of ``--guide``: segment runs to load, dataset folders to train one on."""
 
-    source: str
     runs: list[Path]
     data: list[Path]
 
@@ -53,7 +52,7 @@ def guide_plan(source: str) -> GuidePlan:
         if RunDir(p).config.is_file():
             raise BraincamError(f"--guide {p} holds a run's config.yaml but no "
                                 "model.safetensors: an unfinished run?")
-    return GuidePlan(source, runs, data)
+    return GuidePlan(runs, data)
 
 
 def segment_config(config: TrainConfig) -> SegmentConfig:
@@ -94,7 +93,7 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
     if plan.data and not finished(target, plan.data, seg):
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
                         command=f"--guide {config.guide}")
-    return guide_members(plan.source, run_dir)
+    return guide_members([*plan.runs, *plan.data], run_dir)
 
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
