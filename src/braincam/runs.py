@@ -164,7 +164,7 @@ class RunDir:
             raise BraincamError(f"{self.split} has no {' or '.join(missing)} column")
         table["path"] = table["path"].astype(str)
         if "leak_free" in table.columns:
-            table["leak_free"] = table["leak_free"].astype(str).str.lower() == "true"
+            table["leak_free"] = true_flags(table["leak_free"])
         return table
 
     def split_paths(self, split: str) -> list[str]:
@@ -251,6 +251,12 @@ def atomic_save_figure(path: Path, fig: Any, **kwargs: Any) -> None:
 def atomic_write_csv(path: Path, frame: Any) -> None:
     """Write a pandas DataFrame atomically, without its index."""
     atomic_write_text(path, frame.to_csv(index=False))
+
+
+def true_flags(column):  # pandas.Series -> pandas.Series of bool
+    """A CSV column of booleans (``leak_free`` of split.csv and predictions.csv) as bools,
+    whether the file spells them ``True`` or ``true``; anything else is False."""
+    return column.astype(str).str.lower() == "true"
 
 
 def read_json(path: Path) -> Any:

@@ -44,7 +44,13 @@ from braincam.audit.model import CHECKS
 from braincam.errors import BraincamError
 from braincam.evaluate.run import COMBINED, extra_sets
 from braincam.models.foreign.spec import is_spec
-from braincam.runs import RunDir, atomic_save_figure, atomic_write_json, atomic_write_text
+from braincam.runs import (
+    RunDir,
+    atomic_save_figure,
+    atomic_write_json,
+    atomic_write_text,
+    true_flags,
+)
 
 PERFORMANCE = ("accuracy", "balanced_accuracy", "leak_free_accuracy")
 EXTRA_PREFIX = "balanced_accuracy@"
@@ -159,7 +165,7 @@ def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[s
         return [], {}
     for t in tables:
         t["set"] = t["dataset"].where(t["split"] == "extra", t["split"])
-        t["free"] = t["leak_free"].astype(str).str.lower() == "true"
+        t["free"] = true_flags(t["leak_free"])
     values: list[dict[str, float]] = [{} for _ in tables]
     shared_n = {}
     for name in tables[0].loc[tables[0]["split"].isin(["test", "extra"]), "set"].unique():
