@@ -1,9 +1,14 @@
 import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
+from braincam import runs
 from braincam.errors import BraincamError
-from braincam.runs import RunDir, atomic_write_json, prepare_output_dir
+from braincam.runs import RunDir, atomic_write_json, prepare_output_dir, read_npz
 
 
 def test_prepare_refuses_non_empty_dir_without_force(tmp_path):
@@ -112,3 +117,39 @@ def test_yaml_writes_tuples_as_lists(tmp_path):
     atomic_write_yaml(tmp_path / "c.yaml", {"widths": (128, 64), "nested": {"pair": (1, "a")}})
     assert yaml.safe_load((tmp_path / "c.yaml").read_text()) == {
         "widths": [128, 64], "nested": {"pair": [1, "a"]}}
+
+
+def test_read_npz_reads_every_array_and_refuses_npy(tmp_path):
+    image = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    np.savez(tmp_path / "a.npz", image=image, name=np.str_("x"))
+    arrays = read_npz(tmp_path / "a.npz")
+    assert sorted(arrays) == ["image", "name"]
+    assert arrays["image"].tolist() == [[0, 1, 2], [3, 4, 5]] and str(arrays["name"]) == "x"
+    np.save(tmp_path / "b.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        read_npz(tmp_path / "b.npy")
+
+
+def test_read_npz_parses_headers_one_thread_at_a_time(tmp_path, monkeypatch):
+    """numpy parses npy headers with ast.literal_eval, which CPython 3.11 cannot run in threads
+    at once (spurious SystemError); worker pools read cache entries through read_npz."""
+    np.savez(tmp_path / "a.npz", x=np.zeros(2))
+    inside, most = 0, 0
+    guard = threading.Lock()
+    load = np.load
+
+    def slow_load(*args, **kwargs):
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        time.sleep(0.01)
+        with guard:
+            inside -= 1
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(runs.np, "load", slow_load)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: read_npz(tmp_path / "a.npz"), range(12)))
+    assert most == 1
+    assert all(r["x"].tolist() == [0.0, 0.0] for r in results)

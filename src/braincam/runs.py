@@ -8,10 +8,12 @@ import os
 import platform
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from braincam.errors import BraincamError
@@ -211,6 +213,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` (no pickles), read whole, by one thread at a time: numpy parses
+    each array's header with ``ast.literal_eval``, and CPython 3.11's AST constructor can raise a
+    spurious ``SystemError`` ("AST constructor recursion depth mismatch", python/cpython#106905)
+    when threads parse at once. Raises what ``np.load`` raises for a missing or broken file."""
+    with _NPY_HEADER_LOCK:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not an .npz archive")
+        with data:
+            return {name: data[name] for name in data.files}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -42,7 +42,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from braincam.data.imageio import read_grey
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, read_npz
 
 NEAR_DISTANCE = 4
 _PHASH_FILE = "phash-v1.npz"
@@ -184,8 +184,8 @@ class ContentStore:
         self.path = path
         self.values: dict[str, int] = {}
         try:
-            with np.load(path) as data:
-                self.values = dict(zip(data["keys"].tolist(), data["values"].tolist(), strict=True))
+            data = read_npz(path)
+            self.values = dict(zip(data["keys"].tolist(), data["values"].tolist(), strict=True))
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
             self.values = {}
 

@@ -43,7 +43,7 @@ from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.mask import brain_region, head_mask
 from braincam.data.records import Box, ImageRecord, SkippedFile
 from braincam.errors import BraincamError
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, read_npz
 
 log = logging.getLogger(__name__)
 
@@ -346,9 +346,9 @@ class PreprocessCache:
 def _read_npz(file: Path, size: int) -> Preprocessed | None:
     """A cache entry, or None when absent or unreadable (then it is recomputed and replaced)."""
     try:
-        with np.load(file) as data:
-            image, mask = data["image"], data["mask"]
-            crop, original = data["crop"], data["original_size"]
+        data = read_npz(file)
+        image, mask = data["image"], data["mask"]
+        crop, original = data["crop"], data["original_size"]
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
         return None
     if image.shape != (size, size) or mask.shape != (-(-size * size // 8),):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from braincam.errors import BraincamError
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, read_npz
 
 _ARRAYS = ("maps", "raw", "targets", "probs", "paths", "crops", "original_sizes", "classes")
 
@@ -61,8 +61,8 @@ def save_explanations(path: Path, exp: ExplanationSet) -> None:
 def load_explanations(path: Path) -> ExplanationSet:
     """Read a file written by :func:`save_explanations`; BraincamError when unreadable."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in (*_ARRAYS, "method", "layer")}
+        data = read_npz(path)
+        arrays = {key: data[key] for key in (*_ARRAYS, "method", "layer")}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BraincamError(f"{path}: not a readable explanations file ({exc})") from None
     return ExplanationSet(

@@ -21,7 +21,7 @@ import pandas as pd
 from braincam.report.figures import embed_array, embed_image_file
 from braincam.report.fmt import pct
 from braincam.report.sources import NOT_RUN, OK, UNREADABLE, Part
-from braincam.runs import EXPLANATIONS_NPZ, RunDir
+from braincam.runs import EXPLANATIONS_NPZ, RunDir, read_npz
 
 PER_END = 2  # images from each end of the background ranking, per class and outcome
 PREFERRED_METHOD = "gradcam"
@@ -142,9 +142,9 @@ def _explanations(run: RunDir, audited: list[str]) -> _Explanations | Part | Non
     choice = next((m for m in [*audited, PREFERRED_METHOD] if m in by_method), None)
     file = by_method[choice] if choice else files[0]
     try:
-        with np.load(file, allow_pickle=False) as data:
-            paths = data["paths"].tolist()
-            method = str(data["method"]) if "method" in data.files else file.parent.name
+        data = read_npz(file)
+        paths = data["paths"].tolist()
+        method = str(data["method"]) if "method" in data else file.parent.name
     except (OSError, KeyError, ValueError, EOFError):
         return Part("CAM gallery", str(file.relative_to(run.root)), UNREADABLE,
                     "not a readable explanations .npz")
@@ -250,8 +250,8 @@ class _Renderer:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         if self._maps is None:
-            with np.load(self.exp.folder / EXPLANATIONS_NPZ, allow_pickle=False) as data:
-                self._maps = {k: data[k] for k in ("maps", "crops", "original_sizes")}
+            data = read_npz(self.exp.folder / EXPLANATIONS_NPZ)
+            self._maps = {k: data[k] for k in ("maps", "crops", "original_sizes")}
         return self._maps
 
 

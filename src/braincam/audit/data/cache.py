@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from braincam.data.hashing import cache_root
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, read_npz
 
 VERSION = 1
 
@@ -97,9 +97,7 @@ class PropertyStore:
 def _read(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The stored columns, or {} when the file is missing, unreadable or of another layout."""
     try:
-        with np.load(path) as data:
-            if set(names) != set(data.files):
-                return {}
-            return {name: data[name] for name in names}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        data = read_npz(path)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
         return {}
+    return data if set(data) == set(names) else {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from braincam.audit.model.base import AuditBatch
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, read_npz
 
 EXAMPLES_FILE = "tumour_examples.npz"
 PER_GROUP = 3
@@ -56,8 +56,7 @@ class TumourExamples:
     @classmethod
     def load(cls, path: Path) -> TumourExamples:
         """Read a file written by :meth:`save` (ValueError/OSError when it is not one)."""
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        arrays = read_npz(path)
         arrays["method"] = str(arrays["method"])
         arrays["maps"] = arrays["maps"].astype(np.float32)
         try:
