@@ -10,7 +10,7 @@ import pandas as pd
 
 from braincam.report.sources import Part, read_csv_part
 from braincam.report.tables import Table, splits_in_order, with_totals
-from braincam.runs import RunDir
+from braincam.runs import RunDir, true_flags
 
 MAX_SKIPPED_SHOWN = 10
 
@@ -50,7 +50,7 @@ def _split_counts(split: pd.DataFrame) -> tuple[Table | None, list[str]]:
         sentences.append(f"Sources: {', '.join(sources)}.")
     if "leak_free" in split.columns and "test" in table.columns:
         test = split[split["split"].astype(str) == "test"]
-        free = int(test["leak_free"].astype(str).str.lower().isin(("true", "1")).sum())
+        free = int(true_flags(test["leak_free"]).sum())
         sentences.append(
             f"{free} of {len(test)} test images have no exact or near duplicate in train "
             "(the leak-free subset)."
