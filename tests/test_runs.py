@@ -125,6 +125,7 @@ def test_read_npz_reads_every_array_and_refuses_npy(tmp_path):
     arrays = read_npz(tmp_path / "a.npz")
     assert sorted(arrays) == ["image", "name"]
     assert arrays["image"].tolist() == [[0, 1, 2], [3, 4, 5]] and str(arrays["name"]) == "x"
+    assert sorted(read_npz(tmp_path / "a.npz", ("name", "absent"))) == ["name"]
     np.save(tmp_path / "b.npy", np.zeros(3))
     with pytest.raises(ValueError, match="not an .npz archive"):
         read_npz(tmp_path / "b.npy")

@@ -9,6 +9,7 @@ import platform
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,17 +219,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 _NPY_HEADER_LOCK = threading.Lock()
 
 
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` (no pickles), read whole, by one thread at a time: numpy parses
-    each array's header with ``ast.literal_eval``, and CPython 3.11's AST constructor can raise a
-    spurious ``SystemError`` ("AST constructor recursion depth mismatch", python/cpython#106905)
-    when threads parse at once. Raises what ``np.load`` raises for a missing or broken file."""
+def read_npz(path: Path, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (no pickles), each read whole: all of them, or those of
+    ``names`` the file holds. One thread at a time: numpy parses each array's header with
+    ``ast.literal_eval``, and CPython 3.11's AST constructor can raise a spurious
+    ``SystemError`` ("AST constructor recursion depth mismatch", python/cpython#106905) when
+    threads parse at once. Raises what ``np.load`` raises for a missing or broken file."""
     with _NPY_HEADER_LOCK:
         data = np.load(path, allow_pickle=False)
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise ValueError(f"{path}: not an .npz archive")
         with data:
-            return {name: data[name] for name in data.files}
+            wanted = data.files if names is None else [n for n in names if n in data.files]
+            return {name: data[name] for name in wanted}
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -61,8 +61,9 @@ def save_explanations(path: Path, exp: ExplanationSet) -> None:
 def load_explanations(path: Path) -> ExplanationSet:
     """Read a file written by :func:`save_explanations`; BraincamError when unreadable."""
     try:
-        data = read_npz(path)
-        arrays = {key: data[key] for key in (*_ARRAYS, "method", "layer")}
+        names = (*_ARRAYS, "method", "layer")
+        data = read_npz(path, names)
+        arrays = {name: data[name] for name in names}
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise BraincamError(f"{path}: not a readable explanations file ({exc})") from None
     return ExplanationSet(

@@ -142,7 +142,7 @@ def _explanations(run: RunDir, audited: list[str]) -> _Explanations | Part | Non
     choice = next((m for m in [*audited, PREFERRED_METHOD] if m in by_method), None)
     file = by_method[choice] if choice else files[0]
     try:
-        data = read_npz(file)
+        data = read_npz(file, ("paths", "method"))
         paths = data["paths"].tolist()
         method = str(data["method"]) if "method" in data else file.parent.name
     except (OSError, KeyError, ValueError, EOFError):
@@ -250,8 +250,8 @@ class _Renderer:
 
     def _arrays(self) -> dict[str, np.ndarray]:
         if self._maps is None:
-            data = read_npz(self.exp.folder / EXPLANATIONS_NPZ)
-            self._maps = {k: data[k] for k in ("maps", "crops", "original_sizes")}
+            names = ("maps", "crops", "original_sizes")
+            self._maps = read_npz(self.exp.folder / EXPLANATIONS_NPZ, names)
         return self._maps
 
 
