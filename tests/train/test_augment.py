@@ -101,3 +101,44 @@ def test_stacked_masks_move_like_the_head_mask_and_the_first_is_remap_region():
     assert torch.equal(stacked[:, 0], alone_head) and torch.equal(stacked[:, 1], alone_tumour)
     assert torch.equal(out, alone_out)
     assert not torch.equal(stacked[:, 1], tumour)  # it moved
+
+
+def _ramps(b: int, s: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images whose value is the column's (then the row's) centre as a fraction of the side."""
+    ramp = (torch.arange(s) + 0.5) / s
+    return ramp.view(1, 1, 1, s).expand(b, 1, s, s), ramp.view(1, 1, s, 1).expand(b, 1, s, s)
+
+
+def test_zoomed_views_stay_inside_the_image_at_their_zoom():
+    """A 2x view shows half the image's columns and rows, never the zero padding outside."""
+    columns, rows = _ramps(64, 32)
+    config = AugmentConfig(**{**vars(IDENTITY), "zoom_views": 1.0, "zoom_view_range": (2.0, 2.0)})
+    for image in (columns, rows):
+        out, _ = augment(image, None, torch.Generator().manual_seed(0), config)
+        span = out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))
+        assert out.min() > 0  # no padding: the view lies inside the image
+        torch.testing.assert_close(span, torch.full_like(span, 0.5), atol=0.04, rtol=0)
+    centres = out.mean(dim=(1, 2, 3))
+    assert centres.min() < 0.4 and centres.max() > 0.6  # the views move about the image
+
+
+def test_zoomed_views_take_their_share_and_often_leave_a_corner_tumour_out():
+    columns, _ = _ramps(400, 32)
+    tumour = torch.zeros(400, 32, 32, dtype=torch.bool)
+    tumour[:, :6, :6] = True  # the top-left corner: in a 2x view with probability 0.375^2
+    config = AugmentConfig(**{**vars(IDENTITY), "zoom_views": 0.5, "zoom_view_range": (2.0, 2.0)})
+    out, masks = augment(columns, tumour, torch.Generator().manual_seed(0), config)
+    zoomed = (out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))) < 0.75
+    assert 0.42 < zoomed.float().mean() < 0.58
+    assert torch.equal(masks[~zoomed], tumour[~zoomed])
+    empty = ~masks[zoomed].flatten(1).any(1)
+    assert 0.78 < empty.float().mean() < 0.94  # 1 - 0.375^2 = 0.86
+
+
+def test_zoomed_views_off_draw_no_random_numbers():
+    images, masks = _batch()
+    generator = torch.Generator().manual_seed(3)
+    augment(images, masks, generator, AugmentConfig(zoom_views=0.0))
+    reference = torch.Generator().manual_seed(3)
+    augment(images, masks, reference)
+    assert torch.equal(generator.get_state(), reference.get_state())

@@ -72,6 +72,24 @@ def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
     assert torch.equal(no_head_x, plain_x)
     with pytest.raises(BraincamError, match="--contrast-remap"):
         SegmentConfig(contrast_remap=1.5).validate()
+    with pytest.raises(BraincamError, match="--zoom-views"):
+        SegmentConfig(zoom_views=-0.1).validate()
+
+
+@pytest.mark.parametrize("remap", [0.0, 0.5])
+def test_zoomed_views_empty_the_masks_of_views_without_the_tumour(remap):
+    images = torch.rand(200, 1, 32, 32)
+    tumours = torch.zeros(200, 32, 32, dtype=torch.bool)
+    tumours[:, 2:8, 3:9] = True
+    heads = torch.ones_like(tumours)
+
+    def empty_share(zoom_views: float) -> float:
+        _, masks = augment_pair(images, tumours, heads, torch.Generator().manual_seed(0),
+                                remap, zoom_views)
+        return (~masks.flatten(1).any(1)).float().mean().item()
+
+    assert empty_share(0.0) == 0.0
+    assert 0.5 < empty_share(1.0) < 0.95
 
 
 def test_counterfactual_swap_draws_removed_control_and_original_copies():
@@ -180,12 +198,12 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
                     "--weights", "none", "--batch-size", "4", "--device", "cpu",
                     "--val-fraction", "0.2", "--test-fraction", "0.25", "--contrast-remap",
                     "0.5", "--decoder-channels", "32,16,16,8,8", "--counterfactual-share",
-                    "0.5", "--no-progress")
+                    "0.5", "--zoom-views", "0.5", "--no-progress")
     assert result.exit_code == 0, result.output
     assert SEG_FILES <= {p.name for p in seg.iterdir()}
     config = yaml.safe_load((seg / "config.yaml").read_text())["segment"]
     assert config["contrast_remap"] == 0.5 and config["decoder_channels"] == [32, 16, 16, 8, 8]
-    assert config["counterfactual_share"] == 0.5
+    assert config["counterfactual_share"] == 0.5 and config["zoom_views"] == 0.5
     assert "held-out mean Dice" in result.output and "per-class Dice: tumor" in result.output
     metrics = json.loads((seg / "metrics.json").read_text())
     split = pd.read_csv(seg / "split.csv")

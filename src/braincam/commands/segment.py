@@ -76,6 +76,11 @@ def command(
                             "mask), half a same-shaped region of tumour-free brain inpainted "
                             "(own mask).")
     ] = 0.0,
+    zoom_views: Annotated[
+        float, typer.Option(help="Share of training images seen as a view zoomed in 1.5-2.5 "
+                            "times at a random place, which often leaves the tumour out "
+                            "(empty mask).")
+    ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     device: Device = "auto",
     force: Annotated[
@@ -107,7 +112,7 @@ def command(
         size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, augment=augment, contrast_remap=contrast_remap,
-        counterfactual_share=counterfactual_share, device=device,
+        counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,
     )
     if decoder_channels is not None:
         config = replace(config, decoder_channels=widths(decoder_channels))

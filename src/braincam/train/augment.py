@@ -7,6 +7,15 @@ rotations would create anatomy that scanners never produce), applied with
 any further masks stacked with it, such as the tumour mask of ``--mask-reward``) is warped
 with the same grid (nearest neighbour), so mask-aware losses stay aligned.
 
+Zoomed views (``zoom_views`` > 0, off by default): with that probability an image is replaced
+by a view zoomed in ``z`` times (``z`` uniform in ``zoom_view_range``) around a uniform place
+that keeps the view inside the image (centre within ``1 - 1/z`` of the middle, in coordinates
+running from -1 to 1), flipped and rotated like the others. Such a view often leaves the tumour
+out, and its tumour mask is then empty: a segmenter trained on a source whose slices all show a
+tumour (Figshare) otherwise learns that every slice of that source holds one, and marks the
+next most tumour-like structure (a normal pituitary gland, a ventricle) where the tumour is
+faint. Views with and without the tumour come from the same zoom, so the zoom carries no label.
+
 Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
 mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
 
@@ -43,6 +52,8 @@ class AugmentConfig:
     contrast: tuple[float, float] = (0.85, 1.15)  # uniform
     brightness: float = 0.08  # additive, uniform in [-b, b]
     remap: float = 0.0  # probability of a random contrast curve (see the module docstring)
+    zoom_views: float = 0.0  # probability of a zoomed view (see the module docstring)
+    zoom_view_range: tuple[float, float] = (1.5, 2.5)  # its zoom factor, uniform
 
 
 REMAP_KNOTS = 5
@@ -70,6 +81,8 @@ def augment(
     gamma = torch.exp(uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))
     contrast = uniform(*config.contrast)
     brightness = uniform(-config.brightness, config.brightness)
+    if config.zoom_views > 0:  # drawn only when asked: runs without keep their random stream
+        zoom, shift = zoomed_views(zoom, shift, config, generator)
 
     # output -> input sampling map: p_in = R(angle) diag(flip, 1) p_out / zoom + shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -100,6 +113,23 @@ def augment(
     mean = out.mean(dim=(1, 2, 3), keepdim=True)
     out = (out - mean) * per_image(contrast) + mean + per_image(brightness)
     return out.clamp(0, 1), masks
+
+
+def zoomed_views(
+    zoom: torch.Tensor, shift: tuple[torch.Tensor, torch.Tensor], config: AugmentConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """``zoom`` and ``shift`` (each (B,)) with a share ``config.zoom_views`` of the images
+    turned into zoomed views: zoom ``z`` uniform in ``config.zoom_view_range``, centre uniform
+    in ``[-(1 - 1/z), 1 - 1/z]`` per axis, so the view stays inside the image."""
+    b = zoom.shape[0]
+    chosen = torch.rand(b, generator=generator) < config.zoom_views
+    lo, hi = config.zoom_view_range
+    z = lo + (hi - lo) * torch.rand(b, generator=generator)
+    reach = 1 - 1 / z
+    centre = [(2 * torch.rand(b, generator=generator) - 1) * reach for _ in range(2)]
+    return (torch.where(chosen, z, zoom),
+            (torch.where(chosen, centre[0], shift[0]), torch.where(chosen, centre[1], shift[1])))
 
 
 def remap_contrast(

@@ -17,6 +17,9 @@ AdamW with a per-step cosine schedule; augmentation moves image and mask togethe
 passes that share of training images through a random monotone in-head contrast curve (half
 of them inverted; :func:`braincam.train.augment.remap_contrast`), so that tumours are learnt
 by shape and contrast against their surroundings rather than by one sequence's intensities.
+``zoom_views`` shows that share of training images as zoomed views at random places
+(:func:`braincam.train.augment.zoomed_views`), some of which leave the tumour out, so a source
+whose slices all show a tumour also shows slices without one.
 
 ``counterfactual_share`` ``q`` (``--counterfactual-share``): every training tumour image with a
 counterfactual pair (:func:`braincam.data.regions.make_pairs`, made once before training) is
@@ -128,6 +131,7 @@ class SegmentConfig:
     augment: bool = True
     contrast_remap: float = 0.0  # probability of a random in-head contrast curve
     counterfactual_share: float = 0.0  # share of paired tumour draws swapped for a copy
+    zoom_views: float = 0.0  # share of training images seen as a zoomed view
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
 
@@ -138,7 +142,7 @@ class SegmentConfig:
             raise BraincamError("--epochs must be >= 1 and --batch-size >= 2")
         if not self.lr > 0:
             raise BraincamError("--lr must be positive")
-        for name in ("contrast_remap", "counterfactual_share"):
+        for name in ("contrast_remap", "counterfactual_share", "zoom_views"):
             if not 0 <= getattr(self, name) <= 1:
                 raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
@@ -215,17 +219,18 @@ def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
 
 def augment_pair(
     images: torch.Tensor, tumours: torch.Tensor, heads: torch.Tensor | None,
-    generator: torch.Generator, remap: float = 0.0,
+    generator: torch.Generator, remap: float = 0.0, zoom_views: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented ``images`` (B, 1, S, S) in [0, 1] and their tumour masks (B, S, S); with
     ``remap`` > 0, that share of images gets a random contrast curve inside its head mask
-    (``heads``, read only then)."""
+    (``heads``, read only then); with ``zoom_views`` > 0, that share becomes zoomed views."""
+    config = AugmentConfig(remap=remap, zoom_views=zoom_views)
     if not remap:
-        return augment(images, tumours, generator)
+        return augment(images, tumours, generator, config)
     if heads is None:
         raise ValueError("contrast remapping needs the head masks")
     stacked = torch.stack([heads.to(tumours.device, non_blocking=True), tumours], dim=1)
-    images, masks = augment(images, stacked, generator, AugmentConfig(remap=remap))
+    images, masks = augment(images, stacked, generator, config)
     return images, masks[:, 1]
 
 
@@ -396,7 +401,8 @@ def _fit(
             x = x.to(device, non_blocking=True).unsqueeze(1).float() / 255
             y = y.to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank, the same parameters
-                x, y = augment_pair(x, y, head, generator, config.contrast_remap)
+                x, y = augment_pair(x, y, head, generator, config.contrast_remap,
+                                    config.zoom_views)
             part = rank_slice(len(batch), ctx)
             n_local = part.stop - part.start
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
