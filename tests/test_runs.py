@@ -131,6 +131,19 @@ def test_read_npz_reads_every_array_and_refuses_npy(tmp_path):
         read_npz(tmp_path / "b.npy")
 
 
+def test_read_npz_reports_a_truncated_or_damaged_archive_as_value_error(tmp_path):
+    np.savez(tmp_path / "a.npz", image=np.arange(4000))
+    whole = (tmp_path / "a.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(whole[: len(whole) // 2])  # an interrupted copy
+    with pytest.raises(ValueError, match=r"cut\.npz: damaged \.npz archive"):
+        read_npz(tmp_path / "cut.npz")
+    damaged = bytearray(whole)
+    damaged[len(whole) // 2] ^= 0xFF  # inside the array's bytes: the CRC check fails on read
+    (tmp_path / "bad.npz").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match="Bad CRC-32"):
+        read_npz(tmp_path / "bad.npz")
+
+
 def test_read_npz_parses_headers_one_thread_at_a_time(tmp_path, monkeypatch):
     """numpy parses npy headers with ast.literal_eval, which CPython 3.11 cannot run in threads
     at once (spurious SystemError); worker pools read cache entries through read_npz."""

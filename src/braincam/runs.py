@@ -9,6 +9,7 @@ import platform
 import shutil
 import tempfile
 import threading
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,14 +225,19 @@ def read_npz(path: Path, names: Iterable[str] | None = None) -> dict[str, np.nda
     ``names`` the file holds. One thread at a time: numpy parses each array's header with
     ``ast.literal_eval``, and CPython 3.11's AST constructor can raise a spurious
     ``SystemError`` ("AST constructor recursion depth mismatch", python/cpython#106905) when
-    threads parse at once. Raises what ``np.load`` raises for a missing or broken file."""
+    threads parse at once. Raises ``OSError`` for a file it cannot open, ``EOFError`` for an
+    empty one and ``ValueError`` for any other file that is not an intact ``.npz`` (a
+    truncated or damaged archive included: ``zipfile.BadZipFile`` becomes ``ValueError``)."""
     with _NPY_HEADER_LOCK:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError(f"{path}: not an .npz archive")
-        with data:
-            wanted = data.files if names is None else [n for n in names if n in data.files]
-            return {name: data[name] for name in wanted}
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{path}: not an .npz archive")
+            with data:
+                wanted = data.files if names is None else [n for n in names if n in data.files]
+                return {name: data[name] for name in wanted}
+        except zipfile.BadZipFile as exc:
+            raise ValueError(f"{path}: damaged .npz archive ({exc})") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -90,6 +90,17 @@ def test_without_examples_the_section_says_not_run(tmp_path, kit):
     assert "Tumour examples: not run" in kit.text(page, "where-tumour")
 
 
+def test_a_truncated_examples_file_is_reported_unreadable(tmp_path, kit):
+    run = kit.make_fake_run(tmp_path)
+    examples(2, False).save(run / "audit" / EXAMPLES_FILE)
+    whole = (run / "audit" / EXAMPLES_FILE).read_bytes()
+    (run / "audit" / EXAMPLES_FILE).write_bytes(whole[: len(whole) // 2])
+    page = kit.parse(build_report(run).read_text(encoding="utf-8"))
+    assert page.errors == []
+    assert "Tumour examples: audit/tumour_examples.npz could not be read" in kit.text(
+        page, "where-tumour")
+
+
 def test_outline_draws_only_the_contour():
     mask = np.zeros((S, S), bool)
     mask[4:12, 4:12] = True

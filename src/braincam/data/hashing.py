@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import zipfile
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -186,7 +185,7 @@ class ContentStore:
         try:
             data = read_npz(path)
             self.values = dict(zip(data["keys"].tolist(), data["values"].tolist(), strict=True))
-        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+        except (OSError, KeyError, ValueError, EOFError):
             self.values = {}
 
     def save(self) -> None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -349,7 +348,7 @@ def _read_npz(file: Path, size: int) -> Preprocessed | None:
         data = read_npz(file)
         image, mask = data["image"], data["mask"]
         crop, original = data["crop"], data["original_size"]
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError, EOFError):
         return None
     if image.shape != (size, size) or mask.shape != (-(-size * size // 8),):
         return None

@@ -14,7 +14,6 @@ Arrays (row ``n`` = image ``paths[n]``):
 from __future__ import annotations
 
 import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def load_explanations(path: Path) -> ExplanationSet:
         names = (*_ARRAYS, "method", "layer")
         data = read_npz(path, names)
         arrays = {name: data[name] for name in names}
-    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, ValueError, EOFError) as exc:
         raise BraincamError(f"{path}: not a readable explanations file ({exc})") from None
     return ExplanationSet(
         maps=arrays["maps"], raw=arrays["raw"], targets=arrays["targets"],

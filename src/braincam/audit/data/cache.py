@@ -9,7 +9,6 @@ whatever another process wrote meanwhile, and replaced atomically.
 from __future__ import annotations
 
 import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +97,6 @@ def _read(path: Path, names: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The stored columns, or {} when the file is missing, unreadable or of another layout."""
     try:
         data = read_npz(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+    except (OSError, ValueError, EOFError):
         return {}
     return data if set(data) == set(names) else {}
