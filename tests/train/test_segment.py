@@ -251,3 +251,22 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
 
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1")
     assert result.exit_code != 0 and "--force" in str(result.exception or result.output)
+
+
+def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp_path):
+    def run(name: str, *seeds: str) -> pd.DataFrame:
+        out = tmp_path / name
+        result = invoke(str(phantoms), "--out", str(out), "--epochs", "1", "--image-size", "32",
+                        "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                        "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
+                        "--test-fraction", "0.25", "--no-progress", *seeds)
+        assert result.exit_code == 0, result.output
+        return pd.read_csv(out / "split.csv")
+
+    base = run("a", "--seed", "0")
+    shared = run("b", "--seed", "1", "--split-seed", "0")
+    own = run("c", "--seed", "1")
+    assert base.equals(shared)
+    assert not base["split"].equals(own["split"])
+    weights = [load_segmenter(str(tmp_path / n), "cpu").model.state_dict() for n in "ab"]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

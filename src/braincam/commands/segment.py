@@ -82,6 +82,11 @@ def command(
                             "(empty mask).")
     ] = 0.0,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
+    split_seed: Annotated[
+        int | None, typer.Option(help="Seed of the split (and the held-out counterfactual "
+                                 "copies) instead of --seed: runs that share it are scored on "
+                                 "the same rows.  [default: --seed]", show_default=False)
+    ] = None,
     device: Device = "auto",
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing output directory.")
@@ -111,7 +116,7 @@ def command(
     config = SegmentConfig(
         size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
         val_fraction=val_fraction, test_fraction=test_fraction,
-        seed=seed, augment=augment, contrast_remap=contrast_remap,
+        seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,
     )
     if decoder_channels is not None:

@@ -128,6 +128,7 @@ class SegmentConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.2
     seed: int = 0
+    split_seed: int | None = None  # the carves' seed; None: seed
     augment: bool = True
     contrast_remap: float = 0.0  # probability of a random in-head contrast curve
     counterfactual_share: float = 0.0  # share of paired tumour draws swapped for a copy
@@ -152,6 +153,13 @@ class SegmentConfig:
     @property
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig(size=self.size)
+
+    @property
+    def carve_seed(self) -> int:
+        """The seed of the split and of the held-out counterfactual copies: ``split_seed``,
+        else ``seed``. Runs that share it are scored on the same rows and copies, while
+        ``seed`` still varies initialisation, batches and augmentation."""
+        return self.seed if self.split_seed is None else self.split_seed
 
 
 @dataclass
@@ -296,7 +304,7 @@ def train_segmenter(
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         data = load_segmentation_data(dataset.records, config.preprocess, progress)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
-                       config.test_fraction, config.seed)
+                       config.test_fraction, config.carve_seed)
     with main_first(ctx):
         if ctx.is_main:
             prepare_output_dir(run.root, force=force)
@@ -336,7 +344,7 @@ def train_segmenter(
                                    [r.source for r in test_records])
     metrics |= {
         "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
-                                          pred, truth, config.seed, ctx),
+                                          pred, truth, config.carve_seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
         "counts": {k: int(v) for k, v in split.counts.items()},
         "test_groups": int(len(np.unique(split.group[test.numpy()]))),
