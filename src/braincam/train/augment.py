@@ -12,9 +12,10 @@ by a view zoomed in ``z`` times (``z`` uniform in ``zoom_view_range``) around a 
 that keeps the view inside the image (centre within ``1 - 1/z`` of the middle, in coordinates
 running from -1 to 1), flipped and rotated like the others. Such a view often leaves the tumour
 out, and its tumour mask is then empty: a segmenter trained on a source whose slices all show a
-tumour (Figshare) otherwise learns that every slice of that source holds one, and marks the
-next most tumour-like structure (a normal pituitary gland, a ventricle) where the tumour is
-faint. Views with and without the tumour come from the same zoom, so the zoom carries no label.
+tumour (Figshare) may learn that every slice of that source holds one, and mark the next most
+tumour-like structure (a normal pituitary gland, a ventricle) where the tumour is faint. Views
+with and without the tumour come from the same zoom, so the zoom carries no label. Measured on
+Figshare, the views cost Dice and bought no consistent specificity (docs/results.md).
 
 Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
 mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
