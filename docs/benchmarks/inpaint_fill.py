@@ -25,6 +25,7 @@ from braincam.data.mask import brain_region
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import load_dataset
 from braincam.data.regions import control_region, dilate, inpaint
+from braincam.evaluate.segmentation import dice
 from braincam.models.segment import load_segmenter
 from braincam.train.segment import load_segmentation_data
 
@@ -113,11 +114,11 @@ def main(run: str, which: str) -> None:
         bed = np.stack([dilate(t, px) for t in tumour])
         pr = seg.predict(np.stack(removed)) >= 0.5
         pc = seg.predict(np.stack(control)) >= 0.5
-        dice = 2 * (pc & tumour).sum((1, 2)) / (pc.sum((1, 2)) + tumour.sum((1, 2)))
+        control_dice = np.mean([dice(p, t) for p, t in zip(pc, tumour, strict=True)])
         print(f"{name:24s} n={len(src)} removed_any={pr.any((1, 2)).mean():.3f} "
               f"removed_in_bed={((pr & bed).sum((1, 2)) >= 10).mean():.3f} "
               f"control_marked={((pc & np.stack(regions)).sum((1, 2)) >= 10).mean():.3f} "
-              f"control_dice={dice.mean():.3f}", flush=True)
+              f"control_dice={control_dice:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
 from braincam.data.regions import make_pairs
-from braincam.evaluate.segmentation import counterfactual_metrics, segmentation_metrics
+from braincam.evaluate.segmentation import counterfactual_metrics, dice, segmentation_metrics
 from braincam.models.segment import load_segmenter
 from braincam.train.segment import load_segmentation_data
 
@@ -62,10 +62,8 @@ def main(which: str, runs: list[str]) -> None:
         c = counterfactual_metrics(seg.predict(pairs.removed) >= 0.5,
                                    seg.predict(pairs.control) >= 0.5, pred[pairs.source],
                                    truth[pairs.source])
-        overlap = (pred & truth).reshape(len(pred), -1).sum(1)
-        size = pred.reshape(len(pred), -1).sum(1) + truth.reshape(len(truth), -1).sum(1)
-        dice = np.where(size > 0, 2 * overlap / np.maximum(size, 1), 1.0)
-        missed = tumour & (dice < 0.1)
+        dices = np.array([dice(p, t) for p, t in zip(pred, truth, strict=True)])
+        missed = tumour & (dices < 0.1)
         elsewhere = missed & pred.reshape(len(pred), -1).any(1)
         peak = prob.reshape(len(prob), -1).max(1)
         by_size = [missed[gliomas & (area > lo) & (area <= hi)].mean()
