@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from braincam.train.augment import AugmentConfig, augment
@@ -73,15 +74,17 @@ def test_contrast_remap_is_a_monotone_curve_inside_the_head_only():
     assert directions == {True, False}  # some images inverted, some not
 
 
-def test_contrast_remap_off_draws_no_random_numbers():
+@pytest.mark.parametrize("option", ["remap", "zoom_views"])
+def test_an_option_off_draws_no_random_numbers(option):
     images, masks = _batch()
     generator = torch.Generator().manual_seed(3)
-    augment(images, masks, generator, AugmentConfig(remap=0.0))
+    augment(images, masks, generator, AugmentConfig(**{option: 0.0}))
     after_default = generator.get_state()
     reference = torch.Generator().manual_seed(3)
     augment(images, masks, reference)
     assert torch.equal(after_default, reference.get_state())
-    out_a, _ = augment(images, masks, torch.Generator().manual_seed(3), AugmentConfig(remap=0.5))
+    out_a, _ = augment(images, masks, torch.Generator().manual_seed(3),
+                       AugmentConfig(**{option: 0.5}))
     out_b, _ = augment(images, masks, torch.Generator().manual_seed(3))
     assert not torch.allclose(out_a, out_b)
 
@@ -133,12 +136,3 @@ def test_zoomed_views_take_their_share_and_often_leave_a_corner_tumour_out():
     assert torch.equal(masks[~zoomed], tumour[~zoomed])
     empty = ~masks[zoomed].flatten(1).any(1)
     assert 0.78 < empty.float().mean() < 0.94  # 1 - 0.375^2 = 0.86
-
-
-def test_zoomed_views_off_draw_no_random_numbers():
-    images, masks = _batch()
-    generator = torch.Generator().manual_seed(3)
-    augment(images, masks, generator, AugmentConfig(zoom_views=0.0))
-    reference = torch.Generator().manual_seed(3)
-    augment(images, masks, reference)
-    assert torch.equal(generator.get_state(), reference.get_state())
