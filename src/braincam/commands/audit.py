@@ -37,6 +37,10 @@ def command(
         str | None, typer.Option(help="Audit only this official split (e.g. test) of folders "
                                  "that have splits; others are audited whole.")
     ] = None,
+    validation: Annotated[
+        bool, typer.Option("--validation", help="Audit only the images of --data the run "
+                           "validated on: choose settings on these, never on a test set.")
+    ] = False,
     max_images: Annotated[
         int | None, typer.Option(help="At most this many images per dataset (seeded sample).")
     ] = None,
@@ -88,7 +92,7 @@ def command(
     method_list = list(parse_methods(methods))
     doc = audit_model(run, data, method_list, out, max_images, settings=settings,
                       device=device, force=force, progress=progress, segmenter=segmenter,
-                      task=task, split=split)
+                      task=task, split=split, validation=validation)
     for line in summary_lines(doc):
         typer.echo(line)
     where = spec_out / "audit" if spec_out else out or RunDir(run).audit

@@ -70,8 +70,9 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
     top = json.loads((run_dir / "audit" / "audit.json").read_text())
     assert top == doc
     # one dataset: the same nested shape as several
-    assert set(top) == {"run", "model", "settings", "skipped", "datasets", "findings"}
+    assert set(top) == {"run", "rows", "model", "settings", "skipped", "datasets", "findings"}
     assert list(top["datasets"]) == ["phantoms"] and top["model"] is None
+    assert top["rows"] == "unseen"
     on_disk = top["datasets"]["phantoms"]
     assert on_disk["dataset"] == "phantoms"
     assert [f["message"] for f in top["findings"]] == [
@@ -178,6 +179,33 @@ def test_copies_of_training_images_under_other_paths_are_counted(run_dir, tmp_pa
     frame = pd.read_csv(tmp_path / "a" / "audit_images.csv")
     assert dict(zip(frame["path"].map(lambda p: Path(p).name), frame["seen"], strict=True)) == {
         "copy.jpg": True, "noise.png": False}
+
+
+def test_validation_audits_the_validation_images_alone(run_dir, tmp_path):
+    """A run that validated on three of the Testing phantoms: ``validation`` audits those
+    three and nothing else; without it they are left out like the training images."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").symlink_to(run_dir / "model.safetensors")
+    table = pd.read_csv(run_dir / "split.csv")
+    val = table.index[table["split"] == "test"][[0, 2, 5]]
+    table.loc[val, "split"] = "val"
+    table.to_csv(run / "split.csv", index=False)
+    data = [run_dir.parent / "phantoms"]
+    settings = dataclasses.replace(FAST, faithfulness_images=0, road_images=0,
+                                   sanity_images=0, occlusion_images=0)
+    doc = audit_model(run, data, out_dir=tmp_path / "v", settings=settings, device="cpu",
+                      validation=True)
+    assert doc["rows"] == "validation" and doc["datasets"]["phantoms"]["n_images"] == 3
+    audited = set(pd.read_csv(tmp_path / "v" / "audit_images.csv")["path"])
+    assert audited == {str(Path(p).resolve()) for p in table.loc[val, "path"]}
+    unseen = audit_model(run, data, out_dir=tmp_path / "u", settings=settings, device="cpu")
+    assert unseen["rows"] == "unseen" and unseen["datasets"]["phantoms"]["n_images"] == 5
+    with pytest.raises(BraincamError, match="lists no validation images"):
+        audit_model(run_dir, data, out_dir=tmp_path / "w", validation=True, device="cpu")
+    with pytest.raises(BraincamError, match="no image under --data is one the run validated"):
+        audit_model(run, [run_dir.parent / "phantoms-b"], out_dir=tmp_path / "x",
+                    validation=True, device="cpu")
 
 
 def test_no_faithfulness_images_leaves_the_check_empty(run_dir, tmp_path):

@@ -2,10 +2,12 @@
 not train (a model spec, :mod:`braincam.models.foreign`), and write the results.
 
 Images: every image under ``roots`` except those the run trained or validated on (its
-``split.csv``; a spec has none), labels mapped to the model's task, images of classes the
-model does not know left out with a warning; per dataset (records' ``source``), at most
-``max_images`` chosen at random (seeded). Copies of the images a run or its guide learnt from
-under other paths (another dataset that copies the training data,
+``split.csv``; a spec has none); with ``validation``, only those it validated on, so that
+settings (a reward strength, a guide) can be chosen on the audit without a test image
+(top-level ``"rows"``: ``"validation"``, else ``"unseen"``). Labels mapped to the model's
+task, images of classes the model does not know left out with a warning; per dataset
+(records' ``source``), at most ``max_images`` chosen at random (seeded). Copies of the images
+a run or its guide learnt from under other paths (another dataset that copies the training data,
 :func:`braincam.evaluate.run.learnt_from`) are audited but counted (``n_seen``, a warning) and
 flagged (``seen`` in ``audit_images.csv``). They go through the run's preprocessing (a spec's:
 its size, head crop and resize filter, grey) and the on-disk cache.
@@ -19,8 +21,8 @@ left out are listed under ``"skipped"`` with the reason.
 
 ``audit.json`` has one shape whatever the number of datasets::
 
-    {"run": "<run dir>" | null, "model": {spec, format, ..., gradients, cams,
-                                          conversion_max_diff} | null,
+    {"run": "<run dir>" | null, "rows": "unseen" | "validation",
+     "model": {spec, format, ..., gradients, cams, conversion_max_diff} | null,
      "settings": {...}, "skipped": [{"methods", "checks", "reason"}],
      "datasets": {"<name>": BLOCK, ...},
      "findings": [{severity, check, value, threshold, message}, ...]}
@@ -117,9 +119,11 @@ def audit_model(
     segmenter: Path | str | None = None,
     task: str | None = None,
     split: str | None = None,
+    validation: bool = False,
 ) -> dict[str, Any]:
     """Audit RUN's model on the images under ``roots`` (with ``split``, only that official
-    split of folders that have one); write ``audit.json`` and ``audit_images.csv`` into
+    split of folders that have one; with ``validation``, only the run's validation images);
+    write ``audit.json`` and ``audit_images.csv`` into
     ``out_dir`` (default ``RUN/audit``) and return the JSON. For a model spec ``out_dir`` is
     required and plays the run directory (the files go to ``out_dir/audit``); ``task`` may
     view its tumour-type model as binary.
@@ -142,6 +146,9 @@ def audit_model(
         raise BraincamError("--max-images must be >= 1")
     dev = device_of(device)
     if is_spec(run_dir):
+        if validation:
+            raise BraincamError("--validation audits a run's validation images; a model spec "
+                                "has none")
         if out_dir is None:
             raise BraincamError(f"{run_dir} is a model spec: pass --out DIR")
         audited = _spec_model(Path(run_dir), task, methods, dev, settings.batch_size)
@@ -157,8 +164,12 @@ def audit_model(
 
         seg = load_segmenter(segmenter, dev)
     classes = audited.classes
-    datasets = _records_by_dataset(audited.trained_on, roots, classes, audited.task,
-                                   max_images, settings.seed, split)
+    if validation and not audited.validated_on:
+        raise BraincamError(f"{run_dir} lists no validation images in its split.csv")
+    datasets = _records_by_dataset(audited.trained_on - audited.validated_on
+                                   if validation else audited.trained_on, roots, classes,
+                                   audited.task, max_images, settings.seed, split,
+                                   audited.validated_on if validation else None)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
                              marker=AUDIT_JSON)
 
@@ -168,7 +179,7 @@ def audit_model(
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
         seen = duplicates_of(paths, audited.learnt)
-        if seen.any():
+        if seen.any() and not validation:
             log.warning("%s: %d of %d audited images are copies of images the model or its "
                         "guide learnt from", name, seen.sum(), len(seen))
         blocks[name] = block_json(name, batch, methods, results, int(seen.sum()))
@@ -186,7 +197,8 @@ def audit_model(
             examples.append(tumour_examples(name, paths, batch, methods[0], chosen, predicted))
 
     doc: dict[str, Any] = {
-        "run": audited.run, "model": audited.model_json,
+        "run": audited.run, "rows": "validation" if validation else "unseen",
+        "model": audited.model_json,
         "settings": dataclasses.asdict(settings), "skipped": audited.skipped,
         "datasets": blocks,
         "findings": [{**f, "message": f"[{name}] {f['message']}"}
@@ -214,7 +226,8 @@ class AuditedModel:
     classes: tuple[str, ...]
     task: str
     preprocess: Any  # braincam.data.preprocess.PreprocessConfig
-    trained_on: set[str] = field(default_factory=set)
+    trained_on: set[str] = field(default_factory=set)  # train and val rows
+    validated_on: set[str] = field(default_factory=set)  # val rows
     learnt: list[str] = field(default_factory=list)  # the run's and its guide's, for n_seen
     default_out: Path | None = None
     run: str | None = None
@@ -233,8 +246,8 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     model, meta = load_checkpoint(run.model, device=device)
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
-        preprocess_config(meta), _trained_on(run), learnt_from(run, meta), run.audit,
-        str(run.root),
+        preprocess_config(meta), _split_rows(run, ("train", "val")), _split_rows(run, ("val",)),
+        learnt_from(run, meta), run.audit, str(run.root),
     )
 
 
@@ -419,9 +432,10 @@ def _records_by_dataset(
     max_images: int | None,
     seed: int,
     split: str | None = None,
+    only: set[str] | None = None,
 ) -> dict[str, list]:
     """Audit records per dataset (see the module docstring); ``split`` keeps that official
-    split of a folder that has splits."""
+    split of a folder that has splits, ``only`` (resolved paths) those images alone."""
     from braincam.data.records import load_dataset
     from braincam.labels import task_label
 
@@ -430,6 +444,10 @@ def _records_by_dataset(
     records = [r for r in load_dataset(roots).records if str(r.path.resolve()) not in seen]
     if split is not None:
         records = [r for r in records if r.split in (None, split)]
+    if only is not None:
+        records = [r for r in records if str(r.path.resolve()) in only]
+        if not records:
+            raise BraincamError("no image under --data is one the run validated on")
     if not records:
         raise BraincamError("every image under --data was used to train or validate the run")
     known = [r for r in records if task_label(r.label, task) in classes]
@@ -445,12 +463,12 @@ def _records_by_dataset(
             for name, rs in by_source.items()}
 
 
-def _trained_on(run: RunDir) -> set[str]:
-    """Resolved paths of the run's train and val images (empty without ``split.csv``)."""
+def _split_rows(run: RunDir, splits: tuple[str, ...]) -> set[str]:
+    """Resolved paths of the run's images in ``splits`` (empty without ``split.csv``)."""
     if not run.split.is_file():
         return set()
     table = run.read_split()
-    used = table[table["split"].isin(["train", "val"])]["path"]
+    used = table[table["split"].isin(splits)]["path"]
     return {str(Path(p).resolve()) for p in used}
 
 
