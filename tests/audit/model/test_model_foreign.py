@@ -28,7 +28,7 @@ from foreign_tiny import (  # noqa: E402
 
 FAST = AuditSettings(faithfulness_images=3, road_images=0, sanity_images=2,
                      occlusion_images=2, occlusion_window=8, occlusion_stride=8, steps=4)
-TOP_KEYS = {"run", "model", "settings", "skipped", "datasets", "findings"}
+TOP_KEYS = {"run", "rows", "model", "settings", "skipped", "datasets", "findings"}
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,10 @@ def test_torch_spec_gets_every_check(folder, tmp_path):
                       settings=FAST, device="cpu")
     on_disk = json.loads((tmp_path / "out" / "audit" / "audit.json").read_text())
     assert on_disk == doc and set(doc) == TOP_KEYS
-    assert doc["run"] is None and doc["skipped"] == []
+    assert doc["run"] is None and doc["skipped"] == [] and doc["rows"] == "unseen"
     assert doc["model"]["format"] == "torch" and doc["model"]["target_layer"] == "net.conv"
+    with pytest.raises(BraincamError, match="a model spec has none"):
+        audit_model(spec, [folder / "phantoms"], out_dir=tmp_path / "v", validation=True)
     assert list(doc["datasets"]) == ["phantoms"]
     block = doc["datasets"]["phantoms"]
     assert block["n_images"] == 6 and block["classes"] == ["no_tumor", "tumor"]
