@@ -166,9 +166,8 @@ def audit_model(
     classes = audited.classes
     if validation and not audited.validated_on:
         raise BraincamError(f"{run_dir} lists no validation images in its split.csv")
-    datasets = _records_by_dataset(audited.trained_on - audited.validated_on
-                                   if validation else audited.trained_on, roots, classes,
-                                   audited.task, max_images, settings.seed, split,
+    datasets = _records_by_dataset(set() if validation else audited.trained_on, roots,
+                                   classes, audited.task, max_images, settings.seed, split,
                                    audited.validated_on if validation else None)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
                              marker=AUDIT_JSON)
