@@ -243,10 +243,11 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
     require_single_model(read_meta(run.model), run.root)
     model, meta = load_checkpoint(run.model, device=device)
+    trained_on, validated_on = _split_rows(run)
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
-        preprocess_config(meta), _split_rows(run, ("train", "val")), _split_rows(run, ("val",)),
-        learnt_from(run, meta), run.audit, str(run.root),
+        preprocess_config(meta), trained_on, validated_on, learnt_from(run, meta), run.audit,
+        str(run.root),
     )
 
 
@@ -462,13 +463,15 @@ def _records_by_dataset(
             for name, rs in by_source.items()}
 
 
-def _split_rows(run: RunDir, splits: tuple[str, ...]) -> set[str]:
-    """Resolved paths of the run's images in ``splits`` (empty without ``split.csv``)."""
+def _split_rows(run: RunDir) -> tuple[set[str], set[str]]:
+    """Resolved paths of the run's train and val images, and of its val images alone (both
+    empty without ``split.csv``)."""
     if not run.split.is_file():
-        return set()
+        return set(), set()
     table = run.read_split()
-    used = table[table["split"].isin(splits)]["path"]
-    return {str(Path(p).resolve()) for p in used}
+    rows = {split: {str(Path(p).resolve()) for p in table.loc[table["split"] == split, "path"]}
+            for split in ("train", "val")}
+    return rows["train"] | rows["val"], rows["val"]
 
 
 def _load_batch(
