@@ -65,6 +65,7 @@ def test_audit_writes_the_files_and_prints_the_findings(run):
     assert "background-only survival" in lines[0]
     mask = doc["localization"]["mask"]  # the phantoms' masks/ hold their tumours
     assert f"pointing game in the expert mask {mask['pointing_game']:.0%}" in lines[0]
+    assert f"grid's ceiling {mask['pointing_ceiling']:.0%})" in lines[0]
     effect = doc["counterfactual"]["tumor_effect_prob_drop"]
     assert f"tumour removal minus control: P(tumour) drop {effect:.3f}" in lines[0]
     n_critical = sum(f["severity"] == "critical" for f in top["findings"])

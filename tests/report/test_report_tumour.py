@@ -16,6 +16,7 @@ from braincam.report.tumour import MASK_RGB, PREDICTED_RGB, outline
 
 S = 32
 MASK_BLOCK = {"n_images": 3, "pointing_game": 0.6667, "pointing_chance": 0.0625,
+              "pointing_ceiling": 0.75,
               "energy_in_mask": 0.25, "mask_area": 0.0625, "energy_in_mask_ratio": 4.0,
               "iou": 0.1111, "dice": 0.2,
               "by_class": {"glioma": {"n_images": 2, "pointing_game": 0.5, "dice": 0.3125}},
@@ -76,12 +77,13 @@ def test_predicted_mask_panel_when_the_examples_carry_one(tmp_path, kit):
 def test_localisation_table_rows_and_numbers(tmp_path, kit):
     page = make_run(tmp_path, kit, predicted=False)
     assert ("Against the expert tumour masks: the maximum falls inside the mask in 67% of "
-            "images (chance 6.2%), with 4 times the mask's share of the energy and top-k Dice "
-            "0.2.") in kit.text(page, "localization")
+            "images (chance 6.2%; the map's grid can point into 75% of the masks at most), "
+            "with 4 times the mask's share of the energy and top-k Dice 0.2.") in kit.text(
+                page, "localization")
     words = kit.text(page, "where-tumour")
-    assert "gradcam: all 3 0.667 0.0625 0.25 4 0.111 0.2" in words
-    assert "gradcam: class glioma 2 0.5 n/a n/a n/a n/a 0.312" in words
-    assert "gradcam: size small 1 1 n/a n/a n/a n/a 0.438" in words
+    assert "gradcam: all 3 0.667 0.0625 0.75 0.25 4 0.111 0.2" in words
+    assert "gradcam: class glioma 2 0.5 n/a n/a n/a n/a n/a 0.312" in words
+    assert "gradcam: size small 1 1 n/a n/a n/a n/a n/a 0.438" in words
 
 
 def test_without_examples_the_section_says_not_run(tmp_path, kit):

@@ -130,8 +130,10 @@ def _headline(block: dict[str, Any]) -> str:
                      f"(chance <= {cf['background_only_baseline']:.0%})")
     mask = (block.get("localization") or {}).get("mask")
     if mask and mask.get("pointing_game") is not None:
+        ceiling = mask.get("pointing_ceiling")
+        reach = "" if ceiling is None else f", grid's ceiling {ceiling:.0%}"
         parts.append(f"pointing game in the expert mask {mask['pointing_game']:.0%} (chance "
-                     f"{mask['pointing_chance']:.1%})")
+                     f"{mask['pointing_chance']:.1%}{reach})")
     if cf.get("tumor_effect_prob_drop") is not None:
         parts.append(f"tumour removal minus control: P(tumour) drop "
                      f"{cf['tumor_effect_prob_drop']:.3f}")

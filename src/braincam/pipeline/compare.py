@@ -11,8 +11,9 @@ Per run (a row), from ``metrics.json`` and ``audit/audit.json``:
 - ``background_only_survival``, ``head_only_flip_rate``, ``intensity_swap_flip_rate``,
   ``tumor_removal_flip_rate``: the counterfactual rates;
 - against expert tumour masks (the mask-aware audit, ``docs/audit.md``), where an audited
-  dataset has them: ``mask_pointing_game`` and ``mask_dice`` (``localization.mask``:
-  ``pointing_game``, ``dice`` of the map's top-k region), ``energy_in_mask_ratio``, and the
+  dataset has them: ``mask_pointing_game``, ``mask_pointing_ceiling`` (the highest pointing
+  game the map's grid allows) and ``mask_dice`` (``localization.mask``: ``pointing_game``,
+  ``pointing_ceiling``, ``dice`` of the map's top-k region), ``energy_in_mask_ratio``, and the
   removal rates ``mask_removal_flip_rate``, ``control_removal_flip_rate`` (the same shape
   inpainted in tumour-free brain) and ``tumor_effect_flip_rate`` (their difference); with
   ``@<dataset>`` for each audited dataset other than the in-domain one. These columns appear
@@ -58,8 +59,8 @@ BOX_PREFIX = "energy_in_box_ratio@"
 RATES = ("background_share", "background_only_survival", "head_only_flip_rate",
          "intensity_swap_flip_rate", "tumor_removal_flip_rate")
 RATIOS = ("energy_in_box_ratio",)
-MASK_RATES = ("mask_pointing_game", "mask_dice", "mask_removal_flip_rate",
-              "control_removal_flip_rate", "tumor_effect_flip_rate")
+REMOVAL_RATES = ("mask_removal_flip_rate", "control_removal_flip_rate", "tumor_effect_flip_rate")
+MASK_RATES = ("mask_pointing_game", "mask_pointing_ceiling", "mask_dice", *REMOVAL_RATES)
 MASK_RATIOS = ("energy_in_mask_ratio",)
 SHARED = "shared_leak_free_balanced_accuracy"
 SHARED_SUFFIX = ", leak-free in every run"
@@ -282,9 +283,10 @@ def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
     mask = _one_method(checks.get("localization")).get("mask")
     mask = mask if isinstance(mask, dict) else {}
     counterfactual = checks.get("counterfactual") or {}
-    return {"mask_pointing_game": mask.get("pointing_game"), "mask_dice": mask.get("dice"),
+    return {"mask_pointing_game": mask.get("pointing_game"),
+            "mask_pointing_ceiling": mask.get("pointing_ceiling"), "mask_dice": mask.get("dice"),
             "energy_in_mask_ratio": mask.get("energy_in_mask_ratio"),
-            **{k: counterfactual.get(k) for k in MASK_RATES[2:]}}
+            **{k: counterfactual.get(k) for k in REMOVAL_RATES}}
 
 
 def _mask_key(column: str) -> str | None:

@@ -93,9 +93,12 @@ def _localization(c: dict[str, Any]) -> list[str]:
         out.append(f"The thresholded map overlaps the box with IoU {num(iou)}.")
     mask = c.get("mask")
     if isinstance(mask, dict) and scalar(mask.get("pointing_game")) is not None:
+        ceiling = scalar(mask.get("pointing_ceiling"))
+        reach = ("" if ceiling is None else
+                 f"; the map's grid can point into {pct(ceiling)} of the masks at most")
         out.append(f"Against the expert tumour masks: the maximum falls inside the mask in "
                    f"{pct(scalar(mask['pointing_game']))} of images (chance "
-                   f"{pct(scalar(mask.get('pointing_chance')))}), with "
+                   f"{pct(scalar(mask.get('pointing_chance')))}{reach}), with "
                    f"{num(mask.get('energy_in_mask_ratio'))} times the mask's share of the "
                    f"energy and top-k Dice {num(mask.get('dice'))}.")
     elif all(c.get(k) is None for k in ("pointing_game", "energy_in_box", "iou")):

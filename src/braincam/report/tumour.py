@@ -26,7 +26,8 @@ from braincam.runs import RunDir
 MASK_RGB = BOX_RGB  # the expert outline: green, like the tumour box of other overlays
 PREDICTED_RGB = (255, 0, 255)  # predicted outline
 COLUMNS = (("n_images", "images"), ("pointing_game", "pointing game"),
-           ("pointing_chance", "chance"), ("energy_in_mask", "energy in mask"),
+           ("pointing_chance", "chance"), ("pointing_ceiling", "ceiling"),
+           ("energy_in_mask", "energy in mask"),
            ("energy_in_mask_ratio", "energy ratio"), ("iou", "top-k IoU"),
            ("dice", "top-k Dice"))
 

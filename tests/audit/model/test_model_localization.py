@@ -158,3 +158,38 @@ def test_mask_findings_replace_the_box_findings():
     batch.tumor_masks = mask[None]
     checks = {f.check for f in LocalizationCheck()(batch).findings}
     assert checks == {"localization.energy_in_mask_ratio"}
+
+
+def test_pointing_ceiling_counts_the_masks_a_coarse_map_can_point_into():
+    # a 4 x 4 map at 32 px can peak on rows/columns 0-3, 11-12, 19-20 and 28-31 only
+    masks = np.zeros((3, S, S), bool)
+    masks[0, 6:10, 6:10] = True  # between the nodes: no map of that grid points into it
+    masks[1, 10:14, 10:14] = True  # holds the pixels around node (1, 1)
+    masks[2, 0:2, 0:2] = True  # on the corner plateau
+    batch = masks_batch(np.ones((3, S, S)), masks)
+    assert LocalizationCheck()(batch).summary["gradcam"].mask.pointing_ceiling is None
+    batch.map_grids = {"gradcam": (4, 4)}
+    result = LocalizationCheck()(batch)
+    assert list(result.per_image["gradcam"]["mask_pointing_reachable"]) == [0.0, 1.0, 1.0]
+    assert result.summary["gradcam"].mask.pointing_ceiling == pytest.approx(2 / 3)
+
+
+def test_no_resized_map_points_into_a_mask_beyond_the_ceiling():
+    import torch
+
+    from braincam.explain import normalise
+
+    rng = np.random.default_rng(0)
+    n = 300
+    raw = rng.random((n, 4, 4))
+    masks = np.zeros((n, S, S), bool)
+    for i, (y, x) in enumerate(rng.integers(0, S - 6, (n, 2))):
+        masks[i, y:y + 6, x:x + 6] = True
+        raw[i, (y + 3) // 8, (x + 3) // 8] += 1.0  # the map peaks in the mask's cell
+    maps = normalise(torch.from_numpy(raw), (S, S)).numpy()
+    batch = masks_batch(maps, masks)
+    batch.map_grids = {"gradcam": (4, 4)}
+    cols = LocalizationCheck()(batch).per_image["gradcam"]
+    hits, reachable = cols["mask_pointing_hit"], cols["mask_pointing_reachable"]
+    assert hits.sum() > 50 and 0 < reachable.mean() < 1
+    assert not (hits.astype(bool) & ~reachable.astype(bool)).any()

@@ -109,6 +109,9 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
     assert 0 <= mask["dice"] <= 1 and set(mask["by_class"]) == {"tumor"}
     assert sum(v["n_images"] for v in mask["by_size"].values()) == 4
     assert loc["occlusion"]["mask"]["n_images"] <= 2
+    # the CAM's grid bounds its pointing game; occlusion maps carry no grid
+    assert mask["pointing_game"] <= mask["pointing_ceiling"] <= 1
+    assert loc["occlusion"]["mask"]["pointing_ceiling"] is None
     assert cf["n_mask_removal"] == 4 and 0 < cf["n_control_removal"] <= 4
     assert cf["tumor_effect_prob_drop"] is not None
     examples = TumourExamples.load(run_dir / "audit" / EXAMPLES_FILE)
@@ -119,6 +122,7 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
     assert len(frame) == 8 and set(frame["method"]) == {"gradcam"}
     assert frame["has_box"].sum() == 4 and frame["has_mask"].sum() == 4
     assert frame["localization_mask_dice"].notna().sum() == 4
+    assert frame["localization_mask_pointing_reachable"].notna().sum() == 4
     assert frame["control_removal_flipped"].notna().sum() == cf["n_control_removal"]
     assert frame["localization_energy_in_box"].notna().sum() == 4
     assert frame["faithfulness_deletion_auc"].notna().sum() == 6

@@ -92,7 +92,8 @@ class AuditBatch:
     outline where one is known (all False elsewhere; the mask-based localisation and the
     mask-removal test with its control use it); ``group_labels`` name each image's finer
     class for breakdowns (e.g. ``glioma`` under a binary model's ``tumor``; default: the
-    class names of ``labels``).
+    class names of ``labels``). ``map_grids[method]`` is the resolution the method's maps
+    were computed at before resizing (the target layer's for a CAM), where known.
     """
 
     images: np.ndarray  # uint8 (N, S, S)
@@ -109,6 +110,7 @@ class AuditBatch:
     occlusion: np.ndarray | None = None  # (N, S, S)
     expert_masks: np.ndarray | None = None  # bool (N, S, S)
     group_labels: np.ndarray | None = None  # str (N,)
+    map_grids: dict[str, tuple[int, int]] = field(default_factory=dict)  # method -> raw (h, w)
 
     def __post_init__(self) -> None:
         n = len(self.images)

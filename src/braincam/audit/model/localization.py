@@ -22,7 +22,10 @@ Against expert masks ``T`` (``AuditBatch.expert_masks``; summary :class:`MaskLoc
 plus IoU and Dice of the map's top-k region ``H``: the ``|T|`` highest-valued pixels (k = the
 mask's own area share; ties broken by pixel order), so ``|H| = |T|``,
 ``Dice = 2|H & T| / (|H| + |T|) = |H & T| / |T|`` and ``IoU = |H & T| / |H | T|``. A uniformly
-random top-k region scores ``Dice = |T| / |image|`` on average. They are broken down by the
+random top-k region scores ``Dice = |T| / |image|`` on average. The pointing game's ceiling is
+the share of masks that hold a pixel where a map of the method's raw resolution can peak at
+all (:func:`braincam.explain.grid.peak_pixels`; ``AuditBatch.map_grids``): a stride-32 CAM
+cannot point into a small tumour that lies between its grid nodes. They are broken down by the
 images' true class (``AuditBatch.group_labels``) and by tumour size: thirds of the images
 by mask area (small / medium / large, cut at the 1/3 and 2/3 quantiles of that dataset's
 mask areas). Occlusion maps (``AuditBatch.occlusion``: the signed drop of the predicted
@@ -44,6 +47,7 @@ import numpy as np
 from braincam.audit.findings import Finding
 from braincam.audit.model.attention import area_fraction, energy_share
 from braincam.audit.model.base import AuditBatch, Check, nanmean, register
+from braincam.explain.grid import peak_pixels
 
 IOU_LEVEL = 0.5
 RATIO_WARNING = 1.5
@@ -100,7 +104,8 @@ def size_thirds(areas: np.ndarray) -> np.ndarray:
 
 
 SIZES = ("small", "medium", "large")
-MASK_COLUMNS = ("mask_pointing_hit", "energy_in_mask", "mask_area", "mask_iou", "mask_dice")
+MASK_COLUMNS = ("mask_pointing_hit", "energy_in_mask", "mask_area", "mask_iou", "mask_dice",
+                "mask_pointing_reachable")
 
 
 @dataclass
@@ -116,6 +121,7 @@ class MaskLocalization:
     energy_in_mask_ratio: float | None
     iou: float | None
     dice: float | None
+    pointing_ceiling: float | None = None  # share of masks the map's grid can point into
     by_class: dict[str, dict] = field(default_factory=dict)
     by_size: dict[str, dict] = field(default_factory=dict)
 
@@ -130,7 +136,7 @@ def mask_localization(
     summary = MaskLocalization(
         int((~np.isnan(cols["mask_area"])).sum()), mean["mask_pointing_hit"], area, energy,
         area, energy / area if energy is not None and area else None, mean["mask_iou"],
-        mean["mask_dice"])
+        mean["mask_dice"], mean["mask_pointing_reachable"])
     if top:
         has = ~np.isnan(cols["mask_area"])
         present_sizes = set(sizes[has])
@@ -204,6 +210,9 @@ class LocalizationCheck(Check):
                 cols["energy_in_mask"][mask_idx] = energy_share(m, t)
                 cols["mask_area"][mask_idx] = area_fraction(t)
                 cols["mask_iou"][mask_idx], cols["mask_dice"][mask_idx] = topk_overlap(m, t)
+                if method in batch.map_grids:
+                    reach = peak_pixels(batch.map_grids[method], t.shape[-2:])
+                    cols["mask_pointing_reachable"][mask_idx] = (t & reach).any(axis=(1, 2))
             out[method] = cols
         return out
 

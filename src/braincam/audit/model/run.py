@@ -486,6 +486,7 @@ def _load_batch(
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import without_skipped
     from braincam.explain import ExplainOptions
+    from braincam.explain.grid import map_grid
     from braincam.labels import task_label
 
     config, classes, handle = audited.preprocess, audited.classes, audited.handle
@@ -507,10 +508,11 @@ def _load_batch(
     start = time.perf_counter()
     probs = handle.predict(images)
     preds = probs.argmax(1)
-    maps, label_maps = {}, {}
+    maps, label_maps, grids = {}, {}, {}
     wrong = np.flatnonzero((boxes | experts).any(axis=(1, 2)) & (preds != labels))
     for method in methods:
         maps[method] = handle.explain(handle.model, images, preds, method)
+        grids[method] = map_grid(handle.model, images, method)
         if wrong.size:
             label_maps[method] = maps[method].copy()
             label_maps[method][wrong] = handle.explain(handle.model, images[wrong],
@@ -530,7 +532,7 @@ def _load_batch(
         maps=maps, targets=preds, tumor_masks=boxes, regions=dict(regions or {}),
         handle=handle, label_maps=label_maps, occlusion=occlusion,
         expert_masks=experts if experts.any() else None,
-        group_labels=np.array([r.label for r in records], dtype=object),
+        group_labels=np.array([r.label for r in records], dtype=object), map_grids=grids,
     )
     return batch, [str(r.path) for r in records]
 
