@@ -379,3 +379,67 @@ def test_compile_is_refused_with_the_mask_reward(tmp_path):
     with pytest.raises(BraincamError, match="--compile cannot be combined"):
         train_run([tmp_path], TrainConfig(mask_reward=1.0), tmp_path / "run",
                   progress=False, compile=True)
+
+
+# --- the layer the explanation terms measure (--attention-layer) ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"attention_layer": "backbone.layer3", "attention_source": "input-gradient"},
+         "--attention-layer names a Grad-CAM layer"),
+        ({"attention_layer": "backbone.layer3", "guide": "seg"},
+         "--attention-layer cannot be combined with --guide"),
+    ],
+)
+def test_bad_attention_layer_options_are_one_line_errors(changes, message, tmp_path):
+    with pytest.raises(BraincamError, match=message):
+        train_run([tmp_path], TrainConfig(**changes), tmp_path / "run", progress=False)
+
+
+def tiny_reward_config(**changes) -> TrainConfig:
+    return TrainConfig(arch="resnet10t", weights="none", head_epochs=0, finetune_epochs=1,
+                       finetune_stages=4, preprocess=PreprocessConfig(size=64, crop=False),
+                       batch_size=8, mask_reward=1.0, device="cpu", **changes)
+
+
+def test_an_unknown_attention_layer_is_refused_before_any_file(tmp_path):
+    root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=4, size=64, seed=0))
+    with pytest.raises(BraincamError, match="unknown layer 'backbone.layer9'"):
+        train_run([root], tiny_reward_config(attention_layer="backbone.layer9"),
+                  tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_attention_layer_is_what_the_reward_measures_and_the_run_explains_at(
+    tmp_path, monkeypatch
+):
+    import braincam.train.mitigation as mitigation
+    from braincam.explain import explain
+    from braincam.models import default_target_layer
+
+    root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
+    measured: list[str] = []
+
+    def spy(model, x, y, layer=None):
+        measured.append(layer or default_target_layer(model))
+        return gradcam_energy(model, x, y, layer)
+
+    monkeypatch.setattr(mitigation, "gradcam_energy", spy)
+    run = train_run([root], tiny_reward_config(attention_layer="backbone.layer2"),
+                    tmp_path / "run", progress=False).run_dir
+    assert measured and set(measured) == {"backbone.layer2"}
+    model, meta = load_checkpoint(run / "model.safetensors")
+    assert meta["cam_layer"] == "backbone.layer2"
+    assert default_target_layer(model) == "backbone.layer2"
+    images = np.zeros((1, 64, 64), np.uint8)
+    result = explain(model, images)
+    assert result.layer == "backbone.layer2"
+    assert result.raw.shape[-2:] == (8, 8)  # stride 8, where the last stage has stride 32
+    measured.clear()
+    plain_run = train_run([root], tiny_reward_config(), tmp_path / "plain",
+                          progress=False).run_dir
+    plain, plain_meta = load_checkpoint(plain_run / "model.safetensors")
+    assert set(measured) == {"backbone.layer4"} and "cam_layer" not in plain_meta
+    assert plain.cam_layer is None and explain(plain, images).raw.shape[-2:] == (2, 2)

@@ -56,7 +56,9 @@ class BraincamNet(nn.Module):
     """``head(backbone(x))``; ``backbone`` returns pooled features ``(N, num_features)``.
 
     ``head`` is ``Dropout, Linear`` and, with ``groups`` (the class of each subtype),
-    ``Dropout, Linear(subtypes), MergeSubtypes``.
+    ``Dropout, Linear(subtypes), MergeSubtypes``. ``cam_layer`` names the module whose maps
+    explain the model when it was trained to explain at a layer other than the default
+    (``--attention-layer``; :func:`default_target_layer`), else None.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class BraincamNet(nn.Module):
     ) -> None:
         super().__init__()
         self.arch = arch
+        self.cam_layer: str | None = None
         self.num_features = num_features
         self.backbone = backbone
         outputs = len(groups) if groups else num_classes
@@ -176,12 +179,15 @@ def default_target_layer(model: nn.Module | None = None, arch: str | None = None
     - other timm models: the last feature stage reported by ``feature_info``.
 
     A segmentation-guided model (:mod:`braincam.models.guided`) answers ``backbone.gate``,
-    the gated feature map, whatever its architecture.
+    the gated feature map, whatever its architecture; a model trained to explain at another
+    layer (``--attention-layer``) answers that layer (its ``cam_layer``).
 
     ``arch`` alone suffices for the two named architectures; other names need ``model``.
     """
     if model is not None and is_guided(model):
         return GATE
+    if isinstance(getattr(model, "cam_layer", None), str):
+        return model.cam_layer
     arch = arch or getattr(model, "arch", None)
     if arch == "resnet50":
         return "backbone.layer4.2"

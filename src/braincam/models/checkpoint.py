@@ -107,6 +107,7 @@ def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str =
         dropout=meta.get("dropout", DEFAULT_DROPOUT),
         groups=subtype_groups(subtypes, meta["classes"]) if subtypes else None,
     )
+    model.cam_layer = meta.get("cam_layer")
     if meta.get("guide"):  # its segmenter's weights are in the checkpoint
         from braincam.models.guided import absent_output, guide
         from braincam.models.unet import segmenter_like

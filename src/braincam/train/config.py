@@ -68,6 +68,7 @@ class TrainConfig:
     attention_penalty: float = option_field("attention_penalty")  # train.mitigation
     attention_source: str = option_field("attention_source")  # gradcam | input-gradient
     mask_reward: float = option_field("mask_reward")  # train.mitigation
+    attention_layer: str | None = option_field("attention_layer")  # their Grad-CAM layer
     counterfactual_pairs: bool = option_field("counterfactual_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
@@ -120,6 +121,11 @@ class TrainConfig:
             (self.mask_reward >= 0, "--mask-reward must be >= 0"),
             (self.mask_reward == 0 or self.finetune_epochs > 0,
              "--mask-reward acts in phase 2: it needs --finetune-epochs >= 1"),
+            (self.attention_layer is None or self.attention_source == "gradcam",
+             "--attention-layer names a Grad-CAM layer: it needs --attention-source gradcam"),
+            (self.attention_layer is None or self.guide is None,
+             "--attention-layer cannot be combined with --guide: a guided model's CAM layer "
+             "is its gate"),
             (0 <= self.guide_floor < 1, "--guide-floor must be in [0, 1)"),
             (self.guide_floor == 0 or self.guide is not None,
              "--guide-floor weighs what --guide leaves out: it needs --guide"),

@@ -12,7 +12,9 @@ sees every logit (``d log p_y = d z_y - sum_c p_c d z_c``): a cue that only lowe
 logit counts as well, which a Grad-CAM of the logit ``z_y`` alone would miss.
 
 - ``gradcam`` (``TrainConfig.attention_source``, the default): Grad-CAM at the model's
-  default target layer (:func:`braincam.models.default_target_layer`), computed
+  default target layer (:func:`braincam.models.default_target_layer`; with
+  ``TrainConfig.attention_layer``, ``--attention-layer``, that layer, saved as the run's
+  ``cam_layer`` so that its explanations and audit use the layer it was trained at), computed
   differentiably (``create_graph=True``), ReLU'd and upsampled bilinearly to the input:
   ``E = up(relu(sum_k w_k A_k))`` with ``w_k = mean_ij ds/dA_kij``
   (:func:`braincam.explain.gradcam.cam`). One forward pass serves the cross-entropy and the

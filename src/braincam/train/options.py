@@ -132,6 +132,12 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                "tumour images with an expert mask of (1 - explanation energy "
                                "inside the mask / energy in the head); 0: off. Uses "
                                "--attention-source; needs --finetune-epochs >= 1.", REMEDIES),
+    "attention_layer": TrainOption(None, "The layer (a module name, e.g. backbone.blocks.4) "
+                                   "whose Grad-CAM the attention penalty and the mask reward "
+                                   "measure; it becomes the run's CAM layer for explanations "
+                                   "and the audit. Default: the architecture's last "
+                                   "convolutional layer (7 x 7 cells at 224 px for a "
+                                   "stride-32 network).", REMEDIES, kind=str),
     "counterfactual_pairs": TrainOption(False, "Add, for every training tumour image with an "
                                         "expert mask, a copy with the tumour inpainted (label "
                                         "no_tumor) and one with a same-shaped region of "

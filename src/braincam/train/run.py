@@ -92,6 +92,7 @@ def train_run(
     from braincam.data.records import load_dataset, without_skipped, write_skipped_csv
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
+    from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.models.guided import guide_meta
     from braincam.train.guide import check_plan, guide_plan, train_guide
@@ -121,6 +122,9 @@ def train_run(
     # bad weights, data or options fail before any file is written
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
+    if config.attention_layer is not None:
+        find_layer(model, config.attention_layer)  # an unknown name fails with suggestions
+        model.cam_layer = config.attention_layer
     plan = guide_plan(config.guide) if config.guide is not None else None
     if plan is not None:  # the segmenter is frozen and saved with the model
         if plan.data:  # trained once the run directory exists; settings checked now
@@ -213,6 +217,7 @@ def train_run(
                 "best": {"phase": best.phase, "epoch": best.epoch,
                          "val_balanced_accuracy": best.val_balanced_accuracy},
                 **({"guide": guide_meta(model, config.guide)} if config.guide else {}),
+                **({"cam_layer": model.cam_layer} if model.cam_layer else {}),
             })
     return TrainResult(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
