@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from braincam.explain import normalise
+from braincam.explain import explain, normalise
 from braincam.explain.grid import map_grid, peak_pixels
 
 
@@ -66,5 +66,8 @@ def test_map_grid_is_the_layer_resolution_for_cams_and_the_input_for_ig():
     images = np.random.default_rng(0).integers(0, 255, (2, 16, 16), dtype=np.uint8)
     assert map_grid(model, images, "gradcam") == (4, 4)
     model.default_layer = "features.0"
-    assert map_grid(model, images, "gradcam") == (8, 8)
-    assert map_grid(model, images, "ig") == (16, 16)
+    for method in ("gradcam", "layercam", "eigencam"):
+        assert map_grid(model, images, method) == (8, 8)
+        assert explain(model, images[:1], method=method).raw.shape[-2:] == (8, 8)
+    assert map_grid(model, images, "gradcam", layer="features.2") == (4, 4)
+    assert map_grid(model, images, "ig") == map_grid(model, images, "occlusion") == (16, 16)

@@ -41,9 +41,17 @@ def peak_pixels(grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     return reach.numpy()
 
 
-def map_grid(model: torch.nn.Module, images: np.ndarray, method: str) -> tuple[int, int]:
-    """The raw resolution ``(h, w)`` of ``method``'s maps for ``model``: the target layer's
-    for a CAM, the input's for integrated gradients and occlusion (one image is explained)."""
-    from braincam.explain.api import explain
+def map_grid(model: torch.nn.Module, images: np.ndarray, method: str,
+             layer: str | None = None) -> tuple[int, int]:
+    """The raw resolution ``(h, w)`` of ``method``'s maps for ``model``: for a CAM its target
+    layer's (``layer``, default the model's CAM layer; one image is passed forward), for
+    integrated gradients and occlusion the input's."""
+    from braincam.explain.api import GRADIENT_CAMS, as_model_input
+    from braincam.explain.base import LayerHook, default_layer, model_device
+    from braincam.explain.wrapped import WRAPPED
 
-    return tuple(explain(model, images[:1], method=method).raw.shape[-2:])
+    if method not in GRADIENT_CAMS and method not in WRAPPED:
+        return tuple(images.shape[-2:])
+    x = as_model_input(images[:1]).to(model_device(model))
+    with torch.no_grad(), LayerHook(model, layer or default_layer(model)) as hook:
+        return tuple(hook.forward(x).activations.shape[-2:])

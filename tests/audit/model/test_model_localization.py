@@ -172,6 +172,12 @@ def test_pointing_ceiling_counts_the_masks_a_coarse_map_can_point_into():
     result = LocalizationCheck()(batch)
     assert list(result.per_image["gradcam"]["mask_pointing_reachable"]) == [0.0, 1.0, 1.0]
     assert result.summary["gradcam"].mask.pointing_ceiling == pytest.approx(2 / 3)
+    info = [f for f in result.findings if f.check == "localization.pointing_ceiling"]
+    assert [f.severity for f in info] == ["info"] and info[0].value == pytest.approx(2 / 3)
+    assert "can point into 67% of the 3 tumour masks at most" in info[0].message
+    masks[0] = masks[1]  # every mask reachable: no finding
+    assert not [f for f in LocalizationCheck()(batch).findings
+                if f.check == "localization.pointing_ceiling"]
 
 
 def test_no_resized_map_points_into_a_mask_beyond_the_ceiling():

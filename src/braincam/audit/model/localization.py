@@ -34,7 +34,8 @@ method name ``occlusion``.
 
 Findings, from the mask numbers where masks exist, else from the box numbers: ratio <
 :data:`RATIO_CRITICAL` (worse than a uniform map) -> critical, < :data:`RATIO_WARNING` ->
-warning; pointing game below twice the chance rate -> warning.
+warning; pointing game below twice the chance rate -> warning; a pointing-game ceiling below
+:data:`CEILING_INFO` -> info.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ IOU_LEVEL = 0.5
 RATIO_WARNING = 1.5
 RATIO_CRITICAL = 1.0
 POINTING_CHANCE_FACTOR = 2.0
+CEILING_INFO = 0.9  # below: an info finding that the map's grid bounds the pointing game
 
 
 def pointing_hits(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -287,4 +289,10 @@ def _mask_findings(method: str, s: MaskLocalization) -> list[Finding]:
                 f"{method}: the map's maximum falls in the expert tumour mask on "
                 f"{s.pointing_game:.0%} of {s.n_images} images; a random point would on "
                 f"{s.pointing_chance:.1%}."))
+    if s.pointing_ceiling is not None and s.pointing_ceiling < CEILING_INFO:
+        out.append(Finding(
+            "info", "localization.pointing_ceiling", s.pointing_ceiling, CEILING_INFO,
+            f"{method}: the map's grid can point into {s.pointing_ceiling:.0%} of the "
+            f"{s.n_images} tumour masks at most (the others lie between its nodes); its "
+            f"pointing game of {s.pointing_game:.0%} is bounded by that."))
     return out
