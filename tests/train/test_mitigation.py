@@ -339,7 +339,7 @@ def test_mask_shortfall_is_the_energy_outside_the_tumour_and_zero_without_a_mask
     # 1 - 4/12; no mask: 0; 1 - 1/13 (the union of head and tumour)
     torch.testing.assert_close(shortfall, torch.tensor([1 - 4 / 12, 0.0, 1 - 1 / 13]))
     no_energy = mask_shortfall(torch.zeros(3, 4, 4), tumour, head)
-    assert torch.equal(no_energy, torch.zeros(3))
+    assert torch.equal(no_energy, torch.tensor([1.0, 0.0, 1.0]))  # an empty map earns nothing
 
 
 def test_attention_loss_adds_the_weighted_mask_reward_and_leaves_out_zero_terms():

@@ -36,7 +36,8 @@ same energy is rewarded for lying inside the tumour rather than elsewhere in the
 
     loss += R * mean_n [T_n non-empty] * (1 - sum_ij E_ij T_ij / sum_ij E_ij (M_ij | T_ij))
 
-(0 for an image without a mask or without energy; the mean runs over the whole batch, so
+(0 for an image without a mask; 1 for a masked image whose map has no energy, which would
+otherwise let an all-zero Grad-CAM escape the reward; the mean runs over the whole batch, so
 ``R`` weighs a masked image like the penalty's ``W`` weighs any image, and a batch's scale
 does not depend on how many of its images have masks). Only tumour images carry a non-empty
 ``T``: a no-tumour image has none, nor has the tumour-removed copy of
@@ -108,14 +109,15 @@ def share_outside(energy: Tensor, mask: Tensor) -> Tensor:
 
 def mask_shortfall(energy: Tensor, tumour: Tensor, head: Tensor) -> Tensor:
     """``1 - sum(E * T) / sum(E * (M | T))`` per image (N,), at least in float32; 0 where
-    ``T`` is empty or there is no energy in ``M | T``. ``tumour`` and ``head`` (N, S, S)
-    bool. The union keeps the ratio in [0, 1] where augmentation or the head mask cut a
-    tumour's edge."""
+    ``T`` is empty, 1 where ``T`` is not but there is no energy in ``M | T`` (a map that
+    shows nothing does not show the tumour: otherwise an all-zero Grad-CAM would be a way out
+    of the reward). ``tumour`` and ``head`` (N, S, S) bool. The union keeps the ratio in
+    [0, 1] where augmentation or the head mask cut a tumour's edge."""
     energy = at_least_float32(energy)
     inside = (energy * tumour).sum(dim=(1, 2))
     total = (energy * (tumour | head)).sum(dim=(1, 2))
     shortfall = 1 - inside / total.clamp_min(torch.finfo(energy.dtype).tiny)
-    return torch.where(tumour.any(dim=(1, 2)) & (total > 0), shortfall,
+    return torch.where(tumour.any(dim=(1, 2)), torch.where(total > 0, shortfall, 1.0),
                        torch.zeros_like(shortfall))
 
 

@@ -52,9 +52,15 @@ def test_uniform_map_is_at_chance_and_flagged():
     assert summary.energy_in_box == pytest.approx(0.125)
     assert summary.energy_in_box_ratio == pytest.approx(1.0)
     assert summary.iou == pytest.approx(0.125)  # the whole image is "hot"
-    assert summary.pointing_game == 1.0  # every pixel is a maximum, some lie in the box
+    assert summary.pointing_game == 0.0  # a constant map points nowhere
     ratio = [f for f in result.findings if f.check == "localization.energy_in_box_ratio"]
     assert ratio[0].severity == "warning" and ratio[0].threshold == 1.5
+
+
+def test_a_constant_map_misses_though_every_pixel_ties_for_its_maximum():
+    box = box_mask((8, 8, 16, 16), S)
+    maps = np.stack([np.zeros((S, S)), np.full((S, S), 0.5), np.where(box, 1.0, 1.0 - 1e-9)])
+    assert list(pointing_hits(maps, np.stack([box] * 3))) == [False, False, True]
 
 
 def test_peak_outside_the_box_misses_and_half_overlap_iou():
@@ -157,7 +163,7 @@ def test_mask_findings_replace_the_box_findings():
     batch = masks_batch(np.ones((1, S, S)), mask[None])
     batch.tumor_masks = mask[None]
     checks = {f.check for f in LocalizationCheck()(batch).findings}
-    assert checks == {"localization.energy_in_mask_ratio"}
+    assert checks == {"localization.energy_in_mask_ratio", "localization.mask_pointing_game"}
 
 
 def test_pointing_ceiling_counts_the_masks_a_coarse_map_can_point_into():

@@ -8,8 +8,9 @@ resize (:func:`braincam.data.preprocess.box_mask`) rather than mapping every CAM
 Per image with an annotation ``B`` and map ``M`` (explaining the true class:
 ``AuditBatch.label_maps`` where given, else the maps of the prediction):
 
-- pointing game: hit when ``argmax M`` lies in ``B`` (Zhang et al. 2018, no tolerance);
-  a uniformly random point hits with probability ``|B| / |image|``;
+- pointing game: hit when ``argmax M`` lies in ``B`` (Zhang et al. 2018, no tolerance; a
+  constant map, such as an all-zero Grad-CAM, misses); a uniformly random point hits with
+  probability ``|B| / |image|``;
 - energy-based pointing game: ``sum(relu(M) * B) / sum(relu(M))`` (Wang et al. 2020),
   and its ratio to the area fraction ``|B| / |image|`` (1 = a uniform map);
 - IoU of ``M >= IOU_LEVEL * max(M)`` with ``B``.
@@ -60,10 +61,13 @@ CEILING_INFO = 0.9  # below: an info finding that the map's grid bounds the poin
 def pointing_hits(maps: np.ndarray, regions: np.ndarray) -> np.ndarray:
     """Whether each map's maximum lies in its region (N,) bool; NaN-free maps assumed.
 
-    Ties (several maxima) count as a hit when any maximum is inside, as in Zhang et al."""
+    Ties (several maxima) count as a hit when any maximum is inside, as in Zhang et al.; a
+    constant map (an all-zero Grad-CAM: no positive evidence anywhere) points nowhere and
+    misses, since every pixel would otherwise tie for its maximum."""
     maps = np.asarray(maps, dtype=np.float64)
     peak = maps.max(axis=(-2, -1), keepdims=True)
-    return ((maps >= peak) & regions).any(axis=(-2, -1))
+    flat = peak[..., 0, 0] <= maps.min(axis=(-2, -1))
+    return ((maps >= peak) & regions).any(axis=(-2, -1)) & ~flat
 
 
 def thresholded_iou(maps: np.ndarray, regions: np.ndarray, level: float = IOU_LEVEL) -> np.ndarray:
