@@ -36,8 +36,9 @@ same energy is rewarded for lying inside the tumour rather than elsewhere in the
 
     loss += R * mean_n [T_n non-empty] * (1 - sum_ij E_ij T_ij / sum_ij E_ij (M_ij | T_ij))
 
-(0 for an image without a mask; 1 for a masked image whose map has no energy, which would
-otherwise let an all-zero Grad-CAM escape the reward; the mean runs over the whole batch, so
+(0 for an image without a mask; 1 for a masked image whose map has no energy, so that the
+loss does not report an all-zero Grad-CAM as a success -- the constant adds no gradient,
+so it does not pull a map out of that state; the mean runs over the whole batch, so
 ``R`` weighs a masked image like the penalty's ``W`` weighs any image, and a batch's scale
 does not depend on how many of its images have masks). Only tumour images carry a non-empty
 ``T``: a no-tumour image has none, nor has the tumour-removed copy of
@@ -110,9 +111,9 @@ def share_outside(energy: Tensor, mask: Tensor) -> Tensor:
 def mask_shortfall(energy: Tensor, tumour: Tensor, head: Tensor) -> Tensor:
     """``1 - sum(E * T) / sum(E * (M | T))`` per image (N,), at least in float32; 0 where
     ``T`` is empty, 1 where ``T`` is not but there is no energy in ``M | T`` (a map that
-    shows nothing does not show the tumour: otherwise an all-zero Grad-CAM would be a way out
-    of the reward). ``tumour`` and ``head`` (N, S, S) bool. The union keeps the ratio in
-    [0, 1] where augmentation or the head mask cut a tumour's edge."""
+    shows nothing does not show the tumour; the constant carries no gradient). ``tumour``
+    and ``head`` (N, S, S) bool. The union keeps the ratio in [0, 1] where augmentation or
+    the head mask cut a tumour's edge."""
     energy = at_least_float32(energy)
     inside = (energy * tumour).sum(dim=(1, 2))
     total = (energy * (tumour | head)).sum(dim=(1, 2))
