@@ -140,9 +140,9 @@ def test_same_folder_names_are_told_apart(tmp_path):
     assert compare_runs([a, b, a]).runs == ["x/run", "y/run", "x/run (2)"]
 
 
-def mask_audit(pointing, dice, ratio, removal, control, ceiling=None):
-    """A mask-aware audit block (docs/audit.md): ``localization.by_method.gradcam.mask`` and
-    the counterfactual removal rates."""
+def mask_audit(pointing, dice, ratio, removal, control, ceiling=None, views=None):
+    """A mask-aware audit block (docs/audit.md): ``localization.by_method.gradcam.mask``, the
+    counterfactual removal rates and the lesion views' balanced accuracy."""
     return {
         "attention": {"background": 0.1},
         "localization": {"pointing_game": 0.05, "mask": {"pointing_game": 0.0},
@@ -151,7 +151,8 @@ def mask_audit(pointing, dice, ratio, removal, control, ceiling=None):
                              "energy_in_mask_ratio": ratio, "pointing_ceiling": ceiling}}}},
         "counterfactual": {"mask_removal_flip_rate": removal,
                            "control_removal_flip_rate": control,
-                           "tumor_effect_flip_rate": removal - control},
+                           "tumor_effect_flip_rate": removal - control,
+                           "lesion_view_balanced_accuracy": views},
     }
 
 
@@ -160,20 +161,21 @@ def test_mask_columns_for_plain_and_grounded_runs(tmp_path):
     first method's); columns no run fills stay out."""
     sartaj = {"attention": {"background": 0.3}, "counterfactual": {}}
     plain = write_run(tmp_path / "plain", {"test": m(0.9, 0.9)}, {"datasets": {
-        "sartaj": sartaj, "figshare": mask_audit(0.25, 0.125, 1.5, 0.5, 0.25, 0.75)}})
+        "sartaj": sartaj, "figshare": mask_audit(0.25, 0.125, 1.5, 0.5, 0.25, 0.75, 0.5)}})
     grounded = write_run(tmp_path / "grounded", {"test": m(0.9, 0.875)}, {"datasets": {
-        "sartaj": sartaj, "figshare": mask_audit(0.875, 0.5, 6.0, 0.75, 0.0, 1.0)}})
+        "sartaj": sartaj, "figshare": mask_audit(0.875, 0.5, 6.0, 0.75, 0.0, 1.0, 0.875)}})
     for run in (plain, grounded):
         (run / "config.yaml").write_text("data: [/data/sartaj]\n")
     table = compare_runs([plain, grounded])
     masks = ["mask_pointing_game@figshare", "mask_pointing_ceiling@figshare",
              "mask_dice@figshare", "mask_removal_flip_rate@figshare",
-             "control_removal_flip_rate@figshare", "tumor_effect_flip_rate@figshare"]
+             "control_removal_flip_rate@figshare", "tumor_effect_flip_rate@figshare",
+             "lesion_view_balanced_accuracy@figshare"]
     assert [c for c in table.columns if "@figshare" in c] == [
         *masks, "energy_in_mask_ratio@figshare"]
     assert "mask_pointing_game" not in table.columns  # the in-domain data has no masks
-    assert [table.cell("plain", c) for c in masks] == [0.25, 0.75, 0.125, 0.5, 0.25, 0.25]
-    assert [table.cell("grounded", c) for c in masks] == [0.875, 1.0, 0.5, 0.75, 0.0, 0.75]
+    assert [table.cell("plain", c) for c in masks] == [0.25, 0.75, 0.125, 0.5, 0.25, 0.25, 0.5]
+    assert [table.cell("grounded", c) for c in masks] == [0.875, 1.0, 0.5, 0.75, 0.0, 0.75, 0.875]
     assert table.cell("grounded", "energy_in_mask_ratio@figshare") == 6.0
     assert table.columns.index(masks[0]) > table.columns.index("tumor_removal_flip_rate")
     files = write_comparison(table, tmp_path / "out")

@@ -137,6 +137,9 @@ def _headline(block: dict[str, Any]) -> str:
     if cf.get("tumor_effect_prob_drop") is not None:
         parts.append(f"tumour removal minus control: P(tumour) drop "
                      f"{cf['tumor_effect_prob_drop']:.3f}")
+    if cf.get("lesion_view_balanced_accuracy") is not None:
+        parts.append(f"lesion views balanced accuracy {cf['lesion_view_balanced_accuracy']:.3f} "
+                     f"(n={cf['n_lesion_view']})")
     if sanity.get("passed") is not None:
         parts.append("sanity " + ("passed" if sanity["passed"] else "FAILED"))
     return ", ".join(parts)

@@ -23,6 +23,13 @@ each other's inpainting radius (one fill never reads the other region's pixels).
 trains on them (``braincam train --counterfactual-pairs``), the segmenter too
 (``braincam segment --counterfactual-share``), and the segmenter's held-out metrics test it
 with them.
+
+``view_pair`` cuts two square windows of one side from one slice, edits nothing, and so
+makes a pair that only the lesion tells apart (same patient, scanner, sequence and
+zoom; real tissue, no fill): the tumour window holds every tumour pixel, the clear window
+no pixel of the tumour grown by ``margin_px``, and the two hold about as much brain
+(the share of brain pixels differs by at most ``tolerance``), so that "less brain" cannot
+stand in for "no tumour". ``crop_view`` resizes a window back to the image side.
 """
 
 from __future__ import annotations
@@ -102,6 +109,73 @@ def control_region(
     out = np.zeros_like(tumour)
     out[top[k]:top[k] + h, left[k]:left[k] + w] = shape
     return out
+
+
+VIEW_SHARE = 0.4
+VIEW_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class ViewPair:
+    """Top-left corners ``(y, x)`` of two windows of ``side`` pixels on one image."""
+
+    side: int
+    tumour: tuple[int, int]
+    clear: tuple[int, int]
+
+
+def window_sums(region: np.ndarray, side: int) -> np.ndarray:
+    """``out[y, x] = region[y:y + side, x:x + side].sum()`` for every window inside the image
+    ((H - side + 1, W - side + 1), from the summed-area table)."""
+    table = np.pad(np.asarray(region, dtype=np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return table[side:, side:] - table[:-side, side:] - table[side:, :-side] + table[:-side, :-side]
+
+
+def view_pair(
+    tumour: np.ndarray,
+    brain: np.ndarray,
+    side: int,
+    rng: np.random.Generator,
+    margin_px: int = CONTROL_MARGIN,
+    tolerance: float = VIEW_TOLERANCE,
+) -> ViewPair | None:
+    """A tumour window and a clear window of ``side`` pixels (module docstring).
+
+    The tumour window is drawn uniformly among the windows that hold the tumour's bounding
+    box; the clear window uniformly among the windows with no pixel of
+    ``dilate(tumour, margin_px)`` whose brain share ``|W & brain| / side^2`` lies within
+    ``tolerance`` of the tumour window's. None when the tumour is empty, its box does not fit
+    in ``side``, or no clear window matches.
+    """
+    tumour = np.asarray(tumour, dtype=bool)
+    brain = np.asarray(brain, dtype=bool)
+    if tumour.shape != brain.shape:
+        raise ValueError(f"tumour {tumour.shape} and brain {brain.shape} differ in shape")
+    if not tumour.any() or side > min(tumour.shape):
+        return None
+    ys, xs = np.nonzero(tumour)
+    n_rows, n_cols = tumour.shape[0] - side + 1, tumour.shape[1] - side + 1
+    tops = np.arange(max(0, ys.max() - side + 1), min(ys.min(), n_rows - 1) + 1)
+    lefts = np.arange(max(0, xs.max() - side + 1), min(xs.min(), n_cols - 1) + 1)
+    if not (tops.size and lefts.size):
+        return None
+    y, x = int(rng.choice(tops)), int(rng.choice(lefts))
+    share = window_sums(brain | tumour, side) / side**2
+    clear = (window_sums(dilate(tumour, margin_px), side) == 0) & \
+        (np.abs(share - share[y, x]) <= tolerance)
+    top, left = np.nonzero(clear)
+    if not top.size:
+        return None
+    k = int(rng.integers(top.size))
+    return ViewPair(side, (y, x), (int(top[k]), int(left[k])))
+
+
+def crop_view(image: np.ndarray, corner: tuple[int, int], side: int) -> np.ndarray:
+    """The window of ``side`` pixels at ``corner`` of ``image`` (S, S), resized back to
+    (S, S) bilinearly."""
+    y, x = corner
+    window = np.ascontiguousarray(image[y:y + side, x:x + side])
+    return cv2.resize(window, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
 @dataclass

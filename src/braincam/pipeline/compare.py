@@ -15,7 +15,9 @@ Per run (a row), from ``metrics.json`` and ``audit/audit.json``:
   game the map's grid allows) and ``mask_dice`` (``localization.mask``: ``pointing_game``,
   ``pointing_ceiling``, ``dice`` of the map's top-k region), ``energy_in_mask_ratio``, and the
   removal rates ``mask_removal_flip_rate``, ``control_removal_flip_rate`` (the same shape
-  inpainted in tumour-free brain) and ``tumor_effect_flip_rate`` (their difference); with
+  inpainted in tumour-free brain), ``tumor_effect_flip_rate`` (their difference) and
+  ``lesion_view_balanced_accuracy`` (a view of the tumour against a view of tumour-free brain
+  cut from the same slice; ``docs/audit.md``); with
   ``@<dataset>`` for each audited dataset other than the in-domain one. These columns appear
   only when some run has a number for them.
 
@@ -60,7 +62,9 @@ RATES = ("background_share", "background_only_survival", "head_only_flip_rate",
          "intensity_swap_flip_rate", "tumor_removal_flip_rate")
 RATIOS = ("energy_in_box_ratio",)
 REMOVAL_RATES = ("mask_removal_flip_rate", "control_removal_flip_rate", "tumor_effect_flip_rate")
-MASK_RATES = ("mask_pointing_game", "mask_pointing_ceiling", "mask_dice", *REMOVAL_RATES)
+VIEW_RATES = ("lesion_view_balanced_accuracy",)
+MASK_RATES = ("mask_pointing_game", "mask_pointing_ceiling", "mask_dice", *REMOVAL_RATES,
+              *VIEW_RATES)
 MASK_RATIOS = ("energy_in_mask_ratio",)
 SHARED = "shared_leak_free_balanced_accuracy"
 SHARED_SUFFIX = ", leak-free in every run"
@@ -286,7 +290,7 @@ def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
     return {"mask_pointing_game": mask.get("pointing_game"),
             "mask_pointing_ceiling": mask.get("pointing_ceiling"), "mask_dice": mask.get("dice"),
             "energy_in_mask_ratio": mask.get("energy_in_mask_ratio"),
-            **{k: counterfactual.get(k) for k in REMOVAL_RATES}}
+            **{k: counterfactual.get(k) for k in REMOVAL_RATES + VIEW_RATES}}
 
 
 def _mask_key(column: str) -> str | None:

@@ -163,6 +163,14 @@ def _counterfactual(c: dict[str, Any]) -> list[str]:
                    f"by {num(c.get('control_removal_prob_drop'))}: the tumour's own effect is "
                    f"{num(effect)} (flip rates {pct(scalar(c.get('mask_removal_flip_rate')))} "
                    f"and {pct(scalar(c.get('control_removal_flip_rate')))}).")
+    views = scalar(c.get("lesion_view_balanced_accuracy"))
+    if views is not None:
+        out.append(f"Cut from the same {c.get('n_lesion_view')} slices, a view holding the tumour "
+                   f"and a view of tumour-free brain, each enlarged to the input: the model finds "
+                   f"the tumour in {pct(scalar(c.get('lesion_view_tumor_recall')))} of the tumour "
+                   f"views and calls {pct(scalar(c.get('lesion_view_clear_recall')))} of the "
+                   f"tumour-free views tumour-free (balanced accuracy {num(views)}, AUC "
+                   f"{num(c.get('lesion_view_auc'))}).")
     return out
 
 

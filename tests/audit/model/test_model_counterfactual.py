@@ -16,6 +16,7 @@ from braincam.audit.model.counterfactual import (
     control_masks,
     head_only,
     intensity_swap,
+    lesion_views,
     macro_auc,
     remove_tumour,
     swap_references,
@@ -221,3 +222,65 @@ def test_a_corner_reader_has_no_tumour_effect():
     effect = [f for f in result.findings if f.check == "counterfactual.tumor_effect"]
     assert effect and effect[0].severity == "warning"
     assert "counterfactual.tumor_removal" not in {f.check for f in result.findings}
+
+
+class TissueReader(nn.Module):
+    """Says tumor whenever the view holds grey tissue: reads the slice, not the lesion."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = 40 * (x.mean(dim=(1, 2, 3)) - 0.2)
+        return torch.stack([-score, score], dim=1)
+
+
+def view_batch(reader: nn.Module, classes=("no_tumor", "tumor"), n: int = 6) -> AuditBatch:
+    """96-px heads (grey 110-129 from 8 to 88) with a bright 5x7 tumour near the head's edge,
+    at a place that varies with the image, marked by expert masks."""
+    rng = np.random.default_rng(1)
+    size = 96
+    heads = np.zeros((n, size, size), bool)
+    heads[:, 8:88, 8:88] = True
+    images = np.where(heads, 110, 5) + rng.integers(0, 20, heads.shape)
+    masks = np.zeros_like(heads)
+    for i, (y, x) in enumerate([(14, 20), (14, 60), (30, 70), (64, 70), (70, 20), (40, 14)][:n]):
+        masks[i, y:y + 5, x:x + 7] = True
+    images = np.where(masks, 250, images).astype(np.uint8)
+    handle = ModelHandle(reader, lambda a: torch.as_tensor(a).float()[:, None] / 255,
+                         explain=None)
+    return AuditBatch(images=images, head_masks=heads, labels=np.ones(n, int), classes=classes,
+                      probs=handle.predict(images), tumor_masks=masks, expert_masks=masks,
+                      handle=handle)
+
+
+def test_lesion_views_differ_only_by_the_tumour():
+    batch = view_batch(BrightSpotReader())
+    rows, tumour_views, clear_views = lesion_views(batch.images, batch.expert_masks,
+                                                   batch.head_masks)
+    assert rows.tolist() == list(range(6))
+    assert tumour_views.shape == clear_views.shape == (6, 96, 96)
+    assert (tumour_views.max(axis=(1, 2)) >= 240).all()  # the tumour, enlarged
+    assert (clear_views.max(axis=(1, 2)) < 140).all()  # tissue alone
+    # both are mostly head tissue (110-129), not background (5-24)
+    for views in (tumour_views, clear_views):
+        assert (np.median(views.reshape(6, -1), axis=1) > 100).all()
+
+
+def test_a_lesion_reader_tells_the_views_apart_and_a_tissue_reader_does_not():
+    lesion = CounterfactualCheck()(view_batch(BrightSpotReader()))
+    s = lesion.summary
+    assert s.n_lesion_view == 6
+    assert s.lesion_view_tumor_recall == 1.0 and s.lesion_view_clear_recall == 1.0
+    assert s.lesion_view_balanced_accuracy == 1.0 and s.lesion_view_auc == 1.0
+    assert s.lesion_view_paired == 1.0
+    assert "counterfactual.lesion_views" not in {f.check for f in lesion.findings}
+
+    tissue = CounterfactualCheck()(view_batch(TissueReader()))
+    s = tissue.summary
+    assert s.lesion_view_tumor_recall == 1.0 and s.lesion_view_clear_recall == 0.0
+    assert s.lesion_view_balanced_accuracy == 0.5
+    warning = [f for f in tissue.findings if f.check == "counterfactual.lesion_views"]
+    assert warning and warning[0].value == 0.5 and warning[0].severity == "warning"
+
+
+def test_lesion_views_need_a_no_tumour_class():
+    s = CounterfactualCheck()(view_batch(BrightSpotReader(), classes=("glioma", "tumor"))).summary
+    assert s.n_lesion_view == 0 and s.lesion_view_balanced_accuracy is None

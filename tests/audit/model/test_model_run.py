@@ -114,6 +114,7 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
     assert loc["occlusion"]["mask"]["pointing_ceiling"] is None
     assert cf["n_mask_removal"] == 4 and 0 < cf["n_control_removal"] <= 4
     assert cf["tumor_effect_prob_drop"] is not None
+    assert 0 < cf["n_lesion_view"] <= 4 and 0 <= cf["lesion_view_balanced_accuracy"] <= 1
     examples = TumourExamples.load(run_dir / "audit" / EXAMPLES_FILE)
     assert len(examples) == 3 and set(examples.groups) == {"tumor"}
     assert examples.masks.any(axis=(1, 2)).all() and examples.method == "gradcam"
@@ -124,6 +125,7 @@ def test_audit_writes_json_and_per_image_csv(run_dir):
     assert frame["localization_mask_dice"].notna().sum() == 4
     assert frame["localization_mask_pointing_reachable"].notna().sum() == 4
     assert frame["control_removal_flipped"].notna().sum() == cf["n_control_removal"]
+    assert frame["lesion_view_tumor_p"].notna().sum() == cf["n_lesion_view"]
     assert frame["localization_energy_in_box"].notna().sum() == 4
     assert frame["faithfulness_deletion_auc"].notna().sum() == 6
     np.testing.assert_allclose(frame[["brain", "rim", "background"]].sum(axis=1), 1, atol=1e-5)

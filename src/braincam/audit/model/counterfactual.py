@@ -26,7 +26,21 @@
     mean over the images where both ran of (mask removal - control removal), for the flip
     indicator and for the probability drop: inpainting alone, wherever it happens, should
     cost nothing.
-(e) occlusion: share of the positive occlusion sensitivity (:mod:`braincam.explain`,
+(e) lesion views, on images with an expert mask and for a model with a ``no_tumor`` class:
+    two windows of 0.4 of the image side cut from the same image
+    (:func:`braincam.data.regions.view_pair`), one holding the whole tumour, one holding no
+    tumour pixel and about as much brain (brain shares within 0.1), each resized back to
+    the input. The pair differs only by the lesion: same patient, scanner, sequence, zoom and
+    processing, real tissue and no fill (unlike removal). ``lesion_view_tumor_recall``: share
+    of tumour views predicted as a tumour class; ``lesion_view_clear_recall``: share of clear
+    views predicted ``no_tumor``; ``lesion_view_balanced_accuracy``: their mean;
+    ``lesion_view_auc``: ROC AUC of the tumour probability, tumour views against clear views;
+    ``lesion_view_paired``: share of pairs whose tumour view gets the higher tumour
+    probability (ties count half). A model that reads the source, the sequence or the
+    intensity of the whole slice gives both views one answer (balanced accuracy 0.5); a
+    zoomed view is itself new to a model trained on whole slices, so read the pair against
+    each other rather than against the whole-slice accuracy.
+(f) occlusion: share of the positive occlusion sensitivity (:mod:`braincam.explain`,
     ``AuditBatch.occlusion``) outside the head, against the background's area fraction.
 
 Beside each flip rate, the accuracy on the counterfactual inputs (``*_accuracy``, against the
@@ -39,8 +53,9 @@ Findings: (a) survival > baseline + :data:`SURVIVAL_WARNING` (critical:
 :data:`AUC_WARNING` (critical: :data:`GAP_CRITICAL` and :data:`AUC_CRITICAL`); (b) flip
 rate >= :data:`HEAD_ONLY_FLIP_WARNING`; (c) flip rate >= :data:`SWAP_FLIP_WARNING`
 (critical: :data:`SWAP_FLIP_CRITICAL`); (d) the tumour's own probability drop (mask minus
-control; where no mask: the annotation's drop) < :data:`TUMOR_DROP_WARNING`;
-(e) occlusion share outside the head above its area fraction.
+control; where no mask: the annotation's drop) < :data:`TUMOR_DROP_WARNING`; (e) lesion-view
+balanced accuracy < :data:`LESION_VIEW_WARNING`; (f) occlusion share outside the head above
+its area fraction.
 """
 
 from __future__ import annotations
@@ -53,7 +68,7 @@ from braincam.audit.findings import Finding
 from braincam.audit.model.attention import energy_share
 from braincam.audit.model.base import AuditBatch, Check, nanmean, register
 from braincam.data.mask import brain_region
-from braincam.data.regions import control_region, inpaint
+from braincam.data.regions import VIEW_SHARE, control_region, crop_view, inpaint, view_pair
 from braincam.labels import NO_TUMOR
 
 SURVIVAL_WARNING = 0.05
@@ -66,6 +81,7 @@ HEAD_ONLY_FLIP_WARNING = 0.10
 SWAP_FLIP_WARNING = 0.20
 SWAP_FLIP_CRITICAL = 0.40
 TUMOR_DROP_WARNING = 0.10
+LESION_VIEW_WARNING = 0.80
 
 
 def background_fill(images: np.ndarray, head_masks: np.ndarray) -> np.ndarray:
@@ -127,6 +143,33 @@ def control_masks(
     return out
 
 
+def lesion_views(
+    images: np.ndarray, tumor_masks: np.ndarray, head_masks: np.ndarray, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The lesion-view pairs (module docstring (e)) of the images whose mask is not empty:
+    ``(rows, tumour_views, clear_views)``, the views uint8 (M, S, S), one generator
+    ``default_rng([seed, i])`` per image; images where no pair fits are left out."""
+    side = round(VIEW_SHARE * images.shape[1])
+    rows, tumour_views, clear_views = [], [], []
+    for i in np.flatnonzero(tumor_masks.any(axis=(1, 2))):
+        pair = view_pair(tumor_masks[i], brain_region(head_masks[i]), side,
+                         np.random.default_rng([seed, i]))
+        if pair is not None:
+            rows.append(i)
+            tumour_views.append(crop_view(images[i], pair.tumour, side))
+            clear_views.append(crop_view(images[i], pair.clear, side))
+    empty = np.zeros((0, *images.shape[1:]), np.uint8)
+    return (np.asarray(rows, dtype=np.int64), np.stack(tumour_views) if rows else empty,
+            np.stack(clear_views) if rows else empty)
+
+
+def paired_order(higher: np.ndarray, lower: np.ndarray) -> float | None:
+    """Share of pairs with ``higher[i] > lower[i]``, ties counting half; None when empty."""
+    if not len(higher):
+        return None
+    return float(np.mean((higher > lower) + 0.5 * (higher == lower)))
+
+
 def macro_auc(labels: np.ndarray, probs: np.ndarray) -> float | None:
     """Mean over the classes present (with positives and negatives) of the ROC AUC of
     ``probs[:, c]`` for ``labels == c``; None with fewer than two classes present."""
@@ -183,6 +226,12 @@ class CounterfactualSummary:
     n_control_removal: int
     tumor_effect_flip_rate: float | None
     tumor_effect_prob_drop: float | None
+    lesion_view_tumor_recall: float | None
+    lesion_view_clear_recall: float | None
+    lesion_view_balanced_accuracy: float | None
+    lesion_view_auc: float | None
+    lesion_view_paired: float | None
+    n_lesion_view: int
     occlusion_outside_head: float | None
     uniform_outside_head: float | None
     n_occlusion: int
@@ -206,7 +255,8 @@ class CounterfactualCheck(Check):
     per_method = False
     unprefixed_columns = True
     higher_is_better = {"background_only_survival": False, "head_only_flip_rate": False,
-                        "intensity_swap_flip_rate": False, "tumor_removal_flip_rate": True}
+                        "intensity_swap_flip_rate": False, "tumor_removal_flip_rate": True,
+                        "lesion_view_balanced_accuracy": True}
 
     def evaluate(self, batch: AuditBatch) -> dict[str, dict[str, np.ndarray]]:
         if batch.handle is None:
@@ -246,7 +296,7 @@ class CounterfactualCheck(Check):
             cols["tumor_removal_prob_drop"][idx] = before_p - tumour_probability(
                 after, labels, batch.classes)
 
-        cols |= self._mask_removal(batch)
+        cols |= self._mask_removal(batch) | self._lesion_views(batch)
 
         cols["occlusion_outside_head"] = np.full(n, np.nan)
         cols["uniform_outside_head"] = (~batch.head_masks).mean(axis=(1, 2))
@@ -280,6 +330,25 @@ class CounterfactualCheck(Check):
                     tumour_probability(after, labels[rows], batch.classes)
         return cols
 
+    def _lesion_views(self, batch: AuditBatch) -> dict[str, np.ndarray]:
+        """Tumour probability and tumour-class prediction on each image's two lesion views
+        (module docstring (e)); NaN where the test does not apply."""
+        n = len(batch)
+        cols = {f"lesion_view_{kind}_{what}": np.full(n, np.nan)
+                for kind in ("tumor", "clear") for what in ("p", "detected")}
+        if NO_TUMOR not in batch.classes or batch.expert_masks is None:
+            return cols
+        rows, tumour_views, clear_views = lesion_views(
+            batch.images, batch.expert_masks, batch.head_masks, self.settings.seed)
+        if not rows.size:
+            return cols
+        no_tumor = batch.classes.index(NO_TUMOR)
+        for kind, views in (("tumor", tumour_views), ("clear", clear_views)):
+            probs = batch.handle.predict(views)
+            cols[f"lesion_view_{kind}_p"][rows] = 1 - probs[:, no_tumor]
+            cols[f"lesion_view_{kind}_detected"][rows] = probs.argmax(1) != no_tumor
+        return cols
+
     def summarise(
         self, batch: AuditBatch, per_image: dict[str, dict[str, np.ndarray]]
     ) -> tuple[CounterfactualSummary, list[Finding]]:
@@ -305,6 +374,7 @@ class CounterfactualCheck(Check):
             tumor_removal_prob_drop=nanmean(cols["tumor_removal_prob_drop"]),
             n_tumor_removal=int((~np.isnan(cols["tumor_removal_flipped"])).sum()),
             **_mask_summary(cols),
+            **_lesion_view_summary(cols),
             occlusion_outside_head=nanmean(cols["occlusion_outside_head"]),
             uniform_outside_head=nanmean(cols["uniform_outside_head"][occluded]),
             n_occlusion=int(occluded.sum()),
@@ -332,6 +402,27 @@ def _mask_summary(cols: dict[str, np.ndarray]) -> dict[str, float | int | None]:
         diff = cols[f"mask_removal_{col}"][both] - cols[f"control_removal_{col}"][both]
         out[f"tumor_effect_{what}"] = nanmean(diff)
     return out
+
+
+def _lesion_view_summary(cols: dict[str, np.ndarray]) -> dict[str, float | int | None]:
+    """The ``lesion_view_*`` fields of :class:`CounterfactualSummary` (module docstring (e))."""
+    from sklearn.metrics import roc_auc_score
+
+    done = ~np.isnan(cols["lesion_view_tumor_p"])
+    tumour_p, clear_p = cols["lesion_view_tumor_p"][done], cols["lesion_view_clear_p"][done]
+    tumour_recall = nanmean(cols["lesion_view_tumor_detected"][done])
+    clear_recall = nanmean(1 - cols["lesion_view_clear_detected"][done])
+    both = done.any()
+    return {
+        "lesion_view_tumor_recall": tumour_recall,
+        "lesion_view_clear_recall": clear_recall,
+        "lesion_view_balanced_accuracy": (tumour_recall + clear_recall) / 2 if both else None,
+        "lesion_view_auc": float(roc_auc_score(
+            np.r_[np.ones(done.sum()), np.zeros(done.sum())], np.r_[tumour_p, clear_p]))
+        if both else None,
+        "lesion_view_paired": paired_order(tumour_p, clear_p),
+        "n_lesion_view": int(done.sum()),
+    }
 
 
 def _findings(s: CounterfactualSummary) -> list[Finding]:
@@ -385,6 +476,15 @@ def _findings(s: CounterfactualSummary) -> list[Finding]:
             "warning", "counterfactual.tumor_removal", drop, TUMOR_DROP_WARNING,
             f"Inpainting the annotated tumour lowers the tumour probability by only {drop:.2f} "
             f"and flips {s.tumor_removal_flip_rate:.0%} of {s.n_tumor_removal} predictions."))
+    views = s.lesion_view_balanced_accuracy
+    if views is not None and views < LESION_VIEW_WARNING:
+        out.append(Finding(
+            "warning", "counterfactual.lesion_views", views, LESION_VIEW_WARNING,
+            f"Cut from the same {s.n_lesion_view} slices, views of the tumour and views of "
+            f"tumour-free brain get balanced accuracy {views:.2f} (tumour found in "
+            f"{s.lesion_view_tumor_recall:.0%}, tumour-free views cleared in "
+            f"{s.lesion_view_clear_recall:.0%}; AUC {s.lesion_view_auc:.2f}): where only the "
+            "lesion tells the views apart, the model often does not."))
     if s.occlusion_outside_head is not None and s.occlusion_outside_head > s.uniform_outside_head:
         out.append(Finding(
             "warning", "counterfactual.occlusion", s.occlusion_outside_head,

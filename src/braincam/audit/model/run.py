@@ -44,7 +44,8 @@ left out are listed under ``"skipped"`` with the reason.
      "counterfactual": {background_only_survival, background_only_baseline,
                         background_only_auc, head_only_change, intensity_swap_flip_rate,
                         tumor_removal_flip_rate, tumor_removal_prob_drop,
-                        mask_removal_*, control_removal_*, tumor_effect_*, ...},
+                        mask_removal_*, control_removal_*, tumor_effect_*,
+                        lesion_view_*, ...},
      "findings": [{severity, check, value, threshold, message}, ...]}
 
 Per-method checks hold the first method's numbers at their top level and, when several
