@@ -120,3 +120,17 @@ def test_examples_round_trip_without_pickle(tmp_path):
     np.testing.assert_array_equal(back.masks, ex.masks)
     np.testing.assert_array_equal(back.paths, ex.paths)
     np.testing.assert_allclose(back.maps, ex.maps)
+
+
+def test_lesion_views_are_described_in_the_counterfactual_section(tmp_path, kit):
+    run = kit.make_fake_run(tmp_path)
+    audit = json.loads((run / "audit" / "audit.json").read_text())
+    next(iter(audit["datasets"].values()))["counterfactual"] |= {
+        "lesion_view_tumor_recall": 0.9, "lesion_view_clear_recall": 0.6,
+        "lesion_view_balanced_accuracy": 0.75, "lesion_view_auc": 0.8125, "n_lesion_view": 40}
+    (run / "audit" / "audit.json").write_text(json.dumps(audit))
+    page = kit.parse(build_report(run).read_text(encoding="utf-8"))
+    assert ("Cut from the same 40 slices, a view holding the tumour and a view of tumour-free "
+            "brain, each enlarged to the input: the model finds the tumour in 90% of the tumour "
+            "views and calls 60% of the tumour-free views tumour-free (balanced accuracy 0.75, "
+            "AUC 0.812).") in kit.text(page, "counterfactual")
