@@ -1,4 +1,5 @@
-"""Grounded training: counterfactual pairs (regions, labels), tumour masks in the batch, and
+"""Grounded training: counterfactual pairs and lesion views (regions, labels), tumour masks in
+the batch, and
 the acceptance run: on marker phantoms with a true lesion, the grounded model points at the
 lesion where the plain one does not."""
 
@@ -14,14 +15,14 @@ import torch
 
 from braincam.data.mask import brain_region
 from braincam.data.preprocess import PreprocessConfig, mask_to_output, preprocess
-from braincam.data.regions import INPAINT_DILATE, make_pairs
+from braincam.data.regions import INPAINT_DILATE, make_pairs, make_views
 from braincam.data.synthetic import PhantomSpec, make_phantom_arrays, make_phantom_dataset
 from braincam.device import torch_threads
 from braincam.errors import BraincamError
 from braincam.labels import TUMOR
 from braincam.models import load_checkpoint
 from braincam.train import TrainConfig, train_run
-from braincam.train.grounding import tumour_masks, with_pairs
+from braincam.train.grounding import tumour_masks, with_pairs, with_views
 from braincam.train.loop import TrainData
 
 SIZE = 96
@@ -104,6 +105,31 @@ def test_pairs_are_seeded_and_skip_images_without_a_fitting_control():
     assert len(none.source) == 0 and none.removed.shape == (0, SIZE, SIZE)
 
 
+def test_views_follow_the_pairs_with_their_labels_and_masks():
+    images, heads, tumours, labels = phantoms()
+    subtype = np.where(labels == 1, np.arange(len(labels)) % 2 * 2, 1)
+    train = TrainData(torch.from_numpy(images), torch.from_numpy(heads),
+                      torch.from_numpy(subtype), torch.from_numpy(tumours))
+    paired, pairs = with_pairs(train, no_tumor=1, seed=0)
+    out, m = with_views(paired, train, no_tumor=1, seed=0)
+    views = make_views(images, heads, tumours, seed=0)
+    assert m == len(views.source) > 0 and set(views.source) <= set(np.flatnonzero(labels == 1))
+    n = len(paired)
+    assert len(out) == n + 2 * m and torch.equal(out.images[:n], paired.images)
+    src = torch.from_numpy(views.source)
+    assert torch.equal(out.images[n:n + m], torch.from_numpy(views.tumour))
+    assert torch.equal(out.images[n + m:], torch.from_numpy(views.clear))
+    assert torch.equal(out.labels[n:n + m], train.labels[src])  # tumour view: its subtype
+    assert (out.labels[n + m:] == 1).all()  # clear view: no_tumor
+    assert out.tumour[n:n + m].flatten(1).any(dim=1).all()  # the cut tumour mask
+    assert not out.tumour[n + m:].any()
+    assert torch.equal(out.masks[n + m:], torch.from_numpy(views.clear_heads))
+    # each tumour view holds its image's whole tumour, enlarged by S / side per axis
+    scale = (SIZE / round(0.4 * SIZE)) ** 2
+    np.testing.assert_allclose(views.tumour_masks.sum(axis=(1, 2)),
+                               tumours[views.source].sum(axis=(1, 2)) * scale, rtol=0.15)
+
+
 def test_tumour_masks_are_the_records_masks_in_model_input_pixels(tmp_path):
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import load_dataset
@@ -132,18 +158,20 @@ def test_a_run_with_pairs_and_reward_records_them_and_lists_original_images_only
     root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=1,
                          preprocess=PreprocessConfig(size=32, crop=False), batch_size=8,
-                         counterfactual_pairs=True, mask_reward=1.0, upweight_errors=2,
-                         device="cpu")
+                         counterfactual_pairs=True, view_pairs=True, mask_reward=1.0,
+                         upweight_errors=2, device="cpu")
     run = train_run([root], config, tmp_path / "run", progress=False).run_dir
     doc = yaml.safe_load((run / "config.yaml").read_text())
     assert doc["train"]["counterfactual_pairs"] is True and doc["train"]["mask_reward"] == 1.0
+    assert doc["train"]["view_pairs"] is True
     split = pd.read_csv(run / "split.csv")
     train_paths = set(split.loc[split["split"] == "train", "path"])
     listed = pd.read_csv(run / "upweighted.csv")["path"]
     assert set(listed) <= train_paths
 
 
-def test_pairs_need_a_no_tumor_class(tmp_path):
+@pytest.mark.parametrize("option", ["counterfactual_pairs", "view_pairs"])
+def test_pairs_and_views_need_a_no_tumor_class(tmp_path, option):
     root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
     names = {"tumor": "glioma", "no_tumor": "meningioma"}  # two tumour types, no no_tumor
     for folder in [*root.glob("*/*"), *root.glob("masks/*/*")]:
@@ -151,7 +179,7 @@ def test_pairs_need_a_no_tumor_class(tmp_path):
             folder.rename(folder.with_name(names[folder.name]))
     config = TrainConfig(task="multiclass", arch="resnet10t", weights="none", head_epochs=0,
                          finetune_epochs=1, preprocess=PreprocessConfig(size=32, crop=False),
-                         counterfactual_pairs=True, device="cpu")
+                         device="cpu", **{option: True})
     with pytest.raises(BraincamError, match="needs a no_tumor class"):
         train_run([root], config, tmp_path / "run", progress=False)
 

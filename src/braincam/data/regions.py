@@ -170,12 +170,60 @@ def view_pair(
     return ViewPair(side, (y, x), (int(top[k]), int(left[k])))
 
 
-def crop_view(image: np.ndarray, corner: tuple[int, int], side: int) -> np.ndarray:
+def crop_view(
+    image: np.ndarray, corner: tuple[int, int], side: int, nearest: bool = False
+) -> np.ndarray:
     """The window of ``side`` pixels at ``corner`` of ``image`` (S, S), resized back to
-    (S, S) bilinearly."""
+    (S, S): bilinearly, or by nearest neighbour for a mask (``nearest``; a bool mask stays
+    bool)."""
     y, x = corner
     window = np.ascontiguousarray(image[y:y + side, x:x + side])
-    return cv2.resize(window, image.shape[::-1], interpolation=cv2.INTER_LINEAR)
+    dtype = window.dtype
+    flag = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    out = cv2.resize(window.astype(np.uint8) if dtype == np.bool_ else window, image.shape[::-1],
+                     interpolation=flag)
+    return out.astype(dtype)
+
+
+@dataclass
+class Views:
+    """Lesion views (:func:`view_pair`) of images ``source``: ``tumour`` and ``clear`` uint8
+    (M, S, S), with their head masks and the tumour view's tumour mask, bool (M, S, S)."""
+
+    source: np.ndarray  # (M,) int
+    tumour: np.ndarray
+    clear: np.ndarray
+    tumour_heads: np.ndarray
+    clear_heads: np.ndarray
+    tumour_masks: np.ndarray
+
+
+def make_views(
+    images: np.ndarray, heads: np.ndarray, tumours: np.ndarray, seed: int,
+    share: float = VIEW_SHARE,
+) -> Views:
+    """The lesion views of every image whose tumour mask is not empty, windows of
+    ``round(share * S)`` pixels placed with the generator ``default_rng([seed, i])`` of
+    image ``i`` inside its brain (:func:`braincam.data.mask.brain_region`); images where
+    no pair fits are left out. ``images`` uint8, ``heads`` and ``tumours`` bool (N, S, S)."""
+    side = round(share * images.shape[1])
+    out: dict[str, list[np.ndarray]] = {k: [] for k in (
+        "source", "tumour", "clear", "tumour_heads", "clear_heads", "tumour_masks")}
+    for i in np.flatnonzero(tumours.reshape(len(tumours), -1).any(axis=1)):
+        pair = view_pair(tumours[i], brain_region(heads[i]), side,
+                         np.random.default_rng([seed, i]))
+        if pair is None:
+            continue
+        out["source"].append(i)
+        out["tumour"].append(crop_view(images[i], pair.tumour, side))
+        out["clear"].append(crop_view(images[i], pair.clear, side))
+        out["tumour_heads"].append(crop_view(heads[i], pair.tumour, side, nearest=True))
+        out["clear_heads"].append(crop_view(heads[i], pair.clear, side, nearest=True))
+        out["tumour_masks"].append(crop_view(tumours[i], pair.tumour, side, nearest=True))
+    empty = {k: np.zeros((0, *images.shape[1:]), np.uint8 if k in ("tumour", "clear") else bool)
+             for k in out if k != "source"}
+    return Views(np.asarray(out.pop("source"), dtype=np.int64),
+                 **{k: np.stack(v) if v else empty[k] for k, v in out.items()})
 
 
 @dataclass

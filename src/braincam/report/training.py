@@ -72,7 +72,8 @@ def recipe_sentence(train: dict[str, Any]) -> str:
     remedies = [f"attention penalty {train['attention_penalty']:g}"
                 if train.get("attention_penalty") else None,
                 f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,
-                "counterfactual pairs" if train.get("counterfactual_pairs") else None]
+                "counterfactual pairs" if train.get("counterfactual_pairs") else None,
+                "lesion views" if train.get("view_pairs") else None]
     remedies = [r for r in remedies if r]
     return text + (f" Remedies: {', '.join(remedies)}." if remedies else "")
 

@@ -70,6 +70,7 @@ class TrainConfig:
     mask_reward: float = option_field("mask_reward")  # train.mitigation
     attention_layer: str | None = option_field("attention_layer")  # their Grad-CAM layer
     counterfactual_pairs: bool = option_field("counterfactual_pairs")  # train.grounding
+    view_pairs: bool = option_field("view_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     fold: int = 0  # split "fold" (braincam cv): the test fold

@@ -1,4 +1,5 @@
-"""Grounded training data: tumour masks for the training images and counterfactual pairs.
+"""Grounded training data: tumour masks for the training images, counterfactual pairs and
+lesion views.
 
 Counterfactual pairs (``TrainConfig.counterfactual_pairs``, ``--counterfactual-pairs``):
 every training tumour image ``x`` with a non-empty expert mask ``T`` (model-input
@@ -20,6 +21,19 @@ neither copy. With subtypes the removed copy takes the trained no-tumour class. 
 are made once from the preprocessed uint8 images (so phase 1's features include them);
 validation and test images are never altered. The control is drawn from a generator seeded
 with the run's seed: a run reproduces its pairs.
+
+Lesion views (``TrainConfig.view_pairs``, ``--view-pairs``): every such image also adds the
+two views the model audit tests with (:func:`braincam.data.regions.make_views`), cut from
+the original image and enlarged to the input::
+
+    tumour view  = window holding all of T         label: x's label   tumour mask: T, cut
+    clear view   = window of tumour-free brain     label: no_tumor    tumour mask: empty
+
+Both views hold about as much brain and carry the same zoom and resampling, one with each
+label, so only the tumour tells them apart; nothing is inpainted, so the tumour-removal test
+stays independent evidence for such a model (the lesion-view test does not). Head masks
+are cut with their view. The windows are placed with generators seeded by the run's seed
+and the image's index.
 """
 
 from __future__ import annotations
@@ -30,7 +44,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from braincam.data.regions import Pairs, make_pairs
+from braincam.data.regions import Pairs, make_pairs, make_views
 from braincam.train.loop import TrainData
 
 if TYPE_CHECKING:
@@ -74,3 +88,26 @@ def with_pairs(train: TrainData, no_tumor: int, seed: int) -> tuple[TrainData, P
                         train.labels[src]])
     tumour = torch.cat([train.tumour, torch.zeros_like(train.tumour[src]), train.tumour[src]])
     return TrainData(images, masks, labels, tumour), pairs
+
+
+def with_views(
+    train: TrainData, originals: TrainData, no_tumor: int, seed: int
+) -> tuple[TrainData, int]:
+    """``train`` followed by the lesion views of ``originals`` (the training split before
+    any copies; ``train`` may already hold them): tumour views (own label and cut tumour
+    mask), then clear views (label ``no_tumor``, empty tumour mask); returns the data and the
+    number of view pairs. ``originals.tumour`` must be loaded."""
+    if originals.tumour is None:
+        raise ValueError("lesion views need the training images' tumour masks")
+    views = make_views(originals.images.numpy(), originals.masks.numpy(),
+                       originals.tumour.numpy(), seed)
+    src = torch.from_numpy(views.source)
+    images = torch.cat([train.images, torch.from_numpy(views.tumour),
+                        torch.from_numpy(views.clear)])
+    masks = torch.cat([train.masks, torch.from_numpy(views.tumour_heads),
+                       torch.from_numpy(views.clear_heads)])
+    labels = torch.cat([train.labels, originals.labels[src],
+                        torch.full((len(src),), no_tumor, dtype=train.labels.dtype)])
+    tumour = torch.cat([train.tumour, torch.from_numpy(views.tumour_masks),
+                        torch.zeros_like(train.tumour[src])])
+    return TrainData(images, masks, labels, tumour), len(src)

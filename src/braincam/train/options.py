@@ -144,6 +144,12 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                         "tumour-free brain inpainted (label unchanged). "
                                         "Validation and test images are never altered.",
                                         REMEDIES, switch="--counterfactual-pairs"),
+    "view_pairs": TrainOption(False, "Add, for every training tumour image with an expert "
+                              "mask, two views cut from it and enlarged to the input (0.4 of "
+                              "its side): one holding the whole tumour (label unchanged), one "
+                              "of tumour-free brain with as much brain in it (label "
+                              "no_tumor). Nothing is inpainted. Validation and test images "
+                              "are never altered.", REMEDIES, switch="--view-pairs"),
     "guide": TrainOption(None, "A braincam segment run (SEG): the classifier pools its last "
                          "feature map weighted by SEG's predicted tumour probability, so "
                          "its decision rests on the predicted tumour (evidence elsewhere is "

@@ -157,7 +157,7 @@ def train_run(
     }
     _check_classes(data["train"], data["val"], fitted)
     originals = len(data["train"])  # the counterfactual copies follow them
-    if config.mask_reward > 0 or config.counterfactual_pairs:
+    if config.mask_reward > 0 or config.counterfactual_pairs or config.view_pairs:
         data["train"] = _grounded(data["train"], [records[i] for i in split.indices("train")],
                                   config, cache, fitted)
 
@@ -241,22 +241,29 @@ def _grounded(
     cache: PreprocessCache, fitted: list[str],
 ) -> TrainData:
     """The training split with its tumour masks (for ``mask_reward``) and, with
-    ``counterfactual_pairs``, its counterfactual copies (:mod:`braincam.train.grounding`)."""
+    ``counterfactual_pairs`` or ``view_pairs``, its counterfactual copies or lesion views
+    (:mod:`braincam.train.grounding`; both are made from the original images)."""
     from braincam.labels import NO_TUMOR
-    from braincam.train.grounding import tumour_masks, with_pairs
+    from braincam.train.grounding import tumour_masks, with_pairs, with_views
 
     train.tumour = tumour_masks(records, config.preprocess, cache)
     masked = int(train.tumour.flatten(1).any(dim=1).sum())
     if not masked:
-        log.warning("no training image has a tumour mask: --mask-reward and "
-                    "--counterfactual-pairs change nothing")
+        log.warning("no training image has a tumour mask: --mask-reward, "
+                    "--counterfactual-pairs and --view-pairs change nothing")
+    for wanted, switch, what in ((config.counterfactual_pairs, "--counterfactual-pairs",
+                                  "tumour-removed copies"),
+                                 (config.view_pairs, "--view-pairs", "tumour-free views")):
+        if wanted and NO_TUMOR not in fitted:
+            raise BraincamError(f"{switch} needs a no_tumor class to label the {what}")
+    originals = train
     if config.counterfactual_pairs:
-        if NO_TUMOR not in fitted:
-            raise BraincamError("--counterfactual-pairs needs a no_tumor class to label the "
-                                "tumour-removed copies")
-        train, pairs = with_pairs(train, fitted.index(NO_TUMOR), config.seed)
+        train, pairs = with_pairs(originals, fitted.index(NO_TUMOR), config.seed)
         log.info("counterfactual pairs: %d tumour-removed and %d control images added",
                  len(pairs.source), len(pairs.source))
+    if config.view_pairs:
+        train, n_views = with_views(train, originals, fitted.index(NO_TUMOR), config.seed)
+        log.info("lesion views: %d tumour and %d tumour-free views added", n_views, n_views)
     if config.mask_reward == 0:
         train.tumour = None  # only the reward reads them in phase 2
     return train

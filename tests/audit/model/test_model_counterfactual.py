@@ -16,12 +16,12 @@ from braincam.audit.model.counterfactual import (
     control_masks,
     head_only,
     intensity_swap,
-    lesion_views,
     macro_auc,
     remove_tumour,
     swap_references,
     tumour_probability,
 )
+from braincam.data.regions import make_views
 
 S = 24
 
@@ -253,15 +253,20 @@ def view_batch(reader: nn.Module, classes=("no_tumor", "tumor"), n: int = 6) -> 
 
 def test_lesion_views_differ_only_by_the_tumour():
     batch = view_batch(BrightSpotReader())
-    rows, tumour_views, clear_views = lesion_views(batch.images, batch.expert_masks,
-                                                   batch.head_masks)
-    assert rows.tolist() == list(range(6))
-    assert tumour_views.shape == clear_views.shape == (6, 96, 96)
-    assert (tumour_views.max(axis=(1, 2)) >= 240).all()  # the tumour, enlarged
-    assert (clear_views.max(axis=(1, 2)) < 140).all()  # tissue alone
+    views = make_views(batch.images, batch.head_masks, batch.expert_masks, seed=0)
+    assert views.source.tolist() == list(range(6))
+    assert views.tumour.shape == views.clear.shape == (6, 96, 96)
+    assert (views.tumour.max(axis=(1, 2)) >= 240).all()  # the tumour, enlarged
+    assert (views.clear.max(axis=(1, 2)) < 140).all()  # tissue alone
     # both are mostly head tissue (110-129), not background (5-24)
-    for views in (tumour_views, clear_views):
-        assert (np.median(views.reshape(6, -1), axis=1) > 100).all()
+    for images in (views.tumour, views.clear):
+        assert (np.median(images.reshape(6, -1), axis=1) > 100).all()
+    # the tumour view's mask marks the enlarged tumour: 0.4 x 96 = 38 px -> x 2.5 per side
+    assert views.tumour_masks.dtype == views.clear_heads.dtype == bool
+    np.testing.assert_allclose(views.tumour_masks.sum(axis=(1, 2)), 35 * (96 / 38) ** 2,
+                               rtol=0.15)
+    assert views.tumour[views.tumour_masks].mean() > 220  # on the tumour (250; edges blend)
+    assert views.tumour[~views.tumour_masks].mean() < 140
 
 
 def test_a_lesion_reader_tells_the_views_apart_and_a_tissue_reader_does_not():

@@ -28,7 +28,7 @@
     cost nothing.
 (e) lesion views, on images with an expert mask and for a model with a ``no_tumor`` class:
     two windows of 0.4 of the image side cut from the same image
-    (:func:`braincam.data.regions.view_pair`), one holding the whole tumour, one holding no
+    (:func:`braincam.data.regions.make_views`), one holding the whole tumour, one holding no
     tumour pixel and about as much brain (brain shares within 0.1), each resized back to
     the input. The pair differs only by the lesion: same patient, scanner, sequence, zoom and
     processing, real tissue and no fill (unlike removal). ``lesion_view_tumor_recall``: share
@@ -68,7 +68,7 @@ from braincam.audit.findings import Finding
 from braincam.audit.model.attention import energy_share
 from braincam.audit.model.base import AuditBatch, Check, nanmean, register
 from braincam.data.mask import brain_region
-from braincam.data.regions import VIEW_SHARE, control_region, crop_view, inpaint, view_pair
+from braincam.data.regions import control_region, inpaint, make_views
 from braincam.labels import NO_TUMOR
 
 SURVIVAL_WARNING = 0.05
@@ -141,26 +141,6 @@ def control_masks(
         if region is not None:
             out[i] = region
     return out
-
-
-def lesion_views(
-    images: np.ndarray, tumor_masks: np.ndarray, head_masks: np.ndarray, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The lesion-view pairs (module docstring (e)) of the images whose mask is not empty:
-    ``(rows, tumour_views, clear_views)``, the views uint8 (M, S, S), one generator
-    ``default_rng([seed, i])`` per image; images where no pair fits are left out."""
-    side = round(VIEW_SHARE * images.shape[1])
-    rows, tumour_views, clear_views = [], [], []
-    for i in np.flatnonzero(tumor_masks.any(axis=(1, 2))):
-        pair = view_pair(tumor_masks[i], brain_region(head_masks[i]), side,
-                         np.random.default_rng([seed, i]))
-        if pair is not None:
-            rows.append(i)
-            tumour_views.append(crop_view(images[i], pair.tumour, side))
-            clear_views.append(crop_view(images[i], pair.clear, side))
-    empty = np.zeros((0, *images.shape[1:]), np.uint8)
-    return (np.asarray(rows, dtype=np.int64), np.stack(tumour_views) if rows else empty,
-            np.stack(clear_views) if rows else empty)
 
 
 def paired_order(higher: np.ndarray, lower: np.ndarray) -> float | None:
@@ -338,15 +318,15 @@ class CounterfactualCheck(Check):
                 for kind in ("tumor", "clear") for what in ("p", "detected")}
         if NO_TUMOR not in batch.classes or batch.expert_masks is None:
             return cols
-        rows, tumour_views, clear_views = lesion_views(
-            batch.images, batch.expert_masks, batch.head_masks, self.settings.seed)
-        if not rows.size:
+        views = make_views(batch.images, batch.head_masks, batch.expert_masks,
+                           self.settings.seed)
+        if not views.source.size:
             return cols
         no_tumor = batch.classes.index(NO_TUMOR)
-        for kind, views in (("tumor", tumour_views), ("clear", clear_views)):
-            probs = batch.handle.predict(views)
-            cols[f"lesion_view_{kind}_p"][rows] = 1 - probs[:, no_tumor]
-            cols[f"lesion_view_{kind}_detected"][rows] = probs.argmax(1) != no_tumor
+        for kind, images in (("tumor", views.tumour), ("clear", views.clear)):
+            probs = batch.handle.predict(images)
+            cols[f"lesion_view_{kind}_p"][views.source] = 1 - probs[:, no_tumor]
+            cols[f"lesion_view_{kind}_detected"][views.source] = probs.argmax(1) != no_tumor
         return cols
 
     def summarise(
