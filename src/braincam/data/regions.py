@@ -29,7 +29,9 @@ makes a pair that only the lesion tells apart (same patient, scanner, sequence a
 zoom; real tissue, no fill): the tumour window holds every tumour pixel, the clear window
 no pixel of the tumour grown by ``margin_px``, and the two hold about as much brain
 (the share of brain pixels differs by at most ``tolerance``), so that "less brain" cannot
-stand in for "no tumour". ``crop_view`` resizes a window back to the image side.
+stand in for "no tumour". ``crop_view`` resizes a window back to the image side, and
+``make_views`` makes both views of every masked image (the model audit tests with them,
+``braincam train --view-pairs`` trains on them).
 """
 
 from __future__ import annotations
@@ -204,8 +206,9 @@ def make_views(
 ) -> Views:
     """The lesion views of every image whose tumour mask is not empty, windows of
     ``round(share * S)`` pixels placed with the generator ``default_rng([seed, i])`` of
-    image ``i`` inside its brain (:func:`braincam.data.mask.brain_region`); images where
-    no pair fits are left out. ``images`` uint8, ``heads`` and ``tumours`` bool (N, S, S)."""
+    image ``i``, brain shares measured on its brain (:func:`braincam.data.mask.brain_region`);
+    images where no pair fits are left out. ``images`` uint8, ``heads`` and ``tumours`` bool
+    (N, S, S)."""
     side = round(share * images.shape[1])
     out: dict[str, list[np.ndarray]] = {k: [] for k in (
         "source", "tumour", "clear", "tumour_heads", "clear_heads", "tumour_masks")}

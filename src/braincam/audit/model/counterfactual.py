@@ -392,14 +392,14 @@ def _lesion_view_summary(cols: dict[str, np.ndarray]) -> dict[str, float | int |
     tumour_p, clear_p = cols["lesion_view_tumor_p"][done], cols["lesion_view_clear_p"][done]
     tumour_recall = nanmean(cols["lesion_view_tumor_detected"][done])
     clear_recall = nanmean(1 - cols["lesion_view_clear_detected"][done])
-    both = done.any()
+    any_pair = done.any()
     return {
         "lesion_view_tumor_recall": tumour_recall,
         "lesion_view_clear_recall": clear_recall,
-        "lesion_view_balanced_accuracy": (tumour_recall + clear_recall) / 2 if both else None,
+        "lesion_view_balanced_accuracy": (tumour_recall + clear_recall) / 2 if any_pair else None,
         "lesion_view_auc": float(roc_auc_score(
             np.r_[np.ones(done.sum()), np.zeros(done.sum())], np.r_[tumour_p, clear_p]))
-        if both else None,
+        if any_pair else None,
         "lesion_view_paired": paired_order(tumour_p, clear_p),
         "n_lesion_view": int(done.sum()),
     }
