@@ -8,13 +8,15 @@ from braincam.runs import RunDir
 
 def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     guided = recipe_sentence({"arch": "efficientnet_lite0", "guide": "runs/seg, runs/seg2",
-                              "guide_floor": 0.0, "finetune_epochs": 0})
+                              "guide_floor": 0.0, "finetune_epochs": 0, "guide_views": False})
     assert guided == ("Recipe: guided. efficientnet_lite0 pools its features where the tumour "
                       "segmenter of --guide runs/seg, runs/seg2 predicts tumour, and nothing "
                       "else reaches it; trained: the head alone on the backbone's features.")
     floor = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_floor": 0.1,
                              "finetune_epochs": 10})
     assert "the rest of the image reaches it at weight 0.1" in floor
+    views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
+    assert views.endswith("Remedies: lesion views of the segmenter's training images.")
     assert "the backbone fine-tuned for up to 10 epochs" in floor
     plain = recipe_sentence({"arch": "resnet50", "guide": None, "finetune_epochs": 10,
                              "attention_penalty": 5.0, "mask_reward": 0.0,

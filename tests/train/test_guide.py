@@ -127,3 +127,79 @@ def test_guide_from_data_is_checked_before_any_file_is_written(small, tmp_path, 
     with pytest.raises(BraincamError, match="differs in size from the segmenter trained"):
         train_run([small], config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def guide_run_with_split(seg: Path, data: Path, config: PreprocessConfig) -> pd.DataFrame:
+    """A hand-made segment run at ``seg`` that trained on every other image of ``data`` and
+    validated on the rest (``config.yaml`` and ``split.csv`` as ``braincam segment`` writes
+    them); returns its split."""
+    from braincam.data.records import load_dataset
+
+    save_segmenter(build_segmenter("none", (16, 8, 8, 8, 8)).eval(), seg / "model.safetensors",
+                   {"size": config.size, "preprocess": asdict(config), "threshold": 0.5})
+    (seg / "config.yaml").write_text(yaml.safe_dump({"data": [str(data.resolve())]}))
+    records = load_dataset([data.resolve()]).records
+    split = pd.DataFrame({
+        "path": [str(r.path) for r in records], "source": [r.source for r in records],
+        "label": [r.label for r in records],
+        "split": ["train" if i % 2 == 0 else "val" for i in range(len(records))],
+        "group": range(len(records)), "leak_free": False,
+        "masked": [r.mask is not None for r in records]})
+    split.drop(columns="masked").to_csv(seg / "split.csv", index=False)
+    return split
+
+
+def test_guide_views_are_cut_from_the_guides_masked_training_images_only(tmp_path, caplog):
+    """--guide-views: the originals are the guide's training rows that have a mask (never
+    its validation rows), labelled by the classifier's classes; train_run adds exactly their
+    lesion views, one tumour and one tumour-free view per pair, and records the option."""
+    from braincam.data.preprocess import PreprocessCache
+    from braincam.data.regions import make_views
+    from braincam.labels import TUMOR, task_label
+    from braincam.train.grounding import guide_originals
+
+    data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=128, seed=0))
+    preprocess = PreprocessConfig(size=96, crop=False)
+    split = guide_run_with_split(tmp_path / "seg", data, preprocess)
+    wanted = split[(split["split"] == "train") & split["masked"]]
+    assert 0 < len(wanted) < split["masked"].sum()  # masked rows on both sides of the split
+    assert set(wanted["label"]) == {TUMOR}
+
+    classes = ["no_tumor", "tumor"]
+    originals = guide_originals([tmp_path / "seg"], preprocess,
+                                PreprocessCache(tmp_path / "cache"),
+                                lambda label: classes.index(task_label(label, "binary")))
+    assert len(originals) == len(wanted)
+    assert originals.labels.tolist() == [1] * len(wanted)
+    assert originals.tumour is not None and bool(originals.tumour.flatten(1).any(1).all())
+    views = make_views(originals.images.numpy(), originals.masks.numpy(),
+                       originals.tumour.numpy(), seed=0)
+    assert len(views.source) > 0
+
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=preprocess, batch_size=8, device="cpu", seed=0,
+                         guide=str(tmp_path / "seg"), guide_views=True)
+    with caplog.at_level(logging.INFO, logger="braincam.train.run"):
+        run = train_run([data], config, tmp_path / "run", progress=False).run_dir
+    n = len(views.source)
+    assert [r.getMessage() for r in caplog.records if "guide views" in r.getMessage()] == [
+        f"guide views: {n} tumour and {n} tumour-free views of {len(wanted)} guide training "
+        "images added"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["guide_views"] is True
+
+
+def test_guide_views_need_a_guide_and_a_no_tumor_class(tmp_path):
+    with pytest.raises(BraincamError, match="--guide-views .* needs --guide"):
+        TrainConfig(guide_views=True).validate()
+    data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
+    names = {"tumor": "glioma", "no_tumor": "meningioma"}  # two tumour types, no no_tumor
+    for folder in [*data.glob("*/*"), *data.glob("masks/*/*")]:
+        if folder.name in names:
+            folder.rename(folder.with_name(names[folder.name]))
+    seg = write_segmenter(tmp_path / "seg")
+    config = TrainConfig(task="multiclass", arch="resnet10t", weights="none", head_epochs=1,
+                         finetune_epochs=0, preprocess=PreprocessConfig(size=32), device="cpu",
+                         guide=str(seg), guide_views=True)
+    with pytest.raises(BraincamError, match="--guide-views needs a no_tumor class"):
+        train_run([data], config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -73,6 +73,7 @@ class TrainConfig:
     view_pairs: bool = option_field("view_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
+    guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     fold: int = 0  # split "fold" (braincam cv): the test fold
     folds: int = 5
 
@@ -130,6 +131,8 @@ class TrainConfig:
             (0 <= self.guide_floor < 1, "--guide-floor must be in [0, 1)"),
             (self.guide_floor == 0 or self.guide is not None,
              "--guide-floor weighs what --guide leaves out: it needs --guide"),
+            (not self.guide_views or self.guide is not None,
+             "--guide-views cuts views from the guide's training images: it needs --guide"),
         ]
         for ok, message in checks:
             if not ok:

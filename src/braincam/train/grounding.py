@@ -34,12 +34,22 @@ label, so only the tumour tells them apart; nothing is inpainted, so the tumour-
 stays independent evidence for such a model (the lesion-view test does not). Head masks
 are cut with their view. The windows are placed with generators seeded by the run's seed
 and the image's index.
+
+Guide views (``TrainConfig.guide_views``, ``--guide-views``): with ``--guide``, the lesion
+views of the masked images the guide's segmenter trained on (its ``split.csv`` rows under
+``train``; never its validation or held-out images) join the training pool, the slices
+themselves do not (:func:`guide_originals`). A guided classifier sees only what its segmenter
+marks, and a segmenter trained on slices that all hold a tumour marks something in most
+tumour-free views of the same source; these views teach the head what such marks look like
+on tumour-free tissue of the segmenter's own sources, beside tumour tissue cut the same way,
+one view of each label per slice, so the source itself predicts nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -108,6 +118,36 @@ def with_views(
                        torch.from_numpy(views.clear_heads)])
     labels = torch.cat([train.labels, originals.labels[src],
                         torch.full((len(src),), no_tumor, dtype=train.labels.dtype)])
-    tumour = torch.cat([train.tumour, torch.from_numpy(views.tumour_masks),
-                        torch.zeros_like(train.tumour[src])])
+    tumour = None if train.tumour is None else torch.cat(  # only --mask-reward reads them
+        [train.tumour, torch.from_numpy(views.tumour_masks), torch.zeros_like(train.tumour[src])])
     return TrainData(images, masks, labels, tumour), len(src)
+
+
+def guide_originals(
+    members: Sequence[Path], config: PreprocessConfig, cache: PreprocessCache,
+    target: Callable[[str], int | None], progress: bool = False,
+) -> TrainData:
+    """The masked images the guide's segmenter runs ``members`` trained on (``split.csv``
+    rows under ``train`` that have a tumour mask; a path in several members once),
+    preprocessed as the classifier's own, with their labels (``target``: the trained class
+    of a label, None for one the classifier does not know: left out) and tumour masks. A
+    member without a ``split.csv`` (a segmenter saved by hand) adds none."""
+    from braincam.data.records import records_at, without_skipped
+    from braincam.runs import RunDir
+
+    records: dict[str, ImageRecord] = {}
+    for member in map(RunDir, members):
+        if not member.split.is_file():
+            log.warning("--guide-views: %s has no split.csv; no views of its images",
+                        member.root)
+            continue
+        for record in records_at(member.data_roots(), member.split_paths("train"),
+                                 member.split):
+            if record.mask is not None and target(record.label) is not None:
+                records.setdefault(str(record.path), record)
+    chosen = list(records.values())
+    images, heads, unreadable = cache.load(chosen, config, progress=progress)
+    chosen = without_skipped(chosen, unreadable)
+    labels = torch.tensor([target(r.label) for r in chosen], dtype=torch.long)
+    return TrainData(torch.from_numpy(images), torch.from_numpy(heads), labels,
+                     tumour_masks(chosen, config, cache))

@@ -158,6 +158,12 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                          "guides. Dataset folders with masks/ in the list train one segmenter "
                          "first (braincam segment's defaults) into RUN/guide.",
                          REMEDIES, kind=str),
+    "guide_views": TrainOption(False, "With --guide: add the lesion views (as --view-pairs "
+                               "makes them) of every masked image the guide's segmenter "
+                               "trained on, never of its validation or held-out images: "
+                               "tumour-free tissue of the segmenter's own sources, labelled "
+                               "no_tumor, beside tumour tissue cut the same way.", REMEDIES,
+                               switch="--guide-views"),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from braincam.errors import BraincamError
-from braincam.labels import subtype_groups, task_classes, task_label, training_classes
+from braincam.labels import NO_TUMOR, subtype_groups, task_classes, task_label, training_classes
 from braincam.runs import (
     RunDir,
     atomic_write_csv,
@@ -95,6 +95,7 @@ def train_run(
     from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.models.guided import guide_meta
+    from braincam.models.segment import guide_members
     from braincam.train.guide import check_plan, guide_plan, train_guide
 
     start = time.perf_counter()
@@ -125,6 +126,8 @@ def train_run(
     if config.attention_layer is not None:
         find_layer(model, config.attention_layer)  # an unknown name fails with suggestions
         model.cam_layer = config.attention_layer
+    if config.guide_views and NO_TUMOR not in fitted:
+        raise BraincamError("--guide-views needs a no_tumor class to label the tumour-free views")
     plan = guide_plan(config.guide) if config.guide is not None else None
     if plan is not None:  # the segmenter is frozen and saved with the model
         if plan.data:  # trained once the run directory exists; settings checked now
@@ -144,6 +147,11 @@ def train_run(
         records, "multiclass" if groups else config.task, config.split, config.val_fraction,
         config.test_fraction, config.carve_seed, fold=config.fold, folds=config.folds,
     )
+    def target_of(label: str) -> int | None:
+        """The trained class of ``label``; None: one the classifier does not know."""
+        name = label if groups else task_label(label, config.task)
+        return fitted.index(name) if name in fitted else None
+
     def target(label: str) -> int:
         return fitted.index(label if groups else task_label(label, config.task))
 
@@ -173,6 +181,10 @@ def train_run(
         _guide(model, train_guide(plan, config, run.root, progress), config,
                list(fitted))
         stages = finetune_modules(model, config.finetune_stages)
+    if config.guide_views:
+        with main_first(ctx):  # rank 0 fills the cache, the others then read it
+            data["train"] = _guide_views(data["train"], guide_members(config.guide, run.root),
+                                         config, cache, target_of, fitted, progress)
 
     trained = ["head"] + (stages if config.finetune_epochs else [])
     # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
@@ -236,6 +248,25 @@ def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,
     guide(model, segmenter.model, segmenter.size, config.guide_floor, absent_output(fitted))
 
 
+def _guide_views(
+    train: TrainData, members: Sequence[Path], config: TrainConfig, cache: PreprocessCache,
+    target: Callable[[str], int | None], fitted: list[str], progress: bool,
+) -> TrainData:
+    """``train`` followed by the lesion views of the masked images the guide's segmenter
+    trained on (``--guide-views``, :func:`braincam.train.grounding.guide_originals`)."""
+    from braincam.train.grounding import guide_originals, with_views
+
+    originals = guide_originals(members, config.preprocess, cache, target, progress)
+    if not len(originals):
+        log.warning("--guide-views: the guide trained on no masked image of a class this "
+                    "classifier knows; no views added")
+        return train
+    train, n_views = with_views(train, originals, fitted.index(NO_TUMOR), config.seed)
+    log.info("guide views: %d tumour and %d tumour-free views of %d guide training images "
+             "added", n_views, n_views, len(originals))
+    return train
+
+
 def _grounded(
     train: TrainData, records: Sequence[ImageRecord], config: TrainConfig,
     cache: PreprocessCache, fitted: list[str],
@@ -243,7 +274,6 @@ def _grounded(
     """The training split with its tumour masks (for ``mask_reward``) and, with
     ``counterfactual_pairs`` or ``view_pairs``, its counterfactual copies or lesion views
     (:mod:`braincam.train.grounding`; both are made from the original images)."""
-    from braincam.labels import NO_TUMOR
     from braincam.train.grounding import tumour_masks, with_pairs, with_views
 
     train.tumour = tumour_masks(records, config.preprocess, cache)
