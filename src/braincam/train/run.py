@@ -147,15 +147,14 @@ def train_run(
         records, "multiclass" if groups else config.task, config.split, config.val_fraction,
         config.test_fraction, config.carve_seed, fold=config.fold, folds=config.folds,
     )
+
     def target_of(label: str) -> int | None:
-        """The trained class of ``label``; None: one the classifier does not know."""
+        """The trained class of ``label``; None: one the classifier does not know (only a
+        guide's images can hold one)."""
         name = label if groups else task_label(label, config.task)
         return fitted.index(name) if name in fitted else None
 
-    def target(label: str) -> int:
-        return fitted.index(label if groups else task_label(label, config.task))
-
-    labels = torch.tensor([target(r.label) for r in records])
+    labels = torch.tensor([target_of(r.label) for r in records])
     data = {
         name: TrainData(
             torch.from_numpy(images[idx]), torch.from_numpy(masks[idx]), labels[idx]
