@@ -15,9 +15,9 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     floor = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_floor": 0.1,
                              "finetune_epochs": 10})
     assert "the rest of the image reaches it at weight 0.1" in floor
+    assert "the backbone fine-tuned for up to 10 epochs" in floor
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
     assert views.endswith("Remedies: lesion views of the segmenter's training images.")
-    assert "the backbone fine-tuned for up to 10 epochs" in floor
     plain = recipe_sentence({"arch": "resnet50", "guide": None, "finetune_epochs": 10,
                              "attention_penalty": 5.0, "mask_reward": 0.0,
                              "counterfactual_pairs": True})

@@ -126,8 +126,13 @@ def train_run(
     if config.attention_layer is not None:
         find_layer(model, config.attention_layer)  # an unknown name fails with suggestions
         model.cam_layer = config.attention_layer
-    if config.guide_views and NO_TUMOR not in fitted:
-        raise BraincamError("--guide-views needs a no_tumor class to label the tumour-free views")
+    # the options that label tumour-free images fail before the slow steps
+    for wanted, switch, what in ((config.counterfactual_pairs, "--counterfactual-pairs",
+                                  "tumour-removed copies"),
+                                 (config.view_pairs, "--view-pairs", "tumour-free views"),
+                                 (config.guide_views, "--guide-views", "tumour-free views")):
+        if wanted and NO_TUMOR not in fitted:
+            raise BraincamError(f"{switch} needs a no_tumor class to label the {what}")
     plan = guide_plan(config.guide) if config.guide is not None else None
     if plan is not None:  # the segmenter is frozen and saved with the model
         if plan.data:  # trained once the run directory exists; settings checked now
@@ -280,11 +285,6 @@ def _grounded(
     if not masked:
         log.warning("no training image has a tumour mask: --mask-reward, "
                     "--counterfactual-pairs and --view-pairs change nothing")
-    for wanted, switch, what in ((config.counterfactual_pairs, "--counterfactual-pairs",
-                                  "tumour-removed copies"),
-                                 (config.view_pairs, "--view-pairs", "tumour-free views")):
-        if wanted and NO_TUMOR not in fitted:
-            raise BraincamError(f"{switch} needs a no_tumor class to label the {what}")
     originals = train
     if config.counterfactual_pairs:
         train, pairs = with_pairs(originals, fitted.index(NO_TUMOR), config.seed)
