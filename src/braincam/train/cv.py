@@ -14,7 +14,8 @@ folders also ``CV/guide/``, the segmenter trained once on them that guides every
 folds' ``train.guide`` names it, :mod:`braincam.train.guide`). A fold whose ``metrics.json``
 exists and whose ``config.yaml`` holds the same training settings is kept, so an interrupted
 cross-validation resumes; a fold with other settings or without metrics is replaced only
-with ``force``.
+with ``force``. The folds compute each image's backbone features once
+(:mod:`braincam.train.features`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate.run import extra_sets
 from braincam.runs import RunDir, as_written, atomic_write_json, read_json
 from braincam.train.config import TrainConfig
+from braincam.train.features import remembered_features
 
 SUMMARY = ("balanced_accuracy", "auc", "accuracy")
 
@@ -68,16 +70,17 @@ def cross_validate(
         members = train_guide(plan, config, out, progress)
         config = replace(config, guide=",".join(str(m) for m in members))
     rows = []
-    for k in range(folds):
-        fold_config = replace(config, split=FOLD, fold=k, folds=folds)
-        run = RunDir(out / f"fold-{k}")
-        kept = _finished(run, fold_config)
-        if not kept:
-            train_run(roots, fold_config, run.root, force=force, progress=progress,
-                      command=command)
-            evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
-        rows.append({"fold": k, "run": run.root.name, "kept": kept,
-                     **_scores(read_json(run.metrics))})
+    with remembered_features():  # the folds share the backbone and most images
+        for k in range(folds):
+            fold_config = replace(config, split=FOLD, fold=k, folds=folds)
+            run = RunDir(out / f"fold-{k}")
+            kept = _finished(run, fold_config)
+            if not kept:
+                train_run(roots, fold_config, run.root, force=force, progress=progress,
+                          command=command)
+                evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
+            rows.append({"fold": k, "run": run.root.name, "kept": kept,
+                         **_scores(read_json(run.metrics))})
     summary = summarise(rows)
     recipe = _recipe(replace(config, split=FOLD, folds=folds))
     atomic_write_json(out / "cv.json", {"folds": folds, "recipe": recipe, "runs": rows,

@@ -30,6 +30,7 @@ from braincam.models.build import BraincamNet, finetune_modules
 from braincam.models.normalize import normalize
 from braincam.train.augment import AugmentConfig, augment
 from braincam.train.config import TrainConfig
+from braincam.train.features import backbone_features
 
 
 @dataclass
@@ -151,8 +152,7 @@ def fit_head(
     model.to(device, memory_format=torch.channels_last).eval()
     batch = max(config.batch_size, 64)
     train_x, val_x = (
-        forward_all(model.backbone, part.images, device, batch, ctx, progress, "features")
-        .to(device)
+        backbone_features(model.backbone, part.images, device, batch, ctx, progress).to(device)
         if len(part) else None
         for part in (train, val)
     )
