@@ -18,6 +18,10 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     assert "the backbone fine-tuned for up to 10 epochs" in floor
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
     assert views.endswith("Remedies: lesion views of the segmenter's training images.")
+    capped = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True,
+                              "guide_views_max": 400})
+    assert capped.endswith("Remedies: lesion views of the segmenter's training images "
+                           "(at most 400).")
     plain = recipe_sentence({"arch": "resnet50", "guide": None, "finetune_epochs": 10,
                              "attention_penalty": 5.0, "mask_reward": 0.0,
                              "counterfactual_pairs": True})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -187,10 +187,26 @@ def test_guide_views_are_cut_from_the_guides_masked_training_images_only(tmp_pat
         "images added"]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["guide_views"] is True
 
+    caplog.clear()  # at most 2 guide images: a seeded sample of the originals, then their views
+    chosen = torch.randperm(len(originals), generator=torch.Generator().manual_seed(0))[:2]
+    two = make_views(originals.images[chosen].numpy(), originals.masks[chosen].numpy(),
+                     originals.tumour[chosen].numpy(), seed=0)
+    with caplog.at_level(logging.INFO, logger="braincam.train.run"):
+        train_run([data], replace(config, guide_views_max=2), tmp_path / "run2",
+                  progress=False)
+    n = len(two.source)
+    assert 0 < n <= 2
+    assert [r.getMessage() for r in caplog.records if "guide views" in r.getMessage()] == [
+        f"guide views: {n} tumour and {n} tumour-free views of 2 guide training images added"]
+
 
 def test_guide_views_need_a_guide_and_a_no_tumor_class(tmp_path):
     with pytest.raises(BraincamError, match="--guide-views .* needs --guide"):
         TrainConfig(guide_views=True).validate()
+    with pytest.raises(BraincamError, match="--guide-views-max limits --guide-views"):
+        TrainConfig(guide="runs/seg", guide_views_max=400).validate()
+    with pytest.raises(BraincamError, match="--guide-views-max must be >= 0"):
+        TrainConfig(guide="runs/seg", guide_views=True, guide_views_max=-1).validate()
     data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
     names = {"tumor": "glioma", "no_tumor": "meningioma"}  # two tumour types, no no_tumor
     for folder in [*data.glob("*/*"), *data.glob("masks/*/*")]:

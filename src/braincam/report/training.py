@@ -74,8 +74,9 @@ def recipe_sentence(train: dict[str, Any]) -> str:
                 f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,
                 "counterfactual pairs" if train.get("counterfactual_pairs") else None,
                 "lesion views" if train.get("view_pairs") else None,
-                "lesion views of the segmenter's training images"
-                if train.get("guide_views") else None]
+                ("lesion views of the segmenter's training images"
+                 + (f" (at most {train['guide_views_max']})" if train.get("guide_views_max")
+                    else "")) if train.get("guide_views") else None]
     remedies = [r for r in remedies if r]
     return text + (f" Remedies: {', '.join(remedies)}." if remedies else "")
 

@@ -74,6 +74,7 @@ class TrainConfig:
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
+    guide_views_max: int = option_field("guide_views_max")  # at most N guide images
     fold: int = 0  # split "fold" (braincam cv): the test fold
     folds: int = 5
 
@@ -133,6 +134,9 @@ class TrainConfig:
              "--guide-floor weighs what --guide leaves out: it needs --guide"),
             (not self.guide_views or self.guide is not None,
              "--guide-views cuts views from the guide's training images: it needs --guide"),
+            (self.guide_views_max >= 0, "--guide-views-max must be >= 0"),
+            (not self.guide_views_max or self.guide_views,
+             "--guide-views-max limits --guide-views: it needs --guide-views"),
         ]
         for ok, message in checks:
             if not ok:

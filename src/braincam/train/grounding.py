@@ -42,7 +42,9 @@ themselves do not (:func:`guide_originals`). A guided classifier sees only what 
 marks, and a segmenter trained on slices that all hold a tumour marks something in most
 tumour-free views of the same source; these views teach the head what such marks look like
 on tumour-free tissue of the segmenter's own sources, beside tumour tissue cut the same way,
-one view of each label per slice, so the source itself predicts nothing.
+one view of each label per slice, so the source itself predicts nothing. With
+``guide_views_max`` N (``--guide-views-max``), views of N of those images only (:func:`sample`,
+seeded by the run's seed), so the views need not outnumber the classifier's own images.
 """
 
 from __future__ import annotations
@@ -121,6 +123,13 @@ def with_views(
     tumour = None if train.tumour is None else torch.cat(  # only --mask-reward reads them
         [train.tumour, torch.from_numpy(views.tumour_masks), torch.zeros_like(train.tumour[src])])
     return TrainData(images, masks, labels, tumour), len(src)
+
+
+def sample(data: TrainData, n: int, seed: int) -> TrainData:
+    """``n`` rows of ``data`` in the order of ``torch.randperm`` seeded with ``seed``."""
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:n]
+    return TrainData(data.images[idx], data.masks[idx], data.labels[idx],
+                     None if data.tumour is None else data.tumour[idx])
 
 
 def guide_originals(

@@ -164,6 +164,10 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                "tumour-free tissue of the segmenter's own sources, labelled "
                                "no_tumor, beside tumour tissue cut the same way.", REMEDIES,
                                switch="--guide-views"),
+    "guide_views_max": TrainOption(0, "With --guide-views: views of at most N of the guide's "
+                                   "training images (a sample drawn with --seed), so that the "
+                                   "views do not outnumber the classifier's own images; 0: "
+                                   "all.", REMEDIES),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),

@@ -257,10 +257,13 @@ def _guide_views(
     target: Callable[[str], int | None], fitted: list[str], progress: bool,
 ) -> TrainData:
     """``train`` followed by the lesion views of the masked images the guide's segmenter
-    trained on (``--guide-views``, :func:`braincam.train.grounding.guide_originals`)."""
-    from braincam.train.grounding import guide_originals, with_views
+    trained on (``--guide-views``, :func:`braincam.train.grounding.guide_originals`), of at
+    most ``guide_views_max`` of them when that is set."""
+    from braincam.train.grounding import guide_originals, sample, with_views
 
     originals = guide_originals(members, config.preprocess, cache, target, progress)
+    if config.guide_views_max and len(originals) > config.guide_views_max:
+        originals = sample(originals, config.guide_views_max, config.seed)
     if not len(originals):
         log.warning("--guide-views: the guide trained on no masked image of a class this "
                     "classifier knows; no views added")
