@@ -69,14 +69,15 @@ def recipe_sentence(train: dict[str, Any]) -> str:
     else:
         text = (f"Recipe: plain (no segmenter guide). {arch} may use any part of the image; "
                 f"the audits below show which. Trained: {trained}.")
+    guide_views = "lesion views of the segmenter's training images"
+    if train.get("guide_views_max"):
+        guide_views += f" (at most {train['guide_views_max']})"
     remedies = [f"attention penalty {train['attention_penalty']:g}"
                 if train.get("attention_penalty") else None,
                 f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,
                 "counterfactual pairs" if train.get("counterfactual_pairs") else None,
                 "lesion views" if train.get("view_pairs") else None,
-                ("lesion views of the segmenter's training images"
-                 + (f" (at most {train['guide_views_max']})" if train.get("guide_views_max")
-                    else "")) if train.get("guide_views") else None]
+                guide_views if train.get("guide_views") else None]
     remedies = [r for r in remedies if r]
     return text + (f" Remedies: {', '.join(remedies)}." if remedies else "")
 

@@ -84,9 +84,12 @@ def backbone_features(
         return compute(images)
     rows = memo.setdefault(module_digest(backbone), {})
     keys = [image_digest(image) for image in images]
-    first_new = {key: i for i, key in reversed(list(enumerate(keys))) if key not in rows}
+    first_new: dict[bytes, int] = {}  # each image not seen before, at its first index
+    for i, key in enumerate(keys):
+        if key not in rows:
+            first_new.setdefault(key, i)
     if first_new:  # every rank holds the same rows, so all compute the same missing set
-        missing = torch.tensor(sorted(first_new.values()))
+        missing = torch.tensor(list(first_new.values()))
         computed = compute(images[missing])
         for i, row in zip(missing.tolist(), computed, strict=True):
             rows[keys[i]] = row.clone()

@@ -95,7 +95,6 @@ def train_run(
     from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.models.guided import guide_meta
-    from braincam.models.segment import guide_members
     from braincam.train.guide import check_plan, guide_plan, train_guide
 
     start = time.perf_counter()
@@ -134,11 +133,13 @@ def train_run(
         if wanted and NO_TUMOR not in fitted:
             raise BraincamError(f"{switch} needs a no_tumor class to label the {what}")
     plan = guide_plan(config.guide) if config.guide is not None else None
+    members: list[Path] = []  # the segment runs that guide, once known
     if plan is not None:  # the segmenter is frozen and saved with the model
         if plan.data:  # trained once the run directory exists; settings checked now
             check_plan(plan, config)
         else:
-            _guide(model, plan.runs, config, list(fitted))
+            members = plan.runs
+            _guide(model, members, config, list(fitted))
     stages = finetune_modules(model, config.finetune_stages)
     cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
@@ -182,13 +183,13 @@ def train_run(
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)
             write_split_csv(split, records, run.split)
     if plan is not None and plan.data:
-        _guide(model, train_guide(plan, config, run.root, progress), config,
-               list(fitted))
+        members = train_guide(plan, config, run.root, progress)
+        _guide(model, members, config, list(fitted))
         stages = finetune_modules(model, config.finetune_stages)
     if config.guide_views:
         with main_first(ctx):  # rank 0 fills the cache, the others then read it
-            data["train"] = _guide_views(data["train"], guide_members(config.guide, run.root),
-                                         config, cache, target_of, fitted, progress)
+            data["train"] = _guide_views(data["train"], members, config, cache, target_of,
+                                         fitted, progress)
 
     trained = ["head"] + (stages if config.finetune_epochs else [])
     # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
