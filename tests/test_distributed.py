@@ -84,7 +84,7 @@ def _rank_gradients(world: int, scaled: bool, x, y, mask, weight, model):
         n_local = part.stop - part.start
         part = part if n_local else slice(0, 1)
         if scaled:
-            criterion = GlobalBatchCrossEntropy(weight, y, n_local)
+            criterion = GlobalBatchCrossEntropy(weight[y], part)
             scale = shard_loss_scale(n, n_local, ctx)
         else:
             criterion, scale = torch.nn.CrossEntropyLoss(weight=weight), 1.0
@@ -123,8 +123,13 @@ def test_scaled_shard_losses_average_to_the_global_batch_gradient(world):
 def test_global_batch_cross_entropy_in_one_process_is_the_weighted_mean():
     logits, y = torch.randn(6, 2), torch.tensor([0, 1, 1, 1, 0, 1])
     weight = torch.tensor([1.5, 0.75])
-    got = GlobalBatchCrossEntropy(weight, y, 6)(logits, y)
+    got = GlobalBatchCrossEntropy(weight[y], slice(0, 6))(logits, y)
     torch.testing.assert_close(got, F.cross_entropy(logits, y, weight=weight))
+    per_image = torch.tensor([2.0, 0.5, 1.0, 3.0, 0.25, 1.0])  # any weights, not by class
+    got = GlobalBatchCrossEntropy(per_image, slice(0, 6))(logits, y)
+    losses = [F.cross_entropy(logits[i:i + 1], y[i:i + 1]) for i in range(6)]
+    want = sum(w * loss for w, loss in zip(per_image, losses, strict=True)) / per_image.sum()
+    torch.testing.assert_close(got, want)
 
 
 # --- torchrun -----------------------------------------------------------------------------

@@ -14,7 +14,7 @@ How N processes reproduce the single-process run (within floating-point rounding
 - **Gradient.** DDP averages gradients over ranks: ``g = (1/N) sum_r grad(a_r L_r)``. With
   ``a_r = N n_r / n`` (``n_r`` images of the global batch's ``n`` on rank ``r``, see
   :func:`shard_loss_scale`) a per-image mean ``L_r = mean_{i in r} l_i`` gives exactly the
-  gradient of ``mean_i l_i``. The class-weighted cross-entropy ``sum_i w_i l_i / sum_i w_i``
+  gradient of ``mean_i l_i``. The weighted cross-entropy ``sum_i w_i l_i / sum_i w_i``
   normalises by the global batch's weight sum ``G`` instead, so on rank ``r`` it is computed as
   ``(n / n_r) * sum_{i in r} w_i l_i / G`` (:class:`GlobalBatchCrossEntropy`), which the same
   ``a_r`` turns into the single-process term. A rank with an empty slice (a last batch smaller
@@ -269,23 +269,24 @@ def shard_loss_scale(n_global: int, n_local: int, ctx: DistContext) -> float:
 
 
 class GlobalBatchCrossEntropy(nn.Module):
-    """Rank ``r``'s share of the global batch's class-weighted cross-entropy, scaled so that
+    """Rank ``r``'s share of the global batch's weighted cross-entropy, scaled so that
     :func:`shard_loss_scale` applies to it like to a per-image mean::
 
-        (n / n_r) * sum_{i in r} w_{y_i} l_i / G,   G = sum_{i in global batch} w_{y_i}
+        (n / n_r) * sum_{i in r} w_i l_i / G,   G = sum_{i in global batch} w_i
 
-    ``weight`` is the criterion's class weights (None: all 1). In one process this is the
-    ordinary weighted mean."""
+    ``weights``: the loss weight of every image of the global batch (class-balanced weights
+    ``w_{y_i}``, or any per-image weights); ``part``: rank ``r``'s slice of it. In one
+    process (``part`` the whole batch) this is the ordinary weighted mean."""
 
-    def __init__(self, weight: Tensor | None, labels_global: Tensor, n_local: int) -> None:
+    def __init__(self, weights: Tensor, part: slice) -> None:
         super().__init__()
-        self.weight = weight
-        n = len(labels_global)
-        total = n if weight is None else weight[labels_global].sum()  # a tensor: no sync
-        self.factor = n / (max(n_local, 1) * total)
+        self.local = weights[part]
+        n_local = max(len(self.local), 1)
+        self.factor = len(weights) / (n_local * weights.sum())  # a tensor: no sync
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits, labels, weight=self.weight, reduction="sum") * self.factor
+        per_image = F.cross_entropy(logits, labels, reduction="none")
+        return (per_image * self.local).sum() * self.factor
 
 
 class NetDDP(nn.parallel.DistributedDataParallel):

@@ -22,6 +22,10 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
                               "guide_views_max": 400})
     assert capped.endswith("Remedies: lesion views of the segmenter's training images "
                            "(at most 400).")
+    weighted = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True,
+                                "guide_views_weight": 0.5})
+    assert weighted.endswith("Remedies: lesion views of the segmenter's training images, "
+                             "weighing 0.5 times the own images.")
     plain = recipe_sentence({"arch": "resnet50", "guide": None, "finetune_epochs": 10,
                              "attention_penalty": 5.0, "mask_reward": 0.0,
                              "counterfactual_pairs": True})

@@ -200,6 +200,38 @@ def test_guide_views_are_cut_from_the_guides_masked_training_images_only(tmp_pat
         f"guide views: {n} tumour and {n} tumour-free views of 2 guide training images added"]
 
 
+def test_weighted_guide_views_reach_the_loss_as_their_own_group(tmp_path, monkeypatch):
+    """--guide-views-weight W: phase 1 gets the classifier's own images class-balanced among
+    themselves and the views, all alike, weighing W times as much in all."""
+    import braincam.train.run as run
+
+    data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=128, seed=0))
+    preprocess = PreprocessConfig(size=96, crop=False)
+    guide_run_with_split(tmp_path / "seg", data, preprocess)
+    seen = []
+    fit_head = run.fit_head
+    monkeypatch.setattr(run, "fit_head", lambda model, train, val, weights, *a, **k: seen.append(
+        (train.labels, weights)) or fit_head(model, train, val, weights, *a, **k))
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=preprocess, batch_size=8, device="cpu", seed=0,
+                         guide=str(tmp_path / "seg"), guide_views=True, guide_views_weight=0.5)
+    run_dir = train_run([data], config, tmp_path / "run", progress=False).run_dir
+    own = len(pd.read_csv(run_dir / "split.csv").query("split == 'train'"))
+    (labels, weights), = seen
+    views = weights[own:]
+    assert len(views) > 0 and torch.all(views == views[0])
+    assert float(views.sum()) == pytest.approx(0.5 * own)
+    own_weights = weights[:own]
+    for label in (0, 1):  # each class of the own images weighs half of them
+        assert float(own_weights[labels[:own] == label].sum()) == pytest.approx(own / 2)
+    train_run([data], replace(config, guide_views_weight=0.0), tmp_path / "pooled",
+              progress=False)  # pooled: class-balanced over own images and views together
+    labels, weights = seen[-1]
+    for label in (0, 1):
+        assert float(weights[labels == label].sum()) == pytest.approx(len(labels) / 2)
+    assert weights[own:].sum() != pytest.approx(0.5 * own)
+
+
 def test_guide_views_need_a_guide_and_a_no_tumor_class(tmp_path):
     with pytest.raises(BraincamError, match="--guide-views .* needs --guide"):
         TrainConfig(guide_views=True).validate()
@@ -207,6 +239,10 @@ def test_guide_views_need_a_guide_and_a_no_tumor_class(tmp_path):
         TrainConfig(guide="runs/seg", guide_views_max=400).validate()
     with pytest.raises(BraincamError, match="--guide-views-max must be >= 0"):
         TrainConfig(guide="runs/seg", guide_views=True, guide_views_max=-1).validate()
+    with pytest.raises(BraincamError, match="--guide-views-weight weighs --guide-views"):
+        TrainConfig(guide="runs/seg", guide_views_weight=1.0).validate()
+    with pytest.raises(BraincamError, match="--guide-views-weight must be >= 0"):
+        TrainConfig(guide="runs/seg", guide_views=True, guide_views_weight=-1.0).validate()
     data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=64, seed=0))
     names = {"tumor": "glioma", "no_tumor": "meningioma"}  # two tumour types, no no_tumor
     for folder in [*data.glob("*/*"), *data.glob("masks/*/*")]:

@@ -15,7 +15,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate import evaluate_run
 from braincam.models import build_model, load_checkpoint
 from braincam.train import Batch, TrainConfig, class_weights, compute_loss, train_run
-from braincam.train.loop import BestTracker, EpochRecord
+from braincam.train.loop import BestTracker, EpochRecord, weighted_cross_entropy
 
 HISTORY_COLUMNS = [
     "phase", "epoch", "train_loss", "val_loss", "val_accuracy", "val_balanced_accuracy", "lr",
@@ -293,3 +293,45 @@ def test_upweighting_is_off_by_default_and_needs_both_phases(phantoms, tmp_path)
     with pytest.raises(BraincamError, match="needs both phases"):
         train_run([phantoms], tiny(upweight_errors=2, head_epochs=0), tmp_path / "x",
                   progress=False)
+
+
+def test_weighted_cross_entropy_is_the_class_weighted_loss_for_class_weights():
+    logits, y = torch.randn(7, 3), torch.tensor([0, 2, 2, 1, 0, 2, 2])
+    weight = class_weights(y, 3)
+    torch.testing.assert_close(weighted_cross_entropy(logits, y, weight[y]),
+                               torch.nn.functional.cross_entropy(logits, y, weight=weight))
+    per_image = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0])  # two images count, 1:3
+    losses = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    torch.testing.assert_close(weighted_cross_entropy(logits, y, per_image),
+                               (losses[0] + 3 * losses[6]) / 4)
+
+
+@pytest.mark.parametrize("phase", ["head", "finetune"])
+def test_both_phases_follow_the_per_image_loss_weights(phantoms, tmp_path, monkeypatch, phase):
+    """Images of (nearly) no weight do not pull: with every no_tumor training image at weight
+    1e-4 the model calls the training images tumour; with class-balanced weights it does
+    not."""
+    import braincam.train.run as run
+    from braincam.train.loop import forward_all
+
+    seen = []
+    finetune = run.finetune
+    monkeypatch.setattr(run, "finetune", lambda model, train, *a, **k: seen.append(train)
+                        or finetune(model, train, *a, **k))
+    epochs = {"head_epochs": 3, "finetune_epochs": 0} if phase == "head" else {
+        "head_epochs": 0, "finetune_epochs": 3}  # frozen BatchNorm statistics: imagenet
+    config = tiny(**epochs, weights="imagenet", arch="efficientnet_lite0", head_lr=0.01,
+                  finetune_lr=0.01, val_fraction=0.0)  # no validation: the last epoch is kept
+
+    def tumour_share(out: str) -> float:
+        model, meta = load_checkpoint(tmp_path / out / "model.safetensors")
+        logits = forward_all(model.eval(), seen[-1].images, torch.device("cpu"), 64)
+        return float((logits.argmax(1) == meta["classes"].index("tumor")).float().mean())
+
+    train_run([phantoms], config, tmp_path / "balanced", progress=False)
+    balanced = tumour_share("balanced")
+    loss_weights = run._loss_weights
+    monkeypatch.setattr(run, "_loss_weights", lambda labels, *a: torch.where(
+        labels == 0, 1e-4, loss_weights(labels, *a)))  # class 0 is no_tumor
+    train_run([phantoms], config, tmp_path / "skewed", progress=False)
+    assert tumour_share("skewed") == 1.0 > balanced

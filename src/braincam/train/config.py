@@ -75,6 +75,7 @@ class TrainConfig:
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
+    guide_views_weight: float = option_field("guide_views_weight")  # views as their own group
     fold: int = 0  # split "fold" (braincam cv): the test fold
     folds: int = 5
 
@@ -137,6 +138,9 @@ class TrainConfig:
             (self.guide_views_max >= 0, "--guide-views-max must be >= 0"),
             (not self.guide_views_max or self.guide_views,
              "--guide-views-max limits --guide-views: it needs --guide-views"),
+            (self.guide_views_weight >= 0, "--guide-views-weight must be >= 0"),
+            (not self.guide_views_weight or self.guide_views,
+             "--guide-views-weight weighs --guide-views: it needs --guide-views"),
         ]
         for ok, message in checks:
             if not ok:

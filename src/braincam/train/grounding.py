@@ -45,6 +45,17 @@ on tumour-free tissue of the segmenter's own sources, beside tumour tissue cut t
 one view of each label per slice, so the source itself predicts nothing. With
 ``guide_views_max`` N (``--guide-views-max``), views of N of those images only (:func:`sample`,
 seeded by the run's seed), so the views need not outnumber the classifier's own images.
+
+By default the views join the classifier's own images in one pool whose classes the loss
+balances, so views of tumour-free tissue dilute the weight of the classifier's own
+tumour-free images. With ``guide_views_weight`` W (``--guide-views-weight``) the views
+weigh as a group of their own instead (:func:`group_weights`)::
+
+    w_i = class_weights(y_own)[y_i]     the classifier's own images (sum: n_own)
+    w_i = W * n_own / n_views           each view (sum: W * n_own)
+
+so the own images keep their class balance whatever the views hold, and the views (one of
+each label per slice, balanced by construction) weigh W times as much as all of them.
 """
 
 from __future__ import annotations
@@ -57,7 +68,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from braincam.data.regions import Pairs, make_pairs, make_views
-from braincam.train.loop import TrainData
+from braincam.train.loop import TrainData, class_weights
 
 if TYPE_CHECKING:
     from braincam.data.preprocess import PreprocessCache, PreprocessConfig
@@ -123,6 +134,18 @@ def with_views(
     tumour = None if train.tumour is None else torch.cat(  # only --mask-reward reads them
         [train.tumour, torch.from_numpy(views.tumour_masks), torch.zeros_like(train.tumour[src])])
     return TrainData(images, masks, labels, tumour), len(src)
+
+
+def group_weights(
+    labels: torch.Tensor, n_own: int, views_weight: float, num_classes: int
+) -> torch.Tensor:
+    """Loss weights of ``labels`` whose first ``n_own`` rows are the classifier's own images
+    and the rest guide views: own rows class-balanced among themselves, the views sharing
+    ``views_weight * n_own`` equally (the module docstring's formula)."""
+    own = class_weights(labels[:n_own], num_classes)[labels[:n_own]]
+    n_views = len(labels) - n_own
+    views = torch.full((n_views,), views_weight * n_own / max(n_views, 1))
+    return torch.cat([own, views])
 
 
 def sample(data: TrainData, n: int, seed: int) -> TrainData:

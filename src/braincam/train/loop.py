@@ -79,7 +79,8 @@ LossFn = Callable[[nn.Module, Batch, nn.Module, TrainConfig], torch.Tensor]
 def compute_loss(
     model: nn.Module, batch: Batch, criterion: nn.Module, config: TrainConfig
 ) -> torch.Tensor:
-    """The phase-2 training loss: class-balanced cross-entropy of the logits.
+    """The phase-2 training loss: the criterion's cross-entropy of the logits, weighted per
+    image (class-balanced unless the guide views weigh as their own group).
 
     This is the hook for mitigations: ``train_run(..., loss_fn=...)`` replaces it;
     :func:`braincam.train.mitigation.attention_loss` (``config.explains_in_loss``) adds the
@@ -93,6 +94,15 @@ def class_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     contributes equally to the loss whatever its frequency."""
     counts = torch.bincount(labels, minlength=num_classes).float()
     return len(labels) / (num_classes * counts)
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum_i w_i l_i / sum_i w_i``: cross-entropy weighted per image. With ``w_i`` the
+    class weight of ``y_i`` it is ``F.cross_entropy(..., weight=class_weights)``."""
+    per_image = F.cross_entropy(logits, labels, reduction="none")
+    return (per_image * weights).sum() / weights.sum()
 
 
 class BestTracker:
@@ -133,6 +143,7 @@ def fit_head(
     model: BraincamNet,
     train: TrainData,
     val: TrainData,
+    weights: torch.Tensor,
     criterion: nn.Module,
     config: TrainConfig,
     device: torch.device,
@@ -141,8 +152,10 @@ def fit_head(
     ctx: DistContext = SINGLE,
 ) -> tuple[list[EpochRecord], torch.Tensor | None]:
     """Phase 1: backbone features of train and val computed once (eval mode, no
-    augmentation), then ``head_epochs`` of the head alone on them. Under torchrun the
-    features are computed in shares and all-gathered; every rank then trains the same head.
+    augmentation), then ``head_epochs`` of the head alone on them, minimising
+    :func:`weighted_cross_entropy` with ``weights`` (one per training image); ``criterion``
+    scores validation. Under torchrun the features are computed in shares and all-gathered;
+    every rank then trains the same head.
 
     Returns the history and the kept head's logits on the training images (None without
     phase 1): the errors of this low-capacity model are what :mod:`braincam.train.reweight`
@@ -157,6 +170,7 @@ def fit_head(
         for part in (train, val)
     )
     head = model.head
+    weights = weights.to(device)
     optimizer = torch.optim.AdamW(
         head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
     )
@@ -166,7 +180,9 @@ def fit_head(
         head.train()
         total = 0.0
         for idx in torch.randperm(len(train), generator=generator).split(config.batch_size):
-            loss = criterion(head(train_x[idx.to(device)]), train.labels[idx].to(device))
+            rows = idx.to(device)
+            loss = weighted_cross_entropy(head(train_x[rows]), train.labels[idx].to(device),
+                                          weights[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -189,6 +205,7 @@ def finetune(
     model: BraincamNet,
     train: TrainData,
     val: TrainData,
+    weights: torch.Tensor,
     criterion: nn.Module,
     config: TrainConfig,
     device: torch.device,
@@ -201,9 +218,11 @@ def finetune(
 ) -> list[EpochRecord]:
     """Phase 2: the last stage(s) and the head at ``finetune_lr`` with a cosine schedule, on
     augmented batches, starting from the best state so far; early stopping counts afresh.
-    ``compile``: the training forward/backward goes through ``torch.compile``. ``pool``: the
-    training indices an epoch draws, repeats allowed (:mod:`braincam.train.reweight`); None:
-    each image once.
+    The loss function's criterion is the batch's cross-entropy weighted by ``weights`` (one
+    per training image; :class:`braincam.distributed.GlobalBatchCrossEntropy`); ``criterion``
+    scores validation. ``compile``: the training forward/backward goes through
+    ``torch.compile``. ``pool``: the training indices an epoch draws, repeats allowed
+    (:mod:`braincam.train.reweight`); None: each image once.
 
     ``config.average_weights``: the final model is the mean of the weights after each epoch
     of the second half of the phase (``epoch > finetune_epochs // 2``; torch's
@@ -240,8 +259,8 @@ def finetune(
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
     loader = DataLoader(
-        TensorDataset(*(t for t in (train.images, train.labels, train.masks, train.tumour)
-                        if t is not None)),
+        TensorDataset(*(t for t in (train.images, train.labels, weights.float(), train.masks,
+                                    train.tumour) if t is not None)),
         # batch statistics need more than one image per batch
         batch_sampler=GlobalBatches(len(train) if pool is None else pool, config.batch_size,
                                     config.seed,
@@ -267,19 +286,19 @@ def finetune(
             from tqdm import tqdm
 
             batches = tqdm(loader, desc=f"finetune {epoch}", unit="batch", leave=False)
-        for images, labels, *rest in batches:
+        for images, labels, image_weights, *rest in batches:
             images = images.to(device, non_blocking=True).unsqueeze(1).float() / 255
             labels = labels.to(device, non_blocking=True)
+            image_weights = image_weights.to(device, non_blocking=True)
             # head mask first, then the tumour mask if loaded: augmented together
             masks = torch.stack(rest, dim=1).to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank: one process's parameters
                 images, masks = augment(images, masks, aug_generator, aug_config)
             n = len(labels)
-            part, step_criterion = rank_slice(n, ctx), criterion
+            part = rank_slice(n, ctx)
             n_local = part.stop - part.start
-            if ctx.enabled:
-                step_criterion = GlobalBatchCrossEntropy(criterion.weight, labels, n_local)
-                part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
+            part = part if n_local else slice(0, 1)  # one image at loss scale 0 joins DDP
+            step_criterion = GlobalBatchCrossEntropy(image_weights, part)
             x = normalize(images[part]).contiguous(memory_format=torch.channels_last)
             tumour = masks[part, 1] if masks.shape[1] > 1 else None
             batch = Batch(x, labels[part], masks[part, 0], tumour)

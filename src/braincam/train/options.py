@@ -168,6 +168,11 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                    "training images (a sample drawn with --seed), so that the "
                                    "views do not outnumber the classifier's own images; 0: "
                                    "all.", REMEDIES),
+    "guide_views_weight": TrainOption(0.0, "With --guide-views: the views weigh as a group of "
+                                      "their own, W times the classifier's own images in "
+                                      "all, and the own images keep their class balance; 0: "
+                                      "the views join the own images in one class-balanced "
+                                      "pool.", REMEDIES),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),

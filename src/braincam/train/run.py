@@ -186,6 +186,7 @@ def train_run(
         members = train_guide(plan, config, run.root, progress)
         _guide(model, members, config, list(fitted))
         stages = finetune_modules(model, config.finetune_stages)
+    own = len(data["train"])  # the guide views follow the classifier's own images
     if config.guide_views:
         with main_first(ctx):  # rank 0 fills the cache, the others then read it
             data["train"] = _guide_views(data["train"], members, config, cache, target_of,
@@ -201,21 +202,23 @@ def train_run(
 
     train, val = data["train"], data["val"]
     criterion = balanced_loss(train.labels)
+    weights = _loss_weights(train.labels, len(fitted), own, config)
     with subtype_outputs(model):  # training and validation see the subtypes, if any
-        history, head_logits = fit_head(model, train, val, criterion, config, device, tracker,
-                                        progress=progress, ctx=ctx)
+        history, head_logits = fit_head(model, train, val, weights, criterion, config, device,
+                                        tracker, progress=progress, ctx=ctx)
         pool = None
         if config.upweight_errors > 1 and head_logits is not None:
             task_of = torch.tensor(groups if groups else range(len(fitted)))
             errors = task_errors(head_logits, train.labels, task_of)
             pool = upsampled_pool(len(train), errors, config.upweight_errors)
             criterion = balanced_loss(train.labels[pool])  # classes balanced after upsampling
+            weights = _loss_weights(train.labels, len(fitted), own, config, pool)
             log.info("phase 2 sees %d training images phase 1 got wrong %d times each",
                      int(errors.sum()), config.upweight_errors)
             if ctx.is_main:
                 _write_upweighted(run, records, split.indices("train"), errors[:originals],
                                   head_logits[:originals], train.labels[:originals], fitted)
-        history += finetune(model, train, val, criterion, config, device, tracker,
+        history += finetune(model, train, val, weights, criterion, config, device, tracker,
                             loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile,
                             pool=pool)
         tracker.restore()
@@ -273,6 +276,23 @@ def _guide_views(
     log.info("guide views: %d tumour and %d tumour-free views of %d guide training images "
              "added", n_views, n_views, len(originals))
     return train
+
+
+def _loss_weights(
+    labels: torch.Tensor, num_classes: int, own: int, config: TrainConfig,
+    pool: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The training loss weight of every row: with ``--guide-views-weight`` the guide views
+    (the rows from ``own`` on) as their own group
+    (:func:`braincam.train.grounding.group_weights`), else the class-balanced weight of the
+    row's class among the rows an epoch draws (``pool``; None: every row once). Upsampled
+    rows (``pool``) count their own weight each time they are drawn."""
+    from braincam.train.grounding import group_weights
+
+    if config.guide_views_weight and own < len(labels):
+        return group_weights(labels, own, config.guide_views_weight, num_classes)
+    drawn = labels if pool is None else labels[pool]
+    return class_weights(drawn, num_classes)[labels]
 
 
 def _grounded(
