@@ -9,14 +9,20 @@ import pytest
 import torch
 
 from braincam.errors import BraincamError
-from braincam.models.segment import load_segmenter, save_segmenter, segmenter_sources
+from braincam.models.segment import (
+    load_segmenter,
+    save_segmenter,
+    segmenter_sources,
+    threshold_at_half,
+)
 from braincam.models.unet import MeanProbability, unet
 
 
-def write(seg: Path, widths: tuple[int, ...], size: int = 32, seed: int = 0) -> Path:
+def write(seg: Path, widths: tuple[int, ...], size: int = 32, seed: int = 0, **rule) -> Path:
     torch.manual_seed(seed)
     save_segmenter(unet(widths).eval(), seg / "model.safetensors",
-                   {"size": size, "preprocess": {"size": size, "crop": True}, "threshold": 0.5})
+                   {"size": size, "preprocess": {"size": size, "crop": True}, "threshold": 0.5,
+                    **rule})
     return seg
 
 
@@ -40,3 +46,34 @@ def test_segmenters_of_different_sizes_do_not_average(tmp_path):
         load_segmenter([a, b], "cpu")
     with pytest.raises(ValueError, match="at least two"):
         MeanProbability([unet((16, 8, 8, 8, 8))])
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.6])
+def test_the_reported_probability_crosses_half_where_the_threshold_is_crossed(threshold):
+    prob = np.random.default_rng(1).random((4, 50, 50), dtype=np.float32)
+    prob[0, 0, :3] = [0.0, 1.0, threshold]
+    shifted = threshold_at_half(prob, threshold)
+    assert shifted.dtype == np.float32
+    np.testing.assert_array_equal(shifted >= 0.5, prob >= threshold)
+    order = np.argsort(prob, axis=None)  # the ranking of the pixels is kept
+    assert (np.diff(shifted.ravel()[order]) >= 0).all()
+    if threshold == 0.5:
+        np.testing.assert_array_equal(shifted, prob)
+
+
+def test_a_runs_decision_rule_averages_the_mirror_image_and_moves_the_threshold(tmp_path):
+    """meta flip_average and threshold: predict() is the mean of the image's and the mirror
+    image's probabilities, reported so that 0.5 marks the run's threshold; a mean of several
+    segmenters keeps the plain rule."""
+    ruled = load_segmenter(write(tmp_path / "a", (16, 8, 8, 8, 8), flip_average=True,
+                                 threshold=0.4), "cpu")
+    assert ruled.flip_average and ruled.threshold == 0.4
+    images = np.random.default_rng(0).integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    plain = ruled.probabilities(images)
+    mean = (plain + ruled.probabilities(images[:, :, ::-1].copy())[:, :, ::-1]) / 2
+    assert np.abs(mean - plain).max() > 0.01  # the network is not mirror-symmetric
+    got = ruled.predict(images)
+    np.testing.assert_allclose(got, threshold_at_half(mean, 0.4), atol=1e-6)
+    np.testing.assert_array_equal(got >= 0.5, mean >= 0.4)
+    both = load_segmenter([tmp_path / "a", write(tmp_path / "b", (16, 8, 8, 8, 8))], "cpu")
+    assert not both.flip_average and both.threshold == 0.5

@@ -224,11 +224,20 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     assert row["val_score"] == pytest.approx(
         (n_tumour * row["val_dice"] + n_free * (1 - row["val_false_positive_rate"]))
         / (n_tumour + n_free))
+    decision = metrics["decision"]  # the mask rule: the best of 8 on validation
+    assert [(c["flip_average"], c["threshold"]) for c in decision["candidates"]] == [
+        (flip, t) for flip in (False, True) for t in (0.5, 0.3, 0.4, 0.6)]
+    assert decision["candidates"][0]["val_score"] == pytest.approx(row["val_score"])
+    best = max(decision["candidates"], key=lambda c: c["val_score"])  # the first of equals
+    rule = (best["flip_average"], best["threshold"])
+    assert (decision["flip_average"], decision["threshold"]) == rule
+    assert (metrics["flip_average"], metrics["threshold"]) == rule
+    assert "mask rule: " in result.output and "(chosen on validation)" in result.output
     overlays = sorted(p.name for p in (seg / "overlays").iterdir())
     assert overlays and all(p.startswith(("tumor_", "no_tumor_")) for p in overlays)
 
     segmenter = load_segmenter(seg, "cpu")
-    assert segmenter.size == 32
+    assert segmenter.size == 32 and (segmenter.flip_average, segmenter.threshold) == rule
     assert decoder_channels_of(segmenter.model.state_dict()) == (32, 16, 16, 8, 8)
     images = np.random.default_rng(0).integers(0, 255, (3, 40, 40), dtype=np.uint8)
     prob = segmenter.predict(images)  # 40 px in, resized to 32 and back
@@ -264,7 +273,10 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp
         return pd.read_csv(out / "split.csv")
 
     base = run("a", "--seed", "0")
-    shared = run("b", "--seed", "1", "--split-seed", "0")
+    shared = run("b", "--seed", "1", "--split-seed", "0", "--no-tune-threshold")
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["decision"] is None  # plain probabilities at 0.5
+    assert (metrics["flip_average"], metrics["threshold"]) == (False, 0.5)
     own = run("c", "--seed", "1")
     assert base.equals(shared)
     assert not base["split"].equals(own["split"])

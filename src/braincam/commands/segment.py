@@ -81,6 +81,12 @@ def command(
                             "times at a random place, which often leaves the tumour out "
                             "(empty mask).")
     ] = 0.0,
+    tune_threshold: Annotated[
+        bool, typer.Option("--tune-threshold/--no-tune-threshold",
+                           help="Choose the mask rule on the validation images: plain or "
+                           "flip-averaged probabilities, threshold 0.3-0.6 (off: plain at "
+                           "0.5).")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     split_seed: Annotated[
         int | None, typer.Option(help="Seed of the split (and the held-out counterfactual "
@@ -118,6 +124,7 @@ def command(
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,
+        tune_threshold=tune_threshold,
     )
     if decoder_channels is not None:
         config = replace(config, decoder_channels=widths(decoder_channels))
@@ -128,6 +135,9 @@ def command(
     typer.echo(f"images train {counts['train']}, val {counts['val']}, test {counts['test']} "
                f"({m['test_groups']} held-out groups); best epoch {result.best_epoch}; "
                f"trained in {m['train_seconds'] / 60:.1f} min")
+    rule = "flip-averaged" if m["flip_average"] else "plain"
+    typer.echo(f"mask rule: {rule} probabilities >= {m['threshold']:g}"
+               + (" (chosen on validation)" if m["decision"] else ""))
     typer.echo(f"held-out mean Dice {score_text(m['mean_dice'])}, "
                f"IoU {score_text(m['mean_iou'])}, "
                f"detection rate {score_text(m['detection_rate'])}, "

@@ -46,11 +46,13 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
 
 
 def segmentation_metrics(
-    pred: np.ndarray, truth: np.ndarray, labels: Sequence[str], sources: Sequence[str]
+    pred: np.ndarray, truth: np.ndarray, labels: Sequence[str], sources: Sequence[str],
+    threshold: float = THRESHOLD,
 ) -> dict[str, Any]:
     """``metrics.json`` figures of predictions ``pred`` against ``truth`` (bool ``(N, S, S)``;
     formulas in the module docstring). ``labels``/``sources``: per image, for ``per_class_dice``
-    (tumour images by label) and ``false_positive_rate_by_source`` (tumour-free images)."""
+    (tumour images by label) and ``false_positive_rate_by_source`` (tumour-free images);
+    ``threshold``: the one ``pred`` was made with, recorded."""
     has_tumour = truth.reshape(len(truth), -1).any(axis=1)
     dices = np.array([dice(p, t) for p, t in zip(pred, truth, strict=True)])
     ious = np.array([iou(p, t) for p, t in zip(pred, truth, strict=True)])
@@ -76,7 +78,7 @@ def segmentation_metrics(
             str(s): mean(any_pred[~has_tumour & (sources == s)].astype(float))
             for s in sorted(set(sources[~has_tumour].tolist()))
         },
-        "threshold": THRESHOLD,
+        "threshold": threshold,
     }
 
 

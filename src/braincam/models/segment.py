@@ -15,6 +15,15 @@ ImageNet-normalised (:func:`braincam.models.normalize.to_model_input`), sides a 
 probability acts as one segmenter) predicts probabilities for images already in
 the classifier's preprocessed coordinates (``PreprocessCache`` output of any size ``S``): they
 are resized to the segmenter's input size and the probabilities resized back to ``S``.
+
+A segment run's decision rule (meta ``flip_average`` and ``threshold``, chosen on its
+validation images, :mod:`braincam.train.segment`) is part of the segmenter: with
+``flip_average`` it predicts ``p = (U(x) + flip(U(flip(x)))) / 2``, the mean of the image's and
+its mirror image's probabilities (``flip``: left-right), and a pixel is tumour when
+``p >= threshold``. :meth:`Segmenter.predict` reports ``sigmoid(logit(p) - logit(threshold))``,
+which orders pixels as ``p`` does and crosses :data:`THRESHOLD` (0.5) exactly where ``p``
+crosses ``threshold``, so every consumer thresholds at 0.5. A guided classifier's gate
+(:mod:`braincam.models.guided`) uses the network's plain probability.
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD
+THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD (Segmenter.predict's scale)
 
 
 def build_segmenter(
@@ -120,13 +129,31 @@ class Segmenter:
     device: torch.device
     batch_size: int = 32
 
+    @property
+    def flip_average(self) -> bool:
+        """Whether :meth:`predict` averages the image with its mirror image (meta)."""
+        return bool(self.meta.get("flip_average", False))
+
+    @property
+    def threshold(self) -> float:
+        """The run's threshold on the (flip-averaged) probability (meta; 0.5 by default)."""
+        return float(self.meta.get("threshold", THRESHOLD))
+
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Grey uint8 ``(N, S, S)`` -> ``P(tumour)`` float32 ``(N, S, S)`` (same ``S``), in
-        batches, without autograd, AMP on GPUs; resizing is bilinear both ways."""
+        """Grey uint8 ``(N, S, S)`` -> ``P(tumour)`` float32 ``(N, S, S)`` (same ``S``) under
+        the run's decision rule (module docstring): tumour where ``>= THRESHOLD``."""
         images = np.asarray(images)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise BraincamError(f"expected uint8 images (N, S, S), got {images.dtype} "
                                 f"{images.shape}")
+        prob = self.probabilities(images)
+        if self.flip_average:
+            prob = (prob + self.probabilities(images[:, :, ::-1])[:, :, ::-1]) / 2
+        return threshold_at_half(prob, self.threshold)
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """The network's own ``P(tumour)`` (no decision rule) for grey uint8 ``(N, S, S)``,
+        in batches, without autograd, AMP on GPUs; resizing is bilinear both ways."""
         side = images.shape[1:]
         out = []
         with torch.inference_mode():
@@ -146,6 +173,16 @@ class Segmenter:
                     prob = F.interpolate(prob, size=side, mode="bilinear", align_corners=False)
                 out.append(prob[:, 0].cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, *side), np.float32)
+
+
+def threshold_at_half(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """``sigmoid(logit(p) - logit(threshold))`` as float32: ``>= 0.5`` exactly where
+    ``p >= threshold`` (``prob`` itself when ``threshold`` is 0.5)."""
+    if threshold == THRESHOLD:
+        return np.ascontiguousarray(prob, dtype=np.float32)
+    p = np.clip(prob.astype(np.float64), 1e-12, 1 - 1e-12)
+    shift = np.log(threshold / (1 - threshold))
+    return (1 / (1 + np.exp(shift - np.log(p / (1 - p))))).astype(np.float32)
 
 
 def segmenter_sources(source: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -195,8 +232,9 @@ def load_segmenter(source: str | Path | Sequence[str | Path],
                    device: str | torch.device = "auto") -> Segmenter:
     """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``), or
     of several (:func:`segmenter_sources`) as one: their mean probability
-    (:class:`braincam.models.unet.MeanProbability`). Members must share the input side and
-    preprocessing; the meta is the first member's, with ``members`` (their directories)."""
+    (:class:`braincam.models.unet.MeanProbability`) at 0.5, without flip averaging. Members
+    must share the input side and preprocessing; the meta is the first member's, with
+    ``members`` (their directories)."""
     dirs = segmenter_sources(source)
     if not dirs:
         raise BraincamError("no segmenter run named")
@@ -209,7 +247,9 @@ def load_segmenter(source: str | Path | Sequence[str | Path],
                     raise BraincamError(f"the segmenters {dirs[0]} and {d} differ in {key}; "
                                         "a mean of segmenters needs the same")
         model = MeanProbability([m for m, _ in loaded])
-        meta = {**meta, "members": [str(d) for d in dirs]}
+        # each member's decision rule was chosen for it alone: the mean's is the plain one
+        meta = {**meta, "members": [str(d) for d in dirs], "flip_average": False,
+                "threshold": THRESHOLD}
     dev = device_of(device)
     model.to(dev, memory_format=torch.channels_last).eval()
     return Segmenter(model, int(meta["size"]), meta, dev)

@@ -42,6 +42,14 @@ a tumour-free image scoring 1 without and 0 with a predicted pixel), so an epoch
 tumours well but marks something on tumour-free slices is not kept; the last epoch without
 validation.
 
+Decision rule (``tune_threshold``, ``--tune-threshold``, on by default): once the epoch is
+kept, the rule that turns probabilities into a mask is chosen on the same validation images
+by the same score, among plain or flip-averaged probabilities (the mean of the image's and its
+mirror image's) at thresholds :data:`DECISION_THRESHOLDS`; plain at 0.5 wins ties. The rule is
+saved in the model's meta and applies wherever the segmenter predicts a mask
+(:class:`braincam.models.segment.Segmenter`); ``metrics.json`` ``decision`` lists every
+candidate's validation score. Held-out images play no part in the choice.
+
 Under ``torchrun --nproc_per_node=N`` every rank draws the same global batches and augments
 them identically, trains on its slice (DDP; SyncBatchNorm on CUDA), and validation and test
 predictions are sharded and gathered; rank 0 alone writes the run directory.
@@ -112,6 +120,8 @@ from braincam.train.augment import AugmentConfig, augment
 
 log = logging.getLogger(__name__)
 
+DECISION_THRESHOLDS = (0.5, 0.3, 0.4, 0.6)  # 0.5 first: the plain rule wins ties
+
 
 @dataclass(frozen=True)
 class SegmentConfig:
@@ -135,6 +145,7 @@ class SegmentConfig:
     zoom_views: float = 0.0  # share of training images seen as a zoomed view
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
+    tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
 
     def validate(self) -> None:
         if self.size < 32 or self.size % 32:
@@ -335,14 +346,21 @@ def train_segmenter(
                                save_history)
     train_seconds = time.perf_counter() - train_start
     segmenter = Segmenter(model.eval(), config.size, meta, device)
+    decision = None
+    if config.tune_threshold and len(idx["val"]):
+        decision = _decision_rule(segmenter, data.images[idx["val"]],
+                                  data.masks[idx["val"]].numpy(), ctx)
+        meta |= {"flip_average": decision["flip_average"], "threshold": decision["threshold"]}
     test = idx["test"]
     prob = _predict(segmenter, data.images[test], ctx)
     pred = prob >= THRESHOLD
     truth = data.masks[test].numpy()
     test_records = [data.records[i] for i in test.tolist()]
     metrics = segmentation_metrics(pred, truth, [r.label for r in test_records],
-                                   [r.source for r in test_records])
+                                   [r.source for r in test_records], segmenter.threshold)
     metrics |= {
+        "flip_average": segmenter.flip_average,
+        "decision": decision,
         "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
                                           pred, truth, config.carve_seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
@@ -461,6 +479,27 @@ def _validate(
     m = segmentation_metrics(pred, truth, ["x"] * len(val), ["x"] * len(val))
     return {"val_dice": m["mean_dice"], "val_false_positive_rate": m["false_positive_rate"],
             "val_score": m["all_image_dice"]}
+
+
+def _decision_rule(
+    segmenter: Segmenter, images: torch.Tensor, truth: np.ndarray, ctx: DistContext
+) -> dict[str, Any]:
+    """``metrics.json`` ``decision``: the rule (``flip_average``, ``threshold``) with the best
+    validation ``all_image_dice`` and ``candidates``, every rule's validation scores
+    (``segmenter`` must still predict plain probabilities)."""
+    plain = _predict(segmenter, images, ctx)
+    mirrored = _predict(segmenter, images.flip(-1), ctx)[:, :, ::-1]
+    candidates = []
+    for flip in (False, True):
+        prob = (plain + mirrored) / 2 if flip else plain
+        for threshold in DECISION_THRESHOLDS:
+            m = segmentation_metrics(prob >= threshold, truth, ["x"] * len(truth),
+                                     ["x"] * len(truth))
+            candidates.append({"flip_average": flip, "threshold": threshold,
+                               "val_score": m["all_image_dice"], "val_dice": m["mean_dice"]})
+    best = max(candidates, key=lambda c: c["val_score"] or 0.0)  # the first of equals
+    return {"flip_average": best["flip_average"], "threshold": best["threshold"],
+            "chosen_by": "validation all_image_dice", "candidates": candidates}
 
 
 def _predict(segmenter: Segmenter, images: torch.Tensor, ctx: DistContext) -> np.ndarray:
