@@ -17,11 +17,12 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     assert "the rest of the image reaches it at weight 0.1" in floor
     assert "the backbone fine-tuned for up to 10 epochs" in floor
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
-    assert views.endswith("Remedies: lesion views of the segmenter's training images.")
+    assert views.endswith("Remedies: lesion views of the segmenter's training images, "
+                          "weighing 1 times the own images.")
     capped = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True,
-                              "guide_views_max": 400})
+                              "guide_views_max": 400, "guide_views_weight": 0})
     assert capped.endswith("Remedies: lesion views of the segmenter's training images "
-                           "(at most 400).")
+                           "(at most 400), pooled with the own images.")
     weighted = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True,
                                 "guide_views_weight": 0.5})
     assert weighted.endswith("Remedies: lesion views of the segmenter's training images, "

@@ -215,6 +215,7 @@ def test_weighted_guide_views_reach_the_loss_as_their_own_group(tmp_path, monkey
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=preprocess, batch_size=8, device="cpu", seed=0,
                          guide=str(tmp_path / "seg"), guide_views=True, guide_views_weight=0.5)
+    assert replace(config, guide_views_weight=None).views_weight == 1.0  # unset: 1
     run_dir = train_run([data], config, tmp_path / "run", progress=False).run_dir
     own = len(pd.read_csv(run_dir / "split.csv").query("split == 'train'"))
     (labels, weights), = seen

@@ -76,11 +76,15 @@ def command(
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
     from braincam.pipeline.options import run_recipe
 
-    # by name: Typer ships its own copy of click, whose ParameterSource is another class
-    source = ctx.get_parameter_source("finetune_epochs")
-    given = source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-    config = run_recipe(train_config(ctx.params), plain, finetune_given=given)
-    ctx.params["finetune_epochs"] = config.finetune_epochs  # config.yaml's command reproduces it
+    def given(name: str) -> bool:
+        # by name: Typer ships its own copy of click, whose ParameterSource is another class
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+    config = run_recipe(train_config(ctx.params), plain, finetune_given=given("finetune_epochs"),
+                        views_given=given("guide_views"))
+    # config.yaml's command reproduces the recipe
+    ctx.params |= {"finetune_epochs": config.finetune_epochs, "guide_views": config.guide_views}
     options = PipelineOptions(
         train=config, extra=merged(extra, extra_alias), methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),

@@ -35,13 +35,16 @@ GUIDE_NEEDED = (
     "recipe (docs/grounded.md)")
 
 
-def run_recipe(config: TrainConfig, plain: bool, finetune_given: bool) -> TrainConfig:
+def run_recipe(config: TrainConfig, plain: bool, finetune_given: bool,
+               views_given: bool = False) -> TrainConfig:
     """``braincam run``'s recipe. Grounded by default: a tumour segmenter guides the
-    classifier (``--guide``, required), and unless ``--finetune-epochs`` is given the head
-    trains alone on the gated ImageNet features (``finetune_epochs=0``), the recipe that
-    docs/grounded.md recommends and docs/results.md measures. ``plain``: the options exactly
-    as given, without a guide (the plain recipe). The Python API
-    (:class:`PipelineOptions`) takes its ``TrainConfig`` as given."""
+    classifier (``--guide``, required), unless ``--finetune-epochs`` is given the head
+    trains alone on the gated ImageNet features (``finetune_epochs=0``), and unless
+    ``--guide-views/--no-guide-views`` is given the lesion views of the guide's training
+    images join the training data (``guide_views``): the recipe that docs/grounded.md
+    recommends and docs/results.md measures. ``plain``: the options exactly as given,
+    without a guide (the plain recipe). The Python API (:class:`PipelineOptions`) takes its
+    ``TrainConfig`` as given."""
     if plain:
         if config.guide:
             raise BraincamError("--plain trains without a segmenter guide: drop --guide or "
@@ -49,7 +52,9 @@ def run_recipe(config: TrainConfig, plain: bool, finetune_given: bool) -> TrainC
         return config
     if not config.guide:
         raise BraincamError(GUIDE_NEEDED)
-    return config if finetune_given else dataclasses.replace(config, finetune_epochs=0)
+    if not finetune_given:
+        config = dataclasses.replace(config, finetune_epochs=0)
+    return config if views_given else dataclasses.replace(config, guide_views=True)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from braincam.labels import TASKS
 from braincam.train.options import AttentionSource, option_field
 
 ATTENTION_SOURCES = tuple(source.value for source in AttentionSource)
+VIEWS_WEIGHT = 1.0  # --guide-views-weight unset: chosen by cross-validation (docs/results.md)
 """What the attention penalty measures (:mod:`braincam.train.mitigation`)."""
 EXECUTION_ONLY = ("device", "num_workers")
 """TrainConfig fields that decide where and how fast, not what: a run resumed (``braincam
@@ -75,7 +76,7 @@ class TrainConfig:
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
-    guide_views_weight: float = option_field("guide_views_weight")  # views as their own group
+    guide_views_weight: float | None = option_field("guide_views_weight")  # None: 1
     fold: int = 0  # split "fold" (braincam cv): the test fold
     folds: int = 5
 
@@ -138,13 +139,19 @@ class TrainConfig:
             (self.guide_views_max >= 0, "--guide-views-max must be >= 0"),
             (not self.guide_views_max or self.guide_views,
              "--guide-views-max limits --guide-views: it needs --guide-views"),
-            (self.guide_views_weight >= 0, "--guide-views-weight must be >= 0"),
-            (not self.guide_views_weight or self.guide_views,
+            (self.guide_views_weight is None or self.guide_views_weight >= 0,
+             "--guide-views-weight must be >= 0"),
+            (self.guide_views_weight is None or self.guide_views,
              "--guide-views-weight weighs --guide-views: it needs --guide-views"),
         ]
         for ok, message in checks:
             if not ok:
                 raise BraincamError(message)
+
+    @property
+    def views_weight(self) -> float:
+        """The guide views' weight (``guide_views_weight``; unset: :data:`VIEWS_WEIGHT`)."""
+        return VIEWS_WEIGHT if self.guide_views_weight is None else self.guide_views_weight
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -46,16 +46,16 @@ one view of each label per slice, so the source itself predicts nothing. With
 ``guide_views_max`` N (``--guide-views-max``), views of N of those images only (:func:`sample`,
 seeded by the run's seed), so the views need not outnumber the classifier's own images.
 
-By default the views join the classifier's own images in one pool whose classes the loss
-balances, so views of tumour-free tissue dilute the weight of the classifier's own
-tumour-free images. With ``guide_views_weight`` W (``--guide-views-weight``) the views
-weigh as a group of their own instead (:func:`group_weights`)::
+The views weigh as a group of their own (:func:`group_weights`; ``guide_views_weight`` W,
+``--guide-views-weight``, 1 unless set)::
 
     w_i = class_weights(y_own)[y_i]     the classifier's own images (sum: n_own)
     w_i = W * n_own / n_views           each view (sum: W * n_own)
 
 so the own images keep their class balance whatever the views hold, and the views (one of
-each label per slice, balanced by construction) weigh W times as much as all of them.
+each label per slice, balanced by construction) weigh W times as much as all of them. With
+W = 0 the views join the own images in one pool whose classes the loss balances instead, and
+views of tumour-free tissue then dilute the weight of the classifier's own tumour-free images.
 """
 
 from __future__ import annotations

@@ -162,17 +162,17 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                "makes them) of every masked image the guide's segmenter "
                                "trained on, never of its validation or held-out images: "
                                "tumour-free tissue of the segmenter's own sources, labelled "
-                               "no_tumor, beside tumour tissue cut the same way.", REMEDIES,
-                               switch="--guide-views"),
+                               "no_tumor, beside tumour tissue cut the same way. braincam run "
+                               "adds them unless --no-guide-views.", REMEDIES),
     "guide_views_max": TrainOption(0, "With --guide-views: views of at most N of the guide's "
                                    "training images (a sample drawn with --seed), so that the "
                                    "views do not outnumber the classifier's own images; 0: "
                                    "all.", REMEDIES),
-    "guide_views_weight": TrainOption(0.0, "With --guide-views: the views weigh as a group of "
-                                      "their own, W times the classifier's own images in "
+    "guide_views_weight": TrainOption(None, "With --guide-views: the views weigh as a group "
+                                      "of their own, W times the classifier's own images in "
                                       "all, and the own images keep their class balance; 0: "
                                       "the views join the own images in one class-balanced "
-                                      "pool.", REMEDIES),
+                                      "pool.  [default: 1]", REMEDIES, kind=float),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),

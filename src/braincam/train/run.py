@@ -289,8 +289,8 @@ def _loss_weights(
     rows (``pool``) count their own weight each time they are drawn."""
     from braincam.train.grounding import group_weights
 
-    if config.guide_views_weight and own < len(labels):
-        return group_weights(labels, own, config.guide_views_weight, num_classes)
+    if config.views_weight and own < len(labels):
+        return group_weights(labels, own, config.views_weight, num_classes)
     drawn = labels if pool is None else labels[pool]
     return class_weights(drawn, num_classes)[labels]
 
