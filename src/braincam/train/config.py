@@ -13,8 +13,9 @@ from braincam.labels import TASKS
 from braincam.train.options import AttentionSource, option_field
 
 ATTENTION_SOURCES = tuple(source.value for source in AttentionSource)
-VIEWS_WEIGHT = 1.0  # --guide-views-weight unset: chosen by cross-validation (docs/results.md)
 """What the attention penalty measures (:mod:`braincam.train.mitigation`)."""
+VIEWS_WEIGHT = 1.0
+"""``--guide-views-weight`` when unset, chosen by cross-validation (docs/results.md)."""
 EXECUTION_ONLY = ("device", "num_workers")
 """TrainConfig fields that decide where and how fast, not what: a run resumed (``braincam
 run``) or a fold kept (``braincam cv``) on another device or with other workers still counts

@@ -282,10 +282,10 @@ def _loss_weights(
     labels: torch.Tensor, num_classes: int, own: int, config: TrainConfig,
     pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The training loss weight of every row: with ``--guide-views-weight`` the guide views
-    (the rows from ``own`` on) as their own group
-    (:func:`braincam.train.grounding.group_weights`), else the class-balanced weight of the
-    row's class among the rows an epoch draws (``pool``; None: every row once). Upsampled
+    """The training loss weight of every row: when guide views follow the classifier's own
+    rows (from row ``own`` on) and ``--guide-views-weight`` is not 0, the views as their own
+    group (:func:`braincam.train.grounding.group_weights`); else the class-balanced weight of
+    the row's class among the rows an epoch draws (``pool``; None: every row once). Upsampled
     rows (``pool``) count their own weight each time they are drawn."""
     from braincam.train.grounding import group_weights
 
