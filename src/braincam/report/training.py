@@ -72,9 +72,12 @@ def recipe_sentence(train: dict[str, Any]) -> str:
     guide_views = "lesion views of the segmenter's training images"
     if train.get("guide_views_max"):
         guide_views += f" (at most {train['guide_views_max']})"
+    from braincam.train.config import VIEWS_WEIGHT
+
     weight = train.get("guide_views_weight")
     guide_views += (", pooled with the own images" if weight == 0 else
-                    f", weighing {1 if weight is None else weight:g} times the own images")
+                    f", weighing {VIEWS_WEIGHT if weight is None else weight:g} times the "
+                    "own images")
     remedies = [f"attention penalty {train['attention_penalty']:g}"
                 if train.get("attention_penalty") else None,
                 f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,

@@ -485,10 +485,9 @@ def _decision_rule(
     segmenter: Segmenter, images: torch.Tensor, truth: np.ndarray, ctx: DistContext
 ) -> dict[str, Any]:
     """``metrics.json`` ``decision``: the rule (``flip_average``, ``threshold``) with the best
-    validation ``all_image_dice`` and ``candidates``, every rule's validation scores
-    (``segmenter`` must still predict plain probabilities)."""
-    plain = _predict(segmenter, images, ctx)
-    mirrored = _predict(segmenter, images.flip(-1), ctx)[:, :, ::-1]
+    validation ``all_image_dice`` and ``candidates``, every rule's validation scores."""
+    plain = _predict(segmenter, images, ctx, rule=False)
+    mirrored = _predict(segmenter, images.flip(-1), ctx, rule=False)[:, :, ::-1]
     candidates = []
     for flip in (False, True):
         prob = (plain + mirrored) / 2 if flip else plain
@@ -502,10 +501,14 @@ def _decision_rule(
             "chosen_by": "validation all_image_dice", "candidates": candidates}
 
 
-def _predict(segmenter: Segmenter, images: torch.Tensor, ctx: DistContext) -> np.ndarray:
-    """Probabilities for ``images``; under torchrun each rank predicts a share."""
+def _predict(
+    segmenter: Segmenter, images: torch.Tensor, ctx: DistContext, rule: bool = True
+) -> np.ndarray:
+    """Probabilities for ``images`` under the segmenter's mask rule (``rule`` False: the
+    network's own); under torchrun each rank predicts a share."""
+    predict = segmenter.predict if rule else segmenter.probabilities
     return sharded_rows(
-        lambda i: torch.from_numpy(segmenter.predict(images[i].numpy())), len(images), ctx
+        lambda i: torch.from_numpy(predict(images[i].numpy())), len(images), ctx
     ).numpy()
 
 
