@@ -23,6 +23,7 @@ from braincam.models.segment import build_segmenter, guide_data, guide_members, 
 from braincam.train import TrainConfig, train_run
 from braincam.train import guide as guide_module
 from braincam.train.guide import GuidePlan, guide_plan
+from braincam.train.loop import class_weights
 from braincam.train.segment import SegmentConfig
 
 
@@ -206,19 +207,25 @@ def test_weighted_guide_views_reach_the_loss_as_their_own_group(tmp_path, monkey
     import braincam.train.run as run
 
     data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=8, size=128, seed=0))
+    for extra in sorted((data / "Training" / "no_tumor").iterdir())[:3]:  # unequal classes
+        extra.unlink()
     preprocess = PreprocessConfig(size=96, crop=False)
     guide_run_with_split(tmp_path / "seg", data, preprocess)
     seen = []
     fit_head = run.fit_head
-    monkeypatch.setattr(run, "fit_head", lambda model, train, val, weights, *a, **k: seen.append(
-        (train.labels, weights)) or fit_head(model, train, val, weights, *a, **k))
+    monkeypatch.setattr(run, "fit_head", lambda model, train, val, weights, criterion, *a, **k:
+                        seen.append((train.labels, weights, criterion.weight))
+                        or fit_head(model, train, val, weights, criterion, *a, **k))
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=preprocess, batch_size=8, device="cpu", seed=0,
                          guide=str(tmp_path / "seg"), guide_views=True, guide_views_weight=0.5)
     assert replace(config, guide_views_weight=None).views_weight == 1.0  # unset: 1
     run_dir = train_run([data], config, tmp_path / "run", progress=False).run_dir
     own = len(pd.read_csv(run_dir / "split.csv").query("split == 'train'"))
-    (labels, weights), = seen
+    (labels, weights, validation_weights), = seen
+    # the validation loss weighs classes as the own images hold them, not the views
+    assert torch.allclose(validation_weights, class_weights(labels[:own], 2))
+    assert not torch.allclose(validation_weights, class_weights(labels, 2))
     views = weights[own:]
     assert len(views) > 0 and torch.all(views == views[0])
     assert float(views.sum()) == pytest.approx(0.5 * own)
@@ -227,7 +234,7 @@ def test_weighted_guide_views_reach_the_loss_as_their_own_group(tmp_path, monkey
         assert float(own_weights[labels[:own] == label].sum()) == pytest.approx(own / 2)
     train_run([data], replace(config, guide_views_weight=0.0), tmp_path / "pooled",
               progress=False)  # pooled: class-balanced over own images and views together
-    labels, weights = seen[-1]
+    labels, weights, _ = seen[-1]
     for label in (0, 1):
         assert float(weights[labels == label].sum()) == pytest.approx(len(labels) / 2)
     assert weights[own:].sum() != pytest.approx(0.5 * own)

@@ -201,7 +201,7 @@ def train_run(
         return torch.nn.CrossEntropyLoss(weight=class_weights(labels, len(fitted)).to(device))
 
     train, val = data["train"], data["val"]
-    criterion = balanced_loss(train.labels)
+    criterion = balanced_loss(train.labels[:own])  # validation images are the classifier's own
     weights = _loss_weights(train.labels, len(fitted), own, config)
     with subtype_outputs(model):  # training and validation see the subtypes, if any
         history, head_logits = fit_head(model, train, val, weights, criterion, config, device,
@@ -211,7 +211,7 @@ def train_run(
             task_of = torch.tensor(groups if groups else range(len(fitted)))
             errors = task_errors(head_logits, train.labels, task_of)
             pool = upsampled_pool(len(train), errors, config.upweight_errors)
-            criterion = balanced_loss(train.labels[pool])  # classes balanced after upsampling
+            criterion = balanced_loss(train.labels[pool[pool < own]])  # own classes, upsampled
             weights = _loss_weights(train.labels, len(fitted), own, config, pool)
             log.info("phase 2 sees %d training images phase 1 got wrong %d times each",
                      int(errors.sum()), config.upweight_errors)
