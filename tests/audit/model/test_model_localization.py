@@ -8,6 +8,7 @@ import pytest
 from braincam.audit.model.base import AuditBatch
 from braincam.audit.model.localization import (
     LocalizationCheck,
+    _ratio_severity,
     pointing_hits,
     size_thirds,
     thresholded_iou,
@@ -55,6 +56,13 @@ def test_uniform_map_is_at_chance_and_flagged():
     assert summary.pointing_game == 0.0  # a constant map points nowhere
     ratio = [f for f in result.findings if f.check == "localization.energy_in_box_ratio"]
     assert ratio[0].severity == "warning" and ratio[0].threshold == 1.5
+
+
+def test_energy_ratios_below_chance_are_critical_and_below_one_and_a_half_a_warning():
+    assert _ratio_severity(0.99) == ("critical", 1.0)
+    assert _ratio_severity(1.0) == ("warning", 1.5)
+    assert _ratio_severity(1.49) == ("warning", 1.5)
+    assert _ratio_severity(1.5) is None
 
 
 def test_a_constant_map_misses_though_every_pixel_ties_for_its_maximum():

@@ -244,23 +244,30 @@ class LocalizationCheck(Check):
         return summaries, findings
 
 
+def _ratio_severity(ratio: float) -> tuple[str, float] | None:
+    """The severity of an energy ratio (energy share over region share) and the threshold it
+    falls below: under ``RATIO_CRITICAL`` critical, under ``RATIO_WARNING`` a warning."""
+    if ratio < RATIO_CRITICAL:
+        return "critical", RATIO_CRITICAL
+    if ratio < RATIO_WARNING:
+        return "warning", RATIO_WARNING
+    return None
+
+
 def _findings(s: LocalizationSummary) -> list[Finding]:
     """Findings of the mask numbers where expert masks exist (the mask wins over the box),
     else of the box numbers."""
     if s.mask is not None:
         return _mask_findings(s.method, s.mask)
     out = []
-    if s.energy_in_box_ratio is not None:
-        ratio = s.energy_in_box_ratio
-        severity = ("critical" if ratio < RATIO_CRITICAL else
-                    "warning" if ratio < RATIO_WARNING else None)
-        if severity:
-            threshold = RATIO_CRITICAL if severity == "critical" else RATIO_WARNING
-            out.append(Finding(
-                severity, "localization.energy_in_box_ratio", ratio, threshold,
-                f"{s.method}: {s.energy_in_box:.0%} of CAM energy lies in the tumour box, "
-                f"which covers {s.box_area:.0%} of the image ({ratio:.1f}x a uniform map; "
-                f"{s.n_images} images)."))
+    ratio = s.energy_in_box_ratio
+    if ratio is not None and (graded := _ratio_severity(ratio)):
+        severity, threshold = graded
+        out.append(Finding(
+            severity, "localization.energy_in_box_ratio", ratio, threshold,
+            f"{s.method}: {s.energy_in_box:.0%} of CAM energy lies in the tumour box, "
+            f"which covers {s.box_area:.0%} of the image ({ratio:.1f}x a uniform map; "
+            f"{s.n_images} images)."))
     if s.pointing_game is not None and s.pointing_chance is not None:
         threshold = POINTING_CHANCE_FACTOR * s.pointing_chance
         if s.pointing_game < threshold:
@@ -275,16 +282,13 @@ def _findings(s: LocalizationSummary) -> list[Finding]:
 def _mask_findings(method: str, s: MaskLocalization) -> list[Finding]:
     out = []
     ratio = s.energy_in_mask_ratio
-    if ratio is not None:
-        severity = ("critical" if ratio < RATIO_CRITICAL else
-                    "warning" if ratio < RATIO_WARNING else None)
-        if severity:
-            out.append(Finding(
-                severity, "localization.energy_in_mask_ratio", ratio,
-                RATIO_CRITICAL if severity == "critical" else RATIO_WARNING,
-                f"{method}: {s.energy_in_mask:.0%} of CAM energy lies in the expert tumour mask, "
-                f"which covers {s.mask_area:.1%} of the image ({ratio:.1f}x a uniform map; "
-                f"{s.n_images} images)."))
+    if ratio is not None and (graded := _ratio_severity(ratio)):
+        severity, threshold = graded
+        out.append(Finding(
+            severity, "localization.energy_in_mask_ratio", ratio, threshold,
+            f"{method}: {s.energy_in_mask:.0%} of CAM energy lies in the expert tumour mask, "
+            f"which covers {s.mask_area:.1%} of the image ({ratio:.1f}x a uniform map; "
+            f"{s.n_images} images)."))
     if s.pointing_game is not None and s.pointing_chance is not None:
         threshold = POINTING_CHANCE_FACTOR * s.pointing_chance
         if s.pointing_game < threshold:
