@@ -179,15 +179,6 @@ def uncrop(map_sxs: np.ndarray, prep: Preprocessed) -> np.ndarray:
     return out
 
 
-def to_output(array_hxw: np.ndarray, prep: Preprocessed) -> np.ndarray:
-    """The inverse of :func:`uncrop`: an original-size map (e.g. a tumour mask as float) cropped
-    and resized (``INTER_AREA``) to the model input, float32 ``S x S``."""
-    x0, y0, x1, y1 = prep.crop
-    size = prep.image.shape[1], prep.image.shape[0]
-    part = np.asarray(array_hxw, dtype=np.float32)[y0:y1, x0:x1]
-    return cv2.resize(part, size, interpolation=cv2.INTER_AREA)
-
-
 def box_to_output(box: Box, prep: Preprocessed) -> tuple[float, float, float, float]:
     """A YOLO box (fractions of the original image) as ``(x0, y0, x1, y1)`` in model-input pixels,
     clipped to the input: ``x_out = (x_orig - crop_x0) * S / crop_width``."""
