@@ -431,7 +431,8 @@ def _record(
     lr: float,
     start: float,
 ) -> EpochRecord:
-    """An epoch's history row; validation loss uses the same class-balanced criterion."""
+    """An epoch's history row; the validation loss is ``criterion``'s class-weighted
+    cross-entropy (classes weighed as in the classifier's own training images)."""
     if val_logits is None:
         val_loss = accuracy = balanced = None
     else:
