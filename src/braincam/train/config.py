@@ -61,6 +61,7 @@ class TrainConfig:
     augment: bool = option_field("augment")
     contrast_remap: float = option_field("contrast_remap")  # random contrast curves (augment)
     average_weights: bool = option_field("average_weights")  # mean of phase 2's second half
+    tune_threshold: bool = option_field("tune_threshold")  # binary: validation threshold
     upweight_errors: int = option_field("upweight_errors")  # phase 1's errors, x per epoch
     patience: int = option_field("patience")
     dropout: float = option_field("dropout")
@@ -144,6 +145,8 @@ class TrainConfig:
              "--guide-views-weight must be >= 0"),
             (self.guide_views_weight is None or self.guide_views,
              "--guide-views-weight weighs --guide-views: it needs --guide-views"),
+            (not self.tune_threshold or self.task == "binary",
+             "--tune-threshold sets the tumour threshold: it needs --task binary"),
         ]
         for ok, message in checks:
             if not ok:

@@ -104,6 +104,11 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "average_weights": TrainOption(True, "Keep the mean of the weights after each epoch of "
                                    "phase 2's second half (as SWA) instead of the best epoch "
                                    "on validation.", SCHEDULE),
+    "tune_threshold": TrainOption(False, "Binary task: once trained, call an image tumour from "
+                                  "the threshold on P(tumour) with the best validation balanced "
+                                  "accuracy instead of 0.5, folded into the head's no_tumor "
+                                  "bias so every prediction uses it; off: the argmax.",
+                                  SCHEDULE),
     # shortcut remedies
     "mask_background": TrainOption(False, "Set pixels outside the head mask to 0.", REMEDIES,
                                    switch="--mask-background", preprocess="mask_background"),

@@ -40,6 +40,7 @@ from braincam.train.loop import (
     fit_head,
     history_frame,
     pretrained,
+    validation_logits,
 )
 from braincam.train.mitigation import loss_for
 from braincam.train.reweight import task_errors, upsampled_pool
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.records import ImageRecord
+    from braincam.distributed import DistContext
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +224,8 @@ def train_run(
                             loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile,
                             pool=pool)
         tracker.restore()
+    threshold = (_tune_threshold(model, val, groups, classes.index(NO_TUMOR), config, device,
+                                 ctx) if config.tune_threshold else None)
     best = tracker.record
     with main_first(ctx):  # the other ranks return once the run directory is complete
         if ctx.is_main:
@@ -238,11 +242,33 @@ def train_run(
                          "val_balanced_accuracy": best.val_balanced_accuracy},
                 **({"guide": guide_meta(model, config.guide)} if config.guide else {}),
                 **({"cam_layer": model.cam_layer} if model.cam_layer else {}),
+                **({"threshold": threshold} if threshold is not None else {}),
             })
     return TrainResult(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
         best.val_balanced_accuracy, time.perf_counter() - start,
     )
+
+
+def _tune_threshold(
+    model: torch.nn.Module, val: TrainData, groups: list[int] | None, no_tumor: int,
+    config: TrainConfig, device: torch.device, ctx: DistContext,
+) -> float | None:
+    """``--tune-threshold``: the tumour threshold with the best validation balanced accuracy,
+    folded into the head (:mod:`braincam.train.threshold`); None without validation images."""
+    from braincam.train.threshold import fold_threshold, validation_threshold
+
+    logits = validation_logits(model, val, config, device, ctx)
+    if logits is None:
+        log.warning("--tune-threshold: no validation images; the threshold stays 0.5")
+        return None
+    classes_of = torch.tensor(groups)[val.labels] if groups else val.labels
+    p_tumour = 1 - torch.softmax(logits.float(), dim=1)[:, no_tumor]
+    threshold = validation_threshold((classes_of != no_tumor).numpy(), p_tumour.numpy())
+    fold_threshold(model, no_tumor, threshold)
+    log.info("tumour threshold %.3f (validation balanced accuracy), folded into the head",
+             threshold)
+    return threshold
 
 
 def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,

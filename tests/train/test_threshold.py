@@ -1,0 +1,78 @@
+"""The tumour threshold chosen on validation (--tune-threshold)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import braincam
+from braincam.data.preprocess import PreprocessConfig
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.errors import BraincamError
+from braincam.evaluate import evaluate_run
+from braincam.models import build_model, load_checkpoint
+from braincam.train import TrainConfig, train_run
+from braincam.train.threshold import fold_threshold, validation_threshold
+
+
+def logit(p: torch.Tensor | float) -> torch.Tensor:
+    p = torch.as_tensor(p, dtype=torch.float64)
+    return torch.log(p / (1 - p))
+
+
+def test_the_threshold_with_the_best_validation_balanced_accuracy_wins():
+    tumour = np.array([1, 1, 1, 0, 0, 0], bool)
+    assert validation_threshold(tumour, np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.2])) == 0.7
+    # 0.5 and 0.9 both separate the two images: the one nearest 0.5 wins
+    assert validation_threshold(np.array([1, 0], bool), np.array([0.9, 0.1])) == 0.5
+    assert validation_threshold(np.array([1, 0], bool), np.array([0.2, 0.1])) == 0.2
+    assert validation_threshold(np.array([1, 1], bool), np.array([0.2, 0.1])) == 0.5  # one class
+
+
+@pytest.mark.parametrize("groups", [None, [0, 1, 1, 1], [1, 0, 1, 0]])
+def test_a_folded_threshold_moves_the_argmax_to_it(groups):
+    torch.manual_seed(0)
+    model = build_model("test_resnet", 2, "none", groups=groups).eval()
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        before = torch.softmax(model(x).double(), 1)[:, 1]
+        fold_threshold(model, 0, 0.8)
+        after = torch.softmax(model(x).double(), 1)[:, 1]
+    torch.testing.assert_close(logit(after), logit(before) - logit(0.8), atol=1e-4, rtol=0)
+    assert torch.equal(after >= 0.5, before >= 0.8)
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        fold_threshold(model, 0, 1.0)
+
+
+def test_tune_threshold_folds_the_validation_choice_into_the_saved_model(tmp_path):
+    data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=12, size=48, seed=3))
+    config = TrainConfig(arch="test_resnet", weights="none", head_epochs=2, finetune_epochs=0,
+                         batch_size=8, preprocess=PreprocessConfig(size=32), device="cpu")
+    plain = train_run([data], config, tmp_path / "plain", progress=False).run_dir
+    tuned = train_run([data], dataclasses.replace(config, tune_threshold=True),
+                      tmp_path / "tuned", progress=False).run_dir
+    _, meta = load_checkpoint(tuned / "model.safetensors")
+    assert "threshold" not in load_checkpoint(plain / "model.safetensors")[1]
+    # the threshold is the one the plain model's validation probabilities choose ...
+    split = pd.read_csv(plain / "split.csv").query("split == 'val'")
+    val = braincam.load(plain, ood=False, device="cpu").predict(list(split["path"]))
+    p_val = np.array([1 - p.probabilities["no_tumor"] for p in val])
+    expected = validation_threshold((split["label"] != "no_tumor").to_numpy(), p_val)
+    assert meta["threshold"] == pytest.approx(expected, abs=1e-6)
+    assert meta["threshold"] != 0.5
+    # ... and every prediction of the saved model applies it
+    for run in (plain, tuned):
+        evaluate_run(run, n_boot=0, progress=False)
+    before = pd.read_csv(plain / "predictions.csv")["prob_tumor"].to_numpy()
+    after = pd.read_csv(tuned / "predictions.csv")["prob_tumor"].to_numpy()
+    np.testing.assert_allclose(logit(torch.tensor(after)), logit(torch.tensor(before))
+                               - logit(meta["threshold"]), atol=1e-3)
+
+
+def test_tune_threshold_needs_the_binary_task():
+    with pytest.raises(BraincamError, match="--tune-threshold .* needs --task binary"):
+        TrainConfig(task="multiclass", tune_threshold=True).validate()
