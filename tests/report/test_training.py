@@ -34,6 +34,15 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     assert plain.endswith("Remedies: attention penalty 5, counterfactual pairs.")
 
 
+def test_recipe_sentence_names_a_threshold_chosen_on_validation():
+    train = {"arch": "resnet50", "guide": None, "tune_threshold": True}
+    assert recipe_sentence(train, 0.8333).endswith(
+        "Decision: tumour where P(tumour) reaches the threshold 0.833 chosen on validation "
+        "(--tune-threshold), not 0.5.")
+    assert "reaches the threshold chosen on validation" in recipe_sentence(train)
+    assert "Decision" not in recipe_sentence({**train, "tune_threshold": False}, 0.8)
+
+
 def test_collect_training_reads_the_recipe_even_without_a_history(tmp_path):
     run = RunDir(tmp_path)
     run.config.write_text("train: {arch: resnet18, guide: null, finetune_epochs: 0}\n")

@@ -15,6 +15,8 @@ from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.evaluate import evaluate_run
 from braincam.models import build_model, load_checkpoint
+from braincam.report.training import collect_training
+from braincam.runs import RunDir
 from braincam.train import TrainConfig, train_run
 from braincam.train.threshold import fold_threshold, validation_threshold
 
@@ -71,6 +73,9 @@ def test_tune_threshold_folds_the_validation_choice_into_the_saved_model(tmp_pat
     after = pd.read_csv(tuned / "predictions.csv")["prob_tumor"].to_numpy()
     np.testing.assert_allclose(logit(torch.tensor(after)), logit(torch.tensor(before))
                                - logit(meta["threshold"]), atol=1e-3)
+    # the report's recipe sentence names it
+    recipe = collect_training(RunDir(tuned)).recipe
+    assert f"reaches the threshold {meta['threshold']:.3f} chosen on validation" in recipe
 
 
 def test_tune_threshold_needs_the_binary_task():

@@ -37,7 +37,7 @@ def collect_training(run: RunDir) -> TrainingSection:
     part, history = read_csv_part(run, run.history, "training history")
     _, config = read_yaml_part(run, run.config, "run settings")
     train = (config or {}).get("train")
-    recipe = recipe_sentence(train) if isinstance(train, dict) else None
+    recipe = recipe_sentence(train, _threshold(run)) if isinstance(train, dict) else None
     if history is None:
         return TrainingSection(part, recipe=recipe)
     if history.empty:
@@ -51,9 +51,21 @@ def collect_training(run: RunDir) -> TrainingSection:
     return TrainingSection(part, training_curves(history), phases, recipe)
 
 
-def recipe_sentence(train: dict[str, Any]) -> str:
+def _threshold(run: RunDir) -> float | None:
+    """The tumour threshold folded into the run's model (meta ``threshold``), if any."""
+    from braincam.errors import BraincamError
+    from braincam.models.checkpoint import read_meta
+
+    try:
+        return read_meta(run.model).get("threshold")
+    except (BraincamError, OSError, ValueError):
+        return None
+
+
+def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> str:
     """config.yaml's ``train`` settings as one sentence: guided (by which segmenters, with
-    which floor, head alone or fine-tuned) or plain, then the remedies that are on."""
+    which floor, head alone or fine-tuned) or plain, then the remedies that are on, then the
+    decision rule when ``--tune-threshold`` chose one (``threshold``: the model's)."""
     arch = train.get("arch") or "the network"
     finetune = train.get("finetune_epochs") or 0
     trained = ("the head alone on the backbone's features" if not finetune
@@ -85,7 +97,12 @@ def recipe_sentence(train: dict[str, Any]) -> str:
                 "lesion views" if train.get("view_pairs") else None,
                 guide_views if train.get("guide_views") else None]
     remedies = [r for r in remedies if r]
-    return text + (f" Remedies: {', '.join(remedies)}." if remedies else "")
+    text += f" Remedies: {', '.join(remedies)}." if remedies else ""
+    if train.get("tune_threshold"):
+        value = "" if threshold is None else f" {threshold:.3f}"
+        text += (f" Decision: tumour where P(tumour) reaches the threshold{value} chosen on "
+                 "validation (--tune-threshold), not 0.5.")
+    return text
 
 
 def _phase(name: str, rows: pd.DataFrame) -> PhaseSummary:
