@@ -3,8 +3,8 @@
 A binary run calls an image "tumour" when P(tumour) >= 0.5 (the argmax). This script asks what
 a threshold chosen on the fold's own validation rows would give instead: for every fold of a
 ``braincam cv`` output, it predicts the ``split.csv`` rows marked ``val`` with the fold's model
-(``braincam.load``), takes the threshold ``t`` among the validation probabilities (and 0.5) with
-the best validation balanced accuracy (ties: the one nearest 0.5), and scores the fold's test
+(``braincam.load``), takes the threshold ``t`` that ``--tune-threshold`` would choose
+(``braincam.train.threshold.validation_threshold``), and scores the fold's test
 rows (``predictions.csv``) at 0.5 and at ``t``, all rows and the leak-free ones. No test row
 enters the choice of ``t``. The validation probabilities are written beside this run's output
 (``OUT/<cv name>/fold-<k>.csv``) and reused when present.
@@ -19,17 +19,13 @@ import numpy as np
 import pandas as pd
 
 import braincam
+from braincam.evaluate.metrics import balanced_accuracy_rows
+from braincam.train.threshold import validation_threshold
 
 
 def balanced_accuracy(tumour: np.ndarray, called: np.ndarray) -> float:
-    """Mean of the tumour recall and the tumour-free recall (1 = tumour)."""
-    return 0.5 * (called[tumour].mean() + (~called[~tumour]).mean())
-
-
-def validation_threshold(tumour: np.ndarray, p: np.ndarray) -> float:
-    """The threshold with the best balanced accuracy on (tumour, p); ties: nearest 0.5."""
-    candidates = np.unique(np.append(p, 0.5))
-    return max(candidates, key=lambda t: (balanced_accuracy(tumour, p >= t), -abs(t - 0.5)))
+    """Mean of the tumour recall and the tumour-free recall (boolean arrays)."""
+    return float(balanced_accuracy_rows(tumour[None].astype(int), called[None].astype(int), 2)[0])
 
 
 def validation_probabilities(fold: Path, target: Path) -> pd.DataFrame:
