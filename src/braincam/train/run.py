@@ -203,6 +203,7 @@ def train_run(
         return torch.nn.CrossEntropyLoss(weight=class_weights(labels, len(fitted)).to(device))
 
     train, val = data["train"], data["val"]
+    task_of = torch.tensor(groups if groups else range(len(fitted)))  # trained class -> class
     criterion = balanced_loss(train.labels[:own])  # validation images are the classifier's own
     weights = _loss_weights(train.labels, len(fitted), own, config)
     with subtype_outputs(model):  # training and validation see the subtypes, if any
@@ -210,7 +211,6 @@ def train_run(
                                         tracker, progress=progress, ctx=ctx)
         pool = None
         if config.upweight_errors > 1 and head_logits is not None:
-            task_of = torch.tensor(groups if groups else range(len(fitted)))
             errors = task_errors(head_logits, train.labels, task_of)
             pool = upsampled_pool(len(train), errors, config.upweight_errors)
             criterion = balanced_loss(train.labels[pool[pool < own]])  # own classes, upsampled
@@ -224,8 +224,8 @@ def train_run(
                             loss_fn=loss_fn, progress=progress, ctx=ctx, compile=compile,
                             pool=pool)
         tracker.restore()
-    threshold = (_tune_threshold(model, val, groups, classes.index(NO_TUMOR), config, device,
-                                 ctx) if config.tune_threshold else None)
+    threshold = (_tune_threshold(model, val, task_of[val.labels], classes.index(NO_TUMOR),
+                                 config, device, ctx) if config.tune_threshold else None)
     best = tracker.record
     with main_first(ctx):  # the other ranks return once the run directory is complete
         if ctx.is_main:
@@ -251,20 +251,20 @@ def train_run(
 
 
 def _tune_threshold(
-    model: torch.nn.Module, val: TrainData, groups: list[int] | None, no_tumor: int,
+    model: torch.nn.Module, val: TrainData, val_classes: torch.Tensor, no_tumor: int,
     config: TrainConfig, device: torch.device, ctx: DistContext,
 ) -> float | None:
-    """``--tune-threshold``: the tumour threshold with the best validation balanced accuracy,
-    folded into the head (:mod:`braincam.train.threshold`); None without validation images."""
+    """``--tune-threshold``: the tumour threshold with the best validation balanced accuracy
+    (``val_classes``: the class of each validation image), folded into the head
+    (:mod:`braincam.train.threshold`); None without validation images."""
     from braincam.train.threshold import fold_threshold, validation_threshold
 
     logits = validation_logits(model, val, config, device, ctx)
     if logits is None:
         log.warning("--tune-threshold: no validation images; the threshold stays 0.5")
         return None
-    classes_of = torch.tensor(groups)[val.labels] if groups else val.labels
     p_tumour = 1 - torch.softmax(logits.float(), dim=1)[:, no_tumor]
-    threshold = validation_threshold((classes_of != no_tumor).numpy(), p_tumour.numpy())
+    threshold = validation_threshold((val_classes != no_tumor).numpy(), p_tumour.numpy())
     fold_threshold(model, no_tumor, threshold)
     log.info("tumour threshold %.3f (validation balanced accuracy), folded into the head",
              threshold)
