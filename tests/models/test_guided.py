@@ -140,6 +140,43 @@ def test_no_predicted_tumour_means_no_tumour_whatever_the_head_says():
                                    torch.full((2,), 0.25 * odds / (1 + 0.25 * odds)))
 
 
+class Faint(nn.Module):
+    """A stub segmenter: P(tumour) = ``p`` in every pixel, whatever the image."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.logit = float(np.log(p / (1 - p)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((len(x), 1, *x.shape[-2:]), self.logit)
+
+
+def test_a_cut_keeps_faint_probabilities_from_adding_up_to_a_tumour():
+    """P = 0.3 everywhere sums to far more than one gate cell, so the evidence term is silent
+    and the head (biased to "tumor", P = 0.95) answers; with ``cut = 0.5`` nothing reaches
+    the gate and the model answers no tumour, P(tumor) = EPS * 19. A cut at 0.3 keeps it all."""
+    from braincam.models.guided import EPS, absent_output, guide_meta
+
+    x = torch.randn(2, 3, 128, 128)
+    odds = 0.95 / 0.05
+    p_tumour = {}
+    for cut in (0.0, 0.3, 0.5):
+        torch.manual_seed(0)
+        model = build_model("resnet10t", 2)
+        with torch.no_grad():
+            model.head[1].weight.zero_()
+            model.head[1].bias.copy_(torch.tensor([0.0, float(np.log(odds))]))
+        guide(model, Faint(0.3), 64, absent=absent_output(["no_tumor", "tumor"]), cut=cut)
+        with torch.no_grad():
+            p_tumour[cut] = model.eval()(x).softmax(1)[:, 1]
+        assert guide_meta(model, "seg").get("cut", 0.0) == cut
+    torch.testing.assert_close(p_tumour[0.0], torch.full((2,), 0.95))
+    torch.testing.assert_close(p_tumour[0.3], torch.full((2,), 0.95))
+    torch.testing.assert_close(p_tumour[0.5], torch.full((2,), EPS * odds / (1 + EPS * odds)))
+    with pytest.raises(BraincamError, match="cut"):
+        guide(build_model("resnet10t", 2), Faint(0.3), 64, cut=1.0)
+
+
 def test_the_evidence_term_acts_on_subtype_logits_and_skips_models_without_no_tumor():
     from braincam.models.build import MergeSubtypes
 
@@ -248,9 +285,9 @@ def guided_checkpoint(tmp_path, request):
     torch.manual_seed(0)
     model = build_model("resnet10t", 2)
     nets = [unet(widths) for widths in request.param]
-    guide(model, nets[0] if len(nets) == 1 else MeanProbability(nets), 64, 0.25)
+    guide(model, nets[0] if len(nets) == 1 else MeanProbability(nets), 64, 0.25, cut=0.4)
     meta = {"arch": "resnet10t", "classes": ["no_tumor", "tumor"],
-            "guide": {"size": 64, "floor": 0.25, "source": "runs/seg"}}
+            "guide": {"size": 64, "floor": 0.25, "source": "runs/seg", "cut": 0.4}}
     path = tmp_path / "model.safetensors"
     save_checkpoint(model.eval(), path, meta)
     return model, path, meta
@@ -261,6 +298,7 @@ def test_a_guided_checkpoint_round_trips_from_its_meta_alone(guided_checkpoint):
     loaded, read = load_checkpoint(path)
     assert read == meta and read_meta(path)["guide"] == meta["guide"]
     assert is_guided(loaded) and loaded.backbone.floor == 0.25 and loaded.backbone.size == 64
+    assert loaded.backbone.cut == 0.4
     x = torch.randn(3, 3, 96, 96)  # resized to the segmenter's 64 px inside
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))

@@ -16,6 +16,8 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
                              "finetune_epochs": 10})
     assert "the rest of the image reaches it at weight 0.1" in floor
     assert "the backbone fine-tuned for up to 10 epochs" in floor
+    cut = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_cut": 0.5})
+    assert "of --guide runs/seg predicts tumour with probability >= 0.5, and nothing" in cut
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
     assert views.endswith("Remedies: lesion views of the segmenter's training images, "
                           "weighing 1 times the own images.")

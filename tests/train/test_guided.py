@@ -79,15 +79,16 @@ def test_a_run_guided_by_two_segmenters_saves_both_and_reloads(small, tmp_path):
             for i, widths in enumerate([(16, 8, 8, 8, 8), (32, 16, 8, 8, 8)])]
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
-                         guide=f"{segs[0]},{segs[1]}")
+                         guide=f"{segs[0]},{segs[1]}", guide_cut=0.3)
     run = train_run([small], config, tmp_path / "run", progress=False).run_dir
     tensors, meta = read_tensors(run / "model.safetensors")
-    assert meta["guide"]["source"] == f"{segs[0]},{segs[1]}"
+    assert meta["guide"]["source"] == f"{segs[0]},{segs[1]}" and meta["guide"]["cut"] == 0.3
     for i, seg in enumerate(segs):
         original, _ = read_tensors(seg / "model.safetensors")
         prefix = f"backbone.segmenter.members.{i}."
         assert all(torch.equal(tensors[prefix + k], v) for k, v in original.items())
     model, _ = load_checkpoint(run / "model.safetensors")
+    assert model.backbone.cut == 0.3
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         p = torch.sigmoid(model.backbone.segmenter(x))
@@ -100,6 +101,10 @@ def test_guide_options_are_checked_before_any_file_is_written(small, tmp_path):
         TrainConfig(guide_floor=0.2).validate()
     with pytest.raises(BraincamError, match=r"in \[0, 1\)"):
         TrainConfig(guide="seg", guide_floor=1.0).validate()
+    with pytest.raises(BraincamError, match="--guide-cut .*needs --guide"):
+        TrainConfig(guide_cut=0.5).validate()
+    with pytest.raises(BraincamError, match=r"--guide-cut must be in \[0, 1\)"):
+        TrainConfig(guide="seg", guide_cut=1.0).validate()
     not_cropped = write_segmenter(tmp_path / "seg", build_segmenter("none"), 32, crop=False)
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=PreprocessConfig(size=32), device="cpu",

@@ -5,10 +5,11 @@ holds ``format = "braincam"`` and every entry of ``meta`` JSON-encoded (``arch``
 ``classes``, ``task``, ``preprocess``, ``dropout``, ``subtypes``...), so it can be read without
 torch knowing anything about the run. ``subtypes`` (binary models trained on tumour types):
 the head's outputs before :class:`braincam.models.build.MergeSubtypes` adds them into
-``classes``. ``guide`` (segmentation-guided models, :mod:`braincam.models.guided`): ``size``
-and ``floor`` of the gate and the ``source`` segmentation run (several, comma-separated, for a
-mean of segmenters); the segmenter's weights are stored under ``backbone.segmenter.`` (a mean
-of several: ``backbone.segmenter.members.<i>.``, :class:`braincam.models.unet.MeanProbability`).
+``classes``. ``guide`` (segmentation-guided models, :mod:`braincam.models.guided`): ``size``,
+``floor`` and (when not 0) ``cut`` of the gate and the ``source`` segmentation run (several,
+comma-separated, for a mean of segmenters); the segmenter's weights are stored under
+``backbone.segmenter.`` (a mean of several: ``backbone.segmenter.members.<i>.``,
+:class:`braincam.models.unet.MeanProbability`).
 ``members`` (an ensemble, :mod:`braincam.models.ensemble`): each member's own meta, its
 tensors stored under ``members.<i>.``.
 """
@@ -114,7 +115,7 @@ def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str =
 
         segmenter = segmenter_like(tensors, f"{prefix}backbone.segmenter.")
         guide(model, segmenter, meta["guide"]["size"], meta["guide"]["floor"],
-              absent_output(list(subtypes or meta["classes"])))
+              absent_output(list(subtypes or meta["classes"])), meta["guide"].get("cut", 0.0))
     return model
 
 

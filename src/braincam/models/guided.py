@@ -7,7 +7,8 @@ networks: ``forward_features``, e.g. EfficientNet's after ``conv_head``/``bn2``/
 torchvision ResNets: the output of ``layer4``) and ``P`` the segmenter's ``P(tumour)`` for
 the same input image::
 
-    P_uv = mean of sigmoid(segmenter(resize(x, s)))  over gate cell uv     (adaptive avg pool)
+    p    = sigmoid(segmenter(resize(x, s))) * [sigmoid(...) >= cut]        (cut = 0: all of it)
+    P_uv = mean of p over gate cell uv                                       (adaptive avg pool)
     G    = floor + (1 - floor) * P                                           (N, 1, kh, kw)
     M    = sum_uv G_uv / k^2                  (predicted tumour, in feature cells)
     f    = sum_uv G_uv F_cell(uv) / k^2 / max(M, 1)                        (N, C)
@@ -47,7 +48,11 @@ scales a tumour's features by its area: a tumour covering 2% of the image gives 
 times smaller than the network's usual ones, and a head trained on ImageNet-pretrained features
 answered "tumour" for every Sartaj image.) When ``G = 1`` everywhere, ``f`` is the plain
 network's pooled features. ``floor > 0`` lets the other cells through at that weight, trading
-the guarantee for robustness to tumours the segmenter misses. The gate acts on feature cells: a
+the guarantee for robustness to tumours the segmenter misses. ``cut > 0`` (``--guide-cut``)
+feeds the gate only the pixels whose probability reaches ``cut``: ``M`` sums probabilities, and
+a segmenter that answers a near-blank slice with faint probabilities everywhere can otherwise
+sum past one gate cell and silence the evidence term (docs/grounded.md, known limits). The
+gate acts on feature cells: a
 gated cell's features still depend on its whole receptive field, so only pixels outside the
 receptive fields of the gated cells provably cannot matter.
 
@@ -141,9 +146,12 @@ class GuidedBackbone(nn.Module):
     and the predicted tumour's mass ``M`` for :class:`EvidenceHead`."""
 
     def __init__(self, net: nn.Module, segmenter: nn.Module, size: int,
-                 floor: float = 0.0) -> None:
+                 floor: float = 0.0, cut: float = 0.0) -> None:
         super().__init__()
         self.kind = spatial_kind(net)  # an unsupported network fails before anything else
+        if not 0 <= cut < 1:
+            raise BraincamError(f"the guide's cut must be in [0, 1), got {cut}")
+        self.cut = float(cut)
         self.net = net
         self.segmenter = segmenter.requires_grad_(False).eval()
         self.gate = Gate(floor)
@@ -169,12 +177,14 @@ class GuidedBackbone(nn.Module):
 
     def tumour_probability(self, x: torch.Tensor) -> torch.Tensor:
         """``P(tumour)`` ``(N, 1, size, size)``, float32, without autograd: ``x`` (the
-        classifier's normalised input) resized bilinearly to the segmenter's side."""
+        classifier's normalised input) resized bilinearly to the segmenter's side; 0 where it
+        is below ``cut``."""
         with torch.no_grad():
             if tuple(x.shape[-2:]) != (self.size, self.size):
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                                   align_corners=False, antialias=True)
-            return torch.sigmoid(self.segmenter(x).float())
+            probability = torch.sigmoid(self.segmenter(x).float())
+            return probability * (probability >= self.cut) if self.cut else probability
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, probability = self.features(x), self.tumour_probability(x)
@@ -250,14 +260,14 @@ def feature_net(model: nn.Module) -> tuple[nn.Module, str]:
 
 
 def guide(model: nn.Module, segmenter: nn.Module, size: int, floor: float = 0.0,
-          absent: int | None = None) -> nn.Module:
+          absent: int | None = None, cut: float = 0.0) -> nn.Module:
     """``model`` (a BraincamNet) with its backbone wrapped in a :class:`GuidedBackbone` and
     its head in an :class:`EvidenceHead`, in place; returns ``model``. ``absent``: the index of
     the no-tumour output of the head's Linear layer (:func:`absent_output`). Weights
     (``--weights``) are loaded before, into the plain backbone and head."""
     if is_guided(model):
         raise ValueError("the model is guided already")
-    model.backbone = GuidedBackbone(model.backbone, segmenter, size, floor)
+    model.backbone = GuidedBackbone(model.backbone, segmenter, size, floor, cut)
     model.head = EvidenceHead(model.head, absent)
     return model
 
@@ -271,6 +281,8 @@ def absent_output(outputs: list[str]) -> int | None:
 
 
 def guide_meta(model: nn.Module, source: str | Path) -> dict[str, Any]:
-    """The checkpoint meta ``guide`` of a guided model: ``size``, ``floor``, ``source``."""
+    """The checkpoint meta ``guide`` of a guided model: ``size``, ``floor``, ``source``, and
+    ``cut`` when it is not 0 (files without it load with 0)."""
     backbone = model.backbone
-    return {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
+    meta = {"size": backbone.size, "floor": backbone.floor, "source": str(source)}
+    return meta | ({"cut": backbone.cut} if backbone.cut else {})

@@ -76,8 +76,10 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
         floor = train.get("guide_floor") or 0
         rest = ("nothing else reaches it" if not floor
                 else f"the rest of the image reaches it at weight {floor:g}")
+        cut = train.get("guide_cut") or 0
+        where = "predicts tumour" if not cut else f"predicts tumour with probability >= {cut:g}"
         text = (f"Recipe: guided. {arch} pools its features where the tumour segmenter of "
-                f"--guide {segmenters} predicts tumour, and {rest}; trained: {trained}.")
+                f"--guide {segmenters} {where}, and {rest}; trained: {trained}.")
     else:
         text = (f"Recipe: plain (no segmenter guide). {arch} may use any part of the image; "
                 f"the audits below show which. Trained: {trained}.")

@@ -76,6 +76,7 @@ class TrainConfig:
     view_pairs: bool = option_field("view_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
+    guide_cut: float = option_field("guide_cut")  # the gate's P below it counts as 0
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
     guide_views_weight: float | None = option_field("guide_views_weight")  # None: 1
@@ -136,6 +137,9 @@ class TrainConfig:
             (0 <= self.guide_floor < 1, "--guide-floor must be in [0, 1)"),
             (self.guide_floor == 0 or self.guide is not None,
              "--guide-floor weighs what --guide leaves out: it needs --guide"),
+            (0 <= self.guide_cut < 1, "--guide-cut must be in [0, 1)"),
+            (self.guide_cut == 0 or self.guide is not None,
+             "--guide-cut acts on the probability of --guide's segmenter: it needs --guide"),
             (not self.guide_views or self.guide is not None,
              "--guide-views cuts views from the guide's training images: it needs --guide"),
             (self.guide_views_max >= 0, "--guide-views-max must be >= 0"),

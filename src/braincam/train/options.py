@@ -181,6 +181,10 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),
+    "guide_cut": TrainOption(0.0, "With --guide: the guide's tumour probability counts only "
+                             "where it reaches C, in [0, 1), so faint probabilities spread over "
+                             "a slice cannot add up to a predicted tumour; 0: all of it counts.",
+                             REMEDIES),
     # runtime
     "device": TrainOption("auto", "auto, cpu, cuda or cuda:N.", RUNTIME),
     "num_workers": TrainOption(0, "DataLoader worker processes.", RUNTIME),

@@ -279,7 +279,8 @@ def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,
 
     segmenter = load_segmenter(members, "cpu")
     check_preprocess(segmenter.meta, config.preprocess, config.guide)
-    guide(model, segmenter.model, segmenter.size, config.guide_floor, absent_output(fitted))
+    guide(model, segmenter.model, segmenter.size, config.guide_floor, absent_output(fitted),
+          config.guide_cut)
 
 
 def _guide_views(
