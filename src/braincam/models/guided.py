@@ -80,8 +80,8 @@ The segmenter never trains: its parameters do not require gradients (so no optim
 reducer sees them), it runs under ``torch.no_grad``, and :meth:`GuidedBackbone.train` keeps it
 in eval mode (BatchNorm statistics unchanged) whatever mode the classifier is put in. Its
 weights are part of the classifier's state dict (``backbone.segmenter.*``), so a guided run's
-``model.safetensors`` is self-contained; its meta ``guide`` (``size``, ``floor``, ``source``)
-is enough for :func:`braincam.models.checkpoint.load_checkpoint` to rebuild the model.
+``model.safetensors`` is self-contained; its meta ``guide`` (``size``, ``floor``, ``source``,
+``cut``) is enough for :func:`braincam.models.checkpoint.load_checkpoint` to rebuild the model.
 
 Supported backbones: torchvision ResNets (``resnet50``) and timm networks whose pooled
 features are a global average of ``forward_features`` right before the classifier (timm's
