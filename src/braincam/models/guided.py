@@ -109,17 +109,19 @@ UPSAMPLE = 4
 
 class Gate(nn.Module):
     """``G * F``: features ``(N, C, h, w)`` repeated over ``upsample x upsample`` gate cells
-    each (nearest) and weighted by the prior ``G = floor + (1 - floor) * adaptive_avg_pool(P,
-    (kh, kw))`` (:meth:`prior`), the share of each gate cell predicted tumour (``P``: ``(N, 1,
-    H, W)`` probabilities at any resolution). ``forward`` takes ``G``, which the caller also
-    sums into the tumour's mass, so ``P`` is pooled once."""
+    each (nearest) and weighted by the prior ``G = floor + (1 - floor) * adaptive_avg_pool(P *
+    [P >= cut], (kh, kw))`` (:meth:`prior`), the share of each gate cell predicted tumour
+    (``P``: ``(N, 1, H, W)`` probabilities at any resolution). ``forward`` takes ``G``, which
+    the caller also sums into the tumour's mass, so ``P`` is pooled once."""
 
-    def __init__(self, floor: float = 0.0, upsample: int = UPSAMPLE) -> None:
+    def __init__(self, floor: float = 0.0, upsample: int = UPSAMPLE, cut: float = 0.0) -> None:
         super().__init__()
-        if not 0 <= floor < 1:
-            raise BraincamError(f"the guide's floor must be in [0, 1), got {floor}")
+        for name, value in (("floor", floor), ("cut", cut)):
+            if not 0 <= value < 1:
+                raise BraincamError(f"the guide's {name} must be in [0, 1), got {value}")
         self.floor = float(floor)
         self.upsample = int(upsample)
+        self.cut = float(cut)
 
     def cells(self, features: torch.Tensor) -> tuple[int, int]:
         """The gate's grid ``(kh, kw)`` for a feature map ``(N, C, h, w)``."""
@@ -128,7 +130,10 @@ class Gate(nn.Module):
 
     def prior(self, probability: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
         """``G`` ``(N, 1, kh, kw)`` on a gate grid of ``cells = (kh, kw)``."""
-        share = F.adaptive_avg_pool2d(probability.float(), cells)
+        probability = probability.float()
+        if self.cut:
+            probability = probability * (probability >= self.cut)
+        share = F.adaptive_avg_pool2d(probability, cells)
         return self.floor + (1 - self.floor) * share
 
     def forward(self, features: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -137,7 +142,7 @@ class Gate(nn.Module):
         return features * prior.to(features.dtype)
 
     def extra_repr(self) -> str:
-        return f"floor={self.floor}, upsample={self.upsample}"
+        return f"floor={self.floor}, upsample={self.upsample}, cut={self.cut}"
 
 
 class GuidedBackbone(nn.Module):
@@ -149,17 +154,18 @@ class GuidedBackbone(nn.Module):
                  floor: float = 0.0, cut: float = 0.0) -> None:
         super().__init__()
         self.kind = spatial_kind(net)  # an unsupported network fails before anything else
-        if not 0 <= cut < 1:
-            raise BraincamError(f"the guide's cut must be in [0, 1), got {cut}")
-        self.cut = float(cut)
         self.net = net
         self.segmenter = segmenter.requires_grad_(False).eval()
-        self.gate = Gate(floor)
+        self.gate = Gate(floor, cut=cut)
         self.size = int(size)
 
     @property
     def floor(self) -> float:
         return self.gate.floor
+
+    @property
+    def cut(self) -> float:
+        return self.gate.cut
 
     def train(self, mode: bool = True) -> GuidedBackbone:
         """The classifier's mode; the segmenter stays in eval mode (it never trains)."""
@@ -177,14 +183,12 @@ class GuidedBackbone(nn.Module):
 
     def tumour_probability(self, x: torch.Tensor) -> torch.Tensor:
         """``P(tumour)`` ``(N, 1, size, size)``, float32, without autograd: ``x`` (the
-        classifier's normalised input) resized bilinearly to the segmenter's side; 0 where it
-        is below ``cut``."""
+        classifier's normalised input) resized bilinearly to the segmenter's side."""
         with torch.no_grad():
             if tuple(x.shape[-2:]) != (self.size, self.size):
                 x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                                   align_corners=False, antialias=True)
-            probability = torch.sigmoid(self.segmenter(x).float())
-            return probability * (probability >= self.cut) if self.cut else probability
+            return torch.sigmoid(self.segmenter(x).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features, probability = self.features(x), self.tumour_probability(x)
