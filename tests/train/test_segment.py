@@ -19,7 +19,13 @@ from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.evaluate.segmentation import counterfactual_metrics
 from braincam.models.segment import build_segmenter, load_segmenter
-from braincam.models.unet import DECODER_CHANNELS, decoder_channels_of, unet
+from braincam.models.unet import (
+    DECODER_CHANNELS,
+    ENCODERS,
+    decoder_channels_of,
+    encoder_of,
+    unet,
+)
 from braincam.train.segment import (
     CounterfactualSwap,
     SegmentConfig,
@@ -148,14 +154,44 @@ def test_decoder_widths_are_checked():
     assert "--decoder-channels takes comma-separated integers" in str(result.exception)
 
 
-def test_imagenet_weights_fill_the_encoder():
-    from braincam.models.weights import efficientnet_lite0_imagenet
+@pytest.mark.parametrize("name", ENCODERS)
+def test_imagenet_weights_fill_the_encoder(name):
+    from braincam.models.weights import efficientnet_lite_imagenet
 
-    reference = efficientnet_lite0_imagenet().state_dict()
-    model = build_segmenter("imagenet")
+    reference = efficientnet_lite_imagenet(name).state_dict()
+    model = build_segmenter("imagenet", encoder=name)
     encoder = model.encoder.model.state_dict()
     assert len(encoder) > 200
     assert all(torch.equal(encoder[k], reference[k]) for k in encoder)
+    assert encoder_of(model.state_dict()) == name
+
+
+def test_an_unknown_encoder_is_one_line():
+    with pytest.raises(BraincamError, match="--encoder must be one of efficientnet_lite0, "):
+        SegmentConfig(encoder="resnet50").validate()
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_a_segmenter_file_keeps_its_encoder(tmp_path, name):
+    """The encoder is read off the tensors: a file loads as a segmenter, as starting weights
+    and inside a mean of segmenters, with ``arch`` ``unet-<encoder>`` in its meta."""
+    from braincam.models.checkpoint import read_meta
+    from braincam.models.segment import save_segmenter
+    from braincam.models.unet import segmenter_like
+
+    torch.manual_seed(0)
+    model = unet(encoder=name).eval()
+    save_segmenter(model, tmp_path / "model.safetensors", {"size": 64})
+    assert read_meta(tmp_path / "model.safetensors")["arch"] == f"unet-{name}"
+    saved = model.state_dict()
+    for loaded in (load_segmenter(tmp_path, device="cpu").model,
+                   build_segmenter(str(tmp_path / "model.safetensors"))):
+        assert encoder_of(loaded.state_dict()) == name
+        assert all(torch.equal(v, saved[k]) for k, v in loaded.state_dict().items())
+    pair = {f"members.{i}.{k}": v for i, m in enumerate([unet(), model])
+            for k, v in m.state_dict().items()}
+    assert [encoder_of(m.state_dict()) for m in segmenter_like(pair).members] == \
+        ["efficientnet_lite0", name]
 
 
 def test_a_file_that_does_not_fit_is_one_line(tmp_path):
@@ -277,8 +313,12 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["decision"] is None  # plain probabilities at 0.5
     assert (metrics["flip_average"], metrics["threshold"]) == (False, 0.5)
-    own = run("c", "--seed", "1")
+    own = run("c", "--seed", "1", "--encoder", "efficientnet_lite1")
     assert base.equals(shared)
     assert not base["split"].equals(own["split"])
+    config = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["segment"]
+    assert config["encoder"] == "efficientnet_lite1"
+    assert encoder_of(load_segmenter(str(tmp_path / "c"), "cpu").model.state_dict()) == \
+        "efficientnet_lite1"
     weights = [load_segmenter(str(tmp_path / n), "cpu").model.state_dict() for n in "ab"]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

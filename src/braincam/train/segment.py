@@ -106,7 +106,7 @@ from braincam.evaluate.segmentation import (
 from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
-from braincam.models.unet import DECODER_CHANNELS
+from braincam.models.unet import DECODER_CHANNELS, ENCODER, ENCODERS
 from braincam.runs import (
     RunDir,
     atomic_write_bytes,
@@ -134,6 +134,7 @@ class SegmentConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     weights: str = "imagenet"  # encoder: imagenet | none | a file
+    encoder: str = ENCODER  # one of ENCODERS (a whole U-Net file brings its own)
     decoder_channels: tuple[int, ...] = DECODER_CHANNELS  # U-Net decoder widths, deepest first
     val_fraction: float = 0.1
     test_fraction: float = 0.2
@@ -157,6 +158,9 @@ class SegmentConfig:
         for name in ("contrast_remap", "counterfactual_share", "zoom_views"):
             if not 0 <= getattr(self, name) <= 1:
                 raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if self.encoder not in ENCODERS:
+            raise BraincamError(f"--encoder must be one of {', '.join(ENCODERS)}, "
+                                f"got {self.encoder}")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise BraincamError("--decoder-channels takes 5 positive widths, e.g. "
                                 f"{','.join(map(str, DECODER_CHANNELS))}")
@@ -311,7 +315,7 @@ def train_segmenter(
     roots = [Path(r).resolve() for r in roots]
     dataset = load_dataset(roots)
     torch.manual_seed(config.seed)
-    model = build_segmenter(config.weights, config.decoder_channels)
+    model = build_segmenter(config.weights, config.decoder_channels, config.encoder)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         data = load_segmentation_data(dataset.records, config.preprocess, progress)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
