@@ -172,7 +172,7 @@ def test_an_unknown_encoder_is_one_line():
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
-def test_a_segmenter_file_keeps_its_encoder(tmp_path, name):
+def test_a_segmenter_file_keeps_its_encoder(tmp_path, caplog, name):
     """The encoder is read off the tensors: a file loads as a segmenter, as starting weights
     and inside a mean of segmenters, with ``arch`` ``unet-<encoder>`` in its meta."""
     from braincam.models.checkpoint import read_meta
@@ -188,6 +188,9 @@ def test_a_segmenter_file_keeps_its_encoder(tmp_path, name):
                    build_segmenter(str(tmp_path / "model.safetensors"))):
         assert encoder_of(loaded.state_dict()) == name
         assert all(torch.equal(v, saved[k]) for k, v in loaded.state_dict().items())
+    with caplog.at_level("WARNING", logger="braincam.models.segment"):
+        build_segmenter(str(tmp_path / "model.safetensors"), encoder="efficientnet_lite0")
+    assert "it keeps that encoder, not efficientnet_lite0" in caplog.text
     pair = {f"members.{i}.{k}": v for i, m in enumerate([unet(), model])
             for k, v in m.state_dict().items()}
     assert [encoder_of(m.state_dict()) for m in segmenter_like(pair).members] == \

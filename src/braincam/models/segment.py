@@ -84,6 +84,9 @@ def build_segmenter(
         tensors = read_tensors(path)[0] if path.suffix == ".safetensors" else \
             torch_state_dict(path)
         if any(k.startswith("encoder.") for k in tensors):
+            if (own := encoder_of(tensors)) != encoder:
+                log.warning("%s is a whole U-Net on %s: it keeps that encoder, not %s", path,
+                            own, encoder)
             return _whole_unet(tensors, path)
         model = unet(decoder_channels, encoder)
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
