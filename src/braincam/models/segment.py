@@ -87,17 +87,18 @@ def build_segmenter(
             if (own := encoder_of(tensors)) != encoder:
                 log.warning("%s is a whole U-Net on %s: it keeps that encoder, not %s", path,
                             own, encoder)
-            return _whole_unet(tensors, path)
+            return _whole_unet(tensors, path, own)
         model = unet(decoder_channels, encoder)
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
         _load_encoder(model, backbone, str(path), encoder)
     return model
 
 
-def _whole_unet(tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
-    """A U-Net with the encoder and decoder widths of ``tensors`` (a whole U-Net's state
-    dict), loaded; BraincamError when they do not fit."""
-    model = unet(decoder_channels_of(tensors), encoder_of(tensors))
+def _whole_unet(tensors: dict[str, torch.Tensor], path: Path,
+                encoder: str | None = None) -> nn.Module:
+    """A U-Net with the encoder (``encoder_of(tensors)`` unless given) and decoder widths of
+    ``tensors`` (a whole U-Net's state dict), loaded; BraincamError when they do not fit."""
+    model = unet(decoder_channels_of(tensors), encoder or encoder_of(tensors))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
