@@ -1,11 +1,32 @@
-"""Benchmark timing helpers: warm-ups, interleaved rounds, and the median of ratios."""
+"""The device's mixed precision, and benchmark timing helpers: warm-ups, interleaved rounds,
+and the median of ratios."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from braincam.device import interleaved, median_ratio
+from braincam import device as device_module
+from braincam.device import amp_dtype, autocast, interleaved, median_ratio
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_autocast_is_bf16_only_when_asked_for_and_native(monkeypatch, native):
+    monkeypatch.setattr(device_module, "cpu_bf16", lambda: native)
+    assert amp_dtype(CPU) is None  # inference and explanations keep fp32
+    assert amp_dtype(CPU, cpu=True) == (torch.bfloat16 if native else None)
+    conv = torch.nn.Conv2d(1, 2, 3)
+    x = torch.rand(1, 1, 8, 8)
+    with autocast(CPU, cpu=True):
+        trained = conv(x).dtype
+    with autocast(CPU, enabled=False, cpu=True):
+        off = conv(x).dtype
+    with autocast(CPU):
+        plain = conv(x).dtype
+    assert trained == (torch.bfloat16 if native else torch.float32)
+    assert off == plain == torch.float32
 
 
 def test_interleaved_warms_up_then_alternates_contenders():

@@ -89,6 +89,15 @@ def test_bench_segment_measures_two_encoders_side_by_side():
     assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
 
 
+def test_bench_segment_compares_mixed_precision_with_fp32(monkeypatch):
+    monkeypatch.setattr("braincam.device.cpu_bf16", lambda: True)
+    out = run_json("segment", "--batch", "2", "--image-size", "32", "--iters", "1",
+                   "--repeats", "1", "--reference-channels", "128,64,32,16,8",
+                   "--no-reference-amp")
+    assert (out["amp"], out["reference_amp"]) == ("torch.bfloat16", "None")
+    assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--image-size", "40"], "--image-size must be a multiple of 32"),
     (["--decoder-channels", "8,8"], "--decoder-channels takes 5 positive widths"),

@@ -316,11 +316,12 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp
     metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert metrics["decision"] is None  # plain probabilities at 0.5
     assert (metrics["flip_average"], metrics["threshold"]) == (False, 0.5)
-    own = run("c", "--seed", "1", "--encoder", "efficientnet_lite1")
+    own = run("c", "--seed", "1", "--encoder", "efficientnet_lite1", "--no-amp")
     assert base.equals(shared)
     assert not base["split"].equals(own["split"])
     config = yaml.safe_load((tmp_path / "c" / "config.yaml").read_text())["segment"]
-    assert config["encoder"] == "efficientnet_lite1"
+    assert config["encoder"] == "efficientnet_lite1" and config["amp"] is False
+    assert yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["segment"]["amp"]
     assert encoder_of(load_segmenter(str(tmp_path / "c"), "cpu").model.state_dict()) == \
         "efficientnet_lite1"
     weights = [load_segmenter(str(tmp_path / n), "cpu").model.state_dict() for n in "ab"]

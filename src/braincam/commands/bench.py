@@ -108,7 +108,7 @@ def train(
 @app.command("segment")
 def segment(
     batch: Batch = 16,
-    image_size: ImageSize = 160,
+    image_size: ImageSize = 192,
     iters: Annotated[int, typer.Option(help="Timed steps per contender and repeat.")] = 3,
     repeats: Repeats = 3,
     decoder_channels: Annotated[
@@ -122,12 +122,21 @@ def segment(
     reference_encoder: Annotated[
         str, typer.Option(help="Encoder of the reference.")
     ] = "efficientnet_lite0",
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="Mixed precision as `braincam segment "
+                           "--amp` (bf16 on CPUs that compute it natively).")
+    ] = True,
+    reference_amp: Annotated[
+        bool, typer.Option("--reference-amp/--no-reference-amp",
+                           help="Mixed precision for the reference.")
+    ] = True,
     device: Device = "auto",
 ) -> None:
     """Segmenter training images/s against a reference U-Net (by default the same encoder
     with smp's decoder widths).
 
-    Random weights, images and masks, AdamW, the Dice + BCE loss, the device's autocast.
+    Random weights, images and masks, AdamW, the Dice + BCE loss, `braincam segment`'s
+    autocast.
     """
     from braincam.commands.segment import widths
     from braincam.device import device_of
@@ -141,7 +150,7 @@ def segment(
     for net in ((channels, encoder), (reference, reference_encoder)):
         SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1]).validate()
     result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels,
-                           reference, encoder, reference_encoder)
+                           reference, encoder, reference_encoder, amp, reference_amp)
     typer.echo(json.dumps(result))
 
 

@@ -92,6 +92,11 @@ def command(
                            "flip-averaged probabilities, threshold 0.3-0.6 (off: plain at "
                            "0.5).")
     ] = True,
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp",
+                           help="Mixed-precision training: fp16/bf16 on CUDA, bf16 on CPUs "
+                           "that compute it natively (AVX512-BF16, AMX); elsewhere fp32.")
+    ] = True,
     seed: Annotated[int, typer.Option(help="Seed of the split, initialisation and batches.")] = 0,
     split_seed: Annotated[
         int | None, typer.Option(help="Seed of the split (and the held-out counterfactual "
@@ -130,7 +135,7 @@ def command(
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,
-        tune_threshold=tune_threshold,
+        tune_threshold=tune_threshold, amp=amp,
     )
     if decoder_channels is not None:
         config = replace(config, decoder_channels=widths(decoder_channels))

@@ -92,25 +92,27 @@ SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 """smp's own default U-Net decoder widths, the reference of ``bench segment``."""
 
 
-def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeats: int = 3,
+def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeats: int = 3,
                   device: torch.device | None = None,
                   decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
                   reference: tuple[int, ...] = SMP_DECODER_CHANNELS,
-                  encoder: str = ENCODER, reference_encoder: str = ENCODER) -> dict[str, object]:
+                  encoder: str = ENCODER, reference_encoder: str = ENCODER,
+                  amp: bool = True, reference_amp: bool = True) -> dict[str, object]:
     """Median training images/s of the segmenter on ``encoder`` with ``decoder_channels`` and
     on ``reference_encoder`` with ``reference`` widths, repeats interleaved; ``ratio`` = the
-    first over the second. Channels-last as in ``braincam segment``."""
+    first over the second. Channels-last and mixed precision (``amp``, ``reference_amp``) as
+    in ``braincam segment``."""
     from braincam.train.segment import dice_bce_loss
 
     device = device or torch.device("cpu")
-    nets = {"decoder": (tuple(decoder_channels), encoder),
-            "reference": (tuple(reference), reference_encoder)}
+    nets = {"decoder": (tuple(decoder_channels), encoder, amp),
+            "reference": (tuple(reference), reference_encoder, reference_amp)}
     host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
     host = host.pin_memory() if pin_memory(device) else host
     truth = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
     truth[:, image_size // 3: image_size // 2, image_size // 3: image_size // 2] = True
 
-    def contender(channels: tuple[int, ...], name: str) -> Callable[[], None]:
+    def contender(channels: tuple[int, ...], name: str, mixed: bool) -> Callable[[], None]:
         torch.manual_seed(0)
         model = unet(channels, name).to(device, memory_format=torch.channels_last).train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -118,7 +120,7 @@ def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeat
         def steps() -> None:
             for _ in range(iters):
                 x = to_model_input(host.to(device, non_blocking=True))
-                with autocast(device):
+                with autocast(device, enabled=mixed, cpu=True):
                     logits = model(x.contiguous(memory_format=torch.channels_last))
                 loss = dice_bce_loss(logits[:, 0].float(), truth)
                 optimizer.zero_grad(set_to_none=True)
@@ -133,6 +135,8 @@ def bench_segment(image_size: int = 160, batch: int = 16, iters: int = 3, repeat
         "iters": iters, "repeats": repeats,
         "encoder": encoder, "decoder_channels": list(decoder_channels),
         "reference_encoder": reference_encoder, "reference_channels": list(reference),
+        "amp": str(amp_dtype(device, cpu=amp) if amp else None),
+        "reference_amp": str(amp_dtype(device, cpu=reference_amp) if reference_amp else None),
         "train_img_s": round(median["decoder"], 2),
         "reference_train_img_s": round(median["reference"], 2),
         "ratio": round(median["decoder"] / median["reference"], 3),

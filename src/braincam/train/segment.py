@@ -147,6 +147,7 @@ class SegmentConfig:
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
+    amp: bool = True  # mixed precision: CUDA, and bf16 on CPUs that compute it natively
 
     def validate(self) -> None:
         if self.size < 32 or self.size % 32:
@@ -436,7 +437,7 @@ def _fit(
             part = rank_slice(len(batch), ctx)
             n_local = part.stop - part.start
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
-            with autocast(device):
+            with autocast(device, enabled=config.amp, cpu=True):
                 logits = net(normalize(x[part]).contiguous(memory_format=torch.channels_last))
             loss = dice_bce_loss(logits[:, 0].float(), y[part])
             optimizer.zero_grad(set_to_none=True)
