@@ -44,7 +44,7 @@ def cpu_bf16() -> bool:
 def amp_dtype(device: torch.device, cpu: bool = False) -> torch.dtype | None:
     """bf16 on GPUs that support it, fp16 on other GPUs; on a CPU none, unless ``cpu`` asks
     for bf16 and the CPU computes it natively (:func:`cpu_bf16`). Only training asks: a
-    U-Net training step runs about 1.2x faster so on a 2-core AVX512-BF16 CPU
+    U-Net training step runs about 1.1x faster so on a 2-core AVX512-BF16 CPU
     (``braincam bench segment --no-reference-amp``), while inference and explanations keep
     fp32 on a CPU."""
     if device.type == "cuda":
