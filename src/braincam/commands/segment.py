@@ -42,10 +42,10 @@ def command(
                      "duplicate one this classifier run (or its guide) trained or validated "
                      "on.")
     ] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule).")] = 8,
+    epochs: Annotated[int, typer.Option(help="Training epochs (cosine schedule).")] = 10,
     image_size: Annotated[
         int, typer.Option(help="Input side in pixels (a multiple of 32).")
-    ] = 160,
+    ] = 192,
     batch_size: BatchSize = 16,
     lr: Annotated[float, typer.Option(help="AdamW learning rate (whole network).")] = 1e-3,
     weights: Annotated[
