@@ -130,13 +130,18 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
 
     median = _median_rates({key: contender(*net) for key, net in nets.items()}, batch * iters,
                            repeats, device)
+
+    def precision(mixed: bool) -> str:
+        """The autocast type a contender trains in, as ``braincam segment --amp``; it takes
+        the place of :func:`_device_fields`' ``amp`` (inference's, fp32 on a CPU)."""
+        return str(amp_dtype(device, cpu=True) if mixed else None)
+
     return {
         "image_size": image_size, "batch": batch, **_device_fields(device),
         "iters": iters, "repeats": repeats,
         "encoder": encoder, "decoder_channels": list(decoder_channels),
         "reference_encoder": reference_encoder, "reference_channels": list(reference),
-        "amp": str(amp_dtype(device, cpu=amp) if amp else None),
-        "reference_amp": str(amp_dtype(device, cpu=reference_amp) if reference_amp else None),
+        "amp": precision(amp), "reference_amp": precision(reference_amp),
         "train_img_s": round(median["decoder"], 2),
         "reference_train_img_s": round(median["reference"], 2),
         "ratio": round(median["decoder"] / median["reference"], 3),
