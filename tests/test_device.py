@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from braincam import device as device_module
-from braincam.device import amp_dtype, autocast, interleaved, median_ratio
+from braincam.device import amp_dtype, autocast, grad_scaler, interleaved, median_ratio
 
 CPU = torch.device("cpu")
 
@@ -27,6 +27,13 @@ def test_cpu_autocast_is_bf16_only_when_asked_for_and_native(monkeypatch, native
         plain = conv(x).dtype
     assert trained == (torch.bfloat16 if native else torch.float32)
     assert off == plain == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, None])
+def test_loss_scaling_only_where_autocast_computes_in_fp16(monkeypatch, dtype):
+    monkeypatch.setattr(device_module, "amp_dtype", lambda device, cpu=False: dtype)
+    assert grad_scaler(CPU).is_enabled() == (dtype == torch.float16)
+    assert not grad_scaler(CPU, enabled=False).is_enabled()  # --no-amp: fp32, nothing to scale
 
 
 def test_interleaved_warms_up_then_alternates_contenders():

@@ -63,6 +63,12 @@ def autocast(device: torch.device, enabled: bool = True, cpu: bool = False) -> I
         yield
 
 
+def grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
+    """A loss scaler for :func:`autocast` with the same ``enabled``: active only where that
+    computes in fp16 (bf16 and fp32 keep fp32's exponent range and need no scaling)."""
+    return torch.amp.GradScaler(device.type, enabled=enabled and amp_dtype(device) == torch.float16)
+
+
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Torch's intra-op thread count set to ``n`` inside the block, restored on exit (several

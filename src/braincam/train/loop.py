@@ -12,7 +12,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, TensorDataset
 
-from braincam.device import amp_dtype, autocast, pin_memory
+from braincam.device import autocast, grad_scaler, pin_memory
 from braincam.distributed import (
     SINGLE,
     DistContext,
@@ -257,7 +257,7 @@ def finetune(
         params, lr=config.finetune_lr, weight_decay=config.weight_decay, foreach=True
     )
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.finetune_epochs)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    scaler = grad_scaler(device, config.amp)
     loader = DataLoader(
         TensorDataset(*(t for t in (train.images, train.labels, weights.float(), train.masks,
                                     train.tumour) if t is not None)),

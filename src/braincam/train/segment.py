@@ -82,7 +82,7 @@ from braincam.data.records import (
 )
 from braincam.data.regions import make_pairs
 from braincam.data.splits import make_split, write_split_csv
-from braincam.device import amp_dtype, autocast, pin_memory
+from braincam.device import autocast, grad_scaler, pin_memory
 from braincam.distributed import (
     DistContext,
     GlobalBatches,
@@ -410,7 +410,7 @@ def _fit(
                                   weight_decay=config.weight_decay, foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(device) == torch.float16)
+    scaler = grad_scaler(device, config.amp)
     generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, {}
