@@ -127,7 +127,8 @@ DECISION_THRESHOLDS = (0.5, 0.3, 0.4, 0.6)  # 0.5 first: the plain rule wins tie
 class SegmentConfig:
     """Settings of a segmentation run. Default schedule: 10 epochs of about 2500 training
     images at 192 px, sized so that the recommended recipe (this segmenter, then the guided
-    classifier) finishes within 30 min on a 2-core CPU (docs/results.md)."""
+    classifier) finishes within 30 min on a 2-core CPU that computes bf16 natively; in fp32 on
+    a 2-core AVX2 CPU it takes 44 min (docs/results.md)."""
 
     size: int = 192  # input side, a multiple of 32 (the encoder's stride)
     epochs: int = 10
