@@ -22,22 +22,22 @@ from braincam.models.guided import UPSAMPLE, is_guided
 from braincam.models.normalize import to_model_input
 
 
-def flat_slice(run: Path, level: int) -> dict[str, float]:
-    """The figures above for one run and one grey level."""
+def flat_slices(run: Path, levels: list[int]) -> list[dict[str, float]]:
+    """The figures above for one run, one row per grey level (the model loaded once)."""
     model, meta = load_checkpoint(run / "model.safetensors")
     if not is_guided(model):
         raise SystemExit(f"{run} is not a guided run")
     side = int(meta["preprocess"]["size"])
-    x = to_model_input(np.full((1, side, side), level, np.uint8))
+    x = to_model_input(np.stack([np.full((side, side), v, np.uint8) for v in levels]))
     backbone = model.backbone
     with torch.no_grad():
-        p = backbone.tumour_probability(x)
+        p = backbone.tumour_probability(x).flatten(1)
         features = backbone(x)
-        probs = torch.softmax(model.head(features), dim=1)[0]
+        probs = torch.softmax(model.head(features), dim=1)
     absent = meta["classes"].index("no_tumor")
-    return {"mean_p": float(p.mean()), "max_p": float(p.max()),
-            "evidence_cells": float(features[0, -1]) * UPSAMPLE**2,
-            "p_tumour": 1 - float(probs[absent])}
+    return [{"mean_p": float(p[i].mean()), "max_p": float(p[i].max()),
+             "evidence_cells": float(features[i, -1]) * UPSAMPLE**2,
+             "p_tumour": 1 - float(probs[i, absent])} for i in range(len(levels))]
 
 
 def main(argv: list[str]) -> None:
@@ -47,8 +47,7 @@ def main(argv: list[str]) -> None:
         levels = [int(v) for v in argv[at + 1].split(",")]
         argv = argv[:at] + argv[at + 2:]
     for run in map(Path, argv):
-        for level in levels:
-            row = flat_slice(run, level)
+        for level, row in zip(levels, flat_slices(run, levels), strict=True):
             print(f"{run.name} grey {level}: " + ", ".join(
                 f"{k} {v:.2e}" if k.endswith("_p") else f"{k} {v:.3f}" for k, v in row.items()))
 
