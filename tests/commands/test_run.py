@@ -81,9 +81,9 @@ def test_every_option_has_help():
 
 def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
     """Without --plain a run needs --guide, trains the head alone unless --finetune-epochs
-    is given and adds the guide views unless --no-guide-views; --plain passes the options
-    as given. The pipeline itself is stubbed: only the
-    TrainConfig that reaches it is checked."""
+    is given, adds the guide views unless --no-guide-views and cuts the guide's probability
+    at 0.05 unless --guide-cut is given; --plain passes the options as given. The pipeline
+    itself is stubbed: only the TrainConfig that reaches it is checked."""
     import braincam.pipeline as pipeline
 
     reached = []
@@ -102,16 +102,18 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
     assert reached == [] and not (tmp_path / "r").exists()
 
     for args in (["--guide", str(seg)], ["--guide", str(seg), "--finetune-epochs", "2"],
-                 ["--plain"], ["--guide", str(seg), "--no-guide-views"]):
+                 ["--plain"], ["--guide", str(seg), "--no-guide-views", "--guide-cut", "0"]):
         result = invoke(*base, *args)
         assert result.exit_code == 0, result.output
     assert "--finetune-epochs 0" in reached[0].command  # the command config.yaml records
     assert "--finetune-epochs 2" in reached[1].command and "--plain" in reached[2].command
     assert "--guide-views" in reached[0].command.split()
+    assert "--guide-cut 0.05" in reached[0].command and "--guide-cut 0.0" in reached[3].command
     assert "--no-guide-views" in reached[3].command.split()
     grounded, fine_tuned, plain, viewless = (options.train for options in reached)
     assert (grounded.guide, grounded.finetune_epochs, grounded.guide_views) == (str(seg), 0, True)
     assert (viewless.guide, viewless.finetune_epochs, viewless.guide_views) == (str(seg), 0, False)
+    assert (grounded.guide_cut, viewless.guide_cut, plain.guide_cut) == (0.05, 0.0, 0.0)
     assert plain.guide_views is False
     assert (fine_tuned.guide, fine_tuned.finetune_epochs) == (str(seg), 2)
     assert plain.guide is None and plain.finetune_epochs == plain.__class__().finetune_epochs > 0

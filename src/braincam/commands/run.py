@@ -54,8 +54,9 @@ def command(
     plain: Annotated[
         bool, typer.Option("--plain", help="The plain recipe: no segmenter guide, the training "
                            "options as given. Without it the run is grounded and needs --guide, "
-                           "and --finetune-epochs defaults to 0 (the head alone on the gated "
-                           "features).", rich_help_panel=REMEDIES)
+                           "and unless given --finetune-epochs is 0 (the head alone on the "
+                           "gated features), --guide-views on and --guide-cut 0.05.",
+                           rich_help_panel=REMEDIES)
     ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Reuse OUT although it was made with other options "
@@ -74,17 +75,17 @@ def command(
 
     from braincam.commands.train import command_line
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
-    from braincam.pipeline.options import run_recipe
+    from braincam.pipeline.options import RECIPE_DEFAULTS, run_recipe
 
     def given(name: str) -> bool:
         # by name: Typer ships its own copy of click, whose ParameterSource is another class
         source = ctx.get_parameter_source(name)
         return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
-    config = run_recipe(train_config(ctx.params), plain, finetune_given=given("finetune_epochs"),
-                        views_given=given("guide_views"))
+    config = run_recipe(train_config(ctx.params), plain,
+                        given={name for name in RECIPE_DEFAULTS if given(name)})
     # config.yaml's command reproduces the recipe
-    ctx.params |= {"finetune_epochs": config.finetune_epochs, "guide_views": config.guide_views}
+    ctx.params |= {name: getattr(config, name) for name in RECIPE_DEFAULTS}
     options = PipelineOptions(
         train=config, extra=merged(extra, extra_alias), methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),

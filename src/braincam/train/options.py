@@ -183,8 +183,8 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                REMEDIES),
     "guide_cut": TrainOption(0.0, "With --guide: the guide's tumour probability counts only "
                              "where it reaches C, in [0, 1), so faint probabilities spread over "
-                             "a slice cannot add up to a predicted tumour; 0: all of it counts.",
-                             REMEDIES),
+                             "a slice cannot add up to a predicted tumour; 0: all of it counts. "
+                             "braincam run uses 0.05 unless given.", REMEDIES),
     # runtime
     "device": TrainOption("auto", "auto, cpu, cuda or cuda:N.", RUNTIME),
     "num_workers": TrainOption(0, "DataLoader worker processes.", RUNTIME),
