@@ -11,6 +11,7 @@ from braincam.commands import run
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.pipeline import STAGES
+from braincam.pipeline.options import RECIPE_DEFAULTS
 
 TINY = [
     "--arch", "resnet10t", "--weights", "none", "--image-size", "32", "--head-epochs", "1",
@@ -72,11 +73,18 @@ def test_every_option_has_help():
     app.command("unused")(lambda: None)
     group = typer.main.get_command(app)
     params = group.get_command(click.Context(group), "run").params
-    assert [p.name for p in params if isinstance(p, click.Option) and not p.help] == []
+    # by param_type_name: Typer's parameters are classes of its own copy of click
+    options = [p for p in params if p.param_type_name == "option"]
+    assert len(options) > 40 and [p.name for p in options if not p.help] == []
     assert {"--extra", "--methods", "--split", "--force", "--mask-background"} <= {
         opt for p in params for opt in p.opts}
     split = next(p for p in params if p.name == "split")
     assert split.default == "dedup"
+    # the help texts name the recipe's cut, a literal of their own: they follow RECIPE_DEFAULTS
+    helps = {p.name: " ".join(p.help.split()) for p in options}
+    cut = f"--guide-cut {RECIPE_DEFAULTS['guide_cut']}"
+    assert cut in helps["plain"] and f"braincam run uses {RECIPE_DEFAULTS['guide_cut']}" in helps[
+        "guide_cut"]
 
 
 def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
