@@ -11,6 +11,7 @@ import sys
 
 import typer
 
+from braincam.allocator import keep_freed_memory
 from braincam.commands import (
     audit,
     audit_data,
@@ -70,6 +71,7 @@ def main() -> None:
     Not Typer's standalone mode, which ends the process inside the app: a command must
     return normally (torchrun ranks shut their process group down first)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    keep_freed_memory()  # CPU batches reuse freed memory (braincam.allocator)
     try:
         result = app(standalone_mode=False)
         code = result if isinstance(result, int) else 0
