@@ -15,7 +15,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "braincam"
 # in one tuple *and* it is the same package; peers (explain, evaluate) stay independent.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "labels"),
-    ("device", "runs"),
+    ("device", "runs", "allocator"),
     ("distributed",),
     ("data",),
     ("models",),

@@ -154,6 +154,30 @@ def segment(
     typer.echo(json.dumps(result))
 
 
+@app.command("allocator")
+def allocator(
+    arch: Arch = "efficientnet_lite0",
+    batch: Batch = 64,
+    image_size: ImageSize = 224,
+    batches: Annotated[int, typer.Option(help="Timed batches per process.")] = 3,
+    repeats: Repeats = 3,
+) -> None:
+    """CPU inference images/s with glibc's allocator defaults against braincam's setting,
+    freed memory kept for reuse (every braincam command applies it).
+
+    Each contender runs in a fresh process, the two in turn; random weights and images.
+    """
+    from braincam.allocator import tunable
+    from braincam.errors import BraincamError
+    from braincam.evaluate.bench import bench_allocator
+
+    _check_positive(batch=batch, image_size=image_size, batches=batches, repeats=repeats)
+    if not tunable():
+        raise BraincamError("braincam keeps the allocator's defaults here (not Linux's glibc, "
+                            "LD_PRELOAD or MALLOC_* tunables set): nothing to compare")
+    typer.echo(json.dumps(bench_allocator(arch, batch, image_size, batches, repeats)))
+
+
 @app.command("predict")
 def predict(
     run: Annotated[Path, typer.Argument(help="Run directory written by `braincam train`.")],
