@@ -112,6 +112,22 @@ def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monk
     assert metrics["extra_seen"]["phantoms"] >= len(learnt & set(extra["path"]))
 
 
+def test_one_command_and_a_reused_guide_train_the_same_head(small, tmp_path, monkeypatch):
+    """Training the guide first leaves torch's random state alone: the head then trains as it
+    does with that guide reused (``--guide RUN/guide``), dropout draws included."""
+    monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=2, finetune_epochs=0,
+                         preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
+                         seed=3, dropout=0.5, guide=str(small))
+    one = train_run([small], config, tmp_path / "one", progress=False).run_dir
+    reused = train_run([small], replace(config, guide=str(one / "guide")), tmp_path / "reused",
+                       progress=False).run_dir
+    (a, _), (b, _) = (read_tensors(r / "model.safetensors") for r in (one, reused))
+    heads = [k for k in a if k.startswith("head.")]
+    assert heads and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_guide_from_data_is_checked_before_any_file_is_written(small, tmp_path, monkeypatch):
     """A classifier that does not crop, or a named run of another input side: one-line errors
     before the segmenter trains."""
