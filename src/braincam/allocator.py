@@ -11,7 +11,7 @@ kernel must fault in and zero: on a 2-core CPU the kernel's time matched the com
     M_TRIM_THRESHOLD = 1 GiB     up to 1 GiB of free memory at the heap's top stays mapped
 
 so freed tensors are reused in place. The cost is resident memory: the heap keeps what a
-batch freed (about 0.4 GB more peak memory for a 64-image batch of EfficientNet-Lite0).
+batch freed (0.6 GB more at the peak of the recommended recipe's classifier stage).
 :func:`braincam.evaluate.bench.bench_allocator` measures both settings side by side
 (``braincam bench allocator``).
 """

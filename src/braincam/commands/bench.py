@@ -169,12 +169,13 @@ def allocator(
     """
     from braincam.allocator import tunable
     from braincam.errors import BraincamError
-    from braincam.evaluate.bench import bench_allocator
 
     _check_positive(batch=batch, image_size=image_size, batches=batches, repeats=repeats)
     if not tunable():
         raise BraincamError("braincam keeps the allocator's defaults here (not Linux's glibc, "
                             "LD_PRELOAD or MALLOC_* tunables set): nothing to compare")
+    from braincam.evaluate.bench import bench_allocator  # resource, sched_getaffinity: Linux
+
     typer.echo(json.dumps(bench_allocator(arch, batch, image_size, batches, repeats)))
 
 

@@ -4,8 +4,8 @@
 The setting holds for a whole process and cannot be undone, so each contender runs in a fresh
 process (``spawn``), the two in turn within each repeat: load on a shared machine falls on both
 alike. Random weights and images (speed does not depend on them; nothing is downloaded), the
-batches of :func:`braincam.evaluate.predict.forward_batches`, the path of every CPU feature,
-prediction and explanation pass.
+batches of :func:`braincam.evaluate.predict.forward_batches`, which the feature and prediction
+passes use.
 """
 
 from __future__ import annotations
