@@ -293,6 +293,19 @@ def guided_checkpoint(tmp_path, request):
     return model, path, meta
 
 
+def test_loading_a_checkpoint_leaves_torchs_random_state_alone(guided_checkpoint):
+    """The random initialisation the file's weights replace (classifier and guide, cold caches
+    as in a fresh process) draws nothing a later training would see."""
+    from braincam.models.unet import _encoder_shapes
+
+    _, path, _ = guided_checkpoint
+    _encoder_shapes.cache_clear()
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    load_checkpoint(path)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 def test_a_guided_checkpoint_round_trips_from_its_meta_alone(guided_checkpoint):
     model, path, meta = guided_checkpoint
     loaded, read = load_checkpoint(path)

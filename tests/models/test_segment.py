@@ -77,3 +77,17 @@ def test_a_runs_decision_rule_averages_the_mirror_image_and_moves_the_threshold(
     np.testing.assert_array_equal(got >= 0.5, mean >= 0.4)
     both = load_segmenter([tmp_path / "a", write(tmp_path / "b", (16, 8, 8, 8, 8))], "cpu")
     assert not both.flip_average and both.threshold == 0.5
+
+
+def test_reading_a_segmenter_leaves_torchs_random_state_alone(tmp_path):
+    """Reading a guide must not move a later training's draws, the first read in a process
+    (cold caches: ``_encoder_shapes`` cleared) as every later one."""
+    from braincam.models.unet import _encoder_shapes
+
+    seg = write(tmp_path / "seg", (16, 8, 8, 8, 8))
+    _encoder_shapes.cache_clear()
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    for _ in range(2):
+        load_segmenter(seg, "cpu")
+        assert torch.equal(torch.get_rng_state(), state)

@@ -20,6 +20,7 @@ from braincam.evaluate import evaluate_run
 from braincam.models import load_checkpoint
 from braincam.models.checkpoint import read_tensors
 from braincam.models.segment import build_segmenter, guide_data, guide_members, save_segmenter
+from braincam.models.unet import _encoder_shapes
 from braincam.train import TrainConfig, train_run
 from braincam.train import guide as guide_module
 from braincam.train.guide import GuidePlan, guide_plan
@@ -113,13 +114,15 @@ def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monk
 
 
 def test_one_command_and_a_reused_guide_train_the_same_head(small, tmp_path, monkeypatch):
-    """Training the guide first leaves torch's random state alone: the head then trains as it
-    does with that guide reused (``--guide RUN/guide``), dropout draws included."""
+    """Training the guide first, and reading a guide, leave torch's random state alone: the
+    head then trains as it does with that guide reused (``--guide RUN/guide``) in another
+    process, dropout draws included."""
     monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=2, finetune_epochs=0,
                          preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
                          seed=3, dropout=0.5, guide=str(small))
     one = train_run([small], config, tmp_path / "one", progress=False).run_dir
+    _encoder_shapes.cache_clear()  # the reused guide is read as by a fresh process
     reused = train_run([small], replace(config, guide=str(one / "guide")), tmp_path / "reused",
                        progress=False).run_dir
     (a, _), (b, _) = (read_tensors(r / "model.safetensors") for r in (one, reused))

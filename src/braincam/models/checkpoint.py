@@ -72,7 +72,8 @@ def load_checkpoint(
     """``(model in eval mode on device, meta)`` from a braincam checkpoint; an ensemble's
     (meta ``members``) is a :class:`braincam.models.ensemble.MeanProbability`.
 
-    ``expected_arch``: fail clearly when the checkpoint holds another architecture.
+    ``expected_arch``: fail clearly when the checkpoint holds another architecture. Torch's
+    random state is left as it was (the initialisation the file replaces draws from a fork).
     """
     from braincam.models.ensemble import MeanProbability, is_ensemble
 
@@ -80,13 +81,14 @@ def load_checkpoint(
     if meta is None:
         raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
     check_arch(meta, expected_arch, path)
-    if is_ensemble(meta):
-        model: nn.Module = MeanProbability([
-            _build({**meta, **m}, tensors, f"members.{i}.")
-            for i, m in enumerate(meta["members"])
-        ])
-    else:
-        model = _build(meta, tensors)
+    with torch.random.fork_rng(devices=[]):  # the file's weights replace the random ones
+        if is_ensemble(meta):
+            model: nn.Module = MeanProbability([
+                _build({**meta, **m}, tensors, f"members.{i}.")
+                for i, m in enumerate(meta["members"])
+            ])
+        else:
+            model = _build(meta, tensors)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:

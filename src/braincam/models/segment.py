@@ -97,8 +97,12 @@ def build_segmenter(
 def _whole_unet(tensors: dict[str, torch.Tensor], path: Path,
                 encoder: str | None = None) -> nn.Module:
     """A U-Net with the encoder (``encoder_of(tensors)`` unless given) and decoder widths of
-    ``tensors`` (a whole U-Net's state dict), loaded; BraincamError when they do not fit."""
-    model = unet(decoder_channels_of(tensors), encoder or encoder_of(tensors))
+    ``tensors`` (a whole U-Net's state dict), loaded; BraincamError when they do not fit.
+    Torch's random state is left as it was: the random initialisation the file's weights
+    replace draws from a forked state, so reading a guide does not move a later training's
+    draws (``--guide RUN/guide`` then trains the head that the one command does)."""
+    with torch.random.fork_rng(devices=[]):
+        model = unet(decoder_channels_of(tensors), encoder or encoder_of(tensors))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:

@@ -61,9 +61,13 @@ def decoder_channels_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -
 
 @cache
 def _encoder_shapes(encoder: str) -> dict[str, tuple[int, ...]]:
-    """The shape of every encoder tensor of a U-Net on ``encoder`` (keys ``encoder....``)."""
-    return {k: tuple(v.shape) for k, v in unet((8,) * 5, encoder).state_dict().items()
-            if k.startswith("encoder.")}
+    """The shape of every encoder tensor of a U-Net on ``encoder`` (keys ``encoder....``).
+    Built on the meta device: no memory, no initialisation, and no draw from torch's random
+    state (a draw on the first call only would make a process's later draws depend on
+    whether it had read a segmenter before)."""
+    with torch.device("meta"):
+        model = unet((8,) * 5, encoder)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("encoder.")}
 
 
 def encoder_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> str:
