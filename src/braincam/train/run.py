@@ -185,8 +185,8 @@ def train_run(
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)
             write_split_csv(split, records, run.split)
     if plan is not None and plan.data:
-        # the segmenter's training leaves torch's random state as it found it: its draws do
-        # not reach the head's (on phantoms the head then equals one with the guide reused)
+        # the segmenter's training leaves torch's random state as it found it, as reading a
+        # segmenter does: the head then equals the one `--guide RUN/guide` trains
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             members = train_guide(plan, config, run.root, progress)
         _guide(model, members, config, list(fitted))
