@@ -260,6 +260,53 @@ def test_average_weights_keeps_the_mean_of_the_second_half(phantoms, tmp_path, m
     assert not torch.equal(snapshots[0]["head.1.weight"], snapshots[1]["head.1.weight"])
 
 
+def test_head_average_keeps_the_mean_of_heads_trained_in_turn(phantoms, tmp_path, monkeypatch):
+    import braincam.train.loop as loop
+
+    kept = []
+    use = loop._use_head_average
+    monkeypatch.setattr(loop, "_use_head_average",
+                        lambda head, states, *a: kept.extend(states) or use(head, states, *a))
+    config = tiny(head_epochs=3, finetune_epochs=0, patience=10, head_average=3)
+    train_run([phantoms], config, tmp_path / "avg", progress=False)
+    history = pd.read_csv(tmp_path / "avg" / "history.csv")
+    assert history["phase"].tolist() == ["head"] * 3 + ["head-2"] * 3 + ["head-3"] * 3 + ["heads"]
+    model, meta = load_checkpoint(tmp_path / "avg" / "model.safetensors")
+    assert (meta["best"]["phase"], meta["best"]["epoch"]) == ("heads", 3)
+    assert len(kept) == 3
+    for name, value in model.head.state_dict().items():
+        torch.testing.assert_close(value, sum(state[name] for state in kept) / 3)
+        assert not torch.equal(kept[0][name], kept[1][name])
+        assert not torch.equal(kept[1][name], kept[2][name])
+    # the first head is the one a single-head run keeps
+    train_run([phantoms], dataclasses.replace(config, head_average=1), tmp_path / "one",
+              progress=False)
+    one, _ = load_checkpoint(tmp_path / "one" / "model.safetensors")
+    for name, value in one.head.state_dict().items():
+        assert torch.equal(value, kept[0][name])
+
+
+def test_an_averaged_linear_head_gives_the_mean_of_the_heads_logits():
+    import braincam.train.loop as loop
+
+    torch.manual_seed(0)
+    heads = [torch.nn.Sequential(torch.nn.Dropout(0.3), torch.nn.Linear(5, 2)).eval()
+             for _ in range(3)]
+    x, labels = torch.randn(12, 5), torch.arange(12) % 2
+    with torch.inference_mode():
+        mean_logits = torch.stack([head(x) for head in heads]).mean(0)
+    states = [{k: v.clone() for k, v in head.state_dict().items()} for head in heads]
+    val = loop.TrainData(torch.zeros(12, 4, 4), torch.zeros(12, 4, 4), labels)
+    tracker = BestTracker(heads[0], [""])
+    record = loop._use_head_average(heads[0], states, x, val, torch.nn.CrossEntropyLoss(),
+                                    tracker)
+    with torch.inference_mode():
+        torch.testing.assert_close(heads[0](x), mean_logits)
+    assert (record.phase, record.epoch, tracker.record) == ("heads", 3, record)
+    expected = torch.nn.functional.cross_entropy(mean_logits, labels).item()
+    assert record.val_loss == pytest.approx(expected, rel=1e-5)
+
+
 def test_weights_are_not_averaged_when_batchnorm_learns_its_statistics(phantoms, tmp_path):
     config = tiny(finetune_epochs=4, average_weights=True)  # weights none: batch statistics
     train_run([phantoms], config, tmp_path / "run", progress=False)

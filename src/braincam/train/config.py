@@ -53,6 +53,7 @@ class TrainConfig:
     head_epochs: int = option_field("head_epochs")
     finetune_epochs: int = option_field("finetune_epochs")
     finetune_stages: int | None = option_field("finetune_stages")  # None: per arch
+    head_average: int = option_field("head_average")  # phase 1's heads, weights averaged
     head_lr: float = option_field("head_lr")
     finetune_lr: float = option_field("finetune_lr")
     weight_decay: float = 1e-4
@@ -113,6 +114,7 @@ class TrainConfig:
             (self.head_lr > 0 and self.finetune_lr > 0, "learning rates must be > 0"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.patience >= 1, "--patience must be >= 1"),
+            (self.head_average >= 1, "--head-average must be >= 1"),
             (self.finetune_stages is None or self.finetune_stages >= 1,
              "--finetune-stages must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),

@@ -154,8 +154,11 @@ def fit_head(
     """Phase 1: backbone features of train and val computed once (eval mode, no
     augmentation), then ``head_epochs`` of the head alone on them, minimising
     :func:`weighted_cross_entropy` with ``weights`` (one per training image); ``criterion``
-    scores validation. Under torchrun the features are computed in shares and all-gathered;
-    every rank then trains the same head.
+    scores validation. With ``head_average`` N > 1, N heads train in turn (phases ``head``,
+    ``head-2``, ...; each starts from a fresh initialisation, its batch order and dropout
+    continue torch's and the batch generator's draws) and their mean is kept
+    (:func:`_use_head_average`). Under torchrun the features are computed in shares and
+    all-gathered; every rank then trains the same heads.
 
     Returns the history and the kept head's logits on the training images (None without
     phase 1): the errors of this low-capacity model are what :mod:`braincam.train.reweight`
@@ -195,6 +198,23 @@ def fit_head(
     history = run_epochs("head", config.head_epochs, epoch_step, val, criterion, tracker,
                          config.patience, progress)
     tracker.restore()
+    if config.head_average > 1:
+        kept = [{k: v.detach().clone() for k, v in head.state_dict().items()}]
+        for n in range(2, config.head_average + 1):
+            for layer in head.modules():  # a fresh initialisation from torch's random state
+                if hasattr(layer, "reset_parameters"):
+                    layer.reset_parameters()
+            optimizer = torch.optim.AdamW(
+                head.parameters(), lr=config.head_lr, weight_decay=config.weight_decay
+            )
+            own = BestTracker(model, ["head."])
+            history += run_epochs(f"head-{n}", config.head_epochs, epoch_step, val, criterion,
+                                  own, config.patience, progress)
+            own.restore()
+            kept.append({k: v.detach().clone() for k, v in head.state_dict().items()})
+        history.append(_use_head_average(head, kept, val_x, val, criterion, tracker))
+        if progress:
+            _report(history[-1])
     head.eval()
     with torch.inference_mode():
         train_logits = head(train_x).float().cpu()
@@ -337,6 +357,26 @@ def _use_average(
     val_logits = validation_logits(model, val, config, device, ctx)
     record = _record("average", int(average.n_averaged), float("nan"), val_logits, val,
                      criterion, 0.0, start)
+    tracker.score = None  # accepted as the best state
+    tracker.update(record)
+    return record
+
+
+def _use_head_average(
+    head: nn.Module, kept: list[dict[str, torch.Tensor]], val_x: torch.Tensor | None,
+    val: TrainData, criterion: nn.Module, tracker: BestTracker,
+) -> EpochRecord:
+    """Make the mean of the ``kept`` heads' weights the head and the kept state, whatever
+    validation says: for a linear head ``W_bar f + b_bar = mean_k (W_k f + b_k)``, the mean
+    of the heads' logits, whose spread over seeds it removes; its history row is phase
+    ``heads``, epoch = the number of heads."""
+    start = time.perf_counter()
+    head.load_state_dict({k: torch.stack([state[k] for state in kept]).mean(0)
+                          for k in kept[0]})
+    head.eval()
+    with torch.inference_mode():
+        val_logits = head(val_x).float().cpu() if val_x is not None else None
+    record = _record("heads", len(kept), float("nan"), val_logits, val, criterion, 0.0, start)
     tracker.score = None  # accepted as the best state
     tracker.update(record)
     return record

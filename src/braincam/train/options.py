@@ -94,6 +94,10 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "finetune_stages": TrainOption(None, "Last stages trained in phase 2 (default: resnet50 1, "
                                    "layer4; efficientnet_lite0 4, blocks 3-6 and conv_head).",
                                    SCHEDULE, kind=int),
+    "head_average": TrainOption(1, "Phase 1 trains this many heads, each from its own "
+                                "initialisation, batch order and dropout and each kept at its "
+                                "best validation epoch, and keeps the mean of their weights "
+                                "(for a linear head: the mean of their logits).", SCHEDULE),
     "head_lr": TrainOption(1e-3, "Phase 1 learning rate (AdamW).", SCHEDULE),
     "finetune_lr": TrainOption(3e-4, "Phase 2 learning rate (cosine).", SCHEDULE),
     "batch_size": TrainOption(32, "Images per training batch (under torchrun: per step, all "
