@@ -80,17 +80,21 @@ def test_every_option_has_help():
         opt for p in params for opt in p.opts}
     split = next(p for p in params if p.name == "split")
     assert split.default == "dedup"
-    # the help texts name the recipe's cut, a literal of their own: they follow RECIPE_DEFAULTS
+    # the help texts name the recipe's cut and heads, literals of their own: they follow
+    # RECIPE_DEFAULTS
     helps = {p.name: " ".join(p.help.split()) for p in options}
     cut = f"--guide-cut {RECIPE_DEFAULTS['guide_cut']}"
     assert cut in helps["plain"] and f"braincam run uses {RECIPE_DEFAULTS['guide_cut']}" in helps[
         "guide_cut"]
+    heads = RECIPE_DEFAULTS["head_average"]
+    assert f"--head-average {heads}" in helps["plain"]
+    assert f"braincam run uses {heads} unless given" in helps["head_average"]
 
 
 def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
     """Without --plain a run needs --guide, trains the head alone unless --finetune-epochs
-    is given, adds the guide views unless --no-guide-views and cuts the guide's probability
-    at 0.05 unless --guide-cut is given; --plain passes the options as given. The pipeline
+    is given, adds the guide views unless --no-guide-views, cuts the guide's probability
+    at 0.05 unless --guide-cut is given and averages five heads unless --head-average is given; --plain passes the options as given. The pipeline
     itself is stubbed: only the TrainConfig that reaches it is checked."""
     import braincam.pipeline as pipeline
 
@@ -118,6 +122,8 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
     assert "--guide-views" in reached[0].command.split()
     assert "--guide-cut 0.05" in reached[0].command and "--guide-cut 0.0" in reached[3].command
     assert "--no-guide-views" in reached[3].command.split()
+    assert "--head-average 5" in reached[0].command and "--head-average 1" in reached[2].command
+    assert (reached[0].train.head_average, reached[2].train.head_average) == (5, 1)
     grounded, fine_tuned, plain, viewless = (options.train for options in reached)
     assert (grounded.guide, grounded.finetune_epochs, grounded.guide_views) == (str(seg), 0, True)
     assert (viewless.guide, viewless.finetune_epochs, viewless.guide_views) == (str(seg), 0, False)

@@ -55,7 +55,8 @@ def command(
         bool, typer.Option("--plain", help="The plain recipe: no segmenter guide, the training "
                            "options as given. Without it the run is grounded and needs --guide, "
                            "and unless given --finetune-epochs is 0 (the head alone on the "
-                           "gated features), --guide-views on and --guide-cut 0.05.",
+                           "gated features), --guide-views on, --guide-cut 0.05 and "
+                           "--head-average 5.",
                            rich_help_panel=REMEDIES)
     ] = False,
     force: Annotated[

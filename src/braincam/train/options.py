@@ -97,7 +97,8 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "head_average": TrainOption(1, "Phase 1 trains this many heads, each from its own "
                                 "initialisation, batch order and dropout and each kept at its "
                                 "best validation epoch, and keeps the mean of their weights "
-                                "(for a linear head: the mean of their logits).", SCHEDULE),
+                                "(for a linear head: the mean of their logits). braincam "
+                                "run uses 5 unless given.", SCHEDULE),
     "head_lr": TrainOption(1e-3, "Phase 1 learning rate (AdamW).", SCHEDULE),
     "finetune_lr": TrainOption(3e-4, "Phase 2 learning rate (cosine).", SCHEDULE),
     "batch_size": TrainOption(32, "Images per training batch (under torchrun: per step, all "
