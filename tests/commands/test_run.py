@@ -92,10 +92,11 @@ def test_every_option_has_help():
 
 
 def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
-    """Without --plain a run needs --guide, trains the head alone unless --finetune-epochs
-    is given, adds the guide views unless --no-guide-views, cuts the guide's probability
-    at 0.05 unless --guide-cut is given and averages five heads unless --head-average is given; --plain passes the options as given. The pipeline
-    itself is stubbed: only the TrainConfig that reaches it is checked."""
+    """Without --plain a run needs --guide, trains the head alone unless --finetune-epochs is
+    given, adds the guide views unless --no-guide-views, cuts the guide's probability at
+    0.05 unless --guide-cut is given and averages five heads unless --head-average is given;
+    --plain passes the options as given. The pipeline itself is stubbed: only the
+    TrainConfig that reaches it is checked."""
     import braincam.pipeline as pipeline
 
     reached = []

@@ -165,6 +165,8 @@ def test_best_tracker_keeps_best_state_and_counts_stale_epochs():
         ({"split": "shuffle"}, "--split"),
         ({"head_epochs": 0, "finetune_epochs": 0}, "at least one epoch"),
         ({"batch_size": 0}, "--batch-size"),
+        ({"head_average": 0}, "--head-average must be >= 1"),
+        ({"head_average": 3, "head_epochs": 0}, "--head-average N averages phase 1's heads"),
     ],
 )
 def test_bad_options_are_one_line_errors(changes, message, phantoms, tmp_path):

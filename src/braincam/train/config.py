@@ -115,6 +115,8 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.patience >= 1, "--patience must be >= 1"),
             (self.head_average >= 1, "--head-average must be >= 1"),
+            (self.head_average == 1 or self.head_epochs > 0,
+             "--head-average N averages phase 1's heads: it needs --head-epochs >= 1"),
             (self.finetune_stages is None or self.finetune_stages >= 1,
              "--finetune-stages must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
