@@ -124,8 +124,8 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
     assert "--guide-cut 0.05" in reached[0].command and "--guide-cut 0.0" in reached[3].command
     assert "--no-guide-views" in reached[3].command.split()
     assert "--head-average 5" in reached[0].command and "--head-average 1" in reached[2].command
-    assert (reached[0].train.head_average, reached[2].train.head_average) == (5, 1)
     grounded, fine_tuned, plain, viewless = (options.train for options in reached)
+    assert (grounded.head_average, plain.head_average) == (5, 1)
     assert (grounded.guide, grounded.finetune_epochs, grounded.guide_views) == (str(seg), 0, True)
     assert (viewless.guide, viewless.finetune_epochs, viewless.guide_views) == (str(seg), 0, False)
     assert (grounded.guide_cut, viewless.guide_cut, plain.guide_cut) == (0.05, 0.0, 0.0)

@@ -134,6 +134,12 @@ class BestTracker:
         else:
             self.stale += 1
 
+    def accept(self, record: EpochRecord) -> None:
+        """Keep the model's current state as the best whatever its validation score (a
+        weight average); later epochs must beat its score."""
+        self.score = None
+        self.update(record)
+
     def restore(self) -> None:
         if self.state:
             self.model.load_state_dict(self.state, strict=False)
@@ -357,8 +363,7 @@ def _use_average(
     val_logits = validation_logits(model, val, config, device, ctx)
     record = _record("average", int(average.n_averaged), float("nan"), val_logits, val,
                      criterion, 0.0, start)
-    tracker.score = None  # accepted as the best state
-    tracker.update(record)
+    tracker.accept(record)
     return record
 
 
@@ -377,8 +382,7 @@ def _use_head_average(
     with torch.inference_mode():
         val_logits = head(val_x).float().cpu() if val_x is not None else None
     record = _record("heads", len(kept), float("nan"), val_logits, val, criterion, 0.0, start)
-    tracker.score = None  # accepted as the best state
-    tracker.update(record)
+    tracker.accept(record)
     return record
 
 
