@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from braincam.commands import segment
+from braincam.data.records import load_dataset
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.evaluate.segmentation import counterfactual_metrics
@@ -31,6 +33,7 @@ from braincam.train.segment import (
     SegmentConfig,
     augment_pair,
     dice_bce_loss,
+    load_segmentation_data,
 )
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
@@ -55,6 +58,23 @@ def test_dice_bce_loss_by_hand():
     # a tumour-free image pays for predicted pixels: 1 - 1 / (sum p + 1)
     empty = torch.zeros(1, 4, 4, dtype=torch.bool)
     assert dice_bce_loss(half, empty).item() == pytest.approx(math.log(2) + 1 - 1 / 9)
+
+
+def test_a_weak_image_pays_bce_of_its_top_logits_and_no_pixel_term():
+    truth = torch.zeros(2, 20, 20, dtype=torch.bool)
+    truth[0, :2] = True  # 40 tumour pixels on the masked image
+    logits = torch.full((2, 20, 20), -30.0)
+    logits[1, 0, :2] = 0.0  # the weak image's two highest logits (k = ceil(0.005 * 400) = 2)
+    logits[1, 5, 5] = -2.0  # third highest: outside the mean
+    weak = torch.tensor([False, True])
+    masked = dice_bce_loss(logits[:1], truth[:1]).item()
+    both = dice_bce_loss(logits, truth, weak).item()
+    assert both == pytest.approx((masked + math.log(2)) / 2)  # BCE(mean(0, 0), 1) = ln 2
+    truth[1, 10:] = True  # a weak image's mask plays no part
+    assert dice_bce_loss(logits, truth, weak).item() == pytest.approx(both)
+    sure = logits.clone()
+    sure[1, 0, :2] = 30.0  # its top logits say tumour: it costs nothing
+    assert dice_bce_loss(sure, truth, weak).item() == pytest.approx(masked / 2, abs=1e-6)
 
 
 def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
@@ -326,3 +346,37 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp
         "efficientnet_lite1"
     weights = [load_segmenter(str(tmp_path / n), "cpu").model.state_dict() for n in "ab"]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
+    root = make_phantom_dataset(tmp_path / "phantoms", PhantomSpec(n_per_class=8, size=48),
+                                splits=("train",))
+    unmasked = sorted((root / "masks" / "Training" / "tumor").iterdir())[:4]
+    for mask in unmasked:
+        mask.unlink()
+    records = load_dataset([root]).records
+    plain = load_segmentation_data(records, SegmentConfig(size=32).preprocess)
+    weak = load_segmentation_data(records, SegmentConfig(size=32).preprocess, weak_labels=True)
+    assert len(plain.records) == len(records) - 4 and not plain.weak.any()
+    assert len(weak.records) == len(records)
+    assert {r.path.stem for r, w in zip(weak.records, weak.weak, strict=True) if w} == \
+        {m.stem for m in unmasked}
+    assert not weak.masks[weak.weak].any()  # no outline: an empty mask, never trained on
+
+    seg = tmp_path / "seg"
+    result = invoke(str(root), "--out", str(seg), "--epochs", "1", "--image-size", "32",
+                    "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                    "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
+                    "--test-fraction", "0.4", "--weak-labels", "--no-progress")
+    assert result.exit_code == 0, result.output
+    split = pd.read_csv(seg / "split.csv")
+    assert len(split) == len(records)
+    test = split[split["split"] == "test"]
+    is_weak = test["path"].map(lambda p: Path(p).stem in {m.stem for m in unmasked})
+    metrics = json.loads((seg / "metrics.json").read_text())
+    assert metrics["n_tumour_images"] == ((test["label"] == "tumor") & ~is_weak).sum()
+    assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum()
+    assert metrics["weak"]["n_images"] == is_weak.sum() > 0
+    assert set(metrics["weak"]["detection_rate_by_class"]) == {"tumor"}
+    assert 0 <= metrics["weak"]["detection_rate"] <= 1
+    assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["weak_labels"]

@@ -86,6 +86,12 @@ def command(
                             "times at a random place, which often leaves the tumour out "
                             "(empty mask).")
     ] = 0.0,
+    weak_labels: Annotated[
+        bool, typer.Option("--weak-labels/--no-weak-labels",
+                           help="Train on tumour images without a mask too, by their label "
+                           "alone: the mean of each one's 0.5% highest logits should say "
+                           "tumour.")
+    ] = False,
     tune_threshold: Annotated[
         bool, typer.Option("--tune-threshold/--no-tune-threshold",
                            help="Choose the mask rule on the validation images: plain or "
@@ -134,7 +140,8 @@ def command(
         encoder=encoder,
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
-        counterfactual_share=counterfactual_share, zoom_views=zoom_views, device=device,
+        counterfactual_share=counterfactual_share, zoom_views=zoom_views,
+        weak_labels=weak_labels, device=device,
         tune_threshold=tune_threshold, amp=amp,
     )
     if decoder_channels is not None:

@@ -1,25 +1,36 @@
 """``braincam segment``: train the tumour segmenter (:mod:`braincam.models.segment`).
 
 Data: every image with an expert mask, and every no-tumour image as an empty mask; tumour
-images without a mask are left out (a box is not an outline). Images are preprocessed like the
-classifier's (crop to the head, ``size`` px) and their masks follow by
-:func:`braincam.data.preprocess.tumour_mask`. Split: ``dedup`` by
+images without a mask are left out (a box is not an outline) unless ``weak_labels`` (below).
+Images are preprocessed like the classifier's (crop to the head, ``size`` px) and their
+masks follow by :func:`braincam.data.preprocess.tumour_mask`. Split: ``dedup`` by
 :func:`braincam.data.splits.make_split`, stratified by label, whole patient-proxy and
 duplicate groups on one side (train / val / held-out test).
 
 Loss per image ``i`` with ``p = sigmoid(logit)`` and truth ``t``:
 ``BCE_i + 1 - (2 sum p t + 1) / (sum p + sum t + 1)`` (soft Dice with add-one smoothing),
-averaged over the batch. Per-image Dice (not one Dice over the batch) makes every tumour-free
-image pay for its false-positive pixels (its loss is ``sum p / (sum p + 1)``), and a mean of
-per-image terms splits exactly over torchrun ranks (:func:`braincam.distributed.shard_loss_scale`).
-AdamW with a per-step cosine schedule; augmentation moves image and mask together
-(:func:`braincam.train.augment.augment`, mask warped by nearest neighbour). ``contrast_remap``
-passes that share of training images through a random monotone in-head contrast curve (half
-of them inverted; :func:`braincam.train.augment.remap_contrast`), so that tumours are learnt
-by shape and contrast against their surroundings rather than by one sequence's intensities.
-``zoom_views`` shows that share of training images as zoomed views at random places
+averaged over the batch (weak images: the weak term below). Per-image Dice (not one Dice
+over the batch) makes every tumour-free image pay for its false-positive pixels (its loss is
+``sum p / (sum p + 1)``), and a mean of per-image terms splits exactly over torchrun ranks
+(:func:`braincam.distributed.shard_loss_scale`). AdamW with a per-step cosine schedule;
+augmentation moves image and mask together (:func:`braincam.train.augment.augment`, mask
+warped by nearest neighbour). ``contrast_remap`` passes that share of training images through a
+random monotone in-head contrast curve (half of them inverted;
+:func:`braincam.train.augment.remap_contrast`), so that tumours are learnt by shape and
+contrast against their surroundings rather than by one sequence's intensities. ``zoom_views``
+shows that share of training images as zoomed views at random places
 (:func:`braincam.train.augment.zoomed_views`), some of which leave the tumour out, so a source
 whose slices all show a tumour also shows slices without one.
+
+``weak_labels`` (``--weak-labels``): tumour images without a mask, such as a classification
+dataset's, train by their image label alone (multiple-instance learning): the image holds a
+tumour somewhere, so its loss is ``BCE(mean of the k largest logits, 1)`` with
+``k = ceil(WEAK_TOP_SHARE * S^2)`` (0.5% of the image, about the smallest tumours' share), and
+no pixel term. A segmenter that learnt tumours from one source's masks (Figshare: T1
+post-contrast) then also meets tumours in the looks of the user's own data, whose tumour-free
+images it already sees as empty masks. Weak images take no part in the choices made on
+validation images (kept epoch, decision rule) or in the held-out Dice; ``metrics.json``
+``weak`` reports the share of held-out weak images with a predicted tumour pixel.
 
 ``counterfactual_share`` ``q`` (``--counterfactual-share``): every training tumour image with a
 counterfactual pair (:func:`braincam.data.regions.make_pairs`, made once before training) is
@@ -121,6 +132,7 @@ from braincam.train.augment import AugmentConfig, augment
 log = logging.getLogger(__name__)
 
 DECISION_THRESHOLDS = (0.5, 0.3, 0.4, 0.6)  # 0.5 first: the plain rule wins ties
+WEAK_TOP_SHARE = 0.005  # a weak image's k largest logits: this share of its pixels
 
 
 @dataclass(frozen=True)
@@ -128,7 +140,7 @@ class SegmentConfig:
     """Settings of a segmentation run. Default schedule: 10 epochs of about 2500 training
     images at 192 px, sized so that the recommended recipe (this segmenter, then the guided
     classifier) finishes within 30 min on a 2-core CPU that computes bf16 natively; in fp32 on
-    a 2-core AVX2 CPU it takes 44 min (docs/results.md)."""
+    a 2-core AVX2 CPU it takes about 31 min (docs/results.md)."""
 
     size: int = 192  # input side, a multiple of 32 (the encoder's stride)
     epochs: int = 10
@@ -146,6 +158,7 @@ class SegmentConfig:
     contrast_remap: float = 0.0  # probability of a random in-head contrast curve
     counterfactual_share: float = 0.0  # share of paired tumour draws swapped for a copy
     zoom_views: float = 0.0  # share of training images seen as a zoomed view
+    weak_labels: bool = False  # tumour images without a mask train by their label
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
@@ -187,6 +200,7 @@ class SegmentData:
     masks: torch.Tensor  # bool (N, S, S), the tumour
     heads: torch.Tensor  # bool (N, S, S), the head mask of preprocessing
     skipped: list[SkippedFile]
+    weak: torch.Tensor  # bool (N,), a tumour image without a mask (its mask left empty)
 
 
 @dataclass
@@ -233,14 +247,29 @@ class CounterfactualSwap:
         return images, tumours
 
 
-def dice_bce_loss(logits: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """Mean over images of BCE + soft Dice loss (module docstring); ``(B, S, S)`` each."""
+def dice_bce_loss(
+    logits: torch.Tensor, truth: torch.Tensor, weak: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean over images of BCE + soft Dice loss (module docstring); ``(B, S, S)`` each.
+    ``weak`` (bool ``(B,)``): images whose loss is the weak term instead, whatever ``truth``."""
     truth = truth.float()
     bce = F.binary_cross_entropy_with_logits(logits, truth, reduction="none").mean(dim=(1, 2))
     p = torch.sigmoid(logits)
     overlap = (p * truth).sum(dim=(1, 2))
     soft_dice = (2 * overlap + 1) / (p.sum(dim=(1, 2)) + truth.sum(dim=(1, 2)) + 1)
-    return (bce + 1 - soft_dice).mean()
+    loss = bce + 1 - soft_dice
+    if weak is not None and bool(weak.any()):
+        loss = torch.where(weak.to(loss.device), weak_loss(logits), loss)
+    return loss.mean()
+
+
+def weak_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Per image ``BCE(mean of the k largest logits, 1)``, ``k = ceil(WEAK_TOP_SHARE *
+    pixels)``: ``(B, S, S)`` -> ``(B,)`` (module docstring)."""
+    flat = logits.flatten(1)
+    k = max(1, math.ceil(WEAK_TOP_SHARE * flat.shape[1]))
+    top = flat.topk(k, dim=1).values.mean(dim=1)
+    return F.binary_cross_entropy_with_logits(top, torch.ones_like(top), reduction="none")
 
 
 def augment_pair(
@@ -261,11 +290,13 @@ def augment_pair(
 
 
 def load_segmentation_data(
-    records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False
+    records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False,
+    weak_labels: bool = False,
 ) -> SegmentData:
     """Preprocessed images and their tumour masks (empty for no-tumour images); tumour images
-    without a mask are left out with one warning, unreadable images and masks skipped."""
-    usable = [r for r in records if r.mask is not None or r.label == NO_TUMOR]
+    without a mask are left out with one warning (``weak_labels``: kept as weak images, their
+    masks empty), unreadable images and masks skipped."""
+    usable = [r for r in records if weak_labels or r.mask is not None or r.label == NO_TUMOR]
     if len(usable) < len(records):
         log.warning("%d tumour images have no mask and are left out",
                     len(records) - len(usable))
@@ -277,6 +308,8 @@ def load_segmentation_data(
         """(tumour mask, image, head mask) in model-input coordinates, or the mask's skip
         entry."""
         prep = cache.get(record, config)
+        if is_weak(record):
+            return np.zeros_like(prep.mask), prep.image, prep.mask
         try:
             mask = tumour_mask(record, prep)
         except ImageReadError as exc:
@@ -296,7 +329,13 @@ def load_segmentation_data(
     masks = torch.from_numpy(np.stack([res[0] for _, res in pairs]))
     images = torch.from_numpy(np.stack([res[1] for _, res in pairs]))
     heads = torch.from_numpy(np.stack([res[2] for _, res in pairs]))
-    return SegmentData(records_out, images, masks, heads, skipped + bad)
+    weak = torch.tensor([is_weak(r) for r in records_out], dtype=torch.bool)
+    return SegmentData(records_out, images, masks, heads, skipped + bad, weak)
+
+
+def is_weak(record: ImageRecord) -> bool:
+    """A tumour image without an expert mask: trained by its label alone (``weak_labels``)."""
+    return record.mask is None and record.label != NO_TUMOR
 
 
 def train_segmenter(
@@ -320,7 +359,8 @@ def train_segmenter(
     torch.manual_seed(config.seed)
     model = build_segmenter(config.weights, config.decoder_channels, config.encoder)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
-        data = load_segmentation_data(dataset.records, config.preprocess, progress)
+        data = load_segmentation_data(dataset.records, config.preprocess, progress,
+                                      config.weak_labels)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
                        config.test_fraction, config.carve_seed)
     with main_first(ctx):
@@ -340,6 +380,9 @@ def train_segmenter(
     idx = {name: torch.from_numpy(split.indices(name)) for name in ("train", "val", "test")}
     if not len(idx["train"]):
         raise BraincamError("no training images after the split")
+    weak_test = idx["test"][data.weak[idx["test"]]]
+    for name in ("val", "test"):  # weak images have no outline to score
+        idx[name] = idx[name][~data.weak[idx[name]]]
     meta = {"size": config.size, "preprocess": asdict(config.preprocess),
             "threshold": THRESHOLD, "seed": config.seed}
     def save_history(rows: list[dict[str, Any]]) -> None:  # after every epoch: a long run
@@ -368,6 +411,7 @@ def train_segmenter(
     metrics |= {
         "flip_average": segmenter.flip_average,
         "decision": decision,
+        "weak": _weak_metrics(segmenter, data, weak_test, ctx) if config.weak_labels else None,
         "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
                                           pred, truth, config.carve_seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
@@ -399,7 +443,7 @@ def _fit(
     """Train for ``config.epochs``; returns the history rows (also passed to ``on_epoch``
     after every epoch) and the kept (best) epoch, whose weights are left in ``model``."""
     images, masks = data.images[idx["train"]], data.masks[idx["train"]]
-    heads = data.heads[idx["train"]]
+    heads, weak = data.heads[idx["train"]], data.weak[idx["train"]]
     swap = CounterfactualSwap.of(images, heads, masks, config.counterfactual_share,
                                  config.seed) if config.counterfactual_share else None
     n = len(images)
@@ -441,7 +485,7 @@ def _fit(
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
             with autocast(device, enabled=config.amp, cpu=True):
                 logits = net(normalize(x[part]).contiguous(memory_format=torch.channels_last))
-            loss = dice_bce_loss(logits[:, 0].float(), y[part])
+            loss = dice_bce_loss(logits[:, 0].float(), y[part], weak[batch][part])
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss * shard_loss_scale(len(batch), n_local, ctx)).backward()
             scaler.step(optimizer)
@@ -517,6 +561,19 @@ def _predict(
     return sharded_rows(
         lambda i: torch.from_numpy(predict(images[i].numpy())), len(images), ctx
     ).numpy()
+
+
+def _weak_metrics(
+    segmenter: Segmenter, data: SegmentData, rows: torch.Tensor, ctx: DistContext
+) -> dict[str, Any]:
+    """``metrics.json`` ``weak``: the held-out weak images (tumour images without a mask)
+    with any predicted tumour pixel, overall and by label."""
+    found = (_predict(segmenter, data.images[rows], ctx) >= THRESHOLD).any(axis=(1, 2))
+    labels = np.array([data.records[i].label for i in rows.tolist()])
+    return {"n_images": len(rows),
+            "detection_rate": float(found.mean()) if len(rows) else None,
+            "detection_rate_by_class": {str(c): float(found[labels == c].mean())
+                                        for c in sorted(set(labels.tolist()))}}
 
 
 def _counterfactual(
