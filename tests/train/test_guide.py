@@ -21,9 +21,10 @@ from braincam.models import load_checkpoint
 from braincam.models.checkpoint import read_tensors
 from braincam.models.segment import build_segmenter, guide_data, guide_members, save_segmenter
 from braincam.models.unet import _encoder_shapes
+from braincam.runs import RunDir, as_written
 from braincam.train import TrainConfig, train_run
 from braincam.train import guide as guide_module
-from braincam.train.guide import GuidePlan, guide_plan
+from braincam.train.guide import GuidePlan, finished, guide_plan
 from braincam.train.loop import class_weights
 from braincam.train.segment import SegmentConfig
 
@@ -282,3 +283,19 @@ def test_guide_views_need_a_guide_and_a_no_tumor_class(tmp_path):
     with pytest.raises(BraincamError, match="--guide-views needs a no_tumor class"):
         train_run([data], config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_guide_run_from_before_a_new_setting_counts_as_finished(tmp_path):
+    """A RUN/guide whose config.yaml predates a setting trained with its default: reused,
+    not trained again; a stored setting that differs still means another segmenter."""
+    run, data = RunDir(tmp_path / "guide"), [tmp_path]
+    run.root.mkdir()
+    run.metrics.write_text("{}")
+    stored = as_written(asdict(SegmentConfig()))
+    del stored["weak_labels"]
+    run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
+    assert finished(run, data, SegmentConfig())
+    assert not finished(run, data, SegmentConfig(weak_labels=True))
+    run.config.write_text(yaml.safe_dump({"segment": {**stored, "epochs": 3},
+                                          "data": [str(tmp_path.resolve())]}))
+    assert not finished(run, data, SegmentConfig())

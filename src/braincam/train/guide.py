@@ -98,7 +98,8 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
     """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` with the
-    settings ``seg`` (the device aside)."""
+    settings ``seg`` (the device aside); a setting its ``config.yaml`` lacks (one added to
+    braincam after the run) counts as that setting's default, which the run trained with."""
     if not run.metrics.is_file():
         return False
     try:
@@ -106,6 +107,6 @@ def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
     except BraincamError:
         return False
     wanted = as_written(asdict(seg))
-    stored = dict(doc.get("segment") or {})
+    stored = as_written(asdict(type(seg)())) | dict(doc.get("segment") or {})
     wanted.pop("device"), stored.pop("device", None)
     return stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
