@@ -379,4 +379,6 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     assert metrics["weak"]["n_images"] == is_weak.sum() > 0
     assert set(metrics["weak"]["detection_rate_by_class"]) == {"tumor"}
     assert 0 <= metrics["weak"]["detection_rate"] <= 1
+    assert (f"tumour images without a mask: some tumour predicted on "
+            f"{metrics['weak']['detection_rate']:.3f} of {is_weak.sum()} held out") in result.output
     assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["weak_labels"]

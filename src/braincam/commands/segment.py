@@ -166,6 +166,9 @@ def command(
     typer.echo("tumour inpainted: some tumour still predicted on "
                f"{score_text(cf['removed_any_rate'])} of {cf['n_pairs']} held-out tumour images "
                f"(before: {score_text(cf['original_any_rate'])})")
+    if weak := m.get("weak"):
+        typer.echo(f"tumour images without a mask: some tumour predicted on "
+                   f"{score_text(weak['detection_rate'])} of {weak['n_images']} held out")
     typer.echo(f"wrote {out}")
 
 
