@@ -299,3 +299,15 @@ def test_a_guide_run_from_before_a_new_setting_counts_as_finished(tmp_path):
     run.config.write_text(yaml.safe_dump({"segment": {**stored, "epochs": 3},
                                           "data": [str(tmp_path.resolve())]}))
     assert not finished(run, data, SegmentConfig())
+
+
+def test_guide_weak_labels_reach_the_segmenter_trained_from_guide_folders(tmp_path):
+    """``--guide-weak-labels``: the segmenter of --guide's folders trains with --weak-labels;
+    without --guide, or with segment runs alone, a one-line error."""
+    config = TrainConfig(guide=str(tmp_path), guide_weak_labels=True, seed=2)
+    assert guide_module.segment_config(config) == SegmentConfig(seed=2, weak_labels=True)
+    assert not guide_module.segment_config(replace(config, guide_weak_labels=False)).weak_labels
+    with pytest.raises(BraincamError, match="--guide-weak-labels .*needs --guide"):
+        TrainConfig(guide_weak_labels=True).validate()
+    with pytest.raises(BraincamError, match="--guide names none"):
+        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)

@@ -77,6 +77,7 @@ class TrainConfig:
     view_pairs: bool = option_field("view_pairs")  # train.grounding
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
+    guide_weak_labels: bool = option_field("guide_weak_labels")  # segment --weak-labels
     guide_cut: float = option_field("guide_cut")  # the gate's P below it counts as 0
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
@@ -141,6 +142,8 @@ class TrainConfig:
             (0 <= self.guide_floor < 1, "--guide-floor must be in [0, 1)"),
             (self.guide_floor == 0 or self.guide is not None,
              "--guide-floor weighs what --guide leaves out: it needs --guide"),
+            (not self.guide_weak_labels or self.guide is not None,
+             "--guide-weak-labels trains --guide's segmenter: it needs --guide"),
             (0 <= self.guide_cut < 1, "--guide-cut must be in [0, 1)"),
             (self.guide_cut == 0 or self.guide is not None,
              "--guide-cut acts on the probability of --guide's segmenter: it needs --guide"),

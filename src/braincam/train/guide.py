@@ -57,10 +57,12 @@ def guide_plan(source: str) -> GuidePlan:
 
 def segment_config(config: TrainConfig) -> SegmentConfig:
     """The settings of the segmenter trained from ``--guide`` dataset folders: ``braincam
-    segment``'s defaults with the classifier's seed and device."""
+    segment``'s defaults with the classifier's seed and device, and ``--weak-labels`` with
+    ``--guide-weak-labels``."""
     from braincam.train.segment import SegmentConfig
 
-    return SegmentConfig(seed=config.seed, device=config.device)
+    return SegmentConfig(seed=config.seed, device=config.device,
+                         weak_labels=config.guide_weak_labels)
 
 
 def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
@@ -68,6 +70,9 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
     the named runs must share its input side and preprocessing (they guide as one mean)."""
     from braincam.models.checkpoint import read_meta
 
+    if config.guide_weak_labels and not plan.data:
+        raise BraincamError("--guide-weak-labels trains a segmenter on --guide's dataset "
+                            "folders, and --guide names none")
     seg = segment_config(config)
     planned = {"size": seg.size, "preprocess": asdict(seg.preprocess)}
     check_preprocess(planned, config.preprocess, "of --guide")

@@ -183,6 +183,9 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                       "all, and the own images keep their class balance; 0: "
                                       "the views join the own images in one class-balanced "
                                       "pool.  [default: 1]", REMEDIES, kind=float),
+    "guide_weak_labels": TrainOption(False, "With --guide dataset folders: their tumour images "
+                                     "without a mask train the segmenter too, by their label "
+                                     "alone (braincam segment --weak-labels).", REMEDIES),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),
