@@ -296,7 +296,7 @@ def load_segmentation_data(
     """Preprocessed images and their tumour masks (empty for no-tumour images); tumour images
     without a mask are left out with one warning (``weak_labels``: kept as weak images, their
     masks empty), unreadable images and masks skipped."""
-    usable = [r for r in records if weak_labels or r.mask is not None or r.label == NO_TUMOR]
+    usable = [r for r in records if weak_labels or not is_weak(r)]
     if len(usable) < len(records):
         log.warning("%d tumour images have no mask and are left out",
                     len(records) - len(usable))
