@@ -32,6 +32,7 @@ from braincam.train.segment import (
     CounterfactualSwap,
     SegmentConfig,
     augment_pair,
+    copies_of_outlined,
     dice_bce_loss,
     load_segmentation_data,
 )
@@ -354,14 +355,20 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     unmasked = sorted((root / "masks" / "Training" / "tumor").iterdir())[:4]
     for mask in unmasked:
         mask.unlink()
+    tumours = root / "Training" / "tumor"
+    outlined = tumours / "tumor_train_0007.png"  # keeps its mask
+    copy = tumours / "copy_of_0007.png"  # a weak image that only repeats an outlined one
+    copy.write_bytes(outlined.read_bytes())
     records = load_dataset([root]).records
     plain = load_segmentation_data(records, SegmentConfig(size=32).preprocess)
     weak = load_segmentation_data(records, SegmentConfig(size=32).preprocess, weak_labels=True)
-    assert len(plain.records) == len(records) - 4 and not plain.weak.any()
+    assert len(plain.records) == len(records) - 5 and not plain.weak.any()
     assert len(weak.records) == len(records)
     assert {r.path.stem for r, w in zip(weak.records, weak.weak, strict=True) if w} == \
-        {m.stem for m in unmasked}
+        {m.stem for m in unmasked} | {copy.stem}
     assert not weak.masks[weak.weak].any()  # no outline: an empty mask, never trained on
+    copies = copies_of_outlined(weak.records, weak.weak.numpy())
+    assert [r.path.name for r, c in zip(weak.records, copies, strict=True) if c] == [copy.name]
 
     seg = tmp_path / "seg"
     result = invoke(str(root), "--out", str(seg), "--epochs", "1", "--image-size", "32",
@@ -373,10 +380,13 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     assert len(split) == len(records)
     test = split[split["split"] == "test"]
     is_weak = test["path"].map(lambda p: Path(p).stem in {m.stem for m in unmasked})
+    assert split.loc[split["path"].str.endswith(copy.name), "group"].item() == \
+        split.loc[split["path"].str.endswith(f"/tumor/{outlined.name}"), "group"].item()
     metrics = json.loads((seg / "metrics.json").read_text())
     assert metrics["n_tumour_images"] == ((test["label"] == "tumor") & ~is_weak).sum()
     assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum()
     assert metrics["weak"]["n_images"] == is_weak.sum() > 0
+    assert metrics["weak"]["n_copies_left_out"] == 1
     assert set(metrics["weak"]["detection_rate_by_class"]) == {"tumor"}
     assert 0 <= metrics["weak"]["detection_rate"] <= 1
     assert (f"tumour images without a mask: some tumour predicted on "

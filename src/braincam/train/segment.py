@@ -30,7 +30,10 @@ no pixel term. A segmenter that learnt tumours from one source's masks (Figshare
 post-contrast) then also meets tumours in the looks of the user's own data, whose tumour-free
 images it already sees as empty masks. Weak images take no part in the choices made on
 validation images (kept epoch, decision rule) or in the held-out Dice; ``metrics.json``
-``weak`` reports the share of held-out weak images with a predicted tumour pixel.
+``weak`` reports the share of held-out weak images with a predicted tumour pixel. A weak image
+that is a copy of an image with a mask (:func:`copies_of_outlined`; Sartaj's ``Training/``
+folder holds 2317 copies of Figshare slices) is left out of every part of the run: its
+original already trains with its outline, and the copies would more than double the epoch.
 
 ``counterfactual_share`` ``q`` (``--counterfactual-share``): every training tumour image with a
 counterfactual pair (:func:`braincam.data.regions.make_pairs`, made once before training) is
@@ -82,6 +85,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from braincam.data.hashing import duplicates_of
 from braincam.data.imageio import ImageReadError
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
 from braincam.data.records import (
@@ -338,6 +342,18 @@ def is_weak(record: ImageRecord) -> bool:
     return record.mask is None and record.label != NO_TUMOR
 
 
+def copies_of_outlined(records: Sequence[ImageRecord], weak: np.ndarray) -> np.ndarray:
+    """Bool per record: a weak image that is a copy of an image with a mask (byte-identical or
+    near by pHash, :func:`braincam.data.hashing.duplicates_of`). Such a copy teaches nothing its
+    outlined original does not, so it is left out (the split holds it with its original)."""
+    out = np.zeros(len(records), dtype=bool)
+    rows = np.flatnonzero(weak)
+    outlined = [r.path for r in records if r.mask is not None]
+    if len(rows) and outlined:
+        out[rows] = duplicates_of([records[i].path for i in rows], outlined)
+    return out
+
+
 def train_segmenter(
     roots: Sequence[Path | str],
     config: SegmentConfig,
@@ -378,6 +394,8 @@ def train_segmenter(
             write_skipped_csv(dataset.skipped + data.skipped, run.skipped)
             write_split_csv(split, data.records, run.split)
     idx = {name: torch.from_numpy(split.indices(name)) for name in ("train", "val", "test")}
+    copies = torch.from_numpy(copies_of_outlined(data.records, data.weak.numpy()))
+    idx = {name: rows[~copies[rows]] for name, rows in idx.items()}
     if not len(idx["train"]):
         raise BraincamError("no training images after the split")
     weak_test = idx["test"][data.weak[idx["test"]]]
@@ -411,7 +429,8 @@ def train_segmenter(
     metrics |= {
         "flip_average": segmenter.flip_average,
         "decision": decision,
-        "weak": _weak_metrics(segmenter, data, weak_test, ctx) if config.weak_labels else None,
+        "weak": (_weak_metrics(segmenter, data, weak_test, ctx) | {
+            "n_copies_left_out": int(copies.sum())} if config.weak_labels else None),
         "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
                                           pred, truth, config.carve_seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
