@@ -311,3 +311,25 @@ def test_guide_weak_labels_reach_the_segmenter_trained_from_guide_folders(tmp_pa
         TrainConfig(guide_weak_labels=True).validate()
     with pytest.raises(BraincamError, match="--guide names none"):
         guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+
+
+def test_guide_epochs_set_the_epochs_of_the_segmenter_trained_from_guide_folders(tmp_path):
+    """``--guide-epochs N``: the segmenter of --guide's folders trains N epochs, and one of
+    another schedule in RUN/guide is not taken for it; without --guide folders, an error."""
+    config = TrainConfig(guide=str(tmp_path), guide_epochs=7, seed=2)
+    assert guide_module.segment_config(config) == SegmentConfig(seed=2, epochs=7)
+    assert guide_module.segment_config(replace(config, guide_epochs=None)).epochs == 10
+    run = RunDir(tmp_path / "guide")
+    run.root.mkdir()
+    run.metrics.write_text("{}")
+    data = [tmp_path]
+    stored = as_written(asdict(SegmentConfig(seed=2)))
+    run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
+    assert finished(run, data, guide_module.segment_config(replace(config, guide_epochs=None)))
+    assert not finished(run, data, guide_module.segment_config(config))
+    for bad, message in ((TrainConfig(guide_epochs=7), "--guide-epochs .*needs --guide"),
+                         (replace(config, guide_epochs=0), "--guide-epochs must be >= 1")):
+        with pytest.raises(BraincamError, match=message):
+            bad.validate()
+    with pytest.raises(BraincamError, match="--guide-epochs trains .*names none"):
+        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)

@@ -78,6 +78,7 @@ class TrainConfig:
     guide: str | None = option_field("guide")  # a braincam segment run; models.guided
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     guide_weak_labels: bool = option_field("guide_weak_labels")  # segment --weak-labels
+    guide_epochs: int | None = option_field("guide_epochs")  # segment --epochs; None: its default
     guide_cut: float = option_field("guide_cut")  # the gate's P below it counts as 0
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
@@ -144,6 +145,9 @@ class TrainConfig:
              "--guide-floor weighs what --guide leaves out: it needs --guide"),
             (not self.guide_weak_labels or self.guide is not None,
              "--guide-weak-labels trains --guide's segmenter: it needs --guide"),
+            (self.guide_epochs is None or self.guide_epochs >= 1, "--guide-epochs must be >= 1"),
+            (self.guide_epochs is None or self.guide is not None,
+             "--guide-epochs sets the epochs of --guide's segmenter: it needs --guide"),
             (0 <= self.guide_cut < 1, "--guide-cut must be in [0, 1)"),
             (self.guide_cut == 0 or self.guide is not None,
              "--guide-cut acts on the probability of --guide's segmenter: it needs --guide"),

@@ -17,7 +17,7 @@ folders is evaluated on images its segmenter trained on (all but the held-out gr
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,12 +57,13 @@ def guide_plan(source: str) -> GuidePlan:
 
 def segment_config(config: TrainConfig) -> SegmentConfig:
     """The settings of the segmenter trained from ``--guide`` dataset folders: ``braincam
-    segment``'s defaults with the classifier's seed and device, and ``--weak-labels`` with
-    ``--guide-weak-labels``."""
+    segment``'s defaults with the classifier's seed and device, ``--weak-labels`` with
+    ``--guide-weak-labels``, and ``--epochs`` from ``--guide-epochs``."""
     from braincam.train.segment import SegmentConfig
 
-    return SegmentConfig(seed=config.seed, device=config.device,
-                         weak_labels=config.guide_weak_labels)
+    seg = SegmentConfig(seed=config.seed, device=config.device,
+                        weak_labels=config.guide_weak_labels)
+    return seg if config.guide_epochs is None else replace(seg, epochs=config.guide_epochs)
 
 
 def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
@@ -70,9 +71,11 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
     the named runs must share its input side and preprocessing (they guide as one mean)."""
     from braincam.models.checkpoint import read_meta
 
-    if config.guide_weak_labels and not plan.data:
-        raise BraincamError("--guide-weak-labels trains a segmenter on --guide's dataset "
-                            "folders, and --guide names none")
+    for flag, given in (("--guide-weak-labels", config.guide_weak_labels),
+                        ("--guide-epochs", config.guide_epochs is not None)):
+        if given and not plan.data:
+            raise BraincamError(f"{flag} trains a segmenter on --guide's dataset folders, "
+                                "and --guide names none")
     seg = segment_config(config)
     planned = {"size": seg.size, "preprocess": asdict(seg.preprocess)}
     check_preprocess(planned, config.preprocess, "of --guide")

@@ -186,6 +186,9 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "guide_weak_labels": TrainOption(False, "With --guide dataset folders: their tumour images "
                                      "without a mask train the segmenter too, by their label "
                                      "alone (braincam segment --weak-labels).", REMEDIES),
+    "guide_epochs": TrainOption(None, "With --guide dataset folders: the epochs of the "
+                                "segmenter trained on them (braincam segment --epochs).  "
+                                "[default: braincam segment's 10]", REMEDIES, kind=int),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),
