@@ -11,12 +11,18 @@ them guide with their mean probability. So one command trains the whole grounded
     braincam train SARTAJ --guide FIGSHARE,BR35H --finetune-epochs 0 ...
 
 The segmenter's own split holds out whole patient groups for its ``metrics.json``; the
-classifier's split is separate. A classifier later evaluated on images of those dataset
-folders is evaluated on images its segmenter trained on (all but the held-out groups).
+classifier's split is separate. The classifier's test images play no part in the segmenter
+(``train_segmenter(left_out=...)``): where ``--guide`` names the classifier's own folder (with
+``--guide-weak-labels``, e.g. ``SARTAJ/Training``) under a split that tests on some of its
+images (``--split dedup``), the segmenter never sees them, so the test figure stays one of unseen
+images. Its validation images do train the segmenter. A classifier later evaluated on other
+images of those dataset folders is evaluated on images its segmenter trained on (all but the
+held-out groups). ``braincam cv`` trains one segmenter for all folds, on every image.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,25 +95,34 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
 
 
 def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
-                progress: bool = False) -> list[Path]:
-    """Train the segmenter of ``plan.data`` into ``run_dir/guide`` (nothing when there is no
-    dataset folder, and nothing when a finished one with the same data and settings is there:
-    ``braincam cv`` trains it once for all folds); returns the runs that guide
-    (:func:`braincam.models.segment.guide_members`). Every torchrun process calls it."""
+                progress: bool = False, left_out: Collection[Path] = ()) -> list[Path]:
+    """Train the segmenter of ``plan.data`` into ``run_dir/guide`` without the images of
+    ``left_out`` that lie in those folders (the classifier's test images). Nothing is trained
+    when there is no dataset folder, nor when a finished one with the same data, settings and
+    left-out images is there (``braincam cv`` trains it once for all folds). Returns the runs
+    that guide (:func:`braincam.models.segment.guide_members`). Every torchrun process calls
+    it."""
     from braincam.train.segment import train_segmenter
 
     seg = segment_config(config)
     target = RunDir(RunDir(run_dir).guide)
-    if plan.data and not finished(target, plan.data, seg):
+    roots = [p.resolve() for p in plan.data]
+    left_out = [p for p in map(Path, left_out)
+                if any(p.resolve().is_relative_to(root) for root in roots)]
+    if plan.data and not finished(target, plan.data, seg, left_out):
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
-                        command=f"--guide {config.guide}")
+                        command=f"--guide {config.guide}", left_out=left_out)
     return guide_members([*plan.runs, *plan.data], run_dir)
 
 
-def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
-    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` with the
-    settings ``seg`` (the device aside); a setting its ``config.yaml`` lacks (one added to
-    braincam after the run) counts as that setting's default, which the run trained with."""
+def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
+             left_out: Collection[Path] = ()) -> bool:
+    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` without the
+    images ``left_out``, with the settings ``seg`` (the device aside); a setting its
+    ``config.yaml`` lacks (one added to braincam after the run) counts as that setting's
+    default, which the run trained with."""
+    from braincam.train.segment import left_out_digest
+
     if not run.metrics.is_file():
         return False
     try:
@@ -117,4 +132,5 @@ def finished(run: RunDir, data: list[Path], seg: SegmentConfig) -> bool:
     wanted = as_written(asdict(seg))
     stored = as_written(asdict(type(seg)())) | dict(doc.get("segment") or {})
     wanted.pop("device"), stored.pop("device", None)
-    return stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
+    return (stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
+            and doc.get("left_out_sha256") == left_out_digest(left_out))

@@ -188,7 +188,8 @@ def train_run(
         # the segmenter's training leaves torch's random state as it found it, as reading a
         # segmenter does: the head then equals the one `--guide RUN/guide` trains
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            members = train_guide(plan, config, run.root, progress)
+            members = train_guide(plan, config, run.root, progress,
+                                  left_out=[records[i].path for i in split.indices("test")])
         _guide(model, members, config, list(fitted))
         stages = finetune_modules(model, config.finetune_stages)
     own = len(data["train"])  # the guide views follow the classifier's own images

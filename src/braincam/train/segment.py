@@ -71,10 +71,11 @@ predictions are sharded and gathered; rank 0 alone writes the run directory.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -361,8 +362,12 @@ def train_segmenter(
     force: bool = False,
     progress: bool = False,
     command: str | None = None,
+    left_out: Collection[Path | str] = (),
 ) -> SegmentResult:
-    """Train on ``roots`` and write the run directory (files listed in docs/segment.md)."""
+    """Train on ``roots`` and write the run directory (files listed in docs/segment.md).
+    Images of ``left_out`` (a guided classifier's test images, :mod:`braincam.train.guide`)
+    play no part: they are dropped before the split, and ``config.yaml`` records their number
+    and :func:`left_out_digest`."""
     start = time.perf_counter()
     config.validate()
     ctx, device = setup(config.device)
@@ -372,10 +377,12 @@ def train_segmenter(
         prepare_output_dir(run.root)  # refuses an occupied directory before slow steps
     roots = [Path(r).resolve() for r in roots]
     dataset = load_dataset(roots)
+    dropped = {Path(p).resolve() for p in left_out}
+    records = [r for r in dataset.records if Path(r.path).resolve() not in dropped]
     torch.manual_seed(config.seed)
     model = build_segmenter(config.weights, config.decoder_channels, config.encoder)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
-        data = load_segmentation_data(dataset.records, config.preprocess, progress,
+        data = load_segmentation_data(records, config.preprocess, progress,
                                       config.weak_labels)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
                        config.test_fraction, config.carve_seed)
@@ -387,6 +394,8 @@ def train_segmenter(
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data": [str(r) for r in roots],
                 "segment": asdict(config),
+                "left_out": len(dataset.records) - len(records),
+                "left_out_sha256": left_out_digest(dropped),
                 "device": str(device),
                 "world_size": ctx.world_size,
                 "versions": versions(),
@@ -452,6 +461,15 @@ def train_segmenter(
                             config.overlays)
     return SegmentResult(run.root, dict(split.counts), metrics, best_epoch,
                          time.perf_counter() - start)
+
+
+def left_out_digest(paths: Collection[Path | str]) -> str | None:
+    """SHA-256 of the sorted resolved paths left out of a segment run (None when none is):
+    a guide in ``RUN/guide`` is reused only for the same left-out images."""
+    if not paths:
+        return None
+    names = sorted(str(Path(p).resolve()) for p in paths)
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
 def _fit(
