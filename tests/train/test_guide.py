@@ -32,7 +32,7 @@ from braincam.train.segment import SegmentConfig
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     return make_phantom_dataset(tmp_path_factory.mktemp("data") / "phantoms",
-                                PhantomSpec(n_per_class=8, size=48, seed=0))
+                                PhantomSpec(n_per_class=14, size=48, seed=0))
 
 
 def tiny_segment_config(config: TrainConfig) -> SegmentConfig:
@@ -63,13 +63,13 @@ def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path):
         guide_plan(str(unfinished))
 
 
-def test_guide_from_data_trains_the_segmenter_into_the_run(tmp_path, monkeypatch, caplog):
+def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monkeypatch,
+                                                            caplog):
     """A segment run and a dataset folder: the folder's segmenter is trained into RUN/guide
     with the classifier's seed, without the classifier's test images, and both guide as their
     mean (saved and reloaded). Scoring the model on that folder warns that the guide has seen
     it."""
     monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
-    small = make_phantom_dataset(tmp_path / "phantoms", PhantomSpec(n_per_class=14, size=48))
     seg = write_segmenter(tmp_path / "seg")
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
