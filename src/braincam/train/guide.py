@@ -107,8 +107,8 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
     seg = segment_config(config)
     target = RunDir(RunDir(run_dir).guide)
     roots = [p.resolve() for p in plan.data]
-    left_out = [p for p in map(Path, left_out)
-                if any(p.resolve().is_relative_to(root) for root in roots)]
+    resolved = [Path(p).resolve() for p in left_out]
+    left_out = [p for p in resolved if any(p.is_relative_to(root) for root in roots)]
     if plan.data and not finished(target, plan.data, seg, left_out):
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
                         command=f"--guide {config.guide}", left_out=left_out)
