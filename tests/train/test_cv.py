@@ -94,14 +94,24 @@ def test_fold_scores_add_leak_free_sets_only_where_copies_were_seen():
     assert set(unseen) == {"test", "br35h"}
 
 
-def test_guide_folders_train_one_segmenter_for_every_fold(phantoms, tmp_path, monkeypatch):
-    """``--guide`` dataset folders: CV/guide is trained once, names the folds' guide, and a
-    resumed cross-validation neither retrains it nor its folds."""
+@pytest.fixture(scope="module")
+def other_phantoms(tmp_path_factory):
+    """A second masked dataset, none of whose images the cross-validation uses."""
+    root = tmp_path_factory.mktemp("other") / "phantoms"
+    make_phantom_dataset(root, PhantomSpec(n_per_class=6, size=48, seed=5))
+    return root
+
+
+def test_guide_folders_without_the_cv_images_train_one_segmenter_for_every_fold(
+        phantoms, other_phantoms, tmp_path, monkeypatch):
+    """``--guide`` dataset folders that hold none of the folds' images: CV/guide is trained
+    once, names the folds' guide, and a resumed cross-validation neither retrains it nor its
+    folds."""
     from braincam.train import guide as guide_module
     from tests.train.test_guide import tiny_segment_config
 
     monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
-    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(phantoms))
+    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(other_phantoms))
     out = tmp_path / "cv"
     cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
     guide = out / "guide"
@@ -109,8 +119,42 @@ def test_guide_folders_train_one_segmenter_for_every_fold(phantoms, tmp_path, mo
     for k in range(2):
         fold = yaml.safe_load((out / f"fold-{k}" / "config.yaml").read_text())
         assert fold["train"]["guide"] == str(guide)
+        assert not (out / f"fold-{k}" / "guide").exists()
     stamp = (guide / "model.safetensors").stat().st_mtime_ns
     (out / "cv.json").unlink()
     again = cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
     assert [r["kept"] for r in again.folds] == [True, True]
     assert (guide / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_guide_folders_holding_the_cv_images_train_a_segmenter_per_fold_without_its_test(
+        phantoms, tmp_path, monkeypatch):
+    """``--guide`` names the folder the folds come from: each fold trains its own guide,
+    which never sees that fold's test images but sees every other image, and a resumed
+    cross-validation retrains none of them."""
+    from braincam.train import guide as guide_module
+    from tests.train.test_guide import tiny_segment_config
+
+    monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
+    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(phantoms))
+    out = tmp_path / "cv"
+    cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    assert not (out / "guide").exists()
+    stamps = []
+    for k in range(2):
+        fold = out / f"fold-{k}"
+        own = pd.read_csv(fold / "split.csv")
+        tested = set(own.loc[own["split"] == "test", "path"])
+        guide_split = pd.read_csv(fold / "guide" / "split.csv")
+        assert tested and not tested & set(guide_split["path"])
+        assert set(own["path"]) - tested <= set(guide_split["path"])
+        assert yaml.safe_load((fold / "guide" / "config.yaml").read_text())["left_out"] == len(
+            tested)
+        assert yaml.safe_load((fold / "config.yaml").read_text())["train"]["guide"] == str(
+            phantoms)
+        stamps.append((fold / "guide" / "model.safetensors").stat().st_mtime_ns)
+    (out / "cv.json").unlink()
+    again = cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    assert [r["kept"] for r in again.folds] == [True, True]
+    assert [(out / f"fold-{k}" / "guide" / "model.safetensors").stat().st_mtime_ns
+            for k in range(2)] == stamps

@@ -9,12 +9,18 @@ summarises the folds: for each scored set, the mean and the sample standard devi
 folds of ``balanced_accuracy``, ``auc`` and ``accuracy``. Recipes are compared on these
 figures, never on a published test set: data with an official test split is refused.
 
-Layout: ``CV/fold-<k>/`` (a run directory) and ``CV/cv.json``; with ``--guide`` dataset
-folders also ``CV/guide/``, the segmenter trained once on them that guides every fold (the
-folds' ``train.guide`` names it, :mod:`braincam.train.guide`). A fold whose ``metrics.json``
-exists and whose ``config.yaml`` holds the same training settings is kept, so an interrupted
-cross-validation resumes; a fold with other settings or without metrics is replaced only
-with ``force``. The folds compute each image's backbone features once
+Layout: ``CV/fold-<k>/`` (a run directory) and ``CV/cv.json``. ``--guide`` dataset folders
+(:mod:`braincam.train.guide`) that hold none of the cross-validated images train one segmenter,
+``CV/guide/``, that guides every fold (the folds' ``train.guide`` names it). Folders that hold
+some of them (``braincam cv SARTAJ/Training --guide FIGSHARE,SARTAJ/Training
+--guide-weak-labels``) train one segmenter per fold instead, ``CV/fold-<k>/guide/``, without
+that fold's test images, as ``braincam train`` does for its own test split: a segmenter that
+learnt a fold's test images (with ``--guide-weak-labels``, their very labels) would score the
+fold on images its guide was taught. That costs one segmenter training per fold.
+
+A fold whose ``metrics.json`` exists and whose ``config.yaml`` holds the same training settings
+is kept, so an interrupted cross-validation resumes; a fold with other settings or without
+metrics is replaced only with ``force``. The folds compute each image's backbone features once
 (:mod:`braincam.train.features`).
 """
 
@@ -58,15 +64,16 @@ def cross_validate(
     """Train and evaluate ``config`` on each of ``folds`` grouped folds of ``roots``; write
     ``cv.json`` (module docstring) and return it."""
     from braincam.evaluate import evaluate_run
-    from braincam.train.guide import check_plan, guide_plan, train_guide
+    from braincam.train.guide import check_plan, guide_plan, holds_any, train_guide
     from braincam.train.run import train_run
 
     out = Path(out_dir)
     if (out / "cv.json").exists() and not force:
         raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
     plan = guide_plan(config.guide) if config.guide else None
-    if plan is not None and plan.data:  # one segmenter for every fold: CV/guide
+    if plan is not None and plan.data:
         check_plan(plan, config)
+    if plan is not None and plan.data and not holds_any(plan.data, roots):  # CV/guide
         members = train_guide(plan, config, out, progress)
         config = replace(config, guide=",".join(str(m) for m in members))
     rows = []

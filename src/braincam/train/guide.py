@@ -17,7 +17,8 @@ classifier's split is separate. The classifier's test images play no part in the
 images (``--split dedup``), the segmenter never sees them, so the test figure stays one of unseen
 images. Its validation images do train the segmenter. A classifier later evaluated on other
 images of those dataset folders is evaluated on images its segmenter trained on (all but the
-held-out groups). ``braincam cv`` trains one segmenter for all folds, on every image.
+held-out groups). ``braincam cv`` trains one segmenter for all folds when the folders hold none
+of its images, else one per fold without the fold's test images (:mod:`braincam.train.cv`).
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
                         command=f"--guide {config.guide}", left_out=left_out)
     return guide_members([*plan.runs, *plan.data], run_dir)
+
+
+def holds_any(folders: Collection[Path], roots: Collection[Path | str]) -> bool:
+    """Whether a dataset folder of ``folders`` holds images of ``roots``: one of them lies
+    inside the other."""
+    inner = [Path(r).resolve() for r in roots]
+    outer = [Path(f).resolve() for f in folders]
+    return any(r.is_relative_to(f) or f.is_relative_to(r) for r in inner for f in outer)
 
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
