@@ -392,3 +392,30 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     assert (f"tumour images without a mask: some tumour predicted on "
             f"{metrics['weak']['detection_rate']:.3f} of {is_weak.sum()} held out") in result.output
     assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["weak_labels"]
+
+
+def test_freeze_blocks_keep_the_stem_and_first_blocks_pretrained(phantoms, tmp_path):
+    """--freeze-blocks 2: the stem's and first two blocks' parameters are ImageNet's after
+    training, the later blocks' and the decoder's are not; it needs pretrained weights."""
+    from safetensors.torch import load_file
+
+    from braincam.models.weights import efficientnet_lite_imagenet
+
+    with pytest.raises(BraincamError, match="--freeze-blocks must be in"):
+        SegmentConfig(freeze_blocks=8).validate()
+    with pytest.raises(BraincamError, match="--weights none has none"):
+        SegmentConfig(freeze_blocks=1, weights="none").validate()
+    seg = tmp_path / "seg"
+    result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",
+                    "--weights", "imagenet", "--freeze-blocks", "2", "--batch-size", "4",
+                    "--device", "cpu", "--decoder-channels", "8,8,8,8,8", "--val-fraction",
+                    "0.2", "--test-fraction", "0.25", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["freeze_blocks"] == 2
+    trained = load_file(str(seg / "model.safetensors"))
+    reference = dict(efficientnet_lite_imagenet("efficientnet_lite0").named_parameters())
+    kept = {k for k in reference if k.startswith(("conv_stem.", "bn1.", "blocks.0.", "blocks.1."))}
+    assert kept and all(torch.equal(trained[f"encoder.model.{k}"], reference[k]) for k in kept)
+    moved = [k for k in reference if k.startswith("blocks.2.")]
+    assert moved and all(not torch.equal(trained[f"encoder.model.{k}"], reference[k])
+                         for k in moved)

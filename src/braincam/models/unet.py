@@ -50,6 +50,17 @@ def unet(decoder_channels: Sequence[int] = DECODER_CHANNELS, encoder: str = ENCO
                     classes=1, decoder_channels=tuple(decoder_channels))
 
 
+def freeze_encoder(model: nn.Module, blocks: int) -> None:
+    """Stop the gradient of a U-Net's encoder stem (``conv_stem``, ``bn1``) and first
+    ``blocks`` blocks (:func:`unet`'s timm EfficientNet-Lite, ``encoder.model``); nothing for
+    ``blocks = 0``."""
+    if not blocks:
+        return
+    encoder = model.encoder.model
+    for part in (encoder.conv_stem, encoder.bn1, *list(encoder.blocks)[:blocks]):
+        part.requires_grad_(False)
+
+
 def decoder_channels_of(tensors: Mapping[str, torch.Tensor], prefix: str = "") -> tuple[int, ...]:
     """The decoder widths of a U-Net state dict (keys under ``prefix``): the output channels of
     each ``decoder.blocks.<i>.conv1`` convolution; :data:`DECODER_CHANNELS` if it has none."""

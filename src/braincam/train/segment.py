@@ -56,6 +56,12 @@ a tumour-free image scoring 1 without and 0 with a predicted pixel), so an epoch
 tumours well but marks something on tumour-free slices is not kept; the last epoch without
 validation.
 
+``freeze_blocks`` ``N`` (``--freeze-blocks``): the encoder's stem and its first ``N`` blocks keep
+their pretrained weights (:func:`braincam.models.unet.freeze_encoder`; their batch-norm
+statistics still follow the data). Those layers work at the input's full and half resolution,
+where backward costs most of a CPU training step; the U-Net's skip connections still carry
+their features to the decoder.
+
 Decision rule (``tune_threshold``, ``--tune-threshold``, on by default): once the epoch is
 kept, the rule that turns probabilities into a mask is chosen on the same validation images
 by the same score, among plain or flip-averaged probabilities (the mean of the image's and its
@@ -122,7 +128,7 @@ from braincam.evaluate.segmentation import (
 from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
-from braincam.models.unet import DECODER_CHANNELS, ENCODER, ENCODERS
+from braincam.models.unet import DECODER_CHANNELS, ENCODER, ENCODERS, freeze_encoder
 from braincam.runs import (
     RunDir,
     atomic_write_bytes,
@@ -138,6 +144,7 @@ log = logging.getLogger(__name__)
 
 DECISION_THRESHOLDS = (0.5, 0.3, 0.4, 0.6)  # 0.5 first: the plain rule wins ties
 WEAK_TOP_SHARE = 0.005  # a weak image's k largest logits: this share of its pixels
+FREEZABLE_BLOCKS = 7  # blocks of every EfficientNet-Lite encoder
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,7 @@ class SegmentConfig:
     counterfactual_share: float = 0.0  # share of paired tumour draws swapped for a copy
     zoom_views: float = 0.0  # share of training images seen as a zoomed view
     weak_labels: bool = False  # tumour images without a mask train by their label
+    freeze_blocks: int = 0  # the encoder's stem and first N blocks keep their weights
     device: str = "auto"
     overlays: int = 4  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
@@ -182,6 +190,11 @@ class SegmentConfig:
         if self.encoder not in ENCODERS:
             raise BraincamError(f"--encoder must be one of {', '.join(ENCODERS)}, "
                                 f"got {self.encoder}")
+        if not 0 <= self.freeze_blocks <= FREEZABLE_BLOCKS:
+            raise BraincamError(f"--freeze-blocks must be in [0, {FREEZABLE_BLOCKS}]")
+        if self.freeze_blocks and self.weights == "none":
+            raise BraincamError("--freeze-blocks keeps pretrained encoder weights, and "
+                                "--weights none has none")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise BraincamError("--decoder-channels takes 5 positive widths, e.g. "
                                 f"{','.join(map(str, DECODER_CHANNELS))}")
@@ -486,9 +499,11 @@ def _fit(
     n = len(images)
     batches = GlobalBatches(n, config.batch_size, config.seed, drop_last=n > config.batch_size)
     steps = config.epochs * len(batches)
+    freeze_encoder(model, config.freeze_blocks)
     model.to(device, memory_format=torch.channels_last)
     net = wrap_ddp(model, device, ctx, batch_statistics=True)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.lr,
                                   weight_decay=config.weight_decay, foreach=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
