@@ -333,3 +333,24 @@ def test_guide_epochs_set_the_epochs_of_the_segmenter_trained_from_guide_folders
             bad.validate()
     with pytest.raises(BraincamError, match="--guide-epochs trains .*names none"):
         guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+
+
+def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_folders(tmp_path):
+    """``--guide-freeze-blocks N`` is the guide's ``braincam segment --freeze-blocks N``: a
+    finished guide trained without it is not taken for one with it; it needs --guide folders."""
+    config = TrainConfig(guide=str(tmp_path), guide_freeze_blocks=2, seed=2)
+    assert guide_module.segment_config(config) == SegmentConfig(seed=2, freeze_blocks=2)
+    run = RunDir(tmp_path / "guide")
+    run.root.mkdir()
+    run.metrics.write_text("{}")
+    stored = as_written(asdict(SegmentConfig(seed=2)))
+    run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
+    assert finished(run, [tmp_path], guide_module.segment_config(
+        replace(config, guide_freeze_blocks=0)))
+    assert not finished(run, [tmp_path], guide_module.segment_config(config))
+    for bad, message in ((TrainConfig(guide_freeze_blocks=2), "--guide-freeze-blocks .*needs"),
+                         (replace(config, guide_freeze_blocks=8), "must be in \\[0, 7\\]")):
+        with pytest.raises(BraincamError, match=message):
+            bad.validate()
+    with pytest.raises(BraincamError, match="--guide-freeze-blocks trains .*names none"):
+        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)

@@ -79,6 +79,7 @@ class TrainConfig:
     guide_floor: float = option_field("guide_floor")  # weight outside the predicted tumour
     guide_weak_labels: bool = option_field("guide_weak_labels")  # segment --weak-labels
     guide_epochs: int | None = option_field("guide_epochs")  # segment --epochs; None: its default
+    guide_freeze_blocks: int = option_field("guide_freeze_blocks")  # segment --freeze-blocks
     guide_cut: float = option_field("guide_cut")  # the gate's P below it counts as 0
     guide_views: bool = option_field("guide_views")  # train.grounding.guide_originals
     guide_views_max: int = option_field("guide_views_max")  # at most N guide images
@@ -148,6 +149,9 @@ class TrainConfig:
             (self.guide_epochs is None or self.guide_epochs >= 1, "--guide-epochs must be >= 1"),
             (self.guide_epochs is None or self.guide is not None,
              "--guide-epochs sets the epochs of --guide's segmenter: it needs --guide"),
+            (0 <= self.guide_freeze_blocks <= 7, "--guide-freeze-blocks must be in [0, 7]"),
+            (self.guide_freeze_blocks == 0 or self.guide is not None,
+             "--guide-freeze-blocks sets --guide's segmenter training: it needs --guide"),
             (0 <= self.guide_cut < 1, "--guide-cut must be in [0, 1)"),
             (self.guide_cut == 0 or self.guide is not None,
              "--guide-cut acts on the probability of --guide's segmenter: it needs --guide"),

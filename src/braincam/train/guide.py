@@ -65,11 +65,13 @@ def guide_plan(source: str) -> GuidePlan:
 def segment_config(config: TrainConfig) -> SegmentConfig:
     """The settings of the segmenter trained from ``--guide`` dataset folders: ``braincam
     segment``'s defaults with the classifier's seed and device, ``--weak-labels`` with
-    ``--guide-weak-labels``, and ``--epochs`` from ``--guide-epochs``."""
+    ``--guide-weak-labels``, ``--epochs`` from ``--guide-epochs`` and ``--freeze-blocks`` from
+    ``--guide-freeze-blocks``."""
     from braincam.train.segment import SegmentConfig
 
     seg = SegmentConfig(seed=config.seed, device=config.device,
-                        weak_labels=config.guide_weak_labels)
+                        weak_labels=config.guide_weak_labels,
+                        freeze_blocks=config.guide_freeze_blocks)
     return seg if config.guide_epochs is None else replace(seg, epochs=config.guide_epochs)
 
 
@@ -79,7 +81,8 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
     from braincam.models.checkpoint import read_meta
 
     for flag, given in (("--guide-weak-labels", config.guide_weak_labels),
-                        ("--guide-epochs", config.guide_epochs is not None)):
+                        ("--guide-epochs", config.guide_epochs is not None),
+                        ("--guide-freeze-blocks", config.guide_freeze_blocks > 0)):
         if given and not plan.data:
             raise BraincamError(f"{flag} trains a segmenter on --guide's dataset folders, "
                                 "and --guide names none")

@@ -189,6 +189,10 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "guide_epochs": TrainOption(None, "With --guide dataset folders: the epochs of the "
                                 "segmenter trained on them (braincam segment --epochs).  "
                                 "[default: braincam segment's 10]", REMEDIES, kind=int),
+    "guide_freeze_blocks": TrainOption(0, "With --guide dataset folders: the segmenter "
+                                       "trained on them keeps the ImageNet weights of its "
+                                       "encoder's stem and first N blocks (braincam segment "
+                                       "--freeze-blocks).", REMEDIES),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),
