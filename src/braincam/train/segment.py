@@ -128,7 +128,13 @@ from braincam.evaluate.segmentation import (
 from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
-from braincam.models.unet import DECODER_CHANNELS, ENCODER, ENCODERS, freeze_encoder
+from braincam.models.unet import (
+    DECODER_CHANNELS,
+    ENCODER,
+    ENCODER_BLOCKS,
+    ENCODERS,
+    freeze_encoder,
+)
 from braincam.runs import (
     RunDir,
     atomic_write_bytes,
@@ -144,7 +150,6 @@ log = logging.getLogger(__name__)
 
 DECISION_THRESHOLDS = (0.5, 0.3, 0.4, 0.6)  # 0.5 first: the plain rule wins ties
 WEAK_TOP_SHARE = 0.005  # a weak image's k largest logits: this share of its pixels
-FREEZABLE_BLOCKS = 7  # blocks of every EfficientNet-Lite encoder
 
 
 @dataclass(frozen=True)
@@ -190,8 +195,8 @@ class SegmentConfig:
         if self.encoder not in ENCODERS:
             raise BraincamError(f"--encoder must be one of {', '.join(ENCODERS)}, "
                                 f"got {self.encoder}")
-        if not 0 <= self.freeze_blocks <= FREEZABLE_BLOCKS:
-            raise BraincamError(f"--freeze-blocks must be in [0, {FREEZABLE_BLOCKS}]")
+        if not 0 <= self.freeze_blocks <= ENCODER_BLOCKS:
+            raise BraincamError(f"--freeze-blocks must be in [0, {ENCODER_BLOCKS}]")
         if self.freeze_blocks and self.weights == "none":
             raise BraincamError("--freeze-blocks keeps pretrained encoder weights, and "
                                 "--weights none has none")
