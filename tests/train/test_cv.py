@@ -128,7 +128,7 @@ def test_guide_folders_without_the_cv_images_train_one_segmenter_for_every_fold(
 
 
 def test_guide_folders_holding_the_cv_images_train_a_segmenter_per_fold_without_its_test(
-        phantoms, tmp_path, monkeypatch):
+        phantoms, tmp_path, monkeypatch, caplog):
     """``--guide`` names the folder the folds come from: each fold trains its own guide,
     which never sees that fold's test images but sees every other image, and a resumed
     cross-validation retrains none of them."""
@@ -138,7 +138,10 @@ def test_guide_folders_holding_the_cv_images_train_a_segmenter_per_fold_without_
     monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
     config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(phantoms))
     out = tmp_path / "cv"
-    cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    with caplog.at_level("WARNING", logger="braincam.train.cv"):
+        cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
+    assert "each fold trains its own segmenter without its test images (2 segmenter" in \
+        caplog.text
     assert not (out / "guide").exists()
     stamps = []
     for k in range(2):

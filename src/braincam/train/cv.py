@@ -26,6 +26,7 @@ metrics is replaced only with ``force``. The folds compute each image's backbone
 
 from __future__ import annotations
 
+import logging
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -40,6 +41,8 @@ from braincam.evaluate.run import extra_sets
 from braincam.runs import RunDir, as_written, atomic_write_json, read_json
 from braincam.train.config import TrainConfig
 from braincam.train.features import remembered_features
+
+log = logging.getLogger(__name__)
 
 SUMMARY = ("balanced_accuracy", "auc", "accuracy")
 
@@ -73,9 +76,13 @@ def cross_validate(
     plan = guide_plan(config.guide) if config.guide else None
     if plan is not None and plan.data:
         check_plan(plan, config)
-    if plan is not None and plan.data and not holds_any(plan.data, roots):  # CV/guide
-        members = train_guide(plan, config, out, progress)
-        config = replace(config, guide=",".join(str(m) for m in members))
+        if holds_any(plan.data, roots):
+            log.warning("--guide's dataset folders hold images of the folds: each fold trains "
+                        "its own segmenter without its test images (%d segmenter trainings)",
+                        folds)
+        else:  # one segmenter for every fold: CV/guide
+            members = train_guide(plan, config, out, progress)
+            config = replace(config, guide=",".join(str(m) for m in members))
     rows = []
     with remembered_features():  # the folds share the backbone and most images
         for k in range(folds):
