@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from braincam.commands.bench import app
 from braincam.errors import BraincamError
+from braincam.models.unet import freeze_encoder
 
 
 def run_json(*args: str) -> dict:
@@ -98,8 +99,34 @@ def test_bench_segment_compares_mixed_precision_with_fp32(monkeypatch):
     assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
 
 
+def test_bench_segment_trains_the_contender_with_frozen_encoder_blocks(monkeypatch):
+    """--freeze-blocks 2: the contender's stem and first two blocks take no gradient, the
+    reference (0) trains them."""
+    from braincam.train import bench
+
+    frozen = {}
+
+    def spy(model, blocks):
+        freeze_encoder(model, blocks)
+        frozen[blocks] = model
+
+    monkeypatch.setattr(bench, "freeze_encoder", spy)
+    out = run_json("segment", "--batch", "2", "--image-size", "32", "--iters", "1",
+                   "--repeats", "1", "--reference-channels", "128,64,32,16,8",
+                   "--freeze-blocks", "2")
+    assert (out["freeze_blocks"], out["reference_freeze_blocks"]) == (2, 0)
+    assert sorted(frozen) == [0, 2]
+    for blocks, model in frozen.items():
+        encoder = model.encoder.model
+        assert encoder.conv_stem.weight.requires_grad is (blocks == 0)
+        assert encoder.blocks[1][0].conv_dw.weight.requires_grad is (blocks == 0)
+        assert encoder.blocks[2][0].conv_pw.weight.requires_grad
+    assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
+
+
 @pytest.mark.parametrize("args, message", [
     (["--image-size", "40"], "--image-size must be a multiple of 32"),
+    (["--freeze-blocks", "8"], "--freeze-blocks must be in [0, 7]"),
     (["--decoder-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
     (["--reference-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
     (["--reference-encoder", "resnet50"], "--encoder must be one of"),

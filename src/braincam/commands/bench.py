@@ -130,6 +130,13 @@ def segment(
         bool, typer.Option("--reference-amp/--no-reference-amp",
                            help="Mixed precision for the reference.")
     ] = True,
+    freeze_blocks: Annotated[
+        int, typer.Option(help="Encoder blocks kept frozen, as `braincam segment "
+                          "--freeze-blocks`.")
+    ] = 0,
+    reference_freeze_blocks: Annotated[
+        int, typer.Option(help="Encoder blocks kept frozen in the reference.")
+    ] = 0,
     device: Device = "auto",
 ) -> None:
     """Segmenter training images/s against a reference U-Net (by default the same encoder
@@ -147,10 +154,13 @@ def segment(
     _check_positive(batch=batch, iters=iters, repeats=repeats)
     channels = widths(decoder_channels) if decoder_channels else DECODER_CHANNELS
     reference = widths(reference_channels)
-    for net in ((channels, encoder), (reference, reference_encoder)):
-        SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1]).validate()
+    for net in ((channels, encoder, freeze_blocks),
+                (reference, reference_encoder, reference_freeze_blocks)):
+        SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1],
+                      freeze_blocks=net[2]).validate()
     result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels,
-                           reference, encoder, reference_encoder, amp, reference_amp)
+                           reference, encoder, reference_encoder, amp, reference_amp,
+                           freeze_blocks, reference_freeze_blocks)
     typer.echo(json.dumps(result))
 
 

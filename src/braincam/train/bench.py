@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from braincam.device import amp_dtype, autocast, interleaved, pin_memory
 from braincam.models import build_model, to_model_input
-from braincam.models.unet import DECODER_CHANNELS, ENCODER, unet
+from braincam.models.unet import DECODER_CHANNELS, ENCODER, freeze_encoder, unet
 
 
 def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, iters: int = 5,
@@ -97,25 +97,31 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
                   decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
                   reference: tuple[int, ...] = SMP_DECODER_CHANNELS,
                   encoder: str = ENCODER, reference_encoder: str = ENCODER,
-                  amp: bool = True, reference_amp: bool = True) -> dict[str, object]:
+                  amp: bool = True, reference_amp: bool = True, freeze_blocks: int = 0,
+                  reference_freeze_blocks: int = 0) -> dict[str, object]:
     """Median training images/s of the segmenter on ``encoder`` with ``decoder_channels`` and
     on ``reference_encoder`` with ``reference`` widths, repeats interleaved; ``ratio`` = the
-    first over the second. Channels-last and mixed precision (``amp``, ``reference_amp``) as
-    in ``braincam segment``."""
+    first over the second. Channels-last, mixed precision (``amp``, ``reference_amp``) and
+    frozen encoder blocks (``freeze_blocks``, ``reference_freeze_blocks``) as in ``braincam
+    segment``."""
     from braincam.train.segment import dice_bce_loss
 
     device = device or torch.device("cpu")
-    nets = {"decoder": (tuple(decoder_channels), encoder, amp),
-            "reference": (tuple(reference), reference_encoder, reference_amp)}
+    nets = {"decoder": (tuple(decoder_channels), encoder, amp, freeze_blocks),
+            "reference": (tuple(reference), reference_encoder, reference_amp,
+                          reference_freeze_blocks)}
     host = torch.randint(0, 256, (batch, image_size, image_size), dtype=torch.uint8)
     host = host.pin_memory() if pin_memory(device) else host
     truth = torch.zeros(batch, image_size, image_size, dtype=torch.bool, device=device)
     truth[:, image_size // 3: image_size // 2, image_size // 3: image_size // 2] = True
 
-    def contender(channels: tuple[int, ...], name: str, mixed: bool) -> Callable[[], None]:
+    def contender(channels: tuple[int, ...], name: str, mixed: bool,
+                  frozen: int) -> Callable[[], None]:
         torch.manual_seed(0)
         model = unet(channels, name).to(device, memory_format=torch.channels_last).train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        freeze_encoder(model, frozen)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=1e-4)
 
         def steps() -> None:
             for _ in range(iters):
@@ -142,6 +148,7 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
         "encoder": encoder, "decoder_channels": list(decoder_channels),
         "reference_encoder": reference_encoder, "reference_channels": list(reference),
         "amp": precision(amp), "reference_amp": precision(reference_amp),
+        "freeze_blocks": freeze_blocks, "reference_freeze_blocks": reference_freeze_blocks,
         "train_img_s": round(median["decoder"], 2),
         "reference_train_img_s": round(median["reference"], 2),
         "ratio": round(median["decoder"] / median["reference"], 3),
