@@ -357,3 +357,20 @@ def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_fol
     with pytest.raises(BraincamError, match="--guide's segmenter: --freeze-blocks must be in "
                                             "\\[0, 7\\]"):
         guide_module.check_plan(GuidePlan([], [tmp_path]), replace(config, guide_freeze_blocks=8))
+
+
+def test_holds_any_sees_nested_folders_and_links_into_a_guide_folder(tmp_path):
+    """``braincam cv`` trains a guide per fold when the guide's folders hold cv images: a
+    folder inside the other, or a folder of links whose targets lie in a guide folder."""
+    guide, other, links = tmp_path / "guide", tmp_path / "other", tmp_path / "links"
+    for folder in (guide / "Training" / "glioma", other / "glioma", links / "glioma"):
+        folder.mkdir(parents=True)
+    (guide / "Training" / "glioma" / "a.png").write_bytes(b"x")
+    (other / "glioma" / "b.png").write_bytes(b"x")
+    assert guide_module.holds_any([guide], [guide / "Training"])
+    assert guide_module.holds_any([guide / "Training"], [guide])
+    assert not guide_module.holds_any([guide], [other])
+    (links / "glioma" / "b.png").symlink_to(other / "glioma" / "b.png")
+    assert not guide_module.holds_any([guide], [links])
+    (links / "glioma" / "a.png").symlink_to(guide / "Training" / "glioma" / "a.png")
+    assert guide_module.holds_any([guide], [links])

@@ -124,11 +124,14 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
 
 
 def holds_any(folders: Collection[Path], roots: Collection[Path | str]) -> bool:
-    """Whether a dataset folder of ``folders`` holds images of ``roots``: one of them lies
-    inside the other."""
+    """Whether a dataset folder of ``folders`` holds images of ``roots``: one folder lies
+    inside the other, or a file under ``roots`` resolves (through links) into a folder."""
     inner = [Path(r).resolve() for r in roots]
     outer = [Path(f).resolve() for f in folders]
-    return any(r.is_relative_to(f) or f.is_relative_to(r) for r in inner for f in outer)
+    if any(r.is_relative_to(f) or f.is_relative_to(r) for r in inner for f in outer):
+        return True
+    files = (p.resolve() for r in inner for p in r.rglob("*") if p.is_file())
+    return any(p.is_relative_to(f) for p in files for f in outer)
 
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
