@@ -25,9 +25,9 @@ from braincam.data.mask import brain_region
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import load_dataset
 from braincam.data.regions import control_region, dilate, inpaint
+from braincam.data.segmentation import load_segmentation_data
 from braincam.evaluate.segmentation import dice
 from braincam.models.segment import load_segmenter
-from braincam.train.segment import load_segmentation_data
 
 
 def reflection(theta_deg: float, cx: float, cy: float) -> np.ndarray:

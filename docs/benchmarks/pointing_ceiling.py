@@ -19,8 +19,8 @@ import numpy as np
 from braincam.audit.model.localization import SIZES, size_thirds
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import load_dataset
+from braincam.data.segmentation import load_segmentation_data
 from braincam.explain.grid import peak_pixels
-from braincam.train.segment import load_segmentation_data
 
 FIGSHARE = Path("../shared/datasets/figshare-cheng-t1ce")
 GRIDS = (7, 14, 28)

@@ -26,9 +26,9 @@ from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
 from braincam.data.regions import make_pairs
+from braincam.data.segmentation import load_segmentation_data
 from braincam.evaluate.segmentation import counterfactual_metrics, dice, segmentation_metrics
 from braincam.models.segment import load_segmenter
-from braincam.train.segment import load_segmentation_data
 
 DATA = Path("../shared/datasets")
 FIGSHARE, BR35H = DATA / "figshare-cheng-t1ce", DATA / "br35h-no-tumor-sample"

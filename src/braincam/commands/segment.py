@@ -1,5 +1,6 @@
 """``braincam segment DATA... --out SEG``: train the tumour segmenter; ``braincam segment SEG
---predict IMAGES... --out DIR``: masks and outlines for new images."""
+--predict IMAGES... --out DIR``: masks and outlines for new images; ``braincam segment SEG
+--evaluate DATA... --out DIR``: its scores on dataset folders with masks."""
 
 from __future__ import annotations
 
@@ -23,13 +24,21 @@ def command(
     paths: Annotated[
         list[Path],
         typer.Argument(help="Training: dataset folder(s) with ROOT/masks/. With --predict: "
-                       "the segment run directory, then image files or folders."),
+                       "the segment run directory, then image files or folders. With "
+                       "--evaluate: the segment run directory (or RUN1,RUN2 for their mean), "
+                       "then dataset folders."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o",
                                       help="Run directory to create (or, with --predict, "
-                                      "the folder for the masks).")],
+                                      "the folder for the masks; with --evaluate, for "
+                                      "metrics.json).")],
     predict: Annotated[
         bool, typer.Option("--predict", help="Predict with the run named first in PATHS.")
+    ] = False,
+    evaluate: Annotated[
+        bool, typer.Option("--evaluate", help="Score the run named first in PATHS (RUN1,RUN2: "
+                           "their mean) on the dataset folders after it, against their "
+                           "masks; figures without the images it learnt from as well.")
     ] = False,
     held_out: Annotated[
         bool, typer.Option("--held-out", help="Link the run's held-out test images (with "
@@ -130,8 +139,15 @@ def command(
         from braincam.errors import BraincamError
 
         raise BraincamError("--unseen-by goes with --held-out")
+    if predict + evaluate + held_out > 1:
+        from braincam.errors import BraincamError
+
+        raise BraincamError("--predict, --evaluate and --held-out exclude each other")
     if predict:
         _predict(paths, out, device, force)
+        return
+    if evaluate:
+        _evaluate(paths, out, device, force, progress)
         return
     if held_out:
         _held_out(paths, out, force, unseen_by)
@@ -193,6 +209,39 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
         write_skipped_csv(skipped, out / "skipped.csv")
     typer.echo(f"wrote {len(written)} masks and outlines to {out}"
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
+
+
+def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: bool) -> None:
+    from braincam.data.records import write_skipped_csv
+    from braincam.errors import BraincamError
+    from braincam.evaluate.segmenter import evaluate_segmenter
+    from braincam.runs import atomic_write_json, prepare_output_dir
+
+    if len(paths) < 2:
+        raise BraincamError("--evaluate needs the segment run directory and then dataset "
+                            "folders")
+    if out.exists() and not force:
+        prepare_output_dir(out)  # refuses an occupied directory before the slow part
+    score = evaluate_segmenter(str(paths[0]), paths[1:], device, progress)
+    prepare_output_dir(out, force=force)
+    atomic_write_json(out / "metrics.json", score.metrics)
+    if score.skipped:
+        write_skipped_csv(score.skipped, out / "skipped.csv")
+    m = score.metrics
+    for name, part in (("all", m), ("unseen", m["unseen"])):
+        typer.echo(f"{name}: {part['n_tumour_images']} tumour images, mean Dice "
+                   f"{score_text(part['mean_dice'])} (" + ", ".join(
+                       f"{c} {score_text(v)}" for c, v in part["per_class_dice"].items())
+                   + f"), detection rate {score_text(part['detection_rate'])}; "
+                   f"{part['n_tumour_free_images']} tumour-free, false-positive rate "
+                   f"{score_text(part['false_positive_rate'])}; "
+                   f"{part['weak']['n_images']} tumour images without a mask, some tumour "
+                   f"found on {score_text(part['weak']['detection_rate'])}")
+    if m["n_seen"]:
+        typer.echo(f"{m['n_seen']} images are ones the segmenter learnt from, or copies: "
+                   "'unseen' leaves them out")
+    typer.echo(f"wrote {out / 'metrics.json'}"
+               + (f"; {len(score.skipped)} files skipped (skipped.csv)" if score.skipped else ""))
 
 
 def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None) -> None:

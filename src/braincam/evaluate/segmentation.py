@@ -53,10 +53,10 @@ def segmentation_metrics(
     formulas in the module docstring). ``labels``/``sources``: per image, for ``per_class_dice``
     (tumour images by label) and ``false_positive_rate_by_source`` (tumour-free images);
     ``threshold``: the one ``pred`` was made with, recorded."""
-    has_tumour = truth.reshape(len(truth), -1).any(axis=1)
+    has_tumour = truth.any(axis=(1, 2))
     dices = np.array([dice(p, t) for p, t in zip(pred, truth, strict=True)])
     ious = np.array([iou(p, t) for p, t in zip(pred, truth, strict=True)])
-    any_pred = pred.reshape(len(pred), -1).any(axis=1)
+    any_pred = pred.any(axis=(1, 2))
     labels, sources = np.asarray(labels), np.asarray(sources)
 
     def mean(values: np.ndarray) -> float | None:
@@ -80,6 +80,16 @@ def segmentation_metrics(
         },
         "threshold": threshold,
     }
+
+
+def weak_metrics(found: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    """``metrics.json`` ``weak`` of tumour images without a mask (nothing to outline against):
+    ``found`` bool per image, any predicted tumour pixel; its share overall and by label."""
+    found, labels = np.asarray(found, bool), np.asarray(labels)
+    return {"n_images": len(found),
+            "detection_rate": float(found.mean()) if len(found) else None,
+            "detection_rate_by_class": {str(c): float(found[labels == c].mean())
+                                        for c in sorted(set(labels.tolist()))}}
 
 
 def counterfactual_metrics(

@@ -83,7 +83,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -94,16 +93,14 @@ import torch
 import torch.nn.functional as F
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.imageio import ImageReadError
-from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
+from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import (
     ImageRecord,
-    SkippedFile,
     load_dataset,
-    without_skipped,
     write_skipped_csv,
 )
 from braincam.data.regions import make_pairs
+from braincam.data.segmentation import SegmentData, load_segmentation_data
 from braincam.data.splits import make_split, write_split_csv
 from braincam.device import autocast, grad_scaler, pin_memory
 from braincam.distributed import (
@@ -125,8 +122,8 @@ from braincam.evaluate.segmentation import (
     outline,
     png_bytes,
     segmentation_metrics,
+    weak_metrics,
 )
-from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
 from braincam.models.unet import (
@@ -218,16 +215,6 @@ class SegmentConfig:
 
 
 @dataclass
-class SegmentData:
-    records: list[ImageRecord]
-    images: torch.Tensor  # uint8 (N, S, S)
-    masks: torch.Tensor  # bool (N, S, S), the tumour
-    heads: torch.Tensor  # bool (N, S, S), the head mask of preprocessing
-    skipped: list[SkippedFile]
-    weak: torch.Tensor  # bool (N,), a tumour image without a mask (its mask left empty)
-
-
-@dataclass
 class SegmentResult:
     root: Path
     counts: dict[str, int]
@@ -311,55 +298,6 @@ def augment_pair(
     stacked = torch.stack([heads.to(tumours.device, non_blocking=True), tumours], dim=1)
     images, masks = augment(images, stacked, generator, config)
     return images, masks[:, 1]
-
-
-def load_segmentation_data(
-    records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False,
-    weak_labels: bool = False,
-) -> SegmentData:
-    """Preprocessed images and their tumour masks (empty for no-tumour images); tumour images
-    without a mask are left out with one warning (``weak_labels``: kept as weak images, their
-    masks empty), unreadable images and masks skipped."""
-    usable = [r for r in records if weak_labels or not is_weak(r)]
-    if len(usable) < len(records):
-        log.warning("%d tumour images have no mask and are left out",
-                    len(records) - len(usable))
-    cache = PreprocessCache()
-    _, _, skipped = cache.load(usable, config, progress=progress)  # decodes and hashes once
-    kept = without_skipped(usable, skipped)
-
-    def mask_of(record: ImageRecord) -> tuple[np.ndarray, np.ndarray, np.ndarray] | SkippedFile:
-        """(tumour mask, image, head mask) in model-input coordinates, or the mask's skip
-        entry."""
-        prep = cache.get(record, config)
-        if is_weak(record):
-            return np.zeros_like(prep.mask), prep.image, prep.mask
-        try:
-            mask = tumour_mask(record, prep)
-        except ImageReadError as exc:
-            return SkippedFile(record.mask, str(exc).removeprefix(f"{record.mask}: "))
-        return (np.zeros_like(prep.mask) if mask is None else mask), prep.image, prep.mask
-
-    with ThreadPoolExecutor(cache.workers) as pool:
-        results = list(pool.map(mask_of, kept))
-    bad = [r for r in results if isinstance(r, SkippedFile)]
-    for s in bad:
-        log.warning("skipping %s: %s", s.path, s.reason)
-    pairs = [(r, res) for r, res in zip(kept, results, strict=True)
-             if not isinstance(res, SkippedFile)]
-    if not pairs:
-        raise BraincamError("no image with a usable mask (or no-tumour image) to train on")
-    records_out = [r for r, _ in pairs]
-    masks = torch.from_numpy(np.stack([res[0] for _, res in pairs]))
-    images = torch.from_numpy(np.stack([res[1] for _, res in pairs]))
-    heads = torch.from_numpy(np.stack([res[2] for _, res in pairs]))
-    weak = torch.tensor([is_weak(r) for r in records_out], dtype=torch.bool)
-    return SegmentData(records_out, images, masks, heads, skipped + bad, weak)
-
-
-def is_weak(record: ImageRecord) -> bool:
-    """A tumour image without an expert mask: trained by its label alone (``weak_labels``)."""
-    return record.mask is None and record.label != NO_TUMOR
 
 
 def copies_of_outlined(records: Sequence[ImageRecord], weak: np.ndarray) -> np.ndarray:
@@ -627,11 +565,7 @@ def _weak_metrics(
     """``metrics.json`` ``weak``: the held-out weak images (tumour images without a mask)
     with any predicted tumour pixel, overall and by label."""
     found = (_predict(segmenter, data.images[rows], ctx) >= THRESHOLD).any(axis=(1, 2))
-    labels = np.array([data.records[i].label for i in rows.tolist()])
-    return {"n_images": len(rows),
-            "detection_rate": float(found.mean()) if len(rows) else None,
-            "detection_rate_by_class": {str(c): float(found[labels == c].mean())
-                                        for c in sorted(set(labels.tolist()))}}
+    return weak_metrics(found, [data.records[i].label for i in rows.tolist()])
 
 
 def _counterfactual(

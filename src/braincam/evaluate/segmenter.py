@@ -1,0 +1,88 @@
+"""A trained segmenter scored on dataset folders with tumour masks
+(``braincam segment SEG --evaluate DATA... --out DIR``).
+
+The images are prepared as the segmenter's own run prepared its training images (its meta's
+``preprocess``) and predicted under its mask rule; the figures are those of a segment run's
+``metrics.json`` (:func:`braincam.evaluate.segmentation.segmentation_metrics`): Dice and IoU
+against the expert masks, detection rate, false-positive rate on tumour-free images, and
+``weak`` for tumour images without a mask (share with any predicted pixel). ``SEG`` may name
+several runs (``SEG1,SEG2``): their mean probability is one segmenter
+(:func:`braincam.models.segment.load_segmenter`).
+
+An image that a segmenter trained or validated on, or a copy of one (same content or pHash
+group, :func:`braincam.data.hashing.duplicates_of`), says little about new scans: ``unseen``
+repeats every figure without them, and ``n_seen`` counts them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from braincam.data.hashing import duplicates_of
+from braincam.data.preprocess import preprocess_config
+from braincam.data.records import SkippedFile, load_dataset
+from braincam.data.segmentation import SegmentData, load_segmentation_data
+from braincam.evaluate.run import learnt_from
+from braincam.evaluate.segmentation import segmentation_metrics, weak_metrics
+from braincam.models.segment import THRESHOLD, Segmenter, load_segmenter
+from braincam.runs import RunDir
+
+log = logging.getLogger(__name__)
+
+CHUNK = 256  # images predicted at a time: probabilities of thousands would not fit in memory
+
+
+@dataclass
+class SegmenterScore:
+    metrics: dict[str, Any]  # metrics.json (fields in docs/segment.md)
+    skipped: list[SkippedFile]
+
+
+def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequence[Path | str],
+                       device: str = "auto", progress: bool = False) -> SegmenterScore:
+    """Score the segmenter of ``source`` (one segment run or several) on ``roots``."""
+    segmenter = load_segmenter(source, device)
+    members = segmenter.meta.get("members") or [str(source)]
+    dataset = load_dataset([Path(r) for r in roots])
+    data = load_segmentation_data(dataset.records, preprocess_config(segmenter.meta), progress,
+                                  weak_labels=True)
+    learnt = [p for m in members for p in learnt_from(RunDir(Path(m)), meta={})]
+    seen = duplicates_of([r.path for r in data.records], learnt)
+    pred = predicted(segmenter, data.images.numpy())
+    metrics = scores(data, pred, np.ones(len(pred), bool), segmenter.threshold)
+    metrics |= {
+        "segmenters": [str(m) for m in members],
+        "data": [str(Path(r).resolve()) for r in roots],
+        "flip_average": segmenter.flip_average,
+        "n_seen": int(seen.sum()),
+        "unseen": scores(data, pred, ~seen, segmenter.threshold),
+    }
+    return SegmenterScore(metrics, dataset.skipped + data.skipped)
+
+
+def predicted(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
+    """Bool tumour masks of grey uint8 ``(N, S, S)`` under the segmenter's rule."""
+    out = np.zeros(images.shape, bool)
+    for start in range(0, len(images), CHUNK):
+        out[start:start + CHUNK] = segmenter.predict(images[start:start + CHUNK]) >= THRESHOLD
+    return out
+
+
+def scores(data: SegmentData, pred: np.ndarray, rows: np.ndarray, threshold: float
+           ) -> dict[str, Any]:
+    """The figures of the images where ``rows``: outlined and tumour-free images against
+    their masks, weak images by whether anything is found."""
+    weak = data.weak.numpy()
+    outlined, unlined = np.flatnonzero(rows & ~weak), np.flatnonzero(rows & weak)
+    labels = np.array([r.label for r in data.records])
+    sources = np.array([r.source for r in data.records])
+    return segmentation_metrics(pred[outlined], data.masks.numpy()[outlined],
+                                labels[outlined], sources[outlined], threshold) | {
+        "weak": weak_metrics(pred[unlined].any(axis=(1, 2)), labels[unlined]),
+    }

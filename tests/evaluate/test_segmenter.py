@@ -1,0 +1,116 @@
+"""``braincam segment SEG --evaluate DATA``: a segmenter scored on dataset folders with masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
+
+from braincam.commands import segment
+from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+from braincam.evaluate.segmentation import dice
+from braincam.evaluate.segmenter import evaluate_segmenter, predicted
+
+FIGURES = ("n_tumour_images", "n_tumour_free_images", "mean_dice", "mean_iou", "per_class_dice",
+           "detection_rate", "false_positive_rate", "false_positive_rate_by_source")
+
+
+def invoke(*args: str):
+    app = typer.Typer()
+    app.command()(segment.command)
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A one-epoch phantom segmenter with the plain rule (P >= 0.5), and its phantoms."""
+    tmp = tmp_path_factory.mktemp("seg")
+    data = make_phantom_dataset(tmp / "phantoms", PhantomSpec(n_per_class=10, size=48),
+                                splits=("train",))
+    result = invoke(str(data), "--out", str(tmp / "seg"), "--epochs", "1", "--image-size", "32",
+                    "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                    "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
+                    "--test-fraction", "0.3", "--no-tune-threshold", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return data, tmp / "seg"
+
+
+def test_its_held_out_images_score_as_in_the_runs_metrics(trained, tmp_path):
+    data, seg = trained
+    held = tmp_path / "held"
+    assert invoke(str(seg), "--held-out", "--out", str(held)).exit_code == 0
+    out = tmp_path / "eval"
+    result = invoke(str(seg), str(held / data.name), "--evaluate", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    got = json.loads((out / "metrics.json").read_text())
+    own = json.loads((seg / "metrics.json").read_text())
+    for key in FIGURES:
+        assert got[key] == pytest.approx(own[key]), key
+        assert got["unseen"][key] == pytest.approx(own[key]), key
+    assert got["n_seen"] == 0 and got["segmenters"] == [str(seg)]
+    assert got["weak"]["n_images"] == 0
+    assert f"all: {own['n_tumour_images']} tumour images, mean Dice " \
+           f"{own['mean_dice']:.3f}" in result.output
+    assert "learnt from" not in result.output
+
+
+def test_dice_by_hand_and_the_images_it_learnt_from_apart(trained):
+    data, seg = trained
+    score = evaluate_segmenter(seg, [data], "cpu")
+    m = score.metrics
+    split = pd.read_csv(seg / "split.csv")
+    learnt = (split["split"] != "test").sum()
+    assert m["n_seen"] >= learnt > 0  # its training and validation images, and their copies
+    total = m["n_tumour_images"] + m["n_tumour_free_images"]
+    assert total == len(split)
+    unseen = m["unseen"]
+    assert unseen["n_tumour_images"] + unseen["n_tumour_free_images"] == total - m["n_seen"]
+
+    from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
+    from braincam.data.records import load_dataset
+    from braincam.models.segment import load_segmenter
+
+    segmenter = load_segmenter(seg, "cpu")
+    records = [r for r in load_dataset([data]).records if r.label == "tumor"]
+    config = PreprocessConfig(size=32)
+    cache = PreprocessCache()
+    preps = [cache.get(r, config) for r in records]
+    pred = predicted(segmenter, np.stack([p.image for p in preps]))
+    by_hand = np.mean([dice(p, tumour_mask(r, prep))
+                       for p, r, prep in zip(pred, records, preps, strict=True)])
+    assert m["mean_dice"] == pytest.approx(by_hand)
+
+
+def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
+    data, seg = trained
+    alone = evaluate_segmenter(seg, [data], "cpu").metrics
+    mean = evaluate_segmenter(f"{seg},{seg}", [data], "cpu").metrics  # the same probabilities
+    assert mean["segmenters"] == [str(seg), str(seg)]
+    for key in FIGURES:
+        assert mean[key] == pytest.approx(alone[key]), key
+
+    bad = make_phantom_dataset(tmp_path / "bad", PhantomSpec(n_per_class=3, size=48),
+                               splits=("train",))
+    mask = sorted((bad / "masks" / "Training" / "tumor").iterdir())[0]
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(mask)  # the wrong size
+    out = tmp_path / "eval"
+    result = invoke(str(seg), str(bad), "--evaluate", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "1 files skipped (skipped.csv)" in result.output
+    skipped = pd.read_csv(out / "skipped.csv")
+    assert len(skipped) == 1 and "mask is 20x20 px" in skipped["reason"].item()
+    got = json.loads((out / "metrics.json").read_text())  # kept, without its mask
+    assert got["n_tumour_images"] == 2 and got["weak"]["n_images"] == 1
+
+    result = invoke(str(seg), str(bad), "--evaluate", "--out", str(out))
+    assert result.exit_code != 0 and "--force" in str(result.exception)
+    result = invoke(str(seg), "--evaluate", "--out", str(tmp_path / "e2"))
+    assert "needs the segment run directory" in str(result.exception)
+    result = invoke(str(seg), str(bad), "--evaluate", "--predict", "--out", str(tmp_path / "e3"))
+    assert "exclude each other" in str(result.exception)
+    assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
