@@ -30,7 +30,7 @@ from braincam.data.records import SkippedFile, load_dataset
 from braincam.data.segmentation import SegmentData, load_segmentation_data
 from braincam.evaluate.run import learnt_from
 from braincam.evaluate.segmentation import segmentation_metrics, weak_metrics
-from braincam.models.segment import THRESHOLD, Segmenter, load_segmenter
+from braincam.models.segment import THRESHOLD, Segmenter, load_segmenter, segmenter_sources
 from braincam.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequenc
                        device: str = "auto", progress: bool = False) -> SegmenterScore:
     """Score the segmenter of ``source`` (one segment run or several) on ``roots``."""
     segmenter = load_segmenter(source, device)
-    members = segmenter.meta.get("members") or [str(source)]
+    members = segmenter_sources(source)
     dataset = load_dataset([Path(r) for r in roots])
     data = load_segmentation_data(dataset.records, preprocess_config(segmenter.meta), progress,
                                   weak_labels=True)
-    learnt = [p for m in members for p in learnt_from(RunDir(Path(m)), meta={})]
+    learnt = [p for m in members for p in learnt_from(RunDir(m), meta={})]
     seen = duplicates_of([r.path for r in data.records], learnt)
     pred = predicted(segmenter, data.images.numpy())
     metrics = scores(data, pred, np.ones(len(pred), bool), segmenter.threshold)
