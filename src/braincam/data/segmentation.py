@@ -35,7 +35,6 @@ class SegmentData:
     weak: torch.Tensor  # bool (N,), a tumour image without a mask (its mask left empty)
 
 
-
 def load_segmentation_data(
     records: Sequence[ImageRecord], config: PreprocessConfig, progress: bool = False,
     weak_labels: bool = False,
