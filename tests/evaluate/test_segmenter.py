@@ -56,7 +56,7 @@ def test_its_held_out_images_score_as_in_the_runs_metrics(trained, tmp_path):
     assert got["weak"]["n_images"] == 0
     assert f"all: {own['n_tumour_images']} tumour images, mean Dice " \
            f"{own['mean_dice']:.3f}" in result.output
-    assert "learnt from" not in result.output
+    assert "learnt from" not in result.output and "without a mask" not in result.output
 
 
 def test_dice_by_hand_and_the_images_it_learnt_from_apart(trained):
@@ -102,6 +102,7 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     result = invoke(str(seg), str(bad), "--evaluate", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "1 files skipped (skipped.csv)" in result.output
+    assert "; 1 tumour images without a mask, some tumour found on" in result.output
     skipped = pd.read_csv(out / "skipped.csv")
     assert len(skipped) == 1 and "mask is 20x20 px" in skipped["reason"].item()
     got = json.loads((out / "metrics.json").read_text())  # kept, without its mask

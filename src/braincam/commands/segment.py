@@ -229,14 +229,15 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
         write_skipped_csv(score.skipped, out / "skipped.csv")
     m = score.metrics
     for name, part in (("all", m), ("unseen", m["unseen"])):
+        weak = part["weak"]
         typer.echo(f"{name}: {part['n_tumour_images']} tumour images, mean Dice "
                    f"{score_text(part['mean_dice'])} (" + ", ".join(
                        f"{c} {score_text(v)}" for c, v in part["per_class_dice"].items())
                    + f"), detection rate {score_text(part['detection_rate'])}; "
                    f"{part['n_tumour_free_images']} tumour-free, false-positive rate "
-                   f"{score_text(part['false_positive_rate'])}; "
-                   f"{part['weak']['n_images']} tumour images without a mask, some tumour "
-                   f"found on {score_text(part['weak']['detection_rate'])}")
+                   f"{score_text(part['false_positive_rate'])}"
+                   + (f"; {weak['n_images']} tumour images without a mask, some tumour found "
+                      f"on {score_text(weak['detection_rate'])}" if weak["n_images"] else ""))
     if m["n_seen"]:
         typer.echo(f"{m['n_seen']} images are ones the segmenter learnt from, or copies: "
                    "'unseen' leaves them out")

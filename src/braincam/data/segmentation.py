@@ -70,7 +70,7 @@ def load_segmentation_data(
     pairs = [(r, res) for r, res in zip(kept, results, strict=True)
              if not isinstance(res, SkippedFile)]
     if not pairs:
-        raise BraincamError("no image with a usable mask (or no-tumour image) to train on")
+        raise BraincamError("no usable image: none has a readable mask or is tumour-free")
     records_out = [r for r, _ in pairs]
     masks = torch.from_numpy(np.stack([res[0] for _, res in pairs]))
     images = torch.from_numpy(np.stack([res[1] for _, res in pairs]))
