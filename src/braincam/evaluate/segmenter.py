@@ -16,7 +16,6 @@ repeats every figure without them, and ``n_seen`` counts them.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,6 @@ from braincam.evaluate.run import learnt_from
 from braincam.evaluate.segmentation import segmentation_metrics, weak_metrics
 from braincam.models.segment import THRESHOLD, Segmenter, load_segmenter, segmenter_sources
 from braincam.runs import RunDir
-
-log = logging.getLogger(__name__)
 
 CHUNK = 256  # images predicted at a time: probabilities of thousands would not fit in memory
 
