@@ -10,6 +10,7 @@ from braincam.evaluate.segmentation import (
     dice,
     iou,
     outline,
+    overlay_rows,
     segmentation_metrics,
 )
 
@@ -59,3 +60,15 @@ def test_outline_draws_the_contour_only():
     red = np.all(out == PRED_BGR, axis=2)
     assert red.sum() == 16  # the 5 x 5 square's border: 4 * 5 - 4 pixels
     assert not red[4, 4] and (out[~red] == 100).all()
+
+
+def test_overlay_rows_spread_from_worst_to_best_within_each_group_preferring_some():
+    groups = ["a"] * 7 + ["b"] * 3
+    keys = [0.6, 0.1, 0.9, 0.3, 0.5, 0.2, 0.8, 1.0, 0.0, 0.4]
+    rows = overlay_rows(groups, keys, 3)
+    assert rows == [1, 4, 2, 8, 9, 7]  # a: 0.1, 0.5, 0.9; b: all three, ascending
+    assert overlay_rows(groups, keys, 1) == [1, 8]
+    preferred = np.array([True, False, True, False, False, False, True, False, False, False])
+    # a's preferred rows only (0.6, 0.9, 0.8 -> worst, middle, best); b has none, so any
+    assert overlay_rows(groups, keys, 3, preferred) == [0, 6, 2, 8, 9, 7]
+    assert overlay_rows([], [], 4) == []

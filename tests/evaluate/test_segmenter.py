@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -85,6 +87,27 @@ def test_dice_by_hand_and_the_images_it_learnt_from_apart(trained):
                        for p, r, prep in zip(pred, records, preps, strict=True)])
     assert m["mean_dice"] == pytest.approx(by_hand)
 
+    table = score.per_image  # per_image.csv: the same figures per image
+    assert len(table) == total and table["seen"].sum() == m["n_seen"]
+    tumour = table[table["tumour_share"] > 0]
+    assert tumour["dice"].mean() == pytest.approx(m["mean_dice"], abs=1e-4)
+    free = table[table["tumour_share"] == 0]
+    assert (free["dice"] == (free["predicted_share"] == 0)).all()  # 1 without a false alarm
+    assert ((table["dice"] == 1) | (table["predicted_share"] > 0)).all()
+    # overlays: up to four unseen images per label, the worst Dice first in each
+    names = sorted(score.overlays)
+    assert {n.split("_")[0] for n in names} == {"tumor", "no"}
+    for label in ("tumor", "no_tumor"):
+        unseen = table[(table["label"] == label) & ~table["seen"]]
+        drawn = [n for n in names if n.startswith(f"{label}_{data.name}_")]
+        assert len(drawn) == min(4, len(unseen))
+        stems = {Path(p).stem for p in unseen["path"]}
+        assert all(n.removeprefix(f"{label}_{data.name}_").rsplit("_", 1)[0] in stems
+                   for n in drawn)
+        assert f"dice{unseen['dice'].min():.2f}" in " ".join(drawn)
+    png = score.overlays[names[0]]
+    assert Image.open(io.BytesIO(png)).size == (64, 64)  # the 32 px model input, 2x
+
 
 def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     data, seg = trained
@@ -107,6 +130,16 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     assert len(skipped) == 1 and "mask is 20x20 px" in skipped["reason"].item()
     got = json.loads((out / "metrics.json").read_text())  # kept, without its mask
     assert got["n_tumour_images"] == 2 and got["weak"]["n_images"] == 1
+    table = pd.read_csv(out / "per_image.csv")
+    weak = table[~table["mask"]]
+    assert len(weak) == 1 and weak["dice"].isna().all() and weak["tumour_share"].isna().all()
+    assert Path(weak["path"].item()).stem == mask.stem
+    pictures = sorted(p.name for p in (out / "overlays").iterdir())
+    assert len(pictures) == 3 + 2 + 1 and "wrote metrics.json, per_image.csv and 6 overlays" \
+        in result.output  # tumour-free 3, outlined tumours 2, without a mask 1
+    assert [p for p in pictures if p.startswith("tumor_nomask_")] == [
+        f"tumor_nomask_bad_{mask.stem}_"
+        f"{'found' if weak['predicted_share'].item() > 0 else 'missed'}.png"]
 
     result = invoke(str(seg), str(bad), "--evaluate", "--out", str(out))
     assert result.exit_code != 0 and "--force" in str(result.exception)

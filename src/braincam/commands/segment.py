@@ -215,7 +215,12 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
     from braincam.data.records import write_skipped_csv
     from braincam.errors import BraincamError
     from braincam.evaluate.segmenter import evaluate_segmenter
-    from braincam.runs import atomic_write_json, prepare_output_dir
+    from braincam.runs import (
+        atomic_write_bytes,
+        atomic_write_csv,
+        atomic_write_json,
+        prepare_output_dir,
+    )
 
     if len(paths) < 2:
         raise BraincamError("--evaluate needs the segment run directory and then dataset "
@@ -225,6 +230,9 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
     score = evaluate_segmenter(str(paths[0]), paths[1:], device, progress)
     prepare_output_dir(out, force=force)
     atomic_write_json(out / "metrics.json", score.metrics)
+    atomic_write_csv(out / "per_image.csv", score.per_image)
+    for name, png in score.overlays.items():
+        atomic_write_bytes(out / "overlays" / name, png)
     if score.skipped:
         write_skipped_csv(score.skipped, out / "skipped.csv")
     m = score.metrics
@@ -241,7 +249,7 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
     if m["n_seen"]:
         typer.echo(f"{m['n_seen']} images are ones the segmenter learnt from, or copies: "
                    "'unseen' leaves them out")
-    typer.echo(f"wrote {out / 'metrics.json'}"
+    typer.echo(f"wrote metrics.json, per_image.csv and {len(score.overlays)} overlays to {out}"
                + (f"; {len(score.skipped)} files skipped (skipped.csv)" if score.skipped else ""))
 
 

@@ -27,6 +27,7 @@ from braincam.models.segment import THRESHOLD, Segmenter
 from braincam.runs import atomic_write_bytes
 
 DETECTED_DICE = 0.5
+OVERLAYS_PER_GROUP = 4  # overlay PNGs per label (segment runs' held-out images, --evaluate)
 TRUTH_BGR = (0, 200, 0)  # expert outline: green
 PRED_BGR = (0, 0, 255)  # predicted outline: red
 
@@ -130,6 +131,29 @@ def outline(image: np.ndarray, masks: Sequence[tuple[np.ndarray, tuple[int, int,
         contours, _ = cv2.findContours(m, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
         cv2.drawContours(out, contours, -1, colour, 1)
     return out
+
+
+def overlay_rows(groups: Sequence[str], keys: Sequence[float], per_group: int,
+                 preferred: np.ndarray | None = None) -> list[int]:
+    """Rows to draw: for each group, ``per_group`` of its rows spread evenly over them in
+    ``keys`` order (ascending, so Dice puts the worst first: the first and the last row, and
+    equal steps between), among the ``preferred`` rows where the group has some."""
+    groups, keys = np.asarray(groups), np.asarray(keys, float)
+    chosen: list[int] = []
+    for group in sorted(set(groups.tolist())):
+        rows = np.flatnonzero(groups == group)
+        if preferred is not None and preferred[rows].any():
+            rows = rows[preferred[rows]]
+        rows = rows[np.argsort(keys[rows], kind="stable")]
+        picks = np.unique(np.linspace(0, len(rows) - 1, min(per_group, len(rows))).round())
+        chosen += rows[picks.astype(int)].tolist()
+    return chosen
+
+
+def overlay_png(image: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> bytes:
+    """PNG of a grey model-input image, 2x enlarged, with the expert outline in green and the
+    predicted one in red."""
+    return png_bytes(outline(image, [(truth, TRUTH_BGR), (pred, PRED_BGR)], scale=2))
 
 
 def original_mask(prob: np.ndarray, prep: Preprocessed) -> np.ndarray:

@@ -12,6 +12,13 @@ several runs (``SEG1,SEG2``): their mean probability is one segmenter
 An image that a segmenter trained or validated on, or a copy of one (same content or pHash
 group, :func:`braincam.data.hashing.duplicates_of`), says little about new scans: ``unseen``
 repeats every figure without them, and ``n_seen`` counts them.
+
+Per image (``per_image.csv``): its Dice and IoU (tumour-free images: 1 when nothing is
+predicted, else 0; none for tumour images without a mask), the shares of the model input that
+the expert mask and the prediction cover, and whether it is seen. Overlays: for each label,
+:data:`~braincam.evaluate.segmentation.OVERLAYS_PER_GROUP` unseen images (any, where a label
+has no unseen one) spread from the worst Dice to the best; tumour images without a mask form
+their own group per label, from the smallest predicted area to the largest.
 """
 
 from __future__ import annotations
@@ -22,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import preprocess_config
 from braincam.data.records import SkippedFile, load_dataset
 from braincam.data.segmentation import SegmentData, load_segmentation_data
 from braincam.evaluate.run import learnt_from
-from braincam.evaluate.segmentation import segmentation_metrics, weak_metrics
+from braincam.evaluate.segmentation import (
+    OVERLAYS_PER_GROUP,
+    dice,
+    iou,
+    overlay_png,
+    overlay_rows,
+    segmentation_metrics,
+    weak_metrics,
+)
 from braincam.models.segment import THRESHOLD, Segmenter, load_segmenter, segmenter_sources
 from braincam.runs import RunDir
 
@@ -39,6 +55,8 @@ CHUNK = 256  # images predicted at a time: probabilities of thousands would not 
 class SegmenterScore:
     metrics: dict[str, Any]  # metrics.json (fields in docs/segment.md)
     skipped: list[SkippedFile]
+    per_image: pd.DataFrame  # per_image.csv (columns in docs/segment.md)
+    overlays: dict[str, bytes]  # overlays/<name>: PNG bytes
 
 
 def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequence[Path | str],
@@ -60,7 +78,9 @@ def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequenc
         "n_seen": int(seen.sum()),
         "unseen": scores(data, pred, ~seen, segmenter.threshold),
     }
-    return SegmenterScore(metrics, dataset.skipped + data.skipped)
+    table = per_image(data, pred, seen)
+    return SegmenterScore(metrics, dataset.skipped + data.skipped, table,
+                          overlays(data, pred, table))
 
 
 def predicted(segmenter: Segmenter, images: np.ndarray) -> np.ndarray:
@@ -83,3 +103,46 @@ def scores(data: SegmentData, pred: np.ndarray, rows: np.ndarray, threshold: flo
                                 labels[outlined], sources[outlined], threshold) | {
         "weak": weak_metrics(pred[unlined].any(axis=(1, 2)), labels[unlined]),
     }
+
+
+def per_image(data: SegmentData, pred: np.ndarray, seen: np.ndarray) -> pd.DataFrame:
+    """``per_image.csv``: one row per image (module docstring)."""
+    truth, weak = data.masks.numpy(), data.weak.numpy()
+    pixels = float(np.prod(truth.shape[1:])) if len(truth) else 1.0
+
+    def share(masks: np.ndarray) -> np.ndarray:
+        return (masks.sum(axis=(1, 2)) / pixels).round(4)
+
+    def score(metric: Any) -> list[float | None]:
+        return [None if w else round(metric(p, t), 4)
+                for p, t, w in zip(pred, truth, weak, strict=True)]
+
+    return pd.DataFrame({
+        "path": [str(r.path) for r in data.records],
+        "source": [r.source for r in data.records],
+        "label": [r.label for r in data.records],
+        "mask": ~weak,
+        "seen": seen,
+        "dice": score(dice),
+        "iou": score(iou),
+        "tumour_share": np.where(weak, np.nan, share(truth)),
+        "predicted_share": share(pred),
+    })
+
+
+def overlays(data: SegmentData, pred: np.ndarray, table: pd.DataFrame) -> dict[str, bytes]:
+    """``overlays/<group>_<source>_<stem>_<score>.png`` (module docstring); ``<score>`` is
+    ``dice<D>``, or ``found``/``missed`` for a tumour image without a mask."""
+    weak = ~table["mask"].to_numpy()
+    groups = np.where(weak, table["label"] + "_nomask", table["label"])
+    keys = np.where(weak, table["predicted_share"], table["dice"].astype(float))
+    pictures: dict[str, bytes] = {}
+    for i in overlay_rows(groups, keys, OVERLAYS_PER_GROUP, ~table["seen"].to_numpy()):
+        record = data.records[i]
+        score = ("found" if pred[i].any() else "missed") if weak[i] else \
+            f"dice{table['dice'].iloc[i]:.2f}"
+        name = f"{groups[i]}_{record.source}_{record.path.stem}_{score}.png"
+        if name in pictures:  # the same file name in two folders of one source
+            name = name.replace(".png", f"_{i}.png")
+        pictures[name] = overlay_png(data.images[i].numpy(), data.masks[i].numpy(), pred[i])
+    return pictures

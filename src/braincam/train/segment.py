@@ -115,12 +115,11 @@ from braincam.distributed import (
 )
 from braincam.errors import BraincamError
 from braincam.evaluate.segmentation import (
-    PRED_BGR,
-    TRUTH_BGR,
+    OVERLAYS_PER_GROUP,
     counterfactual_metrics,
     dice,
-    outline,
-    png_bytes,
+    overlay_png,
+    overlay_rows,
     segmentation_metrics,
     weak_metrics,
 )
@@ -176,7 +175,7 @@ class SegmentConfig:
     weak_labels: bool = False  # tumour images without a mask train by their label
     freeze_blocks: int = 0  # the encoder's stem and first N blocks keep their weights
     device: str = "auto"
-    overlays: int = 4  # overlay PNGs per class of the held-out images
+    overlays: int = OVERLAYS_PER_GROUP  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
     amp: bool = True  # mixed precision: CUDA, and bf16 on CPUs that compute it natively
 
@@ -589,13 +588,10 @@ def _write_overlays(
     run: RunDir, records: Sequence[ImageRecord], images: np.ndarray, truth: np.ndarray,
     pred: np.ndarray, per_class: int,
 ) -> None:
-    """``overlays/<label>_<file stem>.png``: held-out images (2x enlarged) with the expert
-    outline in green and the predicted one in red; the first ``per_class`` of each label."""
-    shown: dict[str, int] = {}
-    for i, r in enumerate(records):
-        if shown.get(r.label, 0) >= per_class:
-            continue
-        shown[r.label] = shown.get(r.label, 0) + 1
-        picture = outline(images[i], [(truth[i], TRUTH_BGR), (pred[i], PRED_BGR)], scale=2)
-        name = f"{r.label}_{r.path.stem}_dice{dice(pred[i], truth[i]):.2f}.png"
-        atomic_write_bytes(run.overlays / name, png_bytes(picture))
+    """``overlays/<label>_<file stem>_dice<D>.png``: ``per_class`` held-out images of each
+    label, spread from the worst Dice to the best (:func:`overlay_rows`), 2x enlarged, with
+    the expert outline in green and the predicted one in red."""
+    dices = [dice(p, t) for p, t in zip(pred, truth, strict=True)]
+    for i in overlay_rows([r.label for r in records], dices, per_class):
+        name = f"{records[i].label}_{records[i].path.stem}_dice{dices[i]:.2f}.png"
+        atomic_write_bytes(run.overlays / name, overlay_png(images[i], truth[i], pred[i]))
