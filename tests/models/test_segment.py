@@ -64,7 +64,7 @@ def test_the_reported_probability_crosses_half_where_the_threshold_is_crossed(th
 def test_a_runs_decision_rule_averages_the_mirror_image_and_moves_the_threshold(tmp_path):
     """meta flip_average and threshold: predict() is the mean of the image's and the mirror
     image's probabilities, reported so that 0.5 marks the run's threshold; a mean of several
-    segmenters keeps the plain rule."""
+    segmenters keeps each member's rule and averages what they report."""
     ruled = load_segmenter(write(tmp_path / "a", (16, 8, 8, 8, 8), flip_average=True,
                                  threshold=0.4), "cpu")
     assert ruled.flip_average and ruled.threshold == 0.4
@@ -75,8 +75,18 @@ def test_a_runs_decision_rule_averages_the_mirror_image_and_moves_the_threshold(
     got = ruled.predict(images)
     np.testing.assert_allclose(got, threshold_at_half(mean, 0.4), atol=1e-6)
     np.testing.assert_array_equal(got >= 0.5, mean >= 0.4)
-    both = load_segmenter([tmp_path / "a", write(tmp_path / "b", (16, 8, 8, 8, 8))], "cpu")
+    other = load_segmenter(write(tmp_path / "b", (16, 8, 8, 8, 8), seed=1), "cpu")
+    both = load_segmenter([tmp_path / "a", tmp_path / "b"], "cpu")
     assert not both.flip_average and both.threshold == 0.5
+    assert both.meta["member_rules"] == [{"flip_average": True, "threshold": 0.4},
+                                         {"flip_average": False, "threshold": 0.5}]
+    np.testing.assert_allclose(both.predict(images), (got + other.predict(images)) / 2,
+                               atol=1e-5)
+    # not the members' plain mean at 0.5, which the rule of the first member would not give
+    plain_mean = (plain + other.probabilities(images)) / 2
+    assert np.abs(both.predict(images) - plain_mean).max() > 0.01
+    itself = load_segmenter([tmp_path / "a", tmp_path / "a"], "cpu")  # a mean of one run
+    np.testing.assert_allclose(itself.predict(images), got, atol=1e-5)
 
 
 def test_reading_a_segmenter_leaves_torchs_random_state_alone(tmp_path):

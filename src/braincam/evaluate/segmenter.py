@@ -6,8 +6,8 @@ The images are prepared as the segmenter's own run prepared its training images 
 ``metrics.json`` (:func:`braincam.evaluate.segmentation.segmentation_metrics`): Dice and IoU
 against the expert masks, detection rate, false-positive rate on tumour-free images, and
 ``weak`` for tumour images without a mask (share with any predicted pixel). ``SEG`` may name
-several runs (``SEG1,SEG2``): their mean probability is one segmenter
-(:func:`braincam.models.segment.load_segmenter`).
+several runs (``SEG1,SEG2``): the mean of what they report, each under its own rule, is one
+segmenter (:func:`braincam.models.segment.load_segmenter`).
 
 An image that a segmenter trained or validated on, or a copy of one (same content or pHash
 group, :func:`braincam.data.hashing.duplicates_of`), says little about new scans: ``unseen``
@@ -75,6 +75,7 @@ def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequenc
         "segmenters": [str(m) for m in members],
         "data": [str(Path(r).resolve()) for r in roots],
         "flip_average": segmenter.flip_average,
+        "member_rules": segmenter.meta.get("member_rules"),
         "n_seen": int(seen.sum()),
         "unseen": scores(data, pred, ~seen, segmenter.threshold),
     }

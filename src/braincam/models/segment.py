@@ -24,6 +24,12 @@ its mirror image's probabilities (``flip``: left-right), and a pixel is tumour w
 which orders pixels as ``p`` does and crosses :data:`THRESHOLD` (0.5) exactly where ``p``
 crosses ``threshold``, so every consumer thresholds at 0.5. A guided classifier's gate
 (:mod:`braincam.models.guided`) uses the network's plain probability.
+
+A mean of several segment runs keeps each member's rule (meta ``member_rules``): it reports
+``mean_i sigmoid(logit(p_i) - logit(threshold_i))``, each member's probability ``p_i``
+flip-averaged where that member's rule says so, and a pixel is tumour where this mean is
+``>= 0.5``. Averaging the members' plain probabilities at 0.5 would drop the rules each was
+chosen with; on two segmenters of one split it scored below either alone (docs/segment.md).
 """
 
 from __future__ import annotations
@@ -159,19 +165,33 @@ class Segmenter:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Grey uint8 ``(N, S, S)`` -> ``P(tumour)`` float32 ``(N, S, S)`` (same ``S``) under
-        the run's decision rule (module docstring): tumour where ``>= THRESHOLD``."""
+        the run's decision rule (module docstring; a mean of runs: each member's own, then
+        their mean): tumour where ``>= THRESHOLD``."""
         images = np.asarray(images)
         if images.ndim != 3 or images.dtype != np.uint8:
             raise BraincamError(f"expected uint8 images (N, S, S), got {images.dtype} "
                                 f"{images.shape}")
-        prob = self.probabilities(images)
-        if self.flip_average:
-            prob = (prob + self.probabilities(images[:, :, ::-1])[:, :, ::-1]) / 2
-        return threshold_at_half(prob, self.threshold)
+        rules = self.meta.get("member_rules")
+        if rules:
+            members = list(self.model.members)
+            return np.mean([self._ruled(images, bool(rule["flip_average"]),
+                                        float(rule["threshold"]), member)
+                            for member, rule in zip(members, rules, strict=True)], axis=0)
+        return self._ruled(images, self.flip_average, self.threshold)
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """The network's own ``P(tumour)`` (no decision rule) for grey uint8 ``(N, S, S)``,
-        in batches, without autograd, AMP on GPUs; resizing is bilinear both ways."""
+    def _ruled(self, images: np.ndarray, flip_average: bool, threshold: float,
+               model: nn.Module | None = None) -> np.ndarray:
+        """``threshold_at_half`` of the (flip-averaged) probabilities of ``model``."""
+        prob = self.probabilities(images, model)
+        if flip_average:
+            prob = (prob + self.probabilities(images[:, :, ::-1], model)[:, :, ::-1]) / 2
+        return threshold_at_half(prob, threshold)
+
+    def probabilities(self, images: np.ndarray, model: nn.Module | None = None) -> np.ndarray:
+        """The network's own ``P(tumour)`` (no decision rule; ``model``: one member of a mean
+        instead) for grey uint8 ``(N, S, S)``, in batches, without autograd, AMP on GPUs;
+        resizing is bilinear both ways."""
+        model = self.model if model is None else model
         side = images.shape[1:]
         out = []
         with torch.inference_mode():
@@ -185,7 +205,7 @@ class Segmenter:
                     x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
                                       align_corners=False, antialias=True)
                 with autocast(self.device):
-                    logits = self.model(x.contiguous(memory_format=torch.channels_last))
+                    logits = model(x.contiguous(memory_format=torch.channels_last))
                 prob = torch.sigmoid(logits.float())
                 if side != (self.size, self.size):
                     prob = F.interpolate(prob, size=side, mode="bilinear", align_corners=False)
@@ -249,10 +269,11 @@ def guide_data(source: str) -> list[Path]:
 def load_segmenter(source: str | Path | Sequence[str | Path],
                    device: str | torch.device = "auto") -> Segmenter:
     """The segmenter of a ``braincam segment`` run directory (its ``model.safetensors``), or
-    of several (:func:`segmenter_sources`) as one: their mean probability
-    (:class:`braincam.models.unet.MeanProbability`) at 0.5, without flip averaging. Members
-    must share the input side and preprocessing; the meta is the first member's, with
-    ``members`` (their directories)."""
+    of several (:func:`segmenter_sources`) as one (:class:`braincam.models.unet.MeanProbability`
+    of their networks): :meth:`Segmenter.predict` averages the members' probabilities, each
+    under its own rule (module docstring). Members must share the input side and
+    preprocessing; the meta is the first member's, with ``members`` (their directories) and
+    ``member_rules`` (each member's ``flip_average`` and ``threshold``)."""
     dirs = segmenter_sources(source)
     if not dirs:
         raise BraincamError("no segmenter run named")
@@ -265,9 +286,10 @@ def load_segmenter(source: str | Path | Sequence[str | Path],
                     raise BraincamError(f"the segmenters {dirs[0]} and {d} differ in {key}; "
                                         "a mean of segmenters needs the same")
         model = MeanProbability([m for m, _ in loaded])
-        # each member's decision rule was chosen for it alone: the mean's is the plain one
-        meta = {**meta, "members": [str(d) for d in dirs], "flip_average": False,
-                "threshold": THRESHOLD}
+        rules = [{"flip_average": bool(m.get("flip_average", False)),
+                  "threshold": float(m.get("threshold", THRESHOLD))} for _, m in loaded]
+        meta = {**meta, "members": [str(d) for d in dirs], "member_rules": rules,
+                "flip_average": False, "threshold": THRESHOLD}
     dev = device_of(device)
     model.to(dev, memory_format=torch.channels_last).eval()
     return Segmenter(model, int(meta["size"]), meta, dev)
