@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,12 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
 
     result = invoke(str(seg), str(bad), "--evaluate", "--out", str(out))
     assert result.exit_code != 0 and "--force" in str(result.exception)
+    free = tmp_path / "free" / "Training"  # tumour-free images only: no Dice to speak of
+    shutil.copytree(bad / "Training" / "no_tumor", free / "no_tumor")
+    result = invoke(str(seg), str(free.parent), "--evaluate", "--out", str(tmp_path / "e1"))
+    assert result.exit_code == 0, result.output
+    assert "all: 3 tumour-free, false-positive rate " in result.output
+    assert "Dice" not in result.output
     result = invoke(str(seg), "--evaluate", "--out", str(tmp_path / "e2"))
     assert "needs the segment run directory" in str(result.exception)
     result = invoke(str(seg), str(bad), "--evaluate", "--predict", "--out", str(tmp_path / "e3"))

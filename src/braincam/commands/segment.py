@@ -237,20 +237,31 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
         write_skipped_csv(score.skipped, out / "skipped.csv")
     m = score.metrics
     for name, part in (("all", m), ("unseen", m["unseen"])):
-        weak = part["weak"]
-        typer.echo(f"{name}: {part['n_tumour_images']} tumour images, mean Dice "
-                   f"{score_text(part['mean_dice'])} (" + ", ".join(
-                       f"{c} {score_text(v)}" for c, v in part["per_class_dice"].items())
-                   + f"), detection rate {score_text(part['detection_rate'])}; "
-                   f"{part['n_tumour_free_images']} tumour-free, false-positive rate "
-                   f"{score_text(part['false_positive_rate'])}"
-                   + (f"; {weak['n_images']} tumour images without a mask, some tumour found "
-                      f"on {score_text(weak['detection_rate'])}" if weak["n_images"] else ""))
+        typer.echo(f"{name}: " + "; ".join(_score_parts(part)))
     if m["n_seen"]:
         typer.echo(f"{m['n_seen']} images are ones the segmenter learnt from, or copies: "
                    "'unseen' leaves them out")
     typer.echo(f"wrote metrics.json, per_image.csv and {len(score.overlays)} overlays to {out}"
                + (f"; {len(score.skipped)} files skipped (skipped.csv)" if score.skipped else ""))
+
+
+def _score_parts(part: dict) -> list[str]:
+    """The figures of one part of ``--evaluate``'s metrics.json, as phrases; a kind of image
+    that is absent is left out."""
+    parts = []
+    if part["n_tumour_images"]:
+        parts.append(f"{part['n_tumour_images']} tumour images, mean Dice "
+                     f"{score_text(part['mean_dice'])} (" + ", ".join(
+                         f"{c} {score_text(v)}" for c, v in part["per_class_dice"].items())
+                     + f"), detection rate {score_text(part['detection_rate'])}")
+    if part["n_tumour_free_images"]:
+        parts.append(f"{part['n_tumour_free_images']} tumour-free, false-positive rate "
+                     f"{score_text(part['false_positive_rate'])}")
+    weak = part["weak"]
+    if weak["n_images"]:
+        parts.append(f"{weak['n_images']} tumour images without a mask, some tumour found on "
+                     f"{score_text(weak['detection_rate'])}")
+    return parts or ["no images"]
 
 
 def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None) -> None:
