@@ -83,6 +83,11 @@ class RunDir:
         return self.root / "overlays"
 
     @property
+    def per_image(self) -> Path:
+        """A segment run's held-out images, one scored row each (``braincam segment``)."""
+        return self.root / "per_image.csv"
+
+    @property
     def guide(self) -> Path:
         """Classifier runs: the segmenter trained from ``--guide`` dataset folders."""
         return self.root / "guide"

@@ -38,7 +38,7 @@ from braincam.train.segment import (
 )
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
-             "metrics.json", "overlays"}
+             "metrics.json", "per_image.csv", "overlays"}
 
 
 def invoke(*args: str):
@@ -389,6 +389,16 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     assert metrics["weak"]["n_copies_left_out"] == 1
     assert set(metrics["weak"]["detection_rate_by_class"]) == {"tumor"}
     assert 0 <= metrics["weak"]["detection_rate"] <= 1
+    # per_image.csv: every held-out image but the left-out copy, the weak ones without a Dice
+    rows = pd.read_csv(seg / "per_image.csv")
+    assert sorted(rows["path"]) == sorted(p for p in test["path"] if not p.endswith(copy.name))
+    weak_rows = rows[~rows["mask"]]
+    assert len(weak_rows) == metrics["weak"]["n_images"] and weak_rows["dice"].isna().all()
+    assert (weak_rows["predicted_share"] > 0).mean() == pytest.approx(
+        metrics["weak"]["detection_rate"])
+    scored = rows[rows["mask"] & (rows["label"] == "tumor")]
+    assert scored["dice"].mean() == pytest.approx(metrics["mean_dice"], abs=1e-4)
+    assert scored["iou"].mean() == pytest.approx(metrics["mean_iou"], abs=1e-4)
     assert (f"tumour images without a mask: some tumour predicted on "
             f"{metrics['weak']['detection_rate']:.3f} of {is_weak.sum()} held out") in result.output
     assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["weak_labels"]

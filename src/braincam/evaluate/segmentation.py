@@ -18,10 +18,11 @@ from typing import Any
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.preprocess import Preprocessed, preprocess, preprocess_config, uncrop
-from braincam.data.records import IMAGE_SUFFIXES, SkippedFile
+from braincam.data.records import IMAGE_SUFFIXES, ImageRecord, SkippedFile
 from braincam.errors import BraincamError
 from braincam.models.segment import THRESHOLD, Segmenter
 from braincam.runs import atomic_write_bytes
@@ -91,6 +92,35 @@ def weak_metrics(found: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
             "detection_rate": float(found.mean()) if len(found) else None,
             "detection_rate_by_class": {str(c): float(found[labels == c].mean())
                                         for c in sorted(set(labels.tolist()))}}
+
+
+def per_image_table(records: Sequence[ImageRecord], pred: np.ndarray, truth: np.ndarray,
+                    masked: np.ndarray) -> pd.DataFrame:
+    """``per_image.csv``: per image its ``path``, ``source``, ``label``, ``mask`` (``masked``:
+    scored against a mask; False for a tumour image without one), ``dice`` and ``iou`` (to 4
+    decimals; a tumour-free image: 1 when nothing is predicted, else 0; empty without a mask),
+    and the shares of the image that the mask and the prediction cover (``tumour_share``,
+    empty without a mask, and ``predicted_share``). ``pred``/``truth``: bool ``(N, S, S)``."""
+    masked = np.asarray(masked, bool)
+    pixels = float(np.prod(truth.shape[1:])) if len(truth) else 1.0
+
+    def share(masks: np.ndarray) -> np.ndarray:
+        return (masks.sum(axis=(1, 2)) / pixels).round(4)
+
+    def score(metric: Any) -> list[float | None]:
+        return [round(metric(p, t), 4) if m else None
+                for p, t, m in zip(pred, truth, masked, strict=True)]
+
+    return pd.DataFrame({
+        "path": [str(r.path) for r in records],
+        "source": [r.source for r in records],
+        "label": [r.label for r in records],
+        "mask": masked,
+        "dice": score(dice),
+        "iou": score(iou),
+        "tumour_share": np.where(masked, share(truth), np.nan),
+        "predicted_share": share(pred),
+    })
 
 
 def counterfactual_metrics(

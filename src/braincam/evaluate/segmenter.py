@@ -38,10 +38,9 @@ from braincam.data.segmentation import SegmentData, load_segmentation_data
 from braincam.evaluate.run import learnt_from
 from braincam.evaluate.segmentation import (
     OVERLAYS_PER_GROUP,
-    dice,
-    iou,
     overlay_png,
     overlay_rows,
+    per_image_table,
     segmentation_metrics,
     weak_metrics,
 )
@@ -107,28 +106,11 @@ def scores(data: SegmentData, pred: np.ndarray, rows: np.ndarray, threshold: flo
 
 
 def per_image(data: SegmentData, pred: np.ndarray, seen: np.ndarray) -> pd.DataFrame:
-    """``per_image.csv``: one row per image (module docstring)."""
-    truth, weak = data.masks.numpy(), data.weak.numpy()
-    pixels = float(np.prod(truth.shape[1:])) if len(truth) else 1.0
-
-    def share(masks: np.ndarray) -> np.ndarray:
-        return (masks.sum(axis=(1, 2)) / pixels).round(4)
-
-    def score(metric: Any) -> list[float | None]:
-        return [None if w else round(metric(p, t), 4)
-                for p, t, w in zip(pred, truth, weak, strict=True)]
-
-    return pd.DataFrame({
-        "path": [str(r.path) for r in data.records],
-        "source": [r.source for r in data.records],
-        "label": [r.label for r in data.records],
-        "mask": ~weak,
-        "seen": seen,
-        "dice": score(dice),
-        "iou": score(iou),
-        "tumour_share": np.where(weak, np.nan, share(truth)),
-        "predicted_share": share(pred),
-    })
+    """``per_image.csv``: :func:`~braincam.evaluate.segmentation.per_image_table` with
+    ``seen`` after ``mask``."""
+    table = per_image_table(data.records, pred, data.masks.numpy(), ~data.weak.numpy())
+    table.insert(table.columns.get_loc("mask") + 1, "seen", seen)
+    return table
 
 
 def overlays(data: SegmentData, pred: np.ndarray, table: pd.DataFrame) -> dict[str, bytes]:

@@ -120,6 +120,7 @@ from braincam.evaluate.segmentation import (
     dice,
     overlay_png,
     overlay_rows,
+    per_image_table,
     segmentation_metrics,
     weak_metrics,
 )
@@ -389,13 +390,16 @@ def train_segmenter(
     pred = prob >= THRESHOLD
     truth = data.masks[test].numpy()
     test_records = [data.records[i] for i in test.tolist()]
+    weak_records = [data.records[i] for i in weak_test.tolist()]
+    weak_pred = (_predict(segmenter, data.images[weak_test], ctx) >= THRESHOLD
+                 if len(weak_test) else np.zeros((0, *truth.shape[1:]), bool))
     metrics = segmentation_metrics(pred, truth, [r.label for r in test_records],
                                    [r.source for r in test_records], segmenter.threshold)
     metrics |= {
         "flip_average": segmenter.flip_average,
         "decision": decision,
-        "weak": (_weak_metrics(segmenter, data, weak_test, ctx) | {
-            "n_copies_left_out": int(copies.sum())} if config.weak_labels else None),
+        "weak": (weak_metrics(weak_pred.any(axis=(1, 2)), [r.label for r in weak_records])
+                 | {"n_copies_left_out": int(copies.sum())} if config.weak_labels else None),
         "counterfactual": _counterfactual(segmenter, data.images[test], data.heads[test],
                                           pred, truth, config.carve_seed, ctx),
         "split": "dedup (patient-proxy and duplicate groups held out whole)",
@@ -413,6 +417,10 @@ def train_segmenter(
         if ctx.is_main:
             save_segmenter(model.cpu(), run.model, {**meta, "best_epoch": best_epoch})
             atomic_write_json(run.metrics, metrics)
+            atomic_write_csv(run.per_image, per_image_table(
+                test_records + weak_records, np.concatenate([pred, weak_pred]),
+                np.concatenate([truth, np.zeros_like(weak_pred)]),
+                np.arange(len(test) + len(weak_test)) < len(test)))
             _write_overlays(run, test_records, data.images[test].numpy(), truth, pred,
                             config.overlays)
     return SegmentResult(run.root, dict(split.counts), metrics, best_epoch,
@@ -556,15 +564,6 @@ def _predict(
     return sharded_rows(
         lambda i: torch.from_numpy(predict(images[i].numpy())), len(images), ctx
     ).numpy()
-
-
-def _weak_metrics(
-    segmenter: Segmenter, data: SegmentData, rows: torch.Tensor, ctx: DistContext
-) -> dict[str, Any]:
-    """``metrics.json`` ``weak``: the held-out weak images (tumour images without a mask)
-    with any predicted tumour pixel, overall and by label."""
-    found = (_predict(segmenter, data.images[rows], ctx) >= THRESHOLD).any(axis=(1, 2))
-    return weak_metrics(found, [data.records[i].label for i in rows.tolist()])
 
 
 def _counterfactual(
