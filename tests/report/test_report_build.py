@@ -354,3 +354,34 @@ def test_model_audit_sentence_counts_copies_of_training_images():
     assert _dataset_sentence("figshare", {**block, "n_images": 543, "n_seen": 430}) == (
         "figshare: 543 images audited (430 of them copies of images the model or its guide "
         "learnt from), accuracy 0.973; explained with gradcam.")
+
+
+def test_a_guided_run_reports_its_segmenters_held_out_dice(tmp_path, kit, text):
+    """The guide names a segment run and dataset folders (which trained run/guide): both
+    runs' metrics.json figures, in the Training section; a member without one is left out."""
+    import json
+
+    import yaml
+
+    run = kit.make_fake_run(tmp_path)
+    seg, data = tmp_path / "seg", tmp_path / "figshare"
+    data.mkdir()
+    for folder, dice in ((seg, 0.7778), (run / "guide", 0.8123)):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"")  # marks a segment run
+        (folder / "metrics.json").write_text(json.dumps({
+            "n_tumour_images": 559, "mean_dice": dice,
+            "per_class_dice": {"glioma": 0.708, "meningioma": 0.864}, "detection_rate": 0.882,
+            "n_tumour_free_images": 179, "false_positive_rate": 0.028}))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["guide"] = f"{seg},{data}"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    page = kit.parse(build_report(run).read_text())
+    assert text(page, "guide-scores") == (
+        f"segmenter tumour slices mean Dice by class detected tumour-free images marked "
+        f"{seg} 559 0.778 glioma 0.708, meningioma 0.864 0.882 179 0.028 "
+        f"{run / 'guide'} 559 0.812 glioma 0.708, meningioma 0.864 0.882 179 0.028")
+    (seg / "metrics.json").write_text("{")  # unreadable: that row goes, the other stays
+    page = kit.parse(build_report(run).read_text())
+    assert str(seg) not in text(page, "guide-scores")
+    assert f"{run / 'guide'} 559 0.812" in text(page, "guide-scores")

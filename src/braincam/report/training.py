@@ -1,9 +1,13 @@
-"""Training curves and a per-phase summary from history.csv, and the recipe in one sentence
-from config.yaml (guided by a segmenter or plain, and the remedies used)."""
+"""Training curves and a per-phase summary from history.csv, the recipe in one sentence
+from config.yaml (guided by a segmenter or plain, and the remedies used), and for a guided run
+how well each guiding segmenter outlines tumours on its own held-out images (its
+``metrics.json``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -26,11 +30,25 @@ class PhaseSummary:
 
 
 @dataclass
+class GuideScore:
+    """A segment run that guides the classifier, on its own held-out images."""
+
+    run: str
+    n_tumour_images: Any
+    mean_dice: Any
+    per_class_dice: dict[str, Any]
+    detection_rate: Any
+    n_tumour_free_images: Any
+    false_positive_rate: Any
+
+
+@dataclass
 class TrainingSection:
     part: Part
     curves: str | None = None
     phases: list[PhaseSummary] = field(default_factory=list)
     recipe: str | None = None
+    guides: list[GuideScore] = field(default_factory=list)
 
 
 def collect_training(run: RunDir) -> TrainingSection:
@@ -38,17 +56,41 @@ def collect_training(run: RunDir) -> TrainingSection:
     _, config = read_yaml_part(run, run.config, "run settings")
     train = (config or {}).get("train")
     recipe = recipe_sentence(train, _threshold(run)) if isinstance(train, dict) else None
+    guides = guide_scores(run, train.get("guide")) if isinstance(train, dict) else []
     if history is None:
-        return TrainingSection(part, recipe=recipe)
+        return TrainingSection(part, recipe=recipe, guides=guides)
     if history.empty:
         return TrainingSection(Part(part.name, part.relpath, UNREADABLE, "no epochs recorded"),
-                               recipe=recipe)
+                               recipe=recipe, guides=guides)
     if "phase" not in history.columns:
         history = history.assign(phase="1")
     phases = [
         _phase(str(name), rows) for name, rows in history.groupby("phase", sort=False)
     ]
-    return TrainingSection(part, training_curves(history), phases, recipe)
+    return TrainingSection(part, training_curves(history), phases, recipe, guides)
+
+
+def guide_scores(run: RunDir, guide: Any) -> list[GuideScore]:
+    """The held-out figures of each segment run guiding ``run`` (config ``train.guide``,
+    :func:`braincam.models.segment.guide_members`: the runs it names, and ``run/guide`` when
+    it names dataset folders); a member whose ``metrics.json`` cannot be read is left out."""
+    if not guide:
+        return []
+    from braincam.models.segment import guide_members
+
+    scores = []
+    for member in guide_members(str(guide), run.root):
+        try:
+            m = json.loads(RunDir(Path(member)).metrics.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(m, dict):
+            continue
+        scores.append(GuideScore(
+            str(member), m.get("n_tumour_images"), m.get("mean_dice"),
+            m.get("per_class_dice") or {}, m.get("detection_rate"),
+            m.get("n_tumour_free_images"), m.get("false_positive_rate")))
+    return scores
 
 
 def _threshold(run: RunDir) -> float | None:
