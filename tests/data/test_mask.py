@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
-from braincam.data.mask import background, brain_region, head_mask, rim_band, rim_width
+from braincam.data.mask import (
+    background,
+    brain_region,
+    fill_holes,
+    head_mask,
+    rim_band,
+    rim_width,
+)
 
 
 def _disc(size=64, radius=22, centre=(30, 34)):
@@ -107,3 +115,22 @@ def test_dark_brain_without_a_closed_ring_takes_the_lower_threshold():
     mask = head_mask(np.clip(grey, 0, 1))
     assert _iou(mask, head) > 0.95
     assert not mask[2, 2] and not mask[93, 93]
+
+
+def test_fill_holes_fills_enclosed_regions_only_as_scipy_does():
+    ring = np.zeros((9, 10), bool)
+    ring[1:8, 1:8] = True
+    ring[3:6, 3:6] = False  # a hole
+    ring[0:3, 8] = True
+    open_bay = ring.copy()
+    open_bay[4, 0:3] = False  # a bay open to the border stays open
+    assert fill_holes(ring)[3:6, 3:6].all() and fill_holes(ring).sum() == ring.sum() + 9
+    assert not fill_holes(open_bay)[4, 0]
+    diagonal = np.ones((5, 5), bool)
+    diagonal[2, 2] = diagonal[1, 1] = diagonal[0, 0] = False  # 8-connected to the corner only
+    rng = np.random.default_rng(0)
+    cases = [ring, open_bay, diagonal, np.zeros((4, 4), bool), np.ones((3, 5), bool),
+             np.zeros((0, 0), bool)] + [rng.random((n, n + 2)) < d for n in (1, 3, 20, 60)
+                                         for d in (0.4, 0.6, 0.8) for _ in range(5)]
+    for case in cases:
+        np.testing.assert_array_equal(fill_holes(case), ndimage.binary_fill_holes(case))

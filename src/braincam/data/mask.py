@@ -67,13 +67,13 @@ def _mask_above(blurred: np.ndarray, threshold: float) -> np.ndarray:
     radius = max(1, round(_CLOSE_FRACTION * min(blurred.shape)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc).astype(bool)
-    simple = _largest(ndimage.label(ndimage.binary_fill_holes(closed))[0])
+    simple = _largest(ndimage.label(fill_holes(closed))[0])
     if not simple.any():
         return simple
     # repairs: a ring the frame cuts off, closed along the frame; a head in large pieces,
     # joined by their convex hull. Kept only when what they add is tissue, not background
     # (a corner marker or a label beside the head is not joined to it)
-    labels, _ = ndimage.label(ndimage.binary_fill_holes(close_along_frame(closed)))
+    labels, _ = ndimage.label(fill_holes(close_along_frame(closed)))
     sizes = np.bincount(labels.ravel())[1:]
     parts = np.flatnonzero(sizes >= _PART_FRACTION * labels.size) + 1
     repaired = _hull(np.isin(labels, parts)) if parts.size > 1 else _largest(labels)
@@ -84,6 +84,21 @@ def _mask_above(blurred: np.ndarray, threshold: float) -> np.ndarray:
     background_level = float(np.median(outside))
     is_tissue = np.median(blurred[added]) > (background_level + threshold) / 2
     return repaired | simple if is_tissue else simple
+
+
+def fill_holes(binary: np.ndarray) -> np.ndarray:
+    """``binary`` with its holes filled: the False regions (4-connected) that do not touch the
+    image border become True. The result of ``scipy.ndimage.binary_fill_holes``, which grows
+    the outside in from the border one pixel per pass (about 9 ms at 512 px, most of a head
+    mask's time), by one labelling of the False pixels (under 1 ms)."""
+    binary = np.asarray(binary, bool)
+    if not binary.size:
+        return binary.copy()
+    outside, n = ndimage.label(~binary)
+    border = np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]])
+    open_to_border = np.zeros(n + 1, dtype=bool)
+    open_to_border[border] = True
+    return binary | ~open_to_border[outside]
 
 
 def _largest(labels: np.ndarray) -> np.ndarray:
