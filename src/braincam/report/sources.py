@@ -53,7 +53,7 @@ class Part:
 def read_json_part(run: RunDir, path: Path, name: str) -> tuple[Part, dict[str, Any] | None]:
     """A JSON object file of ``run`` (a ``RunDir`` path); anything but a JSON object counts as
     unreadable."""
-    return _read(run, path, name, _load_json)
+    return _read(run, path, name, load_json_object)
 
 
 def read_yaml_part(run: RunDir, path: Path, name: str) -> tuple[Part, dict[str, Any] | None]:
@@ -78,7 +78,8 @@ def _read(run: RunDir, path: Path, name: str, loader: Any) -> tuple[Part, Any]:
     return Part(name, relpath, OK), data
 
 
-def _load_json(path: Path) -> dict[str, Any]:
+def load_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object file; ValueError when it holds anything else or is not JSON."""
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, found {type(data).__name__}")

@@ -5,7 +5,6 @@ how well each guiding segmenter outlines tumours on its own held-out images (its
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,13 @@ from typing import Any
 import pandas as pd
 
 from braincam.report.figures import training_curves
-from braincam.report.sources import UNREADABLE, Part, read_csv_part, read_yaml_part
+from braincam.report.sources import (
+    UNREADABLE,
+    Part,
+    load_json_object,
+    read_csv_part,
+    read_yaml_part,
+)
 from braincam.runs import RunDir
 
 
@@ -81,10 +86,8 @@ def guide_scores(run: RunDir, guide: Any) -> list[GuideScore]:
     scores = []
     for member in guide_members(str(guide), run.root):
         try:
-            m = json.loads(RunDir(Path(member)).metrics.read_text())
+            m = load_json_object(RunDir(Path(member)).metrics)
         except (OSError, ValueError):
-            continue
-        if not isinstance(m, dict):
             continue
         scores.append(GuideScore(
             str(member), m.get("n_tumour_images"), m.get("mean_dice"),
