@@ -35,6 +35,7 @@ from braincam.train.segment import (
     augment_pair,
     copies_of_outlined,
     dice_bce_loss,
+    weight_average,
 )
 
 SEG_FILES = {"config.yaml", "model.safetensors", "history.csv", "split.csv", "skipped.csv",
@@ -347,6 +348,64 @@ def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp
         "efficientnet_lite1"
     weights = [load_segmenter(str(tmp_path / n), "cpu").model.state_dict() for n in "ab"]
     assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_weight_average_by_hand():
+    """The first update copies; update n >= 1 moves each float tensor by 1 - d toward the
+    model's, d = min(decay, (1 + n) / (10 + n)); the batch count is copied."""
+    model = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    average = weight_average(model, decay=0.3)
+    with torch.no_grad():
+        model[0].weight.fill_(2.0)
+    average.update_parameters(model)
+    assert torch.equal(average.module[0].weight, torch.full((1, 2), 2.0))
+    expected = 2.0
+    for n, value in enumerate((4.0, 8.0, 8.0, 8.0, 8.0), start=1):
+        with torch.no_grad():
+            model[0].weight.fill_(value)
+            model[1].running_mean.fill_(value)
+            model[1].num_batches_tracked.fill_(10 * n)
+        average.update_parameters(model)
+        d = min(0.3, (1 + n) / (10 + n))
+        expected = d * expected + (1 - d) * value
+        assert average.module[0].weight[0, 0].item() == pytest.approx(expected)
+        assert average.module[1].num_batches_tracked.item() == 10 * n
+    assert expected == pytest.approx(7.9706, abs=1e-4)  # d: 2/11, 3/12, then 0.3
+    assert model[0].weight[0, 0].item() == 8.0  # the model itself is untouched
+    with pytest.raises(BraincamError, match="--ema must be in"):
+        SegmentConfig(ema=1.0).validate()
+
+
+def test_ema_keeps_the_averaged_weights_it_validated(phantoms, tmp_path):
+    """--ema: the saved weights are the average that validation scored (the kept epoch's
+    validation score comes back from the saved model), and they differ from the plain run's."""
+    from braincam.data.splits import read_split_csv
+    from braincam.evaluate.segmentation import segmentation_metrics
+
+    def run(name: str, *extra: str) -> Path:
+        out = tmp_path / name
+        result = invoke(str(phantoms), "--out", str(out), "--epochs", "2", "--image-size", "32",
+                        "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                        "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
+                        "--test-fraction", "0.25", "--no-tune-threshold", "--no-progress",
+                        *extra)
+        assert result.exit_code == 0, result.output
+        return out
+
+    plain, averaged = run("plain"), run("ema", "--ema", "0.9")
+    assert yaml.safe_load((averaged / "config.yaml").read_text())["segment"]["ema"] == 0.9
+    weights = [load_segmenter(str(r), "cpu").model.state_dict() for r in (plain, averaged)]
+    assert any(not torch.equal(weights[0][k], weights[1][k]) for k in weights[0]
+               if weights[0][k].is_floating_point())
+    data = load_segmentation_data(load_dataset([phantoms]).records,
+                                  SegmentConfig(size=32).preprocess)
+    val = read_split_csv(averaged / "split.csv", data.records).indices("val")
+    pred = load_segmenter(str(averaged), "cpu").predict(data.images[val].numpy()) >= 0.5
+    score = segmentation_metrics(pred, data.masks[val].numpy(), ["x"] * len(val),
+                                 ["x"] * len(val))["all_image_dice"]
+    history = pd.read_csv(averaged / "history.csv")
+    best = json.loads((averaged / "metrics.json").read_text())["best_epoch"]
+    assert score == pytest.approx(history.loc[history["epoch"] == best, "val_score"].item())
 
 
 def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):

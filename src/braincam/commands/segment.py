@@ -105,6 +105,11 @@ def command(
         int, typer.Option(help="Keep the pretrained weights of the encoder's stem and first N "
                           "of its 7 blocks (faster steps on a CPU).")
     ] = 0,
+    ema: Annotated[
+        float, typer.Option(help="Validate and keep an exponential moving average of the "
+                            "weights with this decay per step (e.g. 0.995); 0: the weights "
+                            "themselves.")
+    ] = 0.0,
     tune_threshold: Annotated[
         bool, typer.Option("--tune-threshold/--no-tune-threshold",
                            help="Choose the mask rule on the validation images: plain or "
@@ -161,7 +166,7 @@ def command(
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views,
-        weak_labels=weak_labels, freeze_blocks=freeze_blocks, device=device,
+        weak_labels=weak_labels, freeze_blocks=freeze_blocks, ema=ema, device=device,
         tune_threshold=tune_threshold, amp=amp,
     )
     if decoder_channels is not None:

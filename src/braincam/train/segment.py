@@ -91,6 +91,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.optim.swa_utils import AveragedModel
 
 from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import PreprocessConfig
@@ -175,6 +176,7 @@ class SegmentConfig:
     zoom_views: float = 0.0  # share of training images seen as a zoomed view
     weak_labels: bool = False  # tumour images without a mask train by their label
     freeze_blocks: int = 0  # the encoder's stem and first N blocks keep their weights
+    ema: float = 0.0  # decay of the exponential moving average of the weights; 0: none
     device: str = "auto"
     overlays: int = OVERLAYS_PER_GROUP  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
@@ -190,6 +192,8 @@ class SegmentConfig:
         for name in ("contrast_remap", "counterfactual_share", "zoom_views"):
             if not 0 <= getattr(self, name) <= 1:
                 raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
+        if not 0 <= self.ema < 1:
+            raise BraincamError(f"--ema must be in [0, 1), got {self.ema}")
         if self.encoder not in ENCODERS:
             raise BraincamError(f"--encoder must be one of {', '.join(ENCODERS)}, "
                                 f"got {self.encoder}")
@@ -459,6 +463,8 @@ def _fit(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     scaler = grad_scaler(device, config.amp)
+    average = weight_average(model, config.ema) if config.ema else None
+    kept = model if average is None else average.module  # the weights validated and kept
     generator = torch.Generator().manual_seed(config.seed + 1)
     history: list[dict[str, Any]] = []
     best_score, best_epoch, best_state = -math.inf, 0, {}
@@ -494,13 +500,15 @@ def _fit(
             scaler.step(optimizer)
             scaler.update()
             schedule.step()
+            if average is not None:
+                average.update_parameters(model)
             total += loss.detach().float() * n_local
             seen += len(batch)
         if ctx.enabled:
             torch.distributed.all_reduce(total)
         seconds = time.perf_counter() - started
         row = {"epoch": epoch, "lr": lr, "train_loss": total.item() / seen,
-               **_validate(model, data, idx["val"], config, device, ctx, meta),
+               **_validate(kept, data, idx["val"], config, device, ctx, meta),
                "seconds": round(seconds, 1),
                "train_images_per_second": round(seen / seconds, 2)}
         history.append(row)
@@ -514,9 +522,29 @@ def _fit(
         score = row["val_score"] if row["val_score"] is not None else float(epoch)
         if score > best_score:
             best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().clone() for k, v in kept.state_dict().items()}
     model.load_state_dict(best_state)
     return history, best_epoch
+
+
+def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s parameters and batch-norm statistics
+    (``update_parameters(model)`` after every optimiser step): the first update copies the
+    weights, update ``n >= 1`` sets ``w_avg <- d w_avg + (1 - d) w`` with
+    ``d = min(decay, (1 + n) / (10 + n))``, the warm-up of TensorFlow's
+    ``ExponentialMovingAverage(num_updates=...)``, so that early averages are not dominated by
+    the initial weights. Integer buffers (batch counts) are copied."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               steps: torch.Tensor) -> None:
+        if not averaged[0].is_floating_point():
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+            return
+        n = float(steps)
+        torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def _validate(
