@@ -11,7 +11,6 @@ from braincam.data.mask import (
     brain_region,
     fill_holes,
     head_mask,
-    label,
     rim_band,
     rim_width,
 )
@@ -135,20 +134,3 @@ def test_fill_holes_fills_enclosed_regions_only_as_scipy_does():
                                          for d in (0.4, 0.6, 0.8) for _ in range(5)]
     for case in cases:
         np.testing.assert_array_equal(fill_holes(case), ndimage.binary_fill_holes(case))
-
-
-def test_label_numbers_components_as_scipy_does():
-    """4-connected (a diagonal step splits), numbered by first pixel in raster order."""
-    steps = np.array([[0, 1, 0, 0], [1, 0, 0, 1], [1, 1, 0, 1]], bool)
-    labels, n = label(steps)
-    assert n == 3 and labels.dtype == np.int32
-    np.testing.assert_array_equal(labels, [[0, 1, 0, 0], [2, 0, 0, 3], [2, 2, 0, 3]])
-    rng = np.random.default_rng(1)
-    cases = [np.zeros((0, 0), bool), np.zeros((3, 3), bool), np.ones((1, 7), bool)] + [
-        rng.random((n, n + 3)) < d for n in (1, 5, 30, 90) for d in (0.3, 0.55, 0.8)
-        for _ in range(4)]
-    for case in cases:
-        expected, count = ndimage.label(case)
-        got, n = label(case)
-        assert n == count
-        np.testing.assert_array_equal(got, expected)

@@ -67,7 +67,7 @@ def _mask_above(blurred: np.ndarray, threshold: float) -> np.ndarray:
     radius = max(1, round(_CLOSE_FRACTION * min(blurred.shape)))
     disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
     closed = cv2.morphologyEx(binary, cv2.MORPH_CLOSE, disc).astype(bool)
-    labels, _ = label(fill_holes(closed))
+    labels, _ = ndimage.label(fill_holes(closed))
     simple = _largest(labels)
     if not simple.any():
         return simple
@@ -76,7 +76,7 @@ def _mask_above(blurred: np.ndarray, threshold: float) -> np.ndarray:
     # (a corner marker or a label beside the head is not joined to it)
     framed = close_along_frame(closed)
     if not np.array_equal(framed, closed):  # else the same labels
-        labels, _ = label(fill_holes(framed))
+        labels, _ = ndimage.label(fill_holes(framed))
     sizes = np.bincount(labels.ravel())[1:]
     parts = np.flatnonzero(sizes >= _PART_FRACTION * labels.size) + 1
     repaired = _hull(np.isin(labels, parts)) if parts.size > 1 else _largest(labels)
@@ -98,24 +98,11 @@ def fill_holes(binary: np.ndarray) -> np.ndarray:
     binary = np.asarray(binary, bool)
     if not binary.size:
         return binary.copy()
-    outside, n = label(~binary)
+    outside, n = ndimage.label(~binary)
     border = np.concatenate([outside[0], outside[-1], outside[:, 0], outside[:, -1]])
     open_to_border = np.zeros(n + 1, dtype=bool)
     open_to_border[border] = True
     return binary | ~open_to_border[outside]
-
-
-def label(binary: np.ndarray) -> tuple[np.ndarray, int]:
-    """The 4-connected components of the True pixels of ``binary``: int32 labels 1..n in the
-    order of their first pixel in raster order (0 elsewhere) and n, as
-    ``scipy.ndimage.label``'s default returns them, by OpenCV's ``connectedComponents``, which
-    is faster (docs/results.md, "First preprocessing")."""
-    binary = np.ascontiguousarray(binary, dtype=bool)
-    if not binary.size:
-        return np.zeros(binary.shape, np.int32), 0
-    n, labels = cv2.connectedComponents(binary.view(np.uint8), connectivity=4,
-                                        ltype=cv2.CV_32S)
-    return labels, n - 1
 
 
 def _largest(labels: np.ndarray) -> np.ndarray:
