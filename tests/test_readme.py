@@ -49,15 +49,16 @@ def test_the_python_example_runs_and_finds_the_marker(tmp_path, monkeypatch, cap
 
 def test_the_recommended_recipe_is_braincam_runs_grounded_default():
     """The README's recommended `braincam train` command sets each option of braincam run's
-    grounded recipe (RECIPE_DEFAULTS) to the recipe's value, so the two cannot drift apart."""
-    from braincam.pipeline.options import RECIPE_DEFAULTS
+    grounded recipe (RECIPE_DEFAULTS, and GUIDE_TRAINING_DEFAULTS: its --guide names dataset
+    folders) to the recipe's value, so the two cannot drift apart."""
+    from braincam.pipeline.options import GUIDE_TRAINING_DEFAULTS, RECIPE_DEFAULTS
 
     text = README.read_text(encoding="utf-8")
     section = text.split("## Recommended recipe")[1]
     command = " ".join(re.search(r"```bash\n(.*?)```", section, flags=re.S)[1]
                        .replace("\\\n", " ").split())
     assert command.count("braincam train") == 1 and "--guide " in command
-    for name, value in RECIPE_DEFAULTS.items():
+    for name, value in (RECIPE_DEFAULTS | GUIDE_TRAINING_DEFAULTS).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             assert (f"{flag} " in command + " ") is value, flag

@@ -11,7 +11,7 @@ from braincam.commands import run
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.pipeline import STAGES
-from braincam.pipeline.options import RECIPE_DEFAULTS
+from braincam.pipeline.options import GUIDE_TRAINING_DEFAULTS, RECIPE_DEFAULTS
 
 TINY = [
     "--arch", "resnet10t", "--weights", "none", "--image-size", "32", "--head-epochs", "1",
@@ -89,6 +89,12 @@ def test_every_option_has_help():
     heads = RECIPE_DEFAULTS["head_average"]
     assert f"--head-average {heads}" in helps["plain"]
     assert f"braincam run uses {heads} unless given" in helps["head_average"]
+    epochs, blocks = (GUIDE_TRAINING_DEFAULTS[k] for k in ("guide_epochs", "guide_freeze_blocks"))
+    assert f"--guide-epochs {epochs} and --guide-freeze-blocks {blocks}" in helps["plain"]
+    assert f"braincam run uses {epochs} unless given" in helps["guide_epochs"]
+    assert f"braincam run uses {blocks} unless given" in helps["guide_freeze_blocks"]
+    assert GUIDE_TRAINING_DEFAULTS["guide_weak_labels"] and "braincam run sets it" in helps[
+        "guide_weak_labels"]
 
 
 def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, monkeypatch):
@@ -103,7 +109,9 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
     monkeypatch.setattr(pipeline, "run_pipeline",
                         lambda data, options, out, **kw: reached.append(options))
     monkeypatch.setattr(pipeline, "print_summary", lambda *a: None)
-    seg = tmp_path / "seg"
+    seg = tmp_path / "seg"  # a segment run: it holds a model
+    seg.mkdir()
+    (seg / "model.safetensors").touch()
     base = [str(phantoms), "--out", str(tmp_path / "r"), "--device", "cpu"]
 
     missing = invoke(*base)
@@ -133,3 +141,38 @@ def test_run_is_grounded_by_default_and_plain_one_flag_away(phantoms, tmp_path, 
     assert (fine_tuned.guide, fine_tuned.finetune_epochs) == (str(seg), 2)
     assert plain.guide is None and plain.finetune_epochs == plain.__class__().finetune_epochs > 0
     assert grounded.head_epochs == plain.head_epochs and grounded.split == plain.split == "dedup"
+    # a segment run keeps its own settings: no segmenter is trained
+    assert (grounded.guide_weak_labels, grounded.guide_epochs, grounded.guide_freeze_blocks) == (
+        False, None, 0)
+
+
+def test_run_trains_the_readme_recipes_guide_on_dataset_folders(phantoms, tmp_path,
+                                                                  monkeypatch):
+    """--guide naming dataset folders: the segmenter trained on them gets the README recipe's
+    --guide-weak-labels --guide-epochs 8 --guide-freeze-blocks 2, each unless given, and the
+    command config.yaml records says so."""
+    import braincam.pipeline as pipeline
+
+    reached = []
+    monkeypatch.setattr(pipeline, "run_pipeline",
+                        lambda data, options, out, **kw: reached.append(options))
+    monkeypatch.setattr(pipeline, "print_summary", lambda *a: None)
+    base = [str(phantoms), "--out", str(tmp_path / "r"), "--device", "cpu", "--guide",
+            str(phantoms)]
+    for args in ([], ["--no-guide-weak-labels", "--guide-epochs", "3"],
+                 ["--guide-freeze-blocks", "0"]):
+        result = invoke(*base, *args)
+        assert result.exit_code == 0, result.output
+    recipe, given, unfrozen = (options.train for options in reached)
+    assert {name: getattr(recipe, name) for name in GUIDE_TRAINING_DEFAULTS} == {
+        "guide_weak_labels": True, "guide_epochs": 8, "guide_freeze_blocks": 2}
+    assert (given.guide_weak_labels, given.guide_epochs, given.guide_freeze_blocks) == (
+        False, 3, 2)
+    assert (unfrozen.guide_weak_labels, unfrozen.guide_epochs, unfrozen.guide_freeze_blocks) == (
+        True, 8, 0)
+    command = reached[0].command.split()
+    assert "--guide-weak-labels" in command
+    assert "--guide-epochs 8" in reached[0].command
+    assert "--guide-freeze-blocks 2" in reached[0].command
+    assert "--no-guide-weak-labels" in reached[1].command.split()
+    assert recipe.head_average == 5 and recipe.guide_cut == 0.05

@@ -56,7 +56,9 @@ def command(
                            "options as given. Without it the run is grounded and needs --guide, "
                            "and unless given --finetune-epochs is 0 (the head alone on the "
                            "gated features), --guide-views on, --guide-cut 0.05 and "
-                           "--head-average 5.",
+                           "--head-average 5; a segmenter trained on --guide dataset folders "
+                           "gets --guide-weak-labels, --guide-epochs 8 and "
+                           "--guide-freeze-blocks 2.",
                            rich_help_panel=REMEDIES)
     ] = False,
     force: Annotated[
@@ -76,7 +78,7 @@ def command(
 
     from braincam.commands.train import command_line
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
-    from braincam.pipeline.options import RECIPE_DEFAULTS, run_recipe
+    from braincam.pipeline.options import RECIPE_OPTIONS, run_recipe
 
     def given(name: str) -> bool:
         # by name: Typer ships its own copy of click, whose ParameterSource is another class
@@ -84,9 +86,9 @@ def command(
         return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
     config = run_recipe(train_config(ctx.params), plain,
-                        given={name for name in RECIPE_DEFAULTS if given(name)})
+                        given={name for name in RECIPE_OPTIONS if given(name)})
     # config.yaml's command reproduces the recipe
-    ctx.params |= {name: getattr(config, name) for name in RECIPE_DEFAULTS}
+    ctx.params |= {name: getattr(config, name) for name in RECIPE_OPTIONS}
     options = PipelineOptions(
         train=config, extra=merged(extra, extra_alias), methods=parse_methods(methods),
         explain_cap=explain_cap, n_boot=n_boot, regions=parse_regions(region or []),

@@ -45,11 +45,23 @@ spreads over a flat slice otherwise add up to a predicted tumour), and the mean 
 heads (one head's initialisation moves where its Grad-CAM points). Chosen on the guides'
 validation groups and Sartaj's grouped folds (docs/grounded.md, docs/results.md)."""
 
+GUIDE_TRAINING_DEFAULTS: dict[str, Any] = {"guide_weak_labels": True, "guide_epochs": 8,
+                                           "guide_freeze_blocks": 2}
+"""The options ``braincam run`` also sets, unless they are given, when ``--guide`` names
+dataset folders (a segmenter is trained on them first): the README recipe's guide, which also
+learns the folders' tumour images without a mask by their label, for 8 epochs with the
+encoder's stem and first two blocks frozen. A guide that is a ``braincam segment`` run keeps
+its own settings."""
+
+RECIPE_OPTIONS = (*RECIPE_DEFAULTS, *GUIDE_TRAINING_DEFAULTS)
+"""The names of every option ``braincam run``'s grounded recipe may set."""
+
 
 def run_recipe(config: TrainConfig, plain: bool, given: Container[str] = ()) -> TrainConfig:
     """``braincam run``'s recipe. Grounded by default: a tumour segmenter guides the
-    classifier (``--guide``, required) and each option of :data:`RECIPE_DEFAULTS` that is
-    not named in ``given`` takes the recipe's value: the recipe that docs/grounded.md
+    classifier (``--guide``, required) and each option of :data:`RECIPE_DEFAULTS` (and of
+    :data:`GUIDE_TRAINING_DEFAULTS` when ``--guide`` names dataset folders) that is not named
+    in ``given`` takes the recipe's value: the recipe that docs/grounded.md
     recommends and docs/results.md measures. ``plain``: the options exactly as given,
     without a guide (the plain recipe). The Python API (:class:`PipelineOptions`) takes its
     ``TrainConfig`` as given."""
@@ -60,8 +72,11 @@ def run_recipe(config: TrainConfig, plain: bool, given: Container[str] = ()) -> 
         return config
     if not config.guide:
         raise BraincamError(GUIDE_NEEDED)
+    from braincam.models.segment import guide_parts
+
+    defaults = RECIPE_DEFAULTS | (GUIDE_TRAINING_DEFAULTS if guide_parts(config.guide)[1] else {})
     return dataclasses.replace(
-        config, **{name: value for name, value in RECIPE_DEFAULTS.items() if name not in given})
+        config, **{name: value for name, value in defaults.items() if name not in given})
 
 
 @dataclass

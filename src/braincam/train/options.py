@@ -185,14 +185,17 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
                                       "pool.  [default: 1]", REMEDIES, kind=float),
     "guide_weak_labels": TrainOption(False, "With --guide dataset folders: their tumour images "
                                      "without a mask train the segmenter too, by their label "
-                                     "alone (braincam segment --weak-labels).", REMEDIES),
+                                     "alone (braincam segment --weak-labels). braincam run "
+                                     "sets it unless given.", REMEDIES),
     "guide_epochs": TrainOption(None, "With --guide dataset folders: the epochs of the "
-                                "segmenter trained on them (braincam segment --epochs).  "
-                                "[default: braincam segment's 10]", REMEDIES, kind=int),
+                                "segmenter trained on them (braincam segment --epochs); "
+                                "braincam run uses 8 unless given.  [default: braincam "
+                                "segment's 10]", REMEDIES, kind=int),
     "guide_freeze_blocks": TrainOption(0, "With --guide dataset folders: the segmenter "
                                        "trained on them keeps the ImageNet weights of its "
                                        "encoder's stem and first N blocks (braincam segment "
-                                       "--freeze-blocks).", REMEDIES),
+                                       "--freeze-blocks); braincam run uses 2 unless given.",
+                                       REMEDIES),
     "guide_floor": TrainOption(0.0, "With --guide: weight of the image outside the predicted "
                                "tumour, in [0, 1); 0: none of it reaches the classifier.",
                                REMEDIES),
