@@ -54,7 +54,10 @@ no longer independent evidence.
 Kept weights: the epoch with the best validation ``all_image_dice`` (Dice over every image,
 a tumour-free image scoring 1 without and 0 with a predicted pixel), so an epoch that outlines
 tumours well but marks something on tumour-free slices is not kept; the last epoch without
-validation.
+validation. With ``ema`` (``--ema``) the weights validated and kept at each epoch are an
+exponential moving average of the trained ones (:func:`weight_average`); measured on the README
+recipe's guide it changed held-out Dice by +0.002 and -0.001 (docs/results.md), so it is off by
+default.
 
 ``freeze_blocks`` ``N`` (``--freeze-blocks``): the encoder's stem and its first ``N`` blocks keep
 their pretrained weights (:func:`braincam.models.unet.freeze_encoder`; their batch-norm
