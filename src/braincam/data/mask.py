@@ -93,7 +93,7 @@ def fill_holes(binary: np.ndarray) -> np.ndarray:
     """``binary`` with its holes filled: the False regions (4-connected) that do not touch the
     image border become True. The result of ``scipy.ndimage.binary_fill_holes``, which grows
     the outside in from the border one pixel per pass, by one labelling of the False pixels:
-    on real slices :func:`head_mask` runs 1.79x faster (docs/results.md, "First
+    on real slices :func:`head_mask` runs 1.62x faster (docs/results.md, "First
     preprocessing")."""
     binary = np.asarray(binary, bool)
     if not binary.size:
