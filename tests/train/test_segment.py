@@ -323,15 +323,20 @@ def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     assert result.exit_code != 0 and "--force" in str(result.exception or result.output)
 
 
+def tiny_segment(phantoms: Path, out: Path, *extra: str) -> Path:
+    """A tiny ``braincam segment`` run of the phantoms into ``out`` (random weights, 32 px,
+    decoder widths 8), with ``extra`` options."""
+    result = invoke(str(phantoms), "--out", str(out), "--image-size", "32", "--weights", "none",
+                    "--batch-size", "4", "--device", "cpu", "--decoder-channels", "8,8,8,8,8",
+                    "--val-fraction", "0.2", "--test-fraction", "0.25", "--no-progress", *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
 def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp_path):
     def run(name: str, *seeds: str) -> pd.DataFrame:
-        out = tmp_path / name
-        result = invoke(str(phantoms), "--out", str(out), "--epochs", "1", "--image-size", "32",
-                        "--weights", "none", "--batch-size", "4", "--device", "cpu",
-                        "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
-                        "--test-fraction", "0.25", "--no-progress", *seeds)
-        assert result.exit_code == 0, result.output
-        return pd.read_csv(out / "split.csv")
+        return pd.read_csv(tiny_segment(phantoms, tmp_path / name, "--epochs", "1", *seeds)
+                           / "split.csv")
 
     base = run("a", "--seed", "0")
     shared = run("b", "--seed", "1", "--split-seed", "0", "--no-tune-threshold")
@@ -383,14 +388,8 @@ def test_ema_keeps_the_averaged_weights_it_validated(phantoms, tmp_path):
     from braincam.evaluate.segmentation import segmentation_metrics
 
     def run(name: str, *extra: str) -> Path:
-        out = tmp_path / name
-        result = invoke(str(phantoms), "--out", str(out), "--epochs", "2", "--image-size", "32",
-                        "--weights", "none", "--batch-size", "4", "--device", "cpu",
-                        "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
-                        "--test-fraction", "0.25", "--no-tune-threshold", "--no-progress",
-                        *extra)
-        assert result.exit_code == 0, result.output
-        return out
+        return tiny_segment(phantoms, tmp_path / name, "--epochs", "2", "--no-tune-threshold",
+                            *extra)
 
     plain, averaged = run("plain"), run("ema", "--ema", "0.9")
     assert yaml.safe_load((averaged / "config.yaml").read_text())["segment"]["ema"] == 0.9
