@@ -536,18 +536,21 @@ def weight_average(model: torch.nn.Module, decay: float) -> AveragedModel:
     weights, update ``n >= 1`` sets ``w_avg <- d w_avg + (1 - d) w`` with
     ``d = min(decay, (1 + n) / (10 + n))``, the warm-up of TensorFlow's
     ``ExponentialMovingAverage(num_updates=...)``, so that early averages are not dominated by
-    the initial weights. Integer buffers (batch counts) are copied."""
+    the initial weights. Integer buffers (batch counts) are copied. ``n`` is read from the
+    average's own count, which stays on the host: the copy passed to the update function sits
+    on the weights' device, and reading it there would wait for a GPU at every step."""
 
     def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
-               steps: torch.Tensor) -> None:
+               _steps: torch.Tensor) -> None:
         if not averaged[0].is_floating_point():
             for a, c in zip(averaged, current, strict=True):
                 a.copy_(c)
             return
-        n = float(steps)
+        n = int(average.n_averaged)
         torch._foreach_lerp_(averaged, current, 1 - min(decay, (1 + n) / (10 + n)))
 
-    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    average = AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+    return average
 
 
 def _validate(
