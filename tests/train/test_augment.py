@@ -74,19 +74,19 @@ def test_contrast_remap_is_a_monotone_curve_inside_the_head_only():
     assert directions == {True, False}  # some images inverted, some not
 
 
-@pytest.mark.parametrize("option", ["remap", "zoom_views"])
-def test_an_option_off_draws_no_random_numbers(option):
+@pytest.mark.parametrize(("option", "on"), [("remap", 0.5), ("zoom_views", 0.5), ("crop", 8)])
+def test_an_option_off_draws_no_random_numbers(option, on):
     images, masks = _batch()
     generator = torch.Generator().manual_seed(3)
-    augment(images, masks, generator, AugmentConfig(**{option: 0.0}))
+    augment(images, masks, generator, AugmentConfig(**{option: 0}))
     reference = torch.Generator().manual_seed(3)
     for _ in range(8):  # the similarity, flip and intensity draws: one number per image each
         torch.rand(len(images), generator=reference)
     assert torch.equal(generator.get_state(), reference.get_state())
     out_a, _ = augment(images, masks, torch.Generator().manual_seed(3),
-                       AugmentConfig(**{option: 0.5}))
+                       AugmentConfig(**{option: on}))
     out_b, _ = augment(images, masks, torch.Generator().manual_seed(3))
-    assert not torch.allclose(out_a, out_b)
+    assert out_a.shape != out_b.shape or not torch.allclose(out_a, out_b)
 
 
 def test_stacked_masks_move_like_the_head_mask_and_the_first_is_remap_region():
@@ -136,3 +136,42 @@ def test_zoomed_views_take_their_share_and_often_leave_a_corner_tumour_out():
     assert torch.equal(masks[~zoomed], tumour[~zoomed])
     empty = ~masks[zoomed].flatten(1).any(1)
     assert 0.78 < empty.float().mean() < 0.94  # 1 - 0.375^2 = 0.86
+
+
+def test_crops_are_windows_at_the_input_scale_inside_the_image():
+    """A 16 px crop of a 32 px ramp spans half its columns and rows at the input's own slope,
+    its mask is the same window of the input mask, and the windows move about the image."""
+    columns, rows = _ramps(64, 32)
+    tumour = torch.rand(64, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.5
+    config = AugmentConfig(**{**vars(IDENTITY), "crop": 16})
+    for image in (columns, rows):
+        out, masks = augment(image, tumour, torch.Generator().manual_seed(0), config)
+        assert out.shape == (64, 1, 16, 16) and masks.shape == (64, 16, 16)
+        span = out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))
+        torch.testing.assert_close(span, torch.full_like(span, 15 / 32), atol=1e-4, rtol=0)
+        assert out.min() > 0  # inside the image
+    starts = (out[:, 0, 0, 0] * 32 - 0.5).round().long()  # the window's first row
+    cols = (augment(columns, tumour, torch.Generator().manual_seed(0), config)[0][:, 0, 0, 0]
+            * 32 - 0.5).round().long()
+    for i in range(64):
+        window = tumour[i, starts[i]:starts[i] + 16, cols[i]:cols[i] + 16]
+        assert (masks[i] == window).float().mean() > 0.9  # nearest neighbour at sub-pixel shifts
+    assert starts.min() <= 3 and starts.max() >= 13
+
+
+def test_whole_images_are_shrunk_not_cropped():
+    """Images flagged ``whole`` keep all of the image (a corner tumour included) at the crop's
+    side; the others often lose a corner tumour."""
+    columns, _ = _ramps(200, 32)
+    tumour = torch.zeros(200, 32, 32, dtype=torch.bool)
+    tumour[:, :8, :8] = True
+    whole = torch.arange(200) % 2 == 0
+    out, masks = augment(columns, tumour, torch.Generator().manual_seed(0),
+                         AugmentConfig(**{**vars(IDENTITY), "crop": 16}), whole)
+    span = out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))
+    torch.testing.assert_close(span[whole], torch.full_like(span[whole], 30 / 32), atol=1e-4,
+                               rtol=0)
+    torch.testing.assert_close(masks[whole].sum(dim=(1, 2)).float(),
+                               torch.full((100,), 16.0))  # the 8 px corner at half the side
+    kept = masks[~whole].flatten(1).any(1).float().mean()
+    assert 0.15 < kept < 0.45  # a window starting within 8 px on both axes: about 0.25

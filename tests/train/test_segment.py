@@ -487,3 +487,32 @@ def test_freeze_blocks_keep_the_stem_and_first_blocks_pretrained(phantoms, tmp_p
     moved = [k for k in reference if k.startswith("blocks.2.")]
     assert moved and all(not torch.equal(trained[f"encoder.model.{k}"], reference[k])
                          for k in moved)
+
+
+def test_train_crop_trains_on_windows_and_predicts_whole_images(phantoms, tmp_path,
+                                                               monkeypatch):
+    """--train-crop 32 at --image-size 64: every training loss sees 32 px logits, while
+    validation, the held-out scores and the saved segmenter work on whole 64 px images."""
+    import braincam.train.segment as train_segment
+
+    sides: list[tuple[int, int]] = []
+    loss = train_segment.dice_bce_loss
+
+    def spy(logits: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        sides.append(tuple(logits.shape[-2:]))
+        return loss(logits, *args)
+
+    monkeypatch.setattr(train_segment, "dice_bce_loss", spy)
+    out = tiny_segment(phantoms, tmp_path / "crop", "--epochs", "1", "--image-size", "64",
+                       "--train-crop", "32")
+    assert sides and set(sides) == {(32, 32)}
+    assert yaml.safe_load((out / "config.yaml").read_text())["segment"]["train_crop"] == 32
+    segmenter = load_segmenter(out, "cpu")
+    assert segmenter.size == 64
+    assert segmenter.predict(np.zeros((2, 64, 64), np.uint8)).shape == (2, 64, 64)
+    for bad in (["--train-crop", "48"], ["--train-crop", "96"],
+                ["--train-crop", "32", "--no-augment"]):
+        result = invoke(str(phantoms), "--out", str(tmp_path / "bad"), "--image-size", "64",
+                        *bad)
+        assert result.exit_code != 0 and "--train-crop must be a multiple of 32" in str(
+            result.exception) + result.output

@@ -110,6 +110,12 @@ def command(
                             "weights with this decay per step (e.g. 0.995); 0: the weights "
                             "themselves.")
     ] = 0.0,
+    train_crop: Annotated[
+        int, typer.Option(help="Train on windows of this side (px) cut at random places from "
+                          "the --image-size images, and predict on whole images: the detail "
+                          "of the larger side at the cost of the smaller; 0: whole images "
+                          "(weak-label images are always shrunk whole).")
+    ] = 0,
     tune_threshold: Annotated[
         bool, typer.Option("--tune-threshold/--no-tune-threshold",
                            help="Choose the mask rule on the validation images: plain or "
@@ -166,7 +172,8 @@ def command(
         val_fraction=val_fraction, test_fraction=test_fraction,
         seed=seed, split_seed=split_seed, augment=augment, contrast_remap=contrast_remap,
         counterfactual_share=counterfactual_share, zoom_views=zoom_views,
-        weak_labels=weak_labels, freeze_blocks=freeze_blocks, ema=ema, device=device,
+        weak_labels=weak_labels, freeze_blocks=freeze_blocks, ema=ema,
+        train_crop=train_crop, device=device,
         tune_threshold=tune_threshold, amp=amp,
     )
     if decoder_channels is not None:

@@ -17,6 +17,14 @@ tumour-like structure (a normal pituitary gland, a ventricle) where the tumour i
 with and without the tumour come from the same zoom, so the zoom carries no label. Measured on
 Figshare, the views cost Dice and bought no consistent specificity (docs/results.md).
 
+Crops (``crop`` > 0, off by default): the output is a ``crop`` px window of the input at the
+input's own pixel scale, at a place uniform over the image (window centre within ``1 - w`` of
+the middle, ``w = crop / S``), drawn into the same affine map as the similarity transform, so
+image and masks are cut in one sampling pass. A fully convolutional network trained on such
+windows predicts on whole images: the detail of the larger side for the cost of the smaller.
+Images flagged ``whole`` (labels that hold only for the whole image, such as "a tumour somewhere")
+are shrunk whole to the output side instead.
+
 Intensity (MR intensities have no absolute scale): gamma, then contrast around the image
 mean, then brightness, clipped to [0, 1]: ``x' = clip((x**g - m) * c + m + b, 0, 1)``.
 
@@ -55,6 +63,7 @@ class AugmentConfig:
     remap: float = 0.0  # probability of a random contrast curve (see the module docstring)
     zoom_views: float = 0.0  # probability of a zoomed view (see the module docstring)
     zoom_view_range: tuple[float, float] = (1.5, 2.5)  # its zoom factor, uniform
+    crop: int = 0  # output side in px: a window of the input at a random place; 0: all of it
 
 
 REMAP_KNOTS = 5
@@ -65,11 +74,13 @@ def augment(
     masks: torch.Tensor | None,
     generator: torch.Generator,
     config: AugmentConfig = AugmentConfig(),
+    whole: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Augment ``images`` (B, 1, S, S) floats in [0, 1] and their ``masks``: (B, S, S) bool,
     the head masks, or (B, K, S, S) bool, K masks per image whose first is the head mask
-    (contrast remapping's region); returned in the shape given."""
-    b = images.shape[0]
+    (contrast remapping's region); returned in the shape given, with side ``config.crop``
+    when set (images flagged in ``whole``, bool (B,), are then shrunk whole instead)."""
+    b, side = images.shape[0], images.shape[-1]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(b, generator=generator)
@@ -84,6 +95,10 @@ def augment(
     brightness = uniform(-config.brightness, config.brightness)
     if config.zoom_views > 0:  # drawn only when asked: runs without keep their random stream
         zoom, shift = zoomed_views(zoom, shift, config, generator)
+    out_side = side
+    if config.crop:  # drawn only when asked: runs without keep their random stream
+        out_side = config.crop
+        zoom, shift = cropped_windows(zoom, shift, config.crop / side, whole, generator)
 
     # output -> input sampling map: p_in = R(angle) diag(flip, 1) p_out / zoom + shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -94,7 +109,7 @@ def augment(
         ],
         dim=1,
     ).to(images.device, images.dtype)
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = F.affine_grid(theta, [b, images.shape[1], out_side, out_side], align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     head = None
     if masks is not None:
@@ -131,6 +146,23 @@ def zoomed_views(
     centre = [(2 * torch.rand(b, generator=generator) - 1) * reach for _ in range(2)]
     return (torch.where(chosen, z, zoom),
             (torch.where(chosen, centre[0], shift[0]), torch.where(chosen, centre[1], shift[1])))
+
+
+def cropped_windows(
+    zoom: torch.Tensor, shift: tuple[torch.Tensor, torch.Tensor], window: float,
+    whole: torch.Tensor | None, generator: torch.Generator,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """``zoom`` and ``shift`` (each (B,)) for outputs that cover ``window`` of the input's side
+    at the input's pixel scale: zoom ``z / window``, shift plus an offset uniform in
+    ``[-(1 - window), 1 - window]`` per axis, so the window stays inside the image. Images
+    flagged in ``whole`` keep the whole view (shrunk to the output side), for labels that hold
+    for the whole image only (a weak label: a tumour somewhere)."""
+    b = zoom.shape[0]
+    keep = torch.zeros(b, dtype=torch.bool) if whole is None else whole.cpu()
+    offset = [(2 * torch.rand(b, generator=generator) - 1) * (1 - window) for _ in range(2)]
+    w = torch.where(keep, 1.0, window)
+    return zoom / w, (shift[0] + torch.where(keep, 0.0, offset[0]),
+                      shift[1] + torch.where(keep, 0.0, offset[1]))
 
 
 def remap_contrast(

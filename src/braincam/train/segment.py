@@ -59,6 +59,12 @@ exponential moving average of the trained ones (:func:`weight_average`); measure
 recipe's guide it changed held-out Dice by +0.002 and -0.001 (docs/results.md), so it is off by
 default.
 
+``train_crop`` ``c`` (``--train-crop``): training batches are ``c`` px windows at random places
+of the ``size`` px images (:func:`braincam.train.augment.augment`, mask cut alike), while
+validation, the decision rule, the held-out scores and prediction use whole ``size`` px images;
+a step costs what a ``c`` px step costs. Weak images are shrunk whole to ``c`` px instead, since
+their label says only that the whole image holds a tumour.
+
 ``freeze_blocks`` ``N`` (``--freeze-blocks``): the encoder's stem and its first ``N`` blocks keep
 their pretrained weights (:func:`braincam.models.unet.freeze_encoder`; their batch-norm
 statistics still follow the data), so backward skips the layers at the input's full and half
@@ -180,6 +186,7 @@ class SegmentConfig:
     weak_labels: bool = False  # tumour images without a mask train by their label
     freeze_blocks: int = 0  # the encoder's stem and first N blocks keep their weights
     ema: float = 0.0  # decay of the exponential moving average of the weights; 0: none
+    train_crop: int = 0  # training windows of this side cut from the size px images; 0: whole
     device: str = "auto"
     overlays: int = OVERLAYS_PER_GROUP  # overlay PNGs per class of the held-out images
     tune_threshold: bool = True  # the decision rule chosen on validation (module docstring)
@@ -197,6 +204,10 @@ class SegmentConfig:
                 raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
         if not 0 <= self.ema < 1:
             raise BraincamError(f"--ema must be in [0, 1), got {self.ema}")
+        if self.train_crop and not (32 <= self.train_crop <= self.size
+                                    and self.train_crop % 32 == 0 and self.augment):
+            raise BraincamError("--train-crop must be a multiple of 32 (>= 32) no larger than "
+                                f"--image-size, with --augment; got {self.train_crop}")
         if self.encoder not in ENCODERS:
             raise BraincamError(f"--encoder must be one of {', '.join(ENCODERS)}, "
                                 f"got {self.encoder}")
@@ -293,17 +304,19 @@ def weak_loss(logits: torch.Tensor) -> torch.Tensor:
 def augment_pair(
     images: torch.Tensor, tumours: torch.Tensor, heads: torch.Tensor | None,
     generator: torch.Generator, remap: float = 0.0, zoom_views: float = 0.0,
+    crop: int = 0, whole: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augmented ``images`` (B, 1, S, S) in [0, 1] and their tumour masks (B, S, S); with
     ``remap`` > 0, that share of images gets a random contrast curve inside its head mask
-    (``heads``, read only then); with ``zoom_views`` > 0, that share becomes zoomed views."""
-    config = AugmentConfig(remap=remap, zoom_views=zoom_views)
+    (``heads``, read only then); with ``zoom_views`` > 0, that share becomes zoomed views;
+    with ``crop`` > 0, ``crop`` px windows at random places (``whole``: images shrunk whole)."""
+    config = AugmentConfig(remap=remap, zoom_views=zoom_views, crop=crop)
     if not remap:
-        return augment(images, tumours, generator, config)
+        return augment(images, tumours, generator, config, whole)
     if heads is None:
         raise ValueError("contrast remapping needs the head masks")
     stacked = torch.stack([heads.to(tumours.device, non_blocking=True), tumours], dim=1)
-    images, masks = augment(images, stacked, generator, config)
+    images, masks = augment(images, stacked, generator, config, whole)
     return images, masks[:, 1]
 
 
@@ -491,7 +504,7 @@ def _fit(
             y = y.to(device, non_blocking=True)
             if config.augment:  # the global batch on every rank, the same parameters
                 x, y = augment_pair(x, y, head, generator, config.contrast_remap,
-                                    config.zoom_views)
+                                    config.zoom_views, config.train_crop, weak[batch])
             part = rank_slice(len(batch), ctx)
             n_local = part.stop - part.start
             part = part if n_local else slice(0, 1)  # one image at weight 0 joins DDP
