@@ -154,7 +154,8 @@ def cropped_windows(
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """``zoom`` and ``shift`` (each (B,)) for outputs that cover ``window`` of the input's side
     at the input's pixel scale: zoom ``z / window``, shift plus an offset uniform in
-    ``[-(1 - window), 1 - window]`` per axis, so the window stays inside the image. Images
+    ``[-(1 - window), 1 - window]`` per axis, so the window stays inside the image (after a
+    zoomed view's shift it may reach past the image's edge: zeros, as after any shift). Images
     flagged in ``whole`` keep the whole view (shrunk to the output side), for labels that hold
     for the whole image only (a weak label: a tumour somewhere)."""
     b = zoom.shape[0]
