@@ -144,15 +144,15 @@ def test_crops_are_windows_at_the_input_scale_inside_the_image():
     columns, rows = _ramps(64, 32)
     tumour = torch.rand(64, 32, 32, generator=torch.Generator().manual_seed(1)) > 0.5
     config = AugmentConfig(**{**vars(IDENTITY), "crop": 16})
+    first = []  # the window's first column, then its first row
     for image in (columns, rows):
         out, masks = augment(image, tumour, torch.Generator().manual_seed(0), config)
         assert out.shape == (64, 1, 16, 16) and masks.shape == (64, 16, 16)
         span = out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))
         torch.testing.assert_close(span, torch.full_like(span, 15 / 32), atol=1e-4, rtol=0)
         assert out.min() > 0  # inside the image
-    starts = (out[:, 0, 0, 0] * 32 - 0.5).round().long()  # the window's first row
-    cols = (augment(columns, tumour, torch.Generator().manual_seed(0), config)[0][:, 0, 0, 0]
-            * 32 - 0.5).round().long()
+        first.append((out[:, 0, 0, 0] * 32 - 0.5).round().long())
+    cols, starts = first
     for i in range(64):
         window = tumour[i, starts[i]:starts[i] + 16, cols[i]:cols[i] + 16]
         assert (masks[i] == window).float().mean() > 0.9  # nearest neighbour at sub-pixel shifts
