@@ -159,6 +159,21 @@ def test_crops_are_windows_at_the_input_scale_inside_the_image():
     assert starts.min() <= 3 and starts.max() >= 13
 
 
+def test_crops_of_zoomed_views_stay_inside_the_view():
+    """A 16 px crop of a 2x view of a 32 px ramp spans a quarter of the ramp, never the padding
+    outside the image, and the windows still move about the image."""
+    columns, rows = _ramps(64, 32)
+    config = AugmentConfig(**{**vars(IDENTITY), "zoom_views": 1.0, "zoom_view_range": (2.0, 2.0),
+                              "crop": 16})
+    for image in (columns, rows):
+        out, _ = augment(image, None, torch.Generator().manual_seed(0), config)
+        span = out.amax(dim=(1, 2, 3)) - out.amin(dim=(1, 2, 3))
+        torch.testing.assert_close(span, torch.full_like(span, 7.5 / 32), atol=1e-4, rtol=0)
+        assert out.min() > 0  # inside the view, so inside the image
+        centres = out.mean(dim=(1, 2, 3))
+        assert centres.min() < 0.3 and centres.max() > 0.7
+
+
 def test_whole_images_are_shrunk_not_cropped():
     """Images flagged ``whole`` keep all of the image (a corner tumour included) at the crop's
     side; the others often lose a corner tumour."""

@@ -20,8 +20,10 @@ Figshare, the views cost Dice and bought no consistent specificity (docs/results
 Crops (``crop`` > 0, off by default): the output is a ``crop`` px window of the input at the
 input's own pixel scale, at a place uniform over the image (window centre within ``1 - w`` of
 the middle, ``w = crop / S``), drawn into the same affine map as the similarity transform, so
-image and masks are cut in one sampling pass. A fully convolutional network trained on such
-windows predicts on whole images: the detail of the larger side for the cost of the smaller.
+image and masks are cut in one sampling pass. A zoomed view is cropped in its own units: the
+window lies inside the view (centre within ``(1 - w) / z`` of the view's). A fully
+convolutional network trained on such windows predicts on whole images: the detail of the
+larger side for the cost of the smaller.
 Images flagged ``whole`` (labels that hold only for the whole image, such as "a tumour somewhere")
 are shrunk whole to the output side instead.
 
@@ -93,12 +95,13 @@ def augment(
     gamma = torch.exp(uniform(math.log(config.gamma[0]), math.log(config.gamma[1])))
     contrast = uniform(*config.contrast)
     brightness = uniform(-config.brightness, config.brightness)
+    view = torch.ones(b)  # each image's zoomed-view factor (1: not a zoomed view)
     if config.zoom_views > 0:  # drawn only when asked: runs without keep their random stream
-        zoom, shift = zoomed_views(zoom, shift, config, generator)
+        zoom, shift, view = zoomed_views(zoom, shift, config, generator)
     out_side = side
     if config.crop:  # drawn only when asked: runs without keep their random stream
         out_side = config.crop
-        zoom, shift = cropped_windows(zoom, shift, config.crop / side, whole, generator)
+        zoom, shift = cropped_windows(zoom, shift, config.crop / side, whole, generator, view)
 
     # output -> input sampling map: p_in = R(angle) diag(flip, 1) p_out / zoom + shift
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
@@ -134,10 +137,11 @@ def augment(
 def zoomed_views(
     zoom: torch.Tensor, shift: tuple[torch.Tensor, torch.Tensor], config: AugmentConfig,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``zoom`` and ``shift`` (each (B,)) with a share ``config.zoom_views`` of the images
     turned into zoomed views: zoom ``z`` uniform in ``config.zoom_view_range``, centre uniform
-    in ``[-(1 - 1/z), 1 - 1/z]`` per axis, so the view stays inside the image."""
+    in ``[-(1 - 1/z), 1 - 1/z]`` per axis, so the view stays inside the image; and each image's
+    view factor (``z``, or 1 for an image left whole)."""
     b = zoom.shape[0]
     chosen = torch.rand(b, generator=generator) < config.zoom_views
     lo, hi = config.zoom_view_range
@@ -145,22 +149,24 @@ def zoomed_views(
     reach = 1 - 1 / z
     centre = [(2 * torch.rand(b, generator=generator) - 1) * reach for _ in range(2)]
     return (torch.where(chosen, z, zoom),
-            (torch.where(chosen, centre[0], shift[0]), torch.where(chosen, centre[1], shift[1])))
+            (torch.where(chosen, centre[0], shift[0]), torch.where(chosen, centre[1], shift[1])),
+            torch.where(chosen, z, 1.0))
 
 
 def cropped_windows(
     zoom: torch.Tensor, shift: tuple[torch.Tensor, torch.Tensor], window: float,
-    whole: torch.Tensor | None, generator: torch.Generator,
+    whole: torch.Tensor | None, generator: torch.Generator, view: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """``zoom`` and ``shift`` (each (B,)) for outputs that cover ``window`` of the input's side
-    at the input's pixel scale: zoom ``z / window``, shift plus an offset uniform in
-    ``[-(1 - window), 1 - window]`` per axis, so the window stays inside the image (after a
-    zoomed view's shift it may reach past the image's edge: zeros, as after any shift). Images
-    flagged in ``whole`` keep the whole view (shrunk to the output side), for labels that hold
-    for the whole image only (a weak label: a tumour somewhere)."""
+    """``zoom`` and ``shift`` (each (B,)) for outputs that cover ``window`` of the view's side
+    at the view's pixel scale: zoom ``z / window``, shift plus an offset uniform in
+    ``[-(1 - window), 1 - window] / v`` per axis (``v``: ``view``, each image's zoomed-view
+    factor, 1 by default), so the window stays inside the view, and the view inside the image.
+    Images flagged in ``whole`` keep the whole view (shrunk to the output side), for labels that
+    hold for the whole image only (a weak label: a tumour somewhere)."""
     b = zoom.shape[0]
     keep = torch.zeros(b, dtype=torch.bool) if whole is None else whole.cpu()
-    offset = [(2 * torch.rand(b, generator=generator) - 1) * (1 - window) for _ in range(2)]
+    reach = (1 - window) / (torch.ones(b) if view is None else view)
+    offset = [(2 * torch.rand(b, generator=generator) - 1) * reach for _ in range(2)]
     w = torch.where(keep, 1.0, window)
     return zoom / w, (shift[0] + torch.where(keep, 0.0, offset[0]),
                       shift[1] + torch.where(keep, 0.0, offset[1]))
