@@ -12,9 +12,10 @@ import pytest
 
 from braincam.data.dicom import dicom_info, series_files
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.nifti import choose_slices, read_volume
+from braincam.data.nifti import choose_slices, read_volume, write_mask_volume
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
+from braincam.errors import BraincamError
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 NIBABEL_DATA = Path(__import__("nibabel").__file__).parent / "tests" / "data"
@@ -82,6 +83,32 @@ def test_nifti_slices_in_canonical_radiological_orientation(tmp_path, real_slice
     assert volume.shape == (3, 160, 128)
     np.testing.assert_allclose(volume, real_slices / 255.0, atol=1e-6)
     np.testing.assert_allclose(read_grey(path, index=2), real_slices[2] / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "L", "I")])
+def test_nifti_mask_volume_lies_on_the_input_voxels(tmp_path, write_nifti, axcodes):
+    """Masks drawn on the displayed slices land on the voxels they were drawn from, in the
+    file's own axis order and affine; slices not given stay 0."""
+    import nibabel as nib
+
+    slices = np.random.default_rng(0).integers(0, 256, (4, 20, 16), dtype=np.uint8)
+    path = write_nifti(tmp_path / "v.nii.gz", slices, axcodes=axcodes)
+    shown = read_volume(path) > 0.5  # (Z, H, W) as braincam shows the slices
+    voxels, ml = write_mask_volume(path, dict(enumerate(shown)), tmp_path / "m.nii.gz")
+    source, written = nib.load(path), nib.load(tmp_path / "m.nii.gz")
+    assert written.shape == source.shape and written.get_data_dtype() == np.uint8
+    np.testing.assert_allclose(written.affine, source.affine)
+    expected = np.asarray(source.dataobj) > 127  # the stored values, 128/255 > 0.5
+    np.testing.assert_array_equal(np.asarray(written.dataobj), expected.astype(np.uint8))
+    assert voxels == expected.sum() and ml == pytest.approx(voxels * 0.9 * 0.9 * 5.0 / 1000)
+    np.testing.assert_array_equal(read_volume(tmp_path / "m.nii.gz") > 0.5, shown)
+
+    one, _ = write_mask_volume(path, {2: shown[2]}, tmp_path / "one.nii")
+    back = read_volume(tmp_path / "one.nii") > 0.5
+    assert one == shown[2].sum() and not back[[0, 1, 3]].any()
+    np.testing.assert_array_equal(back[2], shown[2])
+    with pytest.raises(BraincamError, match="slice 1 mask is \\(16, 20\\)"):
+        write_mask_volume(path, {1: shown[1].T}, tmp_path / "bad.nii.gz")
 
 
 @pytest.mark.realdata

@@ -1,4 +1,4 @@
-"""Segmentation metrics against hand computations, and outlines."""
+"""Segmentation metrics against hand computations, outlines, and masks of new images."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from braincam.evaluate.segmentation import (
     iou,
     outline,
     overlay_rows,
+    predict_files,
     segmentation_metrics,
 )
 
@@ -72,3 +73,54 @@ def test_overlay_rows_spread_from_worst_to_best_within_each_group_preferring_som
     # a's preferred rows only (0.6, 0.9, 0.8 -> worst, middle, best); b has none, so any
     assert overlay_rows(groups, keys, 3, preferred) == [0, 6, 2, 8, 9, 7]
     assert overlay_rows([], [], 4) == []
+
+
+def test_predict_files_writes_masks_of_images_slices_and_nifti_volumes(
+        tmp_path, segmenter_run, disc_segmenter, write_nifti):
+    """Every image and chosen slice gets its mask (the known disc mapped back) and outline; a
+    NIfTI volume also gets a mask volume on its own voxel grid that holds the same slices, and
+    one masks.csv row after its slices with the voxels and millilitres."""
+    import cv2
+    import nibabel as nib
+    import pandas as pd
+
+    from braincam.data.inputs import expand_inputs
+    from braincam.data.nifti import read_volume
+    from braincam.data.preprocess import preprocess, preprocess_config
+    from braincam.models.segment import load_segmenter
+
+    rows, cols = np.mgrid[:40, :32]
+    head = (((rows - 20) / 16) ** 2 + ((cols - 16) / 12) ** 2 <= 1).astype(np.uint8) * 180
+    volume = write_nifti(tmp_path / "v.nii.gz", np.stack([0 * head, head, head // 2 + 60]),
+                         axcodes=("L", "P", "S"))
+    (tmp_path / "other").mkdir()
+    cv2.imwrite(str(tmp_path / "other" / "v.png"), head)
+    segmenter = load_segmenter(segmenter_run, "cpu")
+    out = tmp_path / "out"
+    items = expand_inputs([volume, tmp_path / "other" / "v.png"])  # the blank slice 0 left out
+    written, skipped = predict_files(segmenter, items, out)
+    assert not skipped
+    assert [(r["slice"], r["kind"], r["mask"]) for r in written] == [
+        (1, "slice", "v_s1_mask.png"), (2, "slice", "v_s2_mask.png"),
+        (None, "volume", "v_mask.nii.gz"), (None, "image", "other_v_mask.png")]
+    config = preprocess_config(segmenter.meta)
+    shown = read_volume(volume)
+    for k in (1, 2):
+        mask = np.asarray(cv2.imread(str(out / f"v_s{k}_mask.png"), cv2.IMREAD_GRAYSCALE)) > 0
+        disc_segmenter.assert_matches(mask, preprocess(shown[k], config))
+        assert (out / f"v_s{k}_outline.png").is_file()
+    masks = read_volume(out / "v_mask.nii.gz") > 0.5
+    assert not masks[0].any()
+    for k in (1, 2):
+        np.testing.assert_array_equal(
+            masks[k], cv2.imread(str(out / f"v_s{k}_mask.png"), cv2.IMREAD_GRAYSCALE) > 0)
+    source, written_volume = nib.load(volume), nib.load(out / "v_mask.nii.gz")
+    assert written_volume.shape == source.shape
+    np.testing.assert_allclose(written_volume.affine, source.affine)
+    voxels = written[2]["tumour_pixels"]
+    assert voxels == written[0]["tumour_pixels"] + written[1]["tumour_pixels"] == masks.sum() > 0
+    assert written[2]["tumour_ml"] == pytest.approx(voxels * 0.9 * 0.9 * 5.0 / 1000, abs=1e-3)
+    table = pd.read_csv(out / "masks.csv")
+    assert list(table.columns) == ["path", "slice", "kind", "mask", "tumour_pixels", "tumour_ml"]
+    assert table["slice"].isna().tolist() == [False, False, True, True]
+    assert table["tumour_ml"].notna().tolist() == [False, False, True, False]

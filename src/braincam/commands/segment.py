@@ -24,9 +24,9 @@ def command(
     paths: Annotated[
         list[Path],
         typer.Argument(help="Training: dataset folder(s) with ROOT/masks/. With --predict: "
-                       "the segment run directory, then image files or folders. With "
-                       "--evaluate: the segment run directory (or RUN1,RUN2 for their mean), "
-                       "then dataset folders."),
+                       "the segment run directory, then image, DICOM and NIfTI files or "
+                       "folders. With --evaluate: the segment run directory (or RUN1,RUN2 "
+                       "for their mean), then dataset folders."),
     ],
     out: Annotated[Path, typer.Option("--out", "-o",
                                       help="Run directory to create (or, with --predict, "
@@ -205,21 +205,28 @@ def command(
 
 
 def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
+    from braincam.data.inputs import expand_inputs
     from braincam.data.records import write_skipped_csv
     from braincam.errors import BraincamError
-    from braincam.evaluate.segmentation import image_files, predict_files
+    from braincam.evaluate.segmentation import predict_files
     from braincam.models.segment import load_segmenter
     from braincam.runs import prepare_output_dir
 
     if len(paths) < 2:
         raise BraincamError("--predict needs the segment run directory and then images")
+    missing = [p for p in paths[1:] if not p.exists()]
+    if missing:
+        raise BraincamError(f"{missing[0]}: no such file or folder")
     segmenter = load_segmenter(paths[0], device)
-    files = image_files(paths[1:])  # bad arguments fail before DIR is made
+    items = expand_inputs(paths[1:])  # bad arguments fail before DIR is made
     prepare_output_dir(out, force=force)
-    written, skipped = predict_files(segmenter, files, out)
+    rows, skipped = predict_files(segmenter, items, out)
     if skipped:
         write_skipped_csv(skipped, out / "skipped.csv")
-    typer.echo(f"wrote {len(written)} masks and outlines to {out}"
+    n_volumes = sum(r["kind"] == "volume" for r in rows)
+    typer.echo(f"wrote {len(rows) - n_volumes} masks and outlines"
+               + (f" and {n_volumes} NIfTI mask volume{'s' * (n_volumes > 1)}"
+                  if n_volumes else "") + f" to {out}"
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
 
 

@@ -14,6 +14,11 @@ else robust percentiles of all voxels, ``x = clip((v - p0.5) / (p99.5 - p0.5), 0
 
 Slice choice (:func:`choose_slices`): every ``k``-th slice, and of those only the ones whose head
 mask (``braincam.data.mask.head_mask``) covers at least ``min_head`` of the slice.
+
+Masks back into the volume (:func:`write_mask_volume`): display slices are turned back into the
+canonical grid, ``data[x, y, k] = image[Y - 1 - y, X - 1 - x]``, and the canonical grid back into
+the file's own axis order and directions (``nibabel.orientations``), so the mask file has the
+input's voxel grid and affine and lies on the scan in any viewer.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import io
 import struct
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,6 +66,16 @@ def is_nifti(data: bytes) -> bool:
     if len(head) < 4:
         return False
     return any(struct.unpack(f"{e}i", head)[0] in _HEADER_SIZES for e in "<>")
+
+
+def is_nifti_file(path: Path | str) -> bool:
+    """A NIfTI file by name (``.nii``, ``.nii.gz``) or, failing that, by content."""
+    if is_nifti_name(path):
+        return True
+    try:
+        return is_nifti(Path(path).read_bytes())
+    except OSError:
+        return False
 
 
 def read_volume(path: Path | str, data: bytes | None = None) -> np.ndarray:
@@ -103,7 +120,47 @@ def choose_slices(volume: np.ndarray, every: int = 1, min_head: float = 0.0) -> 
     return [k for k in picked if volume[k].max() > 0 and head_mask(volume[k]).mean() >= min_head]
 
 
-def _decode(path: Path, data: bytes) -> np.ndarray:
+def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
+                      out: Path | str) -> tuple[int, float]:
+    """Write ``masks`` (display slice index -> bool ``H x W`` in the orientation of
+    :func:`read_volume`) as a uint8 0/1 volume on the voxel grid of the NIfTI file ``source``
+    (its shape, axis order and affine; slices not given are 0) to ``out`` (gzipped when it ends
+    in ``.gz``), atomically. Returns (tumour voxels, their volume in mL from the voxel size)."""
+    import nibabel as nib
+
+    from braincam.runs import atomic_write_bytes
+
+    source = Path(source)
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise NiftiReadError(f"{source}: cannot read file ({exc.strerror})") from None
+    image = _image(source, data)
+    canonical = nib.as_closest_canonical(image)
+    x, y, z = canonical.shape[:3]
+    grid = np.zeros((x, y, z), np.uint8)
+    for k, mask in masks.items():
+        if np.shape(mask) != (y, x):
+            raise BraincamError(f"{source}: slice {k} mask is {np.shape(mask)}, the volume's "
+                                f"slices are {(y, x)}")
+        grid[:, :, k] = np.asarray(mask, bool)[::-1, ::-1].T
+    turn = nib.orientations.ornt_transform(nib.io_orientation(canonical.affine),
+                                           nib.io_orientation(image.affine))
+    grid = np.ascontiguousarray(nib.orientations.apply_orientation(grid, turn))
+    header = image.header.copy()
+    header.set_data_shape(grid.shape)
+    header.set_data_dtype(np.uint8)
+    header.set_slope_inter(1, 0)
+    header["cal_min"], header["cal_max"] = 0, 1
+    written = type(image)(grid, image.affine, header)
+    raw = written.to_bytes()
+    atomic_write_bytes(Path(out), gzip.compress(raw, 6) if str(out).endswith(".gz") else raw)
+    voxels = int(grid.sum())
+    return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) / 1000
+
+
+def _image(path: Path, data: bytes) -> Any:
+    """The NIfTI-1/2 image of a file's bytes (gzipped or not), as stored."""
     import nibabel as nib
 
     raw = data
@@ -116,7 +173,17 @@ def _decode(path: Path, data: bytes) -> np.ndarray:
         raise NiftiReadError(f"{path}: not a NIfTI file (no NIfTI-1/2 header)")
     try:
         kind = nib.Nifti2Image if _header_size(raw) == 540 else nib.Nifti1Image
-        image = nib.as_closest_canonical(kind.from_bytes(raw))
+        return kind.from_bytes(raw)
+    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({reason})") from None
+
+
+def _decode(path: Path, data: bytes) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        image = nib.as_closest_canonical(_image(path, data))
         values = np.asarray(image.dataobj, dtype=np.float32)
     except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__

@@ -20,17 +20,21 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.imageio import ImageReadError
+from braincam.data.inputs import InputSlice, read_slice
+from braincam.data.nifti import is_nifti_file, write_mask_volume
 from braincam.data.preprocess import Preprocessed, preprocess, preprocess_config, uncrop
-from braincam.data.records import IMAGE_SUFFIXES, ImageRecord, SkippedFile
+from braincam.data.records import ImageRecord, SkippedFile
 from braincam.errors import BraincamError
 from braincam.models.segment import THRESHOLD, Segmenter
-from braincam.runs import atomic_write_bytes
+from braincam.runs import atomic_write_bytes, atomic_write_csv
 
 DETECTED_DICE = 0.5
 OVERLAYS_PER_GROUP = 4  # overlay PNGs per label (segment runs' held-out images, --evaluate)
 TRUTH_BGR = (0, 200, 0)  # expert outline: green
 PRED_BGR = (0, 0, 255)  # predicted outline: red
+MASKS_CSV = "masks.csv"  # braincam segment SEG --predict: one row per image, slice and volume
+MASK_COLUMNS = ("path", "slice", "kind", "mask", "tumour_pixels", "tumour_ml")
 
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
@@ -211,48 +215,62 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def image_files(paths: Sequence[Path]) -> list[Path]:
-    """The image files named by ``paths`` (files, or folders searched recursively)."""
-    files: list[Path] = []
-    for p in paths:
-        p = Path(p)
-        if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise BraincamError(f"{p}: no such file or folder")
-    if not files:
-        raise BraincamError("no image files to predict")
-    return files
-
-
 def predict_files(
-    segmenter: Segmenter, paths: Sequence[Path], out_dir: Path
-) -> tuple[list[Path], list[SkippedFile]]:
-    """For each image: ``<stem>_mask.png`` (0/255, the original size: probabilities mapped back
-    through the crop, then thresholded, by :func:`original_mask`) and
-    ``<stem>_outline.png`` (the original image with the predicted outline in red) in
-    ``out_dir``. Unreadable images are skipped with a reason. Returns (masks written, skipped)."""
+    segmenter: Segmenter, items: Sequence[InputSlice], out_dir: Path
+) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    """Masks of ``items`` (:func:`braincam.data.inputs.expand_inputs`: images, DICOM files and
+    series, NIfTI volumes) in ``out_dir``: per image or slice ``<name>_mask.png`` (0/255, the
+    original size: probabilities mapped back through the crop, then thresholded, by
+    :func:`original_mask`) and ``<name>_outline.png`` (the original with the predicted outline
+    in red); per NIfTI volume ``<stem>_mask.nii.gz`` on the input's voxel grid
+    (:func:`braincam.data.nifti.write_mask_volume`; slices not predicted are 0). ``<name>`` is
+    the input's stem (a series folder's name; ``<parent>_<stem>`` when two inputs share one),
+    ``<stem>_s<k>`` for slice ``k``. Unreadable slices are skipped with a reason. Returns the
+    rows written to :data:`MASKS_CSV` and the skipped files."""
     config = preprocess_config(segmenter.meta)
-    written: list[Path] = []
+    rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
-    used: set[str] = set()
-    for path in image_files(paths):
+    stems: dict[str, str] = {}
+    nifti: dict[str, bool] = {}
+    volumes: dict[str, tuple[Path, dict[int, np.ndarray]]] = {}
+    for item in items:
+        if item.name not in stems:
+            stems[item.name] = _unique_stem(item.name, set(stems.values()))
+            nifti[item.name] = (item.file is not None and item.slice is not None
+                                and is_nifti_file(item.file))
+        name = stems[item.name] + ("" if item.slice is None else f"_s{item.slice}")
         try:
-            grey = read_grey(path)
+            grey = read_slice(item)
         except ImageReadError as exc:
-            skipped.append(SkippedFile(path, str(exc).removeprefix(f"{path}: ")))
+            where = item.name if item.slice is None else f"{item.name}#{item.slice}"
+            skipped.append(SkippedFile(Path(where), str(exc).split(": ", 1)[-1]))
             continue
         prep = preprocess(grey, config)
-        prob = segmenter.predict(prep.image[None])[0]
-        mask = original_mask(prob, prep)
-        stem = path.stem if path.stem not in used else f"{path.parent.name}_{path.stem}"
-        used.add(stem)
+        mask = original_mask(segmenter.predict(prep.image[None])[0], prep)
         original = np.clip(np.rint(grey * 255), 0, 255).astype(np.uint8)
-        target = Path(out_dir) / f"{stem}_mask.png"
-        write_mask(target, mask)
-        atomic_write_bytes(Path(out_dir) / f"{stem}_outline.png",
+        write_mask(Path(out_dir) / f"{name}_mask.png", mask)
+        atomic_write_bytes(Path(out_dir) / f"{name}_outline.png",
                            png_bytes(outline(original, [(mask, PRED_BGR)])))
-        written.append(target)
-    return written, skipped
+        rows.append({"path": item.name, "slice": item.slice,
+                     "kind": "image" if item.slice is None else "slice",
+                     "mask": f"{name}_mask.png", "tumour_pixels": int(mask.sum()),
+                     "tumour_ml": None})
+        if nifti[item.name]:
+            volumes.setdefault(item.name, (item.file, {}))[1][item.slice] = mask
+    for source, (file, masks) in volumes.items():  # each volume's row after its slices'
+        target = f"{stems[source]}_mask.nii.gz"
+        voxels, ml = write_mask_volume(file, masks, Path(out_dir) / target)
+        last = max(i for i, row in enumerate(rows) if row["path"] == source)
+        rows.insert(last + 1, {"path": source, "slice": None, "kind": "volume", "mask": target,
+                               "tumour_pixels": voxels, "tumour_ml": round(ml, 3)})
+    table = pd.DataFrame(rows, columns=list(MASK_COLUMNS)).astype({"slice": "Int64"})
+    atomic_write_csv(Path(out_dir) / MASKS_CSV, table)
+    return rows, skipped
+
+
+def _unique_stem(name: str, used: set[str]) -> str:
+    """The file name of input ``name`` without its image or NIfTI suffix, or
+    ``<parent>_<stem>`` when ``used`` holds that already."""
+    path = Path(name)
+    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+    return stem if stem not in used else f"{path.parent.name}_{stem}"
