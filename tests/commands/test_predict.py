@@ -1,6 +1,6 @@
 """``braincam predict``: predictions.csv rows and columns, volume rows, overlays, no patient
-fields in any output, no silent overwrite; with --segment the tumour fraction, masks/ and the
-tumour outline."""
+fields in any output, no silent overwrite; with --segment the tumour fraction, masks/ (with
+NIfTI mask volumes) and the tumour outline."""
 
 from __future__ import annotations
 
@@ -110,6 +110,9 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
 
 def test_segment_adds_fractions_masks_and_outlines(run, tmp_path, segmenter_run,
                                                   disc_segmenter, write_nifti):
+    import nibabel as nib
+
+    from braincam.data.nifti import read_volume
     from braincam.explain.render import TUMOUR_RGB
 
     tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:4]
@@ -125,11 +128,16 @@ def test_segment_adds_fractions_masks_and_outlines(run, tmp_path, segmenter_run,
                                    "prob_tumor", "ood_score", "tumour_fraction", "warnings"]
     assert table["kind"].tolist() == ["image", "image", "slice", "slice", "volume"]
     assert table["tumour_fraction"].tolist() == [disc_segmenter.fraction(32)] * 5
-    masks = sorted((out / "masks").iterdir())
+    masks = sorted((out / "masks").glob("*.png"))
     overlays = sorted((out / "overlays").iterdir())
     assert [m.name for m in masks] == [o.name for o in overlays] == [
         f"0000_{tests[0].stem}.png", f"0001_{tests[1].stem}.png", "0002_vol_s0.png",
         "0003_vol_s1.png"]
+    assert sorted(p.name for p in (out / "masks").glob("*.nii.gz")) == ["0002_vol.nii.gz"]
+    shown = read_volume(out / "masks" / "0002_vol.nii.gz") > 0.5  # the slices' masks again
+    for k in (0, 1):
+        np.testing.assert_array_equal(shown[k], np.asarray(Image.open(masks[2 + k])) == 255)
+    assert nib.load(out / "masks" / "0002_vol.nii.gz").shape == nib.load(volume).shape
     model = braincam.load(run, segment=segmenter_run, device="cpu", ood=False)
     expected = model.segment(inputs, choice=SliceChoice(min_head=0.0))
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))

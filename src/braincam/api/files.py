@@ -1,6 +1,7 @@
 """``braincam predict``'s output folder: ``predictions.csv``, ``skipped.csv``, with an
 explanation method ``overlays/NNNN_<name>[_s<slice>].png`` and, with a segmenter,
-``masks/NNNN_<name>[_s<slice>].png`` (the predicted tumour, 0/255, original size).
+``masks/NNNN_<name>[_s<slice>].png`` (the predicted tumour, 0/255, original size) and per NIfTI
+volume ``masks/NNNN_<name>.nii.gz`` (its slices' masks on the volume's voxel grid).
 
 ``predictions.csv`` has one row per image or slice (:meth:`braincam.api.Prediction.to_row`:
 ``path, slice, kind, pred, prob_<class>..., ood_score, [tumour_fraction,] warnings``) and,
@@ -11,8 +12,8 @@ a large folder never sits in memory whole.
 
 Under torchrun (:mod:`braincam.distributed`) every process expands the inputs the same way and
 predicts a contiguous share of the slices (writing its overlays and masks, named by the global
-slice position); rank 0 gathers the rows in order and alone writes ``predictions.csv`` and
-``skipped.csv``, the same files one process writes.
+slice position); rank 0 gathers the rows in order and alone writes ``predictions.csv``,
+``skipped.csv`` and the mask volumes, the same files one process writes.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
     share = shard_range(len(slices), ctx)
     skipped: list[SkippedFile] = []
     preds: list[Prediction] = []
+    slice_masks: list[tuple[int, str, int, Path, str]] = []  # index, input, slice, file, mask
     for lo in range(share.start, share.stop, CHUNK):
         chunk = slices[lo: min(lo + CHUNK, share.stop)]
         position = {id(item): lo + k for k, item in enumerate(chunk)}
@@ -93,26 +95,52 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
             done = [exp.prediction for exp in exps]
         for pred in done:
             if pred.tumour_probability is not None and pred.preprocessed is not None:
-                name = overlay_name(position[id(pred.item)], pred)
+                index = position[id(pred.item)]
+                name = overlay_name(index, pred)
                 write_mask(Path(out_dir) / MASK_DIR / name,
                            original_mask(pred.tumour_probability, pred.preprocessed))
+                if pred.item is not None and pred.item.volume and pred.item.file is not None:
+                    slice_masks.append((index, pred.path, pred.slice, pred.item.file, name))
         preds += done
     light = [replace(p, image=p.image[:0], preprocessed=None, tumour=None,  # rows only
                      tumour_probability=None, item=None) for p in preds]
-    shares = gather_objects((light, skipped), ctx)
+    shares = gather_objects((light, skipped, slice_masks), ctx)
     file = Path(out_dir) / PREDICTIONS
     rows: list[Prediction] = []
     with main_first(ctx):  # the other ranks return once rank 0 has written
         if ctx.is_main:
-            preds = [p for rank_preds, _ in shares for p in rank_preds]
-            skipped = [s for _, rank_skipped in shares for s in rank_skipped]
+            preds = [p for rank_preds, _, _ in shares for p in rank_preds]
+            skipped = [s for _, rank_skipped, _ in shares for s in rank_skipped]
             rows = volume_rows(preds)
             write_predictions_csv(rows, file)
             write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+            write_mask_volumes([m for *_, rank_masks in shares for m in rank_masks],
+                               Path(out_dir) / MASK_DIR)
     return PredictSummary(
         file, len(preds), sum(r.kind == "volume" for r in rows),
         sum(bool(p.warnings) for p in preds), skipped, time.perf_counter() - start,
     )
+
+
+def write_mask_volumes(slice_masks: Sequence[tuple[int, str, int, Path, str]],
+                       folder: Path) -> None:
+    """Per NIfTI input, its slices' masks (PNG files in ``folder``) as one mask volume on the
+    input's voxel grid, ``NNNN_<name>.nii.gz`` (``NNNN``: its first predicted slice's
+    position; :func:`braincam.data.nifti.write_mask_volume`)."""
+    import cv2
+
+    from braincam.data.nifti import is_nifti_file, write_mask_volume
+
+    volumes: dict[str, list[tuple[int, str, int, Path, str]]] = {}
+    for entry in sorted(slice_masks):
+        volumes.setdefault(entry[1], []).append(entry)
+    for entries in volumes.values():
+        first, _, _, source, name = entries[0]
+        if not is_nifti_file(source):
+            continue
+        masks = {k: cv2.imread(str(folder / mask), cv2.IMREAD_GRAYSCALE) > 0
+                 for _, _, k, _, mask in entries}
+        write_mask_volume(source, masks, folder / f"{name.rsplit('_s', 1)[0]}.nii.gz")
 
 
 def overlay_name(index: int, pred: Prediction) -> str:
