@@ -135,7 +135,7 @@ def write_mask_volumes(slice_masks: Sequence[tuple[int, str, int, Path, str]],
     for entry in sorted(slice_masks):
         volumes.setdefault(entry[1], []).append(entry)
     for entries in volumes.values():
-        first, _, _, source, name = entries[0]
+        _, _, _, source, name = entries[0]
         if not is_nifti_file(source):
             continue
         masks = {k: cv2.imread(str(folder / mask), cv2.IMREAD_GRAYSCALE) > 0
