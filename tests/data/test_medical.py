@@ -107,6 +107,11 @@ def test_nifti_mask_volume_lies_on_the_input_voxels(tmp_path, write_nifti, axcod
     back = read_volume(tmp_path / "one.nii") > 0.5
     assert one == shown[2].sum() and not back[[0, 1, 3]].any()
     np.testing.assert_array_equal(back[2], shown[2])
+    header_in_metres = nib.load(path)
+    header_in_metres.header.set_xyzt_units("meter")
+    nib.save(header_in_metres, tmp_path / "metres.nii")
+    _, ml = write_mask_volume(tmp_path / "metres.nii", {2: shown[2]}, tmp_path / "m2.nii")
+    assert ml == pytest.approx(one * 0.9 * 0.9 * 5.0 * 1e6)  # 1 m^3 = 1e6 mL
     with pytest.raises(BraincamError, match="slice 1 mask is \\(16, 20\\)"):
         write_mask_volume(path, {1: shown[1].T}, tmp_path / "bad.nii.gz")
 

@@ -42,6 +42,7 @@ from braincam.errors import BraincamError
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = (348, 540)  # NIfTI-1, NIfTI-2
 _CACHED_VOLUMES = 2
+_MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}  # the header's spatial units
 _volumes: OrderedDict[str, np.ndarray] = OrderedDict()
 _lock = threading.Lock()
 
@@ -125,7 +126,8 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     """Write ``masks`` (display slice index -> bool ``H x W`` in the orientation of
     :func:`read_volume`) as a uint8 0/1 volume on the voxel grid of the NIfTI file ``source``
     (its shape, axis order and affine; slices not given are 0) to ``out`` (gzipped when it ends
-    in ``.gz``), atomically. Returns (tumour voxels, their volume in mL from the voxel size)."""
+    in ``.gz``), atomically. Returns (tumour voxels, their volume in mL from the header's voxel
+    size and spatial units, millimetres when unset)."""
     import nibabel as nib
 
     from braincam.runs import atomic_write_bytes
@@ -156,7 +158,8 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     raw = written.to_bytes()
     atomic_write_bytes(Path(out), gzip.compress(raw, 6) if str(out).endswith(".gz") else raw)
     voxels = int(grid.sum())
-    return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) / 1000
+    unit = _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)  # "unknown": millimetres
+    return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) * unit**3 / 1000
 
 
 def _image(path: Path, data: bytes) -> Any:
