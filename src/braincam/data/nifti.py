@@ -84,10 +84,7 @@ def read_volume(path: Path | str, data: bytes | None = None) -> np.ndarray:
     (module docstring). The last two volumes read are kept in memory, keyed by content."""
     path = Path(path)
     if data is None:
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise NiftiReadError(f"{path}: cannot read file ({exc.strerror})") from None
+        data = _file_bytes(path)
     key = hashlib.blake2b(data, digest_size=16).hexdigest()
     with _lock:
         if key in _volumes:
@@ -133,11 +130,7 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     from braincam.runs import atomic_write_bytes
 
     source = Path(source)
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise NiftiReadError(f"{source}: cannot read file ({exc.strerror})") from None
-    image = _image(source, data)
+    image = _image(source, _file_bytes(source))
     canonical = nib.as_closest_canonical(image)
     x, y, z = canonical.shape[:3]
     grid = np.zeros((x, y, z), np.uint8)
@@ -160,6 +153,14 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     voxels = int(grid.sum())
     unit = _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)  # "unknown": millimetres
     return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) * unit**3 / 1000
+
+
+def _file_bytes(path: Path) -> bytes:
+    """The bytes of ``path``; NiftiReadError naming the file when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise NiftiReadError(f"{path}: cannot read file ({exc.strerror})") from None
 
 
 def _image(path: Path, data: bytes) -> Any:
