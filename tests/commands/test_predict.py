@@ -179,6 +179,22 @@ def test_a_run_that_is_not_a_segmenter_is_a_one_line_error(run, tmp_path, monkey
     assert err.startswith("error: ") and "not a segmenter" in err and err.count("\n") == 1
 
 
+def test_a_segmenter_run_as_the_model_is_a_one_line_error(segmenter_run, run, tmp_path,
+                                                          monkeypatch, capsys):
+    image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
+    from braincam.cli import main
+
+    monkeypatch.setattr("sys.argv", ["braincam", "predict", str(segmenter_run), str(image),
+                                     "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "holds a tumour segmenter" in err and "braincam segment RUN --predict" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_two_processes_predict_like_one(run, tmp_path, segmenter_run):
     """torchrun --nproc_per_node=2: the same predictions.csv, overlay and mask names and masks
     as one process."""

@@ -82,6 +82,15 @@ def test_checkpoint_of_another_architecture_fails_clearly(trained):
         load_checkpoint(path, expected_arch="efficientnet_lite0")
 
 
+def test_a_segmenter_file_is_refused_as_a_classifier(tmp_path):
+    from braincam.models.segment import build_segmenter, save_segmenter
+
+    path = tmp_path / "model.safetensors"
+    save_segmenter(build_segmenter("none").eval(), path, {"size": 32})
+    with pytest.raises(BraincamError, match="holds a tumour segmenter .*not a classifier"):
+        load_checkpoint(path)
+
+
 def test_weights_path_loads_backbone_and_fitting_head(trained):
     model, path = trained
     same = build_model("resnet10t", 3, weights=str(path))

@@ -127,7 +127,7 @@ def test_cli_guide_that_is_not_a_segmenter_is_a_one_line_error(small, tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {classifier / 'model.safetensors'} holds a resnet10t model, not a segmenter "
+        f"error: {classifier / 'model.safetensors'} holds a resnet10t classifier, not a segmenter "
         "(made by braincam segment)"
     ]
     assert not run.exists()

@@ -80,6 +80,7 @@ def load_checkpoint(
     tensors, meta = read_tensors(path)
     if meta is None:
         raise BraincamError(f"{path} is not a braincam checkpoint (no braincam metadata)")
+    check_classifier(meta, path)
     check_arch(meta, expected_arch, path)
     with torch.random.fork_rng(devices=[]):  # the file's weights replace the random ones
         if is_ensemble(meta):
@@ -119,6 +120,19 @@ def _build(meta: dict[str, Any], tensors: dict[str, torch.Tensor], prefix: str =
         guide(model, segmenter, meta["guide"]["size"], meta["guide"]["floor"],
               absent_output(list(subtypes or meta["classes"])), meta["guide"].get("cut", 0.0))
     return model
+
+
+def check_classifier(meta: dict[str, Any], path: Path) -> None:
+    """Fail in one line when the checkpoint is a segmenter: its run directory is one that
+    ``braincam segment`` made, which the classifier commands cannot read."""
+    from braincam.models.unet import SEGMENTER_ARCHS
+
+    if meta.get("arch") in SEGMENTER_ARCHS:
+        raise BraincamError(
+            f"{path} holds a tumour segmenter (made by braincam segment), not a classifier; "
+            "write its masks with braincam segment RUN --predict IMAGES, or guide a classifier "
+            "with braincam train ... --guide RUN"
+        )
 
 
 def check_arch(meta: dict[str, Any], arch: str | None, path: Path) -> None:

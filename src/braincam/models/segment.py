@@ -300,7 +300,7 @@ def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     path = RunDir(Path(seg_dir)).model
     meta = read_meta(path)
     if meta.get("arch") not in SEGMENTER_ARCHS:
-        raise BraincamError(f"{path} holds a {meta.get('arch')} model, not a segmenter "
+        raise BraincamError(f"{path} holds a {meta.get('arch')} classifier, not a segmenter "
                             "(made by braincam segment)")
     return _whole_unet(read_tensors(path)[0], path), meta
 
