@@ -132,6 +132,12 @@ def test_bad_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BraincamError, match="neither metrics.json nor audit/audit.json"):
         compare_runs([tmp_path / "empty"])
+    seg = tmp_path / "seg"
+    seg.mkdir()
+    (seg / "metrics.json").write_text(json.dumps({"mean_dice": 0.8}))
+    (seg / "config.yaml").write_text("segment: {size: 64}\n")
+    with pytest.raises(BraincamError, match=r"is a segment run .*braincam report"):
+        compare_runs([seg])
 
 
 def test_same_folder_names_are_told_apart(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -210,6 +211,57 @@ def make_fake_run(root: Path) -> Path:
 
 
 
+SEGMENT_METRICS = {
+    "n_tumour_images": 5, "n_tumour_free_images": 4, "mean_dice": 0.6543, "mean_iou": 0.5432,
+    "all_image_dice": 0.7123, "per_class_dice": {"glioma": 0.4, "meningioma": 0.9},
+    "detection_rate": 0.6, "false_positive_rate": 0.25,
+    "false_positive_rate_by_source": {"br35h": 0.0, "sartaj": 0.5},
+    "threshold": 0.4, "flip_average": True,
+    "decision": {"flip_average": True, "threshold": 0.4, "chosen_by": "validation all_image_dice",
+                 "candidates": [
+                     {"flip_average": False, "threshold": 0.5, "val_score": 0.81, "val_dice": 0.7},
+                     {"flip_average": True, "threshold": 0.4, "val_score": 0.83, "val_dice": 0.72},
+                 ]},
+    "weak": None, "counterfactual": {"n_pairs": 3, "removed_any_rate": 0.6667},
+    "best_epoch": 2, "epochs": 2, "train_seconds": 12.5, "device": "cpu",
+}
+# glioma: Dice 0.1, 0.6, 0.7 -> 3 images, 2 detected; meningioma 0.9, 0.95 -> 2 of 2; the
+# tumour image without a mask and the tumour-free image are left out of the class table
+SEGMENT_PER_IMAGE = [
+    ("g1", "glioma", True, 0.1), ("g2", "glioma", True, 0.6), ("g3", "glioma", True, 0.7),
+    ("m1", "meningioma", True, 0.9), ("m2", "meningioma", True, 0.95),
+    ("w1", "glioma", False, None), ("n1", "no_tumor", True, 0.0),
+]
+
+
+def make_segment_run(root: Path, overlays: bool = True) -> Path:
+    """A segment run folder (docs/segment.md "Files in SEG") with known numbers."""
+    root.mkdir()
+    (root / "metrics.json").write_text(json.dumps(SEGMENT_METRICS))
+    (root / "config.yaml").write_text(yaml.safe_dump({
+        "command": "braincam segment DATA --out SEG --epochs 2", "data": ["DATA"],
+        "segment": {"size": 64, "epochs": 2}}))
+    pd.DataFrame([{"path": f"/d/{label}/{name}.png", "source": "d", "label": label,
+                   "mask": mask, "dice": dice, "iou": dice, "tumour_share": 0.1,
+                   "predicted_share": 0.1} for name, label, mask, dice in SEGMENT_PER_IMAGE]
+                 ).to_csv(root / "per_image.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2], "lr": [1e-3, 5e-4], "train_loss": [0.9, 0.5],
+                  "val_dice": [0.5, 0.7], "val_false_positive_rate": [0.3, 0.1],
+                  "val_score": [0.55, 0.75], "seconds": [6.0, 6.5],
+                  "train_images_per_second": [10.0, 11.0]}).to_csv(root / "history.csv",
+                                                                    index=False)
+    pd.DataFrame({"path": ["/d/glioma/g1.png", "/d/no_tumor/n1.png"], "source": ["d", "d"],
+                  "label": ["glioma", "no_tumor"], "split": ["train", "test"],
+                  "group": ["a", "b"], "leak_free": [True, True]}
+                 ).to_csv(root / "split.csv", index=False)
+    if overlays:
+        (root / "overlays").mkdir()
+        for name in ("no_tumor_image (4)_dice0.00", "glioma_g3_dice0.70", "glioma_g1_dice0.10"):
+            picture = Image.fromarray(np.full((8, 8, 3), 90, np.uint8))
+            picture.save(root / "overlays" / f"{name}.png")
+    return root
+
+
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 
@@ -282,5 +334,5 @@ def text(page: Page, element_id: str) -> str:
 def kit() -> SimpleNamespace:
     """The helpers above, for test modules (pytest runs with --import-mode=importlib, so
     test modules cannot import this file)."""
-    return SimpleNamespace(make_fake_run=make_fake_run, parse=parse, text=text, CONFIG=CONFIG,
-                           GALLERY=GALLERY)
+    return SimpleNamespace(make_fake_run=make_fake_run, make_segment_run=make_segment_run,
+                           parse=parse, text=text, CONFIG=CONFIG, GALLERY=GALLERY)

@@ -101,3 +101,12 @@ def test_screenshot_shows_a_rendered_page(report, tmp_path):
     assert 0.5 < (pixels.min(axis=2) > 245).mean() < 0.95
     critical = (np.abs(pixels - (253, 232, 235)).max(axis=2) < 4).mean()  # --crit-bg
     assert critical > 0.01
+
+
+def test_the_segmenter_page_decodes_every_image_silently(tmp_path, kit):
+    report = build_report(kit.make_segment_run(tmp_path / "seg"))
+    page = instrumented(report, tmp_path / "page.html")
+    done = chromium(tmp_path, "--dump-dom", page.as_uri())
+    # the Dice box plot, the training curves and three overlays; data, training, settings
+    assert probe(done.stdout) == {"images": 5, "broken": 0, "sections": 3}
+    assert "CONSOLE" not in done.stderr, done.stderr

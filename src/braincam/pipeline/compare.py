@@ -134,6 +134,9 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
+        if run.is_segment_run:
+            raise BraincamError(f"{path} is a segment run (braincam segment), not a classifier "
+                                f"run; braincam report {path} shows its scores")
         metrics, audit = _read(run.metrics), _read(run.audit_json)
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")

@@ -7,7 +7,8 @@ Jinja2 template ``templates/report.html`` and written atomically to
 ``RunDir.report``. Every picture is a ``data:`` URI and the CSS is inline; a
 Content-Security-Policy (``default-src 'none'; img-src data:``) makes the browser
 refuse anything else, so the file opens the same offline, mailed or archived.
-Missing or broken parts are reported in the page ("not run"), never raised.
+Missing or broken parts are reported in the page ("not run"), never raised. A segment run
+(``braincam segment``) gets a page of its own, ``templates/segment.html``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from braincam.report.gallery import GallerySection, collect_gallery
 from braincam.report.metrics import MetricsSection, collect_metrics
 from braincam.report.model_audit import ModelAuditSection, collect_model_audit
 from braincam.report.overview import OverviewSection, collect_overview
+from braincam.report.segmenter import SegmenterReport, collect_segmenter_report
 from braincam.report.settings import SettingsSection, collect_settings
 from braincam.report.sources import NOT_RUN, Part, read_json_part
 from braincam.report.training import TrainingSection, collect_training
@@ -53,13 +55,20 @@ class ReportContext:
     tumour: TumourSection
     settings: SettingsSection
 
+    @property
+    def template(self) -> str:
+        return TEMPLATE
 
-def collect_report(run_dir: Path) -> ReportContext:
-    """Read every part of the run; BraincamError only when ``run_dir`` is not a run."""
+
+def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
+    """Read every part of the run; BraincamError only when ``run_dir`` is not a run. A segment
+    run gets its own report (:mod:`braincam.report.segmenter`)."""
     root = Path(run_dir)
     if not root.is_dir():
         raise BraincamError(f"{root} is not a directory")
     run = RunDir(root)
+    if run.is_segment_run:
+        return collect_segmenter_report(root)
     markers = [path for path in run.files if path != run.report]  # the report's inputs
     if not any(path.exists() for path in markers):
         raise BraincamError(f"{root} does not look like a braincam run "
@@ -97,7 +106,7 @@ def collect_report(run_dir: Path) -> ReportContext:
     )
 
 
-def render_report(context: ReportContext) -> str:
+def render_report(context: ReportContext | SegmenterReport) -> str:
     """The HTML text of the report."""
     import jinja2
 
@@ -110,7 +119,7 @@ def render_report(context: ReportContext) -> str:
     )
     env.filters.update(num=fmt.num, with_ci=fmt.with_ci, pct=fmt.pct, label=fmt.label,
                        text=fmt.text)
-    return env.get_template(TEMPLATE).render(r=context)
+    return env.get_template(context.template).render(r=context)
 
 
 def build_report(run_dir: Path) -> Path:
@@ -118,7 +127,7 @@ def build_report(run_dir: Path) -> Path:
     return write_report(collect_report(Path(run_dir)), Path(run_dir))
 
 
-def write_report(context: ReportContext, run_dir: Path) -> Path:
+def write_report(context: ReportContext | SegmenterReport, run_dir: Path) -> Path:
     """Render ``context`` into ``run_dir/report.html``, atomically; return the path."""
     path = RunDir(Path(run_dir)).report
     atomic_write_text(path, render_report(context))

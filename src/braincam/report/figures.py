@@ -80,8 +80,12 @@ def figure_uri(fig: Any, dpi: int = 100) -> str:
     return data_uri(buf.getvalue())
 
 
+SCORE_COLUMNS = ("val_accuracy", "val_balanced_accuracy",  # a classifier's history.csv
+                 "val_dice", "val_score", "val_false_positive_rate")  # a segmenter's
+
+
 def training_curves(history: pd.DataFrame) -> str | None:
-    """Loss and validation accuracy per epoch, phases one after the other.
+    """Loss and validation scores (:data:`SCORE_COLUMNS`) per epoch, phases one after the other.
 
     The x axis counts epochs over all phases (phase 1 epochs 1..n1, then phase 2);
     a dashed line marks where a new phase starts. Returns None when the history
@@ -91,7 +95,7 @@ def training_curves(history: pd.DataFrame) -> str | None:
     from matplotlib.ticker import MaxNLocator
 
     losses = [c for c in ("train_loss", "val_loss") if c in history.columns]
-    scores = [c for c in ("val_accuracy", "val_balanced_accuracy") if c in history.columns]
+    scores = [c for c in SCORE_COLUMNS if c in history.columns]
     if history.empty or not (losses or scores):
         return None
     step = range(1, len(history) + 1)

@@ -1,0 +1,78 @@
+"""The report of a segment run: a hand-written run folder in the files ``braincam segment``
+writes (docs/segment.md "Files in SEG"; fixture ``kit.make_segment_run``), read back from the
+HTML."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from braincam.report import build_report, collect_report
+from braincam.report.segmenter import SegmenterReport
+from braincam.runs import RunDir
+
+
+def test_a_segment_run_gets_the_segmenter_report(tmp_path, kit):
+    run = kit.make_segment_run(tmp_path / "seg")
+    context = collect_report(run)
+    assert isinstance(context, SegmenterReport)
+    assert context.summary == ("Segmenter: held-out mean Dice 0.654 on 5 tumour images; "
+                               "false-positive rate 0.25 on 4 tumour-free images.")
+    page = kit.parse((build_report(run)).read_text(encoding="utf-8"))
+    assert page.errors == []
+    measures = kit.text(page, "measures")
+    assert "mean Dice 0.654" in measures and "mean IoU 0.543" in measures
+    assert "detection rate (Dice > 0.5) 0.6" in measures
+    # mean Dice from metrics.json; image counts and detection rates from per_image.csv
+    assert kit.text(page, "per-class") == (
+        "class mean Dice images detection rate glioma 0.4 3 0.667 meningioma 0.9 2 1")
+    assert kit.text(page, "false-positives") == "br35h 0 sartaj 0.5"
+    assert kit.text(page, "rule") == ("A pixel is tumour when P(tumour) >= 0.4, on the mean of "
+                                      "the image and its mirror image; chosen by validation "
+                                      "all_image_dice.")
+    assert kit.text(page, "candidates").endswith("yes 0.4 0.83 0.72 yes")
+    assert "n pairs 3 removed any rate 0.667" in kit.text(page, "extra-1")
+    assert "best epoch 2" in kit.text(page, "schedule")
+    captions = [img["alt"] for img in page.images]
+    # training curves, the Dice box plot, then the overlays worst first within each class
+    assert captions[:2] == ["Dice per held-out image by class", "training curves"]
+    assert captions[2:] == ["glioma, g1: Dice 0.10", "glioma, g3: Dice 0.70",
+                            "no_tumor, image (4): Dice 0.00"]
+    assert all(img["src"].startswith("data:image/png;base64,") for img in page.images)
+    assert "braincam segment DATA --out SEG --epochs 2" in kit.text(page, "settings")
+
+
+def test_missing_parts_read_not_run(tmp_path, kit):
+    run = kit.make_segment_run(tmp_path / "seg", overlays=False)
+    for name in ("metrics.json", "history.csv", "per_image.csv"):
+        (run / name).unlink()
+    context = collect_report(run)
+    assert context.summary == "Segmenter: Held-out scores: not run (metrics.json is missing)."
+    page = kit.parse(build_report(run).read_text(encoding="utf-8"))
+    assert page.errors == [] and page.images == []
+    assert "not run (metrics.json is missing)" in kit.text(page, "held-out")
+    assert "not run (history.csv is missing)" in kit.text(page, "training")
+    assert "No overlay pictures" in kit.text(page, "overlays")
+
+
+def test_which_runs_are_segment_runs(tmp_path, kit, segmenter_run):
+    assert RunDir(kit.make_segment_run(tmp_path / "seg")).is_segment_run
+    assert RunDir(segmenter_run).is_segment_run  # no config.yaml: the model file says so
+    assert not RunDir(kit.make_fake_run(tmp_path / "classifier")).is_segment_run
+    assert not RunDir(tmp_path / "nothing-here").is_segment_run
+
+
+@pytest.mark.parametrize("flag", [[], ["--out"]])
+def test_the_command_writes_the_page_and_prints_its_path(tmp_path, kit, flag):
+    run = kit.make_segment_run(tmp_path / "seg")
+    out = tmp_path / "elsewhere"
+    args = [str(run), *([*flag, str(out)] if flag else [])]
+    result = subprocess.run([sys.executable, "-m", "braincam", "report", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    target = (out if flag else run) / "report.html"
+    assert result.stdout.strip() == str(target)
+    assert result.stderr.startswith("Segmenter: held-out mean Dice 0.654")
+    assert "braincam segmenter report: seg" in target.read_text(encoding="utf-8")
