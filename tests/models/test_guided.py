@@ -357,13 +357,25 @@ def test_occlusion_evaluates_whole_copies_of_a_guided_model():
         units(guided("resnet10t", top_left(32, 0.5)))
 
 
-def test_the_ood_reference_splits_a_guided_models_features_from_its_probabilities():
-    """``braincam predict``'s feature reference: the guided backbone's output is the pooled
-    features plus the mass, and the probabilities follow them."""
+@pytest.mark.parametrize("region", [np.zeros((32, 32), bool), top_left(32, 0.5)])
+def test_the_ood_reference_sees_the_whole_image_not_the_gated_features(region):
+    """``braincam predict``'s feature reference of a guided model: the ungated network's
+    pooled features of the whole image, with the model's own probabilities. Where nothing is
+    predicted the head's input is the same for every image; these features are not."""
     from braincam.api.reference import features_and_probs
+    from braincam.models.normalize import to_model_input
 
-    model = guided("resnet10t", top_left(32, 0.5))
+    model = guided("resnet10t", region)
     images = np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    images[2] = 0  # a blank image
     features, probs = features_and_probs(model, images, torch.device("cpu"))
-    assert features.shape == (3, model.num_features + 1) and probs.shape == (3, 2)
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    x = to_model_input(torch.from_numpy(images))
+    with torch.no_grad():
+        plain, head_input = model.backbone.net(x), model.backbone(x)
+        expected = torch.softmax(model(x), dim=1)
+    assert features.shape == (3, model.num_features)
+    np.testing.assert_allclose(features, plain.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(probs, expected.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.abs(features[0] - features[2]).max() > 1e-3
+    if not region.any():
+        assert torch.equal(head_input[0], head_input[2])

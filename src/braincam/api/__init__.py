@@ -35,6 +35,7 @@ from braincam.data.inputs import InputSlice, SliceChoice, expand_inputs, read_sl
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed, preprocess
 from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
+from braincam.models.guided import is_guided
 from braincam.models.segment import THRESHOLD, Segmenter
 from braincam.runs import RunDir
 
@@ -164,7 +165,7 @@ class Model:
                 cam = explain(self.net, images, method=method, layer=layer)
             maps = cam.maps.float().cpu().numpy()
             probs = cam.probs.float().cpu().numpy()
-            features = hook.features
+            features = None if is_guided(self.net) else hook.features  # guided: gated ones
             if self.ood and (features is None or len(features) != len(chunk)):
                 features, _ = features_and_probs(self.net, images, self.device)  # ig, occlusion
             preds = self._predictions(chunk, chunk_preps, probs, features)

@@ -6,9 +6,11 @@ cached in the run directory. Features and properties use a seeded random sample 
 ``MAX_IMAGES`` of them; duplicates are looked up among all of them.
 
 - **feature distance**: the model's pooled backbone features ``f`` (the input of its classifier
-  head). The training sample is split in two halves A and B (seeded); the mean ``mu`` and a
-  Ledoit-Wolf shrunk covariance ``Sigma`` are fitted on A; the score of an image is the
-  Mahalanobis distance ``d = sqrt((f - mu)^T Sigma^-1 (f - mu))`` and the threshold is the
+  head; for a segmentation-guided model the ungated network's, since its head sees nothing of
+  an image without predicted tumour: a blank, a noise or a gradient image all give the same
+  gated features). The training sample is split in two halves A and B (seeded); the mean
+  ``mu`` and a Ledoit-Wolf shrunk covariance ``Sigma`` are fitted on A; the score of an image
+  is the Mahalanobis distance ``d = sqrt((f - mu)^T Sigma^-1 (f - mu))`` and the threshold is the
   ``PERCENTILE``-th percentile of the held-out half B's scores, so about 1% of new images from
   the training distribution are flagged. ``ood_score = d / threshold`` (> 1: flagged).
 - **properties**: head fraction of the model input and the mean and standard deviation of its
@@ -46,7 +48,8 @@ MAX_IMAGES = 1500
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.0, 100.0)  # percentiles: the training sample's whole range
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
-VERSION = 3  # 2: duplicates among all training images; 3: whole property range
+VERSION = 4  # 2: duplicates among all training images; 3: whole property range; 4: guided
+# models' ungated features
 
 
 @dataclass
@@ -79,13 +82,18 @@ def image_properties(images: np.ndarray, masks: np.ndarray) -> dict[str, np.ndar
 
 def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch.device,
                        batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Pooled backbone features (N, D) and class probabilities (N, C) from one forward pass."""
+    """The whole image's pooled backbone features (N, D) and class probabilities (N, C) from
+    one forward pass (:func:`braincam.models.guided.head_input_and_image_features`: for a
+    guided model, the ungated network's features, not the gated ones its head sees)."""
+    from braincam.models.guided import head_input_and_image_features
+
     def both(x: torch.Tensor) -> torch.Tensor:
-        features = model.backbone(x)
-        return torch.cat([features, torch.softmax(model.head(features).float(), dim=1)], dim=1)
+        head_input, features = head_input_and_image_features(model, x)
+        probs = torch.softmax(model.head(head_input).float(), dim=1)
+        return torch.cat([features.float(), probs], dim=1)
 
     out = forward_batches(both, images, device, batch_size).numpy()
-    width = out.shape[1] - model.num_classes  # a guided backbone adds the tumour's mass
+    width = out.shape[1] - model.num_classes
     return out[:, :width], out[:, width:]
 
 

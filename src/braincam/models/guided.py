@@ -191,7 +191,11 @@ class GuidedBackbone(nn.Module):
             return torch.sigmoid(self.segmenter(x).float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features, probability = self.features(x), self.tumour_probability(x)
+        return self.pool(self.features(x), x)
+
+    def pool(self, features: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``[f, M]`` from ``net``'s spatial features ``F`` of the input ``x``."""
+        probability = self.tumour_probability(x)
         prior = self.gate.prior(probability, self.gate.cells(features))
         gated = self.gate(features, prior)
         area = self.gate.upsample**2  # gate cells per feature cell
@@ -251,6 +255,21 @@ def spatial_kind(net: nn.Module) -> str:
 def is_guided(model: nn.Module) -> bool:
     """Whether ``model`` (a BraincamNet, or DDP around one) pools through a guide."""
     return isinstance(getattr(model, "backbone", None), GuidedBackbone)
+
+
+def head_input_and_image_features(model: nn.Module,
+                                   x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(what the head sees, the whole image's pooled features)`` of a BraincamNet in one
+    pass. Plain: both are the backbone's pooled features. Guided: ``[f, M]`` and the plain
+    mean of ``F`` over all feature cells (the ungated network's pooled features), which
+    describe the whole image even where the gate passes nothing: ``f = 0`` for every image
+    without predicted tumour, so it cannot tell a blank or non-MRI image from a brain."""
+    backbone = model.backbone
+    if isinstance(backbone, GuidedBackbone):
+        spatial = backbone.features(x)
+        return backbone.pool(spatial, x), spatial.mean(dim=(2, 3))
+    features = backbone(x)
+    return features, features
 
 
 def feature_net(model: nn.Module) -> tuple[nn.Module, str]:
