@@ -253,6 +253,28 @@ def phantoms(tmp_path_factory):
                                 PhantomSpec(n_per_class=8, size=48), splits=("train",))
 
 
+def test_data_without_a_tumour_mask_is_refused_before_any_work(phantoms, tmp_path):
+    """Tumour-free images alone, or tumour images without their masks, teach a segmenter
+    nothing: one line, and no run folder. Fractions no split can honour: the same."""
+    import shutil
+
+    images, free = tmp_path / "no-masks", tmp_path / "tumour-free"
+    shutil.copytree(phantoms / "Training", images / "Training")  # the images without masks/
+    shutil.copytree(phantoms / "Training" / "no_tumor", free / "no_tumor")
+    for data in (free, images):
+        out = tmp_path / f"seg-{data.name}"
+        result = invoke(str(data), "--out", str(out), "--weights", "none", "--no-progress")
+        assert result.exit_code != 0
+        message = str(result.exception)
+        assert message.startswith("no tumour image with an expert mask in ") and "\n" not in message
+        assert not out.exists()
+    out = tmp_path / "seg-fractions"
+    result = invoke(str(phantoms), "--out", str(out), "--val-fraction", "0.5",
+                    "--test-fraction", "0.5", "--weights", "none", "--no-progress")
+    assert str(result.exception) == "val and test fractions must add up to less than 1"
+    assert not out.exists()
+
+
 def test_segment_trains_end_to_end_and_predicts(phantoms, tmp_path):
     seg = tmp_path / "seg"
     result = invoke(str(phantoms), "--out", str(seg), "--epochs", "1", "--image-size", "32",

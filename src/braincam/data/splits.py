@@ -75,6 +75,15 @@ def record_groups(records: Sequence[ImageRecord]) -> np.ndarray:
     return merged_groups(duplicates, patient_groups(records))
 
 
+def check_fractions(val_fraction: float, test_fraction: float, strategy: str) -> None:
+    """A one-line error for fractions no split can honour; commands call it before their slow
+    steps (preprocessing), :func:`make_split` again."""
+    if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
+        raise BraincamError("val fraction must be in [0, 1) and test fraction in (0, 1)")
+    if strategy != "official" and val_fraction + test_fraction >= 1.0:
+        raise BraincamError("val and test fractions must add up to less than 1")
+
+
 def make_split(
     records: Sequence[ImageRecord],
     task: str,
@@ -102,10 +111,7 @@ def make_split(
             raise BraincamError("cross-validation takes training data only, and this data has "
                                 "an official test split: pass its training folder (e.g. "
                                 "DATA/Training)")
-    if not 0.0 <= val_fraction < 1.0 or not 0.0 < test_fraction < 1.0:
-        raise BraincamError("val fraction must be in [0, 1) and test fraction in (0, 1)")
-    if strategy != "official" and val_fraction + test_fraction >= 1.0:
-        raise BraincamError("val and test fractions must add up to less than 1")
+    check_fractions(val_fraction, test_fraction, strategy)
     if not records:
         raise BraincamError("no records to split")
     try:

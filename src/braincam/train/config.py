@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from braincam.data.preprocess import PreprocessConfig
-from braincam.data.splits import FOLD, STRATEGIES
+from braincam.data.splits import FOLD, STRATEGIES, check_fractions
 from braincam.errors import BraincamError
 from braincam.labels import TASKS
 from braincam.train.options import AttentionSource, option_field
@@ -170,6 +170,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise BraincamError(message)
+        if self.split != FOLD:  # a fold's test fraction is 1 / folds
+            check_fractions(self.val_fraction, self.test_fraction, self.split)
 
     @property
     def views_weight(self) -> float:

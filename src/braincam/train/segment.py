@@ -111,7 +111,7 @@ from braincam.data.records import (
 )
 from braincam.data.regions import make_pairs
 from braincam.data.segmentation import SegmentData, load_segmentation_data
-from braincam.data.splits import make_split, write_split_csv
+from braincam.data.splits import check_fractions, make_split, write_split_csv
 from braincam.device import autocast, grad_scaler, pin_memory
 from braincam.distributed import (
     DistContext,
@@ -134,6 +134,7 @@ from braincam.evaluate.segmentation import (
     segmentation_metrics,
     weak_metrics,
 )
+from braincam.labels import NO_TUMOR
 from braincam.models.normalize import normalize
 from braincam.models.segment import THRESHOLD, Segmenter, build_segmenter, save_segmenter
 from braincam.models.unet import (
@@ -219,6 +220,7 @@ class SegmentConfig:
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise BraincamError("--decoder-channels takes 5 positive widths, e.g. "
                                 f"{','.join(map(str, DECODER_CHANNELS))}")
+        check_fractions(self.val_fraction, self.test_fraction, "dedup")
 
     @property
     def preprocess(self) -> PreprocessConfig:
@@ -356,6 +358,11 @@ def train_segmenter(
     dataset = load_dataset(roots)
     dropped = {Path(p).resolve() for p in left_out}
     records = [r for r in dataset.records if Path(r.path).resolve() not in dropped]
+    if not any(r.mask is not None and r.label != NO_TUMOR for r in records):
+        raise BraincamError(
+            f"no tumour image with an expert mask in {', '.join(map(str, roots))}: a segmenter "
+            "learns from masks (ROOT/masks/<image path>.png, docs/masks.md), e.g. "
+            "figshare-cheng-t1ce's")
     torch.manual_seed(config.seed)
     model = build_segmenter(config.weights, config.decoder_channels, config.encoder)
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
