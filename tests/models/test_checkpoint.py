@@ -132,5 +132,11 @@ def test_damaged_or_foreign_files_fail_clearly(tmp_path, trained):
         load_checkpoint(tmp_path / "missing.safetensors")
     text = tmp_path / "weights.pth"
     text.write_text("hello")
-    with pytest.raises(BraincamError, match="not a readable state dict"):
+    with pytest.raises(BraincamError, match=r"not a readable state dict \(not a file that "
+                       r"torch.save wrote, nor .safetensors\)$"):
         build_model("resnet10t", 2, weights=str(text))
+    objects = tmp_path / "objects.pth"  # a torch file whose load would run code
+    torch.save({"w": torch.zeros(2), "loss": torch.nn.MSELoss()}, objects)
+    with pytest.raises(BraincamError, match="holds objects other than tensors") as info:
+        build_model("resnet10t", 2, weights=str(objects))
+    assert "weights_only" not in str(info.value) and "\n" not in str(info.value)

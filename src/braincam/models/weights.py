@@ -176,7 +176,8 @@ def torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors of many kinds
-        raise BraincamError(f"{path} is not a readable state dict ({_first_line(exc)})") from None
+        raise BraincamError(f"{path} is not a readable state dict ({_load_failure(path, exc)})"
+                            ) from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -194,6 +195,20 @@ def _classifier_name(arch: str, backbone: nn.Module) -> str:
     if arch == "resnet50":
         return "fc"
     return backbone.pretrained_cfg.get("classifier", "classifier")
+
+
+def _load_failure(path: Path, exc: BaseException) -> str:
+    """Why ``torch.load(path, weights_only=True)`` failed, in words that do not suggest
+    ``weights_only=False`` (which would run the file's code)."""
+    import pickle
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # what torch.save has written since PyTorch 1.6
+        return "not a file that torch.save wrote, nor .safetensors"
+    if isinstance(exc, pickle.UnpicklingError):
+        return ("it holds objects other than tensors, and braincam runs no code from weight "
+                "files: save the state dict alone, torch.save(model.state_dict(), path)")
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
