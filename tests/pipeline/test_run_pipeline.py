@@ -146,3 +146,26 @@ def test_interrupted_run_resumes_with_identical_metrics(first_run, phantoms, run
     assert run.model.stat().st_mtime_ns == model_time
     original = first_run[0].run_dir / "metrics.json"
     assert run.metrics.read_bytes() == original.read_bytes()
+
+
+def test_the_report_stage_writes_the_guides_page_too(tmp_path):
+    """A segmenter trained into RUN/guide gets its own page beside the run's report."""
+    from braincam.pipeline.run import _report
+
+    run = tmp_path / "run"
+    (run / "guide").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    (run / "guide" / "config.yaml").write_text("segment: {size: 64}\n")
+    (run / "guide" / "metrics.json").write_text(
+        '{"mean_dice": 0.5, "n_tumour_images": 3, "false_positive_rate": 0.1, '
+        '"n_tumour_free_images": 10}')
+    _report(RunDir(run))
+    assert "<title>braincam report: run</title>" in (run / "report.html").read_text()
+    page = (run / "guide" / "report.html").read_text()
+    assert "<title>braincam segmenter report: guide</title>" in page
+    assert "held-out mean Dice 0.5 on 3 tumour images" in page
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "metrics.json").write_text("{}")
+    _report(RunDir(plain))
+    assert (plain / "report.html").is_file() and not (plain / "guide").exists()

@@ -300,9 +300,12 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
 
 
 def _report(run: RunDir) -> None:
+    """``RUN/report.html``, and ``RUN/guide/report.html`` for a segmenter trained into the run."""
     from braincam.report import build_report
 
     build_report(run.root)
+    if RunDir(run.guide).is_segment_run:
+        build_report(run.guide)
 
 
 def _identity(roots: Sequence[Path], options: PipelineOptions) -> dict[str, Any]:
