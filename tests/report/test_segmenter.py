@@ -76,3 +76,18 @@ def test_the_command_writes_the_page_and_prints_its_path(tmp_path, kit, flag):
     assert result.stdout.strip() == str(target)
     assert result.stderr.startswith("Segmenter: held-out mean Dice 0.654")
     assert "braincam segmenter report: seg" in target.read_text(encoding="utf-8")
+
+
+def test_many_overlays_of_a_class_are_spread_from_the_worst_to_the_best(tmp_path, kit):
+    from PIL import Image
+
+    from braincam.report.segmenter import OVERLAYS_PER_CLASS
+
+    run = kit.make_segment_run(tmp_path / "seg", overlays=False)
+    (run / "overlays").mkdir()
+    for k in range(12):  # Dice 0.00, 0.05, ..., 0.55
+        Image.new("RGB", (8, 8)).save(run / "overlays" / f"glioma_{k}_dice{k / 20:.2f}.png")
+    captions = [f.caption for f in collect_report(run).overlays]
+    assert len(captions) == OVERLAYS_PER_CLASS == 8
+    assert captions[0] == "glioma, 0: Dice 0.00" and captions[-1] == "glioma, 11: Dice 0.55"
+    assert captions == sorted(captions, key=lambda c: float(c.rsplit(" ", 1)[1]))

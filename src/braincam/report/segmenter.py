@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from braincam.labels import CANONICAL, NO_TUMOR
@@ -33,9 +34,9 @@ from braincam.report.tables import Table
 from braincam.runs import RunDir, true_flags
 
 TEMPLATE = "segment.html"
-MAX_OVERLAYS = 24
+OVERLAYS_PER_CLASS = 8  # at most, spread from the worst Dice to the best
 DETECTED_DICE = 0.5  # a tumour image counts as found when its Dice exceeds this
-_OVERLAY_NAME = re.compile(r"^(?P<name>.+_.+)_dice(?P<dice>[0-9.]+)$")  # <label>_<stem>_dice<D>
+_OVERLAY_NAME = re.compile(r"^(?P<name>.+_.+)_dice(?P<dice>\d+(?:\.\d+)?)$")  # label_stem_diceD
 
 
 @dataclass
@@ -79,20 +80,19 @@ class SegmenterReport:
 def collect_segmenter_report(run_dir: Path) -> SegmenterReport:
     """The report's parts from a segment run directory; missing files read "not run"."""
     run = RunDir(Path(run_dir))
-    held_out = _held_out(run)
+    part, metrics = read_json_part(run, run.metrics, "held-out scores")
     return SegmenterReport(
         run_name=run.root.resolve().name,
-        summary=_summary(held_out),
-        held_out=held_out,
+        summary=_summary(part, metrics),
+        held_out=_held_out(run, part, metrics),
         overview=collect_overview(run),
-        training=_training(run),
+        training=_training(run, metrics or {}),
         overlays=_overlays(run.overlays),
         settings=collect_settings(run),
     )
 
 
-def _held_out(run: RunDir) -> HeldOut:
-    part, m = read_json_part(run, run.metrics, "held-out scores")
+def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None) -> HeldOut:
     section = HeldOut(part)
     if m is None:
         return section
@@ -162,7 +162,6 @@ def dice_by_class(per_image: pd.DataFrame) -> str | None:
     rows = _scored(per_image)
     if rows is None or rows.empty:
         return None
-    import numpy as np
     from matplotlib.figure import Figure as MplFigure
 
     labels = sorted(rows["label"].astype(str).unique())
@@ -183,10 +182,8 @@ def dice_by_class(per_image: pd.DataFrame) -> str | None:
     return figure_uri(fig)
 
 
-def _training(run: RunDir) -> SegmentTraining:
+def _training(run: RunDir, m: dict[str, Any]) -> SegmentTraining:
     part, history = read_csv_part(run, run.history, "training history")
-    _, m = read_json_part(run, run.metrics, "held-out scores")
-    m = m or {}
     facts = [(k.replace("_", " "), m.get(k)) for k in
              ("epochs", "best_epoch", "train_seconds", "train_images_per_second", "device",
               "world_size") if m.get(k) is not None]
@@ -199,31 +196,34 @@ def _training(run: RunDir) -> SegmentTraining:
 
 
 def _overlays(folder: Path) -> list[Figure]:
-    """The run's overlay PNGs, worst Dice first within each class, captioned
-    ``label, file stem: Dice D``."""
+    """The run's overlay PNGs (``overlays/<label>_<stem>_dice<D>.png``), worst Dice first
+    within each class, at most :data:`OVERLAYS_PER_CLASS` of a class spread evenly from the
+    worst to the best, captioned ``label, stem: Dice D``."""
     if not folder.is_dir():
         return []
-    named = []
+    by_label: dict[str, list[tuple[float, str, Path]]] = {}
     for path in folder.glob("*.png"):
         match = _OVERLAY_NAME.match(path.stem)
         if match:
             label = next((c for c in CANONICAL if match["name"].startswith(f"{c}_")),
                          match["name"].split("_", 1)[0])
-            stem = match["name"][len(label) + 1:]
-            named.append((label, float(match["dice"].rstrip(".")), stem, path))
+            by_label.setdefault(label, []).append(
+                (float(match["dice"]), match["name"][len(label) + 1:], path))
     figures = []
-    for label, dice, stem, path in sorted(named)[:MAX_OVERLAYS]:
-        uri = embed_image_file(path, max_side=384)
-        if uri is not None:
-            figures.append(Figure(f"{label}, {stem}: Dice {dice:.2f}", uri))
+    for label, items in sorted(by_label.items()):
+        items.sort()
+        keep = np.unique(np.linspace(0, len(items) - 1, OVERLAYS_PER_CLASS).round().astype(int))
+        for dice, stem, path in (items[i] for i in keep):
+            uri = embed_image_file(path, max_side=384)
+            if uri is not None:
+                figures.append(Figure(f"{label}, {stem}: Dice {dice:.2f}", uri))
     return figures
 
 
-def _summary(held_out: HeldOut) -> str:
-    measures = dict(held_out.measures)
-    if measures.get("mean Dice") is None:
-        return f"Segmenter: {held_out.part.note}"
-    return (f"Segmenter: held-out mean Dice {num(measures['mean Dice'])} on "
-            f"{num(measures['tumour images'])} tumour images; false-positive rate "
-            f"{num(measures['false-positive rate (any tumour pixel)'])} on "
-            f"{num(measures['tumour-free images'])} tumour-free images.")
+def _summary(part: Part, m: dict[str, Any] | None) -> str:
+    if not m or m.get("mean_dice") is None:
+        return f"Segmenter: {part.note}"
+    return (f"Segmenter: held-out mean Dice {num(m['mean_dice'])} on "
+            f"{num(m.get('n_tumour_images'))} tumour images; false-positive rate "
+            f"{num(m.get('false_positive_rate'))} on {num(m.get('n_tumour_free_images'))} "
+            "tumour-free images.")
