@@ -151,22 +151,6 @@ class RunDir:
             raise BraincamError(f"{self.config} is not a YAML mapping")
         return doc
 
-    @property
-    def is_segment_run(self) -> bool:
-        """Whether ``braincam segment`` made this folder: ``config.yaml`` holds the ``segment``
-        settings or, without a readable config, the model file records a segmenter."""
-        try:
-            return isinstance(self.read_config().get("segment"), dict)
-        except BraincamError:
-            pass
-        from braincam.models.checkpoint import read_meta
-        from braincam.models.unet import SEGMENTER_ARCHS
-
-        try:
-            return read_meta(self.model).get("arch") in SEGMENTER_ARCHS
-        except (BraincamError, OSError, ValueError):
-            return False
-
     def data_roots(self) -> list[Path]:
         """The dataset folders the run was trained on (``config.yaml`` ``data``)."""
         roots = self.read_config().get("data")

@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from braincam.models.segment import is_segment_run
 from braincam.report import build_report, collect_report
 from braincam.report.segmenter import SegmenterReport
-from braincam.runs import RunDir
 
 
 def test_a_segment_run_gets_the_segmenter_report(tmp_path, kit):
@@ -58,10 +58,10 @@ def test_missing_parts_read_not_run(tmp_path, kit):
 
 
 def test_which_runs_are_segment_runs(tmp_path, kit, segmenter_run):
-    assert RunDir(kit.make_segment_run(tmp_path / "seg")).is_segment_run
-    assert RunDir(segmenter_run).is_segment_run  # no config.yaml: the model file says so
-    assert not RunDir(kit.make_fake_run(tmp_path / "classifier")).is_segment_run
-    assert not RunDir(tmp_path / "nothing-here").is_segment_run
+    assert is_segment_run(kit.make_segment_run(tmp_path / "seg"))
+    assert is_segment_run(segmenter_run)  # no config.yaml: the model file says so
+    assert not is_segment_run(kit.make_fake_run(tmp_path / "classifier"))
+    assert not is_segment_run(tmp_path / "nothing-here")
 
 
 @pytest.mark.parametrize("flag", [[], ["--out"]])

@@ -295,6 +295,20 @@ def load_segmenter(source: str | Path | Sequence[str | Path],
     return Segmenter(model, int(meta["size"]), meta, dev)
 
 
+def is_segment_run(run_dir: Path | str) -> bool:
+    """Whether ``braincam segment`` made ``run_dir``: its ``config.yaml`` holds the ``segment``
+    settings or, without a readable config, its model file records a segmenter."""
+    run = RunDir(Path(run_dir))
+    try:
+        return isinstance(run.read_config().get("segment"), dict)
+    except BraincamError:
+        pass
+    try:
+        return read_meta(run.model).get("arch") in SEGMENTER_ARCHS
+    except (BraincamError, OSError, ValueError):
+        return False
+
+
 def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The U-Net and meta of one segment run directory."""
     path = RunDir(Path(seg_dir)).model

@@ -47,6 +47,7 @@ from braincam.audit.model import CHECKS
 from braincam.errors import BraincamError
 from braincam.evaluate.run import COMBINED, extra_sets
 from braincam.models.foreign.spec import is_spec
+from braincam.models.segment import is_segment_run
 from braincam.runs import (
     RunDir,
     atomic_save_figure,
@@ -134,7 +135,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
-        if run.is_segment_run:
+        if is_segment_run(path):
             raise BraincamError(f"{path} is a segment run (braincam segment), not a classifier "
                                 f"run; braincam report {path} shows its scores")
         metrics, audit = _read(run.metrics), _read(run.audit_json)

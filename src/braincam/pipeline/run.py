@@ -301,10 +301,11 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
 
 def _report(run: RunDir) -> None:
     """``RUN/report.html``, and ``RUN/guide/report.html`` for a segmenter trained into the run."""
+    from braincam.models.segment import is_segment_run
     from braincam.report import build_report
 
     build_report(run.root)
-    if RunDir(run.guide).is_segment_run:
+    if is_segment_run(run.guide):
         build_report(run.guide)
 
 

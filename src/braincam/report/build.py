@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from braincam.errors import BraincamError
+from braincam.models.segment import is_segment_run
 from braincam.report import fmt
 from braincam.report.data_audit import DataAuditSection, collect_data_audit
 from braincam.report.findings import ReportFinding, severity_counts, sort_findings
@@ -66,9 +67,9 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
     root = Path(run_dir)
     if not root.is_dir():
         raise BraincamError(f"{root} is not a directory")
-    run = RunDir(root)
-    if run.is_segment_run:
+    if is_segment_run(root):
         return collect_segmenter_report(root)
+    run = RunDir(root)
     markers = [path for path in run.files if path != run.report]  # the report's inputs
     if not any(path.exists() for path in markers):
         raise BraincamError(f"{root} does not look like a braincam run "
