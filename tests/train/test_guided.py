@@ -221,3 +221,30 @@ def test_guided_model_points_at_the_lesion_where_the_plain_one_does_not(tmp_path
     assert guided["pointing"] >= 0.8
     assert guided["pointing"] >= plain["pointing"] + 0.6
     assert guided["marked"] >= 0.9 and guided["clean"] >= 0.9  # it needs no marker
+
+
+def test_a_guided_runs_ood_check_tells_images_apart_where_the_gate_passes_nothing(tmp_path):
+    """A guide that marks nothing gives the head the same input for every image; predict's
+    and explain's out-of-distribution scores still differ between a noise image and a flat
+    one, agree with each other, and flag the noise image."""
+    import braincam
+
+    data = make_phantom_dataset(tmp_path / "phantoms", PhantomSpec(n_per_class=16, size=48))
+    seg = build_segmenter("none")
+    with torch.no_grad():  # P(tumour) = sigmoid(-100) everywhere: nothing is ever marked
+        seg.segmentation_head[0].weight.zero_()
+        seg.segmentation_head[0].bias.fill_(-100.0)
+    write_segmenter(tmp_path / "seg", seg, 32)
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
+                         guide=str(tmp_path / "seg"))
+    run = train_run([data], config, tmp_path / "run", progress=False).run_dir
+    rng = np.random.default_rng(0)
+    noise, flat = (rng.random((48, 48)) * 255).astype(np.uint8), np.full((48, 48), 90, np.uint8)
+    model = braincam.load(run, device="cpu")
+    predicted = model.predict([noise, flat])
+    explained = [e.prediction for e in model.explain([noise, flat])]
+    scores = [p.ood_score for p in predicted]
+    assert abs(scores[0] - scores[1]) > 0.1 * max(scores)
+    assert [p.ood_score for p in explained] == pytest.approx(scores, rel=1e-4)
+    assert scores[0] > 1 and any("feature distance" in w for w in predicted[0].warnings)
