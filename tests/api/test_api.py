@@ -290,3 +290,25 @@ def test_docs_segment_example_runs(run, segmenter_run, disc_segmenter, tmp_path)
     scope = _run_docs_example(code, tmp_path, run, {"bin": run, "seg": segmenter_run})
     assert scope["tumour"].fraction == disc_segmenter.fraction(32)
     assert scope["tumour"].mask.shape == (48, 48)
+
+
+def test_a_guided_models_reference_built_on_gated_features_is_rebuilt(tmp_path):
+    """A reference file without ``features`` (built on a guided model's gated features) is
+    read for a plain model and refused, so rebuilt, for a guided one."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    from braincam.api.reference import Reference, load_reference, save_reference
+
+    ref = Reference(np.zeros(3), np.eye(3), 2.5, np.array([7], np.uint64), ["a.png"],
+                    {"head_fraction": 0.1}, {"head_fraction": 0.9})
+    new = tmp_path / "new.safetensors"
+    save_reference(ref, new)
+    with safe_open(str(new), framework="numpy") as fh:
+        meta = {k: v for k, v in (fh.metadata() or {}).items() if k != "features"}
+        tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, str(old), metadata=meta)
+    assert load_reference(new, guided=True).threshold == 2.5
+    assert load_reference(old).threshold == 2.5
+    assert load_reference(old, guided=True) is None

@@ -48,8 +48,9 @@ MAX_IMAGES = 1500
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.0, 100.0)  # percentiles: the training sample's whole range
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
-VERSION = 4  # 2: duplicates among all training images; 3: whole property range; 4: guided
-# models' ungated features
+VERSION = 3  # 2: duplicates among all training images; 3: whole property range
+GUIDED_FEATURES = "before the gate"  # meta "features" of a guided model's reference; a file
+# without it was built on the gated features and is rebuilt
 
 
 @dataclass
@@ -133,20 +134,22 @@ def save_reference(ref: Reference, path: Path) -> None:
         "mean": ref.mean, "precision": ref.precision,
         "phashes": ref.phashes.view(np.int64),  # safetensors has no uint64 for numpy
     }
-    meta = {"version": str(VERSION), "threshold": repr(ref.threshold),
+    meta = {"version": str(VERSION), "features": GUIDED_FEATURES, "threshold": repr(ref.threshold),
             "paths": json.dumps(ref.paths), "low": json.dumps(ref.low),
             "high": json.dumps(ref.high)}
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def load_reference(path: Path) -> Reference | None:
-    """The cached reference, or None when absent, unreadable or of another version."""
+def load_reference(path: Path, guided: bool = False) -> Reference | None:
+    """The cached reference, or None when absent, unreadable or of another version, or, for a
+    guided model (``guided``), built on the gated features."""
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="numpy") as fh:
             meta = fh.metadata() or {}
-            if meta.get("version") != str(VERSION):
+            if meta.get("version") != str(VERSION) or (
+                    guided and meta.get("features") != GUIDED_FEATURES):
                 return None
             return Reference(
                 mean=fh.get_tensor("mean"), precision=fh.get_tensor("precision"),
@@ -162,8 +165,10 @@ def load_reference(path: Path) -> Reference | None:
 def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
                   device: torch.device) -> Reference:
     """``RUN/ood.safetensors``, built from the run's training images when absent."""
+    from braincam.models.guided import is_guided
+
     file = run.ood_reference
-    ref = load_reference(file)
+    ref = load_reference(file, is_guided(model))
     if ref is not None:
         return ref
     from braincam.data.records import without_skipped
