@@ -369,6 +369,7 @@ def test_a_guided_run_reports_its_segmenters_held_out_dice(tmp_path, kit, text):
     for folder, dice in ((seg, 0.7778), (run / "guide", 0.8123)):
         folder.mkdir()
         (folder / "model.safetensors").write_bytes(b"")  # marks a segment run
+        (folder / "config.yaml").write_text("segment: {size: 192}\n")
         (folder / "metrics.json").write_text(json.dumps({
             "n_tumour_images": 559, "mean_dice": dice,
             "per_class_dice": {"glioma": 0.708, "meningioma": 0.864}, "detection_rate": 0.882,
@@ -381,7 +382,13 @@ def test_a_guided_run_reports_its_segmenters_held_out_dice(tmp_path, kit, text):
         f"segmenter tumour slices mean Dice by class detected tumour-free images marked "
         f"{seg} 559 0.778 glioma 0.708, meningioma 0.864 0.882 179 0.028 "
         f"{run / 'guide'} 559 0.812 glioma 0.708, meningioma 0.864 0.882 179 0.028")
+    build_report(run / "guide")  # its own page: the classifier's report links to it
+    page = kit.parse(build_report(run).read_text())
+    assert f"{run / 'guide'} ( its page ) 559 0.812" in text(page, "guide-scores")
+    assert "braincam segmenter report: guide" in (run / "guide" / "report.html").read_text()
+    assert f"{seg} 559 0.778" in text(page, "guide-scores")  # no page: no link
+    assert '<a href="guide/report.html">its page</a>' in (run / "report.html").read_text()
     (seg / "metrics.json").write_text("{")  # unreadable: that row goes, the other stays
     page = kit.parse(build_report(run).read_text())
     assert str(seg) not in text(page, "guide-scores")
-    assert f"{run / 'guide'} 559 0.812" in text(page, "guide-scores")
+    assert f"{run / 'guide'} ( its page ) 559 0.812" in text(page, "guide-scores")

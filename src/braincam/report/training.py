@@ -45,6 +45,7 @@ class GuideScore:
     detection_rate: Any
     n_tumour_free_images: Any
     false_positive_rate: Any
+    page: str | None = None  # its report.html (``braincam report SEG``), when written
 
 
 @dataclass
@@ -89,11 +90,22 @@ def guide_scores(run: RunDir, guide: Any) -> list[GuideScore]:
             m = load_json_object(RunDir(Path(member)).metrics)
         except (OSError, ValueError):
             continue
+        page = RunDir(Path(member)).report
         scores.append(GuideScore(
             str(member), m.get("n_tumour_images"), m.get("mean_dice"),
             m.get("per_class_dice") or {}, m.get("detection_rate"),
-            m.get("n_tumour_free_images"), m.get("false_positive_rate")))
+            m.get("n_tumour_free_images"), m.get("false_positive_rate"),
+            _link(page, run.root) if page.is_file() else None))
     return scores
+
+
+def _link(page: Path, root: Path) -> str:
+    """``page`` relative to the run folder when it lies inside it (the link survives moving
+    the run), else as a file URI."""
+    try:
+        return page.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return page.resolve().as_uri()
 
 
 def _threshold(run: RunDir) -> float | None:
