@@ -176,8 +176,8 @@ def torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle/zip errors of many kinds
-        raise BraincamError(f"{path} is not a readable state dict ({_load_failure(path, exc)})"
-                            ) from None
+        reason = _load_failure(path, exc)
+        raise BraincamError(f"{path} is not a readable state dict ({reason})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
