@@ -91,3 +91,27 @@ def test_many_overlays_of_a_class_are_spread_from_the_worst_to_the_best(tmp_path
     assert len(captions) == OVERLAYS_PER_CLASS == 8
     assert captions[0] == "glioma, 0: Dice 0.00" and captions[-1] == "glioma, 11: Dice 0.55"
     assert captions == sorted(captions, key=lambda c: float(c.rsplit(" ", 1)[1]))
+
+
+def test_a_segmenters_scores_on_other_folders_get_the_same_page(tmp_path, kit):
+    """``braincam segment SEG --evaluate DATA --out DIR``: DIR's page names what was scored,
+    shows the figures without the images a segmenter learnt from, and no run sections."""
+    import json
+
+    folder = kit.make_segment_run(tmp_path / "score")
+    for name in ("config.yaml", "history.csv", "split.csv"):
+        (folder / name).unlink()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(segmenters=["runs/seg"], data=["hospital"], n_seen=4,
+                   unseen={"n_tumour_images": 2, "mean_dice": 0.5, "per_class_dice": {}})
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert not is_segment_run(folder)
+    context = collect_report(folder)
+    assert isinstance(context, SegmenterReport)
+    assert context.summary.startswith("Segmenter: mean Dice 0.654 on 5 tumour images;")
+    page = kit.parse(build_report(folder).read_text(encoding="utf-8"))
+    assert page.errors == [] and "data" not in page.ids and "training" not in page.ids
+    assert kit.text(page, "held-out").startswith(
+        "Scores Scores of runs/seg on hospital (braincam segment SEG --evaluate).")
+    assert "Without the 4 images a segmenter learnt from or copies of them n tumour images 2 " \
+           "mean dice 0.5" in kit.text(page, "held-out")

@@ -25,7 +25,11 @@ from braincam.report.gallery import GallerySection, collect_gallery
 from braincam.report.metrics import MetricsSection, collect_metrics
 from braincam.report.model_audit import ModelAuditSection, collect_model_audit
 from braincam.report.overview import OverviewSection, collect_overview
-from braincam.report.segmenter import SegmenterReport, collect_segmenter_report
+from braincam.report.segmenter import (
+    SegmenterReport,
+    collect_segmenter_report,
+    is_score_folder,
+)
 from braincam.report.settings import SettingsSection, collect_settings
 from braincam.report.sources import NOT_RUN, Part, read_json_part
 from braincam.report.training import TrainingSection, collect_training
@@ -67,7 +71,7 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
     root = Path(run_dir)
     if not root.is_dir():
         raise BraincamError(f"{root} is not a directory")
-    if is_segment_run(root):
+    if is_segment_run(root) or is_score_folder(root):
         return collect_segmenter_report(root)
     run = RunDir(root)
     markers = [path for path in run.files if path != run.report]  # the report's inputs

@@ -1,4 +1,7 @@
-"""The report of a segment run (``braincam report SEG``, SEG made by ``braincam segment``).
+"""The report of a segment run (``braincam report SEG``, SEG made by ``braincam segment``), or
+of a segmenter's scores on other folders (``braincam report DIR``, DIR written by ``braincam
+segment SEG --evaluate DATA --out DIR``: the same held-out figures and overlays, then the images
+none of the segmenters learnt from).
 
 One page, in the order a reader checks a segmenter: how well it outlines held-out tumours
 (mean Dice and IoU, Dice per class, detection rate = share of tumour images with Dice > 0.5)
@@ -62,10 +65,12 @@ class SegmentTraining:
 
 @dataclass
 class SegmenterReport:
-    """Everything ``templates/segment.html`` shows."""
+    """Everything ``templates/segment.html`` shows; ``scored`` names the segmenters and folders
+    of a ``--evaluate`` output (None for a segment run)."""
 
     run_name: str
     summary: str
+    scored: str | None
     held_out: HeldOut
     overview: OverviewSection
     training: SegmentTraining
@@ -81,15 +86,29 @@ def collect_segmenter_report(run_dir: Path) -> SegmenterReport:
     """The report's parts from a segment run directory; missing files read "not run"."""
     run = RunDir(Path(run_dir))
     part, metrics = read_json_part(run, run.metrics, "held-out scores")
+    scored = None
+    if is_score_folder(run.root):
+        scored = (f"Scores of {', '.join(map(str, metrics['segmenters']))} on "
+                  f"{', '.join(map(str, metrics.get('data') or []))} (braincam segment SEG "
+                  "--evaluate).")
     return SegmenterReport(
         run_name=run.root.resolve().name,
-        summary=_summary(part, metrics),
+        summary=_summary(part, metrics, held_out=scored is None),
+        scored=scored,
         held_out=_held_out(run, part, metrics),
         overview=collect_overview(run),
         training=_training(run, metrics or {}),
         overlays=_overlays(run.overlays),
         settings=collect_settings(run),
     )
+
+
+def is_score_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a ``braincam segment SEG --evaluate`` output: a
+    ``metrics.json`` that names the ``segmenters`` scored."""
+    run = RunDir(Path(folder))
+    _, metrics = read_json_part(run, run.metrics, "scores")
+    return isinstance(metrics, dict) and isinstance(metrics.get("segmenters"), list)
 
 
 def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None) -> HeldOut:
@@ -123,7 +142,9 @@ def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None) -> HeldOut:
             {**c, "chosen": (c.get("flip_average"), c.get("threshold")) == chosen}
             for c in decision["candidates"] if isinstance(c, dict)]
     for key, title in (("weak", "Tumour images without a mask (weak labels)"),
-                       ("counterfactual", "Counterfactual copies of held-out tumours")):
+                       ("counterfactual", "Counterfactual copies of held-out tumours"),
+                       ("unseen", f"Without the {m.get('n_seen')} images a segmenter learnt "
+                                  "from or copies of them")):
         if isinstance(m.get(key), dict):
             section.extras.append((title, [
                 (k.replace("_", " "), v) for k, v in m[key].items() if not isinstance(v, dict)]))
@@ -220,10 +241,13 @@ def _overlays(folder: Path) -> list[Figure]:
     return figures
 
 
-def _summary(part: Part, m: dict[str, Any] | None) -> str:
-    if not m or m.get("mean_dice") is None:
-        return f"Segmenter: {part.note}"
-    return (f"Segmenter: held-out mean Dice {num(m['mean_dice'])} on "
-            f"{num(m.get('n_tumour_images'))} tumour images; false-positive rate "
-            f"{num(m.get('false_positive_rate'))} on {num(m.get('n_tumour_free_images'))} "
-            "tumour-free images.")
+def _summary(part: Part, m: dict[str, Any] | None, held_out: bool = True) -> str:
+    """One line: mean Dice on the tumour images, false-positive rate on the tumour-free ones."""
+    said = []
+    if m and m.get("mean_dice") is not None:
+        said.append(f"{'held-out ' if held_out else ''}mean Dice {num(m['mean_dice'])} on "
+                    f"{num(m.get('n_tumour_images'))} tumour images")
+    if m and m.get("false_positive_rate") is not None:
+        said.append(f"false-positive rate {num(m['false_positive_rate'])} on "
+                    f"{num(m.get('n_tumour_free_images'))} tumour-free images")
+    return f"Segmenter: {'; '.join(said)}." if said else f"Segmenter: {part.note}"
