@@ -1,4 +1,5 @@
-"""``braincam report RUN``: rebuild a run's self-contained HTML report and print its path.
+"""``braincam report RUN``: rebuild a run's self-contained HTML report and print its path (a
+segment run's, or a ``segment --evaluate`` folder's, is the segmenter page).
 ``braincam report SPEC --out DIR``: the report of what the other commands wrote into DIR for
 a model spec (DIR plays the run directory)."""
 
@@ -11,8 +12,9 @@ import typer
 
 
 def command(
-    run: Annotated[Path, typer.Argument(help="Run directory (from `braincam train` or `run`), "
-                                        "or a model spec (.yaml) with --out.")],
+    run: Annotated[Path, typer.Argument(help="Run directory (from `braincam train`, `run` or "
+                                        "`segment`, or a `segment --evaluate` folder), or a "
+                                        "model spec (.yaml) with --out.")],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for report.html (default RUN). "
                                   "Required with a model spec: the folder its evaluate, "
