@@ -155,12 +155,16 @@ def test_the_report_stage_writes_the_guides_page_too(tmp_path):
     run = tmp_path / "run"
     (run / "guide").mkdir(parents=True)
     (run / "metrics.json").write_text("{}")
+    (run / "config.yaml").write_text(f"train: {{guide: {tmp_path / 'data'}}}\n")
+    (run / "guide" / "model.safetensors").write_bytes(b"")
     (run / "guide" / "config.yaml").write_text("segment: {size: 64}\n")
     (run / "guide" / "metrics.json").write_text(
         '{"mean_dice": 0.5, "n_tumour_images": 3, "false_positive_rate": 0.1, '
         '"n_tumour_free_images": 10}')
     _report(RunDir(run))
-    assert "<title>braincam report: run</title>" in (run / "report.html").read_text()
+    report = (run / "report.html").read_text()
+    assert "<title>braincam report: run</title>" in report
+    assert '<a href="guide/report.html">its page</a>' in report  # the guide's page came first
     page = (run / "guide" / "report.html").read_text()
     assert "<title>braincam segmenter report: guide</title>" in page
     assert "held-out mean Dice 0.5 on 3 tumour images" in page

@@ -300,13 +300,14 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
 
 
 def _report(run: RunDir) -> None:
-    """``RUN/report.html``, and ``RUN/guide/report.html`` for a segmenter trained into the run."""
+    """``RUN/guide/report.html`` for a segmenter trained into the run, then ``RUN/report.html``
+    (which links the guide's page)."""
     from braincam.models.segment import is_segment_run
     from braincam.report import build_report
 
-    build_report(run.root)
     if is_segment_run(run.guide):
         build_report(run.guide)
+    build_report(run.root)
 
 
 def _identity(roots: Sequence[Path], options: PipelineOptions) -> dict[str, Any]:
