@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from braincam.evaluate.segmentation import DETECTED_DICE
 from braincam.labels import CANONICAL, NO_TUMOR
 from braincam.report.figures import Figure, embed_image_file, figure_uri, training_curves
 from braincam.report.fmt import num
@@ -38,7 +39,6 @@ from braincam.runs import RunDir, true_flags
 
 TEMPLATE = "segment.html"
 OVERLAYS_PER_CLASS = 8  # at most, spread from the worst Dice to the best
-DETECTED_DICE = 0.5  # a tumour image counts as found when its Dice exceeds this
 _OVERLAY_NAME = re.compile(r"^(?P<name>.+_.+)_dice(?P<dice>\d+(?:\.\d+)?)$")  # label_stem_diceD
 
 
@@ -87,7 +87,7 @@ def collect_segmenter_report(run_dir: Path) -> SegmenterReport:
     run = RunDir(Path(run_dir))
     part, metrics = read_json_part(run, run.metrics, "held-out scores")
     scored = None
-    if is_score_folder(run.root):
+    if _names_segmenters(metrics):
         scored = (f"Scores of {', '.join(map(str, metrics['segmenters']))} on "
                   f"{', '.join(map(str, metrics.get('data') or []))} (braincam segment SEG "
                   "--evaluate).")
@@ -107,7 +107,10 @@ def is_score_folder(folder: Path) -> bool:
     """Whether ``folder`` holds a ``braincam segment SEG --evaluate`` output: a
     ``metrics.json`` that names the ``segmenters`` scored."""
     run = RunDir(Path(folder))
-    _, metrics = read_json_part(run, run.metrics, "scores")
+    return _names_segmenters(read_json_part(run, run.metrics, "scores")[1])
+
+
+def _names_segmenters(metrics: dict[str, Any] | None) -> bool:
     return isinstance(metrics, dict) and isinstance(metrics.get("segmenters"), list)
 
 
