@@ -13,18 +13,12 @@ Usage: python fallback_rule.py RUN
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
+from segment_scales import score_line, split_sets  # docs/benchmarks
 
-from braincam.data.preprocess import preprocess_config
-from braincam.data.records import load_dataset
-from braincam.data.segmentation import load_segmentation_data
-from braincam.evaluate.segmentation import segmentation_metrics
 from braincam.models.segment import load_segmenter
-from braincam.runs import RunDir
 
 FALLBACKS = (None, 0.3, 0.2, 0.1, 0.05)
 
@@ -33,14 +27,7 @@ def main(run: str) -> None:
     torch.set_num_threads(2)
     seg = load_segmenter(run, "cpu")
     threshold, flip = seg.meta["threshold"], seg.meta["flip_average"]
-    where = pd.read_csv(Path(run) / "split.csv").set_index("path")["split"].to_dict()
-    records = load_dataset(RunDir(Path(run)).data_roots()).records
-    data = load_segmentation_data(records, preprocess_config(seg.meta), weak_labels=True)
-    part = np.array([where.get(str(r.path), "") for r in data.records])
-    for which in ("val", "test"):
-        rows = np.flatnonzero((part == which) & ~data.weak.numpy())
-        images, truth = data.images[rows].numpy(), data.masks[rows].numpy()
-        labels = [data.records[i].label for i in rows]
+    for which, images, truth, labels in split_sets(run, seg):
         prob = seg.probabilities(images)
         if flip:
             prob = (prob + seg.probabilities(images[:, :, ::-1].copy())[:, :, ::-1]) / 2
@@ -56,12 +43,7 @@ def main(run: str) -> None:
             if t2 is not None:
                 for i in np.flatnonzero(~marked.reshape(len(prob), -1).any(1) & (peak >= t2)):
                     pred[i] = prob[i] >= peak[i] / 2
-            m = segmentation_metrics(pred, truth, labels, labels)
-            per_class = " / ".join(f"{v:.3f}" for v in m["per_class_dice"].values())
-            print(f"{which} fallback {t2}: all_image_dice {m['all_image_dice']:.4f}, Dice "
-                  f"{m['mean_dice']:.4f} ({per_class}), detection {m['detection_rate']:.3f}, "
-                  f"tumour-free marked {m['false_positive_rate']:.3f}", flush=True)
-
+            print(f"{which} fallback {t2}: {score_line(pred, truth, labels)}", flush=True)
 
 if __name__ == "__main__":
     main(sys.argv[1])
