@@ -85,18 +85,24 @@ def test_predictions_csv_volumes_overlays_and_no_patient_fields(run, tmp_path, w
     assert invoke(*args, "--force").exit_code == 0
 
 
-def test_unreadable_files_are_skipped_and_listed(run, tmp_path):
+def test_unreadable_files_are_skipped_and_listed(run, tmp_path, write_nifti):
     good = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
     bad = tmp_path / "bad.png"
     bad.write_text("no image here")
+    folder = tmp_path / "volumes"  # one bad file in a folder costs only itself
+    folder.mkdir()
+    (folder / "broken.nii.gz").write_bytes(b"not a volume")
+    write_nifti(folder / "blank.nii", np.zeros((2, 32, 32), np.uint8))
     out = tmp_path / "out"
-    result = invoke(str(run), str(good), str(bad), "--out", str(out), "--no-ood")
+    result = invoke(str(run), str(good), str(bad), str(folder), "--out", str(out), "--no-ood")
     assert result.exit_code == 0, result.output
+    assert "(0 volumes)" in result.output and "3 skipped" in result.output
     table = pd.read_csv(out / "predictions.csv", keep_default_na=False)
     assert table["path"].tolist() == [str(good)]
     assert table["ood_score"].tolist() == [""]
     skipped = pd.read_csv(out / "skipped.csv")
-    assert skipped["path"].tolist() == [str(bad)]
+    assert skipped["path"].tolist() == [str(folder / "blank.nii"), str(folder / "broken.nii.gz"),
+                                        str(bad)]
 
 
 def test_bad_options_are_one_line_errors(run, tmp_path):

@@ -10,8 +10,9 @@ import numpy as np
 import pydicom
 import pytest
 
-from braincam.data.dicom import dicom_info, series_files
+from braincam.data.dicom import dicom_info
 from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.inputs import expand_inputs
 from braincam.data.nifti import choose_slices, read_volume, write_mask_volume
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
 from braincam.data.records import load_dataset
@@ -68,7 +69,7 @@ def test_multiframe_dicom_frames_and_series_order(tmp_path, real_slices, write_d
     for k, name in enumerate(("z.dcm", "m.dcm", "a.dcm")):  # names against instance order
         write_dicom(series / name, real_slices[k], instance=k + 1)
     (series / "notes.txt").write_text("not DICOM")
-    assert [p.name for p in series_files(series)] == ["z.dcm", "m.dcm", "a.dcm"]
+    assert [s.file.name for s in expand_inputs(series)] == ["z.dcm", "m.dcm", "a.dcm"]
 
 
 @pytest.mark.realdata

@@ -127,7 +127,7 @@ class Model:
                 skipped: list[SkippedFile] | None = None) -> list[Prediction]:
         """One :class:`Prediction` per image or slice of ``inputs``. Unreadable inputs raise
         ``ImageReadError``, or, when a ``skipped`` list is given, are appended to it."""
-        return self.predict_slices(expand_inputs(inputs, choice), batch_size, skipped)
+        return self.predict_slices(expand_inputs(inputs, choice, skipped), batch_size, skipped)
 
     def predict_slices(self, slices: Sequence[InputSlice], batch_size: int = 32,
                        skipped: list[SkippedFile] | None = None) -> list[Prediction]:
@@ -145,8 +145,8 @@ class Model:
         """Predictions plus a map of the predicted class per image (``braincam.explain``
         methods); a CAM lying mostly outside the head adds a warning. With a segmenter the
         overlay also outlines the predicted tumour (magenta)."""
-        return self.explain_slices(expand_inputs(inputs, choice), method, layer, batch_size,
-                                   skipped)
+        return self.explain_slices(expand_inputs(inputs, choice, skipped), method, layer,
+                                   batch_size, skipped)
 
     def explain_slices(self, slices: Sequence[InputSlice], method: str = "gradcam",
                        layer: str | None = None, batch_size: int = 16,
@@ -181,7 +181,7 @@ class Model:
                 skipped: list[SkippedFile] | None = None) -> list[TumourMask]:
         """The segmenter's tumour per image or slice of ``inputs`` (the inputs of
         :meth:`predict`); needs ``braincam.load(RUN, segment=SEG)``."""
-        return self.segment_slices(expand_inputs(inputs, choice), skipped)
+        return self.segment_slices(expand_inputs(inputs, choice, skipped), skipped)
 
     def segment_slices(self, slices: Sequence[InputSlice],
                        skipped: list[SkippedFile] | None = None) -> list[TumourMask]:

@@ -77,9 +77,11 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
 
     start = time.perf_counter()
     ctx = current()
-    slices = expand_inputs(list(inputs), choice)
-    share = shard_range(len(slices), ctx)
     skipped: list[SkippedFile] = []
+    slices = expand_inputs(list(inputs), choice, skipped)
+    share = shard_range(len(slices), ctx)
+    if not ctx.is_main:  # each rank expands the inputs; rank 0 reports what that skipped
+        skipped = []
     preds: list[Prediction] = []
     slice_masks: list[tuple[int, str, int, Path, str]] = []  # index, input, slice, file, mask
     for lo in range(share.start, share.stop, CHUNK):

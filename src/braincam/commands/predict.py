@@ -75,7 +75,8 @@ def command(
     summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head), batch_size)
     distributed.shutdown()  # the other processes exit here
     typer.echo(
-        f"predicted {summary.n_images} images/slices ({summary.n_volumes} volumes) in "
+        f"predicted {summary.n_images} images/slices ({summary.n_volumes} volume"
+        f"{'s' * (summary.n_volumes != 1)}) in "
         f"{summary.seconds:.1f} s; {summary.n_flagged} with warnings, "
         f"{len(summary.skipped)} skipped"
     )

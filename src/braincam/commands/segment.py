@@ -206,7 +206,7 @@ def command(
 
 def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     from braincam.data.inputs import expand_inputs
-    from braincam.data.records import write_skipped_csv
+    from braincam.data.records import SkippedFile, write_skipped_csv
     from braincam.errors import BraincamError
     from braincam.evaluate.segmentation import predict_files
     from braincam.models.segment import load_segmenter
@@ -218,9 +218,11 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
     segmenter = load_segmenter(paths[0], device)
-    items = expand_inputs(paths[1:])  # bad arguments fail before DIR is made
+    unread: list[SkippedFile] = []
+    items = expand_inputs(paths[1:], skipped=unread)  # no image at all: fails before DIR is made
     prepare_output_dir(out, force=force)
     rows, skipped = predict_files(segmenter, items, out)
+    skipped = unread + skipped
     if skipped:
         write_skipped_csv(skipped, out / "skipped.csv")
     n_volumes = sum(r["kind"] == "volume" for r in rows)

@@ -76,16 +76,23 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
 
 
 def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
-    """Frame count, instance number and slice position from the header (pixels not read)."""
+    """Frame count, instance number and slice position from the header (pixels not read). An
+    instance number or position that is not a number counts as missing; a frame count that is
+    not a positive number makes the file unreadable."""
     ds = _dataset(Path(path), data, header_only=True)
-    position = ds.get("ImagePositionPatient")
-    instance = ds.get("InstanceNumber")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns on malformed numbers; they are judged here
+        position = ds.get("ImagePositionPatient")
+        instance = _first(ds.get("InstanceNumber"))
+        frames = _first(ds.get("NumberOfFrames", 1) or 1)
+        rows, columns = (_first(ds.get(key, 0) or 0) for key in ("Rows", "Columns"))
+        z = _first(position[2]) if position is not None and len(position) == 3 else None
+    if frames is None or not frames >= 1 or not frames.is_integer():  # NaN and inf too
+        raise DicomReadError(f"{path}: Number of Frames is not a positive whole number")
     return DicomInfo(
-        frames=int(ds.get("NumberOfFrames", 1) or 1),
-        width=int(ds.get("Columns", 0) or 0),
-        height=int(ds.get("Rows", 0) or 0),
-        instance=int(instance) if instance not in (None, "") else None,
-        position=float(position[2]) if position is not None and len(position) == 3 else None,
+        frames=int(frames), width=int(columns or 0), height=int(rows or 0),
+        instance=int(instance) if instance is not None and instance.is_integer() else None,
+        position=z,
     )
 
 
@@ -146,22 +153,11 @@ def window(values: np.ndarray, centre: float | None, width: float | None,
     return np.clip(scaled, 0.0, 1.0).astype(np.float32)
 
 
-def series_files(folder: Path | str) -> list[Path]:
-    """The DICOM files of a folder (by content, not name; hidden files ignored), in series
-    order (module docstring)."""
-    folder = Path(folder)
-    found: list[tuple[tuple, Path]] = []
-    for file in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        with open(file, "rb") as fh:
-            if not is_dicom(fh.read(132)):
-                continue
-        info = dicom_info(file)
-        key = (
-            info.instance is None, info.instance or 0,
-            info.position is None, info.position or 0.0, file.name,
-        )
-        found.append((key, file))
-    return [file for _, file in sorted(found)]
+def series_key(info: DicomInfo, name: str) -> tuple:
+    """Where a file goes in its series (module docstring): by Instance Number, then Image
+    Position (Patient) along the slice axis, then file name; missing values last."""
+    return (info.instance is None, info.instance or 0,
+            info.position is None, info.position or 0.0, name)
 
 
 def _first(value) -> float | None:

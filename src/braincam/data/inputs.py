@@ -2,9 +2,14 @@
 
 An input is an image file, a DICOM file (one slice, or one per frame of a multi-frame file), a
 NIfTI volume (its axial slices, :func:`braincam.data.nifti.choose_slices`), a folder, a numpy
-array (grey ``H x W``, or ``H x W x 3/4`` colour) or a PIL image. A folder that holds DICOM files
-(by content) is one series (:func:`braincam.data.dicom.series_files`); any other folder is
-searched recursively for image, DICOM and NIfTI files (by name), each an input of its own.
+array (grey ``H x W``, or ``H x W x 3/4`` colour) or a PIL image. In a folder and in each of its
+subfolders, the DICOM files (by content: any file whose name is not an image or NIfTI name)
+are one series named by that folder (ordered by :func:`braincam.data.dicom.series_key`); its
+image and NIfTI files (by name) are inputs of their own. Hidden files and folders are ignored.
+
+A file that cannot be read while the inputs are expanded (a DICOM or NIfTI header, a volume
+without a slice of head) raises, or, when a ``skipped`` list is given, is added to it, so one
+bad file in a folder costs only itself.
 
 Every slice keeps the name of its input (``name``: the path as given, or ``<array N>``) and its
 position in it (``slice``: 0-based over the series/volume/frames; None for a 2D image), and how
@@ -19,10 +24,17 @@ from pathlib import Path
 
 import numpy as np
 
-from braincam.data.dicom import dicom_info, is_dicom, series_files
+from braincam.data.dicom import DicomReadError, dicom_info, is_dicom, series_key
 from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey
-from braincam.data.nifti import choose_slices, is_nifti, is_nifti_name, read_volume
-from braincam.data.records import DICOM_SUFFIXES, IMAGE_SUFFIXES
+from braincam.data.nifti import (
+    NiftiReadError,
+    choose_slices,
+    is_nifti,
+    is_nifti_name,
+    no_slice_reason,
+    read_volume,
+)
+from braincam.data.records import DICOM_SUFFIXES, IMAGE_SUFFIXES, SkippedFile
 from braincam.errors import BraincamError
 
 DEFAULT_MIN_HEAD = 0.1  # volume slices with less head than this fraction are not predicted
@@ -51,9 +63,13 @@ class SliceChoice:
     min_head: float = DEFAULT_MIN_HEAD
 
 
-def expand_inputs(inputs: object, choice: SliceChoice | None = None) -> list[InputSlice]:
-    """The slices of ``inputs`` (one input or a list of them), in the order given."""
+def expand_inputs(inputs: object, choice: SliceChoice | None = None,
+                  skipped: list[SkippedFile] | None = None) -> list[InputSlice]:
+    """The slices of ``inputs`` (one input or a list of them), in the order given. Files that
+    cannot be read raise, or are appended to ``skipped`` (module docstring); no slice at all,
+    with nothing skipped, is an error."""
     choice = choice or SliceChoice()
+    n_skipped = len(skipped) if skipped is not None else 0
     if choice.every < 1:
         raise BraincamError(f"--every must be >= 1, got {choice.every}")
     if isinstance(inputs, str | Path | np.ndarray) or _is_pil(inputs):
@@ -63,7 +79,7 @@ def expand_inputs(inputs: object, choice: SliceChoice | None = None) -> list[Inp
     out: list[InputSlice] = []
     for n, item in enumerate(inputs):
         if isinstance(item, str | Path):
-            out += _path_slices(Path(item), str(item), choice)
+            out += _path_slices(Path(item), str(item), choice, skipped)
         elif isinstance(item, np.ndarray) or _is_pil(item):
             out.append(InputSlice(f"<array {n}>", None, array=as_grey(item)))
         else:
@@ -71,7 +87,7 @@ def expand_inputs(inputs: object, choice: SliceChoice | None = None) -> list[Inp
                 f"input {n}: cannot read a {type(item).__name__}; give a path, a numpy array "
                 "or a PIL image"
             )
-    if not out:
+    if not out and (skipped is None or len(skipped) == n_skipped):
         raise BraincamError("no images found in the inputs")
     return out
 
@@ -107,17 +123,18 @@ def as_grey(image: object) -> np.ndarray:
     return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
 
 
-def _path_slices(path: Path, name: str, choice: SliceChoice) -> list[InputSlice]:
+def _path_slices(path: Path, name: str, choice: SliceChoice,
+                 skipped: list[SkippedFile] | None) -> list[InputSlice]:
     if path.is_dir():
-        series = series_files(path)
-        if series:
-            return _series(series, name, choice)
-        files = sorted(
-            p for p in path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            and (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p))
-        )
-        return [s for f in files for s in _path_slices(f, str(f), choice)]
+        return _folder_slices(path, choice, skipped)
+    try:
+        return _file_slices(path, name, choice, skipped)
+    except (ImageReadError, DicomReadError, NiftiReadError) as exc:
+        return _skip(path, exc, skipped)
+
+
+def _file_slices(path: Path, name: str, choice: SliceChoice,
+                 skipped: list[SkippedFile] | None) -> list[InputSlice]:
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
@@ -129,22 +146,67 @@ def _path_slices(path: Path, name: str, choice: SliceChoice) -> list[InputSlice]
             return [InputSlice(name, None, path)]
         return [InputSlice(name, k, path, k) for k in range(0, frames, choice.every)]
     if is_nifti_name(path) or is_nifti(head):
-        volume = read_volume(path)
-        picked = choose_slices(volume, choice.every, choice.min_head)
+        picked = choose_slices(read_volume(path), choice.every, choice.min_head)
+        if not picked and skipped is not None:
+            skipped.append(SkippedFile(path, no_slice_reason(choice.min_head)))
         return [InputSlice(name, k, path, k) for k in picked]
     return [InputSlice(name, None, path)]
 
 
-def _series(files: Sequence[Path], name: str, choice: SliceChoice) -> list[InputSlice]:
-    """Slices of a DICOM series: every frame of every file, numbered in series order."""
-    slices: list[tuple[Path, int | None]] = []
+def _folder_slices(folder: Path, choice: SliceChoice,
+                   skipped: list[SkippedFile] | None) -> list[InputSlice]:
+    """The folder's DICOM series, then its image and NIfTI files and subfolders by name."""
+    series: list[Path] = []
+    others: list[Path] = []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        named = entry.suffix.lower() in IMAGE_SUFFIXES or is_nifti_name(entry)
+        if entry.is_dir() or (entry.is_file() and named):
+            others.append(entry)
+        elif entry.is_file():
+            try:
+                with open(entry, "rb") as fh:
+                    dicom = is_dicom(fh.read(132))
+            except OSError as exc:
+                _skip(entry, ImageReadError(f"{entry}: cannot read ({exc.strerror})"), skipped)
+                continue
+            if dicom:
+                series.append(entry)
+            elif entry.suffix.lower() in DICOM_SUFFIXES:  # named DICOM, no DICOM header
+                others.append(entry)
+    out = _series(series, str(folder), choice, skipped) if series else []
+    for entry in others:
+        out += _path_slices(entry, str(entry), choice, skipped)
+    return out
+
+
+def _series(files: Sequence[Path], name: str, choice: SliceChoice,
+            skipped: list[SkippedFile] | None) -> list[InputSlice]:
+    """Slices of a DICOM series: every frame of every readable file, in series order."""
+    ordered: list[tuple[tuple, Path, int]] = []
     for file in files:
-        frames = dicom_info(file).frames
+        try:
+            info = dicom_info(file)
+        except DicomReadError as exc:
+            _skip(file, exc, skipped)
+            continue
+        ordered.append((series_key(info, file.name), file, info.frames))
+    slices: list[tuple[Path, int | None]] = []
+    for _, file, frames in sorted(ordered):
         slices += [(file, None)] if frames == 1 else [(file, k) for k in range(frames)]
     return [
         InputSlice(name, k, file, index)
         for k, (file, index) in enumerate(slices) if k % choice.every == 0
     ]
+
+
+def _skip(path: Path, exc: Exception, skipped: list[SkippedFile] | None) -> list[InputSlice]:
+    """Add ``path`` with the reason of ``exc`` to ``skipped``, or raise ``exc`` without it."""
+    if skipped is None:
+        raise exc
+    skipped.append(SkippedFile(path, str(exc).removeprefix(f"{path}: ")))
+    return []
 
 
 def _is_pil(obj: object) -> bool:

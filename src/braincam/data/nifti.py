@@ -118,6 +118,11 @@ def choose_slices(volume: np.ndarray, every: int = 1, min_head: float = 0.0) -> 
     return [k for k in picked if volume[k].max() > 0 and head_mask(volume[k]).mean() >= min_head]
 
 
+def no_slice_reason(min_head: float) -> str:
+    """Why a volume none of whose slices :func:`choose_slices` keeps gives no image."""
+    return f"no slice whose head covers {min_head:.0%} of it"
+
+
 def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
                       out: Path | str) -> tuple[int, float]:
     """Write ``masks`` (display slice index -> bool ``H x W`` in the orientation of

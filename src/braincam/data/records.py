@@ -285,12 +285,16 @@ def _volume_records(
 ) -> tuple[list[ImageRecord], SkippedFile | None]:
     """Records of a DICOM file (one per frame) or a NIfTI volume (one per slice with head)."""
     from braincam.data.dicom import dicom_info
-    from braincam.data.nifti import choose_slices, read_volume
+    from braincam.data.nifti import choose_slices, no_slice_reason, read_volume
 
     try:
         if is_nifti_name(file):
             volume = read_volume(file)
             picked = choose_slices(volume, min_head=VOLUME_MIN_HEAD)
+            if not picked:
+                reason = no_slice_reason(VOLUME_MIN_HEAD)
+                log.warning("skipping %s: %s", file, reason)
+                return [], SkippedFile(file, reason)
             height, width = volume.shape[1:]
             return [ImageRecord(file, source, split, label, width, height, None, slice=k)
                     for k in picked], None

@@ -1,0 +1,92 @@
+"""Inputs as slices: DICOM series per folder, files of their own beside them, and files that
+cannot be read skipped with their reason instead of ending the whole expansion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from braincam.data.dicom import dicom_info
+from braincam.data.inputs import SliceChoice, expand_inputs
+from braincam.data.nifti import no_slice_reason
+from braincam.errors import BraincamError
+
+
+def _head(value: int = 200) -> np.ndarray:
+    """A 64 x 64 uint8 slice: a bright disc (a head) on black."""
+    image = np.zeros((64, 64), np.uint8)
+    cv2.circle(image, (32, 32), 24, value, -1)
+    return image
+
+
+def _png(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), _head())
+    return path
+
+
+def _rows(slices) -> list[tuple[str, int | None, str | None]]:
+    return [(Path(s.name).name, s.slice, s.file.name if s.file else None) for s in slices]
+
+
+def test_each_folder_of_a_tree_is_one_series_beside_its_images(tmp_path, write_dicom):
+    study = tmp_path / "study"
+    (study / "SE1").mkdir(parents=True)
+    (study / "SE2").mkdir()
+    for k, name in enumerate(("z.dcm", "IM0002", "a.dcm")):  # names against instance order
+        write_dicom(study / "SE1" / name, _head(100 + k), instance=k + 1)
+    write_dicom(study / "SE2" / "b.dcm", _head(), instance=1)
+    (study / "SE1" / "notes.txt").write_text("not DICOM")
+    _png(study / "scan.png")
+    _png(study / ".thumbs" / "hidden.png")
+    assert _rows(expand_inputs(study)) == [
+        ("SE1", 0, "z.dcm"), ("SE1", 1, "IM0002"), ("SE1", 2, "a.dcm"),
+        ("SE2", 0, "b.dcm"), ("scan.png", None, "scan.png"),
+    ]
+    assert _rows(expand_inputs(study, SliceChoice(every=2)))[:2] == [
+        ("SE1", 0, "z.dcm"), ("SE1", 2, "a.dcm")]
+
+
+def test_unreadable_files_are_skipped_with_their_reason_or_raise_without_a_list(
+        tmp_path, write_dicom, write_nifti):
+    folder = tmp_path / "mixed"
+    good = _png(folder / "good.png")
+    write_dicom(folder / "series.dcm", _head(), instance=1)
+    (folder / "bad.nii.gz").write_bytes(b"not a volume")
+    write_nifti(folder / "blank.nii.gz", np.zeros((3, 64, 64), np.uint8))
+    (folder / "fake.png").write_text("not an image")  # unreadable only when decoded: kept here
+    skipped = []
+    slices = expand_inputs(folder, skipped=skipped)
+    assert _rows(slices) == [("mixed", 0, "series.dcm"), ("fake.png", None, "fake.png"),
+                             ("good.png", None, "good.png")]
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("bad.nii.gz", "not a NIfTI file (no NIfTI-1/2 header)"),
+        ("blank.nii.gz", no_slice_reason(SliceChoice().min_head)),
+    ]
+    with pytest.raises(BraincamError, match="bad.nii.gz: not a NIfTI file"):
+        expand_inputs(folder)
+    only_bad = []
+    assert expand_inputs([folder / "bad.nii.gz"], skipped=only_bad) == [] and len(only_bad) == 1
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BraincamError, match="no images found"):
+        expand_inputs(empty, skipped=[])
+    assert expand_inputs([good])[0].file == good
+
+
+def test_malformed_header_numbers_count_as_missing_not_as_a_crash(tmp_path, write_dicom):
+    path = write_dicom(tmp_path / "a.dcm", _head(), instance=3)
+    data = path.read_bytes()
+    tag = data.index(b"\x20\x00\x13\x00IS")  # Instance Number, value "3 " (padded)
+    path.write_bytes(data[:tag + 8] + b"ab" + data[tag + 10:])
+    info = dicom_info(path)
+    assert (info.instance, info.frames, info.width, info.height) == (None, 1, 64, 64)
+    frames = write_dicom(tmp_path / "f.dcm", np.stack([_head()] * 2))
+    data = frames.read_bytes()
+    tag = data.index(b"\x28\x00\x08\x00IS")  # Number of Frames, value "2 "
+    frames.write_bytes(data[:tag + 8] + b"x " + data[tag + 10:])
+    with pytest.raises(BraincamError, match="Number of Frames is not a positive whole number"):
+        dicom_info(frames)
