@@ -46,7 +46,7 @@ def numbered(record: ImageRecord) -> int | None:
 def thumbnail(record: ImageRecord) -> np.ndarray:
     """32x32 float32 thumbnail of the grey image (``INTER_AREA``; JPEGs decoded at reduced
     scale, which gives the same thumbnail up to rounding)."""
-    grey = read_grey(record.path, reduce_to=2 * THUMBNAIL)
+    grey = read_grey(record.path, index=record.slice, reduce_to=2 * THUMBNAIL)
     return cv2.resize(grey, (THUMBNAIL, THUMBNAIL), interpolation=cv2.INTER_AREA)
 
 

@@ -40,7 +40,7 @@ def _features_of(record: ImageRecord, config: RadiomicsConfig, seg_mask: np.ndar
     from braincam.radiomics.features import extract
 
     try:
-        grey = read_grey(record.path)
+        grey = read_grey(record.path, index=record.slice)
         if seg_mask is not None:
             tumour = seg_mask
             if not tumour.any():

@@ -129,3 +129,20 @@ def test_separation_binary_and_multiclass():
     sep = separation(pd.DataFrame({"v": value}), multi, ["glioma", "meningioma", "pituitary"])
     assert sep["v"]["class"] == "pituitary" and sep["v"]["auc"] == 1.0
     assert sep["v"]["higher_in"] == sep["v"]["versus"] == "rest"
+
+
+def test_each_frame_and_slice_of_dicom_and_nifti_files_is_measured(tmp_path, write_dicom,
+                                                                   write_nifti):
+    frames = np.stack([_head_image(value=v) for v in (60, 120, 180)])
+    dicom = write_dicom(tmp_path / "multi.dcm", frames, window=(127.5, 255.0))
+    nifti = write_nifti(tmp_path / "vol.nii", frames[:2], cal=(0.0, 255.0))
+    records = [ImageRecord(dicom, "src", "train", "tumor", 80, 60, None, slice=k)
+               for k in range(3)]
+    records += [ImageRecord(nifti, "src", "train", "no_tumor", 80, 60, None, slice=k)
+                for k in range(2)]
+    props = measure_properties(records, cache_dir=tmp_path / "cache", workers=2)
+    assert not props.skipped and len(set(props.content_hashes)) == 5
+    assert props.table["p99"].tolist() == pytest.approx(
+        [60 / 255, 120 / 255, 180 / 255, 60 / 255, 120 / 255], abs=1e-6)
+    assert props.table["format"].tolist() == ["DICOM"] * 3 + ["NIfTI"] * 2
+    assert props.table["bit_depth"].isna().all()

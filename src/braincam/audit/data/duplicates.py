@@ -194,7 +194,7 @@ def save_duplicate_grid(
     for r, idx in enumerate(rows):
         for c, i in enumerate(idx[:max_cols]):
             y0, x0 = r * (tile + band) + band, c * tile
-            small = _fit(read_grey(records[i].path), tile - 4)
+            small = _fit(read_grey(records[i].path, index=records[i].slice), tile - 4)
             h, w = small.shape
             canvas[y0 + (tile - h) // 2: y0 + (tile - h) // 2 + h,
                    x0 + (tile - w) // 2: x0 + (tile - w) // 2 + w] = small

@@ -29,9 +29,11 @@ import pandas as pd
 from PIL import Image
 
 from braincam.audit.data.cache import PropertyStore
+from braincam.data.dicom import is_dicom
 from braincam.data.hashing import content_hash_bytes, phash
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.mask import head_mask
+from braincam.data.nifti import is_nifti
 from braincam.data.records import ImageRecord, SkippedFile
 
 WORK_SIDE = 256
@@ -95,7 +97,8 @@ class ImageProperty:
 
 
 class FileProperty(ImageProperty):
-    """Container facts: size, aspect (width / height), format, colour mode, bit depth, bytes,
+    """Container facts: size, aspect (width / height), format, colour mode, bit depth (NaN for
+    DICOM and NIfTI), bytes (of the whole file for a slice or frame),
     and the JPEG quality estimated from the luminance quantisation table."""
 
     scalars = ("width", "height", "aspect", "bit_depth", "file_size", "jpeg_quality")
@@ -105,7 +108,8 @@ class FileProperty(ImageProperty):
         height, width = ctx.grey.shape
         return {
             "width": width, "height": height, "aspect": width / height,
-            "bit_depth": _BIT_DEPTH.get(ctx.mode, 8), "file_size": len(ctx.data),
+            "bit_depth": _BIT_DEPTH.get(ctx.mode, 8) if ctx.mode else float("nan"),
+            "file_size": len(ctx.data),
             "jpeg_quality": jpeg_quality(ctx.quantization), "format": ctx.format,
             "mode": ctx.mode,
         }
@@ -220,10 +224,12 @@ def measure_properties(
         except OSError as exc:
             return SkippedFile(record.path, f"cannot read file ({exc.strerror or exc})")
         key = content_hash_bytes(data)
+        if record.slice is not None:  # a volume's slice or a file's frame: the key of its own
+            key = content_hash_bytes(f"{key}#{record.slice}".encode())
         if key in store:
             return key, None
         try:
-            return key, measure_one(record.path, data)
+            return key, measure_one(record.path, data, record.slice)
         except ImageReadError as exc:
             return SkippedFile(record.path, str(exc).removeprefix(f"{record.path}: "))
 
@@ -245,12 +251,17 @@ def measure_properties(
     return ImageProperties(kept, table, vectors, keys, phashes, skipped)
 
 
-def measure_one(path: Path, data: bytes) -> dict[str, Any]:
-    """Every property of one image file (plus its ``phash``); raises ImageReadError."""
-    grey = read_grey(path, data)
-    with Image.open(io.BytesIO(data)) as im:
-        fmt, mode = im.format or "", im.mode
-        quantization = getattr(im, "quantization", None)
+def measure_one(path: Path, data: bytes, index: int | None = None) -> dict[str, Any]:
+    """Every property of one image file, or of frame/slice ``index`` of a DICOM or NIfTI file
+    (plus its ``phash``); raises ImageReadError. DICOM and NIfTI files have the format ``DICOM``
+    and ``NIfTI``, no colour mode and no bit depth."""
+    grey = read_grey(path, data, index)
+    if is_dicom(data) or is_nifti(data):
+        fmt, mode, quantization = ("DICOM" if is_dicom(data) else "NIfTI"), "", None
+    else:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt, mode = im.format or "", im.mode
+            quantization = getattr(im, "quantization", None)
     ctx = ImageContext(path, data, grey, fmt, mode, quantization)
     row: dict[str, Any] = {"phash": phash(grey)}
     for prop in PROPERTIES:
