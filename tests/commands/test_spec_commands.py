@@ -4,6 +4,7 @@ explain and report write into --out, which plays the run directory; compare read
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -79,3 +80,24 @@ def test_spec_options_refused_for_a_run_directory(tmp_path):
     result = invoke("evaluate", evaluate.command, str(tmp_path), "--task", "binary")
     assert isinstance(result.exception, BraincamError)
     assert "--task applies to a model spec only" in str(result.exception)
+
+
+def test_evaluate_scores_each_frame_of_a_dicom_file_as_its_own_image(folder, tmp_path,
+                                                                      write_dicom):
+    from PIL import Image
+
+    data = tmp_path / "phantoms"
+    shutil.copytree(folder / "phantoms", data)
+    pngs = sorted((data / "Testing" / "tumor").glob("*.png"))
+    frames = np.stack([np.asarray(Image.open(p).convert("L")) for p in pngs])
+    dicom = write_dicom(data / "Testing" / "tumor" / "frames.dcm", frames,
+                        window=(127.5, 255.0))
+    out = tmp_path / "out"
+    result = invoke("evaluate", evaluate.command, str(folder / "spec.yaml"), "--data",
+                    str(data), "--out", str(out), "--n-boot", "0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "predictions.csv").set_index("path")
+    by_frame = table.loc[[f"{dicom}#{k}" for k in range(len(pngs))], "prob_tumor"].to_numpy()
+    by_png = table.loc[[str(p) for p in pngs], "prob_tumor"].to_numpy()
+    np.testing.assert_allclose(by_frame, by_png, atol=1e-5)
+    assert len(np.unique(by_png.round(5))) == len(pngs)

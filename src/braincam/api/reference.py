@@ -176,7 +176,7 @@ def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
     records = _training_records(run)
     log.info("calibrating the out-of-distribution check on %d training images", len(records))
     images, masks, skipped = PreprocessCache().load(records, config)
-    paths = [str(r.path) for r in without_skipped(records, skipped)]
+    paths = [r.key for r in without_skipped(records, skipped)]
     ref = build_reference(model, images, masks, paths, device)
     save_reference(ref, file)
     return ref
@@ -198,7 +198,7 @@ def _training_records(run: RunDir) -> list:
             f"out-of-distribution check ({exc}); pass ood=False (--no-ood) to skip it"
         ) from None
     wanted = set(paths)
-    records = [r for r in load_dataset(roots).records if str(r.path) in wanted]
+    records = [r for r in load_dataset(roots).records if r.key in wanted]
     if not records:
         raise BraincamError(f"{run.split}: none of its training images can be found")
     return records

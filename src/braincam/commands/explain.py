@@ -167,7 +167,7 @@ def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageI
             raise BraincamError(f"no {split} images in {', '.join(map(str, data))}")
     else:
         records = _run_split_records(run, split)
-    return [ImageItem(r.path, r.label, r.box) for r in records]
+    return [ImageItem.of(r) for r in records]
 
 
 def _run_split_records(run, split: str) -> list:

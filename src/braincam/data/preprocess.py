@@ -327,7 +327,7 @@ class PreprocessCache:
             return self._get(record, config)
         except ImageReadError as exc:
             log.warning("skipping %s", exc)
-            return SkippedFile(record.path, str(exc).removeprefix(f"{record.path}: "))
+            return SkippedFile(Path(record.key), str(exc).removeprefix(f"{record.path}: "))
 
     def _file(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npz"

@@ -91,6 +91,32 @@ class ImageRecord:
     mask: Path | None = None  # expert tumour mask (ROOT/masks/...png), same size as the image
     slice: int | None = None  # frame of a multi-frame DICOM file / axial slice of a NIfTI volume
 
+    @property
+    def key(self) -> str:
+        """How run files name the record: :func:`record_key`."""
+        return record_key(self.path, self.slice)
+
+
+def record_key(path: Path | str, index: int | None) -> str:
+    """How run files (``split.csv``, ``predictions.csv``, explanations, audits) name an image:
+    its path, and ``<path>#<k>`` for slice or frame ``k`` of a volume or multi-frame file."""
+    return str(path) if index is None else f"{path}#{index}"
+
+
+def resolved_key(key: str) -> str:
+    """``key`` with its file's path resolved (symlinks followed, absolute)."""
+    file, index = key_file(key)
+    return record_key(file.resolve(), index)
+
+
+def key_file(key: str) -> tuple[Path, int | None]:
+    """The file and slice a record key names (:attr:`ImageRecord.key`); a path that exists
+    as it is written is a file's, ``#`` and all."""
+    head, sep, tail = key.rpartition("#")
+    if sep and tail.isdigit() and not Path(key).exists():
+        return Path(head), int(tail)
+    return Path(key), None
+
 
 @dataclass(frozen=True)
 class SkippedFile:
@@ -136,26 +162,27 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
 def records_at(
     roots: Sequence[Path | str], paths: Sequence[str], listed_in: Path
 ) -> list[ImageRecord]:
-    """The records of ``roots`` at ``paths``, in that order (a run's ``split.csv`` rows; only
-    the headers are read, no image is decoded). A path no longer among them is an error: the
-    data changed since ``listed_in`` was written."""
-    by_path = {str(r.path): r for r in load_dataset(roots).records}
-    missing = [p for p in paths if p not in by_path]
+    """The records of ``roots`` at ``paths`` (record keys, :func:`record_key`), in that order
+    (a run's ``split.csv`` rows; only the headers are read, no image is decoded). A path no
+    longer among them is an error: the data changed since ``listed_in`` was written."""
+    by_key = {r.key: r for r in load_dataset(roots).records}
+    missing = [p for p in paths if p not in by_key]
     if missing:
         raise BraincamError(
             f"{len(missing)} images of {listed_in} are gone (first: {missing[0]}); "
             "the data changed since training"
         )
-    return [by_path[p] for p in paths]
+    return [by_key[p] for p in paths]
 
 
 def without_skipped(
     records: Sequence[ImageRecord], skipped: Iterable[SkippedFile]
 ) -> list[ImageRecord]:
-    """``records`` minus the skipped paths, order kept (aligns records with the arrays
-    ``PreprocessCache.load`` returns)."""
-    gone = {s.path for s in skipped}
-    return [r for r in records if r.path not in gone]
+    """``records`` minus the skipped ones (by record key: a slice is skipped as
+    ``<path>#<k>``), order kept (aligns records with the arrays ``PreprocessCache.load``
+    returns)."""
+    gone = {str(s.path) for s in skipped}
+    return [r for r in records if r.key not in gone]
 
 
 def write_skipped_csv(skipped: Sequence[SkippedFile], path: Path) -> None:

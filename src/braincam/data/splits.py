@@ -246,7 +246,7 @@ def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path) ->
     writer.writerow(CSV_COLUMNS)
     for i, r in enumerate(records):
         leak_free = bool(split.leak_free_test[i])
-        writer.writerow([r.path, r.source, r.label, split.split[i], split.group[i], leak_free])
+        writer.writerow([r.key, r.source, r.label, split.split[i], split.group[i], leak_free])
     atomic_write_text(path, buf.getvalue())
 
 
@@ -261,7 +261,7 @@ def read_split_csv(path: Path, records: Sequence[ImageRecord]) -> Split:
             rows = {row["path"]: row for row in csv.DictReader(fh)}
     except (OSError, KeyError, csv.Error) as exc:
         raise BraincamError(f"{path}: cannot read split file ({exc})") from None
-    missing = [r.path for r in records if str(r.path) not in rows]
+    missing = [r.key for r in records if r.key not in rows]
     if missing:
         raise BraincamError(
             f"{path}: {len(missing)} images are not in the split file (first: {missing[0]}); "
@@ -269,7 +269,7 @@ def read_split_csv(path: Path, records: Sequence[ImageRecord]) -> Split:
         )
     if len(rows) > len(records):
         log.warning("%s: %d rows name files not in the data", path, len(rows) - len(records))
-    chosen = [rows[str(r.path)] for r in records]
+    chosen = [rows[r.key] for r in records]
     try:
         split = np.array([row["split"] for row in chosen], dtype="<U5")
         groups = np.array([int(row["group"]) for row in chosen], dtype=np.int64)

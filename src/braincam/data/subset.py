@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.records import BOXES_FILE, records_at
+from braincam.data.records import BOXES_FILE, key_file, records_at
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
 
@@ -31,22 +31,27 @@ BOX_HEADER = "file,label,cx,cy,w,h"
 
 def link_split(run: RunDir, out: Path, split: str = "test",
                unseen_by: Sequence[Path | str] = ()) -> dict[str, int]:
-    """Link the images of ``split`` (with masks and box rows) into ``out/<root name>/``;
-    returns the number of images per root name. ``out`` must exist. Masks and boxes are the
-    ones the dataset loader attaches to those images (:func:`records_at`). Images that
-    duplicate one of ``unseen_by`` (bytes or pHash, :func:`duplicates_of`; e.g. the images a
-    classifier learnt from) are left out."""
-    paths = list(dict.fromkeys(run.split_paths(split)))  # a volume's slices share a path
-    if unseen_by and paths:
-        paths = [p for p, seen in zip(paths, duplicates_of(paths, unseen_by), strict=True)
+    """Link the image files of ``split`` (with masks and box rows) into ``out/<root name>/``;
+    returns the number of files per root name (a volume is one). ``out`` must exist. Masks
+    and boxes are the ones the dataset loader attaches to those images (:func:`records_at`).
+    Images that duplicate one of ``unseen_by`` (bytes or pHash, :func:`duplicates_of`; e.g. the
+    images a classifier learnt from) are left out."""
+    keys = run.split_paths(split)
+    files = list(dict.fromkeys(str(key_file(k)[0]) for k in keys))  # a volume's file once
+    if unseen_by and files:
+        files = [f for f, seen in zip(files, duplicates_of(files, unseen_by), strict=True)
                  if not seen]
-    if not paths:
+    if not files:
         raise BraincamError(f"{run.split} lists no {split} images"
                             + (" that the other run did not learn from" if unseen_by else ""))
     roots = {root.name: root for root in (r.resolve() for r in run.data_roots())}
     boxes: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
-    for record in records_at(list(roots.values()), paths, run.split):
+    wanted, linked = set(files), set()
+    for record in records_at(list(roots.values()), keys, run.split):
+        if str(record.path) not in wanted or str(record.path) in linked:
+            continue
+        linked.add(str(record.path))
         root = roots[record.source]
         dest = out / record.source
         for source in (record.path, record.mask):

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from braincam.data.records import ImageRecord
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.evaluate.run import ScoredSet, predictions_frame, write_figures
@@ -57,11 +58,9 @@ def evaluate_spec(
     dev = device_of(device)
     sets = []
     for name, records in spec_sets(roots, classes, model.task, split):
-        paths, prob = predict_files(model, [r.path for r in records], dev, batch_size, progress)
-        keep = {str(p) for p in paths}
-        records = [r for r in records if str(r.path) in keep]
+        records, prob = predict_records(model, records, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, model.task)) for r in records])
-        sets.append(ScoredSet(name, "extra", [str(p) for p in paths],
+        sets.append(ScoredSet(name, "extra", [r.key for r in records],
                               [r.source for r in records], y, prob, None))
     metrics: dict[str, Any] = {
         "task": model.task, "classes": classes, "test": None, "test_leak_free": None,
@@ -108,10 +107,10 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
                             + (f" in split {split!r}" if split else "") + " under --data")
 
 
-def predict_files(model, paths: Sequence[Path], device, batch_size: int = 64,
-                  progress: bool = False) -> tuple[list[Path], np.ndarray]:
-    """Probabilities (N, K) of ``model.black_box`` on the readable ``paths`` (the others are
-    left out with a warning), returned with those paths; AMP on GPUs."""
+def predict_records(model, records: Sequence[ImageRecord], device, batch_size: int = 64,
+                    progress: bool = False) -> tuple[list[ImageRecord], np.ndarray]:
+    """Probabilities (N, K) of ``model.black_box`` on the readable ``records`` (the others are
+    left out with a warning), returned with those records; AMP on GPUs."""
     import torch
 
     from braincam.data.imageio import ImageReadError
@@ -120,19 +119,19 @@ def predict_files(model, paths: Sequence[Path], device, batch_size: int = 64,
 
     net = model.black_box.to(device)
     kept, probs = [], []
-    starts = range(0, len(paths), batch_size)
+    starts = range(0, len(records), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="predict", unit="batch", leave=False)
     for start in starts:
         arrays = []
-        for path in paths[start:start + batch_size]:
+        for record in records[start:start + batch_size]:
             try:
-                arrays.append(read_native(model.spec.input, path))
-                kept.append(path)
+                arrays.append(read_native(model.spec.input, record.path, record.slice))
+                kept.append(record)
             except (ImageReadError, OSError, ValueError) as exc:
-                log.warning("%s is left out: %s", path, exc)
+                log.warning("%s is left out: %s", record.key, exc)
         if arrays:
             with torch.inference_mode(), autocast(device):
                 logits = net.from_native(torch.from_numpy(np.stack(arrays)).to(device))

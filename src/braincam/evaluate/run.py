@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.hashing import duplicates_of
+from braincam.data.records import key_file
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
@@ -97,7 +98,7 @@ def evaluate_run(
             raise BraincamError(f"{len(bad)} {name} images cannot be read, e.g. {bad[0].path}")
         prob = predict(model, images, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, task)) for r in records])
-        return ScoredSet(name, kind, [str(r.path) for r in records],
+        return ScoredSet(name, kind, [r.key for r in records],
                          [r.source for r in records], y, prob, leak_free)
 
     _warn_seen_by_guide(meta, extra_roots)
@@ -270,7 +271,7 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
         if r.split.is_file():
             table = r.read_split()
             paths += table.loc[table["split"] != "test", "path"].tolist()
-    listed = list(dict.fromkeys(paths))
+    listed = list(dict.fromkeys(str(key_file(p)[0]) for p in paths))  # a volume once
     found = [p for p in listed if Path(p).is_file()]
     if len(found) < len(listed):
         log.warning("%d of the %d images %s learnt from are no longer at their paths; copies "

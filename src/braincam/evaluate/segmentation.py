@@ -116,7 +116,7 @@ def per_image_table(records: Sequence[ImageRecord], pred: np.ndarray, truth: np.
                 for p, t, m in zip(pred, truth, masked, strict=True)]
 
     return pd.DataFrame({
-        "path": [str(r.path) for r in records],
+        "path": [r.key for r in records],
         "source": [r.source for r in records],
         "label": [r.label for r in records],
         "mask": masked,

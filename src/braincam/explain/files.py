@@ -26,7 +26,7 @@ from torch import nn
 
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed
-from braincam.data.records import Box, SkippedFile, write_skipped_csv
+from braincam.data.records import Box, ImageRecord, SkippedFile, record_key, write_skipped_csv
 from braincam.errors import BraincamError
 from braincam.explain.api import ExplainOptions, explain
 from braincam.explain.io import ExplanationSet, save_explanations
@@ -42,11 +42,21 @@ WORKERS = 4
 
 @dataclass(frozen=True)
 class ImageItem:
-    """One image to explain; ``label`` (canonical) and ``box`` when the dataset has them."""
+    """One image to explain; ``label`` (canonical) and ``box`` when the dataset has them;
+    ``slice``: the frame or slice of a DICOM or NIfTI file."""
 
     path: Path
     label: str | None = None
     box: Box | None = None
+    slice: int | None = None
+
+    @classmethod
+    def of(cls, record: ImageRecord) -> ImageItem:
+        return cls(record.path, record.label, record.box, record.slice)
+
+    @property
+    def key(self) -> str:
+        return record_key(self.path, self.slice)
 
 
 @dataclass
@@ -151,7 +161,7 @@ def explain_files(
                 raw=np.concatenate([p["raw"] for p in parts]),
                 targets=np.concatenate([p["targets"] for p in parts]),
                 probs=np.concatenate([p["probs"] for p in parts]),
-                paths=[str(item.path) for item in kept_items],
+                paths=[item.key for item in kept_items],
                 crops=np.array([crop for crop, _ in geometry], dtype=np.int64),
                 original_sizes=np.array([size for _, size in geometry], dtype=np.int64),
                 method=method, layer=parts[0]["layer"], classes=list(classes),
@@ -163,25 +173,27 @@ def explain_files(
                           time.perf_counter() - start)
 
 
-def overlay_name(index: int, path: Path) -> str:
-    """``0007_Te-gl_0012.png``: the index keeps equal file names of different folders apart."""
-    return f"{index:04d}_{Path(path).stem}.png"
+def overlay_name(index: int, path: Path, index_in_file: int | None = None) -> str:
+    """``0007_Te-gl_0012.png``: the index keeps equal file names of different folders apart;
+    ``0008_scan_s3.png`` for slice or frame 3 of a volume or multi-frame file."""
+    part = "" if index_in_file is None else f"_s{index_in_file}"
+    return f"{index:04d}_{Path(path).stem}{part}.png"
 
 
 def _preprocess(cache: PreprocessCache, item: ImageItem,
                 config: PreprocessConfig) -> Preprocessed | SkippedFile:
     try:
-        return cache.get(item.path, config)
+        return cache.get(item.path, config, item.slice)
     except ImageReadError as exc:
         log.warning("skipping %s", exc)
-        return SkippedFile(item.path, str(exc).removeprefix(f"{item.path}: "))
+        return SkippedFile(Path(item.key), str(exc).removeprefix(f"{item.path}: "))
 
 
 def _write_overlay(out_dir: Path, index: int, item: ImageItem, prep: Preprocessed,
                    cam: np.ndarray) -> None:
-    original = read_grey(item.path)
+    original = read_grey(item.path, index=item.slice)
     rgb = overlay_original(original, cam, prep, box=item.box)
-    write_png(Path(out_dir) / OVERLAY_DIR / overlay_name(index, item.path), rgb)
+    write_png(Path(out_dir) / OVERLAY_DIR / overlay_name(index, item.path, item.slice), rgb)
 
 
 def _progress(total: int, method: str, enabled: bool):  # -> tqdm

@@ -21,11 +21,11 @@ def audited_items(table: Path, roots: Sequence[Path]) -> list[ImageItem]:
             paths = list(dict.fromkeys(row["path"] for row in csv.DictReader(fh)))
     except (OSError, KeyError, csv.Error) as exc:
         raise BraincamError(f"cannot read the model audit's image list {table} ({exc})") from None
-    by_path = {str(r.path): r for r in load_dataset(list(roots)).records}
-    missing = [p for p in paths if p not in by_path]
+    by_key = {r.key: r for r in load_dataset(list(roots)).records}
+    missing = [p for p in paths if p not in by_key]
     if missing:
         raise BraincamError(f"{len(missing)} audited images are gone (first: {missing[0]}); "
                             "the data changed since the model audit")
     if not paths:
         raise BraincamError(f"{table} lists no image")
-    return [ImageItem(by_path[p].path, by_path[p].label, by_path[p].box) for p in paths]
+    return [ImageItem.of(by_key[p]) for p in paths]

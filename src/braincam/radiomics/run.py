@@ -81,7 +81,7 @@ def feature_table(records, features, groups):  # -> DataFrame
     import pandas as pd
 
     rows = [
-        {"path": str(r.path), "label": r.label, "group": str(g), **f}
+        {"path": r.key, "label": r.label, "group": str(g), **f}
         for r, f, g in zip(records, features, groups, strict=True) if f is not None
     ]
     if not rows:

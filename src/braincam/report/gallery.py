@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from braincam.data.records import key_file
 from braincam.report.figures import embed_array, embed_image_file
 from braincam.report.fmt import pct
 from braincam.report.sources import NOT_RUN, OK, UNREADABLE, Part
@@ -220,7 +221,7 @@ class _Renderer:
     def _overlay_file(self, index: int, path: str) -> str | None:
         from braincam.explain.files import OVERLAY_DIR, overlay_name
 
-        file = self.exp.folder / OVERLAY_DIR / overlay_name(index, Path(path))
+        file = self.exp.folder / OVERLAY_DIR / overlay_name(index, *key_file(path))
         return embed_image_file(file, max_side=256) if file.is_file() else None
 
     def _drawn(self, index: int, path: str, row: dict[str, Any]) -> str | None:
@@ -232,7 +233,7 @@ class _Renderer:
 
         try:
             arrays = self._arrays()
-            original = read_grey(Path(path))
+            original = read_grey(*key_file(path))
         except (ImageReadError, OSError, KeyError, ValueError, EOFError):
             return None
         cam = arrays["maps"][index]

@@ -176,7 +176,7 @@ def guide_originals(
         for record in records_at(member.data_roots(), member.split_paths("train"),
                                  member.split):
             if record.mask is not None and target(record.label) is not None:
-                records.setdefault(str(record.path), record)
+                records.setdefault(record.key, record)
     chosen = list(records.values())
     images, heads, unreadable = cache.load(chosen, config, progress=progress)
     chosen = without_skipped(chosen, unreadable)

@@ -223,7 +223,7 @@ def _write(
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     table = props.table.copy()
-    table.insert(0, "path", [str(r.path) for r in props.records])
+    table.insert(0, "path", [r.key for r in props.records])
     table.insert(1, "source", [r.source for r in props.records])
     table.insert(2, "split", split)
     table.insert(3, "label", labels)

@@ -91,6 +91,7 @@ from braincam.audit.model.examples import (
     tumour_examples,
 )
 from braincam.data.hashing import duplicates_of
+from braincam.data.records import key_file, resolved_key
 from braincam.errors import BraincamError
 from braincam.evaluate.run import learnt_from
 from braincam.runs import (
@@ -178,7 +179,7 @@ def audit_model(
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
-        seen = duplicates_of(paths, audited.learnt)
+        seen = duplicates_of([key_file(p)[0] for p in paths], audited.learnt)
         if seen.any() and not validation:
             log.warning("%s: %d of %d audited images are copies of images the model or its "
                         "guide learnt from", name, seen.sum(), len(seen))
@@ -442,11 +443,11 @@ def _records_by_dataset(
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
-    records = [r for r in load_dataset(roots).records if str(r.path.resolve()) not in seen]
+    records = [r for r in load_dataset(roots).records if resolved_key(r.key) not in seen]
     if split is not None:
         records = [r for r in records if r.split in (None, split)]
     if only is not None:
-        records = [r for r in records if str(r.path.resolve()) in only]
+        records = [r for r in records if resolved_key(r.key) in only]
         if not records:
             raise BraincamError("no image under --data is one the run validated on")
     if not records:
@@ -470,7 +471,7 @@ def _split_rows(run: RunDir) -> tuple[set[str], set[str]]:
     if not run.split.is_file():
         return set(), set()
     table = run.read_split()
-    rows = {split: {str(Path(p).resolve()) for p in table.loc[table["split"] == split, "path"]}
+    rows = {split: {resolved_key(p) for p in table.loc[table["split"] == split, "path"]}
             for split in ("train", "val")}
     return rows["train"] | rows["val"], rows["val"]
 
@@ -535,7 +536,7 @@ def _load_batch(
         expert_masks=experts if experts.any() else None,
         group_labels=np.array([r.label for r in records], dtype=object), map_grids=grids,
     )
-    return batch, [str(r.path) for r in records]
+    return batch, [r.key for r in records]
 
 
 def _annotations(records: list, cache, config) -> tuple[np.ndarray, np.ndarray]:

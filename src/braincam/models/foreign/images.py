@@ -1,8 +1,9 @@
 """Image files -> a foreign model's own input, the way its training pipeline made it: PIL
 decodes the file as RGB (or L for one channel), braincam's head crop when ``input.crop``,
 PIL's ``input.resize`` filter to ``input.size`` (``area`` is PIL's box filter), then
-``(x / scale - mean) / std`` in the spec's layout. Files PIL cannot open (DICOM, NIfTI) go
-through :func:`braincam.data.imageio.read_grey`, grey replicated to the channels."""
+``(x / scale - mean) / std`` in the spec's layout. Files PIL cannot open (DICOM, NIfTI), and
+a frame or slice of one, go through :func:`braincam.data.imageio.read_grey`, grey replicated to
+the channels."""
 
 from __future__ import annotations
 
@@ -20,14 +21,17 @@ from braincam.models.foreign.spec import InputSpec
 FILTERS = {**RESIZE, "area": Image.Resampling.BOX}
 
 
-def read_native(spec_input: InputSpec, path: Path | str) -> np.ndarray:
-    """One file as float32 (H, W, C) or (C, H, W) per the layout (module docstring)."""
+def read_native(spec_input: InputSpec, path: Path | str, index: int | None = None) -> np.ndarray:
+    """One file (``index``: its frame or slice) as float32 (H, W, C) or (C, H, W) per the
+    layout (module docstring)."""
     mode = "RGB" if spec_input.channels == 3 else "L"
     try:
+        if index is not None:
+            raise OSError("a frame or slice: not a file PIL reads")
         with Image.open(path) as im:
             image = im.convert(mode)
     except OSError:
-        grey = np.rint(read_grey(path) * 255).astype(np.uint8)
+        grey = np.rint(read_grey(path, index=index) * 255).astype(np.uint8)
         image = Image.fromarray(grey, mode="L").convert(mode)
     if spec_input.crop:
         grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
