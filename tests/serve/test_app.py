@@ -190,6 +190,16 @@ def test_a_nifti_volume_gets_every_slice_and_the_volume_row(client, model, volum
     assert {r["path"] for r in body["rows"]} == {"brain.nii.gz"}
 
 
+def test_a_volume_without_a_slice_of_head_gets_422_saying_so(client, tmp_path):
+    import nibabel as nib
+
+    blank = tmp_path / "blank.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((32, 32, 4), np.int16), np.eye(4)), blank)
+    reply = post(client, "blank.nii.gz", blank.read_bytes(), "application/octet-stream")
+    assert reply.status_code == 422
+    assert reply.json()["error"] == "blank.nii.gz: no slice whose head covers 10% of it"
+
+
 def test_a_dicom_file_gets_predicts_numbers(client, model, dicom_file):
     reply = post(client, "slice", dicom_file.read_bytes(), "application/dicom")
     assert reply.status_code == 200, reply.text

@@ -28,6 +28,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from braincam.api import Model
 from braincam.data.inputs import InputSlice, expand_inputs, read_slice
+from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
 from braincam.serve.payload import response_json
 from braincam.serve.sniff import Upload, UploadError, sniff
@@ -118,15 +119,17 @@ def _decode(upload: Upload, data: bytes) -> list[InputSlice]:
             slices = in_memory(path, upload.name)
         except BraincamError as exc:  # undecodable content: say why, without our path
             raise UploadError(str(exc).replace(str(path), upload.name), 422) from None
-    if not slices:
-        raise UploadError(f"{upload.name}: no slice of this volume shows enough head to "
-                          "predict", 422)
     return slices
 
 
 def in_memory(path: Path, name: str) -> list[InputSlice]:
-    """Every slice of the file at ``path``, decoded into memory and named ``name``."""
-    return [InputSlice(name, s.slice, array=read_slice(s)) for s in expand_inputs(path)]
+    """Every slice of the file at ``path``, decoded into memory and named ``name``; a volume
+    without a slice of head is an error."""
+    skipped: list[SkippedFile] = []
+    slices = expand_inputs(path, skipped=skipped)
+    if skipped:
+        raise BraincamError(f"{path}: {skipped[0].reason}")
+    return [InputSlice(name, s.slice, array=read_slice(s)) for s in slices]
 
 
 def _static_route(name: str, media: str):
