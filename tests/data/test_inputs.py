@@ -77,13 +77,16 @@ def test_unreadable_files_are_skipped_with_their_reason_or_raise_without_a_list(
     assert expand_inputs([good])[0].file == good
 
 
-def test_malformed_header_numbers_count_as_missing_not_as_a_crash(tmp_path, write_dicom):
+def test_malformed_header_numbers_count_as_missing_not_as_a_crash(tmp_path, write_dicom,
+                                                                   caplog):
     path = write_dicom(tmp_path / "a.dcm", _head(), instance=3)
     data = path.read_bytes()
     tag = data.index(b"\x20\x00\x13\x00IS")  # Instance Number, value "3 " (padded)
     path.write_bytes(data[:tag + 8] + b"ab" + data[tag + 10:])
-    info = dicom_info(path)
+    with caplog.at_level("WARNING"):
+        info = dicom_info(path)
     assert (info.instance, info.frames, info.width, info.height) == (None, 1, 64, 64)
+    assert not caplog.records  # pydicom's line without the file's name is not passed on
     frames = write_dicom(tmp_path / "f.dcm", np.stack([_head()] * 2))
     data = frames.read_bytes()
     tag = data.index(b"\x28\x00\x08\x00IS")  # Number of Frames, value "2 "

@@ -23,8 +23,10 @@ dates) leaves this module.
 from __future__ import annotations
 
 import io
+import logging
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,24 @@ _PLUGINS = {  # transfer-syntax name prefix -> pydicom plugins that decode it
 
 class DicomReadError(BraincamError):
     """A DICOM file that cannot be decoded; one line naming the file."""
+
+
+@contextmanager
+def quiet_pydicom() -> Iterator[None]:
+    """pydicom's warnings about header quirks silenced; braincam judges the values it reads
+    itself and names the file (pydicom's messages do not)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _not_a_value_warning(record: logging.LogRecord) -> bool:
+    """pydicom logs each malformed header value (``Invalid value for VR IS: 'ab'``) as well
+    as warning it: the log line, without the file's name, is dropped."""
+    return not record.getMessage().startswith("Invalid value for VR")
+
+
+logging.getLogger("pydicom").addFilter(_not_a_value_warning)
 
 
 def is_dicom(data: bytes) -> bool:
@@ -67,8 +87,7 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
 
     try:
         source = io.BytesIO(data) if data is not None else str(path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pydicom warns on tolerable header quirks
+        with quiet_pydicom():  # pydicom warns on tolerable header quirks
             return pydicom.dcmread(source, stop_before_pixels=header_only)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -80,8 +99,7 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
     instance number or position that is not a number counts as missing; a frame count that is
     not a positive number makes the file unreadable."""
     ds = _dataset(Path(path), data, header_only=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pydicom warns on malformed numbers; they are judged here
+    with quiet_pydicom():  # pydicom warns on malformed numbers; they are judged here
         position = ds.get("ImagePositionPatient")
         instance = _first(ds.get("InstanceNumber"))
         frames = _first(ds.get("NumberOfFrames", 1) or 1)
@@ -107,8 +125,7 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     if not 0 <= index < frames:
         raise DicomReadError(f"{path}: frame {index} out of range (the file has {frames})")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_pydicom():
             pixels = ds.pixel_array
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
