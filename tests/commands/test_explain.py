@@ -100,6 +100,26 @@ def test_files_with_an_unreadable_one_are_skipped(run, phantoms, tmp_path):
     assert "1 skipped" in result.output and "broken.png" in result.output
 
 
+def test_each_slice_of_a_volume_is_explained_and_a_broken_one_is_skipped(
+        run, phantoms, tmp_path, write_nifti):
+    pngs = sorted(phantoms.glob("Testing/tumor/*.png"))[:2]
+    volume = write_nifti(tmp_path / "vol.nii.gz",
+                         np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in pngs]))
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a volume")
+    out = tmp_path / "out"
+    result = invoke(str(run), *map(str, pngs), str(volume), str(broken), "--out", str(out))
+    assert result.exit_code == 0, result.output
+    exp = load_explanations(out / "explanations.npz")
+    keys = [f"{volume.absolute()}#{k}" for k in range(2)]
+    assert exp.paths == [str(p.absolute()) for p in pngs] + keys
+    np.testing.assert_allclose(exp.maps[2:], exp.maps[:2], atol=1e-5)  # the same images
+    assert sorted(p.name for p in (out / "overlays").iterdir())[2:] == [
+        "0002_vol_s0.png", "0003_vol_s1.png"]
+    with open(out / "skipped.csv") as fh:
+        assert [r["path"] for r in csv.DictReader(fh)] == [str(broken)]
+
+
 def test_folder_with_true_class_targets(run, phantoms, tmp_path):
     out = tmp_path / "out"
     result = invoke(str(run), "--data", str(phantoms), "--split", "all", "--target", "label",

@@ -109,7 +109,8 @@ def command(
         model, meta = load_checkpoint(rundir.model, device=torch_device)
         prep = preprocess_config(meta)
         classes, task_name = meta["classes"], meta.get("task", "multiclass")
-    items = _items(rundir, images or [], data or [], split)
+    unread: list = []  # IMAGES that cannot be read, listed in every method's skipped.csv
+    items = _items(rundir, images or [], data or [], split, unread)
     summaries = []
     for name in chosen:
         if spec_out is not None:  # each method may need its own adapter (gradients or not)
@@ -125,7 +126,7 @@ def command(
             model, items, prep, list(classes), task_name, out_dir, method=name, layer=layer,
             target=target, batch_size=batch_size, overlays=overlays,
             options=ExplainOptions(window=window, stride=stride, fill=fill),
-            progress=progress,
+            progress=progress, unread=unread,
         )))
     distributed.shutdown()  # the other processes exit here
     for name, summary in summaries:
@@ -147,8 +148,12 @@ def _spec_model(spec: Path, task: str | None, method: str, device):
     return net, foreign.preprocess_config(), foreign.classes, foreign.task
 
 
-def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageItem]:
-    """What to explain: IMAGES, else --data (by folder split), else the run's split.csv."""
+def _items(run, images: list[Path], data: list[Path], split: str,
+           unread: list) -> list[ImageItem]:
+    """What to explain: IMAGES (each slice of a volume or series, as ``braincam predict``
+    reads them; files that cannot be read go to ``unread``), else --data (by folder split),
+    else the run's split.csv."""
+    from braincam.data.inputs import expand_inputs
     from braincam.data.records import load_dataset
     from braincam.errors import BraincamError
     from braincam.explain.files import ImageItem
@@ -158,7 +163,11 @@ def _items(run, images: list[Path], data: list[Path], split: str) -> list[ImageI
     if images:
         if data:
             raise BraincamError("give image files or --data, not both")
-        return [ImageItem(Path(p).absolute()) for p in images]
+        slices = expand_inputs(images, skipped=unread)
+        if not slices:
+            raise BraincamError(f"no input could be read (first: {unread[0].path}: "
+                                f"{unread[0].reason})")
+        return [ImageItem(s.file.absolute(), slice=s.index) for s in slices]
     if data:
         records = load_dataset(data).records
         if split != "all":

@@ -55,6 +55,12 @@ def is_nifti_name(path: Path | str) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
+def file_stem(path: Path | str) -> str:
+    """The file name without its suffix, ``.nii.gz`` counted as one (``t1.nii.gz`` -> ``t1``)."""
+    path = Path(path)
+    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
+
+
 def is_nifti(data: bytes) -> bool:
     """A NIfTI-1/2 header (``sizeof_hdr`` 348 or 540, either byte order), gzipped or not."""
     head = data[:4]

@@ -22,7 +22,7 @@ import pandas as pd
 
 from braincam.data.imageio import ImageReadError
 from braincam.data.inputs import InputSlice, read_slice
-from braincam.data.nifti import is_nifti_file, write_mask_volume
+from braincam.data.nifti import file_stem, is_nifti_file, write_mask_volume
 from braincam.data.preprocess import Preprocessed, preprocess, preprocess_config, uncrop
 from braincam.data.records import ImageRecord, SkippedFile
 from braincam.errors import BraincamError
@@ -271,6 +271,5 @@ def predict_files(
 def _unique_stem(name: str, used: set[str]) -> str:
     """The file name of input ``name`` without its image or NIfTI suffix, or
     ``<parent>_<stem>`` when ``used`` holds that already."""
-    path = Path(name)
-    stem = path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
-    return stem if stem not in used else f"{path.parent.name}_{stem}"
+    stem = file_stem(name)
+    return stem if stem not in used else f"{Path(name).parent.name}_{stem}"

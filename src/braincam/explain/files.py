@@ -25,6 +25,7 @@ import numpy as np
 from torch import nn
 
 from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.nifti import file_stem
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed
 from braincam.data.records import Box, ImageRecord, SkippedFile, record_key, write_skipped_csv
 from braincam.errors import BraincamError
@@ -102,8 +103,10 @@ def explain_files(
     overlays: bool = True,
     options: ExplainOptions | None = None,
     progress: bool = True,
+    unread: Sequence[SkippedFile] = (),
 ) -> ExplainSummary:
-    """Explain ``items`` with ``model`` (already on its device) into ``out_dir``."""
+    """Explain ``items`` with ``model`` (already on its device) into ``out_dir``; ``unread``:
+    inputs found unreadable before, listed first in ``skipped.csv``."""
     from braincam.distributed import (
         all_gather_objects,
         current,
@@ -121,7 +124,7 @@ def explain_files(
         # which images every rank could read: row numbers and targets are global
         local_skips = [p if isinstance(p, SkippedFile) else None for p in preps]
         flags = [f for part in all_gather_objects(local_skips, ctx) for f in part]
-        skipped = [f for f in flags if f is not None]
+        skipped = [*unread, *(f for f in flags if f is not None)]
         kept_items = [item for item, f in zip(items, flags, strict=True) if f is None]
         if not kept_items:
             raise BraincamError(f"none of the {len(items)} images could be read")
@@ -177,7 +180,7 @@ def overlay_name(index: int, path: Path, index_in_file: int | None = None) -> st
     """``0007_Te-gl_0012.png``: the index keeps equal file names of different folders apart;
     ``0008_scan_s3.png`` for slice or frame 3 of a volume or multi-frame file."""
     part = "" if index_in_file is None else f"_s{index_in_file}"
-    return f"{index:04d}_{Path(path).stem}{part}.png"
+    return f"{index:04d}_{file_stem(path)}{part}.png"
 
 
 def _preprocess(cache: PreprocessCache, item: ImageItem,
