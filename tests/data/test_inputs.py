@@ -50,6 +50,20 @@ def test_each_folder_of_a_tree_is_one_series_beside_its_images(tmp_path, write_d
         ("SE1", 0, "z.dcm"), ("SE1", 2, "a.dcm")]
 
 
+def test_a_folder_holding_two_series_gives_one_input_per_series(tmp_path, write_dicom):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(2):  # instance numbers restart in each series
+        write_dicom(flat / f"t1_{k}.dcm", _head(100 + k), instance=k + 1,
+                    series=("1.2.826.0.1.7", 3))
+        write_dicom(flat / f"flair_{k}.dcm", _head(150 + k), instance=k + 1,
+                    series=("1.2.826.0.1.9", 5))
+    assert _rows(expand_inputs(flat)) == [
+        ("flat#series3", 0, "t1_0.dcm"), ("flat#series3", 1, "t1_1.dcm"),
+        ("flat#series5", 0, "flair_0.dcm"), ("flat#series5", 1, "flair_1.dcm"),
+    ]
+
+
 def test_unreadable_files_are_skipped_with_their_reason_or_raise_without_a_list(
         tmp_path, write_dicom, write_nifti):
     folder = tmp_path / "mixed"

@@ -12,11 +12,13 @@ Per frame, in this order (DICOM PS3.3 C.11 and C.7.6.3):
 Compressed transfer syntaxes decode through whichever pydicom pixel-data plugin is installed
 (RLE always works; JPEG, JPEG-LS and JPEG 2000 need pylibjpeg/python-gdcm/...); without one the
 error names the transfer syntax and the plugins to install. A series is the DICOM files of one
-folder, ordered by Instance Number, then Image Position (Patient) along the slice axis, then name.
+folder that share a Series Instance UID, ordered by Instance Number, then Image Position
+(Patient) along the slice axis, then name.
 
 Only these header fields are ever read: pixel attributes, Rescale Slope/Intercept, Window
 Center/Width, Photometric Interpretation, Rows, Columns, Number of Frames, Instance Number,
-Image Position (Patient). No patient-identifying field (name, ID, birth date, institution,
+Image Position (Patient), Series Number, and Series Instance UID (only to tell series apart;
+it is never written). No patient-identifying field (name, ID, birth date, institution,
 dates) leaves this module.
 """
 
@@ -79,6 +81,8 @@ class DicomInfo:
     height: int
     instance: int | None
     position: float | None  # Image Position (Patient) z, mm
+    series: str | None = None  # Series Instance UID: tells series apart, never written out
+    series_number: int | None = None
 
 
 def _dataset(path: Path, data: bytes | None, header_only: bool = False):
@@ -105,12 +109,15 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
         frames = _first(ds.get("NumberOfFrames", 1) or 1)
         rows, columns = (_first(ds.get(key, 0) or 0) for key in ("Rows", "Columns"))
         z = _first(position[2]) if position is not None and len(position) == 3 else None
+        series = str(ds.get("SeriesInstanceUID", "") or "") or None
+        number = _first(ds.get("SeriesNumber"))
     if frames is None or not frames >= 1 or not frames.is_integer():  # NaN and inf too
         raise DicomReadError(f"{path}: Number of Frames is not a positive whole number")
     return DicomInfo(
         frames=int(frames), width=int(columns or 0), height=int(rows or 0),
         instance=int(instance) if instance is not None and instance.is_integer() else None,
-        position=z,
+        position=z, series=series,
+        series_number=int(number) if number is not None and number.is_integer() else None,
     )
 
 

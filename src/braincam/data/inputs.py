@@ -4,8 +4,9 @@ An input is an image file, a DICOM file (one slice, or one per frame of a multi-
 NIfTI volume (its axial slices, :func:`braincam.data.nifti.choose_slices`), a folder, a numpy
 array (grey ``H x W``, or ``H x W x 3/4`` colour) or a PIL image. In a folder and in each of its
 subfolders, the DICOM files (by content: any file whose name is not an image or NIfTI name)
-are one series named by that folder (ordered by :func:`braincam.data.dicom.series_key`); its
-image and NIfTI files (by name) are inputs of their own. Hidden files and folders are ignored.
+are one series named by that folder (ordered by :func:`braincam.data.dicom.series_key`), or,
+when they belong to several series, one input per series (:func:`_series`); its image and
+NIfTI files (by name) are inputs of their own. Hidden files and folders are ignored.
 
 A file that cannot be read while the inputs are expanded (a DICOM or NIfTI header, a volume
 without a slice of head) raises, or, when a ``skipped`` list is given, is added to it, so one
@@ -183,22 +184,33 @@ def _folder_slices(folder: Path, choice: SliceChoice,
 
 def _series(files: Sequence[Path], name: str, choice: SliceChoice,
             skipped: list[SkippedFile] | None) -> list[InputSlice]:
-    """Slices of a DICOM series: every frame of every readable file, in series order."""
-    ordered: list[tuple[tuple, Path, int]] = []
+    """Slices of the DICOM series of one folder: every frame of every readable file, in
+    series order. Files of several series (Series Instance UID) are one input per series,
+    ``<folder>#series<N>``: N the Series Number where each series has its own, else 1, 2, ...
+    in Series Number order."""
+    series: dict[str | None, list[tuple[tuple, Path, int]]] = {}
+    numbers: dict[str | None, int | None] = {}
     for file in files:
         try:
             info = dicom_info(file)
         except DicomReadError as exc:
             _skip(file, exc, skipped)
             continue
-        ordered.append((series_key(info, file.name), file, info.frames))
-    slices: list[tuple[Path, int | None]] = []
-    for _, file, frames in sorted(ordered):
-        slices += [(file, None)] if frames == 1 else [(file, k) for k in range(frames)]
-    return [
-        InputSlice(name, k, file, index)
-        for k, (file, index) in enumerate(slices) if k % choice.every == 0
-    ]
+        series.setdefault(info.series, []).append((series_key(info, file.name), file,
+                                                   info.frames))
+        numbers.setdefault(info.series, info.series_number)
+    order = sorted(series, key=lambda uid: (numbers[uid] is None, numbers[uid] or 0,
+                                            min(file.name for _, file, _ in series[uid])))
+    own = len(set(numbers.values())) == len(numbers) and None not in numbers.values()
+    out: list[InputSlice] = []
+    for n, uid in enumerate(order, start=1):
+        label = name if len(order) == 1 else f"{name}#series{numbers[uid] if own else n}"
+        slices: list[tuple[Path, int | None]] = []
+        for _, file, frames in sorted(series[uid]):
+            slices += [(file, None)] if frames == 1 else [(file, k) for k in range(frames)]
+        out += [InputSlice(label, k, file, index)
+                for k, (file, index) in enumerate(slices) if k % choice.every == 0]
+    return out
 
 
 def _skip(path: Path, exc: Exception, skipped: list[SkippedFile] | None) -> list[InputSlice]:
