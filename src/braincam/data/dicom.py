@@ -50,7 +50,7 @@ class DicomReadError(BraincamError):
 
 
 @contextmanager
-def quiet_pydicom() -> Iterator[None]:
+def _quiet_pydicom() -> Iterator[None]:
     """pydicom's warnings about header quirks silenced; braincam judges the values it reads
     itself and names the file (pydicom's messages do not)."""
     with warnings.catch_warnings():
@@ -91,7 +91,7 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
 
     try:
         source = io.BytesIO(data) if data is not None else str(path)
-        with quiet_pydicom():  # pydicom warns on tolerable header quirks
+        with _quiet_pydicom():  # pydicom warns on tolerable header quirks
             return pydicom.dcmread(source, stop_before_pixels=header_only)
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
@@ -103,7 +103,7 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
     instance number or position that is not a number counts as missing; a frame count that is
     not a positive number makes the file unreadable."""
     ds = _dataset(Path(path), data, header_only=True)
-    with quiet_pydicom():  # pydicom warns on malformed numbers; they are judged here
+    with _quiet_pydicom():  # pydicom warns on malformed numbers; they are judged here
         position = ds.get("ImagePositionPatient")
         instance = _first(ds.get("InstanceNumber"))
         frames = _first(ds.get("NumberOfFrames", 1) or 1)
@@ -132,7 +132,7 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     if not 0 <= index < frames:
         raise DicomReadError(f"{path}: frame {index} out of range (the file has {frames})")
     try:
-        with quiet_pydicom():
+        with _quiet_pydicom():
             pixels = ds.pixel_array
     except (RuntimeError, NotImplementedError, ValueError) as exc:
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None

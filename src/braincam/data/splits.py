@@ -239,8 +239,9 @@ def _finish(split: np.ndarray, groups: np.ndarray, strategy: str, seed: int) -> 
 
 
 def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path) -> None:
-    """``split.csv``: one row per record with columns path, source, label (canonical), split,
-    group, leak_free (True only for leak-free test images)."""
+    """``split.csv``: one row per record with columns path (the record key,
+    :func:`braincam.data.records.record_key`), source, label (canonical), split, group,
+    leak_free (True only for leak-free test images)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)

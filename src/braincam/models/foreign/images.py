@@ -25,12 +25,8 @@ def read_native(spec_input: InputSpec, path: Path | str, index: int | None = Non
     """One file (``index``: its frame or slice) as float32 (H, W, C) or (C, H, W) per the
     layout (module docstring)."""
     mode = "RGB" if spec_input.channels == 3 else "L"
-    try:
-        if index is not None:
-            raise OSError("a frame or slice: not a file PIL reads")
-        with Image.open(path) as im:
-            image = im.convert(mode)
-    except OSError:
+    image = _pil_image(path, mode) if index is None else None
+    if image is None:
         grey = np.rint(read_grey(path, index=index) * 255).astype(np.uint8)
         image = Image.fromarray(grey, mode="L").convert(mode)
     if spec_input.crop:
@@ -45,6 +41,15 @@ def read_native(spec_input: InputSpec, path: Path | str, index: int | None = Non
     if spec_input.std is not None:
         values = values / np.asarray(spec_input.std, np.float32)
     return values if spec_input.layout == "NHWC" else values.transpose(2, 0, 1).copy()
+
+
+def _pil_image(path: Path | str, mode: str) -> Image.Image | None:
+    """The file decoded by PIL in ``mode``, or None when PIL cannot open it."""
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode)
+    except OSError:
+        return None
 
 
 def read_native_batch(spec_input: InputSpec, paths: Sequence[Path | str]) -> np.ndarray:
