@@ -13,6 +13,7 @@ from braincam.data.imageio import ImageReadError
 from braincam.data.preprocess import (
     PreprocessConfig,
     box_mask,
+    mask_to_output,
     preprocess,
     read_tumour_mask,
     tumour_mask,
@@ -134,3 +135,49 @@ def test_read_tumour_mask_rejects_another_size_in_one_line(tmp_path):
     assert read_tumour_mask(path, (W, H)).sum() == 16 * 12
     with pytest.raises(ImageReadError, match=r"mask is 100x80 px, image is 50x40$"):
         read_tumour_mask(path, (50, 40))
+
+
+def _volume(tumour_slices=(1, 2), z=4):
+    """``z`` head slices (uint8, H x W) with the known rectangle brighter on ``tumour_slices``,
+    and the matching 0/1 label volume."""
+    slices = np.stack([_head(seed=k) for k in range(z)])
+    labels = np.zeros_like(slices)
+    x0, y0, x1, y1 = RECT
+    for k in tumour_slices:
+        slices[k, y0:y1, x0:x1] = 250
+        labels[k, y0:y1, x0:x1] = 1
+    return slices, labels
+
+
+def test_nifti_label_volumes_annotate_and_label_each_slice(tmp_path, write_nifti):
+    root = tmp_path / "brats"
+    for folder in ("glioma", "no_tumor", "masks/glioma", "masks/no_tumor"):
+        (root / folder).mkdir(parents=True)
+    image, labels = _volume()
+    write_nifti(root / "glioma" / "p1.nii.gz", image, axcodes=("L", "P", "S"))
+    write_nifti(root / "masks" / "glioma" / "p1.nii.gz", labels, axcodes=("L", "P", "S"))
+    write_nifti(root / "glioma" / "p2.nii.gz", image)
+    write_nifti(root / "masks" / "glioma" / "p2.nii.gz", labels[:3])  # another shape
+    write_nifti(root / "no_tumor" / "p3.nii.gz", image)
+    write_nifti(root / "masks" / "no_tumor" / "p3.nii.gz", labels)  # tumour on tumour-free
+    data = load_dataset([root])
+    p1 = sorted((r for r in data.records if r.path.name == "p1.nii.gz"), key=lambda r: r.slice)
+    assert [(r.slice, r.label) for r in p1] == [
+        (0, "no_tumor"), (1, "glioma"), (2, "glioma"), (3, "no_tumor")]
+    assert all(r.mask == root / "masks" / "glioma" / "p1.nii.gz" for r in p1)
+    config = PreprocessConfig(size=W, crop=False)
+    for r in p1:
+        prep = preprocess(image[r.slice].astype(np.float32) / 255, config)
+        expected = _rect_mask() > 0 if r.label == "glioma" else np.zeros((H, W), bool)
+        got = read_tumour_mask(r.mask, (W, H), r.slice)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(tumour_mask(r, prep), mask_to_output(expected, prep))
+    p2 = [r for r in data.records if r.path.name == "p2.nii.gz"]
+    assert {(r.label, r.mask) for r in p2} == {("glioma", None)}
+    p3 = sorted((r for r in data.records if r.path.name == "p3.nii.gz"), key=lambda r: r.slice)
+    assert [r.mask is not None for r in p3] == [True, False, False, True]  # empty slices: valid
+    reasons = {str(s.path.relative_to(root)): s.reason for s in data.skipped}
+    assert reasons["masks/glioma/p2.nii.gz#0"].startswith("mask volume is 3x80x100 voxels")
+    assert reasons["masks/no_tumor/p3.nii.gz#1"] == (
+        "tumour voxels on a no_tumor slice; image kept without it")
+    assert "masks/no_tumor/p3.nii.gz#0" not in reasons

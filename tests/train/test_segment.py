@@ -538,3 +538,39 @@ def test_train_crop_trains_on_windows_and_predicts_whole_images(phantoms, tmp_pa
                         *bad)
         assert result.exit_code != 0 and "--train-crop must be a multiple of 32" in str(
             result.exception) + result.output
+
+
+def test_segment_trains_on_nifti_volumes_with_label_volumes(tmp_path, write_nifti):
+    """BraTS-style data: each patient a volume, its tumour a label volume under masks/; the
+    slices without tumour voxels are tumour-free images of the same patient."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "volumes"
+    yy, xx = np.mgrid[:48, :48]
+    head = ((xx - 24) / 20) ** 2 + ((yy - 24) / 18) ** 2 <= 1
+    for p in range(10):
+        cx, cy = rng.integers(16, 32, 2)
+        tumour = (xx - cx) ** 2 + (yy - cy) ** 2 <= 25
+        image = np.stack([np.where(head, 120, 0) + rng.integers(0, 30, (48, 48))
+                          for _ in range(4)]).astype(np.uint8)
+        labels = np.zeros_like(image)
+        image[1:3][:, tumour], labels[1:3][:, tumour] = 240, 1
+        for folder, volume in (("glioma", image), ("masks/glioma", labels)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            write_nifti(root / folder / f"p{p}.nii.gz", volume)
+    seg = tmp_path / "seg"
+    result = invoke(str(root), "--out", str(seg), "--epochs", "1", "--image-size", "32",
+                    "--weights", "none", "--batch-size", "4", "--device", "cpu",
+                    "--decoder-channels", "8,8,8,8,8", "--val-fraction", "0.2",
+                    "--test-fraction", "0.3", "--no-progress")
+    assert result.exit_code == 0, result.output
+    split = pd.read_csv(seg / "split.csv")
+    assert len(split) == 40 and split["path"].str.contains(r"\.nii\.gz#[0-3]$").all()
+    assert (split["label"] == "glioma").sum() == (split["label"] == "no_tumor").sum() == 20
+    patients = split.assign(file=split["path"].str.split("#").str[0])
+    assert (patients.groupby("file")["split"].nunique() == 1).all()  # a patient on one side
+    test = split[split["split"] == "test"]
+    metrics = json.loads((seg / "metrics.json").read_text())
+    assert metrics["n_tumour_images"] == (test["label"] == "glioma").sum() > 0
+    assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum() > 0
+    per_image = pd.read_csv(seg / "per_image.csv")
+    assert set(per_image["path"]) == set(test["path"])

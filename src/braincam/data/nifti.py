@@ -41,7 +41,7 @@ from braincam.errors import BraincamError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = (348, 540)  # NIfTI-1, NIfTI-2
-_CACHED_VOLUMES = 2
+_CACHED_VOLUMES = 4  # a volume and its label volume, for two volumes at a time
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}  # the header's spatial units
 _volumes: OrderedDict[str, np.ndarray] = OrderedDict()
 _lock = threading.Lock()
@@ -87,16 +87,26 @@ def is_nifti_file(path: Path | str) -> bool:
 
 def read_volume(path: Path | str, data: bytes | None = None) -> np.ndarray:
     """The whole volume as float32 ``(Z, H, W)`` in [0, 1]: axial slices in display orientation
-    (module docstring). The last two volumes read are kept in memory, keyed by content."""
-    path = Path(path)
+    (module docstring). The last volumes read are kept in memory, keyed by content."""
+    return _cached(Path(path), data, "grey")
+
+
+def read_label_volume(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """A label volume (a tumour mask of a volume: voxels > 0 are tumour) as bool ``(Z, H, W)``
+    in the display orientation of :func:`read_volume`, so slice ``k`` of the mask lies on slice
+    ``k`` of its image. Cached like :func:`read_volume`."""
+    return _cached(Path(path), data, "labels")
+
+
+def _cached(path: Path, data: bytes | None, kind: str) -> np.ndarray:
     if data is None:
         data = _file_bytes(path)
-    key = hashlib.blake2b(data, digest_size=16).hexdigest()
+    key = f"{kind}:{hashlib.blake2b(data, digest_size=16).hexdigest()}"
     with _lock:
         if key in _volumes:
             _volumes.move_to_end(key)
             return _volumes[key]
-    volume = _decode(path, data)
+    volume = _decode(path, data, labels=kind == "labels")
     with _lock:
         _volumes[key] = volume
         while len(_volumes) > _CACHED_VOLUMES:
@@ -194,7 +204,9 @@ def _image(path: Path, data: bytes) -> Any:
         raise NiftiReadError(f"{path}: cannot read NIfTI volume ({reason})") from None
 
 
-def _decode(path: Path, data: bytes) -> np.ndarray:
+def _decode(path: Path, data: bytes, labels: bool = False) -> np.ndarray:
+    """The volume's axial slices in display orientation: grey in [0, 1], or with ``labels``
+    the voxels > 0 as bool."""
     import nibabel as nib
 
     try:
@@ -208,6 +220,8 @@ def _decode(path: Path, data: bytes) -> np.ndarray:
     if values.ndim != 3 or min(values.shape) < 1:
         raise NiftiReadError(f"{path}: expected a 3D volume, got shape {values.shape}")
     values = np.nan_to_num(values)
+    if labels:
+        return np.ascontiguousarray((values > 0)[::-1, ::-1, :].transpose(2, 1, 0))
     cal_min, cal_max = (float(image.header[k]) for k in ("cal_min", "cal_max"))
     if cal_max > cal_min:
         lo, hi = cal_min, cal_max

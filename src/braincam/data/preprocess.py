@@ -40,6 +40,7 @@ from scipy.special import betaincinv
 from braincam.data.hashing import cache_root, content_hash_bytes, phash, remember_phashes
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.mask import brain_region, head_mask
+from braincam.data.nifti import is_nifti_name, read_label_volume
 from braincam.data.records import Box, ImageRecord, SkippedFile
 from braincam.errors import BraincamError
 from braincam.runs import atomic_write_bytes, read_npz
@@ -202,10 +203,21 @@ def box_mask(box: Box, prep: Preprocessed) -> np.ndarray:
     return ((ys >= y0) & (ys < y1))[:, None] & ((xs >= x0) & (xs < x1))[None, :]
 
 
-def read_tumour_mask(path: Path | str, size: tuple[int, int]) -> np.ndarray:
+def read_tumour_mask(path: Path | str, size: tuple[int, int],
+                     index: int | None = None) -> np.ndarray:
     """A tumour mask file as bool ``H x W`` in the original image's pixels (grey value >= 128 is
-    tumour, so 0/255 masks and their lossy re-encodings read the same). ``size`` is the image's
-    ``(width, height)``; raises ImageReadError (one line) for an unreadable file or another size."""
+    tumour, so 0/255 masks and their lossy re-encodings read the same), or slice ``index`` of a
+    NIfTI label volume (voxels > 0). ``size`` is the image's ``(width, height)``; raises
+    ImageReadError (one line) for an unreadable file or another size."""
+    if index is not None and is_nifti_name(path):
+        try:
+            labels = read_label_volume(path)
+        except BraincamError as exc:
+            raise ImageReadError(str(exc)) from None
+        mask = labels[index] if 0 <= index < len(labels) else np.zeros((0, 0), bool)
+        if mask.shape != (size[1], size[0]):
+            raise ImageReadError(f"{path}: no {size[0]}x{size[1]} slice {index} in the mask")
+        return mask
     mask = read_grey(path)
     if mask.shape != (size[1], size[0]):
         raise ImageReadError(
@@ -232,7 +244,8 @@ def tumour_mask(record: ImageRecord, prep: Preprocessed) -> np.ndarray | None:
     (:func:`mask_to_output`) when it has one, else its box (:func:`box_mask`), else None.
     Raises ImageReadError when the mask file has become unreadable."""
     if record.mask is not None:
-        return mask_to_output(read_tumour_mask(record.mask, prep.original_size), prep)
+        return mask_to_output(read_tumour_mask(record.mask, prep.original_size, record.slice),
+                              prep)
     if record.box is not None:
         return box_mask(record.box, prep)
     return None

@@ -20,8 +20,16 @@ mask on a no-tumour image is valid (no tumour pixel).
 DICOM files (``.dcm``/``.dicom``) are records too, one per frame (``ImageRecord.slice`` is the
 frame of a multi-frame file, None for a single frame); a NIfTI volume (``.nii``/``.nii.gz``) gives
 one record per axial slice whose head covers at least ``VOLUME_MIN_HEAD`` of the slice
-(``braincam.data.nifti``; volumes are read whole here). Downstream files that name images by path
-(``split.csv``) then list a volume's path once per slice.
+(``braincam.data.nifti``; volumes are read whole here). Run files name such an image
+``<path>#<k>`` (:func:`record_key`).
+
+A NIfTI volume's tumour mask is a label volume of the same relative path under ``masks/``
+(``masks/glioma/p1.nii.gz`` for ``glioma/p1.nii.gz``; voxels > 0 are tumour, on the image's
+voxel grid), the layout of BraTS-style data. Each slice record gets it as its mask, and it
+labels the slices: in a tumour class folder a slice without tumour voxels is a ``no_tumor``
+image, so one patient's volume gives tumour and tumour-free slices. A label volume of another
+shape, or with tumour voxels on a slice of a ``no_tumor`` volume, is not attached (a skip entry
+as above).
 
 Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
 spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
@@ -253,8 +261,10 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
 
 def mask_path(root: Path, image: Path) -> Path:
     """Where the tumour mask of ``image`` (a file under ``root``) lives:
-    ``root/masks/<relative path>`` with suffix ``.png``."""
-    return root / MASKS_DIR / image.relative_to(root).with_suffix(".png")
+    ``root/masks/<relative path>`` with suffix ``.png``; a NIfTI volume's is a label volume
+    of the same relative path and name."""
+    relative = image.relative_to(root)
+    return root / MASKS_DIR / (relative if is_nifti_name(image) else relative.with_suffix(".png"))
 
 
 def _attach_masks(
@@ -273,13 +283,17 @@ def _attach_masks(
         if not path.is_file():
             out.append(r)
             continue
-        reason = _mask_problem(path, r, store)
+        if r.slice is not None and is_nifti_name(r.path):
+            reason, r = _slice_mask(path, r)
+        else:
+            reason = _mask_problem(path, r, store)
         if reason is None:
             r = replace(r, mask=path)
         else:
+            where = record_key(path, r.slice)  # a label volume's slice: <mask>#<k>
             reason = f"{reason}; image kept without it"
-            log.warning("tumour mask %s: %s", path, reason)
-            bad.append(SkippedFile(path, reason))
+            log.warning("tumour mask %s: %s", where, reason)
+            bad.append(SkippedFile(Path(where), reason))
         out.append(r)
     if len(store.values) > known:
         store.save()
@@ -305,6 +319,25 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
     if store.values[key] and record.label != NO_TUMOR:
         return f"empty mask on a {record.label} image"
     return None
+
+
+def _slice_mask(path: Path, record: ImageRecord) -> tuple[str | None, ImageRecord]:
+    """Whether slice ``record.slice`` of the label volume at ``path`` can annotate ``record``
+    (None, or why not), and the record labelled by it: on a tumour volume a slice without
+    tumour voxels is a ``no_tumor`` image (module docstring)."""
+    from braincam.data.nifti import read_label_volume, read_volume
+
+    try:
+        labels, shape = read_label_volume(path), read_volume(record.path).shape
+    except BraincamError as exc:
+        return str(exc).removeprefix(f"{path}: "), record
+    if labels.shape != shape:
+        return (f"mask volume is {'x'.join(map(str, labels.shape))} voxels, image volume is "
+                f"{'x'.join(map(str, shape))}"), record
+    tumour = bool(labels[record.slice].any())
+    if record.label == NO_TUMOR:
+        return ("tumour voxels on a no_tumor slice" if tumour else None), record
+    return None, record if tumour else replace(record, label=NO_TUMOR)
 
 
 def _volume_records(

@@ -46,7 +46,7 @@ def _features_of(record: ImageRecord, config: RadiomicsConfig, seg_mask: np.ndar
             if not tumour.any():
                 return "the segmenter found no tumour"
         elif record.mask is not None:
-            tumour = read_tumour_mask(record.mask, (record.width, record.height))
+            tumour = read_tumour_mask(record.mask, (record.width, record.height), record.slice)
         else:
             return "no tumour mask"
         return extract(grey, tumour, config)
