@@ -32,7 +32,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
 def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
                 rescale: tuple[float, float] | None = None,
                 window: tuple[float, float] | None = None, instance: int | None = None,
-                position: float | None = None, series: tuple[str, int] | None = None) -> Path:
+                position: float | None = None, series: tuple[str, int] | None = None,
+                study: str | None = None) -> Path:
     """An MR DICOM file (explicit VR little endian) of uint8/uint16 ``(H, W)`` or ``(N, H, W)``
     pixels, with a patient name and ID that must never reach an output."""
     import numpy as np
@@ -64,6 +65,8 @@ def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
         ds.ImagePositionPatient = [0.0, 0.0, position]
     if series is not None:
         ds.SeriesInstanceUID, ds.SeriesNumber = series
+    if study is not None:
+        ds.StudyInstanceUID = study
     ds.PixelData = pixels.tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
@@ -72,7 +75,7 @@ def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
 @pytest.fixture(scope="session")
 def write_dicom():
     """``write_dicom(path, pixels, photometric=, rescale=(slope, intercept), window=(c, w),
-    instance=, position=, series=(uid, number))`` -> path."""
+    instance=, position=, series=(uid, number), study=uid)`` -> path."""
     return _dicom_file
 
 

@@ -100,3 +100,27 @@ def test_too_few_images_per_class_for_the_folds_is_one_line():
     with pytest.raises(BraincamError, match="cannot hold out 10% of"):
         make_split(records, "multiclass", "dedup", val_fraction=0.0, test_fraction=0.1,
                    groups=np.arange(12))
+
+
+def test_the_files_of_one_dicom_study_share_a_group_and_a_side(tmp_path, write_dicom):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "dicom"
+    for c, label in enumerate(("glioma", "no_tumor")):
+        (root / label).mkdir(parents=True)
+        for study in range(4):  # four patients a class, three slice files each, one folder
+            for k in range(3):
+                write_dicom(root / label / f"s{study}_{k}.dcm",
+                            rng.integers(0, 256, (32, 32), dtype=np.uint8), instance=k + 1,
+                            study=f"1.2.826.0.1.{c}.{study}")
+    records = load_dataset([root]).records
+    groups = patient_groups(records)
+    study = [f"{r.label}/{r.path.name.split('_')[0]}" for r in records]
+    assert len(set(groups)) == 8
+    assert all((groups[i] == groups[j]) == (study[i] == study[j])
+               for i in range(len(records)) for j in range(len(records)))
+    for seed in range(3):
+        split = make_split(records, "binary", "dedup", 0.25, 0.25, seed)
+        sides = {}
+        for name, side in zip(study, split.split, strict=True):
+            sides.setdefault(name, set()).add(str(side))
+        assert all(len(s) == 1 for s in sides.values()), sides

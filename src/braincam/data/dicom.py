@@ -17,9 +17,9 @@ folder that share a Series Instance UID, ordered by Instance Number, then Image 
 
 Only these header fields are ever read: pixel attributes, Rescale Slope/Intercept, Window
 Center/Width, Photometric Interpretation, Rows, Columns, Number of Frames, Instance Number,
-Image Position (Patient), Series Number, and Series Instance UID (only to tell series apart;
-it is never written). No patient-identifying field (name, ID, birth date, institution,
-dates) leaves this module.
+Image Position (Patient), Series Number, and the Series and Study Instance UIDs (only to tell
+series apart and to keep a study's files on one side of a split; they are never written). No
+patient-identifying field (name, ID, birth date, institution, dates) leaves this module.
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ class DicomInfo:
     position: float | None  # Image Position (Patient) z, mm
     series: str | None = None  # Series Instance UID: tells series apart, never written out
     series_number: int | None = None
+    study: str | None = None  # Study Instance UID: groups a study's files, never written out
 
 
 def _dataset(path: Path, data: bytes | None, header_only: bool = False):
@@ -110,6 +111,7 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
         rows, columns = (_first(ds.get(key, 0) or 0) for key in ("Rows", "Columns"))
         z = _first(position[2]) if position is not None and len(position) == 3 else None
         series = str(ds.get("SeriesInstanceUID", "") or "") or None
+        study = str(ds.get("StudyInstanceUID", "") or "") or None
         number = _first(ds.get("SeriesNumber"))
     if frames is None or not frames >= 1 or not frames.is_integer():  # NaN and inf too
         raise DicomReadError(f"{path}: Number of Frames is not a positive whole number")
@@ -118,6 +120,7 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
         instance=int(instance) if instance is not None and instance.is_integer() else None,
         position=z, series=series,
         series_number=int(number) if number is not None and number.is_integer() else None,
+        study=study,
     )
 
 

@@ -14,7 +14,11 @@ valley. 0.55 gives 236 groups, the count closest to the published 233 patients a
 in steps of 0.05 (table in docs/results.md). Merging two patients costs a little split
 freedom; splitting one patient leaks, so ties go to the lower threshold.
 
-Records outside numbered folders get a group of their own (``<source>/<relative path>``);
+DICOM files: the records of one study (Study Instance UID, else Series Instance UID, else the
+file's folder) share a group, so a scan's slices, which are files of their own, never straddle
+a split.
+
+Other records outside numbered folders get a group of their own (``<source>/<file path>``);
 :func:`merged_groups` joins these ids with duplicate groups (connected components, i.e.
 union-find), so a split keeps every patient group and every duplicate group on one side.
 """
@@ -31,7 +35,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.records import ImageRecord
+from braincam.data.records import DICOM_SUFFIXES, ImageRecord
 
 NEIGHBOUR_CORRELATION = 0.55
 THUMBNAIL = 32
@@ -92,7 +96,7 @@ def patient_groups(
     with ``N`` the first slice number of the run, or ``<source>/<file path>`` for a record
     outside numbered folders."""
     linked = {i: j for (i, j), c in neighbour_correlations(records).items() if c >= threshold}
-    ids = [f"{r.source}/{r.path}" for r in records]
+    ids = [study_group(r) or f"{r.source}/{r.path}" for r in records]
     order = sorted(
         (i for i, r in enumerate(records) if numbered(r) is not None),
         key=lambda i: (records[i].source, numbered(records[i])),
@@ -106,6 +110,21 @@ def patient_groups(
                 k = linked[k]
                 ids[k] = group
     return ids
+
+
+def study_group(record: ImageRecord) -> str | None:
+    """``<source>/study <UID>`` for a DICOM record (series UID, else its folder, without a
+    study UID; module docstring), None for other records."""
+    from braincam.data.dicom import DicomReadError, dicom_info
+
+    if record.path.suffix.lower() not in DICOM_SUFFIXES:
+        return None
+    try:
+        info = dicom_info(record.path)
+    except DicomReadError:  # unreadable: a group of its own
+        return None
+    uid = info.study or info.series
+    return f"{record.source}/study {uid}" if uid else f"{record.source}/folder {record.path.parent}"
 
 
 def merged_groups(duplicate: np.ndarray, patient: Sequence[str]) -> np.ndarray:
