@@ -109,10 +109,13 @@ def test_the_files_of_one_dicom_study_share_a_group_and_a_side(tmp_path, write_d
         (root / label).mkdir(parents=True)
         for study in range(4):  # four patients a class, three slice files each, one folder
             for k in range(3):
-                write_dicom(root / label / f"s{study}_{k}.dcm",
+                name = f"s{study}_{k}" + (".dcm" if c == 0 else "")  # DICOM files often
+                write_dicom(root / label / name,  # have no suffix: found by their marker
                             rng.integers(0, 256, (32, 32), dtype=np.uint8), instance=k + 1,
                             study=f"1.2.826.0.1.{c}.{study}")
+    (root / "no_tumor" / "notes").write_text("not an image")
     records = load_dataset([root]).records
+    assert len(records) == 24
     groups = patient_groups(records)
     study = [f"{r.label}/{r.path.name.split('_')[0]}" for r in records]
     assert len(set(groups)) == 8

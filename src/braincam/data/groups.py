@@ -35,7 +35,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from braincam.data.imageio import ImageReadError, read_grey
-from braincam.data.records import DICOM_SUFFIXES, ImageRecord
+from braincam.data.nifti import is_nifti_name
+from braincam.data.records import IMAGE_SUFFIXES, ImageRecord
 
 NEIGHBOUR_CORRELATION = 0.55
 THUMBNAIL = 32
@@ -117,7 +118,7 @@ def study_group(record: ImageRecord) -> str | None:
     study UID; module docstring), None for other records."""
     from braincam.data.dicom import DicomReadError, dicom_info
 
-    if record.path.suffix.lower() not in DICOM_SUFFIXES:
+    if record.path.suffix.lower() in IMAGE_SUFFIXES or is_nifti_name(record.path):
         return None
     try:
         info = dicom_info(record.path)

@@ -17,7 +17,7 @@ image, or is empty on a tumour image is not attached: a warning and a ``SkippedF
 the mask (reason ends "image kept without it"); the image stays, with its box if any. An empty
 mask on a no-tumour image is valid (no tumour pixel).
 
-DICOM files (``.dcm``/``.dicom``) are records too, one per frame (``ImageRecord.slice`` is the
+DICOM files (``.dcm``/``.dicom``, or any other name with a DICOM marker) are records too, one per frame (``ImageRecord.slice`` is the
 frame of a multi-frame file, None for a single frame); a NIfTI volume (``.nii``/``.nii.gz``) gives
 one record per axial slice whose head covers at least ``VOLUME_MIN_HEAD`` of the slice
 (``braincam.data.nifti``; volumes are read whole here). Run files name such an image
@@ -374,12 +374,25 @@ def _volume_records(
 
 
 def _image_files(folder: Path) -> list[Path]:
+    """Image, DICOM and NIfTI files under ``folder`` (hidden ones left out): by name, and a file
+    with any other name by its DICOM marker (DICOM files often have no suffix)."""
     return sorted(
         p for p in folder.rglob("*")
-        if (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p))
-        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
         and p.is_file()
+        and (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
+             or _has_dicom_marker(p))
     )
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    from braincam.data.dicom import is_dicom
+
+    try:
+        with open(path, "rb") as fh:
+            return is_dicom(fh.read(132))
+    except OSError:
+        return False
 
 
 def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
