@@ -17,11 +17,11 @@ image, or is empty on a tumour image is not attached: a warning and a ``SkippedF
 the mask (reason ends "image kept without it"); the image stays, with its box if any. An empty
 mask on a no-tumour image is valid (no tumour pixel).
 
-DICOM files (``.dcm``/``.dicom``, or any other name with a DICOM marker) are records too, one per frame (``ImageRecord.slice`` is the
-frame of a multi-frame file, None for a single frame); a NIfTI volume (``.nii``/``.nii.gz``) gives
-one record per axial slice whose head covers at least ``VOLUME_MIN_HEAD`` of the slice
-(``braincam.data.nifti``; volumes are read whole here). Run files name such an image
-``<path>#<k>`` (:func:`record_key`).
+DICOM files (``.dcm``/``.dicom``, or any other name with a DICOM marker) are records too, one
+per frame (``ImageRecord.slice`` is the frame of a multi-frame file, None for a single frame); a
+NIfTI volume (``.nii``/``.nii.gz``) gives one record per axial slice whose head covers at least
+``VOLUME_MIN_HEAD`` of the slice (``braincam.data.nifti``; volumes are read whole here). Run
+files name such an image ``<path>#<k>`` (:func:`record_key`).
 
 A NIfTI volume's tumour mask is a label volume of the same relative path under ``masks/``
 (``masks/glioma/p1.nii.gz`` for ``glioma/p1.nii.gz``; voxels > 0 are tumour, on the image's
