@@ -127,3 +127,29 @@ def test_the_files_of_one_dicom_study_share_a_group_and_a_side(tmp_path, write_d
         for name, side in zip(study, split.split, strict=True):
             sides.setdefault(name, set()).add(str(side))
         assert all(len(s) == 1 for s in sides.values()), sides
+
+
+def test_volumes_annotated_by_one_label_volume_share_a_group(tmp_path, write_nifti):
+    rng = np.random.default_rng(1)
+    root = tmp_path / "brats"
+    (root / "glioma").mkdir(parents=True)
+    (root / "masks" / "glioma").mkdir(parents=True)
+    yy, xx = np.mgrid[:48, :48]
+    head = ((xx - 24) / 20) ** 2 + ((yy - 24) / 18) ** 2 <= 1
+    for patient in range(3):
+        labels = np.zeros((3, 48, 48), np.uint8)
+        labels[1, 20:26, 20 + 4 * patient:26 + 4 * patient] = 1
+        write_nifti(root / "masks" / "glioma" / f"p{patient}_seg.nii.gz", labels)
+        for sequence in ("t1", "flair"):  # each sequence linked to the patient's one seg
+            image = np.stack([np.where(head, rng.integers(60, 200, (48, 48)), 0)
+                              for _ in range(3)]).astype(np.uint8)
+            write_nifti(root / "glioma" / f"p{patient}_{sequence}.nii.gz", image)
+            (root / "masks" / "glioma" / f"p{patient}_{sequence}.nii.gz").symlink_to(
+                root / "masks" / "glioma" / f"p{patient}_seg.nii.gz")
+    records = load_dataset([root]).records
+    assert len(records) == 18 and all(r.mask is not None for r in records)
+    groups = patient_groups(records)
+    patient = [r.path.name.split("_")[0] for r in records]
+    assert len(set(groups)) == 3
+    assert all((groups[i] == groups[j]) == (patient[i] == patient[j])
+               for i in range(18) for j in range(18))

@@ -16,7 +16,8 @@ freedom; splitting one patient leaks, so ties go to the lower threshold.
 
 DICOM files: the records of one study (Study Instance UID, else Series Instance UID, else the
 file's folder) share a group, so a scan's slices, which are files of their own, never straddle
-a split.
+a split. NIfTI volumes annotated by the same label volume (by content: a patient's sequences,
+``t1`` and ``flair``, each linked to the patient's one tumour segmentation) share a group too.
 
 Other records outside numbered folders get a group of their own (``<source>/<file path>``);
 :func:`merged_groups` joins these ids with duplicate groups (connected components, i.e.
@@ -28,12 +29,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import cv2
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from braincam.data.hashing import content_hash
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.nifti import is_nifti_name
 from braincam.data.records import IMAGE_SUFFIXES, ImageRecord
@@ -97,7 +100,9 @@ def patient_groups(
     with ``N`` the first slice number of the run, or ``<source>/<file path>`` for a record
     outside numbered folders."""
     linked = {i: j for (i, j), c in neighbour_correlations(records).items() if c >= threshold}
-    ids = [study_group(r) or f"{r.source}/{r.path}" for r in records]
+    label_hashes: dict[Path, str] = {}
+    ids = [study_group(r) or label_volume_group(r, label_hashes) or f"{r.source}/{r.path}"
+           for r in records]
     order = sorted(
         (i for i, r in enumerate(records) if numbered(r) is not None),
         key=lambda i: (records[i].source, numbered(records[i])),
@@ -126,6 +131,16 @@ def study_group(record: ImageRecord) -> str | None:
         return None
     uid = info.study or info.series
     return f"{record.source}/study {uid}" if uid else f"{record.source}/folder {record.path.parent}"
+
+
+def label_volume_group(record: ImageRecord, hashes: dict[Path, str]) -> str | None:
+    """``<source>/labels <content hash>`` for a slice whose mask is a NIfTI label volume (module
+    docstring), None for other records; ``hashes`` memoises the hash of each mask file."""
+    if record.slice is None or record.mask is None or not is_nifti_name(record.mask):
+        return None
+    if record.mask not in hashes:
+        hashes[record.mask] = content_hash(record.mask)
+    return f"{record.source}/labels {hashes[record.mask]}"
 
 
 def merged_groups(duplicate: np.ndarray, patient: Sequence[str]) -> np.ndarray:
