@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -162,6 +164,27 @@ def test_cache_hit_never_decodes(tmp_path, monkeypatch):
     np.testing.assert_array_equal(cache.get(copy, config).image, first.image)
     with pytest.raises(AssertionError, match="decoded"):  # another config is another entry
         cache.get(record, PreprocessConfig(size=32, standardize="minmax"))
+
+
+def test_a_volume_is_read_and_hashed_once_for_all_its_slices(tmp_path, monkeypatch,
+                                                             write_nifti):
+    yy, xx = np.mgrid[:48, :48]
+    head = ((xx - 24) / 20) ** 2 + ((yy - 24) / 18) ** 2 <= 1
+    volume = np.stack([np.where(head, 60 + 40 * k, 0) for k in range(4)]).astype(np.uint8)
+    path = write_nifti(tmp_path / "vol.nii.gz", volume)
+    records = [ImageRecord(path, "src", None, "tumor", 48, 48, None, slice=k) for k in range(4)]
+    config = PreprocessConfig(size=32)
+    images, _, _ = PreprocessCache(tmp_path / "cache").load(records, config)  # fills the cache
+    assert len({int(i.max()) for i in images}) == 4  # four different slices
+    reads = []
+    real = pp._read_bytes
+    monkeypatch.setattr(pp, "_read_bytes", lambda p: reads.append(p) or real(p))
+    cache = PreprocessCache(tmp_path / "cache", workers=1)
+    np.testing.assert_array_equal(cache.load(records, config)[0], images)
+    assert len(reads) == 1  # four cache hits, one read of the file
+    write_nifti(path, volume[::-1])  # edited in place: hashed again, no stale images
+    os.utime(path, ns=(1, 1))
+    np.testing.assert_array_equal(cache.load(records, config)[0], images[::-1])
 
 
 def test_cache_matches_direct_preprocessing_and_heals_a_broken_entry(tmp_path):

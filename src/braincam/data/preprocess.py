@@ -256,13 +256,16 @@ class PreprocessCache:
     crop, original size; 56 KB at 224 px, read in well under a millisecond) per
     (file content, config). Key: ``sha1("v<CACHE_VERSION>|<sha1 of file bytes>|<config fields>")``,
     so renamed or copied files hit and edited files miss. A hit reads the file bytes (to hash them)
-    and the npz; it never decodes the image.
+    and the npz; it never decodes the image. The file hash is remembered for the cache object's
+    life by (path, size, modification time), so the slices of one volume, or a file loaded again
+    at another size, read and hash the file once.
     """
 
     def __init__(self, cache_dir: Path | str | None = None, workers: int | None = None) -> None:
         self.root = cache_root(cache_dir)
         self.dir = self.root / "preprocess"
         self.workers = workers or min(8, os.cpu_count() or 1)
+        self._hashes: dict[tuple[str, int, int], str] = {}
 
     def key(self, file_hash: str, config: PreprocessConfig) -> str:
         fields = f"v{CACHE_VERSION}|{file_hash}|{config.size}|{int(config.crop)}|" \
@@ -312,18 +315,14 @@ class PreprocessCache:
             path, index = Path(record.path), record.slice
         else:
             path = Path(record)
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
-        file_hash = content_hash_bytes(data)
+        file_hash, data = self._file_hash(path)
         if index is not None:
             file_hash = content_hash_bytes(f"{file_hash}#{index}".encode())
         file = self._file(self.key(file_hash, config))
         cached = _read_npz(file, config.size)
         if cached is not None:
             return cached, file_hash, None
-        grey = read_grey(path, data, index)
+        grey = read_grey(path, data if data is not None else _read_bytes(path), index)
         prep = preprocess(grey, config)
         buf = io.BytesIO()
         np.savez(
@@ -332,6 +331,19 @@ class PreprocessCache:
         )
         atomic_write_bytes(file, buf.getvalue())
         return prep, file_hash, phash(grey)
+
+    def _file_hash(self, path: Path) -> tuple[str, bytes | None]:
+        """The sha1 of the file's bytes, and the bytes when they had to be read for it."""
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
+        seen = (str(path), stat.st_size, stat.st_mtime_ns)
+        if seen in self._hashes:
+            return self._hashes[seen], None
+        data = _read_bytes(path)
+        self._hashes[seen] = content_hash_bytes(data)
+        return self._hashes[seen], data
 
     def _try_get(
         self, record: ImageRecord, config: PreprocessConfig
@@ -344,6 +356,13 @@ class PreprocessCache:
 
     def _file(self, key: str) -> Path:
         return self.dir / key[:2] / f"{key}.npz"
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
 
 
 def _read_npz(file: Path, size: int) -> Preprocessed | None:
