@@ -53,6 +53,7 @@ RESIZE = {"area": None, "nearest": Image.Resampling.NEAREST,
           "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
           "lanczos": Image.Resampling.LANCZOS}
 HISTMATCH_BETA = (2.0, 2.5)
+_REMEMBERED_HASHES = 100_000  # file hashes a cache object keeps (about 20 MB)
 CACHE_VERSION = 5  # bump when preprocessing changes: old cache entries are then never read
 _QUANTILES = np.linspace(0.0, 1.0, 1025)
 
@@ -339,11 +340,15 @@ class PreprocessCache:
         except OSError as exc:
             raise ImageReadError(f"{path}: cannot read file ({exc.strerror})") from None
         seen = (str(path), stat.st_size, stat.st_mtime_ns)
-        if seen in self._hashes:
-            return self._hashes[seen], None
+        known = self._hashes.get(seen)  # one lookup: another thread may clear the dict
+        if known is not None:
+            return known, None
         data = _read_bytes(path)
-        self._hashes[seen] = content_hash_bytes(data)
-        return self._hashes[seen], data
+        file_hash = content_hash_bytes(data)
+        if len(self._hashes) >= _REMEMBERED_HASHES:  # a long-lived Model predicting many files
+            self._hashes.clear()
+        self._hashes[seen] = file_hash
+        return file_hash, data
 
     def _try_get(
         self, record: ImageRecord, config: PreprocessConfig
