@@ -72,6 +72,13 @@ def is_dicom(data: bytes) -> bool:
     return data[128:132] == b"DICM"
 
 
+def has_dicom_marker(path: Path | str) -> bool:
+    """:func:`is_dicom` of the file's first bytes (by content, whatever its name); raises
+    OSError when the file cannot be read."""
+    with open(path, "rb") as fh:
+        return is_dicom(fh.read(132))
+
+
 @dataclass(frozen=True)
 class DicomInfo:
     """The non-identifying header fields braincam keeps."""

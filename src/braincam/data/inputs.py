@@ -25,7 +25,13 @@ from pathlib import Path
 
 import numpy as np
 
-from braincam.data.dicom import DicomReadError, dicom_info, is_dicom, series_key
+from braincam.data.dicom import (
+    DicomReadError,
+    dicom_info,
+    has_dicom_marker,
+    is_dicom,
+    series_key,
+)
 from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey
 from braincam.data.nifti import (
     NiftiReadError,
@@ -167,8 +173,7 @@ def _folder_slices(folder: Path, choice: SliceChoice,
             others.append(entry)
         elif entry.is_file():
             try:
-                with open(entry, "rb") as fh:
-                    dicom = is_dicom(fh.read(132))
+                dicom = has_dicom_marker(entry)
             except OSError as exc:
                 _skip(entry, ImageReadError(f"{entry}: cannot read ({exc.strerror})"), skipped)
                 continue

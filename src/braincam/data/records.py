@@ -386,11 +386,10 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _has_dicom_marker(path: Path) -> bool:
-    from braincam.data.dicom import is_dicom
+    from braincam.data.dicom import has_dicom_marker
 
     try:
-        with open(path, "rb") as fh:
-            return is_dicom(fh.read(132))
+        return has_dicom_marker(path)
     except OSError:
         return False
 
