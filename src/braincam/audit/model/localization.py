@@ -259,44 +259,41 @@ def _findings(s: LocalizationSummary) -> list[Finding]:
     else of the box numbers."""
     if s.mask is not None:
         return _mask_findings(s.method, s.mask)
+    return _region_findings(
+        s.method, "box", "tumour box", s.n_images, s.energy_in_box, s.box_area,
+        s.energy_in_box_ratio, s.pointing_game, s.pointing_chance, ".0%")
+
+
+def _region_findings(
+    method: str, kind: str, region: str, n_images: int, energy: float | None,
+    area: float | None, ratio: float | None, pointing: float | None, chance: float | None,
+    small: str,
+) -> list[Finding]:
+    """The energy-ratio and pointing-game findings against one kind of tumour region
+    (``box`` or ``mask``, named ``region`` in the text); ``small`` formats the region's
+    share of the image (a mask covers less than a box)."""
     out = []
-    ratio = s.energy_in_box_ratio
     if ratio is not None and (graded := _ratio_severity(ratio)):
         severity, threshold = graded
         out.append(Finding(
-            severity, "localization.energy_in_box_ratio", ratio, threshold,
-            f"{s.method}: {s.energy_in_box:.0%} of CAM energy lies in the tumour box, "
-            f"which covers {s.box_area:.0%} of the image ({ratio:.1f}x a uniform map; "
-            f"{s.n_images} images)."))
-    if s.pointing_game is not None and s.pointing_chance is not None:
-        threshold = POINTING_CHANCE_FACTOR * s.pointing_chance
-        if s.pointing_game < threshold:
+            severity, f"localization.energy_in_{kind}_ratio", ratio, threshold,
+            f"{method}: {energy:.0%} of CAM energy lies in the {region}, which covers "
+            f"{area:{small}} of the image ({ratio:.1f}x a uniform map; {n_images} images)."))
+    if pointing is not None and chance is not None:
+        threshold = POINTING_CHANCE_FACTOR * chance
+        if pointing < threshold:
+            check = "pointing_game" if kind == "box" else f"{kind}_pointing_game"
             out.append(Finding(
-                "warning", "localization.pointing_game", s.pointing_game, threshold,
-                f"{s.method}: the map's maximum falls in the tumour box on "
-                f"{s.pointing_game:.0%} of {s.n_images} images; a random point would on "
-                f"{s.pointing_chance:.0%}."))
+                "warning", f"localization.{check}", pointing, threshold,
+                f"{method}: the map's maximum falls in the {region} on {pointing:.0%} of "
+                f"{n_images} images; a random point would on {chance:{small}}."))
     return out
 
 
 def _mask_findings(method: str, s: MaskLocalization) -> list[Finding]:
-    out = []
-    ratio = s.energy_in_mask_ratio
-    if ratio is not None and (graded := _ratio_severity(ratio)):
-        severity, threshold = graded
-        out.append(Finding(
-            severity, "localization.energy_in_mask_ratio", ratio, threshold,
-            f"{method}: {s.energy_in_mask:.0%} of CAM energy lies in the expert tumour mask, "
-            f"which covers {s.mask_area:.1%} of the image ({ratio:.1f}x a uniform map; "
-            f"{s.n_images} images)."))
-    if s.pointing_game is not None and s.pointing_chance is not None:
-        threshold = POINTING_CHANCE_FACTOR * s.pointing_chance
-        if s.pointing_game < threshold:
-            out.append(Finding(
-                "warning", "localization.mask_pointing_game", s.pointing_game, threshold,
-                f"{method}: the map's maximum falls in the expert tumour mask on "
-                f"{s.pointing_game:.0%} of {s.n_images} images; a random point would on "
-                f"{s.pointing_chance:.1%}."))
+    out = _region_findings(
+        method, "mask", "expert tumour mask", s.n_images, s.energy_in_mask, s.mask_area,
+        s.energy_in_mask_ratio, s.pointing_game, s.pointing_chance, ".1%")
     if s.pointing_ceiling is not None and s.pointing_ceiling < CEILING_INFO:
         out.append(Finding(
             "info", "localization.pointing_ceiling", s.pointing_ceiling, CEILING_INFO,
