@@ -3,6 +3,8 @@ the sample files pydicom and nibabel ship."""
 
 from __future__ import annotations
 
+import gzip
+import io
 from pathlib import Path
 
 import cv2
@@ -190,3 +192,84 @@ def test_dicom_files_in_a_dataset_are_records_per_frame(tmp_path, real_slices, w
     images, _, skipped = PreprocessCache().load(dataset.records, PreprocessConfig(size=64))
     assert not skipped and len(images) == 3
     assert not np.array_equal(images[0], images[1])
+
+
+def _nifti_bytes(shape, dtype, edit=None) -> bytes:
+    """A NIfTI-1 file of zeros; ``edit(header)`` then changes header fields in place (the
+    voxels stay as written)."""
+    import nibabel as nib
+
+    raw = nib.Nifti1Image(np.zeros(shape, dtype), np.eye(4)).to_bytes()
+    if edit is None:
+        return raw
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(raw))
+    edit(header)
+    return header.binaryblock + raw[len(header.binaryblock):]
+
+
+def _huge(header) -> None:  # 4000^3 int16 voxels: 128 GB that the file does not hold
+    header["dim"][1:4] = 4000
+
+
+def _flat(header) -> None:  # an affine of zeros
+    header["qform_code"], header["sform_code"] = 0, 1
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row] = 0
+
+
+def test_damaged_nifti_volumes_are_one_line_read_errors(tmp_path, monkeypatch):
+    import braincam.data.nifti as nifti
+
+    rgb = [("R", "u1"), ("G", "u1"), ("B", "u1")]
+    cases = {  # file -> (its bytes, what the error says)
+        "huge.nii": (_nifti_bytes((4, 4, 4), np.int16, _huge),
+                     "truncated NIfTI volume (its header declares 128000000000 bytes"),
+        "rgb.nii.gz": (gzip.compress(_nifti_bytes((8, 8, 3), rgb)), "cannot read NIfTI"),
+        "flat.nii": (_nifti_bytes((8, 8, 3), np.uint8, _flat), "cannot read NIfTI"),
+        "inflating.nii.gz": (gzip.compress(_nifti_bytes((20, 20, 20), np.uint8)), "inflates"),
+    }
+    monkeypatch.setattr(nifti, "MAX_VOLUME_BYTES", 4096)
+    for name, (data, says) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(ImageReadError) as err:
+            read_grey(path, index=0)
+        message = str(err.value)
+        assert name in message and "\n" not in message and says in message, message
+    path = tmp_path / "small.nii.gz"  # one under the inflation limit reads
+    path.write_bytes(gzip.compress(_nifti_bytes((8, 8, 3), np.uint8)))
+    assert read_grey(path, index=0).shape == (8, 8)
+
+
+def test_damaged_dicom_pixels_are_one_line_read_errors(tmp_path, write_dicom):
+    import pydicom
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import RLELossless
+
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+
+    def damaged(name: str, edit) -> Path:
+        path = write_dicom(tmp_path / name, pixels)
+        ds = pydicom.dcmread(path)
+        edit(ds)
+        ds.save_as(path)
+        return path
+
+    def no_bits(ds):
+        del ds.BitsAllocated
+
+    def empty(ds):
+        ds.PixelData = b""
+
+    def garbage_rle(ds):
+        ds.file_meta.TransferSyntaxUID = RLELossless
+        ds.PixelData = encapsulate([b"\0" * 64])
+
+    for edit, says in ((no_bits, "Bits Allocated"), (empty, "cannot decode pixel data"),
+                       (garbage_rle, "cannot decode compressed pixel data (RLE Lossless: ")):
+        path = damaged(f"{edit.__name__}.dcm", edit)
+        with pytest.raises(ImageReadError) as err:
+            read_grey(path)
+        message = str(err.value)
+        assert path.name in message and says in message and "\n" not in message, message
+        assert "install" not in message  # RLE decodes without a plugin: the data is damaged

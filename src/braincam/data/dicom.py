@@ -144,17 +144,20 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     try:
         with _quiet_pydicom():
             pixels = ds.pixel_array
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
+    except Exception as exc:  # pydicom and its plugins raise many kinds on damaged data
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", str(syntax))
-        if syntax is not None and getattr(syntax, "is_compressed", False):
-            plugins = next((v for k, v in _PLUGINS.items() if name.startswith(k)), "python-gdcm")
-            raise DicomReadError(
-                f"{path}: cannot decode compressed pixel data ({name}); install a pydicom "
-                f"plugin for it: {plugins}"
-            ) from None
-        reason = " ".join(str(exc).split()).split(". ")[0]
-        raise DicomReadError(f"{path}: cannot decode pixel data ({reason})") from None
+        if getattr(syntax, "is_compressed", False):
+            plugins = next((v for k, v in _PLUGINS.items() if name.startswith(k)), None)
+            if "missing dependencies" in str(exc):
+                raise DicomReadError(
+                    f"{path}: cannot decode compressed pixel data ({name}); install a pydicom "
+                    f"plugin for it: {plugins or 'python-gdcm'}") from None
+            hint = (f"; if the file is intact, another pydicom plugin may decode it: {plugins}"
+                    if plugins else "")
+            raise DicomReadError(f"{path}: cannot decode compressed pixel data ({name}: "
+                                 f"{_reason(exc)}){hint}") from None
+        raise DicomReadError(f"{path}: cannot decode pixel data ({_reason(exc)})") from None
     pixels = np.asarray(pixels)
     if frames > 1:
         pixels = pixels[index]
@@ -170,6 +173,15 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     )
     return window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")),
                   invert=photometric == "MONOCHROME1")
+
+
+def _reason(exc: BaseException) -> str:
+    """One line of a pixel decoding error: pydicom puts its plugins' own reasons on the
+    lines after "exceptions were raised by all available plugins:"; the first is kept."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith("plugins:"):
+        return lines[1]
+    return " ".join(lines).split(". ")[0] if lines else type(exc).__name__
 
 
 def window(values: np.ndarray, centre: float | None, width: float | None,

@@ -28,6 +28,7 @@ import hashlib
 import io
 import struct
 import threading
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,6 +42,7 @@ from braincam.errors import BraincamError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _HEADER_SIZES = (348, 540)  # NIfTI-1, NIfTI-2
+MAX_VOLUME_BYTES = 2 << 30  # a gzipped volume's bytes once inflated: larger ones are refused
 _CACHED_VOLUMES = 4  # a volume and its label volume, for two volumes at a time
 _MM_PER_UNIT = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}  # the header's spatial units
 _volumes: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -191,17 +193,28 @@ def _image(path: Path, data: bytes) -> Any:
     raw = data
     if data[:2] == b"\x1f\x8b":
         try:
-            raw = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
+                raw = fh.read(MAX_VOLUME_BYTES + 1)  # a small file may inflate to any size
+        except (OSError, EOFError, zlib.error) as exc:
             raise NiftiReadError(f"{path}: corrupt gzip data ({exc})") from None
+        if len(raw) > MAX_VOLUME_BYTES:
+            raise NiftiReadError(f"{path}: the volume inflates to more than "
+                                 f"{MAX_VOLUME_BYTES >> 30} GiB; braincam reads smaller ones")
     if not is_nifti(raw):
         raise NiftiReadError(f"{path}: not a NIfTI file (no NIfTI-1/2 header)")
     try:
         kind = nib.Nifti2Image if _header_size(raw) == 540 else nib.Nifti1Image
-        return kind.from_bytes(raw)
-    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({reason})") from None
+        image = kind.from_bytes(raw)
+        header = image.header
+        declared = int(np.prod(header.get_data_shape(), dtype=np.int64)) * \
+            header.get_data_dtype().itemsize
+        held = len(raw) - int(header.get_data_offset())
+    except Exception as exc:  # nibabel raises many kinds on damaged headers
+        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({_reason(exc)})") from None
+    if declared > held:  # checked before the voxels are allocated: a header may claim any size
+        raise NiftiReadError(f"{path}: truncated NIfTI volume (its header declares {declared} "
+                             f"bytes of voxels, the file holds {max(held, 0)})")
+    return image
 
 
 def _decode(path: Path, data: bytes, labels: bool = False) -> np.ndarray:
@@ -212,9 +225,10 @@ def _decode(path: Path, data: bytes, labels: bool = False) -> np.ndarray:
     try:
         image = nib.as_closest_canonical(_image(path, data))
         values = np.asarray(image.dataobj, dtype=np.float32)
-    except (nib.filebasedimages.ImageFileError, ValueError, OSError, EOFError) as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({reason})") from None
+    except NiftiReadError:
+        raise
+    except Exception as exc:  # nibabel and numpy raise many kinds on odd volumes
+        raise NiftiReadError(f"{path}: cannot read NIfTI volume ({_reason(exc)})") from None
     while values.ndim > 3:
         values = values[..., 0]
     if values.ndim != 3 or min(values.shape) < 1:
@@ -230,6 +244,11 @@ def _decode(path: Path, data: bytes, labels: bool = False) -> np.ndarray:
     scaled = np.clip((values - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(values)
     # (X, Y, Z) RAS -> (Z, rows = anterior first, cols = patient's right first)
     return np.ascontiguousarray(scaled[::-1, ::-1, :].transpose(2, 1, 0), dtype=np.float32)
+
+
+def _reason(exc: BaseException) -> str:
+    """An exception as one line: its text, else its type's name."""
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
 
 
 def _header_size(raw: bytes) -> int:
