@@ -90,6 +90,43 @@ def test_reference_is_read_back_not_rebuilt(model, run):
     assert file.stat().st_mtime_ns == stamp
 
 
+def test_reference_of_a_read_only_run_lives_in_memory(tmp_path, run, monkeypatch, caplog):
+    import shutil
+
+    import braincam.api.reference as reference
+
+    copy = shutil.copytree(run, tmp_path / "run")
+    RunDir(copy).ood_reference.unlink(missing_ok=True)
+
+    def read_only(ref, file):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(reference, "save_reference", read_only)
+    model = braincam.load(copy)
+    with caplog.at_level("WARNING"):
+        (pred,) = model.predict([_split_paths(run, "test")[0]])
+    assert pred.ood_score is not None and not RunDir(copy).ood_reference.exists()
+    assert "cannot keep the out-of-distribution reference (Read-only file system)" in caplog.text
+
+
+def test_moved_training_data_names_the_check_and_its_way_out(tmp_path, run):
+    import shutil
+
+    import yaml
+
+    copy = RunDir(shutil.copytree(run, tmp_path / "run"))
+    copy.ood_reference.unlink(missing_ok=True)
+    config = copy.read_config()
+    config["data"] = [str(tmp_path / "moved")]
+    copy.config.write_text(yaml.safe_dump(config))
+    path = _split_paths(run, "test")[0]
+    with pytest.raises(BraincamError, match=r"cannot calibrate the out-of-distribution check "
+                                            r".*moved.*--no-ood"):
+        braincam.load(copy.root).predict([path])
+    (pred,) = braincam.load(copy.root, ood=False).predict([path])
+    assert pred.ood_score is None
+
+
 @pytest.mark.realdata
 def test_dicom_and_nifti_copies_predict_like_the_png(tmp_path, run, datasets_dir, write_dicom,
                                                      write_nifti):

@@ -178,7 +178,11 @@ def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
     images, masks, skipped = PreprocessCache().load(records, config)
     paths = [r.key for r in without_skipped(records, skipped)]
     ref = build_reference(model, images, masks, paths, device)
-    save_reference(ref, file)
+    try:
+        save_reference(ref, file)
+    except OSError as exc:  # a read-only run: the reference serves this process only
+        log.warning("%s: cannot keep the out-of-distribution reference (%s); it is "
+                    "calibrated again next time", file, exc.strerror or exc)
     return ref
 
 
@@ -198,7 +202,14 @@ def _training_records(run: RunDir) -> list:
             f"out-of-distribution check ({exc}); pass ood=False (--no-ood) to skip it"
         ) from None
     wanted = set(paths)
-    records = [r for r in load_dataset(roots).records if r.key in wanted]
+    try:
+        records = [r for r in load_dataset(roots).records if r.key in wanted]
+    except BraincamError as exc:  # the training data moved or went away
+        raise BraincamError(f"cannot calibrate the out-of-distribution check on the run's "
+                            f"training images ({exc}); pass ood=False (--no-ood) to skip "
+                            f"it") from None
     if not records:
-        raise BraincamError(f"{run.split}: none of its training images can be found")
+        raise BraincamError(f"{run.split}: none of its training images can be found to "
+                            f"calibrate the out-of-distribution check; pass ood=False "
+                            f"(--no-ood) to skip it")
     return records

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+import socket
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from braincam.commands.explain import METHOD_HELP
+from braincam.errors import BraincamError
 
 
 def command(
@@ -25,6 +28,11 @@ def command(
         float, typer.Option(help="Largest accepted upload, MiB (bigger ones get 413).")
     ] = 64.0,
     method: Annotated[str, typer.Option(help=f"Overlay method: {METHOD_HELP}")] = "gradcam",
+    ood: Annotated[
+        bool,
+        typer.Option("--ood/--no-ood", help="Out-of-distribution and duplicate warnings "
+                     "(calibrated at start on the run's training images, cached in RUN)."),
+    ] = True,
 ) -> None:
     """Serve RUN's model on a local web page and a JSON API.
 
@@ -35,25 +43,37 @@ def command(
     import uvicorn
 
     import braincam
-    from braincam.errors import BraincamError
     from braincam.explain import METHODS
     from braincam.serve import ServeSettings, create_app
 
     if method not in METHODS:
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if max_upload_mb <= 0:
-        raise BraincamError("--max-upload-mb must be > 0")
+    max_upload = int(max_upload_mb * (1 << 20)) if math.isfinite(max_upload_mb) else 0
+    if max_upload < 1:
+        raise BraincamError("--max-upload-mb must be a positive, finite number of MiB")
     if not 1 <= port <= 65535:
         raise BraincamError("--port must be between 1 and 65535")
-    model = braincam.load(run, segment=segment)
-    _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
-    settings = ServeSettings(max_upload=int(max_upload_mb * (1 << 20)), method=method)
-    app = create_app(model, settings)
+    sock = _listen(host, port)  # before the slow start: a busy port is an error at once
+    model = braincam.load(run, segment=segment, ood=ood)
+    if ood:
+        _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
+    app = create_app(model, ServeSettings(max_upload=max_upload, method=method))
     typer.echo(f"serving {run} on http://{_url_host(host)}:{port}/ (Ctrl+C stops)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: other computers can reach this page",
                    err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``; an address that cannot be bound (in use, unknown
+    host, no permission) is a one-line error."""
+    try:
+        return socket.create_server(
+            (host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+    except OSError as exc:  # socket.create_server appends the address to the reason
+        reason = (exc.strerror or str(exc)).split(" (while attempting")[0]
+        raise BraincamError(f"cannot listen on {_url_host(host)}:{port} ({reason})") from None
 
 
 def _url_host(host: str) -> str:
