@@ -69,6 +69,23 @@ def test_paths_arrays_and_pil_images_agree(model, run):
     assert row["pred"] == first.label and row["slice"] == ""
 
 
+def test_arrays_of_raw_values_are_windowed_not_clipped(model, run):
+    """Scanner values (int16, float64 from nibabel or pydicom) are scaled as a DICOM slice
+    without a window; integers within [0, 255] read as 8-bit grey."""
+    from braincam.data.dicom import window
+    from braincam.data.inputs import as_grey
+
+    u8 = np.rint(read_grey(_split_paths(run, "test")[0]) * 255).astype(np.uint8)
+    np.testing.assert_array_equal(as_grey(u8.astype(np.int64)), as_grey(u8))
+    raw = u8.astype(np.int16) * 16 - 100  # 12-bit-like values with an offset
+    expected = window(raw.astype(np.float64), None, None)
+    assert 0.2 < expected.mean() < 0.8  # not clipped to black or white
+    for array in (raw, raw.astype(np.float64), raw.astype(np.int32)):
+        np.testing.assert_array_equal(as_grey(array), expected, err_msg=str(array.dtype))
+    scaled, plain = model.predict([raw, window(u8.astype(np.float64), None, None)])
+    assert scaled.probabilities == pytest.approx(plain.probabilities, abs=1e-6)
+
+
 def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
     train_path = _split_paths(run, "train")[3]
     noise = np.random.default_rng(0).random((48, 48)).astype(np.float32)
@@ -185,6 +202,13 @@ def test_bad_inputs_give_one_line_errors(model, tmp_path):
     assert model.predict([bad], skipped=skipped) == [] and skipped[0].path == bad
     with pytest.raises(BraincamError, match="shape"):
         model.predict([np.zeros((2, 8, 8, 8))])
+    with pytest.raises(BraincamError, match="with pixels, got shape \\(0, 0\\)"):
+        model.predict([np.zeros((0, 0), np.uint8)])
+    for size in (0, -1):
+        with pytest.raises(BraincamError, match=f"batch_size must be >= 1, got {size}"):
+            model.predict([np.zeros((8, 8), np.uint8)], batch_size=size)
+        with pytest.raises(BraincamError, match=f"batch_size must be >= 1, got {size}"):
+            model.explain([np.zeros((8, 8), np.uint8)], batch_size=size)
     with pytest.raises(BraincamError, match="segmentation"):
         model.segment([bad])
 

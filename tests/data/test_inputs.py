@@ -82,6 +82,8 @@ def test_unreadable_files_are_skipped_with_their_reason_or_raise_without_a_list(
     ]
     with pytest.raises(BraincamError, match="bad.nii.gz: not a NIfTI file"):
         expand_inputs(folder)
+    with pytest.raises(BraincamError, match="blank.nii.gz: no slice whose head"):
+        expand_inputs([good, folder / "blank.nii.gz"])  # not dropped without a word
     only_bad = []
     assert expand_inputs([folder / "bad.nii.gz"], skipped=only_bad) == [] and len(only_bad) == 1
     empty = tmp_path / "empty"

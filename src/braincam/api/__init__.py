@@ -132,6 +132,7 @@ class Model:
     def predict_slices(self, slices: Sequence[InputSlice], batch_size: int = 32,
                        skipped: list[SkippedFile] | None = None) -> list[Prediction]:
         """:meth:`predict` of already expanded inputs."""
+        _check_batch(batch_size)
         items, preps = self._prepare(list(slices), skipped)
         if not items:
             return []
@@ -156,6 +157,7 @@ class Model:
         from braincam.explain import explain
         from braincam.explain.render import overlay_original
 
+        _check_batch(batch_size)
         items, preps = self._prepare(list(slices), skipped)
         out: list[Explanation] = []
         for lo in range(0, len(items), batch_size):
@@ -269,6 +271,11 @@ class _FeatureHook:
     def _hook(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
         if self.features is None:
             self.features = output.detach().float().cpu().numpy()
+
+
+def _check_batch(batch_size: int) -> None:
+    if batch_size < 1:
+        raise BraincamError(f"batch_size must be >= 1, got {batch_size}")
 
 
 def load(run: Path | str, segment: Path | str | None = None,

@@ -31,6 +31,7 @@ from braincam.data.dicom import (
     has_dicom_marker,
     is_dicom,
     series_key,
+    window,
 )
 from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey
 from braincam.data.nifti import (
@@ -108,8 +109,10 @@ def read_slice(item: InputSlice) -> np.ndarray:
 
 def as_grey(image: object) -> np.ndarray:
     """A numpy array or PIL image as grey float32 in [0, 1]: uint8 / 255, uint16 / 65535,
-    floats clipped to [0, 1]; colour -> luma (ITU-R 601; uint8 through PIL like an RGB file),
-    alpha dropped."""
+    other integers within [0, 255] / 255, floats within [0, 1] as they are; any other array
+    (raw scanner values, such as nibabel's ``get_fdata()`` or pydicom's ``pixel_array``)
+    through the robust percentile window of a DICOM slice without one (NaN counts as 0);
+    colour -> luma (ITU-R 601; uint8 through PIL like an RGB file), alpha dropped."""
     if _is_pil(image):
         return pil_grey(image)
     array = np.asarray(image)
@@ -123,11 +126,19 @@ def as_grey(image: object) -> np.ndarray:
         raise BraincamError(
             f"expected a grey H x W or colour H x W x 3 image array, got shape {array.shape}"
         )
+    if array.size == 0:
+        raise BraincamError(f"expected an image array with pixels, got shape {array.shape}")
     if array.dtype == np.uint8:
         return array.astype(np.float32) / 255.0
     if array.dtype == np.uint16:
         return array.astype(np.float32) / 65535.0
-    return np.clip(np.nan_to_num(array.astype(np.float32)), 0.0, 1.0)
+    values = np.nan_to_num(array.astype(np.float64))
+    low, high = values.min(), values.max()
+    if array.dtype.kind in "iub" and low >= 0 and high <= 255:
+        return (values / 255.0).astype(np.float32)
+    if array.dtype.kind == "f" and low >= 0 and high <= 1:
+        return values.astype(np.float32)
+    return window(values, None, None)  # raw scanner values: as a DICOM slice without a window
 
 
 def _path_slices(path: Path, name: str, choice: SliceChoice,
@@ -154,8 +165,8 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
         return [InputSlice(name, k, path, k) for k in range(0, frames, choice.every)]
     if is_nifti_name(path) or is_nifti(head):
         picked = choose_slices(read_volume(path), choice.every, choice.min_head)
-        if not picked and skipped is not None:
-            skipped.append(SkippedFile(path, no_slice_reason(choice.min_head)))
+        if not picked:  # a skip entry with a skipped list, else an error (_path_slices)
+            raise NiftiReadError(f"{path}: {no_slice_reason(choice.min_head)}")
         return [InputSlice(name, k, path, k) for k in picked]
     return [InputSlice(name, None, path)]
 
