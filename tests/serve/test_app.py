@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from braincam.errors import BraincamError
 from braincam.serve import ServeSettings, create_app
 
 from .conftest import SIZE
@@ -131,6 +132,24 @@ def test_oversized_uploads_get_413(model, png_file):
         assert reply.status_code == 413
     with TestClient(create_app(model, ServeSettings(max_upload=len(data)))) as exact:
         assert post(exact, "scan.png", data).status_code == 200
+
+
+def test_images_of_more_pixels_than_the_limit_get_413(model, png_file):
+    import cv2
+
+    height, width = cv2.imread(str(png_file), cv2.IMREAD_UNCHANGED).shape[:2]
+    settings = ServeSettings(max_pixels=height * width - 1)
+    with TestClient(create_app(model, settings)) as small:
+        reply = post(small, "scan.png", png_file.read_bytes())
+        assert reply.status_code == 413
+        assert reply.json()["error"] == (
+            f"scan.png: {width} x {height} pixels is more than this server takes "
+            f"({(height * width - 1) / 1e6:g} megapixels; braincam serve --max-megapixels)")
+    with TestClient(create_app(model, ServeSettings(max_pixels=height * width))) as exact:
+        assert post(exact, "scan.png", png_file.read_bytes()).status_code == 200
+    for bad in (ServeSettings(max_pixels=0), ServeSettings(method="magic")):
+        with pytest.raises(BraincamError):
+            create_app(model, bad)
 
 
 @pytest.mark.parametrize(("kwargs", "status"), [

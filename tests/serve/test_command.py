@@ -76,6 +76,8 @@ def test_options_reach_the_app(served, tiny_run, png_file):
     (["--max-upload-mb", "nan"], "--max-upload-mb must be a positive, finite number"),
     (["--max-upload-mb", "inf"], "--max-upload-mb must be a positive, finite number"),
     (["--max-upload-mb", "1e-9"], "--max-upload-mb must be a positive, finite number"),
+    (["--max-megapixels", "nan"], "--max-megapixels must be a positive, finite number"),
+    (["--max-megapixels", "0"], "--max-megapixels must be a positive, finite number"),
     (["--port", "70000"], "--port must be between 1 and 65535"),
     (["--port", "0"], "--port must be between 1 and 65535"),
 ])

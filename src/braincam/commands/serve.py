@@ -27,6 +27,10 @@ def command(
     max_upload_mb: Annotated[
         float, typer.Option(help="Largest accepted upload, MiB (bigger ones get 413).")
     ] = 64.0,
+    max_megapixels: Annotated[
+        float, typer.Option(help="Largest accepted image or slice, megapixels (bigger ones "
+                            "get 413).")
+    ] = 25.0,
     method: Annotated[str, typer.Option(help=f"Overlay method: {METHOD_HELP}")] = "gradcam",
     ood: Annotated[
         bool,
@@ -43,21 +47,23 @@ def command(
     import uvicorn
 
     import braincam
-    from braincam.explain import METHODS
     from braincam.serve import ServeSettings, create_app
 
-    if method not in METHODS:
-        raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    max_upload = int(max_upload_mb * (1 << 20)) if math.isfinite(max_upload_mb) else 0
-    if max_upload < 1:
-        raise BraincamError("--max-upload-mb must be a positive, finite number of MiB")
+    limits = {"--max-upload-mb": max_upload_mb * (1 << 20),
+              "--max-megapixels": max_megapixels * 1e6}
+    for option, value in limits.items():
+        if not (math.isfinite(value) and value >= 1):
+            raise BraincamError(f"{option} must be a positive, finite number")
+    settings = ServeSettings(max_upload=int(limits["--max-upload-mb"]), method=method,
+                             max_pixels=int(limits["--max-megapixels"]))
+    settings.validate()  # an unknown method
     if not 1 <= port <= 65535:
         raise BraincamError("--port must be between 1 and 65535")
     sock = _listen(host, port)  # before the slow start: a busy port is an error at once
     model = braincam.load(run, segment=segment, ood=ood)
     if ood:
         _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
-    app = create_app(model, ServeSettings(max_upload=max_upload, method=method))
+    app = create_app(model, settings)
     typer.echo(f"serving {run} on http://{_url_host(host)}:{port}/ (Ctrl+C stops)")
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: listening on {host}: other computers can reach this page",

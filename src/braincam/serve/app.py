@@ -36,6 +36,7 @@ from braincam.serve.sniff import Upload, UploadError, sniff
 log = logging.getLogger(__name__)
 MiB = 1 << 20
 DEFAULT_MAX_UPLOAD = 64 * MiB
+DEFAULT_MAX_PIXELS = 25_000_000  # a 5000 x 5000 image: an overlay at full size needs ~2 GB
 FORM_SLACK = 64 * 1024  # multipart boundaries and part headers on top of the file itself
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -57,11 +58,22 @@ class ServeSettings:
 
     max_upload: int = DEFAULT_MAX_UPLOAD  # bytes of one uploaded file
     method: str = "gradcam"  # explanation method of the overlays
+    max_pixels: int = DEFAULT_MAX_PIXELS  # of one decoded image or slice
+
+    def validate(self) -> None:
+        from braincam.explain import METHODS
+
+        if self.method not in METHODS:
+            raise BraincamError(
+                f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.max_upload < 1 or self.max_pixels < 1:
+            raise BraincamError("the upload and pixel limits must be positive")
 
 
 def create_app(model: Model, settings: ServeSettings | None = None) -> FastAPI:
     """The app around ``model`` (``braincam.load(RUN)``), loaded once by the caller."""
     settings = settings or ServeSettings()
+    settings.validate()
     app = FastAPI(title="braincam", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
 
@@ -93,7 +105,7 @@ def create_app(model: Model, settings: ServeSettings | None = None) -> FastAPI:
         upload = sniff(data, name)
 
         def work() -> dict[str, Any]:
-            slices = _decode(upload, data)
+            slices = _decode(upload, data, settings.max_pixels)
             try:
                 with lock:
                     explanations = model.explain_slices(slices, method=settings.method)
@@ -106,8 +118,10 @@ def create_app(model: Model, settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
-def _decode(upload: Upload, data: bytes) -> list[InputSlice]:
-    """The upload's slices as in-memory arrays named by the upload's name.
+def _decode(upload: Upload, data: bytes, max_pixels: int) -> list[InputSlice]:
+    """The upload's slices as in-memory arrays named by the upload's name; a slice of more
+    than ``max_pixels`` is refused (413): a small compressed file may decode to an image
+    whose explanation overlay, drawn at full size, takes gigabytes.
 
     The bytes exist on disk only while they are decoded, in a folder removed right after;
     in-memory slices also keep uploads out of the preprocessing cache (which keys files by
@@ -119,6 +133,11 @@ def _decode(upload: Upload, data: bytes) -> list[InputSlice]:
             slices = in_memory(path, upload.name)
         except BraincamError as exc:  # undecodable content: say why, without our path
             raise UploadError(str(exc).replace(str(path), upload.name), 422) from None
+    largest = max((s.array.shape for s in slices), key=lambda shape: shape[0] * shape[1])
+    if largest[0] * largest[1] > max_pixels:
+        raise UploadError(
+            f"{upload.name}: {largest[1]} x {largest[0]} pixels is more than this server "
+            f"takes ({max_pixels / 1e6:g} megapixels; braincam serve --max-megapixels)", 413)
     return slices
 
 
