@@ -36,7 +36,7 @@ from braincam.serve.sniff import Upload, UploadError, sniff
 log = logging.getLogger(__name__)
 MiB = 1 << 20
 DEFAULT_MAX_UPLOAD = 64 * MiB
-DEFAULT_MAX_PIXELS = 25_000_000  # a 5000 x 5000 image: an overlay at full size needs ~2 GB
+DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000; one 8000 x 8000 upload took the server 4.3 GB
 FORM_SLACK = 64 * 1024  # multipart boundaries and part headers on top of the file itself
 STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
