@@ -39,6 +39,8 @@ def test_images_by_signature(fmt, suffix):
 def test_dicom_nifti_and_gzipped_nifti(tmp_path, write_dicom):
     dicom = write_dicom(tmp_path / "slice.dcm", GREY).read_bytes()
     assert (sniff(dicom, "a.png").kind, sniff(dicom).suffix) == ("dicom", ".dcm")
+    dual = b"II*\x00" + dicom[4:]  # a TIFF header in the preamble: still DICOM
+    assert (sniff(dual).kind, sniff(dual).suffix) == ("dicom", ".dcm")
     assert sniff(nifti_bytes(1), "x.png").suffix == ".nii"
     assert sniff(nifti_bytes(2)).suffix == ".nii"
     assert sniff(gzip.compress(nifti_bytes(1)), "x.nii").suffix == ".nii.gz"

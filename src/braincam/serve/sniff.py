@@ -4,7 +4,8 @@ Signatures checked (offsets in bytes):
 
 - PNG ``89 50 4E 47 0D 0A 1A 0A`` at 0; JPEG ``FF D8 FF`` at 0; BMP ``BM`` at 0;
   TIFF ``II*\\0`` or ``MM\\0*`` at 0.
-- DICOM Part 10: ``DICM`` at 128, after the 128-byte preamble.
+- DICOM Part 10: ``DICM`` at 128, after the 128-byte preamble; checked first, since the
+  preamble of a dual-format file holds a TIFF header.
 - NIfTI-1: ``sizeof_hdr = 348`` (int32 at 0, either byte order) and ``n+1\\0`` at 344;
   NIfTI-2: ``sizeof_hdr = 540`` and ``n+2\\0`` at 4. A gzip stream (``1F 8B`` at 0) is
   inflated just far enough to check the same header inside.
@@ -78,11 +79,11 @@ def sniff(data: bytes, name: str | None = None) -> Upload:
     name = check_name(name)
     if not data:
         raise UploadError(f"{name}: the file is empty (0 bytes)")
+    if data[128:132] == b"DICM":  # first: the preamble may hold a TIFF header (PS3.10 7.5)
+        return Upload(name, "dicom", ".dcm")
     for magic, suffix in IMAGE_SIGNATURES:
         if data.startswith(magic):
             return Upload(name, "image", suffix)
-    if data[128:132] == b"DICM":
-        return Upload(name, "dicom", ".dcm")
     if _nifti_header(data):
         return Upload(name, "nifti", ".nii")
     if data.startswith(b"\x1f\x8b"):
