@@ -21,6 +21,22 @@ def test_prepare_refuses_non_empty_dir_without_force(tmp_path):
     assert not (out / "metrics.json").exists()
 
 
+def test_force_spares_what_the_command_reads_and_a_file_in_the_way_is_an_error(tmp_path):
+    data = tmp_path / "project" / "data"
+    data.mkdir(parents=True)
+    (data / "scan.png").write_bytes(b"x")
+    for out in (data, data.parent):
+        with pytest.raises(BraincamError, match=f"holds {data}, which this command reads"):
+            prepare_output_dir(out, force=True, reads=[data])
+    assert (data / "scan.png").is_file()
+    prepare_output_dir(tmp_path / "project", force=True, reads=[tmp_path / "elsewhere"])
+    assert not data.exists()  # nothing read inside: replaced as asked
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile", tmp_path / "afile" / "audit"):
+        with pytest.raises(BraincamError, match="afile exists and is not a directory"):
+            prepare_output_dir(out)
+
+
 def test_marker_decides_whether_dir_is_finished(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -183,24 +183,44 @@ class RunDir:
             table["split"] == split, "path"].tolist()
 
 
-def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None) -> Path:
+def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None,
+                       reads: Iterable[Path | str] = ()) -> Path:
     """Create ``path`` for a new output; refuse to reuse a non-empty one unless ``force``.
 
     ``marker`` names a file whose presence shows the directory holds finished output;
-    without it any non-empty directory counts.
+    without it any non-empty directory counts, and ``force`` deletes the directory first.
+    It is never deleted while it holds one of ``reads``, the files and folders the command
+    reads (its data, the runs it combines): ``--out DATA --force`` must not erase DATA.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise BraincamError(f"{path} exists and is not a directory")
+    _check_folders(path)
     occupied = path.exists() and (
         (path / marker).exists() if marker else any(path.iterdir())
     )
     if occupied and not force:
         raise BraincamError(f"{path} already holds a run; pass --force to overwrite it")
     if occupied and force and marker is None:
+        root = path.resolve()
+        for read in reads:
+            if root == Path(read).resolve() or root in Path(read).resolve().parents:
+                raise BraincamError(f"{path} holds {read}, which this command reads; --force "
+                                    f"would delete it: choose another output folder")
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def make_folder(path: Path) -> Path:
+    """``path`` as a folder, made with its parents; a file in the way is a one-line error."""
+    _check_folders(Path(path))
+    Path(path).mkdir(parents=True, exist_ok=True)
+    return Path(path)
+
+
+def _check_folders(path: Path) -> None:
+    for folder in (path, *path.parents):
+        if folder.exists() and not folder.is_dir():
+            raise BraincamError(f"{folder} exists and is not a directory")
 
 
 _UMASK = os.umask(0)

@@ -56,6 +56,22 @@ def test_open_path_only_does_not_rebuild(run):
     assert (run / "report.html").read_text() == "kept"
 
 
+def test_another_folders_report_is_replaced_only_with_force(run, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "report.html").write_text("the other run's report")
+    refused = invoke(str(run), "--out", str(other))
+    assert isinstance(refused.exception, BraincamError)
+    assert "the report of another folder); pass --force" in str(refused.exception)
+    assert (other / "report.html").read_text() == "the other run's report"
+    assert invoke(str(run), "--out", str(other), "--force").exit_code == 0
+    assert "0.875 [0.75, 0.95]" in (other / "report.html").read_text()
+    assert invoke(str(run)).exit_code == invoke(str(run)).exit_code == 0  # its own: rebuilt
+    (tmp_path / "afile").write_text("x")
+    in_the_way = invoke(str(run), "--out", str(tmp_path / "afile"))
+    assert str(in_the_way.exception) == f"{tmp_path / 'afile'} exists and is not a directory"
+
+
 def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path):
     result = invoke(str(tmp_path))
     assert isinstance(result.exception, BraincamError)

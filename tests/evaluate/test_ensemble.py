@@ -114,6 +114,15 @@ def test_members_must_agree(members, tmp_path):
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "splits").exists()
 
 
+def test_force_never_deletes_a_member_or_the_folder_holding_them(members):
+    _, _, runs = members
+    for out in (runs[0], runs[0].parent):
+        before = sorted(p.relative_to(out) for p in out.rglob("*"))
+        with pytest.raises(BraincamError, match="which this command reads; --force would"):
+            make_ensemble(runs, out, force=True)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
 def test_explain_and_audit_of_an_ensemble_name_a_member(members, tmp_path):
     data, _, runs = members
     ens = make_ensemble(runs, tmp_path / "ens").root

@@ -28,6 +28,10 @@ def command(
             "$(braincam report RUN --open-path-only)`); an error if there is none yet.",
         ),
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a report.html in --out that another "
+                           "folder's report wrote.")
+    ] = False,
 ) -> None:
     """Rebuild RUN/report.html from whatever the run holds and print its path.
 
@@ -36,7 +40,7 @@ def command(
     """
     from braincam.commands.spec_options import spec_output
     from braincam.errors import BraincamError
-    from braincam.runs import RunDir
+    from braincam.runs import RunDir, make_folder
 
     source = spec_output(run, out) or Path(run)
     target = out or source
@@ -48,8 +52,11 @@ def command(
         return
     from braincam.report.build import collect_report, write_report
 
+    if path.is_file() and target.resolve() != source.resolve() and not force:
+        raise BraincamError(f"{path} already exists (the report of another folder); pass "
+                            "--force to replace it")
     context = collect_report(source)
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)
     written = write_report(context, target)
     typer.echo(context.summary, err=True)
     typer.echo(str(written))

@@ -220,7 +220,7 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     segmenter = load_segmenter(paths[0], device)
     unread: list[SkippedFile] = []
     items = expand_inputs(paths[1:], skipped=unread)  # no image at all: fails before DIR is made
-    prepare_output_dir(out, force=force)
+    prepare_output_dir(out, force=force, reads=paths)
     rows, skipped = predict_files(segmenter, items, out)
     skipped = unread + skipped
     if skipped:
@@ -249,7 +249,7 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
     if out.exists() and not force:
         prepare_output_dir(out)  # refuses an occupied directory before the slow part
     score = evaluate_segmenter(str(paths[0]), paths[1:], device, progress)
-    prepare_output_dir(out, force=force)
+    prepare_output_dir(out, force=force, reads=paths)
     atomic_write_json(out / "metrics.json", score.metrics)
     atomic_write_csv(out / "per_image.csv", score.per_image)
     for name, png in score.overlays.items():
@@ -304,7 +304,7 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
             raise BraincamError(f"--unseen-by {unseen_by}: not a braincam train run (needs "
                                 "model.safetensors and split.csv)")
         seen = learnt_from(other)
-    prepare_output_dir(out, force=force)
+    prepare_output_dir(out, force=force, reads=[run.root, *run.data_roots()])
     counts = link_split(run, out, unseen_by=seen)
     typer.echo("linked the held-out images: " + ", ".join(
         f"{out / name} ({n})" for name, n in counts.items()))

@@ -56,7 +56,7 @@ def make_ensemble(
     split = _common_split(splits, runs)
 
     out = RunDir(Path(out_dir))
-    prepare_output_dir(out.root, force=force)
+    prepare_output_dir(out.root, force=force, reads=[r.root for r in runs])
     tensors: dict[str, torch.Tensor] = {}
     for i, run in enumerate(runs):
         member_tensors, _ = read_tensors(run.model)

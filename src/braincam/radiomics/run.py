@@ -106,7 +106,8 @@ def radiomics_run(
     from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir, versions
 
     config = config or RadiomicsConfig()
-    out_dir = RunDir(prepare_output_dir(Path(out), force=force))
+    out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
+        *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
     dataset = load_dataset([Path(d) for d in data])
     records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
     if not records:

@@ -179,7 +179,8 @@ def train_run(
     run = RunDir(Path(out_dir))
     with main_first(ctx):
         if ctx.is_main:
-            prepare_output_dir(run.root, force=force)
+            prepare_output_dir(run.root, force=force, reads=[
+                *roots, *(plan.data + plan.runs if plan is not None else [])])
             atomic_write_yaml(run.config,
                               run_config(roots, config, device, command, ctx.world_size))
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)

@@ -372,7 +372,7 @@ def train_segmenter(
                        config.test_fraction, config.carve_seed)
     with main_first(ctx):
         if ctx.is_main:
-            prepare_output_dir(run.root, force=force)
+            prepare_output_dir(run.root, force=force, reads=roots)
             atomic_write_yaml(run.config, {
                 "command": command,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
