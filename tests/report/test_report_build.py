@@ -235,6 +235,20 @@ def test_broken_and_partial_files_are_reported_not_raised(tmp_path, kit, text):
     assert "cannot be grouped" in text(page, "gallery")
 
 
+def test_empty_cells_and_a_cut_split_csv_are_counted_not_raised(tmp_path, kit, text):
+    run = kit.make_fake_run(tmp_path)
+    lines = (run / "split.csv").read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[1].split(",")
+    cells[header.index("source")] = ""  # a row without its source
+    (run / "split.csv").write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    page = kit.parse(build_report(run).read_text())
+    assert page.errors == [] and f"{len(lines) - 1} images in" in text(page, "data")
+    (run / "split.csv").write_text(lines[0] + "\n" + lines[1][:20] + "\n")  # cut mid-row
+    page = kit.parse(build_report(run).read_text())
+    assert page.errors == [] and "1 images in" in text(page, "data")
+
+
 def test_unreadable_explanations_are_reported(tmp_path, kit, text):
     run = kit.make_fake_run(tmp_path)
     (run / "explain" / "gradcam" / "explanations.npz").write_bytes(b"not a zip")

@@ -22,6 +22,7 @@ from braincam.data.records import key_file
 from braincam.report.figures import embed_array, embed_image_file
 from braincam.report.fmt import pct
 from braincam.report.sources import NOT_RUN, OK, UNREADABLE, Part
+from braincam.report.tables import text_column
 from braincam.runs import EXPLANATIONS_NPZ, RunDir, read_npz
 
 PER_END = 2  # images from each end of the background ranking, per class and outcome
@@ -176,8 +177,8 @@ def _explained_rows(exp: _Explanations, audited: pd.DataFrame | None,
 def _groups(rows: pd.DataFrame) -> list[tuple[tuple[str, str], pd.DataFrame]]:
     """Rows grouped by (true class, correct/wrong): classes sorted, correct first, and
     both outcomes for every class (possibly empty, so the page says "none")."""
-    outcome = np.where(rows["label"].astype(str) == rows["pred"].astype(str), "correct", "wrong")
-    rows = rows.assign(outcome=outcome, label=rows["label"].astype(str))
+    label, pred = (text_column(rows[c]) for c in ("label", "pred"))
+    rows = rows.assign(outcome=np.where(label == pred, "correct", "wrong"), label=label)
     return [
         ((label, kind), rows[(rows["label"] == label) & (rows["outcome"] == kind)])
         for label in sorted(rows["label"].unique())

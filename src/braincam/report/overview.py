@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from braincam.report.sources import Part, read_csv_part
-from braincam.report.tables import Table, splits_in_order, with_totals
+from braincam.report.tables import Table, splits_in_order, text_column, with_totals
 from braincam.runs import RunDir, true_flags
 
 MAX_SKIPPED_SHOWN = 10
@@ -43,13 +43,14 @@ def collect_overview(run: RunDir) -> OverviewSection:
 def _split_counts(split: pd.DataFrame) -> tuple[Table | None, list[str]]:
     if not {"label", "split"} <= set(split.columns) or split.empty:
         return None, ["split.csv has no label/split columns; counts are not shown."]
-    table = splits_in_order(pd.crosstab(split["label"].astype(str), split["split"].astype(str)))
+    text = {c: text_column(split[c]) for c in ("label", "split", "source") if c in split}
+    table = splits_in_order(pd.crosstab(text["label"], text["split"]))
     sentences = [f"{len(split)} images in {table.shape[0]} classes."]
-    if "source" in split.columns:
-        sources = sorted(split["source"].astype(str).unique())
+    if "source" in text:
+        sources = sorted(text["source"].unique())
         sentences.append(f"Sources: {', '.join(sources)}.")
     if "leak_free" in split.columns and "test" in table.columns:
-        test = split[split["split"].astype(str) == "test"]
+        test = split[text["split"] == "test"]
         free = int(true_flags(test["leak_free"]).sum())
         sentences.append(
             f"{free} of {len(test)} test images have no exact or near duplicate in train "

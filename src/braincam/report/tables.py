@@ -46,3 +46,8 @@ def with_totals(table: pd.DataFrame, corner: str) -> Table:
             for name in table.index]
     rows.append(("all", [int(v) for v in table.sum(axis=0)] + [int(table.values.sum())]))
     return Table([str(c) for c in table.columns] + ["total"], rows, corner)
+
+
+def text_column(column: pd.Series) -> pd.Series:
+    """A CSV column as text, an empty cell as "" (``astype(str)`` keeps NaN under pandas 3)."""
+    return column.astype("string").fillna("").astype(str)
