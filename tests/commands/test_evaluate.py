@@ -116,6 +116,22 @@ def test_extra_copies_of_training_images_are_scored_apart(run, extras, tmp_path)
     assert "only-no_tumor, leak-free" not in result.output
 
 
+def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras, tmp_path):
+    named_test = shutil.copytree(extras[0], tmp_path / "test")  # an extra folder called test
+    twin = shutil.copytree(extras[1], tmp_path / "other" / "test")
+    out = tmp_path / "eval"
+    result = invoke(str(run), "--data", str(named_test), "--data", str(twin), "--out", str(out),
+                    "--no-progress", "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["n"] == 20 and set(metrics["extra"]) == {"test_", "test__"}
+    predictions = pd.read_csv(out / "predictions.csv")
+    counts = predictions.groupby(["split", "dataset"]).size().to_dict()
+    assert counts[("extra", "test_")] == metrics["extra"]["test_"]["n"] == 4
+    assert counts[("extra", "test__")] == metrics["extra"]["test__"]["n"] == 4
+    assert ("extra", "test") not in counts
+
+
 def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):
     (run / "metrics.json").write_text("{}")
     result = invoke(str(run), "--no-progress")

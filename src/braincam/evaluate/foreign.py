@@ -22,7 +22,7 @@ import numpy as np
 from braincam.data.records import ImageRecord
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
-from braincam.evaluate.run import ScoredSet, predictions_frame, write_figures
+from braincam.evaluate.run import ScoredSet, distinct_name, predictions_frame, write_figures
 from braincam.labels import task_label
 from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir
 
@@ -61,7 +61,7 @@ def evaluate_spec(
         records, prob = predict_records(model, records, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, model.task)) for r in records])
         sets.append(ScoredSet(name, "extra", [r.key for r in records],
-                              [r.source for r in records], y, prob, None))
+                              [name] * len(records), y, prob, None))
     metrics: dict[str, Any] = {
         "task": model.task, "classes": classes, "test": None, "test_leak_free": None,
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
@@ -87,7 +87,7 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
     classes the model does not know are left out with a warning."""
     from braincam.data.records import load_dataset
 
-    found = False
+    found, names = False, set()
     for root in roots:
         records = load_dataset([root]).records
         known = [r for r in records if task_label(r.label, task) in classes]
@@ -99,7 +99,8 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
             if split is not None and part not in (None, split):
                 continue
             chosen = [r for r in known if r.split == part]
-            name = Path(root).resolve().name + ("" if len(splits) == 1 else f"_{part}")
+            name = distinct_name(
+                Path(root).resolve().name + ("" if len(splits) == 1 else f"_{part}"), names)
             found = True
             yield name, chosen
     if not found:

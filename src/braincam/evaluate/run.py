@@ -98,8 +98,10 @@ def evaluate_run(
             raise BraincamError(f"{len(bad)} {name} images cannot be read, e.g. {bad[0].path}")
         prob = predict(model, images, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, task)) for r in records])
-        return ScoredSet(name, kind, [r.key for r in records],
-                         [r.source for r in records], y, prob, leak_free)
+        # an extra set's rows carry its metrics.json name, which differs from the folder's
+        # when two folders share a name or one is called "test" (_extra_records)
+        datasets = [r.source for r in records] if kind == "test" else [name] * len(records)
+        return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free)
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
@@ -308,11 +310,19 @@ def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):
                         root, len(records) - len(known))
         if not known:
             raise BraincamError(f"{root}: no image of the model's classes ({', '.join(classes)})")
-        name = Path(root).resolve().name
-        while name in names or name in ("test", "test_leak_free"):
-            name += "_"
-        names.add(name)
+        name = distinct_name(Path(root).resolve().name, names)
         yield name, known
+
+
+def distinct_name(name: str, taken: set[str],
+                  reserved: tuple[str, ...] = ("test", "test_leak_free")) -> str:
+    """``name`` with ``_`` appended while it is in ``taken`` or ``reserved`` (by default the
+    test sets of ``metrics.json``); added to ``taken``. Sets of dataset folders are keyed by
+    the folder's name, and two folders may share one."""
+    while name in taken or name in reserved:
+        name += "_"
+    taken.add(name)
+    return name
 
 
 def write_figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):

@@ -169,6 +169,18 @@ def test_several_datasets_and_methods(run_dir, tmp_path):
     assert len(frame) == 2 * (8 + 6)
 
 
+def test_two_folders_of_one_name_are_two_datasets(run_dir, tmp_path):
+    import shutil
+
+    twin = shutil.copytree(run_dir.parent / "phantoms-b", tmp_path / "other" / "phantoms-b")
+    settings = AuditSettings(faithfulness_images=0, road_images=0, sanity_images=0,
+                             occlusion_images=0, steps=2)
+    doc = audit_model(run_dir, [run_dir.parent / "phantoms-b", twin], ["gradcam"],
+                      tmp_path / "a", settings=settings, device="cpu")
+    assert {k: v["n_images"] for k, v in doc["datasets"].items()} == {
+        "phantoms-b": 6, "phantoms-b_": 6}
+
+
 def test_copies_of_training_images_under_other_paths_are_counted(run_dir, tmp_path):
     """Another folder holding a re-encoded training phantom and a noise image: both are
     audited, and the copy is counted and flagged."""

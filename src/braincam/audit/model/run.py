@@ -439,11 +439,18 @@ def _records_by_dataset(
     """Audit records per dataset (see the module docstring); ``split`` keeps that official
     split of a folder that has splits, ``only`` (resolved paths) those images alone."""
     from braincam.data.records import load_dataset
+    from braincam.evaluate.run import distinct_name
     from braincam.labels import task_label
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
-    records = [r for r in load_dataset(roots).records if resolved_key(r.key) not in seen]
+    taken: set[str] = set()
+    names, records = {}, []  # names: record key -> its folder's set name, made distinct
+    for root in dict.fromkeys(Path(r).resolve() for r in roots):
+        name = distinct_name(root.name, taken, reserved=())
+        for r in load_dataset([root]).records:
+            names[r.key] = name
+            records += [r] if resolved_key(r.key) not in seen else []
     if split is not None:
         records = [r for r in records if r.split in (None, split)]
     if only is not None:
@@ -460,7 +467,7 @@ def _records_by_dataset(
         raise BraincamError(f"no image of the model's classes ({', '.join(classes)}) in --data")
     by_source: dict[str, list] = {}
     for r in known:
-        by_source.setdefault(r.source, []).append(r)
+        by_source.setdefault(names.get(r.key, r.source), []).append(r)
     return {name: [rs[i] for i in subsample(len(rs), max_images, seed)]
             for name, rs in by_source.items()}
 
