@@ -175,13 +175,19 @@ def test_output_conversions_keep_the_model_probabilities():
     np.testing.assert_allclose(q, [[0.1, 0.9], [0.8, 0.2]], atol=1e-6)
 
 
-def test_onnx_with_a_fixed_batch_of_one(folder):
-    write_onnx_model(folder / "one.onnx", batch=1)
-    model = load_foreign(load_spec(write_spec(folder, onnx_spec(path="one.onnx"), "one.yaml")))
+@pytest.mark.parametrize("batch", [1, 3])
+def test_onnx_with_a_fixed_batch(folder, batch):
+    """5 images in fixed batches of 3: a full chunk, then 2 padded to 3 (the spec check's 4
+    images likewise)."""
+    write_onnx_model(folder / "fixed.onnx", batch=batch)
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec(path="fixed.onnx"),
+                                              "fixed.yaml")))
     reference = load_foreign(load_spec(write_spec(folder, onnx_spec())))
     x = to_model_input(torch.from_numpy(
-        np.random.default_rng(2).integers(0, 256, (3, SIZE, SIZE), dtype=np.uint8)))
-    np.testing.assert_allclose(model.black_box(x), reference.black_box(x), atol=1e-6)
+        np.random.default_rng(2).integers(0, 256, (5, SIZE, SIZE), dtype=np.uint8)))
+    out = model.black_box(x)
+    assert out.shape[0] == 5
+    np.testing.assert_allclose(out, reference.black_box(x), atol=1e-6)
 
 
 @pytest.mark.parametrize(("fmt", "name"), [("onnx", "junk.onnx"), ("torchscript", "junk.pt"),

@@ -28,7 +28,8 @@ LOG_EPS = 1e-12  # probabilities are clamped here before the log
 class OnnxRuntimeNet(nn.Module):
     """An ONNX graph run by onnxruntime as a (gradient-free) module: numpy in, tensor out on the
     input's device. Threads follow torch's (``OMP_NUM_THREADS``); a graph exported with a
-    fixed batch size gets its batches in chunks of that size."""
+    fixed batch size gets its batches in chunks of that size, the last one padded with copies
+    of its last image whose outputs are dropped."""
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -54,8 +55,12 @@ class OnnxRuntimeNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         array = x.detach().float().cpu().contiguous().numpy()
         step = self.chunk or max(len(array), 1)
-        outs = [self.runner.run(None, {self.input_name: array[i:i + step]})[0]
-                for i in range(0, len(array), step)]
+        outs = []
+        for i in range(0, len(array), step):
+            part = array[i:i + step]
+            if len(part) < step:  # a fixed-batch graph's last chunk: padded, then cut back
+                part = np.concatenate([part, np.repeat(part[-1:], step - len(part), axis=0)])
+            outs.append(self.runner.run(None, {self.input_name: part})[0][:len(array) - i])
         return torch.from_numpy(np.concatenate(outs).astype(np.float32)).to(x.device)
 
 
