@@ -27,7 +27,8 @@ def test_json_reports_versions_device_and_offline_weights(tmp_path, monkeypatch)
     assert facts["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert facts["architectures"] == ["resnet50", "efficientnet_lite0"]
     assert facts["offline_weights"]["resnet50"] is None  # empty torch hub cache
-    assert facts["offline_weights"]["efficientnet_lite0"].endswith(".pth")
+    for lite in ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"):
+        assert facts["offline_weights"][lite].endswith(".pth")
 
     cached = tmp_path / "hub" / "checkpoints" / "resnet50-11ad3fa6.pth"
     cached.parent.mkdir(parents=True)

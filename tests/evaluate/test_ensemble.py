@@ -114,6 +114,12 @@ def test_members_must_agree(members, tmp_path):
     assert not (tmp_path / "mixed").exists() and not (tmp_path / "splits").exists()
 
 
+def test_a_segment_run_is_named_as_one(members, segmenter_run, tmp_path):
+    _, _, runs = members
+    with pytest.raises(BraincamError, match="is a segment run .* members are classifiers"):
+        make_ensemble([runs[0], segmenter_run], tmp_path / "ens")
+
+
 def test_force_never_deletes_a_member_or_the_folder_holding_them(members):
     _, _, runs = members
     for out in (runs[0], runs[0].parent):

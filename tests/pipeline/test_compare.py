@@ -138,6 +138,11 @@ def test_bad_runs(tmp_path):
     (seg / "config.yaml").write_text("segment: {size: 64}\n")
     with pytest.raises(BraincamError, match=r"is a segment run .*braincam report"):
         compare_runs([seg])
+    score = tmp_path / "score"  # a `braincam segment SEG --evaluate` folder
+    score.mkdir()
+    (score / "metrics.json").write_text(json.dumps({"segmenters": [str(seg)], "dice": 0.8}))
+    with pytest.raises(BraincamError, match=r"is a segment run .* or its scores"):
+        compare_runs([score])
 
 
 def test_same_folder_names_are_told_apart(tmp_path):

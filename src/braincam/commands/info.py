@@ -38,6 +38,7 @@ def gather() -> dict[str, Any]:
 
     from braincam.device import resolve_device
     from braincam.models import KNOWN_ARCHS, offline_weights
+    from braincam.models.weights import LITE_PACKAGES
     from braincam.runs import versions
 
     device = resolve_device("auto")
@@ -53,5 +54,6 @@ def gather() -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "architectures": list(KNOWN_ARCHS),
         "timm_models": len(timm.list_models()),
-        "offline_weights": {arch: offline_weights(arch) for arch in KNOWN_ARCHS},
+        "offline_weights": {arch: offline_weights(arch)
+                            for arch in dict.fromkeys([*KNOWN_ARCHS, *LITE_PACKAGES])},
     }

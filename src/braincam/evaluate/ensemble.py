@@ -81,7 +81,11 @@ def make_ensemble(
 
 def _read_member(run: RunDir):
     from braincam.models.checkpoint import read_meta
+    from braincam.models.segment import is_segment_run
 
+    if is_segment_run(run.root):
+        raise BraincamError(f"{run.root} is a segment run (braincam segment), not a classifier "
+                            "run; an ensemble's members are classifiers")
     meta = read_meta(run.model)
     if is_ensemble(meta):
         raise BraincamError(f"{run.root} is itself an ensemble; list its members instead")

@@ -48,6 +48,7 @@ from braincam.errors import BraincamError
 from braincam.evaluate.run import COMBINED, extra_sets
 from braincam.models.foreign.spec import is_spec
 from braincam.models.segment import is_segment_run
+from braincam.report.segmenter import is_score_folder
 from braincam.runs import (
     RunDir,
     atomic_save_figure,
@@ -135,9 +136,9 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if not path.is_dir():
             raise BraincamError(f"{path} is not a directory")
         run = RunDir(path)
-        if is_segment_run(path):
-            raise BraincamError(f"{path} is a segment run (braincam segment), not a classifier "
-                                f"run; braincam report {path} shows its scores")
+        if is_segment_run(path) or is_score_folder(path):
+            raise BraincamError(f"{path} is a segment run (braincam segment) or its scores, "
+                                f"not a classifier run; braincam report {path} shows them")
         metrics, audit = _read(run.metrics), _read(run.audit_json)
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
