@@ -208,6 +208,29 @@ def test_a_run_with_only_its_config_says_what_has_not_run(tmp_path, kit, text):
     assert page.images == []
 
 
+def test_stages_an_ensemble_or_a_spec_never_has_are_not_asked_for(tmp_path, kit, text):
+    ensemble = tmp_path / "ens"
+    ensemble.mkdir()
+    (ensemble / "config.yaml").write_text(yaml.safe_dump({**kit.CONFIG, "members": ["a", "b"]}))
+    page = kit.parse(build_report(ensemble).read_text())
+    assert page.errors == []
+    assert ("Not run yet: data split, data audit, evaluation.") in text(page, "summary")
+    assert "Training history: does not apply (an ensemble is not trained" in text(
+        page, "findings")
+    assert "Model audit: does not apply (audits need one model: audit a member)." in text(
+        page, "findings")
+    assert "No verdict: an ensemble has no model audit of its own" in text(page, "verdict")
+    spec = tmp_path / "spec"
+    spec.mkdir()
+    (spec / "metrics.json").write_text(json.dumps({
+        "task": "binary", "classes": ["no_tumor", "tumor"], "test": None,
+        "model": {"spec": "/specs/m.yaml", "format": "onnx"}}))
+    page = kit.parse(build_report(spec).read_text())
+    assert "Not run yet: data audit, CAM gallery, model audit." in text(page, "summary")
+    assert "Run settings: does not apply (a model spec is the settings" in text(
+        page, "findings")
+
+
 def test_broken_and_partial_files_are_reported_not_raised(tmp_path, kit, text):
     run = kit.make_fake_run(tmp_path)
     (run / "metrics.json").write_text('{"task": "binary", ')  # a run killed mid-write

@@ -31,7 +31,7 @@ from braincam.report.segmenter import (
     is_score_folder,
 )
 from braincam.report.settings import SettingsSection, collect_settings
-from braincam.report.sources import NOT_RUN, Part, read_json_part
+from braincam.report.sources import NOT_RUN, Part, read_json_part, read_yaml_part
 from braincam.report.training import TrainingSection, collect_training
 from braincam.report.tumour import TumourSection, collect_tumour
 from braincam.report.verdict import Verdict, collect_verdict
@@ -87,11 +87,14 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
         overview.split_part, overview.skipped_part, data_audit.part, training.part,
         metrics.part, gallery.part, model_audit.part, settings.part,
     ]
-    missing = [p for p in parts if not p.ok]
+    kind, never = _kind(run)
+    missing = [p.not_applicable(never[p.name]) if p.name in never else p
+               for p in parts if not p.ok]
     counts = severity_counts(findings)
     verdict = collect_verdict(read_json_part(run, run.metrics, "metrics")[1],
                               read_json_part(run, run.audit_json, "model audit")[1],
-                              [f.finding for f in model_audit.findings + data_audit.findings])
+                              [f.finding for f in model_audit.findings + data_audit.findings],
+                              ensemble=kind == "ensemble")
     return ReportContext(
         run_name=root.resolve().name,
         summary=_summary(counts, missing),
@@ -137,6 +140,33 @@ def write_report(context: ReportContext | SegmenterReport, run_dir: Path) -> Pat
     path = RunDir(Path(run_dir)).report
     atomic_write_text(path, render_report(context))
     return path
+
+
+ENSEMBLE_NEVER = {  # part name -> why an ensemble never has it
+    "skipped files": "an ensemble reads its members' images: see their runs",
+    "training history": "an ensemble is not trained: see its members' runs",
+    "CAM gallery": "explanations need one model: explain a member",
+    "model audit": "audits need one model: audit a member",
+}
+SPEC_NEVER = {  # part name -> why a model spec's output folder never has it
+    "data split": "a model spec's model was trained elsewhere",
+    "skipped files": "a model spec's unreadable images are listed by each stage",
+    "training history": "a model spec's model was trained elsewhere",
+    "run settings": "a model spec is the settings: see the spec file",
+}
+
+
+def _kind(run: RunDir) -> tuple[str, dict[str, str]]:
+    """``("ensemble" | "spec" | "run", the parts such a folder never has)``: an ensemble's
+    ``config.yaml`` lists its ``members``; a spec's stages record the ``model`` they scored."""
+    config = read_yaml_part(run, run.config, "run settings")[1] or {}
+    if "members" in config:
+        return "ensemble", ENSEMBLE_NEVER
+    for path, name in ((run.metrics, "metrics"), (run.audit_json, "model audit")):
+        doc = read_json_part(run, path, name)[1] or {}
+        if isinstance(doc.get("model"), dict) and "spec" in doc["model"]:
+            return "spec", SPEC_NEVER
+    return "run", {}
 
 
 def _summary(counts: dict[str, int], missing: list[Part]) -> str:

@@ -20,14 +20,16 @@ from braincam.runs import RunDir
 OK = "ok"
 NOT_RUN = "not run"
 UNREADABLE = "unreadable"
+NOT_APPLICABLE = "does not apply"  # a stage this kind of run never has (``detail``: why)
 
 
 @dataclass(frozen=True)
 class Part:
     """One file of the run as the report found it.
 
-    ``status`` is ``ok``, ``not run`` (the file is absent) or ``unreadable``
-    (present but not parseable, or of the wrong shape; ``detail`` says why).
+    ``status`` is ``ok``, ``not run`` (the file is absent), ``unreadable`` (present but not
+    parseable, or of the wrong shape; ``detail`` says why) or ``does not apply`` (a stage
+    this kind of run never has, such as an ensemble's training history; ``detail`` says why).
     """
 
     name: str
@@ -47,7 +49,14 @@ class Part:
             return f"{name}: not run ({self.relpath} is missing)."
         if self.status == UNREADABLE:
             return f"{name}: {self.relpath} could not be read ({self.detail})."
+        if self.status == NOT_APPLICABLE:
+            return f"{name}: does not apply ({self.detail})."
         return f"{name}: {self.relpath}."
+
+    def not_applicable(self, why: str) -> Part:
+        """This part, marked as one this kind of run never has, where its file is absent."""
+        return Part(self.name, self.relpath, NOT_APPLICABLE, why) if self.status == NOT_RUN \
+            else self
 
 
 def read_json_part(run: RunDir, path: Path, name: str) -> tuple[Part, dict[str, Any] | None]:

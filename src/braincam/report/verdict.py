@@ -44,17 +44,21 @@ class Verdict:
 
 
 def collect_verdict(
-    metrics: dict[str, Any] | None, audit: dict[str, Any] | None, findings: list[Finding]
+    metrics: dict[str, Any] | None, audit: dict[str, Any] | None, findings: list[Finding],
+    ensemble: bool = False,
 ) -> Verdict:
-    """The verdict of a run from its metrics, model audit and (grouped) findings."""
+    """The verdict of a run from its metrics, model audit and (grouped) findings; an
+    ``ensemble`` has no audit of its own, so its verdict points at its members'."""
     critical = _named_critical(findings)
     blocks = per_dataset(audit) if audit else []
     cf = blocks[0][1].get("counterfactual") if blocks else None
     acc = _first(cf, "accuracy") if isinstance(cf, dict) else None
     acc = acc if acc is not None else scalar(blocks[0][1].get("accuracy")) if blocks else None
     if not isinstance(cf, dict) or acc is None:
-        return Verdict("none", "No verdict: the model audit's counterfactual numbers are "
-                       "missing (run the model audit)." + critical)
+        where = ("an ensemble has no model audit of its own (audit one of its members, and "
+                 "read that member's report)" if ensemble else
+                 "the model audit's counterfactual numbers are missing (run the model audit)")
+        return Verdict("none", f"No verdict: {where}." + critical)
     classes = blocks[0][1].get("classes")
     chance = 1 / len(classes) if isinstance(classes, list) and classes else 0.5
     test = scalar(((metrics or {}).get("test") or {}).get("accuracy"))
