@@ -49,6 +49,34 @@ def test_runs_of_similar_neighbours_form_groups(tmp_path):
     }
 
 
+def test_numbers_chain_within_a_folder_never_across_folders(tmp_path):
+    """Sartaj-like splits with numbered files: Training/tumor/1.png and Testing/no_tumor/1.png
+    are unrelated; per-patient subfolders keep each patient's slices together."""
+    root = tmp_path / "numbered"
+    a, b = _patient(1), _patient(2)
+    for split, label, base in (("Training", "tumor", a), ("Testing", "tumor", b),
+                               ("Testing", "no_tumor", a)):
+        for n in (1, 2):
+            _write(root / split, label, n, _slice(base, n))
+    for patient, base in (("pat1", a), ("pat2", b)):  # CLASS/patX/0..2.png
+        for n in (0, 1, 2):
+            _write(root / "Training" / "no_tumor", patient, n, _slice(base, n))
+    records = load_dataset([root]).records
+    groups = patient_groups(records)
+    folder = {(r.path.parent, r.path.name): g for r, g in zip(records, groups, strict=True)}
+    by_folder: dict[Path, set[str]] = {}
+    for (parent, _), group in folder.items():
+        by_folder.setdefault(parent, set()).add(group)
+    assert all(len(g) == 1 for g in by_folder.values()), by_folder  # one chain a folder
+    assert len(set(groups)) == len(by_folder) == 5  # and no two folders share one
+    numbered_once = tmp_path / "fig"  # a source whose numbers are unique keeps short ids
+    for n in (1, 2):
+        _write(numbered_once, "glioma", n, _slice(a, n))
+    _write(numbered_once, "meningioma", 3, _slice(b, 3))
+    assert patient_groups(load_dataset([numbered_once]).records) == ["fig/p1", "fig/p1",
+                                                                      "fig/p3"]
+
+
 def test_correlation_is_pearson():
     a = np.arange(16, dtype=np.float32).reshape(4, 4)
     assert correlation(a, 2 * a + 1) == 1.0

@@ -2,7 +2,7 @@
 
 The Figshare T1-CE release has no patient IDs, but its numbering keeps each patient's slices
 together: file ``N`` and ``N + 1`` are usually adjacent slices of one patient. Rule: within one
-dataset root, records whose file name is a number (``<class>/<N>.<ext>``) are sorted by ``N``;
+folder, records whose file name is a number (``<class>/<N>.<ext>``) are sorted by ``N``;
 ``N`` and ``N + 1`` (both present, same label) join one group when the Pearson correlation of
 their 32x32 thumbnails (grey image resized with ``INTER_AREA``) is at least
 ``NEIGHBOUR_CORRELATION = 0.55``. Groups are the resulting runs of consecutive numbers. A gap
@@ -70,11 +70,13 @@ def neighbour_correlations(
 ) -> dict[tuple[int, int], float]:
     """Thumbnail correlation of every neighbour pair ``(i, j)`` (record indices): same source,
     numbers ``N`` and ``N + 1``, same label. Unreadable images have no pairs."""
-    by_key = {(r.source, numbered(r)): i for i, r in enumerate(records) if numbered(r) is not None}
+    by_key = {(*_folder(r), numbered(r)): i for i, r in enumerate(records)
+              if numbered(r) is not None}
     pairs = [
-        (i, by_key[(source, n + 1)])
-        for (source, n), i in by_key.items()
-        if (source, n + 1) in by_key and records[by_key[(source, n + 1)]].label == records[i].label
+        (i, by_key[(source, folder, n + 1)])
+        for (source, folder, n), i in by_key.items()
+        if (source, folder, n + 1) in by_key
+        and records[by_key[(source, folder, n + 1)]].label == records[i].label
     ]
     needed = sorted({k for pair in pairs for k in pair})
 
@@ -97,25 +99,40 @@ def patient_groups(
     records: Sequence[ImageRecord], threshold: float = NEIGHBOUR_CORRELATION
 ) -> list[str]:
     """One patient-proxy group id per record (rule in the module docstring): ``<source>/p<N>``
-    with ``N`` the first slice number of the run, or ``<source>/<file path>`` for a record
-    outside numbered folders."""
+    with ``N`` the first slice number of the run (``<source>/<folder>/p<N>`` where several
+    folders of the source hold an ``N``), or ``<source>/<file path>`` for a record outside
+    numbered folders."""
     linked = {i: j for (i, j), c in neighbour_correlations(records).items() if c >= threshold}
     label_hashes: dict[Path, str] = {}
-    ids = [study_group(r) or label_volume_group(r, label_hashes) or f"{r.source}/{r.path}"
-           for r in records]
-    order = sorted(
-        (i for i, r in enumerate(records) if numbered(r) is not None),
-        key=lambda i: (records[i].source, numbered(records[i])),
+    known = [study_group(r) or label_volume_group(r, label_hashes) for r in records]
+    ids = [k or f"{r.source}/{r.path}" for k, r in zip(known, records, strict=True)]
+    order = sorted(  # numbered files of a DICOM study or a label volume keep its group
+        (i for i, r in enumerate(records) if numbered(r) is not None and known[i] is None),
+        key=lambda i: (*_folder(records[i]), numbered(records[i])),
     )
+    folders: dict[tuple[str, int], set[str]] = {}  # (source, N) -> the folders holding an N
+    for i in order:
+        folders.setdefault((records[i].source, numbered(records[i])), set()).add(
+            _folder(records[i])[1])
     heads = set(order) - set(linked.values())
     for i in order:
         if i in heads:
-            group, k = f"{records[i].source}/p{numbered(records[i])}", i
+            source, folder = _folder(records[i])
+            n = numbered(records[i])
+            group = (f"{source}/p{n}" if len(folders[(source, n)]) == 1
+                     else f"{source}/{folder}/p{n}")
+            k = i
             ids[k] = group
             while k in linked:
                 k = linked[k]
                 ids[k] = group
     return ids
+
+
+def _folder(record: ImageRecord) -> tuple[str, str]:
+    """``(source, folder)`` of a record: numbers chain only within one folder, since
+    ``Training/tumor/3.png`` and ``Testing/no_tumor/3.png`` are unrelated images."""
+    return record.source, str(record.path.parent)
 
 
 def study_group(record: ImageRecord) -> str | None:
