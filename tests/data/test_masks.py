@@ -129,6 +129,30 @@ def test_bad_masks_warn_and_are_listed_the_images_kept(tmp_path, caplog):
     assert {s.path.name: s.reason for s in load_dataset([root]).skipped} == reasons
 
 
+def test_the_loader_and_the_reader_agree_on_every_mask_encoding(tmp_path):
+    """16-bit label maps (0/1, 0/255, 0/65535) mark every pixel above 0; 8-bit masks, with or
+    without alpha, mark grey (times alpha) >= 128. The loader attaches a mask exactly when the
+    reader finds tumour pixels in it."""
+    rect = _rect_mask() > 0
+    alpha_only = np.dstack([np.full((H, W), 255, np.uint8), np.where(rect, 255, 0)])
+    encodings = {
+        "u16_one": (rect.astype(np.uint16), rect),
+        "u16_255": (rect.astype(np.uint16) * 255, rect),
+        "u16_max": (rect.astype(np.uint16) * 65535, rect),
+        "la": (alpha_only.astype(np.uint8), rect),  # white everywhere, opaque on the tumour
+        "u8_one": (rect.astype(np.uint8), np.zeros_like(rect)),  # 1 of 255: no tumour
+    }
+    root = tmp_path / "ds"
+    for name, (array, _) in encodings.items():
+        _save(root / "glioma" / f"{name}.png", _head())
+        _save(root / "masks" / "glioma" / f"{name}.png", array)
+    records = {r.path.stem: r for r in load_dataset([root]).records}
+    for name, (_, expected) in encodings.items():
+        mask = read_tumour_mask(root / "masks" / "glioma" / f"{name}.png", (W, H))
+        np.testing.assert_array_equal(mask, expected, err_msg=name)
+        assert (records[name].mask is not None) == bool(expected.any()), name
+
+
 def test_read_tumour_mask_rejects_another_size_in_one_line(tmp_path):
     path = tmp_path / "m.png"
     _save(path, _rect_mask())

@@ -79,6 +79,29 @@ def read_grey(
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
 
 
+WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # PIL modes of > 8 bits a pixel
+
+
+def read_mask(path: Path | str, data: bytes | None = None) -> np.ndarray:
+    """The tumour pixels (bool ``H x W``) of a 2D mask file. An 8-bit mask (grey, palette or
+    colour, with or without alpha) marks a pixel whose grey value (times alpha, as
+    :func:`read_grey` reads it) is at least half its range, so 0/255 masks and their lossy
+    re-encodings read the same; a 16- or 32-bit grey mask, often a label map (0/1, 0/255 or
+    tumour labels 1-4), marks every pixel above 0. Raises :class:`ImageReadError`."""
+    path = Path(path)
+    try:
+        data = path.read_bytes() if data is None else data
+        with Image.open(io.BytesIO(data)) as im:
+            if im.mode in WIDE_MODES:
+                return np.asarray(im) > 0
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not a readable image file") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
+    return read_grey(path, data) >= 0.5
+
+
 def pil_grey(im: Image.Image) -> np.ndarray:
     """Pixels of an opened PIL image as float32 grey in [0, 1] (rules in the module docstring)."""
     mode = im.mode

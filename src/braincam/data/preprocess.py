@@ -38,7 +38,7 @@ from PIL import Image
 from scipy.special import betaincinv
 
 from braincam.data.hashing import cache_root, content_hash_bytes, phash, remember_phashes
-from braincam.data.imageio import ImageReadError, read_grey
+from braincam.data.imageio import ImageReadError, read_grey, read_mask
 from braincam.data.mask import brain_region, head_mask
 from braincam.data.nifti import is_nifti_name, read_label_volume
 from braincam.data.records import Box, ImageRecord, SkippedFile
@@ -219,12 +219,12 @@ def read_tumour_mask(path: Path | str, size: tuple[int, int],
         if mask.shape != (size[1], size[0]):
             raise ImageReadError(f"{path}: no {size[0]}x{size[1]} slice {index} in the mask")
         return mask
-    mask = read_grey(path)
+    mask = read_mask(path)
     if mask.shape != (size[1], size[0]):
         raise ImageReadError(
             f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} px, image is {size[0]}x{size[1]}"
         )
-    return mask >= 0.5
+    return mask
 
 
 def mask_to_output(mask_hxw: np.ndarray, prep: Preprocessed) -> np.ndarray:

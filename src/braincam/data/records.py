@@ -51,6 +51,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes
+from braincam.data.imageio import ImageReadError, read_mask
 from braincam.data.nifti import is_nifti_name
 from braincam.errors import BraincamError
 from braincam.labels import CANONICAL, NO_TUMOR, normalise_label
@@ -65,7 +66,7 @@ MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable a
 MASKS_DIR = "masks"
 IGNORED_DIRS = frozenset({MASKS_DIR})
 BOXES_FILE = "boxes.csv"
-_MASK_EMPTY_FILE = "mask-empty-v1.npz"
+_MASK_EMPTY_FILE = "mask-empty-v2.npz"  # v2: wide masks mark every pixel above 0
 _SPLITS = {
     "training": "train", "train": "train",
     "validation": "val", "valid": "val", "val": "val",
@@ -309,11 +310,12 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
             if im.size != (record.width, record.height):
                 return (f"mask is {im.size[0]}x{im.size[1]} px, image is "
                         f"{record.width}x{record.height}")
-            if key not in store.values:
-                tumour = im.convert("L").point(lambda v: 255 if v >= 128 else 0)
-                store.values[key] = int(tumour.getbbox() is None)
+        if key not in store.values:  # the rule every reader of the mask applies
+            store.values[key] = int(not read_mask(path, data).any())
     except UnidentifiedImageError:
         return "not a readable image file"
+    except ImageReadError as exc:
+        return f"cannot decode mask ({str(exc).removeprefix(f'{path}: ')})"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return f"cannot decode mask ({' '.join(str(exc).split())})"
     if store.values[key] and record.label != NO_TUMOR:
