@@ -89,6 +89,21 @@ def test_unreadable_files_are_skipped_with_reasons(tmp_path, caplog):
     assert good in {r.path for r in ds.records}
 
 
+def test_linked_folders_are_read_and_a_dangling_link_is_a_skip_entry(tmp_path):
+    store = tmp_path / "store" / "deep"
+    for k in range(3):
+        _image(store / f"m{k}.png", seed=k)
+    root = tmp_path / "ds"
+    _image(root / "no_tumor" / "ok.png")
+    (root / "meningioma").mkdir()
+    (root / "meningioma" / "linked").symlink_to(store)  # a linked subfolder of a class
+    (root / "no_tumor" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    ds = load_dataset([root])
+    assert Counter(r.label for r in ds.records) == {"meningioma": 3, "no_tumor": 1}
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [
+        ("gone.png", f"a link to {tmp_path / 'nothing.png'}, which does not exist")]
+
+
 def test_write_skipped_csv(tmp_path):
     (tmp_path / "ds" / "glioma").mkdir(parents=True)
     (tmp_path / "ds" / "glioma" / "zero.jpg").write_bytes(b"")

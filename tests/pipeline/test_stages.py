@@ -45,6 +45,23 @@ def test_data_fingerprint_follows_files(tmp_path):
     assert data_fingerprint([root]) != touched
 
 
+def test_data_fingerprint_follows_linked_folders_and_survives_a_dangling_link(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "a.png").write_bytes(b"x")
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "tumor").symlink_to(store)  # a linked class folder, as the loader reads it
+    (root / "no_tumor").mkdir()
+    (root / "no_tumor" / "loop").symlink_to(root)  # a link to a folder above: walked once
+    first = data_fingerprint([root])
+    (store / "b.png").write_bytes(b"y")  # added behind the link
+    second = data_fingerprint([root])
+    assert second != first
+    (root / "no_tumor" / "gone.png").symlink_to(tmp_path / "nothing.png")
+    assert data_fingerprint([root]) != second
+
+
 def test_markers_round_trip_and_bad_ones_read_as_absent(tmp_path):
     run = RunDir(tmp_path)
     assert read_marker(run, "train") is None

@@ -376,15 +376,29 @@ def _volume_records(
 
 
 def _image_files(folder: Path) -> list[Path]:
-    """Image, DICOM and NIfTI files under ``folder`` (hidden ones left out): by name, and a file
-    with any other name by its DICOM marker (DICOM files often have no suffix)."""
+    """Image, DICOM and NIfTI files under ``folder`` (:func:`files_under`): by name, and a file
+    with any other name by its DICOM marker (DICOM files often have no suffix). A link to
+    nothing with such a name is kept: reading it gives its skip entry."""
     return sorted(
-        p for p in folder.rglob("*")
-        if not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-        and (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
-             or _has_dicom_marker(p))
+        p for p in files_under(folder)
+        if p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
+        or (p.is_file() and _has_dicom_marker(p))
     )
+
+
+def files_under(folder: Path) -> Iterable[Path]:
+    """The files under ``folder``, hidden files and folders (a leading dot) left out, through
+    links to folders too (each real folder once, so a link to a folder above ends there);
+    links to nothing are listed as files."""
+    seen: set[str] = set()
+    for current, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(current)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield from (Path(current) / name for name in sorted(files) if not name.startswith("."))
 
 
 def _has_dicom_marker(path: Path) -> bool:
@@ -398,6 +412,8 @@ def _has_dicom_marker(path: Path) -> bool:
 
 def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
     """``((width, height), None)`` from the header, or ``((0, 0), reason)`` for a bad file."""
+    if path.is_symlink() and not path.exists():
+        return (0, 0), f"a link to {os.readlink(path)}, which does not exist"
     try:
         if path.stat().st_size == 0:
             return (0, 0), "empty file (0 bytes)"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,18 +44,20 @@ def fingerprint(inputs: Any) -> str:
 
 
 def data_listing(root: Path | str) -> list[tuple[str, int, int]]:
-    """``(relative path, size, mtime_ns)`` of every file under ``root``, sorted; hidden files
-    and folders (a leading dot) are left out, as the dataset loader ignores them."""
+    """``(relative path, size, mtime_ns)`` of every file the dataset loader walks under
+    ``root`` (:func:`braincam.data.records.files_under`: hidden ones left out, linked
+    folders followed), sorted; a link to nothing has size and time -1."""
+    from braincam.data.records import files_under
+
     root = Path(root)
     out = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in files:
-            if name.startswith("."):
-                continue
-            path = Path(folder) / name
+    for path in files_under(root):
+        try:
             stat = path.stat()
-            out.append((path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns))
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = -1
+        out.append((path.relative_to(root).as_posix(), size, mtime))
     return sorted(out)
 
 
