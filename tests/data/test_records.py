@@ -187,6 +187,15 @@ def test_boxes_csv_with_split_layout(tmp_path):
     assert record.box == Box(0.5, 0.5, 0.2, 0.2)
 
 
+def test_boxes_csv_that_is_not_utf8_is_a_one_line_error(tmp_path):
+    _image(tmp_path / "ds" / "glioma" / "tumeur_\u00e9.png")
+    _image(tmp_path / "ds" / "no_tumor" / "a.png")
+    (tmp_path / "ds" / "boxes.csv").write_bytes(
+        b"file,label,cx,cy,w,h\nglioma/tumeur_\xe9.png,glioma,0.5,0.5,0.1,0.1\n")
+    with pytest.raises(BraincamError, match=r"boxes.csv: not UTF-8 text; save it as UTF-8$"):
+        load_dataset([tmp_path / "ds"])
+
+
 def test_boxes_csv_without_columns_is_an_error(tmp_path):
     _image(tmp_path / "ds" / "glioma" / "a.png")
     (tmp_path / "ds" / "boxes.csv").write_text("name,x\na.png,1\n")

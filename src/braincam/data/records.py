@@ -476,15 +476,20 @@ def _attach_boxes(
 
 
 def _read_boxes_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"file", "label", "cx", "cy", "w", "h"} - set(reader.fieldnames or [])
-        if missing:
-            raise BraincamError(
-                f"{path}: missing columns {', '.join(sorted(missing))}; "
-                "expected file,label,cx,cy,w,h (YOLO-normalised)"
-            )
-        return list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"file", "label", "cx", "cy", "w", "h"} - set(reader.fieldnames or [])
+            if missing:
+                raise BraincamError(
+                    f"{path}: missing columns {', '.join(sorted(missing))}; "
+                    "expected file,label,cx,cy,w,h (YOLO-normalised)"
+                )
+            return list(reader)
+    except UnicodeDecodeError:
+        raise BraincamError(f"{path}: not UTF-8 text; save it as UTF-8") from None
+    except (OSError, csv.Error) as exc:
+        raise BraincamError(f"{path}: cannot read ({' '.join(str(exc).split())})") from None
 
 
 def _parse_box(row: dict[str, str]) -> Box | None:
