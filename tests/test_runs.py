@@ -37,6 +37,18 @@ def test_force_spares_what_the_command_reads_and_a_file_in_the_way_is_an_error(t
             prepare_output_dir(out)
 
 
+def test_an_output_inside_a_dataset_folder_is_refused(tmp_path):
+    from braincam.runs import check_outside_data
+
+    data = tmp_path / "data"
+    (data / "glioma").mkdir(parents=True)
+    for out in (data / "run", data / "glioma" / "run", data):
+        with pytest.raises(BraincamError, match=r"lies inside the dataset folder .*data: its"):
+            check_outside_data(out, [tmp_path / "other", data])
+    check_outside_data(tmp_path / "run", [data])
+    check_outside_data(tmp_path / "data-run", [data])  # a sibling whose name starts alike
+
+
 def test_marker_decides_whether_dir_is_finished(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

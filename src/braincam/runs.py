@@ -210,6 +210,16 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     return path
 
 
+def check_outside_data(out: Path | str, roots: Iterable[Path | str]) -> None:
+    """Stop when the output folder ``out`` lies inside a dataset folder of ``roots``: the
+    loader would read its files (figures, a run's own folders) as images of that dataset."""
+    where = Path(out).resolve()
+    for root in roots:
+        if Path(root).resolve() in (where, *where.parents):
+            raise BraincamError(f"{out} lies inside the dataset folder {root}: its files would "
+                                "be read as images; choose an output folder outside it")
+
+
 def make_folder(path: Path) -> Path:
     """``path`` as a folder, made with its parents; a file in the way is a one-line error."""
     _check_folders(Path(path))

@@ -89,6 +89,13 @@ def test_existing_run_is_refused(phantoms, tmp_path):
     assert (run / "model.safetensors").read_bytes() == b"old"
 
 
+def test_an_output_inside_the_data_is_refused_before_anything_is_written(phantoms):
+    result = invoke(str(phantoms), "--out", str(phantoms / "myrun"), "--weights", "none", *TINY)
+    assert isinstance(result.exception, BraincamError)
+    assert "lies inside the dataset folder" in str(result.exception)
+    assert not (phantoms / "myrun").exists()
+
+
 def test_option_defaults_are_the_library_defaults():
     import inspect
 

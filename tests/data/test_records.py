@@ -104,6 +104,14 @@ def test_linked_folders_are_read_and_a_dangling_link_is_a_skip_entry(tmp_path):
         ("gone.png", f"a link to {tmp_path / 'nothing.png'}, which does not exist")]
 
 
+def test_a_dataset_folder_inside_another_given_one_is_an_error(tmp_path):
+    _image(tmp_path / "ds" / "Training" / "glioma" / "a.png")
+    _image(tmp_path / "ds" / "Training" / "no_tumor" / "b.png")
+    with pytest.raises(BraincamError, match=r"ds/Training lies inside .*ds, also given"):
+        load_dataset([tmp_path / "ds", tmp_path / "ds" / "Training"])
+    assert len(load_dataset([tmp_path / "ds", tmp_path / "ds/"]).records) == 2  # the same one
+
+
 def test_write_skipped_csv(tmp_path):
     (tmp_path / "ds" / "glioma").mkdir(parents=True)
     (tmp_path / "ds" / "glioma" / "zero.jpg").write_bytes(b"")

@@ -48,7 +48,7 @@ def command(
     """
     from braincam.audit.data.run import audit_data
     from braincam.errors import BraincamError
-    from braincam.runs import DATA_AUDIT_JSON, prepare_output_dir
+    from braincam.runs import DATA_AUDIT_JSON, check_outside_data, prepare_output_dir
 
     if task not in TASKS:
         raise BraincamError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -56,6 +56,7 @@ def command(
         raise BraincamError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if n_boot < 0:
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
+    check_outside_data(out, data)
     out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON)
     audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,
                        seed=seed, others=others or ())

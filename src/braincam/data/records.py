@@ -156,7 +156,14 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
         raise BraincamError("no dataset folder given")
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
-    for root in dict.fromkeys(Path(os.path.abspath(r)) for r in roots):  # each root once
+    unique = list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))  # each root once
+    real = {root: Path(os.path.realpath(root)) for root in unique}
+    for inner in unique:
+        outer = next((o for o in unique if real[o] in real[inner].parents), None)
+        if outer is not None:
+            raise BraincamError(f"{inner} lies inside {outer}, also given: its images would be "
+                                "loaded twice; give one of the two folders")
+    for root in unique:
         root_records, root_skipped = _load_root(root)
         records += root_records
         skipped += root_skipped

@@ -49,7 +49,7 @@ from braincam.audit.findings import Finding, sort_findings
 from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
 from braincam.pipeline.options import PipelineOptions
-from braincam.runs import RunDir, atomic_write_json
+from braincam.runs import RunDir, atomic_write_json, check_outside_data
 
 STAGES = ("data-audit", "train", "evaluate", "model-audit", "explain", "report")
 PIPELINE_FILE = "pipeline.json"
@@ -113,6 +113,7 @@ def run_pipeline(
         if not root.is_dir():
             raise BraincamError(f"{root} is not a directory")
     options.validate()
+    check_outside_data(out_dir, roots)
     run = RunDir(Path(out_dir))
     plan = _plan(run, roots, options)
     markers = {stage.name: S.read_marker(run, stage.name) for stage in plan}

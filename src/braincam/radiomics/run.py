@@ -103,9 +103,16 @@ def radiomics_run(
     from braincam.data.records import load_dataset, write_skipped_csv
     from braincam.data.splits import record_groups
     from braincam.radiomics.baseline import MODELS, cross_validate
-    from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir, versions
+    from braincam.runs import (
+        atomic_write_csv,
+        atomic_write_json,
+        check_outside_data,
+        prepare_output_dir,
+        versions,
+    )
 
     config = config or RadiomicsConfig()
+    check_outside_data(out, data)
     out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
         *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
     dataset = load_dataset([Path(d) for d in data])

@@ -38,7 +38,7 @@ import yaml
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.evaluate.run import extra_sets
-from braincam.runs import RunDir, as_written, atomic_write_json, read_json
+from braincam.runs import RunDir, as_written, atomic_write_json, check_outside_data, read_json
 from braincam.train.config import TrainConfig
 from braincam.train.features import remembered_features
 
@@ -71,6 +71,7 @@ def cross_validate(
     from braincam.train.run import train_run
 
     out = Path(out_dir)
+    check_outside_data(out, roots)
     if (out / "cv.json").exists() and not force:
         raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
     plan = guide_plan(config.guide) if config.guide else None

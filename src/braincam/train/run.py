@@ -26,6 +26,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_csv,
     atomic_write_yaml,
+    check_outside_data,
     prepare_output_dir,
     versions,
 )
@@ -101,6 +102,7 @@ def train_run(
 
     start = time.perf_counter()
     config.validate()
+    check_outside_data(out_dir, roots)
     if compile and config.explains_in_loss:
         raise BraincamError("--compile cannot be combined with --attention-penalty or "
                             "--mask-reward (torch.compile does not support their double "

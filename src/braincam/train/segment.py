@@ -150,6 +150,7 @@ from braincam.runs import (
     atomic_write_csv,
     atomic_write_json,
     atomic_write_yaml,
+    check_outside_data,
     prepare_output_dir,
     versions,
 )
@@ -349,6 +350,7 @@ def train_segmenter(
     and :func:`left_out_digest`."""
     start = time.perf_counter()
     config.validate()
+    check_outside_data(out_dir, roots)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
     run = RunDir(Path(out_dir))
