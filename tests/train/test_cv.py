@@ -102,6 +102,24 @@ def other_phantoms(tmp_path_factory):
     return root
 
 
+def test_a_fold_trained_on_other_data_is_not_kept(phantoms, tmp_path):
+    import shutil
+
+    data = shutil.copytree(phantoms / "Training", tmp_path / "data")
+    config = tiny(head_epochs=1, finetune_epochs=0)
+    cross_validate([data], config, tmp_path / "cv", folds=2, progress=False)
+    (tmp_path / "cv" / "cv.json").unlink()
+    extra = next((data / "tumor").iterdir())
+    shutil.copy(extra, data / "tumor" / f"added{extra.suffix}")  # the data changed since
+    with pytest.raises(BraincamError, match="already holds a run"):  # not kept: --force redoes
+        cross_validate([data], config, tmp_path / "cv", folds=2, progress=False)
+    again = cross_validate([data], config, tmp_path / "cv", folds=2, progress=False,
+                           force=True)
+    assert [r["kept"] for r in again.folds] == [False, False]
+    folds = [pd.read_csv(tmp_path / "cv" / f"fold-{k}" / "split.csv") for k in range(2)]
+    assert all(f["path"].str.endswith(f"added{extra.suffix}").any() for f in folds)
+
+
 def test_guide_folders_without_the_cv_images_train_one_segmenter_for_every_fold(
         phantoms, other_phantoms, tmp_path, monkeypatch):
     """``--guide`` dataset folders that hold none of the folds' images: CV/guide is trained

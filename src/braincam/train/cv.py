@@ -85,11 +85,12 @@ def cross_validate(
             members = train_guide(plan, config, out, progress)
             config = replace(config, guide=",".join(str(m) for m in members))
     rows = []
+    data = _DataCheck(roots)
     with remembered_features():  # the folds share the backbone and most images
         for k in range(folds):
             fold_config = replace(config, split=FOLD, fold=k, folds=folds)
             run = RunDir(out / f"fold-{k}")
-            kept = _finished(run, fold_config)
+            kept = _finished(run, fold_config) and data.same(run)
             if not kept:
                 train_run(roots, fold_config, run.root, force=force, progress=progress,
                           command=command)
@@ -144,6 +145,38 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
     values = _settings(config)
     values.pop("split"), values.pop("fold")
     return values
+
+
+class _DataCheck:
+    """Whether a fold's run was trained on the data of ``roots`` as it is now: the same
+    folders and, in its ``split.csv``, the same images (read once, when first asked)."""
+
+    def __init__(self, roots: Sequence[Path | str]) -> None:
+        self.roots = [Path(r).resolve() for r in roots]
+        self._keys: set[str] | None = None
+
+    def same(self, run: RunDir) -> bool:
+        from braincam.data.records import load_dataset
+
+        try:
+            if [Path(r).resolve() for r in run.data_roots()] != self.roots:
+                return False
+            if self._keys is None:
+                self._keys = {r.key for r in load_dataset(self.roots).records}
+            listed = set(run.read_split()["path"])
+            return listed <= self._keys and self._keys <= listed | _skipped(run)
+        except BraincamError:
+            return False
+
+
+def _skipped(run: RunDir) -> set[str]:
+    """The record keys of the run's ``skipped.csv`` (images it could not decode)."""
+    import pandas as pd
+
+    try:
+        return set(pd.read_csv(run.skipped)["path"].astype(str))
+    except (OSError, KeyError, ValueError):
+        return set()
 
 
 def _finished(run: RunDir, config: TrainConfig) -> bool:
