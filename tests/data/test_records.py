@@ -112,6 +112,13 @@ def test_a_dataset_folder_inside_another_given_one_is_an_error(tmp_path):
     assert len(load_dataset([tmp_path / "ds", tmp_path / "ds/"]).records) == 2  # the same one
 
 
+def test_a_macos_zip_folder_beside_the_splits_is_ignored(tmp_path):
+    _image(tmp_path / "ds" / "Training" / "glioma" / "a.png")
+    _image(tmp_path / "ds" / "Testing" / "no_tumor" / "b.png")
+    (tmp_path / "ds" / "__MACOSX" / "Training").mkdir(parents=True)
+    assert len(load_dataset([tmp_path / "ds"]).records) == 2
+
+
 def test_write_skipped_csv(tmp_path):
     (tmp_path / "ds" / "glioma").mkdir(parents=True)
     (tmp_path / "ds" / "glioma" / "zero.jpg").write_bytes(b"")
