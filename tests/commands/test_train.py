@@ -96,6 +96,19 @@ def test_an_output_inside_the_data_is_refused_before_anything_is_written(phantom
     assert not (phantoms / "myrun").exists()
 
 
+def test_a_run_without_test_images_says_it_evaluated_nothing(phantoms, tmp_path):
+    import shutil
+
+    only = tmp_path / "only"
+    shutil.copytree(phantoms / "Training", only / "Training")
+    (only / "Testing").mkdir()  # official split, empty test folder
+    result = invoke(str(only), "--out", str(tmp_path / "run"), "--weights", "none",
+                    "--arch", "resnet10t", "--split", "official", *TINY)
+    assert result.exit_code == 0, result.output
+    assert "warning: no test images and no --data: nothing evaluated" in result.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()
+
+
 def test_option_defaults_are_the_library_defaults():
     import inspect
 

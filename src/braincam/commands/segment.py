@@ -42,8 +42,8 @@ def command(
     ] = False,
     held_out: Annotated[
         bool, typer.Option("--held-out", help="Link the run's held-out test images (with "
-                           "their masks and boxes) into OUT/<dataset folder name>/, for audits "
-                           "on images the segmenter never learnt from.")
+                           "their masks and boxes) into OUT, one folder a dataset (named as "
+                           "it), for audits on images the segmenter never learnt from.")
     ] = False,
     unseen_by: Annotated[
         Path | None,

@@ -75,6 +75,9 @@ def command(
         metrics = evaluate_run(out, extra, force=True, device=config.device, progress=progress)
         for line in metrics_lines(metrics):
             typer.echo(line)
+    elif evaluate:
+        typer.echo("warning: no test images and no --data: nothing evaluated (metrics.json "
+                   "not written)", err=True)
     typer.echo(f"wrote {out}")
 
 
