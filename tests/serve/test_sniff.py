@@ -57,6 +57,7 @@ def test_dicom_nifti_and_gzipped_nifti(tmp_path, write_dicom):
     (gzip.compress(b"text" * 200, mtime=0), 415, "gzip file that is not a NIfTI"),
     (nifti_bytes(1)[:344] + b"ni1\x00", 415, ".hdr/.img pair"),
     (b"\x00" * 128 + b"DICX" + b"\x00" * 64, 415, "not a PNG"),
+    (b"BMI,weight,height\n24.1,70,1.70\n", 415, "not a PNG"),  # BM, yet no BMP header
 ])
 def test_refused_content(data, status, words):
     with pytest.raises(UploadError, match=words) as info:
@@ -65,10 +66,16 @@ def test_refused_content(data, status, words):
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd.png", "..", "a/b.png", "c:\\x\\y.png",
-                                  "evil\x00.png", "line\nbreak.png", "x" * 256 + ".png"])
+                                  "evil\x00.png", "line\nbreak.png"])
 def test_names_that_are_not_plain_are_refused(name):
     with pytest.raises(UploadError, match="not a plain file name") as info:
         sniff(encoded("PNG"), name)
+    assert info.value.status == 400
+
+
+def test_a_name_too_long_says_so():
+    with pytest.raises(UploadError, match="is longer than 255 characters") as info:
+        sniff(encoded("PNG"), "x" * 256 + ".png")
     assert info.value.status == 400
 
 

@@ -2,7 +2,8 @@
 
 Signatures checked (offsets in bytes):
 
-- PNG ``89 50 4E 47 0D 0A 1A 0A`` at 0; JPEG ``FF D8 FF`` at 0; BMP ``BM`` at 0;
+- PNG ``89 50 4E 47 0D 0A 1A 0A`` at 0; JPEG ``FF D8 FF`` at 0; BMP ``BM`` at 0 with an
+  info-header size of a BMP version at 14;
   TIFF ``II*\\0`` or ``MM\\0*`` at 0.
 - DICOM Part 10: ``DICM`` at 128, after the 128-byte preamble; checked first, since the
   preamble of a dual-format file holds a TIFF header.
@@ -34,6 +35,7 @@ NIFTI1 = (348, 344, (b"n+1\x00",))
 NIFTI2 = (540, 4, (b"n+2\x00",))
 NIFTI_PAIR = (b"ni1\x00", b"ni2\x00")  # header of a .hdr/.img pair: no voxels in this file
 MAX_NAME = 255
+BMP_INFO_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)  # BITMAPCOREHEADER ... BITMAPV5HEADER
 
 
 class UploadError(BraincamError):
@@ -53,13 +55,19 @@ class Upload:
     suffix: str  # .png .jpg .bmp .tif .dcm .nii .nii.gz
 
 
+def _bmp_header(data: bytes) -> bool:
+    """``BM`` is two common letters: a BMP also has a known info-header size at byte 14."""
+    return len(data) >= 18 and struct.unpack("<I", data[14:18])[0] in BMP_INFO_SIZES
+
+
 def check_name(name: str | None) -> str:
     """The client's file name if it is a plain name; else :class:`UploadError` (400)."""
     if not name:
         return "upload"
+    if len(name) > MAX_NAME:
+        raise UploadError(f"file name {name[:60]!r}... is longer than {MAX_NAME} characters")
     if (
-        len(name) > MAX_NAME
-        or name in (".", "..")
+        name in (".", "..")
         or any(sep in name for sep in ("/", "\\"))
         or any(ord(ch) < 32 or ord(ch) == 127 for ch in name)
     ):
@@ -82,7 +90,7 @@ def sniff(data: bytes, name: str | None = None) -> Upload:
     if data[128:132] == b"DICM":  # first: the preamble may hold a TIFF header (PS3.10 7.5)
         return Upload(name, "dicom", ".dcm")
     for magic, suffix in IMAGE_SIGNATURES:
-        if data.startswith(magic):
+        if data.startswith(magic) and (suffix != ".bmp" or _bmp_header(data)):
             return Upload(name, "image", suffix)
     if _nifti_header(data):
         return Upload(name, "nifti", ".nii")
