@@ -190,8 +190,13 @@ def _load_onnx(spec: ModelSpec) -> OnnxRuntimeNet:
 
 
 def _load_torchscript(spec: ModelSpec) -> nn.Module:
+    import warnings
+
     try:
-        return torch.jit.load(str(spec.path), map_location="cpu")
+        with warnings.catch_warnings():  # torch deprecates jit.load; the user's file is one
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.* is deprecated",
+                                    category=FutureWarning)
+            return torch.jit.load(str(spec.path), map_location="cpu")
     except Exception as exc:
         raise BraincamError(f"{spec.file}: field 'path': {spec.path.name} is not a TorchScript "
                             f"model ({_first_line(exc)})") from None
@@ -317,5 +322,6 @@ def _mismatch(exc: Exception) -> str:
 
 
 def _first_line(exc: Exception) -> str:
+    """The first sentence of the first line of an error (torch's run on for lines)."""
     text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
+    return text.splitlines()[0].split(". ")[0][:300] if text else type(exc).__name__
