@@ -198,7 +198,8 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
         (path / marker).exists() if marker else any(path.iterdir())
     )
     if occupied and not force:
-        raise BraincamError(f"{path} already holds a run; pass --force to overwrite it")
+        what = marker or "a run"  # the finished output, where the caller names it
+        raise BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
     if occupied and force and marker is None:
         root = path.resolve()
         for read in reads:

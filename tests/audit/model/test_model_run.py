@@ -138,7 +138,7 @@ def test_existing_audit_needs_force(run_dir, tmp_path):
     settings = AuditSettings(faithfulness_images=2, road_images=0, sanity_images=0,
                              occlusion_images=0, steps=2)
     audit_model(run_dir, [data], out_dir=out, max_images=3, settings=settings, device="cpu")
-    with pytest.raises(BraincamError, match="--force"):
+    with pytest.raises(BraincamError, match="audit already holds audit.json; pass --force"):
         audit_model(run_dir, [data], out_dir=out, settings=settings, device="cpu")
     doc = audit_model(run_dir, [data], out_dir=out, max_images=3, settings=settings,
                       device="cpu", force=True)
