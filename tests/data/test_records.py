@@ -119,6 +119,17 @@ def test_a_macos_zip_folder_beside_the_splits_is_ignored(tmp_path):
     assert len(load_dataset([tmp_path / "ds"]).records) == 2
 
 
+def test_files_of_other_types_are_named_in_a_warning(tmp_path, caplog):
+    _image(tmp_path / "ds" / "glioma" / "a.png")
+    _image(tmp_path / "ds" / "glioma" / "b.webp", fmt="WEBP")
+    _image(tmp_path / "ds" / "no_tumor" / "c.png")
+    (tmp_path / "ds" / "no_tumor" / ".DS_Store").write_bytes(b"hidden: not named")
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        assert len(load_dataset([tmp_path / "ds"]).records) == 2
+    left_out = [m for m in caplog.messages if "left out" in m]
+    assert len(left_out) == 1 and left_out[0].endswith("DICOM or NIfTI file: b.webp")
+
+
 def test_write_skipped_csv(tmp_path):
     (tmp_path / "ds" / "glioma").mkdir(parents=True)
     (tmp_path / "ds" / "glioma" / "zero.jpg").write_bytes(b"")

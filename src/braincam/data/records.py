@@ -247,6 +247,7 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
         files = _image_files(folder)
         if not files:
             log.warning("%s: class folder contains no images", folder)
+        _warn_left_out(folder, files)
         for file in files:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 found, problem = _volume_records(file, root.name, split, label)
@@ -391,6 +392,17 @@ def _image_files(folder: Path) -> list[Path]:
         if p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
         or (p.is_file() and _has_dicom_marker(p))
     )
+
+
+def _warn_left_out(folder: Path, files: list[Path]) -> None:
+    """Say which files of a class folder are not read (other image types, notes), so an
+    unexpected file type is not lost without a word."""
+    chosen = set(files)
+    other = [p for p in files_under(folder) if p not in chosen]
+    if other:
+        log.warning("%s: %d file(s) left out, not an image (%s), DICOM or NIfTI file: %s",
+                    folder, len(other), " ".join(sorted(IMAGE_SUFFIXES)),
+                    ", ".join(p.name for p in other[:3]) + (", ..." if len(other) > 3 else ""))
 
 
 def files_under(folder: Path) -> Iterable[Path]:
