@@ -126,6 +126,19 @@ def test_printed_table_shows_dashes(runs):
     assert rows["energy in box ratio@figshare"] == ["-", "2.500", "-"]
 
 
+def test_runs_of_different_tasks_carry_a_note(tmp_path):
+    a = write_run(tmp_path / "bin", {"test": m(0.9, 0.9)})
+    b = write_run(tmp_path / "multi", {"test": m(0.8, 0.8)})
+    doc = json.loads((b / "metrics.json").read_text())
+    (b / "metrics.json").write_text(json.dumps({**doc, "task": "multiclass"}))
+    (a / "metrics.json").write_text(json.dumps({**json.loads((a / "metrics.json").read_text()),
+                                                "task": "binary"}))
+    note = compare_runs([a, b]).note
+    assert note == ("the runs solve different tasks (bin: binary, multi: multiclass): "
+                    "accuracies have other chance levels and do not compare")
+    assert compare_runs([a, a]).note is None and compare_runs([a, b]).to_dict()["note"] == note
+
+
 def test_bad_runs(tmp_path):
     with pytest.raises(BraincamError, match="is not a directory"):
         compare_runs([tmp_path / "nope"])

@@ -35,4 +35,6 @@ def command(
     files = write_comparison(comparison, folder)
     console = Console()
     console.print(comparison.to_table())
+    if comparison.note:
+        typer.echo(f"warning: {comparison.note}", err=True)
     console.print(f"wrote {', '.join(str(f) for f in files)}", highlight=False, soft_wrap=True)

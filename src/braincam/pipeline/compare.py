@@ -83,15 +83,25 @@ class Comparison:
     columns: list[str]
     rows: list[dict[str, float | None]]
     shared_n: dict[str, int] = field(default_factory=dict)  # images per shared leak-free set
+    tasks: list[str | None] = field(default_factory=list)  # each run's task (metrics.json)
+
+    @property
+    def note(self) -> str | None:
+        """A warning when the runs solve different tasks: their numbers have other chances."""
+        if len({t for t in self.tasks if t}) < 2:
+            return None
+        return ("the runs solve different tasks (" + ", ".join(
+            f"{name}: {task}" for name, task in zip(self.runs, self.tasks, strict=True)
+            if task) + "): accuracies have other chance levels and do not compare")
 
     def cell(self, run: str, column: str) -> float | None:
         return self.rows[self.runs.index(run)][column]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"columns": self.columns, "shared_leak_free_n": self.shared_n, "runs": [
-            {"run": name, "path": str(path), **row}
-            for name, path, row in zip(self.runs, self.paths, self.rows, strict=True)
-        ]}
+        return {"columns": self.columns, "shared_leak_free_n": self.shared_n, "note": self.note,
+                "runs": [{"run": name, "path": str(path), **row}
+                         for name, path, row in zip(self.runs, self.paths, self.rows,
+                                                    strict=True)]}
 
     def to_table(self):  # -> rich.table.Table
         """One row per number and one column per run (runs are few, numbers many), 3
@@ -128,7 +138,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
     if not run_dirs:
         raise BraincamError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
-    rows, extras, boxes, masks = [], [], [], []
+    rows, extras, boxes, masks, tasks = [], [], [], [], []
     for path in paths:
         if is_spec(path):
             raise BraincamError(f"{path} is a model spec: compare the folder its evaluate and "
@@ -143,6 +153,8 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
+        task = (metrics or {}).get("task")
+        tasks.append(task if isinstance(task, str) else None)
         extras += [k for k in row if k.startswith(EXTRA_PREFIX) and k not in extras]
         boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
         masks += [k for k in row if _mask_key(k) and row[k] is not None and k not in masks]
@@ -157,7 +169,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
                *[c for c in shared_columns if c != SHARED], *RATES, *mask_rates, *RATIOS,
                *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
-    return Comparison(_names(paths), paths, columns, rows, shared_n)
+    return Comparison(_names(paths), paths, columns, rows, shared_n, tasks)
 
 
 def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[str, int]]:
