@@ -102,11 +102,11 @@ def train_run(
 
     start = time.perf_counter()
     config.validate()
-    check_outside_data(out_dir, roots)
     if compile and config.explains_in_loss:
         raise BraincamError("--compile cannot be combined with --attention-penalty or "
                             "--mask-reward (torch.compile does not support their double "
                             "backward)")
+    check_outside_data(out_dir, roots)
     loss_fn = loss_fn or loss_for(config)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
