@@ -105,3 +105,23 @@ def test_by_correctness_splits_on_the_prediction():
     summary = AttentionCheck()(batch).summary["gradcam"]
     assert summary.by_correctness["correct"]["n"] == 2
     assert summary.by_correctness["incorrect"]["n"] == 2
+
+
+def test_a_zero_map_leaves_the_chance_level_with_its_share():
+    """Image 0: a big head and an all-zero map (no share); image 1: a uniform map, exactly at
+    chance. The outside-brain share then equals its chance: a warning (no better than a
+    uniform map), not the critical finding of 1.5 times chance."""
+    side = 64
+    heads = np.zeros((2, side, side), bool)
+    heads[0, 2:62, 2:62] = True
+    heads[1, 20:44, 20:44] = True
+    maps = np.zeros((2, side, side), np.float32)
+    maps[1] = 1.0
+    batch = AuditBatch(images=np.zeros((2, side, side), np.uint8), head_masks=heads,
+                       labels=np.array([0, 0]), classes=("no_tumor", "tumor"),
+                       probs=np.array([[0.9, 0.1]] * 2), maps={"gradcam": maps})
+    result = AttentionCheck()(batch)
+    summary = result.summary["gradcam"]
+    assert summary.brain == pytest.approx(summary.uniform_brain)
+    (finding,) = [f for f in result.findings if f.check == "attention.outside_brain"]
+    assert finding.severity == "warning" and finding.value == pytest.approx(finding.threshold)

@@ -213,3 +213,41 @@ def test_no_resized_map_points_into_a_mask_beyond_the_ceiling():
     hits, reachable = cols["mask_pointing_hit"], cols["mask_pointing_reachable"]
     assert hits.sum() > 50 and 0 < reachable.mean() < 1
     assert not (hits.astype(bool) & ~reachable.astype(bool)).any()
+
+
+def test_ratios_compare_energy_and_area_over_the_same_images():
+    """An all-zero map has no energy share: its image leaves the ratio's area mean too."""
+    side = 10
+    box = np.zeros((2, side, side), bool)
+    box[0, :5, :] = True  # image 0: half the image, its map all zero
+    box[1, 0, 0] = True  # image 1: one pixel holding half its map's energy
+    maps = np.zeros((2, side, side), np.float32)
+    maps[1, 0, 0] = maps[1, 9, 9] = 1.0
+    batch = AuditBatch(images=np.zeros((2, side, side), np.uint8),
+                       head_masks=np.ones((2, side, side), bool), labels=np.array([1, 1]),
+                       classes=("no_tumor", "tumor"), probs=np.array([[0.2, 0.8]] * 2),
+                       maps={"gradcam": maps}, tumor_masks=box, expert_masks=box.copy())
+    summary = LocalizationCheck()(batch).summary["gradcam"]
+    assert summary.energy_in_box_ratio == pytest.approx(0.5 / 0.01)
+    assert summary.mask.energy_in_mask_ratio == pytest.approx(0.5 / 0.01)
+    assert summary.box_area == pytest.approx((0.5 + 0.01) / 2)  # the pointing game's chance
+
+
+def test_topk_overlap_counts_tied_pixels_by_their_expected_share():
+    plateau = np.zeros((1, 16, 16))
+    plateau[0, :8, :8] = 1.0  # 64 tied maxima
+    top_row = np.zeros((1, 16, 16), bool)
+    top_row[0, 0, :4] = True
+    square = np.zeros((1, 16, 16), bool)
+    square[0, 4:6, 4:6] = True
+    for region in (top_row, square):  # both lie on the plateau: the same score
+        iou, dice = topk_overlap(plateau, region)
+        assert dice[0] == pytest.approx(4 / 64)
+        assert iou[0] == pytest.approx((4 / 64 * 4) / (8 - 4 / 64 * 4))
+    for flat in (np.zeros((1, 16, 16)), np.full((1, 16, 16), np.nan)):
+        corner = np.zeros((1, 16, 16), bool)
+        corner[0, 0, 0] = True  # first in pixel order
+        assert np.isnan(topk_overlap(flat, corner)).all()
+    ramp = np.arange(256, dtype=float).reshape(1, 16, 16)
+    best = ramp >= 252  # the 4 highest pixels exactly
+    assert topk_overlap(ramp, best)[1][0] == 1.0

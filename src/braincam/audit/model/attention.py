@@ -140,7 +140,14 @@ class AttentionCheck(Check):
 
 
 def _group_means(cols: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, float | None]:
-    means: dict[str, float | None] = {k: nanmean(v[sel]) for k, v in cols.items()}
+    """Means over the selected images; a ``uniform_<region>`` chance level only over those
+    whose map has a ``<region>`` share (a map without positive evidence has none), so that a
+    share and its chance are averaged over the same images."""
+    means: dict[str, float | None] = {}
+    for key, values in cols.items():
+        share = cols.get(key.removeprefix("uniform_")) if key.startswith("uniform_") else None
+        means[key] = nanmean(values[sel & ~np.isnan(share)] if share is not None
+                             else values[sel])
     means["n"] = int(sel.sum())
     return means
 

@@ -223,6 +223,17 @@ def nanmean(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def paired_ratio(share: np.ndarray, chance: np.ndarray) -> float | None:
+    """``mean(share) / mean(chance)`` over the images where both are defined (a map without
+    positive evidence has no energy share): a share and its chance level on the same images.
+    None when no image has both or the chance is 0."""
+    share, chance = np.asarray(share, dtype=float), np.asarray(chance, dtype=float)
+    both = ~np.isnan(share) & ~np.isnan(chance)
+    if not both.any() or chance[both].mean() <= 0:
+        return None
+    return float(share[both].mean() / chance[both].mean())
+
+
 def subsample(n: int, k: int | None, seed: int = 0) -> np.ndarray:
     """``k`` of ``range(n)`` chosen at random (seeded), sorted; all when ``k`` is None or >= n."""
     if k is None or k >= n:

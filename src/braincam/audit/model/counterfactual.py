@@ -356,7 +356,8 @@ class CounterfactualCheck(Check):
             **_mask_summary(cols),
             **_lesion_view_summary(cols),
             occlusion_outside_head=nanmean(cols["occlusion_outside_head"]),
-            uniform_outside_head=nanmean(cols["uniform_outside_head"][occluded]),
+            uniform_outside_head=nanmean(cols["uniform_outside_head"][  # as its share
+                occluded & ~np.isnan(cols["occlusion_outside_head"])]),
             n_occlusion=int(occluded.sum()),
             accuracy=nanmean(batch.correct.astype(float)),
             background_only_accuracy=nanmean(cols["background_only_correct"]),

@@ -16,12 +16,15 @@ Per image with an annotation ``B`` and map ``M`` (explaining the true class:
 - IoU of ``M >= IOU_LEVEL * max(M)`` with ``B``.
 
 The summary's ratio is ``mean(energy in box) / mean(box area fraction)`` (a ratio of
-means, so that tiny boxes do not dominate).
+means, so that tiny boxes do not dominate), both means over the images whose energy share is
+defined (a map without positive evidence has none): a share and its chance on the same images.
 
 Against expert masks ``T`` (``AuditBatch.expert_masks``; summary :class:`MaskLocalization`,
 ``audit.json``'s ``localization.mask``): the same pointing game, energy in mask and ratio,
 plus IoU and Dice of the map's top-k region ``H``: the ``|T|`` highest-valued pixels (k = the
-mask's own area share; ties broken by pixel order), so ``|H| = |T|``,
+mask's own area share; pixels tied at the k-th value count by the expected overlap of a random
+choice among them, ``|above & T| + (k - |above|) |tied & T| / |tied|``; NaN for a constant
+map, which ranks nothing), so ``|H| = |T|``,
 ``Dice = 2|H & T| / (|H| + |T|) = |H & T| / |T|`` and ``IoU = |H & T| / |H | T|``. A uniformly
 random top-k region scores ``Dice = |T| / |image|`` on average. The pointing game's ceiling is
 the share of masks that hold a pixel where a map of the method's raw resolution can peak at
@@ -48,7 +51,7 @@ import numpy as np
 
 from braincam.audit.findings import Finding
 from braincam.audit.model.attention import area_fraction, energy_share
-from braincam.audit.model.base import AuditBatch, Check, nanmean, register
+from braincam.audit.model.base import AuditBatch, Check, nanmean, paired_ratio, register
 from braincam.explain.grid import peak_pixels
 
 IOU_LEVEL = 0.5
@@ -90,9 +93,12 @@ def topk_overlap(maps: np.ndarray, regions: np.ndarray) -> tuple[np.ndarray, np.
     iou, dice = np.full(len(maps), np.nan), np.full(len(maps), np.nan)
     for i, (m, t) in enumerate(zip(maps, regions, strict=True)):
         k = int(t.sum())
-        if k:
-            inter = int(t[np.argsort(-m, kind="stable")[:k]].sum())
-            iou[i], dice[i] = inter / (2 * k - inter), inter / k
+        if not k or not np.isfinite(m).all() or m.max() <= m.min():
+            continue  # no region, or a map that ranks no pixel above another
+        kth = np.partition(m, -k)[-k]
+        above, tied = m > kth, m == kth
+        inter = (above & t).sum() + (k - above.sum()) * (tied & t).sum() / tied.sum()
+        iou[i], dice[i] = inter / (2 * k - inter), inter / k
     return iou, dice
 
 
@@ -141,7 +147,7 @@ def mask_localization(
     energy, area = mean["energy_in_mask"], mean["mask_area"]
     summary = MaskLocalization(
         int((~np.isnan(cols["mask_area"])).sum()), mean["mask_pointing_hit"], area, energy,
-        area, energy / area if energy is not None and area else None, mean["mask_iou"],
+        area, paired_ratio(cols["energy_in_mask"], cols["mask_area"]), mean["mask_iou"],
         mean["mask_dice"], mean["mask_pointing_reachable"])
     if top:
         has = ~np.isnan(cols["mask_area"])
@@ -231,7 +237,7 @@ class LocalizationCheck(Check):
             n = int((~np.isnan(cols["box_area"])).sum())
             mean = {k: nanmean(v) for k, v in cols.items()}
             energy, area = mean.get("energy_in_box"), mean.get("box_area")
-            ratio = energy / area if energy is not None and area else None
+            ratio = paired_ratio(cols["energy_in_box"], cols["box_area"])
             masked = "mask_area" in cols and not np.isnan(cols["mask_area"]).all()
             mask = mask_localization(cols, groups, size_thirds(cols["mask_area"])) \
                 if masked else None
