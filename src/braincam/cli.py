@@ -35,8 +35,10 @@ from braincam.errors import BraincamError
 
 try:  # recent Typer vendors click: its usage errors are not click's classes
     from typer._click.exceptions import ClickException as UsageErrors
+    from typer._click.exceptions import NoArgsIsHelpError
 except ImportError:  # older Typer uses click itself
     from click import ClickException as UsageErrors
+    from click.exceptions import NoArgsIsHelpError
 
 app = typer.Typer(
     name="braincam",
@@ -78,8 +80,11 @@ def main() -> None:
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 2
-    except UsageErrors as exc:
+    except NoArgsIsHelpError as exc:  # a command given nothing: its help
         exc.show()
+        code = exc.exit_code
+    except UsageErrors as exc:  # the option parser's: one line, like braincam's own errors
+        typer.echo(f"error: {_usage_line(exc)}", err=True)
         code = exc.exit_code
     except (typer.Abort, EOFError):
         code = 1
@@ -92,3 +97,10 @@ def main() -> None:
     if distributed is not None:
         distributed.exit_process(code)
     sys.exit(code)
+
+
+def _usage_line(exc: Exception) -> str:
+    """A usage error as one line, pointing at the command's ``--help``."""
+    text = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    return f"{text} (see {ctx.command_path} --help)" if ctx is not None else text
