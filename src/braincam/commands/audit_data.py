@@ -17,7 +17,8 @@ def command(
         list[Path],
         typer.Argument(help="Dataset folders (ROOT/CLASS/ or ROOT/SPLIT/CLASS/)."),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for data_audit.json and figures.")],
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Folder for data_audit.json and figures.")],
     others: Annotated[
         list[Path] | None,
         typer.Option("--data", help="A folder a model trained on DATA will be scored on "

@@ -11,7 +11,8 @@ import typer
 
 def command(
     data: Annotated[list[Path], typer.Argument(help="Dataset folders with tumour images.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for features.csv and radiomics.json.")],
+    out: Annotated[Path, typer.Option("--out", "-o",
+                                      help="Folder for features.csv and radiomics.json.")],
     masks: Annotated[
         str,
         typer.Option(help="expert (ROOT/masks/...) or the folder of a braincam segment run."),

@@ -282,7 +282,7 @@ def _attach_masks(
     """Records with their valid mask attached, plus a skip entry for every bad mask.
 
     Whether a mask is empty needs a full decode (about 2 ms for a 512 px PNG), so the answer is
-    cached by the mask file's content hash (``<cache>/mask-empty-v1.npz``)."""
+    cached by the mask file's content hash (``<cache>/mask-empty-v2.npz``)."""
     store = ContentStore(cache_root() / _MASK_EMPTY_FILE)
     known = len(store.values)
     out: list[ImageRecord] = []
