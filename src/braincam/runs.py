@@ -201,14 +201,20 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
         what = marker or "a run"  # the finished output, where the caller names it
         raise BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
     if occupied and force and marker is None:
-        root = path.resolve()
-        for read in reads:
-            if root == Path(read).resolve() or root in Path(read).resolve().parents:
-                raise BraincamError(f"{path} holds {read}, which this command reads; --force "
-                                    f"would delete it: choose another output folder")
+        check_spares(path, reads)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def check_spares(out: Path | str, reads: Iterable[Path | str]) -> None:
+    """Stop when the output folder ``out`` is, or holds, one of ``reads`` (what the command
+    reads: its data, the runs it combines or is guided by): replacing ``out`` would lose it."""
+    root = Path(out).resolve()
+    for read in reads:
+        if root == Path(read).resolve() or root in Path(read).resolve().parents:
+            raise BraincamError(f"{out} holds {read}, which this command reads; --force would "
+                                "delete it: choose another output folder")
 
 
 def check_outside_data(out: Path | str, roots: Iterable[Path | str]) -> None:

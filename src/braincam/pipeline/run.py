@@ -34,11 +34,13 @@ report       all of the above
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,11 +51,19 @@ from braincam.audit.findings import Finding, sort_findings
 from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
 from braincam.pipeline.options import PipelineOptions
-from braincam.runs import RunDir, atomic_write_json, check_outside_data
+from braincam.runs import RunDir, atomic_write_json, check_outside_data, check_spares
 
 STAGES = ("data-audit", "train", "evaluate", "model-audit", "explain", "report")
 PIPELINE_FILE = "pipeline.json"
 TRAIN_WORK = "train.tmp"  # RUN/.stages/train.tmp: train_run's own (empty) output directory
+LOCK_FILE = "lock"  # RUN/.stages/lock: held while the stages run
+
+
+def train_owned(run: RunDir) -> tuple[Path, ...]:
+    """Files of a run that its training (or a use of its model) wrote: replaced or removed
+    when the train stage runs again, so none describes the model it replaced."""
+    return (run.config, run.model, run.history, run.split, run.skipped, run.upweighted,
+            run.guide, run.ood_reference)
 
 
 @dataclass
@@ -113,14 +123,21 @@ def run_pipeline(
         if not root.is_dir():
             raise BraincamError(f"{root} is not a directory")
     options.validate()
-    check_outside_data(out_dir, roots)
+    options = _resolved_guide(options)
+    check_outside_data(out_dir, [*roots, *options.extra])
+    check_spares(out_dir, [*roots, *options.extra, *_guide_paths(options)])
     run = RunDir(Path(out_dir))
     plan = _plan(run, roots, options)
     markers = {stage.name: S.read_marker(run, stage.name) for stage in plan}
     redone = [s.name for s in plan if markers[s.name] and markers[s.name].fingerprint
               != s.fingerprint]
     check_run_dir(run, roots, options, force, redone)
-    run.stages.mkdir(parents=True, exist_ok=True)
+    with _exclusive(run):
+        return _run_stages(run, roots, options, plan, markers, console, start)
+
+
+def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: list[_Stage],
+                markers: dict[str, Any], console: Console, start: float) -> PipelineResult:
     atomic_write_json(run.stages / PIPELINE_FILE, _identity(roots, options))
 
     outcomes = []
@@ -145,6 +162,45 @@ def run_pipeline(
         run.root, outcomes, _read_json(run.metrics), *collect_findings(run), run.report,
         time.perf_counter() - start,
     )
+
+
+@contextlib.contextmanager
+def _exclusive(run: RunDir) -> Iterator[None]:
+    """Hold ``RUN/.stages/lock`` while the stages run: a second ``braincam run`` on the same
+    folder stops at once instead of interleaving its files with this one's (POSIX ``flock``;
+    released when the process ends, however it ends)."""
+    run.stages.mkdir(parents=True, exist_ok=True)
+    with open(run.stages / LOCK_FILE, "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): no lock
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BraincamError(f"{run.root} is being written by another braincam run; wait "
+                                "for it to finish or choose another --out") from None
+        yield
+
+
+def _resolved_guide(options: PipelineOptions) -> PipelineOptions:
+    """``--guide``'s parts as absolute paths: a segment run or folder is the same guide
+    however it is spelt, and wherever the command runs from."""
+    guide = options.train.guide
+    if not guide:
+        return options
+    parts = ",".join(str(Path(p.strip()).resolve()) for p in guide.split(",") if p.strip())
+    return dataclasses.replace(options, train=dataclasses.replace(options.train, guide=parts))
+
+
+def _guide_paths(options: PipelineOptions) -> list[Path]:
+    from braincam.train.guide import guide_parts
+
+    if not options.train.guide:
+        return []
+    runs, data = guide_parts(options.train.guide)
+    return [*runs, *data]
 
 
 def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, force: bool,
@@ -174,6 +230,11 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
             f"{run.root} holds a run made with other options ({'; '.join(changed[:3])}){stages}; "
             "pass --force to redo the stages they affect, or choose another --out"
         )
+    if redone:  # same options: the data, or a guide's segmenter, changed since
+        raise BraincamError(
+            f"{run.root} holds a run whose inputs changed since ({', '.join(redone)} would be "
+            "redone: files of the data or of a --guide run were added, edited or touched); "
+            "pass --force to redo them, or choose another --out")
 
 
 def collect_findings(run: RunDir) -> tuple[list[Finding], list[Finding]]:
@@ -213,14 +274,16 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         lambda: _data_audit(run, roots, options),
     )
     train_inputs = {"data": data, "train": options.train_inputs()}
-    guide_folders = guide_plan(config.guide).data if config.guide else []
-    if guide_folders:  # they train the guide's segmenter inside this stage
-        train_inputs["guide_data"] = S.data_fingerprint(guide_folders)
-    train = _Stage("train", train_inputs, [run.config, run.model, run.split],
+    guide = guide_plan(config.guide) if config.guide else None
+    if guide is not None and guide.data:  # they train the guide's segmenter inside this stage
+        train_inputs["guide_data"] = S.data_fingerprint(guide.data)
+    if guide is not None and guide.runs:  # a retrained segment run is another guide
+        train_inputs["guide_runs"] = S.model_fingerprint(guide.runs)
+    train = _Stage("train", train_inputs, [run.config, run.model, run.split, run.history],
                    lambda: _train(run, roots, options))
     evaluate = _Stage(
         "evaluate", {"train": train.fingerprint, "extra": extra, "n_boot": options.n_boot},
-        [run.metrics], lambda: _evaluate(run, options),
+        [run.metrics, run.predictions], lambda: _evaluate(run, options),
     )
     model_audit = _Stage(
         "model-audit",
@@ -232,7 +295,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     )
     explain = _Stage(
         "explain", {"model-audit": model_audit.fingerprint, "methods": list(options.methods)},
-        [run.explanations(m) for m in options.methods],
+        [p for m in options.methods for p in (run.explanations(m), run.explain / m / "overlays")],
         lambda: _explain(run, roots, options),
     )
     done = [audit_stage, train, evaluate, model_audit, explain]
@@ -258,6 +321,13 @@ def _train(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     work = run.stages / TRAIN_WORK
     train_run(roots, options.train, work, force=True, progress=options.progress,
               command=options.command)
+    for stale in train_owned(run):  # the replaced model's files the new one does not have
+        if (work / stale.name).exists():
+            continue
+        if stale.is_dir():
+            _remove(stale)
+        else:
+            stale.unlink(missing_ok=True)
     for item in sorted(work.iterdir()):
         target = run.root / item.name
         if target.is_dir():

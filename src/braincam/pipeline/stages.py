@@ -67,6 +67,20 @@ def data_fingerprint(roots: list[Path]) -> dict[str, str]:
     return {str(Path(r).resolve()): fingerprint(data_listing(r)) for r in roots}
 
 
+def model_fingerprint(runs: list[Path]) -> dict[str, list[int]]:
+    """Absolute run folder -> ``[size, mtime_ns]`` of its ``model.safetensors``: a run trained
+    again has another model file, while its reports and other files may change freely."""
+    out = {}
+    for run in runs:
+        model = RunDir(Path(run).resolve()).model
+        try:
+            stat = model.stat()
+            out[str(model.parent)] = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            out[str(model.parent)] = [-1, -1]
+    return out
+
+
 def marker_path(run: RunDir, stage: str) -> Path:
     return run.stages / f"{stage}.json"
 

@@ -1,0 +1,93 @@
+"""``run_pipeline`` never loses or mixes a run's work: one command at a time, changed inputs
+redone only with ``--force``, missing outputs made again, a replaced model's files gone, and a
+``--guide`` segment run fingerprinted by its model, however its path is spelt."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+import pytest
+
+from braincam.errors import BraincamError
+from braincam.pipeline.run import _plan, _resolved_guide
+from braincam.runs import RunDir
+
+
+def statuses(result) -> dict[str, str]:
+    return {s.name: s.status for s in result.stages}
+
+
+def test_a_second_command_on_the_same_run_stops_at_once(phantoms, run_copy, record,
+                                                         tiny_options):
+    import fcntl
+
+    with open(run_copy / ".stages" / "lock", "w") as held:  # another braincam run
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BraincamError, match="is being written by another braincam run"):
+            record([phantoms], tiny_options(), run_copy)
+    assert set(statuses(record([phantoms], tiny_options(), run_copy)).values()) == {"skipped"}
+
+
+def test_a_deleted_output_is_made_again(phantoms, run_copy, record, tiny_options):
+    (run_copy / "predictions.csv").unlink()
+    result = record([phantoms], tiny_options(), run_copy)
+    assert statuses(result)["evaluate"] == "ran" and statuses(result)["train"] == "skipped"
+    assert "[3/6] evaluate: outputs missing" in record.text
+    assert (run_copy / "predictions.csv").is_file()
+
+
+def test_a_retrained_model_takes_the_files_of_the_old_one_with_it(phantoms, run_copy, record,
+                                                                   tiny_options):
+    (run_copy / "ood.safetensors").write_bytes(b"the old model's reference")
+    (run_copy / "upweighted.csv").write_text("path,label,prob_label\n")
+    longer = tiny_options(train=dataclasses.replace(tiny_options().train, head_epochs=2))
+    result = record([phantoms], longer, run_copy, force=True)
+    assert statuses(result)["train"] == "ran"
+    assert not (run_copy / "ood.safetensors").exists()
+    assert not (run_copy / "upweighted.csv").exists()
+
+
+def test_changed_data_is_redone_only_with_force(phantoms, tmp_path, record, tiny_options):
+    data = shutil.copytree(phantoms, tmp_path / "data")
+    record([data], tiny_options(), tmp_path / "run")
+    some = next((data / "Training" / "tumor").iterdir())
+    os.utime(some, ns=(some.stat().st_atime_ns, some.stat().st_mtime_ns + 10**9))
+    with pytest.raises(BraincamError, match=r"inputs changed since \(data-audit, train, "):
+        record([data], tiny_options(), tmp_path / "run")
+    result = record([data], tiny_options(), tmp_path / "run", force=True)
+    assert statuses(result)["train"] == "ran"
+
+
+def test_a_guide_run_is_its_model_however_it_is_spelt(phantoms, segmenter_run, tmp_path,
+                                                      tiny_options, monkeypatch):
+    run = RunDir(tmp_path / "run")
+
+    def train_print(guide: str) -> str:
+        options = _resolved_guide(tiny_options(train=dataclasses.replace(
+            tiny_options().train, guide=guide)))
+        (train,) = [s for s in _plan(run, [phantoms], options) if s.name == "train"]
+        return train.fingerprint
+
+    first = train_print(str(segmenter_run))
+    monkeypatch.chdir(segmenter_run.parent)
+    assert train_print(f"./{segmenter_run.name}") == first
+    model = segmenter_run / "model.safetensors"
+    stat = model.stat()
+    try:  # the segment run trained again: another model file
+        os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+        assert train_print(str(segmenter_run)) != first
+    finally:
+        os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_the_guide_run_or_the_data_is_never_the_output(phantoms, segmenter_run, record,
+                                                       tiny_options):
+    options = tiny_options(train=dataclasses.replace(tiny_options().train,
+                                                     guide=str(segmenter_run)))
+    with pytest.raises(BraincamError, match="which this command reads; --force would"):
+        record([phantoms], options, segmenter_run, force=True)
+    assert (segmenter_run / "model.safetensors").is_file()
+    with pytest.raises(BraincamError, match="lies inside the dataset folder"):
+        record([phantoms], tiny_options(), phantoms / "run")
