@@ -29,3 +29,17 @@ def test_braincam_error_is_one_line(tmp_path):
         f"error: {tmp_path / 'missing'}: not a directory; expected ROOT/<class>/<images> or "
         "ROOT/<split>/<class>/<images>"
     ]
+
+
+def test_ctrl_c_says_so(monkeypatch, capsys):
+    """Typer turns a KeyboardInterrupt into exit code 130, which the entry point names."""
+    import pytest
+
+    from braincam import cli
+
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: cli.INTERRUPTED)
+    monkeypatch.setattr(sys, "argv", ["braincam", "train"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip() == cli.INTERRUPTED_MESSAGE

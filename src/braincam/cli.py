@@ -40,6 +40,9 @@ except ImportError:  # older Typer uses click itself
     from click import ClickException as UsageErrors
     from click.exceptions import NoArgsIsHelpError
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
+INTERRUPTED_MESSAGE = "interrupted (braincam run resumes from its finished stages)"
+
 app = typer.Typer(
     name="braincam",
     help="Train brain-MRI tumour classifiers, explain them, and audit them for shortcuts.",
@@ -77,6 +80,8 @@ def main() -> None:
     try:
         result = app(standalone_mode=False)
         code = result if isinstance(result, int) else 0
+        if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code
+            typer.echo(INTERRUPTED_MESSAGE, err=True)
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 2
@@ -89,8 +94,8 @@ def main() -> None:
     except (typer.Abort, EOFError):
         code = 1
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished stages are kept", err=True)
-        code = 130
+        typer.echo(INTERRUPTED_MESSAGE, err=True)
+        code = INTERRUPTED
     # a torchrun rank that left its process group skips the interpreter's teardown; the module
     # is looked up, not imported, so that commands without torch stay without it
     distributed = sys.modules.get("braincam.distributed")

@@ -155,3 +155,20 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     result = invoke(str(seg), str(bad), "--evaluate", "--predict", "--out", str(tmp_path / "e3"))
     assert "exclude each other" in str(result.exception)
     assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
+
+
+def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_path):
+    data, seg = trained
+    copy = shutil.copytree(seg, tmp_path / "seg")
+    result = invoke(f"{copy},{seg}", str(data), "--evaluate", "--out", str(copy), "--force")
+    assert "which this command reads; --force would" in str(result.exception)
+    assert (copy / "model.safetensors").is_file()
+    images = tmp_path / "scans"
+    shutil.copytree(data / "Training" / "tumor", images)
+    inside = invoke(str(seg), str(images), "--predict", "--out", str(images / "pred"))
+    assert "lies inside the dataset folder" in str(inside.exception)
+    assert not (images / "pred").exists()
+    result = invoke(str(seg), str(data), "--predict", "--out", str(tmp_path / "pred"))
+    assert result.exit_code == 0, result.output
+    masks = pd.read_csv(tmp_path / "pred" / "masks.csv")
+    assert not masks["path"].astype(str).str.contains("/masks/").any()  # not read as images

@@ -210,17 +210,18 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     from braincam.errors import BraincamError
     from braincam.evaluate.segmentation import predict_files
     from braincam.models.segment import load_segmenter
-    from braincam.runs import prepare_output_dir
+    from braincam.runs import check_outside_data, prepare_output_dir
 
     if len(paths) < 2:
         raise BraincamError("--predict needs the segment run directory and then images")
     missing = [p for p in paths[1:] if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
+    check_outside_data(out, [p for p in paths[1:] if p.is_dir()])  # else read back next time
     segmenter = load_segmenter(paths[0], device)
     unread: list[SkippedFile] = []
     items = expand_inputs(paths[1:], skipped=unread)  # no image at all: fails before DIR is made
-    prepare_output_dir(out, force=force, reads=paths)
+    prepare_output_dir(out, force=force, reads=_read_paths(paths))
     rows, skipped = predict_files(segmenter, items, out)
     skipped = unread + skipped
     if skipped:
@@ -240,16 +241,18 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
         atomic_write_bytes,
         atomic_write_csv,
         atomic_write_json,
+        check_outside_data,
         prepare_output_dir,
     )
 
     if len(paths) < 2:
         raise BraincamError("--evaluate needs the segment run directory and then dataset "
                             "folders")
+    check_outside_data(out, paths[1:])
     if out.exists() and not force:
         prepare_output_dir(out)  # refuses an occupied directory before the slow part
     score = evaluate_segmenter(str(paths[0]), paths[1:], device, progress)
-    prepare_output_dir(out, force=force, reads=paths)
+    prepare_output_dir(out, force=force, reads=_read_paths(paths))
     atomic_write_json(out / "metrics.json", score.metrics)
     atomic_write_csv(out / "per_image.csv", score.per_image)
     for name, png in score.overlays.items():
@@ -289,7 +292,7 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
     from braincam.data.subset import link_split
     from braincam.errors import BraincamError
     from braincam.evaluate.run import learnt_from
-    from braincam.runs import RunDir, prepare_output_dir
+    from braincam.runs import RunDir, check_outside_data, prepare_output_dir
 
     if len(paths) != 1:
         raise BraincamError("--held-out takes one segment run directory")
@@ -304,6 +307,7 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
             raise BraincamError(f"--unseen-by {unseen_by}: not a braincam train run (needs "
                                 "model.safetensors and split.csv)")
         seen = learnt_from(other)
+    check_outside_data(out, run.data_roots())
     prepare_output_dir(out, force=force, reads=[run.root, *run.data_roots()])
     counts = link_split(run, out, unseen_by=seen)
     typer.echo("linked the held-out images: " + ", ".join(
@@ -319,3 +323,8 @@ def widths(text: str) -> tuple[int, ...]:
     except ValueError:
         raise BraincamError(f"--decoder-channels takes comma-separated integers, got {text!r}"
                             ) from None
+
+
+def _read_paths(paths: list[Path]) -> list[Path]:
+    """What ``--predict`` or ``--evaluate`` reads: each run of ``RUN1,RUN2`` and the inputs."""
+    return [*(Path(p) for p in str(paths[0]).split(",") if p), *paths[1:]]

@@ -42,7 +42,7 @@ from braincam.data.nifti import (
     no_slice_reason,
     read_volume,
 )
-from braincam.data.records import DICOM_SUFFIXES, IMAGE_SUFFIXES, SkippedFile
+from braincam.data.records import DICOM_SUFFIXES, IGNORED_DIRS, IMAGE_SUFFIXES, SkippedFile
 from braincam.errors import BraincamError
 
 DEFAULT_MIN_HEAD = 0.1  # volume slices with less head than this fraction are not predicted
@@ -173,11 +173,12 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
 
 def _folder_slices(folder: Path, choice: SliceChoice,
                    skipped: list[SkippedFile] | None) -> list[InputSlice]:
-    """The folder's DICOM series, then its image and NIfTI files and subfolders by name."""
+    """The folder's DICOM series, then its image and NIfTI files and subfolders by name; a
+    dataset's ``masks`` subfolder (and ``__MACOSX``) is left out, as the dataset loader does."""
     series: list[Path] = []
     others: list[Path] = []
     for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
+        if entry.name.startswith(".") or (entry.is_dir() and entry.name.lower() in IGNORED_DIRS):
             continue
         named = entry.suffix.lower() in IMAGE_SUFFIXES or is_nifti_name(entry)
         if entry.is_dir() or (entry.is_file() and named):
