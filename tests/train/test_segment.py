@@ -355,6 +355,29 @@ def tiny_segment(phantoms: Path, out: Path, *extra: str) -> Path:
     return out
 
 
+def test_force_replaces_a_segment_run_only_once_the_new_one_is_complete(phantoms, tmp_path,
+                                                                        monkeypatch):
+    import braincam.train.segment as training
+
+    seg = tiny_segment(phantoms, tmp_path / "seg", "--epochs", "1")
+    before = {p.name: p.stat().st_mtime_ns for p in seg.iterdir()}
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C during the new training
+
+    with monkeypatch.context() as patched:
+        patched.setattr(training, "_fit", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            training.train_segmenter([phantoms], training.SegmentConfig(
+                size=32, weights="none", epochs=1, device="cpu", val_fraction=0.2,
+                test_fraction=0.25), seg, force=True,
+                progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in seg.iterdir()} == before  # kept whole
+    tiny_segment(phantoms, seg, "--epochs", "1", "--seed", "3", "--force")
+    assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg"]  # nothing left beside it
+
+
 def test_split_seed_keeps_the_split_while_seed_varies_the_training(phantoms, tmp_path):
     def run(name: str, *seeds: str) -> pd.DataFrame:
         return pd.read_csv(tiny_segment(phantoms, tmp_path / name, "--epochs", "1", *seeds)

@@ -90,6 +90,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -151,6 +153,7 @@ from braincam.runs import (
     atomic_write_json,
     atomic_write_yaml,
     check_outside_data,
+    check_spares,
     prepare_output_dir,
     versions,
 )
@@ -353,10 +356,15 @@ def train_segmenter(
     check_outside_data(out_dir, roots)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
-    run = RunDir(Path(out_dir))
-    if run.root.exists() and not force:
-        prepare_output_dir(run.root)  # refuses an occupied directory before slow steps
+    final = RunDir(Path(out_dir))
+    if final.root.exists() and not force:
+        prepare_output_dir(final.root)  # refuses an occupied directory before slow steps
     roots = [Path(r).resolve() for r in roots]
+    # a run replaced with --force stays until the new one is complete: that trains beside it
+    replacing = final.root.is_dir() and any(final.root.iterdir())
+    if replacing:
+        check_spares(final.root, roots)
+    run = RunDir(final.root.parent / f".{final.root.name}.new") if replacing else final
     dataset = load_dataset(roots)
     dropped = {Path(p).resolve() for p in left_out}
     records = [r for r in dataset.records if Path(r.path).resolve() not in dropped]
@@ -374,7 +382,7 @@ def train_segmenter(
                        config.test_fraction, config.carve_seed)
     with main_first(ctx):
         if ctx.is_main:
-            prepare_output_dir(run.root, force=force, reads=roots)
+            prepare_output_dir(run.root, force=force or replacing, reads=roots)
             atomic_write_yaml(run.config, {
                 "command": command,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -452,7 +460,10 @@ def train_segmenter(
                 np.arange(len(test) + len(weak_test)) < len(test)))
             _write_overlays(run, test_records, data.images[test].numpy(), truth, pred,
                             config.overlays)
-    return SegmentResult(run.root, dict(split.counts), metrics, best_epoch,
+            if replacing:  # the new run is complete: now it replaces the old one
+                shutil.rmtree(final.root)
+                os.replace(run.root, final.root)
+    return SegmentResult(final.root, dict(split.counts), metrics, best_epoch,
                          time.perf_counter() - start)
 
 
