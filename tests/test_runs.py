@@ -25,8 +25,8 @@ def test_force_spares_what_the_command_reads_and_a_file_in_the_way_is_an_error(t
     data = tmp_path / "project" / "data"
     data.mkdir(parents=True)
     (data / "scan.png").write_bytes(b"x")
-    for out in (data, data.parent):
-        with pytest.raises(BraincamError, match=f"holds {data}, which this command reads"):
+    for out, what in ((data, "is"), (data.parent, "holds")):
+        with pytest.raises(BraincamError, match=f"{what} {data}, which this command reads"):
             prepare_output_dir(out, force=True, reads=[data])
     assert (data / "scan.png").is_file()
     prepare_output_dir(tmp_path / "project", force=True, reads=[tmp_path / "elsewhere"])

@@ -213,7 +213,8 @@ def check_spares(out: Path | str, reads: Iterable[Path | str]) -> None:
     root = Path(out).resolve()
     for read in reads:
         if root == Path(read).resolve() or root in Path(read).resolve().parents:
-            raise BraincamError(f"{out} holds {read}, which this command reads; --force would "
+            what = "is" if root == Path(read).resolve() else "holds"
+            raise BraincamError(f"{out} {what} {read}, which this command reads; --force would "
                                 "delete it: choose another output folder")
 
 
