@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -130,6 +131,30 @@ def test_one_command_and_a_reused_guide_train_the_same_head(small, tmp_path, mon
     heads = [k for k in a if k.startswith("head.")]
     assert heads and a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_force_keeps_a_finished_guide_until_its_data_changes(small, tmp_path, monkeypatch):
+    """``train --force`` (and braincam run's retraining) reuses the guide segmenter RUN/guide
+    holds when its data, settings and left-out images are unchanged, and trains it again once
+    a file of its data changed."""
+    import shutil
+
+    monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
+    data = shutil.copytree(small, tmp_path / "data")
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
+                         seed=3, guide=str(data))
+    run = tmp_path / "run"
+    train_run([data], config, run, progress=False)
+    guide_model = run / "guide" / "model.safetensors"
+    first = guide_model.stat().st_mtime_ns
+    train_run([data], replace(config, head_epochs=2), run, force=True, progress=False)
+    assert guide_model.stat().st_mtime_ns == first  # reused
+    assert not (tmp_path / ".run.guide").exists()
+    some = next((data / "Training" / "tumor").iterdir())
+    os.utime(some, ns=(some.stat().st_atime_ns, some.stat().st_mtime_ns + 10**9))
+    train_run([data], config, run, force=True, progress=False)
+    assert guide_model.stat().st_mtime_ns != first  # its data changed: trained again
 
 
 def test_guide_from_data_is_checked_before_any_file_is_written(small, tmp_path, monkeypatch):

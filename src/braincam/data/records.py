@@ -39,7 +39,9 @@ compressed data surfaces later, when the image is decoded (``PreprocessCache.loa
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import logging
 import math
 import os
@@ -403,6 +405,30 @@ def _warn_left_out(folder: Path, files: list[Path]) -> None:
         log.warning("%s: %d file(s) left out, not an image (%s), DICOM or NIfTI file: %s",
                     folder, len(other), " ".join(sorted(IMAGE_SUFFIXES)),
                     ", ".join(p.name for p in other[:3]) + (", ..." if len(other) > 3 else ""))
+
+
+def data_listing(root: Path | str) -> list[tuple[str, int, int]]:
+    """``(relative path, size, mtime_ns)`` of every file the dataset loader walks under
+    ``root`` (:func:`files_under`: hidden ones left out, linked folders followed), sorted; a
+    link to nothing has size and time -1."""
+    root = Path(root)
+    out = []
+    for path in files_under(root):
+        try:
+            stat = path.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size = mtime = -1
+        out.append((path.relative_to(root).as_posix(), size, mtime))
+    return sorted(out)
+
+
+def listing_digest(roots: Sequence[Path | str]) -> str:
+    """SHA-256 of the :func:`data_listing` of each root (absolute path -> listing): another
+    digest means a file was added, removed, edited or touched."""
+    listings = {str(Path(r).resolve()): data_listing(r) for r in roots}
+    text = json.dumps(listings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def files_under(folder: Path) -> Iterable[Path]:

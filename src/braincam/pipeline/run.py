@@ -315,10 +315,16 @@ def _data_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> Non
 
 def _train(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     """``train_run`` into an empty work folder (it refuses or wipes a non-empty one, and the
-    run already holds the data audit), then its files move into the run."""
+    run already holds the data audit), then its files move into the run. A guide segmenter
+    trained before (the run's, or one an interrupted training finished in the work folder)
+    waits there: ``train_run`` keeps it, and reuses it if its data and settings are unchanged
+    (``braincam.train.guide.finished``)."""
     from braincam.train import train_run
 
     work = run.stages / TRAIN_WORK
+    if run.guide.is_dir() and not (work / run.guide.name).exists():  # train_run may reuse it
+        work.mkdir(parents=True, exist_ok=True)
+        os.replace(run.guide, work / run.guide.name)
     train_run(roots, options.train, work, force=True, progress=options.progress,
               command=options.command)
     for stale in train_owned(run):  # the replaced model's files the new one does not have

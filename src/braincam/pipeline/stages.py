@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from braincam.data.records import data_listing
 from braincam.runs import RunDir, atomic_write_json
 
 MARKER_VERSION = 1
@@ -43,24 +44,6 @@ def fingerprint(inputs: Any) -> str:
     """SHA-256 hex digest of ``inputs`` as canonical JSON (sorted keys, no spaces)."""
     text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def data_listing(root: Path | str) -> list[tuple[str, int, int]]:
-    """``(relative path, size, mtime_ns)`` of every file the dataset loader walks under
-    ``root`` (:func:`braincam.data.records.files_under`: hidden ones left out, linked
-    folders followed), sorted; a link to nothing has size and time -1."""
-    from braincam.data.records import files_under
-
-    root = Path(root)
-    out = []
-    for path in files_under(root):
-        try:
-            stat = path.stat()
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:
-            size = mtime = -1
-        out.append((path.relative_to(root).as_posix(), size, mtime))
-    return sorted(out)
 
 
 def data_fingerprint(roots: list[Path]) -> dict[str, str]:

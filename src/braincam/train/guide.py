@@ -136,10 +136,12 @@ def holds_any(folders: Collection[Path], roots: Collection[Path | str]) -> bool:
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
              left_out: Collection[Path] = ()) -> bool:
-    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` without the
-    images ``left_out``, with the settings ``seg`` (the device aside); a setting its
-    ``config.yaml`` lacks (one added to braincam after the run) counts as that setting's
-    default, which the run trained with."""
+    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` as it is now
+    (the digest of its files' listing, where ``config.yaml`` records one) without the images
+    ``left_out``, with the settings ``seg`` (the device aside); a setting its ``config.yaml``
+    lacks (one added to braincam after the run) counts as that setting's default, which the
+    run trained with."""
+    from braincam.data.records import listing_digest
     from braincam.train.segment import left_out_digest
 
     if not run.metrics.is_file():
@@ -151,5 +153,7 @@ def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
     wanted = as_written(asdict(seg))
     stored = as_written(asdict(type(seg)())) | dict(doc.get("segment") or {})
     wanted.pop("device"), stored.pop("device", None)
+    listing = doc.get("data_listing_sha256")
     return (stored == wanted and doc.get("data") == [str(p.resolve()) for p in data]
-            and doc.get("left_out_sha256") == left_out_digest(left_out))
+            and doc.get("left_out_sha256") == left_out_digest(left_out)
+            and (listing is None or listing == listing_digest(data)))

@@ -11,6 +11,8 @@ Evaluation (``braincam.evaluate.evaluate_run``) adds ``metrics.json`` afterwards
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -181,8 +183,12 @@ def train_run(
     run = RunDir(Path(out_dir))
     with main_first(ctx):
         if ctx.is_main:
+            # a finished guide segmenter outlives --force; train_guide then reuses it or not
+            kept = _set_aside(run.guide) if force and plan is not None and plan.data else None
             prepare_output_dir(run.root, force=force, reads=[
                 *roots, *(plan.data + plan.runs if plan is not None else [])])
+            if kept is not None:
+                os.replace(kept, run.guide)
             atomic_write_yaml(run.config,
                               run_config(roots, config, device, command, ctx.world_size))
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)
@@ -276,6 +282,18 @@ def _tune_threshold(
     log.info("tumour threshold %.3f (validation balanced accuracy), folded into the head",
              threshold)
     return threshold
+
+
+def _set_aside(guide: Path) -> Path | None:
+    """Move a finished segment run at ``guide`` (``RUN/guide``) out of ``RUN``, to come back
+    once ``RUN`` is emptied; None when there is none."""
+    if not (guide / "metrics.json").is_file():
+        return None
+    aside = guide.parent.parent / f".{guide.parent.name}.guide"
+    if aside.exists():
+        shutil.rmtree(aside)
+    os.replace(guide, aside)
+    return aside
 
 
 def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,

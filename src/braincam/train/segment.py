@@ -108,6 +108,7 @@ from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import (
     ImageRecord,
+    listing_digest,
     load_dataset,
     write_skipped_csv,
 )
@@ -387,6 +388,7 @@ def train_segmenter(
                 "command": command,
                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "data": [str(r) for r in roots],
+                "data_listing_sha256": listing_digest(roots),  # what a guide is reused for
                 "segment": asdict(config),
                 "left_out": len(dataset.records) - len(records),
                 "left_out_sha256": left_out_digest(dropped),
