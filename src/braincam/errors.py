@@ -4,3 +4,10 @@ never a traceback."""
 
 class BraincamError(Exception):
     """A problem with the user's input or environment, explained in one sentence."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text (library errors can run on for lines), else its
+    type's name: what a one-line ``BraincamError`` quotes of a cause."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 
 DATA_AUDIT_JSON = "data_audit.json"
 """The data audit's findings, in its output folder (``RUN/data_audit/`` or ``--out``)."""
@@ -146,7 +146,7 @@ class RunDir:
             doc = yaml.safe_load(self.config.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             raise BraincamError(
-                f"{self.root}: cannot read config.yaml ({_first_line(exc)})") from None
+                f"{self.root}: cannot read config.yaml ({first_line(exc)})") from None
         if not isinstance(doc, dict):
             raise BraincamError(f"{self.config} is not a YAML mapping")
         return doc
@@ -167,7 +167,7 @@ class RunDir:
             table = pd.read_csv(self.split)
         except (OSError, ValueError) as exc:
             raise BraincamError(
-                f"{self.root}: cannot read split.csv ({_first_line(exc)})") from None
+                f"{self.root}: cannot read split.csv ({first_line(exc)})") from None
         missing = [c for c in ("path", "split") if c not in table.columns]
         if missing:
             raise BraincamError(f"{self.split} has no {' or '.join(missing)} column")
@@ -331,11 +331,6 @@ def true_flags(column):  # pandas.Series -> pandas.Series of bool
 
 def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _json_default(obj: Any) -> Any:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from braincam.device import autocast, device_of, pin_memory
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
 from braincam.models.unet import (
@@ -112,7 +112,7 @@ def _whole_unet(tensors: dict[str, torch.Tensor], path: Path,
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise BraincamError(f"{path} does not fit the U-Net: {_first(exc)}") from None
+        raise BraincamError(f"{path} does not fit the U-Net: {first_line(exc)}") from None
     return model
 
 
@@ -131,7 +131,7 @@ def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str,
     try:
         encoder.load_state_dict({k: tensors[k] for k in wanted})
     except RuntimeError as exc:
-        raise BraincamError(f"{what} do not fit the encoder: {_first(exc)}") from None
+        raise BraincamError(f"{what} do not fit the encoder: {first_line(exc)}") from None
 
 
 def save_segmenter(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
@@ -317,11 +317,6 @@ def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise BraincamError(f"{path} holds a {meta.get('arch')} classifier, not a segmenter "
                             "(made by braincam segment)")
     return _whole_unet(read_tensors(path)[0], path), meta
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_preprocess(seg_meta: dict[str, Any], preprocess: PreprocessConfig,

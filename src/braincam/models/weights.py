@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.models.checkpoint import check_arch, read_tensors
 from braincam.models.unet import ENCODERS
 
@@ -43,7 +43,7 @@ def resnet50_imagenet_state_dict() -> dict[str, torch.Tensor]:
     except Exception as exc:  # URLError, socket errors, hash mismatch...
         raise BraincamError(
             "resnet50 ImageNet weights are not cached and could not be downloaded "
-            f"({_first_line(exc)}); "
+            f"({first_line(exc)}); "
             + ALTERNATIVES
         ) from None
 
@@ -109,7 +109,7 @@ def timm_model(arch: str, pretrained: bool) -> nn.Module:
         if not pretrained:
             raise
         raise BraincamError(
-            f"ImageNet weights for {arch} could not be had ({_first_line(exc)}); " + ALTERNATIVES
+            f"ImageNet weights for {arch} could not be had ({first_line(exc)}); " + ALTERNATIVES
         ) from None
 
 
@@ -157,7 +157,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     try:
         result = model.backbone.load_state_dict(backbone, strict=False)
     except RuntimeError as exc:  # shape mismatch
-        raise BraincamError(f"{path} does not fit {model.arch}: {_first_line(exc)}") from None
+        raise BraincamError(f"{path} does not fit {model.arch}: {first_line(exc)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise BraincamError(
             f"{path} does not fit {model.arch}: {len(result.missing_keys)} tensors missing, "
@@ -208,9 +208,4 @@ def _load_failure(path: Path, exc: BaseException) -> str:
     if isinstance(exc, pickle.UnpicklingError):
         return ("it holds objects other than tensors, and braincam runs no code from weight "
                 "files: save the state dict alone, torch.save(model.state_dict(), path)")
-    return _first_line(exc)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return first_line(exc)

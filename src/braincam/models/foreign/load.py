@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.labels import NO_TUMOR, TUMOR, subtype_groups
 from braincam.models.foreign.net import ForeignNet, OnnxRuntimeNet
 from braincam.models.foreign.spec import ModelSpec
@@ -323,5 +323,4 @@ def _mismatch(exc: Exception) -> str:
 
 def _first_line(exc: Exception) -> str:
     """The first sentence of the first line of an error (torch's run on for lines)."""
-    text = str(exc).strip()
-    return text.splitlines()[0].split(". ")[0][:300] if text else type(exc).__name__
+    return first_line(exc).split(". ")[0][:300]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.labels import NO_TUMOR, TUMOR, normalise_label
 
 FORMATS = ("onnx", "torch", "torchscript")
@@ -87,7 +87,7 @@ def load_spec(file: Path | str) -> ModelSpec:
     try:
         doc = yaml.safe_load(file.read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise BraincamError(f"{file}: cannot read the model spec ({_first_line(exc)})") from None
+        raise BraincamError(f"{file}: cannot read the model spec ({first_line(exc)})") from None
     return parse_spec(doc, file)
 
 
@@ -195,7 +195,3 @@ def _known(doc: dict[str, Any], fields: tuple[str, ...], file: Path, prefix: str
     if unknown:
         raise BraincamError(f"{file}: unknown field '{prefix}{unknown[0]}' (known: "
                             f"{', '.join(prefix + f for f in fields)})")
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
