@@ -246,10 +246,10 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
     records: list[ImageRecord] = []
     skipped: list[SkippedFile] = []
     for split, folder, label in class_dirs:
-        files = _image_files(folder)
+        files, others = _image_files(folder)
         if not files:
             log.warning("%s: class folder contains no images", folder)
-        _warn_left_out(folder, files)
+        _warn_left_out(folder, others)
         for file in files:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 found, problem = _volume_records(file, root.name, split, label)
@@ -385,22 +385,22 @@ def _volume_records(
             for k in frames], None
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Image, DICOM and NIfTI files under ``folder`` (:func:`files_under`): by name, and a file
-    with any other name by its DICOM marker (DICOM files often have no suffix). A link to
-    nothing with such a name is kept: reading it gives its skip entry."""
-    return sorted(
-        p for p in files_under(folder)
-        if p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
-        or (p.is_file() and _has_dicom_marker(p))
-    )
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image, DICOM and NIfTI files under ``folder`` (:func:`files_under`), sorted: by name,
+    and a file with any other name by its DICOM marker (DICOM files often have no suffix); and
+    the other files. A link to nothing with such a name is kept: reading it gives its skip
+    entry."""
+    images, other = [], []
+    for p in files_under(folder):
+        wanted = (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
+                  or (p.is_file() and _has_dicom_marker(p)))
+        (images if wanted else other).append(p)
+    return sorted(images), other
 
 
-def _warn_left_out(folder: Path, files: list[Path]) -> None:
-    """Say which files of a class folder are not read (other image types, notes), so an
-    unexpected file type is not lost without a word."""
-    chosen = set(files)
-    other = [p for p in files_under(folder) if p not in chosen]
+def _warn_left_out(folder: Path, other: list[Path]) -> None:
+    """Say which files of a class folder are not read (``other``: other image types, notes),
+    so an unexpected file type is not lost without a word."""
     if other:
         log.warning("%s: %d file(s) left out, not an image (%s), DICOM or NIfTI file: %s",
                     folder, len(other), " ".join(sorted(IMAGE_SUFFIXES)),
