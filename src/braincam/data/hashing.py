@@ -29,10 +29,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import imagehash
 import numpy as np
@@ -51,6 +53,13 @@ _BLOCK_ROWS = 1024
 def content_hash_bytes(data: bytes) -> str:
     """sha1 hex digest of ``data``."""
     return hashlib.sha1(data).hexdigest()
+
+
+def json_digest(value: Any) -> str:
+    """SHA-256 hex digest of ``value`` as canonical JSON (sorted keys, no spaces; other types
+    as their ``str``): equal values, equal digests, in any process."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def content_hash(path: Path | str) -> str:

@@ -39,9 +39,7 @@ compressed data surfaces later, when the image is decoded (``PreprocessCache.loa
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import logging
 import math
 import os
@@ -52,7 +50,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes
+from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes, json_digest
 from braincam.data.imageio import ImageReadError, read_mask
 from braincam.data.nifti import is_nifti_name
 from braincam.errors import BraincamError
@@ -426,9 +424,7 @@ def data_listing(root: Path | str) -> list[tuple[str, int, int]]:
 def listing_digest(roots: Sequence[Path | str]) -> str:
     """SHA-256 of the :func:`data_listing` of each root (absolute path -> listing): another
     digest means a file was added, removed, edited or touched."""
-    listings = {str(Path(r).resolve()): data_listing(r) for r in roots}
-    text = json.dumps(listings, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json_digest({str(Path(r).resolve()): data_listing(r) for r in roots})
 
 
 def files_under(folder: Path) -> Iterable[Path]:

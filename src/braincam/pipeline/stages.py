@@ -15,13 +15,13 @@ interrupted stage (Ctrl-C, kill) is never taken as done.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from braincam.data.hashing import json_digest
 from braincam.data.records import data_listing
 from braincam.runs import RunDir, atomic_write_json
 
@@ -42,8 +42,7 @@ class StageMarker:
 
 def fingerprint(inputs: Any) -> str:
     """SHA-256 hex digest of ``inputs`` as canonical JSON (sorted keys, no spaces)."""
-    text = json.dumps(inputs, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json_digest(inputs)
 
 
 def data_fingerprint(roots: list[Path]) -> dict[str, str]:
