@@ -22,6 +22,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 
+from braincam.data.dicom import is_dicom
 from braincam.errors import BraincamError
 
 IMAGE_SIGNATURES = (
@@ -87,7 +88,7 @@ def sniff(data: bytes, name: str | None = None) -> Upload:
     name = check_name(name)
     if not data:
         raise UploadError(f"{name}: the file is empty (0 bytes)")
-    if data[128:132] == b"DICM":  # first: the preamble may hold a TIFF header (PS3.10 7.5)
+    if is_dicom(data):  # first: the preamble may hold a TIFF header (PS3.10 7.5)
         return Upload(name, "dicom", ".dcm")
     for magic, suffix in IMAGE_SIGNATURES:
         if data.startswith(magic) and (suffix != ".bmp" or _bmp_header(data)):

@@ -450,7 +450,8 @@ def _records_by_dataset(
         name = distinct_name(root.name, taken, reserved=())
         for r in load_dataset([root]).records:
             names[r.key] = name
-            records += [r] if resolved_key(r.key) not in seen else []
+            if resolved_key(r.key) not in seen:
+                records.append(r)
     if split is not None:
         records = [r for r in records if r.split in (None, split)]
     if only is not None:
