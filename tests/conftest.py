@@ -29,6 +29,17 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("BRAINCAM_CACHE", str(cache))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _contained_temp_files(tmp_path_factory: pytest.TempPathFactory):
+    """Subprocesses (torchrun's agent, headless Chromium) put their temporary folders under the
+    session's base folder, which pytest prunes, instead of leaving them in the system's /tmp."""
+    temp = tmp_path_factory.getbasetemp() / "tmp"
+    temp.mkdir(exist_ok=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(temp))
+        yield
+
+
 def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
                 rescale: tuple[float, float] | None = None,
                 window: tuple[float, float] | None = None, instance: int | None = None,
