@@ -124,3 +124,38 @@ def test_predict_files_writes_masks_of_images_slices_and_nifti_volumes(
     assert list(table.columns) == ["path", "slice", "kind", "mask", "tumour_pixels", "tumour_ml"]
     assert table["slice"].isna().tolist() == [False, False, True, True]
     assert table["tumour_ml"].notna().tolist() == [False, False, True, False]
+
+
+def test_predict_files_gives_each_input_its_own_files(tmp_path, segmenter_run, write_nifti):
+    """Inputs whose stems meet, the ``<parent>_<stem>`` fallback included (``a/x/scan.png``,
+    ``b/x/scan.png``, ``c/x/scan.png``), and an image named like a volume's slice
+    (``vol_s1.png`` beside ``vol.nii.gz``) each get masks and outlines of their own: no file
+    is written twice, and every masks.csv row's file holds that input's mask."""
+    import cv2
+
+    from braincam.data.inputs import expand_inputs
+    from braincam.models.segment import load_segmenter
+
+    rows, cols = np.mgrid[:40, :32]
+    head = (((rows - 20) / 16) ** 2 + ((cols - 16) / 12) ** 2 <= 1).astype(np.uint8) * 180
+    paths = []
+    for folder, image in (("a", head), ("b", 0 * head), ("c", head // 2 + 60)):
+        (tmp_path / folder / "x").mkdir(parents=True)
+        paths.append(tmp_path / folder / "x" / "scan.png")
+        cv2.imwrite(str(paths[-1]), image)
+    paths.append(write_nifti(tmp_path / "vol.nii.gz", np.stack([head, head // 2 + 60]),
+                             axcodes=("L", "P", "S")))
+    paths.append(tmp_path / "vol_s1.png")
+    cv2.imwrite(str(paths[-1]), 0 * head)
+    out = tmp_path / "out"
+    written, skipped = predict_files(load_segmenter(segmenter_run, "cpu"), expand_inputs(paths),
+                                     out)
+    assert not skipped
+    masks = [r["mask"] for r in written]
+    assert len(masks) == len(set(masks)) == 7
+    outlines = sorted(p.name for p in out.glob("*_outline.png"))
+    assert len(outlines) == 6
+    for row in written:
+        if row["kind"] != "volume":
+            mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
+            assert mask.sum() == row["tumour_pixels"]

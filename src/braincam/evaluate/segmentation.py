@@ -13,6 +13,7 @@ one figure that rewards outlines and punishes false alarms in proportion to thei
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import chain, count
 from pathlib import Path
 from typing import Any
 
@@ -224,21 +225,24 @@ def predict_files(
     :func:`original_mask`) and ``<name>_outline.png`` (the original with the predicted outline
     in red); per NIfTI volume ``<stem>_mask.nii.gz`` on the input's voxel grid
     (:func:`braincam.data.nifti.write_mask_volume`; slices not predicted are 0). ``<name>`` is
-    the input's stem (a series folder's name; ``<parent>_<stem>`` when two inputs share one),
+    the input's stem (a series folder's name; :func:`_unique_stem` when that is taken),
     ``<stem>_s<k>`` for slice ``k``. Unreadable slices are skipped with a reason. Returns the
     rows written to :data:`MASKS_CSV` and the skipped files."""
     config = preprocess_config(segmenter.meta)
     rows: list[dict[str, Any]] = []
     skipped: list[SkippedFile] = []
     stems: dict[str, str] = {}
+    written: set[str] = set()
     nifti: dict[str, bool] = {}
     volumes: dict[str, tuple[Path, dict[int, np.ndarray]]] = {}
     for item in items:
         if item.name not in stems:
-            stems[item.name] = _unique_stem(item.name, set(stems.values()))
+            stems[item.name] = _unique_stem(item.name, written)
+            written.add(stems[item.name])
             nifti[item.name] = (item.file is not None and item.slice is not None
                                 and is_nifti_file(item.file))
         name = stems[item.name] + ("" if item.slice is None else f"_s{item.slice}")
+        written.add(name)
         try:
             grey = read_slice(item)
         except ImageReadError as exc:
@@ -268,8 +272,18 @@ def predict_files(
     return rows, skipped
 
 
-def _unique_stem(name: str, used: set[str]) -> str:
-    """The file name of input ``name`` without its image or NIfTI suffix, or
-    ``<parent>_<stem>`` when ``used`` holds that already."""
+def _unique_stem(name: str, written: set[str]) -> str:
+    """The file name of input ``name`` without its image or NIfTI suffix; when a file of it
+    could meet one of the names given out so far (``written``: stems and ``<stem>_s<k>`` slice
+    names), ``<parent>_<stem>``, then ``<parent>_<stem>_2``, ``_3``, ... A stem ``c`` meets
+    ``written`` if it is there or a slice name ``c_s<k>`` is."""
     stem = file_stem(name)
-    return stem if stem not in used else f"{Path(name).parent.name}_{stem}"
+    longer = f"{Path(name).parent.name}_{stem}"
+    candidates = chain([stem, longer], (f"{longer}_{n}" for n in count(2)))
+    return next(c for c in candidates
+                if c not in written and not any(_is_slice_of(w, c) for w in written))
+
+
+def _is_slice_of(name: str, stem: str) -> bool:
+    """Whether ``name`` is ``<stem>_s<k>``."""
+    return name.startswith(f"{stem}_s") and name[len(stem) + 2:].isdigit()
