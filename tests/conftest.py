@@ -43,8 +43,9 @@ def _contained_temp_files(tmp_path_factory: pytest.TempPathFactory):
 def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
                 rescale: tuple[float, float] | None = None,
                 window: tuple[float, float] | None = None, instance: int | None = None,
-                position: float | None = None, series: tuple[str, int] | None = None,
-                study: str | None = None) -> Path:
+                position: float | tuple[float, float, float] | None = None,
+                series: tuple[str, int] | None = None, study: str | None = None,
+                orientation: tuple[float, ...] | None = None) -> Path:
     """An MR DICOM file (explicit VR little endian) of uint8/uint16 ``(H, W)`` or ``(N, H, W)``
     pixels, with a patient name and ID that must never reach an output."""
     import numpy as np
@@ -73,7 +74,10 @@ def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
     if instance is not None:
         ds.InstanceNumber = instance
     if position is not None:
-        ds.ImagePositionPatient = [0.0, 0.0, position]
+        ds.ImagePositionPatient = (list(position) if isinstance(position, tuple)
+                                   else [0.0, 0.0, position])
+    if orientation is not None:
+        ds.ImageOrientationPatient = list(orientation)
     if series is not None:
         ds.SeriesInstanceUID, ds.SeriesNumber = series
     if study is not None:
@@ -86,7 +90,8 @@ def _dicom_file(path: Path, pixels, photometric: str = "MONOCHROME2",
 @pytest.fixture(scope="session")
 def write_dicom():
     """``write_dicom(path, pixels, photometric=, rescale=(slope, intercept), window=(c, w),
-    instance=, position=, series=(uid, number), study=uid)`` -> path."""
+    instance=, position=z or (x, y, z), series=(uid, number), study=uid,
+    orientation=(row and column direction cosines))`` -> path."""
     return _dicom_file
 
 

@@ -64,6 +64,48 @@ def test_a_folder_holding_two_series_gives_one_input_per_series(tmp_path, write_
     ]
 
 
+def test_a_sagittal_series_is_ordered_along_its_own_normal(tmp_path, write_dicom):
+    """Without Instance Numbers, slices follow Image Position (Patient) projected on the
+    normal of Image Orientation (Patient), row x column: -x for this sagittal series, whose z
+    is constant."""
+    sagittal = tmp_path / "sag"
+    sagittal.mkdir()
+    for name, x in (("a.dcm", 10.0), ("b.dcm", -20.0), ("c.dcm", 0.0)):
+        write_dicom(sagittal / name, _head(), position=(x, -100.0, 50.0),
+                    orientation=(0, 1, 0, 0, 0, -1))
+    assert _rows(expand_inputs(sagittal)) == [
+        ("sag", 0, "a.dcm"), ("sag", 1, "c.dcm"), ("sag", 2, "b.dcm")]
+    axial = tmp_path / "ax"
+    axial.mkdir()
+    for name, z in (("a.dcm", 3.0), ("b.dcm", 1.0)):  # no orientation: by z
+        write_dicom(axial / name, _head(), position=z)
+    assert _rows(expand_inputs(axial)) == [("ax", 0, "b.dcm"), ("ax", 1, "a.dcm")]
+
+
+def test_a_file_without_an_image_in_a_series_folder_is_skipped_by_name(tmp_path, write_dicom):
+    """A DICOMDIR (no Rows/Columns) beside a series neither renames the series nor becomes a
+    second one: it is a skip entry naming the file."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for k in range(2):
+        write_dicom(folder / f"IM{k}.dcm", _head(), instance=k + 1, series=("1.2.3", 4))
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # Media Storage Directory
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    directory = Dataset()
+    directory.file_meta = meta
+    directory.save_as(folder / "DICOMDIR", enforce_file_format=True)
+    skipped = []
+    assert _rows(expand_inputs(folder, skipped=skipped)) == [
+        ("series", 0, "IM0.dcm"), ("series", 1, "IM1.dcm")]
+    assert [(s.path.name, s.reason) for s in skipped] == [
+        ("DICOMDIR", "DICOM file without an image (no Rows/Columns)")]
+
+
 def test_unreadable_files_are_skipped_with_their_reason_or_raise_without_a_list(
         tmp_path, write_dicom, write_nifti):
     folder = tmp_path / "mixed"

@@ -13,13 +13,16 @@ Compressed transfer syntaxes decode through whichever pydicom pixel-data plugin 
 (RLE always works; JPEG, JPEG-LS and JPEG 2000 need pylibjpeg/python-gdcm/...); without one the
 error names the transfer syntax and the plugins to install. A series is the DICOM files of one
 folder that share a Series Instance UID, ordered by Instance Number, then Image Position
-(Patient) along the slice axis, then name.
+(Patient) along the slice axis (its projection on the slice normal, the cross product of Image
+Orientation (Patient)'s row and column directions; its z without an orientation), then name. A
+file without an image (no Rows/Columns: a DICOMDIR, a report) is no slice of it.
 
 Only these header fields are ever read: pixel attributes, Rescale Slope/Intercept, Window
 Center/Width, Photometric Interpretation, Rows, Columns, Number of Frames, Instance Number,
-Image Position (Patient), Series Number, and the Series and Study Instance UIDs (only to tell
-series apart and to keep a study's files on one side of a split; they are never written). No
-patient-identifying field (name, ID, birth date, institution, dates) leaves this module.
+Image Position and Orientation (Patient), Series Number, and the Series and Study Instance
+UIDs (only to tell series apart and to keep a study's files on one side of a split; they are
+never written). No patient-identifying field (name, ID, birth date, institution, dates) leaves
+this module.
 """
 
 from __future__ import annotations
@@ -43,6 +46,9 @@ _PLUGINS = {  # transfer-syntax name prefix -> pydicom plugins that decode it
     "JPEG 2000": "pylibjpeg with pylibjpeg-openjpeg, or python-gdcm",
     "JPEG": "pylibjpeg with pylibjpeg-libjpeg, or python-gdcm",
 }
+
+
+NO_IMAGE = "DICOM file without an image (no Rows/Columns)"
 
 
 class DicomReadError(BraincamError):
@@ -87,7 +93,7 @@ class DicomInfo:
     width: int
     height: int
     instance: int | None
-    position: float | None  # Image Position (Patient) z, mm
+    position: float | None  # Image Position (Patient) along the slice normal, mm
     series: str | None = None  # Series Instance UID: tells series apart, never written out
     series_number: int | None = None
     study: str | None = None  # Study Instance UID: groups a study's files, never written out
@@ -112,11 +118,10 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
     not a positive number makes the file unreadable."""
     ds = _dataset(Path(path), data, header_only=True)
     with _quiet_pydicom():  # pydicom warns on malformed numbers; they are judged here
-        position = ds.get("ImagePositionPatient")
+        position = _position(ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient"))
         instance = _first(ds.get("InstanceNumber"))
         frames = _first(ds.get("NumberOfFrames", 1) or 1)
         rows, columns = (_first(ds.get(key, 0) or 0) for key in ("Rows", "Columns"))
-        z = _first(position[2]) if position is not None and len(position) == 3 else None
         series = str(ds.get("SeriesInstanceUID", "") or "") or None
         study = str(ds.get("StudyInstanceUID", "") or "") or None
         number = _first(ds.get("SeriesNumber"))
@@ -125,7 +130,7 @@ def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:
     return DicomInfo(
         frames=int(frames), width=int(columns or 0), height=int(rows or 0),
         instance=int(instance) if instance is not None and instance.is_integer() else None,
-        position=z, series=series,
+        position=position, series=series,
         series_number=int(number) if number is not None and number.is_integer() else None,
         study=study,
     )
@@ -204,6 +209,30 @@ def series_key(info: DicomInfo, name: str) -> tuple:
     Position (Patient) along the slice axis, then file name; missing values last."""
     return (info.instance is None, info.instance or 0,
             info.position is None, info.position or 0.0, name)
+
+
+def _position(position, orientation) -> float | None:
+    """Image Position (Patient) projected on the slice normal ``r x c`` (Image Orientation
+    (Patient) = row and column direction cosines ``r``, ``c``), so that sagittal and coronal
+    series order by their own axis; the z coordinate without a usable orientation; None
+    without a usable position."""
+    point = _numbers(position, 3)
+    if point is None:
+        return None
+    directions = _numbers(orientation, 6)
+    normal = None if directions is None else np.cross(directions[:3], directions[3:])
+    if normal is None or not np.linalg.norm(normal) > 1e-6:
+        return float(point[2])
+    return float(point @ (normal / np.linalg.norm(normal)))
+
+
+def _numbers(value, n: int) -> np.ndarray | None:
+    """``n`` finite numbers of a multi-valued DICOM element, or None."""
+    if value is None or isinstance(value, str) or not isinstance(value, Sequence) \
+            or len(value) != n:
+        return None
+    numbers = np.array([_first(v) if _first(v) is not None else np.nan for v in value])
+    return numbers if np.isfinite(numbers).all() else None
 
 
 def _first(value) -> float | None:

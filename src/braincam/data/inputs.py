@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from braincam.data.dicom import (
+    NO_IMAGE,
     DicomReadError,
     dicom_info,
     has_dicom_marker,
@@ -212,6 +213,9 @@ def _series(files: Sequence[Path], name: str, choice: SliceChoice,
             info = dicom_info(file)
         except DicomReadError as exc:
             _skip(file, exc, skipped)
+            continue
+        if not info.width * info.height:
+            _skip(file, DicomReadError(f"{file}: {NO_IMAGE}"), skipped)
             continue
         series.setdefault(info.series, []).append((series_key(info, file.name), file,
                                                    info.frames))

@@ -354,7 +354,7 @@ def _volume_records(
     file: Path, source: str, split: str | None, label: str
 ) -> tuple[list[ImageRecord], SkippedFile | None]:
     """Records of a DICOM file (one per frame) or a NIfTI volume (one per slice with head)."""
-    from braincam.data.dicom import dicom_info
+    from braincam.data.dicom import NO_IMAGE, dicom_info
     from braincam.data.nifti import choose_slices, no_slice_reason, read_volume
 
     try:
@@ -374,7 +374,7 @@ def _volume_records(
         log.warning("skipping %s: %s", file, reason)
         return [], SkippedFile(file, reason)
     if min(info.width, info.height) < MIN_SIDE:
-        reason = ("DICOM file without an image (no Rows/Columns)" if not info.width * info.height
+        reason = (NO_IMAGE if not info.width * info.height
                   else f"image too small ({info.width}x{info.height} px, minimum {MIN_SIDE})")
         log.warning("skipping %s: %s", file, reason)
         return [], SkippedFile(file, reason)
