@@ -85,6 +85,38 @@ def test_predictions_csv_volumes_overlays_and_no_patient_fields(run, tmp_path, w
     assert invoke(*args, "--force").exit_code == 0
 
 
+def test_force_replaces_the_earlier_files_and_the_run_and_inputs_are_never_outputs(run,
+                                                                                  tmp_path):
+    """``--force`` leaves no overlay or skip entry of an earlier call beside the new ones and
+    keeps the folder's other files; an output folder that is the run, or lies inside an input
+    folder, is refused before anything is written."""
+    images = tmp_path / "images"
+    images.mkdir()
+    for p in sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:3]:
+        shutil.copy(p, images / p.name)
+    (images / "bad.png").write_text("no image")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    first = invoke(str(run), str(images), "--out", str(out), "--explain", "gradcam", "--no-ood")
+    assert first.exit_code == 0, first.output
+    assert len(list((out / "overlays").glob("*.png"))) == 3 and (out / "skipped.csv").exists()
+    one = sorted(images.glob("*_test_*.png"))[0]
+    again = invoke(str(run), str(one), "--out", str(out), "--no-ood", "--force")
+    assert again.exit_code == 0, again.output
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predictions.csv",
+                                                     "skipped.csv"]
+    assert len(pd.read_csv(out / "predictions.csv")) == 1
+    assert pd.read_csv(out / "skipped.csv").empty
+    held = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    for target, words in ((run, "is the run"), (images / "out", "lies inside")):
+        refused = invoke(str(run), str(images), "--out", str(target), "--no-ood", "--force")
+        assert isinstance(refused.exception, BraincamError), refused.output
+        assert words in str(refused.exception)
+    assert not (images / "out").exists()
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == held
+
+
 def test_unreadable_files_are_skipped_and_listed(run, tmp_path, write_nifti):
     good = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
     bad = tmp_path / "bad.png"

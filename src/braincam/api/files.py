@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,12 +29,15 @@ from pathlib import Path
 from braincam.api import Model, Prediction
 from braincam.data.inputs import SliceChoice, expand_inputs
 from braincam.data.records import SkippedFile, write_skipped_csv
+from braincam.errors import BraincamError
 from braincam.labels import NO_TUMOR, TUMOR
-from braincam.runs import atomic_write_text
+from braincam.runs import atomic_write_text, check_outside_data, check_spares, prepare_output_dir
 
 PREDICTIONS = "predictions.csv"
 OVERLAY_DIR = "overlays"
 MASK_DIR = "masks"
+SKIPPED = "skipped.csv"
+OWNED = (PREDICTIONS, SKIPPED, OVERLAY_DIR, MASK_DIR)  # what a call writes into its folder
 CHUNK = 256
 
 
@@ -45,6 +49,26 @@ class PredictSummary:
     n_flagged: int  # images/slices with at least one warning
     skipped: list[SkippedFile]
     seconds: float
+
+
+def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path]) -> Path:
+    """``out`` ready for a call's files (:data:`OWNED`). Refused: ``out`` is the run itself
+    (its own predictions.csv would be replaced), or lies inside an input folder (the next call
+    on that folder would read its overlays as scans). With ``force``, the files of an earlier
+    call go first, so none is left beside the new ones; the folder's other files stay."""
+    if Path(out).resolve() == Path(run).resolve():
+        raise BraincamError(f"{out} is the run {run}, whose own {PREDICTIONS} would be "
+                            "replaced: choose another output folder")
+    check_outside_data(out, [p for p in inputs if Path(p).is_dir()])
+    prepare_output_dir(out, force=force, marker=PREDICTIONS)
+    if force:
+        for path in (Path(out) / name for name in OWNED):
+            check_spares(path, inputs)
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    return Path(out)
 
 
 def tumour_probability(pred: Prediction) -> float:
@@ -115,7 +139,7 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
             skipped = [s for _, rank_skipped, _ in shares for s in rank_skipped]
             rows = volume_rows(preds)
             write_predictions_csv(rows, file)
-            write_skipped_csv(skipped, Path(out_dir) / "skipped.csv")
+            write_skipped_csv(skipped, Path(out_dir) / SKIPPED)
             write_mask_volumes([m for *_, rank_masks in shares for m in rank_masks],
                                Path(out_dir) / MASK_DIR)
     return PredictSummary(

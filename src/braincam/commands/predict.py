@@ -40,7 +40,8 @@ def command(
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     force: Annotated[
-        bool, typer.Option("--force", help="Replace existing predictions in --out.")
+        bool, typer.Option("--force", help="Replace the predictions, overlays and masks of "
+                                             "an earlier call in --out.")
     ] = False,
 ) -> None:
     """Predict new images, DICOM files and NIfTI volumes with RUN's model, with warnings.
@@ -51,11 +52,10 @@ def command(
     """
     from braincam import distributed
     from braincam.api import load
-    from braincam.api.files import PREDICTIONS, predict_files
+    from braincam.api.files import predict_files, prepare_predict_dir
     from braincam.data.inputs import SliceChoice
     from braincam.errors import BraincamError
     from braincam.explain import METHODS
-    from braincam.runs import prepare_output_dir
 
     if explain is not None and explain not in METHODS:
         raise BraincamError(f"unknown method {explain!r}; choose one of {', '.join(METHODS)}")
@@ -71,7 +71,7 @@ def command(
     with distributed.main_first(ctx):  # rank 0 calibrates (cached in RUN), the others read it
         _ = model.reference
         if ctx.is_main:
-            prepare_output_dir(out, force=force, marker=PREDICTIONS)
+            prepare_predict_dir(out, force, run, inputs)
     summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head), batch_size)
     distributed.shutdown()  # the other processes exit here
     typer.echo(
