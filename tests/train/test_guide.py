@@ -175,6 +175,25 @@ def test_guide_from_data_is_checked_before_any_file_is_written(small, tmp_path, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("option", [{"guide_epochs": 3}, {"guide_weak_labels": True},
+                                    {"guide_freeze_blocks": 2}])
+def test_segmenter_training_options_need_guide_folders_not_only_runs(small, tmp_path, option):
+    """With a finished segment run alone in ``--guide`` there is no segmenter to train: its
+    options are a one-line error, not a setting recorded in config.yaml that changed nothing;
+    ``braincam cv`` says the same."""
+    from braincam.train.cv import cross_validate
+
+    seg = write_segmenter(tmp_path / "seg")
+    config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=PreprocessConfig(size=32), device="cpu", guide=str(seg),
+                         **option)
+    with pytest.raises(BraincamError, match="--guide names none"):
+        train_run([small], config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    with pytest.raises(BraincamError, match="--guide names none"):
+        cross_validate([small], config, tmp_path / "cv", folds=2)
+
+
 def guide_run_with_split(seg: Path, data: Path, config: PreprocessConfig) -> pd.DataFrame:
     """A hand-made segment run at ``seg`` that trained on every other image of ``data`` and
     validated on the rest (``config.yaml`` and ``split.csv`` as ``braincam segment`` writes

@@ -67,7 +67,13 @@ def cross_validate(
     """Train and evaluate ``config`` on each of ``folds`` grouped folds of ``roots``; write
     ``cv.json`` (module docstring) and return it."""
     from braincam.evaluate import evaluate_run
-    from braincam.train.guide import check_plan, guide_plan, holds_any, train_guide
+    from braincam.train.guide import (
+        check_plan,
+        check_training_options,
+        guide_plan,
+        holds_any,
+        train_guide,
+    )
     from braincam.train.run import train_run
 
     out = Path(out_dir)
@@ -75,6 +81,8 @@ def cross_validate(
     if (out / "cv.json").exists() and not force:
         raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
     plan = guide_plan(config.guide) if config.guide else None
+    if plan is not None:
+        check_training_options(plan, config)
     if plan is not None and plan.data:
         check_plan(plan, config)
         if holds_any(plan.data, roots):

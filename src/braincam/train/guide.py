@@ -75,17 +75,23 @@ def segment_config(config: TrainConfig) -> SegmentConfig:
     return seg if config.guide_epochs is None else replace(seg, epochs=config.guide_epochs)
 
 
-def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
-    """Before anything is trained: the segmenter to train must crop like the classifier, and
-    the named runs must share its input side and preprocessing (they guide as one mean)."""
-    from braincam.models.checkpoint import read_meta
-
+def check_training_options(plan: GuidePlan, config: TrainConfig) -> None:
+    """The options of the segmenter to train (``--guide-weak-labels``, ``--guide-epochs``,
+    ``--guide-freeze-blocks``) need dataset folders in ``--guide``: given with segment runs
+    alone, they would be recorded in config.yaml and change nothing."""
     for flag, given in (("--guide-weak-labels", config.guide_weak_labels),
                         ("--guide-epochs", config.guide_epochs is not None),
                         ("--guide-freeze-blocks", config.guide_freeze_blocks > 0)):
         if given and not plan.data:
             raise BraincamError(f"{flag} trains a segmenter on --guide's dataset folders, "
                                 "and --guide names none")
+
+
+def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
+    """Before anything is trained: the segmenter to train must crop like the classifier, and
+    the named runs must share its input side and preprocessing (they guide as one mean)."""
+    from braincam.models.checkpoint import read_meta
+
     seg = segment_config(config)
     try:
         seg.validate()

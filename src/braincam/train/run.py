@@ -100,7 +100,7 @@ def train_run(
     from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.models.guided import guide_meta
-    from braincam.train.guide import check_plan, guide_plan, train_guide
+    from braincam.train.guide import check_plan, check_training_options, guide_plan, train_guide
 
     start = time.perf_counter()
     config.validate()
@@ -141,6 +141,7 @@ def train_run(
     plan = guide_plan(config.guide) if config.guide is not None else None
     members: list[Path] = []  # the segment runs that guide, once known
     if plan is not None:  # the segmenter is frozen and saved with the model
+        check_training_options(plan, config)
         if plan.data:  # trained once the run directory exists; settings checked now
             check_plan(plan, config)
         else:
