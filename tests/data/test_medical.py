@@ -33,6 +33,26 @@ def real_slices(datasets_dir) -> np.ndarray:
     return np.stack([cv2.resize(g, (128, 160), interpolation=cv2.INTER_AREA) for g in greys])
 
 
+def test_a_2d_nifti_file_is_a_volume_of_one_slice(tmp_path, write_nifti):
+    """A slice stored as ``X x Y`` reads as the same slice stored as ``X x Y x 1``, and its
+    mask is written back on its own 2D grid."""
+    import nibabel as nib
+
+    slices = np.random.default_rng(1).integers(0, 256, (1, 20, 16), dtype=np.uint8)
+    flat = nib.load(write_nifti(tmp_path / "v.nii", slices, axcodes=("L", "P", "S")))
+    nib.save(nib.Nifti1Image(np.asarray(flat.dataobj)[:, :, 0], flat.affine, flat.header),
+             tmp_path / "flat.nii.gz")
+    shown = read_volume(tmp_path / "flat.nii.gz")
+    np.testing.assert_array_equal(shown, read_volume(tmp_path / "v.nii"))
+    assert shown.shape == (1, 20, 16)
+    voxels, _ = write_mask_volume(tmp_path / "flat.nii.gz", {0: shown[0] > 0.5},
+                                  tmp_path / "m.nii.gz")
+    written = nib.load(tmp_path / "m.nii.gz")
+    assert written.shape == (16, 20) and voxels == (shown[0] > 0.5).sum() > 0
+    np.testing.assert_array_equal(np.asarray(written.dataobj),
+                                  np.asarray(flat.dataobj)[:, :, 0] > 127)
+
+
 @pytest.mark.realdata
 def test_dicom_8bit_16bit_rescale_monochrome1_read_back_exactly(tmp_path, real_slices,
                                                                write_dicom):

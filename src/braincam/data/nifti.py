@@ -154,6 +154,8 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
 
     source = Path(source)
     image = _image(source, _file_bytes(source))
+    flat = len(image.shape) == 2
+    image = _with_slice_axis(image)
     canonical = nib.as_closest_canonical(image)
     x, y, z = canonical.shape[:3]
     grid = np.zeros((x, y, z), np.uint8)
@@ -165,6 +167,8 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     turn = nib.orientations.ornt_transform(nib.io_orientation(canonical.affine),
                                            nib.io_orientation(image.affine))
     grid = np.ascontiguousarray(nib.orientations.apply_orientation(grid, turn))
+    if flat:  # back to the source's own 2D grid
+        grid = grid[:, :, 0]
     header = image.header.copy()
     header.set_data_shape(grid.shape)
     header.set_data_dtype(np.uint8)
@@ -176,6 +180,14 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     voxels = int(grid.sum())
     unit = _MM_PER_UNIT.get(image.header.get_xyzt_units()[0], 1.0)  # "unknown": millimetres
     return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) * unit**3 / 1000
+
+
+def _with_slice_axis(image):
+    """A 2D image (one slice stored as ``X x Y``) as ``X x Y x 1`` with the same affine, so
+    that it reorients like a volume; other images unchanged."""
+    if len(image.shape) != 2:
+        return image
+    return type(image)(np.asarray(image.dataobj)[..., None], image.affine, image.header)
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -223,7 +235,7 @@ def _decode(path: Path, data: bytes, labels: bool = False) -> np.ndarray:
     import nibabel as nib
 
     try:
-        image = nib.as_closest_canonical(_image(path, data))
+        image = nib.as_closest_canonical(_with_slice_axis(_image(path, data)))
         values = np.asarray(image.dataobj, dtype=np.float32)
     except NiftiReadError:
         raise
