@@ -118,3 +118,28 @@ def test_truncated_jpeg_raises(tmp_path):
 def test_missing_file_raises(tmp_path):
     with pytest.raises(ImageReadError, match="cannot decode image"):
         read_grey(tmp_path / "nope.png")
+
+
+def test_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path):
+    """A JPEG stored turned with EXIF Orientation 6 (turn 90 degrees clockwise to show) reads
+    upright, its record's size is the upright size, and a mask drawn on the upright image
+    lines up with it."""
+    from braincam.data.records import load_dataset
+
+    upright = np.zeros((40, 64), np.uint8)  # wider than tall, bright on the left third
+    upright[:, :20] = 255
+    stored = np.rot90(upright, 1)  # what a camera stores before tagging Orientation 6
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    root = tmp_path / "data"
+    (root / "tumor").mkdir(parents=True)
+    (root / "masks" / "tumor").mkdir(parents=True)
+    Image.fromarray(stored).save(root / "tumor" / "a.jpg", exif=exif, quality=95)
+    Image.fromarray(upright).save(root / "masks" / "tumor" / "a.png")
+    (root / "no_tumor").mkdir()
+    Image.fromarray(upright).save(root / "no_tumor" / "b.png")
+    grey = read_grey(root / "tumor" / "a.jpg")
+    assert grey.shape == (40, 64)
+    assert grey[:, :18].mean() > 0.9 and grey[:, 22:].mean() < 0.1
+    (record,) = [r for r in load_dataset([root]).records if r.label == "tumor"]
+    assert (record.width, record.height) == (64, 40) and record.mask is not None

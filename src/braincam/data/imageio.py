@@ -12,6 +12,8 @@ Every decoder output becomes float32 ``H x W`` in ``[0, 1]``:
 - float (``F`` TIFF): kept when already in ``[0, 1]``, else min-max scaled.
 - alpha (RGBA, LA, palette with transparency): composited on black, ``grey * alpha``, because
   MRI backgrounds are black.
+- EXIF Orientation (a JPEG or TIFF stored rotated or mirrored): applied (:func:`upright`), so
+  an image reads as viewers show it; sizes (:func:`shown_size`) are those of the upright image.
 
 DICOM (``braincam.data.dicom``) and NIfTI (``braincam.data.nifti``) are recognised by content
 (the ``DICM`` marker; a NIfTI header, gzipped or not), not by name; ``index`` picks a frame of a
@@ -24,13 +26,15 @@ import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from braincam.data.dicom import DicomReadError, is_dicom, read_dicom
 from braincam.data.nifti import NiftiReadError, is_nifti, read_nifti_slice
 from braincam.errors import BraincamError
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_EXIF_ORIENTATION = 0x0112
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 class ImageReadError(BraincamError):
@@ -69,7 +73,7 @@ def read_grey(
             elif im.format == "JPEG" and reduce_to:
                 im.draft(im.mode, (reduce_to, reduce_to))
             im.load()
-            return pil_grey(im)
+            return pil_grey(upright(im))
     except (ImageReadError, DicomReadError, NiftiReadError) as exc:
         raise ImageReadError(str(exc)) from None
     except UnidentifiedImageError:
@@ -93,13 +97,31 @@ def read_mask(path: Path | str, data: bytes | None = None) -> np.ndarray:
         data = path.read_bytes() if data is None else data
         with Image.open(io.BytesIO(data)) as im:
             if im.mode in WIDE_MODES:
-                return np.asarray(im) > 0
+                return np.asarray(upright(im)) > 0
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a readable image file") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
     return read_grey(path, data) >= 0.5
+
+
+def upright(im: Image.Image) -> Image.Image:
+    """``im`` turned and mirrored as its EXIF Orientation says (PIL's ``exif_transpose``);
+    ``im`` itself when it has none."""
+    return ImageOps.exif_transpose(im) if _orientation(im) not in (None, 1) else im
+
+
+def shown_size(im: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of :func:`upright` ``(im)``, from the header alone."""
+    return im.size[::-1] if _orientation(im) in _TURNED else im.size
+
+
+def _orientation(im: Image.Image) -> int | None:
+    try:
+        return im.getexif().get(_EXIF_ORIENTATION)
+    except Exception:  # PIL raises many kinds on a damaged EXIF block: read as stored
+        return None
 
 
 def pil_grey(im: Image.Image) -> np.ndarray:

@@ -51,7 +51,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes, json_digest
-from braincam.data.imageio import ImageReadError, read_mask
+from braincam.data.imageio import ImageReadError, read_mask, shown_size
 from braincam.data.nifti import is_nifti_name
 from braincam.errors import BraincamError
 from braincam.labels import CANONICAL, NO_TUMOR, normalise_label
@@ -315,8 +315,8 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
         data = path.read_bytes()
         key = content_hash_bytes(data)
         with Image.open(io.BytesIO(data)) as im:
-            if im.size != (record.width, record.height):
-                return (f"mask is {im.size[0]}x{im.size[1]} px, image is "
+            if shown_size(im) != (record.width, record.height):
+                return (f"mask is {shown_size(im)[0]}x{shown_size(im)[1]} px, image is "
                         f"{record.width}x{record.height}")
         if key not in store.values:  # the rule every reader of the mask applies
             store.values[key] = int(not read_mask(path, data).any())
@@ -459,7 +459,7 @@ def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
         if path.stat().st_size == 0:
             return (0, 0), "empty file (0 bytes)"
         with Image.open(path) as im:
-            size, fmt = im.size, im.format
+            size, fmt = shown_size(im), im.format
             marker = _END_MARKERS.get(fmt or "")
             if marker is None or not _has_tail(path, marker):
                 im.load()  # no end marker where expected: decode fully to decide

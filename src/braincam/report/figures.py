@@ -38,10 +38,12 @@ def embed_image_file(path: Path, max_side: int = THUMB_SIDE) -> str | None:
     """An image file as a PNG data URI, downscaled to fit ``max_side``; None if unreadable."""
     from PIL import Image
 
+    from braincam.data.imageio import upright
+
     try:
         with Image.open(path) as img:
             img.load()
-            img = img.convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB")
+            img = upright(img).convert("RGBA" if img.mode in ("RGBA", "LA", "P") else "RGB")
     except (OSError, ValueError):
         return None
     return _png_uri(img, max_side)

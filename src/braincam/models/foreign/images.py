@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from braincam.data.imageio import read_grey
+from braincam.data.imageio import read_grey, upright
 from braincam.data.mask import head_mask
 from braincam.data.preprocess import CROP_MARGIN, RESIZE, crop_box
 from braincam.models.foreign.spec import InputSpec
@@ -47,7 +47,7 @@ def _pil_image(path: Path | str, mode: str) -> Image.Image | None:
     """The file decoded by PIL in ``mode``, or None when PIL cannot open it."""
     try:
         with Image.open(path) as im:
-            return im.convert(mode)
+            return upright(im).convert(mode)
     except OSError:
         return None
 
