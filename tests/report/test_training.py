@@ -52,3 +52,16 @@ def test_collect_training_reads_the_recipe_even_without_a_history(tmp_path):
     assert not section.part.ok and section.recipe.startswith("Recipe: plain")
     run.config.write_text("command: braincam train\n")  # no train block: no sentence
     assert collect_training(run).recipe is None
+
+
+def test_the_best_epoch_is_the_one_training_kept_ties_to_the_lower_loss(tmp_path):
+    """Two epochs at balanced accuracy 1.0: training keeps the one of lower validation loss
+    (``BestTracker``), and the table names that one, not the first."""
+    run = RunDir(tmp_path)
+    run.config.write_text("train: {arch: resnet18, guide: null}\n")
+    run.history.write_text(
+        "phase,epoch,train_loss,val_loss,val_balanced_accuracy,seconds\n"
+        "finetune,1,0.7,0.60,0.8,1.0\nfinetune,2,0.5,0.40,1.0,1.0\n"
+        "finetune,3,0.4,0.20,1.0,1.0\nfinetune,4,0.3,0.30,1.0,1.0\n")
+    (phase,) = collect_training(run).phases
+    assert (phase.best_epoch, phase.best_val_balanced_accuracy, phase.epochs) == (3, 1.0, 4)

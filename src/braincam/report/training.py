@@ -165,11 +165,16 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
 
 
 def _phase(name: str, rows: pd.DataFrame) -> PhaseSummary:
+    """The phase's best epoch by training's own rule (:class:`braincam.train.loop.BestTracker`):
+    the highest validation balanced accuracy, ties to the lower validation loss."""
     best = bacc = last_loss = seconds = None
     if "val_balanced_accuracy" in rows.columns:
         scores = pd.to_numeric(rows["val_balanced_accuracy"], errors="coerce")
         if scores.notna().any():
-            best_row = scores.idxmax()
+            tied = scores[scores == scores.max()].index
+            losses = pd.to_numeric(rows.get("val_loss", pd.Series(index=rows.index)),
+                                   errors="coerce")[tied]
+            best_row = losses.idxmin() if losses.notna().any() else tied[0]
             bacc = float(scores[best_row])
             if "epoch" in rows.columns:
                 epoch = pd.to_numeric(rows["epoch"], errors="coerce")[best_row]
