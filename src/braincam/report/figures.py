@@ -90,8 +90,9 @@ def training_curves(history: pd.DataFrame) -> str | None:
     """Loss and validation scores (:data:`SCORE_COLUMNS`) per epoch, phases one after the other.
 
     The x axis counts epochs over all phases (phase 1 epochs 1..n1, then phase 2);
-    a dashed line marks where a new phase starts. Returns None when the history
-    has no epoch rows or none of the plotted columns.
+    a dashed line marks where a new phase starts, its name written upright beside it so that
+    short phases (``--head-average``'s heads) do not print over each other. Returns None when
+    the history has no epoch rows or none of the plotted columns.
     """
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -112,8 +113,8 @@ def training_curves(history: pd.DataFrame) -> str | None:
             for i in range(1, len(phases)):
                 if phases[i] != phases[i - 1]:
                     ax.axvline(i + 0.5, color="grey", linestyle="--", linewidth=1)
-                    ax.annotate(f"phase {phases[i]}", (i + 0.6, 0.95), fontsize=8,
-                                xycoords=("data", "axes fraction"), color="grey")
+                    ax.annotate(phases[i], (i + 0.6, 0.97), fontsize=7, rotation=90,
+                                va="top", xycoords=("data", "axes fraction"), color="grey")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(title)
         ax.set_xlabel("epoch (all phases)")
