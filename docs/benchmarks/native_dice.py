@@ -1,6 +1,6 @@
 """A segment run's Dice at its input side against Dice in the original image's pixels.
 
-``metrics.json`` scores masks at the segmenter's input side (160 px by default): the expert
+``metrics.json`` scores masks at the segmenter's input side (192 px by default): the expert
 mask is cropped and resized onto the model input by nearest neighbour
 (:func:`braincam.data.preprocess.mask_to_output`). Published results on Figshare score masks
 at 512 px. This script scores the same predictions both ways, on the tumour slices of the rows

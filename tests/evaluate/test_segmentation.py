@@ -159,3 +159,16 @@ def test_predict_files_gives_each_input_its_own_files(tmp_path, segmenter_run, w
         if row["kind"] != "volume":
             mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_GRAYSCALE) > 0
             assert mask.sum() == row["tumour_pixels"]
+
+
+def test_a_taken_stem_of_a_file_in_the_working_folder_takes_that_folders_name(tmp_path,
+                                                                              monkeypatch):
+    """``scan.png scan.dcm`` given in the working folder: the second is ``<folder>_scan``,
+    not ``_scan``."""
+    from braincam.evaluate.segmentation import _unique_stem
+
+    (tmp_path / "study").mkdir()
+    monkeypatch.chdir(tmp_path / "study")
+    assert _unique_stem("scan.png", set()) == "scan"
+    assert _unique_stem("scan.dcm", {"scan"}) == "study_scan"
+    assert _unique_stem("other/scan.dcm", {"scan", "other_scan"}) == "other_scan_2"

@@ -278,7 +278,8 @@ def _unique_stem(name: str, written: set[str]) -> str:
     names), ``<parent>_<stem>``, then ``<parent>_<stem>_2``, ``_3``, ... A stem ``c`` meets
     ``written`` if it is there or a slice name ``c_s<k>`` is."""
     stem = file_stem(name)
-    longer = f"{Path(name).parent.name}_{stem}"
+    parent = Path(name).parent.name or Path(name).resolve().parent.name  # "scan.png": cwd's
+    longer = f"{parent}_{stem}"
     candidates = chain([stem, longer], (f"{longer}_{n}" for n in count(2)))
     return next(c for c in candidates
                 if c not in written and not any(_is_slice_of(w, c) for w in written))
