@@ -91,7 +91,7 @@ class Box:
 @dataclass(frozen=True)
 class ImageRecord:
     path: Path  # absolute
-    source: str  # root directory name, e.g. "sartaj-brain-tumor-mri"
+    source: str  # root directory name, e.g. "sartaj-brain-tumor-mri"; "_" added per repeat
     split: str | None  # original split "train" | "val" | "test", None for class folders
     label: str  # canonical label (braincam.labels)
     width: int  # original size in pixels
@@ -144,11 +144,23 @@ def split_name(folder: str) -> str | None:
     return _SPLITS.get(folder.lower())
 
 
+def distinct_name(name: str, taken: set[str], reserved: tuple[str, ...] = ()) -> str:
+    """``name`` with ``_`` appended while it is in ``taken`` or ``reserved``; added to
+    ``taken``. Sources and sets of dataset folders are named by the folder's name, and two
+    folders may share one."""
+    while name in taken or name in reserved:
+        name += "_"
+    taken.add(name)
+    return name
+
+
 def load_dataset(roots: Sequence[Path | str]) -> Dataset:
     """Records of every usable image under ``roots``, sorted by (source, split, label, path).
 
-    Unreadable files are skipped with a logged warning and listed in ``Dataset.skipped``.
-    Raises BraincamError for an unknown layout or folder name, or when no image is usable.
+    A record's source is its root's folder name, with ``_`` appended while an earlier root has
+    it (``siteA/Testing``, ``siteB/Testing``: ``Testing``, ``Testing_``). Unreadable files are
+    skipped with a logged warning and listed in ``Dataset.skipped``. Raises BraincamError for
+    an unknown layout or folder name, or when no image is usable.
     """
     if isinstance(roots, str | Path):
         roots = [roots]
@@ -163,8 +175,9 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
         if outer is not None:
             raise BraincamError(f"{inner} lies inside {outer}, also given: its images would be "
                                 "loaded twice; give one of the two folders")
+    sources: set[str] = set()
     for root in unique:
-        root_records, root_skipped = _load_root(root)
+        root_records, root_skipped = _load_root(root, distinct_name(root.name, sources))
         records += root_records
         skipped += root_skipped
     if not records:
@@ -228,7 +241,7 @@ def _class_label(folder: Path) -> str:
     return label
 
 
-def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
+def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[SkippedFile]]:
     """Detect the layout of one root and read its image headers and boxes."""
     if not root.is_dir():
         raise BraincamError(f"{root}: not a directory; {_LAYOUTS}")
@@ -250,7 +263,7 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
         _warn_left_out(folder, others)
         for file in files:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
-                found, problem = _volume_records(file, root.name, split, label)
+                found, problem = _volume_records(file, source, split, label)
                 records += found
                 skipped += [problem] if problem else []
                 continue
@@ -259,7 +272,7 @@ def _load_root(root: Path) -> tuple[list[ImageRecord], list[SkippedFile]]:
                 log.warning("skipping %s: %s", file, reason)
                 skipped.append(SkippedFile(file, reason))
                 continue
-            records.append(ImageRecord(file, root.name, split, label, *size, box=None))
+            records.append(ImageRecord(file, source, split, label, *size, box=None))
     if (root / BOXES_FILE).is_file():
         records = _attach_boxes(root, records, class_dirs)
     if (root / MASKS_DIR).is_dir():

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from braincam.data.records import ImageRecord
+from braincam.data.records import ImageRecord, distinct_name
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
-from braincam.evaluate.run import ScoredSet, distinct_name, predictions_frame, write_figures
+from braincam.evaluate.run import TEST_SETS, ScoredSet, predictions_frame, write_figures
 from braincam.labels import task_label
 from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir
 
@@ -100,7 +100,8 @@ def spec_sets(roots: Sequence[Path | str], classes: list[str], task: str,
                 continue
             chosen = [r for r in known if r.split == part]
             name = distinct_name(
-                Path(root).resolve().name + ("" if len(splits) == 1 else f"_{part}"), names)
+                Path(root).resolve().name + ("" if len(splits) == 1 else f"_{part}"), names,
+                reserved=TEST_SETS)
             found = True
             yield name, chosen
     if not found:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.records import key_file
+from braincam.data.records import distinct_name, key_file
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
@@ -162,6 +162,7 @@ def evaluate_run(
 
 
 COMBINED = "extra_combined"
+TEST_SETS = ("test", "test_leak_free")  # metrics.json's own sets: no extra folder is named so
 
 
 @dataclass(frozen=True)
@@ -310,19 +311,8 @@ def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):
                         root, len(records) - len(known))
         if not known:
             raise BraincamError(f"{root}: no image of the model's classes ({', '.join(classes)})")
-        name = distinct_name(Path(root).resolve().name, names)
+        name = distinct_name(Path(root).resolve().name, names, reserved=TEST_SETS)
         yield name, known
-
-
-def distinct_name(name: str, taken: set[str],
-                  reserved: tuple[str, ...] = ("test", "test_leak_free")) -> str:
-    """``name`` with ``_`` appended while it is in ``taken`` or ``reserved`` (by default the
-    test sets of ``metrics.json``); added to ``taken``. Sets of dataset folders are keyed by
-    the folder's name, and two folders may share one."""
-    while name in taken or name in reserved:
-        name += "_"
-    taken.add(name)
-    return name
 
 
 def write_figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):

@@ -83,6 +83,35 @@ def test_other_folders_are_checked_for_copies_of_the_audited_images(phantoms, tm
     assert audit.n_images == 80  # the other folder is not audited itself
 
 
+def test_folders_of_one_name_are_told_apart(phantoms, tmp_path):
+    """A --data folder named like the audited one, and two --data folders of one name, are
+    sources of their own (``_`` appended), so their copies of the audited images are found."""
+    import shutil
+
+    for site in ("siteA", "siteB"):
+        shutil.copytree(phantoms / "Training" / "tumor", tmp_path / site / "ph" / "tumor")
+    noise = np.random.default_rng(0).integers(0, 255, (48, 48), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "siteB" / "ph" / "tumor" / "noise.png")
+    n = len(list((phantoms / "Training" / "tumor").iterdir()))
+    audit = audit_data([phantoms], n_boot=0,
+                       others=[tmp_path / "siteA" / "ph", tmp_path / "siteB" / "ph"])
+    assert audit.duplicates["cross_source"] == {
+        "ph_": {"images": n, "duplicated_in": {"ph": n}},
+        "ph__": {"images": n + 1, "duplicated_in": {"ph": n}}}
+
+
+def test_two_dataset_folders_of_one_name_are_two_sources(phantoms, tmp_path):
+    import shutil
+
+    from braincam.data.records import load_dataset
+
+    for site in ("siteA", "siteB"):
+        shutil.copytree(phantoms / "Testing", tmp_path / site / "Testing")
+    records = load_dataset([tmp_path / "siteA" / "Testing", tmp_path / "siteB" / "Testing"]).records
+    by_source = {s: sum(r.source == s for r in records) for s in {r.source for r in records}}
+    assert by_source == {"Testing": len(records) // 2, "Testing_": len(records) // 2}
+
+
 def test_bad_input_gives_one_line_errors(tmp_path):
     only_tumour = tmp_path / "one"
     (only_tumour / "tumor").mkdir(parents=True)

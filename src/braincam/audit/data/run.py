@@ -42,7 +42,7 @@ from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
 from braincam.data.groups import merged_groups, patient_groups
 from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes
-from braincam.data.records import SkippedFile, load_dataset, write_skipped_csv
+from braincam.data.records import SkippedFile, distinct_name, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
 from braincam.labels import task_classes, task_label
@@ -174,9 +174,9 @@ def _copies_in(
     images and every other folder's, so each image is hashed once and a chain through another
     folder counts, as in :func:`braincam.evaluate.run.evaluate_run`."""
     audited = sorted({r.source for r in props.records})
-    folders = [(Path(root).resolve().name, [r.path for r in load_dataset([root]).records])
-               for root in others]
-    folders = [(name, paths) for name, paths in folders if name not in audited]  # entries there
+    taken = set(audited)  # a folder named like an audited one, or another, gets "_" appended
+    folders = [(distinct_name(Path(root).resolve().name, taken),
+                [r.path for r in load_dataset([root]).records]) for root in others]
     if not folders:
         return {}
     paths = [p for _, ps in folders for p in ps]

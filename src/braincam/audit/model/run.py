@@ -438,8 +438,7 @@ def _records_by_dataset(
 ) -> dict[str, list]:
     """Audit records per dataset (see the module docstring); ``split`` keeps that official
     split of a folder that has splits, ``only`` (resolved paths) those images alone."""
-    from braincam.data.records import load_dataset
-    from braincam.evaluate.run import distinct_name
+    from braincam.data.records import distinct_name, load_dataset
     from braincam.labels import task_label
 
     if not roots:
@@ -447,7 +446,7 @@ def _records_by_dataset(
     taken: set[str] = set()
     names, records = {}, []  # names: record key -> its folder's set name, made distinct
     for root in dict.fromkeys(Path(r).resolve() for r in roots):
-        name = distinct_name(root.name, taken, reserved=())
+        name = distinct_name(root.name, taken)
         for r in load_dataset([root]).records:
             names[r.key] = name
             if resolved_key(r.key) not in seen:
