@@ -159,3 +159,22 @@ def test_masks_from_a_segmenter_are_mapped_back_to_the_original_pixels(tmp_path,
     found = a.index.intersection(b.index)
     area = b.loc[found, "shape2D_PixelSurface"] / a.loc[found, "shape2D_PixelSurface"]
     assert area.between(0.7, 1.3).all()  # 64 px model input mapped back onto 128 px images
+
+
+def test_folds_seed_and_classes_too_small_to_split_are_one_line_errors(tmp_path):
+    """Bad ``--folds``/``--seed`` stop before anything is written; tumour types with too few
+    images for the folds end in one line naming the cause, not scikit-learn's traceback."""
+    root = write_dataset(tmp_path / "types", per_class=2)
+    runner = CliRunner()
+    for option, value, words in (("--folds", "1", "--folds must be >= 2"),
+                                 ("--seed", "-1", "--seed must be in")):
+        invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(tmp_path / "o1"),
+                                     option, value])
+        assert invoke.exit_code != 0 and words in str(invoke.exception)
+        assert not (tmp_path / "o1").exists()
+    invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(tmp_path / "o2"),
+                                 "--folds", "2", "--workers", "1"])
+    assert invoke.exit_code != 0
+    message = str(invoke.exception)
+    assert "cannot split these images" in message and "\n" not in message
+    assert (tmp_path / "o2" / "features.csv").is_file()

@@ -6,7 +6,8 @@ Files in the output folder (public contracts, see docs/radiomics.md):
   (tumour, ``ring_*``, ``location_*``);
 - ``radiomics.json``: settings, counts, the cross-validated baselines (metrics and top
   features), and with ``--cnn RUN`` the comparison with that classifier on its test images;
-- ``skipped.csv``: ``path, reason`` for images without a usable mask;
+- ``skipped.csv``: ``path, reason`` for unreadable files and images without a usable mask
+  (``radiomics.json``'s ``n_skipped`` counts its rows);
 - ``top_features.png``: per-class distributions of the baseline's top features.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.records import ImageRecord, SkippedFile
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.labels import GLIOMA, MENINGIOMA, PITUITARY
 from braincam.radiomics.features import RadiomicsConfig
 from braincam.runs import RunDir
@@ -112,6 +113,10 @@ def radiomics_run(
     )
 
     config = config or RadiomicsConfig()
+    if folds < 2:
+        raise BraincamError(f"--folds must be >= 2, got {folds}")
+    if not 0 <= seed < 2**32:
+        raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
     check_outside_data(out, data)
     out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
         *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
@@ -126,7 +131,8 @@ def radiomics_run(
     groups = record_groups(records)
     table = feature_table(records, features, groups)
     atomic_write_csv(out_dir.root / FEATURES_CSV, table)
-    write_skipped_csv([*dataset.skipped, *skipped], out_dir.skipped)
+    skipped = [*dataset.skipped, *skipped]  # unreadable files, then images without features
+    write_skipped_csv(skipped, out_dir.skipped)
 
     names = [c for c in table.columns if c not in META_COLUMNS]
     classes = [c for c in TUMOUR_TYPES if c in set(table["label"])]
@@ -140,8 +146,15 @@ def radiomics_run(
             f"only {len(set(group))} patient/duplicate groups: fewer than --folds {folds}"
         )
     n_jobs = _workers(workers)
-    results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot, n_jobs)
-               for m in MODELS}
+    try:
+        results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot,
+                                     n_jobs) for m in MODELS}
+    except ValueError as exc:  # scikit-learn's folds: too few images of a class
+        raise BraincamError(
+            f"the grouped {folds}-fold cross-validation cannot split these images "
+            f"({first_line(exc)}): each tumour type needs images with masks in at least "
+            f"{folds} groups and 3 in every training fold; {FEATURES_CSV} is kept in {out}"
+        ) from None
     import radiomics
 
     summary: dict[str, Any] = {
