@@ -184,13 +184,16 @@ class RunDir:
 
 
 def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None,
-                       reads: Iterable[Path | str] = ()) -> Path:
+                       reads: Iterable[Path | str] = (), owned: Iterable[str] = ()) -> Path:
     """Create ``path`` for a new output; refuse to reuse a non-empty one unless ``force``.
 
     ``marker`` names a file whose presence shows the directory holds finished output;
     without it any non-empty directory counts, and ``force`` deletes the directory first.
-    It is never deleted while it holds one of ``reads``, the files and folders the command
-    reads (its data, the runs it combines): ``--out DATA --force`` must not erase DATA.
+    With a marker the folder may hold other files, and ``force`` deletes only ``owned``: the
+    names (glob patterns) of what the command writes there, so that no file of an earlier
+    call is left beside the new ones. Nothing is deleted while it is, or holds, one of
+    ``reads``, the files and folders the command reads (its data, the runs it combines):
+    ``--out DATA --force`` must not erase DATA.
     """
     path = Path(path)
     _check_folders(path)
@@ -200,9 +203,18 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     if occupied and not force:
         what = marker or "a run"  # the finished output, where the caller names it
         raise BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
+    reads = list(reads)
     if occupied and force and marker is None:
         check_spares(path, reads)
         shutil.rmtree(path)
+    if force and marker is not None and path.is_dir():
+        for pattern in owned:
+            for earlier in sorted(path.glob(pattern)):
+                check_spares(earlier, reads)
+                if earlier.is_dir() and not earlier.is_symlink():
+                    shutil.rmtree(earlier)
+                else:
+                    earlier.unlink()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

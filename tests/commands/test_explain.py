@@ -160,3 +160,35 @@ def test_several_methods_each_get_a_folder(run, phantoms, tmp_path):
         exp = load_explanations(out / method / "explanations.npz")
         assert exp.method == method and exp.paths == [str(p.absolute()) for p in good]
     assert result.output.count("explained 2 images") == 2
+
+
+def test_force_replaces_the_overlays_and_nothing_is_written_before_every_folder_is_free(
+        run, phantoms, tmp_path):
+    """``--force`` leaves no overlay of an earlier call; with several methods an occupied
+    folder of a later one stops the command before the first is written; an output inside
+    --data is refused; --data's unreadable files are in skipped.csv."""
+    import shutil
+
+    out = tmp_path / "out"
+    assert invoke(str(run), "--data", str(phantoms), "--split", "all", "--out",
+                  str(out)).exit_code == 0
+    assert len(list((out / "overlays").iterdir())) == 12
+    few = tmp_path / "few"
+    shutil.copytree(phantoms / "Testing", few)
+    (few / "tumor" / "broken.png").write_text("not an image")
+    again = invoke(str(run), "--data", str(few), "--out", str(out), "--force")
+    assert again.exit_code == 0, again.output
+    assert len(list((out / "overlays").iterdir())) == len(load_explanations(
+        out / "explanations.npz")) == 6
+    skipped = (out / "skipped.csv").read_text().splitlines()
+    assert len(skipped) == 2 and "broken.png" in skipped[1]
+    both = tmp_path / "both"
+    assert invoke(str(run), "--data", str(few), "--methods", "hirescam",
+                  "--out", str(both / "hirescam")).exit_code == 0
+    refused = invoke(str(run), "--data", str(few), "--methods", "gradcam,hirescam",
+                     "--out", str(both))
+    assert isinstance(refused.exception, BraincamError) and "--force" in str(refused.exception)
+    assert not (both / "gradcam").exists()
+    inside = invoke(str(run), "--data", str(few), "--out", str(few / "maps"))
+    assert isinstance(inside.exception, BraincamError)
+    assert "inside the dataset folder" in str(inside.exception) and not (few / "maps").exists()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from braincam.data.inputs import SliceChoice, expand_inputs
 from braincam.data.records import SkippedFile, write_skipped_csv
 from braincam.errors import BraincamError
 from braincam.labels import NO_TUMOR, TUMOR
-from braincam.runs import atomic_write_text, check_outside_data, check_spares, prepare_output_dir
+from braincam.runs import atomic_write_text, check_outside_data, prepare_output_dir
 
 PREDICTIONS = "predictions.csv"
 OVERLAY_DIR = "overlays"
@@ -60,15 +59,7 @@ def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path
         raise BraincamError(f"{out} is the run {run}, whose own {PREDICTIONS} would be "
                             "replaced: choose another output folder")
     check_outside_data(out, [p for p in inputs if Path(p).is_dir()])
-    prepare_output_dir(out, force=force, marker=PREDICTIONS)
-    if force:
-        for path in (Path(out) / name for name in OWNED):
-            check_spares(path, inputs)
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-    return Path(out)
+    return prepare_output_dir(out, force=force, marker=PREDICTIONS, reads=inputs, owned=OWNED)
 
 
 def tumour_probability(pred: Prediction) -> float:

@@ -83,9 +83,15 @@ def command(
     from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions
-    from braincam.explain.files import explain_files
+    from braincam.explain.files import OVERLAY_DIR, explain_files
     from braincam.models import load_checkpoint, read_meta, require_single_model
-    from braincam.runs import EXPLANATIONS_NPZ, RunDir, prepare_output_dir
+    from braincam.runs import (
+        EXPLANATIONS_NPZ,
+        SKIPPED_CSV,
+        RunDir,
+        check_outside_data,
+        prepare_output_dir,
+    )
 
     chosen = parse_methods(",".join(m for m in (methods, method) if m)) or ("gradcam",)
     unknown = [m for m in chosen if m not in METHODS]
@@ -111,17 +117,24 @@ def command(
         classes, task_name = meta["classes"], meta.get("task", "multiclass")
     unread: list = []  # IMAGES that cannot be read, listed in every method's skipped.csv
     items = _items(rundir, images or [], data or [], split, unread)
+    out_dirs = {name: rundir.explain / name if spec_out is not None or out is None
+                else out / name if len(chosen) > 1 else out for name in chosen}
+    for out_dir in out_dirs.values():  # every method's folder, before any is written
+        check_outside_data(out_dir, data or [])
+        if (out_dir / EXPLANATIONS_NPZ).exists() and not force:
+            raise BraincamError(f"{out_dir} already holds {EXPLANATIONS_NPZ}; pass --force to "
+                                "overwrite it")
+    adapters = ({name: _spec_model(run, task, name, torch_device) for name in chosen}
+                if spec_out is not None else {})  # one per method (gradients or not)
     summaries = []
-    for name in chosen:
-        if spec_out is not None:  # each method may need its own adapter (gradients or not)
-            model, prep, classes, task_name = _spec_model(run, task, name, torch_device)
-            out_dir = rundir.explain / name
-        else:
-            out_dir = rundir.explain / name if out is None else (
-                out / name if len(chosen) > 1 else out)
+    for name, out_dir in out_dirs.items():
+        if spec_out is not None:
+            model, prep, classes, task_name = adapters[name]
         with distributed.main_first(ctx):
             if ctx.is_main:
-                prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ)
+                prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ,
+                                   reads=[run, *(images or []), *(data or [])],
+                                   owned=(EXPLANATIONS_NPZ, SKIPPED_CSV, OVERLAY_DIR))
         summaries.append((name, explain_files(
             model, items, prep, list(classes), task_name, out_dir, method=name, layer=layer,
             target=target, batch_size=batch_size, overlays=overlays,
@@ -151,8 +164,8 @@ def _spec_model(spec: Path, task: str | None, method: str, device):
 def _items(run, images: list[Path], data: list[Path], split: str,
            unread: list) -> list[ImageItem]:
     """What to explain: IMAGES (each slice of a volume or series, as ``braincam predict``
-    reads them; files that cannot be read go to ``unread``), else --data (by folder split),
-    else the run's split.csv."""
+    reads them), else --data (by folder split), else the run's split.csv. Files that cannot be
+    read go to ``unread``."""
     from braincam.data.inputs import expand_inputs
     from braincam.data.records import load_dataset
     from braincam.errors import BraincamError
@@ -169,7 +182,9 @@ def _items(run, images: list[Path], data: list[Path], split: str,
                                 f"{unread[0].reason})")
         return [ImageItem(s.file.absolute(), slice=s.index) for s in slices]
     if data:
-        records = load_dataset(data).records
+        dataset = load_dataset(data)
+        unread += dataset.skipped
+        records = dataset.records
         if split != "all":
             records = [r for r in records if r.split in (split, None)]
         if not records:
