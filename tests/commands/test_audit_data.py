@@ -66,3 +66,28 @@ def test_help_lists_every_option():
     assert result.exit_code == 0
     for option in ("--out", "--task", "--split", "--force", "--seed", "--n-boot"):
         assert option in result.output
+
+
+def test_force_leaves_no_duplicate_grid_of_an_earlier_audit(marked, tmp_path):
+    """An audit with duplicates writes duplicate_grid.png; a forced audit of data without any
+    removes it (the grid is there only when there are duplicates) and keeps other files."""
+    import shutil
+
+    copied = tmp_path / "copied"
+    shutil.copytree(marked, copied)
+    first = next((copied / "Training" / "tumor").iterdir())
+    shutil.copy(first, copied / "Testing" / "tumor" / "copy.png")
+    out = tmp_path / "audit"
+    assert invoke(str(copied), "--out", str(out), "--n-boot", "0").exit_code == 0
+    assert (out / "duplicate_grid.png").is_file()
+    (out / "notes.txt").write_text("mine")
+    unique = tmp_path / "unique"
+    (unique / "tumor").mkdir(parents=True)
+    (unique / "no_tumor").mkdir()
+    for label in ("tumor", "no_tumor"):
+        for image in sorted((marked / "Training" / label).iterdir())[:6]:
+            shutil.copy(image, unique / label / image.name)
+    forced = invoke(str(unique), "--out", str(out), "--force", "--n-boot", "0",
+                    "--split", "random")
+    assert forced.exit_code == 0, forced.output
+    assert not (out / "duplicate_grid.png").exists() and (out / "notes.txt").is_file()

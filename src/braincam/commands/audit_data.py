@@ -47,7 +47,7 @@ def command(
     Image properties, shortcut probes, duplicates and acquisition clusters; also
     properties.csv and PNG figures, and a printed summary.
     """
-    from braincam.audit.data.run import audit_data
+    from braincam.audit.data.run import FILES, audit_data
     from braincam.errors import BraincamError
     from braincam.runs import DATA_AUDIT_JSON, check_outside_data, prepare_output_dir
 
@@ -58,7 +58,8 @@ def command(
     if n_boot < 0:
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
     check_outside_data(out, data)
-    out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON)
+    out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON,
+                             reads=[*data, *(others or ())], owned=FILES)
     audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,
                        seed=seed, others=others or ())
     typer.echo(audit.summary())

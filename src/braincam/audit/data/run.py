@@ -166,6 +166,10 @@ def audit_data(
     return audit
 
 
+FILES = (DATA_AUDIT_JSON, "properties.csv", SKIPPED_CSV, "property_histograms.png",
+         "probe_auc.png", "duplicate_grid.png")  # what an audit writes into its folder
+
+
 def _copies_in(
     others: Sequence[Path | str], props: ImageProperties
 ) -> dict[str, dict[str, Any]]:

@@ -172,7 +172,8 @@ def audit_model(
                                    classes, audited.task, max_images, settings.seed, split,
                                    audited.validated_on if validation else None)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
-                             marker=AUDIT_JSON)
+                             marker=AUDIT_JSON, reads=roots,
+                             owned=(AUDIT_JSON, AUDIT_IMAGES_CSV, EXAMPLES_FILE))
 
     blocks, frames, examples = {}, [], []
     for name, records in datasets.items():
