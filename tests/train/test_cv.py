@@ -120,6 +120,38 @@ def test_a_fold_trained_on_other_data_is_not_kept(phantoms, tmp_path):
     assert all(f["path"].str.endswith(f"added{extra.suffix}").any() for f in folds)
 
 
+def test_edited_images_new_extra_folders_and_fewer_folds_are_not_taken_from_old_folds(
+        phantoms, tmp_path):
+    """A fold is not kept once a data file changed after its model was written; a kept fold
+    is scored again on the --data folders asked for now; --folds below 2 is an error; fewer
+    folds with --force remove the folders of the others."""
+    import os
+    import shutil
+
+    data = shutil.copytree(phantoms / "Training", tmp_path / "data")
+    extra = shutil.copytree(phantoms / "Testing", tmp_path / "more")
+    config = tiny(head_epochs=1, finetune_epochs=0)
+    for bad in (0, -3):
+        with pytest.raises(BraincamError, match="--folds must be >= 2"):
+            cross_validate([data], config, tmp_path / "cv", folds=bad, progress=False)
+    cross_validate([data], config, tmp_path / "cv3", folds=3, progress=False)
+    fewer = cross_validate([data], config, tmp_path / "cv3", folds=2, progress=False,
+                           force=True)
+    assert sorted(p.name for p in (tmp_path / "cv3").glob("fold-*")) == ["fold-0", "fold-1"]
+    assert len(fewer.folds) == 2
+    again = cross_validate([data], config, tmp_path / "cv3", folds=2, progress=False,
+                           force=True, extra=[extra])
+    assert [r["kept"] for r in again.folds] == [True, True]
+    assert all("more" in r["scores"] for r in again.folds) and "more" in again.summary
+    edited = next((data / "tumor").iterdir())
+    later = (tmp_path / "cv3" / "fold-0" / "model.safetensors").stat().st_mtime + 10
+    os.utime(edited, (later, later))  # edited after the folds were trained
+    redone = cross_validate([data], config, tmp_path / "cv3", folds=2, progress=False,
+                            force=True)
+    assert [r["kept"] for r in redone.folds] == [False, False]
+    assert not any("more" in r["scores"] for r in redone.folds)
+
+
 def test_guide_folders_without_the_cv_images_train_one_segmenter_for_every_fold(
         phantoms, other_phantoms, tmp_path, monkeypatch):
     """``--guide`` dataset folders that hold none of the folds' images: CV/guide is trained

@@ -18,10 +18,12 @@ that fold's test images, as ``braincam train`` does for its own test split: a se
 learnt a fold's test images (with ``--guide-weak-labels``, their very labels) would score the
 fold on images its guide was taught. That costs one segmenter training per fold.
 
-A fold whose ``metrics.json`` exists and whose ``config.yaml`` holds the same training settings
-is kept, so an interrupted cross-validation resumes; a fold with other settings or without
-metrics is replaced only with ``force``. The folds compute each image's backbone features once
-(:mod:`braincam.train.features`).
+A fold whose ``metrics.json`` exists, whose ``config.yaml`` holds the same training settings
+and whose images are the data's now (no file changed after its model was written) is kept, so
+an interrupted cross-validation resumes, and is scored again when the ``--data`` folders
+differ from those of its ``metrics.json``; a fold with other settings, other data or without
+metrics is replaced only with ``force``, which also removes the folders of folds beyond K.
+The folds compute each image's backbone features once (:mod:`braincam.train.features`).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ def cross_validate(
     )
     from braincam.train.run import train_run
 
+    if folds < 2:
+        raise BraincamError(f"--folds must be >= 2, got {folds}")
     out = Path(out_dir)
     check_outside_data(out, roots)
     if (out / "cv.json").exists() and not force:
@@ -94,6 +98,7 @@ def cross_validate(
             config = replace(config, guide=",".join(str(m) for m in members))
     rows = []
     data = _DataCheck(roots)
+    scored = _extra_names(extra)
     with remembered_features():  # the folds share the backbone and most images
         for k in range(folds):
             fold_config = replace(config, split=FOLD, fold=k, folds=folds)
@@ -102,14 +107,36 @@ def cross_validate(
             if not kept:
                 train_run(roots, fold_config, run.root, force=force, progress=progress,
                           command=command)
+            if not kept or set(read_json(run.metrics).get("extra") or {}) != scored:
                 evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
             rows.append({"fold": k, "run": run.root.name, "kept": kept,
                          **_scores(read_json(run.metrics))})
+    _remove_other_folds(out, folds)
     summary = summarise(rows)
     recipe = _recipe(replace(config, split=FOLD, folds=folds))
     atomic_write_json(out / "cv.json", {"folds": folds, "recipe": recipe, "runs": rows,
                                         "summary": summary})
     return CVResult(out, rows, summary)
+
+
+def _remove_other_folds(out: Path, folds: int) -> None:
+    """Fold folders ``fold-<k>`` with ``k >= folds``, of an earlier cross-validation with more
+    folds (reached with ``--force``): cv.json no longer counts them."""
+    import shutil
+
+    for folder in out.glob("fold-*"):
+        index = folder.name.removeprefix("fold-")
+        if folder.is_dir() and index.isdigit() and int(index) >= folds:
+            shutil.rmtree(folder)
+
+
+def _extra_names(extra: Sequence[Path | str]) -> set[str]:
+    """The ``metrics.json`` ``extra`` keys that evaluating on ``extra`` writes."""
+    from braincam.data.records import distinct_name
+    from braincam.evaluate.run import TEST_SETS
+
+    taken: set[str] = set()
+    return {distinct_name(Path(r).resolve().name, taken, reserved=TEST_SETS) for r in extra}
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
@@ -157,11 +184,14 @@ def _recipe(config: TrainConfig) -> dict[str, Any]:
 
 class _DataCheck:
     """Whether a fold's run was trained on the data of ``roots`` as it is now: the same
-    folders and, in its ``split.csv``, the same images (read once, when first asked)."""
+    folders, in its ``split.csv`` the same images, and no file of the folders changed after
+    its model was written (modification times, as ``make`` judges; read once, when first
+    asked)."""
 
     def __init__(self, roots: Sequence[Path | str]) -> None:
         self.roots = [Path(r).resolve() for r in roots]
         self._keys: set[str] | None = None
+        self._newest: float | None = None
 
     def same(self, run: RunDir) -> bool:
         from braincam.data.records import load_dataset
@@ -171,10 +201,26 @@ class _DataCheck:
                 return False
             if self._keys is None:
                 self._keys = {r.key for r in load_dataset(self.roots).records}
+                self._newest = _newest_change(self.roots)
             listed = set(run.read_split()["path"])
-            return listed <= self._keys and self._keys <= listed | _skipped(run)
-        except BraincamError:
+            return (listed <= self._keys and self._keys <= listed | _skipped(run)
+                    and run.model.stat().st_mtime >= (self._newest or 0.0))
+        except (BraincamError, OSError):
             return False
+
+
+def _newest_change(roots: Sequence[Path]) -> float:
+    """The latest modification time of the files under ``roots`` (links followed)."""
+    from braincam.data.records import files_under
+
+    times = [0.0]
+    for root in roots:
+        for file in files_under(root):
+            try:
+                times.append(file.stat().st_mtime)
+            except OSError:  # a link to nothing: the loader skips it
+                continue
+    return max(times)
 
 
 def _skipped(run: RunDir) -> set[str]:
