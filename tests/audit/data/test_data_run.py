@@ -43,7 +43,7 @@ def test_writes_json_csv_and_figures_and_lists_corrupt_files(phantoms, tmp_path)
     geometry = data["probes"][0]
     assert geometry["test_auc"] == 1.0 and geometry["test_balanced_accuracy"] == 1.0
     assert set(geometry["ci"]) == {"test_auc", "test_balanced_accuracy"}
-    assert "image size and file format alone predict the class" in geometry["message"]
+    assert "file properties alone (pixel size, file size in bytes" in geometry["message"]
     assert data["properties"]["width"]["auc"] == 1.0
     assert data["properties"]["width"]["higher_in"] == "no_tumor"  # 60 vs 48 px
     assert {"exact_groups", "near_groups", "test_images_with_train_duplicate",

@@ -48,7 +48,8 @@ PROBE_FEATURES = {
 }
 # What a strong probe means, in plain words (completes "...on test: ").
 PROBE_MEANING = {
-    "geometry": "image size and file format alone predict the class",
+    "geometry": "file properties alone (pixel size, file size in bytes, format, JPEG "
+                "quality) predict the class; file size also follows what the image shows",
     "intensity": "the intensity histogram alone predicts the class (sequence, scanner or "
                  "brightness differ between classes)",
     "background": "pixels outside the head alone predict the class (markers, text, borders "
