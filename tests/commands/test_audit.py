@@ -92,6 +92,9 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
     assert "unknown method(s) nonsense" in str(result.exception)
     result = invoke(str(run), "--data", data, "--road-images", "-1", "--out", str(tmp_path / "b"))
     assert isinstance(result.exception, BraincamError)
+    result = invoke(str(run), "--data", data, "--split", "Testing", "--out", str(tmp_path / "c"))
+    assert isinstance(result.exception, BraincamError)
+    assert "--split must be train, val or test, got 'Testing'" in str(result.exception)
     done = subprocess.run(
         [sys.executable, "-c", "from braincam.cli import main; main()", "audit",
          str(tmp_path), "--data", data],

@@ -79,6 +79,8 @@ def command(
     from braincam.errors import BraincamError
     from braincam.runs import AUDIT_IMAGES_CSV, AUDIT_JSON, RunDir
 
+    if split is not None and split not in ("train", "val", "test"):
+        raise BraincamError(f"--split must be train, val or test, got {split!r}")
     spec_out = spec_output(run, out, task=task)
     sizes = (faithfulness_images, road_images, sanity_images, occlusion_images)
     if min(sizes) < 0 or batch_size < 1 or occlusion_window < 1:
