@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from braincam.errors import BraincamError
 from braincam.explain import gradcam_map
 from braincam.train.config import TrainConfig
 from braincam.train.loop import Batch, LossFn, compute_loss
@@ -141,7 +142,8 @@ def gradcam_energy(
     :func:`braincam.models.default_target_layer`), upsampled to the input (N, S, S)."""
     from braincam.models import default_target_layer
 
-    module = model.get_submodule(layer or default_target_layer(model))
+    layer = layer or default_target_layer(model)
+    module = model.get_submodule(layer)
     captured: list[Tensor] = []
     handle = module.register_forward_hook(lambda _m, _i, out: captured.append(out))
     try:
@@ -149,6 +151,11 @@ def gradcam_energy(
     finally:
         handle.remove()
     activations = captured[-1]
+    if not activations.requires_grad:  # every weight up to the layer is frozen
+        raise BraincamError(
+            f"--attention-layer {layer}: the layer and everything before it stay frozen in "
+            "fine-tuning, so its Grad-CAM cannot be trained; choose a later layer or train "
+            "more of the backbone (--finetune-stages)")
     (grads,) = torch.autograd.grad(
         true_class_score(logits, labels), activations, create_graph=True
     )
