@@ -64,6 +64,20 @@ def test_evaluate_explain_and_report_write_into_out(folder, tmp_path):
     assert (out / "report.html").is_file() and str(out / "report.html") in result.output
 
 
+def test_a_spec_layer_is_named_and_suggested_as_the_user_types_it(folder, tmp_path):
+    """``--layer conv`` explains the spec's own ``conv``; an unknown name suggests names
+    without the adapter's ``net.`` prefix."""
+    spec, data = folder / "spec.yaml", folder / "phantoms"
+    result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
+                    str(tmp_path / "a"), "--no-progress", "--no-overlays", "--layer", "conv")
+    assert result.exit_code == 0, result.output
+    result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
+                    str(tmp_path / "b"), "--no-progress", "--layer", "conv9")
+    message = str(result.exception)
+    assert "unknown layer 'conv9' (did you mean conv" in message and "net." not in message
+    assert not (tmp_path / "b" / "explain").exists()
+
+
 @pytest.mark.parametrize(("name", "command", "args", "message"), [
     ("evaluate", evaluate.command, ["--data", "x"], "model spec: pass --out"),
     ("explain", explain.command, [], "model spec: pass --out"),

@@ -77,12 +77,14 @@ def command(
 
     Runs under torchrun --nproc_per_node=N too: each process explains a share.
     """
+    import torch
+
     from braincam import distributed
     from braincam.commands.spec_options import spec_output
     from braincam.commands.training_options import parse_methods
     from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
-    from braincam.explain import METHODS, ExplainOptions
+    from braincam.explain import METHODS, ExplainOptions, find_layer
     from braincam.explain.files import OVERLAY_DIR, explain_files
     from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.runs import (
@@ -110,7 +112,6 @@ def command(
     ctx, torch_device = distributed.setup(device)
     if spec_out is not None:  # OUT plays the run directory
         rundir = RunDir(spec_out)
-        layer = f"net.{layer}" if layer else None  # the spec's layer names, inside the adapter
     else:
         model, meta = load_checkpoint(rundir.model, device=torch_device)
         prep = preprocess_config(meta)
@@ -126,6 +127,11 @@ def command(
                                 "overwrite it")
     adapters = ({name: _spec_model(run, task, name, torch_device) for name in chosen}
                 if spec_out is not None else {})  # one per method (gradients or not)
+    if adapters and layer:  # the spec's layer names, checked as given, then inside the adapter
+        nets = [getattr(net, "net", None) for net, *_ in adapters.values()]
+        for inner in (n for n in nets if isinstance(n, torch.nn.Module)):
+            find_layer(inner, layer)
+        layer = f"net.{layer}"
     summaries = []
     for name, out_dir in out_dirs.items():
         if spec_out is not None:
