@@ -14,11 +14,34 @@ braincam normalises every method the same way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 WRAPPED = ("scorecam", "ablationcam", "eigencam")
+
+
+@contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """pytorch-grad-cam draws a tqdm bar over the channels of every batch (Score-CAM: of every
+    image) whatever ``--no-progress`` says; braincam shows its own progress, so they are off."""
+    import tqdm
+    from pytorch_grad_cam import ablation_cam, score_cam
+
+    modules = (ablation_cam, score_cam)
+    saved = [m.tqdm for m in modules]
+    for m in modules:
+        m.tqdm = SimpleNamespace(tqdm=partial(tqdm.tqdm, disable=True))
+    try:
+        yield
+    finally:
+        for m, bar in zip(modules, saved, strict=True):
+            m.tqdm = bar
 
 
 def raw_map(
@@ -49,7 +72,7 @@ def raw_map(
         cam = {"scorecam": ScoreCAM, "eigencam": EigenCAM}[method](model, [module])
     cam.activations_and_grads.release()  # LayerHook already captured the activations
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _library_bars_off():
             if method == "scorecam":  # it holds N x K upsampled copies of the input
                 raw = np.concatenate([
                     cam.get_cam_image(x[i : i + 1], module, outputs[i : i + 1], acts[i : i + 1],
