@@ -31,13 +31,19 @@ def test_peak_pixels_are_the_node_pixels_and_edge_plateaus(g, size):
         assert reach.sum() == 42 * 42
 
 
-def test_every_maximum_of_a_resized_random_map_is_a_peak_pixel():
-    reach = peak_pixels((5, 7), (40, 56))
-    maps = normalise(torch.rand(200, 5, 7, generator=torch.Generator().manual_seed(0)),
-                     (40, 56)).numpy()
+@pytest.mark.parametrize(("grid", "size"), [((5, 7), (40, 56)), ((9, 9), (260, 260)),
+                                            ((10, 10), (300, 300)), ((7, 6), (45, 100)),
+                                            ((12, 12), (8, 8))])
+def test_every_maximum_of_a_resized_random_map_is_a_peak_pixel(grid, size):
+    """Whole and fractional ratios of input to grid (9 x 9 at 260 px: 28.9 px a cell), and a
+    map shrunk below its grid: no maximum falls outside the peak pixels."""
+    reach = peak_pixels(grid, size)
+    maps = normalise(torch.rand(400, *grid, generator=torch.Generator().manual_seed(0)),
+                     size).numpy()
     peaks = maps >= maps.max(axis=(1, 2), keepdims=True)
     assert peaks.any(axis=0).sum() > 20  # the maxima land in many places...
     assert not (peaks & ~reach).any()  # ...all of them peak pixels
+    assert reach.mean() < 0.2 or size[0] < grid[0]  # a bound that still bounds
 
 
 def test_a_map_at_input_size_can_peak_anywhere():

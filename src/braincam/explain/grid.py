@@ -9,9 +9,14 @@ outer half cells). Only those pixels can win the pointing game, whatever the map
 7 x 7 grid at 224 px they are 42 x 42 = 1764 of 50176 pixels: a tumour that holds none of
 them cannot be pointed at by any map of that layer.
 
-:func:`peak_pixels` finds them exactly as the pipeline makes maps: the union, over the
-``h w`` one-hot raw maps, of the pixels where :func:`~braincam.explain.api.normalise` puts
-their maximum (a one-hot map reaches every such pixel; any map's maximum is among them).
+:func:`peak_pixels` finds them per axis, from the coordinate ``s = (p + 1/2) n / S - 1/2`` that
+bilinear resizing (``align_corners=False``) gives output pixel ``p`` of ``S`` on an axis of
+``n`` nodes: the map is linear in ``s`` between two nodes, so within each cell ``[k, k + 1]``
+only its first and last pixel can hold the maximum; a pixel whose ``s`` is clamped (``s <= 0``
+or ``s >= n - 1``) equals its edge node, and the end of the edge cell next to it cannot beat
+it. In two dimensions the map is bilinear within a cell, so its maximum lies on a corner: a
+pixel whose row and column are both candidates. This holds for any ratio ``S / n``, whole or
+not. (Maps with exactly equal maxima, plateaus between nodes, are left aside.)
 """
 
 from __future__ import annotations
@@ -19,26 +24,26 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from braincam.explain.api import normalise
-
-CHUNK = 256  # one-hot maps resized at once: bounds memory at CHUNK * S * S floats
-TIE = 1e-6  # a pixel within this of the map's maximum counts as one of its maxima
-
 
 def peak_pixels(grid: tuple[int, int], size: tuple[int, int]) -> np.ndarray:
     """Bool ``size``: the pixels where a raw map of shape ``grid``, normalised to ``size``,
     can have its maximum (all pixels when the map is already at ``size``)."""
-    h, w = grid
-    if (h, w) == tuple(size):
-        return np.ones(size, dtype=bool)
-    reach = torch.zeros(size, dtype=torch.bool)
-    for start in range(0, h * w, CHUNK):
-        cells = torch.arange(start, min(start + CHUNK, h * w))
-        one_hot = torch.zeros(len(cells), h * w)
-        one_hot[torch.arange(len(cells)), cells] = 1.0
-        maps = normalise(one_hot.view(-1, h, w), size)
-        reach |= (maps >= maps.amax(dim=(-2, -1), keepdim=True) - TIE).any(dim=0)
-    return reach.numpy()
+    rows, cols = (_axis_peaks(n, s) for n, s in zip(grid, size, strict=True))
+    return rows[:, None] & cols[None, :]
+
+
+def _axis_peaks(nodes: int, size: int) -> np.ndarray:
+    """Bool ``size``: the pixels of one axis that can hold the maximum (module docstring)."""
+    s = (np.arange(size) + 0.5) * nodes / size - 0.5
+    low, high = s <= 0, s >= nodes - 1
+    reach = low | high
+    cell = np.clip(np.floor(s), 0, max(nodes - 2, 0)).astype(int)
+    for k in np.unique(cell[~reach]):
+        inside = np.flatnonzero((cell == k) & ~reach)
+        first, last = inside[0], inside[-1]
+        reach[first] |= not (k == 0 and low.any())
+        reach[last] |= not (k == nodes - 2 and high.any())
+    return reach
 
 
 def map_grid(model: torch.nn.Module, images: np.ndarray, method: str,
