@@ -47,14 +47,17 @@ def _axis_peaks(nodes: int, size: int) -> np.ndarray:
 
 
 def map_grid(model: torch.nn.Module, images: np.ndarray, method: str,
-             layer: str | None = None) -> tuple[int, int]:
+             layer: str | None = None) -> tuple[int, int] | None:
     """The raw resolution ``(h, w)`` of ``method``'s maps for ``model``: for a CAM its target
     layer's (``layer``, default the model's CAM layer; one image is passed forward), for
-    integrated gradients and occlusion the input's."""
+    integrated gradients the input's; None for occlusion, whose maps are flat over windows
+    rather than interpolated between nodes."""
     from braincam.explain.api import GRADIENT_CAMS, as_model_input
     from braincam.explain.base import LayerHook, default_layer, model_device
     from braincam.explain.wrapped import WRAPPED
 
+    if method == "occlusion":
+        return None
     if method not in GRADIENT_CAMS and method not in WRAPPED:
         return tuple(images.shape[-2:])
     x = as_model_input(images[:1]).to(model_device(model))

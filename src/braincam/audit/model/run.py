@@ -522,7 +522,9 @@ def _load_batch(
     wrong = np.flatnonzero((boxes | experts).any(axis=(1, 2)) & (preds != labels))
     for method in methods:
         maps[method] = handle.explain(handle.model, images, preds, method)
-        grids[method] = map_grid(handle.model, images, method)
+        grid = map_grid(handle.model, images, method)
+        if grid is not None:
+            grids[method] = grid
         if wrong.size:
             label_maps[method] = maps[method].copy()
             label_maps[method][wrong] = handle.explain(handle.model, images[wrong],
