@@ -215,6 +215,7 @@ def test_validation_audits_the_validation_images_alone(run_dir, tmp_path):
     doc = audit_model(run, data, out_dir=tmp_path / "v", settings=settings, device="cpu",
                       validation=True)
     assert doc["rows"] == "validation" and doc["datasets"]["phantoms"]["n_images"] == 3
+    assert doc["datasets"]["phantoms"]["n_seen"] == 0  # an image is no copy of itself
     audited = set(pd.read_csv(tmp_path / "v" / "audit_images.csv")["path"])
     assert audited == {str(Path(p).resolve()) for p in table.loc[val, "path"]}
     unseen = audit_model(run, data, out_dir=tmp_path / "u", settings=settings, device="cpu")

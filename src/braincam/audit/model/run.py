@@ -180,7 +180,9 @@ def audit_model(
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
-        seen = duplicates_of([key_file(p)[0] for p in paths], audited.learnt)
+        files = [key_file(p)[0] for p in paths]
+        own = {f.resolve() for f in files} if validation else set()  # not copies of themselves
+        seen = duplicates_of(files, [p for p in audited.learnt if Path(p).resolve() not in own])
         if seen.any() and not validation:
             log.warning("%s: %d of %d audited images are copies of images the model or its "
                         "guide learnt from", name, seen.sum(), len(seen))
