@@ -146,6 +146,7 @@ def test_bad_options_are_one_line_errors(run, phantoms, tmp_path, args, message)
     result = invoke(str(run), *args, "--out", str(tmp_path / "x"))
     assert isinstance(result.exception, BraincamError), result.output
     assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert not (tmp_path / "x").exists()
 
 
 def test_several_methods_each_get_a_folder(run, phantoms, tmp_path):

@@ -85,7 +85,7 @@ def command(
     from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
     from braincam.explain import METHODS, ExplainOptions, find_layer
-    from braincam.explain.files import OVERLAY_DIR, explain_files
+    from braincam.explain.files import OVERLAY_DIR, explain_files, target_indices
     from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.runs import (
         EXPLANATIONS_NPZ,
@@ -116,6 +116,8 @@ def command(
         model, meta = load_checkpoint(rundir.model, device=torch_device)
         prep = preprocess_config(meta)
         classes, task_name = meta["classes"], meta.get("task", "multiclass")
+        if layer:
+            find_layer(model, layer)  # before any folder is made
     unread: list = []  # IMAGES that cannot be read, listed in every method's skipped.csv
     items = _items(rundir, images or [], data or [], split, unread)
     out_dirs = {name: rundir.explain / name if spec_out is not None or out is None
@@ -132,6 +134,9 @@ def command(
         for inner in (n for n in nets if isinstance(n, torch.nn.Module)):
             find_layer(inner, layer)
         layer = f"net.{layer}"
+    if adapters:
+        _, _, classes, task_name = next(iter(adapters.values()))
+    target_indices(items, target, list(classes), task_name)  # a bad --target: before any file
     summaries = []
     for name, out_dir in out_dirs.items():
         if spec_out is not None:
