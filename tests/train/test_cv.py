@@ -161,14 +161,16 @@ def test_guide_folders_without_the_cv_images_train_one_segmenter_for_every_fold(
     from tests.train.test_guide import tiny_segment_config
 
     monkeypatch.setattr(guide_module, "segment_config", tiny_segment_config)
-    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(other_phantoms))
+    config = tiny(arch="resnet10t", head_epochs=1, finetune_epochs=0, guide=str(other_phantoms),
+                  guide_epochs=1)  # a segmenter option: the recipe's, not the folds'
     out = tmp_path / "cv"
     cross_validate([phantoms / "Training"], config, out, folds=2, progress=False)
     guide = out / "guide"
     assert json.loads((guide / "metrics.json").read_text())["epochs"] == 1
+    assert json.loads((out / "cv.json").read_text())["recipe"]["guide_epochs"] == 1
     for k in range(2):
         fold = yaml.safe_load((out / f"fold-{k}" / "config.yaml").read_text())
-        assert fold["train"]["guide"] == str(guide)
+        assert fold["train"]["guide"] == str(guide) and fold["train"]["guide_epochs"] is None
         assert not (out / f"fold-{k}" / "guide").exists()
     stamp = (guide / "model.safetensors").stat().st_mtime_ns
     (out / "cv.json").unlink()

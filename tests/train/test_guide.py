@@ -354,7 +354,7 @@ def test_guide_weak_labels_reach_the_segmenter_trained_from_guide_folders(tmp_pa
     with pytest.raises(BraincamError, match="--guide-weak-labels .*needs --guide"):
         TrainConfig(guide_weak_labels=True).validate()
     with pytest.raises(BraincamError, match="--guide names none"):
-        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+        guide_module.check_training_options(GuidePlan([tmp_path / "seg"], []), config)
 
 
 def test_guide_epochs_set_the_epochs_of_the_segmenter_trained_from_guide_folders(tmp_path):
@@ -376,7 +376,7 @@ def test_guide_epochs_set_the_epochs_of_the_segmenter_trained_from_guide_folders
         with pytest.raises(BraincamError, match=message):
             bad.validate()
     with pytest.raises(BraincamError, match="--guide-epochs trains .*names none"):
-        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+        guide_module.check_training_options(GuidePlan([tmp_path / "seg"], []), config)
 
 
 def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_folders(tmp_path):
@@ -397,7 +397,7 @@ def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_fol
         with pytest.raises(BraincamError, match=message):
             bad.validate()
     with pytest.raises(BraincamError, match="--guide-freeze-blocks trains .*names none"):
-        guide_module.check_plan(GuidePlan([tmp_path / "seg"], []), config)
+        guide_module.check_training_options(GuidePlan([tmp_path / "seg"], []), config)
     with pytest.raises(BraincamError, match="--guide's segmenter: --freeze-blocks must be in "
                                             "\\[0, 7\\]"):
         guide_module.check_plan(GuidePlan([], [tmp_path]), replace(config, guide_freeze_blocks=8))

@@ -20,8 +20,8 @@ fold on images its guide was taught. That costs one segmenter training per fold.
 
 A fold whose ``metrics.json`` exists, whose ``config.yaml`` holds the same training settings
 and whose images are the data's now (no file changed after its model was written) is kept, so
-an interrupted cross-validation resumes, and is scored again when the ``--data`` folders
-differ from those of its ``metrics.json``; a fold with other settings, other data or without
+an interrupted cross-validation resumes, and is scored again on the ``--data`` folders given
+now, if any (or were before); a fold with other settings, other data or without
 metrics is replaced only with ``force``, which also removes the folders of folds beyond K.
 The folds compute each image's backbone features once (:mod:`braincam.train.features`).
 """
@@ -87,6 +87,7 @@ def cross_validate(
     plan = guide_plan(config.guide) if config.guide else None
     if plan is not None:
         check_training_options(plan, config)
+    recipe_config = config  # what cv.json's recipe records
     if plan is not None and plan.data:
         check_plan(plan, config)
         if holds_any(plan.data, roots):
@@ -95,10 +96,11 @@ def cross_validate(
                         folds)
         else:  # one segmenter for every fold: CV/guide
             members = train_guide(plan, config, out, progress)
-            config = replace(config, guide=",".join(str(m) for m in members))
+            recipe_config = replace(config, guide=",".join(str(m) for m in members))
+            config = replace(recipe_config, guide_weak_labels=False, guide_epochs=None,
+                             guide_freeze_blocks=0)  # the folds load CV/guide as it is
     rows = []
     data = _DataCheck(roots)
-    scored = _extra_names(extra)
     with remembered_features():  # the folds share the backbone and most images
         for k in range(folds):
             fold_config = replace(config, split=FOLD, fold=k, folds=folds)
@@ -107,13 +109,13 @@ def cross_validate(
             if not kept:
                 train_run(roots, fold_config, run.root, force=force, progress=progress,
                           command=command)
-            if not kept or set(read_json(run.metrics).get("extra") or {}) != scored:
+            if not kept or extra or read_json(run.metrics).get("extra"):  # --data as now
                 evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
             rows.append({"fold": k, "run": run.root.name, "kept": kept,
                          **_scores(read_json(run.metrics))})
     _remove_other_folds(out, folds)
     summary = summarise(rows)
-    recipe = _recipe(replace(config, split=FOLD, folds=folds))
+    recipe = _recipe(replace(recipe_config, split=FOLD, folds=folds))
     atomic_write_json(out / "cv.json", {"folds": folds, "recipe": recipe, "runs": rows,
                                         "summary": summary})
     return CVResult(out, rows, summary)
@@ -128,15 +130,6 @@ def _remove_other_folds(out: Path, folds: int) -> None:
         index = folder.name.removeprefix("fold-")
         if folder.is_dir() and index.isdigit() and int(index) >= folds:
             shutil.rmtree(folder)
-
-
-def _extra_names(extra: Sequence[Path | str]) -> set[str]:
-    """The ``metrics.json`` ``extra`` keys that evaluating on ``extra`` writes."""
-    from braincam.data.records import distinct_name
-    from braincam.evaluate.run import TEST_SETS
-
-    taken: set[str] = set()
-    return {distinct_name(Path(r).resolve().name, taken, reserved=TEST_SETS) for r in extra}
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
