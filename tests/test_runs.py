@@ -37,6 +37,25 @@ def test_force_spares_what_the_command_reads_and_a_file_in_the_way_is_an_error(t
             prepare_output_dir(out)
 
 
+def test_force_with_a_marker_removes_only_the_owned_files_of_an_earlier_call(tmp_path):
+    """The folder may hold other things: ``force`` removes the ``owned`` names, and only where
+    the marker shows an earlier call; a ``masks/`` folder of a dataset is never taken for the
+    command's own."""
+    out = tmp_path / "out"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "expert.png").write_bytes(b"x")
+    owned = ("result.json", "masks", "fig_*.png")
+    prepare_output_dir(out, force=True, marker="result.json", owned=owned)
+    assert (out / "masks" / "expert.png").is_file()  # no earlier call: nothing removed
+    (out / "result.json").write_text("{}")
+    (out / "fig_a.png").write_bytes(b"x")
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(BraincamError, match="--force"):
+        prepare_output_dir(out, marker="result.json", owned=owned)
+    prepare_output_dir(out, force=True, marker="result.json", owned=owned)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
 def test_an_output_inside_a_dataset_folder_is_refused(tmp_path):
     from braincam.runs import check_outside_data
 

@@ -189,11 +189,11 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
 
     ``marker`` names a file whose presence shows the directory holds finished output;
     without it any non-empty directory counts, and ``force`` deletes the directory first.
-    With a marker the folder may hold other files, and ``force`` deletes only ``owned``: the
-    names (glob patterns) of what the command writes there, so that no file of an earlier
-    call is left beside the new ones. Nothing is deleted while it is, or holds, one of
-    ``reads``, the files and folders the command reads (its data, the runs it combines):
-    ``--out DATA --force`` must not erase DATA.
+    With a marker the folder may hold other files, and ``force`` deletes only ``owned``, and
+    only where the marker shows an earlier call: the names (glob patterns) of what the command
+    writes there, so that no file of that call is left beside the new ones. Nothing is
+    deleted while it is, or holds, one of ``reads``, the files and folders the command reads
+    (its data, the runs it combines): ``--out DATA --force`` must not erase DATA.
     """
     path = Path(path)
     _check_folders(path)
@@ -207,7 +207,7 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     if occupied and force and marker is None:
         check_spares(path, reads)
         shutil.rmtree(path)
-    if force and marker is not None and path.is_dir():
+    if occupied and force and marker is not None:
         for pattern in owned:
             for earlier in sorted(path.glob(pattern)):
                 check_spares(earlier, reads)
