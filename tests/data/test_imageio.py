@@ -143,3 +143,18 @@ def test_exif_orientation_is_applied_as_viewers_show_the_image(tmp_path):
     assert grey[:, :18].mean() > 0.9 and grey[:, 22:].mean() < 0.1
     (record,) = [r for r in load_dataset([root]).records if r.label == "tumor"]
     assert (record.width, record.height) == (64, 40) and record.mask is not None
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".tif", ".png"])
+def test_the_header_size_is_the_size_of_the_decoded_image(tmp_path, suffix):
+    """Whatever the format does with EXIF Orientation 6, ``shown_size`` from the header is
+    the ``(width, height)`` that ``read_grey`` decodes."""
+    from braincam.data.imageio import shown_size
+
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / f"turned{suffix}"
+    Image.fromarray(np.zeros((64, 96), np.uint8)).save(path, exif=exif)
+    with Image.open(path) as im:
+        size = shown_size(im)
+    assert size == read_grey(path).shape[::-1] == (64, 96)

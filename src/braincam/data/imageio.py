@@ -113,8 +113,10 @@ def upright(im: Image.Image) -> Image.Image:
 
 
 def shown_size(im: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` of :func:`upright` ``(im)``, from the header alone."""
-    return im.size[::-1] if _orientation(im) in _TURNED else im.size
+    """``(width, height)`` of the image as :func:`read_grey` returns it, from the header alone
+    (Pillow's TIFF plugin reports a turned TIFF's upright size itself)."""
+    turned = _orientation(im) in _TURNED and im.format != "TIFF"
+    return im.size[::-1] if turned else im.size
 
 
 def _orientation(im: Image.Image) -> int | None:
