@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import asdict
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -193,3 +194,21 @@ def test_force_replaces_the_overlays_and_nothing_is_written_before_every_folder_
     inside = invoke(str(run), "--data", str(few), "--out", str(few / "maps"))
     assert isinstance(inside.exception, BraincamError)
     assert "inside the dataset folder" in str(inside.exception) and not (few / "maps").exists()
+
+
+def test_data_skip_entries_are_images_of_the_split_left_out(run, phantoms, tmp_path):
+    """--data's skipped.csv lists its unreadable images of the split explained: not a bad
+    mask (its image is explained without it), nor an unreadable image of another split."""
+    import shutil
+
+    data = shutil.copytree(phantoms, tmp_path / "data")
+    (data / "Testing" / "tumor" / "bad.png").write_text("not an image")
+    (data / "Training" / "tumor" / "other.png").write_text("not an image")
+    image = next((data / "Testing" / "tumor").glob("*_test_*.png"))
+    (data / "masks" / "Testing" / "tumor").mkdir(parents=True, exist_ok=True)
+    (data / "masks" / "Testing" / "tumor" / image.name).write_text("not a mask")
+    out = tmp_path / "out"
+    result = invoke(str(run), "--data", str(data), "--out", str(out), "--no-overlays")
+    assert result.exit_code == 0, result.output
+    listed = [line.split(",")[0] for line in (out / "skipped.csv").read_text().splitlines()[1:]]
+    assert [Path(p).name for p in listed] == ["bad.png"]

@@ -194,7 +194,7 @@ def _items(run, images: list[Path], data: list[Path], split: str,
         return [ImageItem(s.file.absolute(), slice=s.index) for s in slices]
     if data:
         dataset = load_dataset(data)
-        unread += dataset.skipped
+        unread += _unread_images(dataset.skipped, data, split)
         records = dataset.records
         if split != "all":
             records = [r for r in records if r.split in (split, None)]
@@ -203,6 +203,27 @@ def _items(run, images: list[Path], data: list[Path], split: str,
     else:
         records = _run_split_records(run, split)
     return [ImageItem.of(r) for r in records]
+
+
+def _unread_images(skipped: list, roots: list[Path], split: str) -> list:
+    """The entries of ``skipped`` (a dataset's) that are images of ``split`` left out: not
+    mask files (their image is kept without the mask), nor files of another split folder."""
+    import os
+
+    from braincam.data.records import MASKS_DIR, split_name
+
+    out = []
+    for entry in skipped:
+        for root in roots:
+            parts = Path(os.path.relpath(os.path.abspath(entry.path), os.path.abspath(root))).parts
+            if parts[0] == "..":
+                continue
+            mask = parts[0].lower() == MASKS_DIR
+            folder = split_name(parts[0]) if len(parts) > 1 else None
+            if not mask and (split == "all" or folder in (split, None)):
+                out.append(entry)
+            break
+    return out
 
 
 def _run_split_records(run, split: str) -> list:
