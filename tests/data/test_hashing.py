@@ -72,6 +72,10 @@ def test_duplicates_of_flags_copies_of_reference_images_only(tmp_path, monkeypat
     assert duplicates_of(candidates, reference).tolist() == [True, False, True]
     assert duplicates_of(candidates, []).tolist() == [False, False, False]
     assert duplicates_of([], reference).shape == (0,)
+    # apart: a file in both lists is no copy of itself, yet a copy of another reference file
+    both = [tmp_path / "ref.png", tmp_path / "new.png", tmp_path / "same.png"]
+    assert duplicates_of(both, [*both, tmp_path / "other.png"], apart=True).tolist() == [
+        False, False, True]
 
 
 def test_hash_cache_hit_never_decodes(tmp_path, monkeypatch):

@@ -172,16 +172,23 @@ def duplicate_groups(
 
 def duplicates_of(
     paths: Sequence[Path | str], reference: Sequence[Path | str],
-    max_distance: int = NEAR_DISTANCE,
+    max_distance: int = NEAR_DISTANCE, apart: bool = False,
 ) -> np.ndarray:
     """Bool per image of ``paths``: it shares a :func:`duplicate_groups` group (a chain of
-    byte-identical or near pairs) with some image of ``reference``."""
+    byte-identical or near pairs) with some image of ``reference``; with ``apart``, with
+    another file than itself (an image of ``paths`` that is also in ``reference``)."""
     everything = [*paths, *reference]
     if not paths or not reference:
         return np.zeros(len(paths), dtype=bool)
     groups = duplicate_groups([content_hash(p) for p in everything],
                               perceptual_hashes(everything), max_distance)
-    return np.isin(groups[: len(paths)], groups[len(paths):])
+    if not apart:
+        return np.isin(groups[: len(paths)], groups[len(paths):])
+    files: dict[int, set[str]] = {}  # group -> the real paths of its reference images
+    for group, file in zip(groups[len(paths):], reference, strict=True):
+        files.setdefault(int(group), set()).add(os.path.realpath(file))
+    return np.array([bool(files.get(int(g), set()) - {os.path.realpath(p)})
+                     for g, p in zip(groups[: len(paths)], paths, strict=True)], dtype=bool)
 
 
 class ContentStore:

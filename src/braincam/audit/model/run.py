@@ -180,9 +180,8 @@ def audit_model(
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
-        files = [key_file(p)[0] for p in paths]
-        own = {f.resolve() for f in files} if validation else set()  # not copies of themselves
-        seen = duplicates_of(files, [p for p in audited.learnt if Path(p).resolve() not in own])
+        seen = duplicates_of([key_file(p)[0] for p in paths], audited.learnt,
+                             apart=validation)  # a validation image learnt is not its own copy
         if seen.any() and not validation:
             log.warning("%s: %d of %d audited images are copies of images the model or its "
                         "guide learnt from", name, seen.sum(), len(seen))
