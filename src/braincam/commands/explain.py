@@ -127,8 +127,9 @@ def command(
         if (out_dir / EXPLANATIONS_NPZ).exists() and not force:
             raise BraincamError(f"{out_dir} already holds {EXPLANATIONS_NPZ}; pass --force to "
                                 "overwrite it")
-    adapters = ({name: _spec_model(run, task, name, torch_device) for name in chosen}
-                if spec_out is not None else {})  # one per method (gradients or not)
+    foreign = _load_spec(run, task) if spec_out is not None else None
+    adapters = ({name: _spec_model(foreign, name, torch_device) for name in chosen}
+                if foreign is not None else {})  # each method's check before any file
     if adapters and layer:  # the spec's layer names, checked as given, then inside the adapter
         nets = [getattr(net, "net", None) for net, *_ in adapters.values()]
         for inner in (n for n in nets if isinstance(n, torch.nn.Module)):
@@ -163,11 +164,16 @@ def command(
         typer.echo(f"wrote {summary.file}")
 
 
-def _spec_model(spec: Path, task: str | None, method: str, device):
-    """A model spec's adapter for ``method`` on ``device``, its preprocessing, classes, task."""
+def _load_spec(spec: Path, task: str | None):
+    """The model of a spec, loaded and checked once for every method."""
     from braincam.models.foreign import load_foreign, load_spec
 
-    foreign = load_foreign(load_spec(spec), task)
+    return load_foreign(load_spec(spec), task)
+
+
+def _spec_model(foreign, method: str, device):
+    """A model spec's adapter for ``method`` on ``device`` (BraincamError when the method
+    cannot run on it), its preprocessing, classes and task."""
     net = foreign.for_method(method).to(device)
     return net, foreign.preprocess_config(), foreign.classes, foreign.task
 
