@@ -149,7 +149,9 @@ def radiomics_run(
     try:
         results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot,
                                      n_jobs) for m in MODELS}
-    except ValueError as exc:  # scikit-learn's folds: too few images of a class
+    except ValueError as exc:
+        if "n_splits" not in str(exc):  # scikit-learn's folds: too few images of a class
+            raise
         raise BraincamError(
             f"the grouped {folds}-fold cross-validation cannot split these images "
             f"({first_line(exc)}): each tumour type needs images with masks in at least "
