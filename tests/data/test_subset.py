@@ -58,6 +58,25 @@ def test_link_split_keeps_only_the_test_rows_with_masks_and_boxes(tmp_path):
     assert (linked / "glioma" / "1.png").resolve() == root / "glioma" / "1.png"
 
 
+def test_two_roots_of_one_name_are_linked_into_two_folders(tmp_path):
+    """``siteA/data`` and ``siteB/data``: their held-out images go to ``data/`` and ``data_/``
+    (the loader's sources), each with its own box rows."""
+    roots = [make_source(tmp_path / site / "data") for site in ("siteA", "siteB")]
+    run = RunDir(tmp_path / "seg")
+    run.root.mkdir()
+    run.config.write_text(yaml.safe_dump({"data": [str(r) for r in roots]}))
+    lines = ["path,source,label,split,group,leak_free"]
+    for root, source in zip(roots, ("data", "data_"), strict=True):
+        lines.append(f"{root / 'glioma' / '1.png'},{source},glioma,test,0,True")
+    run.split.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "held"
+    out.mkdir()
+    assert link_split(run, out) == {"data": 1, "data_": 1}
+    for name, root in zip(("data", "data_"), roots, strict=True):
+        assert (out / name / "glioma" / "1.png").resolve() == root / "glioma" / "1.png"
+        assert len((out / name / "boxes.csv").read_text().splitlines()) == 2
+
+
 def test_cli_held_out_writes_the_folders_and_refuses_a_run_without_split(tmp_path):
     app = typer.Typer()
     app.command("segment")(segment.command)

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.records import BOXES_FILE, key_file, records_at
+from braincam.data.records import BOXES_FILE, distinct_name, key_file, records_at
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
 
@@ -31,8 +31,9 @@ BOX_HEADER = "file,label,cx,cy,w,h"
 
 def link_split(run: RunDir, out: Path, split: str = "test",
                unseen_by: Sequence[Path | str] = ()) -> dict[str, int]:
-    """Link the image files of ``split`` (with masks and box rows) into ``out/<root name>/``;
-    returns the number of files per root name (a volume is one). ``out`` must exist. Masks
+    """Link the image files of ``split`` (with masks and box rows) into ``out/<source>/`` (the
+    root's name, ``_`` appended for a second root of that name: ``ImageRecord.source``);
+    returns the number of files per source (a volume is one). ``out`` must exist. Masks
     and boxes are the ones the dataset loader attaches to those images (:func:`records_at`).
     Images that duplicate one of ``unseen_by`` (bytes or pHash, :func:`duplicates_of`; e.g. the
     images a classifier learnt from) are left out."""
@@ -44,7 +45,9 @@ def link_split(run: RunDir, out: Path, split: str = "test",
     if not files:
         raise BraincamError(f"{run.split} lists no {split} images"
                             + (" that the other run did not learn from" if unseen_by else ""))
-    roots = {root.name: root for root in (r.resolve() for r in run.data_roots())}
+    roots: dict[str, Path] = {}  # by source name: two roots of one name are X and X_
+    for root in dict.fromkeys(r.resolve() for r in run.data_roots()):
+        roots[distinct_name(root.name, set(roots))] = root
     boxes: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     wanted, linked = set(files), set()
