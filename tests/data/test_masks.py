@@ -108,6 +108,8 @@ def test_bad_masks_warn_and_are_listed_the_images_kept(tmp_path, caplog):
     for name in ("1", "2", "3", "4"):
         _save(root / "glioma" / f"{name}.png", _head())
     _save(root / "no_tumor" / "5.png", _head())
+    _save(root / "no_tumor" / "6.png", _head())
+    _save(root / "masks" / "no_tumor" / "6.png", _rect_mask())  # a tumour on a no-tumour image
     _save(root / "masks" / "glioma" / "1.png", _rect_mask())  # good
     _save(root / "masks" / "glioma" / "2.png", _rect_mask()[:40])  # wrong size
     (root / "masks" / "glioma" / "3.png").write_bytes(b"not a png")  # unreadable
@@ -115,16 +117,18 @@ def test_bad_masks_warn_and_are_listed_the_images_kept(tmp_path, caplog):
     _save(root / "masks" / "no_tumor" / "5.png", np.zeros((H, W), np.uint8))  # fine: no tumour
     with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
         ds = load_dataset([root])
-    assert [r.path.name for r in ds.records] == ["1.png", "2.png", "3.png", "4.png", "5.png"]
-    assert [r.mask is not None for r in ds.records] == [True, False, False, False, True]
+    assert [r.path.name for r in ds.records] == ["1.png", "2.png", "3.png", "4.png", "5.png",
+                                                 "6.png"]
+    assert [r.mask is not None for r in ds.records] == [True, False, False, False, True, False]
     reasons = {s.path.name: s.reason for s in ds.skipped}
-    assert set(reasons) == {"2.png", "3.png", "4.png"}
+    assert set(reasons) == {"2.png", "3.png", "4.png", "6.png"}
+    assert reasons["6.png"].startswith("tumour pixels in the mask of a no_tumor image")
     assert all(s.path.parent.parent.name == "masks" for s in ds.skipped)
     assert reasons["2.png"].startswith("mask is 100x40 px, image is 100x80")
     assert reasons["3.png"].startswith("not a readable image file")
     assert reasons["4.png"].startswith("empty mask on a glioma image")
     assert all(r.endswith("image kept without it") for r in reasons.values())
-    assert sum("tumour mask" in m for m in caplog.messages) == 3
+    assert sum("tumour mask" in m for m in caplog.messages) == 4
     # a second load reads the emptiness from the cache and says the same
     assert {s.path.name: s.reason for s in load_dataset([root]).skipped} == reasons
 

@@ -507,6 +507,24 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     assert yaml.safe_load((seg / "config.yaml").read_text())["segment"]["weak_labels"]
 
 
+def test_a_tumour_mask_that_vanishes_at_the_model_input_leaves_its_image_out(tmp_path):
+    """A 1-pixel mask outside the head is cropped away: its tumour image is a skip entry, not a
+    tumour-free image in training or in --evaluate's false-positive rate."""
+    import numpy as np
+    from PIL import Image
+
+    root = make_phantom_dataset(tmp_path / "ph", PhantomSpec(n_per_class=4, size=64, seed=1))
+    masks = sorted((root / "masks").rglob("tumor_*.png"))
+    tiny = np.zeros((64, 64), np.uint8)
+    tiny[0, 0] = 255  # outside the head: cropped away
+    Image.fromarray(tiny).save(masks[0])
+    records = load_dataset([root]).records
+    data = load_segmentation_data(records, SegmentConfig(size=32).preprocess)
+    assert len(data.records) == len(records) - 1
+    assert [s.path for s in data.skipped] == [masks[0]]
+    assert "mask covers no pixel of the 32 px model input" in data.skipped[0].reason
+
+
 def test_freeze_blocks_keep_the_stem_and_first_blocks_pretrained(phantoms, tmp_path):
     """--freeze-blocks 2: the stem's and first two blocks' parameters are ImageNet's after
     training, the later blocks' and the decoder's are not; it needs pretrained weights."""

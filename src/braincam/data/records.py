@@ -341,6 +341,8 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
         return f"cannot decode mask ({' '.join(str(exc).split())})"
     if store.values[key] and record.label != NO_TUMOR:
         return f"empty mask on a {record.label} image"
+    if not store.values[key] and record.label == NO_TUMOR:
+        return "tumour pixels in the mask of a no_tumor image"
     return None
 
 

@@ -41,7 +41,8 @@ def load_segmentation_data(
 ) -> SegmentData:
     """Preprocessed images and their tumour masks (empty for no-tumour images); tumour images
     without a mask are left out with one warning (``weak_labels``: kept as weak images, their
-    masks empty), unreadable images and masks skipped."""
+    masks empty), unreadable images and masks skipped, and so is a tumour image whose mask
+    covers no pixel of the model input (it would count as tumour-free)."""
     usable = [r for r in records if weak_labels or not is_weak(r)]
     if len(usable) < len(records):
         log.warning("%d tumour images have no mask and are left out",
@@ -60,6 +61,9 @@ def load_segmentation_data(
             mask = tumour_mask(record, prep)
         except ImageReadError as exc:
             return SkippedFile(record.mask, str(exc).removeprefix(f"{record.mask}: "))
+        if mask is not None and record.label != NO_TUMOR and not mask.any():
+            return SkippedFile(record.mask, f"the {record.label} mask covers no pixel of the "
+                               f"{config.size} px model input (too small, or outside the head)")
         return (np.zeros_like(prep.mask) if mask is None else mask), prep.image, prep.mask
 
     with ThreadPoolExecutor(cache.workers) as pool:
