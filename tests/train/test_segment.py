@@ -615,3 +615,20 @@ def test_segment_trains_on_nifti_volumes_with_label_volumes(tmp_path, write_nift
     assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum() > 0
     per_image = pd.read_csv(seg / "per_image.csv")
     assert set(per_image["path"]) == set(test["path"])
+
+
+def test_overlays_of_two_images_of_one_name_are_two_files(tmp_path):
+    """``Training/x/a.png`` and ``Testing/x/a.png`` with the same Dice: two overlays."""
+    import numpy as np
+
+    from braincam.data.records import ImageRecord
+    from braincam.runs import RunDir
+    from braincam.train.segment import _write_overlays
+
+    records = [ImageRecord(tmp_path / split / "no_tumor" / "a.png", "src", split, "no_tumor",
+                           8, 8, None) for split in ("train", "test")]
+    images = np.zeros((2, 8, 8), np.uint8)
+    empty = np.zeros((2, 8, 8), bool)
+    run = RunDir(tmp_path / "run")
+    _write_overlays(run, records, images, empty, empty, per_class=4)
+    assert len(list(run.overlays.iterdir())) == 2

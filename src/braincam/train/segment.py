@@ -658,8 +658,13 @@ def _write_overlays(
 ) -> None:
     """``overlays/<label>_<file stem>_dice<D>.png``: ``per_class`` held-out images of each
     label, spread from the worst Dice to the best (:func:`overlay_rows`), 2x enlarged, with
-    the expert outline in green and the predicted one in red."""
+    the expert outline in green and the predicted one in red; ``_<row>`` is added to a name
+    that two images would share (one file name in two folders)."""
     dices = [dice(p, t) for p, t in zip(pred, truth, strict=True)]
+    written: set[str] = set()
     for i in overlay_rows([r.label for r in records], dices, per_class):
         name = f"{records[i].label}_{records[i].path.stem}_dice{dices[i]:.2f}.png"
+        if name in written:
+            name = name.replace(".png", f"_{i}.png")
+        written.add(name)
         atomic_write_bytes(run.overlays / name, overlay_png(images[i], truth[i], pred[i]))
