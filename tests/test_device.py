@@ -49,3 +49,11 @@ def test_median_ratio_is_the_median_of_per_repeat_ratios():
     # ratios 2, 4, 1.5: median 2, where the ratio of the medians would be 3 / 2
     assert median_ratio([2.0, 8.0, 3.0], [1.0, 2.0, 2.0]) == pytest.approx(2.0)
     assert median_ratio([3.0, 9.0], [3.0, 3.0]) == pytest.approx(2.0)  # mean of 1 and 3
+
+
+def test_an_unknown_device_names_the_choices_in_one_line():
+    from braincam.device import device_of
+    from braincam.errors import BraincamError
+
+    with pytest.raises(BraincamError, match="unknown device 'foo'; use auto, cpu, cuda or cuda:N"):
+        device_of("foo")
