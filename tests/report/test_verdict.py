@@ -102,6 +102,17 @@ def test_near_chance_and_missing_numbers_give_no_attribution():
     assert collect_verdict(METRICS, old, []).kind == "none"
 
 
+def test_a_model_that_says_one_class_for_every_image_has_no_skill():
+    """Five tumour images and one tumour-free, all called tumour: accuracy 0.83, balanced
+    accuracy 0.50; the background alone keeps 0.83. No skill, not a shortcut."""
+    one_class = {"n_images": 6, "accuracy": 5 / 6, "background_only_accuracy": 5 / 6,
+                 "background_only_survival": 1.0, "head_only_accuracy": 5 / 6}
+    metrics = {"test": {"accuracy": 5 / 6, "balanced_accuracy": 0.5}}
+    verdict = collect_verdict(metrics, audit(one_class), [])
+    assert verdict.kind == "no_skill"
+    assert verdict.text.startswith("The model is near chance: test balanced accuracy 0.50")
+
+
 def test_background_properties_are_one_finding_at_the_strongest_ones_place():
     findings = [
         Finding("critical", "probe.background", 0.99, 0.9, "probe"),

@@ -11,8 +11,9 @@ accuracy change counts when it reaches :data:`DROP` (15 points):
 - tumour: none of those, and inpainting the tumour costs >= DROP on the tumour images
   (``tumor_removal_original_accuracy - tumor_removal_accuracy``), or, without tumour
   annotations, the head alone keeps the accuracy and the background alone is near chance;
-- no skill: ``acc < chance +`` :data:`SKILL`; otherwise unclear, and no verdict without the
-  counterfactual numbers.
+- no skill: ``acc < chance +`` :data:`SKILL`, or the test balanced accuracy is (a model that
+  says one class for every image scores its class's share in accuracy, and chance in balanced
+  accuracy); otherwise unclear, and no verdict without the counterfactual numbers.
 
 Each piece of evidence gives the accuracy on the altered images with its flip rate beside it.
 Critical findings are named after the evidence (up to :data:`MAX_NAMED`; the caller
@@ -62,6 +63,7 @@ def collect_verdict(
     classes = blocks[0][1].get("classes")
     chance = 1 / len(classes) if isinstance(classes, list) and classes else 0.5
     test = scalar(((metrics or {}).get("test") or {}).get("accuracy"))
+    balanced = scalar(((metrics or {}).get("test") or {}).get("balanced_accuracy"))
     n = cf.get("n_images")
     opening = (f"test accuracy {_acc(test)} ({_acc(acc)} on the {n} audited images)"
                if test is not None and isinstance(n, int) else f"accuracy {_acc(acc)} on the "
@@ -69,6 +71,10 @@ def collect_verdict(
     if acc < chance + SKILL:
         return Verdict("no_skill", f"The model is near chance ({opening}; chance "
                        f"{_acc(chance)}): there is little skill to attribute." + critical)
+    if balanced is not None and balanced < chance + SKILL:
+        return Verdict("no_skill", f"The model is near chance: test balanced accuracy "
+                       f"{_acc(balanced)} (chance {_acc(chance)}; {opening}, which the larger "
+                       "class alone can give): there is little skill to attribute." + critical)
     shortcut = _shortcut_evidence(cf, acc, chance)
     if shortcut:
         return Verdict("shortcut", "The model's skill comes from a shortcut, not from the "
