@@ -36,6 +36,10 @@ def test_a_deleted_output_is_made_again(phantoms, run_copy, record, tiny_options
     assert statuses(result)["evaluate"] == "ran" and statuses(result)["train"] == "skipped"
     assert "[3/6] evaluate: outputs missing" in record.text
     assert (run_copy / "predictions.csv").is_file()
+    (run_copy / "data_audit" / "probe_auc.png").unlink()  # a figure, not only the JSON
+    result = record([phantoms], tiny_options(), run_copy)
+    assert statuses(result)["data-audit"] == "ran"
+    assert (run_copy / "data_audit" / "probe_auc.png").is_file()
 
 
 def test_a_retrained_model_takes_the_files_of_the_old_one_with_it(phantoms, run_copy, record,
@@ -91,3 +95,15 @@ def test_the_guide_run_or_the_data_is_never_the_output(phantoms, segmenter_run, 
     assert (segmenter_run / "model.safetensors").is_file()
     with pytest.raises(BraincamError, match="lies inside the dataset folder"):
         record([phantoms], tiny_options(), phantoms / "run")
+
+
+def test_a_guide_trained_into_the_run_is_an_output_of_train_and_report(phantoms, tmp_path,
+                                                                       tiny_options):
+    """Deleting RUN/guide or its page makes the stage that writes it run again."""
+    options = tiny_options(train=dataclasses.replace(tiny_options().train, guide=str(phantoms)))
+    run = RunDir(tmp_path / "run")
+    stages = {s.name: s for s in _plan(run, [phantoms], options)}
+    assert RunDir(run.guide).model in stages["train"].outputs
+    assert RunDir(run.guide).report in stages["report"].outputs
+    plain = {s.name: s for s in _plan(run, [phantoms], tiny_options())}
+    assert RunDir(run.guide).model not in plain["train"].outputs

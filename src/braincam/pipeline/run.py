@@ -47,6 +47,7 @@ from typing import Any
 
 from rich.console import Console
 
+from braincam.audit.data.run import FILES as DATA_AUDIT_FILES
 from braincam.audit.findings import Finding, sort_findings
 from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
@@ -270,7 +271,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         audit_inputs["extra"] = extra
     audit_stage = _Stage(
         "data-audit", audit_inputs,
-        [run.data_audit_json],
+        [run.data_audit / name for name in DATA_AUDIT_FILES if name != "duplicate_grid.png"],
         lambda: _data_audit(run, roots, options),
     )
     train_inputs = {"data": data, "train": options.train_inputs()}
@@ -279,7 +280,9 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         train_inputs["guide_data"] = S.data_fingerprint(guide.data)
     if guide is not None and guide.runs:  # a retrained segment run is another guide
         train_inputs["guide_runs"] = S.model_fingerprint(guide.runs)
-    train = _Stage("train", train_inputs, [run.config, run.model, run.split, run.history],
+    trained_guide = [RunDir(run.guide).model] if guide is not None and guide.data else []
+    train = _Stage("train", train_inputs,
+                   [run.config, run.model, run.split, run.history, *trained_guide],
                    lambda: _train(run, roots, options))
     evaluate = _Stage(
         "evaluate", {"train": train.fingerprint, "extra": extra, "n_boot": options.n_boot},
@@ -299,7 +302,8 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
         lambda: _explain(run, roots, options),
     )
     done = [audit_stage, train, evaluate, model_audit, explain]
-    report = _Stage("report", {s.name: s.fingerprint for s in done}, [run.report],
+    guide_page = [RunDir(run.guide).report] if trained_guide else []
+    report = _Stage("report", {s.name: s.fingerprint for s in done}, [run.report, *guide_page],
                     lambda: _report(run))
     return [*done, report]
 
