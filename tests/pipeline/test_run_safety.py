@@ -107,3 +107,22 @@ def test_a_guide_trained_into_the_run_is_an_output_of_train_and_report(phantoms,
     assert RunDir(run.guide).report in stages["report"].outputs
     plain = {s.name: s for s in _plan(run, [phantoms], tiny_options())}
     assert RunDir(run.guide).model not in plain["train"].outputs
+
+
+def test_an_interrupted_forced_rerun_resumes_without_force(phantoms, run_copy, record,
+                                                           tiny_options, monkeypatch):
+    """``--force`` with a changed option, stopped in the train stage: the next command with the
+    same options resumes (trains) instead of blaming changed data."""
+    import braincam.pipeline.run as pipeline_run
+
+    longer = tiny_options(train=dataclasses.replace(tiny_options().train, head_epochs=2))
+
+    def stopped(*_args):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline_run, "_train", stopped)
+        with pytest.raises(KeyboardInterrupt):
+            record([phantoms], longer, run_copy, force=True)
+    result = record([phantoms], longer, run_copy)
+    assert statuses(result)["train"] == "ran" and statuses(result)["data-audit"] == "skipped"

@@ -139,6 +139,10 @@ def run_pipeline(
 
 def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: list[_Stage],
                 markers: dict[str, Any], console: Console, start: float) -> PipelineResult:
+    changed = {s.name for s in plan
+               if markers[s.name] is not None and markers[s.name].fingerprint != s.fingerprint}
+    for name in changed:  # to be redone: an interrupted command resumes them, not refuses
+        S.clear_marker(run, name)
     atomic_write_json(run.stages / PIPELINE_FILE, _identity(roots, options))
 
     outcomes = []
@@ -150,7 +154,8 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
             console.print(f"{head}: done, skipped")
             outcomes.append(StageOutcome(stage.name, "skipped", 0.0, stage.fingerprint))
             continue
-        reason = "outputs missing" if same else "inputs changed" if marker else "running"
+        reason = ("outputs missing" if same else "inputs changed" if stage.name in changed
+                  else "running")
         console.rule(f"{head}: {reason}", align="left")
         S.clear_marker(run, stage.name)
         began = time.perf_counter()
