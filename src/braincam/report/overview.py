@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from braincam.errors import BraincamError
 from braincam.report.sources import Part, read_csv_part
 from braincam.report.tables import Table, splits_in_order, text_column, with_totals
 from braincam.runs import RunDir, true_flags
@@ -30,7 +31,7 @@ def collect_overview(run: RunDir) -> OverviewSection:
     skipped_part, skipped = read_csv_part(run, run.skipped, "skipped files")
     section = OverviewSection(split_part, skipped_part)
     if split is not None:
-        section.counts, section.sentences = _split_counts(split)
+        section.counts, section.sentences = _split_counts(split, _guided(run))
     if skipped is not None:
         section.n_skipped = len(skipped)
         section.skipped = [
@@ -40,7 +41,17 @@ def collect_overview(run: RunDir) -> OverviewSection:
     return section
 
 
-def _split_counts(split: pd.DataFrame) -> tuple[Table | None, list[str]]:
+def _guided(run: RunDir) -> bool:
+    """Whether the run's model is guided by a segmenter (its checkpoint's ``guide`` meta)."""
+    from braincam.models.checkpoint import read_meta
+
+    try:
+        return bool(read_meta(run.model).get("guide"))
+    except (OSError, ValueError, BraincamError):
+        return False
+
+
+def _split_counts(split: pd.DataFrame, guided: bool = False) -> tuple[Table | None, list[str]]:
     if not {"label", "split"} <= set(split.columns) or split.empty:
         return None, ["split.csv has no label/split columns; counts are not shown."]
     text = {c: text_column(split[c]) for c in ("label", "split", "source") if c in split}
@@ -53,7 +64,8 @@ def _split_counts(split: pd.DataFrame) -> tuple[Table | None, list[str]]:
         test = split[text["split"] == "test"]
         free = int(true_flags(test["leak_free"]).sum())
         sentences.append(
-            f"{free} of {len(test)} test images have no exact or near duplicate in train "
-            "(the leak-free subset)."
+            f"{free} of {len(test)} test images have no exact or near duplicate in train"
+            + (" (the leak-free subset of the metrics also leaves out those the guiding "
+               "segmenter learnt from)." if guided else " (the leak-free subset).")
         )
     return with_totals(table, "class"), sentences
