@@ -130,6 +130,13 @@ def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras,
     assert counts[("extra", "test_")] == metrics["extra"]["test_"]["n"] == 4
     assert counts[("extra", "test__")] == metrics["extra"]["test__"]["n"] == 4
     assert ("extra", "test") not in counts
+    like_training = shutil.copytree(extras[0], tmp_path / "site" / "phantoms")  # the run's name
+    out = tmp_path / "eval2"
+    assert invoke(str(run), "--data", str(like_training), "--out", str(out), "--no-progress",
+                  "--n-boot", "0").exit_code == 0
+    assert set(json.loads((out / "metrics.json").read_text())["extra"]) == {"phantoms_"}
+    datasets = pd.read_csv(out / "predictions.csv").groupby("split")["dataset"].unique()
+    assert list(datasets["test"]) == ["phantoms"] and list(datasets["extra"]) == ["phantoms_"]
 
 
 def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):

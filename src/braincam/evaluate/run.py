@@ -99,7 +99,7 @@ def evaluate_run(
         prob = predict(model, images, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, task)) for r in records])
         # an extra set's rows carry its metrics.json name, which differs from the folder's
-        # when two folders share a name or one is called "test" (_extra_records)
+        # when it repeats a folder's name or is called "test" (_extra_records)
         datasets = [r.source for r in records] if kind == "test" else [name] * len(records)
         return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free)
 
@@ -109,7 +109,10 @@ def evaluate_run(
         leak_free = leak_free & ~duplicates_of([r.path for r in test_records],
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
-    extras = list(_extra_records(extra_roots, classes, task))
+    sources: set[str] = set()  # the training data's own names, as the loader gives them
+    for root in dict.fromkeys(Path(r).resolve() for r in _data_roots(run)):
+        distinct_name(root.name, sources)
+    extras = list(_extra_records(extra_roots, classes, task, sources))
     learnt = learnt_from(run, meta) if extras else []
     seen = duplicates_of([r.path for _, records in extras for r in records], learnt)
     bounds = np.cumsum([0] + [len(records) for _, records in extras])
@@ -297,12 +300,23 @@ def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str])
                         "groups): its figures are not those of unseen data", root)
 
 
-def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str):
+def _data_roots(run: RunDir) -> list[Path]:
+    """The run's training folders; none for a run that names none (an ensemble's)."""
+    try:
+        return run.data_roots()
+    except BraincamError:
+        return []
+
+
+def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str,
+                   taken: set[str] = frozenset()):
     """``(dataset name, records)`` per extra root: all its images, labels mapped to the task;
-    images whose class the model does not know are left out with a warning."""
+    images whose class the model does not know are left out with a warning. A name is the
+    folder's, ``_`` appended while it repeats an earlier one, one of ``taken`` (the training
+    data's sources, which name the test rows) or a test set's: as the model audit names it."""
     from braincam.data.records import load_dataset
 
-    names: set[str] = set()
+    names: set[str] = set(taken)
     for root in roots:
         records = load_dataset([root]).records
         known = [r for r in records if task_label(r.label, task) in classes]
