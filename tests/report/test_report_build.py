@@ -220,6 +220,8 @@ def test_stages_an_ensemble_or_a_spec_never_has_are_not_asked_for(tmp_path, kit,
     assert "Model audit: does not apply (audits need one model: audit a member)." in text(
         page, "findings")
     assert "No verdict: an ensemble has no model audit of its own" in text(page, "verdict")
+    for section in ("training", "model-audit"):  # the sections say so too, not "not run"
+        assert "does not apply" in text(page, section) and "not run" not in text(page, section)
     spec = tmp_path / "spec"
     spec.mkdir()
     (spec / "metrics.json").write_text(json.dumps({

@@ -31,7 +31,7 @@ from braincam.report.segmenter import (
     is_score_folder,
 )
 from braincam.report.settings import SettingsSection, collect_settings
-from braincam.report.sources import NOT_RUN, Part, read_json_part, read_yaml_part
+from braincam.report.sources import NOT_APPLICABLE, NOT_RUN, Part, read_json_part, read_yaml_part
 from braincam.report.training import TrainingSection, collect_training
 from braincam.report.tumour import TumourSection, collect_tumour
 from braincam.report.verdict import Verdict, collect_verdict
@@ -83,13 +83,20 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
     training, metrics = collect_training(run), collect_metrics(run)
     gallery, settings = collect_gallery(run), collect_settings(run)
     findings = sort_findings(data_audit.findings + model_audit.findings)
+    kind, never = _kind(run)
+    for section, attribute in ((overview, "split_part"), (overview, "skipped_part"),
+                               (data_audit, "part"), (training, "part"), (metrics, "part"),
+                               (gallery, "part"), (model_audit, "part"), (settings, "part")):
+        part = getattr(section, attribute)  # marked where it is shown, and in the summary
+        if part.name in never:
+            setattr(section, attribute, part.not_applicable(never[part.name]))
+    if model_audit.part.status == NOT_APPLICABLE:  # no check to list as "not run" either
+        model_audit.checks = []
     parts = [
         overview.split_part, overview.skipped_part, data_audit.part, training.part,
         metrics.part, gallery.part, model_audit.part, settings.part,
     ]
-    kind, never = _kind(run)
-    missing = [p.not_applicable(never[p.name]) if p.name in never else p
-               for p in parts if not p.ok]
+    missing = [p for p in parts if not p.ok]
     counts = severity_counts(findings)
     verdict = collect_verdict(read_json_part(run, run.metrics, "metrics")[1],
                               read_json_part(run, run.audit_json, "model audit")[1],
