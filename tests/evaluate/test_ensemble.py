@@ -96,6 +96,9 @@ def test_members_must_agree(members, tmp_path):
     data, config, runs = members
     with pytest.raises(BraincamError, match="at least two runs"):
         make_ensemble(runs[:1], tmp_path / "one")
+    with pytest.raises(BraincamError, match="is named twice"):
+        make_ensemble([runs[0], f"{runs[0]}/."], tmp_path / "twice")
+    assert not (tmp_path / "twice").exists()
     other = tmp_path / "bigger"
     train_run([data], dataclasses.replace(config, preprocess=PreprocessConfig(size=40)), other,
               progress=False)

@@ -47,6 +47,10 @@ def make_ensemble(
     runs = [RunDir(Path(d)) for d in member_dirs]
     if len(runs) < 2:
         raise BraincamError("an ensemble needs at least two runs")
+    real = [r.root.resolve() for r in runs]
+    twice = next((r for i, r in enumerate(runs) if real[i] in real[:i]), None)
+    if twice is not None:
+        raise BraincamError(f"{twice.root} is named twice; an ensemble averages different runs")
     metas, configs, splits = zip(*(_read_member(r) for r in runs), strict=True)
     for key in SHARED_META:
         if len({json.dumps(m.get(key), sort_keys=True) for m in metas}) > 1:
