@@ -125,8 +125,10 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
     decision rule when ``--tune-threshold`` chose one (``threshold``: the model's)."""
     arch = train.get("arch") or "the network"
     finetune = train.get("finetune_epochs") or 0
+    head = train.get("head_epochs", 1)  # absent in older config.yaml: the head trained first
     trained = ("the head alone on the backbone's features" if not finetune
-               else f"the head, then the backbone fine-tuned for up to {finetune} epochs")
+               else f"the head, then the backbone fine-tuned for up to {finetune} epochs" if head
+               else f"the whole network for up to {finetune} epochs")
     guide = train.get("guide")
     if guide:
         segmenters = ", ".join(p.strip() for p in str(guide).split(",") if p.strip())
