@@ -18,7 +18,7 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     assert "the backbone fine-tuned for up to 10 epochs" in floor
     whole = recipe_sentence({"arch": "resnet50", "guide": None, "head_epochs": 0,
                              "finetune_epochs": 10})  # no head phase
-    assert "trained: the whole network for up to 10 epochs" in whole
+    assert whole.endswith("Trained: the whole network for up to 10 epochs.")
     cut = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_cut": 0.5})
     assert "of --guide runs/seg predicts tumour with probability >= 0.5, and nothing" in cut
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
