@@ -632,3 +632,20 @@ def test_overlays_of_two_images_of_one_name_are_two_files(tmp_path):
     run = RunDir(tmp_path / "run")
     _write_overlays(run, records, images, empty, empty, per_class=4)
     assert len(list(run.overlays.iterdir())) == 2
+
+
+def test_a_whole_unet_file_as_weights_is_recorded_as_the_network_it_is(phantoms, tmp_path,
+                                                                       caplog):
+    """``--weights SEG/model.safetensors`` with other ``--encoder``/``--decoder-channels``: the
+    file's network trains, both are warned about, and config.yaml records the file's."""
+    first = tiny_segment(phantoms, tmp_path / "first", "--epochs", "1")
+    with caplog.at_level("WARNING", logger="braincam.models.segment"):
+        result = invoke(str(phantoms), "--out", str(tmp_path / "second"), "--image-size", "32",
+                        "--weights", str(first / "model.safetensors"), "--epochs", "1",
+                        "--encoder", "efficientnet_lite1", "--decoder-channels",
+                        "16,16,16,16,16", "--batch-size", "4", "--device", "cpu",
+                        "--val-fraction", "0.2", "--test-fraction", "0.25", "--no-progress")
+    assert result.exit_code == 0, result.output
+    config = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())["segment"]
+    assert config["encoder"] == "efficientnet_lite0" and config["decoder_channels"] == [8] * 5
+    assert sum("it keeps" in m for m in caplog.messages) == 2

@@ -93,6 +93,10 @@ def build_segmenter(
             if (own := encoder_of(tensors)) != encoder:
                 log.warning("%s is a whole U-Net on %s: it keeps that encoder, not %s", path,
                             own, encoder)
+            if (widths := decoder_channels_of(tensors)) != tuple(decoder_channels):
+                log.warning("%s is a whole U-Net with decoder widths %s: it keeps them, not %s",
+                            path, ",".join(map(str, widths)),
+                            ",".join(map(str, decoder_channels)))
             return _whole_unet(tensors, path, own)
         model = unet(decoder_channels, encoder)
         backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}

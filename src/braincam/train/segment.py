@@ -94,7 +94,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,8 @@ from braincam.models.unet import (
     ENCODER,
     ENCODER_BLOCKS,
     ENCODERS,
+    decoder_channels_of,
+    encoder_of,
     freeze_encoder,
 )
 from braincam.runs import (
@@ -376,6 +378,9 @@ def train_segmenter(
             "figshare-cheng-t1ce's")
     torch.manual_seed(config.seed)
     model = build_segmenter(config.weights, config.decoder_channels, config.encoder)
+    state = model.state_dict()  # a whole U-Net file keeps its own: config.yaml says which
+    config = replace(config, encoder=encoder_of(state),
+                     decoder_channels=decoder_channels_of(state))
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         data = load_segmentation_data(records, config.preprocess, progress,
                                       config.weak_labels)
