@@ -92,6 +92,12 @@ def test_cli_held_out_writes_the_folders_and_refuses_a_run_without_split(tmp_pat
                                       str(tmp_path / "held2")])
     assert "holds no split.csv" in str(result.exception)
     assert not (tmp_path / "held2").exists()
+    (tmp_path / "elsewhere").mkdir()
+    moved = make_run(tmp_path / "elsewhere", tmp_path / "moved")  # its data folder is gone
+    result = CliRunner().invoke(app, ["segment", str(moved.root), "--held-out", "--out",
+                                      str(tmp_path / "held3")])
+    assert "which is no longer there" in str(result.exception)
+    assert not (tmp_path / "held3").exists()
 
 
 def test_link_split_leaves_out_copies_of_images_another_run_learnt_from(tmp_path):

@@ -299,7 +299,9 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
     run = RunDir(paths[0])
     if not run.split.is_file():
         raise BraincamError(f"{run.root} holds no split.csv; is it a braincam segment run?")
-    run.data_roots()  # a bad config.yaml fails before OUT is made
+    gone = [r for r in run.data_roots() if not Path(r).is_dir()]  # before OUT is made
+    if gone:
+        raise BraincamError(f"{run.root} was trained on {gone[0]}, which is no longer there")
     seen = []
     if unseen_by is not None:
         other = RunDir(unseen_by)
