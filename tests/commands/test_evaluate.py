@@ -137,6 +137,10 @@ def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras,
     assert set(json.loads((out / "metrics.json").read_text())["extra"]) == {"phantoms_"}
     datasets = pd.read_csv(out / "predictions.csv").groupby("split")["dataset"].unique()
     assert list(datasets["test"]) == ["phantoms"] and list(datasets["extra"]) == ["phantoms_"]
+    assert (out / "confusion_phantoms_.png").is_file()
+    assert invoke(str(run), "--out", str(out), "--no-progress", "--n-boot", "0",
+                  "--force").exit_code == 0  # without the extra folder: its figures go
+    assert not (out / "confusion_phantoms_.png").exists()
 
 
 def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):

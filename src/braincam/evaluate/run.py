@@ -43,7 +43,13 @@ from braincam.data.records import distinct_name, key_file
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
-from braincam.runs import RunDir, atomic_write_csv, atomic_write_json, prepare_output_dir
+from braincam.runs import (
+    RunDir,
+    atomic_write_csv,
+    atomic_write_json,
+    prepare_output_dir,
+    read_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +92,7 @@ def evaluate_run(
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
+    _remove_figures(dest)
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta["task"]
     prep = preprocess_config(meta)
@@ -327,6 +334,19 @@ def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str,
             raise BraincamError(f"{root}: no image of the model's classes ({', '.join(classes)})")
         name = distinct_name(Path(root).resolve().name, names, reserved=TEST_SETS)
         yield name, known
+
+
+def _remove_figures(dest: RunDir) -> None:
+    """The figures an earlier evaluation listed in ``dest``'s metrics.json: sets no longer
+    scored would leave theirs behind."""
+    try:
+        figures = read_json(dest.metrics).get("figures") or {}
+    except (BraincamError, OSError, ValueError, AttributeError):
+        return
+    for files in figures.values() if isinstance(figures, dict) else ():
+        for name in (files or {}).values() if isinstance(files, dict) else ():
+            if isinstance(name, str) and Path(name).name == name:  # a file of dest itself
+                (dest.root / name).unlink(missing_ok=True)
 
 
 def write_figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):
