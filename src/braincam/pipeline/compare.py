@@ -99,7 +99,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {"columns": self.columns, "shared_leak_free_n": self.shared_n, "note": self.note,
-                "runs": [{"run": name, "path": str(path), **row}
+                "runs": [{"run": name, "path": str(Path(path).absolute()), **row}
                          for name, path, row in zip(self.runs, self.paths, self.rows,
                                                     strict=True)]}
 
