@@ -25,8 +25,8 @@ DataDirs = Annotated[
 ]
 ExtraData = Annotated[
     list[Path] | None,
-    typer.Option("--data", help="Extra dataset folder evaluated (cross-dataset) after "
-                 "training, explained and audited by run; repeatable.", rich_help_panel=DATA,
+    typer.Option("--data", help="Extra dataset folder scored cross-dataset (braincam run "
+                 "also explains and audits it); repeatable.", rich_help_panel=DATA,
                  show_default=False),
 ]
 ExtraAlias = Annotated[
