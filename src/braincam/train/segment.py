@@ -412,7 +412,7 @@ def train_segmenter(
     for name in ("val", "test"):  # weak images have no outline to score
         idx[name] = idx[name][~data.weak[idx[name]]]
     meta = {"size": config.size, "preprocess": asdict(config.preprocess),
-            "threshold": THRESHOLD, "seed": config.seed}
+            "threshold": THRESHOLD, "flip_average": False, "seed": config.seed}
     def save_history(rows: list[dict[str, Any]]) -> None:  # after every epoch: a long run
         if ctx.is_main:  # stopped early still shows what it learnt
             import pandas as pd
