@@ -649,3 +649,12 @@ def test_a_whole_unet_file_as_weights_is_recorded_as_the_network_it_is(phantoms,
     config = yaml.safe_load((tmp_path / "second" / "config.yaml").read_text())["segment"]
     assert config["encoder"] == "efficientnet_lite0" and config["decoder_channels"] == [8] * 5
     assert sum("it keeps" in m for m in caplog.messages) == 2
+
+
+def test_training_options_with_evaluate_predict_or_held_out_are_one_line_errors(tmp_path):
+    """``--epochs 3`` beside ``--evaluate`` would change nothing: refused before any work."""
+    for mode in ("--evaluate", "--predict", "--held-out"):
+        result = invoke(str(tmp_path), str(tmp_path), mode, "--out", str(tmp_path / "o"),
+                        "--epochs", "3")
+        assert f"--epochs is a training option; {mode} takes none" in str(result.exception)
+    assert not (tmp_path / "o").exists()

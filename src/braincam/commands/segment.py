@@ -154,6 +154,9 @@ def command(
         from braincam.errors import BraincamError
 
         raise BraincamError("--predict, --evaluate and --held-out exclude each other")
+    if predict or evaluate or held_out:
+        _check_no_training_options(ctx, "--predict" if predict else "--evaluate" if evaluate
+                                   else "--held-out")
     if predict:
         _predict(paths, out, device, force)
         return
@@ -314,6 +317,22 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
     counts = link_split(run, out, unseen_by=seen)
     typer.echo("linked the held-out images: " + ", ".join(
         f"{out / name} ({n})" for name, n in counts.items()))
+
+
+MODE_OPTIONS = frozenset({"paths", "out", "device", "force", "progress", "predict",
+                          "evaluate", "held_out", "unseen_by"})  # what the other modes read
+
+
+def _check_no_training_options(ctx: typer.Context, mode: str) -> None:
+    """A training option given with ``--predict``, ``--evaluate`` or ``--held-out`` is an
+    error: it would change nothing, silently."""
+    from braincam.errors import BraincamError
+
+    for name in ctx.params:
+        source = ctx.get_parameter_source(name)  # by name: Typer ships its own click
+        if name not in MODE_OPTIONS and source is not None and source.name == "COMMANDLINE":
+            raise BraincamError(f"--{name.replace('_', '-')} is a training option; {mode} "
+                                "takes none")
 
 
 def widths(text: str) -> tuple[int, ...]:
