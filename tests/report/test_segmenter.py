@@ -115,3 +115,4 @@ def test_a_segmenters_scores_on_other_folders_get_the_same_page(tmp_path, kit):
         "Scores Scores of runs/seg on hospital (braincam segment SEG --evaluate).")
     assert "Without the 4 images a segmenter learnt from or copies of them n tumour images 2 " \
            "mean dice 0.5" in kit.text(page, "held-out")
+    assert "does not apply (an --evaluate folder trains nothing" in kit.text(page, "settings")

@@ -91,15 +91,19 @@ def collect_segmenter_report(run_dir: Path) -> SegmenterReport:
         scored = (f"Scores of {', '.join(map(str, metrics['segmenters']))} on "
                   f"{', '.join(map(str, metrics.get('data') or []))} (braincam segment SEG "
                   "--evaluate).")
+    settings = collect_settings(run)
+    if scored:  # the scored segmenters' own runs hold their settings
+        settings.part = settings.part.not_applicable(
+            "an --evaluate folder trains nothing; each segmenter's report gives its settings")
     return SegmenterReport(
         run_name=run.root.resolve().name,
         summary=_summary(part, metrics, held_out=scored is None),
         scored=scored,
-        held_out=_held_out(run, part, metrics),
+        held_out=_held_out(run, part, metrics, held_out=scored is None),
         overview=collect_overview(run),
         training=_training(run, metrics or {}),
         overlays=_overlays(run.overlays),
-        settings=collect_settings(run),
+        settings=settings,
     )
 
 
@@ -114,7 +118,8 @@ def _names_segmenters(metrics: dict[str, Any] | None) -> bool:
     return isinstance(metrics, dict) and isinstance(metrics.get("segmenters"), list)
 
 
-def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None) -> HeldOut:
+def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None,
+              held_out: bool = True) -> HeldOut:
     section = HeldOut(part)
     if m is None:
         return section
@@ -152,7 +157,7 @@ def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None) -> HeldOut:
             section.extras.append((title, [
                 (k.replace("_", " "), v) for k, v in m[key].items() if not isinstance(v, dict)]))
     if per_image is not None:
-        section.dice_figure = dice_by_class(per_image)
+        section.dice_figure = dice_by_class(per_image, held_out)
     return section
 
 
@@ -181,8 +186,9 @@ def _scored(per_image: pd.DataFrame | None) -> pd.DataFrame | None:
     return rows.dropna(subset=["dice"])
 
 
-def dice_by_class(per_image: pd.DataFrame) -> str | None:
-    """Box plot of the held-out tumour images' Dice per class (points: the images)."""
+def dice_by_class(per_image: pd.DataFrame, held_out: bool = True) -> str | None:
+    """Box plot of the tumour images' Dice per class (points: the images): a run's held-out
+    images, or (not ``held_out``) the images an --evaluate folder scored."""
     rows = _scored(per_image)
     if rows is None or rows.empty:
         return None
@@ -200,7 +206,7 @@ def dice_by_class(per_image: pd.DataFrame) -> str | None:
         ax.plot(i + jitter.uniform(-0.15, 0.15, len(v)), v, ".", alpha=0.35, markersize=3)
     ax.axhline(DETECTED_DICE, color="grey", linestyle="--", linewidth=1)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("Dice per held-out image")
+    ax.set_ylabel("Dice per held-out image" if held_out else "Dice per image")
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     return figure_uri(fig)
