@@ -35,6 +35,8 @@ def test_a_deleted_output_is_made_again(phantoms, run_copy, record, tiny_options
     result = record([phantoms], tiny_options(), run_copy)
     assert statuses(result)["evaluate"] == "ran" and statuses(result)["train"] == "skipped"
     assert "[3/6] evaluate: outputs missing" in record.text
+    assert statuses(result)["report"] == "ran"  # it reads the evaluation again
+    assert "[6/6] report: a stage it reads ran again" in record.text
     assert (run_copy / "predictions.csv").is_file()
     (run_copy / "data_audit" / "probe_auc.png").unlink()  # a figure, not only the JSON
     result = record([phantoms], tiny_options(), run_copy)

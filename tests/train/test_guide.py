@@ -112,7 +112,8 @@ def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monk
     learnt = guide_saw | set(own.loc[own["split"] != "test", "path"])
     assert not extra[extra["path"].isin(learnt)]["leak_free"].astype(bool).any()
     metrics = json.loads((run / "metrics.json").read_text())
-    assert metrics["extra_seen"]["phantoms"] >= len(learnt & set(extra["path"]))
+    assert metrics["extra_seen"]["phantoms_"] >= len(learnt & set(extra["path"]))  # a training
+    # folder given as --data again is keyed apart from the test rows, which carry its name
 
 
 def test_one_command_and_a_reused_guide_train_the_same_head(small, tmp_path, monkeypatch):
@@ -335,6 +336,7 @@ def test_a_guide_run_from_before_a_new_setting_counts_as_finished(tmp_path):
     run, data = RunDir(tmp_path / "guide"), [tmp_path]
     run.root.mkdir()
     run.metrics.write_text("{}")
+    run.model.write_bytes(b"weights")  # finished: metrics and a model
     stored = as_written(asdict(SegmentConfig()))
     del stored["weak_labels"]
     run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
@@ -342,6 +344,9 @@ def test_a_guide_run_from_before_a_new_setting_counts_as_finished(tmp_path):
     assert not finished(run, data, SegmentConfig(weak_labels=True))
     run.config.write_text(yaml.safe_dump({"segment": {**stored, "epochs": 3},
                                           "data": [str(tmp_path.resolve())]}))
+    assert not finished(run, data, SegmentConfig())
+    run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
+    run.model.unlink()  # a deleted model is no finished run: the guide trains again
     assert not finished(run, data, SegmentConfig())
 
 
@@ -366,6 +371,7 @@ def test_guide_epochs_set_the_epochs_of_the_segmenter_trained_from_guide_folders
     run = RunDir(tmp_path / "guide")
     run.root.mkdir()
     run.metrics.write_text("{}")
+    run.model.write_bytes(b"weights")  # finished: metrics and a model
     data = [tmp_path]
     stored = as_written(asdict(SegmentConfig(seed=2)))
     run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
@@ -387,6 +393,7 @@ def test_guide_freeze_blocks_set_the_frozen_blocks_of_the_segmenter_of_guide_fol
     run = RunDir(tmp_path / "guide")
     run.root.mkdir()
     run.metrics.write_text("{}")
+    run.model.write_bytes(b"weights")  # finished: metrics and a model
     stored = as_written(asdict(SegmentConfig(seed=2)))
     run.config.write_text(yaml.safe_dump({"segment": stored, "data": [str(tmp_path.resolve())]}))
     assert finished(run, [tmp_path], guide_module.segment_config(

@@ -146,22 +146,25 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
     atomic_write_json(run.stages / PIPELINE_FILE, _identity(roots, options))
 
     outcomes = []
+    ran: set[str] = set()  # fingerprints of the stages that ran: their dependants run too
     for i, stage in enumerate(plan, 1):
         head = f"[{i}/{len(plan)}] {stage.name}"
         marker = markers[stage.name]
         same = marker is not None and marker.fingerprint == stage.fingerprint
-        if same and _exist(stage.outputs):
+        after = [v for v in stage.inputs.values() if isinstance(v, str) and v in ran]
+        if same and _exist(stage.outputs) and not after:
             console.print(f"{head}: done, skipped")
             outcomes.append(StageOutcome(stage.name, "skipped", 0.0, stage.fingerprint))
             continue
-        reason = ("outputs missing" if same else "inputs changed" if stage.name in changed
-                  else "running")
+        reason = ("a stage it reads ran again" if same and after else "outputs missing"
+                  if same else "inputs changed" if stage.name in changed else "running")
         console.rule(f"{head}: {reason}", align="left")
         S.clear_marker(run, stage.name)
         began = time.perf_counter()
         stage.action()
         seconds = time.perf_counter() - began
         S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds)
+        ran.add(stage.fingerprint)
         console.print(f"{head}: done in {seconds:.1f} s")
         outcomes.append(StageOutcome(stage.name, "ran", seconds, stage.fingerprint))
     return PipelineResult(

@@ -142,7 +142,8 @@ def holds_any(folders: Collection[Path], roots: Collection[Path | str]) -> bool:
 
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
              left_out: Collection[Path] = ()) -> bool:
-    """Whether ``run`` is a finished segment run (``metrics.json``) of ``data`` as it is now
+    """Whether ``run`` is a finished segment run (``metrics.json``, and its model) of ``data``
+    as it is now
     (the digest of its files' listing, where ``config.yaml`` records one) without the images
     ``left_out``, with the settings ``seg`` (the device aside); a setting its ``config.yaml``
     lacks (one added to braincam after the run) counts as that setting's default, which the
@@ -150,7 +151,7 @@ def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
     from braincam.data.records import listing_digest
     from braincam.train.segment import left_out_digest
 
-    if not run.metrics.is_file():
+    if not (run.metrics.is_file() and run.model.is_file()):
         return False
     try:
         doc = run.read_config()
