@@ -13,9 +13,9 @@ Tumour masks: ``ROOT/masks/<relative path of the image, suffix .png>`` (e.g.
 ``masks/glioma/12.png`` for ``glioma/12.jpg``; the phantom generator writes this layout) is the
 image's expert tumour mask (grey value >= 128 = tumour), attached as ``ImageRecord.mask``. The
 ``masks`` folder is never read as data. A mask that cannot be decoded, differs in size from its
-image, or is empty on a tumour image is not attached: a warning and a ``SkippedFile`` entry for
-the mask (reason ends "image kept without it"); the image stays, with its box if any. An empty
-mask on a no-tumour image is valid (no tumour pixel).
+image, is empty on a tumour image or marks tumour on a no-tumour image is not attached: a
+warning and a ``SkippedFile`` entry for the mask (reason ends "image kept without it"); the
+image stays, with its box if any. An empty mask on a no-tumour image is valid.
 
 DICOM files (``.dcm``/``.dicom``, or any other name with a DICOM marker) are records too, one
 per frame (``ImageRecord.slice`` is the frame of a multi-frame file, None for a single frame); a

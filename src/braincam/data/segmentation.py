@@ -12,13 +12,14 @@ import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from braincam.data.imageio import ImageReadError
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
-from braincam.data.records import ImageRecord, SkippedFile, without_skipped
+from braincam.data.records import ImageRecord, SkippedFile, record_key, without_skipped
 from braincam.errors import BraincamError
 from braincam.labels import NO_TUMOR
 
@@ -62,7 +63,8 @@ def load_segmentation_data(
         except ImageReadError as exc:
             return SkippedFile(record.mask, str(exc).removeprefix(f"{record.mask}: "))
         if mask is not None and record.label != NO_TUMOR and not mask.any():
-            return SkippedFile(record.mask, f"the {record.label} mask covers no pixel of the "
+            where = Path(record_key(record.mask, record.slice))  # a label volume's slice
+            return SkippedFile(where, f"the {record.label} mask covers no pixel of the "
                                f"{config.size} px model input (too small, or outside the head)")
         return (np.zeros_like(prep.mask) if mask is None else mask), prep.image, prep.mask
 

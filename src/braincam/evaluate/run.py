@@ -92,7 +92,7 @@ def evaluate_run(
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
-    _remove_figures(dest)
+    earlier = _figures(dest)
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta["task"]
     prep = preprocess_config(meta)
@@ -168,6 +168,8 @@ def evaluate_run(
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
     atomic_write_csv(dest.predictions, predictions_frame(sets, classes))
     atomic_write_json(dest.metrics, metrics)
+    for name in earlier - _figures(dest):  # of sets no longer scored
+        (dest.root / name).unlink(missing_ok=True)
     return metrics
 
 
@@ -336,17 +338,15 @@ def _extra_records(roots: Sequence[Path | str], classes: list[str], task: str,
         yield name, known
 
 
-def _remove_figures(dest: RunDir) -> None:
-    """The figures an earlier evaluation listed in ``dest``'s metrics.json: sets no longer
-    scored would leave theirs behind."""
+def _figures(dest: RunDir) -> set[str]:
+    """The figure files ``dest``'s metrics.json lists (none when it cannot be read)."""
     try:
         figures = read_json(dest.metrics).get("figures") or {}
     except (BraincamError, OSError, ValueError, AttributeError):
-        return
-    for files in figures.values() if isinstance(figures, dict) else ():
-        for name in (files or {}).values() if isinstance(files, dict) else ():
-            if isinstance(name, str) and Path(name).name == name:  # a file of dest itself
-                (dest.root / name).unlink(missing_ok=True)
+        return set()
+    return {name for files in (figures.values() if isinstance(figures, dict) else ())
+            for name in ((files or {}).values() if isinstance(files, dict) else ())
+            if isinstance(name, str) and Path(name).name == name}  # files of dest itself
 
 
 def write_figures(root: Path, scored: ScoredSet, m: dict[str, Any], classes: list[str]):

@@ -11,9 +11,10 @@ accuracy change counts when it reaches :data:`DROP` (15 points):
 - tumour: none of those, and inpainting the tumour costs >= DROP on the tumour images
   (``tumor_removal_original_accuracy - tumor_removal_accuracy``), or, without tumour
   annotations, the head alone keeps the accuracy and the background alone is near chance;
-- no skill: ``acc < chance +`` :data:`SKILL`, or the test balanced accuracy is (a model that
-  says one class for every image scores its class's share in accuracy, and chance in balanced
-  accuracy); otherwise unclear, and no verdict without the counterfactual numbers.
+- no skill: ``acc < chance +`` :data:`SKILL`, or the test balanced accuracy is below it too
+  (a model that says one class for every image scores that class's share in accuracy, and
+  chance in balanced accuracy); otherwise unclear, and no verdict without the counterfactual
+  numbers.
 
 Each piece of evidence gives the accuracy on the altered images with its flip rate beside it.
 Critical findings are named after the evidence (up to :data:`MAX_NAMED`; the caller

@@ -670,6 +670,6 @@ def _write_overlays(
     for i in overlay_rows([r.label for r in records], dices, per_class):
         name = f"{records[i].label}_{records[i].path.stem}_dice{dices[i]:.2f}.png"
         if name in written:
-            name = name.replace(".png", f"_{i}.png")
+            name = f"{name.removesuffix('.png')}_{i}.png"
         written.add(name)
         atomic_write_bytes(run.overlays / name, overlay_png(images[i], truth[i], pred[i]))
