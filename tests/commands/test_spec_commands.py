@@ -52,6 +52,11 @@ def test_evaluate_explain_and_report_write_into_out(folder, tmp_path):
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
     assert "phantoms_test: n=6, acc" in result.output
     assert not list(folder.glob("metrics.json"))  # nothing next to the spec
+    assert (out / "confusion_phantoms_train.png").is_file()
+    result = invoke("evaluate", evaluate.command, str(spec), "--data", str(data), "--out",
+                    str(out), "--n-boot", "0", "--no-progress", "--split", "test", "--force")
+    assert result.exit_code == 0, result.output  # one set now: the other's figures go
+    assert not (out / "confusion_phantoms_train.png").exists()
 
     result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
                     str(out), "--no-progress", "--no-overlays")

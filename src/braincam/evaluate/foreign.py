@@ -53,7 +53,9 @@ def evaluate_spec(
     model = load_foreign(load_spec(spec_file), task)
     if not roots:
         raise BraincamError("a model spec has no test split of its own; pass --data")
-    out = prepare_output_dir(Path(out_dir), force, marker=METRICS_FILE)
+    out = prepare_output_dir(Path(out_dir), force, marker=METRICS_FILE, reads=roots,
+                             owned=(METRICS_FILE, "predictions.csv", "confusion_*.png",
+                                    "roc_*.png"))  # the earlier evaluation's, all of them
     classes = list(model.classes)
     dev = device_of(device)
     sets = []
