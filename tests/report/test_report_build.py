@@ -147,9 +147,10 @@ def test_gallery_merges_audited_and_only_predicted_images(tmp_path, kit, text):
              for i, bg in ((0, 90), (3, 70), (1, 10), (2, 50))]
     assert (f"true tumor, correct (5 images) Most background {shown[0]} {shown[1]} "
             f"Least background {shown[2]} {shown[3]}") in gallery
-    assert ("true tumor, wrong (1 image) Not in the model audit sartaj: true tumor, predicted "
+    unranked = "No background share (not audited, or a blank map)"
+    assert (f"true tumor, wrong (1 image) {unranked} sartaj: true tumor, predicted "
             "no_tumor (img5.png)") in gallery
-    assert "true no_tumor, wrong (1 image) Not in the model audit" in gallery
+    assert f"true no_tumor, wrong (1 image) {unranked}" in gallery
 
 
 def test_settings_show_command_and_versions_exactly(full, text, kit):
