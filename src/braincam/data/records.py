@@ -154,6 +154,14 @@ def distinct_name(name: str, taken: set[str], reserved: tuple[str, ...] = ()) ->
     return name
 
 
+def source_names(roots: Sequence[Path]) -> list[str]:
+    """The source name of each of ``roots`` (distinct folders, in order), as
+    :func:`load_dataset` gives it: the folder's name, ``_`` appended while an earlier root has
+    it."""
+    taken: set[str] = set()
+    return [distinct_name(Path(root).name, taken) for root in roots]
+
+
 def load_dataset(roots: Sequence[Path | str]) -> Dataset:
     """Records of every usable image under ``roots``, sorted by (source, split, label, path).
 
@@ -175,9 +183,8 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
         if outer is not None:
             raise BraincamError(f"{inner} lies inside {outer}, also given: its images would be "
                                 "loaded twice; give one of the two folders")
-    sources: set[str] = set()
-    for root in unique:
-        root_records, root_skipped = _load_root(root, distinct_name(root.name, sources))
+    for root, source in zip(unique, source_names(unique), strict=True):
+        root_records, root_skipped = _load_root(root, source)
         records += root_records
         skipped += root_skipped
     if not records:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.records import BOXES_FILE, distinct_name, key_file, records_at
+from braincam.data.records import BOXES_FILE, key_file, records_at, source_names
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
 
@@ -45,9 +45,8 @@ def link_split(run: RunDir, out: Path, split: str = "test",
     if not files:
         raise BraincamError(f"{run.split} lists no {split} images"
                             + (" that the other run did not learn from" if unseen_by else ""))
-    roots: dict[str, Path] = {}  # by source name: two roots of one name are X and X_
-    for root in dict.fromkeys(r.resolve() for r in run.data_roots()):
-        roots[distinct_name(root.name, set(roots))] = root
+    resolved = list(dict.fromkeys(r.resolve() for r in run.data_roots()))
+    roots = dict(zip(source_names(resolved), resolved, strict=True))  # by source name
     boxes: dict[str, list[str]] = {}
     counts: dict[str, int] = {}
     wanted, linked = set(files), set()

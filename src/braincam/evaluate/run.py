@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.hashing import duplicates_of
-from braincam.data.records import distinct_name, key_file
+from braincam.data.records import distinct_name, key_file, source_names
 from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.labels import task_label
@@ -116,10 +116,8 @@ def evaluate_run(
         leak_free = leak_free & ~duplicates_of([r.path for r in test_records],
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
-    sources: set[str] = set()  # the training data's own names, as the loader gives them
-    for root in dict.fromkeys(Path(r).resolve() for r in _data_roots(run)):
-        distinct_name(root.name, sources)
-    extras = list(_extra_records(extra_roots, classes, task, sources))
+    sources = source_names(list(dict.fromkeys(Path(r).resolve() for r in _data_roots(run))))
+    extras = list(_extra_records(extra_roots, classes, task, set(sources)))
     learnt = learnt_from(run, meta) if extras else []
     seen = duplicates_of([r.path for _, records in extras for r in records], learnt)
     bounds = np.cumsum([0] + [len(records) for _, records in extras])

@@ -440,15 +440,14 @@ def _records_by_dataset(
 ) -> dict[str, list]:
     """Audit records per dataset (see the module docstring); ``split`` keeps that official
     split of a folder that has splits, ``only`` (resolved paths) those images alone."""
-    from braincam.data.records import distinct_name, load_dataset
+    from braincam.data.records import load_dataset, source_names
     from braincam.labels import task_label
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
-    taken: set[str] = set()
+    unique = list(dict.fromkeys(Path(r).resolve() for r in roots))
     names, records = {}, []  # names: record key -> its folder's set name, made distinct
-    for root in dict.fromkeys(Path(r).resolve() for r in roots):
-        name = distinct_name(root.name, taken)
+    for root, name in zip(unique, source_names(unique), strict=True):
         for r in load_dataset([root]).records:
             names[r.key] = name
             if resolved_key(r.key) not in seen:
