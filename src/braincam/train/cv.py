@@ -184,36 +184,23 @@ class _DataCheck:
     def __init__(self, roots: Sequence[Path | str]) -> None:
         self.roots = [Path(r).resolve() for r in roots]
         self._keys: set[str] | None = None
-        self._newest: float | None = None
+        self._newest: int | None = None
 
     def same(self, run: RunDir) -> bool:
-        from braincam.data.records import load_dataset
+        from braincam.data.records import data_listing, load_dataset
 
         try:
             if [Path(r).resolve() for r in run.data_roots()] != self.roots:
                 return False
             if self._keys is None:
                 self._keys = {r.key for r in load_dataset(self.roots).records}
-                self._newest = _newest_change(self.roots)
+                self._newest = max((mtime for root in self.roots  # ns; -1: a dangling link
+                                    for _, _, mtime in data_listing(root)), default=0)
             listed = set(run.read_split()["path"])
             return (listed <= self._keys and self._keys <= listed | _skipped(run)
-                    and run.model.stat().st_mtime >= (self._newest or 0.0))
+                    and run.model.stat().st_mtime_ns >= (self._newest or 0))
         except (BraincamError, OSError):
             return False
-
-
-def _newest_change(roots: Sequence[Path]) -> float:
-    """The latest modification time of the files under ``roots`` (links followed)."""
-    from braincam.data.records import files_under
-
-    times = [0.0]
-    for root in roots:
-        for file in files_under(root):
-            try:
-                times.append(file.stat().st_mtime)
-            except OSError:  # a link to nothing: the loader skips it
-                continue
-    return max(times)
 
 
 def _skipped(run: RunDir) -> set[str]:
