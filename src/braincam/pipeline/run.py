@@ -134,13 +134,13 @@ def run_pipeline(
               != s.fingerprint]
     check_run_dir(run, roots, options, force, redone)
     with _exclusive(run):
-        return _run_stages(run, roots, options, plan, markers, console, start)
+        return _run_stages(run, roots, options, plan, markers, set(redone), console, start)
 
 
 def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: list[_Stage],
-                markers: dict[str, Any], console: Console, start: float) -> PipelineResult:
-    changed = {s.name for s in plan
-               if markers[s.name] is not None and markers[s.name].fingerprint != s.fingerprint}
+                markers: dict[str, Any], changed: set[str], console: Console,
+                start: float) -> PipelineResult:
+    """The stages of ``plan`` in order; ``changed``: the finished ones whose inputs changed."""
     for name in changed:  # to be redone: an interrupted command resumes them, not refuses
         S.clear_marker(run, name)
     atomic_write_json(run.stages / PIPELINE_FILE, _identity(roots, options))
