@@ -335,9 +335,9 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
         data = path.read_bytes()
         key = content_hash_bytes(data)
         with Image.open(io.BytesIO(data)) as im:
-            if shown_size(im) != (record.width, record.height):
-                return (f"mask is {shown_size(im)[0]}x{shown_size(im)[1]} px, image is "
-                        f"{record.width}x{record.height}")
+            width, height = shown_size(im)
+        if (width, height) != (record.width, record.height):
+            return f"mask is {width}x{height} px, image is {record.width}x{record.height}"
         if key not in store.values:  # the rule every reader of the mask applies
             store.values[key] = int(not read_mask(path, data).any())
     except UnidentifiedImageError:
