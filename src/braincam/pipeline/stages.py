@@ -4,10 +4,11 @@ Each finished stage writes ``RUN/.stages/<stage>.json`` holding a *fingerprint*:
 of the canonical JSON (sorted keys) of everything that decides the stage's output -- its
 options, the fingerprints of the stages it reads from, and the listing of the data files it
 reads (relative path, size, mtime in ns), and of a ``--guide`` segment run its model file's
-size and mtime. A stage whose marker holds the fingerprint it would have now, and whose outputs
-all exist, is skipped; any changed input gives a new fingerprint, and since a stage's
-fingerprint includes those of its inputs, everything downstream is redone too: with
-``--force`` only, since that replaces finished work (``check_run_dir``).
+size and mtime. A stage whose marker holds the fingerprint it would have now, whose outputs
+all exist and none of whose input stages ran again in this command, is skipped; any changed
+input gives a new fingerprint, and since a stage's fingerprint includes those of its inputs,
+everything downstream is redone too: with ``--force`` only, since that replaces finished work
+(``check_run_dir``).
 
 A stage's marker is removed before the stage starts and written after it finished, so an
 interrupted stage (Ctrl-C, kill) is never taken as done.

@@ -143,11 +143,10 @@ def holds_any(folders: Collection[Path], roots: Collection[Path | str]) -> bool:
 def finished(run: RunDir, data: list[Path], seg: SegmentConfig,
              left_out: Collection[Path] = ()) -> bool:
     """Whether ``run`` is a finished segment run (``metrics.json``, and its model) of ``data``
-    as it is now
-    (the digest of its files' listing, where ``config.yaml`` records one) without the images
-    ``left_out``, with the settings ``seg`` (the device aside); a setting its ``config.yaml``
-    lacks (one added to braincam after the run) counts as that setting's default, which the
-    run trained with."""
+    as it is now (the digest of its files' listing, where ``config.yaml`` records one) without
+    the images ``left_out``, with the settings ``seg`` (the device aside); a setting its
+    ``config.yaml`` lacks (one added to braincam after the run) counts as that setting's
+    default, which the run trained with."""
     from braincam.data.records import listing_digest
     from braincam.train.segment import left_out_digest
 
