@@ -8,25 +8,52 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 MAX_LINES = 200
-LATER = {"docs/segment.md", "docs/masks.md", "docs/grounded.md", "docs/predict.md",
-         "docs/api.md", "docs/serve.md", "docs/foreign-models.md", "docs/radiomics.md"}
-"""Feature docs written on other branches: linked before they land."""
 
 
 def python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_readme_is_short_and_its_local_links_resolve():
+def github_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, characters other than word
+    characters, hyphens and spaces dropped, spaces made hyphens, ``-1``, ``-2`` for repeats."""
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#+ (.*)$", re.sub(r"```.*?```", "", markdown, flags=re.S),
+                              flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+    return {slug if n == 0 else f"{slug}-{n}" for slug, count in seen.items()
+            for n in range(count + 1)}
+
+
+def local_links(page: Path) -> list[str]:
+    """The page's Markdown links that point inside the repository, code blocks left out."""
+    text = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S)
+    return [m for m in re.findall(r"\]\(([^)\s]+)\)", text)
+            if not m.startswith(("http://", "https://", "mailto:"))]
+
+
+def test_readme_is_short_and_links_the_docs():
     text = README.read_text(encoding="utf-8")
     assert len(text.splitlines()) <= MAX_LINES
-    links = {m.split("#")[0] for m in re.findall(r"\]\(([^)\s]+)\)", text)
-             if not m.startswith(("http://", "https://"))}
+    links = {link.split("#")[0] for link in local_links(README)}
     assert {"docs/results.md", "docs/run-directory.md", "docs/ARCHITECTURE.md",
             "docs/report.png"} <= links
-    missing = [link for link in links - LATER if not (ROOT / link).exists()]
-    assert missing == []
     assert (ROOT / "docs/report.png").stat().st_size < 300_000
+
+
+def test_every_local_link_and_anchor_of_the_docs_resolves():
+    """README.md and docs/**/*.md: each link's file exists, and each ``#anchor`` into a Markdown
+    page names one of its headings (results.md is linked by section throughout)."""
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").rglob("*.md"))]:
+        for link in local_links(page):
+            path, _, anchor = link.partition("#")
+            target = (page.parent / path).resolve() if path else page
+            if not target.exists() or anchor and target.suffix == ".md" and \
+                    anchor not in github_anchors(target.read_text(encoding="utf-8")):
+                broken.append(f"{page.relative_to(ROOT)}: {link}")
+    assert broken == []
 
 
 def test_the_python_example_runs_and_finds_the_marker(tmp_path, monkeypatch, capsys):
