@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import torch
 import uvicorn
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -24,8 +25,9 @@ def served(monkeypatch, model):
     served."""
     calls = {"load": [], "listen": [], "run": []}
 
-    def load(run, segment=None, ood=True):
+    def load(run, segment=None, device="auto", ood=True):
         calls["load"].append((run, segment, ood))
+        calls["device"] = device
         return model
 
     def listen(host, port):
@@ -44,6 +46,7 @@ def test_defaults_load_once_and_listen_on_loopback(served, tiny_run, png_file):
     result = CliRunner().invoke(app, ["serve", str(tiny_run)], standalone_mode=False)
     assert result.exception is None, result.output
     assert served["load"] == [(tiny_run, None, True)]
+    assert served["device"] == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     ((served_app, sockets),) = served["run"]
     assert served["listen"] == [("127.0.0.1", 8000)] and sockets == ["socket"]
     assert "http://127.0.0.1:8000/" in result.output and "warning" not in result.output
@@ -56,10 +59,12 @@ def test_defaults_load_once_and_listen_on_loopback(served, tiny_run, png_file):
 
 def test_options_reach_the_app(served, tiny_run, png_file):
     args = ["serve", str(tiny_run), "--segment", str(tiny_run), "--host", "0.0.0.0",
-            "--port", "8123", "--max-upload-mb", "0.001", "--method", "gradcam++", "--no-ood"]
+            "--port", "8123", "--max-upload-mb", "0.001", "--method", "gradcam++", "--no-ood",
+            "--device", "cpu"]
     result = CliRunner().invoke(app, args, standalone_mode=False)
     assert result.exception is None, result.output
     assert served["load"] == [(tiny_run, tiny_run, False)]
+    assert served["device"] == torch.device("cpu")
     ((served_app, _),) = served["run"]
     assert served["listen"] == [("0.0.0.0", 8123)]
     assert "other computers can reach this page" in result.output
@@ -80,6 +85,7 @@ def test_options_reach_the_app(served, tiny_run, png_file):
     (["--max-megapixels", "0"], "--max-megapixels must be a positive, finite number"),
     (["--port", "70000"], "--port must be between 1 and 65535"),
     (["--port", "0"], "--port must be between 1 and 65535"),
+    (["--device", "foo"], "unknown device 'foo'; use auto, cpu, cuda or cuda:N"),
 ])
 def test_bad_options_are_one_line_errors_before_loading(served, tiny_run, option, words):
     result = CliRunner().invoke(app, ["serve", str(tiny_run), *option], standalone_mode=False)

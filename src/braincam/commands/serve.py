@@ -37,6 +37,7 @@ def command(
         typer.Option("--ood/--no-ood", help="Out-of-distribution and duplicate warnings "
                      "(calibrated at start on the run's training images, cached in RUN)."),
     ] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
 ) -> None:
     """Serve RUN's model on a local web page and a JSON API.
 
@@ -47,6 +48,7 @@ def command(
     import uvicorn
 
     import braincam
+    from braincam.device import device_of
     from braincam.serve import ServeSettings, create_app
 
     limits = {"--max-upload-mb": max_upload_mb * (1 << 20),
@@ -59,8 +61,9 @@ def command(
     settings.validate()  # an unknown method
     if not 1 <= port <= 65535:
         raise BraincamError("--port must be between 1 and 65535")
+    torch_device = device_of(device)  # an unknown or absent device: before the port is taken
     sock = _listen(host, port)  # before the slow start: a busy port is an error at once
-    model = braincam.load(run, segment=segment, ood=ood)
+    model = braincam.load(run, segment=segment, device=torch_device, ood=ood)
     if ood:
         _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
     app = create_app(model, settings)
