@@ -90,7 +90,8 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "head_epochs": TrainOption(15, "Phase 1 epochs: the head on backbone features computed "
                                "once.", SCHEDULE),
     "finetune_epochs": TrainOption(10, "Phase 2 epochs: last stage(s) and head, augmented, "
-                                   "BatchNorm frozen.", SCHEDULE),
+                                   "BatchNorm frozen. braincam run uses 0 unless given (with "
+                                   "--plain: 10).", SCHEDULE),
     "finetune_stages": TrainOption(None, "Last stages trained in phase 2 (default: resnet50 1, "
                                    "layer4; efficientnet_lite0 4, blocks 3-6 and conv_head).",
                                    SCHEDULE, kind=int),
