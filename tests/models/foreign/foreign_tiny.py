@@ -44,9 +44,11 @@ def write_torch_model(folder: Path, seed: int = 0) -> None:
 def import_file(path: Path):
     """The module in ``path``."""
     import importlib.util
+    import sys
 
     spec = importlib.util.spec_from_file_location(f"foreign_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
 

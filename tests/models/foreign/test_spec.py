@@ -200,3 +200,76 @@ def test_unreadable_model_file_names_path(folder, fmt, name):
     with pytest.raises(BraincamError, match="field 'path'") as err:
         load_foreign(load_spec(write_spec(folder, doc, "junk.yaml")))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"input": {"size": [SIZE, SIZE], "scale": float("nan")}}, "'input.scale'"),
+    ({"input": {"size": [SIZE, SIZE], "mean": float("inf")}}, "'input.mean'.*finite"),
+    ({"input": {"size": [SIZE, SIZE], "std": [0.5, float("nan"), 0.5]}}, "'input.std'.*finite"),
+    ({"target_layer": ""}, "'target_layer'"),
+])
+def test_non_finite_numbers_and_an_empty_layer_name_the_field(folder, change, field):
+    with pytest.raises(BraincamError, match=field):
+        load_spec(write_spec(folder, torch_spec(**change), "bad.yaml"))
+
+
+def test_a_spec_reached_through_a_link_reads_its_files_beside_the_real_spec(folder, tmp_path):
+    """``path`` and ``module`` both resolve against the folder of the file the link points
+    to, so a linked spec loads the same model as the spec itself."""
+    real = write_spec(folder, torch_spec(), "linked.yaml")
+    link = tmp_path / "elsewhere.yaml"
+    link.symlink_to(real)
+    spec = load_spec(link)
+    assert spec.path == folder / "tiny.pth"
+    assert load_foreign(spec).layer == "net.conv"
+
+
+SIGMOID_SOURCE = '''
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+
+@dataclass
+class Settings:
+    width: int = 4
+
+
+class OneOutput(nn.Module):
+    """A binary model that returns one probability per image, shape [N]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, Settings().width, 3, padding=1)
+        self.fc = nn.Linear(Settings().width, 1)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).relu().mean((2, 3))).sigmoid().squeeze(1)
+'''
+
+
+def test_a_module_with_dataclasses_and_a_one_dimensional_sigmoid(tmp_path):
+    """A module file using dataclasses imports (it is registered while it runs), and a model
+    that returns ``[N]`` sigmoid probabilities is read as one column: P(tumour)."""
+    (tmp_path / "one.py").write_text(SIGMOID_SOURCE)
+    torch.manual_seed(0)
+    net = import_file(tmp_path / "one.py").OneOutput().eval()
+    torch.save(net.state_dict(), tmp_path / "one.pth")
+    doc = torch_spec(path="one.pth", module="one.py:OneOutput", output="sigmoid",
+                     classes=["no_tumor", "tumor"])
+    model = load_foreign(load_spec(write_spec(tmp_path, doc)))
+    images = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (3, SIZE, SIZE),
+                                                                dtype=np.uint8))
+    x = to_model_input(images)
+    prob = model.net(x).detach().softmax(1)[:, 1]
+    with torch.no_grad():
+        own = net(model.net.to_native(x))
+    np.testing.assert_allclose(prob.numpy(), own.numpy(), atol=1e-5)
+
+
+def test_a_binary_model_has_no_multiclass_view(folder):
+    spec = load_spec(write_spec(folder, torch_spec()))
+    with pytest.raises(BraincamError, match="binary model.*no multiclass view"):
+        load_foreign(spec, task="multiclass")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +109,10 @@ def load_foreign(spec: ModelSpec, task: str | None = None) -> ForeignModel:
             raise BraincamError(f"{spec.file}: field 'classes' has no no_tumor class, so the "
                                 "model has no binary view")
         groups, classes = subtype_groups(spec.classes, BINARY), tuple(BINARY)
+    elif task == "multiclass" and spec.task == "binary":
+        raise BraincamError(f"{spec.file}: field 'classes' names a binary model "
+                            f"({', '.join(spec.classes)}), which has no multiclass view; "
+                            "use --task binary")
     elif task not in ("binary", "multiclass"):
         raise BraincamError(f"unknown task {task!r}; choose binary or multiclass")
     native = _native_input(spec, CHECK_IMAGES)
@@ -147,7 +152,12 @@ def _load_torch(spec: ModelSpec) -> nn.Module:
             if module_spec is None or module_spec.loader is None or not file.is_file():
                 raise ImportError(f"no file {file}")
             module = importlib.util.module_from_spec(module_spec)
-            module_spec.loader.exec_module(module)
+            sys.modules[module_spec.name] = module  # dataclasses and pickling look it up
+            try:
+                module_spec.loader.exec_module(module)
+            except BaseException:
+                del sys.modules[module_spec.name]
+                raise
         else:
             module = importlib.import_module(target)
     except Exception as exc:  # any error of foreign code is the spec's 'module' failing
@@ -237,7 +247,7 @@ def _check_outputs(spec: ModelSpec, module: nn.Module, native: torch.Tensor) -> 
     if not isinstance(out, torch.Tensor):
         raise BraincamError(f"{spec.file}: field 'output': the model returns "
                             f"{type(out).__name__}, not a tensor")
-    columns = out.flatten(1).shape[1] if out.ndim else 0
+    columns = out.reshape(len(out), -1).shape[1] if out.ndim else 0  # [N]: one column
     allowed = {len(spec.classes)} | ({1} if spec.output == "sigmoid" and
                                       len(spec.classes) == 2 else set())
     if out.ndim < 1 or out.shape[0] != len(native) or columns not in allowed:

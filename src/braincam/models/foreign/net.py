@@ -104,7 +104,7 @@ class ForeignNet(nn.Module):
 
     def logits(self, out: Tensor) -> Tensor:
         """The network's output as logits (module docstring), merged for a binary view."""
-        out = out.float().flatten(1)
+        out = out.float().reshape(len(out), -1)  # [N] (one sigmoid per image) as [N, 1]
         if self.output == "probabilities" or (self.output == "sigmoid" and out.shape[1] > 1):
             out = out.clamp_min(LOG_EPS).log()
         elif self.output == "sigmoid":

@@ -24,6 +24,7 @@ target_layer: conv3     # optional CAM layer (default: the last convolution)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,7 @@ def parse_spec(doc: Any, file: Path) -> ModelSpec:
     if "path" not in doc or not isinstance(doc["path"], str):
         raise BraincamError(f"{file}: field 'path' (the model file, relative to the spec) is "
                             "required")
-    path = (file.parent / doc["path"]).resolve()
+    path = (file.resolve().parent / doc["path"]).resolve()  # a linked spec: its real folder
     if not path.is_file():
         raise BraincamError(f"{file}: field 'path': no file {path}")
     module = doc.get("module")
@@ -117,7 +118,7 @@ def parse_spec(doc: Any, file: Path) -> ModelSpec:
         raise BraincamError(f"{file}: field 'input' (a mapping with at least 'size') is required")
     classes = _classes(doc.get("classes"), file)
     target = doc.get("target_layer")
-    if target is not None and not isinstance(target, str):
+    if target is not None and (not isinstance(target, str) or not target.strip()):
         raise BraincamError(f"{file}: field 'target_layer' must be a module name")
     return ModelSpec(file=file.resolve(), format=fmt, path=path, input=_input(raw_input, file),
                      output=_choice(doc, "output", OUTPUTS, file, "logits"),
@@ -136,7 +137,7 @@ def _input(doc: dict[str, Any], file: Path) -> InputSpec:
     if channels not in (1, 3):
         raise BraincamError(f"{file}: field 'input.channels' must be 1 or 3, got {channels!r}")
     scale = doc.get("scale", 255)
-    if not isinstance(scale, int | float) or scale <= 0:
+    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
         raise BraincamError(f"{file}: field 'input.scale' must be a positive number")
     crop = doc.get("crop", False)
     if not isinstance(crop, bool):
@@ -157,9 +158,9 @@ def _per_channel(value: Any, channels: int, name: str, file: Path) -> tuple[floa
     if isinstance(value, int | float):
         value = [value] * channels
     if (not isinstance(value, list) or len(value) != channels
-            or not all(isinstance(v, int | float) for v in value)):
-        raise BraincamError(f"{file}: field '{name}' must be a number or {channels} numbers "
-                            "(one per channel)")
+            or not all(isinstance(v, int | float) and math.isfinite(v) for v in value)):
+        raise BraincamError(f"{file}: field '{name}' must be a finite number or {channels} "
+                            "finite numbers (one per channel)")
     return tuple(float(v) for v in value)
 
 
