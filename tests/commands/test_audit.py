@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -95,6 +96,10 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
     result = invoke(str(run), "--data", data, "--split", "Testing", "--out", str(tmp_path / "c"))
     assert isinstance(result.exception, BraincamError)
     assert "--split must be train, val or test, got 'Testing'" in str(result.exception)
+    result = invoke(str(run), "--data", data, "--out", str(Path(data) / "audit"))
+    assert isinstance(result.exception, BraincamError)
+    assert "lies inside the dataset folder" in str(result.exception)
+    assert not (Path(data) / "audit").exists()
     done = subprocess.run(
         [sys.executable, "-c", "from braincam.cli import main; main()", "audit",
          str(tmp_path), "--data", data],

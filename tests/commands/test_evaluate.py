@@ -151,3 +151,13 @@ def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):
     result = invoke(str(tmp_path), "--no-progress")
     assert isinstance(result.exception, BraincamError)
     assert "no model.safetensors" in str(result.exception)
+
+
+def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(run, extras):
+    """The loader would read the output's files as images of that dataset, in this and every
+    later command."""
+    inside = extras[0] / "out"
+    result = invoke(str(run), "--data", str(extras[0]), "--out", str(inside), "--no-progress")
+    assert isinstance(result.exception, BraincamError)
+    assert "lies inside the dataset folder" in str(result.exception)
+    assert not inside.exists()

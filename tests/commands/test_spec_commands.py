@@ -120,3 +120,12 @@ def test_evaluate_scores_each_frame_of_a_dicom_file_as_its_own_image(folder, tmp
     by_png = table.loc[[str(p) for p in pngs], "prob_tumor"].to_numpy()
     np.testing.assert_allclose(by_frame, by_png, atol=1e-5)
     assert len(np.unique(by_png.round(5))) == len(pngs)
+
+
+def test_a_spec_output_inside_its_data_folder_is_refused(folder):
+    data = folder / "phantoms"
+    result = invoke("evaluate", evaluate.command, str(folder / "spec.yaml"), "--data",
+                    str(data), "--out", str(data / "out"), "--n-boot", "0", "--no-progress")
+    assert isinstance(result.exception, BraincamError)
+    assert "lies inside the dataset folder" in str(result.exception)
+    assert not (data / "out").exists()

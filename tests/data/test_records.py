@@ -155,7 +155,10 @@ def test_empty_class_folder_warns(tmp_path, caplog):
     [
         (["glioma", "cats"], [], "folder 'cats' is not a known class"),
         (["Training/glioma", "Training/dogs"], [], "folder 'dogs' is not a known class"),
-        (["Training/glioma", "glioma"], [], "'Training' is not a known class"),
+        (["Training/glioma", "glioma"], [], r"split folders \(Training\) and other folders "
+         r"\('glioma'\)"),
+        (["Training/glioma", "Testing/glioma", "out/audit"], [],
+         r"split folders \(Testing, Training\) and other folders \('out'\).*move the others"),
         ([], ["loose.png"], "no class or split folders found"),
     ],
 )

@@ -255,7 +255,13 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
     subdirs = _visible_dirs(root)
     if not subdirs:
         raise BraincamError(f"{root}: no class or split folders found; {_LAYOUTS}")
-    if all(split_name(d.name) for d in subdirs):
+    splits = [d.name for d in subdirs if split_name(d.name)]
+    if splits and len(splits) < len(subdirs):
+        others = ", ".join(repr(d.name) for d in subdirs if not split_name(d.name))
+        raise BraincamError(f"{root}: holds split folders ({', '.join(splits)}) and other "
+                            f"folders ({others}); a dataset folder holds split folders or "
+                            f"class folders, not both: move the others out; {_LAYOUTS}")
+    if splits:
         class_dirs = [
             (split_name(s.name), c, _class_label(c)) for s in subdirs for c in _visible_dirs(s)
         ]

@@ -24,7 +24,12 @@ from braincam.errors import BraincamError
 from braincam.evaluate.metrics import compute_metrics
 from braincam.evaluate.run import TEST_SETS, ScoredSet, predictions_frame, write_figures
 from braincam.labels import task_label
-from braincam.runs import atomic_write_csv, atomic_write_json, prepare_output_dir
+from braincam.runs import (
+    atomic_write_csv,
+    atomic_write_json,
+    check_outside_data,
+    prepare_output_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ def evaluate_spec(
     model = load_foreign(load_spec(spec_file), task)
     if not roots:
         raise BraincamError("a model spec has no test split of its own; pass --data")
+    check_outside_data(out_dir, roots)
     out = prepare_output_dir(Path(out_dir), force, marker=METRICS_FILE, reads=roots,
                              owned=(METRICS_FILE, "predictions.csv", "confusion_*.png",
                                     "roc_*.png"))  # the earlier evaluation's, all of them

@@ -47,6 +47,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_csv,
     atomic_write_json,
+    check_outside_data,
     prepare_output_dir,
     read_json,
 )
@@ -89,6 +90,7 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
+    check_outside_data(Path(out_dir) if out_dir else run.root, extra_roots)
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")

@@ -100,6 +100,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_csv,
     atomic_write_json,
+    check_outside_data,
     prepare_output_dir,
 )
 
@@ -165,6 +166,7 @@ def audit_model(
         from braincam.models.segment import load_segmenter
 
         seg = load_segmenter(segmenter, dev)
+    check_outside_data(Path(out_dir) if out_dir else audited.default_out, roots)
     classes = audited.classes
     if validation and not audited.validated_on:
         raise BraincamError(f"{run_dir} lists no validation images in its split.csv")
