@@ -68,6 +68,18 @@ def test_dicom_8bit_16bit_rescale_monochrome1_read_back_exactly(tmp_path, real_s
         np.testing.assert_allclose(read_grey(path), expected, atol=1e-6, err_msg=path.name)
 
 
+
+def test_a_multi_valued_rescale_uses_its_first_value(tmp_path, write_dicom):
+    """Rescale Slope and Intercept are single-valued by the standard, but files carry two;
+    the first values apply, as for Window Center and Width."""
+    stored = np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 1000
+    window = (250.0, 500.0)
+    single = write_dicom(tmp_path / "a.dcm", stored, rescale=(0.5, 10.0), window=window)
+    multi = write_dicom(tmp_path / "b.dcm", stored, rescale=(["0.5", "2"], ["10", "0"]),
+                        window=window)
+    np.testing.assert_array_equal(read_grey(multi), read_grey(single))
+
+
 @pytest.mark.realdata
 def test_dicom_without_window_uses_robust_percentiles(tmp_path, real_slices, write_dicom):
     u8 = real_slices[1]

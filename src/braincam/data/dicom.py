@@ -173,9 +173,8 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
 
             pixels = convert_color_space(pixels, photometric, "RGB")
         return (pixels[..., :3].astype(np.float32) @ _LUMA / _max_value(ds)).astype(np.float32)
-    values = pixels.astype(np.float64) * float(ds.get("RescaleSlope", 1) or 1) + float(
-        ds.get("RescaleIntercept", 0) or 0
-    )
+    slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
+    values = pixels.astype(np.float64) * (slope or 1.0) + (intercept or 0.0)
     return window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")),
                   invert=photometric == "MONOCHROME1")
 

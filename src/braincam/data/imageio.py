@@ -78,7 +78,7 @@ def read_grey(
         raise ImageReadError(str(exc)) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a readable image file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
 
@@ -100,7 +100,7 @@ def read_mask(path: Path | str, data: bytes | None = None) -> np.ndarray:
                 return np.asarray(upright(im)) > 0
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not a readable image file") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
     return read_grey(path, data) >= 0.5
