@@ -109,12 +109,35 @@ def test_force_replaces_the_earlier_files_and_the_run_and_inputs_are_never_outpu
     assert len(pd.read_csv(out / "predictions.csv")) == 1
     assert pd.read_csv(out / "skipped.csv").empty
     held = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
-    for target, words in ((run, "is the run"), (images / "out", "lies inside")):
+    other_run = tmp_path / "other-run"
+    shutil.copytree(run, other_run)
+    for target, words in ((run, "is a run"), (other_run, "is a run"),
+                          (images / "out", "lies inside")):
         refused = invoke(str(run), str(images), "--out", str(target), "--no-ood", "--force")
         assert isinstance(refused.exception, BraincamError), refused.output
         assert words in str(refused.exception)
     assert not (images / "out").exists()
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == held
+    refused = invoke(str(run), str(one), "--out", str(images), "--no-ood")
+    assert "holds the input" in str(refused.exception)
+    assert not (images / "predictions.csv").exists()
+
+
+def test_a_failed_call_leaves_the_earlier_files_in_place(run, tmp_path):
+    """Inputs and options are checked before ``--force`` makes room: a call that ends in an
+    error deletes nothing."""
+    image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
+    out = tmp_path / "out"
+    assert invoke(str(run), str(image), "--out", str(out), "--no-ood",
+                  "--explain", "gradcam").exit_code == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    for args in (["--every", "0"], []):
+        inputs = [str(image)] if args else [str(empty)]
+        failed = invoke(str(run), *inputs, "--out", str(out), "--no-ood", "--force", *args)
+        assert isinstance(failed.exception, BraincamError), failed.output
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_unreadable_files_are_skipped_and_listed(run, tmp_path, write_nifti):

@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -50,16 +50,26 @@ class PredictSummary:
     seconds: float
 
 
-def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path]) -> Path:
-    """``out`` ready for a call's files (:data:`OWNED`). Refused: ``out`` is the run itself
-    (its own predictions.csv would be replaced), or lies inside an input folder (the next call
-    on that folder would read its overlays as scans). With ``force``, the files of an earlier
-    call go first, so none is left beside the new ones; the folder's other files stay."""
-    if Path(out).resolve() == Path(run).resolve():
-        raise BraincamError(f"{out} is the run {run}, whose own {PREDICTIONS} would be "
+def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path],
+                        segment: Path | None = None) -> Path:
+    """``out`` ready for a call's files (:data:`OWNED`). Refused: ``out`` is the run itself or
+    any other run or segmenter folder (its own predictions.csv, skipped.csv and overlays would
+    be replaced), lies inside an input folder, or is the folder of an input file (the next
+    call on that folder would read its overlays as scans). With ``force``, the files of an
+    earlier call go first, so none is left beside the new ones; the folder's other files
+    stay."""
+    where = Path(out).resolve()
+    if where == Path(run).resolve() or (where / "model.safetensors").exists():
+        raise BraincamError(f"{out} is a run or segmenter folder, whose own files would be "
                             "replaced: choose another output folder")
     check_outside_data(out, [p for p in inputs if Path(p).is_dir()])
-    return prepare_output_dir(out, force=force, marker=PREDICTIONS, reads=inputs, owned=OWNED)
+    beside = next((p for p in inputs if Path(p).is_file() and
+                   Path(p).resolve().parent == where), None)
+    if beside is not None:
+        raise BraincamError(f"{out} holds the input {beside}: a later call on that folder would "
+                            "read the overlays as scans; choose another output folder")
+    reads = [*inputs, run, *([segment] if segment is not None else [])]
+    return prepare_output_dir(out, force=force, marker=PREDICTIONS, reads=reads, owned=OWNED)
 
 
 def tumour_probability(pred: Prediction) -> float:
@@ -84,8 +94,12 @@ def volume_rows(preds: Sequence[Prediction]) -> list[Prediction]:
 
 def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
                   explain: str | None = None, choice: SliceChoice | None = None,
-                  batch_size: int = 32) -> PredictSummary:
-    """Predict (and with ``explain``, explain) ``inputs`` into ``out_dir`` (module docstring)."""
+                  batch_size: int = 32,
+                  before_writing: Callable[[], object] | None = None) -> PredictSummary:
+    """Predict (and with ``explain``, explain) ``inputs`` into ``out_dir`` (module docstring).
+    ``before_writing`` runs (on every process) once the inputs are found and before the first
+    file is written: where the caller makes room in ``out_dir``, so that inputs that fail
+    (none found, a bad option) leave an earlier call's files in place."""
     from braincam.distributed import current, gather_objects, main_first, shard_range
     from braincam.evaluate.segmentation import original_mask, write_mask
     from braincam.explain.render import write_png
@@ -94,6 +108,8 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
     ctx = current()
     skipped: list[SkippedFile] = []
     slices = expand_inputs(list(inputs), choice, skipped)
+    if before_writing is not None:
+        before_writing()
     share = shard_range(len(slices), ctx)
     if not ctx.is_main:  # each rank expands the inputs; rank 0 reports what that skipped
         skipped = []

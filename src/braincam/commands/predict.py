@@ -66,13 +66,19 @@ def command(
     missing = [p for p in inputs if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
+    if every < 1:
+        raise BraincamError(f"--every must be >= 1, got {every}")
     ctx, torch_device = distributed.setup(device)
     model = load(run, segment=segment, device=torch_device, ood=ood)
-    with distributed.main_first(ctx):  # rank 0 calibrates (cached in RUN), the others read it
-        _ = model.reference
-        if ctx.is_main:
-            prepare_predict_dir(out, force, run, inputs)
-    summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head), batch_size)
+
+    def make_room() -> None:  # once the inputs are found: a failed call deletes nothing
+        with distributed.main_first(ctx):  # rank 0 calibrates (cached in RUN), others read it
+            _ = model.reference
+            if ctx.is_main:
+                prepare_predict_dir(out, force, run, inputs, segment)
+
+    summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head),
+                            batch_size, before_writing=make_room)
     distributed.shutdown()  # the other processes exit here
     typer.echo(
         f"predicted {summary.n_images} images/slices ({summary.n_volumes} volume"
