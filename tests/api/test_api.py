@@ -86,6 +86,21 @@ def test_arrays_of_raw_values_are_windowed_not_clipped(model, run):
     assert scaled.probabilities == pytest.approx(plain.probabilities, abs=1e-6)
 
 
+
+def test_colour_arrays_follow_the_rules_of_their_type():
+    """A colour array reads as its luma under the rules of a grey array of its type: equal
+    channels give the grey image, whatever the type; booleans read as 0 and 1."""
+    from braincam.data.inputs import as_grey
+
+    u8 = np.random.default_rng(0).integers(0, 256, (24, 24), dtype=np.uint8)
+    grey = as_grey(u8)
+    for colour in (np.dstack([u8] * 3), np.dstack([u8] * 3).astype(np.uint16) * 257,
+                   np.dstack([u8] * 3).astype(np.int64), np.dstack([u8] * 4).astype(np.int32)):
+        np.testing.assert_allclose(as_grey(colour), grey, atol=1e-6, err_msg=str(colour.dtype))
+    mask = u8 > 127
+    np.testing.assert_array_equal(as_grey(mask), mask.astype(np.float32))
+
+
 def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
     train_path = _split_paths(run, "train")[3]
     noise = np.random.default_rng(0).random((48, 48)).astype(np.float32)
@@ -204,6 +219,13 @@ def test_bad_inputs_give_one_line_errors(model, tmp_path):
         model.predict([np.zeros((2, 8, 8, 8))])
     with pytest.raises(BraincamError, match="with pixels, got shape \\(0, 0\\)"):
         model.predict([np.zeros((0, 0), np.uint8)])
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5, 3), np.float32)):
+        with pytest.raises(BraincamError, match="with pixels"):
+            model.predict([empty])
+    volume = tmp_path / "cut.nii.gz"
+    volume.write_bytes(b"\x1f\x8b" + b"\0" * 198)  # a gzip header and nothing after it
+    with pytest.raises(ImageReadError, match="cut.nii.gz"):
+        model.predict([volume])
     for size in (0, -1):
         with pytest.raises(BraincamError, match=f"batch_size must be >= 1, got {size}"):
             model.predict([np.zeros((8, 8), np.uint8)], batch_size=size)

@@ -110,32 +110,36 @@ def read_slice(item: InputSlice) -> np.ndarray:
 
 def as_grey(image: object) -> np.ndarray:
     """A numpy array or PIL image as grey float32 in [0, 1]: uint8 / 255, uint16 / 65535,
-    other integers within [0, 255] / 255, floats within [0, 1] as they are; any other array
-    (raw scanner values, such as nibabel's ``get_fdata()`` or pydicom's ``pixel_array``)
-    through the robust percentile window of a DICOM slice without one (NaN counts as 0);
-    colour -> luma (ITU-R 601; uint8 through PIL like an RGB file), alpha dropped."""
+    other integers within [0, 255] / 255, booleans as 0 and 1, floats within [0, 1] as they
+    are; any other array (raw scanner values, such as nibabel's ``get_fdata()`` or pydicom's
+    ``pixel_array``) through the robust percentile window of a DICOM slice without one (NaN
+    counts as 0). Colour: its luma (ITU-R 601), alpha dropped, under the same rules of its
+    type (uint8 through PIL, like an RGB file)."""
     if _is_pil(image):
         return pil_grey(image)
     array = np.asarray(image)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        if array.dtype == np.uint8:  # as a colour image file is decoded
-            from PIL import Image
-
-            return pil_grey(Image.fromarray(np.ascontiguousarray(array[..., :3])))
-        return np.clip(array[..., :3].astype(np.float32) @ LUMA, 0, 1).astype(np.float32)
-    if array.ndim != 2:
+    colour = array.ndim == 3 and array.shape[-1] in (3, 4)
+    if array.ndim != 2 and not colour:
         raise BraincamError(
             f"expected a grey H x W or colour H x W x 3 image array, got shape {array.shape}"
         )
     if array.size == 0:
         raise BraincamError(f"expected an image array with pixels, got shape {array.shape}")
+    if colour and array.dtype == np.uint8:  # as a colour image file is decoded
+        from PIL import Image
+
+        return pil_grey(Image.fromarray(np.ascontiguousarray(array[..., :3])))
+    values = np.nan_to_num(array[..., :3] if colour else array, copy=True).astype(np.float64)
+    if colour:  # its luma, then the rules of a grey array of that type; a weighted mean lies
+        values = np.minimum(values @ LUMA, values.max(axis=-1))  # within its channels
+    if array.dtype == np.bool_:
+        return values.astype(np.float32)
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / 255.0
+        return (values / 255.0).astype(np.float32)
     if array.dtype == np.uint16:
-        return array.astype(np.float32) / 65535.0
-    values = np.nan_to_num(array.astype(np.float64))
+        return (values / 65535.0).astype(np.float32)
     low, high = values.min(), values.max()
-    if array.dtype.kind in "iub" and low >= 0 and high <= 255:
+    if array.dtype.kind in "iu" and low >= 0 and high <= 255:
         return (values / 255.0).astype(np.float32)
     if array.dtype.kind == "f" and low >= 0 and high <= 1:
         return values.astype(np.float32)
@@ -235,9 +239,10 @@ def _series(files: Sequence[Path], name: str, choice: SliceChoice,
 
 
 def _skip(path: Path, exc: Exception, skipped: list[SkippedFile] | None) -> list[InputSlice]:
-    """Add ``path`` with the reason of ``exc`` to ``skipped``, or raise ``exc`` without it."""
+    """Add ``path`` with the reason of ``exc`` to ``skipped``, or without it raise it as the
+    one error type of an unreadable input, :class:`ImageReadError`."""
     if skipped is None:
-        raise exc
+        raise exc if isinstance(exc, ImageReadError) else ImageReadError(str(exc))
     skipped.append(SkippedFile(path, str(exc).removeprefix(f"{path}: ")))
     return []
 
