@@ -120,11 +120,15 @@ class Browser:
         poll(lambda: self.eval("document.readyState === 'complete' && "
                                "document.body.dataset.state === 'idle'"), what="the page")
 
-    def upload(self, path: Path) -> str:
-        """Choose ``path`` in the page's file input; the page's state once it settles."""
+    def choose(self, path: Path) -> None:
+        """Choose ``path`` in the page's file input (the page uploads it at once)."""
         root = self.send("DOM.getDocument")["root"]["nodeId"]
         node = self.send("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
         self.send("DOM.setFileInputFiles", nodeId=node, files=[str(path)])
+
+    def upload(self, path: Path) -> str:
+        """Choose ``path`` in the page's file input; the page's state once it settles."""
+        self.choose(path)
         return poll(lambda: self.eval(
             "['done', 'error'].includes(document.body.dataset.state) && "
             "document.body.dataset.state"), what="the page's answer")
@@ -234,3 +238,36 @@ def test_the_page_policy_refuses_anything_external(browser, url):
       document.body.appendChild(img);
     })""")
     assert directive == "img-src"
+
+
+
+class FirstAnswerLate:
+    """An ASGI app that holds the first upload's request for ``delay`` seconds."""
+
+    def __init__(self, app, delay: float) -> None:
+        self.app, self.delay, self.uploads = app, delay, 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        import asyncio
+
+        if scope["type"] == "http" and scope["path"] == "/api/predict":
+            self.uploads += 1
+            if self.uploads == 1:
+                await asyncio.sleep(self.delay)
+        await self.app(scope, receive, send)
+
+
+def test_a_newer_choice_is_shown_even_when_an_older_answer_comes_later(browser, model,
+                                                                      png_file, volume_file):
+    """The volume's answer arrives after the image's: the page keeps showing the image, the
+    file chosen last."""
+    slow = FirstAnswerLate(create_app(model), delay=3.0)
+    with serving(slow) as base:
+        browser.open(base)
+        browser.choose(volume_file)
+        poll(lambda: slow.uploads == 1, what="the first upload")
+        assert browser.upload(png_file) == "done"
+        time.sleep(slow.delay + 1.0)  # the first answer would have arrived by now
+        assert browser.eval("document.getElementById('file-name').textContent") == \
+            png_file.name
+        assert browser.eval("document.body.dataset.state") == "done"

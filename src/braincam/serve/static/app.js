@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 let answer = null;
+let latest = null;  // the AbortController of the newest upload: only its answer is shown
 
 function setState(state, message = "") {
   document.body.dataset.state = state;
@@ -12,6 +13,9 @@ function setState(state, message = "") {
 }
 
 async function upload(file) {
+  if (latest) latest.abort();  // a newer choice replaces an answer still on its way
+  const mine = new AbortController();
+  latest = mine;
   setState("busy", `Analysing ${file.name} ...`);
   $("result").hidden = true;
   const form = new FormData();
@@ -19,12 +23,14 @@ async function upload(file) {
   let reply;
   let body;
   try {
-    reply = await fetch("/api/predict", { method: "POST", body: form });
+    reply = await fetch("/api/predict", { method: "POST", body: form, signal: mine.signal });
     body = await reply.json();
   } catch (err) {
+    if (mine !== latest) return;  // aborted for a newer upload
     setState("error", `No usable answer from the server (${err.message}).`);
     return;
   }
+  if (mine !== latest) return;
   if (!reply.ok) {
     setState("error", body.error || `The server answered ${reply.status}.`);
     return;
