@@ -227,3 +227,13 @@ def test_a_dicom_file_gets_predicts_numbers(client, model, dicom_file):
     assert body["kind"] == "dicom" and body["file"] == "slice"
     for name, p in expected.probabilities.items():
         assert body["slices"][0]["probabilities"][name] == pytest.approx(p, abs=1e-6)
+
+
+def test_the_media_type_of_the_form_is_read_without_regard_to_case(client, png_file):
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n").encode() + \
+        png_file.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    reply = client.post("/api/predict", content=body, headers={
+        "content-type": f"Multipart/Form-Data; boundary={boundary}"})
+    assert reply.status_code == 200, reply.text

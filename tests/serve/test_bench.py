@@ -37,3 +37,15 @@ def test_bad_settings(tiny_run, png_file, args, words):
 def test_a_missing_file_is_an_error(tiny_run, tmp_path):
     result = CliRunner().invoke(app, ["serve", str(tiny_run), str(tmp_path / "nope.png")])
     assert isinstance(result.exception, BraincamError) and "not a file" in str(result.exception)
+
+
+def test_a_file_the_server_refuses_is_a_one_line_error(tiny_run, png_file, tmp_path):
+    """braincam reads a GIF, the page takes only the formats of scanners: the benchmark says
+    what the server answered instead of a traceback."""
+    from PIL import Image
+
+    gif = tmp_path / "scan.gif"
+    Image.open(png_file).save(gif)
+    result = CliRunner().invoke(app, ["serve", str(tiny_run), str(gif), "--repeats", "1"])
+    assert isinstance(result.exception, BraincamError), result.output
+    assert str(result.exception).startswith(f"the server answers 415 for {gif}: ")

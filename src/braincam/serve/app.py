@@ -169,7 +169,7 @@ async def _read_upload(request: Request, limit: int) -> tuple[str | None, bytes]
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit + FORM_SLACK:
         raise too_big
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise UploadError("send the file as multipart/form-data in a part named 'file'", 415)
     chunks, total = [], 0
     async for chunk in request.stream():

@@ -16,6 +16,7 @@ import socket
 import statistics
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -58,8 +59,13 @@ def bench_serve(model: Model, file: Path, repeats: int = 20,
         def http() -> None:
             request = urllib.request.Request(url, data=body, headers={
                 "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
-            with urllib.request.urlopen(request, timeout=120) as reply:
-                json.load(reply)
+            try:
+                with urllib.request.urlopen(request, timeout=120) as reply:
+                    json.load(reply)
+            except urllib.error.HTTPError as exc:  # the server refused the file: say why
+                reason = json.loads(exc.read() or b"{}").get("error", exc.reason)
+                raise BraincamError(f"the server answers {exc.code} for {file}: {reason}") \
+                    from None
 
         seconds = interleaved({"api": api, "http": http}, repeats, model.device, warmups=2)
         times = {name: [1000 * s for s in secs] for name, secs in seconds.items()}
