@@ -152,6 +152,26 @@ def test_images_of_more_pixels_than_the_limit_get_413(model, png_file):
             create_app(model, bad)
 
 
+def test_the_pixel_limit_is_checked_on_the_header_before_decoding(model, monkeypatch,
+                                                                   png_file, dicom_file,
+                                                                   volume_file):
+    """A small file can decode to a huge image: images, DICOM files and NIfTI volumes (its
+    axial plane) are measured from their headers and refused before their pixels are read."""
+    import braincam.serve.app as serve_app
+
+    def decoded(*_):
+        raise AssertionError("decoded an upload over the limit")
+
+    monkeypatch.setattr(serve_app, "in_memory", decoded)
+    settings = ServeSettings(max_pixels=SIZE * SIZE - 1)
+    with TestClient(create_app(model, settings)) as small:
+        for name, file in (("a.png", png_file), ("a.dcm", dicom_file),
+                           ("a.nii.gz", volume_file)):
+            reply = post(small, name, file.read_bytes())
+            assert reply.status_code == 413, (name, reply.text)
+            assert f"{SIZE} x {SIZE} pixels is more than" in reply.json()["error"]
+
+
 @pytest.mark.parametrize(("kwargs", "status"), [
     ({"data": {"file": "plain text field"}}, 415),  # a url-encoded form, no file
     ({"content": b"\x89PNG", "headers": {"content-type": "image/png"}}, 415),  # not multipart

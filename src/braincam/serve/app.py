@@ -130,15 +130,50 @@ def _decode(upload: Upload, data: bytes, max_pixels: int) -> list[InputSlice]:
         path = Path(tmp) / f"upload{upload.suffix}"
         path.write_bytes(data)
         try:
+            _check_pixels(upload, _header_size(path, upload.kind), max_pixels)
             slices = in_memory(path, upload.name)
+        except UploadError:
+            raise
         except BraincamError as exc:  # undecodable content: say why, without our path
             raise UploadError(str(exc).replace(str(path), upload.name), 422) from None
-    largest = max((s.array.shape for s in slices), key=lambda shape: shape[0] * shape[1])
-    if largest[0] * largest[1] > max_pixels:
-        raise UploadError(
-            f"{upload.name}: {largest[1]} x {largest[0]} pixels is more than this server "
-            f"takes ({max_pixels / 1e6:g} megapixels; braincam serve --max-megapixels)", 413)
+    for item in slices:  # the decoded sizes, where a header could not tell
+        _check_pixels(upload, item.array.shape[::-1], max_pixels)
     return slices
+
+
+def _header_size(path: Path, kind: str) -> tuple[int, int] | None:
+    """``(width, height)`` of the upload's slices from its header alone, before anything is
+    decoded; None where the header cannot tell (decoding then says why)."""
+    try:
+        if kind == "dicom":
+            from braincam.data.dicom import dicom_info
+
+            info = dicom_info(path)
+            return info.width, info.height
+        if kind == "nifti":  # header only: the voxels stay on disk
+            import nibabel as nib
+
+            image = nib.load(str(path))
+            if len(image.shape) == 2:
+                return image.shape[0], image.shape[1]
+            ras = nib.io_orientation(image.affine)[:, 0]  # each stored axis's RAS axis
+            x, y = (image.shape[i] for i in range(3) if ras[i] in (0, 1))  # the axial plane
+            return x, y
+        from PIL import Image
+
+        from braincam.data.imageio import shown_size
+
+        with Image.open(path) as im:
+            return shown_size(im)
+    except Exception:  # noqa: BLE001 - an unreadable header is judged by the decoder
+        return None
+
+
+def _check_pixels(upload: Upload, size: tuple[int, int] | None, max_pixels: int) -> None:
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise UploadError(
+            f"{upload.name}: {size[0]} x {size[1]} pixels is more than this server "
+            f"takes ({max_pixels / 1e6:g} megapixels; braincam serve --max-megapixels)", 413)
 
 
 def in_memory(path: Path, name: str) -> list[InputSlice]:
