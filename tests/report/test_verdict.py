@@ -53,6 +53,15 @@ def test_a_shortcut_model_is_named_with_accuracy_beside_each_flip_rate():
     assert len(verdict.evidence) == 2  # the intensity swap costs 3 points: not evidence
 
 
+def test_with_several_audited_sets_the_verdict_names_the_one_it_reads():
+    """A model spec has no own data: its first --data folder is read, and named."""
+    doc = audit(SHORTCUT_CF)
+    doc["datasets"]["other"] = dict(doc["datasets"]["phantoms"], dataset="other")
+    verdict = collect_verdict(METRICS, doc, [])
+    assert "(0.97 on the 32 audited images of phantoms)" in verdict.text
+    assert "audited images)" in collect_verdict(METRICS, audit(SHORTCUT_CF), []).text
+
+
 def test_a_tumour_driven_model_is_credited_from_the_tumour_removal():
     verdict = collect_verdict(METRICS, audit(TUMOUR_CF), [])
     assert verdict.kind == "tumour"

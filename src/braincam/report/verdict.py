@@ -1,8 +1,9 @@
 """The report's opening paragraph: does the model's skill come from the tumour or a shortcut?
 
-Read from the in-domain block of ``audit/audit.json`` (its counterfactual accuracies, see
+Read from the first block of ``audit/audit.json`` (its counterfactual accuracies, see
 :mod:`braincam.audit.model.counterfactual`), ``metrics.json``'s test accuracy and the grouped
-findings. ``acc`` is the accuracy on the audited images, ``chance`` ``1 / classes``; an
+findings; the block is named in the text when there are several (a run's own data comes
+first, a model spec's first ``--data`` folder). ``acc`` is the accuracy on the audited images, ``chance`` ``1 / classes``; an
 accuracy change counts when it reaches :data:`DROP` (15 points):
 
 - shortcut: blanking the area outside the head costs >= DROP (``acc - head_only_accuracy``),
@@ -66,9 +67,10 @@ def collect_verdict(
     test = scalar(((metrics or {}).get("test") or {}).get("accuracy"))
     balanced = scalar(((metrics or {}).get("test") or {}).get("balanced_accuracy"))
     n = cf.get("n_images")
-    opening = (f"test accuracy {_acc(test)} ({_acc(acc)} on the {n} audited images)"
+    of = f" of {blocks[0][0]}" if len(blocks) > 1 else ""  # which set the verdict reads
+    opening = (f"test accuracy {_acc(test)} ({_acc(acc)} on the {n} audited images{of})"
                if test is not None and isinstance(n, int) else f"accuracy {_acc(acc)} on the "
-               "audited images")
+               f"audited images{of}")
     if acc < chance + SKILL:
         return Verdict("no_skill", f"The model is near chance ({opening}; chance "
                        f"{_acc(chance)}): there is little skill to attribute." + critical)
