@@ -158,9 +158,11 @@ def write_explanations(run: Path, images_dir: Path) -> list[Path]:
     n = len(paths)
     maps = np.zeros((n, SIZE, SIZE), np.float32)
     maps[:, 4:12, 4:12] = 1.0
+    predicted = np.array([CLASSES.index(pred) for _, pred, _ in GALLERY])
+    probs = np.where(np.arange(2) == predicted[:, None], 0.75, 0.25).astype(np.float32)
     exp = ExplanationSet(
-        maps=maps, raw=maps[:, ::4, ::4].copy(), targets=np.ones(n, np.int64),
-        probs=np.full((n, 2), 0.5, np.float32), paths=[str(p) for p in paths],
+        maps=maps, raw=maps[:, ::4, ::4].copy(), targets=predicted.astype(np.int64),
+        probs=probs, paths=[str(p) for p in paths],
         crops=np.tile(np.array([2, 2, 30, 30], np.int64), (n, 1)),
         original_sizes=np.tile(np.array([32, 32], np.int64), (n, 1)),
         method="gradcam", layer="blocks.6", classes=CLASSES,

@@ -153,6 +153,21 @@ def test_gallery_merges_audited_and_only_predicted_images(tmp_path, kit, text):
     assert f"true no_tumor, wrong (1 image) {unranked}" in gallery
 
 
+def test_gallery_captions_the_prediction_the_map_was_made_with(tmp_path, kit, text):
+    """predictions.csv may disagree with the explanations (a model spec's evaluation reads
+    images its own way): the caption gives the class the explanations file predicted."""
+    run = kit.make_fake_run(tmp_path)
+    (run / "audit" / "per_image.csv").unlink()
+    rows = ["path,dataset,split,leak_free,label,pred,prob_no_tumor,prob_tumor"]
+    for i, (label, _, _) in enumerate(kit.GALLERY):  # every prediction "no_tumor" here
+        path = tmp_path / "images" / label / f"img{i}.png"
+        rows.append(f"{path},sartaj,test,True,{label},no_tumor,0.9,0.1")
+    (run / "predictions.csv").write_text("\n".join(rows) + "\n")
+    gallery = text(kit.parse(build_report(run).read_text()), "gallery")
+    assert "true tumor, correct (5 images)" in gallery  # as explained, not as predictions.csv
+    assert "true no_tumor, wrong (1 image)" in gallery
+
+
 def test_settings_show_command_and_versions_exactly(full, text, kit):
     settings = text(full[4], "settings")
     assert kit.CONFIG["command"] in settings

@@ -73,6 +73,7 @@ class _Explanations:
     folder: Path
     method: str
     index: dict[str, int]  # image path -> row in the npz
+    predicted: dict[str, str] = field(default_factory=dict)  # image path -> class, as explained
 
 
 def collect_gallery(run: RunDir) -> GallerySection:
@@ -144,20 +145,27 @@ def _explanations(run: RunDir, audited: list[str]) -> _Explanations | Part | Non
     choice = next((m for m in [*audited, PREFERRED_METHOD] if m in by_method), None)
     file = by_method[choice] if choice else files[0]
     try:
-        data = read_npz(file, ("paths", "method"))
-        paths = data["paths"].tolist()
+        data = read_npz(file, ("paths", "method", "probs", "classes"))
+        paths = [str(p) for p in data["paths"].tolist()]
         method = str(data["method"]) if "method" in data else file.parent.name
     except (OSError, KeyError, ValueError, EOFError):
         return Part("CAM gallery", str(file.relative_to(run.root)), UNREADABLE,
                     "not a readable explanations .npz")
-    return _Explanations(file.parent, method, {str(p): i for i, p in enumerate(paths)})
+    predicted = {}
+    if "probs" in data and "classes" in data and len(data["probs"]) == len(paths):
+        classes = [str(c) for c in data["classes"].tolist()]
+        predicted = {p: classes[int(k)] for p, k in zip(paths, data["probs"].argmax(1),
+                                                        strict=True) if k < len(classes)}
+    return _Explanations(file.parent, method, {p: i for i, p in enumerate(paths)}, predicted)
 
 
 def _explained_rows(exp: _Explanations, audited: pd.DataFrame | None,
                     predictions: pd.DataFrame | None) -> pd.DataFrame | None:
     """One row per explained image: label, prediction and background share from the model
     audit where it looked at the image (same method), else label and prediction from
-    predictions.csv; images known to neither are left out."""
+    predictions.csv; images known to neither are left out. The prediction the explanations
+    file holds wins: it is the one the map was made with (a model spec's evaluation reads
+    images its own way, its explanations braincam's way)."""
     sources = []
     if audited is not None and {"label", "pred"} <= set(audited.columns):
         if "method" in audited.columns:
@@ -171,6 +179,8 @@ def _explained_rows(exp: _Explanations, audited: pd.DataFrame | None,
     for other in sources[1:]:
         merged = merged.combine_first(other.drop_duplicates("path").set_index("path"))
     rows = pd.DataFrame({"path": list(exp.index)}).join(merged, on="path")
+    if exp.predicted:
+        rows["pred"] = rows["path"].map(exp.predicted).fillna(rows["pred"])
     return rows.dropna(subset=["label", "pred"])
 
 

@@ -3,8 +3,9 @@
 Read from the first block of ``audit/audit.json`` (its counterfactual accuracies, see
 :mod:`braincam.audit.model.counterfactual`), ``metrics.json``'s test accuracy and the grouped
 findings; the block is named in the text when there are several (a run's own data comes
-first, a model spec's first ``--data`` folder). ``acc`` is the accuracy on the audited images, ``chance`` ``1 / classes``; an
-accuracy change counts when it reaches :data:`DROP` (15 points):
+first, a model spec's first ``--data`` folder). ``acc`` is the accuracy on the audited
+images, ``chance`` ``1 / classes``; an accuracy change counts when it reaches :data:`DROP`
+(15 points):
 
 - shortcut: blanking the area outside the head costs >= DROP (``acc - head_only_accuracy``),
   or the background alone still beats chance by >= DROP (``background_only_accuracy``), or
