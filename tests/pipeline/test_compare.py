@@ -250,3 +250,21 @@ def test_shared_leak_free_scores_every_run_on_the_images_leak_free_in_all(tmp_pa
     assert comparison.columns.index("shared_leak_free_balanced_accuracy") == 3
     plain = write_run(tmp_path / "c", {"test": m(0.9, 0.9)})
     assert "shared_leak_free_balanced_accuracy" not in compare_runs([*runs, plain]).columns
+
+
+def test_audits_of_several_sets_without_in_domain_data_line_up_by_set(tmp_path):
+    """Two model-spec folders audited on the same two folders in opposite orders: no data
+    root names an in-domain set, so every column names its set, and the runs agree."""
+    ph2 = {"attention": {"background": 0.25},
+           "counterfactual": {"background_only_survival": 0.5, "intensity_swap_flip_rate": 0.5}}
+    sartaj = {"attention": {"background": 0.125},
+              "counterfactual": {"background_only_survival": 0.25,
+                                 "intensity_swap_flip_rate": 0.375}}
+    first = write_run(tmp_path / "first", None, {"datasets": {"sartaj": sartaj, "ph2": ph2}})
+    second = write_run(tmp_path / "second", None, {"datasets": {"ph2": ph2, "sartaj": sartaj}})
+    table = compare_runs([first, second])
+    for column, value in (("background_share@ph2", 0.25), ("background_share@sartaj", 0.125),
+                          ("intensity_swap_flip_rate@sartaj", 0.375),
+                          ("background_only_survival@ph2", 0.5)):
+        assert table.cell("first", column) == table.cell("second", column) == value
+    assert table.cell("first", "background_share") is None

@@ -29,7 +29,11 @@ are leak-free in all of them (present in each run's set, ``leak_free`` true in e
 ``shared_leak_free_n`` in ``compare.json`` gives their number per set.
 
 A model audit of several datasets is read for its in-domain entry (the dataset named like one
-of the run's data roots in config.yaml, else the first), box ratios for every dataset.
+of the run's data roots in config.yaml, or the only one), box ratios for every dataset. An
+audit of several datasets without an in-domain one (a model spec's, whose folder names no
+data roots, or a run audited on other data only) gives every column as
+``<column>@<dataset>``, so two such folders line up by dataset whatever the order of their
+``--data`` folders.
 Per-method checks are read for ``gradcam`` when the audit has it (``by_method``, or one block
 per method), else for the method at the top level. Missing numbers are None (``-`` in the
 table and compare.csv, null in compare.json).
@@ -138,7 +142,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
     if not run_dirs:
         raise BraincamError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
-    rows, extras, boxes, masks, tasks = [], [], [], [], []
+    rows, extras, boxes, masks, rates, tasks = [], [], [], [], [], []
     for path in paths:
         if is_spec(path):
             raise BraincamError(f"{path} is a model spec: compare the folder its evaluate and "
@@ -158,6 +162,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         extras += [k for k in row if k.startswith(EXTRA_PREFIX) and k not in extras]
         boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
         masks += [k for k in row if _mask_key(k) and row[k] is not None and k not in masks]
+        rates += [k for k in row if _rate_key(k) and row[k] is not None and k not in rates]
         rows.append(row)
     shared, shared_n = _shared_leak_free(paths)
     for row, values in zip(rows, shared or [{}] * len(rows), strict=True):
@@ -166,7 +171,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
     mask_rates = [k for k in masks if _mask_key(k) in MASK_RATES]
     mask_ratios = [k for k in masks if _mask_key(k) in MASK_RATIOS]
     columns = [*PERFORMANCE, *[c for c in shared_columns if c == SHARED], *extras,
-               *[c for c in shared_columns if c != SHARED], *RATES, *mask_rates, *RATIOS,
+               *[c for c in shared_columns if c != SHARED], *RATES, *rates, *mask_rates, *RATIOS,
                *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
     return Comparison(_names(paths), paths, columns, rows, shared_n, tasks)
@@ -239,7 +244,8 @@ def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
          [c for c in comparison.columns
           if c in PERFORMANCE or c == SHARED or c.startswith(EXTRA_PREFIX)]),
         ("shortcut and grounding signals: shares and rates",
-         [c for c in comparison.columns if c in RATES or _mask_key(c) in MASK_RATES]),
+         [c for c in comparison.columns
+          if c in RATES or _rate_key(c) or _mask_key(c) in MASK_RATES]),
         ("energy in tumour box or mask / its area (1 = chance)",
          [c for c in comparison.columns
           if c in RATIOS or c.startswith(BOX_PREFIX) or _mask_key(c) in MASK_RATIOS]),
@@ -281,22 +287,27 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
     blocks = _blocks(audit)
-    if not blocks:
-        return {}
-    own = next((n for n in in_domain if n in blocks), next(iter(blocks)))
-    checks = blocks[own]
+    lone = next(iter(blocks)) if len(blocks) == 1 else None  # one set: no order to mix up
+    own = next((n for n in in_domain if n in blocks), lone)
+    row: dict[str, Any] = _dataset_values(blocks[own]) if own is not None else {}
+    for name, other in blocks.items():  # boxes and masks often exist only in an extra dataset
+        if name == own:
+            continue
+        if _number(_box_ratio(other)) is not None:
+            row[BOX_PREFIX + name] = _box_ratio(other)
+        values = _dataset_values(other) if own is None else _mask_values(other)
+        row |= {f"{k}@{name}": v for k, v in values.items() if k not in RATIOS}
+    return {k: _number(v) for k, v in row.items()}
+
+
+def _dataset_values(checks: dict[str, Any]) -> dict[str, Any]:
+    """Every column one dataset's checks give (unsuffixed)."""
     attention = _one_method(checks.get("attention"))
     counterfactual = checks.get("counterfactual") or {}
     row = {"background_share": attention.get("background"),
            "energy_in_box_ratio": _box_ratio(checks)}
     row |= {c: counterfactual.get(c) for c in RATES if c != "background_share"}
-    row |= _mask_values(checks)
-    for name, other in blocks.items():  # boxes and masks often exist only in an extra dataset
-        if name != own and _number(_box_ratio(other)) is not None:
-            row[BOX_PREFIX + name] = _box_ratio(other)
-        if name != own:
-            row |= {f"{k}@{name}": v for k, v in _mask_values(other).items()}
-    return {k: _number(v) for k, v in row.items()}
+    return row | _mask_values(checks)
 
 
 def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
@@ -314,6 +325,12 @@ def _mask_key(column: str) -> str | None:
     """The mask-based number a column holds (``name`` or ``name@dataset``), else None."""
     name = column.split("@")[0]
     return name if name in MASK_RATES + MASK_RATIOS else None
+
+
+def _rate_key(column: str) -> str | None:
+    """The rate a ``rate@dataset`` column holds (audits without in-domain data), else None."""
+    name, at, _ = column.partition("@")
+    return name if at and name in RATES else None
 
 
 def _blocks(audit: dict[str, Any]) -> dict[str, dict[str, Any]]:
