@@ -129,3 +129,19 @@ def test_a_spec_output_inside_its_data_folder_is_refused(folder):
     assert isinstance(result.exception, BraincamError)
     assert "lies inside the dataset folder" in str(result.exception)
     assert not (data / "out").exists()
+
+
+def test_occlusion_of_a_model_smaller_than_the_default_window(folder, tmp_path):
+    """A 16 px model: the default window and stride are cut to its side, as in the audit; a
+    window given larger than the input is still an error."""
+    spec, data, out = folder / "spec.yaml", folder / "phantoms", tmp_path / "out"
+    result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
+                    str(out), "--methods", "occlusion", "--no-progress", "--no-overlays")
+    assert result.exit_code == 0, result.output
+    with np.load(out / "explain" / "occlusion" / "explanations.npz") as npz:
+        maps = npz["maps"]
+    assert maps.shape == (6, SIZE, SIZE) and np.isfinite(maps).all()
+    result = invoke("explain", explain.command, str(spec), "--data", str(data), "--out",
+                    str(tmp_path / "b"), "--methods", "occlusion", "--window", "32",
+                    "--no-progress", "--no-overlays")
+    assert "occlusion window must be 1..16 px, got 32" in str(result.exception)

@@ -62,8 +62,14 @@ def command(
     overlays: Annotated[
         bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")
     ] = True,
-    window: Annotated[int, typer.Option(help="Occlusion window side, px.")] = 32,
-    stride: Annotated[int, typer.Option(help="Occlusion stride, px.")] = 16,
+    window: Annotated[
+        int | None, typer.Option(help="Occlusion window side, px  [default: 32, or the model "
+                                 "input's side where smaller]", show_default=False),
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(help="Occlusion stride, px  [default: 16, or the window where "
+                                 "smaller]", show_default=False),
+    ] = None,
     fill: Annotated[str, typer.Option(help="Occlusion fill: zero, mean or blur.")] = "zero",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     force: Annotated[
@@ -84,7 +90,7 @@ def command(
     from braincam.commands.training_options import parse_methods
     from braincam.data.preprocess import preprocess_config
     from braincam.errors import BraincamError
-    from braincam.explain import METHODS, ExplainOptions, find_layer
+    from braincam.explain import METHODS, find_layer
     from braincam.explain.files import OVERLAY_DIR, explain_files, target_indices
     from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.runs import (
@@ -150,7 +156,7 @@ def command(
         summaries.append((name, explain_files(
             model, items, prep, list(classes), task_name, out_dir, method=name, layer=layer,
             target=target, batch_size=batch_size, overlays=overlays,
-            options=ExplainOptions(window=window, stride=stride, fill=fill),
+            options=_occlusion(window, stride, fill, prep.size),
             progress=progress, unread=unread,
         )))
     distributed.shutdown()  # the other processes exit here
@@ -242,3 +248,13 @@ def _run_split_records(run, split: str) -> list:
     if not paths:
         raise BraincamError(f"{run.split} lists no {split} images; give IMAGES or --data")
     return records_at(run.data_roots(), paths, run.split)
+
+
+def _occlusion(window: int | None, stride: int | None, fill: str, side: int):
+    """The occlusion options as given, the defaults cut to a small model input's side."""
+    from braincam.explain import ExplainOptions
+
+    default = ExplainOptions()
+    window = window if window is not None else min(default.window, side)
+    stride = stride if stride is not None else min(default.stride, window)
+    return ExplainOptions(window=window, stride=stride, fill=fill)
