@@ -107,3 +107,12 @@ def test_bad_options_are_one_line_errors(run, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("error: ") and "no model.safetensors" in done.stderr
+
+
+def test_the_printed_headline_calls_a_map_by_its_kind():
+    """Grad-CAM maps are CAMs; integrated gradients and occlusion are not."""
+    block = {"n_images": 4, "accuracy": 0.5, "counterfactual": {}, "sanity": {},
+             "attention": {"brain": 0.5, "uniform_brain": 0.6, "background": 0.1,
+                           "uniform_background": 0.3}}
+    assert "CAM energy in brain 50%" in audit._headline(block | {"methods": ["gradcam"]})
+    assert "map energy in brain 50%" in audit._headline(block | {"methods": ["ig"]})

@@ -123,7 +123,9 @@ def _headline(block: dict[str, Any]) -> str:
     if block.get("accuracy") is not None:
         parts.append(f"acc {block['accuracy']:.3f}")
     if att.get("brain") is not None:
-        parts.append(f"CAM energy in brain {att['brain']:.0%} (uniform "
+        methods = block.get("methods") or []
+        kind = "CAM" if methods and methods[0] not in ("ig", "occlusion") else "map"
+        parts.append(f"{kind} energy in brain {att['brain']:.0%} (uniform "
                      f"{att['uniform_brain']:.0%}), background {att['background']:.0%} "
                      f"(uniform {att['uniform_background']:.0%})")
     survival = cf.get("background_only_survival")
