@@ -168,6 +168,27 @@ def test_gallery_captions_the_prediction_the_map_was_made_with(tmp_path, kit, te
     assert "true no_tumor, wrong (1 image)" in gallery
 
 
+def test_a_spec_evaluation_without_intervals_says_so(tmp_path, kit, text):
+    """A model spec's metrics.json (a ``model`` block, every set a --data folder) scored with
+    ``--n-boot 0``: no interval is promised, no set called another source or leak-free."""
+    import json
+
+    run = kit.make_fake_run(tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics |= {"test": None, "test_leak_free": None, "n_boot": 0, "model": {"format": "onnx"},
+                "extra": {"sartaj_test": metrics["test"]}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    section = text(kit.parse(build_report(run).read_text()), "metrics")
+    assert "No intervals: the evaluation drew no bootstrap resamples" in section
+    assert "Intervals are 95%" not in section
+    assert "sartaj_test (a --data folder) (n = 394)" in section
+    assert "none is called leak-free or another source" in section
+    full = json.loads((run / "metrics.json").read_text()) | {"n_boot": 1000}
+    (run / "metrics.json").write_text(json.dumps(full))
+    section = text(kit.parse(build_report(run).read_text()), "metrics")
+    assert "Intervals are 95% bootstrap confidence intervals (1000 resamples)." in section
+
+
 def test_settings_show_command_and_versions_exactly(full, text, kit):
     settings = text(full[4], "settings")
     assert kit.CONFIG["command"] in settings

@@ -49,6 +49,8 @@ class MetricsSection:
     per_class: list[ClassRow] = field(default_factory=list)
     confusion: list[list[Any]] | None = None
     figures: list[Figure] = field(default_factory=list)
+    n_boot: int = 0  # bootstrap resamples behind the intervals (0: none)
+    spec: bool = False  # a model spec's evaluation: its training data is unknown
 
 
 def collect_metrics(run: RunDir) -> MetricsSection:
@@ -60,6 +62,9 @@ def collect_metrics(run: RunDir) -> MetricsSection:
     section.figures = _figures(run, metrics.get("figures"))
     section.task = str(metrics.get("task") or "")
     section.classes = [str(c) for c in metrics.get("classes") or []]
+    n_boot = metrics.get("n_boot")
+    section.n_boot = n_boot if isinstance(n_boot, int) and not isinstance(n_boot, bool) else 0
+    section.spec = isinstance(metrics.get("model"), dict)
     test = _as_dict(metrics.get("test"))
     leak_free = _as_dict(metrics.get("test_leak_free"))
     if test:
@@ -67,6 +72,8 @@ def collect_metrics(run: RunDir) -> MetricsSection:
     if leak_free:
         section.rows.append(_row("test, leak-free subset", "the leak-free test subset", leak_free))
     for name, description, values in extra_rows(metrics):
+        if section.spec:  # none of a spec's sets is known to be another source
+            description = f"{name} (a --data folder)"
         section.rows.append(_row(name, description, values))
     section.sentences = _comparison(section.rows)
     per_class = _as_dict(test.get("per_class"))
