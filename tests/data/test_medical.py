@@ -305,3 +305,19 @@ def test_damaged_dicom_pixels_are_one_line_read_errors(tmp_path, write_dicom):
         message = str(err.value)
         assert path.name in message and says in message and "\n" not in message, message
         assert "install" not in message  # RLE decodes without a plugin: the data is damaged
+
+
+def test_a_frame_of_a_multi_frame_file_is_decoded_alone(tmp_path, write_dicom, monkeypatch):
+    """Reading frame k decodes frame k, not the whole file (which made a file of N frames
+    cost N^2 frame decodes); the frames read back exactly."""
+    import pydicom
+
+    frames = np.arange(3 * 16 * 16, dtype=np.uint16).reshape(3, 16, 16) % 256
+    path = write_dicom(tmp_path / "multi.dcm", frames, window=(127.5, 255.0))
+
+    def whole(self):
+        raise AssertionError("decoded every frame")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(whole))
+    for k in range(3):
+        np.testing.assert_allclose(read_grey(path, index=k), frames[k] / 255, atol=1e-6)

@@ -147,8 +147,8 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     if not 0 <= index < frames:
         raise DicomReadError(f"{path}: frame {index} out of range (the file has {frames})")
     try:
-        with _quiet_pydicom():
-            pixels = ds.pixel_array
+        with _quiet_pydicom():  # of a multi-frame file, only the frame asked for is decoded
+            pixels = ds.pixel_array if frames == 1 else _one_frame(ds, index)
     except Exception as exc:  # pydicom and its plugins raise many kinds on damaged data
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         name = getattr(syntax, "name", str(syntax))
@@ -164,8 +164,6 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
                                  f"{_reason(exc)}){hint}") from None
         raise DicomReadError(f"{path}: cannot decode pixel data ({_reason(exc)})") from None
     pixels = np.asarray(pixels)
-    if frames > 1:
-        pixels = pixels[index]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if pixels.ndim == 3:  # colour samples, last axis
         if photometric.startswith("YBR"):
@@ -177,6 +175,14 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
     values = pixels.astype(np.float64) * (slope or 1.0) + (intercept or 0.0)
     return window(values, _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth")),
                   invert=photometric == "MONOCHROME1")
+
+
+def _one_frame(ds, index: int) -> np.ndarray:
+    """Frame ``index`` of a multi-frame dataset, decoded alone (decoding every frame for each
+    one makes a file of N frames cost N^2 frame decodes)."""
+    from pydicom.pixels import pixel_array
+
+    return pixel_array(ds, index=index)
 
 
 def _reason(exc: BaseException) -> str:
