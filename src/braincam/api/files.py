@@ -73,10 +73,14 @@ def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path
 
 
 def tumour_probability(pred: Prediction) -> float:
-    """``P(tumor)`` of a binary model, ``1 - P(no_tumor)`` of a tumour-type model."""
+    """``P(tumor)`` of a binary model, ``1 - P(no_tumor)`` of a tumour-type model; a model of
+    tumour types only (no ``no_tumor`` class: every slice is a tumour to it) gets the
+    probability of its answer, so a volume row shows its most confident slice."""
     if TUMOR in pred.probabilities:
         return pred.probabilities[TUMOR]
-    return 1.0 - pred.probabilities.get(NO_TUMOR, 0.0)
+    if NO_TUMOR in pred.probabilities:
+        return 1.0 - pred.probabilities[NO_TUMOR]
+    return max(pred.probabilities.values())
 
 
 def volume_rows(preds: Sequence[Prediction]) -> list[Prediction]:
