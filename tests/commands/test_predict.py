@@ -287,3 +287,17 @@ def test_two_processes_predict_like_one(run, tmp_path, segmenter_run):
     for name in names[0]:
         one, two = (np.asarray(Image.open(tmp_path / d / "masks" / name)) for d in ("one", "two"))
         assert one.shape == two.shape == (48, 48) and (one != two).mean() < 0.005
+
+
+def test_an_input_given_twice_is_predicted_once(run, tmp_path, write_nifti):
+    """Its rows would otherwise merge into one volume of twice the slices."""
+    tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:3]
+    volume = write_nifti(tmp_path / "vol.nii.gz",
+                         np.stack([np.asarray(Image.open(p).convert("L")) for p in tests]))
+    out = tmp_path / "out"
+    result = invoke(str(run), str(volume), str(tmp_path / ".." / tmp_path.name / "vol.nii.gz"),
+                    "--out", str(out), "--no-ood", "--min-head", "0")
+    assert result.exit_code == 0, result.output
+    assert "is given more than once; predicted once" in result.output
+    rows = pd.read_csv(out / "predictions.csv")
+    assert list(rows["kind"]) == ["slice"] * 3 + ["volume"]

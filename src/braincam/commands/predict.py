@@ -66,6 +66,11 @@ def command(
     missing = [p for p in inputs if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
+    first = {}  # an input named twice is predicted once (its rows would merge into one volume)
+    for given in inputs:
+        if first.setdefault(given.resolve(), given) is not given:
+            typer.echo(f"warning: {given} is given more than once; predicted once", err=True)
+    inputs = list(first.values())
     if every < 1:
         raise BraincamError(f"--every must be >= 1, got {every}")
     ctx, torch_device = distributed.setup(device)
