@@ -289,6 +289,20 @@ class GlobalBatchCrossEntropy(nn.Module):
         return (per_image * self.local).sum() * self.factor
 
 
+def sync_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank, before the ranks share
+    out inference. On the CPU each rank's statistics follow its own slice of the batches, and
+    DDP copies rank 0's only at a training forward: without this, the other ranks' shares of
+    validation and held-out images would be scored by a model other than the one rank 0
+    saves. Every rank must call it."""
+    if not ctx.enabled:
+        return
+    import torch.distributed as dist
+
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 class NetDDP(nn.parallel.DistributedDataParallel):
     """DistributedDataParallel that answers for the network it wraps: ``arch``,
     ``get_submodule("backbone.bn2")`` and other attributes resolve on the network, so loss
@@ -314,7 +328,8 @@ def wrap_ddp(model: nn.Module, device: torch.device, ctx: DistContext,
     With batch-statistics BatchNorm (random weights), CUDA ranks switch to SyncBatchNorm
     (timm's converter, which knows timm's BatchNormAct), so statistics span the global batch;
     gloo has no SyncBatchNorm, so on the CPU each rank normalises its own slice (a warning says
-    so) and rank 0's running statistics are copied to the others at every forward."""
+    so) and rank 0's running statistics are copied to the others at every training forward,
+    and by :func:`sync_buffers` before the ranks share out inference."""
     if not ctx.enabled:
         return model
     if batch_statistics:

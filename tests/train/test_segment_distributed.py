@@ -1,6 +1,7 @@
 """``torchrun --nproc_per_node=2 braincam segment``: two CPU processes (gloo) make the same
-split and a complete run directory. (Weights differ a little from one process: on the CPU each
-rank normalises BatchNorm over its own slice of the batch, see braincam.distributed.wrap_ddp.)"""
+split and a complete run directory, whose held-out scores are those of the model it saves.
+(Weights differ a little from one process: on the CPU each rank normalises BatchNorm over its own
+slice of the batch, see braincam.distributed.wrap_ddp.)"""
 
 from __future__ import annotations
 
@@ -41,3 +42,18 @@ def test_two_processes_segment_like_one(tmp_path, monkeypatch):
     assert m_two["n_tumour_images"] == m_one["n_tumour_images"]
     assert 0.0 <= m_two["mean_dice"] <= 1.0
     assert len(pd.read_csv(two / "history.csv")) == 1
+    # every rank's share of the held-out images was scored by the saved model (rank 0's
+    # BatchNorm statistics), as a later --evaluate of that model scores them
+    held, scored = tmp_path / "held", tmp_path / "scored"
+    for args in (["segment", str(two), "--held-out", "--out", str(held)],
+                 ["segment", str(two), "--evaluate", str(held / "phantoms"), "--out",
+                  str(scored), "--no-progress"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+    own, again = (pd.read_csv(run / "per_image.csv").sort_values("path").reset_index(drop=True)
+                  for run in (two, scored))
+    assert len(own) == len(again) >= 4
+    for column in ("predicted_share", "dice"):
+        if column in own.columns:
+            pd.testing.assert_series_equal(own[column], again[column], rtol=1e-5, atol=1e-6)
+

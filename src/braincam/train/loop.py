@@ -22,6 +22,7 @@ from braincam.distributed import (
     rank_slice,
     shard_loss_scale,
     sharded_rows,
+    sync_buffers,
     wrap_ddp,
 )
 from braincam.evaluate.metrics import balanced_accuracy_rows
@@ -438,6 +439,7 @@ def validation_logits(
     model.eval()
     if not len(val):
         return None
+    sync_buffers(model, ctx)  # every share scored by the model rank 0 keeps
     return forward_all(model, val.images, device, max(config.batch_size, 64), ctx)
 
 

@@ -124,6 +124,7 @@ from braincam.distributed import (
     setup,
     shard_loss_scale,
     sharded_rows,
+    sync_buffers,
     wrap_ddp,
 )
 from braincam.errors import BraincamError
@@ -635,6 +636,7 @@ def _predict(
     """Probabilities for ``images`` under the segmenter's mask rule (``rule`` False: the
     network's own); under torchrun each rank predicts a share."""
     predict = segmenter.predict if rule else segmenter.probabilities
+    sync_buffers(segmenter.model, ctx)  # every share scored by the model rank 0 keeps
     return sharded_rows(
         lambda i: torch.from_numpy(predict(images[i].numpy())), len(images), ctx
     ).numpy()
