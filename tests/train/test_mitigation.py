@@ -414,12 +414,14 @@ def test_an_unknown_attention_layer_is_refused_before_any_file(tmp_path):
 
 def test_an_attention_layer_in_the_frozen_backbone_is_a_one_line_error(tmp_path):
     """``backbone.layer1`` with only the last stage fine-tuned: every weight up to the layer
-    is frozen, so its Grad-CAM cannot be trained; one line, not autograd's traceback."""
+    is frozen, so its Grad-CAM cannot be trained; one line, not autograd's traceback, and
+    before any file is written."""
     root = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=12, size=64, seed=0))
     with pytest.raises(BraincamError, match="--attention-layer backbone.layer1: the layer and "
                        "everything before it stay frozen"):
         train_run([root], replace(tiny_reward_config(attention_layer="backbone.layer1"),
                                   finetune_stages=1), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
 def test_the_attention_layer_is_what_the_reward_measures_and_the_run_explains_at(

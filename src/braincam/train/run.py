@@ -148,6 +148,8 @@ def train_run(
             members = plan.runs
             _guide(model, members, config, list(fitted))
     stages = finetune_modules(model, config.finetune_stages)
+    if config.attention_layer is not None and config.explains_in_loss and config.finetune_epochs:
+        _check_trained_before(model, config.attention_layer, stages)
     cache = PreprocessCache()
     with main_first(ctx):  # rank 0 fills the cache, the others then read it
         images, masks, unreadable = cache.load(
@@ -417,3 +419,19 @@ def _check_classes(train: TrainData, val: TrainData, classes: list[str]) -> None
         raise BraincamError(f"no training images of class {', '.join(empty)}")
     if len(val) == 0:
         log.warning("no validation images: the last epoch is kept, no early stopping")
+
+
+def _check_trained_before(model: torch.nn.Module, layer: str, stages: list[str]) -> None:
+    """Stop, before the slow steps, when no module phase 2 trains lies at or before ``layer``
+    (modules in definition order, which is forward order for braincam's backbones): its
+    Grad-CAM would then carry no gradient for the attention terms."""
+    order = [name for name, _ in model.named_modules()]
+    trained = [name for name in order
+               if any(name == s or name.startswith(f"{s}.") for s in stages)]
+    inside = any(layer == t or layer.startswith(f"{t}.") or t.startswith(f"{layer}.")
+                 for t in trained)
+    if not inside and all(order.index(t) > order.index(layer) for t in trained):
+        raise BraincamError(
+            f"--attention-layer {layer}: the layer and everything before it stay frozen in "
+            "fine-tuning, so its Grad-CAM cannot be trained; choose a later layer or train "
+            "more of the backbone (--finetune-stages)")
