@@ -167,7 +167,7 @@ def main_first(ctx: DistContext) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, BraincamError) else f"rank 0 failed: {exc!r}"
+        message = str(exc) if isinstance(exc, BraincamError) else f"rank 0 failed: {exc}"
         _broadcast(message, ctx)
         raise
     _broadcast(None, ctx)

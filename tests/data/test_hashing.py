@@ -154,3 +154,16 @@ def test_sartaj_training_gliomas_are_figshare_slices(datasets_dir):
     split = np.array([r.split for r in sartaj])
     assert (copies[split == "train"].sum(), (split == "train").sum()) == (826, 826)
     assert (copies[split == "test"].sum(), (split == "test").sum()) == (18, 100)
+
+
+def test_an_unusable_cache_folder_is_a_one_line_error(tmp_path, monkeypatch):
+    from braincam.data.hashing import cache_root
+    from braincam.errors import BraincamError
+
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "made" / "here"))
+    assert cache_root().is_dir()  # a missing one is made
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("BRAINCAM_CACHE", str(blocked))
+    with pytest.raises(BraincamError, match=f"the cache folder {blocked} cannot be used"):
+        cache_root()
