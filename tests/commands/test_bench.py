@@ -44,7 +44,8 @@ def test_bench_occlusion_matches_captum():
 
 
 @pytest.mark.parametrize(
-    "args", [["cam", "--batch", "0"], ["occlusion", "--stride", "40"]]
+    "args", [["cam", "--batch", "0"], ["occlusion", "--stride", "40"],
+             ["occlusion", "--batch-size", "0"]]
 )
 def test_bad_settings(args):
     result = CliRunner().invoke(app, [*args, "--device", "cpu"])

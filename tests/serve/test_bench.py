@@ -49,3 +49,15 @@ def test_a_file_the_server_refuses_is_a_one_line_error(tiny_run, png_file, tmp_p
     result = CliRunner().invoke(app, ["serve", str(tiny_run), str(gif), "--repeats", "1"])
     assert isinstance(result.exception, BraincamError), result.output
     assert str(result.exception).startswith(f"the server answers 415 for {gif}: ")
+
+
+def test_no_ood_benchmarks_without_calibrating(tiny_run, png_file, tmp_path):
+    """``--no-ood`` as in serve: no out-of-distribution reference is made in the run."""
+    import shutil
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    (run / "ood.safetensors").unlink(missing_ok=True)
+    result = CliRunner().invoke(app, ["serve", str(run), str(png_file), "--repeats", "1",
+                                      "--no-ood"])
+    assert result.exit_code == 0, result.output
+    assert not (run / "ood.safetensors").exists()

@@ -68,7 +68,7 @@ def occlusion(
     from braincam.explain.occlusion import check_window
 
     _check_positive(images=images, captum_images=captum_images, repeats=repeats,
-                    batch_size=batch_size or 1)
+                    batch_size=1 if batch_size is None else batch_size)
     check_window(image_size, image_size, window, stride)
     result = bench_occlusion(arch, window, stride, image_size, images, captum_images, repeats,
                              batch_size, device_of(device))
@@ -223,6 +223,7 @@ def serve(
     image: Annotated[Path, typer.Argument(help="One image, DICOM or NIfTI file to upload.")],
     repeats: Annotated[int, typer.Option(help="Timed calls per path.")] = 20,
     method: Annotated[str, typer.Option(help="Explanation method of the overlays.")] = "gradcam",
+    ood: Annotated[bool, typer.Option("--ood/--no-ood", help="Warnings on (as serve).")] = True,
     device: Device = "auto",
 ) -> None:
     """Latency of one upload through `braincam serve`'s POST /api/predict (loopback HTTP)
@@ -237,7 +238,7 @@ def serve(
         raise BraincamError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if not image.is_file():
         raise BraincamError(f"{image}: not a file")
-    result = bench_serve(load(run, device=device), image, repeats, method)
+    result = bench_serve(load(run, device=device, ood=ood), image, repeats, method)
     typer.echo(json.dumps(result))
 
 
