@@ -43,3 +43,25 @@ def test_ctrl_c_says_so(monkeypatch, capsys):
         cli.main()
     assert stop.value.code == 130
     assert capsys.readouterr().err.strip() == cli.INTERRUPTED_MESSAGE
+
+
+def test_a_command_of_one_process_refuses_torchrun(monkeypatch, capsys):
+    """Under torchrun every process would run it and write the same files."""
+    import pytest
+
+    from braincam import cli
+
+    ran = []
+    monkeypatch.setattr(cli, "app", lambda standalone_mode: ran.append(sys.argv) or 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(sys, "argv", ["braincam", "evaluate", "RUN"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 2 and ran == []
+    assert capsys.readouterr().err.strip() == (
+        "error: braincam evaluate runs in one process; start it without torchrun (train, "
+        "segment, explain, predict run under torchrun)")
+    monkeypatch.setattr(sys, "argv", ["braincam", "train", "DATA"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 0 and len(ran) == 1

@@ -70,6 +70,25 @@ app.command("radiomics")(radiomics.command)
 app.add_typer(bench.app, name="bench")
 
 
+TORCHRUN_COMMANDS = ("train", "segment", "explain", "predict")
+"""The commands that share their work between torchrun's processes; the others would run once
+in each process, writing the same files."""
+
+
+def _check_torchrun(args: list[str]) -> None:
+    """Under torchrun (``WORLD_SIZE`` > 1), a command of one process is a one-line error."""
+    import os
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return
+    command = next((a for a in args if not a.startswith("-")), None)
+    if world > 1 and command is not None and command not in TORCHRUN_COMMANDS:
+        raise BraincamError(f"braincam {command} runs in one process; start it without "
+                            f"torchrun ({', '.join(TORCHRUN_COMMANDS)} run under torchrun)")
+
+
 def main() -> None:
     """Entry point: run the app, turning known errors into one-line messages.
 
@@ -78,6 +97,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     keep_freed_memory()  # CPU batches reuse freed memory (braincam.allocator)
     try:
+        _check_torchrun(sys.argv[1:])
         result = app(standalone_mode=False)
         code = result if isinstance(result, int) else 0
         if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code
