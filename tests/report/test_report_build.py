@@ -257,7 +257,7 @@ def test_stages_an_ensemble_or_a_spec_never_has_are_not_asked_for(tmp_path, kit,
     assert "Model audit: does not apply (audits need one model: audit a member)." in text(
         page, "findings")
     assert "No verdict: an ensemble has no model audit of its own" in text(page, "verdict")
-    for section in ("training", "model-audit"):  # the sections say so too, not "not run"
+    for section in ("training", "model-audit", "where-tumour"):  # so do the sections
         assert "does not apply" in text(page, section) and "not run" not in text(page, section)
     spec = tmp_path / "spec"
     spec.mkdir()
@@ -286,6 +286,7 @@ def test_broken_and_partial_files_are_reported_not_raised(tmp_path, kit, text):
     page = kit.parse(build_report(run).read_text())
     assert page.errors == []
     assert "metrics.json could not be read" in text(page, "metrics")
+    assert "Unreadable: data audit, training history, evaluation." in text(page, "summary")
     assert "history.csv could not be read (no epochs recorded)" in text(page, "training")
     assert "expected a JSON object, found list" in text(page, "data")
     assert "Attention: not run." in text(page, "attention")

@@ -31,7 +31,14 @@ from braincam.report.segmenter import (
     is_score_folder,
 )
 from braincam.report.settings import SettingsSection, collect_settings
-from braincam.report.sources import NOT_APPLICABLE, NOT_RUN, Part, read_json_part, read_yaml_part
+from braincam.report.sources import (
+    NOT_APPLICABLE,
+    NOT_RUN,
+    UNREADABLE,
+    Part,
+    read_json_part,
+    read_yaml_part,
+)
 from braincam.report.training import TrainingSection, collect_training
 from braincam.report.tumour import TumourSection, collect_tumour
 from braincam.report.verdict import Verdict, collect_verdict
@@ -84,9 +91,11 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
     gallery, settings = collect_gallery(run), collect_settings(run)
     findings = sort_findings(data_audit.findings + model_audit.findings)
     kind, never = _kind(run)
+    tumour = collect_tumour(run)
     for section, attribute in ((overview, "split_part"), (overview, "skipped_part"),
                                (data_audit, "part"), (training, "part"), (metrics, "part"),
-                               (gallery, "part"), (model_audit, "part"), (settings, "part")):
+                               (gallery, "part"), (model_audit, "part"), (settings, "part"),
+                               (tumour, "part")):
         part = getattr(section, attribute)  # marked where it is shown, and in the summary
         if part.name in never:
             setattr(section, attribute, part.not_applicable(never[part.name]))
@@ -116,7 +125,7 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
         metrics=metrics,
         gallery=gallery,
         model_audit=model_audit,
-        tumour=collect_tumour(run),
+        tumour=tumour,
         settings=settings,
     )
 
@@ -154,6 +163,7 @@ ENSEMBLE_NEVER = {  # part name -> why an ensemble never has it
     "training history": "an ensemble is not trained: see its members' runs",
     "CAM gallery": "explanations need one model: explain a member",
     "model audit": "audits need one model: audit a member",
+    "tumour examples": "audits need one model: audit a member",
 }
 SPEC_NEVER = {  # part name -> why a model spec's output folder never has it
     "data split": "a model spec's model was trained elsewhere",
@@ -184,4 +194,7 @@ def _summary(counts: dict[str, int], missing: list[Part]) -> str:
     not_run = [p.name for p in missing if p.status == NOT_RUN]
     if not_run:
         text += f" Not run yet: {', '.join(not_run)}."
+    unreadable = [p.name for p in missing if p.status == UNREADABLE]
+    if unreadable:
+        text += f" Unreadable: {', '.join(unreadable)}."
     return text
