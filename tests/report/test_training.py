@@ -15,10 +15,11 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     floor = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_floor": 0.1,
                              "finetune_epochs": 10})
     assert "the rest of the image reaches it at weight 0.1" in floor
-    assert "the backbone fine-tuned for up to 10 epochs" in floor
+    assert "the head, then the backbone's last stages fine-tuned for up to 10 epochs" in floor
     whole = recipe_sentence({"arch": "resnet50", "guide": None, "head_epochs": 0,
                              "finetune_epochs": 10})  # no head phase
-    assert whole.endswith("Trained: the whole network for up to 10 epochs.")
+    assert whole.endswith("Trained: the head and the backbone's last stages together for up "
+                          "to 10 epochs.")  # the first stages stay frozen
     cut = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_cut": 0.5})
     assert "of --guide runs/seg predicts tumour with probability >= 0.5, and nothing" in cut
     views = recipe_sentence({"arch": "resnet50", "guide": "runs/seg", "guide_views": True})
@@ -37,6 +38,15 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
                              "counterfactual_pairs": True})
     assert plain.startswith("Recipe: plain (no segmenter guide). resnet50 may use any part")
     assert plain.endswith("Remedies: attention penalty 5, counterfactual pairs.")
+    recipe = recipe_sentence({"arch": "efficientnet_lite0", "guide": None, "finetune_epochs": 10,
+                              "upweight_errors": 10, "contrast_remap": 0.25,
+                              "preprocess": {"mask_skull": True, "mask_background": False,
+                                             "standardize": "zscore-in-mask"}})
+    assert recipe.endswith("Remedies: phase 1's errors shown 10 times (--upweight-errors), "
+                           "contrast remapping 0.25, the brain interior only (--mask-skull), "
+                           "intensities standardised (zscore-in-mask).")
+    assert "Remedies" not in recipe_sentence({"arch": "x", "upweight_errors": 1,
+                                              "preprocess": {"standardize": "none"}})
 
 
 def test_recipe_sentence_names_a_threshold_chosen_on_validation():

@@ -127,8 +127,10 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
     finetune = train.get("finetune_epochs") or 0
     head = train.get("head_epochs", 1)  # absent in older config.yaml: the head trained first
     trained = ("the head alone on the backbone's features" if not finetune
-               else f"the head, then the backbone fine-tuned for up to {finetune} epochs" if head
-               else f"the whole network for up to {finetune} epochs")
+               else f"the head, then the backbone's last stages fine-tuned for up to {finetune} "
+               "epochs" if head
+               else f"the head and the backbone's last stages together for up to {finetune} "
+               "epochs")
     guide = train.get("guide")
     if guide:
         segmenters = ", ".join(p.strip() for p in str(guide).split(",") if p.strip())
@@ -151,8 +153,19 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
     guide_views += (", pooled with the own images" if weight == 0 else
                     f", weighing {VIEWS_WEIGHT if weight is None else weight:g} times the "
                     "own images")
+    prep = train.get("preprocess") if isinstance(train.get("preprocess"), dict) else {}
+    standardize = prep.get("standardize")
+    upweight = train.get("upweight_errors")
     remedies = [f"attention penalty {train['attention_penalty']:g}"
                 if train.get("attention_penalty") else None,
+                f"phase 1's errors shown {upweight} times (--upweight-errors)"
+                if isinstance(upweight, int) and upweight > 1 else None,
+                f"contrast remapping {train['contrast_remap']:g}"
+                if train.get("contrast_remap") else None,
+                "the brain interior only (--mask-skull)" if prep.get("mask_skull") else
+                "the head only (--mask-background)" if prep.get("mask_background") else None,
+                f"intensities standardised ({standardize})"
+                if standardize and standardize != "none" else None,
                 f"mask reward {train['mask_reward']:g}" if train.get("mask_reward") else None,
                 "counterfactual pairs" if train.get("counterfactual_pairs") else None,
                 "lesion views" if train.get("view_pairs") else None,
