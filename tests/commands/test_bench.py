@@ -136,3 +136,16 @@ def test_bench_segment_refuses_bad_settings(args, message):
     result = CliRunner().invoke(app, ["segment", *args, "--device", "cpu"])
     assert isinstance(result.exception, BraincamError)
     assert message in str(result.exception)
+
+
+def test_bench_segment_ratio_is_the_median_of_per_repeat_ratios(monkeypatch):
+    """Load that drifts between repeats cancels in each repeat's ratio, not in a ratio of
+    medians (here 2.0 against 1.5)."""
+    import braincam.train.bench as bench
+
+    seconds = {"decoder": [1.0, 2.0, 3.0], "reference": [3.0, 1.0, 6.0]}
+    monkeypatch.setattr(bench, "interleaved", lambda contenders, repeats, device: seconds)
+    out = bench.bench_segment(image_size=32, batch=2, iters=1, repeats=3,
+                              decoder_channels=(16, 8, 8, 8, 8))
+    assert out["ratio"] == 2.0
+    assert (out["train_img_s"], out["reference_train_img_s"]) == (1.0, 0.67)  # 2 / 2, 2 / 3

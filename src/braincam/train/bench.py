@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from braincam.device import amp_dtype, autocast, interleaved, pin_memory
+from braincam.device import amp_dtype, autocast, interleaved, median_ratio, pin_memory
 from braincam.models import build_model, to_model_input
 from braincam.models.unet import DECODER_CHANNELS, ENCODER, freeze_encoder, unet
 
@@ -101,9 +101,9 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
                   reference_freeze_blocks: int = 0) -> dict[str, object]:
     """Median training images/s of the segmenter on ``encoder`` with ``decoder_channels`` and
     on ``reference_encoder`` with ``reference`` widths, repeats interleaved; ``ratio`` = the
-    first over the second. Channels-last, mixed precision (``amp``, ``reference_amp``) and
-    frozen encoder blocks (``freeze_blocks``, ``reference_freeze_blocks``) as in ``braincam
-    segment``."""
+    median over repeats of the first's rate over the second's. Channels-last, mixed precision
+    (``amp``, ``reference_amp``) and frozen encoder blocks (``freeze_blocks``,
+    ``reference_freeze_blocks``) as in ``braincam segment``."""
     from braincam.train.segment import dice_bce_loss
 
     device = device or torch.device("cpu")
@@ -134,8 +134,9 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
                 optimizer.step()
         return steps
 
-    median = _median_rates({key: contender(*net) for key, net in nets.items()}, batch * iters,
-                           repeats, device)
+    seconds = interleaved({key: contender(*net) for key, net in nets.items()}, repeats, device)
+    median = {key: statistics.median(batch * iters / s for s in secs)
+              for key, secs in seconds.items()}
 
     def precision(mixed: bool) -> str:
         """The autocast type a contender trains in, as ``braincam segment --amp``; it takes
@@ -151,5 +152,5 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
         "freeze_blocks": freeze_blocks, "reference_freeze_blocks": reference_freeze_blocks,
         "train_img_s": round(median["decoder"], 2),
         "reference_train_img_s": round(median["reference"], 2),
-        "ratio": round(median["decoder"] / median["reference"], 3),
+        "ratio": median_ratio(seconds["reference"], seconds["decoder"]),  # rate over rate
     }
