@@ -395,3 +395,24 @@ def test_a_guided_models_reference_built_on_gated_features_is_rebuilt(tmp_path):
     assert load_reference(new, guided=True).threshold == 2.5
     assert load_reference(old).threshold == 2.5
     assert load_reference(old, guided=True) is None
+
+
+def test_bench_predict_lists_a_folder_as_predict_does(run, tmp_path):
+    """A dataset folder's ``masks/`` holds outlines, not scans: left out, as predict does."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from braincam.cli import app
+
+    folder = tmp_path / "scans"
+    (folder / "masks").mkdir(parents=True)
+    for k, path in enumerate(_split_paths(run, "test")[:2]):
+        shutil.copy(path, folder / f"scan{k}.png")
+        shutil.copy(path, folder / "masks" / f"scan{k}.png")
+    result = CliRunner().invoke(app, ["bench", "predict", str(run), str(folder), "--repeats",
+                                      "1", "--folder-repeats", "1", "--no-ood", "--device",
+                                      "cpu"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output.strip().splitlines()[-1])["images"] == 2
