@@ -129,8 +129,9 @@ def test_bench_segment_trains_the_contender_with_frozen_encoder_blocks(monkeypat
     (["--image-size", "40"], "--image-size must be a multiple of 32"),
     (["--freeze-blocks", "8"], "--freeze-blocks must be in [0, 7]"),
     (["--decoder-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
-    (["--reference-channels", "8,8"], "--decoder-channels takes 5 positive widths"),
-    (["--reference-encoder", "resnet50"], "--encoder must be one of"),
+    (["--reference-channels", "8,8"], "--reference-channels takes 5 positive widths"),
+    (["--reference-encoder", "resnet50"], "--reference-encoder must be one of"),
+    (["--reference-freeze-blocks", "8"], "--reference-freeze-blocks must be in [0, 7]"),
 ])
 def test_bench_segment_refuses_bad_settings(args, message):
     result = CliRunner().invoke(app, ["segment", *args, "--device", "cpu"])

@@ -154,10 +154,22 @@ def segment(
     _check_positive(batch=batch, iters=iters, repeats=repeats)
     channels = widths(decoder_channels) if decoder_channels else DECODER_CHANNELS
     reference = widths(reference_channels)
-    for net in ((channels, encoder, freeze_blocks),
-                (reference, reference_encoder, reference_freeze_blocks)):
-        SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1],
-                      freeze_blocks=net[2]).validate()
+    from braincam.errors import BraincamError
+
+    reference_names = {"--decoder-channels": "--reference-channels",
+                       "--encoder": "--reference-encoder",
+                       "--freeze-blocks": "--reference-freeze-blocks"}
+    for names, net in (({}, (channels, encoder, freeze_blocks)),
+                       (reference_names, (reference, reference_encoder,
+                                          reference_freeze_blocks))):
+        try:  # the reference's errors name its own options
+            SegmentConfig(size=image_size, decoder_channels=net[0], encoder=net[1],
+                          freeze_blocks=net[2]).validate()
+        except BraincamError as exc:
+            message = str(exc)
+            for option, renamed in names.items():
+                message = message.replace(option, renamed)
+            raise BraincamError(message) from None
     result = bench_segment(image_size, batch, iters, repeats, device_of(device), channels,
                            reference, encoder, reference_encoder, amp, reference_amp,
                            freeze_blocks, reference_freeze_blocks)
