@@ -62,7 +62,8 @@ def test_another_folders_report_is_replaced_only_with_force(run, tmp_path):
     (other / "report.html").write_text("the other run's report")
     refused = invoke(str(run), "--out", str(other))
     assert isinstance(refused.exception, BraincamError)
-    assert "the report of another folder); pass --force" in str(refused.exception)
+    assert f"{other / 'report.html'} already exists, outside {run}; pass --force" in str(
+        refused.exception)
     assert (other / "report.html").read_text() == "the other run's report"
     assert invoke(str(run), "--out", str(other), "--force").exit_code == 0
     assert "0.875 [0.75, 0.95]" in (other / "report.html").read_text()

@@ -53,8 +53,8 @@ def command(
     from braincam.report.build import collect_report, write_report
 
     if path.is_file() and target.resolve() != source.resolve() and not force:
-        raise BraincamError(f"{path} already exists (the report of another folder); pass "
-                            "--force to replace it")
+        raise BraincamError(f"{path} already exists, outside {source}; pass --force to "
+                            "replace it")
     context = collect_report(source)
     make_folder(target)
     written = write_report(context, target)
