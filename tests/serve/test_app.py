@@ -257,3 +257,15 @@ def test_the_media_type_of_the_form_is_read_without_regard_to_case(client, png_f
     reply = client.post("/api/predict", content=body, headers={
         "content-type": f"Multipart/Form-Data; boundary={boundary}"})
     assert reply.status_code == 200, reply.text
+
+
+def test_a_file_sent_as_a_text_field_is_told_so(client):
+    """``curl -F "file=<scan.png"`` sends the bytes as a text field named 'file'."""
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\n"
+            f"not a file part\r\n--{boundary}--\r\n").encode()
+    reply = client.post("/api/predict", content=body, headers={
+        "content-type": f"multipart/form-data; boundary={boundary}"})
+    assert reply.status_code == 400
+    assert reply.json()["error"] == ("the part named 'file' is a text field; send the file as "
+                                     "a file part (with a filename)")

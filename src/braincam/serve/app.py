@@ -220,6 +220,9 @@ async def _read_upload(request: Request, limit: int) -> tuple[str | None, bytes]
     try:
         async with Request(request.scope, replay).form(max_files=1, max_fields=8) as form:
             part = form.get("file")
+            if isinstance(part, str):  # a form field without a filename: text, not a file
+                raise UploadError("the part named 'file' is a text field; send the file as a "
+                                  "file part (with a filename)")
             if not isinstance(part, UploadFile):
                 raise UploadError("no file: send it in a multipart part named 'file'")
             data = await part.read()
