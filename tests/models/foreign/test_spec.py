@@ -130,7 +130,7 @@ def test_onnx_conversion_checked_against_onnxruntime(folder):
     assert torch.allclose(p_ort.sum(1), torch.ones(4))
 
 
-def test_failed_conversion_turns_gradients_off(folder, monkeypatch):
+def test_failed_conversion_turns_gradients_off(folder, monkeypatch, caplog):
     import onnx2torch
 
     def fail(_model):
@@ -145,6 +145,9 @@ def test_failed_conversion_turns_gradients_off(folder, monkeypatch):
     assert model.for_method("occlusion") is model.net
     with pytest.raises(BraincamError, match="ig cannot run.*occlusion can$"):
         model.for_method("ig")
+    with caplog.at_level("WARNING"):
+        load_foreign(load_spec(write_spec(folder, onnx_spec(target_layer="conv9"), "l.yaml")))
+    assert "target_layer 'conv9' is not used: the model gives no gradients" in caplog.text
 
 
 def test_binary_view_sums_the_tumour_types(folder):

@@ -129,6 +129,9 @@ def load_foreign(spec: ModelSpec, task: str | None = None) -> ForeignModel:
         net = ForeignNet(module, spec.input, spec.output, groups)
         black_box, caps = net, Capabilities(gradients=True, cams=True)
     layer = _cam_layer(spec, net, native, caps) if caps.gradients else None
+    if spec.target_layer is not None and not caps.gradients:
+        log.warning("%s: target_layer %r is not used: the model gives no gradients, so no CAM "
+                    "is made (%s)", spec.file, spec.target_layer, caps.reason)
     net.default_layer = layer
     return ForeignModel(spec, net.eval(), black_box.eval(), tuple(classes), task, caps, layer)
 
