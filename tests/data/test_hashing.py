@@ -82,7 +82,7 @@ def test_hash_cache_hit_never_decodes(tmp_path, monkeypatch):
     path = tmp_path / "a.png"
     Image.fromarray(_u8(_texture(2))).save(path)
     first = perceptual_hashes([path], cache_dir=tmp_path)
-    assert (tmp_path / "phash-v2.npz").is_file()
+    assert (tmp_path / "phash-v3.npz").is_file()
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded")

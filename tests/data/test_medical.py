@@ -321,3 +321,15 @@ def test_a_frame_of_a_multi_frame_file_is_decoded_alone(tmp_path, write_dicom, m
     monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(whole))
     for k in range(3):
         np.testing.assert_allclose(read_grey(path, index=k), frames[k] / 255, atol=1e-6)
+
+
+def test_a_ybr_jpeg_dicom_reads_as_its_rgb_copy():
+    """pydicom turns YBR pixels into RGB; converting them again moved grey values (a red
+    pixel read 0.69 instead of 0.30). pydicom's own test files: one picture as YBR JPEG and
+    as RGB RLE."""
+    from pydicom.data import get_testdata_file
+
+    ybr = read_grey(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm"))
+    rgb = read_grey(get_testdata_file("SC_rgb_rle.dcm"))
+    assert ybr.shape == rgb.shape == (100, 100)
+    assert np.abs(ybr - rgb).max() < 0.01  # JPEG's loss alone

@@ -48,7 +48,8 @@ MAX_IMAGES = 1500
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.0, 100.0)  # percentiles: the training sample's whole range
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
-VERSION = 4  # 2: duplicates among all training images; 3: whole property range; 4: EXIF upright
+VERSION = 5  # 2: duplicates among all training images; 3: whole property range; 4: EXIF upright;
+# 5: YBR DICOM converted once
 GUIDED_FEATURES = "before the gate"  # meta "features" of a guided model's reference; a file
 # without it was built on the gated features and is rebuilt
 

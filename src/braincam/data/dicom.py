@@ -165,11 +165,7 @@ def read_dicom(path: Path | str, data: bytes | None = None, frame: int | None = 
         raise DicomReadError(f"{path}: cannot decode pixel data ({_reason(exc)})") from None
     pixels = np.asarray(pixels)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if pixels.ndim == 3:  # colour samples, last axis
-        if photometric.startswith("YBR"):
-            from pydicom.pixels import convert_color_space
-
-            pixels = convert_color_space(pixels, photometric, "RGB")
+    if pixels.ndim == 3:  # colour samples, last axis: RGB (pydicom converts YBR itself)
         return (pixels[..., :3].astype(np.float32) @ _LUMA / _max_value(ds)).astype(np.float32)
     slope, intercept = _first(ds.get("RescaleSlope")), _first(ds.get("RescaleIntercept"))
     values = pixels.astype(np.float64) * (slope or 1.0) + (intercept or 0.0)

@@ -21,7 +21,7 @@ into groups of 60 and <= 8 into one of 625. So 4 keeps precision; a few resized 
 bits are missed.
 
 pHashes of files are computed from the full decoded original and cached on disk by content hash
-(``<cache>/phash-v2.npz``, also filled by ``PreprocessCache.load``), so hashing a dataset a second
+(``<cache>/phash-v3.npz``, also filled by ``PreprocessCache.load``), so hashing a dataset a second
 time reads only file bytes.
 """
 
@@ -47,7 +47,7 @@ from braincam.errors import BraincamError
 from braincam.runs import atomic_write_bytes, read_npz
 
 NEAR_DISTANCE = 4
-_PHASH_FILE = "phash-v2.npz"  # v2: EXIF Orientation applied
+_PHASH_FILE = "phash-v3.npz"  # v2: EXIF Orientation applied; v3: YBR DICOM converted once
 _BLOCK_ROWS = 1024
 
 

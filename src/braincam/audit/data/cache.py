@@ -18,7 +18,7 @@ import pandas as pd
 from braincam.data.hashing import cache_root
 from braincam.runs import atomic_write_bytes, read_npz
 
-VERSION = 2  # bump when a property or the decoding changes: old entries are then never read
+VERSION = 3  # bump when a property or the decoding changes: old entries are then never read
 
 
 class PropertyStore:
