@@ -258,8 +258,11 @@ os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path`` then rename: readers never see half a file."""
+    """Write to a temporary file beside ``path`` then rename: readers never see half a file.
+    A file where a folder of the path should be (a cache folder set to a file) is a one-line
+    error."""
     path = Path(path)
+    _check_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

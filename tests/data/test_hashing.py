@@ -156,14 +156,19 @@ def test_sartaj_training_gliomas_are_figshare_slices(datasets_dir):
     assert (copies[split == "test"].sum(), (split == "test").sum()) == (18, 100)
 
 
-def test_an_unusable_cache_folder_is_a_one_line_error(tmp_path, monkeypatch):
+def test_a_file_where_the_cache_folder_should_be_is_a_one_line_error(tmp_path, monkeypatch):
+    """Nothing is made by naming the cache folder (a read-only home still predicts); the first
+    write into a cache folder that is a file says so in one line."""
     from braincam.data.hashing import cache_root
+    from braincam.data.preprocess import PreprocessCache, PreprocessConfig
     from braincam.errors import BraincamError
 
-    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "made" / "here"))
-    assert cache_root().is_dir()  # a missing one is made
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "not" / "made"))
+    assert not cache_root().exists()
     blocked = tmp_path / "a-file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("BRAINCAM_CACHE", str(blocked))
-    with pytest.raises(BraincamError, match=f"the cache folder {blocked} cannot be used"):
-        cache_root()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((16, 16), 128, np.uint8)).save(image)
+    with pytest.raises(BraincamError, match=f"{blocked} exists and is not a directory"):
+        PreprocessCache().get(image, PreprocessConfig(size=16, crop=False))

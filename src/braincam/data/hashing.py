@@ -43,7 +43,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from braincam.data.imageio import read_grey
-from braincam.errors import BraincamError
 from braincam.runs import atomic_write_bytes, read_npz
 
 NEAR_DISTANCE = 4
@@ -70,17 +69,11 @@ def content_hash(path: Path | str) -> str:
 
 def cache_root(cache_dir: Path | str | None = None) -> Path:
     """The braincam cache directory: ``cache_dir``, else ``$BRAINCAM_CACHE``, else
-    ``~/.cache/braincam``; made when missing. One that cannot be a folder (a file is in the
-    way, no permission) is a one-line error."""
+    ``~/.cache/braincam`` (made by the first write into it)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
     env = os.environ.get("BRAINCAM_CACHE")
-    root = Path(cache_dir) if cache_dir is not None else (
-        Path(env) if env else Path.home() / ".cache" / "braincam")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BraincamError(f"the cache folder {root} cannot be used ({exc.strerror}); set "
-                            "BRAINCAM_CACHE to a folder braincam may write") from None
-    return root
+    return Path(env) if env else Path.home() / ".cache" / "braincam"
 
 
 def phash(grey: np.ndarray) -> int:
