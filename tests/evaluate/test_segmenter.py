@@ -155,6 +155,11 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     result = invoke(str(seg), str(bad), "--evaluate", "--predict", "--out", str(tmp_path / "e3"))
     assert "exclude each other" in str(result.exception)
     assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()
+    with pytest.MonkeyPatch.context() as mp:  # under torchrun each process would run it whole
+        mp.setenv("WORLD_SIZE", "2")
+        result = invoke(str(seg), str(free.parent), "--evaluate", "--out", str(tmp_path / "e4"))
+    assert "braincam segment --evaluate runs in one process" in str(result.exception)
+    assert not (tmp_path / "e4").exists()
 
 
 def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_path):

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -155,8 +156,13 @@ def command(
 
         raise BraincamError("--predict, --evaluate and --held-out exclude each other")
     if predict or evaluate or held_out:
-        _check_no_training_options(ctx, "--predict" if predict else "--evaluate" if evaluate
-                                   else "--held-out")
+        mode = "--predict" if predict else "--evaluate" if evaluate else "--held-out"
+        _check_no_training_options(ctx, mode)
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+            from braincam.errors import BraincamError
+
+            raise BraincamError(f"braincam segment {mode} runs in one process; start it "
+                                "without torchrun (training runs under torchrun)")
     if predict:
         _predict(paths, out, device, force)
         return
