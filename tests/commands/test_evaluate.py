@@ -161,3 +161,7 @@ def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(run, 
     assert isinstance(result.exception, BraincamError)
     assert "lies inside the dataset folder" in str(result.exception)
     assert not inside.exists()
+    own = run.parent / "phantoms" / "Training" / "eval"  # inside the run's own data
+    result = invoke(str(run), "--out", str(own), "--no-progress")
+    assert "lies inside the dataset folder" in str(result.exception)
+    assert not own.exists()

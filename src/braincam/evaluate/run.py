@@ -90,7 +90,11 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    check_outside_data(Path(out_dir) if out_dir else run.root, extra_roots)
+    try:  # the test split is read from the run's own data folders
+        own = run.data_roots()
+    except BraincamError:
+        own = []
+    check_outside_data(Path(out_dir) if out_dir else run.root, [*extra_roots, *own])
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
