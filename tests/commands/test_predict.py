@@ -121,6 +121,11 @@ def test_force_replaces_the_earlier_files_and_the_run_and_inputs_are_never_outpu
     refused = invoke(str(run), str(one), "--out", str(images), "--no-ood")
     assert "holds the input" in str(refused.exception)
     assert not (images / "predictions.csv").exists()
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "scan.png").symlink_to(one)
+    refused = invoke(str(run), str(linked / "scan.png"), "--out", str(linked), "--no-ood")
+    assert "holds the input" in str(refused.exception)  # the link's folder, not the target's
 
 
 def test_a_failed_call_leaves_the_earlier_files_in_place(run, tmp_path):
@@ -292,12 +297,20 @@ def test_two_processes_predict_like_one(run, tmp_path, segmenter_run):
 def test_an_input_given_twice_is_predicted_once(run, tmp_path, write_nifti):
     """Its rows would otherwise merge into one volume of twice the slices."""
     tests = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[:3]
-    volume = write_nifti(tmp_path / "vol.nii.gz",
+    (tmp_path / "vols").mkdir()
+    volume = write_nifti(tmp_path / "vols" / "vol.nii.gz",
                          np.stack([np.asarray(Image.open(p).convert("L")) for p in tests]))
     out = tmp_path / "out"
-    result = invoke(str(run), str(volume), str(tmp_path / ".." / tmp_path.name / "vol.nii.gz"),
+    result = invoke(str(run), str(volume), str(tmp_path / "vols" / ".." / "vols" / "vol.nii.gz"),
                     "--out", str(out), "--no-ood", "--min-head", "0")
     assert result.exit_code == 0, result.output
     assert "is given more than once; predicted once" in result.output
     rows = pd.read_csv(out / "predictions.csv")
     assert list(rows["kind"]) == ["slice"] * 3 + ["volume"]
+    result = invoke(str(run), str(volume.parent), str(volume), "--out", str(tmp_path / "o2"),
+                    "--no-ood", "--min-head", "0")  # the file also inside the folder given
+    assert result.exit_code == 0, result.output
+    assert f"{volume} is given more than once (in {volume.parent}); predicted once" in (
+        result.output)
+    rows = pd.read_csv(tmp_path / "o2" / "predictions.csv")
+    assert list(rows["kind"]).count("volume") == 1 and len(rows) == 4

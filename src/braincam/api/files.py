@@ -63,8 +63,8 @@ def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path
         raise BraincamError(f"{out} is a run or segmenter folder, whose own files would be "
                             "replaced: choose another output folder")
     check_outside_data(out, [p for p in inputs if Path(p).is_dir()])
-    beside = next((p for p in inputs if Path(p).is_file() and
-                   Path(p).resolve().parent == where), None)
+    beside = next((p for p in inputs if Path(p).is_file() and where in  # link or target
+                   (Path(p).absolute().parent.resolve(), Path(p).resolve().parent)), None)
     if beside is not None:
         raise BraincamError(f"{out} holds the input {beside}: a later call on that folder would "
                             "read the overlays as scans; choose another output folder")

@@ -66,11 +66,7 @@ def command(
     missing = [p for p in inputs if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
-    first = {}  # an input named twice is predicted once (its rows would merge into one volume)
-    for given in inputs:
-        if first.setdefault(given.resolve(), given) is not given:
-            typer.echo(f"warning: {given} is given more than once; predicted once", err=True)
-    inputs = list(first.values())
+    inputs = _once(inputs)
     if every < 1:
         raise BraincamError(f"--every must be >= 1, got {every}")
     ctx, torch_device = distributed.setup(device)
@@ -94,3 +90,22 @@ def command(
     for skipped in summary.skipped:
         typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
     typer.echo(f"wrote {summary.file}")
+
+
+def _once(inputs: list[Path]) -> list[Path]:
+    """``inputs`` without those given twice (by the same path, or as a file of a folder also
+    given): their rows would merge into one volume of twice the slices. Rank 0 warns."""
+    import os
+
+    folders = [Path(os.path.abspath(p)) for p in inputs if p.is_dir()]  # links kept as named
+    kept: dict[Path, Path] = {}
+    for given in inputs:
+        where = Path(os.path.abspath(given))
+        inside = next((f for f in folders if f != where and f in where.parents), None)
+        if where in kept or inside is not None:
+            if os.environ.get("RANK", "0") == "0":
+                typer.echo(f"warning: {given} is given more than once"
+                           f"{f' (in {inside})' if inside else ''}; predicted once", err=True)
+            continue
+        kept[where] = given
+    return list(kept.values())
