@@ -269,3 +269,29 @@ def test_a_file_sent_as_a_text_field_is_told_so(client):
     assert reply.status_code == 400
     assert reply.json()["error"] == ("the part named 'file' is a text field; send the file as "
                                      "a file part (with a filename)")
+
+
+def test_an_image_past_pillows_limit_and_a_turned_volume_get_413_from_the_header(model,
+                                                                                 tmp_path):
+    """A PNG header declaring 15000 x 15000 pixels is refused as too large (413), not as
+    undecodable; a volume stored anterior-first is measured in its shown width x height."""
+    import struct
+    import zlib
+
+    import nibabel as nib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data +
+                struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", 15000, 15000, 8, 0, 0, 0, 0)  # grey, 8 bits
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    turned = tmp_path / "turned.nii.gz"  # stored axes: A (50), R (60), S (5)
+    affine = np.array([[0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]], float)
+    nib.save(nib.Nifti1Image(np.zeros((50, 60, 5), np.int16), affine), turned)
+    with TestClient(create_app(model, ServeSettings(max_pixels=60 * 50 - 1))) as small:
+        reply = post(small, "huge.png", bomb)
+        assert reply.status_code == 413 and reply.json()["error"].startswith("huge.png: ")
+        reply = post(small, "turned.nii.gz", turned.read_bytes())
+        assert reply.status_code == 413
+        assert "60 x 50 pixels is more than this server takes" in reply.json()["error"]

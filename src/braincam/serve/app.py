@@ -130,7 +130,7 @@ def _decode(upload: Upload, data: bytes, max_pixels: int) -> list[InputSlice]:
         path = Path(tmp) / f"upload{upload.suffix}"
         path.write_bytes(data)
         try:
-            _check_pixels(upload, _header_size(path, upload.kind), max_pixels)
+            _check_pixels(upload, _header_size(path, upload), max_pixels)
             slices = in_memory(path, upload.name)
         except UploadError:
             raise
@@ -141,30 +141,32 @@ def _decode(upload: Upload, data: bytes, max_pixels: int) -> list[InputSlice]:
     return slices
 
 
-def _header_size(path: Path, kind: str) -> tuple[int, int] | None:
+def _header_size(path: Path, upload: Upload) -> tuple[int, int] | None:
     """``(width, height)`` of the upload's slices from its header alone, before anything is
-    decoded; None where the header cannot tell (decoding then says why)."""
+    decoded; None where the header cannot tell (decoding then says why). An image past
+    Pillow's own limit (about 179 megapixels) is refused here, as too large."""
+    from PIL import Image
+
     try:
-        if kind == "dicom":
+        if upload.kind == "dicom":
             from braincam.data.dicom import dicom_info
 
             info = dicom_info(path)
             return info.width, info.height
-        if kind == "nifti":  # header only: the voxels stay on disk
+        if upload.kind == "nifti":  # header only: the voxels stay on disk
             import nibabel as nib
 
             image = nib.load(str(path))
             if len(image.shape) == 2:
                 return image.shape[0], image.shape[1]
-            ras = nib.io_orientation(image.affine)[:, 0]  # each stored axis's RAS axis
-            x, y = (image.shape[i] for i in range(3) if ras[i] in (0, 1))  # the axial plane
-            return x, y
-        from PIL import Image
-
+            ras = list(nib.io_orientation(image.affine)[:3, 0])  # each stored axis's RAS axis
+            return image.shape[ras.index(0)], image.shape[ras.index(1)]  # shown X wide, Y high
         from braincam.data.imageio import shown_size
 
         with Image.open(path) as im:
             return shown_size(im)
+    except Image.DecompressionBombError as exc:
+        raise UploadError(f"{upload.name}: {' '.join(str(exc).split())}", 413) from None
     except Exception:  # noqa: BLE001 - an unreadable header is judged by the decoder
         return None
 
