@@ -167,7 +167,8 @@ def main_first(ctx: DistContext) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        message = str(exc) if isinstance(exc, BraincamError) else f"rank 0 failed: {exc}"
+        message = (str(exc) if isinstance(exc, BraincamError)
+                   else f"rank 0 failed: {type(exc).__name__}: {exc}".rstrip(": "))
         _broadcast(message, ctx)
         raise
     _broadcast(None, ctx)

@@ -276,3 +276,35 @@ def test_a_binary_model_has_no_multiclass_view(folder):
     spec = load_spec(write_spec(folder, torch_spec()))
     with pytest.raises(BraincamError, match="binary model.*no multiclass view"):
         load_foreign(spec, task="multiclass")
+
+
+def test_modules_of_one_name_in_two_folders_stay_apart(folder, tmp_path):
+    """Each spec's ``tiny.py`` is its own module, also when a second one fails to import."""
+    other = tmp_path / "other"
+    write_torch_model(other, seed=1)
+    first = load_foreign(load_spec(write_spec(folder, torch_spec(), "a.yaml")))
+    second = load_foreign(load_spec(write_spec(other, torch_spec(), "b.yaml")))
+    x = to_model_input(torch.zeros(1, SIZE, SIZE, dtype=torch.uint8))
+    assert not torch.allclose(first.net(x), second.net(x))  # seed 0 and seed 1 weights
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "tiny.py").write_text("raise RuntimeError('broken on import')\n")
+    (tmp_path / "broken" / "tiny.pth").write_bytes((folder / "tiny.pth").read_bytes())
+    with pytest.raises(BraincamError, match="broken on import"):
+        load_foreign(load_spec(write_spec(tmp_path / "broken", torch_spec())))
+    import sys
+
+    names = {type(m.net.net).__module__ for m in (first, second)}
+    assert len(names) == 2 and all(n in sys.modules for n in names)  # pickling finds them
+
+
+def test_an_empty_output_names_the_classes_field(tmp_path):
+    (tmp_path / "empty.py").write_text(
+        "import torch\nfrom torch import nn\n\nclass Empty(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(3, 1, 1)\n\n"
+        "    def forward(self, x):\n        return self.conv(x)[:0].flatten()\n")
+    torch.save(import_file(tmp_path / "empty.py").Empty().state_dict(), tmp_path / "e.pth")
+    doc = torch_spec(path="e.pth", module="empty.py:Empty")
+    with pytest.raises(BraincamError, match="field 'classes': the model gives output") as err:
+        load_foreign(load_spec(write_spec(tmp_path, doc)))
+    assert "\n" not in str(err.value)

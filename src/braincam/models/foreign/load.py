@@ -17,6 +17,7 @@ module imports and builds, the weights load, the network accepts the spec's inpu
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -151,7 +152,9 @@ def _load_torch(spec: ModelSpec) -> nn.Module:
     try:
         if target.endswith(".py"):
             file = (spec.file.parent / target).resolve()
-            module_spec = importlib.util.spec_from_file_location(f"braincam_spec_{file.stem}", file)
+            unique = hashlib.sha1(str(file).encode()).hexdigest()[:12]  # one name per file
+            module_spec = importlib.util.spec_from_file_location(
+                f"braincam_spec_{file.stem}_{unique}", file)
             if module_spec is None or module_spec.loader is None or not file.is_file():
                 raise ImportError(f"no file {file}")
             module = importlib.util.module_from_spec(module_spec)
@@ -159,7 +162,8 @@ def _load_torch(spec: ModelSpec) -> nn.Module:
             try:
                 module_spec.loader.exec_module(module)
             except BaseException:
-                del sys.modules[module_spec.name]
+                if sys.modules.get(module_spec.name) is module:
+                    del sys.modules[module_spec.name]
                 raise
         else:
             module = importlib.import_module(target)
@@ -250,7 +254,7 @@ def _check_outputs(spec: ModelSpec, module: nn.Module, native: torch.Tensor) -> 
     if not isinstance(out, torch.Tensor):
         raise BraincamError(f"{spec.file}: field 'output': the model returns "
                             f"{type(out).__name__}, not a tensor")
-    columns = out.reshape(len(out), -1).shape[1] if out.ndim else 0  # [N]: one column
+    columns = out.reshape(len(out), -1).shape[1] if out.ndim and out.numel() else 0  # [N]: 1
     allowed = {len(spec.classes)} | ({1} if spec.output == "sigmoid" and
                                       len(spec.classes) == 2 else set())
     if out.ndim < 1 or out.shape[0] != len(native) or columns not in allowed:
