@@ -287,6 +287,9 @@ def test_broken_and_partial_files_are_reported_not_raised(tmp_path, kit, text):
     assert page.errors == []
     assert "metrics.json could not be read" in text(page, "metrics")
     assert "Unreadable: data audit, training history, evaluation." in text(page, "summary")
+    (run / "audit" / "tumour_examples.npz").write_bytes(b"not an npz")
+    page = kit.parse(build_report(run).read_text())
+    assert "evaluation, tumour examples." in text(page, "summary")
     assert "history.csv could not be read (no epochs recorded)" in text(page, "training")
     assert "expected a JSON object, found list" in text(page, "data")
     assert "Attention: not run." in text(page, "attention")

@@ -45,6 +45,9 @@ def test_recipe_sentence_says_guided_or_plain_and_names_the_remedies():
     assert recipe.endswith("Remedies: phase 1's errors shown 10 times (--upweight-errors), "
                            "contrast remapping 0.25, the brain interior only (--mask-skull), "
                            "intensities standardised (zscore-in-mask).")
+    head_only = recipe_sentence({"arch": "x", "finetune_epochs": 0, "upweight_errors": 10,
+                                 "contrast_remap": 0.25})  # both act in phase 2 only
+    assert "Remedies" not in head_only
     assert "Remedies" not in recipe_sentence({"arch": "x", "upweight_errors": 1,
                                               "preprocess": {"standardize": "none"}})
 

@@ -54,6 +54,5 @@ def test_two_processes_segment_like_one(tmp_path, monkeypatch):
                   for run in (two, scored))
     assert len(own) == len(again) >= 4
     for column in ("predicted_share", "dice"):
-        if column in own.columns:
-            pd.testing.assert_series_equal(own[column], again[column], rtol=1e-5, atol=1e-6)
+        pd.testing.assert_series_equal(own[column], again[column], rtol=1e-5, atol=1e-6)
 

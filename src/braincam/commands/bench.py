@@ -224,6 +224,7 @@ def predict(
     if not images.is_dir():
         raise BraincamError(f"{images}: not a folder")
     files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not p.name.startswith(".")
                    and not any(part.lower() in IGNORED_DIRS or part.startswith(".")
                                for part in p.relative_to(images).parts[:-1]))  # as predict
     model = load(run, device=device, ood=ood)

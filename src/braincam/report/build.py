@@ -106,6 +106,8 @@ def collect_report(run_dir: Path) -> ReportContext | SegmenterReport:
         metrics.part, gallery.part, model_audit.part, settings.part,
     ]
     missing = [p for p in parts if not p.ok]
+    if tumour.part.status == UNREADABLE:  # without masks it is never made: named if broken
+        missing.append(tumour.part)
     counts = severity_counts(findings)
     verdict = collect_verdict(read_json_part(run, run.metrics, "metrics")[1],
                               read_json_part(run, run.audit_json, "model audit")[1],

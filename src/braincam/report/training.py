@@ -159,9 +159,9 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
     remedies = [f"attention penalty {train['attention_penalty']:g}"
                 if train.get("attention_penalty") else None,
                 f"phase 1's errors shown {upweight} times (--upweight-errors)"
-                if isinstance(upweight, int) and upweight > 1 else None,
-                f"contrast remapping {train['contrast_remap']:g}"
-                if train.get("contrast_remap") else None,
+                if finetune and isinstance(upweight, int) and upweight > 1 else None,
+                f"contrast remapping {train['contrast_remap']:g}"  # phase 2's augmentation
+                if finetune and train.get("contrast_remap") else None,
                 "the brain interior only (--mask-skull)" if prep.get("mask_skull") else
                 "the head only (--mask-background)" if prep.get("mask_background") else None,
                 f"intensities standardised ({standardize})"
