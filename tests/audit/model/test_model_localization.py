@@ -159,6 +159,23 @@ def test_mask_numbers_by_class_and_by_size_thirds():
     assert s.by_class["glioma"]["n_images"] == 3
 
 
+def test_occlusion_sizes_are_the_datasets_thirds():
+    """Occlusion runs on a few images; their size classes are those of the whole dataset,
+    so a row "large" means the same tumours for every method."""
+    from dataclasses import replace
+
+    sides = [2, 3, 4, 5, 6, 7]
+    masks = np.zeros((6, S, S), bool)
+    for i, side in enumerate(sides):
+        masks[i, :side, :side] = True
+    occlusion = np.full((6, S, S), np.nan)
+    occlusion[[2, 3]] = masks[[2, 3]].astype(float)  # the two medium tumours alone
+    batch = replace(masks_batch(np.ones((6, S, S)), masks), occlusion=occlusion)
+    sizes = LocalizationCheck()(batch).summary["occlusion"].mask.by_size
+    assert sizes["medium"]["n_images"] == 2
+    assert all((sizes.get(k) or {}).get("n_images", 0) == 0 for k in ("small", "large"))
+
+
 def test_size_thirds_cut_at_the_quantiles():
     areas = np.array([0.1, np.nan, 0.3, 0.2, 0.6, 0.5, 0.4])
     assert list(size_thirds(areas)) == ["small", "", "medium", "small", "large", "large",

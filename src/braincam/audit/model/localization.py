@@ -233,14 +233,14 @@ class LocalizationCheck(Check):
     ) -> tuple[dict[str, LocalizationSummary], list[Finding]]:
         summaries, findings = {}, []
         groups = batch.group_names
+        sizes = size_thirds(_mask_areas(batch))  # one cut for every method, occlusion's subset too
         for method, cols in per_image.items():
             n = int((~np.isnan(cols["box_area"])).sum())
             mean = {k: nanmean(v) for k, v in cols.items()}
             energy, area = mean.get("energy_in_box"), mean.get("box_area")
             ratio = paired_ratio(cols["energy_in_box"], cols["box_area"])
             masked = "mask_area" in cols and not np.isnan(cols["mask_area"]).all()
-            mask = mask_localization(cols, groups, size_thirds(cols["mask_area"])) \
-                if masked else None
+            mask = mask_localization(cols, groups, sizes) if masked else None
             summary = LocalizationSummary(
                 method, n, mean.get("pointing_hit"), area, energy, area, ratio, mean.get("iou"),
                 mask)
@@ -248,6 +248,15 @@ class LocalizationCheck(Check):
             if method in batch.maps:
                 findings += _findings(summary)
         return summaries, findings
+
+
+def _mask_areas(batch: AuditBatch) -> np.ndarray:
+    """Each image's expert-mask share of the image, NaN without a mask."""
+    areas = np.full(len(batch), np.nan)
+    if batch.expert_masks is not None:
+        with_mask = batch.expert_masks.any(axis=(1, 2))
+        areas[with_mask] = area_fraction(batch.expert_masks[with_mask])
+    return areas
 
 
 def _ratio_severity(ratio: float) -> tuple[str, float] | None:
