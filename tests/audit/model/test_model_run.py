@@ -266,3 +266,20 @@ def test_a_segmenter_adds_predicted_masks_to_the_examples(run_dir, tmp_path):
         audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=tmp_path / "bad",
                     settings=FAST, device="cpu", segmenter=run_dir)
     assert not (tmp_path / "bad").exists()
+
+
+def test_per_image_numbers_keep_six_significant_digits():
+    """A confident model's lesion-view probabilities of 1e-7 would tie at 0 with six
+    decimals, and an AUC recomputed from audit_images.csv would differ from audit.json."""
+    from braincam.audit.model.base import AuditBatch, CheckOutput
+    from braincam.audit.model.run import per_image_frame
+
+    n = 3
+    batch = AuditBatch(images=np.zeros((n, 8, 8), np.uint8), head_masks=np.ones((n, 8, 8), bool),
+                       labels=np.ones(n, int), classes=("no_tumor", "tumor"),
+                       probs=np.array([[1 - 1e-7, 1e-7], [0.5, 0.5], [2e-9, 1 - 2e-9]]),
+                       maps={"gradcam": np.zeros((n, 8, 8))})
+    tiny = np.array([1.234567e-7, 2.5e-9, 0.123456789])
+    results = {"counterfactual": CheckOutput(None, [], {"": {"lesion_view_tumor_p": tiny}})}
+    frame = per_image_frame("d", ["a", "b", "c"], batch, ["gradcam"], results)
+    assert list(frame["lesion_view_tumor_p"]) == [1.23457e-7, 2.5e-9, 0.123457]

@@ -93,7 +93,7 @@ from braincam.audit.model.examples import (
 from braincam.data.hashing import duplicates_of
 from braincam.data.records import key_file, resolved_key
 from braincam.errors import BraincamError
-from braincam.evaluate.run import learnt_from
+from braincam.evaluate.run import learnt_from, significant
 from braincam.runs import (
     AUDIT_IMAGES_CSV,
     AUDIT_JSON,
@@ -396,7 +396,7 @@ def per_image_frame(
         "path": list(paths),
         "label": [batch.classes[i] for i in batch.labels],
         "pred": [batch.classes[i] for i in preds],
-        "prob": np.round(batch.probs[np.arange(len(batch)), preds], 6),
+        "prob": significant(batch.probs[np.arange(len(batch)), preds]),
         "correct": batch.correct,
         "has_box": (batch.tumor_masks.any(axis=(1, 2)) if batch.tumor_masks is not None
                     else np.zeros(len(batch), bool)),
@@ -415,7 +415,7 @@ def per_image_frame(
                     values = values[:, -1] if values.shape[1] else np.full(len(values), np.nan)
                 if values.ndim == 1:
                     key = column if check.unprefixed_columns else f"{name}_{column}"
-                    cols[key] = np.round(values.astype(float), 6)
+                    cols[key] = significant(values)  # a probability of 1e-7 is not 0
         frames.append(pd.DataFrame(cols))
     return pd.concat(frames, ignore_index=True)
 
