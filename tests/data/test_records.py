@@ -241,3 +241,15 @@ def test_real_datasets_load(datasets_dir):
     figshare = load_dataset([datasets_dir / "figshare-cheng-t1ce"])
     assert len(figshare.records) == 3064
     assert all(r.box is not None and r.split is None for r in figshare.records)
+
+
+def test_a_volume_of_slices_below_the_minimum_side_is_skipped(tmp_path, write_nifti):
+    """As a 2D image or a DICOM frame of that size: too small to be a scan."""
+    rng = np.random.default_rng(0)
+    (tmp_path / "ds" / "glioma").mkdir(parents=True)
+    write_nifti(tmp_path / "ds" / "glioma" / "tiny.nii", rng.integers(0, 255, (3, 4, 4)))
+    _image(tmp_path / "ds" / "glioma" / "a.png")
+    ds = load_dataset([tmp_path / "ds"])
+    assert [r.path.name for r in ds.records] == ["a.png"]
+    assert [(s.path.name, s.reason) for s in ds.skipped] == [
+        ("tiny.nii", "image too small (4x4 px, minimum 8)")]

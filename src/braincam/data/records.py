@@ -394,6 +394,10 @@ def _volume_records(
                 log.warning("skipping %s: %s", file, reason)
                 return [], SkippedFile(file, reason)
             height, width = volume.shape[1:]
+            if min(width, height) < MIN_SIDE:  # as a 2D image or a DICOM frame of that size
+                reason = f"image too small ({width}x{height} px, minimum {MIN_SIDE})"
+                log.warning("skipping %s: %s", file, reason)
+                return [], SkippedFile(file, reason)
             return [ImageRecord(file, source, split, label, width, height, None, slice=k)
                     for k in picked], None
         info = dicom_info(file)

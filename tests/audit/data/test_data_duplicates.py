@@ -87,3 +87,15 @@ def test_no_duplicates(tmp_path):
     assert not save_duplicate_grid(tmp_path / "g.png", records, ["a", "b", "a"], split,
                                    rep.grid_groups, np.arange(3, dtype=np.uint64))
     assert not (tmp_path / "g.png").exists()
+
+
+def test_slices_of_a_volume_are_listed_by_their_keys(tmp_path):
+    """Two slices of one volume that repeat each other: the group names ``<path>#<k>``."""
+    volume = tmp_path / "vol.nii.gz"
+    volume.write_bytes(b"")  # the listing needs only the path
+    records = [replace(_records(tmp_path, 1)[0], path=volume, slice=k) for k in (0, 2)]
+    rep = find_duplicates(records, ["tumor"] * 2, np.array(["train", "test"]),
+                          np.array([0, 0]), ["a#0", "a#2"], np.zeros(2, np.uint64),
+                          root_of={volume: tmp_path.parent})
+    assert rep.summary["groups"][0]["files"] == [f"{tmp_path.name}/vol.nii.gz#0",
+                                                 f"{tmp_path.name}/vol.nii.gz#2"]

@@ -146,3 +146,13 @@ def test_each_frame_and_slice_of_dicom_and_nifti_files_is_measured(tmp_path, wri
         [60 / 255, 120 / 255, 180 / 255, 60 / 255, 120 / 255], abs=1e-6)
     assert props.table["format"].tolist() == ["DICOM"] * 3 + ["NIfTI"] * 2
     assert props.table["bit_depth"].isna().all()
+
+
+def test_an_unreadable_frame_is_listed_by_its_key(tmp_path, write_dicom):
+    """Each frame of a file that cannot be decoded is its own skip entry, ``<path>#<k>``."""
+    frames = np.stack([_head_image(value=v) for v in (60, 120)])
+    dicom = write_dicom(tmp_path / "multi.dcm", frames, window=(127.5, 255.0))
+    records = [ImageRecord(dicom, "src", "train", "tumor", 80, 60, None, slice=k)
+               for k in (0, 1, 5)]  # frame 5 does not exist
+    props = measure_properties(records, cache_dir=tmp_path / "cache", workers=1)
+    assert [str(s.path) for s in props.skipped] == [f"{dicom}#5"]

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.hashing import hamming
-from braincam.data.records import ImageRecord
+from braincam.data.records import ImageRecord, record_key
 
 MAX_GROUPS_LISTED = 200  # groups written to data_audit.json, most relevant first
 GRID_TILE = 160  # px per image in duplicate_grid.png
@@ -67,7 +67,8 @@ def find_duplicates(
             "group": int(g), "size": len(idx), "kind": kind,
             "splits": dict(sorted(splits.items())),
             "labels": sorted(set(labels[idx].tolist())),
-            "files": [_show(records[i].path, root_of) for i in idx],
+            "files": [record_key(_show(records[i].path, root_of), records[i].slice)
+                      for i in idx],
             "_idx": idx,
         })
 

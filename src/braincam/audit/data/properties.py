@@ -222,7 +222,7 @@ def measure_properties(
         try:
             data = record.path.read_bytes()
         except OSError as exc:
-            return SkippedFile(record.path, f"cannot read file ({exc.strerror or exc})")
+            return SkippedFile(Path(record.key), f"cannot read file ({exc.strerror or exc})")
         key = content_hash_bytes(data)
         if record.slice is not None:  # a volume's slice or a file's frame: the key of its own
             key = content_hash_bytes(f"{key}#{record.slice}".encode())
@@ -231,7 +231,7 @@ def measure_properties(
         try:
             return key, measure_one(record.path, data, record.slice)
         except ImageReadError as exc:
-            return SkippedFile(record.path, str(exc).removeprefix(f"{record.path}: "))
+            return SkippedFile(Path(record.key), str(exc).removeprefix(f"{record.path}: "))
 
     kept: list[ImageRecord] = []
     keys: list[str] = []
