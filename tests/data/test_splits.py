@@ -190,3 +190,26 @@ def test_sartaj_official_split_counts_leaks(datasets_dir):
     assert 250 <= leaky <= 280
     dedup = make_split(records, "binary", "dedup", groups=s.group)
     assert dedup.counts["straddling_groups"] == 0
+
+
+def test_a_slice_repeated_in_two_volumes_joins_their_groups(tmp_path, write_nifti,
+                                                            monkeypatch):
+    """Each slice is hashed on its own (not the volume's middle slice), so a slice that two
+    volumes share puts both volumes in one group; a volume's own slices share one group."""
+    from braincam.data.splits import record_groups
+    from braincam.data.synthetic import PhantomSpec, make_phantom_arrays
+
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "cache"))
+    images = [item.phantom.image for item in
+              make_phantom_arrays(PhantomSpec(n_per_class=4, size=48, seed=3), splits=("train",))]
+    shared = images[0]
+    volumes = {"vA": [shared, images[1], images[2]], "vB": [images[3], images[4], shared],
+               "vC": [images[5], images[6], images[7]]}
+    records = []
+    for name, slices in volumes.items():
+        path = write_nifti(tmp_path / f"{name}.nii", np.stack(slices))
+        records += [ImageRecord(path, "src", None, "tumor", 48, 48, None, slice=k)
+                    for k in range(3)]
+    groups = record_groups(records)
+    assert len(set(groups[:6])) == 1  # vA and vB, through their shared slice
+    assert len(set(groups[6:])) == 1 and groups[6] != groups[0]  # vC alone

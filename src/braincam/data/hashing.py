@@ -85,31 +85,40 @@ def phash(grey: np.ndarray) -> int:
 
 
 def perceptual_hashes(
-    items: Sequence[np.ndarray | Path | str],
+    items: Sequence[np.ndarray | Path | str | tuple[Path | str, int]],
     cache_dir: Path | str | None = None,
     workers: int | None = None,
 ) -> np.ndarray:
-    """pHash of each item (a grey array, or an image path decoded with ``read_grey``) as a
-    ``uint64`` array. Paths are looked up in the on-disk cache by content hash first; a path that
-    cannot be decoded raises ``ImageReadError``."""
+    """pHash of each item (a grey array, an image path decoded with ``read_grey``, or a
+    ``(path, k)`` pair for slice or frame ``k`` of a volume or multi-frame file) as a ``uint64``
+    array. Files are looked up in the on-disk cache by content hash first (a slice by the hash
+    the preprocessing cache gives it, ``sha1("<file hash>#<k>")``); a file that cannot be
+    decoded raises ``ImageReadError``."""
     out = np.zeros(len(items), dtype=np.uint64)
-    paths = [i for i, item in enumerate(items) if isinstance(item, Path | str)]
+    files = {i: (item, None) if isinstance(item, Path | str) else item
+             for i, item in enumerate(items)
+             if isinstance(item, Path | str) or isinstance(item, tuple)}
     for i, item in enumerate(items):
-        if not isinstance(item, Path | str):
+        if i not in files:
             out[i] = phash(item)
-    if not paths:
+    if not files:
         return out
     store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
-    keys = {i: content_hash(items[i]) for i in paths}
-    misses = [i for i in paths if keys[i] not in store.values]
+    keys = {i: _slice_key(content_hash(path), k) for i, (path, k) in files.items()}
+    misses = [i for i in files if keys[i] not in store.values]
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        values = pool.map(lambda i: phash(read_grey(items[i])), misses)
+        values = pool.map(lambda i: phash(read_grey(files[i][0], index=files[i][1])), misses)
         store.values.update(zip((keys[i] for i in misses), values, strict=True))
-    for i in paths:
+    for i in files:
         out[i] = store.values[keys[i]]
     if misses:
         store.save()
     return out
+
+
+def _slice_key(file_hash: str, index: int | None) -> str:
+    """The content key of a file (``index`` None) or of its slice or frame ``index``."""
+    return file_hash if index is None else content_hash_bytes(f"{file_hash}#{index}".encode())
 
 
 def remember_phashes(values: Mapping[str, int], cache_dir: Path | str | None = None) -> None:

@@ -67,11 +67,13 @@ class Split:
 
 
 def record_groups(records: Sequence[ImageRecord]) -> np.ndarray:
-    """Group id per record: duplicate groups from file bytes and cached pHashes
+    """Group id per record: duplicate groups from file bytes (the slices of one file share
+    them) and cached pHashes of each image, slice or frame
     (:func:`braincam.data.hashing.duplicate_groups`, default threshold) merged with patient-proxy
     groups (:func:`braincam.data.groups.patient_groups`)."""
-    paths = [r.path for r in records]
-    duplicates = duplicate_groups([content_hash(p) for p in paths], perceptual_hashes(paths))
+    images = [r.path if r.slice is None else (r.path, r.slice) for r in records]
+    duplicates = duplicate_groups([content_hash(r.path) for r in records],
+                                  perceptual_hashes(images))
     return merged_groups(duplicates, patient_groups(records))
 
 
