@@ -388,31 +388,31 @@ def _volume_records(
     try:
         if is_nifti_name(file):
             volume = read_volume(file)
-            picked = choose_slices(volume, min_head=VOLUME_MIN_HEAD)
-            if not picked:
+            slices = choose_slices(volume, min_head=VOLUME_MIN_HEAD)
+            (height, width), reason = volume.shape[1:], None
+            if not slices:
                 reason = no_slice_reason(VOLUME_MIN_HEAD)
-                log.warning("skipping %s: %s", file, reason)
-                return [], SkippedFile(file, reason)
-            height, width = volume.shape[1:]
-            if min(width, height) < MIN_SIDE:  # as a 2D image or a DICOM frame of that size
-                reason = f"image too small ({width}x{height} px, minimum {MIN_SIDE})"
-                log.warning("skipping %s: %s", file, reason)
-                return [], SkippedFile(file, reason)
-            return [ImageRecord(file, source, split, label, width, height, None, slice=k)
-                    for k in picked], None
-        info = dicom_info(file)
+        else:
+            info = dicom_info(file)
+            width, height = info.width, info.height
+            slices = [None] if info.frames == 1 else list(range(info.frames))
+            reason = NO_IMAGE if not width * height else None
     except BraincamError as exc:
         reason = str(exc).removeprefix(f"{file}: ")
+    reason = reason or _too_small((width, height))
+    if reason is not None:
         log.warning("skipping %s: %s", file, reason)
         return [], SkippedFile(file, reason)
-    if min(info.width, info.height) < MIN_SIDE:
-        reason = (NO_IMAGE if not info.width * info.height
-                  else f"image too small ({info.width}x{info.height} px, minimum {MIN_SIDE})")
-        log.warning("skipping %s: %s", file, reason)
-        return [], SkippedFile(file, reason)
-    frames = [None] if info.frames == 1 else list(range(info.frames))
-    return [ImageRecord(file, source, split, label, info.width, info.height, None, slice=k)
-            for k in frames], None
+    return [ImageRecord(file, source, split, label, width, height, None, slice=k)
+            for k in slices], None
+
+
+def _too_small(size: tuple[int, int]) -> str | None:
+    """The skip reason of an image, frame or slice of ``(width, height)`` below the minimum
+    side, else None."""
+    if min(size) < MIN_SIDE:
+        return f"image too small ({size[0]}x{size[1]} px, minimum {MIN_SIDE})"
+    return None
 
 
 def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -499,9 +499,8 @@ def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
         return (0, 0), "not a readable image file"
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return (0, 0), f"cannot decode image ({' '.join(str(exc).split())})"
-    if min(size) < MIN_SIDE:
-        return (0, 0), f"image too small ({size[0]}x{size[1]} px, minimum {MIN_SIDE})"
-    return size, None
+    reason = _too_small(size)
+    return ((0, 0), reason) if reason else (size, None)
 
 
 def _has_tail(path: Path, marker: bytes) -> bool:
