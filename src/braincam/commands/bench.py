@@ -216,17 +216,16 @@ def predict(
     `predict` vs `evaluate`'s path, side by side."""
     from braincam.api import load
     from braincam.api.bench import bench_predict
-    from braincam.data.records import IGNORED_DIRS, IMAGE_SUFFIXES
+    from braincam.data.records import IGNORED_DIRS, IMAGE_SUFFIXES, files_under
     from braincam.errors import BraincamError
 
     _check_positive(max_images=max_images, repeats=repeats, folder_repeats=folder_repeats,
                     batch=batch)
     if not images.is_dir():
         raise BraincamError(f"{images}: not a folder")
-    files = sorted(p for p in images.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith(".")
-                   and not any(part.lower() in IGNORED_DIRS or part.startswith(".")
-                               for part in p.relative_to(images).parts[:-1]))  # as predict
+    files = sorted(p for p in files_under(images) if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(part.lower() in IGNORED_DIRS  # masks/: outlines, as predict
+                               for part in p.relative_to(images).parts[:-1]))
     model = load(run, device=device, ood=ood)
     result = bench_predict(model, files[:max_images], repeats, folder_repeats, batch)
     typer.echo(json.dumps(result))
