@@ -90,10 +90,7 @@ def evaluate_run(
     run = RunDir(Path(run_dir))
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
-    try:  # the test split is read from the run's own data folders
-        own = run.data_roots()
-    except BraincamError:
-        own = []
+    own = _data_roots(run)  # the test split is read from them
     check_outside_data(Path(out_dir) if out_dir else run.root, [*extra_roots, *own])
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
@@ -122,7 +119,7 @@ def evaluate_run(
         leak_free = leak_free & ~duplicates_of([r.path for r in test_records],
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
-    sources = source_names(list(dict.fromkeys(Path(r).resolve() for r in _data_roots(run))))
+    sources = source_names(list(dict.fromkeys(Path(r).resolve() for r in own)))
     extras = list(_extra_records(extra_roots, classes, task, set(sources)))
     learnt = learnt_from(run, meta) if extras else []
     seen = duplicates_of([r.path for _, records in extras for r in records], learnt)
