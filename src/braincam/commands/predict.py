@@ -97,13 +97,15 @@ def _once(inputs: list[Path]) -> list[Path]:
     given): their rows would merge into one volume of twice the slices. Rank 0 warns."""
     import os
 
+    from braincam.distributed import env_world
+
     folders = [Path(os.path.abspath(p)) for p in inputs if p.is_dir()]  # links kept as named
     kept: dict[Path, Path] = {}
     for given in inputs:
         where = Path(os.path.abspath(given))
         inside = next((f for f in folders if f != where and f in where.parents), None)
         if where in kept or inside is not None:
-            if os.environ.get("RANK", "0") == "0":
+            if env_world()[0] == 0:
                 typer.echo(f"warning: {given} is given more than once"
                            f"{f' (in {inside})' if inside else ''}; predicted once", err=True)
             continue

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -158,7 +157,9 @@ def command(
     if predict or evaluate or held_out:
         mode = "--predict" if predict else "--evaluate" if evaluate else "--held-out"
         _check_no_training_options(ctx, mode)
-        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        from braincam.distributed import env_world
+
+        if env_world()[1] > 1:
             from braincam.errors import BraincamError
 
             raise BraincamError(f"braincam segment {mode} runs in one process; start it "
