@@ -62,8 +62,8 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
             for _ in range(iters):
                 step_model(model_input())
 
-    rates = _median_rates({"train": train_steps, "inference": inference}, batch * iters,
-                          repeats, device)
+    rates = _median_rates(interleaved({"train": train_steps, "inference": inference}, repeats,
+                                      device), batch * iters)
     return {
         "arch": arch, "batch": batch, "image_size": image_size, **_device_fields(device),
         "channels_last": channels_last, "compile": compile, "iters": iters, "repeats": repeats,
@@ -72,11 +72,9 @@ def bench_train(arch: str = "resnet50", batch: int = 64, image_size: int = 224, 
     }
 
 
-def _median_rates(contenders: dict[str, Callable[[], None]], images: int, repeats: int,
-                  device: torch.device) -> dict[str, float]:
-    """Median images/s of each contender (``images`` per call) over ``repeats`` interleaved
-    rounds, after one warm-up call each (:func:`braincam.device.interleaved`)."""
-    seconds = interleaved(contenders, repeats, device)
+def _median_rates(seconds: dict[str, list[float]], images: int) -> dict[str, float]:
+    """Median images/s of each contender (``images`` per call) over its interleaved rounds'
+    ``seconds`` (:func:`braincam.device.interleaved`)."""
     return {name: statistics.median(images / s for s in secs) for name, secs in seconds.items()}
 
 
@@ -135,8 +133,7 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
         return steps
 
     seconds = interleaved({key: contender(*net) for key, net in nets.items()}, repeats, device)
-    median = {key: statistics.median(batch * iters / s for s in secs)
-              for key, secs in seconds.items()}
+    median = _median_rates(seconds, batch * iters)
 
     def precision(mixed: bool) -> str:
         """The autocast type a contender trains in, as ``braincam segment --amp``; it takes
