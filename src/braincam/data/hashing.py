@@ -104,7 +104,7 @@ def perceptual_hashes(
     if not files:
         return out
     store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
-    keys = {i: _slice_key(content_hash(path), k) for i, (path, k) in files.items()}
+    keys = {i: slice_hash(content_hash(path), k) for i, (path, k) in files.items()}
     misses = [i for i in files if keys[i] not in store.values]
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         values = pool.map(lambda i: phash(read_grey(files[i][0], index=files[i][1])), misses)
@@ -116,8 +116,9 @@ def perceptual_hashes(
     return out
 
 
-def _slice_key(file_hash: str, index: int | None) -> str:
-    """The content key of a file (``index`` None) or of its slice or frame ``index``."""
+def slice_hash(file_hash: str, index: int | None) -> str:
+    """The content hash of a file (``index`` None) or of its slice or frame ``index``, by
+    which every cache keys it: ``sha1("<file hash>#<index>")``."""
     return file_hash if index is None else content_hash_bytes(f"{file_hash}#{index}".encode())
 
 

@@ -37,7 +37,13 @@ import numpy as np
 from PIL import Image
 from scipy.special import betaincinv
 
-from braincam.data.hashing import cache_root, content_hash_bytes, phash, remember_phashes
+from braincam.data.hashing import (
+    cache_root,
+    content_hash_bytes,
+    phash,
+    remember_phashes,
+    slice_hash,
+)
 from braincam.data.imageio import ImageReadError, read_grey, read_mask
 from braincam.data.mask import brain_region, head_mask
 from braincam.data.nifti import is_nifti_name, read_label_volume
@@ -317,8 +323,7 @@ class PreprocessCache:
         else:
             path = Path(record)
         file_hash, data = self._file_hash(path)
-        if index is not None:
-            file_hash = content_hash_bytes(f"{file_hash}#{index}".encode())
+        file_hash = slice_hash(file_hash, index)
         file = self._file(self.key(file_hash, config))
         cached = _read_npz(file, config.size)
         if cached is not None:

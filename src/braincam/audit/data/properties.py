@@ -30,7 +30,7 @@ from PIL import Image
 
 from braincam.audit.data.cache import PropertyStore
 from braincam.data.dicom import is_dicom
-from braincam.data.hashing import content_hash_bytes, phash
+from braincam.data.hashing import content_hash_bytes, phash, slice_hash
 from braincam.data.imageio import ImageReadError, read_grey
 from braincam.data.mask import head_mask
 from braincam.data.nifti import is_nifti
@@ -223,9 +223,7 @@ def measure_properties(
             data = record.path.read_bytes()
         except OSError as exc:
             return SkippedFile(Path(record.key), f"cannot read file ({exc.strerror or exc})")
-        key = content_hash_bytes(data)
-        if record.slice is not None:  # a volume's slice or a file's frame: the key of its own
-            key = content_hash_bytes(f"{key}#{record.slice}".encode())
+        key = slice_hash(content_hash_bytes(data), record.slice)  # a slice: a key of its own
         if key in store:
             return key, None
         try:
