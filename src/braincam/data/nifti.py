@@ -182,6 +182,18 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     return voxels, voxels * float(np.prod(image.header.get_zooms()[:3])) * unit**3 / 1000
 
 
+def slice_size(path: Path | str) -> tuple[int, int]:
+    """``(width, height)`` of the file's axial slices as :func:`read_volume` shows them, from
+    the header alone (the voxels stay on disk): the extents of the stored axes that the
+    closest canonical orientation makes X and Y; a 2D image is one slice, as there."""
+    import nibabel as nib
+
+    image = nib.load(str(path))
+    shape = (*image.shape[:2], 1) if len(image.shape) == 2 else image.shape[:3]
+    ras = list(nib.io_orientation(image.affine)[:3, 0])  # each stored axis's RAS axis
+    return shape[ras.index(0)], shape[ras.index(1)]
+
+
 def _with_slice_axis(image):
     """A 2D image (one slice stored as ``X x Y``) as ``X x Y x 1`` with the same affine, so
     that it reorients like a volume; other images unchanged."""

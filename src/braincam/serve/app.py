@@ -153,14 +153,10 @@ def _header_size(path: Path, upload: Upload) -> tuple[int, int] | None:
 
             info = dicom_info(path)
             return info.width, info.height
-        if upload.kind == "nifti":  # header only: the voxels stay on disk
-            import nibabel as nib
+        if upload.kind == "nifti":
+            from braincam.data.nifti import slice_size
 
-            image = nib.load(str(path))
-            if len(image.shape) == 2:
-                return image.shape[0], image.shape[1]
-            ras = list(nib.io_orientation(image.affine)[:3, 0])  # each stored axis's RAS axis
-            return image.shape[ras.index(0)], image.shape[ras.index(1)]  # shown X wide, Y high
+            return slice_size(path)
         from braincam.data.imageio import shown_size
 
         with Image.open(path) as im:
