@@ -177,3 +177,18 @@ def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_
     assert result.exit_code == 0, result.output
     masks = pd.read_csv(tmp_path / "pred" / "masks.csv")
     assert not masks["path"].astype(str).str.contains("/masks/").any()  # not read as images
+
+
+def test_held_out_refuses_a_classifier_run_and_names_its_guide(trained, tmp_path):
+    _, seg = trained
+    run = tmp_path / "run"  # a guided classifier run: its own split, its segmenter in guide/
+    run.mkdir()
+    shutil.copy(seg / "split.csv", run / "split.csv")
+    (run / "config.yaml").write_text("command: braincam train DATA --guide DATA\n")
+    shutil.copytree(seg, run / "guide")
+    result = invoke(str(run), "--held-out", "--out", str(tmp_path / "held"))
+    assert str(result.exception) == (
+        f"{run} is a classifier run, not a segment run (braincam segment); its guide is one: "
+        f"--held-out {run / 'guide'}")
+    assert not (tmp_path / "held").exists()
+    assert invoke(str(run / "guide"), "--held-out", "--out", str(tmp_path / "held")).exit_code == 0

@@ -302,6 +302,7 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
     from braincam.data.subset import link_split
     from braincam.errors import BraincamError
     from braincam.evaluate.run import learnt_from
+    from braincam.models.segment import is_segment_run
     from braincam.runs import RunDir, check_outside_data, prepare_output_dir
 
     if len(paths) != 1:
@@ -309,6 +310,11 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
     run = RunDir(paths[0])
     if not run.split.is_file():
         raise BraincamError(f"{run.root} holds no split.csv; is it a braincam segment run?")
+    if not is_segment_run(run.root):
+        guide = RunDir(run.guide)
+        hint = f"; its guide is one: --held-out {guide.root}" if is_segment_run(guide.root) else ""
+        raise BraincamError(f"{run.root} is a classifier run, not a segment run (braincam "
+                            f"segment){hint}")
     gone = [r for r in run.data_roots() if not Path(r).is_dir()]  # before OUT is made
     if gone:
         raise BraincamError(f"{run.root} was trained on {gone[0]}, which is no longer there")
