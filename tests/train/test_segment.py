@@ -29,6 +29,8 @@ from braincam.models.unet import (
     encoder_of,
     unet,
 )
+from braincam.report.overview import collect_overview
+from braincam.runs import RunDir
 from braincam.train.segment import (
     CounterfactualSwap,
     SegmentConfig,
@@ -485,6 +487,11 @@ def test_weak_labels_train_on_tumour_images_without_a_mask(tmp_path):
     is_weak = test["path"].map(lambda p: Path(p).stem in {m.stem for m in unmasked})
     assert split.loc[split["path"].str.endswith(copy.name), "group"].item() == \
         split.loc[split["path"].str.endswith(f"/tumor/{outlined.name}"), "group"].item()
+    assert split.loc[split["copy_left_out"], "path"].tolist() == [str(copy.resolve())]
+    overview = collect_overview(RunDir(seg))  # the report's Data table leaves the copy out
+    assert overview.counts.rows[-1][1][-1] == len(records) - 1
+    assert ("Not counted: 1 images without a mask that copy an outlined image, left out of "
+            "training and scoring (their originals train with the outline).") in overview.sentences
     metrics = json.loads((seg / "metrics.json").read_text())
     assert metrics["n_tumour_images"] == ((test["label"] == "tumor") & ~is_weak).sum()
     assert metrics["n_tumour_free_images"] == (test["label"] == "no_tumor").sum()

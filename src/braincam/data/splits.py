@@ -240,16 +240,20 @@ def _finish(split: np.ndarray, groups: np.ndarray, strategy: str, seed: int) -> 
     return Split(split, groups, leak_free, strategy, seed, counts)
 
 
-def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path) -> None:
+def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path,
+                    copy_left_out: np.ndarray | None = None) -> None:
     """``split.csv``: one row per record with columns path (the record key,
     :func:`braincam.data.records.record_key`), source, label (canonical), split, group,
-    leak_free (True only for leak-free test images)."""
+    leak_free (True only for leak-free test images); with ``copy_left_out`` (bool per record)
+    also that column: the segmenter's weak images left out as copies of an outlined image
+    (:func:`braincam.train.segment.copies_of_outlined`), which keep their split and group."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    writer.writerow(CSV_COLUMNS + (() if copy_left_out is None else ("copy_left_out",)))
     for i, r in enumerate(records):
         leak_free = bool(split.leak_free_test[i])
-        writer.writerow([r.key, r.source, r.label, split.split[i], split.group[i], leak_free])
+        row = [r.key, r.source, r.label, split.split[i], split.group[i], leak_free]
+        writer.writerow(row if copy_left_out is None else [*row, bool(copy_left_out[i])])
     atomic_write_text(path, buf.getvalue())
 
 

@@ -52,11 +52,18 @@ def _guided(run: RunDir) -> bool:
 
 
 def _split_counts(split: pd.DataFrame, guided: bool = False) -> tuple[Table | None, list[str]]:
+    copies = (true_flags(split["copy_left_out"]) if "copy_left_out" in split.columns
+              else pd.Series(False, index=split.index))
+    split = split[~copies.to_numpy()]
     if not {"label", "split"} <= set(split.columns) or split.empty:
         return None, ["split.csv has no label/split columns; counts are not shown."]
     text = {c: text_column(split[c]) for c in ("label", "split", "source") if c in split}
     table = splits_in_order(pd.crosstab(text["label"], text["split"]))
     sentences = [f"{len(split)} images in {table.shape[0]} classes."]
+    if copies.any():
+        sentences.append(
+            f"Not counted: {int(copies.sum())} images without a mask that copy an outlined "
+            "image, left out of training and scoring (their originals train with the outline).")
     if "source" in text:
         sources = sorted(text["source"].unique())
         sentences.append(f"Sources: {', '.join(sources)}.")

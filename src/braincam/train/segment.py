@@ -387,6 +387,7 @@ def train_segmenter(
                                       config.weak_labels)
     split = make_split(data.records, "multiclass", "dedup", config.val_fraction,
                        config.test_fraction, config.carve_seed)
+    copies = copies_of_outlined(data.records, data.weak.numpy())
     with main_first(ctx):
         if ctx.is_main:
             prepare_output_dir(run.root, force=force or replacing, reads=roots)
@@ -403,9 +404,10 @@ def train_segmenter(
                 "versions": versions(),
             })
             write_skipped_csv(dataset.skipped + data.skipped, run.skipped)
-            write_split_csv(split, data.records, run.split)
+            write_split_csv(split, data.records, run.split,
+                            copies if config.weak_labels else None)
     idx = {name: torch.from_numpy(split.indices(name)) for name in ("train", "val", "test")}
-    copies = torch.from_numpy(copies_of_outlined(data.records, data.weak.numpy()))
+    copies = torch.from_numpy(copies)
     idx = {name: rows[~copies[rows]] for name, rows in idx.items()}
     if not len(idx["train"]):
         raise BraincamError("no training images after the split")
