@@ -78,6 +78,27 @@ def test_duplicates_of_flags_copies_of_reference_images_only(tmp_path, monkeypat
         False, False, True]
 
 
+def test_duplicates_of_compares_a_volumes_slices_each_by_its_own(tmp_path, monkeypatch,
+                                                                  write_nifti):
+    """A slice is a copy only where that slice repeats one learnt: the third slice of ``new``
+    is the fourth of ``learnt``, its middle slice is nobody's; a byte copy of ``learnt`` copies
+    exactly the slices listed."""
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "cache"))
+    slices = np.stack([_u8(_texture(seed, 64)) for seed in range(10)])
+    learnt = write_nifti(tmp_path / "learnt.nii.gz", slices[:5])
+    new = write_nifti(tmp_path / "new.nii.gz", slices[[5, 6, 3, 7, 8]])
+    same = tmp_path / "same.nii.gz"
+    same.write_bytes(learnt.read_bytes())
+    reference = [(learnt, k) for k in (1, 2, 3)]
+    assert duplicates_of([(new, k) for k in range(5)], reference).tolist() == [
+        False, False, True, False, False]
+    assert duplicates_of([(same, k) for k in range(5)], reference).tolist() == [
+        False, True, True, True, False]
+    # apart: a slice is no copy of itself, but is one of the same slice under another path
+    assert duplicates_of([(learnt, 2), (same, 2)], reference, apart=True).tolist() == [
+        False, True]
+
+
 def test_hash_cache_hit_never_decodes(tmp_path, monkeypatch):
     path = tmp_path / "a.png"
     Image.fromarray(_u8(_texture(2))).save(path)

@@ -31,7 +31,7 @@ def make_source(root):
 def make_run(tmp_path, root):
     run = RunDir(tmp_path / "seg")
     run.root.mkdir()
-    run.config.write_text(yaml.safe_dump({"data": [str(root)]}))
+    run.config.write_text(yaml.safe_dump({"data": [str(root)], "segment": {"size": 32}}))
     lines = ["path,source,label,split,group,leak_free"]
     for label, n, split in [("glioma", 1, "test"), ("glioma", 2, "train"),
                             ("meningioma", 1, "val"), ("meningioma", 2, "test")]:
@@ -116,6 +116,28 @@ def test_link_split_leaves_out_copies_of_images_another_run_learnt_from(tmp_path
     assert [r.path.name for r in load_dataset([out / "figshare-like"]).records] == ["2.png"]
     assert (out / "figshare-like" / "boxes.csv").read_text().splitlines()[1:] == [
         "meningioma/2.png,meningioma,0.5,0.5,0.25,0.25"]
+
+
+def test_link_split_leaves_out_a_volume_one_of_whose_slices_was_learnt(tmp_path, write_nifti):
+    rng = np.random.default_rng(0)
+    slices = np.stack([np.asarray(Image.fromarray(rng.integers(0, 255, (8, 8), np.uint8))
+                                  .resize((64, 64), Image.Resampling.BICUBIC))
+                       for _ in range(8)])
+    root = tmp_path / "volumes"
+    (root / "glioma").mkdir(parents=True)
+    held = [write_nifti(root / "glioma" / f"{n}.nii.gz", slices[4 * n: 4 * n + 4])
+            for n in range(2)]
+    other = write_nifti(tmp_path / "other.nii.gz", slices[[6, 7]])  # slices 2, 3 of held[1]
+    run = RunDir(tmp_path / "seg")
+    run.root.mkdir()
+    run.config.write_text(yaml.safe_dump({"data": [str(root)], "segment": {"size": 32}}))
+    run.split.write_text("\n".join(["path,source,label,split,group,leak_free"] + [
+        f"{v}#{k},volumes,glioma,test,{n},True" for n, v in enumerate(held) for k in range(4)])
+        + "\n")
+    out = tmp_path / "held"
+    out.mkdir()
+    assert link_split(run, out, unseen_by=[(other, 1)]) == {"volumes": 1}
+    assert sorted(p.name for p in (out / "volumes" / "glioma").iterdir()) == ["0.nii.gz"]
 
 
 def test_cli_unseen_by_needs_held_out_and_a_train_run(tmp_path):

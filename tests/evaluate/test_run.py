@@ -52,15 +52,21 @@ def test_learnt_from_lists_train_and_val_rows_of_the_run_and_its_guides(tmp_path
                      (files["g"], "train")])
     _split_csv(named, [(files["d"], "train"), (files["e"], "test")])
     named.model.write_bytes(b"")
-    _split_csv(RunDir(run.guide), [(files["f"], "val"), (files["a"], "train")])
+    volume = tmp_path / "v.nii.gz"  # its slices 2 and 3 only: a volume's slices by their own
+    volume.write_bytes(b"x")
+    _split_csv(RunDir(run.guide), [(files["f"], "val"), (files["a"], "train"),
+                                   (f"{volume}#2", "train"), (f"{volume}#3", "val"),
+                                   (f"{volume}#4", "test")])
     data_folder = tmp_path / "masked-data"
     data_folder.mkdir()
     guided = {"guide": {"source": f"{named.root},{data_folder}"}}
     with caplog.at_level(logging.WARNING, logger="braincam.evaluate.run"):
-        assert learnt_from(run, guided) == [str(files[k]) for k in "abdf"]
-    assert "1 of the 5 images" in caplog.text and "no longer at their paths" in caplog.text
-    assert learnt_from(run, {}) == [str(files[k]) for k in "ab"]
-    assert learnt_from(run, guided, own=False) == [str(files[k]) for k in "dfa"]
+        assert learnt_from(run, guided) == [(files[k], None) for k in "abdf"] + [
+            (volume, 2), (volume, 3)]
+    assert "1 of the 7 images" in caplog.text and "no longer at their paths" in caplog.text
+    assert learnt_from(run, {}) == [(files[k], None) for k in "ab"]
+    assert learnt_from(run, guided, own=False) == [(files[k], None) for k in "dfa"] + [
+        (volume, 2), (volume, 3)]
 
 
 def test_extra_sets_follow_each_set_with_its_leak_free_part_only_where_images_were_seen():

@@ -7,8 +7,8 @@
   Robust to re-encoding, resizing and mild intensity changes.
 - ``duplicate_groups``: connected components of exact pairs (same content hash) and near pairs
   (pHash Hamming distance <= ``max_distance``).
-- ``duplicates_of``: which images of one list share a duplicate group with an image of another
-  (an evaluation set against the images a model learnt from).
+- ``duplicates_of``: which images (files, or slices of volumes) of one list share a duplicate
+  group with an image of another (an evaluation set against the images a model learnt from).
 
 Default threshold ``NEAR_DISTANCE = 4`` bits (of 64), chosen on the Sartaj data (distances are
 even in practice: each hash has 32 bits above the median set). Nearest Training neighbour of
@@ -104,7 +104,8 @@ def perceptual_hashes(
     if not files:
         return out
     store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
-    keys = {i: slice_hash(content_hash(path), k) for i, (path, k) in files.items()}
+    file_hashes = {p: content_hash(p) for p in dict.fromkeys(str(f) for f, _ in files.values())}
+    keys = {i: slice_hash(file_hashes[str(path)], k) for i, (path, k) in files.items()}
     misses = [i for i in files if keys[i] not in store.values]
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         values = pool.map(lambda i: phash(read_grey(files[i][0], index=files[i][1])), misses)
@@ -180,25 +181,33 @@ def duplicate_groups(
     return rank[inverse].astype(np.int64)
 
 
+ImageRef = Path | str | tuple[Path | str, int | None]  # a file, or (file, slice or frame k)
+
+
 def duplicates_of(
-    paths: Sequence[Path | str], reference: Sequence[Path | str],
+    images: Sequence[ImageRef], reference: Sequence[ImageRef],
     max_distance: int = NEAR_DISTANCE, apart: bool = False,
 ) -> np.ndarray:
-    """Bool per image of ``paths``: it shares a :func:`duplicate_groups` group (a chain of
+    """Bool per image of ``images``: it shares a :func:`duplicate_groups` group (a chain of
     byte-identical or near pairs) with some image of ``reference``; with ``apart``, with
-    another file than itself (an image of ``paths`` that is also in ``reference``)."""
-    everything = [*paths, *reference]
-    if not paths or not reference:
-        return np.zeros(len(paths), dtype=bool)
-    groups = duplicate_groups([content_hash(p) for p in everything],
-                              perceptual_hashes(everything), max_distance)
+    another image than itself (one of ``images`` that is also in ``reference``). An image is a
+    file or a ``(file, k)`` pair (:attr:`braincam.data.records.ImageRecord.image`), so a slice
+    of a volume is compared by its own content hash (:func:`slice_hash`: equal for the same
+    slice of byte-identical files) and its own pHash, not by its file's."""
+    items = [(i, None) if isinstance(i, Path | str) else i for i in (*images, *reference)]
+    if not images or not reference:
+        return np.zeros(len(images), dtype=bool)
+    files = {str(f): content_hash(f) for f in dict.fromkeys(str(f) for f, _ in items)}
+    groups = duplicate_groups([slice_hash(files[str(f)], k) for f, k in items],
+                              perceptual_hashes(items), max_distance)
+    n = len(images)
     if not apart:
-        return np.isin(groups[: len(paths)], groups[len(paths):])
-    files: dict[int, set[str]] = {}  # group -> the real paths of its reference images
-    for group, file in zip(groups[len(paths):], reference, strict=True):
-        files.setdefault(int(group), set()).add(os.path.realpath(file))
-    return np.array([bool(files.get(int(g), set()) - {os.path.realpath(p)})
-                     for g, p in zip(groups[: len(paths)], paths, strict=True)], dtype=bool)
+        return np.isin(groups[:n], groups[n:])
+    members: dict[int, set[tuple[str, int | None]]] = {}  # group -> its reference images
+    for group, (file, k) in zip(groups[n:], items[n:], strict=True):
+        members.setdefault(int(group), set()).add((os.path.realpath(file), k))
+    return np.array([bool(members.get(int(g), set()) - {(os.path.realpath(f), k)})
+                     for g, (f, k) in zip(groups[:n], items[:n], strict=True)], dtype=bool)
 
 
 class ContentStore:

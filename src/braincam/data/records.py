@@ -105,6 +105,12 @@ class ImageRecord:
         """How run files name the record: :func:`record_key`."""
         return record_key(self.path, self.slice)
 
+    @property
+    def image(self) -> tuple[Path, int | None]:
+        """``(file, slice)``: the one image of the file that hashing compares
+        (:func:`braincam.data.hashing.duplicates_of`); :func:`key_file` of :attr:`key`."""
+        return self.path, self.slice
+
 
 def record_key(path: Path | str, index: int | None) -> str:
     """How run files (``split.csv``, ``predictions.csv``, explanations, audits) name an image:

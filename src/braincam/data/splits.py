@@ -71,9 +71,8 @@ def record_groups(records: Sequence[ImageRecord]) -> np.ndarray:
     them) and cached pHashes of each image, slice or frame
     (:func:`braincam.data.hashing.duplicate_groups`, default threshold) merged with patient-proxy
     groups (:func:`braincam.data.groups.patient_groups`)."""
-    images = [r.path if r.slice is None else (r.path, r.slice) for r in records]
     duplicates = duplicate_groups([content_hash(r.path) for r in records],
-                                  perceptual_hashes(images))
+                                  perceptual_hashes([r.image for r in records]))
     return merged_groups(duplicates, patient_groups(records))
 
 

@@ -21,7 +21,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from braincam.data.hashing import duplicates_of
+from braincam.data.hashing import ImageRef, duplicates_of
 from braincam.data.records import BOXES_FILE, key_file, records_at, source_names
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
@@ -30,18 +30,19 @@ BOX_HEADER = "file,label,cx,cy,w,h"
 
 
 def link_split(run: RunDir, out: Path, split: str = "test",
-               unseen_by: Sequence[Path | str] = ()) -> dict[str, int]:
+               unseen_by: Sequence[ImageRef] = ()) -> dict[str, int]:
     """Link the image files of ``split`` (with masks and box rows) into ``out/<source>/`` (the
     root's name, ``_`` appended for a second root of that name: ``ImageRecord.source``);
     returns the number of files per source (a volume is one). ``out`` must exist. Masks
     and boxes are the ones the dataset loader attaches to those images (:func:`records_at`).
     Images that duplicate one of ``unseen_by`` (bytes or pHash, :func:`duplicates_of`; e.g. the
-    images a classifier learnt from) are left out."""
+    images a classifier learnt from) are left out, and a volume with such a slice whole."""
     keys = run.split_paths(split)
+    if unseen_by and keys:  # a volume with any slice seen is left out whole
+        seen = duplicates_of([key_file(k) for k in keys], unseen_by)
+        gone = {key_file(k)[0] for k, s in zip(keys, seen, strict=True) if s}
+        keys = [k for k in keys if key_file(k)[0] not in gone]
     files = list(dict.fromkeys(str(key_file(k)[0]) for k in keys))  # a volume's file once
-    if unseen_by and files:
-        files = [f for f, seen in zip(files, duplicates_of(files, unseen_by), strict=True)
-                 if not seen]
     if not files:
         raise BraincamError(f"{run.split} lists no {split} images"
                             + (" that the other run did not learn from" if unseen_by else ""))

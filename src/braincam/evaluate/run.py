@@ -7,8 +7,9 @@ image is *seen* when it shares a duplicate group (:func:`braincam.data.hashing.d
 same bytes or pHash within 4 bits, chained) with an image the model trained or validated on
 (its ``split.csv`` rows other than ``test``), or that a segmenter guiding it trained or
 validated on (``--guide``: the segment runs' ``split.csv``); the groups are formed over all
-extra folders at once. The ``*_leak_free`` entries score the rest. For a guided model
-``test_leak_free`` likewise leaves out the test images its segmenters learnt from.
+extra folders at once, and a slice of a volume is compared by its own hashes. The
+``*_leak_free`` entries score the rest. For a guided model ``test_leak_free`` likewise leaves
+out the test images its segmenters learnt from.
 
 ``metrics.json``::
 
@@ -116,13 +117,13 @@ def evaluate_run(
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
     if test_records and leak_free is not None and meta.get("guide"):
-        leak_free = leak_free & ~duplicates_of([r.path for r in test_records],
+        leak_free = leak_free & ~duplicates_of([r.image for r in test_records],
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     sources = source_names(list(dict.fromkeys(Path(r).resolve() for r in own)))
     extras = list(_extra_records(extra_roots, classes, task, set(sources)))
     learnt = learnt_from(run, meta) if extras else []
-    seen = duplicates_of([r.path for _, records in extras for r in records], learnt)
+    seen = duplicates_of([r.image for _, records in extras for r in records], learnt)
     bounds = np.cumsum([0] + [len(records) for _, records in extras])
     for (name, records), start, stop in zip(extras, bounds[:-1], bounds[1:], strict=True):
         unseen = ~seen[start:stop]
@@ -270,11 +271,12 @@ def _test_records(run: RunDir):
 
 
 def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = True
-                ) -> list[str]:
-    """The images the model learnt from (module docstring): ``split.csv`` rows other than
-    ``test`` of the run (unless not ``own``) and of the segment runs guiding it (named in
-    ``--guide``, or trained into ``RUN/guide/`` from dataset folders). Files no longer there
-    are left out with a warning. ``meta``: the checkpoint's, read from the run when None."""
+                ) -> list[tuple[Path, int | None]]:
+    """The images the model learnt from (module docstring), as ``(file, slice)``
+    (:func:`key_file` of each key): ``split.csv`` rows other than ``test`` of the run (unless
+    not ``own``) and of the segment runs guiding it (named in ``--guide``, or trained into
+    ``RUN/guide/`` from dataset folders). Images whose file is no longer there are left out
+    with a warning. ``meta``: the checkpoint's, read from the run when None."""
     from braincam.models.checkpoint import read_meta
     from braincam.models.segment import guide_members
 
@@ -287,8 +289,8 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
         if r.split.is_file():
             table = r.read_split()
             paths += table.loc[table["split"] != "test", "path"].tolist()
-    listed = list(dict.fromkeys(str(key_file(p)[0]) for p in paths))  # a volume once
-    found = [p for p in listed if Path(p).is_file()]
+    listed = [key_file(p) for p in dict.fromkeys(paths)]
+    found = [(file, k) for file, k in listed if file.is_file()]
     if len(found) < len(listed):
         log.warning("%d of the %d images %s learnt from are no longer at their paths; copies "
                     "of them cannot be told apart", len(listed) - len(found), len(listed),

@@ -67,7 +67,7 @@ def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequenc
     data = load_segmentation_data(dataset.records, preprocess_config(segmenter.meta), progress,
                                   weak_labels=True)
     learnt = [p for m in members for p in learnt_from(RunDir(m), meta={})]
-    seen = duplicates_of([r.path for r in data.records], learnt)
+    seen = duplicates_of([r.image for r in data.records], learnt)
     pred = predicted(segmenter, data.images.numpy())
     metrics = scores(data, pred, np.ones(len(pred), bool), segmenter.threshold)
     metrics |= {

@@ -336,9 +336,9 @@ def copies_of_outlined(records: Sequence[ImageRecord], weak: np.ndarray) -> np.n
     outlined original does not, so it is left out (the split holds it with its original)."""
     out = np.zeros(len(records), dtype=bool)
     rows = np.flatnonzero(weak)
-    outlined = [r.path for r in records if r.mask is not None]
+    outlined = [r.image for r in records if r.mask is not None]
     if len(rows) and outlined:
-        out[rows] = duplicates_of([records[i].path for i in rows], outlined)
+        out[rows] = duplicates_of([records[i].image for i in rows], outlined)
     return out
 
 

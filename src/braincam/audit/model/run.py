@@ -90,7 +90,7 @@ from braincam.audit.model.examples import (
     select_examples,
     tumour_examples,
 )
-from braincam.data.hashing import duplicates_of
+from braincam.data.hashing import ImageRef, duplicates_of
 from braincam.data.records import key_file, resolved_key
 from braincam.errors import BraincamError
 from braincam.evaluate.run import learnt_from, significant
@@ -182,7 +182,7 @@ def audit_model(
         log.info("auditing %d images of %s", len(records), name)
         batch, paths = _load_batch(records, audited, methods, regions, settings, progress)
         results = run_checks(batch, settings)
-        seen = duplicates_of([key_file(p)[0] for p in paths], audited.learnt,
+        seen = duplicates_of([key_file(p) for p in paths], audited.learnt,
                              apart=validation)  # a validation image learnt is not its own copy
         if seen.any() and not validation:
             log.warning("%s: %d of %d audited images are copies of images the model or its "
@@ -233,7 +233,7 @@ class AuditedModel:
     preprocess: Any  # braincam.data.preprocess.PreprocessConfig
     trained_on: set[str] = field(default_factory=set)  # train and val rows
     validated_on: set[str] = field(default_factory=set)  # val rows
-    learnt: list[str] = field(default_factory=list)  # the run's and its guide's, for n_seen
+    learnt: list[ImageRef] = field(default_factory=list)  # the run's and its guide's: n_seen
     default_out: Path | None = None
     run: str | None = None
     model_json: dict[str, Any] | None = None
