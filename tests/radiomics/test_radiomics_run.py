@@ -178,3 +178,47 @@ def test_folds_seed_and_classes_too_small_to_split_are_one_line_errors(tmp_path)
     message = str(invoke.exception)
     assert "cannot split these images" in message and "\n" not in message
     assert (tmp_path / "o2" / "features.csv").is_file()
+
+
+def _predictions(run, records, classes=("glioma", "meningioma", "no_tumor", "pituitary")):
+    """A classifier run's predictions.csv: ``records`` as test rows, every third one wrong."""
+    run.mkdir()
+    rows = []
+    for i, r in enumerate(records):
+        pred = "no_tumor" if i % 3 == 0 else r.label
+        rows.append({"path": r.key, "dataset": "types", "split": "test", "leak_free": True,
+                     "label": r.label, "pred": pred,
+                     **{f"prob_{c}": float(c == pred) for c in classes}})
+    pd.DataFrame(rows).to_csv(run / "predictions.csv", index=False)
+    return run
+
+
+def test_cnn_comparison_and_a_wrong_cnn_refused_before_any_feature(tmp_path):
+    from braincam.data.records import load_dataset
+
+    root = write_dataset(tmp_path / "types")
+    records = load_dataset([root]).records
+    run = _predictions(tmp_path / "clf", records[::2])
+    runner = CliRunner()
+    out = tmp_path / "rad"
+    invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(out), "--folds", "3",
+                                 "--workers", "1", "--cnn", str(run)])
+    assert invoke.exit_code == 0, invoke.output
+    cnn = json.loads((out / "radiomics.json").read_text())["cnn"]
+    featured = set(pd.read_csv(out / "features.csv")["path"])
+    scored = [r for r in records[::2] if r.key in featured]  # glioma/999.png has no mask
+    errors = sum(i % 3 == 0 for i, r in enumerate(records[::2]) if r.key in featured)
+    assert cnn["n"] == len(scored) and cnn["cnn_errors"] == errors
+    assert cnn["cnn"]["accuracy"] == pytest.approx(1 - errors / len(scored))
+    assert 0 <= cnn["radiomics_right_on_cnn_errors"] <= errors
+
+    binary = _predictions(tmp_path / "binary", records, classes=("no_tumor", "tumor"))
+    other = write_dataset(tmp_path / "other", seed=1)
+    elsewhere = _predictions(tmp_path / "elsewhere", load_dataset([other]).records)
+    for cnn_run, words in ((tmp_path / "missing", "has no predictions.csv; evaluate it first"),
+                           (binary, "does not predict ['glioma', 'meningioma', 'pituitary']"),
+                           (elsewhere, "test images are none of the images given here")):
+        invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(tmp_path / "o"),
+                                     "--cnn", str(cnn_run)])
+        assert invoke.exit_code != 0 and words in str(invoke.exception), invoke.output
+        assert not (tmp_path / "o").exists()  # refused before the features

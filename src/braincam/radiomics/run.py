@@ -118,12 +118,14 @@ def radiomics_run(
     if not 0 <= seed < 2**32:
         raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
     check_outside_data(out, data)
-    out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
-        *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
     dataset = load_dataset([Path(d) for d in data])
     records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
     if not records:
         raise BraincamError(f"no images of the tumour types {TUMOUR_TYPES} in {list(data)}")
+    if cnn:  # before the features: a wrong --cnn must not cost their extraction
+        cnn_test_predictions(Path(cnn), records)
+    out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
+        *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
     start = time.perf_counter()
     seg_masks = _segment_masks(records, segment) if segment else None
     features, skipped = extract_all(records, config, workers, seg_masks, progress)
@@ -210,35 +212,58 @@ def _segment_masks(
 def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str, Any]:
     """The radiomics baseline's out-of-fold predictions next to a classifier run's test
     predictions on the images both have: accuracy of each, and on the classifier's errors how
-    often radiomics is right."""
+    often radiomics is right. The classifier is scored over all its own classes, so a
+    four-class run that calls a tumour ``no_tumor`` is wrong there, as in its metrics.json."""
     import pandas as pd
 
     from braincam.evaluate.metrics import compute_metrics
 
-    predictions = RunDir(run).root / "predictions.csv"
-    if not predictions.exists():
-        raise BraincamError(f"{run} has no predictions.csv; evaluate it first")
-    cnn = pd.read_csv(predictions)
-    cnn = cnn[(cnn["split"] == "test") & cnn["label"].isin(classes)]
+    cnn = cnn_test_predictions(run)
+    cnn = cnn[cnn["label"].isin(classes)]
     rad = pd.DataFrame({"path": table["path"], "rad_pred": baseline.prob.argmax(1)})
     both = cnn.merge(rad, on="path")
     if both.empty:
         raise BraincamError(f"{run}'s test images have no radiomic features here")
-    missing = [c for c in classes if f"prob_{c}" not in both.columns]
-    if missing:
-        raise BraincamError(f"{run} does not predict {missing}: a tumour-type classifier is needed")
-    y = both["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
-    prob = both[[f"prob_{c}" for c in classes]].to_numpy()
-    cnn_pred, rad_pred = prob.argmax(1), both["rad_pred"].to_numpy()
-    wrong = cnn_pred != y
-    onehot = np.eye(len(classes))[rad_pred]
+    own = [c.removeprefix("prob_") for c in cnn.columns if c.startswith("prob_")]
+    prob = both[[f"prob_{c}" for c in own]].to_numpy()
+    truth = both["label"].to_numpy()
+    wrong = np.array(own)[prob.argmax(1)] != truth
+    rad_pred = both["rad_pred"].to_numpy()
+    rad_right = np.array(classes)[rad_pred] == truth
     return {
         "run": str(run), "n": int(len(both)),
-        "cnn": compute_metrics(y, prob, list(classes), n_boot=0),
-        "radiomics": compute_metrics(y, onehot, list(classes), n_boot=0),
+        "cnn": compute_metrics([own.index(t) for t in truth], prob, own, n_boot=0),
+        "radiomics": compute_metrics([list(classes).index(t) for t in truth],
+                                     np.eye(len(classes))[rad_pred], list(classes), n_boot=0),
         "cnn_errors": int(wrong.sum()),
-        "radiomics_right_on_cnn_errors": int((rad_pred[wrong] == y[wrong]).sum()),
+        "radiomics_right_on_cnn_errors": int(rad_right[wrong].sum()),
     }
+
+
+def cnn_test_predictions(run: Path, records: Sequence[ImageRecord] = ()):  # -> DataFrame
+    """``--cnn RUN``'s ``predictions.csv`` test rows, refused with one line unless ``RUN`` is
+    an evaluated tumour-type classifier whose test images include some of ``records``
+    (checked before any feature is computed)."""
+    import pandas as pd
+
+    from braincam.models.segment import is_segment_run
+
+    if is_segment_run(run):
+        raise BraincamError(f"--cnn {run} is a segment run; it takes a tumour-type classifier run")
+    predictions = RunDir(run).root / "predictions.csv"
+    try:
+        table = pd.read_csv(predictions)
+        table = table[table["split"] == "test"]
+    except FileNotFoundError:
+        raise BraincamError(f"{run} has no predictions.csv; evaluate it first") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise BraincamError(f"{predictions}: cannot read it ({first_line(exc)})") from None
+    missing = [c for c in TUMOUR_TYPES if f"prob_{c}" not in table.columns]
+    if missing:
+        raise BraincamError(f"{run} does not predict {missing}: a tumour-type classifier is needed")
+    if records and not set(table["path"].astype(str)) & {r.key for r in records}:
+        raise BraincamError(f"{run}'s test images are none of the images given here")
+    return table
 
 
 def _workers(workers: int | None) -> int:
