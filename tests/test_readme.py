@@ -91,3 +91,24 @@ def test_the_recommended_recipe_is_braincam_runs_grounded_default():
             assert (f"{flag} " in command + " ") is value, flag
         else:
             assert f"{flag} {value} " in command + " ", flag
+
+
+def test_the_library_functions_audit_md_lists_take_the_arguments_it_names():
+    """audit.md's "Library" list: every ``name(a, b=...)`` under a ``braincam.x`` module is a
+    function of that module whose parameters start with those names, in that order."""
+    import importlib
+    import inspect
+
+    text = (ROOT / "docs" / "audit.md").read_text(encoding="utf-8")
+    section = text.split("## Library", 1)[1].split("\n## ", 1)[0]
+    checked = 0
+    for item in re.split(r"\n- ", section):
+        module = re.match(r"\s*`(braincam(?:\.\w+)+)`", item)
+        if module is None:
+            continue
+        for name, params in re.findall(r"`(\w+)\(([^)]*)\)", item):
+            function = getattr(importlib.import_module(module.group(1)), name)
+            named = [p.split("=")[0].strip() for p in params.split(",") if p.strip()]
+            assert list(inspect.signature(function).parameters)[:len(named)] == named, name
+            checked += 1
+    assert checked >= 6
