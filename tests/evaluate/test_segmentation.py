@@ -172,3 +172,24 @@ def test_a_taken_stem_of_a_file_in_the_working_folder_takes_that_folders_name(tm
     assert _unique_stem("scan.png", set()) == "scan"
     assert _unique_stem("scan.dcm", {"scan"}) == "study_scan"
     assert _unique_stem("other/scan.dcm", {"scan", "other_scan"}) == "other_scan_2"
+
+
+def test_each_series_of_a_folder_is_named_like_predicts_overlays(tmp_path, segmenter_run,
+                                                                 write_dicom):
+    """Two series in one folder: ``<folder>_series<N>_s<k>``, no ``#`` in a file name."""
+    from braincam.data.inputs import expand_inputs
+    from braincam.models.segment import load_segmenter
+
+    rows, cols = np.mgrid[:40, :32]
+    head = (((rows - 20) / 16) ** 2 + ((cols - 16) / 12) ** 2 <= 1).astype(np.uint8) * 180
+    folder = tmp_path / "ser"
+    folder.mkdir()
+    for uid, number in (("1.2.826.0.1.7", 3), ("1.2.826.0.1.9", 7)):
+        write_dicom(folder / f"{number}.dcm", head, instance=1, series=(uid, number))
+    out = tmp_path / "out"
+    written, skipped = predict_files(load_segmenter(segmenter_run, "cpu"),
+                                     expand_inputs([folder]), out)
+    assert not skipped
+    assert [r["mask"] for r in written] == ["ser_series3_s0_mask.png", "ser_series7_s0_mask.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == [
+        f"ser_series{n}_s0_{kind}.png" for n in (3, 7) for kind in ("mask", "outline")]

@@ -276,8 +276,10 @@ def _unique_stem(name: str, written: set[str]) -> str:
     """The file name of input ``name`` without its image or NIfTI suffix; when a file of it
     could meet one of the names given out so far (``written``: stems and ``<stem>_s<k>`` slice
     names), ``<parent>_<stem>``, then ``<parent>_<stem>_2``, ``_3``, ... A stem ``c`` meets
-    ``written`` if it is there or a slice name ``c_s<k>`` is."""
-    stem = file_stem(name)
+    ``written`` if it is there or a slice name ``c_s<k>`` is. One of several series in a
+    folder (``<folder>#series<N>``, :mod:`braincam.data.inputs`) is ``<folder>_series<N>``, as
+    predict's overlays name it."""
+    stem = file_stem(name).replace("#", "_")
     parent = Path(name).parent.name or Path(name).resolve().parent.name  # "scan.png": cwd's
     longer = f"{parent}_{stem}"
     candidates = chain([stem, longer], (f"{longer}_{n}" for n in count(2)))
