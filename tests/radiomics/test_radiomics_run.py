@@ -201,11 +201,13 @@ def test_cnn_comparison_and_a_wrong_cnn_refused_before_any_feature(tmp_path):
     run = _predictions(tmp_path / "clf", records[::2])
     runner = CliRunner()
     out = tmp_path / "rad"
-    invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(out), "--folds", "3",
+    link = tmp_path / "linked"  # the same images reached another way
+    link.symlink_to(root)
+    invoke = runner.invoke(app, ["radiomics", str(link), "--out", str(out), "--folds", "3",
                                  "--workers", "1", "--cnn", str(run)])
     assert invoke.exit_code == 0, invoke.output
     cnn = json.loads((out / "radiomics.json").read_text())["cnn"]
-    featured = set(pd.read_csv(out / "features.csv")["path"])
+    featured = {p.replace(str(link), str(root)) for p in pd.read_csv(out / "features.csv")["path"]}
     scored = [r for r in records[::2] if r.key in featured]  # glioma/999.png has no mask
     errors = sum(i % 3 == 0 for i, r in enumerate(records[::2]) if r.key in featured)
     assert cnn["n"] == len(scored) and cnn["cnn_errors"] == errors

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from braincam.data.records import ImageRecord, SkippedFile
+from braincam.data.records import ImageRecord, SkippedFile, resolved_key
 from braincam.errors import BraincamError, first_line
 from braincam.labels import GLIOMA, MENINGIOMA, PITUITARY
 from braincam.radiomics.features import RadiomicsConfig
@@ -212,15 +212,17 @@ def _segment_masks(
 def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str, Any]:
     """The radiomics baseline's out-of-fold predictions next to a classifier run's test
     predictions on the images both have: accuracy of each, and on the classifier's errors how
-    often radiomics is right. The classifier is scored over all its own classes, so a
-    four-class run that calls a tumour ``no_tumor`` is wrong there, as in its metrics.json."""
+    often radiomics is right (images matched by resolved path). The classifier is scored over
+    all its own classes, so a four-class run that calls a tumour ``no_tumor`` is wrong there,
+    as in its metrics.json."""
     import pandas as pd
 
     from braincam.evaluate.metrics import compute_metrics
 
     cnn = cnn_test_predictions(run)
-    cnn = cnn[cnn["label"].isin(classes)]
-    rad = pd.DataFrame({"path": table["path"], "rad_pred": baseline.prob.argmax(1)})
+    cnn = cnn[cnn["label"].isin(classes)].assign(path=lambda t: t["path"].map(resolved_key))
+    rad = pd.DataFrame({"path": table["path"].map(resolved_key),
+                        "rad_pred": baseline.prob.argmax(1)})
     both = cnn.merge(rad, on="path")
     if both.empty:
         raise BraincamError(f"{run}'s test images have no radiomic features here")
@@ -261,7 +263,8 @@ def cnn_test_predictions(run: Path, records: Sequence[ImageRecord] = ()):  # -> 
     missing = [c for c in TUMOUR_TYPES if f"prob_{c}" not in table.columns]
     if missing:
         raise BraincamError(f"{run} does not predict {missing}: a tumour-type classifier is needed")
-    if records and not set(table["path"].astype(str)) & {r.key for r in records}:
+    if records and not set(table["path"].astype(str).map(resolved_key)) & {
+            resolved_key(r.key) for r in records}:
         raise BraincamError(f"{run}'s test images are none of the images given here")
     return table
 
