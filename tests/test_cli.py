@@ -38,11 +38,17 @@ def test_ctrl_c_says_so(monkeypatch, capsys):
     from braincam import cli
 
     monkeypatch.setattr(cli, "app", lambda standalone_mode: cli.INTERRUPTED)
-    monkeypatch.setattr(sys, "argv", ["braincam", "train"])
-    with pytest.raises(SystemExit) as stop:
-        cli.main()
-    assert stop.value.code == 130
-    assert capsys.readouterr().err.strip() == cli.INTERRUPTED_MESSAGE
+    for command, said in (
+            ("train", "interrupted"),
+            ("run", "interrupted (the same braincam run command resumes from its finished "
+                    "stages)"),
+            ("cv", "interrupted (the same braincam cv command resumes from its finished "
+                   "folds)")):
+        monkeypatch.setattr(sys, "argv", ["braincam", command, "DATA"])
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 130
+        assert capsys.readouterr().err.strip() == said
 
 
 def test_a_command_of_one_process_refuses_torchrun(monkeypatch, capsys):

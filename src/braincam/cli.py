@@ -41,7 +41,14 @@ except ImportError:  # older Typer uses click itself
     from click.exceptions import NoArgsIsHelpError
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl-C (128 + SIGINT)
-INTERRUPTED_MESSAGE = "interrupted (braincam run resumes from its finished stages)"
+RESUMES = {"run": "its finished stages", "cv": "its finished folds"}  # on the same command
+
+
+def interrupted_message(command: str | None) -> str:
+    """What Ctrl-C leaves: ``braincam run`` and ``cv`` resume when given the same command."""
+    if command in RESUMES:
+        return f"interrupted (the same braincam {command} command resumes from {RESUMES[command]})"
+    return "interrupted"
 
 app = typer.Typer(
     name="braincam",
@@ -75,6 +82,11 @@ TORCHRUN_COMMANDS = ("train", "segment", "explain", "predict")
 in each process, writing the same files."""
 
 
+def _command(args: list[str]) -> str | None:
+    """The command named on the command line (its first word that is not an option)."""
+    return next((a for a in args if not a.startswith("-")), None)
+
+
 def _check_torchrun(args: list[str]) -> None:
     """Under torchrun (``WORLD_SIZE`` > 1), a command of one process is a one-line error."""
     import os
@@ -83,7 +95,7 @@ def _check_torchrun(args: list[str]) -> None:
         world = int(os.environ.get("WORLD_SIZE", "1"))
     except ValueError:
         return
-    command = next((a for a in args if not a.startswith("-")), None)
+    command = _command(args)
     if world > 1 and command is not None and command not in TORCHRUN_COMMANDS:
         raise BraincamError(f"braincam {command} runs in one process; start it without "
                             f"torchrun ({', '.join(TORCHRUN_COMMANDS)} run under torchrun)")
@@ -101,7 +113,7 @@ def main() -> None:
         result = app(standalone_mode=False)
         code = result if isinstance(result, int) else 0
         if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code
-            typer.echo(INTERRUPTED_MESSAGE, err=True)
+            typer.echo(interrupted_message(_command(sys.argv[1:])), err=True)
     except BraincamError as exc:
         typer.echo(f"error: {exc}", err=True)
         code = 2
@@ -114,7 +126,7 @@ def main() -> None:
     except (typer.Abort, EOFError):
         code = 1
     except KeyboardInterrupt:
-        typer.echo(INTERRUPTED_MESSAGE, err=True)
+        typer.echo(interrupted_message(_command(sys.argv[1:])), err=True)
         code = INTERRUPTED
     # a torchrun rank that left its process group skips the interpreter's teardown; the module
     # is looked up, not imported, so that commands without torch stay without it

@@ -240,6 +240,32 @@ def check_outside_data(out: Path | str, roots: Iterable[Path | str]) -> None:
                                 "be read as images; choose an output folder outside it")
 
 
+def named_data_roots(run_dirs: Iterable[Path | str]) -> list[Path]:
+    """The dataset folders that the ``config.yaml`` of each of ``run_dirs`` names, where it
+    names any (a model spec's folder names none): an output inside one would be read as
+    images by the next command on that data."""
+    roots: list[Path] = []
+    for run in run_dirs:
+        try:
+            roots += RunDir(Path(run)).data_roots()
+        except BraincamError:
+            pass
+    return roots
+
+
+def check_dataset_folders(out: Path | str, roots: Iterable[Path | str]) -> None:
+    """Before a command trains or writes anything: each of ``roots`` (dataset folders it
+    reads) is a folder, and ``out`` neither lies inside one (:func:`check_outside_data`) nor
+    is or holds one (:func:`check_spares`), so that a mistyped ``--data`` costs no training
+    and ``--out`` with ``--force`` deletes no data."""
+    roots = list(roots)
+    missing = next((r for r in roots if not Path(r).is_dir()), None)
+    if missing is not None:
+        raise BraincamError(f"{missing} is not a directory (a dataset folder was expected)")
+    check_outside_data(out, roots)
+    check_spares(out, roots)
+
+
 def make_folder(path: Path) -> Path:
     """``path`` as a folder, made with its parents; a file in the way is a one-line error."""
     _check_folders(Path(path))

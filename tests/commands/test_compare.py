@@ -53,6 +53,13 @@ def test_compare_two_runs(tmp_path):
     assert [r["run"] for r in doc["runs"]] == ["baseline", "masked"]
     assert doc["runs"][1]["background_share"] is None
 
+    data = tmp_path / "data"
+    (data / "tumor").mkdir(parents=True)
+    (base / "config.yaml").write_text(f"data: [{data}]\n")
+    inside = invoke(str(base), str(masked), "--out", str(data / "tumor" / "cmp"))
+    assert f"lies inside the dataset folder {data}" in str(inside.exception)
+    assert not (data / "tumor" / "cmp").exists()  # compare.png would be a tumour image
+
     again = invoke(str(base), "--out", str(out))
     assert isinstance(again.exception, BraincamError) and "--force" in str(again.exception)
     assert invoke(str(base), "--out", str(out), "--force").exit_code == 0

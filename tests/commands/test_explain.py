@@ -194,6 +194,10 @@ def test_force_replaces_the_overlays_and_nothing_is_written_before_every_folder_
     inside = invoke(str(run), "--data", str(few), "--out", str(few / "maps"))
     assert isinstance(inside.exception, BraincamError)
     assert "inside the dataset folder" in str(inside.exception) and not (few / "maps").exists()
+    maps = phantoms / "Training" / "tumor" / "maps"  # the run's own data: read back as images
+    inside = invoke(str(run), "--out", str(maps))
+    assert f"lies inside the dataset folder {phantoms}" in str(inside.exception)
+    assert not maps.exists()
 
 
 def test_data_skip_entries_are_images_of_the_split_left_out(run, phantoms, tmp_path):

@@ -96,6 +96,23 @@ def test_an_output_inside_the_data_is_refused_before_anything_is_written(phantom
     assert not (phantoms / "myrun").exists()
 
 
+def test_extra_data_folders_are_checked_before_training(phantoms, tmp_path):
+    """A missing ``--data`` folder costs no training; ``--out EXTRA --force`` and an output
+    holding EXTRA never delete it."""
+    result = invoke(str(phantoms), "--data", str(tmp_path / "typo"), "--out",
+                    str(tmp_path / "run"), "--weights", "none", *TINY)
+    assert str(result.exception) == (f"{tmp_path / 'typo'} is not a directory (a dataset folder "
+                                     "was expected)")
+    assert not (tmp_path / "run").exists()
+    extra = make_phantom_dataset(tmp_path / "site" / "extra", PhantomSpec(n_per_class=2, size=48))
+    before = sorted(extra.rglob("*"))
+    for out in (extra, extra.parent):
+        result = invoke(str(phantoms), "--data", str(extra), "--out", str(out), "--force",
+                        "--weights", "none", *TINY)
+        assert isinstance(result.exception, BraincamError), result.output
+        assert sorted(extra.rglob("*")) == before
+
+
 def test_a_run_without_test_images_says_it_evaluated_nothing(phantoms, tmp_path):
     import shutil
 

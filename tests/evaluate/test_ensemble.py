@@ -132,6 +132,34 @@ def test_force_never_deletes_a_member_or_the_folder_holding_them(members):
         assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
+def test_its_data_is_never_an_output_and_a_wrong_extra_folder_stops_it_first(members,
+                                                                              tmp_path):
+    """``--out DATA --force`` keeps DATA whole; an output inside DATA (read back as images by
+    the next training) or a missing ``--data`` folder stops before any file is written."""
+    data, _, runs = members
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    with pytest.raises(BraincamError, match="lies inside the dataset folder"):
+        make_ensemble(runs, data, force=True)
+    with pytest.raises(BraincamError, match="lies inside the dataset folder"):
+        make_ensemble(runs, data / "Testing" / "tumor" / "ens")
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+    with pytest.raises(BraincamError, match="typo is not a directory"):
+        make_ensemble(runs, tmp_path / "ens", extra=[tmp_path / "typo"])
+    assert not (tmp_path / "ens").exists()
+
+
+def test_members_of_one_test_split_but_other_training_images_are_told_so(members, tmp_path):
+    import shutil
+
+    _, _, runs = members
+    changed = shutil.copytree(runs[1], tmp_path / "changed")
+    with open(changed / "split.csv", "a") as fh:  # an image added to the data since
+        fh.write(f"{tmp_path / 'added.png'},phantoms,tumor,train,999,False\n")
+    with pytest.raises(BraincamError, match=r"trained on different images of the same folders "
+                                            r"\(1 listed by one only\): the data changed"):
+        make_ensemble([runs[0], changed], tmp_path / "ens")
+
+
 def test_explain_and_audit_of_an_ensemble_name_a_member(members, tmp_path):
     data, _, runs = members
     ens = make_ensemble(runs, tmp_path / "ens").root

@@ -53,9 +53,20 @@ def test_folds_test_every_image_once_and_cv_json_averages_them(phantoms, tmp_pat
                            progress=False)
     assert [r["kept"] for r in again.folds] == [True, True] and again.summary == result.summary
     (tmp_path / "cv" / "cv.json").unlink()
+    (tmp_path / "cv" / "fold-1" / "metrics.json").unlink()  # stopped while fold 1 trained
+    (tmp_path / "cv" / "fold-1" / "model.safetensors").unlink()
+    again = cross_validate([phantoms / "Training"], config, tmp_path / "cv", folds=2,
+                           progress=False)
+    assert [r["kept"] for r in again.folds] == [True, False]
+    assert (tmp_path / "cv" / "fold-1" / "metrics.json").is_file()
+    (tmp_path / "cv" / "cv.json").unlink()
     with pytest.raises(BraincamError, match="already holds a run"):  # other settings: --force
         cross_validate([phantoms / "Training"], tiny(head_epochs=2, finetune_epochs=0),
                        tmp_path / "cv", folds=2, progress=False)
+    with pytest.raises(BraincamError, match="typo is not a directory"):  # before fold 0
+        cross_validate([phantoms / "Training"], config, tmp_path / "cv2", folds=2,
+                       extra=[tmp_path / "typo"], progress=False)
+    assert not (tmp_path / "cv2").exists()
 
 
 def test_data_with_an_official_test_folder_is_refused(phantoms, tmp_path):

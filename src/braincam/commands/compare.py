@@ -28,9 +28,10 @@ def command(
     from rich.console import Console
 
     from braincam.pipeline import compare_runs, write_comparison
-    from braincam.runs import prepare_output_dir
+    from braincam.runs import check_outside_data, named_data_roots, prepare_output_dir
 
     comparison = compare_runs(runs)
+    check_outside_data(out, named_data_roots(runs))
     folder = prepare_output_dir(out, force=force, marker="compare.json")
     files = write_comparison(comparison, folder)
     console = Console()

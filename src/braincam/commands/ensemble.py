@@ -38,11 +38,12 @@ def command(
     from braincam.evaluate import evaluate_run
     from braincam.evaluate.ensemble import make_ensemble
 
-    made = make_ensemble(runs, out, force=force, command=shlex.join(["braincam", *sys.argv[1:]]))
+    extra = merged(extra, extra_alias) if evaluate else []
+    made = make_ensemble(runs, out, force=force, command=shlex.join(["braincam", *sys.argv[1:]]),
+                         extra=extra)
     typer.echo(f"ensemble of {len(runs)} runs in {made.root}")
     if evaluate:
-        metrics = evaluate_run(out, merged(extra, extra_alias), force=True, device=device,
-                               progress=progress)
+        metrics = evaluate_run(out, extra, force=True, device=device, progress=progress)
         for line in metrics_lines(metrics):
             typer.echo(line)
     typer.echo(f"wrote {out}")

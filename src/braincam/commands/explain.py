@@ -98,6 +98,7 @@ def command(
         SKIPPED_CSV,
         RunDir,
         check_outside_data,
+        named_data_roots,
         prepare_output_dir,
     )
 
@@ -128,8 +129,9 @@ def command(
     items = _items(rundir, images or [], data or [], split, unread)
     out_dirs = {name: rundir.explain / name if spec_out is not None or out is None
                 else out / name if len(chosen) > 1 else out for name in chosen}
+    own = named_data_roots([rundir.root]) if spec_out is None else []
     for out_dir in out_dirs.values():  # every method's folder, before any is written
-        check_outside_data(out_dir, data or [])
+        check_outside_data(out_dir, [*(data or []), *own])
         if (out_dir / EXPLANATIONS_NPZ).exists() and not force:
             raise BraincamError(f"{out_dir} already holds {EXPLANATIONS_NPZ}; pass --force to "
                                 "overwrite it")

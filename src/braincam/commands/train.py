@@ -53,9 +53,12 @@ def command(
     from braincam import distributed
     from braincam.commands.evaluate import metrics_lines
     from braincam.evaluate import evaluate_run
+    from braincam.runs import check_dataset_folders
     from braincam.train import train_run
 
     config = train_config(ctx.params)
+    extra = merged(extra, extra_alias)
+    check_dataset_folders(out, [*data, *extra])  # a wrong --data before any training
     result = train_run(data, config, out, force=force, progress=progress,
                        command=command_line(ctx), compile=compile)
     distributed.shutdown()  # the other processes exit here; process 0 evaluates alone
@@ -70,7 +73,6 @@ def command(
         + (f", validation balanced accuracy {best:.3f}" if best is not None else "")
         + f"; trained in {result.seconds / 60:.1f} min"
     )
-    extra = merged(extra, extra_alias)
     if evaluate and (counts["test"] or extra):
         metrics = evaluate_run(out, extra, force=True, device=config.device, progress=progress)
         for line in metrics_lines(metrics):

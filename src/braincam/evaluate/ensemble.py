@@ -25,6 +25,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_csv,
     atomic_write_yaml,
+    check_dataset_folders,
     prepare_output_dir,
     versions,
 )
@@ -35,12 +36,13 @@ MEMBER_META = ("subtypes", "dropout", "seed", "best", "guide")  # kept per membe
 
 def make_ensemble(
     member_dirs: Sequence[Path | str], out_dir: Path | str, force: bool = False,
-    command: str | None = None,
+    command: str | None = None, extra: Sequence[Path | str] = (),
 ) -> RunDir:
     """Write the ensemble run directory of ``member_dirs`` (see the module docstring).
 
     The members must share architecture, classes, task, preprocessing, data roots and test
-    split; anything else stops with a one-line error before a file is written.
+    split; anything else stops with a one-line error before a file is written, as does an
+    ``out_dir`` inside or holding their data or ``extra`` (the folders it will be evaluated on).
     """
     from braincam.models.checkpoint import read_tensors, save_tensors
 
@@ -55,12 +57,14 @@ def make_ensemble(
     for key in SHARED_META:
         if len({json.dumps(m.get(key), sort_keys=True) for m in metas}) > 1:
             raise BraincamError(f"the runs differ in {key}; an ensemble's members must agree")
-    if len({tuple(c.get("data") or ()) for c in configs}) > 1:
+    data = [tuple(c.get("data") or ()) for c in configs]
+    if len({frozenset(d) for d in data}) > 1:
         raise BraincamError("the runs were trained on different data roots")
     split = _common_split(splits, runs)
 
     out = RunDir(Path(out_dir))
-    prepare_output_dir(out.root, force=force, reads=[r.root for r in runs])
+    check_dataset_folders(out.root, [*data[0], *extra])
+    prepare_output_dir(out.root, force=force, reads=[*(r.root for r in runs), *data[0], *extra])
     tensors: dict[str, torch.Tensor] = {}
     for i, run in enumerate(runs):
         member_tensors, _ = read_tensors(run.model)
@@ -103,13 +107,16 @@ def _common_split(splits, runs: Sequence[RunDir]):  # -> DataFrame
     test = set(first.index[first["split"] == "test"])
     for run, other in zip(runs[1:], splits[1:], strict=True):
         other = other.set_index("path")
-        if set(other.index) != set(first.index) or set(
-            other.index[other["split"] == "test"]
-        ) != test:
+        if set(other.index[other["split"] == "test"]) != test:
             raise BraincamError(
                 f"{run.root} has another test split than {runs[0].root}; members must share "
                 "one (--split official, or the same --split-seed for random and dedup splits)"
             )
+        if set(other.index) != set(first.index):
+            raise BraincamError(
+                f"{run.root} and {runs[0].root} were trained on different images of the same "
+                f"folders ({len(set(other.index) ^ set(first.index))} listed by one only): "
+                "the data changed between their trainings")
     out = first.copy()
     aligned = [s.set_index("path").loc[out.index] for s in splits]
     trained = np.logical_or.reduce([(s["split"] == "train").to_numpy() for s in aligned])

@@ -21,8 +21,9 @@ fold on images its guide was taught. That costs one segmenter training per fold.
 A fold whose ``metrics.json`` exists, whose ``config.yaml`` holds the same training settings
 and whose images are the data's now (no file changed after its model was written) is kept, so
 an interrupted cross-validation resumes, and is scored again on the ``--data`` folders given
-now, if any (or were before); a fold with other settings, other data or without
-metrics is replaced only with ``force``, which also removes the folders of folds beyond K.
+now, if any (or were before). A fold of the same settings stopped before its metrics were
+written is trained again; a fold with other settings or other data is replaced only with
+``force``, which also removes the folders of folds beyond K.
 The folds compute each image's backbone features once (:mod:`braincam.train.features`).
 """
 
@@ -40,7 +41,7 @@ import yaml
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.evaluate.run import extra_sets
-from braincam.runs import RunDir, as_written, atomic_write_json, check_outside_data, read_json
+from braincam.runs import RunDir, as_written, atomic_write_json, check_dataset_folders, read_json
 from braincam.train.config import TrainConfig
 from braincam.train.features import remembered_features
 
@@ -81,7 +82,7 @@ def cross_validate(
     if folds < 2:
         raise BraincamError(f"--folds must be >= 2, got {folds}")
     out = Path(out_dir)
-    check_outside_data(out, roots)
+    check_dataset_folders(out, [*roots, *extra])  # a wrong --data before fold 0 trains
     if (out / "cv.json").exists() and not force:
         raise BraincamError(f"{out} already holds a cross-validation; pass --force to redo it")
     plan = guide_plan(config.guide) if config.guide else None
@@ -107,8 +108,8 @@ def cross_validate(
             run = RunDir(out / f"fold-{k}")
             kept = _finished(run, fold_config) and data.same(run)
             if not kept:
-                train_run(roots, fold_config, run.root, force=force, progress=progress,
-                          command=command)
+                train_run(roots, fold_config, run.root, progress=progress, command=command,
+                          force=force or _interrupted(run, fold_config))
             if not kept or extra or read_json(run.metrics).get("extra"):  # --data as now
                 evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
             rows.append({"fold": k, "run": run.root.name, "kept": kept,
@@ -215,7 +216,18 @@ def _skipped(run: RunDir) -> set[str]:
 
 def _finished(run: RunDir, config: TrainConfig) -> bool:
     """Whether ``run`` is this fold, trained and evaluated with the same settings."""
-    if not (run.metrics.is_file() and run.config.is_file()):
+    return run.metrics.is_file() and _same_settings(run, config)
+
+
+def _interrupted(run: RunDir, config: TrainConfig) -> bool:
+    """Whether ``run`` is this fold with the same settings, stopped before its evaluation
+    wrote ``metrics.json``: it holds nothing to keep, so it is trained again without
+    ``force``."""
+    return not run.metrics.exists() and _same_settings(run, config)
+
+
+def _same_settings(run: RunDir, config: TrainConfig) -> bool:
+    if not run.config.is_file():
         return False
     try:
         stored = TrainConfig.from_dict(yaml.safe_load(run.config.read_text())["train"])
