@@ -56,6 +56,24 @@ def test_force_with_a_marker_removes_only_the_owned_files_of_an_earlier_call(tmp
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
 
 
+def test_a_file_of_another_command_that_this_one_writes_is_not_replaced_without_force(
+        tmp_path):
+    """A run folder's skipped.csv, where explain (marker explanations.npz) would write its
+    own: refused, and kept, unless ``force``."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "skipped.csv").write_text("path,reason\nbad.png,unreadable\n")
+    owned = ("explanations.npz", "skipped.csv", "overlays")
+    with pytest.raises(BraincamError, match=r"run holds skipped.csv, which this command would "
+                                            r"replace; pass --force"):
+        prepare_output_dir(out, marker="explanations.npz", owned=iter(owned))
+    assert (out / "skipped.csv").read_text().endswith("unreadable\n")
+    prepare_output_dir(out, force=True, marker="explanations.npz", owned=owned)
+    (out / "skipped.csv").unlink()
+    (out / "notes.txt").write_text("mine")  # other files: no clash
+    prepare_output_dir(out, marker="explanations.npz", owned=owned)
+
+
 def test_an_output_inside_a_dataset_folder_is_refused(tmp_path):
     from braincam.runs import check_outside_data
 

@@ -191,11 +191,13 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     without it any non-empty directory counts, and ``force`` deletes the directory first.
     With a marker the folder may hold other files, and ``force`` deletes only ``owned``, and
     only where the marker shows an earlier call: the names (glob patterns) of what the command
-    writes there, so that no file of that call is left beside the new ones. Nothing is
+    writes there, so that no file of that call is left beside the new ones. Where the marker
+    is absent but one of ``owned`` is there (another command's ``skipped.csv`` in a run
+    folder), the command would replace it: refused without ``force``. Nothing is
     deleted while it is, or holds, one of ``reads``, the files and folders the command reads
     (its data, the runs it combines): ``--out DATA --force`` must not erase DATA.
     """
-    path = Path(path)
+    path, owned = Path(path), tuple(owned)
     _check_folders(path)
     occupied = path.exists() and (
         (path / marker).exists() if marker else any(path.iterdir())
@@ -203,6 +205,11 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     if occupied and not force:
         what = marker or "a run"  # the finished output, where the caller names it
         raise BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
+    if marker is not None and path.is_dir() and not occupied and not force:
+        clash = next((p.name for pattern in owned for p in sorted(path.glob(pattern))), None)
+        if clash is not None:
+            raise BraincamError(f"{path} holds {clash}, which this command would replace; pass "
+                                "--force to replace it, or choose another output folder")
     reads = list(reads)
     if occupied and force and marker is None:
         check_spares(path, reads)

@@ -178,6 +178,15 @@ def test_folds_seed_and_classes_too_small_to_split_are_one_line_errors(tmp_path)
     message = str(invoke.exception)
     assert "cannot split these images" in message and "\n" not in message
     assert (tmp_path / "o2" / "features.csv").is_file()
+    for extra in sorted((root / "meningioma").glob("*.png"))[1:]:  # one masked meningioma
+        extra.unlink()
+        (root / "masks" / "meningioma" / extra.name).unlink()
+    invoke = runner.invoke(app, ["radiomics", str(root), "--out", str(tmp_path / "o3"),
+                                 "--folds", "2", "--workers", "1"])
+    assert str(invoke.exception) == (
+        "meningioma has masked images in 1 patient/duplicate group(s): the grouped 2-fold "
+        "cross-validation needs each tumour type in at least 2 (--folds); features.csv is kept "
+        f"in {tmp_path / 'o3'}")
 
 
 def _predictions(run, records, classes=("glioma", "meningioma", "no_tumor", "pituitary")):

@@ -147,6 +147,14 @@ def radiomics_run(
         raise BraincamError(
             f"only {len(set(group))} patient/duplicate groups: fewer than --folds {folds}"
         )
+    few = {c: n for c in classes
+           if (n := table.loc[table["label"] == c, "group"].nunique()) < folds}
+    if few:
+        c, n = next(iter(few.items()))
+        raise BraincamError(
+            f"{c} has masked images in {n} patient/duplicate group(s): the grouped "
+            f"{folds}-fold cross-validation needs each tumour type in at least {folds} "
+            f"(--folds); {FEATURES_CSV} is kept in {out}")
     n_jobs = _workers(workers)
     try:
         results = {m: cross_validate(x, y, group, classes, names, m, folds, seed, n_boot,
