@@ -139,6 +139,27 @@ def test_runs_of_different_tasks_carry_a_note(tmp_path):
     assert compare_runs([a, a]).note is None and compare_runs([a, b]).to_dict()["note"] == note
 
 
+def test_sets_of_one_name_with_other_images_and_audits_of_other_rows_carry_a_note(tmp_path):
+    """Two folders named ``extern`` (other images) share a column, and an audit of validation
+    images stands beside one of unseen images: the note says so; the same images under one
+    name do not."""
+    header = "path,dataset,split,leak_free,label,pred\n"
+    runs = []
+    for name, extern, rows in (("a", "site1", "unseen"), ("b", "site2", "validation"),
+                               ("c", "site1", "unseen")):
+        run = write_run(tmp_path / name, {"test": m(0.9, 0.9), "extra": {"extern": m(1, 1)}},
+                        {"rows": rows, "datasets": {}})
+        (run / "predictions.csv").write_text(
+            header + f"x1,s,test,True,tumor,tumor\n/{extern}/e1,extern,extra,True,tumor,tumor\n"
+            + ("/site2/e2,extern,extra,True,tumor,tumor\n" if extern == "site2" else ""))
+        runs.append(run)
+    assert compare_runs(runs).note == (
+        "balanced_accuracy@extern: the runs scored other images under that name (a 1, b 2, "
+        "c 1); the audits read other images (a: unseen, b: validation, c: unseen): their "
+        "rates do not compare")
+    assert compare_runs([runs[0], runs[2]]).note is None
+
+
 def test_bad_runs(tmp_path):
     with pytest.raises(BraincamError, match="is not a directory"):
         compare_runs([tmp_path / "nope"])

@@ -88,15 +88,18 @@ class Comparison:
     rows: list[dict[str, float | None]]
     shared_n: dict[str, int] = field(default_factory=dict)  # images per shared leak-free set
     tasks: list[str | None] = field(default_factory=list)  # each run's task (metrics.json)
+    cautions: list[str] = field(default_factory=list)  # numbers side by side that differ in kind
 
     @property
     def note(self) -> str | None:
-        """A warning when the runs solve different tasks: their numbers have other chances."""
-        if len({t for t in self.tasks if t}) < 2:
-            return None
-        return ("the runs solve different tasks (" + ", ".join(
-            f"{name}: {task}" for name, task in zip(self.runs, self.tasks, strict=True)
-            if task) + "): accuracies have other chance levels and do not compare")
+        """A warning when the runs solve different tasks (their numbers have other chances),
+        scored other images under one set name, or were audited on other rows."""
+        notes = list(self.cautions)
+        if len({t for t in self.tasks if t}) >= 2:
+            notes.insert(0, "the runs solve different tasks (" + ", ".join(
+                f"{name}: {task}" for name, task in zip(self.runs, self.tasks, strict=True)
+                if task) + "): accuracies have other chance levels and do not compare")
+        return "; ".join(notes) or None
 
     def cell(self, run: str, column: str) -> float | None:
         return self.rows[self.runs.index(run)][column]
@@ -174,7 +177,44 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
                *[c for c in shared_columns if c != SHARED], *RATES, *rates, *mask_rates, *RATIOS,
                *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
-    return Comparison(_names(paths), paths, columns, rows, shared_n, tasks)
+    names = _names(paths)
+    cautions = [*_other_images(paths, names), *_other_audit_rows(paths, names)]
+    return Comparison(names, paths, columns, rows, shared_n, tasks, cautions)
+
+
+def _other_images(paths: list[Path], names: list[str]) -> list[str]:
+    """A caution per extra set name under which two runs' ``predictions.csv`` list other
+    images (two folders of one name): their ``balanced_accuracy@<set>`` share a column but
+    not their data."""
+    import pandas as pd
+
+    images: dict[str, dict[str, frozenset[str]]] = {}  # set -> run -> its image paths
+    for path, name in zip(paths, names, strict=True):
+        file = RunDir(path).predictions
+        try:
+            table = pd.read_csv(file, usecols=["path", "split", "dataset"])
+        except (OSError, ValueError):
+            continue
+        extra = table[table["split"] == "extra"]
+        for dataset, rows in extra.groupby("dataset"):
+            images.setdefault(str(dataset), {})[name] = frozenset(rows["path"].astype(str))
+    return [f"{EXTRA_PREFIX}{dataset}: the runs scored other images under that name ("
+            + ", ".join(f"{run} {len(seen)}" for run, seen in runs.items()) + ")"
+            for dataset, runs in images.items() if len(set(runs.values())) > 1]
+
+
+def _other_audit_rows(paths: list[Path], names: list[str]) -> list[str]:
+    """A caution when the runs' model audits read other rows (``audit.json`` ``rows``: unseen
+    images, or with ``--validation`` the run's validation images)."""
+    rows = {}
+    for path, name in zip(paths, names, strict=True):
+        audit = _read(RunDir(path).audit_json)
+        if isinstance(audit, dict) and isinstance(audit.get("rows"), str):
+            rows[name] = audit["rows"]
+    if len(set(rows.values())) < 2:
+        return []
+    return ["the audits read other images (" + ", ".join(
+        f"{name}: {kind}" for name, kind in rows.items()) + "): their rates do not compare"]
 
 
 def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[str, int]]:
