@@ -145,6 +145,8 @@ def test_its_data_is_never_an_output_and_a_wrong_extra_folder_stops_it_first(mem
     assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
     with pytest.raises(BraincamError, match="typo is not a directory"):
         make_ensemble(runs, tmp_path / "ens", extra=[tmp_path / "typo"])
+    with pytest.raises(BraincamError, match="bb is not a directory"):  # a mistyped member
+        make_ensemble([runs[0], tmp_path / "bb"], tmp_path / "ens")
     assert not (tmp_path / "ens").exists()
 
 

@@ -166,6 +166,10 @@ def test_bad_runs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(BraincamError, match="neither metrics.json nor audit/audit.json"):
         compare_runs([tmp_path / "empty"])
+    cut = write_run(tmp_path / "cut", audit={"datasets": {}})
+    (cut / "metrics.json").write_text('{"test": {"accuracy": 0.9, "bal')  # half written
+    with pytest.raises(BraincamError, match=r"cut/metrics.json cannot be read as a JSON object"):
+        compare_runs([cut])
     seg = tmp_path / "seg"
     seg.mkdir()
     (seg / "metrics.json").write_text(json.dumps({"mean_dice": 0.8}))

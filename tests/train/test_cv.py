@@ -224,3 +224,16 @@ def test_guide_folders_holding_the_cv_images_train_a_segmenter_per_fold_without_
     assert [r["kept"] for r in again.folds] == [True, True]
     assert [(out / f"fold-{k}" / "guide" / "model.safetensors").stat().st_mtime_ns
             for k in range(2)] == stamps
+
+
+def test_the_command_refuses_split_options_its_folds_replace(phantoms, tmp_path):
+    from typer.testing import CliRunner
+
+    from braincam.cli import app
+
+    for option, value in (("--split", "random"), ("--test-fraction", "0.5")):
+        result = CliRunner().invoke(app, ["cv", str(phantoms / "Training"), "--out",
+                                          str(tmp_path / "cv"), option, value])
+        assert str(result.exception) == (f"{option} does not apply to braincam cv: its folds "
+                                         "are the split (--folds, --split-seed)")
+        assert not (tmp_path / "cv").exists()

@@ -39,11 +39,17 @@ def command(
     Trains and evaluates the recipe on each fold of DATA (duplicate and patient groups kept
     whole), then writes CV/cv.json with the mean and standard deviation over folds. DATA must
     be training data (e.g. DATA/Training): a dataset's official test folder is refused. The
-    folds are the split (--split and --test-fraction do not apply); --seed or --split-seed
+    folds are the split (--split and --test-fraction are refused); --seed or --split-seed
     fixes them, so recipes cross-validated with the same seed share their folds."""
     from braincam.commands.evaluate import score_text
+    from braincam.errors import BraincamError
     from braincam.train.cv import cross_validate
 
+    for name in ("split", "test_fraction"):
+        source = ctx.get_parameter_source(name)  # by name: Typer ships its own click
+        if source is not None and source.name == "COMMANDLINE":
+            raise BraincamError(f"--{name.replace('_', '-')} does not apply to braincam cv: "
+                                "its folds are the split (--folds, --split-seed)")
     config = train_config(ctx.params)
     result = cross_validate(data, config, out, folds=folds, extra=extra or [], force=force,
                             progress=progress, command=command_line(ctx))

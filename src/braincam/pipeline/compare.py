@@ -157,6 +157,11 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
             raise BraincamError(f"{path} is a segment run (braincam segment) or its scores, "
                                 f"not a classifier run; braincam report {path} shows them")
         metrics, audit = _read(run.metrics), _read(run.audit_json)
+        broken = [f for f, doc in ((run.metrics, metrics), (run.audit_json, audit))
+                  if doc is None and f.exists()]
+        if broken:
+            raise BraincamError(f"{broken[0]} cannot be read as a JSON object (a half-written "
+                                "file?); run the command that writes it again")
         if metrics is None and audit is None:
             raise BraincamError(f"{path} holds neither metrics.json nor audit/audit.json")
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
