@@ -237,3 +237,21 @@ def test_the_command_refuses_split_options_its_folds_replace(phantoms, tmp_path)
         assert str(result.exception) == (f"{option} does not apply to braincam cv: its folds "
                                          "are the split (--folds, --split-seed)")
         assert not (tmp_path / "cv").exists()
+
+
+def test_a_fold_without_training_images_of_a_class_is_named(phantoms, tmp_path, caplog,
+                                                             recwarn):
+    """The fold and the reason in one line; scikit-learn's warning about the class's few
+    members becomes braincam's own log line."""
+    import shutil
+
+    data = shutil.copytree(phantoms / "Training", tmp_path / "data")
+    for image in sorted((data / "no_tumor").iterdir())[1:]:  # one tumour-free image is left
+        image.unlink()
+    with pytest.raises(BraincamError, match=r"^fold \d of 2: no training images of class "
+                                            r"no_tumor once the test and validation images "
+                                            r"are held out"):
+        cross_validate([data], tiny(head_epochs=1, finetune_epochs=0), tmp_path / "cv",
+                       folds=2, progress=False)
+    assert "class no_tumor has 1 image group(s), fewer than the 2 folds" in caplog.text
+    assert not [w for w in recwarn if "least populated class" in str(w.message)]

@@ -186,10 +186,8 @@ def _holdout(
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     target = fraction * len(idx)
     try:
-        held = min(
-            (test for _, test in folds.split(idx, y[idx], groups[idx])),
-            key=lambda test: abs(len(test) - target),
-        )
+        held = min((test for _, test in _group_folds(folds, idx, y, groups)),
+                   key=lambda test: abs(len(test) - target))
     except ValueError as exc:  # e.g. more folds than images of a class
         raise BraincamError(f"cannot hold out {fraction:.0%} of {len(idx)} images by group "
                             f"and class ({exc}); use larger fractions or more data") from None
@@ -206,12 +204,30 @@ def _fold(
         raise BraincamError(f"{folds} folds need at least {folds} duplicate groups")
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     try:
-        test = list(splitter.split(idx, y[idx], groups[idx]))[fold][1]
+        test = _group_folds(splitter, idx, y, groups)[fold][1]
     except ValueError as exc:
         raise BraincamError(f"cannot make {folds} folds of {len(idx)} images ({exc})") from None
     out = np.zeros(len(idx), dtype=bool)
     out[test] = True
     return out
+
+
+def _group_folds(splitter: StratifiedGroupKFold, idx: np.ndarray, y: np.ndarray,
+                 groups: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The splitter's folds of ``idx``; scikit-learn's warning that a class has fewer members
+    than folds becomes one log line naming the class, its groups and the folds."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        folds = list(splitter.split(idx, y[idx], groups[idx]))
+    if caught:
+        labels, counts = np.unique(y[idx], return_counts=True)
+        fewest = labels[np.argmin(counts)]
+        n = len(np.unique(groups[idx][y[idx] == fewest]))
+        log.warning("class %s has %d image group(s), fewer than the %d folds of the split: "
+                    "some parts hold none of it", fewest, n, splitter.n_splits)
+    return folds
 
 
 def _finish(split: np.ndarray, groups: np.ndarray, strategy: str, seed: int) -> Split:

@@ -108,8 +108,11 @@ def cross_validate(
             run = RunDir(out / f"fold-{k}")
             kept = _finished(run, fold_config) and data.same(run)
             if not kept:
-                train_run(roots, fold_config, run.root, progress=progress, command=command,
-                          force=force or _interrupted(run, fold_config))
+                try:
+                    train_run(roots, fold_config, run.root, progress=progress, command=command,
+                              force=force or _interrupted(run, fold_config))
+                except BraincamError as exc:
+                    raise BraincamError(f"fold {k} of {folds}: {exc}") from None
             if not kept or extra or read_json(run.metrics).get("extra"):  # --data as now
                 evaluate_run(run.root, extra, force=True, device=config.device, progress=progress)
             rows.append({"fold": k, "run": run.root.name, "kept": kept,

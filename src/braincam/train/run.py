@@ -416,7 +416,9 @@ def _check_classes(train: TrainData, val: TrainData, classes: list[str]) -> None
     counts = torch.bincount(train.labels, minlength=len(classes))
     empty = [c for c, n in zip(classes, counts.tolist(), strict=True) if n == 0]
     if empty:
-        raise BraincamError(f"no training images of class {', '.join(empty)}")
+        raise BraincamError(f"no training images of class {', '.join(empty)} once the test "
+                            "and validation images are held out (too few images or duplicate "
+                            "groups of it for the split)")
     if len(val) == 0:
         log.warning("no validation images: the last epoch is kept, no early stopping")
 
