@@ -26,6 +26,7 @@ from braincam.runs import (
     atomic_write_csv,
     atomic_write_yaml,
     check_dataset_folders,
+    check_outside_data,
     prepare_output_dir,
     versions,
 )
@@ -63,7 +64,8 @@ def make_ensemble(
     split = _common_split(splits, runs)
 
     out = RunDir(Path(out_dir))
-    check_dataset_folders(out.root, [*data[0], *extra])
+    check_dataset_folders(out.root, extra)  # the members' data may live elsewhere now
+    check_outside_data(out.root, data[0])
     prepare_output_dir(out.root, force=force, reads=[*(r.root for r in runs), *data[0], *extra])
     tensors: dict[str, torch.Tensor] = {}
     for i, run in enumerate(runs):
