@@ -128,8 +128,10 @@ def test_damaged_or_foreign_files_fail_clearly(tmp_path, trained):
     save_file({"w": torch.zeros(2)}, plain)
     with pytest.raises(BraincamError, match="not a braincam checkpoint"):
         load_checkpoint(plain)
-    with pytest.raises(BraincamError, match="does not exist"):
+    with pytest.raises(BraincamError, match=r"holds no missing.safetensors: not a trained run"):
         load_checkpoint(tmp_path / "missing.safetensors")
+    with pytest.raises(BraincamError, match=r"typo is not a directory \(a run directory"):
+        load_checkpoint(tmp_path / "typo" / "model.safetensors")
     text = tmp_path / "weights.pth"
     text.write_text("hello")
     with pytest.raises(BraincamError, match=r"not a readable state dict \(not a file that "

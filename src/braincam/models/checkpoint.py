@@ -147,8 +147,10 @@ def _read_meta_or_none(path: Path) -> dict[str, Any] | None:
     from safetensors import safe_open
 
     path = Path(path)
+    if not path.parent.is_dir():
+        raise BraincamError(f"{path.parent} is not a directory (a run directory was expected)")
     if not path.is_file():
-        raise BraincamError(f"checkpoint {path} does not exist")
+        raise BraincamError(f"{path.parent} holds no {path.name}: not a trained run directory")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
