@@ -143,6 +143,18 @@ def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras,
     assert not (out / "confusion_phantoms_.png").exists()
 
 
+def test_a_folder_given_twice_is_scored_once(run, extras, tmp_path, caplog):
+    out = tmp_path / "eval"
+    with caplog.at_level("WARNING"):
+        result = invoke(str(run), "--data", str(extras[0]), "--data", str(extras[1]), "--data",
+                        f"{extras[0]}/.", "--out", str(out), "--no-progress", "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["extra"]) == {"only-no_tumor", "only-tumor"}
+    assert metrics["extra_combined"]["n"] == 8
+    assert "a --data folder given twice is scored once" in caplog.text
+
+
 def test_existing_metrics_need_force_and_missing_model_is_clear(run, tmp_path):
     (run / "metrics.json").write_text("{}")
     result = invoke(str(run), "--no-progress")

@@ -163,3 +163,21 @@ def test_an_interrupted_forced_rerun_resumes_without_force(phantoms, run_copy, r
             record([phantoms], longer, run_copy, force=True)
     result = record([phantoms], longer, run_copy)
     assert statuses(result)["train"] == "ran" and statuses(result)["data-audit"] == "skipped"
+
+
+def test_the_order_of_two_data_folders_of_one_name_is_an_input(phantoms, tmp_path,
+                                                                tiny_options):
+    """``--data e1/dZ --data e2/dZ`` names them dZ and dZ_: the other order is another run;
+    the order of differently named folders changes no stage."""
+    one, two, other = (shutil.copytree(phantoms / "Testing", tmp_path / p)
+                       for p in ("e1/dZ", "e2/dZ", "e3/dY"))
+    run = RunDir(tmp_path / "run")
+
+    def fingerprints(extra):
+        return {s.name: s.fingerprint for s in _plan(run, [phantoms], tiny_options(extra=extra))}
+
+    first, swapped = fingerprints([one, two]), fingerprints([two, one])
+    assert {n for n in first if first[n] != swapped[n]} == {
+        "data-audit", "evaluate", "model-audit", "explain", "report"}
+    assert fingerprints([one, other]) == fingerprints([other, one])
+

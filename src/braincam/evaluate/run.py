@@ -92,6 +92,12 @@ def evaluate_run(
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
     own = _data_roots(run)  # the test split is read from them
+    given, kept = list(extra_roots), {}
+    for root in given:
+        kept.setdefault(Path(root).resolve(), root)
+    extra_roots = list(kept.values())
+    if len(extra_roots) < len(given):  # scored twice, they would also count twice when pooled
+        log.warning("a --data folder given twice is scored once")
     check_outside_data(Path(out_dir) if out_dir else run.root, [*extra_roots, *own])
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:

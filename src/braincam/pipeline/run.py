@@ -281,11 +281,11 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
 
     config = options.train
     data = S.data_fingerprint(roots)
-    extra = S.data_fingerprint(options.extra)
+    extra = _extra_inputs(options.extra)
     audit_inputs = {"data": data, "task": config.task, "split": config.split,
                     "seed": config.carve_seed, "n_boot": options.n_boot}
     if options.extra:  # checked for copies of the training images
-        audit_inputs["extra"] = extra
+        audit_inputs |= extra
     audit_stage = _Stage(
         "data-audit", audit_inputs,
         [run.data_audit / name for name in DATA_AUDIT_FILES if name != "duplicate_grid.png"],
@@ -302,12 +302,12 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
                    [run.config, run.model, run.split, run.history, *trained_guide],
                    lambda: _train(run, roots, options))
     evaluate = _Stage(
-        "evaluate", {"train": train.fingerprint, "extra": extra, "n_boot": options.n_boot},
+        "evaluate", {"train": train.fingerprint, **extra, "n_boot": options.n_boot},
         [run.metrics, run.predictions], lambda: _evaluate(run, options),
     )
     model_audit = _Stage(
         "model-audit",
-        {"train": train.fingerprint, "data": data, "extra": extra,
+        {"train": train.fingerprint, "data": data, **extra,
          "methods": list(options.methods), "explain_cap": options.explain_cap,
          "settings": asdict(options.audit), "regions": options.to_dict()["regions"]},
         [run.audit_json, run.audit_images],
@@ -323,6 +323,16 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     report = _Stage("report", {s.name: s.fingerprint for s in done}, [run.report, *guide_page],
                     lambda: _report(run))
     return [*done, report]
+
+
+def _extra_inputs(extra: Sequence[Path]) -> dict[str, Any]:
+    """The ``--data`` folders as stage inputs: each one's data fingerprint and, where two
+    share a folder name, their order too, which names them (``X``, then ``X_``)."""
+    inputs: dict[str, Any] = {"extra": S.data_fingerprint(list(extra))}
+    names = [Path(e).resolve().name for e in extra]
+    if len(set(names)) < len(set(Path(e).resolve() for e in extra)):
+        inputs["extra_order"] = list(dict.fromkeys(str(Path(e).resolve()) for e in extra))
+    return inputs
 
 
 def _data_audit(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
