@@ -42,6 +42,17 @@ def test_a_deleted_output_is_made_again(phantoms, run_copy, record, tiny_options
     result = record([phantoms], tiny_options(), run_copy)
     assert statuses(result)["data-audit"] == "ran"
     assert (run_copy / "data_audit" / "probe_auc.png").is_file()
+    # outputs written only for some runs: one figure per scored set, the tumour examples
+    from braincam.pipeline.stages import read_marker
+
+    assert "roc_test.png" in read_marker(RunDir(run_copy), "evaluate").produced
+    assert read_marker(RunDir(run_copy), "model-audit").produced == (
+        "audit/tumour_examples.npz",)
+    for name, stage in (("roc_test.png", "evaluate"),
+                        ("audit/tumour_examples.npz", "model-audit")):
+        (run_copy / name).unlink()
+        result = record([phantoms], tiny_options(), run_copy)
+        assert statuses(result)[stage] == "ran" and (run_copy / name).is_file()
 
 
 def test_a_retrained_model_takes_the_files_of_the_old_one_with_it(phantoms, run_copy, record,

@@ -49,6 +49,7 @@ from rich.console import Console
 
 from braincam.audit.data.run import FILES as DATA_AUDIT_FILES
 from braincam.audit.findings import Finding, sort_findings
+from braincam.audit.model.examples import EXAMPLES_FILE
 from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
 from braincam.pipeline.options import PipelineOptions
@@ -100,6 +101,7 @@ class _Stage:
     inputs: dict[str, Any]
     outputs: list[Path]  # all must exist for a matching marker to count
     action: Callable[[], None]
+    optional: tuple[str, ...] = ()  # glob patterns (in the run) of outputs written sometimes
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -152,7 +154,8 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
         marker = markers[stage.name]
         same = marker is not None and marker.fingerprint == stage.fingerprint
         after = [v for v in stage.inputs.values() if isinstance(v, str) and v in ran]
-        if same and _exist(stage.outputs) and not after:
+        if same and _exist([*stage.outputs, *(run.root / p for p in marker.produced)]) \
+                and not after:
             console.print(f"{head}: done, skipped")
             outcomes.append(StageOutcome(stage.name, "skipped", 0.0, stage.fingerprint))
             continue
@@ -163,7 +166,9 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
         began = time.perf_counter()
         stage.action()
         seconds = time.perf_counter() - began
-        S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds)
+        produced = tuple(sorted(str(p.relative_to(run.root)) for pattern in stage.optional
+                                for p in run.root.glob(pattern)))
+        S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds, produced)
         ran.add(stage.fingerprint)
         console.print(f"{head}: done in {seconds:.1f} s")
         outcomes.append(StageOutcome(stage.name, "ran", seconds, stage.fingerprint))
@@ -289,7 +294,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     audit_stage = _Stage(
         "data-audit", audit_inputs,
         [run.data_audit / name for name in DATA_AUDIT_FILES if name != "duplicate_grid.png"],
-        lambda: _data_audit(run, roots, options),
+        lambda: _data_audit(run, roots, options), (f"{run.data_audit.name}/duplicate_grid.png",),
     )
     train_inputs = {"data": data, "train": options.train_inputs()}
     guide = guide_plan(config.guide) if config.guide else None
@@ -304,6 +309,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
     evaluate = _Stage(
         "evaluate", {"train": train.fingerprint, **extra, "n_boot": options.n_boot},
         [run.metrics, run.predictions], lambda: _evaluate(run, options),
+        ("confusion_*.png", "roc_*.png"),
     )
     model_audit = _Stage(
         "model-audit",
@@ -312,6 +318,7 @@ def _plan(run: RunDir, roots: list[Path], options: PipelineOptions) -> list[_Sta
          "settings": asdict(options.audit), "regions": options.to_dict()["regions"]},
         [run.audit_json, run.audit_images],
         lambda: _model_audit(run, roots, options),
+        (str(run.audit.relative_to(run.root) / EXAMPLES_FILE),),
     )
     explain = _Stage(
         "explain", {"model-audit": model_audit.fingerprint, "methods": list(options.methods)},

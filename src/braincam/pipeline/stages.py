@@ -11,7 +11,9 @@ everything downstream is redone too: with ``--force`` only, since that replaces 
 (``check_run_dir``).
 
 A stage's marker is removed before the stage starts and written after it finished, so an
-interrupted stage (Ctrl-C, kill) is never taken as done.
+interrupted stage (Ctrl-C, kill) is never taken as done. The marker also lists the outputs the
+stage writes only sometimes (a figure per scored set, the tumour examples) that it wrote:
+they too must exist for the stage to be skipped.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class StageMarker:
     seconds: float
     finished: str  # ISO time, UTC
     version: int = MARKER_VERSION
+    produced: tuple[str, ...] = ()  # its outputs written only sometimes, relative to the run
 
 
 def fingerprint(inputs: Any) -> str:
@@ -74,16 +77,16 @@ def read_marker(run: RunDir, stage: str) -> StageMarker | None:
     """The stage's marker, or None when it is absent or unreadable (then the stage reruns)."""
     try:
         doc = json.loads(marker_path(run, stage).read_text(encoding="utf-8"))
-        marker = StageMarker(**doc)
+        marker = StageMarker(**{**doc, "produced": tuple(doc.get("produced") or ())})
     except (OSError, ValueError, TypeError):
         return None
     return marker if marker.version == MARKER_VERSION else None
 
 
 def write_marker(run: RunDir, stage: str, key: str, inputs: dict[str, Any],
-                 seconds: float) -> StageMarker:
+                 seconds: float, produced: tuple[str, ...] = ()) -> StageMarker:
     marker = StageMarker(stage, key, inputs, round(seconds, 3),
-                         datetime.now(UTC).isoformat(timespec="seconds"))
+                         datetime.now(UTC).isoformat(timespec="seconds"), produced=produced)
     atomic_write_json(marker_path(run, stage), asdict(marker))
     return marker
 
