@@ -199,6 +199,26 @@ def test_copies_of_training_images_under_other_paths_are_counted(run_dir, tmp_pa
         "copy.jpg": True, "noise.png": False}
 
 
+def test_the_images_a_guide_learnt_from_are_not_audited(run_dir, tmp_path, monkeypatch):
+    """A guided run (its checkpoint names a guide): the images its segmenter trained or
+    validated on are left out like the run's own; a copy of them elsewhere is counted."""
+    import braincam.audit.model.run as audit_run
+    import braincam.models
+
+    plain = braincam.models.load_checkpoint
+    monkeypatch.setattr(braincam.models, "load_checkpoint", lambda *a, **k: (
+        lambda loaded: (loaded[0], {**loaded[1], "guide": {"source": "SEG"}}))(plain(*a, **k)))
+    other = sorted((run_dir.parent / "phantoms-b").rglob("*.png"))
+    other = [p for p in other if "masks" not in p.parts]
+    monkeypatch.setattr(audit_run, "learnt_from", lambda run, meta, own=True: (
+        [] if own else [(other[0], None)]))
+    doc = audit_model(run_dir, [run_dir.parent / "phantoms-b"], out_dir=tmp_path / "a",
+                      settings=FAST, device="cpu")
+    assert doc["datasets"]["phantoms-b"]["n_images"] == len(other) - 1
+    frame = pd.read_csv(tmp_path / "a" / "audit_images.csv")
+    assert str(other[0]) not in set(frame["path"])
+
+
 def test_validation_audits_the_validation_images_alone(run_dir, tmp_path):
     """A run that validated on three of the Testing phantoms: ``validation`` audits those
     three and nothing else; without it they are left out like the training images."""

@@ -1,16 +1,17 @@
 """``audit_model``: run every model-audit check on a trained run, or on a model braincam did
 not train (a model spec, :mod:`braincam.models.foreign`), and write the results.
 
-Images: every image under ``roots`` except those the run trained or validated on (its
-``split.csv``; a spec has none); with ``validation``, only those it validated on, so that
-settings (a reward strength, a guide) can be chosen on the audit without a test image
-(top-level ``"rows"``: ``"validation"``, else ``"unseen"``). Labels mapped to the model's
-task, images of classes the model does not know left out with a warning; per dataset
-(records' ``source``), at most ``max_images`` chosen at random (seeded). Copies of the images
-a run or its guide learnt from under other paths (another dataset that copies the training data,
-:func:`braincam.evaluate.run.learnt_from`) are audited but counted (``n_seen``, a warning) and
-flagged (``seen`` in ``audit_images.csv``). They go through the run's preprocessing (a spec's:
-its size, head crop and resize filter, grey) and the on-disk cache.
+Images: every image under ``roots`` except those the run, or the segmenter guiding it,
+trained or validated on (their ``split.csv``; a spec has none); with ``validation``, only
+those the run validated on, so that settings (a reward strength, a guide) can be chosen on
+the audit without a test image (top-level ``"rows"``: ``"validation"``, else ``"unseen"``).
+Labels mapped to the model's task, images of classes the model does not know left out with
+a warning; per dataset (records' ``source``), at most ``max_images`` chosen at random
+(seeded). Copies of the images a run or its guide learnt from under other paths (another
+dataset that copies the training data, :func:`braincam.evaluate.run.learnt_from`) are audited
+but counted (``n_seen``, a warning) and flagged (``seen`` in ``audit_images.csv``). They go
+through the run's preprocessing (a spec's: its size, head crop and resize filter, grey) and
+the on-disk cache.
 
 Explanations: each method explains the predicted class; for localisation, annotated images
 that the model gets wrong are explained again for their true class. Occlusion (for the
@@ -91,7 +92,7 @@ from braincam.audit.model.examples import (
     tumour_examples,
 )
 from braincam.data.hashing import ImageRef, duplicates_of
-from braincam.data.records import key_file, resolved_key
+from braincam.data.records import key_file, record_key, resolved_key
 from braincam.errors import BraincamError
 from braincam.evaluate.run import learnt_from, significant
 from braincam.runs import (
@@ -250,6 +251,9 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     require_single_model(read_meta(run.model), run.root)
     model, meta = load_checkpoint(run.model, device=device)
     trained_on, validated_on = _split_rows(run)
+    if meta.get("guide"):  # the images its guide's segmenter learnt from are not unseen either
+        trained_on |= {record_key(file.resolve(), k)
+                       for file, k in learnt_from(run, meta, own=False)}
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
         preprocess_config(meta), trained_on, validated_on, learnt_from(run, meta), run.audit,
