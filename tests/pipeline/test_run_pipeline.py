@@ -101,7 +101,8 @@ def test_changed_n_boot_redoes_data_audit_evaluation_and_report(phantoms, run_co
     before = mtimes(run_copy)
     with pytest.raises(BraincamError, match="--force"):
         record([phantoms], tiny_options(n_boot=30), run_copy)
-    result = record([phantoms], tiny_options(n_boot=30), run_copy, force=True)
+    result = record([phantoms], tiny_options(n_boot=30, command="braincam run X --n-boot 30"),
+                    run_copy, force=True)
     assert statuses(result) == {
         "data-audit": "ran", "train": "skipped", "evaluate": "ran", "model-audit": "skipped",
         "explain": "skipped", "report": "ran",
@@ -112,6 +113,8 @@ def test_changed_n_boot_redoes_data_audit_evaluation_and_report(phantoms, run_co
     assert after["explain/gradcam/explanations.npz"] == before["explain/gradcam/explanations.npz"]
     assert after["metrics.json"] > before["metrics.json"]
     assert json.loads((run_copy / "metrics.json").read_text())["n_boot"] == 30
+    config = yaml.safe_load((run_copy / "config.yaml").read_text())  # the report's "Command"
+    assert config["command"] == "braincam run X --n-boot 30" and config["train"]
     # the new options are now the run's own
     again = record([phantoms], tiny_options(n_boot=30), run_copy)
     assert set(statuses(again).values()) == {"skipped"}

@@ -53,7 +53,13 @@ from braincam.audit.model.examples import EXAMPLES_FILE
 from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
 from braincam.pipeline.options import PipelineOptions
-from braincam.runs import RunDir, atomic_write_json, check_outside_data, check_spares
+from braincam.runs import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_yaml,
+    check_outside_data,
+    check_spares,
+)
 
 STAGES = ("data-audit", "train", "evaluate", "model-audit", "explain", "report")
 PIPELINE_FILE = "pipeline.json"
@@ -163,6 +169,8 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
                   if same else "inputs changed" if stage.name in changed else "running")
         console.rule(f"{head}: {reason}", align="left")
         S.clear_marker(run, stage.name)
+        if stage.name != "train" and not ran:  # the model is kept: this command makes the rest
+            _record_command(run, options.command)
         began = time.perf_counter()
         stage.action()
         seconds = time.perf_counter() - began
@@ -176,6 +184,20 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
         run.root, outcomes, _read_json(run.metrics), *collect_findings(run), run.report,
         time.perf_counter() - start,
     )
+
+
+def _record_command(run: RunDir, command: str | None) -> None:
+    """``config.yaml``'s ``command`` (the report's "Command") becomes this one when stages
+    after training run again on the kept model (its training settings are the same, or
+    the train stage would run): the command that made the run's outputs as they now are."""
+    if not command or not run.config.is_file():
+        return
+    try:
+        config = run.read_config()
+    except BraincamError:
+        return
+    if config.get("command") != command:
+        atomic_write_yaml(run.config, {**config, "command": command})
 
 
 @contextlib.contextmanager
