@@ -58,7 +58,8 @@ def command(
 
     config = train_config(ctx.params)
     extra = merged(extra, extra_alias)
-    check_dataset_folders(out, [*data, *extra])  # a wrong --data before any training
+    config.validate()  # the options first, then the folders: both before any training
+    check_dataset_folders(out, [*data, *extra])
     result = train_run(data, config, out, force=force, progress=progress,
                        command=command_line(ctx), compile=compile)
     distributed.shutdown()  # the other processes exit here; process 0 evaluates alone

@@ -118,6 +118,8 @@ def radiomics_run(
     if not 0 <= seed < 2**32:
         raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
     check_outside_data(out, data)
+    if not force and Path(out).is_dir() and any(Path(out).iterdir()):
+        prepare_output_dir(Path(out))  # refuses an occupied folder before the slow steps
     dataset = load_dataset([Path(d) for d in data])
     records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
     if not records:
