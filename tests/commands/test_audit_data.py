@@ -52,6 +52,7 @@ def test_audit_writes_and_summarises(marked, tmp_path):
         (["--task", "grading"], "unknown task 'grading'"),
         (["--split", "by-patient"], "unknown split 'by-patient'"),
         (["--n-boot", "-1"], "--n-boot must be >= 0"),
+        (["--seed", "-5"], "--seed must be in [0, 2**32), got -5"),
     ],
 )
 def test_bad_options_are_one_line_errors(marked, tmp_path, args, message):
@@ -59,6 +60,15 @@ def test_bad_options_are_one_line_errors(marked, tmp_path, args, message):
     assert isinstance(result.exception, BraincamError)
     assert message in str(result.exception) and "\n" not in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(marked, tmp_path):
+    import shutil
+
+    other = shutil.copytree(marked / "Testing", tmp_path / "other")
+    result = invoke(str(marked), "--data", str(other), "--out", str(other / "audit"))
+    assert f"lies inside the dataset folder {other}" in str(result.exception)
+    assert not (other / "audit").exists()  # it would be read as a class folder next time
 
 
 def test_help_lists_every_option():

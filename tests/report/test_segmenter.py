@@ -44,6 +44,19 @@ def test_a_segment_run_gets_the_segmenter_report(tmp_path, kit):
     assert "braincam segment DATA --out SEG --epochs 2" in kit.text(page, "settings")
 
 
+def test_without_validation_the_page_says_the_last_epoch_is_kept(tmp_path, kit):
+    import pandas as pd
+
+    run = kit.make_segment_run(tmp_path / "seg")
+    history = pd.read_csv(run / "history.csv")
+    history[["val_dice", "val_false_positive_rate", "val_score"]] = float("nan")
+    history.to_csv(run / "history.csv", index=False)  # as --val-fraction 0 writes it
+    assert not collect_report(run).training.validated
+    html = build_report(run).read_text(encoding="utf-8")
+    assert "Without validation images the last epoch is kept." in html
+    assert "The kept epoch has the highest val score" not in html
+
+
 def test_missing_parts_read_not_run(tmp_path, kit):
     run = kit.make_segment_run(tmp_path / "seg", overlays=False)
     for name in ("metrics.json", "history.csv", "per_image.csv"):

@@ -104,6 +104,22 @@ def test_contrast_remap_acts_inside_the_head_and_leaves_the_tumour_mask():
         SegmentConfig(contrast_remap=1.5).validate()
     with pytest.raises(BraincamError, match="--zoom-views"):
         SegmentConfig(zoom_views=-0.1).validate()
+    for option in ("contrast_remap", "zoom_views"):  # parts of the augmentation: not ignored
+        with pytest.raises(BraincamError, match=f"--{option.replace('_', '-')} is part of the "
+                                                "augmentation; --no-augment turns it off"):
+            SegmentConfig(**{option: 0.5}, augment=False).validate()
+    for option, value in (("seed", -1), ("split_seed", 2**32)):
+        with pytest.raises(BraincamError, match=rf"--{option.replace('_', '-')} must be in "
+                                                rf"\[0, 2\*\*32\), got {value}"):
+            SegmentConfig(**{option: value}).validate()
+
+
+def test_the_run_rate_is_its_images_over_its_seconds():
+    from braincam.train.segment import _overall_rate
+
+    history = [{"seconds": 10.0, "train_images_per_second": 5.0},  # a slow first epoch
+               {"seconds": 2.0, "train_images_per_second": 25.0}]
+    assert _overall_rate(history) == pytest.approx(100 / 12, abs=0.01)  # not the mean, 15
 
 
 @pytest.mark.parametrize("remap", [0.0, 0.5])

@@ -57,7 +57,9 @@ def command(
         raise BraincamError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if n_boot < 0:
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
-    check_outside_data(out, data)
+    if not 0 <= seed < 2**32:
+        raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
+    check_outside_data(out, [*data, *(others or ())])
     out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON,
                              reads=[*data, *(others or ())], owned=FILES)
     audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,

@@ -61,6 +61,7 @@ class SegmentTraining:
     part: Part
     curves: str | None = None
     facts: list[tuple[str, Any]] = field(default_factory=list)
+    validated: bool = True  # epochs scored on validation images (else the last one is kept)
 
 
 @dataclass
@@ -222,7 +223,8 @@ def _training(run: RunDir, m: dict[str, Any]) -> SegmentTraining:
     if history.empty:
         return SegmentTraining(Part(part.name, part.relpath, UNREADABLE, "no epochs recorded"),
                                facts=facts)
-    return SegmentTraining(part, training_curves(history), facts)
+    validated = "val_score" in history and bool(history["val_score"].notna().any())
+    return SegmentTraining(part, training_curves(history), facts, validated)
 
 
 def _overlays(folder: Path) -> list[Figure]:

@@ -213,6 +213,15 @@ class SegmentConfig:
                 raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 1]")
         if not 0 <= self.ema < 1:
             raise BraincamError(f"--ema must be in [0, 1), got {self.ema}")
+        for name in ("contrast_remap", "zoom_views"):  # parts of the augmentation
+            if getattr(self, name) and not self.augment:
+                raise BraincamError(f"--{name.replace('_', '-')} is part of the augmentation; "
+                                    "--no-augment turns it off")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 2**32:
+                raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 2**32), "
+                                    f"got {value}")
         if self.train_crop and not (32 <= self.train_crop <= self.size
                                     and self.train_crop % 32 == 0 and self.augment):
             raise BraincamError("--train-crop must be a multiple of 32 (>= 32) no larger than "
@@ -284,6 +293,14 @@ class CounterfactualSwap:
         tumours[removed] = False
         images[control] = self.control[pair[control]]
         return images, tumours
+
+
+def _overall_rate(history: Sequence[dict[str, Any]]) -> float:
+    """Training images per second over all epochs: their images over their seconds (not the
+    mean of the epochs' rates, which a slow first epoch would not weigh by its length)."""
+    seconds = sum(h["seconds"] for h in history)
+    images = sum(h["train_images_per_second"] * h["seconds"] for h in history)
+    return round(images / seconds, 2) if seconds > 0 else 0.0
 
 
 def dice_bce_loss(
@@ -455,8 +472,7 @@ def train_segmenter(
         "best_epoch": best_epoch,
         "epochs": config.epochs,
         "train_seconds": round(train_seconds, 1),
-        "train_images_per_second": round(
-            float(np.mean([h["train_images_per_second"] for h in history])), 2),
+        "train_images_per_second": _overall_rate(history),
         "device": str(device),
         "world_size": ctx.world_size,
     }
