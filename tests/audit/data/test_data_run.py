@@ -81,6 +81,16 @@ def test_other_folders_are_checked_for_copies_of_the_audited_images(phantoms, tm
     assert [(f.severity, f.message.split(":")[0]) for f in found] == [
         ("critical", "2 of 3 other images (67%) have an exact or near duplicate in ph")]
     assert audit.n_images == 80  # the other folder is not audited itself
+    # copies of the audited data's test images are no training images of a model trained on
+    # it: they are not counted, as evaluate's extra_seen does not count them
+    tested = tmp_path / "tested" / "tumor"
+    tested.mkdir(parents=True)
+    for i, image in enumerate(sorted((phantoms / "Testing" / "tumor").iterdir())[:2]):
+        Image.open(image).convert("L").save(tested / f"copy{i}.jpg", quality=90)
+    audit = audit_data([phantoms], n_boot=0, others=[tmp_path / "tested"])
+    assert audit.duplicates["cross_source"] == {
+        "tested": {"images": 2, "duplicated_in": {"ph": 0}}}
+    assert not [f for f in audit.findings if f.check == "duplicates.cross_source"]
 
 
 def test_folders_of_one_name_are_told_apart(phantoms, tmp_path):

@@ -18,8 +18,10 @@ probes need only train and test).
 
 ``others``: folders a model trained on ``roots`` will be scored on (``braincam run``'s and
 ``braincam audit-data``'s ``--data``). They join only the duplicate check: each gets a
-``duplicates.cross_source`` entry counting its images with a copy in each audited folder,
-and so a ``duplicates.cross_source`` finding when some are copies.
+``duplicates.cross_source`` entry counting its images with a copy among each audited folder's
+training images (the split's ``train`` part: what such a model learns from, as
+``evaluate``'s ``extra_seen`` counts them), and so a ``duplicates.cross_source`` finding when
+some are copies.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ def audit_data(
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
                           props.phashes, roots_of)
-    dup.summary["cross_source"] |= _copies_in(others, props)
+    dup.summary["cross_source"] |= _copies_in(others, props, split != "test")
     sources = [r.source for r in props.records]
     audit = DataAudit(
         roots=[str(Path(r)) for r in roots], task=task, split_strategy=split_strategy,
@@ -171,12 +173,13 @@ FILES = (DATA_AUDIT_JSON, "properties.csv", SKIPPED_CSV, "property_histograms.pn
 
 
 def _copies_in(
-    others: Sequence[Path | str], props: ImageProperties
+    others: Sequence[Path | str], props: ImageProperties, learnt: np.ndarray
 ) -> dict[str, dict[str, Any]]:
     """``duplicates.cross_source`` entries of the ``others`` folders: per folder, its images
-    with a copy in each audited source. One grouping (:func:`duplicate_groups`) of the audited
-    images and every other folder's, so each image is hashed once and a chain through another
-    folder counts, as in :func:`braincam.evaluate.run.evaluate_run`."""
+    with a copy among each audited source's ``learnt`` images (bool per record: the split's
+    training part). One grouping (:func:`duplicate_groups`) of the audited images and every
+    other folder's, so each image is hashed once and a chain through another folder counts,
+    as in :func:`braincam.evaluate.run.evaluate_run`."""
     audited = sorted({r.source for r in props.records})
     taken = set(audited)  # a folder named like an audited one, or another, gets "_" appended
     folders = [(distinct_name(Path(root).resolve().name, taken),
@@ -186,10 +189,12 @@ def _copies_in(
     paths = [p for _, ps in folders for p in ps]
     groups = duplicate_groups([*props.content_hashes, *(content_hash(p) for p in paths)],
                               np.concatenate([props.phashes, perceptual_hashes(paths)]))
-    counts = cross_source([r.source for r in props.records]
+    unlearnt = "\0test"  # the audited test images: not what a model learns from
+    counts = cross_source([r.source if keep else unlearnt
+                           for r, keep in zip(props.records, learnt, strict=True)]
                           + [name for name, ps in folders for _ in ps], groups)
     return {name: {"images": counts[name]["images"], "duplicated_in": {
-        source: counts[name]["duplicated_in"][source] for source in audited}}
+        source: counts[name]["duplicated_in"].get(source, 0) for source in audited}}
         for name, _ in folders}
 
 
