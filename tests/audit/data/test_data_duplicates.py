@@ -53,6 +53,12 @@ def test_groups_leaks_and_conflicts(tmp_path):
     assert save_duplicate_grid(tmp_path / "grid.png", records, labels, split, rep.grid_groups,
                                phashes)
     assert Image.open(tmp_path / "grid.png").size[0] > 100
+    # a validation image (an official Validation folder) is learnt from too: its test copy leaks
+    split[3] = "val"
+    again = find_duplicates(records, labels, split, groups, hashes, phashes,
+                            root_of={r.path: tmp_path.parent for r in records}).summary
+    assert again["test_images_with_train_duplicate"] == 2
+    assert again["per_class"]["tumor"]["with_train_duplicate"] == 1
 
 
 def test_images_duplicated_across_sources_are_counted_and_found(tmp_path):

@@ -95,10 +95,13 @@ def find_duplicates(
 def _test_leaks(
     labels: np.ndarray, split: np.ndarray, groups: np.ndarray, hashes: np.ndarray
 ) -> dict[str, Any]:
-    """Test images whose group holds a train image, overall, exact-only and per class."""
+    """Test images whose group holds a train image, overall, exact-only and per class;
+    "train" is every image a model learns from, the validation images included (an official
+    ``Validation`` folder), as the leak-free subset of ``split.csv`` counts them."""
     is_test = split == "test"
-    train_groups = set(groups[split == "train"].tolist())
-    train_hashes = set(hashes[split == "train"].tolist())
+    learnt = (split == "train") | (split == "val")
+    train_groups = set(groups[learnt].tolist())
+    train_hashes = set(hashes[learnt].tolist())
     leaked = is_test & np.isin(groups, list(train_groups))
     exact = leaked & np.isin(hashes, list(train_hashes))
     classes = sorted(set(labels.tolist()))
