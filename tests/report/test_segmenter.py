@@ -129,3 +129,20 @@ def test_a_segmenters_scores_on_other_folders_get_the_same_page(tmp_path, kit):
     assert "Without the 4 images a segmenter learnt from or copies of them n tumour images 2 " \
            "mean dice 0.5" in kit.text(page, "held-out")
     assert "does not apply (an --evaluate folder trains nothing" in kit.text(page, "settings")
+
+
+def test_a_mean_of_segmenters_gives_each_members_rule(tmp_path, kit):
+    import json
+
+    folder = kit.make_segment_run(tmp_path / "score")
+    for name in ("config.yaml", "history.csv", "split.csv"):
+        (folder / name).unlink()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics.update(segmenters=["s1", "s2"], data=["ds"], threshold=0.5, flip_average=False,
+                   decision=None, member_rules=[{"flip_average": True, "threshold": 0.5},
+                                                {"flip_average": False, "threshold": 0.6}])
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    page = kit.parse(build_report(folder).read_text(encoding="utf-8"))
+    assert kit.text(page, "rule") == (
+        "A pixel is tumour when the mean of the 2 segmenters' probabilities, each rescaled to "
+        "its own rule (P >= 0.5 on the mirror average, P >= 0.6 on the image), is >= 0.5.")

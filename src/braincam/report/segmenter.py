@@ -139,7 +139,14 @@ def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None,
     by_source = m.get("false_positive_rate_by_source")
     if isinstance(by_source, dict):
         section.false_positives = sorted(by_source.items())
-    if m.get("threshold") is not None:
+    members = m.get("member_rules")
+    if isinstance(members, list) and members and all(isinstance(r, dict) for r in members):
+        each = ", ".join(f"P >= {num(r.get('threshold'))} on "
+                         + ("the mirror average" if r.get("flip_average") else "the image")
+                         for r in members)
+        section.rule = (f"the mean of the {len(members)} segmenters' probabilities, each "
+                        f"rescaled to its own rule ({each}), is >= 0.5")
+    elif m.get("threshold") is not None:
         mean = "the mean of the image and its mirror image" if m.get("flip_average") else \
             "the image alone"
         section.rule = f"P(tumour) >= {num(m.get('threshold'))}, on {mean}"
