@@ -67,6 +67,10 @@ def test_missing_parts_read_not_run(tmp_path, kit):
     assert page.errors == [] and page.images == []
     assert "not run (metrics.json is missing)" in kit.text(page, "held-out")
     assert "not run (history.csv is missing)" in kit.text(page, "training")
+    kept = kit.make_segment_run(tmp_path / "seg2", overlays=False)
+    (kept / "per_image.csv").unlink()  # the counts and the box plot come from it
+    page = kit.parse(build_report(kept).read_text(encoding="utf-8"))
+    assert "Per-image scores: not run (per_image.csv is missing)." in kit.text(page, "held-out")
     assert "No overlay pictures" in kit.text(page, "overlays")
 
 

@@ -54,6 +54,7 @@ class HeldOut:
     candidates: list[dict[str, Any]] = field(default_factory=list)
     extras: list[tuple[str, list[tuple[str, Any]]]] = field(default_factory=list)
     dice_figure: str | None = None
+    per_image_part: Part | None = None  # per_image.csv as found: its counts and the box plot
 
 
 @dataclass
@@ -134,7 +135,7 @@ def _held_out(run: RunDir, part: Part, m: dict[str, Any] | None,
         ("Dice over all images (tumour-free: 1 when nothing is marked)",
          m.get("all_image_dice")),
     ]
-    _, per_image = read_csv_part(run, run.per_image, "per-image scores")
+    section.per_image_part, per_image = read_csv_part(run, run.per_image, "per-image scores")
     section.per_class = _per_class(m.get("per_class_dice"), per_image)
     by_source = m.get("false_positive_rate_by_source")
     if isinstance(by_source, dict):
