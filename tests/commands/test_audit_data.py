@@ -71,6 +71,25 @@ def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(marke
     assert not (other / "audit").exists()  # it would be read as a class folder next time
 
 
+def test_a_mask_set_aside_is_no_skipped_image(marked, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    from braincam.report.overview import collect_overview
+    from braincam.runs import RunDir
+
+    data = shutil.copytree(marked, tmp_path / "ph")
+    mask = sorted((data / "masks").rglob("*.png"))[0]
+    Image.new("L", (7, 7)).save(mask)  # the wrong size: its image is kept without it
+    result = invoke(str(data), "--out", str(tmp_path / "audit"), "--n-boot", "0")
+    assert "audited 80 images (0 skipped, 1 masks set aside); classes" in result.output
+    run = RunDir(tmp_path / "run")  # a run's report lists it as a mask, not as an image
+    run.root.mkdir()
+    shutil.copy(tmp_path / "audit" / "skipped.csv", run.skipped)
+    assert collect_overview(run).skipped[0][0] == f"mask {mask.name}"
+
+
 def test_help_lists_every_option():
     result = invoke("--help")
     assert result.exit_code == 0

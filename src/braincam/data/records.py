@@ -133,10 +133,18 @@ def key_file(key: str) -> tuple[Path, int | None]:
     return Path(key), None
 
 
+MASK_SET_ASIDE = "; image kept without it"  # ends the reason of a mask that was not used
+
+
 @dataclass(frozen=True)
 class SkippedFile:
     path: Path
     reason: str
+
+    @property
+    def is_mask(self) -> bool:
+        """A tumour mask set aside (its image is kept, without it), not a skipped image."""
+        return self.reason.endswith(MASK_SET_ASIDE)
 
 
 @dataclass
@@ -332,7 +340,7 @@ def _attach_masks(
             r = replace(r, mask=path)
         else:
             where = record_key(path, r.slice)  # a label volume's slice: <mask>#<k>
-            reason = f"{reason}; image kept without it"
+            reason = f"{reason}{MASK_SET_ASIDE}"
             log.warning("tumour mask %s: %s", where, reason)
             bad.append(SkippedFile(Path(where), reason))
         out.append(r)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from braincam.data.records import MASK_SET_ASIDE
 from braincam.errors import BraincamError
 from braincam.report.sources import Part, read_csv_part
 from braincam.report.tables import Table, splits_in_order, text_column, with_totals
@@ -35,7 +36,8 @@ def collect_overview(run: RunDir) -> OverviewSection:
     if skipped is not None:
         section.n_skipped = len(skipped)
         section.skipped = [
-            (Path(str(row.get("path", ""))).name, str(row.get("reason", "")))
+            (("mask " if str(row.get("reason", "")).endswith(MASK_SET_ASIDE) else "")
+             + Path(str(row.get("path", ""))).name, str(row.get("reason", "")))
             for row in skipped.head(MAX_SKIPPED_SHOWN).to_dict("records")
         ]
     return section

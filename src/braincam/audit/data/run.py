@@ -90,8 +90,10 @@ class DataAudit:
     def summary(self) -> str:
         """A few lines for the terminal: counts, probes, leaks, clusters, top findings."""
         split_sizes = ", ".join(f"{s} {sum(c.values())}" for s, c in self.counts.items())
-        lines = [f"audited {self.n_images} images ({len(self.skipped)} skipped); classes "
-                 f"{', '.join(self.classes)}; {split_sizes}"]
+        masks = sum(s.is_mask for s in self.skipped)
+        aside = f", {masks} masks set aside" if masks else ""
+        lines = [f"audited {self.n_images} images ({len(self.skipped) - masks} skipped{aside}); "
+                 f"classes {', '.join(self.classes)}; {split_sizes}"]
         for p in self.probes:
             lines.append(f"  {p.message}")
         dup = self.duplicates
