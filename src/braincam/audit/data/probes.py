@@ -77,13 +77,18 @@ class ProbeResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def describe(self, strong: bool) -> str:
-        """The plain-words sentence: the AUC with its interval and what it means."""
+    def describe(self, strong: bool, levels: tuple[float, ...] = ()) -> str:
+        """The plain-words sentence: the AUC with its interval and what it means. The AUC
+        has 2 decimals, 3 where 2 would round it up to one of ``levels`` (the severity
+        thresholds) that it stays below."""
         auc_ci = self.ci.get("test_auc")
         if self.test_auc is None:
             return f"{self.name}-only probe could not be scored (test split lacks a class)"
         interval = f" [{auc_ci[0]:.2f}, {auc_ci[1]:.2f}]" if auc_ci else ""
-        head = f"{self.name}-only probe reaches AUC {self.test_auc:.2f}{interval} on test"
+        places = 3 if any(self.test_auc < level <= round(self.test_auc, 2)
+                          for level in levels) else 2
+        head = (f"{self.name}-only probe reaches AUC {self.test_auc:.{places}f}{interval} "
+                "on test")
         if strong:
             return f"{head}: {PROBE_MEANING[self.name]}"
         return f"{head}: no strong {self.name} shortcut"

@@ -50,7 +50,7 @@ def probe_findings(probes: list[ProbeResult], th: Thresholds = THRESHOLDS) -> li
     for probe in probes:
         auc = probe.test_auc
         strong = auc is not None and auc >= th.probe_warning_auc
-        probe.message = probe.describe(strong)
+        probe.message = probe.describe(strong, (th.probe_warning_auc, th.probe_critical_auc))
         if auc is None:
             found.append(Finding("info", f"probe.{probe.name}", None, None, probe.message))
             continue
