@@ -61,14 +61,14 @@ def test_clean_phantoms_trip_no_probe(tmp_path):
 
 
 def test_a_probe_just_below_a_threshold_is_not_printed_at_it():
-    """0.845 is a warning below the critical 0.85: printed 0.845, not 0.85; 0.93 stays 0.93."""
+    """0.8496 is a warning below the critical 0.85: printed 0.8496, not 0.85; 0.93 stays."""
     from braincam.audit.data.probes import ProbeResult
     from braincam.audit.data.rules import THRESHOLDS, probe_findings
 
     assert THRESHOLDS.probe_critical_auc == 0.85
-    probes = [ProbeResult("intensity", "mean, std", 2, "logistic", 10, 10, 0.845, 0.7),
+    probes = [ProbeResult("intensity", "mean, std", 2, "logistic", 10, 10, 0.8496, 0.7),
               ProbeResult("geometry", "width", 1, "logistic", 10, 10, 0.93, 0.8)]
     found = {f.check: f for f in probe_findings(probes)}
     assert found["probe.intensity"].severity == "warning"
-    assert "intensity-only probe reaches AUC 0.845 on test" in found["probe.intensity"].message
+    assert "intensity-only probe reaches AUC 0.8496 on test" in found["probe.intensity"].message
     assert "geometry-only probe reaches AUC 0.93 on test" in found["probe.geometry"].message

@@ -79,14 +79,16 @@ class ProbeResult:
 
     def describe(self, strong: bool, levels: tuple[float, ...] = ()) -> str:
         """The plain-words sentence: the AUC with its interval and what it means. The AUC
-        has 2 decimals, 3 where 2 would round it up to one of ``levels`` (the severity
+        has 2 decimals, more where 2 would round it up to one of ``levels`` (the severity
         thresholds) that it stays below."""
         auc_ci = self.ci.get("test_auc")
         if self.test_auc is None:
             return f"{self.name}-only probe could not be scored (test split lacks a class)"
         interval = f" [{auc_ci[0]:.2f}, {auc_ci[1]:.2f}]" if auc_ci else ""
-        places = 3 if any(self.test_auc < level <= round(self.test_auc, 2)
-                          for level in levels) else 2
+        places = 2
+        while places < 6 and any(self.test_auc < level <= float(f"{self.test_auc:.{places}f}")
+                                 for level in levels):
+            places += 1
         head = (f"{self.name}-only probe reaches AUC {self.test_auc:.{places}f}{interval} "
                 "on test")
         if strong:
