@@ -146,6 +146,29 @@ def test_dedup_split_on_class_folders(tmp_path):
         "test_auc": None, "test_balanced_accuracy": None}
 
 
+def test_the_slices_of_a_volume_are_one_group(tmp_path, write_nifti):
+    """A volume's slices are kept together by dedup and, split apart by random, a test slice
+    with its siblings in train is a leak, as in every split of braincam train."""
+    spec = PhantomSpec(n_per_class=10, size=64, seed=4)
+    root = make_phantom_dataset(tmp_path / "ph", spec, splits=("train",)) / "Training"
+    rng = np.random.default_rng(0)
+    slices = (rng.random((6, 64, 64)) * 60 + 100).astype(np.uint8)
+    slices[:, :8] = slices[:, -8:] = 0  # a head inside a dark border
+    write_nifti(root / "tumor" / "scan.nii.gz", slices)
+    apart = []
+    for strategy, seed in [("dedup", 1), *(("random", k) for k in range(4))]:
+        out = tmp_path / f"{strategy}{seed}"
+        audit = audit_data([root], split_strategy=strategy, seed=seed, n_boot=0, out_dir=out)
+        table = pd.read_csv(out / "properties.csv")
+        volume = table[table["path"].str.contains("scan.nii.gz#")]
+        assert len(volume) >= 4 and volume["group"].nunique() == 1
+        if volume["split"].nunique() > 1:
+            apart.append(strategy)
+            assert audit.duplicates["test_images_with_train_duplicate"] >= (
+                volume["split"] == "test").sum()
+    assert apart and set(apart) == {"random"}  # dedup keeps the volume on one side
+
+
 @pytest.mark.realdata
 def test_sartaj_leaks_and_size_shortcut(datasets_dir, tmp_path):
     """Sartaj binary, official split, on every Testing image and a third of Training

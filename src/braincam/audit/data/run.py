@@ -146,7 +146,9 @@ def audit_data(
         )
     y = np.array([classes.index(lab) for lab in labels])
 
-    groups = duplicate_groups(props.content_hashes, props.phashes)
+    # the slices and frames of one file are one group, as in every split (record_groups)
+    groups = merged_groups(duplicate_groups(props.content_hashes, props.phashes),
+                           [str(r.path) for r in props.records])
     carve_groups = merged_groups(groups, patient_groups(props.records))  # patients on one side
     split = make_split(props.records, task, split_strategy, val_fraction=0.0, seed=seed,
                        groups=carve_groups).split
