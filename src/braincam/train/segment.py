@@ -69,8 +69,8 @@ their label says only that the whole image holds a tumour.
 their pretrained weights (:func:`braincam.models.unet.freeze_encoder`; their batch-norm
 statistics still follow the data), so backward skips the layers at the input's full and half
 resolution; the U-Net's skip connections still carry their features to the decoder. On a
-2-core AVX2 CPU two frozen blocks make a training step 1.10x faster (``braincam bench segment
---freeze-blocks 2``, docs/results.md).
+2-core AVX2 CPU two frozen blocks make a training step 1.10x faster, on a 2-core CPU with
+native bf16 1.18-1.22x (``braincam bench segment --freeze-blocks 2``, docs/results.md).
 
 Decision rule (``tune_threshold``, ``--tune-threshold``, on by default): once the epoch is
 kept, the rule that turns probabilities into a mask is chosen on the same validation images
