@@ -79,6 +79,11 @@ def test_which_runs_are_segment_runs(tmp_path, kit, segmenter_run):
     assert is_segment_run(segmenter_run)  # no config.yaml: the model file says so
     assert not is_segment_run(kit.make_fake_run(tmp_path / "classifier"))
     assert not is_segment_run(tmp_path / "nothing-here")
+    broken = kit.make_segment_run(tmp_path / "broken")  # neither config nor model readable
+    (broken / "config.yaml").unlink()
+    (broken / "model.safetensors").write_text("garbage")
+    assert is_segment_run(broken)  # its per_image.csv says so: a segmenter's page, not a
+    assert isinstance(collect_report(broken), SegmenterReport)  # classifier's
 
 
 @pytest.mark.parametrize("flag", [[], ["--out"]])

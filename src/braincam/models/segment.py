@@ -301,7 +301,9 @@ def load_segmenter(source: str | Path | Sequence[str | Path],
 
 def is_segment_run(run_dir: Path | str) -> bool:
     """Whether ``braincam segment`` made ``run_dir``: its ``config.yaml`` holds the ``segment``
-    settings or, without a readable config, its model file records a segmenter."""
+    settings or, without a readable config, its model file records a segmenter, or, with
+    neither readable, it holds the held-out scores only a segment run writes beside a model
+    (``per_image.csv``)."""
     run = RunDir(Path(run_dir))
     try:
         return isinstance(run.read_config().get("segment"), dict)
@@ -310,7 +312,7 @@ def is_segment_run(run_dir: Path | str) -> bool:
     try:
         return read_meta(run.model).get("arch") in SEGMENTER_ARCHS
     except (BraincamError, OSError, ValueError):
-        return False
+        return run.model.exists() and run.per_image.is_file()
 
 
 def _read_segmenter(seg_dir: Path) -> tuple[nn.Module, dict[str, Any]]:
