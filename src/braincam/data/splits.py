@@ -221,7 +221,10 @@ def _group_folds(splitter: StratifiedGroupKFold, idx: np.ndarray, y: np.ndarray,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         folds = list(splitter.split(idx, y[idx], groups[idx]))
-    if caught:
+    few = [w for w in caught if "least populated class" in str(w.message)]
+    for other in (w for w in caught if w not in few):  # any other warning as it was
+        warnings.warn(other.message, other.category, stacklevel=2)
+    if few:
         labels, counts = np.unique(y[idx], return_counts=True)
         fewest = labels[np.argmin(counts)]
         n = len(np.unique(groups[idx][y[idx] == fewest]))
