@@ -5,6 +5,7 @@ redone only with ``--force``, missing outputs made again, a replaced model's fil
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 
@@ -191,4 +192,25 @@ def test_the_order_of_two_data_folders_of_one_name_is_an_input(phantoms, tmp_pat
     assert {n for n in first if first[n] != swapped[n]} == {
         "data-audit", "evaluate", "model-audit", "explain", "report"}
     assert fingerprints([one, other]) == fingerprints([other, one])
+
+
+def test_a_stage_file_another_command_wrote_is_redone_only_with_force(phantoms, run_copy, record,
+                                                                      tiny_options, tmp_path):
+    """``braincam evaluate RUN --data X --force`` rewrote metrics.json: skipping the stage would
+    show X beside the report's figures, redoing it would replace that work; so ``--force``."""
+    import shutil
+
+    import braincam.evaluate
+
+    extra = shutil.copytree(phantoms / "Testing", tmp_path / "extra")
+    braincam.evaluate.evaluate_run(run_copy, [extra], force=True, progress=False, n_boot=0)
+    with pytest.raises(BraincamError, match=r"holds metrics.json, written by another command "
+                                            r"since braincam run made it \(evaluate would be "
+                                            r"redone\); pass --force"):
+        record([phantoms], tiny_options(), run_copy)
+    result = record([phantoms], tiny_options(), run_copy, force=True)
+    assert statuses(result)["evaluate"] == "ran" and statuses(result)["train"] == "skipped"
+    assert "evaluate: outputs missing or written by another command" in record.text
+    assert json.loads((run_copy / "metrics.json").read_text())["extra"] == {}
+    assert set(statuses(record([phantoms], tiny_options(), run_copy)).values()) == {"skipped"}
 

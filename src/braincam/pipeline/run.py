@@ -141,8 +141,27 @@ def run_pipeline(
     redone = [s.name for s in plan if markers[s.name] and markers[s.name].fingerprint
               != s.fingerprint]
     check_run_dir(run, roots, options, force, redone)
+    check_rewritten(run, plan, markers, force)
     with _exclusive(run):
         return _run_stages(run, roots, options, plan, markers, set(redone), console, start)
+
+
+def check_rewritten(run: RunDir, plan: list[_Stage], markers: dict[str, Any],
+                    force: bool) -> None:
+    """Refuse, unless ``force``, a run whose finished stages' files another command wrote
+    since (``braincam evaluate RUN --data X --force``): skipping them would show that
+    command's figures beside the stages' own, and redoing them would replace its work."""
+    if force:
+        return
+    changed = {s.name: S.rewritten(run, markers[s.name]) for s in plan
+               if markers[s.name] is not None and markers[s.name].fingerprint == s.fingerprint}
+    changed = {name: files for name, files in changed.items() if files}
+    if changed:
+        name, files = next(iter(changed.items()))
+        raise BraincamError(
+            f"{run.root} holds {files[0]}, written by another command since braincam run made "
+            f"it ({', '.join(changed)} would be redone); pass --force to redo them, or choose "
+            "another --out")
 
 
 def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: list[_Stage],
@@ -161,12 +180,13 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
         same = marker is not None and marker.fingerprint == stage.fingerprint
         after = [v for v in stage.inputs.values() if isinstance(v, str) and v in ran]
         if same and _exist([*stage.outputs, *(run.root / p for p in marker.produced)]) \
-                and not after:
+                and not after and not S.rewritten(run, marker):
             console.print(f"{head}: done, skipped")
             outcomes.append(StageOutcome(stage.name, "skipped", 0.0, stage.fingerprint))
             continue
-        reason = ("a stage it reads ran again" if same and after else "outputs missing"
-                  if same else "inputs changed" if stage.name in changed else "running")
+        reason = ("a stage it reads ran again" if same and after else
+                  "outputs missing or written by another command" if same else
+                  "inputs changed" if stage.name in changed else "running")
         console.rule(f"{head}: {reason}", align="left")
         S.clear_marker(run, stage.name)
         if stage.name != "train" and not ran:  # the model is kept: this command makes the rest
@@ -176,7 +196,10 @@ def _run_stages(run: RunDir, roots: list[Path], options: PipelineOptions, plan: 
         seconds = time.perf_counter() - began
         produced = tuple(sorted(str(p.relative_to(run.root)) for pattern in stage.optional
                                 for p in run.root.glob(pattern)))
-        S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds, produced)
+        # config.yaml takes each run's command; a report rebuilt by braincam report is the same
+        stamped = [] if stage.name == "report" else [p for p in stage.outputs if p != run.config]
+        S.write_marker(run, stage.name, stage.fingerprint, stage.inputs, seconds, produced,
+                       S.file_stamps(run, [*stamped, *(run.root / p for p in produced)]))
         ran.add(stage.fingerprint)
         console.print(f"{head}: done in {seconds:.1f} s")
         outcomes.append(StageOutcome(stage.name, "ran", seconds, stage.fingerprint))
