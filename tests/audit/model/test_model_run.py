@@ -210,8 +210,8 @@ def test_the_images_a_guide_learnt_from_are_not_audited(run_dir, tmp_path, monke
         lambda loaded: (loaded[0], {**loaded[1], "guide": {"source": "SEG"}}))(plain(*a, **k)))
     other = sorted((run_dir.parent / "phantoms-b").rglob("*.png"))
     other = [p for p in other if "masks" not in p.parts]
-    monkeypatch.setattr(audit_run, "learnt_from", lambda run, meta, own=True: (
-        [] if own else [(other[0], None)]))
+    monkeypatch.setattr(audit_run, "learnt_from",  # the guide's rows; the run's own: none
+                        lambda run, meta, own=True: [(other[0], None)])
     doc = audit_model(run_dir, [run_dir.parent / "phantoms-b"], out_dir=tmp_path / "a",
                       settings=FAST, device="cpu")
     assert doc["datasets"]["phantoms-b"]["n_images"] == len(other) - 1

@@ -251,12 +251,11 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     require_single_model(read_meta(run.model), run.root)
     model, meta = load_checkpoint(run.model, device=device)
     trained_on, validated_on = _split_rows(run)
-    if meta.get("guide"):  # the images its guide's segmenter learnt from are not unseen either
-        trained_on |= {record_key(file.resolve(), k)
-                       for file, k in learnt_from(run, meta, own=False)}
+    learnt = learnt_from(run, meta)  # the run's rows and its guide's: none of them is unseen
+    trained_on |= {record_key(file.resolve(), k) for file, k in learnt}
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
-        preprocess_config(meta), trained_on, validated_on, learnt_from(run, meta), run.audit,
+        preprocess_config(meta), trained_on, validated_on, learnt, run.audit,
         str(run.root),
     )
 
