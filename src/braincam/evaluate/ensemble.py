@@ -93,8 +93,6 @@ def _read_member(run: RunDir):
     from braincam.models.checkpoint import read_meta
     from braincam.models.segment import is_segment_run
 
-    if not run.root.is_dir():
-        raise BraincamError(f"{run.root} is not a directory (a run directory was expected)")
     if is_segment_run(run.root):
         raise BraincamError(f"{run.root} is a segment run (braincam segment), not a classifier "
                             "run; an ensemble's members are classifiers")
