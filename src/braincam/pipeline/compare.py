@@ -145,7 +145,7 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
     if not run_dirs:
         raise BraincamError("give at least one run directory")
     paths = [Path(p) for p in run_dirs]
-    rows, extras, boxes, masks, rates, tasks = [], [], [], [], [], []
+    rows, extras, boxes, masks, rates, tasks, audit_rows = [], [], [], [], [], [], []
     for path in paths:
         if is_spec(path):
             raise BraincamError(f"{path} is a model spec: compare the folder its evaluate and "
@@ -167,12 +167,14 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
         row = _metric_values(metrics or {}) | _audit_values(audit or {}, _root_names(run))
         task = (metrics or {}).get("task")
         tasks.append(task if isinstance(task, str) else None)
+        audit_rows.append((audit or {}).get("rows"))
         extras += [k for k in row if k.startswith(EXTRA_PREFIX) and k not in extras]
         boxes += [k for k in row if k.startswith(BOX_PREFIX) and k not in boxes]
         masks += [k for k in row if _mask_key(k) and row[k] is not None and k not in masks]
         rates += [k for k in row if _rate_key(k) and row[k] is not None and k not in rates]
         rows.append(row)
-    shared, shared_n = _shared_leak_free(paths)
+    tables = [_predictions(RunDir(p)) for p in paths]
+    shared, shared_n = _shared_leak_free(tables)
     for row, values in zip(rows, shared or [{}] * len(rows), strict=True):
         row |= values
     shared_columns = list(shared[0]) if shared else []
@@ -183,22 +185,27 @@ def compare_runs(run_dirs: Sequence[Path | str]) -> Comparison:
                *boxes, *mask_ratios]
     rows = [{c: row.get(c) for c in columns} for row in rows]
     names = _names(paths)
-    cautions = [*_other_images(paths, names), *_other_audit_rows(paths, names)]
+    cautions = [*_other_images(tables, names), *_other_audit_rows(audit_rows, names)]
     return Comparison(names, paths, columns, rows, shared_n, tasks, cautions)
 
 
-def _other_images(paths: list[Path], names: list[str]) -> list[str]:
-    """A caution per extra set name under which two runs' ``predictions.csv`` list other
-    images (two folders of one name): their ``balanced_accuracy@<set>`` share a column but
-    not their data."""
+def _predictions(run: RunDir):  # -> pandas.DataFrame | None
+    """The run's ``predictions.csv``, None when it has none or it cannot be read."""
     import pandas as pd
 
+    try:
+        return pd.read_csv(run.predictions)
+    except (OSError, ValueError):
+        return None
+
+
+def _other_images(tables: list, names: list[str]) -> list[str]:
+    """A caution per extra set name under which two runs' ``predictions.csv`` (``tables``)
+    list other images (two folders of one name): their ``balanced_accuracy@<set>`` share a
+    column but not their data."""
     images: dict[str, dict[str, frozenset[str]]] = {}  # set -> run -> its image paths
-    for path, name in zip(paths, names, strict=True):
-        file = RunDir(path).predictions
-        try:
-            table = pd.read_csv(file, usecols=["path", "split", "dataset"])
-        except (OSError, ValueError):
+    for table, name in zip(tables, names, strict=True):
+        if table is None or not {"path", "split", "dataset"} <= set(table.columns):
             continue
         extra = table[table["split"] == "extra"]
         for dataset, rows in extra.groupby("dataset"):
@@ -208,36 +215,27 @@ def _other_images(paths: list[Path], names: list[str]) -> list[str]:
             for dataset, runs in images.items() if len(set(runs.values())) > 1]
 
 
-def _other_audit_rows(paths: list[Path], names: list[str]) -> list[str]:
+def _other_audit_rows(audit_rows: list[Any], names: list[str]) -> list[str]:
     """A caution when the runs' model audits read other rows (``audit.json`` ``rows``: unseen
     images, or with ``--validation`` the run's validation images)."""
-    rows = {}
-    for path, name in zip(paths, names, strict=True):
-        audit = _read(RunDir(path).audit_json)
-        if isinstance(audit, dict) and isinstance(audit.get("rows"), str):
-            rows[name] = audit["rows"]
+    rows = {name: kind for name, kind in zip(names, audit_rows, strict=True)
+            if isinstance(kind, str)}
     if len(set(rows.values())) < 2:
         return []
     return ["the audits read other images (" + ", ".join(
         f"{name}: {kind}" for name, kind in rows.items()) + "): their rates do not compare"]
 
 
-def _shared_leak_free(paths: list[Path]) -> tuple[list[dict[str, float]], dict[str, int]]:
+def _shared_leak_free(tables: list) -> tuple[list[dict[str, float]], dict[str, int]]:
     """Per run, the balanced accuracy of each evaluated set (``test``, each extra dataset) on
     the images leak-free in every run (module docstring), and those sets' sizes; nothing
-    unless every run (two or more) has a ``predictions.csv`` with ``leak_free``."""
-    import pandas as pd
-
-    files = [RunDir(p).predictions for p in paths]
-    if len(files) < 2 or not all(f.is_file() for f in files):
+    unless every run (two or more) has a ``predictions.csv`` (``tables``) with ``leak_free``."""
+    if len(tables) < 2 or any(t is None or not {
+            "path", "split", "dataset", "leak_free", "label", "pred"} <= set(t.columns)
+            for t in tables):
         return [], {}
-    tables = [pd.read_csv(f) for f in files]
-    if not all({"path", "split", "dataset", "leak_free", "label", "pred"} <= set(t.columns)
-               for t in tables):
-        return [], {}
-    for t in tables:
-        t["set"] = t["dataset"].where(t["split"] == "extra", t["split"])
-        t["free"] = true_flags(t["leak_free"])
+    tables = [t.assign(set=t["dataset"].where(t["split"] == "extra", t["split"]),
+                       free=true_flags(t["leak_free"])) for t in tables]
     values: list[dict[str, float]] = [{} for _ in tables]
     shared_n = {}
     for name in tables[0].loc[tables[0]["split"].isin(["test", "extra"]), "set"].unique():
