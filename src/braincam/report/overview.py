@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from braincam.data.records import MASK_SET_ASIDE
+from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
 from braincam.report.sources import Part, read_csv_part
 from braincam.report.tables import Table, splits_in_order, text_column, with_totals
@@ -35,11 +35,10 @@ def collect_overview(run: RunDir) -> OverviewSection:
         section.counts, section.sentences = _split_counts(split, _guided(run))
     if skipped is not None:
         section.n_skipped = len(skipped)
-        section.skipped = [
-            (("mask " if str(row.get("reason", "")).endswith(MASK_SET_ASIDE) else "")
-             + Path(str(row.get("path", ""))).name, str(row.get("reason", "")))
-            for row in skipped.head(MAX_SKIPPED_SHOWN).to_dict("records")
-        ]
+        entries = [SkippedFile(Path(str(row.get("path", ""))), str(row.get("reason", "")))
+                   for row in skipped.head(MAX_SKIPPED_SHOWN).to_dict("records")]
+        section.skipped = [(("mask " if s.is_mask else "") + s.path.name, s.reason)
+                           for s in entries]
     return section
 
 
