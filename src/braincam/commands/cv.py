@@ -13,6 +13,7 @@ from braincam.commands.training_options import (
     DataDirs,
     ExtraData,
     Progress,
+    given,
     train_config,
     with_training_options,
 )
@@ -46,8 +47,7 @@ def command(
     from braincam.train.cv import cross_validate
 
     for name in ("split", "test_fraction"):
-        source = ctx.get_parameter_source(name)  # by name: Typer ships its own click
-        if source is not None and source.name == "COMMANDLINE":
+        if given(ctx, name):
             raise BraincamError(f"--{name.replace('_', '-')} does not apply to braincam cv: "
                                 "its folds are the split (--folds, --split-seed)")
     config = train_config(ctx.params)

@@ -14,6 +14,7 @@ from braincam.commands.training_options import (
     ExtraAlias,
     ExtraData,
     Progress,
+    given,
     merged,
     parse_methods,
     train_config,
@@ -80,13 +81,9 @@ def command(
     from braincam.pipeline import PipelineOptions, print_summary, run_pipeline
     from braincam.pipeline.options import RECIPE_OPTIONS, run_recipe
 
-    def given(name: str) -> bool:
-        # by name: Typer ships its own copy of click, whose ParameterSource is another class
-        source = ctx.get_parameter_source(name)
-        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-
     config = run_recipe(train_config(ctx.params), plain,
-                        given={name for name in RECIPE_OPTIONS if given(name)})
+                        given={name for name in RECIPE_OPTIONS
+                                if given(ctx, name, ("COMMANDLINE", "ENVIRONMENT"))})
     # config.yaml's command reproduces the recipe
     ctx.params |= {name: getattr(config, name) for name in RECIPE_OPTIONS}
     options = PipelineOptions(

@@ -12,7 +12,7 @@ import typer
 
 from braincam.commands.evaluate import score_text
 from braincam.commands.train import command_line
-from braincam.commands.training_options import Device
+from braincam.commands.training_options import Device, given
 
 BatchSize = Annotated[
     int, typer.Option(help="Images per step (under torchrun: all processes together).")
@@ -342,8 +342,7 @@ def _check_no_training_options(ctx: typer.Context, mode: str) -> None:
     from braincam.errors import BraincamError
 
     for name in ctx.params:
-        source = ctx.get_parameter_source(name)  # by name: Typer ships its own click
-        if name not in MODE_OPTIONS and source is not None and source.name == "COMMANDLINE":
+        if name not in MODE_OPTIONS and given(ctx, name):
             raise BraincamError(f"--{name.replace('_', '-')} is a training option; {mode} "
                                 "takes none")
 

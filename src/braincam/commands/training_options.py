@@ -41,6 +41,14 @@ Progress = Annotated[
 ]
 
 
+def given(ctx: typer.Context, name: str, sources: tuple[str, ...] = ("COMMANDLINE",)) -> bool:
+    """Whether option ``name`` came from one of ``sources`` (by default the command line)
+    rather than its default. The source is compared by name: Typer ships its own copy of
+    click, whose ``ParameterSource`` is another class."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in sources
+
+
 def merged(new: list[Any] | None, old: list[Any] | None) -> list[Any]:
     """The values of a renamed repeatable option and of its hidden old spelling, together."""
     return [*(new or []), *(old or [])]
