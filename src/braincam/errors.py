@@ -11,3 +11,10 @@ def first_line(exc: BaseException) -> str:
     type's name: what a one-line ``BraincamError`` quotes of a cause."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_seed(value: int | None, option: str = "--seed") -> None:
+    """A one-line error for a seed numpy and scikit-learn refuse (outside ``[0, 2**32)``);
+    None is no seed."""
+    if value is not None and not 0 <= value < 2**32:
+        raise BraincamError(f"{option} must be in [0, 2**32), got {value}")

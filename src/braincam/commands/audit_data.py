@@ -48,7 +48,7 @@ def command(
     properties.csv and PNG figures, and a printed summary.
     """
     from braincam.audit.data.run import FILES, audit_data
-    from braincam.errors import BraincamError
+    from braincam.errors import BraincamError, check_seed
     from braincam.runs import DATA_AUDIT_JSON, check_outside_data, prepare_output_dir
 
     if task not in TASKS:
@@ -57,8 +57,7 @@ def command(
         raise BraincamError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if n_boot < 0:
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
-    if not 0 <= seed < 2**32:
-        raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
+    check_seed(seed)
     check_outside_data(out, [*data, *(others or ())])
     out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON,
                              reads=[*data, *(others or ())], owned=FILES)

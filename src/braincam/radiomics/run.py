@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from braincam.data.records import ImageRecord, SkippedFile, resolved_key
-from braincam.errors import BraincamError, first_line
+from braincam.errors import BraincamError, check_seed, first_line
 from braincam.labels import GLIOMA, MENINGIOMA, PITUITARY
 from braincam.radiomics.features import RadiomicsConfig
 from braincam.runs import RunDir
@@ -115,8 +115,7 @@ def radiomics_run(
     config = config or RadiomicsConfig()
     if folds < 2:
         raise BraincamError(f"--folds must be >= 2, got {folds}")
-    if not 0 <= seed < 2**32:
-        raise BraincamError(f"--seed must be in [0, 2**32), got {seed}")
+    check_seed(seed)
     check_outside_data(out, data)
     if not force and Path(out).is_dir() and any(Path(out).iterdir()):
         prepare_output_dir(Path(out))  # refuses an occupied folder before the slow steps

@@ -127,7 +127,7 @@ from braincam.distributed import (
     sync_buffers,
     wrap_ddp,
 )
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, check_seed
 from braincam.evaluate.segmentation import (
     OVERLAYS_PER_GROUP,
     counterfactual_metrics,
@@ -217,11 +217,8 @@ class SegmentConfig:
             if getattr(self, name) and not self.augment:
                 raise BraincamError(f"--{name.replace('_', '-')} is part of the augmentation; "
                                     "--no-augment turns it off")
-        for name in ("seed", "split_seed"):
-            value = getattr(self, name)
-            if value is not None and not 0 <= value < 2**32:
-                raise BraincamError(f"--{name.replace('_', '-')} must be in [0, 2**32), "
-                                    f"got {value}")
+        check_seed(self.seed)
+        check_seed(self.split_seed, "--split-seed")
         if self.train_crop and not (32 <= self.train_crop <= self.size
                                     and self.train_crop % 32 == 0 and self.augment):
             raise BraincamError("--train-crop must be a multiple of 32 (>= 32) no larger than "
