@@ -123,8 +123,8 @@ def radiomics_run(
     records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
     if not records:
         raise BraincamError(f"no images of the tumour types {TUMOUR_TYPES} in {list(data)}")
-    if cnn:  # before the features: a wrong --cnn must not cost their extraction
-        cnn_test_predictions(Path(cnn), records)
+    # before the features: a wrong --cnn must not cost their extraction
+    predictions = cnn_test_predictions(Path(cnn), records) if cnn else None
     out_dir = RunDir(prepare_output_dir(Path(out), force=force, reads=[
         *map(Path, data), *(Path(x) for x in (segment, cnn) if x is not None)]))
     start = time.perf_counter()
@@ -183,7 +183,8 @@ def radiomics_run(
         "versions": versions(),
     }
     if cnn:
-        summary["cnn"] = compare_cnn(table, results["logistic-l1"], classes, Path(cnn))
+        summary["cnn"] = compare_cnn(table, results["logistic-l1"], classes, Path(cnn),
+                                     predictions)
     atomic_write_json(out_dir.root / SUMMARY_JSON, summary)
     from braincam.radiomics.plots import top_feature_figure
 
@@ -218,18 +219,20 @@ def _segment_masks(
     return masks
 
 
-def compare_cnn(table, baseline, classes: Sequence[str], run: Path) -> dict[str, Any]:
+def compare_cnn(table, baseline, classes: Sequence[str], run: Path,
+                predictions) -> dict[str, Any]:
     """The radiomics baseline's out-of-fold predictions next to a classifier run's test
     predictions on the images both have: accuracy of each, and on the classifier's errors how
     often radiomics is right (images matched by resolved path). The classifier is scored over
     all its own classes, so a four-class run that calls a tumour ``no_tumor`` is wrong there,
-    as in its metrics.json."""
+    as in its metrics.json. ``predictions``: the run's test rows, as
+    :func:`cnn_test_predictions` read them before the features were computed."""
     import pandas as pd
 
     from braincam.evaluate.metrics import compute_metrics
 
-    cnn = cnn_test_predictions(run)
-    cnn = cnn[cnn["label"].isin(classes)].assign(path=lambda t: t["path"].map(resolved_key))
+    cnn = predictions[predictions["label"].isin(classes)]
+    cnn = cnn.assign(path=cnn["path"].map(resolved_key))
     rad = pd.DataFrame({"path": table["path"].map(resolved_key),
                         "rad_pred": baseline.prob.argmax(1)})
     both = cnn.merge(rad, on="path")
