@@ -78,6 +78,21 @@ def test_duplicates_of_flags_copies_of_reference_images_only(tmp_path, monkeypat
         False, False, True]
 
 
+def test_duplicates_of_reads_each_file_once(tmp_path, monkeypatch):
+    """The content hash of each file is computed once, for both the byte-identity check and
+    the pHash cache key."""
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "cache"))
+    paths = []
+    for seed in range(3):
+        paths.append(tmp_path / f"{seed}.png")
+        Image.fromarray(_u8(_texture(seed))).save(paths[-1])
+    hashed = []
+    real = hashing.content_hash
+    monkeypatch.setattr(hashing, "content_hash", lambda p: hashed.append(str(p)) or real(p))
+    assert duplicates_of(paths[:2], paths[1:]).tolist() == [False, True]
+    assert sorted(hashed) == sorted(map(str, paths))
+
+
 def test_duplicates_of_compares_a_volumes_slices_each_by_its_own(tmp_path, monkeypatch,
                                                                   write_nifti):
     """A slice is a copy only where that slice repeats one learnt: the third slice of ``new``

@@ -88,12 +88,14 @@ def perceptual_hashes(
     items: Sequence[np.ndarray | Path | str | tuple[Path | str, int]],
     cache_dir: Path | str | None = None,
     workers: int | None = None,
+    file_hashes: Mapping[str, str] | None = None,
 ) -> np.ndarray:
     """pHash of each item (a grey array, an image path decoded with ``read_grey``, or a
     ``(path, k)`` pair for slice or frame ``k`` of a volume or multi-frame file) as a ``uint64``
     array. Files are looked up in the on-disk cache by content hash first (a slice by the hash
-    the preprocessing cache gives it, ``sha1("<file hash>#<k>")``); a file that cannot be
-    decoded raises ``ImageReadError``."""
+    the preprocessing cache gives it, ``sha1("<file hash>#<k>")``); ``file_hashes`` (path as
+    ``str`` -> :func:`content_hash`) spares reading again the files a caller has hashed. A
+    file that cannot be decoded raises ``ImageReadError``."""
     out = np.zeros(len(items), dtype=np.uint64)
     files = {i: (item, None) if isinstance(item, Path | str) else item
              for i, item in enumerate(items)
@@ -104,8 +106,10 @@ def perceptual_hashes(
     if not files:
         return out
     store = ContentStore(cache_root(cache_dir) / _PHASH_FILE)
-    file_hashes = {p: content_hash(p) for p in dict.fromkeys(str(f) for f, _ in files.values())}
-    keys = {i: slice_hash(file_hashes[str(path)], k) for i, (path, k) in files.items()}
+    known = file_hashes or {}
+    hashes = {p: known.get(p) or content_hash(p)
+              for p in dict.fromkeys(str(f) for f, _ in files.values())}
+    keys = {i: slice_hash(hashes[str(path)], k) for i, (path, k) in files.items()}
     misses = [i for i in files if keys[i] not in store.values]
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         values = pool.map(lambda i: phash(read_grey(files[i][0], index=files[i][1])), misses)
@@ -199,7 +203,7 @@ def duplicates_of(
         return np.zeros(len(images), dtype=bool)
     files = {str(f): content_hash(f) for f in dict.fromkeys(str(f) for f, _ in items)}
     groups = duplicate_groups([slice_hash(files[str(f)], k) for f, k in items],
-                              perceptual_hashes(items), max_distance)
+                              perceptual_hashes(items, file_hashes=files), max_distance)
     n = len(images)
     if not apart:
         return np.isin(groups[:n], groups[n:])

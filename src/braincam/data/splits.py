@@ -71,8 +71,9 @@ def record_groups(records: Sequence[ImageRecord]) -> np.ndarray:
     them) and cached pHashes of each image, slice or frame
     (:func:`braincam.data.hashing.duplicate_groups`, default threshold) merged with patient-proxy
     groups (:func:`braincam.data.groups.patient_groups`)."""
-    duplicates = duplicate_groups([content_hash(r.path) for r in records],
-                                  perceptual_hashes([r.image for r in records]))
+    files = {str(r.path): content_hash(r.path) for r in records}
+    duplicates = duplicate_groups([files[str(r.path)] for r in records],
+                                  perceptual_hashes([r.image for r in records], file_hashes=files))
     return merged_groups(duplicates, patient_groups(records))
 
 

@@ -191,8 +191,10 @@ def _copies_in(
     if not folders:
         return {}
     paths = [p for _, ps in folders for p in ps]
-    groups = duplicate_groups([*props.content_hashes, *(content_hash(p) for p in paths)],
-                              np.concatenate([props.phashes, perceptual_hashes(paths)]))
+    files = {str(p): content_hash(p) for p in paths}
+    groups = duplicate_groups([*props.content_hashes, *(files[str(p)] for p in paths)],
+                              np.concatenate([props.phashes,
+                                              perceptual_hashes(paths, file_hashes=files)]))
     unlearnt = "\0test"  # the audited test images: not what a model learns from
     counts = cross_source([r.source if keep else unlearnt
                            for r, keep in zip(props.records, learnt, strict=True)]
