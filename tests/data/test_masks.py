@@ -205,7 +205,59 @@ def test_nifti_label_volumes_annotate_and_label_each_slice(tmp_path, write_nifti
     p3 = sorted((r for r in data.records if r.path.name == "p3.nii.gz"), key=lambda r: r.slice)
     assert [r.mask is not None for r in p3] == [True, False, False, True]  # empty slices: valid
     reasons = {str(s.path.relative_to(root)): s.reason for s in data.skipped}
-    assert reasons["masks/glioma/p2.nii.gz#0"].startswith("mask volume is 3x80x100 voxels")
+    assert reasons["masks/glioma/p2.nii.gz"].startswith("mask volume is 3x80x100 voxels")
+    assert not any(k.startswith("masks/glioma/p2.nii.gz#") for k in reasons)  # one entry
     assert reasons["masks/no_tumor/p3.nii.gz#1"] == (
         "tumour voxels on a no_tumor slice; image kept without it")
     assert "masks/no_tumor/p3.nii.gz#0" not in reasons
+
+
+def test_label_volumes_of_another_orientation_or_empty_on_a_tumour_are_set_aside(
+        tmp_path, write_nifti, caplog):
+    """A label volume stored mirrored against its image (same grid, other affine) would mark
+    healthy brain; an empty one on a tumour volume would turn every slice into no_tumor. Both
+    are set aside in one entry, the slices keep the folder's class."""
+    root = tmp_path / "brats"
+    for folder in ("glioma", "masks/glioma"):
+        (root / folder).mkdir(parents=True)
+    image, labels = _volume()
+    write_nifti(root / "glioma" / "mirrored.nii.gz", image, axcodes=("L", "P", "S"))
+    write_nifti(root / "masks" / "glioma" / "mirrored.nii.gz", labels)  # RAS affine
+    write_nifti(root / "glioma" / "empty.nii.gz", image)
+    write_nifti(root / "masks" / "glioma" / "empty.nii.gz", np.zeros_like(labels))
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        data = load_dataset([root])
+    assert {(r.path.name, r.label, r.mask) for r in data.records} == {
+        ("mirrored.nii.gz", "glioma", None), ("empty.nii.gz", "glioma", None)}
+    reasons = {str(s.path.relative_to(root)): s.reason for s in data.skipped}
+    assert reasons == {
+        "masks/glioma/mirrored.nii.gz": "mask volume is stored RAS, image volume LPS (affines "
+                                        "differ); image kept without it",
+        "masks/glioma/empty.nii.gz": "empty mask volume on a glioma volume; image kept without "
+                                     "it"}
+    assert sum("tumour mask" in m for m in caplog.messages) == 2
+
+
+def test_mask_names_keep_a_files_own_dots_and_frames_need_their_own_masks(
+        tmp_path, write_dicom, caplog):
+    """An extension-less DICOM named by UID keeps its dots (``1.2.5`` -> ``1.2.5.png``, not
+    ``1.2.png``); one 2D mask cannot annotate a multi-frame file; masks that annotate no image
+    are named in a warning."""
+    root = tmp_path / "ds"
+    (root / "glioma").mkdir(parents=True)
+    head = _head()
+    for uid in ("1.2.5", "1.2.6"):
+        write_dicom(root / "glioma" / uid, head)
+    _save(root / "masks" / "glioma" / "1.2.5.png", _rect_mask())
+    _save(root / "masks" / "glioma" / "1.2.png", np.zeros((H, W), np.uint8))  # nobody's
+    write_dicom(root / "glioma" / "multi.dcm", np.stack([head, head]))
+    _save(root / "masks" / "glioma" / "multi.png", _rect_mask())
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        data = load_dataset([root])
+    masks = {(r.path.name, r.slice): r.mask and r.mask.name for r in data.records}
+    assert masks == {("1.2.5", None): "1.2.5.png", ("1.2.6", None): None,
+                     ("multi.dcm", 0): None, ("multi.dcm", 1): None}
+    reasons = {str(s.path.relative_to(root)): s.reason for s in data.skipped}
+    assert set(reasons) == {"masks/glioma/multi.png"}
+    assert reasons["masks/glioma/multi.png"].startswith("one 2D mask for a file of several")
+    assert any("1 files under" in m and "masks/glioma/1.2.png" in m for m in caplog.messages)

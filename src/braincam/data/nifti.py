@@ -194,6 +194,17 @@ def slice_size(path: Path | str) -> tuple[int, int]:
     return shape[ras.index(0)], shape[ras.index(1)]
 
 
+def orientation(path: Path | str) -> str:
+    """The directions of the file's stored axes from its affine, header only (``"RAS"``,
+    ``"LPS"``, ...): two files of one voxel grid lie on each other only if they agree."""
+    import nibabel as nib
+
+    try:
+        return "".join(nib.aff2axcodes(nib.load(str(path)).affine))
+    except Exception as exc:  # nibabel raises several types for a bad header
+        raise NiftiReadError(f"{path}: cannot read NIfTI header ({exc})") from None
+
+
 def _with_slice_axis(image):
     """A 2D image (one slice stored as ``X x Y``) as ``X x Y x 1`` with the same affine, so
     that it reorients like a volume; other images unchanged."""

@@ -15,7 +15,10 @@ image's expert tumour mask (grey value >= 128 = tumour), attached as ``ImageReco
 ``masks`` folder is never read as data. A mask that cannot be decoded, differs in size from its
 image, is empty on a tumour image or marks tumour on a no-tumour image is not attached: a
 warning and a ``SkippedFile`` entry for the mask (reason ends "image kept without it"); the
-image stays, with its box if any. An empty mask on a no-tumour image is valid.
+image stays, with its box if any. An empty mask on a no-tumour image is valid. A mask's name
+replaces an image or DICOM suffix and is appended to any other name (``1.2.5`` ->
+``1.2.5.png``); a 2D mask of a multi-frame file is set aside (it cannot name its frame), and
+files under ``masks`` that annotate no image are named in a warning.
 
 DICOM files (``.dcm``/``.dicom``, or any other name with a DICOM marker) are records too, one
 per frame (``ImageRecord.slice`` is the frame of a multi-frame file, None for a single frame); a
@@ -28,8 +31,9 @@ A NIfTI volume's tumour mask is a label volume of the same relative path under `
 voxel grid), the layout of BraTS-style data. Each slice record gets it as its mask, and it
 labels the slices: in a tumour class folder a slice without tumour voxels is a ``no_tumor``
 image, so one patient's volume gives tumour and tumour-free slices. A label volume of another
-shape, or with tumour voxels on a slice of a ``no_tumor`` volume, is not attached (a skip entry
-as above).
+shape or axis directions (affine), or empty on a tumour volume, is not attached (one skip entry
+for the volume), nor is a slice of it with tumour voxels on a ``no_tumor`` volume (an entry
+per slice). Each label volume is read and checked once.
 
 Only file headers are read here (size, format) plus, for JPEG/PNG, the last bytes of the file to
 spot truncation; a file without its end marker is decoded fully to decide. Corruption inside the
@@ -303,7 +307,7 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
     if (root / BOXES_FILE).is_file():
         records = _attach_boxes(root, records, class_dirs)
     if (root / MASKS_DIR).is_dir():
-        records, bad_masks = _attach_masks(root, records)
+        records, bad_masks = _attach_masks(root, records, [s.path for s in skipped])
         skipped += bad_masks
     return records, skipped
 
@@ -313,13 +317,18 @@ def mask_path(root: Path, image: Path) -> Path:
     ``root/masks/<relative path>`` with suffix ``.png``; a NIfTI volume's is a label volume
     of the same relative path and name."""
     relative = image.relative_to(root)
-    return root / MASKS_DIR / (relative if is_nifti_name(image) else relative.with_suffix(".png"))
+    if is_nifti_name(image):
+        return root / MASKS_DIR / relative
+    known = relative.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES  # else a name's own dot
+    return root / MASKS_DIR / (relative.with_suffix(".png") if known
+                               else relative.with_name(relative.name + ".png"))
 
 
 def _attach_masks(
-    root: Path, records: list[ImageRecord]
+    root: Path, records: list[ImageRecord], skipped: Sequence[Path] = ()
 ) -> tuple[list[ImageRecord], list[SkippedFile]]:
-    """Records with their valid mask attached, plus a skip entry for every bad mask.
+    """Records with their valid mask attached, plus a skip entry for every bad mask; masks of
+    no image, not even of a ``skipped`` one, are named in a warning.
 
     Whether a mask is empty needs a full decode (about 2 ms for a 512 px PNG), so the answer is
     cached by the mask file's content hash (``<cache>/mask-empty-v2.npz``)."""
@@ -327,26 +336,54 @@ def _attach_masks(
     known = len(store.values)
     out: list[ImageRecord] = []
     bad: list[SkippedFile] = []
+    volumes: dict[Path, tuple[str | None, Sequence[bool]]] = {}  # label volume -> its check
     for r in records:
         path = mask_path(root, r.path)
         if not path.is_file():
             out.append(r)
             continue
+        where = path
         if r.slice is not None and is_nifti_name(r.path):
-            reason, r = _slice_mask(path, r)
+            if path not in volumes:
+                volumes[path] = _label_volume(path, r)
+                if volumes[path][0] is not None:  # the whole label volume: one entry
+                    _set_aside(bad, path, volumes[path][0])
+            if volumes[path][0] is not None:
+                out.append(r)
+                continue
+            reason, r = _slice_label(volumes[path][1], r)
+            where = Path(record_key(path, r.slice))  # a label volume's slice: <mask>#<k>
+        elif r.slice is not None:
+            reason = "one 2D mask for a file of several frames (a mask cannot name its frame)"
         else:
             reason = _mask_problem(path, r, store)
         if reason is None:
             r = replace(r, mask=path)
         else:
-            where = record_key(path, r.slice)  # a label volume's slice: <mask>#<k>
-            reason = f"{reason}{MASK_SET_ASIDE}"
-            log.warning("tumour mask %s: %s", where, reason)
-            bad.append(SkippedFile(Path(where), reason))
+            _set_aside(bad, where, reason)
         out.append(r)
     if len(store.values) > known:
         store.save()
+    images = [r.path for r in records] + [p for p in skipped if p.is_file()]
+    _warn_unused_masks(root, {mask_path(root, p) for p in images})
     return out, bad
+
+
+def _set_aside(bad: list[SkippedFile], where: Path, reason: str) -> None:
+    reason = f"{reason}{MASK_SET_ASIDE}"
+    log.warning("tumour mask %s: %s", where, reason)
+    bad.append(SkippedFile(where, reason))
+
+
+def _warn_unused_masks(root: Path, used: set[Path]) -> None:
+    """A warning naming the files under ``masks/`` that are no image's mask (a mask named
+    after another suffix, a typo, an image since removed): they annotate nothing."""
+    unused = sorted(p for p in (root / MASKS_DIR).rglob("*")
+                    if p.is_file() and not p.name.startswith(".") and p not in used)
+    if unused:
+        log.warning("%d files under %s are the mask of no image (e.g. %s); a mask is "
+                    "masks/<relative path of the image, suffix .png>", len(unused),
+                    root / MASKS_DIR, unused[0].relative_to(root))
 
 
 def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str | None:
@@ -373,23 +410,36 @@ def _mask_problem(path: Path, record: ImageRecord, store: ContentStore) -> str |
     return None
 
 
-def _slice_mask(path: Path, record: ImageRecord) -> tuple[str | None, ImageRecord]:
-    """Whether slice ``record.slice`` of the label volume at ``path`` can annotate ``record``
-    (None, or why not), and the record labelled by it: on a tumour volume a slice without
-    tumour voxels is a ``no_tumor`` image (module docstring)."""
-    from braincam.data.nifti import read_label_volume, read_volume
+def _label_volume(path: Path, record: ImageRecord) -> tuple[str | None, list[bool]]:
+    """Whether the label volume at ``path`` can annotate the volume of ``record`` (None, or
+    why not), and per slice whether it has tumour voxels. It cannot when it is unreadable,
+    of another shape or orientation (a mirrored mask would mark healthy brain), or empty on
+    a tumour volume."""
+    from braincam.data.nifti import orientation, read_label_volume, read_volume
 
     try:
         labels, shape = read_label_volume(path), read_volume(record.path).shape
+        axes = orientation(path), orientation(record.path)
     except BraincamError as exc:
-        return str(exc).removeprefix(f"{path}: "), record
+        return str(exc).removeprefix(f"{path}: "), []
     if labels.shape != shape:
         return (f"mask volume is {'x'.join(map(str, labels.shape))} voxels, image volume is "
-                f"{'x'.join(map(str, shape))}"), record
-    tumour = bool(labels[record.slice].any())
+                f"{'x'.join(map(str, shape))}"), []
+    if axes[0] != axes[1]:
+        return f"mask volume is stored {axes[0]}, image volume {axes[1]} (affines differ)", []
+    tumour = labels.reshape(len(labels), -1).any(axis=1).tolist()
+    if record.label != NO_TUMOR and not any(tumour):
+        return f"empty mask volume on a {record.label} volume", []
+    return None, tumour
+
+
+def _slice_label(tumour: Sequence[bool], record: ImageRecord) -> tuple[str | None, ImageRecord]:
+    """Whether a slice of a usable label volume can annotate ``record`` (None, or why not),
+    and the record labelled by it: on a tumour volume a slice without tumour voxels is a
+    ``no_tumor`` image (module docstring)."""
     if record.label == NO_TUMOR:
-        return ("tumour voxels on a no_tumor slice" if tumour else None), record
-    return None, record if tumour else replace(record, label=NO_TUMOR)
+        return ("tumour voxels on a no_tumor slice" if tumour[record.slice] else None), record
+    return None, record if tumour[record.slice] else replace(record, label=NO_TUMOR)
 
 
 def _volume_records(
