@@ -416,3 +416,91 @@ def test_bench_predict_lists_a_folder_as_predict_does(run, tmp_path):
                                       "cpu"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["images"] == 2
+
+
+def test_a_shared_model_runs_one_call_at_a_time(model, run, monkeypatch):
+    """Grad-CAM and the feature hook hook the network: a second thread's call waits until the
+    first is done instead of running inside it."""
+    import threading
+    import time
+
+    import braincam.api as api
+
+    real = api.features_and_probs
+    inside, release, most, count = threading.Event(), threading.Event(), [0], [0]
+
+    def held(*args, **kwargs):
+        count[0] += 1
+        most[0] = max(most[0], count[0])
+        inside.set()
+        release.wait(5)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            count[0] -= 1
+
+    monkeypatch.setattr(api, "features_and_probs", held)
+    path = _split_paths(run, "test")[0]
+    model.predict([path])  # the OOD reference is built before the threads start
+    inside.clear()
+    threads = [threading.Thread(target=model.predict, args=([path],)) for _ in range(2)]
+    threads[0].start()
+    assert inside.wait(5)
+    threads[1].start()
+    time.sleep(0.3)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1
+
+
+def test_predict_answers_in_eval_mode_and_keeps_the_callers_mode(model, run):
+    path = _split_paths(run, "test")[0]
+    (expected,) = model.predict([path])
+    model.net.train()
+    try:
+        (pred,) = model.predict([path])
+        assert model.net.training
+    finally:
+        model.net.eval()
+    assert pred.probabilities == pytest.approx(expected.probabilities, abs=1e-6)
+
+
+def test_a_run_too_small_to_calibrate_predicts_without_the_ood_check(tmp_path, caplog):
+    """Under MIN_IMAGES training images no reference can be built: the predictions come with
+    a warning instead of an error, also when loaded by a relative path and the caller then
+    changes directory."""
+    from braincam.api.reference import MIN_IMAGES
+
+    data = make_phantom_dataset(tmp_path / "phantoms", PhantomSpec(n_per_class=8, size=48))
+    config = TrainConfig(arch="test_resnet", weights="none", head_epochs=1, finetune_epochs=0,
+                         batch_size=8, preprocess=PreprocessConfig(size=32), device="cpu")
+    train_run([data], config, tmp_path / "run", progress=False)
+    assert len(_split_paths(tmp_path / "run", "train")) < MIN_IMAGES
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        small = braincam.load("run")
+    finally:
+        os.chdir(cwd)
+    with caplog.at_level("WARNING", logger="braincam.api"):
+        (pred,) = small.predict([_split_paths(tmp_path / "run", "test")[0]])
+    assert pred.ood_score is None and pred.label in ("no_tumor", "tumor")
+    assert any(f"need at least {MIN_IMAGES} training images" in m for m in caplog.messages)
+
+
+def test_load_takes_run_folders_and_submodules_load_on_first_use(run, tmp_path):
+    import subprocess
+    import sys
+
+    with pytest.raises(BraincamError, match="is a file; braincam.load takes a run folder"):
+        braincam.load(run / "model.safetensors")
+    with pytest.raises(BraincamError, match="run folder's path, got NoneType"):
+        braincam.load(None)
+    with pytest.raises(BraincamError, match="batch_size must be a whole number, got 2.5"):
+        braincam.load(run).predict([np.zeros((8, 8), np.uint8)], batch_size=2.5)
+    code = ("import braincam; braincam.allocator.keep_freed_memory; braincam.api.SliceChoice\n"
+            "try:\n    braincam.nothing\nexcept AttributeError as exc:\n    print(exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "module 'braincam' has no attribute 'nothing'"

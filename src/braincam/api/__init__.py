@@ -20,15 +20,20 @@ and its share of the model input, and overlays outline it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
-from braincam.api.reference import Reference, features_and_probs, run_reference
+from braincam.api.reference import Reference, TooFewImages, features_and_probs, run_reference
 from braincam.api.warnings import cam_warning, image_warnings
 from braincam.data.imageio import ImageReadError
 from braincam.data.inputs import InputSlice, SliceChoice, expand_inputs, read_slice
@@ -40,6 +45,9 @@ from braincam.models.segment import THRESHOLD, Segmenter
 from braincam.runs import RunDir
 
 __all__ = ["Explanation", "Model", "Prediction", "SliceChoice", "TumourMask", "load"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WORKERS = 4
 
@@ -100,8 +108,21 @@ class Explanation:
     item: InputSlice | None = field(default=None, repr=False)  # the input slice explained
 
 
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    """``method`` run under its model's lock (see :class:`Model`)."""
+
+    @functools.wraps(method)
+    def locked(self: Model, *args: object, **kwargs: object) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class Model:
-    """A trained run ready for new images (see :func:`load`)."""
+    """A trained run ready for new images (see :func:`load`). One model may be shared by
+    threads: its calls take turns (a lock), since Grad-CAM and the feature hook hook the
+    network, and one call's hooks must not see another call's forward pass."""
 
     def __init__(self, run: RunDir, net: torch.nn.Module, meta: dict, device: torch.device,
                  ood: bool = True, segmenter: Segmenter | None = None) -> None:
@@ -115,13 +136,22 @@ class Model:
         self.segmenter = segmenter  # braincam segment's U-Net (load(..., segment=SEG)) or None
         self._reference: Reference | None = None
         self._cache = PreprocessCache()
+        self._lock = threading.RLock()
 
     @property
     def reference(self) -> Reference | None:
-        """The run's out-of-distribution reference (built and cached on first use)."""
-        if self.ood and self._reference is None:
-            self._reference = run_reference(self.run, self.net, self.config, self.device)
-        return self._reference if self.ood else None
+        """The run's out-of-distribution reference (built and cached on first use). A run
+        with too few training images to calibrate it gets a warning, and no such check."""
+        with self._lock:
+            if self.ood and self._reference is None:
+                try:
+                    self._reference = run_reference(self.run, self.net, self.config,
+                                                    self.device)
+                except TooFewImages as exc:
+                    log.warning("%s: %s; predictions carry no out-of-distribution or "
+                                "duplicate warning", self.run.root, exc)
+                    self.ood = False
+            return self._reference if self.ood else None
 
     def predict(self, inputs: object, batch_size: int = 32, choice: SliceChoice | None = None,
                 skipped: list[SkippedFile] | None = None) -> list[Prediction]:
@@ -129,6 +159,7 @@ class Model:
         ``ImageReadError``, or, when a ``skipped`` list is given, are appended to it."""
         return self.predict_slices(expand_inputs(inputs, choice, skipped), batch_size, skipped)
 
+    @_serialised
     def predict_slices(self, slices: Sequence[InputSlice], batch_size: int = 32,
                        skipped: list[SkippedFile] | None = None) -> list[Prediction]:
         """:meth:`predict` of already expanded inputs."""
@@ -149,6 +180,7 @@ class Model:
         return self.explain_slices(expand_inputs(inputs, choice, skipped), method, layer,
                                    batch_size, skipped)
 
+    @_serialised
     def explain_slices(self, slices: Sequence[InputSlice], method: str = "gradcam",
                        layer: str | None = None, batch_size: int = 16,
                        skipped: list[SkippedFile] | None = None) -> list[Explanation]:
@@ -185,6 +217,7 @@ class Model:
         :meth:`predict`); needs ``braincam.load(RUN, segment=SEG)``."""
         return self.segment_slices(expand_inputs(inputs, choice, skipped), skipped)
 
+    @_serialised
     def segment_slices(self, slices: Sequence[InputSlice],
                        skipped: list[SkippedFile] | None = None) -> list[TumourMask]:
         """:meth:`segment` of already expanded inputs."""
@@ -274,6 +307,8 @@ class _FeatureHook:
 
 
 def _check_batch(batch_size: int) -> None:
+    if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool):
+        raise BraincamError(f"batch_size must be a whole number, got {batch_size!r}")
     if batch_size < 1:
         raise BraincamError(f"batch_size must be >= 1, got {batch_size}")
 
@@ -288,11 +323,18 @@ def load(run: Path | str, segment: Path | str | None = None,
     from braincam.models import load_checkpoint, read_meta, require_single_model
     from braincam.models.segment import check_preprocess, load_segmenter
 
-    rundir = RunDir(Path(run))
+    if not isinstance(run, str | os.PathLike):
+        raise BraincamError(f"run must be a run folder's path, got {type(run).__name__}")
+    rundir = RunDir(Path(os.path.abspath(run)))  # a later os.chdir must not lose it
+    if rundir.root.is_file():
+        raise BraincamError(f"{run} is a file; braincam.load takes a run folder (a model spec "
+                            "is audited with braincam audit SPEC)")
     if not rundir.model.is_file():
         raise BraincamError(f"{run} holds no model.safetensors; train a model there first")
     run_meta = read_meta(rundir.model)
     require_single_model(run_meta, run)
+    if segment is not None:
+        segment = os.path.abspath(segment)
     if segment is not None and not RunDir(Path(segment)).model.is_file():
         raise BraincamError(f"{segment} holds no model.safetensors; train a segmenter there "
                             "with braincam segment")

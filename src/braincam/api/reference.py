@@ -45,6 +45,7 @@ from braincam.runs import RunDir
 log = logging.getLogger(__name__)
 
 MAX_IMAGES = 1500
+MIN_IMAGES = 20  # fewer training images calibrate no threshold worth the name
 PERCENTILE = 99.0
 PROPERTY_RANGE = (0.0, 100.0)  # percentiles: the training sample's whole range
 PROPERTIES = ("head_fraction", "head_mean", "head_std")
@@ -52,6 +53,10 @@ VERSION = 5  # 2: duplicates among all training images; 3: whole property range;
 # 5: YBR DICOM converted once
 GUIDED_FEATURES = "before the gate"  # meta "features" of a guided model's reference; a file
 # without it was built on the gated features and is rebuilt
+
+
+class TooFewImages(BraincamError):
+    """The run has fewer than ``MIN_IMAGES`` training images: no reference can be built."""
 
 
 @dataclass
@@ -87,6 +92,7 @@ def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch
     """The whole image's pooled backbone features (N, D) and class probabilities (N, C) from
     one forward pass (:func:`braincam.models.guided.head_input_and_image_features`: for a
     guided model, the ungated network's features, not the gated ones its head sees)."""
+    from braincam.explain.base import eval_mode
     from braincam.models.guided import head_input_and_image_features
 
     def both(x: torch.Tensor) -> torch.Tensor:
@@ -94,7 +100,8 @@ def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch
         probs = torch.softmax(model.head(head_input).float(), dim=1)
         return torch.cat([features.float(), probs], dim=1)
 
-    out = forward_batches(both, images, device, batch_size).numpy()
+    with eval_mode(model):  # a caller's model.train() must not change the answer
+        out = forward_batches(both, images, device, batch_size).numpy()
     width = out.shape[1] - model.num_classes
     return out[:, :width], out[:, width:]
 
@@ -102,11 +109,13 @@ def features_and_probs(model: torch.nn.Module, images: np.ndarray, device: torch
 def build_reference(model: torch.nn.Module, images: np.ndarray, masks: np.ndarray,
                     paths: list[str], device: torch.device, seed: int = 0,
                     max_images: int = MAX_IMAGES) -> Reference:
-    """The reference of the training images (module docstring); needs >= 20 of them."""
+    """The reference of the training images (module docstring); needs ``MIN_IMAGES`` of them
+    (else ``TooFewImages``)."""
     from sklearn.covariance import LedoitWolf
 
-    if len(images) < 20:
-        raise BraincamError(f"need at least 20 training images to calibrate, got {len(images)}")
+    if len(images) < MIN_IMAGES:
+        raise TooFewImages(f"need at least {MIN_IMAGES} training images to calibrate the "
+                           f"out-of-distribution check, the run has {len(images)}")
     hashes = np.array([phash(im) for im in images], dtype=np.uint64)
     if len(images) > max_images:
         keep = np.sort(np.random.default_rng(seed).choice(len(images), max_images, replace=False))
