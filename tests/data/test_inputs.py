@@ -151,3 +151,15 @@ def test_malformed_header_numbers_count_as_missing_not_as_a_crash(tmp_path, writ
     frames.write_bytes(data[:tag + 8] + b"x " + data[tag + 10:])
     with pytest.raises(BraincamError, match="Number of Frames is not a positive whole number"):
         dicom_info(frames)
+
+
+def test_non_finite_values_count_as_zero_and_leave_the_window_alone():
+    """An inf among raw values would stretch the percentile window over everything."""
+    from braincam.data.inputs import as_grey
+
+    raw = np.random.default_rng(0).uniform(100, 900, (32, 32))
+    raw[:4, :4] = 0.0
+    spoilt = raw.copy()
+    spoilt[0, :2], spoilt[1, :2] = np.inf, -np.inf
+    spoilt[2, :2] = np.nan
+    np.testing.assert_array_equal(as_grey(spoilt), as_grey(raw))

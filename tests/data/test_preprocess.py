@@ -43,6 +43,10 @@ def test_config_is_validated():
         PreprocessConfig(standardize="zscore")
     with pytest.raises(BraincamError, match="at least 8 px"):
         PreprocessConfig(size=4)
+    for size in (64.5, "64", None):
+        with pytest.raises(BraincamError, match="image size must be a whole number of px"):
+            PreprocessConfig(size=size)
+    assert PreprocessConfig(size=np.int64(64)).size == 64
 
 
 def test_crop_is_the_head_box_plus_margin():

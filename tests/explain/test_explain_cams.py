@@ -229,6 +229,9 @@ def test_integrated_gradients_completeness():
         gap = model(x)[[0, 1], [0, 1]] - model(torch.zeros_like(x))[[0, 1], [0, 1]]
     assert torch.allclose(result.raw.sum(dim=(1, 2)), gap, atol=1e-3)
     assert result.layer is None and result.maps.shape == (2, 8, 8)
+    with torch.inference_mode():  # as the CAMs: the caller's inference mode is no obstacle
+        inside = explain(model, x, [0, 1], "ig", options=ExplainOptions(ig_steps=64))
+    assert torch.allclose(inside.raw, result.raw)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -214,3 +214,11 @@ def test_a_stage_file_another_command_wrote_is_redone_only_with_force(phantoms, 
     assert json.loads((run_copy / "metrics.json").read_text())["extra"] == {}
     assert set(statuses(record([phantoms], tiny_options(), run_copy)).values()) == {"skipped"}
 
+
+
+def test_one_folder_given_as_a_string_is_one_folder(tmp_path, tiny_options):
+    from braincam.pipeline import run_pipeline
+
+    typo = tmp_path / "typo"
+    with pytest.raises(BraincamError, match=f"^{typo} is not a directory$"):
+        run_pipeline(str(typo), tiny_options(), tmp_path / "run")

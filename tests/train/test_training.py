@@ -169,6 +169,10 @@ def test_best_tracker_keeps_best_state_and_counts_stale_epochs():
         ({"head_average": 3, "head_epochs": 0}, "--head-average N averages phase 1's heads"),
         ({"split": "dedup", "val_fraction": 0.5, "test_fraction": 0.5}, "add up to less than 1"),
         ({"val_fraction": 1.5}, "val fraction must be in"),
+        ({"finetune_epochs": 1.5}, "--finetune-epochs must be a whole number, got 1.5"),
+        ({"batch_size": True}, "--batch-size must be a whole number, got True"),
+        ({"seed": -1}, r"--seed must be in \[0, 2\*\*32\), got -1"),
+        ({"split_seed": 2**32}, "--split-seed must be in"),
     ],
 )
 def test_bad_options_are_one_line_errors(changes, message, phantoms, tmp_path):

@@ -113,7 +113,7 @@ def as_grey(image: object) -> np.ndarray:
     other integers within [0, 255] / 255, booleans as 0 and 1, floats within [0, 1] as they
     are; any other array (raw scanner values, such as nibabel's ``get_fdata()`` or pydicom's
     ``pixel_array``) through the robust percentile window of a DICOM slice without one (NaN
-    counts as 0). Colour: its luma (ITU-R 601), alpha dropped, under the same rules of its
+    and +-inf count as 0). Colour: its luma (ITU-R 601), alpha dropped, under the same rules of its
     type (uint8 through PIL, like an RGB file)."""
     if _is_pil(image):
         return pil_grey(image)
@@ -129,7 +129,8 @@ def as_grey(image: object) -> np.ndarray:
         from PIL import Image
 
         return pil_grey(Image.fromarray(np.ascontiguousarray(array[..., :3])))
-    values = np.nan_to_num(array[..., :3] if colour else array, copy=True).astype(np.float64)
+    values = np.asarray(array[..., :3] if colour else array).astype(np.float64)
+    values[~np.isfinite(values)] = 0.0  # an inf would stretch the window over everything
     if colour:  # its luma, then the rules of a grey array of that type; a weighted mean lies
         values = np.minimum(values @ LUMA, values.max(axis=-1))  # within its channels
     if array.dtype == np.bool_:

@@ -29,6 +29,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from numbers import Integral
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,9 @@ class PreprocessConfig:
                 f"unknown standardisation {self.standardize!r}; choose one of "
                 f"{', '.join(STANDARDIZE)}"
             )
-        if int(self.size) < 8:
+        if not isinstance(self.size, Integral) or isinstance(self.size, bool):
+            raise BraincamError(f"image size must be a whole number of px, got {self.size!r}")
+        if self.size < 8:
             raise BraincamError(f"image size must be at least 8 px, got {self.size}")
 
 

@@ -23,9 +23,9 @@ def raw_map(model: nn.Module, x: Tensor, targets: Tensor, steps: int = STEPS,
     from captum.attr import IntegratedGradients
 
     ig = IntegratedGradients(lambda t: class_scores(model(t)))
-    with torch.enable_grad():
+    with torch.inference_mode(False), torch.enable_grad():  # whatever the caller's mode
         attr = ig.attribute(
-            x, target=targets.tolist(), n_steps=steps,
+            x.clone(), target=targets.tolist(), n_steps=steps,
             internal_batch_size=batch_size or BATCH,
         )
     return attr.sum(dim=1).detach()

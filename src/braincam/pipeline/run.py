@@ -125,6 +125,8 @@ def run_pipeline(
     whose inputs are unchanged; return what the run holds at the end."""
     start = time.perf_counter()
     console = console or Console()
+    if isinstance(roots, str | os.PathLike):  # one folder, not a sequence of characters
+        roots = [roots]
     roots = [Path(r).resolve() for r in roots]
     if not roots:
         raise BraincamError("no dataset folder given")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any
 
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.splits import FOLD, STRATEGIES, check_fractions
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, check_seed
 from braincam.labels import TASKS
 from braincam.train.options import AttentionSource, option_field
 
@@ -106,6 +107,15 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise BraincamError naming the first bad option."""
+        for option in dataclasses.fields(self):  # counts are whole numbers, from Python too
+            value = getattr(self, option.name)
+            if option.type in ("int", "int | None") and not (
+                    value is None and option.type != "int" or isinstance(value, Integral)
+                    and not isinstance(value, bool)):
+                raise BraincamError(f"--{option.name.replace('_', '-')} must be a whole number, "
+                                    f"got {value!r}")
+        check_seed(self.seed)
+        check_seed(self.split_seed, "--split-seed")
         checks = [
             (self.task in TASKS, f"--task must be one of {', '.join(TASKS)}"),
             (self.split in (*STRATEGIES, FOLD),
