@@ -177,3 +177,22 @@ def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(run, 
     result = invoke(str(run), "--out", str(own), "--no-progress")
     assert "lies inside the dataset folder" in str(result.exception)
     assert not own.exists()
+
+
+def test_an_undecodable_image_in_data_is_left_out_with_a_warning(run, extras, tmp_path, caplog,
+                                                                 write_dicom):
+    """A DICOM whose header reads but whose pixels do not is listed with the folder and fails
+    only once decoded: it is left out of the scores, as training skips it."""
+    data = shutil.copytree(extras[1], tmp_path / "with-bad")
+    bad = write_dicom(data / "tumor" / "cut.dcm", np.full((48, 48), 90, np.uint8))
+    bad.write_bytes(bad.read_bytes()[:-1000])
+    out = tmp_path / "eval"
+    with caplog.at_level("WARNING"):
+        result = invoke(str(run), "--data", str(data), "--out", str(out), "--no-progress",
+                        "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["extra"]["with-bad"]["n"] == 4
+    assert "with-bad: 1 images cannot be read and are left out (first: " in caplog.text
+    assert "cut.dcm" in caplog.text
+    assert "cut.dcm" not in (out / "predictions.csv").read_text()

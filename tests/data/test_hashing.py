@@ -21,6 +21,7 @@ from braincam.data.hashing import (
     perceptual_hashes,
     phash,
 )
+from braincam.data.imageio import ImageReadError
 from braincam.data.records import load_dataset
 
 
@@ -208,3 +209,20 @@ def test_a_file_where_the_cache_folder_should_be_is_a_one_line_error(tmp_path, m
     Image.fromarray(np.full((16, 16), 128, np.uint8)).save(image)
     with pytest.raises(BraincamError, match=f"{blocked} exists and is not a directory"):
         PreprocessCache().get(image, PreprocessConfig(size=16, crop=False))
+
+
+def test_an_undecodable_image_is_compared_by_its_bytes_alone(tmp_path, monkeypatch, write_dicom):
+    monkeypatch.setenv("BRAINCAM_CACHE", str(tmp_path / "cache"))
+    bad = write_dicom(tmp_path / "cut.dcm", _u8(_texture(0)))
+    bad.write_bytes(bad.read_bytes()[:-1000])
+    copy = tmp_path / "copy.dcm"
+    copy.write_bytes(bad.read_bytes())
+    Image.fromarray(_u8(_texture(0))).save(tmp_path / "same-look.png")
+    assert duplicates_of([bad], [copy]).tolist() == [True]
+    assert duplicates_of([bad], [tmp_path / "same-look.png"]).tolist() == [False]
+    with pytest.raises(ImageReadError, match="cut.dcm"):
+        perceptual_hashes([bad], cache_dir=tmp_path / "cache")
+    unreadable: list[int] = []
+    hashes = perceptual_hashes([tmp_path / "same-look.png", bad], cache_dir=tmp_path / "cache",
+                               unreadable=unreadable)
+    assert unreadable == [1] and hashes[1] == 0 and hashes[0] != 0

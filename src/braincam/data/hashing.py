@@ -42,7 +42,7 @@ from PIL import Image
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from braincam.data.imageio import read_grey
+from braincam.data.imageio import ImageReadError, read_grey
 from braincam.runs import atomic_write_bytes, read_npz
 
 NEAR_DISTANCE = 4
@@ -89,13 +89,15 @@ def perceptual_hashes(
     cache_dir: Path | str | None = None,
     workers: int | None = None,
     file_hashes: Mapping[str, str] | None = None,
+    unreadable: list[int] | None = None,
 ) -> np.ndarray:
     """pHash of each item (a grey array, an image path decoded with ``read_grey``, or a
     ``(path, k)`` pair for slice or frame ``k`` of a volume or multi-frame file) as a ``uint64``
     array. Files are looked up in the on-disk cache by content hash first (a slice by the hash
     the preprocessing cache gives it, ``sha1("<file hash>#<k>")``); ``file_hashes`` (path as
     ``str`` -> :func:`content_hash`) spares reading again the files a caller has hashed. A
-    file that cannot be decoded raises ``ImageReadError``."""
+    file that cannot be decoded raises ``ImageReadError``, or, given an ``unreadable`` list,
+    has its index appended there and hash 0 (not cached)."""
     out = np.zeros(len(items), dtype=np.uint64)
     files = {i: (item, None) if isinstance(item, Path | str) else item
              for i, item in enumerate(items)
@@ -111,12 +113,24 @@ def perceptual_hashes(
               for p in dict.fromkeys(str(f) for f, _ in files.values())}
     keys = {i: slice_hash(hashes[str(path)], k) for i, (path, k) in files.items()}
     misses = [i for i in files if keys[i] not in store.values]
+
+    def one(i: int) -> int | None:
+        try:
+            return phash(read_grey(files[i][0], index=files[i][1]))
+        except ImageReadError:
+            if unreadable is None:
+                raise
+            return None
+
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        values = pool.map(lambda i: phash(read_grey(files[i][0], index=files[i][1])), misses)
-        store.values.update(zip((keys[i] for i in misses), values, strict=True))
+        values = dict(zip(misses, pool.map(one, misses), strict=True))
+    failed = sorted(i for i, value in values.items() if value is None)
+    store.values.update((keys[i], value) for i, value in values.items() if value is not None)
     for i in files:
-        out[i] = store.values[keys[i]]
-    if misses:
+        out[i] = 0 if i in values and values[i] is None else store.values[keys[i]]
+    if unreadable is not None:
+        unreadable += failed
+    if len(failed) < len(misses):
         store.save()
     return out
 
@@ -163,10 +177,12 @@ def duplicate_groups(
     content_hashes: Sequence[str],
     phashes: np.ndarray | None = None,
     max_distance: int = NEAR_DISTANCE,
+    without_phash: Sequence[int] = (),
 ) -> np.ndarray:
     """Group id per image: images share a group when linked by a chain of exact duplicates
     (equal content hash) or near duplicates (pHash Hamming distance <= ``max_distance``; not
-    used when ``phashes`` is None or ``max_distance < 0``). The groups are the connected
+    used when ``phashes`` is None or ``max_distance < 0``, nor for the images at indices
+    ``without_phash``, which could not be decoded). The groups are the connected
     components of that graph; ids are 0..G-1 in order of first appearance, so a singleton is a
     group of its own.
     """
@@ -177,7 +193,9 @@ def duplicate_groups(
     if phashes is not None and max_distance >= 0:
         if np.shape(phashes) != (n,):
             raise ValueError(f"{np.shape(phashes)} perceptual hashes for {n} content hashes")
-        pairs = np.concatenate([pairs, near_pairs(phashes, max_distance)[:, :2]])
+        hashed = np.setdiff1d(np.arange(n), np.asarray(without_phash, dtype=np.int64))
+        near = hashed[near_pairs(np.asarray(phashes)[hashed], max_distance)[:, :2]]
+        pairs = np.concatenate([pairs, near.reshape(-1, 2)])
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     _, first_index, inverse = np.unique(labels, return_index=True, return_inverse=True)
@@ -197,13 +215,16 @@ def duplicates_of(
     another image than itself (one of ``images`` that is also in ``reference``). An image is a
     file or a ``(file, k)`` pair (:attr:`braincam.data.records.ImageRecord.image`), so a slice
     of a volume is compared by its own content hash (:func:`slice_hash`: equal for the same
-    slice of byte-identical files) and its own pHash, not by its file's."""
+    slice of byte-identical files) and its own pHash, not by its file's. An image that cannot
+    be decoded is compared by its bytes alone."""
     items = [(i, None) if isinstance(i, Path | str) else i for i in (*images, *reference)]
     if not images or not reference:
         return np.zeros(len(images), dtype=bool)
     files = {str(f): content_hash(f) for f in dict.fromkeys(str(f) for f, _ in items)}
-    groups = duplicate_groups([slice_hash(files[str(f)], k) for f, k in items],
-                              perceptual_hashes(items, file_hashes=files), max_distance)
+    unreadable: list[int] = []  # compared by their bytes alone
+    phashes = perceptual_hashes(items, file_hashes=files, unreadable=unreadable)
+    groups = duplicate_groups([slice_hash(files[str(f)], k) for f, k in items], phashes,
+                              max_distance, without_phash=unreadable)
     n = len(images)
     if not apart:
         return np.isin(groups[:n], groups[n:])

@@ -111,8 +111,16 @@ def evaluate_run(
 
     def score(records, name: str, kind: str, leak_free=None) -> ScoredSet:
         images, _, bad = cache.load(records, prep, progress=progress)
-        if bad:
-            raise BraincamError(f"{len(bad)} {name} images cannot be read, e.g. {bad[0].path}")
+        if bad:  # as training skips them
+            log.warning("%s: %d images cannot be read and are left out (first: %s: %s)", name,
+                        len(bad), bad[0].path, bad[0].reason)
+            gone = {str(s.path) for s in bad}
+            kept = np.array([r.key not in gone for r in records])
+            records = [r for r, keep in zip(records, kept, strict=True) if keep]
+            leak_free = None if leak_free is None else np.asarray(leak_free)[kept]
+            if not records:
+                raise BraincamError(f"no {name} image can be read (first: {bad[0].path}: "
+                                    f"{bad[0].reason})")
         prob = predict(model, images, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, task)) for r in records])
         # an extra set's rows carry its metrics.json name, which differs from the folder's

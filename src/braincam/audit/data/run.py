@@ -192,9 +192,11 @@ def _copies_in(
         return {}
     paths = [p for _, ps in folders for p in ps]
     files = {str(p): content_hash(p) for p in paths}
+    unreadable: list[int] = []  # compared by their bytes alone
+    phashes = perceptual_hashes(paths, file_hashes=files, unreadable=unreadable)
     groups = duplicate_groups([*props.content_hashes, *(files[str(p)] for p in paths)],
-                              np.concatenate([props.phashes,
-                                              perceptual_hashes(paths, file_hashes=files)]))
+                              np.concatenate([props.phashes, phashes]),
+                              without_phash=[len(props.records) + i for i in unreadable])
     unlearnt = "\0test"  # the audited test images: not what a model learns from
     counts = cross_source([r.source if keep else unlearnt
                            for r, keep in zip(props.records, learnt, strict=True)]
