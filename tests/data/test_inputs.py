@@ -163,3 +163,21 @@ def test_non_finite_values_count_as_zero_and_leave_the_window_alone():
     spoilt[0, :2], spoilt[1, :2] = np.inf, -np.inf
     spoilt[2, :2] = np.nan
     np.testing.assert_array_equal(as_grey(spoilt), as_grey(raw))
+
+
+def test_a_folder_of_files_each_its_own_series_names_each_file(tmp_path, write_dicom):
+    """Single-slice exports, each with its own Series Instance UID, are inputs of their own
+    named by their files, not ``<folder>#series<N>`` rows of slice 0; a series of several
+    files in the same folder stays one input."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(2):
+        write_dicom(flat / f"g{k}.dcm", _head(100 + k), series=(f"1.2.826.0.1.{k}", k + 1))
+        write_dicom(flat / f"s{k}.dcm", _head(120 + k), instance=k + 1,
+                    series=("1.2.826.0.1.9", 9))
+    slices = expand_inputs(flat)
+    assert _rows(slices) == [
+        ("g0.dcm", None, "g0.dcm"), ("g1.dcm", None, "g1.dcm"),
+        ("flat#series9", 0, "s0.dcm"), ("flat#series9", 1, "s1.dcm"),
+    ]
+    assert slices[0].name == str(flat / "g0.dcm")

@@ -210,7 +210,8 @@ def _series(files: Sequence[Path], name: str, choice: SliceChoice,
     """Slices of the DICOM series of one folder: every frame of every readable file, in
     series order. Files of several series (Series Instance UID) are one input per series,
     ``<folder>#series<N>``: N the Series Number where each series has its own, else 1, 2, ...
-    in Series Number order."""
+    in Series Number order; there, a series of one file is that file's input, named by it
+    (a folder of single-slice exports, each its own series)."""
     series: dict[str | None, list[tuple[tuple, Path, int]]] = {}
     numbers: dict[str | None, int | None] = {}
     for file in files:
@@ -230,6 +231,11 @@ def _series(files: Sequence[Path], name: str, choice: SliceChoice,
     own = len(set(numbers.values())) == len(numbers) and None not in numbers.values()
     out: list[InputSlice] = []
     for n, uid in enumerate(order, start=1):
+        if len(order) > 1 and len(series[uid]) == 1:  # a file of its own: named like one
+            (_, file, frames), = series[uid]
+            out += ([InputSlice(str(file), None, file)] if frames == 1 else
+                    [InputSlice(str(file), k, file, k) for k in range(0, frames, choice.every)])
+            continue
         label = name if len(order) == 1 else f"{name}#series{numbers[uid] if own else n}"
         slices: list[tuple[Path, int | None]] = []
         for _, file, frames in sorted(series[uid]):
