@@ -192,3 +192,23 @@ def test_sartaj_leaks_and_size_shortcut(datasets_dir, tmp_path):
     multi = audit_data([root], task="multiclass", n_boot=0)  # properties now cached
     assert multi.classes == ["glioma", "meningioma", "no_tumor", "pituitary"]
     assert multi.probe("geometry").test_auc >= 0.75  # macro one-vs-rest; chance is 0.5
+
+
+def test_a_volume_labelled_slice_by_slice_is_no_label_conflict(tmp_path, write_nifti):
+    """A label volume makes a tumour volume's slices tumour and no_tumor: they stay one
+    group for the split, yet they are no copies filed under two classes."""
+    spec = PhantomSpec(n_per_class=10, size=64, seed=4)
+    root = make_phantom_dataset(tmp_path / "ph", spec, splits=("train",)) / "Training"
+    rng = np.random.default_rng(0)
+    slices = (rng.random((6, 64, 64)) * 60 + 100).astype(np.uint8)
+    slices[:, :8] = slices[:, -8:] = 0
+    labels = np.zeros_like(slices)
+    labels[2:4, 20:30, 20:30] = 1
+    write_nifti(root / "tumor" / "scan.nii.gz", slices)
+    write_nifti(root.parent / "masks" / "Training" / "tumor" / "scan.nii.gz", labels)
+    audit = audit_data([root.parent], split_strategy="dedup", n_boot=0, out_dir=tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out" / "properties.csv")
+    volume = table[table["path"].str.contains("scan.nii.gz#")]
+    assert set(volume["label"]) == {"tumor", "no_tumor"} and volume["group"].nunique() == 1
+    assert audit.duplicates["label_conflicts"] == 0
+    assert not any("scan.nii.gz" in f for g in audit.duplicates["groups"] for f in g["files"])

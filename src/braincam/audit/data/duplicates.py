@@ -42,16 +42,22 @@ def find_duplicates(
     content_hashes: Sequence[str],
     phashes: np.ndarray,
     root_of: dict[Path, Path] | None = None,
+    copies: np.ndarray | None = None,
 ) -> DuplicateReport:
     """Summarise duplicate ``groups`` (one id per record) against splits and labels.
 
+    ``copies`` (default ``groups``) are the groups of copies alone, listed and checked for
+    label conflicts, where ``groups`` may also join what must stay on one side of a split
+    (the slices of one volume): leaks and cross-source counts follow ``groups``, since a test
+    slice of a volume trained on is no unseen image, but slices of one volume that a label
+    volume labels apart are no copies filed under two classes.
     ``phashes`` order each group for display; ``root_of`` maps a record path to the folder
     it is shown relative to (default: just its name).
     """
     labels = np.asarray(labels)
     hashes = np.asarray(content_hashes)
     members: dict[int, list[int]] = {}
-    for i, g in enumerate(groups.tolist()):
+    for i, g in enumerate((groups if copies is None else copies).tolist()):
         members.setdefault(g, []).append(i)
     multi = {g: idx for g, idx in members.items() if len(idx) > 1}
 

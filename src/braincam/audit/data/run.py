@@ -147,15 +147,15 @@ def audit_data(
     y = np.array([classes.index(lab) for lab in labels])
 
     # the slices and frames of one file are one group, as in every split (record_groups)
-    groups = merged_groups(duplicate_groups(props.content_hashes, props.phashes),
-                           [str(r.path) for r in props.records])
+    copies = duplicate_groups(props.content_hashes, props.phashes)
+    groups = merged_groups(copies, [str(r.path) for r in props.records])
     carve_groups = merged_groups(groups, patient_groups(props.records))  # patients on one side
     split = make_split(props.records, task, split_strategy, val_fraction=0.0, seed=seed,
                        groups=carve_groups).split
     probes = _probes(props, y, split, len(classes), n_boot)
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
-                          props.phashes, roots_of)
+                          props.phashes, roots_of, copies)
     dup.summary["cross_source"] |= _copies_in(others, props, split != "test")
     sources = [r.source for r in props.records]
     audit = DataAudit(
