@@ -333,3 +333,32 @@ def test_a_ybr_jpeg_dicom_reads_as_its_rgb_copy():
     rgb = read_grey(get_testdata_file("SC_rgb_rle.dcm"))
     assert ybr.shape == rgb.shape == (100, 100)
     assert np.abs(ybr - rgb).max() < 0.01  # JPEG's loss alone
+
+
+def test_a_legacy_dcm_file_without_preamble_is_read_and_junk_named_dcm_is_one_line(tmp_path):
+    """Older exports write the dataset without the Part 10 preamble and ``DICM`` marker: a
+    ``.dcm`` file is read anyway (transfer syntax as detected); a ``.dcm`` file that is no
+    dataset is one line without pydicom's ``force=True`` advice."""
+    from pydicom.dataset import Dataset
+
+    pixels = (np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) % 4000).astype(np.uint16)
+    ds = Dataset()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel = 48, 64, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.WindowCenter, ds.WindowWidth = 2000, 4000
+    ds.PixelData = pixels.tobytes()
+    legacy = tmp_path / "ds" / "glioma" / "old.dcm"
+    legacy.parent.mkdir(parents=True)
+    ds.save_as(legacy, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert legacy.read_bytes()[128:132] != b"DICM"
+    grey = read_grey(legacy)
+    expected = np.clip((pixels.astype(np.float64) - (2000 - 0.5 - 3999 / 2)) / 3999, 0, 1)
+    assert grey.shape == (48, 64) and np.abs(grey - expected).max() < 1e-3
+    assert [(s.name, s.slice) for s in expand_inputs(legacy)] == [(str(legacy), None)]
+    assert [r.path.name for r in load_dataset([tmp_path / "ds"]).records] == ["old.dcm"]
+    junk = tmp_path / "junk.dcm"
+    junk.write_text("hello")
+    with pytest.raises(ImageReadError, match=r"junk.dcm: not a readable DICOM file \(no 'DICM' "
+                                             r"marker, and no image dataset when read"):
+        read_grey(junk)

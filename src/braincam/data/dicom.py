@@ -107,9 +107,43 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
         source = io.BytesIO(data) if data is not None else str(path)
         with _quiet_pydicom():  # pydicom warns on tolerable header quirks
             return pydicom.dcmread(source, stop_before_pixels=header_only)
-    except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
+    except InvalidDicomError as exc:
+        if path.suffix.lower() in (".dcm", ".dicom"):  # named DICOM: maybe a legacy one
+            legacy = _legacy_dataset(path, data, header_only)
+            if legacy is not None:
+                return legacy
+            raise DicomReadError(f"{path}: not a readable DICOM file (no 'DICM' marker, and "
+                                 "no image dataset when read without it)") from None
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DicomReadError(f"{path}: not a readable DICOM file ({reason})") from None
+    except (OSError, ValueError, EOFError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DicomReadError(f"{path}: not a readable DICOM file ({reason})") from None
+
+
+def _legacy_dataset(path: Path, data: bytes | None, header_only: bool):
+    """A ``.dcm`` file without the Part 10 preamble and ``DICM`` marker (older exports, ACR-NEMA
+    style): read anyway, its transfer syntax the encoding pydicom detects, or None when it is
+    no dataset with an image after all."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    try:
+        source = io.BytesIO(data) if data is not None else str(path)
+        with _quiet_pydicom():
+            ds = pydicom.dcmread(source, stop_before_pixels=header_only, force=True)
+        if not ds.get("Rows") or not ds.get("Columns"):
+            return None
+        if "TransferSyntaxUID" not in getattr(ds, "file_meta", ()):
+            implicit, little = ds.original_encoding
+            ds.file_meta = getattr(ds, "file_meta", None) or FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                              ExplicitVRLittleEndian if little
+                                              else ExplicitVRBigEndian)
+        return ds
+    except Exception:  # forced reading of a non-DICOM file fails in many ways
+        return None
 
 
 def dicom_info(path: Path | str, data: bytes | None = None) -> DicomInfo:

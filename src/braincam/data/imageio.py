@@ -60,7 +60,7 @@ def read_grey(
             data = path.read_bytes()
         if not data:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
-        if is_dicom(data):
+        if is_dicom(data) or path.suffix.lower() in (".dcm", ".dicom"):  # legacy: no marker
             return read_dicom(path, data, index)
         if data[:2] == b"\x1f\x8b" or is_nifti(data):
             return read_nifti_slice(path, data, index)

@@ -164,7 +164,7 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
             head = fh.read(132)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read ({exc.strerror})") from None
-    if is_dicom(head):
+    if is_dicom(head) or path.suffix.lower() in DICOM_SUFFIXES:  # legacy files: no marker
         frames = dicom_info(path).frames
         if frames == 1:
             return [InputSlice(name, None, path)]
