@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -253,3 +254,14 @@ def test_a_volume_of_slices_below_the_minimum_side_is_skipped(tmp_path, write_ni
     assert [r.path.name for r in ds.records] == ["a.png"]
     assert [(s.path.name, s.reason) for s in ds.skipped] == [
         ("tiny.nii", "image too small (4x4 px, minimum 8)")]
+
+
+def test_a_records_stem_keeps_its_slice_and_counts_nii_gz_as_one_suffix():
+    from braincam.data.records import ImageRecord
+
+    def record(path, k=None):
+        return ImageRecord(Path(path), "src", None, "glioma", 64, 64, None, slice=k)
+
+    assert [record("a/12.jpg").stem, record("a/vol.nii.gz", 3).stem,
+            record("a/multi.dcm", 0).stem, record("a/1.2.840.5").stem] == [
+        "12", "vol_s3", "multi_s0", "1.2.840.5"]

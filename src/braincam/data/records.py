@@ -56,7 +56,7 @@ from PIL import Image, UnidentifiedImageError
 
 from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes, json_digest
 from braincam.data.imageio import ImageReadError, read_mask, shown_size
-from braincam.data.nifti import is_nifti_name
+from braincam.data.nifti import file_stem, is_nifti_name
 from braincam.errors import BraincamError
 from braincam.labels import CANONICAL, NO_TUMOR, normalise_label
 from braincam.runs import atomic_write_text
@@ -108,6 +108,12 @@ class ImageRecord:
     def key(self) -> str:
         """How run files name the record: :func:`record_key`."""
         return record_key(self.path, self.slice)
+
+    @property
+    def stem(self) -> str:
+        """A file-name stem for pictures of the record: :func:`image_stem` of its file,
+        ``_s<k>`` added for slice or frame ``k``, as predict and explain name them."""
+        return image_stem(self.path) + ("" if self.slice is None else f"_s{self.slice}")
 
     @property
     def image(self) -> tuple[Path, int | None]:
@@ -319,9 +325,15 @@ def mask_path(root: Path, image: Path) -> Path:
     relative = image.relative_to(root)
     if is_nifti_name(image):
         return root / MASKS_DIR / relative
-    known = relative.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES  # else a name's own dot
-    return root / MASKS_DIR / (relative.with_suffix(".png") if known
-                               else relative.with_name(relative.name + ".png"))
+    return root / MASKS_DIR / relative.with_name(image_stem(relative) + ".png")
+
+
+def image_stem(path: Path) -> str:
+    """The file name without an image, DICOM or NIfTI suffix (``.nii.gz`` is one); any other
+    name whole, its dots its own (the DICOM file ``1.2.840.5``)."""
+    if is_nifti_name(path):
+        return file_stem(path)
+    return path.stem if path.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES else path.name
 
 
 def _attach_masks(

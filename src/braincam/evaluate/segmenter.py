@@ -124,7 +124,7 @@ def overlays(data: SegmentData, pred: np.ndarray, table: pd.DataFrame) -> dict[s
         record = data.records[i]
         score = ("found" if pred[i].any() else "missed") if weak[i] else \
             f"dice{table['dice'].iloc[i]:.2f}"
-        name = f"{groups[i]}_{record.source}_{record.path.stem}_{score}.png"
+        name = f"{groups[i]}_{record.source}_{record.stem}_{score}.png"
         if name in pictures:  # the same file name in two folders of one source
             name = name.replace(".png", f"_{i}.png")
         pictures[name] = overlay_png(data.images[i].numpy(), data.masks[i].numpy(), pred[i])

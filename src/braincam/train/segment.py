@@ -678,14 +678,14 @@ def _write_overlays(
     run: RunDir, records: Sequence[ImageRecord], images: np.ndarray, truth: np.ndarray,
     pred: np.ndarray, per_class: int,
 ) -> None:
-    """``overlays/<label>_<file stem>_dice<D>.png``: ``per_class`` held-out images of each
-    label, spread from the worst Dice to the best (:func:`overlay_rows`), 2x enlarged, with
-    the expert outline in green and the predicted one in red; ``_<row>`` is added to a name
-    that two images would share (one file name in two folders)."""
+    """``overlays/<label>_<stem>_dice<D>.png`` (``ImageRecord.stem``): ``per_class`` held-out
+    images of each label, spread from the worst Dice to the best (:func:`overlay_rows`), 2x
+    enlarged, with the expert outline in green and the predicted one in red; ``_<row>`` is
+    added to a name that two images would share (one file name in two folders)."""
     dices = [dice(p, t) for p, t in zip(pred, truth, strict=True)]
     written: set[str] = set()
     for i in overlay_rows([r.label for r in records], dices, per_class):
-        name = f"{records[i].label}_{records[i].path.stem}_dice{dices[i]:.2f}.png"
+        name = f"{records[i].label}_{records[i].stem}_dice{dices[i]:.2f}.png"
         if name in written:
             name = f"{name.removesuffix('.png')}_{i}.png"
         written.add(name)
