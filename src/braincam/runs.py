@@ -93,6 +93,13 @@ class RunDir:
         return self.root / "guide"
 
     @property
+    def guide_learnt(self) -> Path:
+        """Guided classifier runs and their ensembles: the images the guiding segmenters
+        trained or validated on (column ``path``), copied at training time, so that the run
+        tells them apart without its guide runs."""
+        return self.root / "guide_learnt.csv"
+
+    @property
     def predictions(self) -> Path:
         """One row per evaluated image (``braincam evaluate``)."""
         return self.root / "predictions.csv"

@@ -425,3 +425,36 @@ def test_holds_any_sees_nested_folders_and_links_into_a_guide_folder(tmp_path):
     assert not guide_module.holds_any([guide], [links])
     (links / "glioma" / "a.png").symlink_to(guide / "Training" / "glioma" / "a.png")
     assert guide_module.holds_any([guide], [links])
+
+
+def test_a_guided_run_keeps_what_its_guide_learnt_from(small, tmp_path, monkeypatch, caplog):
+    """The checkpoint names a relative ``--guide`` resolved, and the run copies the guide's
+    learnt images into ``guide_learnt.csv``: evaluated from elsewhere, after the guide run is
+    gone, its test images that the guide learnt from are still not leak-free; an ensemble of
+    guided runs keeps its members' guides' images."""
+    from braincam.evaluate.ensemble import make_ensemble
+    from braincam.models.checkpoint import read_meta
+
+    preprocess = PreprocessConfig(size=32)
+    split = guide_run_with_split(tmp_path / "seg", small, preprocess)  # learnt every image
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(arch="test_resnet", weights="none", head_epochs=1, finetune_epochs=0,
+                         preprocess=preprocess, batch_size=8, device="cpu", guide="seg")
+    runs = [train_run([small], replace(config, seed=seed), tmp_path / f"run{seed}",
+                      progress=False).run_dir for seed in (0, 1)]
+    assert read_meta(runs[0] / "model.safetensors")["guide"]["source"] == str(tmp_path / "seg")
+    assert yaml.safe_load((runs[0] / "config.yaml").read_text())["train"]["guide"] == str(
+        tmp_path / "seg")
+    assert pd.read_csv(runs[0] / "guide_learnt.csv")["path"].tolist() == split["path"].tolist()
+    ensemble = make_ensemble(runs, tmp_path / "ens").root
+    for entry in (tmp_path / "seg").iterdir():
+        entry.unlink()
+    (tmp_path / "seg").rmdir()
+    monkeypatch.chdir(tmp_path.parent)
+    for run in (runs[0], ensemble):
+        metrics = evaluate_run(run, force=True, progress=False, n_boot=0)
+        assert metrics["test"]["n"] > 0 and metrics["test_leak_free"] is None
+    (runs[1] / "guide_learnt.csv").unlink()  # a run from before the file: its guide is gone
+    with caplog.at_level(logging.WARNING, logger="braincam.evaluate.run"):
+        metrics = evaluate_run(runs[1], force=True, progress=False, n_boot=0)
+    assert f"{runs[1]}: cannot read what its guide learnt from" in caplog.text

@@ -173,6 +173,8 @@ def test_best_tracker_keeps_best_state_and_counts_stale_epochs():
         ({"batch_size": True}, "--batch-size must be a whole number, got True"),
         ({"seed": -1}, r"--seed must be in \[0, 2\*\*32\), got -1"),
         ({"split_seed": 2**32}, "--split-seed must be in"),
+        ({"mask_reward": float("inf")}, "--mask-reward must be a finite number, got inf"),
+        ({"guide_views_weight": float("inf")}, "--guide-views-weight must be a finite number"),
     ],
 )
 def test_bad_options_are_one_line_errors(changes, message, phantoms, tmp_path):

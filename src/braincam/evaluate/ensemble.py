@@ -45,6 +45,7 @@ def make_ensemble(
     split; anything else stops with a one-line error before a file is written, as does an
     ``out_dir`` inside or holding their data or ``extra`` (the folders it will be evaluated on).
     """
+    from braincam.evaluate.run import guide_learnt, write_guide_learnt
     from braincam.models.checkpoint import read_tensors, save_tensors
 
     runs = [RunDir(Path(d)) for d in member_dirs]
@@ -78,6 +79,9 @@ def make_ensemble(
     ]
     save_tensors(tensors, out.model, meta)
     atomic_write_csv(out.split, split)
+    guides = [p for run, m in zip(runs, metas, strict=True) for p in guide_learnt(run, m)]
+    if guides:  # what every member's guide learnt from is seen by the ensemble
+        write_guide_learnt(out, guides)
     atomic_write_yaml(out.config, {
         "command": command,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -130,7 +130,7 @@ def evaluate_run(
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
-    if test_records and leak_free is not None and meta.get("guide"):
+    if test_records and leak_free is not None:  # what a guide learnt from is seen too
         leak_free = leak_free & ~duplicates_of([r.image for r in test_records],
                                                learnt_from(run, meta, own=False))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
@@ -292,17 +292,9 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
     ``RUN/guide/`` from dataset folders). Images whose file is no longer there are left out
     with a warning. ``meta``: the checkpoint's, read from the run when None."""
     from braincam.models.checkpoint import read_meta
-    from braincam.models.segment import guide_members
 
     meta = read_meta(run.model) if meta is None else meta
-    runs = [run] if own else []
-    if meta.get("guide"):
-        runs += [RunDir(p) for p in guide_members(meta["guide"]["source"], run.root)]
-    paths: list[str] = []
-    for r in runs:
-        if r.split.is_file():
-            table = r.read_split()
-            paths += table.loc[table["split"] != "test", "path"].tolist()
+    paths = (split_learnt(run) if own else []) + guide_learnt(run, meta)
     listed = [key_file(p) for p in dict.fromkeys(paths)]
     found = [(file, k) for file, k in listed if file.is_file()]
     if len(found) < len(listed):
@@ -310,6 +302,49 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
                     "of them cannot be told apart", len(listed) - len(found), len(listed),
                     run.root)
     return found
+
+
+def guide_learnt(run: RunDir, meta: dict[str, Any]) -> list[str]:
+    """The record keys the segmenters guiding ``run`` trained or validated on: its
+    ``guide_learnt.csv``, written when it was trained (an ensemble's: its members'), else,
+    for a run without that file, the ``split.csv`` rows other than ``test`` of the guide runs
+    its checkpoint names. A guided run whose guides' images cannot be read gets a warning:
+    its leak-free figures may then count images the guide learnt from."""
+    from braincam.models.segment import guide_members
+
+    if run.guide_learnt.is_file():
+        import pandas as pd
+
+        try:
+            return pd.read_csv(run.guide_learnt, dtype=str)["path"].dropna().tolist()
+        except (OSError, ValueError, KeyError) as exc:
+            raise BraincamError(f"{run.guide_learnt} cannot be read ({exc}); train the run "
+                                "again") from None
+    sources = [meta["guide"]["source"]] if meta.get("guide") else [
+        m["guide"]["source"] for m in meta.get("members") or () if m.get("guide")]
+    if not sources:
+        return []
+    members = [RunDir(p) for source in sources for p in guide_members(source, run.root)]
+    missing = [m.root for m in members if not m.split.is_file()]
+    if missing:
+        log.warning("%s: cannot read what its guide learnt from (%s holds no split.csv); "
+                    "copies of those images count as unseen", run.root, missing[0])
+    return [p for m in members for p in split_learnt(m)]
+
+
+def split_learnt(run: RunDir) -> list[str]:
+    """The ``split.csv`` rows of ``run`` other than ``test`` (none without the file)."""
+    if not run.split.is_file():
+        return []
+    table = run.read_split()
+    return table.loc[table["split"] != "test", "path"].tolist()
+
+
+def write_guide_learnt(run: RunDir, keys: Sequence[str]) -> None:
+    """``guide_learnt.csv`` of ``keys`` (:meth:`RunDir.guide_learnt`), each once, in order."""
+    import pandas as pd
+
+    atomic_write_csv(run.guide_learnt, pd.DataFrame({"path": list(dict.fromkeys(keys))}))
 
 
 def _warn_seen_by_guide(meta: dict[str, Any], extra_roots: Sequence[Path | str]) -> None:

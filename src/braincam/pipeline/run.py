@@ -248,11 +248,13 @@ def _exclusive(run: RunDir) -> Iterator[None]:
 def _resolved_guide(options: PipelineOptions) -> PipelineOptions:
     """``--guide``'s parts as absolute paths: a segment run or folder is the same guide
     however it is spelt, and wherever the command runs from."""
+    from braincam.train.guide import resolved_guide
+
     guide = options.train.guide
     if not guide:
         return options
-    parts = ",".join(str(Path(p.strip()).resolve()) for p in guide.split(",") if p.strip())
-    return dataclasses.replace(options, train=dataclasses.replace(options.train, guide=parts))
+    return dataclasses.replace(options, train=dataclasses.replace(
+        options.train, guide=resolved_guide(guide)))
 
 
 def _guide_data(options: PipelineOptions) -> list[Path]:

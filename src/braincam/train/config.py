@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any
 
 from braincam.data.preprocess import PreprocessConfig
@@ -114,6 +115,10 @@ class TrainConfig:
                     and not isinstance(value, bool)):
                 raise BraincamError(f"--{option.name.replace('_', '-')} must be a whole number, "
                                     f"got {value!r}")
+            if option.type in ("float", "float | None") and isinstance(value, Real) and (
+                    not math.isfinite(value)):  # inf passes >= 0 and trains NaN weights
+                raise BraincamError(f"--{option.name.replace('_', '-')} must be a finite "
+                                    f"number, got {value!r}")
         check_seed(self.seed)
         check_seed(self.split_seed, "--split-seed")
         checks = [

@@ -45,6 +45,12 @@ class GuidePlan:
     data: list[Path]
 
 
+def resolved_guide(source: str) -> str:
+    """``--guide``'s parts as absolute paths: a segment run or folder is the same guide
+    however it is spelt, and the checkpoint that records it is read from any directory."""
+    return ",".join(str(Path(p.strip()).resolve()) for p in source.split(",") if p.strip())
+
+
 def guide_plan(source: str) -> GuidePlan:
     """Split ``--guide`` into segment runs and dataset folders (module docstring); a part that
     is neither a run nor a folder, or a run directory without its model, is a one-line

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,13 +97,22 @@ def train_run(
     from braincam.data.records import load_dataset, without_skipped, write_skipped_csv
     from braincam.data.splits import make_split, write_split_csv
     from braincam.distributed import main_first, setup
+    from braincam.evaluate.run import split_learnt, write_guide_learnt
     from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
     from braincam.models.guided import guide_meta
-    from braincam.train.guide import check_plan, check_training_options, guide_plan, train_guide
+    from braincam.train.guide import (
+        check_plan,
+        check_training_options,
+        guide_plan,
+        resolved_guide,
+        train_guide,
+    )
 
     start = time.perf_counter()
     config.validate()
+    if config.guide is not None:  # recorded resolved: read back from any directory
+        config = replace(config, guide=resolved_guide(config.guide))
     if compile and config.explains_in_loss:
         raise BraincamError("--compile cannot be combined with --attention-penalty or "
                             "--mask-reward (torch.compile does not support their double "
@@ -260,6 +269,8 @@ def train_run(
                 **({"cam_layer": model.cam_layer} if model.cam_layer else {}),
                 **({"threshold": threshold} if threshold is not None else {}),
             })
+            if members:  # the run keeps what its guide learnt from, whatever befalls SEG
+                write_guide_learnt(run, [p for m in members for p in split_learnt(RunDir(m))])
     return TrainResult(
         run.root, classes, dict(split.counts), history, best.phase, best.epoch,
         best.val_balanced_accuracy, time.perf_counter() - start,
