@@ -185,11 +185,14 @@ def test_each_series_of_a_folder_is_named_like_predicts_overlays(tmp_path, segme
     folder = tmp_path / "ser"
     folder.mkdir()
     for uid, number in (("1.2.826.0.1.7", 3), ("1.2.826.0.1.9", 7)):
-        write_dicom(folder / f"{number}.dcm", head, instance=1, series=(uid, number))
+        for k in (1, 2):
+            write_dicom(folder / f"{number}_{k}.dcm", head, instance=k, series=(uid, number))
     out = tmp_path / "out"
     written, skipped = predict_files(load_segmenter(segmenter_run, "cpu"),
                                      expand_inputs([folder]), out)
     assert not skipped
-    assert [r["mask"] for r in written] == ["ser_series3_s0_mask.png", "ser_series7_s0_mask.png"]
+    assert [r["mask"] for r in written] == [
+        f"ser_series{n}_s{k}_mask.png" for n in (3, 7) for k in (0, 1)]
     assert sorted(p.name for p in out.glob("*.png")) == [
-        f"ser_series{n}_s0_{kind}.png" for n in (3, 7) for kind in ("mask", "outline")]
+        f"ser_series{n}_s{k}_{kind}.png" for n in (3, 7) for k in (0, 1)
+        for kind in ("mask", "outline")]
