@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from braincam.data.dicom import dicom_info
 from braincam.data.inputs import SliceChoice, expand_inputs
@@ -181,3 +182,36 @@ def test_a_folder_of_files_each_its_own_series_names_each_file(tmp_path, write_d
         ("flat#series9", 0, "s0.dcm"), ("flat#series9", 1, "s1.dcm"),
     ]
     assert slices[0].name == str(flat / "g0.dcm")
+
+
+def test_links_back_up_end_there_and_odd_entries_are_skipped(tmp_path):
+    """A link to a folder above is expanded once, not 40 levels deep; a link to nothing and a
+    FIFO are skip entries, not silence or a blocked read."""
+    import os
+
+    root = tmp_path / "loop"
+    (root / "sub").mkdir(parents=True)
+    Image.fromarray(_head(3)).save(root / "a.png")
+    os.symlink("..", root / "sub" / "up")
+    os.symlink(tmp_path / "gone.png", root / "broken.png")
+    fifo = tmp_path / "fifo.png"
+    os.mkfifo(fifo)
+    skipped = []
+    slices = expand_inputs([root, fifo], skipped=skipped)
+    assert [Path(s.name).name for s in slices] == ["a.png"]
+    assert {s.path.name: s.reason for s in skipped} == {
+        "broken.png": "a link to nothing", "fifo.png": "not a regular file"}
+
+
+def test_slice_choices_and_arrays_are_checked_and_string_arrays_are_paths(tmp_path):
+    for bad, message in (({"every": 1.5}, "--every must be a whole number"),
+                         ({"every": 0}, "--every must be"), ({"min_head": 2}, "--min-head"),
+                         ({"min_head": -1}, "--min-head must be in")):
+        with pytest.raises(BraincamError, match=message):
+            SliceChoice(**bad)
+    Image.fromarray(_head(3)).save(tmp_path / "a.png")
+    Image.fromarray(_head(4)).save(tmp_path / "b.png")
+    paths = np.array([str(tmp_path / "a.png"), str(tmp_path / "b.png")])
+    assert [Path(s.name).name for s in expand_inputs(paths)] == ["a.png", "b.png"]
+    with pytest.raises(BraincamError, match="array of numbers, got dtype complex128"):
+        expand_inputs(np.ones((8, 8), complex))

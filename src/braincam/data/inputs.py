@@ -19,6 +19,7 @@ to read it (``file`` + ``index`` for :func:`braincam.data.imageio.read_grey`, or
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,12 @@ class SliceChoice:
     every: int = 1
     min_head: float = DEFAULT_MIN_HEAD
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.every, int | np.integer) or self.every < 1:
+            raise BraincamError(f"--every must be a whole number >= 1, got {self.every!r}")
+        if not isinstance(self.min_head, int | float) or not 0 <= self.min_head < 1:
+            raise BraincamError(f"--min-head must be in [0, 1), got {self.min_head!r}")
+
 
 def expand_inputs(inputs: object, choice: SliceChoice | None = None,
                   skipped: list[SkippedFile] | None = None) -> list[InputSlice]:
@@ -79,8 +86,8 @@ def expand_inputs(inputs: object, choice: SliceChoice | None = None,
     with nothing skipped, is an error."""
     choice = choice or SliceChoice()
     n_skipped = len(skipped) if skipped is not None else 0
-    if choice.every < 1:
-        raise BraincamError(f"--every must be >= 1, got {choice.every}")
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "USO":  # e.g. a column's values
+        inputs = inputs.tolist()
     if isinstance(inputs, str | Path | np.ndarray) or _is_pil(inputs):
         inputs = [inputs]
     if not isinstance(inputs, Iterable):
@@ -125,6 +132,8 @@ def as_grey(image: object) -> np.ndarray:
         )
     if array.size == 0:
         raise BraincamError(f"expected an image array with pixels, got shape {array.shape}")
+    if array.dtype.kind not in "biuf":
+        raise BraincamError(f"expected an image array of numbers, got dtype {array.dtype}")
     if colour and array.dtype == np.uint8:  # as a colour image file is decoded
         from PIL import Image
 
@@ -148,9 +157,15 @@ def as_grey(image: object) -> np.ndarray:
 
 
 def _path_slices(path: Path, name: str, choice: SliceChoice,
-                 skipped: list[SkippedFile] | None) -> list[InputSlice]:
+                 skipped: list[SkippedFile] | None,
+                 seen: set[str] | None = None) -> list[InputSlice]:
+    """``seen``: the real folders already expanded (a link to a folder above ends there)."""
     if path.is_dir():
-        return _folder_slices(path, choice, skipped)
+        return _folder_slices(path, choice, skipped, set() if seen is None else seen)
+    if path.exists() and not path.is_file():  # a FIFO would block the read
+        return _skip(path, ImageReadError(f"{path}: not a regular file"), skipped)
+    if path.is_symlink() and not path.exists():
+        return _skip(path, ImageReadError(f"{path}: a link to nothing"), skipped)
     try:
         return _file_slices(path, name, choice, skipped)
     except (ImageReadError, DicomReadError, NiftiReadError) as exc:
@@ -177,17 +192,24 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
     return [InputSlice(name, None, path)]
 
 
-def _folder_slices(folder: Path, choice: SliceChoice,
-                   skipped: list[SkippedFile] | None) -> list[InputSlice]:
+def _folder_slices(folder: Path, choice: SliceChoice, skipped: list[SkippedFile] | None,
+                   seen: set[str]) -> list[InputSlice]:
     """The folder's DICOM series, then its image and NIfTI files and subfolders by name; a
-    dataset's ``masks`` subfolder (and ``__MACOSX``) is left out, as the dataset loader does."""
+    dataset's ``masks`` subfolder (and ``__MACOSX``) is left out, as the dataset loader does.
+    Each real folder is expanded once, so a link to a folder above ends there; a link to
+    nothing is a skip entry."""
+    real = os.path.realpath(folder)
+    if real in seen:
+        return []
+    seen.add(real)
     series: list[Path] = []
     others: list[Path] = []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or (entry.is_dir() and entry.name.lower() in IGNORED_DIRS):
             continue
         named = entry.suffix.lower() in IMAGE_SUFFIXES or is_nifti_name(entry)
-        if entry.is_dir() or (entry.is_file() and named):
+        if entry.is_dir() or (entry.is_file() and named) or (
+                entry.is_symlink() and not entry.exists()):
             others.append(entry)
         elif entry.is_file():
             try:
@@ -201,7 +223,7 @@ def _folder_slices(folder: Path, choice: SliceChoice,
                 others.append(entry)
     out = _series(series, str(folder), choice, skipped) if series else []
     for entry in others:
-        out += _path_slices(entry, str(entry), choice, skipped)
+        out += _path_slices(entry, str(entry), choice, skipped, seen)
     return out
 
 
