@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -504,3 +505,29 @@ def test_load_takes_run_folders_and_submodules_load_on_first_use(run, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "module 'braincam' has no attribute 'nothing'"
+
+
+def test_training_images_partly_gone_calibrate_this_process_only(tmp_path, run, caplog):
+    """A reference built on part of the training images is not kept: it would outlive the
+    images' return."""
+    import shutil
+
+    import yaml
+
+    copy = RunDir(shutil.copytree(run, tmp_path / "run"))
+    copy.ood_reference.unlink(missing_ok=True)
+    config = copy.read_config()
+    data = shutil.copytree(config["data"][0], tmp_path / "data")
+    config["data"] = [str(data)]
+    copy.config.write_text(yaml.safe_dump(config))
+    split = pd.read_csv(copy.split)
+    split["path"] = split["path"].str.replace(str(Path(run).parent / "phantoms"), str(data))
+    split.to_csv(copy.split, index=False)
+    train = split[split["split"] == "train"]["path"].tolist()
+    for path in train[:3]:
+        Path(path).unlink()
+    with caplog.at_level("WARNING", logger="braincam.api.reference"):
+        (pred,) = braincam.load(copy.root).predict([train[-1]])
+    assert pred.ood_score is not None
+    assert f"3 of the run's {len(train)} training images cannot be read" in caplog.text
+    assert not copy.ood_reference.exists()

@@ -183,11 +183,16 @@ def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
         return ref
     from braincam.data.records import without_skipped
 
-    records = _training_records(run)
+    records, wanted = _training_records(run)
     log.info("calibrating the out-of-distribution check on %d training images", len(records))
     images, masks, skipped = PreprocessCache().load(records, config)
     paths = [r.key for r in without_skipped(records, skipped)]
     ref = build_reference(model, images, masks, paths, device)
+    if len(paths) < wanted:  # a partial reference serves this process only
+        log.warning("%s: %d of the run's %d training images cannot be read where they were; "
+                    "the out-of-distribution check is calibrated on the others until they are "
+                    "back (or pass --no-ood)", run.root, wanted - len(paths), wanted)
+        return ref
     try:
         save_reference(ref, file)
     except OSError as exc:  # a read-only run: the reference serves this process only
@@ -196,8 +201,9 @@ def run_reference(run: RunDir, model: torch.nn.Module, config: PreprocessConfig,
     return ref
 
 
-def _training_records(run: RunDir) -> list:
-    """The run's training images (split.csv rows with split ``train``) as records."""
+def _training_records(run: RunDir) -> tuple[list, int]:
+    """The run's training images (split.csv rows with split ``train``) found as records, and
+    how many split.csv lists."""
     import yaml
 
     from braincam.data.records import load_dataset
@@ -222,4 +228,4 @@ def _training_records(run: RunDir) -> list:
         raise BraincamError(f"{run.split}: none of its training images can be found to "
                             f"calibrate the out-of-distribution check; pass ood=False "
                             f"(--no-ood) to skip it")
-    return records
+    return records, len(wanted)
