@@ -71,3 +71,29 @@ def test_a_command_of_one_process_refuses_torchrun(monkeypatch, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main()
     assert stop.value.code == 0 and len(ran) == 1
+
+
+def test_a_folder_it_may_not_write_or_a_full_disk_is_one_line(monkeypatch, capsys):
+    import errno
+
+    import pytest
+
+    from braincam import cli
+
+    def fail(error):
+        def app(standalone_mode):
+            raise error
+        return app
+
+    monkeypatch.setattr(sys, "argv", ["braincam", "train", "DATA"])
+    for error, said in ((PermissionError(errno.EACCES, "Permission denied", "/runs/x"),
+                         "error: /runs/x: Permission denied"),
+                        (OSError(errno.ENOSPC, "No space left on device"),
+                         "error: No space left on device")):
+        monkeypatch.setattr(cli, "app", fail(error))
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == 2 and capsys.readouterr().err.strip() == said
+    monkeypatch.setattr(cli, "app", fail(OSError(errno.EIO, "I/O error")))  # a fault: raised
+    with pytest.raises(OSError, match="I/O error"):
+        cli.main()

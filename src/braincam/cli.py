@@ -6,6 +6,7 @@ Each command lives in ``braincam.commands.<name>`` and is registered here. A
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
@@ -101,6 +102,9 @@ def _check_torchrun(args: list[str]) -> None:
                             f"torchrun ({', '.join(TORCHRUN_COMMANDS)} run under torchrun)")
 
 
+_ENVIRONMENT_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def main() -> None:
     """Entry point: run the app, turning known errors into one-line messages.
 
@@ -123,6 +127,12 @@ def main() -> None:
     except UsageErrors as exc:  # the option parser's: one line, like braincam's own errors
         typer.echo(f"error: {_usage_line(exc)}", err=True)
         code = exc.exit_code
+    except OSError as exc:  # a folder it may not write, a full disk: the system's words
+        if exc.errno not in _ENVIRONMENT_ERRORS:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        typer.echo(f"error: {where}{exc.strerror}", err=True)
+        code = 2
     except (typer.Abort, EOFError):
         code = 1
     except KeyboardInterrupt:

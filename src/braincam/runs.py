@@ -229,8 +229,23 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
                     shutil.rmtree(earlier)
                 else:
                     earlier.unlink()
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BraincamError(f"{path}: cannot create the output folder "
+                            f"({exc.strerror or exc})") from None
     return path
+
+
+def check_writable(path: Path | str) -> None:
+    """A one-line error, before any slow step, when ``path`` cannot be made: its nearest
+    existing folder is not writable."""
+    folder = Path(os.path.abspath(path))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    _check_folders(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BraincamError(f"{path}: cannot write there ({folder} is not writable)")
 
 
 def check_spares(out: Path | str, reads: Iterable[Path | str], deletes: bool = True) -> None:

@@ -5,6 +5,7 @@ NIfTI mask volumes) and the tumour outline."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -314,3 +315,32 @@ def test_an_input_given_twice_is_predicted_once(run, tmp_path, write_nifti):
         result.output)
     rows = pd.read_csv(tmp_path / "o2" / "predictions.csv")
     assert list(rows["kind"]).count("volume") == 1 and len(rows) == 4
+
+
+def test_an_unwritable_output_and_inputs_all_skipped_are_clear(run, tmp_path, monkeypatch):
+    """An output that cannot be made stops before the model loads, in one line; when every
+    input is skipped, predictions.csv still has the documented columns."""
+    import braincam.runs
+
+    bad = tmp_path / "bad.png"
+    bad.write_text("no image here")
+    out = tmp_path / "out"
+    result = invoke(str(run), str(bad), "--out", str(out), "--no-ood")
+    assert result.exit_code == 0, result.output
+    assert (out / "predictions.csv").read_text().splitlines() == [
+        "path,slice,kind,pred,prob_no_tumor,prob_tumor,ood_score,warnings"]
+    with monkeypatch.context() as patch:
+        real = braincam.runs.os.access
+        patch.setattr(braincam.runs.os, "access",
+                      lambda path, mode: Path(path) != tmp_path and real(path, mode))
+        result = invoke(str(run), str(bad), "--out", str(tmp_path / "locked" / "o"))
+    assert isinstance(result.exception, BraincamError)
+    assert str(result.exception) == (f"{tmp_path / 'locked' / 'o'}: cannot write there "
+                                     f"({tmp_path} is not writable)")
+
+    def refuse(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(BraincamError, match="cannot create the output folder .Permission denied"):
+        braincam.runs.prepare_output_dir(tmp_path / "new")

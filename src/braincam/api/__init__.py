@@ -71,6 +71,12 @@ class Prediction:
     tumour_probability: np.ndarray | None = field(default=None, repr=False)  # float32 (S, S)
     item: InputSlice | None = field(default=None, repr=False)  # the input slice predicted
 
+    @staticmethod
+    def columns(classes: Sequence[str], segmented: bool = False) -> list[str]:
+        """The keys of :meth:`to_row` for a model of ``classes``, with a segmenter or not."""
+        return ["path", "slice", "kind", "pred", *(f"prob_{c}" for c in classes), "ood_score",
+                *(["tumour_fraction"] if segmented else []), "warnings"]
+
     def to_row(self) -> dict[str, object]:
         """``path, slice, kind, pred, prob_<class>..., ood_score, [tumour_fraction,] warnings``
         (warnings joined by ``; ``; probabilities to 6 significant digits; ``tumour_fraction``,

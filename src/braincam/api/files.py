@@ -149,7 +149,8 @@ def predict_files(model: Model, inputs: Sequence[Path | str], out_dir: Path,
             preds = [p for rank_preds, _, _ in shares for p in rank_preds]
             skipped = [s for _, rank_skipped, _ in shares for s in rank_skipped]
             rows = volume_rows(preds)
-            write_predictions_csv(rows, file)
+            write_predictions_csv(rows, file, Prediction.columns(
+                model.classes, model.segmenter is not None))
             write_skipped_csv(skipped, Path(out_dir) / SKIPPED)
             write_mask_volumes([m for *_, rank_masks in shares for m in rank_masks],
                                Path(out_dir) / MASK_DIR)
@@ -188,11 +189,13 @@ def overlay_name(index: int, pred: Prediction) -> str:
     return f"{index:04d}_{stem}{'' if pred.slice is None else f'_s{pred.slice}'}.png"
 
 
-def write_predictions_csv(rows: Sequence[Prediction], path: Path) -> None:
-    """``predictions.csv`` (module docstring), written atomically."""
+def write_predictions_csv(rows: Sequence[Prediction], path: Path,
+                          columns: Sequence[str] | None = None) -> None:
+    """``predictions.csv`` (module docstring), written atomically; ``columns``
+    (:meth:`Prediction.columns`) give the header when no image could be read."""
     buf = io.StringIO()
     table = [r.to_row() for r in rows]
-    writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else ["path"],
+    writer = csv.DictWriter(buf, fieldnames=list(table[0]) if table else list(columns or ["path"]),
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(table)

@@ -56,6 +56,7 @@ def command(
     from braincam.data.inputs import SliceChoice
     from braincam.errors import BraincamError
     from braincam.explain import METHODS
+    from braincam.runs import check_writable
 
     if explain is not None and explain not in METHODS:
         raise BraincamError(f"unknown method {explain!r}; choose one of {', '.join(METHODS)}")
@@ -69,6 +70,7 @@ def command(
     inputs = _once(inputs)
     if every < 1:
         raise BraincamError(f"--every must be >= 1, got {every}")
+    check_writable(out)  # before the model loads and calibrates
     ctx, torch_device = distributed.setup(device)
     model = load(run, segment=segment, device=torch_device, ood=ood)
 
