@@ -14,15 +14,18 @@ The out-of-distribution reference is built (or read) before anything is timed.
 
 from __future__ import annotations
 
+import logging
 import statistics
 from pathlib import Path
 
 from braincam.api import Model
 from braincam.data.preprocess import PreprocessCache
-from braincam.data.records import ImageRecord
+from braincam.data.records import ImageRecord, SkippedFile
 from braincam.device import interleaved, median_ratio
 from braincam.errors import BraincamError
 from braincam.evaluate.predict import predict
+
+log = logging.getLogger(__name__)
 
 
 def bench_predict(model: Model, files: list[Path], repeats: int = 20, folder_repeats: int = 3,
@@ -31,6 +34,15 @@ def bench_predict(model: Model, files: list[Path], repeats: int = 20, folder_rep
     if len(files) < 1:
         raise BraincamError("no image files to benchmark")
     _ = model.reference  # calibrate before timing
+    skipped: list[SkippedFile] = []  # as predict skips them; both contenders see the rest
+    model.predict(files, batch_size=batch_size, skipped=skipped)
+    unreadable = {str(s.path) for s in skipped}
+    files = [f for f in files if str(f) not in unreadable]
+    if skipped:
+        log.warning("%d of the images cannot be read and are left out (first: %s: %s)",
+                    len(skipped), skipped[0].path, skipped[0].reason)
+    if not files:
+        raise BraincamError("no readable image file to benchmark")
     one = [files[0]]
     device = model.device
     calls = {
