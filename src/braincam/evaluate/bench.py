@@ -10,7 +10,6 @@ passes use.
 
 from __future__ import annotations
 
-import os
 import resource
 import statistics
 import time
@@ -51,8 +50,11 @@ def bench_allocator(arch: str = "efficientnet_lite0", batch: int = 64, image_siz
                     ) -> dict[str, object]:
     """CPU inference images/s with glibc's defaults against :func:`keep_freed_memory`, each
     repeat a fresh process per setting, the two in turn; medians over ``repeats``, ``ratio``
-    = kept over default (the median of the repeats' ratios)."""
-    threads = threads or len(os.sched_getaffinity(0))
+    = kept over default (the median of the repeats' ratios). ``threads``: torch's intra-op
+    threads in each process, by default this process's (``OMP_NUM_THREADS`` where set)."""
+    import torch
+
+    threads = threads or torch.get_num_threads()
     runs: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     for _ in range(repeats):
         for keep in (False, True):
