@@ -208,6 +208,8 @@ def test_the_page_is_served_locally_with_a_strict_policy(client):
     for asset in ("/app.js", "/style.css"):
         reply = client.get(asset)
         assert reply.status_code == 200 and "://" not in reply.text  # nothing external
+    for route in ("/", "/app.js"):  # health checks and link checkers ask with HEAD
+        assert client.head(route).status_code == 200
     assert "://" not in page.text
     assert client.get("/nothing-here").json() == {"error": "Not Found"}
 

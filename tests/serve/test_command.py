@@ -103,3 +103,12 @@ def test_a_busy_port_is_a_one_line_error_before_loading(served, monkeypatch, tin
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" == \
         str(result.exception)
     assert served["load"] == [] and "serving" not in result.output
+
+
+def test_every_loopback_address_counts_as_this_computer():
+    from braincam.commands.serve import _loopback
+
+    assert [_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost",
+                                   "LOCALHOST")] == [True] * 6
+    assert [_loopback(h) for h in ("0.0.0.0", "192.168.1.4", "::", "example.org")] == [
+        False] * 4

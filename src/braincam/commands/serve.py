@@ -68,10 +68,23 @@ def command(
         _ = model.reference  # the out-of-distribution check: calibrated now, not on an upload
     app = create_app(model, settings)
     typer.echo(f"serving {run} on http://{_url_host(host)}:{port}/ (Ctrl+C stops)")
-    if host not in ("127.0.0.1", "localhost", "::1"):
+    if not _loopback(host):
         typer.echo(f"warning: listening on {host}: other computers can reach this page",
                    err=True)
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names this computer only: ``localhost`` or an address of 127.0.0.0/8
+    or ``::1``."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name
+        return False
 
 
 def _listen(host: str, port: int) -> socket.socket:

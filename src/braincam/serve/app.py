@@ -96,7 +96,7 @@ def create_app(model: Model, settings: ServeSettings | None = None) -> FastAPI:
         return response
 
     for route, (name, media) in STATIC.items():
-        app.add_api_route(route, _static_route(name, media), methods=["GET"])
+        app.add_api_route(route, _static_route(name, media), methods=["GET", "HEAD"])
 
     @app.post("/api/predict")
     async def predict(request: Request) -> JSONResponse:
