@@ -56,7 +56,7 @@ def test_bench_train_reports_training_and_inference_rates():
     out = run_json("train", "--arch", "resnet10t", "--batch", "2", "--image-size", "32",
                    "--iters", "1", "--repeats", "1", "--no-channels-last")
     assert out["arch"] == "resnet10t" and out["batch"] == 2 and out["image_size"] == 32
-    assert out["device"] == "cpu" and out["device_name"] == "cpu" and out["amp"] == "None"
+    assert out["device"] == "cpu" and out["device_name"] == "cpu" and out["amp"] is None
     assert (out["channels_last"], out["compile"], out["iters"], out["repeats"]) == (
         False, False, 1, 1
     )
@@ -96,7 +96,7 @@ def test_bench_segment_compares_mixed_precision_with_fp32(monkeypatch):
     out = run_json("segment", "--batch", "2", "--image-size", "32", "--iters", "1",
                    "--repeats", "1", "--reference-channels", "128,64,32,16,8",
                    "--no-reference-amp")
-    assert (out["amp"], out["reference_amp"]) == ("torch.bfloat16", "None")
+    assert (out["amp"], out["reference_amp"]) == ("torch.bfloat16", None)
     assert out["train_img_s"] > 0 and out["reference_train_img_s"] > 0
 
 

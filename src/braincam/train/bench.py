@@ -78,11 +78,13 @@ def _median_rates(seconds: dict[str, list[float]], images: int) -> dict[str, flo
     return {name: statistics.median(images / s for s in secs) for name, secs in seconds.items()}
 
 
-def _device_fields(device: torch.device) -> dict[str, str]:
+def _device_fields(device: torch.device) -> dict[str, str | None]:
+    """``amp``: the autocast dtype (``torch.bfloat16``), null without mixed precision."""
+    amp = amp_dtype(device)
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "amp": str(amp_dtype(device)),
+        "amp": None if amp is None else str(amp),
     }
 
 
@@ -135,10 +137,11 @@ def bench_segment(image_size: int = 192, batch: int = 16, iters: int = 3, repeat
     seconds = interleaved({key: contender(*net) for key, net in nets.items()}, repeats, device)
     median = _median_rates(seconds, batch * iters)
 
-    def precision(mixed: bool) -> str:
+    def precision(mixed: bool) -> str | None:
         """The autocast type a contender trains in, as ``braincam segment --amp``; it takes
         the place of :func:`_device_fields`' ``amp`` (inference's, fp32 on a CPU)."""
-        return str(amp_dtype(device, cpu=True) if mixed else None)
+        dtype = amp_dtype(device, cpu=True) if mixed else None
+        return None if dtype is None else str(dtype)
 
     return {
         "image_size": image_size, "batch": batch, **_device_fields(device),
