@@ -344,3 +344,15 @@ def test_an_unwritable_output_and_inputs_all_skipped_are_clear(run, tmp_path, mo
     monkeypatch.setattr(Path, "mkdir", refuse)
     with pytest.raises(BraincamError, match="cannot create the output folder .Permission denied"):
         braincam.runs.prepare_output_dir(tmp_path / "new")
+
+
+def test_the_one_off_calibration_is_announced_once(run, tmp_path):
+    copy = shutil.copytree(run, tmp_path / "run")
+    (copy / "ood.safetensors").unlink(missing_ok=True)
+    image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
+    said = []
+    for k in range(2):
+        result = invoke(str(copy), str(image), "--out", str(tmp_path / f"o{k}"))
+        assert result.exit_code == 0, result.output
+        said.append("calibrating the out-of-distribution check" in result.output)
+    assert said == [True, False]

@@ -75,6 +75,9 @@ def command(
     model = load(run, segment=segment, device=torch_device, ood=ood)
 
     def make_room() -> None:  # once the inputs are found: a failed call deletes nothing
+        if model.ood and ctx.is_main and not model.run.ood_reference.exists():
+            typer.echo("calibrating the out-of-distribution check on the run's training "
+                       "images (once per run; --no-ood skips it)", err=True)
         with distributed.main_first(ctx):  # rank 0 calibrates (cached in RUN), others read it
             _ = model.reference
             if ctx.is_main:
