@@ -234,6 +234,9 @@ def test_bad_inputs_give_one_line_errors(model, tmp_path):
             model.explain([np.zeros((8, 8), np.uint8)], batch_size=size)
     with pytest.raises(BraincamError, match="segmentation"):
         model.segment([bad])
+    for method in ("ig", "occlusion"):
+        with pytest.raises(BraincamError, match=f"layer names a CAM's layer; {method}"):
+            model.explain([np.zeros((8, 8), np.uint8)], method=method, layer="backbone")
 
 
 def _run_docs_example(code: str, tmp_path: Path, run: Path, links: dict[str, Path]) -> dict:

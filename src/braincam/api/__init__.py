@@ -196,6 +196,9 @@ class Model:
         from braincam.explain.render import overlay_original
 
         _check_batch(batch_size)
+        if layer is not None and method in ("ig", "occlusion"):
+            raise BraincamError(f"layer names a CAM's layer; {method} attributes the input "
+                                "pixels, it has none")
         items, preps = self._prepare(list(slices), skipped)
         out: list[Explanation] = []
         for lo in range(0, len(items), batch_size):
