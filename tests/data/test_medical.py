@@ -149,6 +149,8 @@ def test_nifti_mask_volume_lies_on_the_input_voxels(tmp_path, write_nifti, axcod
     assert ml == pytest.approx(one * 0.9 * 0.9 * 5.0 * 1e6)  # 1 m^3 = 1e6 mL
     with pytest.raises(BraincamError, match="slice 1 mask is \\(16, 20\\)"):
         write_mask_volume(path, {1: shown[1].T}, tmp_path / "bad.nii.gz")
+    with pytest.raises(BraincamError, match=f"no slice 99 \\(the volume has {len(shown)}\\)"):
+        write_mask_volume(path, {99: shown[1]}, tmp_path / "bad.nii.gz")
 
 
 @pytest.mark.realdata

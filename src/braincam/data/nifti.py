@@ -160,6 +160,8 @@ def write_mask_volume(source: Path | str, masks: Mapping[int, np.ndarray],
     x, y, z = canonical.shape[:3]
     grid = np.zeros((x, y, z), np.uint8)
     for k, mask in masks.items():
+        if not 0 <= k < z:
+            raise BraincamError(f"{source}: no slice {k} (the volume has {z})")
         if np.shape(mask) != (y, x):
             raise BraincamError(f"{source}: slice {k} mask is {np.shape(mask)}, the volume's "
                                 f"slices are {(y, x)}")
