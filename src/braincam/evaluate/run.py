@@ -6,7 +6,8 @@ each other (Sartaj's Training tumours are nearly all Figshare slices, re-encoded
 image is *seen* when it shares a duplicate group (:func:`braincam.data.hashing.duplicates_of`:
 same bytes or pHash within 4 bits, chained) with an image the model trained or validated on
 (its ``split.csv`` rows other than ``test``), or that a segmenter guiding it trained or
-validated on (``--guide``: the segment runs' ``split.csv``); the groups are formed over all
+validated on (``--guide``: the run's ``guide_learnt.csv``, a copy of the segment runs'
+``split.csv`` rows made at training time); the groups are formed over all
 extra folders at once, and a slice of a volume is compared by its own hashes. The
 ``*_leak_free`` entries score the rest. For a guided model ``test_leak_free`` likewise leaves
 out the test images its segmenters learnt from.
@@ -288,9 +289,9 @@ def learnt_from(run: RunDir, meta: dict[str, Any] | None = None, own: bool = Tru
                 ) -> list[tuple[Path, int | None]]:
     """The images the model learnt from (module docstring), as ``(file, slice)``
     (:func:`key_file` of each key): ``split.csv`` rows other than ``test`` of the run (unless
-    not ``own``) and of the segment runs guiding it (named in ``--guide``, or trained into
-    ``RUN/guide/`` from dataset folders). Images whose file is no longer there are left out
-    with a warning. ``meta``: the checkpoint's, read from the run when None."""
+    not ``own``) and the images of the segmenters guiding it (:func:`guide_learnt`). Images
+    whose file is no longer there are left out with a warning. ``meta``: the checkpoint's,
+    read from the run when None."""
     from braincam.models.checkpoint import read_meta
 
     meta = read_meta(run.model) if meta is None else meta
