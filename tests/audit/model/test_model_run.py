@@ -179,6 +179,11 @@ def test_two_folders_of_one_name_are_two_datasets(run_dir, tmp_path):
                       tmp_path / "a", settings=settings, device="cpu")
     assert {k: v["n_images"] for k, v in doc["datasets"].items()} == {
         "phantoms-b": 6, "phantoms-b_": 6}
+    # a folder named test is keyed test_, as evaluate keys it (its own "test" is the split)
+    named_test = shutil.copytree(run_dir.parent / "phantoms-b", tmp_path / "x" / "test")
+    doc = audit_model(run_dir, [named_test], ["gradcam"], tmp_path / "b", settings=settings,
+                      device="cpu")
+    assert list(doc["datasets"]) == ["test_"]
 
 
 def test_copies_of_training_images_under_other_paths_are_counted(run_dir, tmp_path):

@@ -173,7 +173,8 @@ def audit_model(
         raise BraincamError(f"{run_dir} lists no validation images in its split.csv")
     datasets = _records_by_dataset(set() if validation else audited.trained_on, roots,
                                    classes, audited.task, max_images, settings.seed, split,
-                                   audited.validated_on if validation else None)
+                                   audited.validated_on if validation else None,
+                                   audited.own_roots)
     out = prepare_output_dir(Path(out_dir) if out_dir else audited.default_out, force,
                              marker=AUDIT_JSON, reads=roots,
                              owned=(AUDIT_JSON, AUDIT_IMAGES_CSV, EXAMPLES_FILE))
@@ -240,6 +241,7 @@ class AuditedModel:
     model_json: dict[str, Any] | None = None
     methods: list[str] | None = None
     skipped: list[dict[str, Any]] = field(default_factory=list)
+    own_roots: list[Path] = field(default_factory=list)  # a run's data folders (config.yaml)
 
 
 def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
@@ -253,10 +255,14 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     trained_on, validated_on = _split_rows(run)
     learnt = learnt_from(run, meta)  # the run's rows and its guide's: none of them is unseen
     trained_on |= {record_key(file.resolve(), k) for file, k in learnt}
+    try:
+        own = run.data_roots()
+    except BraincamError:  # an ensemble's or a hand-made run's config may name none
+        own = []
     return AuditedModel(
         model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
         preprocess_config(meta), trained_on, validated_on, learnt, run.audit,
-        str(run.root),
+        str(run.root), own_roots=own,
     )
 
 
@@ -442,17 +448,26 @@ def _records_by_dataset(
     seed: int,
     split: str | None = None,
     only: set[str] | None = None,
+    own_roots: Sequence[Path | str] = (),
 ) -> dict[str, list]:
     """Audit records per dataset (see the module docstring); ``split`` keeps that official
-    split of a folder that has splits, ``only`` (resolved paths) those images alone."""
-    from braincam.data.records import load_dataset, source_names
+    split of a folder that has splits, ``only`` (resolved paths) those images alone. A
+    dataset is named as ``braincam evaluate`` names it: one of ``own_roots`` (the run's data)
+    by its source name, another folder by its name with ``_`` appended while an earlier
+    folder or a run's set (``test``) has that name."""
+    from braincam.data.records import distinct_name, load_dataset, source_names
+    from braincam.evaluate.run import TEST_SETS
     from braincam.labels import task_label
 
     if not roots:
         raise BraincamError("no dataset folder given; pass --data")
     unique = list(dict.fromkeys(Path(r).resolve() for r in roots))
+    own = list(dict.fromkeys(Path(r).resolve() for r in own_roots))
+    own_names = dict(zip(own, source_names(own), strict=True))
+    taken = set(own_names.values())
     names, records = {}, []  # names: record key -> its folder's set name, made distinct
-    for root, name in zip(unique, source_names(unique), strict=True):
+    for root in unique:
+        name = own_names.get(root) or distinct_name(root.name, taken, reserved=TEST_SETS)
         for r in load_dataset([root]).records:
             names[r.key] = name
             if resolved_key(r.key) not in seen:
