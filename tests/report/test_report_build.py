@@ -342,6 +342,15 @@ def test_audit_per_dataset_and_per_method(tmp_path, kit, text):
     assert "figshare 5% of CAM energy" in attention
     assert "[sartaj] looks outside" in text(page, "findings")
     assert "from the model audit" in text(page, "findings")
+    mask = {"pointing_game": 0.5, "pointing_chance": 0.02, "energy_in_mask_ratio": 7.0,
+            "dice": 0.4}
+    by_method = {m: {"pointing_game": None, "energy_in_box": None, "iou": None, "mask": mask}
+                 for m in ("gradcam", "gradcam++")}
+    audit["datasets"]["sartaj"]["localization"] = by_method  # masks alone, two methods
+    (run / "audit" / "audit.json").write_text(json.dumps(audit))
+    localisation = text(kit.parse(build_report(run).read_text()), "localization")
+    assert "No tumour boxes were available" not in localisation
+    assert "gradcam++: Against the expert tumour masks: the maximum falls inside" in localisation
 
 
 def test_several_datasets_with_findings_listed_once_at_the_top(tmp_path, kit, text):

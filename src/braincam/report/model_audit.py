@@ -294,11 +294,13 @@ def _sentences(describe: Callable[[dict[str, Any]], list[str]], values: dict[str
                ) -> list[str]:
     """Sentences for a check's numbers; when they are given per method
     (``{"gradcam": {...}, ...}``), one set per method, prefixed with its name."""
-    direct = describe(values)
-    if direct or not any(isinstance(v, dict) for v in values.values()):
-        return direct
-    return [f"{method}: {text}" for method, sub in values.items() if isinstance(sub, dict)
-            for text in describe(sub)]
+    from braincam.explain import METHODS
+
+    if values and set(values) <= set(METHODS) and all(
+            isinstance(v, dict) for v in values.values()):  # by method, not a check's keys
+        return [f"{method}: {text}" for method, sub in values.items()
+                for text in describe(sub)]
+    return describe(values)
 
 
 def _add_findings(section: ModelAuditSection, raw: Any, source: str) -> None:
