@@ -359,6 +359,11 @@ def test_a_legacy_dcm_file_without_preamble_is_read_and_junk_named_dcm_is_one_li
     assert grey.shape == (48, 64) and np.abs(grey - expected).max() < 1e-3
     assert [(s.name, s.slice) for s in expand_inputs(legacy)] == [(str(legacy), None)]
     assert [r.path.name for r in load_dataset([tmp_path / "ds"]).records] == ["old.dcm"]
+    misnamed = tmp_path / "png.dcm"  # an image named .dcm stays an image
+    cv2.imwrite(str(misnamed.with_suffix(".png")), np.full((40, 40), 120, np.uint8))
+    misnamed.with_suffix(".png").rename(misnamed)
+    assert read_grey(misnamed).mean() == pytest.approx(120 / 255)
+    assert [(s.name, s.slice) for s in expand_inputs(misnamed)] == [(str(misnamed), None)]
     junk = tmp_path / "junk.dcm"
     junk.write_text("hello")
     with pytest.raises(ImageReadError, match=r"junk.dcm: not a readable DICOM file \(no 'DICM' "

@@ -41,6 +41,16 @@ class ImageReadError(BraincamError):
     """An image file that cannot be decoded; the message is one line naming the file."""
 
 
+def read_image_format(source: bytes | Path | str) -> str | None:
+    """The format PIL recognises in a file or its bytes (a PNG named ``.dcm``), else None."""
+    try:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as im:
+            return im.format
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError):
+        return None
+
+
 def read_grey(
     path: Path | str, data: bytes | None = None, index: int | None = None,
     reduce_to: int | None = None,
@@ -60,8 +70,10 @@ def read_grey(
             data = path.read_bytes()
         if not data:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
-        if is_dicom(data) or path.suffix.lower() in (".dcm", ".dicom"):  # legacy: no marker
+        if is_dicom(data):
             return read_dicom(path, data, index)
+        if path.suffix.lower() in (".dcm", ".dicom") and not read_image_format(data):
+            return read_dicom(path, data, index)  # a legacy file: no preamble, no marker
         if data[:2] == b"\x1f\x8b" or is_nifti(data):
             return read_nifti_slice(path, data, index)
         if index not in (None, 0):

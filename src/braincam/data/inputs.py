@@ -35,7 +35,7 @@ from braincam.data.dicom import (
     series_key,
     window,
 )
-from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey
+from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey, read_image_format
 from braincam.data.nifti import (
     NiftiReadError,
     choose_slices,
@@ -179,7 +179,8 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
             head = fh.read(132)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read ({exc.strerror})") from None
-    if is_dicom(head) or path.suffix.lower() in DICOM_SUFFIXES:  # legacy files: no marker
+    legacy = not is_dicom(head) and path.suffix.lower() in DICOM_SUFFIXES  # no marker
+    if is_dicom(head) or (legacy and read_image_format(path) is None):
         frames = dicom_info(path).frames
         if frames == 1:
             return [InputSlice(name, None, path)]
