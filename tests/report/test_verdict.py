@@ -156,3 +156,17 @@ def test_the_report_opens_with_the_verdict(tmp_path, kit):
     # the model audit's critical finding is named before the data audit's
     assert verdict.endswith("Critical findings: sanity, probe_geometry.")
     assert 'class="verdict-shortcut"' in html
+
+
+def test_blank_images_answered_with_one_class_are_no_background_shortcut():
+    """Three gliomas and three meningiomas under a four-class model: every blank image called
+    meningioma keeps 0.50, twice the four classes' chance, but no more than one answer for
+    all of them gets (``background_only_baseline``)."""
+    four = ("glioma", "meningioma", "no_tumor", "pituitary")
+    constant = {"n_images": 6, "accuracy": 5 / 6, "head_only_accuracy": 5 / 6,
+                "background_only_accuracy": 0.5, "background_only_survival": 0.5,
+                "background_only_baseline": 0.5}
+    metrics = {"test": {"accuracy": 0.9, "balanced_accuracy": 0.9}}
+    assert collect_verdict(metrics, audit(constant, four), []).kind == "unclear"
+    told = dict(constant, background_only_accuracy=5 / 6, background_only_survival=5 / 6)
+    assert collect_verdict(metrics, audit(told, four), []).kind == "shortcut"
