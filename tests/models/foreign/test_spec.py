@@ -70,6 +70,8 @@ def test_spec_errors_name_the_field(folder, change, field):
     ({"module": "braincam_no_such_package:TinyNet"}, "'module'.*cannot import"),
     ({"classes": ["glioma", "meningioma", "pituitary"]}, "'classes'.*3 classes"),
     ({"target_layer": "conv9"}, "'target_layer'.*conv9.*last convolutions: conv"),
+    ({"target_layer": "fc"}, r"'target_layer': layer 'fc' outputs shape \[1, 2\], not a "
+                             "feature map"),
     ({"input": {"size": [SIZE, SIZE], "channels": 1}}, "'input.size'.*rejects"),
 ])
 def test_torch_model_mismatch_names_the_field(folder, change, field):

@@ -310,9 +310,13 @@ def _cam_layer(spec: ModelSpec, net: ForeignNet, native: torch.Tensor,
             caps.cams, caps.reason = False, "no convolution to take CAMs from; set target_layer"
             return None
         name = convs[-1]
-    fired: list[bool] = []
+    fired: list[tuple[int, ...] | None] = []  # the shape of the layer's output
+
+    def seen(module: nn.Module, inputs: object, output: object) -> None:
+        fired.append(tuple(output.shape) if isinstance(output, torch.Tensor) else None)
+
     try:
-        handle = layers[name].register_forward_hook(lambda *_: fired.append(True))
+        handle = layers[name].register_forward_hook(seen)
     except RuntimeError:  # TorchScript: "register_forward_hook is not supported"
         handle = None
     if handle is not None:
@@ -326,6 +330,10 @@ def _cam_layer(spec: ModelSpec, net: ForeignNet, native: torch.Tensor,
         caps.reason = (f"no forward hook fires on {name!r} (a TorchScript model runs its "
                        "layers inside its compiled graph), so the CAM family is skipped")
         return None
+    if spec.target_layer is not None and (fired[0] is None or len(fired[0]) != 4):
+        raise BraincamError(f"{spec.file}: field 'target_layer': layer {name!r} outputs "
+                            f"{'no tensor' if fired[0] is None else f'shape {list(fired[0])}'}"
+                            ", not a feature map (N, K, h, w); name a convolutional layer")
     return f"net.{name}"
 
 
