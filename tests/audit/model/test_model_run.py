@@ -308,3 +308,14 @@ def test_per_image_numbers_keep_six_significant_digits():
     results = {"counterfactual": CheckOutput(None, [], {"": {"lesion_view_tumor_p": tiny}})}
     frame = per_image_frame("d", ["a", "b", "c"], batch, ["gradcam"], results)
     assert list(frame["lesion_view_tumor_p"]) == [1.23457e-7, 2.5e-9, 0.123457]
+
+
+def test_images_of_unknown_classes_are_named_by_their_class(tmp_path, caplog):
+    from braincam.audit.model.run import _records_by_dataset
+
+    root = make_phantom_dataset(tmp_path / "ph", PhantomSpec(n_per_class=3, size=48))
+    with caplog.at_level("WARNING", logger="braincam.audit.model.run"):
+        found = _records_by_dataset(set(), [root], ("tumor",), "binary", None, 0)
+    assert {r.label for rs in found.values() for r in rs} == {"tumor"}
+    assert "of classes the model does not know (no_tumor; it knows tumor) are left out" in (
+        caplog.text)

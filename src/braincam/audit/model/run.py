@@ -482,8 +482,9 @@ def _records_by_dataset(
         raise BraincamError("every image under --data was used to train or validate the run")
     known = [r for r in records if task_label(r.label, task) in classes]
     if len(known) < len(records):
-        log.warning("%d images of classes the model does not know (%s) are left out",
-                    len(records) - len(known), ", ".join(classes))
+        unknown = sorted({task_label(r.label, task) for r in records} - set(classes))
+        log.warning("%d images of classes the model does not know (%s; it knows %s) are left "
+                    "out", len(records) - len(known), ", ".join(unknown), ", ".join(classes))
     if not known:
         raise BraincamError(f"no image of the model's classes ({', '.join(classes)}) in --data")
     by_source: dict[str, list] = {}
