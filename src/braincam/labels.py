@@ -18,9 +18,11 @@ CANONICAL = (GLIOMA, MENINGIOMA, PITUITARY, NO_TUMOR, TUMOR)
 TASKS = ("binary", "multiclass")
 
 _ALIASES = {
-    "glioma": GLIOMA, "gliomatumor": GLIOMA, "gliomas": GLIOMA,
-    "meningioma": MENINGIOMA, "meningiomatumor": MENINGIOMA, "meningiomas": MENINGIOMA,
-    "pituitary": PITUITARY, "pituitarytumor": PITUITARY, "pituitaryadenoma": PITUITARY,
+    "glioma": GLIOMA, "gliomatumor": GLIOMA, "gliomatumour": GLIOMA, "gliomas": GLIOMA,
+    "meningioma": MENINGIOMA, "meningiomatumor": MENINGIOMA, "meningiomatumour": MENINGIOMA,
+    "meningiomas": MENINGIOMA,
+    "pituitary": PITUITARY, "pituitarytumor": PITUITARY, "pituitarytumour": PITUITARY,
+    "pituitaryadenoma": PITUITARY,
     "notumor": NO_TUMOR, "notumour": NO_TUMOR, "no": NO_TUMOR, "normal": NO_TUMOR,
     "healthy": NO_TUMOR, "negative": NO_TUMOR,
     "tumor": TUMOR, "tumour": TUMOR, "yes": TUMOR, "positive": TUMOR,
