@@ -212,10 +212,20 @@ def test_unreadable_model_file_names_path(folder, fmt, name):
     ({"input": {"size": [SIZE, SIZE], "mean": float("inf")}}, "'input.mean'.*finite"),
     ({"input": {"size": [SIZE, SIZE], "std": [0.5, float("nan"), 0.5]}}, "'input.std'.*finite"),
     ({"target_layer": ""}, "'target_layer'"),
+    ({"input": {"size": [SIZE, SIZE], "mean": True}}, "'input.mean'"),  # YAML true is no 1
+    ({"input": {"size": [SIZE, SIZE], "scale": True}}, "'input.scale'"),
+    ({"input": {"size": [SIZE, SIZE], "channels": True}}, "'input.channels'"),
 ])
 def test_non_finite_numbers_and_an_empty_layer_name_the_field(folder, change, field):
     with pytest.raises(BraincamError, match=field):
         load_spec(write_spec(folder, torch_spec(**change), "bad.yaml"))
+
+
+def test_a_spec_that_is_not_utf8_is_one_line(tmp_path):
+    spec = tmp_path / "latin.yaml"
+    spec.write_bytes(b"format: torchscript\npath: \xff\xfe\n")
+    with pytest.raises(BraincamError, match="latin.yaml: cannot read the model spec"):
+        load_spec(spec)
 
 
 def test_a_spec_reached_through_a_link_reads_its_files_beside_the_real_spec(folder, tmp_path):

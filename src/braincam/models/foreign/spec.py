@@ -87,7 +87,7 @@ def load_spec(file: Path | str) -> ModelSpec:
     file = Path(file)
     try:
         doc = yaml.safe_load(file.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise BraincamError(f"{file}: cannot read the model spec ({first_line(exc)})") from None
     return parse_spec(doc, file)
 
@@ -134,10 +134,10 @@ def _input(doc: dict[str, Any], file: Path) -> InputSpec:
             or not all(isinstance(v, int) and v >= 8 for v in size)):
         raise BraincamError(f"{file}: field 'input.size' must be [height, width] in pixels (>= 8)")
     channels = doc.get("channels", 3)
-    if channels not in (1, 3):
+    if isinstance(channels, bool) or channels not in (1, 3):
         raise BraincamError(f"{file}: field 'input.channels' must be 1 or 3, got {channels!r}")
     scale = doc.get("scale", 255)
-    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale <= 0:
+    if not _number(scale) or not math.isfinite(scale) or scale <= 0:
         raise BraincamError(f"{file}: field 'input.scale' must be a positive number")
     crop = doc.get("crop", False)
     if not isinstance(crop, bool):
@@ -155,13 +155,18 @@ def _input(doc: dict[str, Any], file: Path) -> InputSpec:
 def _per_channel(value: Any, channels: int, name: str, file: Path) -> tuple[float, ...] | None:
     if value is None:
         return None
-    if isinstance(value, int | float):
+    if _number(value):
         value = [value] * channels
     if (not isinstance(value, list) or len(value) != channels
-            or not all(isinstance(v, int | float) and math.isfinite(v) for v in value)):
+            or not all(_number(v) and math.isfinite(v) for v in value)):
         raise BraincamError(f"{file}: field '{name}' must be a finite number or {channels} "
                             "finite numbers (one per channel)")
     return tuple(float(v) for v in value)
+
+
+def _number(value: Any) -> bool:
+    """An int or float, not a YAML boolean (``true`` is an int to Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _classes(value: Any, file: Path) -> tuple[str, ...]:
