@@ -293,3 +293,17 @@ def test_audits_of_several_sets_without_in_domain_data_line_up_by_set(tmp_path):
                           ("background_only_survival@ph2", 0.5)):
         assert table.cell("first", column) == table.cell("second", column) == value
     assert table.cell("first", "background_share") is None
+
+
+def test_a_spec_audited_on_one_set_lines_up_with_one_audited_on_two(tmp_path):
+    """A model spec has no in-domain data: its only set is named too, so two specs audited on
+    the same folder share that folder's columns."""
+    fig = {"attention": {"background": 0.25}}
+    spec = {"spec": "x.yaml", "format": "onnx"}
+    one = write_run(tmp_path / "one", None, {"model": spec, "datasets": {"fig": fig}})
+    two = write_run(tmp_path / "two", None, {"model": spec, "datasets": {
+        "sartaj": {"attention": {"background": 0.5}}, "fig": fig}})
+    table = compare_runs([one, two])
+    assert table.cell("one", "background_share@fig") == table.cell("two", "background_share@fig")
+    assert table.cell("one", "background_share@fig") == 0.25
+    assert table.cell("one", "background_share") is None

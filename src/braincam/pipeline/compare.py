@@ -29,7 +29,7 @@ are leak-free in all of them (present in each run's set, ``leak_free`` true in e
 ``shared_leak_free_n`` in ``compare.json`` gives their number per set.
 
 A model audit of several datasets is read for its in-domain entry (the dataset named like one
-of the run's data roots in config.yaml, or the only one), box ratios for every dataset. An
+of the run's data roots in config.yaml, or a run's only one), box ratios for every dataset. An
 audit of several datasets without an in-domain one (a model spec's, whose folder names no
 data roots, or a run audited on other data only) gives every column as
 ``<column>@<dataset>``, so two such folders line up by dataset whatever the order of their
@@ -330,7 +330,8 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
 
 def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
     blocks = _blocks(audit)
-    lone = next(iter(blocks)) if len(blocks) == 1 else None  # one set: no order to mix up
+    spec = isinstance(audit.get("model"), dict)  # a model spec's: no in-domain data at all
+    lone = next(iter(blocks)) if len(blocks) == 1 and not spec else None  # no order to mix up
     own = next((n for n in in_domain if n in blocks), lone)
     row: dict[str, Any] = _dataset_values(blocks[own]) if own is not None else {}
     for name, other in blocks.items():  # boxes and masks often exist only in an extra dataset
