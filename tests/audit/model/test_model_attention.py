@@ -125,3 +125,19 @@ def test_a_zero_map_leaves_the_chance_level_with_its_share():
     assert summary.brain == pytest.approx(summary.uniform_brain)
     (finding,) = [f for f in result.findings if f.check == "attention.outside_brain"]
     assert finding.severity == "warning" and finding.value == pytest.approx(finding.threshold)
+
+
+def test_empty_maps_are_counted_in_a_finding():
+    """All-zero maps (a saturated probability output, a closed gate) carry no evidence: info
+    below half of the images, a warning from half on."""
+    brain = head_regions(disc(18)[None])["brain"][0].astype(float)
+    labels = np.array([0, 1] * 4)
+    for empty, severity in ((2, "info"), (4, "warning")):
+        maps = np.repeat(brain[None], 8, axis=0)
+        maps[:empty] = 0.0
+        found = [f for f in AttentionCheck()(batch_of(maps, labels)).findings
+                 if f.check == "attention.empty_maps"]
+        assert [(f.severity, f.value) for f in found] == [(severity, empty / 8)]
+        assert found[0].message.startswith(f"gradcam: {empty} of 8 maps are empty")
+    maps = np.repeat(brain[None], 8, axis=0)
+    assert not [f for f in AttentionCheck()(batch_of(maps, labels)).findings]

@@ -30,6 +30,7 @@ from braincam.audit.model.base import AuditBatch, Check, nanmean, register
 
 HEAD_REGIONS = ("brain", "rim", "background")
 MIN_GROUP = 5
+EMPTY_WARNING = 0.5  # share of empty maps from which attention.empty_maps warns
 OUTSIDE_WARNING = 1.0
 OUTSIDE_CRITICAL = 1.5
 REGION_WARNING = 2.0
@@ -136,7 +137,25 @@ class AttentionCheck(Check):
             for group, sel in groups.items():
                 if sel.sum() >= (1 if group == "all images" else MIN_GROUP):
                     findings += _findings(method, group, _group_means(cols, sel))
+            findings += _empty_maps(method, cols)
         return summaries, findings
+
+
+def _empty_maps(method: str, cols: dict[str, np.ndarray]) -> list[Finding]:
+    """A finding when maps carry no positive evidence: their shares are left out, and the
+    localisation and faithfulness numbers of those images say nothing of the model (a
+    probability output saturated in float32 has no gradient; a guided model's gate closes
+    where its segmenter sees no tumour). A warning from half of the images on."""
+    empty = np.isnan(cols["brain"])
+    if not empty.any():
+        return []
+    share = float(empty.mean())
+    return [Finding(
+        "warning" if share >= EMPTY_WARNING else "info", "attention.empty_maps", share,
+        EMPTY_WARNING,
+        f"{method}: {int(empty.sum())} of {len(empty)} maps are empty (no positive evidence, "
+        "e.g. a saturated probability output or a closed gate): their attention shares are "
+        "left out and they miss in the pointing game.")]
 
 
 def _group_means(cols: dict[str, np.ndarray], sel: np.ndarray) -> dict[str, float | None]:
