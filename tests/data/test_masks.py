@@ -250,13 +250,14 @@ def test_mask_names_keep_a_files_own_dots_and_frames_need_their_own_masks(
         write_dicom(root / "glioma" / uid, head)
     _save(root / "masks" / "glioma" / "1.2.5.png", _rect_mask())
     _save(root / "masks" / "glioma" / "1.2.png", np.zeros((H, W), np.uint8))  # nobody's
-    write_dicom(root / "glioma" / "multi.dcm", np.stack([head, head]))
+    write_dicom(root / "glioma" / "multi.dcm", np.stack([head, head, head]))
     _save(root / "masks" / "glioma" / "multi.png", _rect_mask())
     with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
         data = load_dataset([root])
     masks = {(r.path.name, r.slice): r.mask and r.mask.name for r in data.records}
     assert masks == {("1.2.5", None): "1.2.5.png", ("1.2.6", None): None,
-                     ("multi.dcm", 0): None, ("multi.dcm", 1): None}
+                     ("multi.dcm", 0): None, ("multi.dcm", 1): None, ("multi.dcm", 2): None}
+    assert len(data.skipped) == 1  # one entry for the file, not one per frame
     reasons = {str(s.path.relative_to(root)): s.reason for s in data.skipped}
     assert set(reasons) == {"masks/glioma/multi.png"}
     assert reasons["masks/glioma/multi.png"].startswith("one 2D mask for a file of several")

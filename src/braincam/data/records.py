@@ -348,7 +348,7 @@ def _attach_masks(
     known = len(store.values)
     out: list[ImageRecord] = []
     bad: list[SkippedFile] = []
-    volumes: dict[Path, tuple[str | None, Sequence[bool]]] = {}  # label volume -> its check
+    volumes: dict[Path, tuple[str | None, Sequence[bool]]] = {}  # mask of several slices: its check
     for r in records:
         path = mask_path(root, r.path)
         if not path.is_file():
@@ -365,8 +365,13 @@ def _attach_masks(
                 continue
             reason, r = _slice_label(volumes[path][1], r)
             where = Path(record_key(path, r.slice))  # a label volume's slice: <mask>#<k>
-        elif r.slice is not None:
-            reason = "one 2D mask for a file of several frames (a mask cannot name its frame)"
+        elif r.slice is not None:  # a frame of a multi-frame file: one entry for the file
+            if path not in volumes:
+                volumes[path] = ("one 2D mask for a file of several frames (a mask cannot "
+                                 "name its frame)", [])
+                _set_aside(bad, path, volumes[path][0])
+            out.append(r)
+            continue
         else:
             reason = _mask_problem(path, r, store)
         if reason is None:

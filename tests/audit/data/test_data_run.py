@@ -212,3 +212,21 @@ def test_a_volume_labelled_slice_by_slice_is_no_label_conflict(tmp_path, write_n
     assert set(volume["label"]) == {"tumor", "no_tumor"} and volume["group"].nunique() == 1
     assert audit.duplicates["label_conflicts"] == 0
     assert not any("scan.nii.gz" in f for g in audit.duplicates["groups"] for f in g["files"])
+
+
+def test_masks_set_aside_are_not_called_unreadable_files():
+    from pathlib import Path
+
+    from braincam.audit.data.rules import skipped_findings
+    from braincam.data.records import MASK_SET_ASIDE, SkippedFile
+
+    skipped = [SkippedFile(Path("a/cut.png"), "truncated file"),
+               SkippedFile(Path("masks/glioma/multi.png"),
+                           "one 2D mask for a file of several frames" + MASK_SET_ASIDE)]
+    found = {f.check: f.message for f in skipped_findings(skipped)}
+    assert found == {
+        "files.skipped": "1 files could not be read and were skipped (first: cut.png: "
+                         "truncated file)",
+        "files.masks_set_aside": "1 tumour masks were set aside, their images kept without "
+                                 "them (first: multi.png: one 2D mask for a file of several "
+                                 "frames)"}

@@ -26,7 +26,7 @@ from typing import Any
 
 from braincam.audit.data.probes import ProbeResult
 from braincam.audit.findings import Finding
-from braincam.data.records import SkippedFile
+from braincam.data.records import MASK_SET_ASIDE, SkippedFile
 
 
 @dataclass(frozen=True)
@@ -144,13 +144,22 @@ def cluster_findings(clusters: dict[str, Any], th: Thresholds = THRESHOLDS) -> l
 
 
 def skipped_findings(skipped: list[SkippedFile]) -> list[Finding]:
-    if not skipped:
-        return []
-    return [Finding(
-        "warning", "files.skipped", float(len(skipped)), 0.0,
-        f"{len(skipped)} files could not be read and were skipped (first: "
-        f"{skipped[0].path.name}: {skipped[0].reason})",
-    )]
+    """A finding for the images that could not be read and one for the tumour masks set
+    aside (their images are kept, without them)."""
+    images = [s for s in skipped if not s.is_mask]
+    masks = [s for s in skipped if s.is_mask]
+    out = []
+    if images:
+        out.append(Finding(
+            "warning", "files.skipped", float(len(images)), 0.0,
+            f"{len(images)} files could not be read and were skipped (first: "
+            f"{images[0].path.name}: {images[0].reason})"))
+    if masks:
+        out.append(Finding(
+            "warning", "files.masks_set_aside", float(len(masks)), 0.0,
+            f"{len(masks)} tumour masks were set aside, their images kept without them (first: "
+            f"{masks[0].path.name}: {masks[0].reason.removesuffix(MASK_SET_ASIDE)})"))
+    return out
 
 
 @dataclass(frozen=True)
