@@ -239,13 +239,17 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
 
 def check_writable(path: Path | str) -> None:
     """A one-line error, before any slow step, when ``path`` cannot be made: its nearest
-    existing folder is not writable."""
+    existing folder takes no new folder (tried, then removed: permission bits do not bind
+    root, and a read-only or virtual file system refuses anyone)."""
     folder = Path(os.path.abspath(path))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     _check_folders(folder)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise BraincamError(f"{path}: cannot write there ({folder} is not writable)")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".braincam-"))
+    except OSError as exc:
+        raise BraincamError(f"{path}: cannot write there ({folder}: "
+                            f"{exc.strerror or exc})") from None
 
 
 def check_spares(out: Path | str, reads: Iterable[Path | str], deletes: bool = True) -> None:
