@@ -161,12 +161,18 @@ def test_the_report_opens_with_the_verdict(tmp_path, kit):
 def test_blank_images_answered_with_one_class_are_no_background_shortcut():
     """Three gliomas and three meningiomas under a four-class model: every blank image called
     meningioma keeps 0.50, twice the four classes' chance, but no more than one answer for
-    all of them gets (``background_only_baseline``)."""
+    all of them gets (``majority_share``)."""
     four = ("glioma", "meningioma", "no_tumor", "pituitary")
     constant = {"n_images": 6, "accuracy": 5 / 6, "head_only_accuracy": 5 / 6,
                 "background_only_accuracy": 0.5, "background_only_survival": 0.5,
-                "background_only_baseline": 0.5}
+                "background_only_baseline": 0.5, "majority_share": 0.5}
     metrics = {"test": {"accuracy": 0.9, "balanced_accuracy": 0.9}}
     assert collect_verdict(metrics, audit(constant, four), []).kind == "unclear"
     told = dict(constant, background_only_accuracy=5 / 6, background_only_survival=5 / 6)
     assert collect_verdict(metrics, audit(told, four), []).kind == "shortcut"
+    # a model that calls 3 of 4 images tumour on balanced labels: its prediction share is no
+    # constant answer's accuracy, 0.81 on blank images is a shortcut
+    skewed = {"n_images": 32, "accuracy": 0.84, "head_only_accuracy": 0.72,
+              "background_only_accuracy": 0.81, "background_only_survival": 0.72,
+              "background_only_baseline": 0.75, "majority_share": 0.5}
+    assert collect_verdict(metrics, audit(skewed), []).kind == "shortcut"

@@ -100,7 +100,7 @@ def _shortcut_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[st
                    f"{_flips(cf, 'head_only_flip_rate')}: {share} of the model's above-chance "
                    "accuracy comes from outside the head")
     background = _first(cf, "background_only_accuracy")
-    constant = _first(cf, "background_only_baseline")  # one answer for every blank image
+    constant = _first(cf, "majority_share")  # one answer for every blank image
     if background is not None and background - max(chance, constant or 0.0) >= DROP:
         survival = _first(cf, "background_only_survival")
         kept = f" ({pct(survival)} of predictions unchanged)" if survival is not None else ""

@@ -131,6 +131,7 @@ def test_a_corner_reading_model_survives_without_its_head():
     result = CounterfactualCheck()(batch)
     s = result.summary
     assert s.background_only_survival == 1.0 and s.background_only_baseline == 0.5
+    assert s.majority_share == 0.5
     assert s.background_only_survival_by_class == {"no_tumor": 1.0, "tumor": 1.0}
     # blanking the background removes the marker: exactly the no_tumor images flip
     flipped = result.per_image[""]["head_only_flipped"]

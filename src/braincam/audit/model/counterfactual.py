@@ -188,6 +188,8 @@ class CounterfactualSummary:
     n_images: int
     background_only_survival: float | None
     background_only_baseline: float | None
+    majority_share: float | None  # the largest class share among the true labels: the
+    # accuracy of one answer for every image
     background_only_gap: float | None
     background_only_auc: float | None
     background_only_survival_by_class: dict[str, float | None]
@@ -341,6 +343,8 @@ class CounterfactualCheck(Check):
             n_images=len(batch),
             background_only_survival=nanmean(cols["background_only_survived"]),
             background_only_baseline=float(shares.max()) if len(preds) else None,
+            majority_share=float(np.bincount(batch.labels).max() / len(batch.labels))
+            if len(batch.labels) else None,
             background_only_gap=class_gap(batch.labels, bg_probs),
             background_only_auc=macro_auc(batch.labels, bg_probs),
             background_only_survival_by_class={
