@@ -275,7 +275,8 @@ def test_bench_predict_reports_latency_and_side_by_side_throughput(model, run, t
     assert result["images"] == 4 and result["ood"] is True
     assert 0 < result["predict_ms"] and 0 < result["predict_gradcam_ms"]
     ratio = result["folder_predict_img_s"] / result["folder_evaluate_img_s"]
-    assert result["folder_predict_vs_evaluate"] == pytest.approx(ratio, rel=0.01)
+    # one repeat: the ratio of the rates, rounded to 3 decimals
+    assert result["folder_predict_vs_evaluate"] == pytest.approx(ratio, rel=0.01, abs=6e-4)
 
 
 def test_duplicates_are_looked_up_among_all_training_images(model, run):
