@@ -230,3 +230,27 @@ def test_masks_set_aside_are_not_called_unreadable_files():
         "files.masks_set_aside": "1 tumour masks were set aside, their images kept without "
                                  "them (first: multi.png: one 2D mask for a file of several "
                                  "frames)"}
+
+
+def test_other_folders_count_each_slice_and_leave_out_what_cannot_be_decoded(
+        phantoms, tmp_path, write_nifti, write_dicom, caplog):
+    """A --data volume is compared slice by slice (its middle slice alone stood for all); an
+    image whose pixels cannot be decoded is not counted, with a warning."""
+    training = sorted((phantoms / "Training" / "tumor").iterdir())
+    copy = np.asarray(Image.open(training[0]).convert("L"))
+    rng = np.random.default_rng(1)
+    slices = np.stack([rng.integers(0, 255, copy.shape, dtype=np.uint8), copy,
+                       rng.integers(0, 255, copy.shape, dtype=np.uint8)])
+    other = tmp_path / "vol" / "tumor"
+    other.mkdir(parents=True)
+    write_nifti(other / "scan.nii.gz", slices)
+    cut = write_dicom(other / "cut.dcm", copy)
+    cut.write_bytes(cut.read_bytes()[:-500])
+    with caplog.at_level("WARNING", logger="braincam.audit.data.run"):
+        audit = audit_data([phantoms], n_boot=0, others=[tmp_path / "vol"])
+    from braincam.data.records import load_dataset
+
+    listed = len(load_dataset([tmp_path / "vol"]).records)
+    assert audit.duplicates["cross_source"] == {
+        "vol": {"images": listed - 1, "duplicated_in": {"ph": 1}}}
+    assert "1 images of the --data folders cannot be decoded and are not counted" in caplog.text

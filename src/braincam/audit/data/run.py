@@ -26,6 +26,7 @@ some are copies.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,12 +44,14 @@ from braincam.audit.data.properties import ImageProperties, measure_properties
 from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
 from braincam.data.groups import merged_groups, patient_groups
-from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes
+from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes, slice_hash
 from braincam.data.records import SkippedFile, distinct_name, load_dataset, write_skipped_csv
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
 from braincam.labels import task_classes, task_label
 from braincam.runs import DATA_AUDIT_JSON, SKIPPED_CSV, atomic_write_csv, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 VERSION = 1
 MAX_SKIPPED_LISTED = 100
@@ -187,20 +190,28 @@ def _copies_in(
     audited = sorted({r.source for r in props.records})
     taken = set(audited)  # a folder named like an audited one, or another, gets "_" appended
     folders = [(distinct_name(Path(root).resolve().name, taken),
-                [r.path for r in load_dataset([root]).records]) for root in others]
+                [r.image for r in load_dataset([root]).records]) for root in others]
     if not folders:
         return {}
-    paths = [p for _, ps in folders for p in ps]
-    files = {str(p): content_hash(p) for p in paths}
-    unreadable: list[int] = []  # compared by their bytes alone
-    phashes = perceptual_hashes(paths, file_hashes=files, unreadable=unreadable)
-    groups = duplicate_groups([*props.content_hashes, *(files[str(p)] for p in paths)],
-                              np.concatenate([props.phashes, phashes]),
-                              without_phash=[len(props.records) + i for i in unreadable])
+    images = [image for _, ims in folders for image in ims]  # (file, slice or frame)
+    files = {str(f): content_hash(f) for f in dict.fromkeys(str(f) for f, _ in images)}
+    unreadable: list[int] = []  # compared by their bytes alone, and not counted
+    phashes = perceptual_hashes(images, file_hashes=files, unreadable=unreadable)
+    if unreadable:
+        log.warning("%d images of the --data folders cannot be decoded and are not counted "
+                    "(first: %s)", len(unreadable), images[unreadable[0]][0])
+    groups = duplicate_groups(
+        [*props.content_hashes, *(slice_hash(files[str(f)], k) for f, k in images)],
+        np.concatenate([props.phashes, phashes]),
+        without_phash=[len(props.records) + i for i in unreadable])
     unlearnt = "\0test"  # the audited test images: not what a model learns from
+    gone = set(unreadable)
+    names = [name for name, ims in folders for _ in ims]
+    counted = len(props.records) + np.array(sorted(set(range(len(images))) - gone), dtype=int)
     counts = cross_source([r.source if keep else unlearnt
                            for r, keep in zip(props.records, learnt, strict=True)]
-                          + [name for name, ps in folders for _ in ps], groups)
+                          + [names[i] for i in range(len(images)) if i not in gone],
+                          groups[np.r_[np.arange(len(props.records)), counted]])
     return {name: {"images": counts[name]["images"], "duplicated_in": {
         source: counts[name]["duplicated_in"].get(source, 0) for source in audited}}
         for name, _ in folders}
