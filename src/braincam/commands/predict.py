@@ -62,14 +62,11 @@ def command(
         raise BraincamError(f"unknown method {explain!r}; choose one of {', '.join(METHODS)}")
     if batch_size < 1:
         raise BraincamError("--batch-size must be >= 1")
-    if not 0.0 <= min_head < 1.0:
-        raise BraincamError("--min-head must be in [0, 1)")
+    choice = SliceChoice(every, min_head)  # checks both
     missing = [p for p in inputs if not p.exists()]
     if missing:
         raise BraincamError(f"{missing[0]}: no such file or folder")
     inputs = _once(inputs)
-    if every < 1:
-        raise BraincamError(f"--every must be >= 1, got {every}")
     check_writable(out)  # before the model loads and calibrates
     ctx, torch_device = distributed.setup(device)
     model = load(run, segment=segment, device=torch_device, ood=ood)
@@ -83,7 +80,7 @@ def command(
             if ctx.is_main:
                 prepare_predict_dir(out, force, run, inputs, segment)
 
-    summary = predict_files(model, inputs, out, explain, SliceChoice(every, min_head),
+    summary = predict_files(model, inputs, out, explain, choice,
                             batch_size, before_writing=make_room)
     distributed.shutdown()  # the other processes exit here
     typer.echo(
