@@ -205,7 +205,7 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     (its data, the runs it combines): ``--out DATA --force`` must not erase DATA.
     """
     path, owned = Path(path), tuple(owned)
-    _check_folders(path)
+    check_folders(path)
     occupied = path.exists() and (
         (path / marker).exists() if marker else any(path.iterdir())
     )
@@ -244,7 +244,7 @@ def check_writable(path: Path | str) -> None:
     folder = Path(os.path.abspath(path))
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
-    _check_folders(folder)
+    check_folders(folder)
     try:
         os.rmdir(tempfile.mkdtemp(dir=folder, prefix=".braincam-"))
     except OSError as exc:
@@ -304,12 +304,13 @@ def check_dataset_folders(out: Path | str, roots: Iterable[Path | str]) -> None:
 
 def make_folder(path: Path) -> Path:
     """``path`` as a folder, made with its parents; a file in the way is a one-line error."""
-    _check_folders(Path(path))
+    check_folders(Path(path))
     Path(path).mkdir(parents=True, exist_ok=True)
     return Path(path)
 
 
-def _check_folders(path: Path) -> None:
+def check_folders(path: Path) -> None:
+    """A one-line error when ``path`` or a folder above it exists as a file."""
     for folder in (path, *path.parents):
         if folder.exists() and not folder.is_dir():
             raise BraincamError(f"{folder} exists and is not a directory")
@@ -324,7 +325,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     A file where a folder of the path should be (a cache folder set to a file) is a one-line
     error."""
     path = Path(path)
-    _check_folders(path.parent)
+    check_folders(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

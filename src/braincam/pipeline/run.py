@@ -57,6 +57,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_yaml,
+    check_folders,
     check_outside_data,
     check_spares,
 )
@@ -278,9 +279,7 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
     """Refuse (BraincamError), unless ``force``, to run into a directory another command
     wrote, or into a run made with other data roots or options when that would redo finished
     stages. ``redone``: the finished stages whose inputs changed (None: assume any)."""
-    for folder in (run.root, *run.root.parents):
-        if folder.exists() and not folder.is_dir():
-            raise BraincamError(f"{folder} exists and is not a directory")
+    check_folders(run.root)
     if force:
         return
     stored = _read_json(run.stages / PIPELINE_FILE)
