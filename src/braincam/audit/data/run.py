@@ -205,13 +205,13 @@ def _copies_in(
         np.concatenate([props.phashes, phashes]),
         without_phash=[len(props.records) + i for i in unreadable])
     unlearnt = "\0test"  # the audited test images: not what a model learns from
-    gone = set(unreadable)
+    decoded = np.ones(len(images), dtype=bool)
+    decoded[unreadable] = False
     names = [name for name, ims in folders for _ in ims]
-    counted = len(props.records) + np.array(sorted(set(range(len(images))) - gone), dtype=int)
     counts = cross_source([r.source if keep else unlearnt
                            for r, keep in zip(props.records, learnt, strict=True)]
-                          + [names[i] for i in range(len(images)) if i not in gone],
-                          groups[np.r_[np.arange(len(props.records)), counted]])
+                          + [n for n, ok in zip(names, decoded, strict=True) if ok],
+                          groups[np.r_[np.ones(len(props.records), dtype=bool), decoded]])
     return {name: {"images": counts[name]["images"], "duplicated_in": {
         source: counts[name]["duplicated_in"].get(source, 0) for source in audited}}
         for name, _ in folders}
