@@ -169,6 +169,9 @@ def test_unreadable_files_are_skipped_and_listed(run, tmp_path, write_nifti):
 def test_bad_options_are_one_line_errors(run, tmp_path):
     result = invoke(str(run), str(tmp_path / "missing.png"), "--out", str(tmp_path / "o"))
     assert isinstance(result.exception, BraincamError) and "no such file" in str(result.exception)
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "gone.png")
+    result = invoke(str(run), str(tmp_path / "dangling.png"), "--out", str(tmp_path / "o"))
+    assert str(result.exception) == f"{tmp_path / 'dangling.png'}: a link to nothing"
     image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
     result = invoke(str(run), str(image), "--out", str(tmp_path / "o"), "--explain", "magic")
     assert isinstance(result.exception, BraincamError) and "unknown method" in str(

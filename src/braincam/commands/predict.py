@@ -65,7 +65,8 @@ def command(
     choice = SliceChoice(every, min_head)  # checks both
     missing = [p for p in inputs if not p.exists()]
     if missing:
-        raise BraincamError(f"{missing[0]}: no such file or folder")
+        what = "a link to nothing" if missing[0].is_symlink() else "no such file or folder"
+        raise BraincamError(f"{missing[0]}: {what}")
     inputs = _once(inputs)
     check_writable(out)  # before the model loads and calibrates
     ctx, torch_device = distributed.setup(device)
