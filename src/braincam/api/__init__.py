@@ -78,19 +78,19 @@ class Prediction:
                 *(["tumour_fraction"] if segmented else []), "warnings"]
 
     def to_row(self) -> dict[str, object]:
-        """``path, slice, kind, pred, prob_<class>..., ood_score, [tumour_fraction,] warnings``
+        """The row in :meth:`columns`' order: ``path, slice, kind, pred, prob_<class>...,
+        ood_score, [tumour_fraction,] warnings``
         (warnings joined by ``; ``; probabilities to 6 significant digits; ``tumour_fraction``,
         4 decimals, only when a segmenter was loaded)."""
-        row: dict[str, object] = {
+        values: dict[str, object] = {
             "path": self.path, "slice": "" if self.slice is None else self.slice,
             "kind": self.kind, "pred": self.label,
+            **{f"prob_{c}": float(f"{p:.6g}") for c, p in self.probabilities.items()},
+            "ood_score": "" if self.ood_score is None else round(self.ood_score, 4),
+            "tumour_fraction": self.tumour_fraction, "warnings": "; ".join(self.warnings),
         }
-        row.update({f"prob_{c}": float(f"{p:.6g}") for c, p in self.probabilities.items()})
-        row["ood_score"] = "" if self.ood_score is None else round(self.ood_score, 4)
-        if self.tumour_fraction is not None:
-            row["tumour_fraction"] = self.tumour_fraction
-        row["warnings"] = "; ".join(self.warnings)
-        return row
+        return {key: values[key] for key in
+                self.columns(list(self.probabilities), self.tumour_fraction is not None)}
 
 
 @dataclass
