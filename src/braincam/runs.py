@@ -190,6 +190,13 @@ class RunDir:
             table["split"] == split, "path"].tolist()
 
 
+def refuse_occupied(path: Path | str, force: bool) -> None:
+    """Refuse an occupied ``path`` unless ``force``, as :func:`prepare_output_dir` will: a
+    command calls it before its slow steps, so a taken name fails in seconds, not after them."""
+    if Path(path).exists() and not force:
+        prepare_output_dir(Path(path))
+
+
 def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None,
                        reads: Iterable[Path | str] = (), owned: Iterable[str] = ()) -> Path:
     """Create ``path`` for a new output; refuse to reuse a non-empty one unless ``force``.

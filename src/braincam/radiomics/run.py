@@ -109,6 +109,7 @@ def radiomics_run(
         atomic_write_json,
         check_outside_data,
         prepare_output_dir,
+        refuse_occupied,
         versions,
     )
 
@@ -117,8 +118,7 @@ def radiomics_run(
         raise BraincamError(f"--folds must be >= 2, got {folds}")
     check_seed(seed)
     check_outside_data(out, data)
-    if not force and Path(out).is_dir() and any(Path(out).iterdir()):
-        prepare_output_dir(Path(out))  # refuses an occupied folder before the slow steps
+    refuse_occupied(out, force)
     dataset = load_dataset([Path(d) for d in data])
     records = [r for r in dataset.records if r.label in TUMOUR_TYPES]
     if not records:

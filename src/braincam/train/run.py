@@ -30,6 +30,7 @@ from braincam.runs import (
     atomic_write_yaml,
     check_outside_data,
     prepare_output_dir,
+    refuse_occupied,
     versions,
 )
 from braincam.train.config import TrainConfig
@@ -121,8 +122,7 @@ def train_run(
     loss_fn = loss_fn or loss_for(config)
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
-    if Path(out_dir).exists() and not force:
-        prepare_output_dir(Path(out_dir))  # refuses an occupied directory before slow steps
+    refuse_occupied(out_dir, force)
     roots = [Path(r).resolve() for r in roots]
     dataset = load_dataset(roots)
     try:

@@ -159,6 +159,7 @@ from braincam.runs import (
     check_outside_data,
     check_spares,
     prepare_output_dir,
+    refuse_occupied,
     versions,
 )
 from braincam.train.augment import AugmentConfig, augment
@@ -375,8 +376,7 @@ def train_segmenter(
     ctx, device = setup(config.device)
     progress = progress and ctx.is_main
     final = RunDir(Path(out_dir))
-    if final.root.exists() and not force:
-        prepare_output_dir(final.root)  # refuses an occupied directory before slow steps
+    refuse_occupied(final.root, force)
     roots = [Path(r).resolve() for r in roots]
     # a run replaced with --force stays until the new one is complete: that trains beside it
     replacing = final.root.is_dir() and any(final.root.iterdir())
