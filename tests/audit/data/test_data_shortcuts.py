@@ -72,3 +72,15 @@ def test_a_probe_just_below_a_threshold_is_not_printed_at_it():
     assert found["probe.intensity"].severity == "warning"
     assert "intensity-only probe reaches AUC 0.8496 on test" in found["probe.intensity"].message
     assert "geometry-only probe reaches AUC 0.93 on test" in found["probe.geometry"].message
+
+
+def test_probe_chart_draws_an_interval_that_misses_its_point_estimate(tmp_path):
+    """A percentile bootstrap of few resamples can lie wholly above the AUC (0.56 in
+    [0.625, 0.867]): the chart draws no negative error bar instead of failing."""
+    from braincam.audit.data.plots import save_probe_chart
+    from braincam.audit.data.probes import ProbeResult
+
+    probe = ProbeResult("background", "fraction", 1, "logistic", 10, 10, 0.56, 0.5,
+                        ci={"test_auc": [0.625, 0.867], "test_balanced_accuracy": None})
+    save_probe_chart(tmp_path / "probe_auc.png", [probe], 0.7)
+    assert (tmp_path / "probe_auc.png").stat().st_size > 1000

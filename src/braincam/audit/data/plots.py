@@ -66,8 +66,10 @@ def save_probe_chart(path: Path, probes: Sequence[ProbeResult], warning_auc: flo
     fig, ax = plt.subplots(figsize=(5, 3))
     aucs = np.array([p.test_auc for p in scored])
     ci = [p.ci.get("test_auc") or [p.test_auc, p.test_auc] for p in scored]
-    err = np.array([[a - c[0] for a, c in zip(aucs, ci, strict=True)],
-                    [c[1] - a for a, c in zip(aucs, ci, strict=True)]]).reshape(2, -1)
+    # a percentile interval need not hold its point estimate (few resamples): no bar below 0
+    err = np.clip(np.array([[a - c[0] for a, c in zip(aucs, ci, strict=True)],
+                            [c[1] - a for a, c in zip(aucs, ci, strict=True)]]).reshape(2, -1),
+                  0, None)
     colours = ["tab:red" if a >= warning_auc else "tab:blue" for a in aucs]
     ax.bar([p.name for p in scored], aucs, yerr=err, color=colours, capsize=4)
     ax.axhline(0.5, color="grey", linestyle="--", linewidth=1)
