@@ -89,7 +89,9 @@ DATA_AUDIT = {
     "probes": [
         {"name": "geometry", "features": ["width", "height", "aspect"], "test_auc": 0.97123,
          "test_balanced_accuracy": 0.912, "ci": {"test_auc": [0.951, 0.9876],
-                                                 "test_balanced_accuracy": [0.88, 0.94]}},
+                                                 "test_balanced_accuracy": [0.88, 0.94]},
+         "leak_free": {"n_test": 300, "test_auc": 0.8531, "test_balanced_accuracy": 0.8,
+                       "ci": {"test_auc": [0.81, 0.89], "test_balanced_accuracy": None}}},
         {"name": "thumbnail", "features": "16x16 thumbnail", "test_auc": 0.66,
          "test_balanced_accuracy": 0.6, "ci": [0.6, 0.72]},
     ],

@@ -14,6 +14,7 @@ from PIL import Image
 
 from braincam.errors import BraincamError
 from braincam.report import build_report
+from braincam.report.fmt import MISSING
 from braincam.runs import RunDir
 
 SECTIONS = ("findings", "data", "data-counts", "probes", "duplicates", "properties", "clusters",
@@ -84,9 +85,9 @@ def test_metrics_with_intervals_and_leak_free_comparison(full, text):
 
 def test_data_audit_training_and_model_audit_numbers(full, text):
     page = full[4]
-    assert "geometry width, height, aspect 0.971 [0.951, 0.988] 0.912 [0.88, 0.94]" in text(
-        page, "probes")
-    assert "thumbnail 16x16 thumbnail 0.66 [0.6, 0.72] 0.6" in text(page, "probes")
+    assert ("geometry width, height, aspect 0.971 [0.951, 0.988] 0.853 [0.81, 0.89] 0.912 "
+            "[0.88, 0.94]") in text(page, "probes")
+    assert f"thumbnail 16x16 thumbnail 0.66 [0.6, 0.72] {MISSING} 0.6" in text(page, "probes")
     dup = text(page, "duplicates")
     assert "41 groups of byte-identical images and 12 groups of near-identical" in dup
     assert "conflicting labels: 1." in dup and "no_tumor 45 tumor 12" in dup

@@ -31,6 +31,8 @@ class Probe:
     auc_ci: Any
     balanced_accuracy: Any
     balanced_accuracy_ci: Any
+    leak_free_auc: Any = None  # over the test images without a copy among the training images
+    leak_free_auc_ci: Any = None
 
 
 @dataclass
@@ -165,6 +167,8 @@ def _probe(raw: dict[str, Any]) -> Probe:
         auc_ci=auc_ci,
         balanced_accuracy=raw.get("test_balanced_accuracy"),
         balanced_accuracy_ci=bacc_ci,
+        leak_free_auc=(raw.get("leak_free") or {}).get("test_auc"),
+        leak_free_auc_ci=((raw.get("leak_free") or {}).get("ci") or {}).get("test_auc"),
     )
 
 

@@ -98,6 +98,13 @@ def find_duplicates(
     return DuplicateReport(summary, grid)
 
 
+def leaked_tests(split: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per record: a test image whose group holds an image a model learns from (the split's
+    ``train`` or ``val`` part)."""
+    learnt = (split == "train") | (split == "val")
+    return (split == "test") & np.isin(groups, np.unique(groups[learnt]))
+
+
 def _test_leaks(
     labels: np.ndarray, split: np.ndarray, groups: np.ndarray, hashes: np.ndarray
 ) -> dict[str, Any]:
@@ -106,9 +113,8 @@ def _test_leaks(
     ``Validation`` folder), as the leak-free subset of ``split.csv`` counts them."""
     is_test = split == "test"
     learnt = (split == "train") | (split == "val")
-    train_groups = set(groups[learnt].tolist())
     train_hashes = set(hashes[learnt].tolist())
-    leaked = is_test & np.isin(groups, list(train_groups))
+    leaked = leaked_tests(split, groups)
     exact = leaked & np.isin(hashes, list(train_hashes))
     classes = sorted(set(labels.tolist()))
     per_class = {

@@ -22,7 +22,11 @@ unlike the histogram variant needs no thread pool, which costs more than it save
 thousand rows). Fixed seeds.
 Scores: test ROC AUC (binary: of the positive class; multiclass: one-vs-rest macro) and balanced
 accuracy, each with a 95% percentile bootstrap interval over test images
-(:func:`braincam.evaluate.metrics.bootstrap_ci`).
+(:func:`braincam.evaluate.metrics.bootstrap_ci`). Where some test images copy (exactly or
+nearly) a training image, the same scores over the others are ``leak_free``, and they judge
+the probe (:attr:`ProbeResult.judged`) wherever they hold every class: a probe that memorises
+a training image's file size or thumbnail scores its copies, which is a leak (reported as
+one), not a property that tells the classes apart.
 """
 
 from __future__ import annotations
@@ -73,24 +77,37 @@ class ProbeResult:
     test_balanced_accuracy: float | None
     ci: dict[str, list[float] | None] = field(default_factory=dict)
     message: str = ""
+    # the scores over the test images without a copy among the training images, as
+    # {n_test, test_auc, test_balanced_accuracy, ci}; None where no test image has one
+    leak_free: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def judged(self) -> tuple[float | None, list[float] | None, str]:
+        """The AUC that judges the probe, its interval, and where it was scored: over the
+        leak-free test images where they hold every class, else over all test images."""
+        free = self.leak_free
+        if free is not None and free["test_auc"] is not None:
+            return free["test_auc"], free["ci"].get("test_auc"), "on leak-free test"
+        where = "on test" if free is None else (
+            "on test, copies of training images included (the leak-free test images lack a "
+            "class)")
+        return self.test_auc, self.ci.get("test_auc"), where
 
     def describe(self, strong: bool, levels: tuple[float, ...] = ()) -> str:
         """The plain-words sentence: the AUC with its interval and what it means. The AUC
         has 2 decimals, more where 2 would round it up to one of ``levels`` (the severity
         thresholds) that it stays below."""
-        auc_ci = self.ci.get("test_auc")
-        if self.test_auc is None:
+        auc, auc_ci, where = self.judged
+        if auc is None:
             return f"{self.name}-only probe could not be scored (test split lacks a class)"
         interval = f" [{auc_ci[0]:.2f}, {auc_ci[1]:.2f}]" if auc_ci else ""
         places = 2
-        while places < 6 and any(self.test_auc < level <= float(f"{self.test_auc:.{places}f}")
-                                 for level in levels):
+        while places < 6 and any(auc < level <= float(f"{auc:.{places}f}") for level in levels):
             places += 1
-        head = (f"{self.name}-only probe reaches AUC {self.test_auc:.{places}f}{interval} "
-                "on test")
+        head = f"{self.name}-only probe reaches AUC {auc:.{places}f}{interval} {where}"
         if strong:
             return f"{head}: {PROBE_MEANING[self.name]}"
         return f"{head}: no strong {self.name} shortcut"
@@ -120,8 +137,11 @@ def run_probes(
     split: np.ndarray,
     n_classes: int,
     n_boot: int = 1000,
+    leaked: np.ndarray | None = None,
 ) -> list[ProbeResult]:
-    """Train every probe on ``split == "train"`` and score it on ``split == "test"``.
+    """Train every probe on ``split == "train"`` and score it on ``split == "test"``, and
+    (``leak_free``) on those test images not ``leaked`` (bool per image: a copy among the
+    training images).
 
     ``y``: class index per image (aligned with ``props.records``). Raises ValueError when the
     train split lacks a class (nothing to learn from).
@@ -129,6 +149,7 @@ def run_probes(
     from threadpoolctl import threadpool_limits
 
     train, test = split == "train", split == "test"
+    free = None if leaked is None or not leaked[test].any() else ~leaked[test]
     if len(np.unique(y[train])) < n_classes:
         raise ValueError("the train split must contain every class to train the probes")
     results = []
@@ -140,9 +161,12 @@ def run_probes(
             model.fit(x[train], y[train])
             prob = np.zeros((int(test.sum()), n_classes))
             prob[:, model.classes_] = model.predict_proba(x[test])
-            results.append(
-                _score(name, x.shape[1], model, y[test], prob, int(train.sum()), n_boot)
-            )
+            result = _score(name, x.shape[1], model, y[test], prob, int(train.sum()), n_boot)
+            if free is not None:
+                scored = _score(name, x.shape[1], model, y[test][free], prob[free], 0, n_boot)
+                result.leak_free = {key: getattr(scored, key) for key in (
+                    "n_test", "test_auc", "test_balanced_accuracy", "ci")}
+            results.append(result)
     return results
 
 

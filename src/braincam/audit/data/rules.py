@@ -12,7 +12,8 @@ check                            warning                                      cr
 ``files.skipped``                any unreadable file
 ================================ ============================================ =============
 
-Below the warning level a probe, the train/test duplicate check and the clusters still give an
+A probe's AUC is its leak-free one where that holds every class
+(:attr:`~braincam.audit.data.probes.ProbeResult.judged`). Below the warning level a probe, the train/test duplicate check and the clusters still give an
 ``info`` finding, so the report shows what was checked and passed. AUCs are oriented (0.5 =
 chance, 1 = perfect). Probe AUCs of 0.70 are reached by chance with well under 1 % probability
 on a test set of 100 images per class, so a warning is rarely noise.
@@ -48,7 +49,7 @@ def probe_findings(probes: list[ProbeResult], th: Thresholds = THRESHOLDS) -> li
     """One finding per scored probe; also fills each probe's plain-words ``message``."""
     found = []
     for probe in probes:
-        auc = probe.test_auc
+        auc = probe.judged[0]
         strong = auc is not None and auc >= th.probe_warning_auc
         probe.message = probe.describe(strong, (th.probe_warning_auc, th.probe_critical_auc))
         if auc is None:

@@ -37,7 +37,12 @@ import numpy as np
 
 from braincam.audit.data import rules
 from braincam.audit.data.clusters import find_clusters
-from braincam.audit.data.duplicates import cross_source, find_duplicates, save_duplicate_grid
+from braincam.audit.data.duplicates import (
+    cross_source,
+    find_duplicates,
+    leaked_tests,
+    save_duplicate_grid,
+)
 from braincam.audit.data.plots import save_probe_chart, save_property_histograms
 from braincam.audit.data.probes import ProbeResult, run_probes
 from braincam.audit.data.properties import ImageProperties, measure_properties
@@ -155,7 +160,7 @@ def audit_data(
     carve_groups = merged_groups(groups, patient_groups(props.records))  # patients on one side
     split = make_split(props.records, task, split_strategy, val_fraction=0.0, seed=seed,
                        groups=carve_groups).split
-    probes = _probes(props, y, split, len(classes), n_boot)
+    probes = _probes(props, y, split, len(classes), n_boot, leaked_tests(split, groups))
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
                           props.phashes, roots_of, copies)
@@ -218,12 +223,13 @@ def _copies_in(
 
 
 def _probes(
-    props: ImageProperties, y: np.ndarray, split: np.ndarray, n_classes: int, n_boot: int
+    props: ImageProperties, y: np.ndarray, split: np.ndarray, n_classes: int, n_boot: int,
+    leaked: np.ndarray,
 ) -> list[ProbeResult]:
     if not (split == "test").any():
         raise BraincamError("the split has no test images; use --split dedup or --split random")
     try:
-        return run_probes(props, y, split, n_classes, n_boot=n_boot)
+        return run_probes(props, y, split, n_classes, n_boot=n_boot, leaked=leaked)
     except ValueError as exc:
         raise BraincamError(str(exc)) from None
 
