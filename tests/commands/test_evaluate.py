@@ -196,3 +196,15 @@ def test_an_undecodable_image_in_data_is_left_out_with_a_warning(run, extras, tm
     assert "with-bad: 1 images cannot be read and are left out (first: " in caplog.text
     assert "cut.dcm" in caplog.text
     assert "cut.dcm" not in (out / "predictions.csv").read_text()
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"),
+    ("--batch-size", "-1", "--batch-size must be >= 1, got -1"),
+    ("--n-boot", "-5", "--n-boot must be >= 0, got -5"),
+])
+def test_bad_counts_are_one_line_errors(tmp_path, option, value, message):
+    """Checked before the run is read: a batch of 0 failed in range(), -1 in torch.cat, and a
+    negative --n-boot wrote null intervals."""
+    result = invoke(str(tmp_path / "run"), option, value)
+    assert isinstance(result.exception, BraincamError) and str(result.exception) == message

@@ -46,8 +46,13 @@ def command(
     """Score RUN's model; write metrics.json, predictions.csv and confusion/ROC figures."""
     from braincam.commands.spec_options import spec_output
     from braincam.evaluate import evaluate_run
+    from braincam.errors import BraincamError
     from braincam.evaluate.foreign import evaluate_spec
 
+    if batch_size < 1:
+        raise BraincamError(f"--batch-size must be >= 1, got {batch_size}")
+    if n_boot < 0:
+        raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
     spec_out = spec_output(run, out, task=task, split=split)
     if spec_out is not None:
         metrics = evaluate_spec(
