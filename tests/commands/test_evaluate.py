@@ -208,3 +208,17 @@ def test_bad_counts_are_one_line_errors(tmp_path, option, value, message):
     negative --n-boot wrote null intervals."""
     result = invoke(str(tmp_path / "run"), option, value)
     assert isinstance(result.exception, BraincamError) and str(result.exception) == message
+
+
+def test_a_split_without_leak_free_flags_finds_them(run, tmp_path):
+    """A split.csv without its leak_free column (written by an older braincam) failed in
+    subset(); the test images are compared with the run's own images instead."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    split = pd.read_csv(copy / "split.csv")
+    split.drop(columns="leak_free").to_csv(copy / "split.csv", index=False)
+    result = invoke(str(copy), "--no-progress", "--force", "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((copy / "metrics.json").read_text())
+    test = split[split["split"] == "test"]
+    assert metrics["test_leak_free"]["n"] == test["leak_free"].sum() < len(test)
