@@ -88,6 +88,12 @@ def test_one_class_dataset_keeps_accuracy_and_recall():
     m = compute_metrics(y, _binary([0.9, 0.8, 0.3, 0.7]), BINARY, n_boot=100)
     assert m["accuracy"] == m["balanced_accuracy"] == pytest.approx(0.75)
     assert m["per_class"]["tumor"]["recall"] == pytest.approx(0.75)
+    # no no_tumor image: its recall and F1 are undefined, its precision 0 of 1 prediction
+    assert m["per_class"]["no_tumor"] == {"precision": 0.0, "recall": None, "f1": None,
+                                          "support": 0}
+    clear = compute_metrics(y, _binary([0.9, 0.8, 0.6, 0.7]), BINARY, n_boot=0)
+    assert clear["per_class"]["no_tumor"] == {"precision": None, "recall": None, "f1": None,
+                                              "support": 0}  # not 0.0: nothing to divide
     assert m["auc"] is None and m["ci"]["auc"] is None
     assert m["ci"]["accuracy"][0] <= 0.75 <= m["ci"]["accuracy"][1]
 

@@ -54,8 +54,9 @@ def compute_metrics(
         raise ValueError(f"labels must be class indices in [0, {k})")
     pred = prob.argmax(1)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y, pred, labels=range(k), zero_division=0
+        y, pred, labels=range(k), zero_division=np.nan
     )
+    f1[np.isnan(precision) | np.isnan(recall)] = np.nan  # the mean of an undefined number
     rows = np.arange(len(y))[None, :]
     return {
         "n": int(len(y)),
@@ -64,9 +65,9 @@ def compute_metrics(
         "auc": _nan_to_none(auc_rows(y[rows], prob[rows])[0]),
         "per_class": {
             name: {
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
+                "precision": _nan_to_none(precision[i]),  # null: no prediction of the class
+                "recall": _nan_to_none(recall[i]),  # null: no image of the class
+                "f1": _nan_to_none(f1[i]),
                 "support": int(support[i]),
             }
             for i, name in enumerate(classes)
