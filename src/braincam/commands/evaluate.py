@@ -45,8 +45,8 @@ def command(
 ) -> None:
     """Score RUN's model; write metrics.json, predictions.csv and confusion/ROC figures."""
     from braincam.commands.spec_options import spec_output
-    from braincam.evaluate import evaluate_run
     from braincam.errors import BraincamError
+    from braincam.evaluate import evaluate_run
     from braincam.evaluate.foreign import evaluate_spec
 
     if batch_size < 1:

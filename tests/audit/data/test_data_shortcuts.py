@@ -83,3 +83,41 @@ def test_probe_chart_draws_an_interval_that_misses_its_point_estimate(tmp_path):
                         ci={"test_auc": [0.625, 0.867], "test_balanced_accuracy": None})
     save_probe_chart(tmp_path / "probe_auc.png", [probe], 0.7)
     assert (tmp_path / "probe_auc.png").stat().st_size > 1000
+
+
+def test_a_property_of_one_image_per_class_is_no_finding():
+    """JPEG quality 90 in one tumour image and 70 in one no_tumor image separates them
+    perfectly (AUC 1.00, KS 1.00) but proves nothing (KS p = 1.0): no finding; the same gap
+    over 30 images per class is one."""
+    import numpy as np
+    import pandas as pd
+
+    from braincam.audit.data.rules import property_findings
+    from braincam.audit.data.separation import separation
+
+    labels = np.array(["tumor", "no_tumor"] * 30)
+    few = pd.DataFrame({"jpeg_quality": [90.0, 70.0] + [np.nan] * 58})
+    many = pd.DataFrame({"jpeg_quality": np.where(labels == "tumor", 90.0, 70.0)})
+    classes = ["no_tumor", "tumor"]
+    assert separation(few, labels, classes)["jpeg_quality"]["auc"] == 1.0
+    assert property_findings(separation(few, labels, classes)) == []
+    assert [f.severity for f in property_findings(separation(many, labels, classes))] == [
+        "critical"]
+
+
+def test_separation_keeps_scipys_method_notice_off_the_terminal():
+    """ks_2samp warns "Exact calculation unsuccessful" on these five against five values: a
+    two-line RuntimeWarning that said nothing to a user of audit-data."""
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    from braincam.audit.data.separation import separation
+
+    values = [0.01, -1.79, -0.01, -0.64, 3.55, 2.04, -2.56, 0.42, -0.57, -0.45]
+    labels = np.array(["tumor"] * 5 + ["no_tumor"] * 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = separation(pd.DataFrame({"mean": values}), labels, ["no_tumor", "tumor"])
+    assert result["mean"]["p_value"] > 0.5

@@ -4,7 +4,7 @@
 check                            warning                                      critical
 ================================ ============================================ =============
 ``probe.<name>`` (test AUC)      >= 0.70                                      >= 0.85
-``property.<name>`` (AUC alone)  >= 0.80 (the 5 strongest properties)          >= 0.95
+``property.<name>`` (AUC alone)  >= 0.80 (the 5 strongest; KS p <= 0.01)       >= 0.95
 ``duplicates.train_test``        any test image with a train duplicate        >= 5 % of test
 ``duplicates.cross_source``      any image of one source duplicated in another >= 5 % of it
 ``duplicates.label_conflicts``   any group whose images carry different labels
@@ -13,8 +13,9 @@ check                            warning                                      cr
 ================================ ============================================ =============
 
 A probe's AUC is its leak-free one where that holds every class
-(:attr:`~braincam.audit.data.probes.ProbeResult.judged`). Below the warning level a probe, the train/test duplicate check and the clusters still give an
-``info`` finding, so the report shows what was checked and passed. AUCs are oriented (0.5 =
+(:attr:`~braincam.audit.data.probes.ProbeResult.judged`). Below the warning level a probe,
+the train/test duplicate check and the clusters still give an ``info`` finding, so the
+report shows what was checked and passed. AUCs are oriented (0.5 =
 chance, 1 = perfect). Probe AUCs of 0.70 are reached by chance with well under 1 % probability
 on a test set of 100 images per class, so a warning is rarely noise.
 """
@@ -36,6 +37,7 @@ class Thresholds:
     probe_critical_auc: float = 0.85
     property_warning_auc: float = 0.80
     property_critical_auc: float = 0.95
+    property_max_p: float = 0.01  # KS p-value: a property seen in a few images proves nothing
     max_property_findings: int = 5
     leak_critical_fraction: float = 0.05
     cluster_warning_v: float = 0.50
@@ -67,7 +69,7 @@ def property_findings(
 ) -> list[Finding]:
     """The strongest single properties with AUC >= the warning level, strongest first."""
     scored = [(name, p) for name, p in properties.items() if p.get("auc") is not None
-              and p["auc"] >= th.property_warning_auc]
+              and p["auc"] >= th.property_warning_auc and p["p_value"] <= th.property_max_p]
     scored.sort(key=lambda item: -item[1]["auc"])
     found = []
     for name, p in scored[: th.max_property_findings]:

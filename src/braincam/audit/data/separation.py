@@ -16,6 +16,7 @@ p-value.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,7 +57,9 @@ def _numeric(values: np.ndarray, labels: np.ndarray, classes: Sequence[str]) -> 
         if inside.all() or not inside.any():
             continue
         auc = float(roc_auc_score(inside, x))
-        ks = ks_2samp(x[inside], x[~inside])
+        with warnings.catch_warnings():  # small samples: scipy's notice of its method
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ks = ks_2samp(x[inside], x[~inside])
         if best["auc"] is None or max(auc, 1 - auc) > best["auc"]:
             versus = _other(target, classes)
             best = {"auc": max(auc, 1 - auc), "ks": float(ks.statistic),
