@@ -52,6 +52,14 @@ def test_class_layout_and_several_roots(tmp_path):
     ]
 
 
+def test_a_folder_given_again_through_a_link_is_refused(tmp_path):
+    """audit-data read `xa xa_link` as two folders, each copying all of the other."""
+    _image(tmp_path / "one" / "yes" / "1.png")
+    (tmp_path / "link").symlink_to(tmp_path / "one")
+    with pytest.raises(BraincamError, match=r"one and .*link are one folder \(through a link\)"):
+        load_dataset([tmp_path / "one", tmp_path / "link"])
+
+
 def test_records_are_sorted_whatever_the_root_order(tmp_path):
     for i, label in enumerate(["glioma", "meningioma", "no_tumor"]):
         for j in range(3):

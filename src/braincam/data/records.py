@@ -203,6 +203,10 @@ def load_dataset(roots: Sequence[Path | str]) -> Dataset:
     unique = list(dict.fromkeys(Path(os.path.abspath(r)) for r in roots))  # each root once
     real = {root: Path(os.path.realpath(root)) for root in unique}
     for inner in unique:
+        same = next((o for o in unique if o != inner and real[o] == real[inner]), None)
+        if same is not None:
+            raise BraincamError(f"{inner} and {same} are one folder (through a link): its "
+                                "images would be loaded twice; give it once")
         outer = next((o for o in unique if real[o] in real[inner].parents), None)
         if outer is not None:
             raise BraincamError(f"{inner} lies inside {outer}, also given: its images would be "
