@@ -62,6 +62,28 @@ def test_bad_options_are_one_line_errors(marked, tmp_path, args, message):
     assert not (tmp_path / "o").exists()
 
 
+def test_bad_data_fails_before_measuring_and_leaves_no_output_folder(marked, tmp_path,
+                                                                     monkeypatch):
+    """A missing --data folder, or a task whose classes the data lacks, failed only after
+    every image was measured, and left an empty --out folder."""
+    import braincam.audit.data.run as run
+
+    def measured(*args, **kwargs):
+        raise AssertionError("measured before the check")
+
+    monkeypatch.setattr(run, "measure_properties", measured)
+    result = invoke(str(marked), "--data", str(tmp_path / "gone"), "--out", str(tmp_path / "o"))
+    assert isinstance(result.exception, BraincamError), result.exception
+    assert str(tmp_path / "gone") in str(result.exception)
+    tumours = tmp_path / "tumours"
+    (tumours / "tumor").mkdir(parents=True)
+    for image in sorted((marked / "Training" / "tumor").iterdir())[:3]:
+        (tumours / "tumor" / image.name).write_bytes(image.read_bytes())
+    result = invoke(str(tumours), "--task", "multiclass", "--out", str(tmp_path / "o"))
+    assert isinstance(result.exception, BraincamError), result.exception
+    assert not (tmp_path / "o").exists()
+
+
 def test_an_output_inside_a_data_folder_is_refused_before_anything_is_made(marked, tmp_path):
     import shutil
 

@@ -50,7 +50,13 @@ from braincam.audit.data.separation import separation
 from braincam.audit.findings import Finding, sort_findings
 from braincam.data.groups import merged_groups, patient_groups
 from braincam.data.hashing import content_hash, duplicate_groups, perceptual_hashes, slice_hash
-from braincam.data.records import SkippedFile, distinct_name, load_dataset, write_skipped_csv
+from braincam.data.records import (
+    ImageRecord,
+    SkippedFile,
+    distinct_name,
+    load_dataset,
+    write_skipped_csv,
+)
 from braincam.data.splits import make_split
 from braincam.errors import BraincamError
 from braincam.labels import task_classes, task_label
@@ -138,20 +144,13 @@ def audit_data(
     them, module docstring); write the files listed in the module docstring to ``out_dir``
     when given."""
     dataset = load_dataset(list(roots))
+    _classes(dataset.records, task)  # before the slow steps, as the --data folders:
+    other_records = [load_dataset([root]).records for root in others]
     props = measure_properties(dataset.records, cache_dir=cache_dir, workers=workers)
     skipped = sorted(dataset.skipped + props.skipped, key=lambda s: str(s.path))
     if len(props.records) < 2:
         raise BraincamError(f"fewer than two readable images ({len(skipped)} files skipped)")
-    try:
-        labels = np.array([task_label(r.label, task) for r in props.records])
-        classes = task_classes(labels.tolist(), task)
-    except ValueError as exc:
-        raise BraincamError(str(exc)) from None
-    missing = [c for c in classes if c not in set(labels.tolist())]
-    if missing or len(classes) < 2:
-        raise BraincamError(
-            f"the audit compares classes but found only {', '.join(sorted(set(labels)))} images"
-        )
+    labels, classes = _classes(props.records, task)  # what the unreadable files leave
     y = np.array([classes.index(lab) for lab in labels])
 
     # the slices and frames of one file are one group, as in every split (record_groups)
@@ -164,7 +163,7 @@ def audit_data(
     roots_of = _roots_of(props, roots)
     dup = find_duplicates(props.records, labels, split, groups, props.content_hashes,
                           props.phashes, roots_of, copies)
-    dup.summary["cross_source"] |= _copies_in(others, props, split != "test")
+    dup.summary["cross_source"] |= _copies_in(others, other_records, props, split != "test")
     sources = [r.source for r in props.records]
     audit = DataAudit(
         roots=[str(Path(r)) for r in roots], task=task, split_strategy=split_strategy,
@@ -180,12 +179,29 @@ def audit_data(
     return audit
 
 
+def _classes(records: Sequence[ImageRecord], task: str) -> tuple[np.ndarray, list[str]]:
+    """The task label of each record and the task's classes; BraincamError unless every
+    class has an image."""
+    try:
+        labels = np.array([task_label(r.label, task) for r in records])
+        classes = task_classes(labels.tolist(), task)
+    except ValueError as exc:
+        raise BraincamError(str(exc)) from None
+    missing = [c for c in classes if c not in set(labels.tolist())]
+    if missing or len(classes) < 2:
+        raise BraincamError(
+            f"the audit compares classes but found only {', '.join(sorted(set(labels)))} images"
+        )
+    return labels, classes
+
+
 FILES = (DATA_AUDIT_JSON, "properties.csv", SKIPPED_CSV, "property_histograms.png",
          "probe_auc.png", "duplicate_grid.png")  # what an audit writes into its folder
 
 
 def _copies_in(
-    others: Sequence[Path | str], props: ImageProperties, learnt: np.ndarray
+    others: Sequence[Path | str], other_records: Sequence[Sequence[ImageRecord]],
+    props: ImageProperties, learnt: np.ndarray,
 ) -> dict[str, dict[str, Any]]:
     """``duplicates.cross_source`` entries of the ``others`` folders: per folder, its images
     with a copy among each audited source's ``learnt`` images (bool per record: the split's
@@ -194,8 +210,8 @@ def _copies_in(
     as in :func:`braincam.evaluate.run.evaluate_run`."""
     audited = sorted({r.source for r in props.records})
     taken = set(audited)  # a folder named like an audited one, or another, gets "_" appended
-    folders = [(distinct_name(Path(root).resolve().name, taken),
-                [r.image for r in load_dataset([root]).records]) for root in others]
+    folders = [(distinct_name(Path(root).resolve().name, taken), [r.image for r in records])
+               for root, records in zip(others, other_records, strict=True)]
     if not folders:
         return {}
     images = [image for _, ims in folders for image in ims]  # (file, slice or frame)
