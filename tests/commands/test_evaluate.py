@@ -68,6 +68,10 @@ def test_metrics_for_test_leak_free_and_extra_data(run, extras):
     assert metrics["test_leak_free"]["n"] == test["leak_free"].sum()
     assert 0 < metrics["test_leak_free"]["n"] < 20  # the planted copies are not leak-free
     assert set(metrics["extra"]) == {"only-no_tumor", "only-tumor"}
+    lines = result.output.splitlines()
+    assert next(line for line in lines if line.startswith("only-tumor: ")).endswith(
+        ", tumor images only")  # its balanced accuracy is the tumour recall
+    assert not next(line for line in lines if line.startswith("test: ")).endswith("only")
     one_class = metrics["extra"]["only-tumor"]
     assert one_class["n"] == 4 and one_class["auc"] is None
     assert one_class["balanced_accuracy"] == pytest.approx(one_class["accuracy"])

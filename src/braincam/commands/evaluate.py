@@ -91,4 +91,7 @@ def _summary(m: dict[str, Any]) -> str:
         ci = m.get("ci", {}).get(key)
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         parts.append(f"{label} {m[key]:.3f}{interval}")
+    present = [c for c, row in m.get("per_class", {}).items() if row.get("support")]
+    if len(present) == 1:  # balanced accuracy is then that class's recall
+        parts.append(f"{present[0]} images only")
     return ", ".join(parts)
