@@ -144,8 +144,8 @@ def audit_data(
     them, module docstring); write the files listed in the module docstring to ``out_dir``
     when given."""
     dataset = load_dataset(list(roots))
-    _classes(dataset.records, task)  # before the slow steps, as the --data folders:
-    other_records = [load_dataset([root]).records for root in others]
+    _classes(dataset.records, task)  # missing classes and bad --data folders fail before
+    other_records = [load_dataset([root]).records for root in others]  # the slow steps
     props = measure_properties(dataset.records, cache_dir=cache_dir, workers=workers)
     skipped = sorted(dataset.skipped + props.skipped, key=lambda s: str(s.path))
     if len(props.records) < 2:
