@@ -166,8 +166,23 @@ def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_
     data, seg = trained
     copy = shutil.copytree(seg, tmp_path / "seg")
     result = invoke(f"{copy},{seg}", str(data), "--evaluate", "--out", str(copy), "--force")
-    assert "which this command reads; --force would" in str(result.exception)
+    assert "is a run or segmenter folder" in str(result.exception)
     assert (copy / "model.safetensors").is_file()
+    image = str(sorted((data / "Training" / "tumor").glob("*.png"))[0])
+    for mode in (["--predict", image], ["--evaluate", str(data)], ["--held-out"]):
+        result = invoke(str(seg), *mode, "--out", str(copy), "--force")  # another segmenter
+        assert str(result.exception) == (f"{copy} is a run or segmenter folder, whose own "
+                                         "files would be replaced: choose another output folder")
+        assert (copy / "model.safetensors").is_file() and (copy / "split.csv").is_file()
+    mine = tmp_path / "mine"  # --force replaces an earlier call's files, not the user's
+    (mine / "notes").mkdir(parents=True)
+    (mine / "notes" / "thesis.txt").write_text("keep")
+    for mode in (["--predict", image], ["--evaluate", str(data)], ["--held-out"]):
+        for _ in range(2):
+            result = invoke(str(seg), *mode, "--out", str(mine), "--force")
+            assert result.exit_code == 0, result.output
+    assert (mine / "notes" / "thesis.txt").read_text() == "keep"
+    assert {p.name for p in mine.iterdir()} >= {"masks.csv", "metrics.json", data.name}
     images = tmp_path / "scans"
     shutil.copytree(data / "Training" / "tumor", images)
     inside = invoke(str(seg), str(images), "--predict", "--out", str(images / "pred"))

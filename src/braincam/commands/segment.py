@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -218,9 +219,9 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     from braincam.data.inputs import expand_inputs
     from braincam.data.records import SkippedFile, write_skipped_csv
     from braincam.errors import BraincamError
-    from braincam.evaluate.segmentation import predict_files
+    from braincam.evaluate.segmentation import MASKS_CSV, predict_files
     from braincam.models.segment import load_segmenter
-    from braincam.runs import check_outside_data, prepare_output_dir
+    from braincam.runs import SKIPPED_CSV, check_outside_data
 
     if len(paths) < 2:
         raise BraincamError("--predict needs the segment run directory and then images")
@@ -231,7 +232,8 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     segmenter = load_segmenter(paths[0], device)
     unread: list[SkippedFile] = []
     items = expand_inputs(paths[1:], skipped=unread)  # no image at all: fails before DIR is made
-    prepare_output_dir(out, force=force, reads=_read_paths(paths))
+    _prepare(out, force, _read_paths(paths), MASKS_CSV,
+             (MASKS_CSV, SKIPPED_CSV, "*_mask.png", "*_outline.png", "*_mask.nii.gz"))
     rows, skipped = predict_files(segmenter, items, out)
     skipped = unread + skipped
     if skipped:
@@ -248,21 +250,22 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
     from braincam.errors import BraincamError
     from braincam.evaluate.segmenter import evaluate_segmenter
     from braincam.runs import (
+        SKIPPED_CSV,
         atomic_write_bytes,
         atomic_write_csv,
         atomic_write_json,
         check_outside_data,
-        prepare_output_dir,
     )
 
     if len(paths) < 2:
         raise BraincamError("--evaluate needs the segment run directory and then dataset "
                             "folders")
     check_outside_data(out, paths[1:])
-    if out.exists() and not force:
-        prepare_output_dir(out)  # refuses an occupied directory before the slow part
+    owned = ("metrics.json", "per_image.csv", SKIPPED_CSV, "overlays")
+    if not force:  # refuses an occupied folder before the slow part
+        _prepare(out, force, _read_paths(paths), "metrics.json", owned, make=False)
     score = evaluate_segmenter(str(paths[0]), paths[1:], device, progress)
-    prepare_output_dir(out, force=force, reads=_read_paths(paths))
+    _prepare(out, force, _read_paths(paths), "metrics.json", owned)
     atomic_write_json(out / "metrics.json", score.metrics)
     atomic_write_csv(out / "per_image.csv", score.per_image)
     for name, png in score.overlays.items():
@@ -299,11 +302,12 @@ def _score_parts(part: dict) -> list[str]:
 
 
 def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None) -> None:
+    from braincam.data.records import source_names
     from braincam.data.subset import link_split
     from braincam.errors import BraincamError
     from braincam.evaluate.run import learnt_from
     from braincam.models.segment import is_segment_run
-    from braincam.runs import RunDir, check_outside_data, prepare_output_dir
+    from braincam.runs import RunDir, check_outside_data
 
     if len(paths) != 1:
         raise BraincamError("--held-out takes one segment run directory")
@@ -326,7 +330,8 @@ def _held_out(paths: list[Path], out: Path, force: bool, unseen_by: Path | None)
                                 "model.safetensors and split.csv)")
         seen = learnt_from(other)
     check_outside_data(out, run.data_roots())
-    prepare_output_dir(out, force=force, reads=[run.root, *run.data_roots()])
+    names = source_names(list(dict.fromkeys(Path(r).resolve() for r in run.data_roots())))
+    _prepare(out, force, [run.root, *run.data_roots()], names[0], names)
     counts = link_split(run, out, unseen_by=seen)
     typer.echo("linked the held-out images: " + ", ".join(
         f"{out / name} ({n})" for name, n in counts.items()))
@@ -356,6 +361,22 @@ def widths(text: str) -> tuple[int, ...]:
     except ValueError:
         raise BraincamError(f"--decoder-channels takes comma-separated integers, got {text!r}"
                             ) from None
+
+
+def _prepare(out: Path, force: bool, reads: list[Path], marker: str, owned: Sequence[str],
+             make: bool = True) -> None:
+    """``out`` ready for ``--predict``, ``--evaluate`` or ``--held-out``: never a run or
+    segmenter folder; an earlier call's files (``marker`` and ``owned``) replaced only with
+    ``force``, the folder's other files kept (:func:`braincam.runs.prepare_output_dir`).
+    ``make=False`` only checks, before a slow step."""
+    from braincam.errors import BraincamError
+    from braincam.runs import prepare_output_dir
+
+    if (out / "model.safetensors").exists():
+        raise BraincamError(f"{out} is a run or segmenter folder, whose own files would be "
+                            "replaced: choose another output folder")
+    if make or out.exists():
+        prepare_output_dir(out, force=force, marker=marker, reads=reads, owned=owned)
 
 
 def _read_paths(paths: list[Path]) -> list[Path]:
