@@ -182,6 +182,9 @@ def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_
             result = invoke(str(seg), *mode, "--out", str(mine), "--force")
             assert result.exit_code == 0, result.output
     assert (mine / "notes" / "thesis.txt").read_text() == "keep"
+    twice = invoke(str(seg), "--predict", image, image, "--out", str(tmp_path / "twice"))
+    assert "is given more than once; predicted once" in twice.output
+    assert len(pd.read_csv(tmp_path / "twice" / "masks.csv")) == 1
     assert {p.name for p in mine.iterdir()} >= {"masks.csv", "metrics.json", data.name}
     images = tmp_path / "scans"
     shutil.copytree(data / "Training" / "tumor", images)

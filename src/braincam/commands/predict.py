@@ -67,7 +67,7 @@ def command(
     if missing:
         what = "a link to nothing" if missing[0].is_symlink() else "no such file or folder"
         raise BraincamError(f"{missing[0]}: {what}")
-    inputs = _once(inputs)
+    inputs = once(inputs)
     check_writable(out)  # before the model loads and calibrates
     ctx, torch_device = distributed.setup(device)
     model = load(run, segment=segment, device=torch_device, ood=ood)
@@ -95,7 +95,7 @@ def command(
     typer.echo(f"wrote {summary.file}")
 
 
-def _once(inputs: list[Path]) -> list[Path]:
+def once(inputs: list[Path]) -> list[Path]:
     """``inputs`` without those given twice (by the same path, or as a file of a folder also
     given): their rows would merge into one volume of twice the slices. Rank 0 warns."""
     import os

@@ -216,6 +216,7 @@ def command(
 
 
 def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
+    from braincam.commands.predict import once
     from braincam.data.inputs import expand_inputs
     from braincam.data.records import SkippedFile, write_skipped_csv
     from braincam.errors import BraincamError
@@ -231,7 +232,8 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
     check_outside_data(out, [p for p in paths[1:] if p.is_dir()])  # else read back next time
     segmenter = load_segmenter(paths[0], device)
     unread: list[SkippedFile] = []
-    items = expand_inputs(paths[1:], skipped=unread)  # no image at all: fails before DIR is made
+    # no image at all: fails before DIR is made
+    items = expand_inputs(once(paths[1:]), skipped=unread)
     _prepare(out, force, _read_paths(paths), MASKS_CSV,
              (MASKS_CSV, SKIPPED_CSV, "*_mask.png", "*_outline.png", "*_mask.nii.gz"))
     rows, skipped = predict_files(segmenter, items, out)
