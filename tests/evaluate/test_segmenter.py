@@ -62,6 +62,22 @@ def test_its_held_out_images_score_as_in_the_runs_metrics(trained, tmp_path):
     assert "learnt from" not in result.output and "without a mask" not in result.output
 
 
+def test_weak_copies_of_outlined_images_are_left_out_as_in_training(trained, tmp_path):
+    """Sartaj's copies of held-out Figshare slices, given with them, counted 415 more weak
+    images than the run's own metrics.json, whose training leaves such copies out."""
+    data, seg = trained
+    copies = tmp_path / "copies" / "tumor"
+    copies.mkdir(parents=True)
+    originals = sorted((data / "Training" / "tumor").glob("*.png"))[:2]
+    for i, image in enumerate(originals):
+        shutil.copy(image, copies / f"copy{i}.png")
+    out = tmp_path / "eval"
+    result = invoke(str(seg), str(data), str(copies.parent), "--evaluate", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    weak = json.loads((out / "metrics.json").read_text())["weak"]
+    assert (weak["n_images"], weak["n_copies_left_out"]) == (0, 2)
+
+
 def test_dice_by_hand_and_the_images_it_learnt_from_apart(trained):
     data, seg = trained
     score = evaluate_segmenter(seg, [data], "cpu")

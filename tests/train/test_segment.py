@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from braincam.commands import segment
 from braincam.data.records import load_dataset
-from braincam.data.segmentation import load_segmentation_data
+from braincam.data.segmentation import copies_of_outlined, load_segmentation_data
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.evaluate.segmentation import counterfactual_metrics
@@ -35,7 +35,6 @@ from braincam.train.segment import (
     CounterfactualSwap,
     SegmentConfig,
     augment_pair,
-    copies_of_outlined,
     dice_bce_loss,
     weight_average,
 )

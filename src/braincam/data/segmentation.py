@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braincam.data.hashing import duplicates_of
 from braincam.data.imageio import ImageReadError
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig, tumour_mask
 from braincam.data.records import ImageRecord, SkippedFile, record_key, without_skipped
@@ -88,3 +89,15 @@ def load_segmentation_data(
 def is_weak(record: ImageRecord) -> bool:
     """A tumour image without an expert mask: trained by its label alone (``weak_labels``)."""
     return record.mask is None and record.label != NO_TUMOR
+
+
+def copies_of_outlined(records: Sequence[ImageRecord], weak: np.ndarray) -> np.ndarray:
+    """Bool per record: a weak image that is a copy of an image with a mask (byte-identical or
+    near by pHash, :func:`braincam.data.hashing.duplicates_of`). Such a copy teaches nothing its
+    outlined original does not, so it is left out (the split holds it with its original)."""
+    out = np.zeros(len(records), dtype=bool)
+    rows = np.flatnonzero(weak)
+    outlined = [r.image for r in records if r.mask is not None]
+    if len(rows) and outlined:
+        out[rows] = duplicates_of([records[i].image for i in rows], outlined)
+    return out

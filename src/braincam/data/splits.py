@@ -265,7 +265,7 @@ def write_split_csv(split: Split, records: Sequence[ImageRecord], path: Path,
     :func:`braincam.data.records.record_key`), source, label (canonical), split, group,
     leak_free (True only for leak-free test images); with ``copy_left_out`` (bool per record)
     also that column: the segmenter's weak images left out as copies of an outlined image
-    (:func:`braincam.train.segment.copies_of_outlined`), which keep their split and group."""
+    (:func:`braincam.data.segmentation.copies_of_outlined`), which keep their split and group."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS + (() if copy_left_out is None else ("copy_left_out",)))

@@ -5,7 +5,9 @@ The images are prepared as the segmenter's own run prepared its training images 
 ``preprocess``) and predicted under its mask rule; the figures are those of a segment run's
 ``metrics.json`` (:func:`braincam.evaluate.segmentation.segmentation_metrics`): Dice and IoU
 against the expert masks, detection rate, false-positive rate on tumour-free images, and
-``weak`` for tumour images without a mask (share with any predicted pixel). ``SEG`` may name
+``weak`` for tumour images without a mask (share with any predicted pixel; as in training, a
+copy of an outlined image given in the same call is left out of it, ``n_copies_left_out``
+counts them). ``SEG`` may name
 several runs (``SEG1,SEG2``): the mean of what they report, each under its own rule, is one
 segmenter (:func:`braincam.models.segment.load_segmenter`).
 
@@ -34,7 +36,11 @@ import pandas as pd
 from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import preprocess_config
 from braincam.data.records import SkippedFile, load_dataset
-from braincam.data.segmentation import SegmentData, load_segmentation_data
+from braincam.data.segmentation import (
+    SegmentData,
+    copies_of_outlined,
+    load_segmentation_data,
+)
 from braincam.evaluate.run import learnt_from
 from braincam.evaluate.segmentation import (
     OVERLAYS_PER_GROUP,
@@ -68,15 +74,17 @@ def evaluate_segmenter(source: str | Path | Sequence[str | Path], roots: Sequenc
                                   weak_labels=True)
     learnt = [p for m in members for p in learnt_from(RunDir(m), meta={})]
     seen = duplicates_of([r.image for r in data.records], learnt)
+    copies = copies_of_outlined(data.records, data.weak.numpy())  # as training leaves them
     pred = predicted(segmenter, data.images.numpy())
-    metrics = scores(data, pred, np.ones(len(pred), bool), segmenter.threshold)
+    metrics = scores(data, pred, ~copies, segmenter.threshold)
+    metrics["weak"]["n_copies_left_out"] = int(copies.sum())
     metrics |= {
         "segmenters": [str(m) for m in members],
         "data": [str(Path(r).resolve()) for r in roots],
         "flip_average": segmenter.flip_average,
         "member_rules": segmenter.meta.get("member_rules"),
         "n_seen": int(seen.sum()),
-        "unseen": scores(data, pred, ~seen, segmenter.threshold),
+        "unseen": scores(data, pred, ~seen & ~copies, segmenter.threshold),
     }
     table = per_image(data, pred, seen)
     return SegmenterScore(metrics, dataset.skipped + data.skipped, table,

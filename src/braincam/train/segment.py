@@ -31,8 +31,9 @@ post-contrast) then also meets tumours in the looks of the user's own data, whos
 images it already sees as empty masks. Weak images take no part in the choices made on
 validation images (kept epoch, decision rule) or in the held-out Dice; ``metrics.json``
 ``weak`` reports the share of held-out weak images with a predicted tumour pixel. A weak image
-that is a copy of an image with a mask (:func:`copies_of_outlined`; Sartaj's ``Training/``
-folder holds 2317 copies of Figshare slices) is left out of every part of the run: its
+that is a copy of an image with a mask
+(:func:`braincam.data.segmentation.copies_of_outlined`; Sartaj's ``Training/`` folder holds
+2317 copies of Figshare slices) is left out of every part of the run: its
 original already trains with its outline, and the copies would more than double the epoch.
 
 ``counterfactual_share`` ``q`` (``--counterfactual-share``): every training tumour image with a
@@ -104,7 +105,6 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel
 
-from braincam.data.hashing import duplicates_of
 from braincam.data.preprocess import PreprocessConfig
 from braincam.data.records import (
     ImageRecord,
@@ -113,7 +113,11 @@ from braincam.data.records import (
     write_skipped_csv,
 )
 from braincam.data.regions import make_pairs
-from braincam.data.segmentation import SegmentData, load_segmentation_data
+from braincam.data.segmentation import (
+    SegmentData,
+    copies_of_outlined,
+    load_segmentation_data,
+)
 from braincam.data.splits import check_fractions, make_split, write_split_csv
 from braincam.device import autocast, grad_scaler, pin_memory
 from braincam.distributed import (
@@ -343,18 +347,6 @@ def augment_pair(
     stacked = torch.stack([heads.to(tumours.device, non_blocking=True), tumours], dim=1)
     images, masks = augment(images, stacked, generator, config, whole)
     return images, masks[:, 1]
-
-
-def copies_of_outlined(records: Sequence[ImageRecord], weak: np.ndarray) -> np.ndarray:
-    """Bool per record: a weak image that is a copy of an image with a mask (byte-identical or
-    near by pHash, :func:`braincam.data.hashing.duplicates_of`). Such a copy teaches nothing its
-    outlined original does not, so it is left out (the split holds it with its original)."""
-    out = np.zeros(len(records), dtype=bool)
-    rows = np.flatnonzero(weak)
-    outlined = [r.image for r in records if r.mask is not None]
-    if len(rows) and outlined:
-        out[rows] = duplicates_of([records[i].image for i in rows], outlined)
-    return out
 
 
 def train_segmenter(
