@@ -139,7 +139,11 @@ def test_folder_with_true_class_targets(run, phantoms, tmp_path):
     [(["--method", "gradcam+"], "unknown method"),
      (["--target", "label", "IMAGE"], "needs labelled images"),
      (["--split", "dev"], "--split"),
-     (["--layer", "backbone.nope"], "unknown layer")],
+     (["--layer", "backbone.nope"], "unknown layer"),
+     # occlusion's options, checked before gradcam's folder is written
+     (["--methods", "gradcam,occlusion", "--window", "200"], "occlusion window must be 1.."),
+     (["--methods", "gradcam,occlusion", "--stride", "0"], "occlusion stride must be 1.."),
+     (["--methods", "gradcam,occlusion", "--fill", "blurr"], "unknown occlusion fill")],
 )
 def test_bad_options_are_one_line_errors(run, phantoms, tmp_path, args, message):
     image = next(phantoms.glob("Testing/tumor/*.png"))

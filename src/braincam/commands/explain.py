@@ -146,6 +146,8 @@ def command(
     if adapters:
         _, _, classes, task_name = next(iter(adapters.values()))
     target_indices(items, target, list(classes), task_name)  # a bad --target: before any file
+    if "occlusion" in chosen:  # so are bad occlusion options
+        _occlusion(window, stride, fill, (adapters["occlusion"][1] if adapters else prep).size)
     summaries = []
     for name, out_dir in out_dirs.items():
         if spec_out is not None:
@@ -253,10 +255,14 @@ def _run_split_records(run, split: str) -> list:
 
 
 def _occlusion(window: int | None, stride: int | None, fill: str, side: int):
-    """The occlusion options as given, the defaults cut to a small model input's side."""
+    """The occlusion options as given, the defaults cut to a small model input's side;
+    BraincamError for a window, stride or fill that occlusion would refuse."""
     from braincam.explain import ExplainOptions
+    from braincam.explain.occlusion import check_fill, check_window
 
     default = ExplainOptions()
     window = window if window is not None else min(default.window, side)
     stride = stride if stride is not None else min(default.stride, window)
+    check_window(side, side, window, stride)
+    check_fill(fill)
     return ExplainOptions(window=window, stride=stride, fill=fill)

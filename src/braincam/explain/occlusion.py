@@ -87,18 +87,22 @@ def window_masks(height: int, width: int, window: int, stride: int,
 
 def fill_values(x: Tensor, fill: str, window: int) -> Tensor:
     """What occluded pixels become, ``(N, C, H, W)`` (see the module docstring)."""
+    from torchvision.transforms.functional import gaussian_blur
+
+    check_fill(fill)
     if fill == "zero":
         return torch.zeros_like(x)
     if fill == "mean":
         return x.mean(dim=(2, 3), keepdim=True).expand_as(x)
-    if fill == "blur":
-        from torchvision.transforms.functional import gaussian_blur
+    sigma = window / 4  # blur
+    largest = 2 * min(x.shape[-2:]) - 1  # reflect padding needs kernel // 2 < side
+    kernel = min(2 * math.ceil(3 * sigma) + 1, largest)
+    return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
 
-        sigma = window / 4
-        largest = 2 * min(x.shape[-2:]) - 1  # reflect padding needs kernel // 2 < side
-        kernel = min(2 * math.ceil(3 * sigma) + 1, largest)
-        return gaussian_blur(x, [kernel, kernel], [sigma, sigma])
-    raise BraincamError(f"unknown occlusion fill {fill!r}; choose one of {', '.join(FILLS)}")
+
+def check_fill(fill: str) -> None:
+    if fill not in FILLS:
+        raise BraincamError(f"unknown occlusion fill {fill!r}; choose one of {', '.join(FILLS)}")
 
 
 def check_window(height: int, width: int, window: int, stride: int) -> None:
