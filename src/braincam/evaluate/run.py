@@ -131,10 +131,11 @@ def evaluate_run(
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
-    if test_records:  # what a guide learnt from is seen too; a split.csv without the
-        own_flags = leak_free is None  # column: the run's own images are compared here
-        leak_free = (np.ones(len(test_records), bool) if own_flags else leak_free) & \
-            ~duplicates_of([r.image for r in test_records], learnt_from(run, meta, own_flags))
+    if test_records:  # what a guide learnt from is seen too
+        unflagged = leak_free is None  # a split.csv without the column: the run's images too
+        known = np.ones(len(test_records), bool) if unflagged else leak_free
+        leak_free = known & ~duplicates_of([r.image for r in test_records],
+                                           learnt_from(run, meta, unflagged))
     sets = [score(test_records, "test", "test", leak_free)] if test_records else []
     sources = source_names(list(dict.fromkeys(Path(r).resolve() for r in own)))
     extras = list(_extra_records(extra_roots, classes, task, set(sources)))
