@@ -190,6 +190,14 @@ class RunDir:
             table["split"] == split, "path"].tolist()
 
 
+def refuse_run_folder(path: Path | str) -> None:
+    """Refuse ``path`` as the output of a command that writes files of its own (predictions,
+    masks, scores) when it is a run or segmenter folder: their names would collide."""
+    if (Path(path) / "model.safetensors").exists():
+        raise BraincamError(f"{path} is a run or segmenter folder, whose own files would be "
+                            "replaced: choose another output folder")
+
+
 def refuse_occupied(path: Path | str, force: bool) -> None:
     """Refuse an occupied ``path`` unless ``force``, as :func:`prepare_output_dir` will: a
     command calls it before its slow steps, so a taken name fails in seconds, not after them."""

@@ -30,7 +30,12 @@ from braincam.data.inputs import SliceChoice, expand_inputs
 from braincam.data.records import SkippedFile, write_skipped_csv
 from braincam.errors import BraincamError
 from braincam.labels import NO_TUMOR, TUMOR
-from braincam.runs import atomic_write_text, check_outside_data, prepare_output_dir
+from braincam.runs import (
+    atomic_write_text,
+    check_outside_data,
+    prepare_output_dir,
+    refuse_run_folder,
+)
 
 PREDICTIONS = "predictions.csv"
 OVERLAY_DIR = "overlays"
@@ -59,9 +64,7 @@ def prepare_predict_dir(out: Path, force: bool, run: Path, inputs: Sequence[Path
     earlier call go first, so none is left beside the new ones; the folder's other files
     stay."""
     where = Path(out).resolve()
-    if where == Path(run).resolve() or (where / "model.safetensors").exists():
-        raise BraincamError(f"{out} is a run or segmenter folder, whose own files would be "
-                            "replaced: choose another output folder")
+    refuse_run_folder(out)
     check_outside_data(out, [p for p in inputs if Path(p).is_dir()])
     beside = next((p for p in inputs if Path(p).is_file() and where in  # link or target
                    (Path(p).absolute().parent.resolve(), Path(p).resolve().parent)), None)

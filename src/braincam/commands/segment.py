@@ -371,12 +371,9 @@ def _prepare(out: Path, force: bool, reads: list[Path], marker: str, owned: Sequ
     segmenter folder; an earlier call's files (``marker`` and ``owned``) replaced only with
     ``force``, the folder's other files kept (:func:`braincam.runs.prepare_output_dir`).
     ``make=False`` only checks, before a slow step."""
-    from braincam.errors import BraincamError
-    from braincam.runs import prepare_output_dir
+    from braincam.runs import prepare_output_dir, refuse_run_folder
 
-    if (out / "model.safetensors").exists():
-        raise BraincamError(f"{out} is a run or segmenter folder, whose own files would be "
-                            "replaced: choose another output folder")
+    refuse_run_folder(out)
     if make or out.exists():
         prepare_output_dir(out, force=force, marker=marker, reads=reads, owned=owned)
 
