@@ -10,7 +10,8 @@ import shutil
 import tempfile
 import threading
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,20 @@ class RunDir:
         table = self.read_split()
         return table["path"].tolist() if split == "all" else table.loc[
             table["split"] == split, "path"].tolist()
+
+
+@contextmanager
+def no_empty_folder_on_failure(*paths: Path | str) -> Iterator[None]:
+    """Those of ``paths`` that do not exist yet and are left empty when the block fails are
+    removed: a command that fails leaves no empty output folder behind."""
+    made = [Path(p) for p in paths if not Path(p).exists()]
+    try:
+        yield
+    except BaseException:
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # inner first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
 
 
 def refuse_run_folder(path: Path | str) -> None:

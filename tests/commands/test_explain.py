@@ -99,6 +99,11 @@ def test_files_with_an_unreadable_one_are_skipped(run, phantoms, tmp_path):
         rows = list(csv.DictReader(fh))
     assert [r["path"] for r in rows] == [str(bad.absolute())]
     assert "1 skipped" in result.output and "broken.png" in result.output
+    for methods in ("gradcam", "gradcam,ig"):  # nothing readable: no empty folder left
+        only_bad = invoke(str(run), str(bad), "--out", str(tmp_path / "none"),
+                          "--methods", methods)
+        assert "none of the 1 images could be read" in str(only_bad.exception)
+        assert not (tmp_path / "none").exists()
 
 
 def test_each_slice_of_a_volume_is_explained_and_a_broken_one_is_skipped(

@@ -49,7 +49,12 @@ def command(
     """
     from braincam.audit.data.run import FILES, audit_data
     from braincam.errors import BraincamError, check_seed
-    from braincam.runs import DATA_AUDIT_JSON, check_outside_data, prepare_output_dir
+    from braincam.runs import (
+        DATA_AUDIT_JSON,
+        check_outside_data,
+        no_empty_folder_on_failure,
+        prepare_output_dir,
+    )
 
     if task not in TASKS:
         raise BraincamError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
@@ -59,15 +64,10 @@ def command(
         raise BraincamError(f"--n-boot must be >= 0, got {n_boot}")
     check_seed(seed)
     check_outside_data(out, [*data, *(others or ())])
-    created = not out.exists()
-    out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON,
-                             reads=[*data, *(others or ())], owned=FILES)
-    try:
+    with no_empty_folder_on_failure(out):
+        out = prepare_output_dir(out, force=force, marker=DATA_AUDIT_JSON,
+                                 reads=[*data, *(others or ())], owned=FILES)
         audit = audit_data(data, task=task, split_strategy=split, out_dir=out, n_boot=n_boot,
                            seed=seed, others=others or ())
-    except BaseException:
-        if created and not any(out.iterdir()):  # a failed audit leaves no empty folder
-            out.rmdir()
-        raise
     typer.echo(audit.summary())
     typer.echo(f"wrote {out / DATA_AUDIT_JSON} and {len(audit.files) - 1} more files in {out}")

@@ -99,6 +99,7 @@ def command(
         RunDir,
         check_outside_data,
         named_data_roots,
+        no_empty_folder_on_failure,
         prepare_output_dir,
     )
 
@@ -149,20 +150,21 @@ def command(
     if "occlusion" in chosen:  # so are bad occlusion options
         _occlusion(window, stride, fill, (adapters["occlusion"][1] if adapters else prep).size)
     summaries = []
-    for name, out_dir in out_dirs.items():
-        if spec_out is not None:
-            model, prep, classes, task_name = adapters[name]
-        with distributed.main_first(ctx):
-            if ctx.is_main:
-                prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ,
-                                   reads=[run, *(images or []), *(data or [])],
-                                   owned=(EXPLANATIONS_NPZ, SKIPPED_CSV, OVERLAY_DIR))
-        summaries.append((name, explain_files(
-            model, items, prep, list(classes), task_name, out_dir, method=name, layer=layer,
-            target=target, batch_size=batch_size, overlays=overlays,
-            options=_occlusion(window, stride, fill, prep.size),
-            progress=progress, unread=unread,
-        )))
+    with no_empty_folder_on_failure(*{d.parent for d in out_dirs.values()}, *out_dirs.values()):
+        for name, out_dir in out_dirs.items():
+            if spec_out is not None:
+                model, prep, classes, task_name = adapters[name]
+            with distributed.main_first(ctx):
+                if ctx.is_main:
+                    prepare_output_dir(out_dir, force=force, marker=EXPLANATIONS_NPZ,
+                                       reads=[run, *(images or []), *(data or [])],
+                                       owned=(EXPLANATIONS_NPZ, SKIPPED_CSV, OVERLAY_DIR))
+            summaries.append((name, explain_files(
+                model, items, prep, list(classes), task_name, out_dir, method=name,
+                layer=layer, target=target, batch_size=batch_size, overlays=overlays,
+                options=_occlusion(window, stride, fill, prep.size),
+                progress=progress, unread=unread,
+            )))
     distributed.shutdown()  # the other processes exit here
     for name, summary in summaries:
         typer.echo(
