@@ -39,6 +39,7 @@ import numpy as np
 
 from braincam.errors import BraincamError
 
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})  # a file so named is read as DICOM first
 PERCENTILES = (0.5, 99.5)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _PLUGINS = {  # transfer-syntax name prefix -> pydicom plugins that decode it
@@ -108,7 +109,7 @@ def _dataset(path: Path, data: bytes | None, header_only: bool = False):
         with _quiet_pydicom():  # pydicom warns on tolerable header quirks
             return pydicom.dcmread(source, stop_before_pixels=header_only)
     except InvalidDicomError as exc:
-        if path.suffix.lower() in (".dcm", ".dicom"):  # named DICOM: maybe a legacy one
+        if path.suffix.lower() in DICOM_SUFFIXES:  # named DICOM: maybe a legacy one
             legacy = _legacy_dataset(path, data, header_only)
             if legacy is not None:
                 return legacy

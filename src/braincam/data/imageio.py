@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from braincam.data.dicom import DicomReadError, is_dicom, read_dicom
+from braincam.data.dicom import DICOM_SUFFIXES, DicomReadError, is_dicom, read_dicom
 from braincam.data.nifti import NiftiReadError, is_nifti, read_nifti_slice
 from braincam.errors import BraincamError
 
@@ -39,6 +39,16 @@ _TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 class ImageReadError(BraincamError):
     """An image file that cannot be decoded; the message is one line naming the file."""
+
+
+def is_dicom_file(path: Path, head: bytes, data: bytes | None = None) -> bool:
+    """Read as DICOM: the DICOM marker in ``head`` (the file's first 132 bytes or more), or a
+    name ending ``.dcm``/``.dicom`` on a file that is no image PIL knows (a legacy file, without
+    preamble or marker). ``data``: the whole file, where it is already read."""
+    if is_dicom(head):
+        return True
+    return (path.suffix.lower() in DICOM_SUFFIXES
+            and read_image_format(path if data is None else data) is None)
 
 
 def read_image_format(source: bytes | Path | str) -> str | None:
@@ -70,10 +80,8 @@ def read_grey(
             data = path.read_bytes()
         if not data:
             raise ImageReadError(f"{path}: empty file (0 bytes)")
-        if is_dicom(data):
+        if is_dicom_file(path, data, data):
             return read_dicom(path, data, index)
-        if path.suffix.lower() in (".dcm", ".dicom") and not read_image_format(data):
-            return read_dicom(path, data, index)  # a legacy file: no preamble, no marker
         if data[:2] == b"\x1f\x8b" or is_nifti(data):
             return read_nifti_slice(path, data, index)
         if index not in (None, 0):

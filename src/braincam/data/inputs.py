@@ -31,11 +31,10 @@ from braincam.data.dicom import (
     DicomReadError,
     dicom_info,
     has_dicom_marker,
-    is_dicom,
     series_key,
     window,
 )
-from braincam.data.imageio import LUMA, ImageReadError, pil_grey, read_grey, read_image_format
+from braincam.data.imageio import LUMA, ImageReadError, is_dicom_file, pil_grey, read_grey
 from braincam.data.nifti import (
     NiftiReadError,
     choose_slices,
@@ -179,8 +178,7 @@ def _file_slices(path: Path, name: str, choice: SliceChoice,
             head = fh.read(132)
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read ({exc.strerror})") from None
-    legacy = not is_dicom(head) and path.suffix.lower() in DICOM_SUFFIXES  # no marker
-    if is_dicom(head) or (legacy and read_image_format(path) is None):
+    if is_dicom_file(path, head):
         frames = dicom_info(path).frames
         if frames == 1:
             return [InputSlice(name, None, path)]

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from braincam.data.dicom import DICOM_SUFFIXES
 from braincam.data.hashing import ContentStore, cache_root, content_hash_bytes, json_digest
 from braincam.data.imageio import ImageReadError, read_mask, shown_size
 from braincam.data.nifti import file_stem, is_nifti_name
@@ -64,7 +65,6 @@ from braincam.runs import atomic_write_text
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 VOLUME_MIN_HEAD = 0.1  # NIfTI slices whose head mask covers less of the slice are not records
 MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable anatomy
 MASKS_DIR = "masks"
