@@ -29,12 +29,38 @@ def test_force_spares_what_the_command_reads_and_a_file_in_the_way_is_an_error(t
         with pytest.raises(BraincamError, match=f"{what} {data}, which this command reads"):
             prepare_output_dir(out, force=True, reads=[data])
     assert (data / "scan.png").is_file()
+    (tmp_path / "project" / runs.OUTPUT_STAMP).write_text("")  # an output braincam wrote
     prepare_output_dir(tmp_path / "project", force=True, reads=[tmp_path / "elsewhere"])
     assert not data.exists()  # nothing read inside: replaced as asked
     (tmp_path / "afile").write_text("x")
     for out in (tmp_path / "afile", tmp_path / "afile" / "audit"):
         with pytest.raises(BraincamError, match="afile exists and is not a directory"):
             prepare_output_dir(out)
+
+
+def test_force_replaces_only_a_folder_braincam_wrote(tmp_path):
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "thesis.docx").write_text("years of work")
+    for refuse in (lambda: prepare_output_dir(mine, force=True),
+                   lambda: runs.refuse_occupied(mine, force=True)):
+        with pytest.raises(BraincamError, match="braincam did not write.*choose another"):
+            refuse()
+    assert (mine / "thesis.docx").read_text() == "years of work"
+    made = prepare_output_dir(tmp_path / "run")  # claimed: stamped, so --force may replace it
+    (made / "history.csv").write_text("x")
+    runs.refuse_occupied(made, force=True)
+    prepare_output_dir(made, force=True)
+    assert sorted(p.name for p in made.iterdir()) == [runs.OUTPUT_STAMP]
+    older = tmp_path / "older"  # a run saved before the stamp: its model shows it
+    older.mkdir()
+    (older / "model.safetensors").write_bytes(b"x")
+    prepare_output_dir(older, force=True)
+    assert not (older / "model.safetensors").exists()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    runs.refuse_occupied(empty, force=False)  # a check: it claims nothing
+    assert not any(empty.iterdir())
 
 
 def test_force_with_a_marker_removes_only_the_owned_files_of_an_earlier_call(tmp_path):

@@ -30,6 +30,9 @@ AUDIT_IMAGES_CSV = "audit_images.csv"
 EXPLANATIONS_NPZ = "explanations.npz"
 """The maps of one ``braincam explain`` run, in its output folder."""
 SKIPPED_CSV = "skipped.csv"
+# written into every folder a command claims whole (train, segment, ensemble, radiomics): the
+# mark that lets --force replace that folder, and no folder of the user's
+OUTPUT_STAMP = ".braincam-output"
 """Files a stage could not read (path, reason), in the folder of that stage's output."""
 
 
@@ -214,10 +217,25 @@ def refuse_run_folder(path: Path | str) -> None:
 
 
 def refuse_occupied(path: Path | str, force: bool) -> None:
-    """Refuse an occupied ``path`` unless ``force``, as :func:`prepare_output_dir` will: a
-    command calls it before its slow steps, so a taken name fails in seconds, not after them."""
-    if Path(path).exists() and not force:
-        prepare_output_dir(Path(path))
+    """Refuse an occupied ``path`` unless ``force``, and with ``force`` one braincam did not
+    write, as :func:`prepare_output_dir` will: a command calls it before its slow steps, so a
+    taken name fails in seconds, not after them."""
+    path = Path(path)
+    check_folders(path)
+    if path.is_dir() and any(path.iterdir()):
+        if not force:
+            raise BraincamError(f"{path} already holds a run; pass --force to overwrite it")
+        check_replaceable(path)
+
+
+def check_replaceable(path: Path) -> None:
+    """Stop unless braincam wrote the folder ``path`` that ``--force`` would replace whole:
+    it holds :data:`OUTPUT_STAMP`, or a ``model.safetensors`` (a run or segmenter saved
+    before the stamp existed). ``--out ~/Documents --force`` must not erase the documents."""
+    if not ((path / OUTPUT_STAMP).exists() or (path / "model.safetensors").exists()):
+        raise BraincamError(f"{path} holds files braincam did not write (it has no "
+                            f"{OUTPUT_STAMP}), and --force replaces only braincam's own output "
+                            "folders: choose another output folder")
 
 
 def prepare_output_dir(path: Path, force: bool = False, marker: str | None = None,
@@ -225,7 +243,8 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     """Create ``path`` for a new output; refuse to reuse a non-empty one unless ``force``.
 
     ``marker`` names a file whose presence shows the directory holds finished output;
-    without it any non-empty directory counts, and ``force`` deletes the directory first.
+    without it any non-empty directory counts, ``force`` deletes the directory first where
+    braincam wrote it (:func:`check_replaceable`), and the new one gets :data:`OUTPUT_STAMP`.
     With a marker the folder may hold other files, and ``force`` deletes only ``owned``, and
     only where the marker shows an earlier call: the names (glob patterns) of what the command
     writes there, so that no file of that call is left beside the new ones. Where the marker
@@ -250,6 +269,7 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     reads = list(reads)
     if occupied and force and marker is None:
         check_spares(path, reads)
+        check_replaceable(path)
         shutil.rmtree(path)
     if occupied and force and marker is not None:
         for pattern in owned:
@@ -264,6 +284,9 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     except OSError as exc:
         raise BraincamError(f"{path}: cannot create the output folder "
                             f"({exc.strerror or exc})") from None
+    if marker is None:
+        (path / OUTPUT_STAMP).write_text("written by braincam: --force may replace this folder\n",
+                                         encoding="utf-8")
     return path
 
 

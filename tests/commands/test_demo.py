@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import typer
 from PIL import Image
 from typer.testing import CliRunner
@@ -84,3 +85,27 @@ def test_bad_options_are_refused(tmp_path):
     bad = invoke("--out", str(tmp_path / "d"), "--penalty", "-1")
     assert isinstance(bad.exception, BraincamError) and "--penalty" in str(bad.exception)
     assert not (tmp_path / "d").exists()
+
+
+def test_a_phantom_folder_braincam_did_not_write_is_never_replaced(tmp_path):
+    root = tmp_path / "out" / demo_module.DATA_FOLDER
+    root.mkdir(parents=True)
+    (root / "scan.png").write_bytes(b"mine")
+    spec = DemoSettings(n_per_class=2).spec()
+    for force in (False, True):
+        with pytest.raises(BraincamError, match="demo did not write"):
+            demo_module.check_phantoms(root, spec, force)
+    assert (root / "scan.png").read_bytes() == b"mine"
+
+
+def test_phantoms_are_written_beside_their_folder_then_take_its_place(tmp_path):
+    root = tmp_path / demo_module.DATA_FOLDER
+    partial = tmp_path / f".{root.name}.partial"
+    partial.mkdir()
+    (partial / "half.png").write_bytes(b"x")  # an interrupted write
+    spec = DemoSettings(n_per_class=2).spec()
+    assert demo_module.write_phantoms(root, spec)
+    assert not partial.exists() and not (root / "half.png").exists()
+    assert (root / demo_module.SPEC_FILE).is_file() and any(root.rglob("*.png"))
+    demo_module.check_phantoms(root, spec, force=False)
+    assert not demo_module.write_phantoms(root, spec)  # the same spec: kept

@@ -85,6 +85,12 @@ def test_existing_run_directory_is_refused_without_force(phantoms, tmp_path):
         train_run([phantoms], config, tmp_path / "run", progress=False)
     assert (tmp_path / "run" / "model.safetensors").stat().st_mtime_ns == before
     train_run([phantoms], config, tmp_path / "run", force=True, progress=False)
+    mine = tmp_path / "documents"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(BraincamError, match="braincam did not write"):
+        train_run([phantoms], config, mine, force=True, progress=False)
+    assert (mine / "notes.txt").read_text() == "mine"
 
 
 STATS = ("running_mean", "running_var", "num_batches_tracked")

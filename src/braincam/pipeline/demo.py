@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +182,13 @@ def run_verdict(result: PipelineResult) -> Verdict:
 
 
 def check_phantoms(root: Path, spec: PhantomSpec, force: bool) -> None:
-    """Refuse (BraincamError) to replace phantoms of another spec unless ``force``."""
+    """Refuse (BraincamError) to replace phantoms of another spec unless ``force``, and a
+    ``root`` with files but no spec file, which braincam did not write, even with it."""
+    if not (root / SPEC_FILE).exists():
+        if root.is_dir() and any(root.iterdir()):
+            raise BraincamError(f"{root} holds files braincam demo did not write (it has no "
+                                f"{SPEC_FILE}): choose another --out")
+        return
     stored = _read_spec(root)
     if stored is None or force:
         return
@@ -196,14 +203,19 @@ def check_phantoms(root: Path, spec: PhantomSpec, force: bool) -> None:
 
 def write_phantoms(root: Path, spec: PhantomSpec) -> bool:
     """Write ``spec``'s phantoms to ``root`` unless it already holds exactly them (its spec
-    file matches); True when written. The spec file is written last, so an interrupted write
-    is redone."""
+    file matches); True when written. They are written beside it, spec file last, and then
+    take its place: an interrupted write leaves no ``root`` without a spec file, so that one
+    (:func:`check_phantoms`) is never braincam's."""
     if _read_spec(root) == _spec_doc(spec):
         return False
+    partial = root.with_name(f".{root.name}.partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    make_phantom_dataset(partial, spec)
+    atomic_write_text(partial / SPEC_FILE, json.dumps(_spec_doc(spec), sort_keys=True))
     if root.exists():
         shutil.rmtree(root)
-    make_phantom_dataset(root, spec)
-    atomic_write_text(root / SPEC_FILE, json.dumps(_spec_doc(spec), sort_keys=True))
+    os.replace(partial, root)
     return True
 
 
