@@ -322,14 +322,18 @@ def test_an_input_given_twice_is_predicted_once(run, tmp_path, write_nifti):
 
 def test_an_unwritable_output_and_inputs_all_skipped_are_clear(run, tmp_path, monkeypatch):
     """An output that cannot be made stops before the model loads, in one line; when every
-    input is skipped, predictions.csv still has the documented columns."""
+    input is skipped, the command fails in one line, and predictions.csv still has the
+    documented columns."""
     import braincam.runs
 
     bad = tmp_path / "bad.png"
     bad.write_text("no image here")
     out = tmp_path / "out"
     result = invoke(str(run), str(bad), "--out", str(out), "--no-ood")
-    assert result.exit_code == 0, result.output
+    assert isinstance(result.exception, BraincamError), result.output
+    assert str(result.exception) == f"none of the 1 inputs could be read ({out / 'skipped.csv'})"
+    assert (out / "skipped.csv").read_text().splitlines()[1:] == [
+        f"{bad},not a readable image file"]
     assert (out / "predictions.csv").read_text().splitlines() == [
         "path,slice,kind,pred,prob_no_tumor,prob_tumor,ood_score,warnings"]
     broken = shutil.copytree(run, tmp_path / "broken")  # the output is checked first

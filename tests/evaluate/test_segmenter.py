@@ -211,6 +211,13 @@ def test_outputs_never_replace_a_segmenter_or_land_in_their_inputs(trained, tmp_
     assert result.exit_code == 0, result.output
     masks = pd.read_csv(tmp_path / "pred" / "masks.csv")
     assert not masks["path"].astype(str).str.contains("/masks/").any()  # not read as images
+    bad = tmp_path / "bad.png"
+    bad.write_text("no image here")
+    result = invoke(str(seg), str(bad), "--predict", "--out", str(tmp_path / "none"))
+    assert str(result.exception) == ("none of the 1 inputs could be read "
+                                     f"({tmp_path / 'none' / 'skipped.csv'})")
+    assert (tmp_path / "none" / "skipped.csv").read_text().splitlines()[1:] == [
+        f"{bad},not a readable image file"]
 
 
 def test_held_out_refuses_a_classifier_run_and_names_its_guide(trained, tmp_path):

@@ -93,6 +93,9 @@ def command(
     for skipped in summary.skipped:
         typer.echo(f"  skipped {skipped.path}: {skipped.reason}", err=True)
     typer.echo(f"wrote {summary.file}")
+    if not summary.n_images and summary.skipped:  # a script must not carry on as if it worked
+        raise BraincamError(f"none of the {len(summary.skipped)} inputs could be read "
+                            f"({out / 'skipped.csv'})")
 
 
 def once(inputs: list[Path]) -> list[Path]:

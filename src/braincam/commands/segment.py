@@ -245,6 +245,9 @@ def _predict(paths: list[Path], out: Path, device: str, force: bool) -> None:
                + (f" and {n_volumes} NIfTI mask volume{'s' * (n_volumes > 1)}"
                   if n_volumes else "") + f" to {out}"
                + (f"; {len(skipped)} images skipped (skipped.csv)" if skipped else ""))
+    if not rows:  # a script must not carry on as if it worked
+        raise BraincamError(f"none of the {len(skipped)} inputs could be read "
+                            f"({out / SKIPPED_CSV})")
 
 
 def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: bool) -> None:
