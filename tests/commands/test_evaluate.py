@@ -120,6 +120,27 @@ def test_extra_copies_of_training_images_are_scored_apart(run, extras, tmp_path)
     assert "only-no_tumor, leak-free" not in result.output
 
 
+def test_copies_within_a_set_are_one_group_of_its_bootstrap(run, extras, tmp_path):
+    """Two re-encoded copies of one image in an extra folder make a group of three: the
+    group bootstrap draws them together, and the summary line gives its interval."""
+    dup = shutil.copytree(extras[1], tmp_path / "dup")
+    first = Image.open(sorted((dup / "tumor").glob("*.png"))[0])
+    first.save(dup / "tumor" / "again.jpg", quality=90)
+    first.resize((40, 40)).save(dup / "tumor" / "again.bmp")
+    out = tmp_path / "eval"
+    result = invoke(str(run), "--data", str(dup), "--data", str(extras[0]), "--out", str(out),
+                    "--no-progress", "--n-boot", "50")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    m = metrics["extra"]["dup"]
+    assert m["n"] == 6 and m["n_groups"] == 4
+    assert set(m["ci_groups"]) == {"accuracy", "balanced_accuracy", "auc"}
+    combined = metrics["extra_combined"]
+    assert combined["n_groups"] == 4 + metrics["extra"]["only-no_tumor"]["n_groups"]
+    assert "over 4 groups" in next(line for line in result.output.splitlines()
+                                   if line.startswith("dup:"))
+
+
 def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras, tmp_path):
     named_test = shutil.copytree(extras[0], tmp_path / "test")  # an extra folder called test
     twin = shutil.copytree(extras[1], tmp_path / "other" / "test")

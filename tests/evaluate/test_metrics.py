@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from braincam.evaluate.metrics import compute_metrics, expected_calibration_error
+from braincam.evaluate.metrics import compute_metrics, expected_calibration_error, group_rows
 
 BINARY = ["no_tumor", "tumor"]
 
@@ -81,6 +81,26 @@ def test_bootstrap_interval_contains_the_estimate_and_is_repeatable():
         assert hi - lo < 0.2
     assert compute_metrics(y, prob, BINARY, n_boot=500, seed=3)["ci"] == m["ci"]
     assert compute_metrics(y, prob, BINARY, n_boot=500, seed=4)["ci"] != m["ci"]
+
+
+def test_the_group_bootstrap_draws_whole_groups_and_copies_do_not_narrow_it():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=100)
+    prob = _binary(np.clip(0.5 + 0.2 * (2 * y - 1) + rng.normal(0, 0.3, 100), 0.01, 0.99))
+    alone = compute_metrics(y, prob, BINARY, n_boot=400, seed=1, groups=np.arange(100))
+    assert alone["n_groups"] == 100 and alone["ci_groups"] == alone["ci"]  # one image each
+    copies = compute_metrics(np.repeat(y, 4), np.repeat(prob, 4, axis=0), BINARY, n_boot=400,
+                             seed=1, groups=np.repeat(np.arange(100), 4))
+    assert copies["n_groups"] == 100 and copies["ci_groups"] == alone["ci"]
+    width = {key: np.diff(copies[key]["auc"])[0] for key in ("ci", "ci_groups")}
+    assert width["ci_groups"] > 1.7 * width["ci"]  # four copies: about half as wide by image
+    groups = np.array([7, 7, 7, 2, 5, 5])
+    for row in group_rows(groups, 50, np.random.default_rng(0)):
+        drawn = groups[row]
+        times = [np.sum(drawn == g) / np.sum(groups == g) for g in (7, 2, 5)]
+        assert all(t == int(t) for t in times) and sum(times) == 3  # three whole groups
+    with pytest.raises(ValueError, match="one id per image"):
+        compute_metrics(y, prob, BINARY, groups=np.arange(3))
 
 
 def test_one_class_dataset_keeps_accuracy_and_recall():

@@ -91,6 +91,10 @@ def _summary(m: dict[str, Any]) -> str:
         ci = m.get("ci", {}).get(key)
         interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
         parts.append(f"{label} {m[key]:.3f}{interval}")
+    grouped = (m.get("ci_groups") or {}).get("balanced_accuracy")
+    if grouped and m.get("n_groups", m["n"]) < m["n"]:  # the interval copies do not narrow
+        parts.append(f"bal.acc [{grouped[0]:.3f}, {grouped[1]:.3f}] over {m['n_groups']} "
+                     "groups")
     present = [c for c, row in m.get("per_class", {}).items() if row.get("support")]
     if len(present) == 1:  # balanced accuracy is then that class's recall
         parts.append(f"{present[0]} images only")

@@ -21,8 +21,7 @@ import numpy as np
 
 from braincam.data.records import ImageRecord, distinct_name
 from braincam.errors import BraincamError
-from braincam.evaluate.metrics import compute_metrics
-from braincam.evaluate.run import TEST_SETS, ScoredSet, predictions_frame, write_figures
+from braincam.evaluate.run import TEST_SETS, ScoredSet, pool, predictions_frame, write_figures
 from braincam.labels import task_label
 from braincam.runs import (
     atomic_write_csv,
@@ -52,6 +51,7 @@ def evaluate_spec(
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``predictions.csv`` and figures into ``out_dir``; return the
     metrics (module docstring)."""
+    from braincam.data.splits import record_groups
     from braincam.device import device_of
     from braincam.models.foreign import load_foreign, load_spec
 
@@ -69,21 +69,18 @@ def evaluate_spec(
         records, prob = predict_records(model, records, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, model.task)) for r in records])
         sets.append(ScoredSet(name, "extra", [r.key for r in records],
-                              [name] * len(records), y, prob, None))
+                              [name] * len(records), y, prob, None, record_groups(records)))
     metrics: dict[str, Any] = {
         "task": model.task, "classes": classes, "test": None, "test_leak_free": None,
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,
         "model": model.to_json(),
     }
     for scored in sets:
-        m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
+        m = scored.metrics(classes, n_boot, seed)
         metrics["extra"][scored.name] = m
         metrics["figures"][scored.name] = write_figures(out, scored, m, classes)
     if len(sets) >= 2:
-        metrics["extra_combined"] = compute_metrics(
-            np.concatenate([s.y for s in sets]), np.concatenate([s.prob for s in sets]),
-            classes, n_boot=n_boot, seed=seed,
-        )
+        metrics["extra_combined"] = pool(sets).metrics(classes, n_boot, seed)
     atomic_write_csv(out / "predictions.csv", predictions_frame(sets, classes))
     atomic_write_json(out / METRICS_FILE, metrics)
     return metrics

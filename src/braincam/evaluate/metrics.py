@@ -5,7 +5,8 @@
     {"n", "accuracy", "balanced_accuracy", "auc", "ece",
      "per_class": {class: {"precision", "recall", "f1", "support"}},
      "confusion_matrix": [[...]],          # rows = true class, columns = predicted
-     "ci": {"accuracy": [lo, hi], "balanced_accuracy": [lo, hi], "auc": [lo, hi]}}
+     "ci": {"accuracy": [lo, hi], "balanced_accuracy": [lo, hi], "auc": [lo, hi]},
+     "n_groups", "ci_groups": {...}}       # only where the images' groups are given
 
 Undefined numbers are ``null`` (e.g. AUC of a one-class dataset).
 """
@@ -29,6 +30,7 @@ def compute_metrics(
     classes: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
+    groups: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics of predicted class probabilities ``prob`` (N, K) against class indices ``y_true``.
 
@@ -39,7 +41,11 @@ def compute_metrics(
       than two classes are present;
     - ECE: see :func:`expected_calibration_error`;
     - ci: 95% percentile bootstrap over images (``n_boot`` resamples, ``seed``); resamples
-      where a number is undefined are left out of its interval.
+      where a number is undefined are left out of its interval;
+    - ci_groups, with ``groups`` (a group id per image: copies of one image, slices of one
+      patient): the same bootstrap over the ``n_groups`` groups, each drawn with all its
+      images. Images of one group are not independent evidence, so this interval is the
+      wider, honest one where groups hold several images.
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -58,7 +64,7 @@ def compute_metrics(
     )
     f1[np.isnan(precision) | np.isnan(recall)] = np.nan  # the mean of an undefined number
     rows = np.arange(len(y))[None, :]
-    return {
+    metrics = {
         "n": int(len(y)),
         "accuracy": float((pred == y).mean()),
         "balanced_accuracy": _nan_to_none(balanced_accuracy_rows(y[rows], pred[rows], k)[0]),
@@ -76,27 +82,37 @@ def compute_metrics(
         "ece": expected_calibration_error(y, prob),
         "ci": bootstrap_ci(y, prob, n_boot=n_boot, seed=seed),
     }
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != y.shape:
+            raise ValueError(f"groups must be one id per image ({len(y)}), got {groups.shape}")
+        metrics["n_groups"] = int(len(np.unique(groups)))
+        metrics["ci_groups"] = bootstrap_ci(y, prob, n_boot=n_boot, seed=seed, groups=groups)
+    return metrics
 
 
 def bootstrap_ci(
-    y: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0
+    y: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0,
+    groups: np.ndarray | None = None,
 ) -> dict[str, list[float] | None]:
     """95% percentile intervals of accuracy, balanced accuracy and AUC over ``n_boot``
-    resamples of the images with replacement (all resamples computed at once, vectorised)."""
+    resamples of the images with replacement (all resamples computed at once, vectorised),
+    or, with ``groups``, of the groups (:func:`group_rows`: one resample at a time, since
+    their sizes differ)."""
     names = ("accuracy", "balanced_accuracy", "auc")
     if n_boot <= 0:
         return dict.fromkeys(names)
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
     pred = prob.argmax(1)
-    chunk = max(1, BOOT_CHUNK // prob.size)  # bounds the (rows, n, K) copies' memory
-    parts = []
-    for rows in np.array_split(idx, range(chunk, n_boot, chunk)):
-        parts.append((
-            (pred[rows] == y[rows]).mean(1),
-            balanced_accuracy_rows(y[rows], pred[rows], prob.shape[1]),
-            auc_rows(y[rows], prob[rows]),
-        ))
+    if groups is None:
+        idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+        chunk = max(1, BOOT_CHUNK // prob.size)  # bounds the (rows, n, K) copies' memory
+        batches = np.array_split(idx, range(chunk, n_boot, chunk))
+    else:
+        batches = [row[None] for row in group_rows(groups, n_boot, rng)]
+    parts = [((pred[rows] == y[rows]).mean(1),
+              balanced_accuracy_rows(y[rows], pred[rows], prob.shape[1]),
+              auc_rows(y[rows], prob[rows])) for rows in batches]
     values = {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
     tail = (1 - CI_LEVEL) / 2 * 100
     out: dict[str, list[float] | None] = {}
@@ -106,6 +122,20 @@ def bootstrap_ci(
             [float(v) for v in np.percentile(finite, [tail, 100 - tail])] if finite.size else None
         )
     return out
+
+
+def group_rows(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Image indices of ``n_boot`` cluster-bootstrap resamples: each draws as many groups as
+    there are, with replacement, and takes every image of each drawn group."""
+    _, inverse, sizes = np.unique(groups, return_inverse=True, return_counts=True)
+    members = np.argsort(inverse, kind="stable")  # the images of group g: one run of it
+    starts = np.cumsum(sizes) - sizes
+    rows = []
+    for drawn in rng.integers(0, len(sizes), size=(n_boot, len(sizes))):
+        lengths = sizes[drawn]
+        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        rows.append(members[np.repeat(starts[drawn], lengths) + within])
+    return rows
 
 
 def balanced_accuracy_rows(y: np.ndarray, pred: np.ndarray, k: int) -> np.ndarray:

@@ -68,6 +68,16 @@ class ScoredSet:
     y: np.ndarray  # class indices
     prob: np.ndarray  # (N, K)
     leak_free: np.ndarray | None  # bool per image: no duplicate among the images learnt from
+    groups: np.ndarray | None = None  # group id per image (copies, patient-proxy groups)
+
+    def metrics(self, classes: Sequence[str], n_boot: int, seed: int,
+                keep: np.ndarray | None = None) -> dict[str, Any]:
+        """:func:`compute_metrics` of the images of ``keep`` (all by default), with the
+        group bootstrap where the groups are known."""
+        keep = np.ones(len(self.y), bool) if keep is None else keep
+        return compute_metrics(self.y[keep], self.prob[keep], classes, n_boot=n_boot,
+                               seed=seed, groups=None if self.groups is None
+                               else self.groups[keep])
 
 
 def evaluate_run(
@@ -84,6 +94,7 @@ def evaluate_run(
     """Write ``metrics.json``, ``predictions.csv`` and the figures into the run (or
     ``out_dir``); return the metrics. An existing ``metrics.json`` is kept unless ``force``."""
     from braincam.data.preprocess import PreprocessCache, preprocess_config
+    from braincam.data.splits import record_groups
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
@@ -127,7 +138,8 @@ def evaluate_run(
         # an extra set's rows carry its metrics.json name, which differs from the folder's
         # when it repeats a folder's name or is called "test" (_extra_records)
         datasets = [r.source for r in records] if kind == "test" else [name] * len(records)
-        return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free)
+        return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free,
+                         record_groups(records))
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
@@ -158,31 +170,29 @@ def evaluate_run(
         "checkpoint": {"best": meta.get("best")},
     }
 
-    def subset(y: np.ndarray, prob: np.ndarray, keep: np.ndarray) -> dict[str, Any] | None:
-        return compute_metrics(y[keep], prob[keep], classes, n_boot=n_boot, seed=seed
-                               ) if keep.any() else None
+    def subset(scored: ScoredSet, keep: np.ndarray) -> dict[str, Any] | None:
+        return scored.metrics(classes, n_boot, seed, keep) if keep.any() else None
 
     if is_ensemble(meta):  # each member's run, seed and best epoch
         metrics["checkpoint"]["members"] = meta["members"]
     for scored in sets:
-        m = compute_metrics(scored.y, scored.prob, classes, n_boot=n_boot, seed=seed)
+        m = scored.metrics(classes, n_boot, seed)
         if scored.kind == "test":
             metrics["test"] = m
-            metrics["test_leak_free"] = subset(scored.y, scored.prob, scored.leak_free)
+            metrics["test_leak_free"] = subset(scored, scored.leak_free)
         else:
             keep = scored.leak_free
             metrics["extra"][scored.name] = m
             metrics["extra_seen"][scored.name] = int((~keep).sum())
-            metrics["extra_leak_free"][scored.name] = (
-                m if keep.all() else subset(scored.y, scored.prob, keep))
+            metrics["extra_leak_free"][scored.name] = m if keep.all() else subset(scored, keep)
         metrics["figures"][scored.name] = write_figures(dest.root, scored, m, classes)
     scored_extras = [s for s in sets if s.kind == "extra"]
     if len(scored_extras) >= 2:
-        y, prob, keep = (np.concatenate([getattr(s, key) for s in scored_extras])
-                         for key in ("y", "prob", "leak_free"))
-        metrics["extra_combined"] = compute_metrics(y, prob, classes, n_boot=n_boot, seed=seed)
+        pooled = pool(scored_extras)
+        metrics["extra_combined"] = pooled.metrics(classes, n_boot, seed)
         metrics["extra_combined_leak_free"] = (
-            metrics["extra_combined"] if keep.all() else subset(y, prob, keep))
+            metrics["extra_combined"] if pooled.leak_free.all()
+            else subset(pooled, pooled.leak_free))
     if not sets:
         raise BraincamError(f"{run.root} has no test images and no extra data was given")
     atomic_write_csv(dest.predictions, predictions_frame(sets, classes))
@@ -244,6 +254,20 @@ def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
             rows.append((f"{name}, leak-free", f"{whole} without the {s.seen} images the model "
                          "learnt from", s.metrics))
     return rows
+
+
+def pool(sets: Sequence[ScoredSet]) -> ScoredSet:
+    """``sets`` as one (``extra_combined``); the groups of each set stay apart."""
+    offsets = np.cumsum([0] + [len(s.y) for s in sets])
+    flags = [s.leak_free for s in sets]
+    return ScoredSet(
+        COMBINED, "extra", [p for s in sets for p in s.paths],
+        [d for s in sets for d in s.datasets], np.concatenate([s.y for s in sets]),
+        np.concatenate([s.prob for s in sets]),
+        None if any(f is None for f in flags) else np.concatenate(flags),
+        None if any(s.groups is None for s in sets) else np.concatenate(
+            [offset + np.unique(s.groups, return_inverse=True)[1]
+             for s, offset in zip(sets, offsets[:-1], strict=True)]))
 
 
 def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> DataFrame
