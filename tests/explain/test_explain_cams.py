@@ -209,6 +209,17 @@ def test_unknown_layer_lists_valid_names(nets, batch):
     assert "backbone.layer4.2" in message and "head" in message
 
 
+@pytest.mark.parametrize("method", ["gradcam", "eigencam", "scorecam", "ig", "occlusion"])
+def test_targets_outside_the_classes_are_refused_by_every_method(method):
+    model, x = TinyNet(outputs=3).eval(), torch.randn(2, 3, 16, 16, generator=seeded(5))
+    for targets, bad in (([0, 3], 3), ([-1, 2], -1)):
+        with pytest.raises(ValueError, match=rf"class indices in \[0, 3\), got {bad}$"):
+            explain(model, x, targets, method, "features.3")
+    single = TinyNet(outputs=1).eval()  # one logit: the classes 0 and 1
+    with pytest.raises(ValueError, match=r"in \[0, 2\), got 2"):
+        explain(single, x, [1, 2], method, "features.3")
+
+
 def test_unknown_method_and_plain_model_without_layer():
     with pytest.raises(BraincamError, match="unknown method"):
         explain(TinyNet(), torch.randn(1, 3, 16, 16), None, "gradcam+++")

@@ -123,6 +123,7 @@ def explain(
         targets = targets.to(device=device, dtype=torch.long)
         if targets.shape != (len(x),):
             raise ValueError(f"need one target per image, got shape {tuple(targets.shape)}")
+        check_targets(model, x, targets)
     if method == "occlusion":
         occ = occlusion(model, x, targets, options.window, options.stride, options.fill,
                         options.batch_size)
@@ -147,6 +148,17 @@ def explain(
             raw = wrapped.raw_map(method, model, hook.module, x, targets, cap.activations,
                                   single_logit=cap.logits.shape[1] == 1)
     return _result(raw, targets, probs, method, layer, x)
+
+
+def check_targets(model: nn.Module, x: Tensor, targets: Tensor) -> None:
+    """A ValueError unless every target is a class index of ``model`` (K read from one
+    image's output): out of range, some methods fail deep inside and one (EigenCAM, which
+    needs no target) would record the wrong number silently."""
+    with eval_mode(model), torch.no_grad():
+        k = class_probs(model(x[:1])).shape[1]
+    bad = (targets < 0) | (targets >= k)
+    if bad.any():
+        raise ValueError(f"targets must be class indices in [0, {k}), got {int(targets[bad][0])}")
 
 
 def _result(raw: Tensor, targets: Tensor, probs: Tensor, method: str, layer: str | None,
