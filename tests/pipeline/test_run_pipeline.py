@@ -16,7 +16,7 @@ from braincam.errors import BraincamError
 from braincam.pipeline import STAGES
 from braincam.pipeline.run import check_run_dir
 from braincam.pipeline.stages import read_marker
-from braincam.runs import RunDir
+from braincam.runs import OUTPUT_STAMP, RunDir
 
 RUN_FILES = [
     "data_audit/data_audit.json", "data_audit/properties.csv", "config.yaml",
@@ -92,8 +92,12 @@ def test_other_options_are_refused_without_force(phantoms, run_copy, tiny_option
 
 def test_a_directory_of_another_command_is_refused(phantoms, tmp_path, tiny_options):
     (tmp_path / "config.yaml").write_text("train: {}\n")
+    with pytest.raises(BraincamError, match="holds config.yaml, which braincam did not write"):
+        check_run_dir(RunDir(tmp_path), [phantoms], tiny_options(), force=True)
+    (tmp_path / OUTPUT_STAMP).write_text("")  # braincam train's run: replaced with --force
     with pytest.raises(BraincamError, match="holds config.yaml, not written by braincam run"):
         check_run_dir(RunDir(tmp_path), [phantoms], tiny_options(), force=False)
+    check_run_dir(RunDir(tmp_path), [phantoms], tiny_options(), force=True)
 
 
 def test_changed_n_boot_redoes_data_audit_evaluation_and_report(phantoms, run_copy, record,

@@ -130,15 +130,16 @@ def test_an_output_inside_a_guide_folder_or_under_a_file_stops_before_any_stage(
 
 def test_a_folder_of_other_files_is_refused_and_a_bad_arch_keeps_every_stage(
         phantoms, run_copy, record, tiny_options, tmp_path):
-    """A user's folder (notes, a ``guide/`` of their own) is not a run: refused without
-    ``--force``, untouched. A mistyped ``--arch`` with ``--force`` stops before any stage, so
-    the finished run keeps every stage."""
+    """A user's folder (notes, a ``guide/`` of their own) is not a run: refused with or
+    without ``--force``, untouched. A mistyped ``--arch`` with ``--force`` stops before any
+    stage, so the finished run keeps every stage."""
     mine = tmp_path / "mine"
     (mine / "guide").mkdir(parents=True)
     (mine / "guide" / "notes.txt").write_text("precious")
-    with pytest.raises(BraincamError, match=r"mine holds guide, not written by braincam run; "
-                                            r"pass --force"):
-        record([phantoms], tiny_options(), mine)
+    for force in (False, True):
+        with pytest.raises(BraincamError, match=r"mine holds guide, which braincam did not "
+                                                r"write: choose another --out$"):
+            record([phantoms], tiny_options(), mine, force=force)
     assert sorted(p.name for p in mine.rglob("*")) == ["guide", "notes.txt"]
     typo = tiny_options(train=dataclasses.replace(tiny_options().train, arch="resnet10x"))
     with pytest.raises(BraincamError, match="unknown architecture 'resnet10x'"):

@@ -54,6 +54,7 @@ from braincam.errors import BraincamError
 from braincam.pipeline import stages as S
 from braincam.pipeline.options import PipelineOptions
 from braincam.runs import (
+    OUTPUT_STAMP,
     RunDir,
     atomic_write_json,
     atomic_write_yaml,
@@ -280,17 +281,20 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
     wrote, or into a run made with other data roots or options when that would redo finished
     stages. ``redone``: the finished stages whose inputs changed (None: assume any)."""
     check_folders(run.root)
-    if force:
-        return
     stored = _read_json(run.stages / PIPELINE_FILE)
     if stored is None:  # not a braincam run folder: anything in it is someone else's
-        foreign = sorted(p.name for p in run.root.iterdir() if p.name != ".stages"
-                         ) if run.root.is_dir() else []
-        if foreign:
+        foreign = sorted(p.name for p in run.root.iterdir()
+                         if p.name not in (".stages", OUTPUT_STAMP)) if run.root.is_dir() else []
+        if foreign and not ((run.root / OUTPUT_STAMP).exists() or run.model.exists()):
+            raise BraincamError(f"{run.root} holds {foreign[0]}, which braincam did not write: "
+                                "choose another --out")
+        if foreign and not force:  # another command's output (braincam train's)
             raise BraincamError(
                 f"{run.root} holds {foreign[0]}, not written by braincam run; pass --force to "
                 "run the pipeline there (its outputs are replaced) or choose another --out"
             )
+        return
+    if force:
         return
     current = json.loads(json.dumps(_identity(roots, options)))
     changed = _differences(stored.get("data"), current["data"], "data") + _differences(
