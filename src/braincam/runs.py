@@ -228,11 +228,17 @@ def refuse_occupied(path: Path | str, force: bool) -> None:
         check_replaceable(path)
 
 
+def braincam_wrote(path: Path) -> bool:
+    """Whether a command claimed the folder ``path`` whole: it holds :data:`OUTPUT_STAMP`, or
+    a ``model.safetensors`` (a run or segmenter saved before the stamp existed)."""
+    return (path / OUTPUT_STAMP).exists() or (path / "model.safetensors").exists()
+
+
 def check_replaceable(path: Path) -> None:
-    """Stop unless braincam wrote the folder ``path`` that ``--force`` would replace whole:
-    it holds :data:`OUTPUT_STAMP`, or a ``model.safetensors`` (a run or segmenter saved
-    before the stamp existed). ``--out ~/Documents --force`` must not erase the documents."""
-    if not ((path / OUTPUT_STAMP).exists() or (path / "model.safetensors").exists()):
+    """Stop unless braincam wrote (:func:`braincam_wrote`) the folder ``path`` that
+    ``--force`` would replace whole: ``--out ~/Documents --force`` must not erase the
+    documents."""
+    if not braincam_wrote(path):
         raise BraincamError(f"{path} holds files braincam did not write (it has no "
                             f"{OUTPUT_STAMP}), and --force replaces only braincam's own output "
                             "folders: choose another output folder")

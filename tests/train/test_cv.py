@@ -146,8 +146,12 @@ def test_edited_images_new_extra_folders_and_fewer_folds_are_not_taken_from_old_
         with pytest.raises(BraincamError, match="--folds must be >= 2"):
             cross_validate([data], config, tmp_path / "cv", folds=bad, progress=False)
     cross_validate([data], config, tmp_path / "cv3", folds=3, progress=False)
+    (tmp_path / "cv3" / "fold-7").mkdir()  # a folder of the user's
+    (tmp_path / "cv3" / "fold-7" / "notes.txt").write_text("mine")
     fewer = cross_validate([data], config, tmp_path / "cv3", folds=2, progress=False,
                            force=True)
+    assert (tmp_path / "cv3" / "fold-7" / "notes.txt").read_text() == "mine"
+    shutil.rmtree(tmp_path / "cv3" / "fold-7")
     assert sorted(p.name for p in (tmp_path / "cv3").glob("fold-*")) == ["fold-0", "fold-1"]
     assert len(fewer.folds) == 2
     again = cross_validate([data], config, tmp_path / "cv3", folds=2, progress=False,

@@ -58,6 +58,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_json,
     atomic_write_yaml,
+    braincam_wrote,
     check_folders,
     check_outside_data,
     check_spares,
@@ -285,7 +286,7 @@ def check_run_dir(run: RunDir, roots: Sequence[Path], options: PipelineOptions, 
     if stored is None:  # not a braincam run folder: anything in it is someone else's
         foreign = sorted(p.name for p in run.root.iterdir()
                          if p.name not in (".stages", OUTPUT_STAMP)) if run.root.is_dir() else []
-        if foreign and not ((run.root / OUTPUT_STAMP).exists() or run.model.exists()):
+        if foreign and not braincam_wrote(run.root):
             raise BraincamError(f"{run.root} holds {foreign[0]}, which braincam did not write: "
                                 "choose another --out")
         if foreign and not force:  # another command's output (braincam train's)

@@ -41,7 +41,14 @@ import yaml
 from braincam.data.splits import FOLD
 from braincam.errors import BraincamError
 from braincam.evaluate.run import extra_sets
-from braincam.runs import RunDir, as_written, atomic_write_json, check_dataset_folders, read_json
+from braincam.runs import (
+    RunDir,
+    as_written,
+    atomic_write_json,
+    braincam_wrote,
+    check_dataset_folders,
+    read_json,
+)
 from braincam.train.config import TrainConfig
 from braincam.train.features import remembered_features
 
@@ -127,12 +134,13 @@ def cross_validate(
 
 def _remove_other_folds(out: Path, folds: int) -> None:
     """Fold folders ``fold-<k>`` with ``k >= folds``, of an earlier cross-validation with more
-    folds (reached with ``--force``): cv.json no longer counts them."""
+    folds (reached with ``--force``): cv.json no longer counts them. A folder of that name
+    braincam did not write is kept."""
     import shutil
 
     for folder in out.glob("fold-*"):
         index = folder.name.removeprefix("fold-")
-        if folder.is_dir() and index.isdigit() and int(index) >= folds:
+        if folder.is_dir() and index.isdigit() and int(index) >= folds and braincam_wrote(folder):
             shutil.rmtree(folder)
 
 
