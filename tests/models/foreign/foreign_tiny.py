@@ -53,9 +53,10 @@ def import_file(path: Path):
     return module
 
 
-def write_onnx_model(path: Path, seed: int = 0, batch: int | str = "N") -> None:
+def write_onnx_model(path: Path, seed: int = 0, batch: int | str = "N",
+                     gain: float = 1.0) -> None:
     """NHWC [batch, 16, 16, 3] -> Transpose -> Conv(4, 3x3) -> Relu -> GlobalAveragePool ->
-    Flatten -> Gemm(2) -> Softmax."""
+    Flatten -> Gemm(2) -> Softmax; ``gain`` scales the Gemm's weights (large: confident)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -63,7 +64,7 @@ def write_onnx_model(path: Path, seed: int = 0, batch: int | str = "N") -> None:
     weights = {
         "w": rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32),
         "b": rng.normal(0, 0.1, 4).astype(np.float32),
-        "fc_w": rng.normal(0, 1.0, (2, 4)).astype(np.float32),
+        "fc_w": (gain * rng.normal(0, 1.0, (2, 4))).astype(np.float32),
         "fc_b": np.zeros(2, np.float32),
     }
     nodes = [

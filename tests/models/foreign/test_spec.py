@@ -132,6 +132,34 @@ def test_onnx_conversion_checked_against_onnxruntime(folder):
     assert torch.allclose(p_ort.sum(1), torch.ones(4))
 
 
+def test_a_confident_softmax_model_is_explained_through_the_softmax_input(folder):
+    """Probabilities rounded to 1 give ``log p`` no gradient; the softmax's input has one."""
+    import onnx
+    from onnx2torch import convert
+
+    from braincam.models.foreign.load import logits_before_softmax
+    from braincam.models.foreign.net import ForeignNet
+
+    write_onnx_model(folder / "sure.onnx", gain=1e4)
+    model = load_foreign(load_spec(write_spec(folder, onnx_spec(path="sure.onnx"))))
+    assert model.net.output == "logits"
+    assert not any(isinstance(m, torch.nn.Softmax) for m in model.net.modules())
+    kept = ForeignNet(convert(onnx.load(str(folder / "sure.onnx"))).eval(), model.spec.input,
+                      "probabilities")
+    x = to_model_input(torch.from_numpy(
+        np.random.default_rng(2).integers(0, 256, (4, SIZE, SIZE), dtype=np.uint8)))
+    grads = {}
+    for name, net in (("kept", kept), ("cut", model.net)):
+        x_ = x.clone().requires_grad_(True)
+        out = net(x_)
+        out.gather(1, out.argmax(1, keepdim=True)).sum().backward()
+        grads[name] = x_.grad.flatten(1).abs().amax(1)
+    assert (torch.softmax(kept(x), 1).amax(1) == 1).all()  # float32 rounds p to 1
+    assert (grads["kept"] == 0).all() and (grads["cut"] > 0).all()
+    assert logits_before_softmax(model.net.net) is None  # no softmax left to cut
+    assert logits_before_softmax(torch.nn.Linear(2, 2)) is None  # not a converted graph
+
+
 def test_failed_conversion_turns_gradients_off(folder, monkeypatch, caplog):
     import onnx2torch
 

@@ -7,7 +7,8 @@
 - ``onnx``: onnxruntime runs every prediction (the black-box checks); onnx2torch converts the
   graph for the gradient methods, accepted when its probabilities on seeded random images
   equal onnxruntime's within :data:`CONVERSION_TOLERANCE` (else the gradient methods are skipped
-  and :class:`Capabilities` says why).
+  and :class:`Capabilities` says why). A graph of ``output: probabilities`` that ends with a
+  softmax is explained through that softmax's input (:func:`logits_before_softmax`).
 
 Checks, each a one-line :class:`~braincam.errors.BraincamError` naming the spec field: the
 module imports and builds, the weights load, the network accepts the spec's input shape
@@ -270,8 +271,10 @@ def _convert_onnx(spec: ModelSpec, black_box: ForeignNet, native: torch.Tensor,
         import onnx
         from onnx2torch import convert
 
-        converted = ForeignNet(convert(onnx.load(str(spec.path))).eval(), spec.input,
-                               spec.output, groups)
+        module, output = convert(onnx.load(str(spec.path))).eval(), spec.output
+        if output == "probabilities" and (cut := logits_before_softmax(module)) is not None:
+            module, output = cut, "logits"
+        converted = ForeignNet(module, spec.input, output, groups)
         with torch.no_grad():
             diff = conversion_difference(converted, black_box, native)
     except Exception as exc:  # onnx2torch lacks many operators; any failure means "no gradients"
@@ -284,6 +287,32 @@ def _convert_onnx(spec: ModelSpec, black_box: ForeignNet, native: torch.Tensor,
         log.warning("%s: %s; gradient methods are skipped", spec.path.name, reason)
         return black_box, Capabilities(False, False, reason, diff)
     return converted, Capabilities(True, True, None, diff)
+
+
+def logits_before_softmax(module: nn.Module) -> nn.Module | None:
+    """A copy of the converted graph ``module`` whose output is the input ``z`` of the softmax
+    over the classes that ends it; None when it ends otherwise. ``softmax(z)`` is the model's
+    own probability, so predictions do not change (the conversion check compares them), but a
+    gradient map then explains ``z_c``, not ``log p_c``, whose gradient ``e_c - p`` vanishes
+    as ``p_c`` reaches 1: a confident image no longer gets an empty map."""
+    import copy
+
+    from torch.fx import GraphModule
+
+    if not isinstance(module, GraphModule):
+        return None
+    cut = copy.deepcopy(module)
+    output = next(node for node in cut.graph.nodes if node.op == "output")
+    last = output.args[0]
+    softmax = cut.get_submodule(last.target) if getattr(last, "op", None) == "call_module" \
+        else None
+    if not isinstance(softmax, nn.Softmax) or softmax.dim not in (1, -1):
+        return None
+    output.args = (last.args[0],)
+    cut.graph.eliminate_dead_code()
+    cut.delete_all_unused_submodules()
+    cut.recompile()
+    return cut
 
 
 def conversion_difference(converted: ForeignNet, reference: ForeignNet,
