@@ -81,6 +81,25 @@ def test_without_tumour_masks_the_head_alone_keeping_accuracy_is_the_evidence():
                                    "accuracy 0.91 on the audited images")
 
 
+def test_with_tumours_annotated_a_model_the_removal_leaves_unmoved_must_point_at_them():
+    """The head alone keeps the accuracy, but inpainting the annotated tumour costs 4 points:
+    the maps must find the tumour for a tumour verdict."""
+    cf = dict(TUMOUR_CF, tumor_removal_accuracy=0.90625, tumor_removal_flip_rate=0.03)
+    doc = audit(cf)
+    doc["datasets"]["phantoms"]["localization"] = {
+        "method": "gradcam", "pointing_game": 0.9, "pointing_chance": 0.05,
+        "mask": {"pointing_game": 0.2, "pointing_chance": 0.03}}
+    assert collect_verdict(METRICS, doc, []).kind == "unclear"  # the mask wins over the box
+    doc["datasets"]["phantoms"]["localization"]["mask"]["pointing_game"] = 0.82
+    verdict = collect_verdict(METRICS, doc, [])
+    assert verdict.kind == "tumour"
+    assert verdict.evidence[-1] == (
+        "the gradcam map's maximum falls in the tumour on 82% of the tumour images (chance "
+        "3%), though inpainting the tumour moves their accuracy only from 0.94 to 0.91")
+    del doc["datasets"]["phantoms"]["localization"]  # not measured: no tumour verdict
+    assert collect_verdict(METRICS, doc, []).kind == "unclear"
+
+
 def test_intensity_reading_counts_as_a_shortcut():
     cf = dict(TUMOUR_CF, intensity_swap_accuracy=0.5, intensity_swap_flip_rate=0.4)
     verdict = collect_verdict(METRICS, audit(cf), [])

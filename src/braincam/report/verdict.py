@@ -11,8 +11,12 @@ images, ``chance`` ``1 / classes``; an accuracy change counts when it reaches :d
   or the background alone still beats chance by >= DROP (``background_only_accuracy``), or
   swapping intensity histograms between classes costs >= DROP;
 - tumour: none of those, and inpainting the tumour costs >= DROP on the tumour images
-  (``tumor_removal_original_accuracy - tumor_removal_accuracy``), or, without tumour
-  annotations, the head alone keeps the accuracy and the background alone is near chance;
+  (``tumor_removal_original_accuracy - tumor_removal_accuracy``), or the head alone keeps
+  the accuracy and the background alone is near chance, and, where tumours are annotated,
+  the map's maximum falls in the tumour (its mask, else its box) on at least
+  :data:`POINTING` of the tumour images (``localization``'s pointing game): a model that
+  keeps its answer without the tumour (a guided one, which still marks the inpainted bed)
+  must show where it looks;
 - no skill: ``acc < chance +`` :data:`SKILL`, or the test balanced accuracy is below it too
   (a model that says one class for every image scores that class's share in accuracy, and
   chance in balanced accuracy); otherwise unclear, and no verdict without the counterfactual
@@ -34,6 +38,7 @@ from braincam.report.model_audit import per_dataset
 
 DROP = 0.15
 SKILL = 0.10
+POINTING = 0.5  # the map points at the tumour on most tumour images
 MAX_NAMED = 3
 KINDS = ("shortcut", "tumour", "no_skill", "unclear", "none")
 
@@ -83,7 +88,7 @@ def collect_verdict(
     if shortcut:
         return Verdict("shortcut", "The model's skill comes from a shortcut, not from the "
                        f"tumour: {opening}; " + "; ".join(shortcut) + "." + critical, shortcut)
-    tumour = _tumour_evidence(cf, acc, chance)
+    tumour = _tumour_evidence(cf, chance, blocks[0][1].get("localization"))
     if tumour:
         return Verdict("tumour", f"The model's skill comes from the head and the tumour: "
                        f"{opening}; " + "; ".join(tumour) + "." + critical, tumour)
@@ -114,18 +119,40 @@ def _shortcut_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[st
     return out
 
 
-def _tumour_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[str]:
+def _tumour_evidence(cf: dict[str, Any], chance: float, localization: Any) -> list[str]:
     before = _first(cf, "tumor_removal_original_accuracy")
     after = _first(cf, "tumor_removal_accuracy")
     if before is not None and after is not None and before - after >= DROP:
         return [f"with the tumour inpainted, accuracy on the tumour images falls from "
                 f"{_acc(before)} to {_acc(after)}{_flips(cf, 'tumor_removal_flip_rate')}"]
     head, background = _first(cf, "head_only_accuracy"), _first(cf, "background_only_accuracy")
-    if head is not None and background is not None and background - chance < SKILL:
-        return [f"with the area outside the head blanked, {_acc(head)}"
-                f"{_flips(cf, 'head_only_flip_rate')}; with the head replaced by background, "
-                f"{_acc(background)} (chance {_acc(chance)})"]
-    return []
+    if head is None or background is None or background - chance >= SKILL:
+        return []
+    out = [f"with the area outside the head blanked, {_acc(head)}"
+           f"{_flips(cf, 'head_only_flip_rate')}; with the head replaced by background, "
+           f"{_acc(background)} (chance {_acc(chance)})"]
+    if before is None or after is None:  # no tumour annotations
+        return out
+    pointing = _pointing(localization)
+    if pointing is None or pointing[0] < POINTING:
+        return []
+    return [*out, f"the {pointing[2]} map's maximum falls in the tumour on {pct(pointing[0])} "
+            f"of the tumour images (chance {pct(pointing[1])}), though inpainting the tumour "
+            f"moves their accuracy only from {_acc(before)} to {_acc(after)}"]
+
+
+def _pointing(localization: Any) -> tuple[float, float, str] | None:
+    """``(pointing game, its chance, method)`` against the masks, else the boxes."""
+    if not isinstance(localization, dict):
+        return None
+    mask = localization.get("mask")
+    where = mask if isinstance(mask, dict) and _first(mask, "pointing_game") is not None \
+        else localization
+    game, chance = _first(where, "pointing_game"), _first(where, "pointing_chance")
+    method = localization.get("method")
+    if game is None:
+        return None
+    return game, chance or 0.0, method if isinstance(method, str) else "explanation"
 
 
 def _acc(value: float) -> str:
