@@ -435,6 +435,23 @@ def test_metrics_rows_score_extra_sets_without_their_seen_copies(tmp_path):
                for sentence in section.sentences)
 
 
+def test_a_set_of_one_class_is_not_compared_as_a_balanced_accuracy(tmp_path):
+    from braincam.report.metrics import collect_metrics
+
+    def m(n, bacc, supports):
+        return {"n": n, "accuracy": bacc, "balanced_accuracy": bacc, "auc": None,
+                "per_class": {c: {"support": k} for c, k in zip(("no_tumor", "tumor"),
+                                                                 supports, strict=True)}}
+
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "task": "binary", "classes": ["no_tumor", "tumor"], "test": m(394, 0.922, (105, 289)),
+        "test_leak_free": m(129, 0.891, (0, 129))}))
+    sentences = collect_metrics(RunDir(tmp_path)).sentences
+    assert sentences[1] == ("The leak-free test subset (n = 129) holds tumor images only: its "
+                            "recall of them is 0.891, not comparable with a balanced accuracy.")
+    assert not any("lower" in sentence for sentence in sentences)
+
+
 def test_model_audit_sentence_counts_copies_of_training_images():
     from braincam.report.model_audit import _dataset_sentence
 

@@ -28,6 +28,7 @@ class MetricRow:
     auc: Any
     auc_ci: Any
     ece: Any
+    only_class: str | None = None  # the one class the set holds, if so
 
 
 @dataclass
@@ -118,7 +119,17 @@ def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
         auc=m.get("auc"),
         auc_ci=ci.get("auc"),
         ece=m.get("ece"),
+        only_class=_only_class(m),
     )
+
+
+def _only_class(m: dict[str, Any]) -> str | None:
+    """The class of a set that holds one class only: its balanced accuracy is that class's
+    recall, which a two-class figure cannot be compared with."""
+    per_class = _as_dict(m.get("per_class"))
+    present = [name for name, row in per_class.items()
+               if isinstance(row, dict) and scalar(row.get("support"))]
+    return present[0] if len(present) == 1 else None
 
 
 def _comparison(rows: list[MetricRow]) -> list[str]:
@@ -147,6 +158,13 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
                     f"{with_ci(row.accuracy, row.accuracy_ci)}"
                     + ("." if auc is None else f" and AUC {num(auc)}.")
                 )
+            continue
+        if row.only_class is not None:
+            sentences.append(
+                f"{row.phrase[0].upper()}{row.phrase[1:]} (n = {num(row.n)}) holds "
+                f"{row.only_class} images only: its recall of them is "
+                f"{with_ci(value, row.balanced_accuracy_ci)}, not comparable with a "
+                "balanced accuracy.")
             continue
         text = (
             f"On {row.phrase} (n = {num(row.n)}) it is "
