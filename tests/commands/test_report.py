@@ -42,7 +42,7 @@ def test_rebuilds_and_prints_only_the_path_on_stdout(run):
     assert result.stdout == f"{path}\n"
     assert "0 findings" in result.stderr and "Not run yet: data split" in result.stderr
     html = path.read_text()
-    assert "0.875 [0.75, 0.95]" in html and "Model audit: not run" in html
+    assert "0.875 [0.750, 0.950]" in html and "Model audit: not run" in html
 
 
 def test_open_path_only_does_not_rebuild(run):
@@ -66,7 +66,7 @@ def test_another_folders_report_is_replaced_only_with_force(run, tmp_path):
         refused.exception)
     assert (other / "report.html").read_text() == "the other run's report"
     assert invoke(str(run), "--out", str(other), "--force").exit_code == 0
-    assert "0.875 [0.75, 0.95]" in (other / "report.html").read_text()
+    assert "0.875 [0.750, 0.950]" in (other / "report.html").read_text()
     assert invoke(str(run)).exit_code == invoke(str(run)).exit_code == 0  # its own: rebuilt
     (tmp_path / "afile").write_text("x")
     in_the_way = invoke(str(run), "--out", str(tmp_path / "afile"))

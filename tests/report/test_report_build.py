@@ -72,12 +72,12 @@ def test_findings_are_sorted_by_severity_across_stages(full, text):
 def test_metrics_with_intervals_and_leak_free_comparison(full, text):
     page = full[4]
     table = text(page, "metrics-table")
-    assert ("test set 394 0.973 [0.951, 0.989] 0.937 [0.9, 0.96] 0.991 [0.982, 0.997] 0.0412"
+    assert ("test set 394 0.973 [0.951, 0.989] 0.937 [0.900, 0.960] 0.991 [0.982, 0.997] 0.0412"
             in table)
-    assert "test, leak-free subset 120 0.9 [0.85, 0.94] 0.877 [0.81, 0.92]" in table
-    assert "br35h-no-tumor-sample 500 0.612 [0.57, 0.65] n/a n/a" in table
+    assert "test, leak-free subset 120 0.900 [0.850, 0.940] 0.877 [0.810, 0.920]" in table
+    assert "br35h-no-tumor-sample 500 0.612 [0.570, 0.650] n/a n/a" in table
     metrics = text(page, "metrics")
-    assert ("On the leak-free test subset (n = 120) it is 0.877 [0.81, 0.92], 0.0602 lower."
+    assert ("On the leak-free test subset (n = 120) it is 0.877 [0.810, 0.920], 0.0602 lower."
             in metrics)
     assert "no_tumor 0.951 0.887 0.918 100" in metrics
     assert "no_tumor 89 11 tumor 4 290" in text(page, "confusion")
@@ -85,9 +85,9 @@ def test_metrics_with_intervals_and_leak_free_comparison(full, text):
 
 def test_data_audit_training_and_model_audit_numbers(full, text):
     page = full[4]
-    assert ("geometry width, height, aspect 0.971 [0.951, 0.988] 0.853 [0.81, 0.89] 0.912 "
-            "[0.88, 0.94]") in text(page, "probes")
-    assert f"thumbnail 16x16 thumbnail 0.66 [0.6, 0.72] {MISSING} 0.6" in text(page, "probes")
+    assert ("geometry width, height, aspect 0.971 [0.951, 0.988] 0.853 [0.810, 0.890] 0.912 "
+            "[0.880, 0.940]") in text(page, "probes")
+    assert f"thumbnail 16x16 thumbnail 0.660 [0.600, 0.720] {MISSING} 0.6" in text(page, "probes")
     dup = text(page, "duplicates")
     assert "41 groups of byte-identical images and 12 groups of near-identical" in dup
     assert "conflicting labels: 1." in dup and "no_tumor 45 tumor 12" in dup

@@ -25,7 +25,8 @@ def test_intervals_read_lo_hi():
     assert interval(None) == ""
     assert interval([None, 0.5]) == ""
     assert interval([0.1, 0.2, 0.3]) == ""
-    assert with_ci(0.9367, [0.9, 0.96]) == "0.937 [0.9, 0.96]"
+    assert with_ci(0.9367, [0.9, 0.96]) == "0.937 [0.900, 0.960]"
+    assert with_ci(0.97, [0.953, 0.984]) == "0.970 [0.953, 0.984]"  # three decimals alike
     assert with_ci(0.6, None) == "0.6"
 
 

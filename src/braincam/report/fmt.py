@@ -59,13 +59,21 @@ def interval(value: Any) -> str:
     lo, hi = value
     if not (_finite(lo) and _finite(hi)):
         return ""
-    return f"[{num(float(lo))}, {num(float(hi))}]"
+    return f"[{_score(float(lo))}, {_score(float(hi))}]"
 
 
 def with_ci(value: Any, ci: Any) -> str:
-    """``0.97 [0.95, 0.99]``, or just the number when there is no interval."""
+    """``0.970 [0.953, 0.984]``, or just the number when there is no interval."""
     bounds = interval(ci)
-    return f"{num(value)} {bounds}" if bounds else num(value)
+    return f"{_score(value)} {bounds}" if bounds else num(value)
+
+
+def _score(value: Any) -> str:
+    """A score and its bounds with three decimals alike (``0.970``, not ``0.97``, beside
+    ``0.953``) where they lie in [0.01, 1); anything else as :func:`num` writes it."""
+    if isinstance(value, float) and 0.01 <= abs(value) < 1:
+        return f"{value:.3f}"
+    return num(value)
 
 
 def pct(value: Any) -> str:
