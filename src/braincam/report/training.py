@@ -179,9 +179,24 @@ def recipe_sentence(train: dict[str, Any], threshold: float | None = None) -> st
     return text
 
 
+AVERAGED = {"heads": "heads'", "average": "epochs'"}  # one row: a mean of weights, not an epoch
+
+
 def _phase(name: str, rows: pd.DataFrame) -> PhaseSummary:
     """The phase's best epoch by training's own rule (:class:`braincam.train.loop.BestTracker`):
-    the highest validation balanced accuracy, ties to the lower validation loss."""
+    the highest validation balanced accuracy, ties to the lower validation loss. The row of
+    a phase of :data:`AVERAGED` scores the mean of the weights of its ``epoch`` heads or
+    epochs: it trains no epoch, and has no best one."""
+    summary = _trained_phase(name, rows)
+    count = pd.to_numeric(rows.get("epoch", pd.Series(dtype=float)), errors="coerce")
+    if name in AVERAGED and len(rows) == 1 and count.notna().all():
+        return PhaseSummary(f"{name} (the mean of {int(count.iloc[0])} {AVERAGED[name]} "
+                            "weights)", 0, summary.best_val_balanced_accuracy, None,
+                            summary.last_val_loss, summary.seconds)
+    return summary
+
+
+def _trained_phase(name: str, rows: pd.DataFrame) -> PhaseSummary:
     best = bacc = last_loss = seconds = None
     if "val_balanced_accuracy" in rows.columns:
         scores = pd.to_numeric(rows["val_balanced_accuracy"], errors="coerce")
