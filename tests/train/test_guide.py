@@ -75,12 +75,15 @@ def test_guide_from_data_trains_the_segmenter_into_the_run(small, tmp_path, monk
     config = TrainConfig(arch="resnet10t", weights="none", head_epochs=1, finetune_epochs=0,
                          preprocess=PreprocessConfig(size=32), batch_size=8, device="cpu",
                          seed=3, guide=f"{seg},{small}")
-    run = train_run([small], config, tmp_path / "run", progress=False).run_dir
+    run = train_run([small], config, tmp_path / "run", progress=False,
+                    command="braincam train SMALL --guide SEG,SMALL").run_dir
     trained = run / "guide"
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["n_tumour_images"] > 0
     seg_config = yaml.safe_load((trained / "config.yaml").read_text())
     assert seg_config["segment"]["seed"] == 3
+    assert seg_config["command"] == ("braincam train SMALL --guide SEG,SMALL (this segmenter: "
+                                     "its --guide)")
     assert seg_config["data"] == [str(small.resolve())]
     tensors, meta = read_tensors(run / "model.safetensors")
     assert meta["guide"]["source"] == f"{seg},{small}"

@@ -29,8 +29,8 @@ def command(
         ),
     ] = False,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace a report.html in --out that another "
-                           "folder's report wrote.")
+        bool, typer.Option("--force", help="Replace a report.html already in --out (a "
+                           "folder other than RUN; RUN's own report is always rebuilt).")
     ] = False,
 ) -> None:
     """Rebuild RUN/report.html from whatever the run holds and print its path.

@@ -103,7 +103,7 @@ def cross_validate(
                         "its own segmenter without its test images (%d segmenter trainings)",
                         folds)
         else:  # one segmenter for every fold: CV/guide
-            members = train_guide(plan, config, out, progress)
+            members = train_guide(plan, config, out, progress, command=command)
             recipe_config = replace(config, guide=",".join(str(m) for m in members))
             config = replace(recipe_config, guide_weak_labels=False, guide_epochs=None,
                              guide_freeze_blocks=0)  # the folds load CV/guide as it is

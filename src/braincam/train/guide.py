@@ -115,9 +115,11 @@ def check_plan(plan: GuidePlan, config: TrainConfig) -> None:
 
 
 def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
-                progress: bool = False, left_out: Collection[Path] = ()) -> list[Path]:
+                progress: bool = False, left_out: Collection[Path] = (),
+                command: str | None = None) -> list[Path]:
     """Train the segmenter of ``plan.data`` into ``run_dir/guide`` without the images of
-    ``left_out`` that lie in those folders (the classifier's test images). Nothing is trained
+    ``left_out`` that lie in those folders (the classifier's test images); its config.yaml
+    names ``command`` (the classifier's) as the one that trained it. Nothing is trained
     when there is no dataset folder, nor when a finished one with the same data, settings and
     left-out images is there (``braincam cv`` trains it once for all folds). Returns the runs
     that guide (:func:`braincam.models.segment.guide_members`). Every torchrun process calls
@@ -131,7 +133,8 @@ def train_guide(plan: GuidePlan, config: TrainConfig, run_dir: Path | str,
     left_out = [p for p in resolved if any(p.is_relative_to(root) for root in roots)]
     if plan.data and not finished(target, plan.data, seg, left_out):
         train_segmenter(plan.data, seg, target.root, force=True, progress=progress,
-                        command=f"--guide {config.guide}", left_out=left_out)
+                        command=f"{command or 'braincam train --guide ' + config.guide} "
+                        "(this segmenter: its --guide)", left_out=left_out)
     return guide_members([*plan.runs, *plan.data], run_dir)
 
 

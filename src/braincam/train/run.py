@@ -210,7 +210,8 @@ def train_run(
         # segmenter does: the head then equals the one `--guide RUN/guide` trains
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             members = train_guide(plan, config, run.root, progress,
-                                  left_out=[records[i].path for i in split.indices("test")])
+                                  left_out=[records[i].path for i in split.indices("test")],
+                                  command=command)
         _guide(model, members, config, list(fitted))
         stages = finetune_modules(model, config.finetune_stages)
     own = len(data["train"])  # the guide views follow the classifier's own images
