@@ -307,3 +307,24 @@ def test_a_spec_audited_on_one_set_lines_up_with_one_audited_on_two(tmp_path):
     assert table.cell("one", "background_share@fig") == table.cell("two", "background_share@fig")
     assert table.cell("one", "background_share@fig") == 0.25
     assert table.cell("one", "background_share") is None
+
+
+def test_a_run_audited_on_another_dataset_only_names_that_dataset(tmp_path):
+    """A run of Sartaj audited on Figshare alone: its numbers are Figshare's, so they carry
+    ``@figshare`` and do not share a column with a run audited on its own Sartaj images."""
+    block = {"attention": {"background": 0.125},
+             "localization": {"method": "gradcam", "pointing_game": 0.5,
+                              "mask": {"dice": 0.75, "pointing_game": 0.8}},
+             "counterfactual": {"background_only_survival": 0.25}}
+    away = write_run(tmp_path / "away", None, {"datasets": {"figshare": block}})
+    home = write_run(tmp_path / "home", None, {"datasets": {"sartaj": dict(
+        block, attention={"background": 0.5})}})
+    for run in (away, home):
+        (run / "config.yaml").write_text("data: [/data/sartaj]\n")
+    table = compare_runs([away, home])
+    assert table.cell("away", "mask_dice@figshare") == 0.75
+    assert table.cell("away", "background_share@figshare") == 0.125
+    assert table.cell("away", "background_share") is None and table.cell(
+        "away", "mask_dice") is None
+    assert table.cell("home", "background_share") == 0.5 and table.cell(
+        "home", "mask_dice") == 0.75

@@ -331,7 +331,8 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
 def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
     blocks = _blocks(audit)
     spec = isinstance(audit.get("model"), dict)  # a model spec's: no in-domain data at all
-    lone = next(iter(blocks)) if len(blocks) == 1 and not spec else None  # no order to mix up
+    # one audited set of a run whose data is unknown: its own (nothing else to mix it up with)
+    lone = next(iter(blocks)) if len(blocks) == 1 and not spec and not in_domain else None
     own = next((n for n in in_domain if n in blocks), lone)
     row: dict[str, Any] = _dataset_values(blocks[own]) if own is not None else {}
     for name, other in blocks.items():  # boxes and masks often exist only in an extra dataset
