@@ -328,3 +328,19 @@ def test_a_run_audited_on_another_dataset_only_names_that_dataset(tmp_path):
         "away", "mask_dice") is None
     assert table.cell("home", "background_share") == 0.5 and table.cell(
         "home", "mask_dice") == 0.75
+
+
+@pytest.mark.parametrize("metrics", [
+    {"test": [1, 2]}, {"test": m(0.9, 0.8), "test_leak_free": 5},
+    {"test": {"accuracy": "0.9", "balanced_accuracy": 0.8}},
+    {"test": m(0.9, 0.8), "extra": [1]},
+    {"test": m(0.9, 0.8), "extra": {"foo": m(0.7, 0.7)}, "extra_seen": {"foo": "two"}}])
+def test_hand_edited_files_of_the_wrong_shape_give_empty_cells(tmp_path, metrics):
+    bad = write_run(tmp_path / "bad", metrics, {"datasets": {"sartaj": {
+        "attention": {"background": 0.5}, "counterfactual": [1, 2]}}})
+    table = compare_runs([bad])
+    write_comparison(table, tmp_path / "out")
+    assert table.cell("bad", "background_share") == 0.5
+    assert table.cell("bad", "background_only_survival") is None
+    assert table.cell("bad", "accuracy") in (None, 0.9)
+    assert all(v is None or isinstance(v, float | int) for v in table.rows[0].values())

@@ -222,15 +222,20 @@ def extra_sets(metrics: dict[str, Any]) -> list[ExtraSet]:
     """Each extra dataset, then the pooled sets, each followed by its leak-free part where some
     of its images were seen: the one reading of ``extra``, ``extra_seen``, ``extra_leak_free``,
     ``extra_combined`` and ``extra_combined_leak_free`` (module docstring)."""
-    seen = metrics.get("extra_seen") or {}
-    free = metrics.get("extra_leak_free") or {}
+    def mapping(key: str) -> dict[str, Any]:  # a hand-edited file may hold anything
+        value = metrics.get(key)
+        return value if isinstance(value, dict) else {}
+
+    seen = {name: n for name, n in mapping("extra_seen").items()
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0}
+    free = mapping("extra_leak_free")
     sets = []
-    for name, m in (metrics.get("extra") or {}).items():
-        sets.append(ExtraSet(name, False, int(seen.get(name) or 0), m))
-        if seen.get(name):
-            sets.append(ExtraSet(name, True, int(seen[name]), free.get(name)))
+    for name, m in mapping("extra").items():
+        sets.append(ExtraSet(name, False, seen.get(name, 0), m))
+        if name in seen:
+            sets.append(ExtraSet(name, True, seen[name], free.get(name)))
     if metrics.get(COMBINED):
-        total = sum(int(n or 0) for n in seen.values())
+        total = sum(seen.values())
         sets.append(ExtraSet(COMBINED, False, total, metrics[COMBINED]))
         if total:
             sets.append(ExtraSet(COMBINED, True, total, metrics.get(f"{COMBINED}_leak_free")))

@@ -317,15 +317,19 @@ def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
 
 
 def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
-    test = metrics.get("test") or {}
-    leak_free = metrics.get("test_leak_free") or {}
+    test, leak_free = _mapping(metrics.get("test")), _mapping(metrics.get("test_leak_free"))
     row = {"accuracy": test.get("accuracy"), "balanced_accuracy": test.get("balanced_accuracy"),
            "leak_free_accuracy": leak_free.get("accuracy")}
     for s in extra_sets(metrics):
         if s.name != COMBINED:
             key = EXTRA_PREFIX + s.name + (", leak-free" if s.leak_free else "")
             row[key] = (s.metrics or {}).get("balanced_accuracy")
-    return row
+    return {k: _number(v) for k, v in row.items()}
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` where a hand-edited file holds the object it should, else empty."""
+    return value if isinstance(value, dict) else {}
 
 
 def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
@@ -348,7 +352,7 @@ def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, floa
 def _dataset_values(checks: dict[str, Any]) -> dict[str, Any]:
     """Every column one dataset's checks give (unsuffixed)."""
     attention = _one_method(checks.get("attention"))
-    counterfactual = checks.get("counterfactual") or {}
+    counterfactual = _mapping(checks.get("counterfactual"))
     row = {"background_share": attention.get("background"),
            "energy_in_box_ratio": _box_ratio(checks)}
     row |= {c: counterfactual.get(c) for c in RATES if c != "background_share"}
@@ -358,8 +362,8 @@ def _dataset_values(checks: dict[str, Any]) -> dict[str, Any]:
 def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
     """The mask-based numbers of one dataset's checks (None where absent)."""
     mask = _one_method(checks.get("localization")).get("mask")
-    mask = mask if isinstance(mask, dict) else {}
-    counterfactual = checks.get("counterfactual") or {}
+    mask = _mapping(mask)
+    counterfactual = _mapping(checks.get("counterfactual"))
     return {"mask_pointing_game": mask.get("pointing_game"),
             "mask_pointing_ceiling": mask.get("pointing_ceiling"), "mask_dice": mask.get("dice"),
             "energy_in_mask_ratio": mask.get("energy_in_mask_ratio"),
