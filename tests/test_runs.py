@@ -5,9 +5,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from braincam import runs
 from braincam.errors import BraincamError
+from braincam.models.checkpoint import save_tensors
 from braincam.runs import RunDir, atomic_write_json, prepare_output_dir, read_npz
 
 
@@ -52,11 +55,27 @@ def test_force_replaces_only_a_folder_braincam_wrote(tmp_path):
     runs.refuse_occupied(made, force=True)
     prepare_output_dir(made, force=True)
     assert sorted(p.name for p in made.iterdir()) == [runs.OUTPUT_STAMP]
-    older = tmp_path / "older"  # a run saved before the stamp: its model shows it
+    downloaded = tmp_path / "downloaded"  # another program's model.safetensors is no mark
+    downloaded.mkdir()
+    save_file({"w": torch.zeros(1)}, str(downloaded / "model.safetensors"))
+    (downloaded / "notes.txt").write_text("mine")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"x")
+    for folder in (downloaded, tmp_path / "broken"):
+        with pytest.raises(BraincamError, match="braincam did not write"):
+            prepare_output_dir(folder, force=True)
+    assert (downloaded / "notes.txt").read_text() == "mine"
+    older = tmp_path / "older"  # a run saved before the stamp: its braincam model shows it
     older.mkdir()
-    (older / "model.safetensors").write_bytes(b"x")
+    save_tensors({"w": torch.zeros(1)}, older / "model.safetensors",
+                 {"arch": "resnet18", "classes": ["no_tumor", "tumor"]})
     prepare_output_dir(older, force=True)
     assert not (older / "model.safetensors").exists()
+    (tmp_path / "link").symlink_to(made)  # a link to a run: not replaced through the link
+    (made / "history.csv").write_text("x")
+    with pytest.raises(BraincamError, match="link is a link: --force replaces a folder"):
+        runs.refuse_occupied(tmp_path / "link", force=True)
+    assert (made / "history.csv").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
     runs.refuse_occupied(empty, force=False)  # a check: it claims nothing

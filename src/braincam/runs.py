@@ -30,10 +30,10 @@ AUDIT_IMAGES_CSV = "audit_images.csv"
 EXPLANATIONS_NPZ = "explanations.npz"
 """The maps of one ``braincam explain`` run, in its output folder."""
 SKIPPED_CSV = "skipped.csv"
-# written into every folder a command claims whole (train, segment, ensemble, radiomics): the
-# mark that lets --force replace that folder, and no folder of the user's
-OUTPUT_STAMP = ".braincam-output"
 """Files a stage could not read (path, reason), in the folder of that stage's output."""
+OUTPUT_STAMP = ".braincam-output"
+"""Written into every folder a command claims whole (train, segment, ensemble, radiomics):
+the mark that lets ``--force`` replace that folder, and no folder of the user's."""
 
 
 @dataclass(frozen=True)
@@ -230,14 +230,26 @@ def refuse_occupied(path: Path | str, force: bool) -> None:
 
 def braincam_wrote(path: Path) -> bool:
     """Whether a command claimed the folder ``path`` whole: it holds :data:`OUTPUT_STAMP`, or
-    a ``model.safetensors`` (a run or segmenter saved before the stamp existed)."""
-    return (path / OUTPUT_STAMP).exists() or (path / "model.safetensors").exists()
+    a ``model.safetensors`` with braincam's metadata (a run or segmenter saved before the
+    stamp existed; any other file of that name, a downloaded model's, is no mark)."""
+    from braincam.models.checkpoint import read_meta
+
+    if (path / OUTPUT_STAMP).is_file():
+        return True
+    try:
+        read_meta(path / "model.safetensors")
+    except BraincamError:
+        return False
+    return True
 
 
 def check_replaceable(path: Path) -> None:
     """Stop unless braincam wrote (:func:`braincam_wrote`) the folder ``path`` that
     ``--force`` would replace whole: ``--out ~/Documents --force`` must not erase the
     documents."""
+    if path.is_symlink():
+        raise BraincamError(f"{path} is a link: --force replaces a folder, not a link to one; "
+                            "give the folder itself")
     if not braincam_wrote(path):
         raise BraincamError(f"{path} holds files braincam did not write (it has no "
                             f"{OUTPUT_STAMP}), and --force replaces only braincam's own output "

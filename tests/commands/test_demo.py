@@ -96,6 +96,11 @@ def test_a_phantom_folder_braincam_did_not_write_is_never_replaced(tmp_path):
         with pytest.raises(BraincamError, match="demo did not write"):
             demo_module.check_phantoms(root, spec, force)
     assert (root / "scan.png").read_bytes() == b"mine"
+    taken = tmp_path / "file" / demo_module.DATA_FOLDER
+    taken.parent.mkdir()
+    taken.write_text("a file")
+    with pytest.raises(BraincamError, match="exists and is not a directory"):
+        demo_module.check_phantoms(taken, spec, True)
 
 
 def test_phantoms_are_written_beside_their_folder_then_take_its_place(tmp_path):

@@ -99,6 +99,8 @@ def test_the_group_bootstrap_draws_whole_groups_and_copies_do_not_narrow_it():
         drawn = groups[row]
         times = [np.sum(drawn == g) / np.sum(groups == g) for g in (7, 2, 5)]
         assert all(t == int(t) for t in times) and sum(times) == 3  # three whole groups
+    few = compute_metrics(y, prob, BINARY, n_boot=50, groups=np.arange(100) % 3)
+    assert few["n_groups"] == 3 and few["ci_groups"] == dict.fromkeys(few["ci"])  # too few
     with pytest.raises(ValueError, match="one id per image"):
         compute_metrics(y, prob, BINARY, groups=np.arange(3))
 

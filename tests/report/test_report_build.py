@@ -450,6 +450,13 @@ def test_a_set_of_one_class_is_not_compared_as_a_balanced_accuracy(tmp_path):
     assert sentences[1] == ("The leak-free test subset (n = 129) holds tumor images only: its "
                             "recall of them is 0.891, not comparable with a balanced accuracy.")
     assert not any("lower" in sentence for sentence in sentences)
+    (tmp_path / "metrics.json").write_text(json.dumps({  # the first set holds one class
+        "task": "binary", "classes": ["no_tumor", "tumor"], "test": m(8, 1.0, (0, 8)),
+        "extra": {"ph2": m(24, 0.5, (12, 12))}}))
+    assert collect_metrics(RunDir(tmp_path)).sentences == [
+        "The whole test set (n = 8) holds tumor images only: its recall of them is 1, not "
+        "comparable with a balanced accuracy.",
+        "Balanced accuracy on ph2 (another dataset) (n = 24) is 0.5."]
 
 
 def test_model_audit_sentence_counts_copies_of_training_images():

@@ -27,6 +27,8 @@ def test_intervals_read_lo_hi():
     assert interval([0.1, 0.2, 0.3]) == ""
     assert with_ci(0.9367, [0.9, 0.96]) == "0.937 [0.900, 0.960]"
     assert with_ci(0.97, [0.953, 0.984]) == "0.970 [0.953, 0.984]"  # three decimals alike
+    assert with_ci(1.0, [0.95, 1.0]) == "1.000 [0.950, 1.000]"
+    assert with_ci(0.0, [0.0, 0.05]) == "0.000 [0.000, 0.050]"
     assert with_ci(0.6, None) == "0.6"
 
 

@@ -22,6 +22,7 @@ from scipy.stats import rankdata
 ECE_BINS = 15
 CI_LEVEL = 0.95
 BOOT_CHUNK = 4_000_000  # probabilities per bootstrap batch (32 MB of float64)
+MIN_GROUPS = 10  # fewer groups give no group interval: resamples repeat the same few sets
 
 
 def compute_metrics(
@@ -44,8 +45,9 @@ def compute_metrics(
       where a number is undefined are left out of its interval;
     - ci_groups, with ``groups`` (a group id per image: copies of one image, slices of one
       patient): the same bootstrap over the ``n_groups`` groups, each drawn with all its
-      images. Images of one group are not independent evidence, so this interval is the
-      wider, honest one where groups hold several images.
+      images (null bounds under :data:`MIN_GROUPS` groups). Images of one group are not
+      independent evidence, so this interval is the wider, honest one where groups hold
+      several images.
     """
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
@@ -87,7 +89,9 @@ def compute_metrics(
         if groups.shape != y.shape:
             raise ValueError(f"groups must be one id per image ({len(y)}), got {groups.shape}")
         metrics["n_groups"] = int(len(np.unique(groups)))
-        metrics["ci_groups"] = bootstrap_ci(y, prob, n_boot=n_boot, seed=seed, groups=groups)
+        metrics["ci_groups"] = (
+            bootstrap_ci(y, prob, n_boot=n_boot, seed=seed, groups=groups)
+            if metrics["n_groups"] >= MIN_GROUPS else bootstrap_ci(y, prob, n_boot=0))
     return metrics
 
 

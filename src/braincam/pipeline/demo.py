@@ -44,7 +44,7 @@ from braincam.pipeline.options import PipelineOptions
 from braincam.pipeline.run import PipelineResult, check_run_dir, run_pipeline
 from braincam.report.findings import group_findings
 from braincam.report.verdict import Verdict, collect_verdict
-from braincam.runs import RunDir, atomic_write_text
+from braincam.runs import RunDir, atomic_write_text, check_folders
 from braincam.train.config import TrainConfig
 
 DATA_FOLDER = "phantoms"
@@ -184,6 +184,7 @@ def run_verdict(result: PipelineResult) -> Verdict:
 def check_phantoms(root: Path, spec: PhantomSpec, force: bool) -> None:
     """Refuse (BraincamError) to replace phantoms of another spec unless ``force``, and a
     ``root`` with files but no spec file, which braincam did not write, even with it."""
+    check_folders(root)
     if not (root / SPEC_FILE).exists():
         if root.is_dir() and any(root.iterdir()):
             raise BraincamError(f"{root} holds files braincam demo did not write (it has no "

@@ -70,8 +70,9 @@ def with_ci(value: Any, ci: Any) -> str:
 
 def _score(value: Any) -> str:
     """A score and its bounds with three decimals alike (``0.970``, not ``0.97``, beside
-    ``0.953``) where they lie in [0.01, 1); anything else as :func:`num` writes it."""
-    if isinstance(value, float) and 0.01 <= abs(value) < 1:
+    ``0.953``, 1.000 beside 0.950) where they are 0 or lie in [0.01, 1]; anything else as
+    :func:`num` writes it."""
+    if isinstance(value, float) and (value == 0 or 0.01 <= abs(value) <= 1):
         return f"{value:.3f}"
     return num(value)
 

@@ -141,14 +141,14 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
     if not rows:
         return []
     base = rows[0]
-    base_value = scalar(base.balanced_accuracy)
+    base_value = None if base.only_class else scalar(base.balanced_accuracy)
     sentences = []
     if base_value is not None:
         sentences.append(
             f"Balanced accuracy on {base.phrase} (n = {num(base.n)}) is "
             f"{with_ci(base_value, base.balanced_accuracy_ci)}."
         )
-    for row in rows[1:]:
+    for row in rows[1:] if base_value is not None else rows:
         value = scalar(row.balanced_accuracy)
         if value is None:
             auc = scalar(row.auc)
@@ -166,10 +166,10 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
                 f"{with_ci(value, row.balanced_accuracy_ci)}, not comparable with a "
                 "balanced accuracy.")
             continue
-        text = (
-            f"On {row.phrase} (n = {num(row.n)}) it is "
-            f"{with_ci(value, row.balanced_accuracy_ci)}"
-        )
+        text = (  # "it": the balanced accuracy of the first sentence, where there is one
+            f"On {row.phrase} (n = {num(row.n)}) it is " if base_value is not None else
+            f"Balanced accuracy on {row.phrase} (n = {num(row.n)}) is "
+        ) + with_ci(value, row.balanced_accuracy_ci)
         if base_value is not None:
             diff = value - base_value
             if abs(diff) < 0.0005:

@@ -92,8 +92,12 @@ def collect_verdict(
     if tumour:
         return Verdict("tumour", f"The model's skill comes from the head and the tumour: "
                        f"{opening}; " + "; ".join(tumour) + "." + critical, tumour)
+    pointing = _pointing(blocks[0][1].get("localization"))
+    where = (f", and the {pointing[2]} map's maximum falls in the tumour on only "
+             f"{pct(pointing[0])} of the tumour images (chance {pct(pointing[1])})"
+             if pointing is not None and pointing[0] < POINTING else "")
     return Verdict("unclear", f"No clear verdict: {opening}, and the counterfactuals move it "
-                   f"by less than {DROP * 100:.0f} points either way." + critical)
+                   f"by less than {DROP * 100:.0f} points either way{where}." + critical)
 
 
 def _shortcut_evidence(cf: dict[str, Any], acc: float, chance: float) -> list[str]:

@@ -140,7 +140,8 @@ def _remove_other_folds(out: Path, folds: int) -> None:
 
     for folder in out.glob("fold-*"):
         index = folder.name.removeprefix("fold-")
-        if folder.is_dir() and index.isdigit() and int(index) >= folds and braincam_wrote(folder):
+        if (folder.is_dir() and not folder.is_symlink() and index.isdigit()
+                and int(index) >= folds and braincam_wrote(folder)):
             shutil.rmtree(folder)
 
 

@@ -29,6 +29,7 @@ from braincam.runs import (
     atomic_write_csv,
     atomic_write_yaml,
     check_outside_data,
+    check_replaceable,
     prepare_output_dir,
     refuse_occupied,
     versions,
@@ -305,7 +306,8 @@ def _set_aside(guide: Path) -> Path | None:
     if not (guide / "metrics.json").is_file():
         return None
     aside = guide.parent.parent / f".{guide.parent.name}.guide"
-    if aside.exists():
+    if aside.exists():  # an earlier --force stopped before it came back: replaced if braincam's
+        check_replaceable(aside)
         shutil.rmtree(aside)
     os.replace(guide, aside)
     return aside
