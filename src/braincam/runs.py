@@ -31,6 +31,9 @@ EXPLANATIONS_NPZ = "explanations.npz"
 """The maps of one ``braincam explain`` run, in its output folder."""
 SKIPPED_CSV = "skipped.csv"
 """Files a stage could not read (path, reason), in the folder of that stage's output."""
+CHECKPOINT_FORMAT = "braincam"
+"""The ``format`` metadata of every ``model.safetensors`` braincam writes
+(:mod:`braincam.models.checkpoint`)."""
 OUTPUT_STAMP = ".braincam-output"
 """Written into every folder a command claims whole (train, segment, ensemble, radiomics):
 the mark that lets ``--force`` replace that folder, and no folder of the user's."""
@@ -232,15 +235,15 @@ def braincam_wrote(path: Path) -> bool:
     """Whether a command claimed the folder ``path`` whole: it holds :data:`OUTPUT_STAMP`, or
     a ``model.safetensors`` with braincam's metadata (a run or segmenter saved before the
     stamp existed; any other file of that name, a downloaded model's, is no mark)."""
-    from braincam.models.checkpoint import read_meta
+    from safetensors import safe_open
 
     if (path / OUTPUT_STAMP).is_file():
         return True
     try:
-        read_meta(path / "model.safetensors")
-    except BraincamError:
+        with safe_open(str(path / "model.safetensors"), framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == CHECKPOINT_FORMAT
+    except Exception:  # missing, or not a safetensors file: several exception types
         return False
-    return True
 
 
 def check_replaceable(path: Path) -> None:

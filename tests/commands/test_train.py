@@ -21,6 +21,7 @@ RUN_FILES = {
 }
 M_KEYS = {
     "n", "accuracy", "balanced_accuracy", "auc", "per_class", "confusion_matrix", "ece", "ci",
+    "n_groups", "ci_groups",
 }
 TINY = [
     "--image-size", "32", "--head-epochs", "1", "--finetune-epochs", "1", "--batch-size", "8",

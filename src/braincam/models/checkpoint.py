@@ -24,9 +24,9 @@ import torch
 from torch import nn
 
 from braincam.errors import BraincamError
-from braincam.runs import atomic_write_bytes
+from braincam.runs import CHECKPOINT_FORMAT, atomic_write_bytes
 
-FORMAT = "braincam"
+FORMAT = CHECKPOINT_FORMAT
 REQUIRED_META = ("arch", "classes")
 
 
