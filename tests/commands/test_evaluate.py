@@ -145,6 +145,17 @@ def test_copies_within_a_set_are_one_group_of_its_bootstrap(run, extras, tmp_pat
         "bal.acc [0.250, 0.750] over 12 groups, tumor images only")
 
 
+def test_a_copy_in_two_sets_is_one_group_of_the_pooled_set(run, extras, tmp_path):
+    twin = shutil.copytree(extras[1], tmp_path / "twin")
+    out = tmp_path / "eval"
+    result = invoke(str(run), "--data", str(extras[1]), "--data", str(twin), "--out", str(out),
+                    "--no-progress", "--n-boot", "0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["extra"]["twin"]["n_groups"] == metrics["extra"]["only-tumor"]["n_groups"] == 4
+    assert metrics["extra_combined"]["n"] == 8 and metrics["extra_combined"]["n_groups"] == 4
+
+
 def test_extra_rows_carry_their_sets_name_where_folder_names_repeat(run, extras, tmp_path):
     named_test = shutil.copytree(extras[0], tmp_path / "test")  # an extra folder called test
     twin = shutil.copytree(extras[1], tmp_path / "other" / "test")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,17 @@ def evaluate_spec(
                                     "roc_*.png"))  # the earlier evaluation's, all of them
     classes = list(model.classes)
     dev = device_of(device)
-    sets = []
+    sets, scored = [], []
     for name, records in spec_sets(roots, classes, model.task, split):
         records, prob = predict_records(model, records, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, model.task)) for r in records])
         sets.append(ScoredSet(name, "extra", [r.key for r in records],
-                              [name] * len(records), y, prob, None, record_groups(records)))
+                              [name] * len(records), y, prob, None))
+        scored += records
+    groups = record_groups(scored)  # over all sets at once: a copy in two is one group pooled
+    bounds = np.cumsum([0] + [len(s.y) for s in sets])
+    sets = [replace(s, groups=groups[a:b])
+            for s, a, b in zip(sets, bounds[:-1], bounds[1:], strict=True)]
     metrics: dict[str, Any] = {
         "task": model.task, "classes": classes, "test": None, "test_leak_free": None,
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,

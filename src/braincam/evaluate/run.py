@@ -121,7 +121,8 @@ def evaluate_run(
     cache = PreprocessCache()
     dev = device_of(device)
 
-    def score(records, name: str, kind: str, leak_free=None) -> ScoredSet:
+    def score(records, name: str, kind: str, leak_free=None, groups=None) -> ScoredSet:
+        groups = record_groups(records) if groups is None else groups
         images, _, bad = cache.load(records, prep, progress=progress)
         if bad:  # as training skips them
             log.warning("%s: %d images cannot be read and are left out (first: %s: %s)", name,
@@ -130,6 +131,7 @@ def evaluate_run(
             kept = np.array([r.key not in gone for r in records])
             records = [r for r, keep in zip(records, kept, strict=True) if keep]
             leak_free = None if leak_free is None else np.asarray(leak_free)[kept]
+            groups = groups[kept]
             if not records:
                 raise BraincamError(f"no {name} image can be read (first: {bad[0].path}: "
                                     f"{bad[0].reason})")
@@ -139,7 +141,7 @@ def evaluate_run(
         # when it repeats a folder's name or is called "test" (_extra_records)
         datasets = [r.source for r in records] if kind == "test" else [name] * len(records)
         return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free,
-                         record_groups(records))
+                         groups)
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
@@ -153,6 +155,8 @@ def evaluate_run(
     extras = list(_extra_records(extra_roots, classes, task, set(sources)))
     learnt = learnt_from(run, meta) if extras else []
     seen = duplicates_of([r.image for _, records in extras for r in records], learnt)
+    # one grouping of all extra sets: a copy in two sets is one group where they are pooled
+    groups = record_groups([r for _, records in extras for r in records])
     bounds = np.cumsum([0] + [len(records) for _, records in extras])
     for (name, records), start, stop in zip(extras, bounds[:-1], bounds[1:], strict=True):
         unseen = ~seen[start:stop]
@@ -161,7 +165,7 @@ def evaluate_run(
                         "extra_leak_free scores the other %d", name, (~unseen).sum(),
                         len(unseen), " or its guide" if meta.get("guide") else "",
                         unseen.sum())
-        sets.append(score(records, name, "extra", unseen))
+        sets.append(score(records, name, "extra", unseen, groups[start:stop]))
 
     metrics: dict[str, Any] = {
         "task": task, "classes": classes, "test": None, "test_leak_free": None,
@@ -262,8 +266,8 @@ def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
 
 
 def pool(sets: Sequence[ScoredSet]) -> ScoredSet:
-    """``sets`` as one (``extra_combined``); the groups of each set stay apart."""
-    offsets = np.cumsum([0] + [len(s.y) for s in sets])
+    """``sets`` as one (``extra_combined``); their groups, formed over all of them at once,
+    stay as they are (a copy in two sets is one group)."""
     flags = [s.leak_free for s in sets]
     return ScoredSet(
         COMBINED, "extra", [p for s in sets for p in s.paths],
@@ -271,8 +275,7 @@ def pool(sets: Sequence[ScoredSet]) -> ScoredSet:
         np.concatenate([s.prob for s in sets]),
         None if any(f is None for f in flags) else np.concatenate(flags),
         None if any(s.groups is None for s in sets) else np.concatenate(
-            [offset + np.unique(s.groups, return_inverse=True)[1]
-             for s, offset in zip(sets, offsets[:-1], strict=True)]))
+            [s.groups for s in sets]))
 
 
 def predictions_frame(sets: Sequence[ScoredSet], classes: Sequence[str]):  # -> DataFrame
