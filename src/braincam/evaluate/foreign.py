@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,14 @@ import numpy as np
 
 from braincam.data.records import ImageRecord, distinct_name
 from braincam.errors import BraincamError
-from braincam.evaluate.run import TEST_SETS, ScoredSet, pool, predictions_frame, write_figures
+from braincam.evaluate.run import (
+    TEST_SETS,
+    ScoredSet,
+    pool,
+    predictions_frame,
+    with_groups,
+    write_figures,
+)
 from braincam.labels import task_label
 from braincam.runs import (
     atomic_write_csv,
@@ -52,7 +58,6 @@ def evaluate_spec(
 ) -> dict[str, Any]:
     """Write ``metrics.json``, ``predictions.csv`` and figures into ``out_dir``; return the
     metrics (module docstring)."""
-    from braincam.data.splits import record_groups
     from braincam.device import device_of
     from braincam.models.foreign import load_foreign, load_spec
 
@@ -65,17 +70,14 @@ def evaluate_spec(
                                     "roc_*.png"))  # the earlier evaluation's, all of them
     classes = list(model.classes)
     dev = device_of(device)
-    sets, scored = [], []
+    sets, scored = [], {}
     for name, records in spec_sets(roots, classes, model.task, split):
         records, prob = predict_records(model, records, dev, batch_size, progress)
         y = np.array([classes.index(task_label(r.label, model.task)) for r in records])
         sets.append(ScoredSet(name, "extra", [r.key for r in records],
                               [name] * len(records), y, prob, None))
-        scored += records
-    groups = record_groups(scored)  # over all sets at once: a copy in two is one group pooled
-    bounds = np.cumsum([0] + [len(s.y) for s in sets])
-    sets = [replace(s, groups=groups[a:b])
-            for s, a, b in zip(sets, bounds[:-1], bounds[1:], strict=True)]
+        scored[name] = records
+    sets = with_groups(sets, scored)
     metrics: dict[str, Any] = {
         "task": model.task, "classes": classes, "test": None, "test_leak_free": None,
         "extra": {}, "extra_combined": None, "figures": {}, "n_boot": n_boot,

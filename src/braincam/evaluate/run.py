@@ -94,7 +94,6 @@ def evaluate_run(
     """Write ``metrics.json``, ``predictions.csv`` and the figures into the run (or
     ``out_dir``); return the metrics. An existing ``metrics.json`` is kept unless ``force``."""
     from braincam.data.preprocess import PreprocessCache, preprocess_config
-    from braincam.data.splits import record_groups
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
@@ -121,8 +120,9 @@ def evaluate_run(
     cache = PreprocessCache()
     dev = device_of(device)
 
-    def score(records, name: str, kind: str, leak_free=None, groups=None) -> ScoredSet:
-        groups = record_groups(records) if groups is None else groups
+    kept_records: dict[str, list] = {}  # per set name: the images scored (readable ones)
+
+    def score(records, name: str, kind: str, leak_free=None) -> ScoredSet:
         images, _, bad = cache.load(records, prep, progress=progress)
         if bad:  # as training skips them
             log.warning("%s: %d images cannot be read and are left out (first: %s: %s)", name,
@@ -131,7 +131,6 @@ def evaluate_run(
             kept = np.array([r.key not in gone for r in records])
             records = [r for r, keep in zip(records, kept, strict=True) if keep]
             leak_free = None if leak_free is None else np.asarray(leak_free)[kept]
-            groups = groups[kept]
             if not records:
                 raise BraincamError(f"no {name} image can be read (first: {bad[0].path}: "
                                     f"{bad[0].reason})")
@@ -140,8 +139,8 @@ def evaluate_run(
         # an extra set's rows carry its metrics.json name, which differs from the folder's
         # when it repeats a folder's name or is called "test" (_extra_records)
         datasets = [r.source for r in records] if kind == "test" else [name] * len(records)
-        return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free,
-                         groups)
+        kept_records[name] = records
+        return ScoredSet(name, kind, [r.key for r in records], datasets, y, prob, leak_free)
 
     _warn_seen_by_guide(meta, extra_roots)
     test_records, leak_free = _test_records(run)
@@ -155,8 +154,6 @@ def evaluate_run(
     extras = list(_extra_records(extra_roots, classes, task, set(sources)))
     learnt = learnt_from(run, meta) if extras else []
     seen = duplicates_of([r.image for _, records in extras for r in records], learnt)
-    # one grouping of all extra sets: a copy in two sets is one group where they are pooled
-    groups = record_groups([r for _, records in extras for r in records])
     bounds = np.cumsum([0] + [len(records) for _, records in extras])
     for (name, records), start, stop in zip(extras, bounds[:-1], bounds[1:], strict=True):
         unseen = ~seen[start:stop]
@@ -165,7 +162,8 @@ def evaluate_run(
                         "extra_leak_free scores the other %d", name, (~unseen).sum(),
                         len(unseen), " or its guide" if meta.get("guide") else "",
                         unseen.sum())
-        sets.append(score(records, name, "extra", unseen, groups[start:stop]))
+        sets.append(score(records, name, "extra", unseen))
+    sets = with_groups(sets, kept_records)
 
     metrics: dict[str, Any] = {
         "task": task, "classes": classes, "test": None, "test_leak_free": None,
@@ -263,6 +261,22 @@ def extra_rows(metrics: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]
             rows.append((f"{name}, leak-free", f"{whole} without the {s.seen} images the model "
                          "learnt from", s.metrics))
     return rows
+
+
+def with_groups(sets: Sequence[ScoredSet], records: dict[str, list]) -> list[ScoredSet]:
+    """``sets`` with their groups (:func:`braincam.data.splits.record_groups`): the test
+    set's own, and one grouping of all extra sets at once, so that a copy in two sets is one
+    group of the pooled set. ``records``: each set's scored records, by set name."""
+    from dataclasses import replace
+
+    from braincam.data.splits import record_groups as group
+
+    extras = [s for s in sets if s.kind == "extra"]
+    ids = group([r for s in extras for r in records[s.name]])
+    bounds = np.cumsum([0] + [len(s.y) for s in extras])
+    spans = {s.name: (a, b) for s, a, b in zip(extras, bounds[:-1], bounds[1:], strict=True)}
+    return [replace(s, groups=group(records[s.name]) if s.kind == "test"
+                    else ids[slice(*spans[s.name])]) for s in sets]
 
 
 def pool(sets: Sequence[ScoredSet]) -> ScoredSet:
