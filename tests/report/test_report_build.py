@@ -435,6 +435,21 @@ def test_metrics_rows_score_extra_sets_without_their_seen_copies(tmp_path):
                for sentence in section.sentences)
 
 
+def test_the_group_interval_follows_the_image_interval_where_copies_group_images(tmp_path):
+    from braincam.report.metrics import collect_metrics
+
+    test = {"n": 394, "accuracy": 0.934, "balanced_accuracy": 0.922, "auc": 0.97,
+            "ci": {"balanced_accuracy": [0.887, 0.953]}, "n_groups": 279,
+            "ci_groups": {"balanced_accuracy": [0.875, 0.96]}}
+    (tmp_path / "metrics.json").write_text(json.dumps({
+        "task": "binary", "classes": ["no_tumor", "tumor"], "test": test,
+        "extra": {"br35h": dict(test, n=279)}}))  # as many groups as images: no second one
+    assert collect_metrics(RunDir(tmp_path)).sentences == [
+        "Balanced accuracy on the whole test set (n = 394) is 0.922 [0.887, 0.953] ([0.875, "
+        "0.960] resampling its 279 groups of copies).",
+        "On br35h (another dataset) (n = 279) it is 0.922 [0.887, 0.953], the same."]
+
+
 def test_a_set_of_one_class_is_not_compared_as_a_balanced_accuracy(tmp_path):
     from braincam.report.metrics import collect_metrics
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from braincam.evaluate.run import extra_rows
 from braincam.report.figures import Figure, embed_figures, embed_image_file
-from braincam.report.fmt import num, scalar, with_ci
+from braincam.report.fmt import interval, num, scalar, with_ci
 from braincam.report.sources import Part, read_json_part
 from braincam.runs import RunDir
 
@@ -29,6 +29,8 @@ class MetricRow:
     auc_ci: Any
     ece: Any
     only_class: str | None = None  # the one class the set holds, if so
+    n_groups: Any = None  # groups of copies (metrics.json n_groups), with their interval:
+    balanced_accuracy_groups_ci: Any = None
 
 
 @dataclass
@@ -120,7 +122,19 @@ def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
         auc_ci=ci.get("auc"),
         ece=m.get("ece"),
         only_class=_only_class(m),
+        n_groups=m.get("n_groups"),
+        balanced_accuracy_groups_ci=_as_dict(m.get("ci_groups")).get("balanced_accuracy"),
     )
+
+
+def _by_groups(row: MetricRow) -> str:
+    """`` ([lo, hi] over its G groups of copies)`` where the set's images fall into fewer
+    groups than images and the group bootstrap gave an interval; else nothing."""
+    bounds = interval(row.balanced_accuracy_groups_ci)
+    n, groups = scalar(row.n), scalar(row.n_groups)
+    if not bounds or n is None or groups is None or groups >= n:
+        return ""
+    return f" ({bounds} resampling its {num(row.n_groups)} groups of copies)"
 
 
 def _only_class(m: dict[str, Any]) -> str | None:
@@ -146,7 +160,7 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
     if base_value is not None:
         sentences.append(
             f"Balanced accuracy on {base.phrase} (n = {num(base.n)}) is "
-            f"{with_ci(base_value, base.balanced_accuracy_ci)}."
+            f"{with_ci(base_value, base.balanced_accuracy_ci)}{_by_groups(base)}."
         )
     for row in rows[1:] if base_value is not None else rows:
         value = scalar(row.balanced_accuracy)
@@ -169,7 +183,7 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
         text = (  # "it": the balanced accuracy of the first sentence, where there is one
             f"On {row.phrase} (n = {num(row.n)}) it is " if base_value is not None else
             f"Balanced accuracy on {row.phrase} (n = {num(row.n)}) is "
-        ) + with_ci(value, row.balanced_accuracy_ci)
+        ) + with_ci(value, row.balanced_accuracy_ci) + _by_groups(row)
         if base_value is not None:
             diff = value - base_value
             if abs(diff) < 0.0005:
