@@ -29,8 +29,8 @@ class MetricRow:
     auc_ci: Any
     ece: Any
     only_class: str | None = None  # the one class the set holds, if so
-    n_groups: Any = None  # groups of copies (metrics.json n_groups), with their interval:
-    balanced_accuracy_groups_ci: Any = None
+    n_groups: Any = None  # groups of copies (metrics.json n_groups)
+    balanced_accuracy_groups_ci: Any = None  # the group bootstrap's interval (ci_groups)
 
 
 @dataclass
@@ -128,7 +128,7 @@ def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
 
 
 def _by_groups(row: MetricRow) -> str:
-    """`` ([lo, hi] over its G groups of copies)`` where the set's images fall into fewer
+    """`` ([lo, hi] resampling its G groups of copies)`` where the set's images fall into fewer
     groups than images and the group bootstrap gave an interval; else nothing."""
     bounds = interval(row.balanced_accuracy_groups_ci)
     n, groups = scalar(row.n), scalar(row.n_groups)
