@@ -485,6 +485,12 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def json_object(value: Any) -> dict[str, Any]:
+    """``value`` where a JSON file read back holds the object it should there, else empty: a
+    hand-edited file may hold anything, and its readers take a wrong shape as missing."""
+    return value if isinstance(value, dict) else {}
+
+
 def _json_default(obj: Any) -> Any:
     """numpy scalars/arrays and paths in JSON."""
     import numpy as np

@@ -50,6 +50,7 @@ from braincam.runs import (
     atomic_write_csv,
     atomic_write_json,
     check_outside_data,
+    json_object,
     prepare_output_dir,
     read_json,
 )
@@ -224,15 +225,11 @@ def extra_sets(metrics: dict[str, Any]) -> list[ExtraSet]:
     """Each extra dataset, then the pooled sets, each followed by its leak-free part where some
     of its images were seen: the one reading of ``extra``, ``extra_seen``, ``extra_leak_free``,
     ``extra_combined`` and ``extra_combined_leak_free`` (module docstring)."""
-    def mapping(key: str) -> dict[str, Any]:  # a hand-edited file may hold anything
-        value = metrics.get(key)
-        return value if isinstance(value, dict) else {}
-
-    seen = {name: n for name, n in mapping("extra_seen").items()
+    seen = {name: n for name, n in json_object(metrics.get("extra_seen")).items()
             if isinstance(n, int) and not isinstance(n, bool) and n > 0}
-    free = mapping("extra_leak_free")
+    free = json_object(metrics.get("extra_leak_free"))
     sets = []
-    for name, m in mapping("extra").items():
+    for name, m in json_object(metrics.get("extra")).items():
         sets.append(ExtraSet(name, False, seen.get(name, 0), m))
         if name in seen:
             sets.append(ExtraSet(name, True, seen[name], free.get(name)))

@@ -58,6 +58,7 @@ from braincam.runs import (
     atomic_save_figure,
     atomic_write_json,
     atomic_write_text,
+    json_object,
     true_flags,
 )
 
@@ -317,7 +318,7 @@ def comparison_figure(comparison: Comparison):  # -> matplotlib Figure
 
 
 def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
-    test, leak_free = _mapping(metrics.get("test")), _mapping(metrics.get("test_leak_free"))
+    test, leak_free = json_object(metrics.get("test")), json_object(metrics.get("test_leak_free"))
     row = {"accuracy": test.get("accuracy"), "balanced_accuracy": test.get("balanced_accuracy"),
            "leak_free_accuracy": leak_free.get("accuracy")}
     for s in extra_sets(metrics):
@@ -325,11 +326,6 @@ def _metric_values(metrics: dict[str, Any]) -> dict[str, float | None]:
             key = EXTRA_PREFIX + s.name + (", leak-free" if s.leak_free else "")
             row[key] = (s.metrics or {}).get("balanced_accuracy")
     return {k: _number(v) for k, v in row.items()}
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    """``value`` where a hand-edited file holds the object it should, else empty."""
-    return value if isinstance(value, dict) else {}
 
 
 def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, float | None]:
@@ -352,7 +348,7 @@ def _audit_values(audit: dict[str, Any], in_domain: list[str]) -> dict[str, floa
 def _dataset_values(checks: dict[str, Any]) -> dict[str, Any]:
     """Every column one dataset's checks give (unsuffixed)."""
     attention = _one_method(checks.get("attention"))
-    counterfactual = _mapping(checks.get("counterfactual"))
+    counterfactual = json_object(checks.get("counterfactual"))
     row = {"background_share": attention.get("background"),
            "energy_in_box_ratio": _box_ratio(checks)}
     row |= {c: counterfactual.get(c) for c in RATES if c != "background_share"}
@@ -362,8 +358,8 @@ def _dataset_values(checks: dict[str, Any]) -> dict[str, Any]:
 def _mask_values(checks: dict[str, Any]) -> dict[str, Any]:
     """The mask-based numbers of one dataset's checks (None where absent)."""
     mask = _one_method(checks.get("localization")).get("mask")
-    mask = _mapping(mask)
-    counterfactual = _mapping(checks.get("counterfactual"))
+    mask = json_object(mask)
+    counterfactual = json_object(checks.get("counterfactual"))
     return {"mask_pointing_game": mask.get("pointing_game"),
             "mask_pointing_ceiling": mask.get("pointing_ceiling"), "mask_dice": mask.get("dice"),
             "energy_in_mask_ratio": mask.get("energy_in_mask_ratio"),

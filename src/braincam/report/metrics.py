@@ -11,7 +11,7 @@ from braincam.evaluate.run import extra_rows
 from braincam.report.figures import Figure, embed_figures, embed_image_file
 from braincam.report.fmt import interval, num, scalar, with_ci
 from braincam.report.sources import Part, read_json_part
-from braincam.runs import RunDir
+from braincam.runs import RunDir, json_object
 
 
 @dataclass
@@ -68,8 +68,8 @@ def collect_metrics(run: RunDir) -> MetricsSection:
     n_boot = metrics.get("n_boot")
     section.n_boot = n_boot if isinstance(n_boot, int) and not isinstance(n_boot, bool) else 0
     section.spec = isinstance(metrics.get("model"), dict)
-    test = _as_dict(metrics.get("test"))
-    leak_free = _as_dict(metrics.get("test_leak_free"))
+    test = json_object(metrics.get("test"))
+    leak_free = json_object(metrics.get("test_leak_free"))
     if test:
         section.rows.append(_row("test set", "the whole test set", test))
     if leak_free:
@@ -79,7 +79,7 @@ def collect_metrics(run: RunDir) -> MetricsSection:
             description = f"{name} (a --data folder)"
         section.rows.append(_row(name, description, values))
     section.sentences = _comparison(section.rows)
-    per_class = _as_dict(test.get("per_class"))
+    per_class = json_object(test.get("per_class"))
     section.per_class = [
         ClassRow(str(cls), v.get("precision"), v.get("recall"), v.get("f1"), v.get("support"))
         for cls, v in per_class.items()
@@ -109,7 +109,7 @@ def _figures(run: RunDir, listed: Any) -> list[Figure]:
 
 
 def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
-    ci = _as_dict(m.get("ci"))
+    ci = json_object(m.get("ci"))
     return MetricRow(
         name=name,
         phrase=phrase,
@@ -123,7 +123,7 @@ def _row(name: str, phrase: str, m: dict[str, Any]) -> MetricRow:
         ece=m.get("ece"),
         only_class=_only_class(m),
         n_groups=m.get("n_groups"),
-        balanced_accuracy_groups_ci=_as_dict(m.get("ci_groups")).get("balanced_accuracy"),
+        balanced_accuracy_groups_ci=json_object(m.get("ci_groups")).get("balanced_accuracy"),
     )
 
 
@@ -140,7 +140,7 @@ def _by_groups(row: MetricRow) -> str:
 def _only_class(m: dict[str, Any]) -> str | None:
     """The class of a set that holds one class only: its balanced accuracy is that class's
     recall, which a two-class figure cannot be compared with."""
-    per_class = _as_dict(m.get("per_class"))
+    per_class = json_object(m.get("per_class"))
     present = [name for name, row in per_class.items()
                if isinstance(row, dict) and scalar(row.get("support"))]
     return present[0] if len(present) == 1 else None
@@ -193,6 +193,3 @@ def _comparison(rows: list[MetricRow]) -> list[str]:
         sentences.append(text + ".")
     return sentences
 
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
