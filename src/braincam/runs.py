@@ -227,8 +227,13 @@ def refuse_occupied(path: Path | str, force: bool) -> None:
     check_folders(path)
     if path.is_dir() and any(path.iterdir()):
         if not force:
-            raise BraincamError(f"{path} already holds a run; pass --force to overwrite it")
+            raise taken(path, "a run")
         check_replaceable(path)
+
+
+def taken(path: Path, what: str) -> BraincamError:
+    """The error for an output folder that already holds ``what``, without ``--force``."""
+    return BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
 
 
 def braincam_wrote(path: Path) -> bool:
@@ -281,7 +286,7 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     )
     if occupied and not force:
         what = marker or "a run"  # the finished output, where the caller names it
-        raise BraincamError(f"{path} already holds {what}; pass --force to overwrite it")
+        raise taken(path, what)
     if marker is not None and path.is_dir() and not occupied and not force:
         clash = next((p.name for pattern in owned for p in sorted(path.glob(pattern))), None)
         if clash is not None:
