@@ -220,6 +220,16 @@ def test_targets_outside_the_classes_are_refused_by_every_method(method):
         explain(single, x, [1, 2], method, "features.3")
 
 
+def test_targets_that_are_not_integers_are_refused():
+    """1.7 would otherwise be cast to class 1 and explained as if asked for."""
+    model, x = TinyNet(outputs=3).eval(), torch.randn(2, 3, 16, 16, generator=seeded(5))
+    for targets in ([0, 1.7], np.array([True, False]), torch.tensor([0.0, 1.0])):
+        with pytest.raises(ValueError, match="integer class indices"):
+            explain(model, x, targets, "gradcam", "features.3")
+    assert explain(model, x, np.array([0, 2], dtype=np.int32), "gradcam",
+                   "features.3").targets.tolist() == [0, 2]
+
+
 def test_unknown_method_and_plain_model_without_layer():
     with pytest.raises(BraincamError, match="unknown method"):
         explain(TinyNet(), torch.randn(1, 3, 16, 16), None, "gradcam+++")

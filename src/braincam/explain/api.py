@@ -120,6 +120,8 @@ def explain(
     x = as_model_input(images).to(device)
     if targets is not None:
         targets = torch.as_tensor(targets if isinstance(targets, Tensor) else np.asarray(targets))
+        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+            raise ValueError(f"targets must be integer class indices, got {targets.dtype}")
         targets = targets.to(device=device, dtype=torch.long)
         if targets.shape != (len(x),):
             raise ValueError(f"need one target per image, got shape {tuple(targets.shape)}")
