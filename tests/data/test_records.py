@@ -217,6 +217,33 @@ def test_boxes_csv_relative_to_root_or_class_folder(tmp_path, caplog):
     assert any("2 rows ignored" in m for m in caplog.messages)
 
 
+def test_boxes_on_no_tumor_images_are_ignored_with_a_warning(tmp_path, caplog):
+    """A tumour box on a healthy image would become tumour pixels in a segmenter's target."""
+    root = tmp_path / "ds"
+    _image(root / "glioma" / "1.png")
+    _image(root / "no_tumor" / "2.png")
+    (root / "boxes.csv").write_text("file,label,cx,cy,w,h\n"
+                                    "no_tumor/2.png,no_tumor,0.5,0.5,0.3,0.3\n"
+                                    "glioma/1.png,glioma,0.5,0.5,0.3,0.3\n")
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        ds = load_dataset([root])
+    assert {r.path.name: r.box for r in ds.records} == {"1.png": Box(0.5, 0.5, 0.3, 0.3),
+                                                         "2.png": None}
+    assert any("1 rows ignored (first: line 2: a tumour box on the no_tumor image "
+               "'no_tumor/2.png')" in m for m in caplog.messages)
+
+
+def test_boxes_csv_matches_names_composed_or_decomposed(tmp_path):
+    """'patiënt' typed (composed) in boxes.csv names a file stored decomposed on disk."""
+    root = tmp_path / "ds"
+    _image(root / "glioma" / "pati\u0065\u0308nt 1.png")  # e + combining diaeresis
+    (root / "boxes.csv").write_text("file,label,cx,cy,w,h\n"
+                                    "glioma/pati\u00ebnt 1.png,glioma,.5,.5,.2,.2\n",
+                                    encoding="utf-8")
+    (record,) = load_dataset([root]).records
+    assert record.box == Box(0.5, 0.5, 0.2, 0.2)
+
+
 def test_boxes_csv_with_split_layout(tmp_path):
     root = tmp_path / "ds"
     _image(root / "Training" / "tumor" / "a.png")

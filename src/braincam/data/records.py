@@ -47,6 +47,7 @@ import io
 import logging
 import math
 import os
+import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -70,7 +71,7 @@ MIN_SIDE = 8  # images smaller than this (in either direction) carry no usable a
 MASKS_DIR = "masks"
 IGNORED_DIRS = frozenset({MASKS_DIR, "__macosx"})  # lower case; __MACOSX: zip resource forks
 BOXES_FILE = "boxes.csv"
-_MASK_EMPTY_FILE = "mask-empty-v2.npz"  # v2: wide masks mark every pixel above 0
+_MASK_EMPTY_FILE = "mask-empty-v3.npz"  # v3: 8-bit masks below half range mark pixels > 0
 _SPLITS = {
     "training": "train", "train": "train",
     "validation": "val", "valid": "val", "val": "val",
@@ -347,7 +348,7 @@ def _attach_masks(
     no image, not even of a ``skipped`` one, are named in a warning.
 
     Whether a mask is empty needs a full decode (about 2 ms for a 512 px PNG), so the answer is
-    cached by the mask file's content hash (``<cache>/mask-empty-v2.npz``)."""
+    cached by the mask file's content hash (``<cache>/mask-empty-v3.npz``)."""
     store = ContentStore(cache_root() / _MASK_EMPTY_FILE)
     known = len(store.values)
     out: list[ImageRecord] = []
@@ -602,17 +603,17 @@ def _attach_boxes(
 ) -> list[ImageRecord]:
     """Attach ``ROOT/boxes.csv`` rows (``file,label,cx,cy,w,h``; ``file`` relative to the root,
     or to its class folder with ``label`` naming the class) to the matching records."""
-    by_root = {r.path.relative_to(root).as_posix(): i for i, r in enumerate(records)}
+    by_root = {_nfc(r.path.relative_to(root).as_posix()): i for i, r in enumerate(records)}
     by_class: dict[tuple[str, str], list[int]] = defaultdict(list)
     folder_of = {folder: label for _, folder, label in class_dirs}
     for i, r in enumerate(records):
         for folder, label in folder_of.items():
             if r.path.is_relative_to(folder):
-                by_class[(label, r.path.relative_to(folder).as_posix())].append(i)
+                by_class[(label, _nfc(r.path.relative_to(folder).as_posix()))].append(i)
     boxes: dict[int, Box] = {}
     problems: list[str] = []
     for line, row in enumerate(_read_boxes_csv(root / BOXES_FILE), start=2):
-        file = (row.get("file") or "").strip().replace("\\", "/").removeprefix("./")
+        file = _nfc((row.get("file") or "").strip().replace("\\", "/").removeprefix("./"))
         index = by_root.get(file)
         if index is None:
             matches = by_class.get((normalise_label(row.get("label") or "") or "", file), [])
@@ -624,12 +625,21 @@ def _attach_boxes(
         if box is None:
             problems.append(f"line {line}: cx,cy,w,h must be fractions in [0, 1], w and h > 0")
             continue
+        if records[index].label == NO_TUMOR:  # a tumour box there would teach a wrong target
+            problems.append(f"line {line}: a tumour box on the no_tumor image {file!r}")
+            continue
         boxes.setdefault(index, box)
     if problems:
         log.warning(
             "%s: %d rows ignored (first: %s)", root / BOXES_FILE, len(problems), problems[0]
         )
     return [replace(r, box=boxes.get(i)) for i, r in enumerate(records)]
+
+
+def _nfc(name: str) -> str:
+    """``name`` in Unicode's composed form: macOS and some zips store file names decomposed
+    ("e" + combining accent), while a spreadsheet writes them composed; both look the same."""
+    return unicodedata.normalize("NFC", name)
 
 
 def _read_boxes_csv(path: Path) -> list[dict[str, str]]:
