@@ -135,21 +135,35 @@ def test_bad_masks_warn_and_are_listed_the_images_kept(tmp_path, caplog):
 
 def test_the_loader_and_the_reader_agree_on_every_mask_encoding(tmp_path):
     """16-bit label maps (0/1, 0/255, 0/65535) mark every pixel above 0; 8-bit masks, with or
-    without alpha, mark grey (times alpha) >= 128. The loader attaches a mask exactly when the
-    reader finds tumour pixels in it."""
+    without alpha, mark grey (times alpha) >= 128, or every pixel above 0 where none reaches
+    128 (0/1 and label maps, a palette mask drawn in dark red). The loader attaches a mask
+    exactly when the reader finds tumour pixels in it."""
     rect = _rect_mask() > 0
     alpha_only = np.dstack([np.full((H, W), 255, np.uint8), np.where(rect, 255, 0)])
+    labels = np.where(rect, 1, 0).astype(np.uint8)
+    labels[RECT[1]:RECT[1] + 4, RECT[0]:RECT[2]] = 4  # a second tumour label inside
+    noisy = np.where(rect, 250, 3).astype(np.uint8)  # a lossy 0/255 mask: 3 is not tumour
     encodings = {
         "u16_one": (rect.astype(np.uint16), rect),
         "u16_255": (rect.astype(np.uint16) * 255, rect),
         "u16_max": (rect.astype(np.uint16) * 65535, rect),
         "la": (alpha_only.astype(np.uint8), rect),  # white everywhere, opaque on the tumour
-        "u8_one": (rect.astype(np.uint8), np.zeros_like(rect)),  # 1 of 255: no tumour
+        "u8_one": (rect.astype(np.uint8), rect),
+        "u8_labels": (labels, rect),
+        "u8_noisy": (noisy, rect),
+        "palette_red": (rect.astype(np.uint8), rect),  # index 1 drawn (128, 0, 0)
+        "u8_empty": (np.zeros((H, W), np.uint8), np.zeros_like(rect)),
     }
     root = tmp_path / "ds"
     for name, (array, _) in encodings.items():
         _save(root / "glioma" / f"{name}.png", _head())
-        _save(root / "masks" / "glioma" / f"{name}.png", array)
+        if name == "palette_red":
+            image = Image.fromarray(array, "P")
+            image.putpalette([0, 0, 0, 128, 0, 0])
+            (root / "masks" / "glioma").mkdir(parents=True, exist_ok=True)
+            image.save(root / "masks" / "glioma" / f"{name}.png")
+        else:
+            _save(root / "masks" / "glioma" / f"{name}.png", array)
     records = {r.path.stem: r for r in load_dataset([root]).records}
     for name, (_, expected) in encodings.items():
         mask = read_tumour_mask(root / "masks" / "glioma" / f"{name}.png", (W, H))

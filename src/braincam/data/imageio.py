@@ -110,8 +110,10 @@ def read_mask(path: Path | str, data: bytes | None = None) -> np.ndarray:
     """The tumour pixels (bool ``H x W``) of a 2D mask file. An 8-bit mask (grey, palette or
     colour, with or without alpha) marks a pixel whose grey value (times alpha, as
     :func:`read_grey` reads it) is at least half its range, so 0/255 masks and their lossy
-    re-encodings read the same; a 16- or 32-bit grey mask, often a label map (0/1, 0/255 or
-    tumour labels 1-4), marks every pixel above 0. Raises :class:`ImageReadError`."""
+    re-encodings read the same; one where no pixel reaches half its range (an 8-bit 0/1 or
+    label map, a dark red outline) marks every pixel above 0. A 16- or 32-bit grey mask, often
+    a label map (0/1, 0/255 or tumour labels 1-4), marks every pixel above 0. Raises
+    :class:`ImageReadError`."""
     path = Path(path)
     try:
         data = path.read_bytes() if data is None else data
@@ -123,7 +125,8 @@ def read_mask(path: Path | str, data: bytes | None = None) -> np.ndarray:
     except (OSError, ValueError, TypeError, SyntaxError, Image.DecompressionBombError) as exc:
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise ImageReadError(f"{path}: cannot decode image ({reason})") from None
-    return read_grey(path, data) >= 0.5
+    grey = read_grey(path, data)
+    return grey >= 0.5 if grey.max(initial=0.0) >= 0.5 else grey > 0
 
 
 def upright(im: Image.Image) -> Image.Image:
