@@ -3,6 +3,7 @@ cannot be read skipped with their reason instead of ending the whole expansion."
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -11,8 +12,10 @@ import pytest
 from PIL import Image
 
 from braincam.data.dicom import dicom_info
+from braincam.data.imageio import ImageReadError
 from braincam.data.inputs import SliceChoice, expand_inputs
 from braincam.data.nifti import no_slice_reason
+from braincam.data.records import NOT_UTF8
 from braincam.errors import BraincamError
 
 
@@ -215,3 +218,16 @@ def test_slice_choices_and_arrays_are_checked_and_string_arrays_are_paths(tmp_pa
     assert [Path(s.name).name for s in expand_inputs(paths)] == ["a.png", "b.png"]
     with pytest.raises(BraincamError, match="array of numbers, got dtype complex128"):
         expand_inputs(np.ones((8, 8), complex))
+
+
+def test_a_file_name_that_is_not_utf8_is_a_skip_entry(tmp_path):
+    """predictions.csv could not hold its name: skipped with the reason, or refused alone."""
+    bad = tmp_path / os.fsdecode(b"caf\xe9.png")
+    good = tmp_path / "good.png"
+    for path in (bad, good):
+        Image.fromarray(np.full((32, 32), 90, np.uint8)).save(path)
+    skipped = []
+    assert [s.file for s in expand_inputs(tmp_path, skipped=skipped)] == [good]
+    assert [(s.path, s.reason) for s in skipped] == [(bad, NOT_UTF8)]
+    with pytest.raises(ImageReadError, match="not valid UTF-8"):
+        expand_inputs(bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braincam.data.records import Box, load_dataset, without_skipped, write_skipped_csv
+from braincam.data.records import NOT_UTF8, Box, load_dataset, without_skipped, write_skipped_csv
+from braincam.data.splits import make_split, write_split_csv
 from braincam.errors import BraincamError
 
 
@@ -242,6 +244,24 @@ def test_boxes_csv_matches_names_composed_or_decomposed(tmp_path):
                                     encoding="utf-8")
     (record,) = load_dataset([root]).records
     assert record.box == Box(0.5, 0.5, 0.2, 0.2)
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path):
+    """Such a name (from another system's zip) cannot be written to split.csv: skipped at
+    load, and written to skipped.csv with U+FFFD for its undecodable byte."""
+    root = tmp_path / "ds"
+    bad = _image(root / "glioma" / os.fsdecode(b"caf\xe9.png"))
+    for k in range(4):
+        _image(root / "glioma" / f"{k}.png", seed=k)
+        _image(root / "no_tumor" / f"{k}.png", seed=10 + k)
+    ds = load_dataset([root])
+    assert [(s.path, s.reason) for s in ds.skipped] == [(bad, NOT_UTF8)]
+    assert len(ds.records) == 8 and bad not in {r.path for r in ds.records}
+    write_split_csv(make_split(ds.records, "binary", "random", 0.25, 0.25, seed=0), ds.records,
+                    tmp_path / "split.csv")
+    write_skipped_csv(ds.skipped, tmp_path / "skipped.csv")
+    assert (tmp_path / "skipped.csv").read_text(encoding="utf-8").splitlines()[1] == \
+        f"{root}/glioma/caf\ufffd.png,{NOT_UTF8}"
 
 
 def test_boxes_csv_with_split_layout(tmp_path):

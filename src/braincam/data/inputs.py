@@ -43,7 +43,14 @@ from braincam.data.nifti import (
     no_slice_reason,
     read_volume,
 )
-from braincam.data.records import DICOM_SUFFIXES, IGNORED_DIRS, IMAGE_SUFFIXES, SkippedFile
+from braincam.data.records import (
+    DICOM_SUFFIXES,
+    IGNORED_DIRS,
+    IMAGE_SUFFIXES,
+    NOT_UTF8,
+    SkippedFile,
+    utf8_name,
+)
 from braincam.errors import BraincamError
 
 DEFAULT_MIN_HEAD = 0.1  # volume slices with less head than this fraction are not predicted
@@ -173,6 +180,8 @@ def _path_slices(path: Path, name: str, choice: SliceChoice,
 
 def _file_slices(path: Path, name: str, choice: SliceChoice,
                  skipped: list[SkippedFile] | None) -> list[InputSlice]:
+    if not utf8_name(path):  # its name could not be written to predictions.csv
+        raise ImageReadError(f"{path}: {NOT_UTF8}")
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)

@@ -255,8 +255,26 @@ def write_skipped_csv(skipped: Sequence[SkippedFile], path: Path) -> None:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "reason"])
-    writer.writerows([str(s.path), s.reason] for s in skipped)
+    writer.writerows([shown_path(s.path), s.reason] for s in skipped)
     atomic_write_text(path, buf.getvalue())
+
+
+NOT_UTF8 = "its name is not valid UTF-8 (a file from another system's zip?); rename it"
+
+
+def utf8_name(path: Path) -> bool:
+    """Whether ``path`` can be written as UTF-8 text (``split.csv``, ``predictions.csv``):
+    Python holds the undecodable bytes of a file name as lone surrogates, which cannot."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as UTF-8-safe text: undecodable bytes of its name become U+FFFD."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _visible_dirs(folder: Path) -> list[Path]:
@@ -309,7 +327,7 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
                 records += found
                 skipped += [problem] if problem else []
                 continue
-            size, reason = _header_size(file)
+            size, reason = _header_size(file) if utf8_name(file) else ((0, 0), NOT_UTF8)
             if reason is not None:
                 log.warning("skipping %s: %s", file, reason)
                 skipped.append(SkippedFile(file, reason))
