@@ -3,6 +3,8 @@ folders that braincam reads as the same source, with their masks and box rows on
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import typer
 import yaml
@@ -152,3 +154,26 @@ def test_cli_unseen_by_needs_held_out_and_a_train_run(tmp_path):
                                       str(tmp_path), "--out", str(tmp_path / "held")])
     assert "not a braincam train run" in str(result.exception)
     assert not (tmp_path / "held").exists()
+
+
+def test_box_rows_of_names_with_commas_and_quotes_survive_the_link(tmp_path):
+    """boxes.csv of the held-out folder is CSV: a comma in a file name does not cut its row."""
+    root = tmp_path / "src"
+    names = ['scan, 1.png', 'say "a".png']
+    (root / "glioma").mkdir(parents=True)
+    for name in names:
+        Image.new("L", (8, 8), 90).save(root / "glioma" / name)
+    with open(root / "boxes.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "label", "cx", "cy", "w", "h"]] +
+                                 [[f"glioma/{n}", "glioma", 0.5, 0.5, 0.25, 0.25] for n in names])
+    run = RunDir(tmp_path / "seg")
+    run.root.mkdir()
+    run.config.write_text(yaml.safe_dump({"data": [str(root)], "segment": {"size": 32}}))
+    with open(run.split, "w", newline="") as fh:
+        csv.writer(fh).writerows([["path", "source", "label", "split", "group", "leak_free"]] + [
+            [root / "glioma" / n, "src", "glioma", "test", k, True] for k, n in enumerate(names)])
+    out = tmp_path / "held"
+    out.mkdir()
+    assert link_split(run, out) == {"src": 2}
+    boxes = {r.path.name: r.box for r in load_dataset([out / "src"]).records}
+    assert set(boxes) == set(names) and None not in boxes.values()

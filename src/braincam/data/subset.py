@@ -16,6 +16,8 @@ tumours are Figshare slices).
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import shutil
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ from braincam.data.records import BOXES_FILE, key_file, records_at, source_names
 from braincam.errors import BraincamError
 from braincam.runs import RunDir, atomic_write_text
 
-BOX_HEADER = "file,label,cx,cy,w,h"
+BOX_HEADER = ("file", "label", "cx", "cy", "w", "h")
 
 
 def link_split(run: RunDir, out: Path, split: str = "test",
@@ -48,7 +50,7 @@ def link_split(run: RunDir, out: Path, split: str = "test",
                             + (" that the other run did not learn from" if unseen_by else ""))
     resolved = list(dict.fromkeys(r.resolve() for r in run.data_roots()))
     roots = dict(zip(source_names(resolved), resolved, strict=True))  # by source name
-    boxes: dict[str, list[str]] = {}
+    boxes: dict[str, list[list[object]]] = {}
     counts: dict[str, int] = {}
     wanted, linked = set(files), set()
     for record in records_at(list(roots.values()), keys, run.split):
@@ -62,12 +64,14 @@ def link_split(run: RunDir, out: Path, split: str = "test",
                 _link(source, dest / source.relative_to(root))
         if record.box is not None:
             box = record.box
-            boxes.setdefault(record.source, []).append(",".join(map(str, (
+            boxes.setdefault(record.source, []).append([
                 record.path.relative_to(root).as_posix(), record.label,
-                box.cx, box.cy, box.w, box.h))))
+                box.cx, box.cy, box.w, box.h])
         counts[record.source] = counts.get(record.source, 0) + 1
     for name, rows in boxes.items():
-        atomic_write_text(out / name / BOXES_FILE, "\n".join([BOX_HEADER, *rows]) + "\n")
+        buf = io.StringIO()  # csv quotes a file name holding a comma or a quote
+        csv.writer(buf, lineterminator="\n").writerows([BOX_HEADER, *rows])
+        atomic_write_text(out / name / BOXES_FILE, buf.getvalue())
     return counts
 
 
