@@ -276,3 +276,25 @@ def test_mask_names_keep_a_files_own_dots_and_frames_need_their_own_masks(
     assert set(reasons) == {"masks/glioma/multi.png"}
     assert reasons["masks/glioma/multi.png"].startswith("one 2D mask for a file of several")
     assert any("1 files under" in m and "masks/glioma/1.2.png" in m for m in caplog.messages)
+
+
+def test_masks_folders_in_other_places_are_named_and_never_read_as_images(tmp_path, caplog):
+    """Masks are read from ROOT/masks alone: ROOT/Masks, ROOT/Training/masks and a class
+    folder's masks/ are each named in a warning, and the last is not read as images."""
+    flat, split = tmp_path / "flat", tmp_path / "split"
+    _save(flat / "glioma" / "1.png", _head())
+    _save(flat / "glioma" / "masks" / "1.png", _rect_mask())
+    _save(flat / "Masks" / "glioma" / "1.png", _rect_mask())
+    _save(split / "Training" / "glioma" / "1.png", _head())
+    _save(split / "Training" / "masks" / "glioma" / "1.png", _rect_mask())
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        records = load_dataset([flat, split]).records
+    assert [(r.path.relative_to(tmp_path).as_posix(), r.mask) for r in records] == [
+        ("flat/glioma/1.png", None), ("split/Training/glioma/1.png", None)]
+    named = [m.split(":")[0] for m in caplog.messages if "not read" in m]
+    assert sorted(named) == [str(flat / "Masks"), str(flat / "glioma" / "masks"),
+                             str(split / "Training" / "masks")]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        load_dataset([_dataset(tmp_path)])  # ROOT/masks itself: no such warning
+    assert not [m for m in caplog.messages if "not read" in m]

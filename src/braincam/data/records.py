@@ -333,6 +333,7 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
                 skipped.append(SkippedFile(file, reason))
                 continue
             records.append(ImageRecord(file, source, split, label, *size, box=None))
+    _warn_misplaced_masks(root, [s for s in subdirs if split_name(s.name)])
     if (root / BOXES_FILE).is_file():
         records = _attach_boxes(root, records, class_dirs)
     if (root / MASKS_DIR).is_dir():
@@ -523,13 +524,35 @@ def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
     """Image, DICOM and NIfTI files under ``folder`` (:func:`files_under`), sorted: by name,
     and a file with any other name by its DICOM marker (DICOM files often have no suffix); and
     the other files. A link to nothing with such a name is kept: reading it gives its skip
-    entry."""
+    entry. Files under a ``masks`` (or ``__MACOSX``) subfolder are neither: masks are read from
+    ``ROOT/masks`` alone, so such a folder is named in a warning."""
     images, other = [], []
+    ignored: set[Path] = set()
     for p in files_under(folder):
+        parts = p.relative_to(folder).parts[:-1]
+        hit = next((k for k, part in enumerate(parts) if part.lower() in IGNORED_DIRS), None)
+        if hit is not None:
+            ignored.add(folder.joinpath(*parts[:hit + 1]))
+            continue
         wanted = (p.suffix.lower() in IMAGE_SUFFIXES | DICOM_SUFFIXES or is_nifti_name(p)
                   or (p.is_file() and _has_dicom_marker(p)))
         (images if wanted else other).append(p)
+    for skipped_dir in sorted(ignored):
+        if skipped_dir.name.lower() == MASKS_DIR:
+            log.warning("%s: not read (neither images nor masks): tumour masks live in "
+                        "ROOT/masks/ under the image's relative path", skipped_dir)
     return sorted(images), other
+
+
+def _warn_misplaced_masks(root: Path, split_dirs: Sequence[Path]) -> None:
+    """Name each folder that looks like a masks folder but is not ``ROOT/masks`` (``Masks``,
+    ``ROOT/Training/masks``): its masks would otherwise be left out without a word."""
+    for parent in (root, *split_dirs):
+        for folder in parent.iterdir():
+            if (folder.name.lower() == MASKS_DIR and folder != root / MASKS_DIR
+                    and folder.is_dir()):
+                log.warning("%s: not read as masks: tumour masks live in %s under the image's "
+                            "relative path", folder, root / MASKS_DIR)
 
 
 def _warn_left_out(folder: Path, other: list[Path]) -> None:
