@@ -37,6 +37,17 @@ def test_16bit_tiff(tmp_path):
     np.testing.assert_allclose(read_grey(tmp_path / "g16.tif"), 16384 / 65535, atol=1e-7)
 
 
+@pytest.mark.parametrize("values", [(-500, 3000), (0, 200_000)])
+def test_32bit_tiff_outside_16_bits_is_min_max_scaled(tmp_path, values):
+    """A signed (CT-like) or wide 32-bit TIFF keeps its contrast instead of reading black."""
+    lo, hi = values
+    arr = np.linspace(lo, hi, 64, dtype=np.int32).reshape(8, 8)
+    Image.fromarray(arr).save(tmp_path / "i32.tif")
+    assert Image.open(tmp_path / "i32.tif").mode == "I"
+    np.testing.assert_allclose(read_grey(tmp_path / "i32.tif"), (arr - lo) / (hi - lo),
+                               atol=1e-6)
+
+
 def test_rgb_uses_luma_weights(tmp_path):
     arr = np.zeros((8, 8, 3), dtype=np.uint8)
     arr[:4, :, 0] = 255  # red

@@ -7,8 +7,9 @@ Every decoder output becomes float32 ``H x W`` in ``[0, 1]``:
   the same weights without a colour-conversion pass, about 3x faster).
 - 16-bit (``I;16`` PNG/TIFF): ``value / 65535`` (scaled by the dtype maximum, not the image
   maximum, so brightness differences between files survive).
-- 32-bit integer (``I``, how some 16-bit PNGs open): ``/ 65535`` when every value fits in 16 bits,
-  else ``/ (2**32 - 1)``.
+- 32-bit integer (``I``, how some 16-bit PNGs and signed or 32-bit TIFFs open): ``/ 65535``
+  when every value fits in 0..65535, else min-max scaled (a signed CT-like TIFF with values
+  below 0 would otherwise read black).
 - float (``F`` TIFF): kept when already in ``[0, 1]``, else min-max scaled.
 - alpha (RGBA, LA, palette with transparency): composited on black, ``grey * alpha``, because
   MRI backgrounds are black.
@@ -161,14 +162,12 @@ def pil_grey(im: Image.Image) -> np.ndarray:
         return np.asarray(im, dtype=np.float32) / 65535.0
     if mode == "I":
         arr = np.asarray(im, dtype=np.float64)
-        scale = 65535.0 if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535 else 2.0**32 - 1
-        return (np.clip(arr, 0, None) / scale).astype(np.float32)
+        if arr.min(initial=0) >= 0 and arr.max(initial=0) <= 65535:
+            return (arr / 65535.0).astype(np.float32)
+        return _min_max(arr)
     if mode == "F":
         arr = np.nan_to_num(np.asarray(im, dtype=np.float32))
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo >= 0.0 and hi <= 1.0:
-            return arr
-        return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)
+        return arr if arr.min(initial=0) >= 0.0 and arr.max(initial=0) <= 1.0 else _min_max(arr)
     if mode == "LA":
         arr = np.asarray(im, dtype=np.float32) / 255.0
         return arr[..., 0] * arr[..., 1]
@@ -176,3 +175,9 @@ def pil_grey(im: Image.Image) -> np.ndarray:
         return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
     arr = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
     return np.clip((arr[..., :3] @ LUMA) * arr[..., 3], 0.0, 1.0).astype(np.float32)
+
+
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    """``arr`` scaled to [0, 1] by its own minimum and maximum (zeros when it is flat)."""
+    lo, hi = float(arr.min()), float(arr.max())
+    return ((arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)).astype(np.float32)

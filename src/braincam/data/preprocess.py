@@ -61,7 +61,7 @@ RESIZE = {"area": None, "nearest": Image.Resampling.NEAREST,
           "lanczos": Image.Resampling.LANCZOS}
 HISTMATCH_BETA = (2.0, 2.5)
 _REMEMBERED_HASHES = 100_000  # file hashes a cache object keeps (about 20 MB)
-CACHE_VERSION = 7  # bump when preprocessing or decoding changes: old entries are never read
+CACHE_VERSION = 8  # bump when preprocessing or decoding changes: old entries are never read
 _QUANTILES = np.linspace(0.0, 1.0, 1025)
 
 
