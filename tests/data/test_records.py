@@ -320,3 +320,14 @@ def test_a_records_stem_keeps_its_slice_and_counts_nii_gz_as_one_suffix():
     assert [record("a/12.jpg").stem, record("a/vol.nii.gz", 3).stem,
             record("a/multi.dcm", 0).stem, record("a/1.2.840.5").stem] == [
         "12", "vol_s3", "multi_s0", "1.2.840.5"]
+
+
+def test_a_multi_page_tiff_is_read_by_its_first_page_with_a_warning(tmp_path, caplog):
+    root = tmp_path / "ds"
+    (root / "glioma").mkdir(parents=True)
+    pages = [Image.new("L", (16, 16), v) for v in (40, 200, 90)]
+    pages[0].save(root / "glioma" / "stack.tif", save_all=True, append_images=pages[1:])
+    with caplog.at_level(logging.WARNING, logger="braincam.data.records"):
+        (record,) = load_dataset([root]).records
+    assert record.slice is None
+    assert f"{root / 'glioma' / 'stack.tif'}: 3 pages; only the first is read" in caplog.messages

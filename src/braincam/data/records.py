@@ -619,6 +619,8 @@ def _header_size(path: Path) -> tuple[tuple[int, int], str | None]:
             return (0, 0), "empty file (0 bytes)"
         with Image.open(path) as im:
             size, fmt = shown_size(im), im.format
+            if getattr(im, "n_frames", 1) > 1:  # a multi-page TIFF: read_grey reads page 1
+                log.warning("%s: %d pages; only the first is read", path, im.n_frames)
             marker = _END_MARKERS.get(fmt or "")
             if marker is None or not _has_tail(path, marker):
                 im.load()  # no end marker where expected: decode fully to decide
