@@ -102,6 +102,21 @@ def test_colour_arrays_follow_the_rules_of_their_type():
     np.testing.assert_array_equal(as_grey(mask), mask.astype(np.float32))
 
 
+def test_a_uint8_rgba_array_reads_as_its_png_file_and_pil_image(tmp_path):
+    """Alpha is composited on black for an array too, so one picture gives one answer
+    whether passed as an array, a PIL image or a file."""
+    from PIL import Image
+
+    from braincam.data.imageio import read_grey
+    from braincam.data.inputs import as_grey
+
+    rgba = np.random.default_rng(1).integers(0, 256, (16, 16, 4), dtype=np.uint8)
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    from_file = read_grey(tmp_path / "a.png")
+    np.testing.assert_array_equal(as_grey(rgba), from_file)
+    np.testing.assert_array_equal(as_grey(Image.fromarray(rgba)), from_file)
+
+
 def test_training_duplicate_and_obvious_ood_are_flagged(model, run):
     train_path = _split_paths(run, "train")[3]
     noise = np.random.default_rng(0).random((48, 48)).astype(np.float32)

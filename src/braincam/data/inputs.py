@@ -126,8 +126,9 @@ def as_grey(image: object) -> np.ndarray:
     other integers within [0, 255] / 255, booleans as 0 and 1, floats within [0, 1] as they
     are; any other array (raw scanner values, such as nibabel's ``get_fdata()`` or pydicom's
     ``pixel_array``) through the robust percentile window of a DICOM slice without one (NaN
-    and +-inf count as 0). Colour: its luma (ITU-R 601), alpha dropped, under the same rules of its
-    type (uint8 through PIL, like an RGB file)."""
+    and +-inf count as 0). Colour: its luma (ITU-R 601) under the same rules of its type; uint8
+    goes through PIL like a colour file (alpha composited on black, as a PNG or a PIL image
+    reads), other types drop alpha."""
     if _is_pil(image):
         return pil_grey(image)
     array = np.asarray(image)
@@ -143,7 +144,7 @@ def as_grey(image: object) -> np.ndarray:
     if colour and array.dtype == np.uint8:  # as a colour image file is decoded
         from PIL import Image
 
-        return pil_grey(Image.fromarray(np.ascontiguousarray(array[..., :3])))
+        return pil_grey(Image.fromarray(np.ascontiguousarray(array)))
     values = np.asarray(array[..., :3] if colour else array).astype(np.float64)
     values[~np.isfinite(values)] = 0.0  # an inf would stretch the window over everything
     if colour:  # its luma, then the rules of a grey array of that type; a weighted mean lies
