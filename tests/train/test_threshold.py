@@ -18,7 +18,12 @@ from braincam.models import build_model, load_checkpoint
 from braincam.report.training import collect_training
 from braincam.runs import RunDir
 from braincam.train import TrainConfig, train_run
-from braincam.train.threshold import fold_threshold, validation_threshold
+from braincam.train.threshold import (
+    TIE_MARGIN,
+    fold_threshold,
+    tumour_logit,
+    validation_threshold,
+)
 
 
 def logit(p: torch.Tensor | float) -> torch.Tensor:
@@ -28,11 +33,18 @@ def logit(p: torch.Tensor | float) -> torch.Tensor:
 
 def test_the_threshold_with_the_best_validation_balanced_accuracy_wins():
     tumour = np.array([1, 1, 1, 0, 0, 0], bool)
-    assert validation_threshold(tumour, np.array([0.9, 0.8, 0.7, 0.6, 0.3, 0.2])) == 0.7
-    # 0.5 and 0.9 both separate the two images: the one nearest 0.5 wins
-    assert validation_threshold(np.array([1, 0], bool), np.array([0.9, 0.1])) == 0.5
-    assert validation_threshold(np.array([1, 0], bool), np.array([0.2, 0.1])) == 0.2
-    assert validation_threshold(np.array([1, 1], bool), np.array([0.2, 0.1])) == 0.5  # one class
+    assert validation_threshold(tumour, np.array([2.2, 1.4, 0.8, 0.4, -0.8, -1.4])) == 0.8
+    # 0 (P = 0.5) and 2.2 both separate the two images: the one nearest 0 wins
+    assert validation_threshold(np.array([1, 0], bool), np.array([2.2, -2.2])) == 0.0
+    assert validation_threshold(np.array([1, 0], bool), np.array([-1.4, -2.2])) == -1.4
+    assert validation_threshold(np.array([1, 1], bool), np.array([-1.4, -2.2])) == 0.0  # one class
+
+
+def test_tumour_logits_are_the_log_odds_of_the_tumour_classes():
+    z = torch.tensor([[0.3, 2.0, -1.0], [5.0, -3.0, 1.0]])
+    p = torch.softmax(z.double(), 1)
+    torch.testing.assert_close(tumour_logit(z, 0), logit(1 - p[:, 0]))
+    torch.testing.assert_close(tumour_logit(z, 2), logit(1 - p[:, 2]))
 
 
 @pytest.mark.parametrize("groups", [None, [0, 1, 1, 1], [1, 0, 1, 0]])
@@ -42,12 +54,37 @@ def test_a_folded_threshold_moves_the_argmax_to_it(groups):
     x = torch.randn(64, 3, 32, 32)
     with torch.no_grad():
         before = torch.softmax(model(x).double(), 1)[:, 1]
-        fold_threshold(model, 0, 0.8)
+        assert fold_threshold(model, 0, float(logit(0.8))) == pytest.approx(0.8)
         after = torch.softmax(model(x).double(), 1)[:, 1]
-    torch.testing.assert_close(logit(after), logit(before) - logit(0.8), atol=1e-4, rtol=0)
+    torch.testing.assert_close(logit(after), logit(before) - logit(0.8), atol=2e-4, rtol=0)
     assert torch.equal(after >= 0.5, before >= 0.8)
-    with pytest.raises(ValueError, match=r"\(0, 1\)"):
-        fold_threshold(model, 0, 1.0)
+    with pytest.raises(ValueError, match="must be finite"):
+        fold_threshold(model, 0, float("inf"))
+
+
+@pytest.mark.parametrize("scale", [1, 100])
+def test_the_folded_model_calls_every_validation_image_as_the_chosen_threshold_does(scale):
+    """The threshold is a validation image's own: folded, that image must stay on the tumour
+    side rather than tie at 0.5 and fall to whichever output rounding favours, also where
+    float32 probabilities saturate (scale 100: P up to 1 - 1e-7). Images within twice the
+    margin below the cut, which the margin may move, are not counted."""
+    wrong = 0
+    for seed in range(40):
+        torch.manual_seed(seed)
+        model = build_model("test_resnet", 2, "none").eval()
+        x = torch.randn(6, 3, 32, 32)
+        with torch.no_grad():
+            model.head[1].weight *= scale
+            s = tumour_logit(model(x), 0).numpy()
+            tumour = np.zeros(6, bool)
+            tumour[np.argsort(s)[-3:]] = True
+            tumour[np.argsort(s)[-4]] ^= seed % 2 == 0  # not always separable
+            cut = validation_threshold(tumour, s)
+            fold_threshold(model, 0, cut)
+            called = model(x).argmax(1).numpy() == 1
+        counted = (s >= cut) | (s < cut - 2 * TIE_MARGIN)
+        wrong += int((called != (s >= cut))[counted].sum())
+    assert wrong == 0
 
 
 def test_tune_threshold_folds_the_validation_choice_into_the_saved_model(tmp_path):
@@ -63,8 +100,8 @@ def test_tune_threshold_folds_the_validation_choice_into_the_saved_model(tmp_pat
     split = pd.read_csv(plain / "split.csv").query("split == 'val'")
     val = braincam.load(plain, ood=False, device="cpu").predict(list(split["path"]))
     p_val = np.array([1 - p.probabilities["no_tumor"] for p in val])
-    expected = validation_threshold((split["label"] != "no_tumor").to_numpy(), p_val)
-    assert meta["threshold"] == pytest.approx(expected, abs=1e-6)
+    cut = validation_threshold((split["label"] != "no_tumor").to_numpy(), logit(p_val).numpy())
+    assert meta["threshold"] == pytest.approx(float(torch.sigmoid(torch.tensor(cut))), abs=1e-6)
     assert meta["threshold"] != 0.5
     # ... and every prediction of the saved model applies it
     for run in (plain, tuned):
