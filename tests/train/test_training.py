@@ -276,6 +276,29 @@ def test_average_weights_keeps_the_mean_of_the_second_half(phantoms, tmp_path, m
     assert not torch.equal(snapshots[0]["head.1.weight"], snapshots[1]["head.1.weight"])
 
 
+def test_early_stopping_leaves_the_averaged_half_of_phase_2_whole(phantoms, tmp_path,
+                                                                   monkeypatch):
+    """--patience 1 with validation that never improves: phase 1 stops early, phase 2 runs
+    its 4 epochs and averages the last 2 as --average-weights says."""
+    import braincam.train.loop as loop
+
+    first = loop.BestTracker.update
+
+    def never_better(self, record):
+        if self.score is None:
+            first(self, record)
+        else:
+            self.stale += 1
+
+    monkeypatch.setattr(loop.BestTracker, "update", never_better)
+    config = tiny(head_epochs=3, finetune_epochs=4, average_weights=True, patience=1,
+                  weights="imagenet", arch="efficientnet_lite0")
+    train_run([phantoms], config, tmp_path / "run", progress=False)
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(zip(history.phase, history.epoch, strict=True)) == [
+        ("head", 1), ("head", 2), *[("finetune", k) for k in range(1, 5)], ("average", 2)]
+
+
 def test_head_average_keeps_the_mean_of_heads_trained_in_turn(phantoms, tmp_path, monkeypatch):
     import braincam.train.loop as loop
 

@@ -33,8 +33,8 @@ class TrainConfig:
     (``finetune_*``) trains the last stage(s) and the head with augmentation, BatchNorm
     statistics frozen (pretrained weights). Early stopping, per phase: ``patience`` epochs
     without a better validation balanced accuracy (ties broken by lower validation loss); the
-    best state of both phases is kept, or, with ``average_weights``, the mean weights of phase
-    2's second half.
+    best state of both phases is kept, or, with ``average_weights`` and pretrained weights, the
+    mean weights of phase 2's second half (phase 2 then runs all its epochs).
 
     Defaults: 10 fine-tuning epochs with patience 10, because validation scores jump by +-0.05
     from epoch to epoch and a short patience stops phase 2 before it beats phase 1;

@@ -345,8 +345,10 @@ def finetune(
 
     # averaged weights need statistics of their own when BatchNorm learns them: not done
     average = AveragedModel(model) if config.average_weights and frozen_stats else None
+    # an average of the second half needs that half: no early stop before it is done
+    patience = config.finetune_epochs if average is not None else config.patience
     history = run_epochs("finetune", config.finetune_epochs, epoch_step, val, criterion,
-                         tracker, config.patience, progress)
+                         tracker, patience, progress)
     if average is not None and int(average.n_averaged):
         history.append(_use_average(model, average, val, criterion, config, device, tracker, ctx))
     return history

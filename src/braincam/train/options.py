@@ -104,12 +104,15 @@ TRAIN_OPTIONS: dict[str, TrainOption] = {
     "finetune_lr": TrainOption(3e-4, "Phase 2 learning rate (cosine).", SCHEDULE),
     "batch_size": TrainOption(32, "Images per training batch (under torchrun: per step, all "
                               "processes together).", SCHEDULE),
-    "patience": TrainOption(10, "Early stopping: epochs without a better validation score.",
+    "patience": TrainOption(10, "Early stopping: epochs without a better validation score "
+                            "(phase 2 runs all its epochs when it averages weights).",
                             SCHEDULE),
     "augment": TrainOption(True, "Augment phase-2 batches.", SCHEDULE),
     "average_weights": TrainOption(True, "Keep the mean of the weights after each epoch of "
                                    "phase 2's second half (as SWA) instead of the best epoch "
-                                   "on validation.", SCHEDULE),
+                                   "on validation; with pretrained weights (--weights none "
+                                   "learns BatchNorm statistics, which an average lacks).",
+                                   SCHEDULE),
     "tune_threshold": TrainOption(False, "Binary task: once trained, call an image tumour from "
                                   "the threshold on P(tumour) with the best validation balanced "
                                   "accuracy instead of 0.5, folded into the head's no_tumor "
