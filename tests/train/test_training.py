@@ -172,6 +172,8 @@ def test_best_tracker_keeps_best_state_and_counts_stale_epochs():
         ({"head_epochs": 0, "finetune_epochs": 0}, "at least one epoch"),
         ({"batch_size": 0}, "--batch-size"),
         ({"head_average": 0}, "--head-average must be >= 1"),
+        ({"contrast_remap": 0.5, "augment": False}, "--contrast-remap augments phase 2"),
+        ({"contrast_remap": 0.5, "finetune_epochs": 0}, "--contrast-remap augments phase 2"),
         ({"head_average": 3, "head_epochs": 0}, "--head-average N averages phase 1's heads"),
         ({"split": "dedup", "val_fraction": 0.5, "test_fraction": 0.5}, "add up to less than 1"),
         ({"val_fraction": 1.5}, "val fraction must be in"),

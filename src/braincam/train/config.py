@@ -139,6 +139,8 @@ class TrainConfig:
              "--finetune-stages must be >= 1"),
             (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
             (0 <= self.contrast_remap <= 1, "--contrast-remap must be in [0, 1]"),
+            (self.contrast_remap == 0 or (self.augment and self.finetune_epochs > 0),
+             "--contrast-remap augments phase 2: it needs --augment and --finetune-epochs >= 1"),
             (self.upweight_errors >= 1, "--upweight-errors must be >= 1"),
             (self.upweight_errors == 1 or (self.head_epochs > 0 and self.finetune_epochs > 0),
              "--upweight-errors takes phase 1's errors into phase 2: it needs both phases"),
