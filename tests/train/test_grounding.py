@@ -22,7 +22,7 @@ from braincam.errors import BraincamError
 from braincam.labels import TUMOR
 from braincam.models import load_checkpoint
 from braincam.train import TrainConfig, train_run
-from braincam.train.grounding import tumour_masks, with_pairs, with_views
+from braincam.train.grounding import group_weights, tumour_masks, with_pairs, with_views
 from braincam.train.loop import TrainData
 
 SIZE = 96
@@ -233,3 +233,19 @@ def test_grounded_model_points_at_the_lesion_where_the_plain_one_does_not(tmp_pa
     assert plain <= 0.2  # the plain recipe does not look at the tumour
     assert grounded >= 0.6
     assert grounded >= plain + 0.4
+
+
+@pytest.mark.parametrize("pool", [None, torch.tensor([*range(14), 0, 0, 1, 1, 2, 2])])
+def test_group_weights_keep_the_own_classes_balanced_over_the_rows_drawn(pool):
+    """10 own rows (5 of each class) and 4 views; with --upweight-errors three no_tumor rows
+    are drawn 3 times: per epoch each own class still weighs half of the own draws, and the
+    views W times all of them."""
+    labels = torch.tensor([0] * 5 + [1] * 5 + [0, 1, 0, 1])
+    weights = group_weights(labels, 10, 0.5, 2, pool)
+    drawn = torch.arange(14) if pool is None else pool
+    per_draw = weights[drawn]
+    own_draws = int((drawn < 10).sum())
+    for label in (0, 1):
+        own_of_class = (drawn < 10) & (labels[drawn] == label)
+        assert float(per_draw[own_of_class].sum()) == pytest.approx(own_draws / 2)
+    assert float(per_draw[drawn >= 10].sum()) == pytest.approx(0.5 * own_draws)

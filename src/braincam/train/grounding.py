@@ -54,6 +54,8 @@ The views weigh as a group of their own (:func:`group_weights`; ``guide_views_we
 
 so the own images keep their class balance whatever the views hold, and the views (one of
 each label per slice, balanced by construction) weigh W times as much as all of them. With
+``--upweight-errors`` the counts and class weights are those of the rows an epoch draws,
+repeats included. With
 W = 0 the views join the own images in one pool whose classes the loss balances instead, and
 views of tumour-free tissue then dilute the weight of the classifier's own tumour-free images.
 """
@@ -137,14 +139,19 @@ def with_views(
 
 
 def group_weights(
-    labels: torch.Tensor, n_own: int, views_weight: float, num_classes: int
+    labels: torch.Tensor, n_own: int, views_weight: float, num_classes: int,
+    pool: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Loss weights of ``labels`` whose first ``n_own`` rows are the classifier's own images
     and the rest guide views: own rows class-balanced among themselves, the views sharing
-    ``views_weight * n_own`` equally (the module docstring's formula)."""
-    own = class_weights(labels[:n_own], num_classes)[labels[:n_own]]
-    n_views = len(labels) - n_own
-    views = torch.full((n_views,), views_weight * n_own / max(n_views, 1))
+    ``views_weight * n_own`` equally (the module docstring's formula). ``pool``: the rows an
+    epoch draws, a row once per draw (``--upweight-errors``); both counts are then of draws,
+    so the own classes stay balanced over an epoch, repeats included."""
+    drawn = torch.arange(len(labels)) if pool is None else pool
+    own_drawn = labels[drawn[drawn < n_own]]
+    own = class_weights(own_drawn, num_classes)[labels[:n_own]]
+    n_views = int((drawn >= n_own).sum())
+    views = torch.full((len(labels) - n_own,), views_weight * len(own_drawn) / max(n_views, 1))
     return torch.cat([own, views])
 
 

@@ -359,7 +359,7 @@ def _loss_weights(
     from braincam.train.grounding import group_weights
 
     if config.views_weight and own < len(labels):
-        return group_weights(labels, own, config.views_weight, num_classes)
+        return group_weights(labels, own, config.views_weight, num_classes, pool)
     drawn = labels if pool is None else labels[pool]
     return class_weights(drawn, num_classes)[labels]
 
