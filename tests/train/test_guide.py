@@ -220,8 +220,9 @@ def guide_run_with_split(seg: Path, data: Path, config: PreprocessConfig) -> pd.
 
 def test_guide_views_are_cut_from_the_guides_masked_training_images_only(tmp_path, caplog):
     """--guide-views: the originals are the guide's training rows that have a mask (never
-    its validation rows), labelled by the classifier's classes; train_run adds exactly their
-    lesion views, one tumour and one tumour-free view per pair, and records the option."""
+    its validation rows, nor the classifier's validation and test images), labelled by the
+    classifier's classes; train_run adds exactly their lesion views, one tumour and one
+    tumour-free view per pair, and records the option."""
     from braincam.data.preprocess import PreprocessCache
     from braincam.data.regions import make_views
     from braincam.labels import TUMOR, task_label
@@ -250,10 +251,20 @@ def test_guide_views_are_cut_from_the_guides_masked_training_images_only(tmp_pat
                          guide=str(tmp_path / "seg"), guide_views=True)
     with caplog.at_level(logging.INFO, logger="braincam.train.run"):
         run = train_run([data], config, tmp_path / "run", progress=False).run_dir
+    own = pd.read_csv(run / "split.csv")
+    held = set(own.loc[own["split"] != "train", "path"])
+    assert held & set(wanted["path"])  # the guide learnt some of the classifier's held images
+    originals = guide_originals([tmp_path / "seg"], preprocess,
+                                PreprocessCache(tmp_path / "cache"),
+                                lambda label: classes.index(task_label(label, "binary")), False,
+                                held)
+    assert len(originals) == len(set(wanted["path"]) - held) > 0
+    views = make_views(originals.images.numpy(), originals.masks.numpy(),
+                       originals.tumour.numpy(), seed=0)
     n = len(views.source)
     assert [r.getMessage() for r in caplog.records if "guide views" in r.getMessage()] == [
-        f"guide views: {n} tumour and {n} tumour-free views of {len(wanted)} guide training "
-        "images added"]
+        f"guide views: {n} tumour and {n} tumour-free views of {len(originals)} guide "
+        "training images added"]
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["guide_views"] is True
 
     caplog.clear()  # at most 2 guide images: a seeded sample of the originals, then their views

@@ -37,7 +37,8 @@ and the image's index.
 
 Guide views (``TrainConfig.guide_views``, ``--guide-views``): with ``--guide``, the lesion
 views of the masked images the guide's segmenter trained on (its ``split.csv`` rows under
-``train``; never its validation or held-out images) join the training pool, the slices
+``train``; never its validation or held-out images, nor the classifier's own validation
+and test images) join the training pool, the slices
 themselves do not (:func:`guide_originals`). A guided classifier sees only what its segmenter
 marks, and a segmenter trained on slices that all hold a tumour marks something in most
 tumour-free views of the same source; these views teach the head what such marks look like
@@ -63,7 +64,7 @@ views of tumour-free tissue then dilute the weight of the classifier's own tumou
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,12 +166,15 @@ def sample(data: TrainData, n: int, seed: int) -> TrainData:
 def guide_originals(
     members: Sequence[Path], config: PreprocessConfig, cache: PreprocessCache,
     target: Callable[[str], int | None], progress: bool = False,
+    left_out: Collection[str] = (),
 ) -> TrainData:
     """The masked images the guide's segmenter runs ``members`` trained on (``split.csv``
     rows under ``train`` that have a tumour mask; a path in several members once),
     preprocessed as the classifier's own, with their labels (``target``: the trained class
     of a label, None for one the classifier does not know: left out) and tumour masks. A
-    member without a ``split.csv`` (a segmenter saved by hand) adds none."""
+    member without a ``split.csv`` (a segmenter saved by hand) adds none. ``left_out``: record
+    keys never used (the classifier's validation and test images, which a guide trained on
+    the same folders may have learnt from: their views would leak into its training)."""
     from braincam.data.records import records_at, without_skipped
     from braincam.runs import RunDir
 
@@ -182,7 +186,8 @@ def guide_originals(
             continue
         for record in records_at(member.data_roots(), member.split_paths("train"),
                                  member.split):
-            if record.mask is not None and target(record.label) is not None:
+            if (record.mask is not None and target(record.label) is not None
+                    and record.key not in left_out):
                 records.setdefault(record.key, record)
     chosen = list(records.values())
     images, heads, unreadable = cache.load(chosen, config, progress=progress)

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,8 +218,9 @@ def train_run(
     own = len(data["train"])  # the guide views follow the classifier's own images
     if config.guide_views:
         with main_first(ctx):  # rank 0 fills the cache, the others then read it
+            held = {records[i].key for name in ("val", "test") for i in split.indices(name)}
             data["train"] = _guide_views(data["train"], members, config, cache, target_of,
-                                         fitted, progress)
+                                         fitted, progress, held)
 
     trained = ["head"] + (stages if config.finetune_epochs else [])
     # with batch-statistics BatchNorm (random weights) phase 2 changes buffers everywhere
@@ -328,13 +329,15 @@ def _guide(model: torch.nn.Module, members: Sequence[Path], config: TrainConfig,
 def _guide_views(
     train: TrainData, members: Sequence[Path], config: TrainConfig, cache: PreprocessCache,
     target: Callable[[str], int | None], fitted: list[str], progress: bool,
+    held: Collection[str],
 ) -> TrainData:
     """``train`` followed by the lesion views of the masked images the guide's segmenter
     trained on (``--guide-views``, :func:`braincam.train.grounding.guide_originals`), of at
-    most ``guide_views_max`` of them when that is set."""
+    most ``guide_views_max`` of them when that is set; none of the images whose record keys
+    are ``held`` (the classifier's validation and test images)."""
     from braincam.train.grounding import guide_originals, sample, with_views
 
-    originals = guide_originals(members, config.preprocess, cache, target, progress)
+    originals = guide_originals(members, config.preprocess, cache, target, progress, held)
     if config.guide_views_max and len(originals) > config.guide_views_max:
         originals = sample(originals, config.guide_views_max, config.seed)
     if not len(originals):
