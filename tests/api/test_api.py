@@ -552,3 +552,20 @@ def test_training_images_partly_gone_calibrate_this_process_only(tmp_path, run, 
     assert pred.ood_score is not None
     assert f"3 of the run's {len(train)} training images cannot be read" in caplog.text
     assert not copy.ood_reference.exists()
+
+
+def test_a_checkpoint_without_its_preprocessing_is_refused_not_guessed(run, tmp_path):
+    """Default preprocessing (224 px) would score a 32 px model's images silently wrong."""
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with safe_open(str(run / "model.safetensors"), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open)
+        meta = {k: v for k, v in f.metadata().items() if k != "preprocess"}
+    save_file(tensors, str(copy / "model.safetensors"), metadata=meta)
+    with pytest.raises(BraincamError, match="no valid preprocess entry"):
+        braincam.load(copy, ood=False)

@@ -37,7 +37,12 @@ from braincam.api.reference import Reference, TooFewImages, features_and_probs, 
 from braincam.api.warnings import cam_warning, image_warnings
 from braincam.data.imageio import ImageReadError
 from braincam.data.inputs import InputSlice, SliceChoice, expand_inputs, read_slice
-from braincam.data.preprocess import PreprocessCache, PreprocessConfig, Preprocessed, preprocess
+from braincam.data.preprocess import (
+    PreprocessCache,
+    Preprocessed,
+    preprocess,
+    preprocess_config,
+)
 from braincam.data.records import SkippedFile
 from braincam.errors import BraincamError
 from braincam.models.guided import is_guided
@@ -137,7 +142,7 @@ class Model:
         self.meta = meta
         self.device = device
         self.classes: list[str] = list(meta["classes"])
-        self.config = PreprocessConfig(**meta.get("preprocess", {}))
+        self.config = preprocess_config(meta)
         self.ood = ood
         self.segmenter = segmenter  # braincam segment's U-Net (load(..., segment=SEG)) or None
         self._reference: Reference | None = None
@@ -351,7 +356,6 @@ def load(run: Path | str, segment: Path | str | None = None,
     segmenter = None
     if segment is not None:  # its masks must line up with the model's inputs
         segmenter = load_segmenter(segment, torch_device)
-        check_preprocess(segmenter.meta, PreprocessConfig(**run_meta.get("preprocess", {})),
-                         segment)
+        check_preprocess(segmenter.meta, preprocess_config(run_meta), segment)
     net, meta = load_checkpoint(rundir.model, device=torch_device)
     return Model(rundir, net, meta, torch_device, ood=ood, segmenter=segmenter)

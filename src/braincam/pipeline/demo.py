@@ -36,7 +36,7 @@ from rich.markup import escape
 
 from braincam.audit.findings import Finding, sort_findings
 from braincam.audit.model.base import AuditSettings
-from braincam.data.preprocess import PreprocessConfig
+from braincam.data.preprocess import PreprocessConfig, preprocess_config
 from braincam.data.synthetic import MARKER_FRACTION, PhantomSpec, make_phantom_dataset
 from braincam.errors import BraincamError
 from braincam.pipeline.compare import Comparison, compare_runs, write_comparison
@@ -164,7 +164,7 @@ def clean_accuracy(run_dir: Path, spec: PhantomSpec, device: str = "auto") -> fl
     from braincam.models import load_checkpoint
 
     model, meta = load_checkpoint(RunDir(Path(run_dir)).model, device=device_of(device))
-    config = PreprocessConfig(**meta["preprocess"])
+    config = preprocess_config(meta)
     items = make_phantom_arrays(dataclasses.replace(spec, shortcut=None), ("test",))
     images = np.stack([preprocess(item.phantom.image, config).image for item in items])
     labels = np.array([list(meta["classes"]).index(item.label) for item in items])

@@ -275,6 +275,7 @@ def test_bad_input_gives_one_line_errors(run_dir, tmp_path):
 
 
 def test_a_segmenter_adds_predicted_masks_to_the_examples(run_dir, tmp_path):
+    from braincam.models import load_checkpoint
     from braincam.models.segment import build_segmenter, save_segmenter
 
     seg = tmp_path / "seg"
@@ -290,6 +291,15 @@ def test_a_segmenter_adds_predicted_masks_to_the_examples(run_dir, tmp_path):
     with pytest.raises(BraincamError, match="not a segmenter"):
         audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=tmp_path / "bad",
                     settings=FAST, device="cpu", segmenter=run_dir)
+    assert not (tmp_path / "bad").exists()
+    crop = load_checkpoint(run_dir / "model.safetensors")[1]["preprocess"]["crop"]
+    other = tmp_path / "seg-other-crop"  # its masks would not line up with the run's images
+    other.mkdir()
+    save_segmenter(build_segmenter("none").eval(), other / "model.safetensors",
+                   {"size": SIZE, "preprocess": {"size": SIZE, "crop": not crop}})
+    with pytest.raises(BraincamError, match="would not line up"):
+        audit_model(run_dir, [run_dir.parent / "phantoms"], out_dir=tmp_path / "bad",
+                    settings=FAST, device="cpu", segmenter=other)
     assert not (tmp_path / "bad").exists()
 
 

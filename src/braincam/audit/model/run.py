@@ -164,9 +164,10 @@ def audit_model(
     methods = audited.methods or methods
     seg = None
     if segmenter is not None:
-        from braincam.models.segment import load_segmenter
+        from braincam.models.segment import check_preprocess, load_segmenter
 
         seg = load_segmenter(segmenter, dev)
+        check_preprocess(seg.meta, audited.preprocess, segmenter)  # its masks must line up
     check_outside_data(Path(out_dir) if out_dir else audited.default_out, roots)
     classes = audited.classes
     if validation and not audited.validated_on:
