@@ -142,3 +142,39 @@ def test_damaged_or_foreign_files_fail_clearly(tmp_path, trained):
     with pytest.raises(BraincamError, match="holds objects other than tensors") as info:
         build_model("resnet10t", 2, weights=str(objects))
     assert "weights_only" not in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"arch": "efficientnet"}, "'arch' is not JSON"),
+    ({"arch": None}, "'arch' must be a model name"),
+    ({"arch": "5"}, "'arch' must be a model name"),
+    ({"classes": None}, "'classes' must be a list of class names"),
+    ({"classes": "[]"}, "'classes' must be a list of class names"),
+    ({"dropout": '"0.3"'}, "'dropout' must be a number"),
+    ({"members": "[]"}, "'members' must be a list of member entries"),
+    ({"guide": '{"size": 64}'}, "'guide' must hold a whole 'size' and a number 'floor'"),
+    ({"arch": '"unet-efficientnet_lite0"'}, r"'size' must be a whole number of pixels \(a segm"),
+])
+def test_damaged_metadata_is_one_line_naming_the_entry(trained, edit, message):
+    """A hand-edited or foreign file: one line naming the entry, never a KeyError inside."""
+    from safetensors import safe_open
+
+    _, path = trained
+    with safe_open(str(path), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open)
+        metadata = f.metadata()
+    for key, value in edit.items():
+        metadata.pop(key) if value is None else metadata.__setitem__(key, value)
+    save_file(tensors, str(path), metadata=metadata)
+    for read in (read_meta, load_checkpoint):
+        with pytest.raises(BraincamError, match=f"damaged braincam metadata: {message}"):
+            read(path)
+
+
+def test_a_checkpoint_without_a_task_is_one_line_where_the_task_is_needed(trained, tmp_path):
+    from braincam.models.checkpoint import meta_task
+
+    _, path = trained
+    assert meta_task(read_meta(path), path) == "multiclass"
+    with pytest.raises(BraincamError, match="no 'task'"):
+        meta_task({k: v for k, v in META.items() if k != "task"}, path)

@@ -98,6 +98,7 @@ def evaluate_run(
     from braincam.device import device_of
     from braincam.evaluate.predict import predict
     from braincam.models import load_checkpoint
+    from braincam.models.checkpoint import meta_task
     from braincam.models.ensemble import is_ensemble
 
     run = RunDir(Path(run_dir))
@@ -116,7 +117,7 @@ def evaluate_run(
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
     earlier = _figures(dest)
     model, meta = load_checkpoint(run.model)
-    classes, task = list(meta["classes"]), meta["task"]
+    classes, task = list(meta["classes"]), meta_task(meta, run.model)
     prep = preprocess_config(meta)
     cache = PreprocessCache()
     dev = device_of(device)

@@ -135,6 +135,15 @@ def check_classifier(meta: dict[str, Any], path: Path) -> None:
         )
 
 
+def meta_task(meta: dict[str, Any], path: Path) -> str:
+    """The checkpoint's task (``binary`` or ``multiclass``), which evaluation and the audit
+    need; one line when a hand-made or damaged file lacks it."""
+    if "task" not in meta:
+        raise BraincamError(f"{path}: damaged braincam metadata: no 'task' (binary or "
+                            "multiclass)")
+    return meta["task"]
+
+
 def check_arch(meta: dict[str, Any], arch: str | None, path: Path) -> None:
     if arch is not None and meta["arch"] != arch:
         raise BraincamError(
@@ -158,4 +167,52 @@ def _read_meta_or_none(path: Path) -> dict[str, Any] | None:
         raise BraincamError(f"{path} is not a readable .safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT:
         return None
-    return {k: json.loads(v) for k, v in metadata.items() if k != "format"}
+    meta = {}
+    for key, value in metadata.items():
+        if key != "format":
+            try:
+                meta[key] = json.loads(value)
+            except json.JSONDecodeError:
+                raise BraincamError(f"{path}: damaged braincam metadata: {key!r} is not "
+                                    "JSON") from None
+    problem = meta_problem(meta)
+    if problem:
+        raise BraincamError(f"{path}: damaged braincam metadata: {problem}")
+    return meta
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def meta_problem(meta: dict[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's decoded meta (entries every reader relies on, and
+    the types of those present), or None: a hand-edited or foreign file gets one line instead
+    of a KeyError deep inside a command."""
+    from braincam.models.unet import SEGMENTER_ARCHS
+
+    checks = [
+        (isinstance(meta.get("arch"), str), "'arch' must be a model name"),
+        (_strings(meta.get("classes")), "'classes' must be a list of class names"),
+        ("task" not in meta or isinstance(meta["task"], str), "'task' must be a name"),
+        ("dropout" not in meta or _number(meta["dropout"]), "'dropout' must be a number"),
+        (not meta.get("subtypes") or _strings(meta["subtypes"]),
+         "'subtypes' must be a list of class names"),
+        ("preprocess" not in meta or isinstance(meta["preprocess"], dict),
+         "'preprocess' must be an object"),
+        (("size" not in meta and meta.get("arch") not in SEGMENTER_ARCHS)
+         or (isinstance(meta.get("size"), int) and meta["size"] > 0),
+         "'size' must be a whole number of pixels (a segmenter needs it)"),
+        (not meta.get("guide") or (isinstance(meta["guide"], dict)
+                                   and isinstance(meta["guide"].get("size"), int)
+                                   and _number(meta["guide"].get("floor"))),
+         "'guide' must hold a whole 'size' and a number 'floor'"),
+        ("members" not in meta or (isinstance(meta["members"], list) and bool(meta["members"])
+                                   and all(isinstance(m, dict) for m in meta["members"])),
+         "'members' must be a list of member entries"),
+    ]
+    return next((message for ok, message in checks if not ok), None)

@@ -456,6 +456,7 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     from braincam.device import device_of
     from braincam.explain.files import explain_files
     from braincam.models import load_checkpoint
+    from braincam.models.checkpoint import meta_task
     from braincam.pipeline.images import audited_items
 
     _remove(run.explain)
@@ -463,7 +464,7 @@ def _explain(run: RunDir, roots: list[Path], options: PipelineOptions) -> None:
     items = audited_items(run.audit_images, [*roots, *options.extra])
     for method in options.methods:
         explain_files(model, items, preprocess_config(meta), meta["classes"],
-                      meta["task"], run.explain / method, method=method,
+                      meta_task(meta, run.model), run.explain / method, method=method,
                       progress=options.progress)
 
 

@@ -248,6 +248,7 @@ class AuditedModel:
 def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     from braincam.data.preprocess import preprocess_config
     from braincam.models import load_checkpoint, read_meta, require_single_model
+    from braincam.models.checkpoint import meta_task
 
     if not run.model.is_file():
         raise BraincamError(f"{run.root} holds no model.safetensors; train a model there first")
@@ -261,7 +262,7 @@ def _run_model(run: RunDir, device, batch_size: int) -> AuditedModel:
     except BraincamError:  # an ensemble's or a hand-made run's config may name none
         own = []
     return AuditedModel(
-        model_handle(model, device, batch_size), tuple(meta["classes"]), meta["task"],
+        model_handle(model, device, batch_size), tuple(meta["classes"]), meta_task(meta, run.model),
         preprocess_config(meta), trained_on, validated_on, learnt, run.audit,
         str(run.root), own_roots=own,
     )
