@@ -423,3 +423,12 @@ def test_both_phases_follow_the_per_image_loss_weights(phantoms, tmp_path, monke
         labels == 0, 1e-4, loss_weights(labels, *a)))  # class 0 is no_tumor
     train_run([phantoms], config, tmp_path / "skewed", progress=False)
     assert tumour_share("skewed") == 1.0 > balanced
+
+
+def test_a_model_that_cannot_take_the_image_size_fails_before_any_file(phantoms, tmp_path):
+    """A ViT made for 224 px at --image-size 32: one line, and no run folder half written."""
+    config = tiny(arch="vit_tiny_patch16_224")
+    with pytest.raises(BraincamError, match=r"vit_tiny_patch16_224 cannot take 32 px images "
+                                            r"\(.*\); use the --image-size it was made for"):
+        train_run([phantoms], config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

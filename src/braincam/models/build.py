@@ -21,7 +21,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.models import weights as W
 from braincam.models.guided import GATE, feature_net, is_guided
 
@@ -132,6 +132,21 @@ def build_model(
     if kind == "path":
         W.load_weights_file(model, weights)
     return model
+
+
+def check_input_size(model: nn.Module, arch: str, size: int) -> None:
+    """A one-line error unless ``model`` takes ``size`` px inputs (a ViT made for 224 px does
+    not): one blank image through it in eval mode, without gradients, so no BatchNorm
+    statistic or random state moves."""
+    training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, size, size))
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        raise BraincamError(f"{arch} cannot take {size} px images ({first_line(exc)}); use "
+                            "the --image-size it was made for, or another --arch") from None
+    finally:
+        model.train(training)
 
 
 def check_arch(arch: str) -> None:

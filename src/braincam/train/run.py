@@ -102,6 +102,7 @@ def train_run(
     from braincam.evaluate.run import split_learnt, write_guide_learnt
     from braincam.explain import find_layer
     from braincam.models import build_model, finetune_modules, save_checkpoint, subtype_outputs
+    from braincam.models.build import check_input_size
     from braincam.models.guided import guide_meta
     from braincam.train.guide import (
         check_plan,
@@ -138,6 +139,7 @@ def train_run(
     # bad weights, data or options fail before any file is written
     model = build_model(config.arch, len(classes), config.weights, dropout=config.dropout,
                         groups=groups)
+    check_input_size(model, config.arch, config.preprocess.size)
     if config.attention_layer is not None:
         find_layer(model, config.attention_layer)  # an unknown name fails with suggestions
         model.cam_layer = config.attention_layer
