@@ -178,3 +178,20 @@ def test_a_checkpoint_without_a_task_is_one_line_where_the_task_is_needed(traine
     assert meta_task(read_meta(path), path) == "multiclass"
     with pytest.raises(BraincamError, match="no 'task'"):
         meta_task({k: v for k, v in META.items() if k != "task"}, path)
+
+
+def test_weights_that_do_not_fit_name_the_tensor_and_a_segmenter_says_so(tmp_path):
+    """The error quotes torch's first mismatch, not its header; a segmenter's file is named as
+    one, not answered with an --arch it cannot take."""
+    import timm
+
+    from braincam.models.segment import build_segmenter, save_segmenter
+
+    wider = timm.create_model("resnet18", num_classes=1000)  # resnet10t's names, other shapes
+    torch.save(wider.state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(BraincamError, match=r"does not fit resnet10t: size mismatch for "
+                                            r"layer2\.0\.downsample\.1\.weight: copying"):
+        build_model("resnet10t", 2, weights=str(tmp_path / "r18.pth"))
+    save_segmenter(build_segmenter("none").eval(), tmp_path / "seg.safetensors", {"size": 64})
+    with pytest.raises(BraincamError, match="holds a tumour segmenter"):
+        build_model("efficientnet_lite0", 2, weights=str(tmp_path / "seg.safetensors"))

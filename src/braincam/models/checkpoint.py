@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, load_mismatch
 from braincam.runs import CHECKPOINT_FORMAT, atomic_write_bytes
 
 FORMAT = CHECKPOINT_FORMAT
@@ -93,8 +93,7 @@ def load_checkpoint(
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise BraincamError(f"{path} does not fit {meta['arch']}: {first}") from None
+        raise BraincamError(f"{path} does not fit {meta['arch']}: {load_mismatch(exc)}") from None
     return model.to(device).eval(), meta
 
 

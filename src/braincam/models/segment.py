@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from braincam.device import autocast, device_of, pin_memory
-from braincam.errors import BraincamError, first_line
+from braincam.errors import BraincamError, load_mismatch
 from braincam.models.checkpoint import read_meta, read_tensors, save_tensors
 from braincam.models.normalize import to_model_input
 from braincam.models.unet import (
@@ -116,7 +116,7 @@ def _whole_unet(tensors: dict[str, torch.Tensor], path: Path,
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
-        raise BraincamError(f"{path} does not fit the U-Net: {first_line(exc)}") from None
+        raise BraincamError(f"{path} does not fit the U-Net: {load_mismatch(exc)}") from None
     return model
 
 
@@ -135,7 +135,7 @@ def _load_encoder(model: nn.Module, tensors: dict[str, torch.Tensor], what: str,
     try:
         encoder.load_state_dict({k: tensors[k] for k in wanted})
     except RuntimeError as exc:
-        raise BraincamError(f"{what} do not fit the encoder: {first_line(exc)}") from None
+        raise BraincamError(f"{what} do not fit the encoder: {load_mismatch(exc)}") from None
 
 
 def save_segmenter(model: nn.Module, path: Path, meta: dict[str, Any]) -> None:

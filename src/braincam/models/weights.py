@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from braincam.errors import BraincamError, first_line
-from braincam.models.checkpoint import check_arch, read_tensors
+from braincam.errors import BraincamError, first_line, load_mismatch
+from braincam.models.checkpoint import check_arch, check_classifier, read_tensors
 from braincam.models.unet import ENCODERS
 
 log = logging.getLogger(__name__)
@@ -141,6 +141,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     if path.suffix == ".safetensors":
         tensors, meta = read_tensors(path)
         if meta is not None:
+            check_classifier(meta, path)  # a segmenter's file: say so, not "use --arch"
             check_arch(meta, model.arch, path)
     else:
         tensors = torch_state_dict(path)
@@ -157,7 +158,7 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     try:
         result = model.backbone.load_state_dict(backbone, strict=False)
     except RuntimeError as exc:  # shape mismatch
-        raise BraincamError(f"{path} does not fit {model.arch}: {first_line(exc)}") from None
+        raise BraincamError(f"{path} does not fit {model.arch}: {load_mismatch(exc)}") from None
     if result.missing_keys or result.unexpected_keys:
         raise BraincamError(
             f"{path} does not fit {model.arch}: {len(result.missing_keys)} tensors missing, "
