@@ -195,3 +195,17 @@ def test_weights_that_do_not_fit_name_the_tensor_and_a_segmenter_says_so(tmp_pat
     save_segmenter(build_segmenter("none").eval(), tmp_path / "seg.safetensors", {"size": 64})
     with pytest.raises(BraincamError, match="holds a tumour segmenter"):
         build_model("efficientnet_lite0", 2, weights=str(tmp_path / "seg.safetensors"))
+
+
+def test_state_dicts_of_models_with_two_classifiers_load(tmp_path):
+    """timm names two classifiers for a distilled LeViT (``head.linear``, ``head_dist.linear``)
+    and its ``head`` module holds a BatchNorm too: all are dropped, the backbone loads."""
+    import timm
+
+    torch.manual_seed(2)
+    reference = timm.create_model("levit_128s")
+    assert not isinstance(reference.pretrained_cfg["classifier"], str)
+    torch.save(reference.state_dict(), tmp_path / "levit.pth")
+    model = build_model("levit_128s", 2, weights=str(tmp_path / "levit.pth"))
+    for name, value in model.backbone.state_dict().items():
+        torch.testing.assert_close(value, reference.state_dict()[name])

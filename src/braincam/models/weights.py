@@ -152,9 +152,13 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
         backbone = _strip(tensors, "backbone.")
         head = _strip(tensors, "head.1.")
     else:
-        prefix = _classifier_name(model.arch, model.backbone) + "."
-        backbone = {k: v for k, v in tensors.items() if not k.startswith(prefix)}
-        head = _strip(tensors, prefix)
+        names = _classifier_names(model.arch, model.backbone)
+        # the modules holding the classifiers (LeViT's ``head`` holds ``head.bn`` too) lose
+        # what the backbone no longer has; what it keeps there (ConvNeXt's ``head.norm``) stays
+        outer = tuple(name.split(".")[0] + "." for name in names)
+        own = model.backbone.state_dict().keys()
+        backbone = {k: v for k, v in tensors.items() if k in own or not k.startswith(outer)}
+        head = _strip(tensors, names[0] + ".")
     try:
         result = model.backbone.load_state_dict(backbone, strict=False)
     except RuntimeError as exc:  # shape mismatch
@@ -192,10 +196,13 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _classifier_name(arch: str, backbone: nn.Module) -> str:
+def _classifier_names(arch: str, backbone: nn.Module) -> tuple[str, ...]:
+    """The module names of the network's ImageNet classifier(s): timm names two for distilled
+    models (LeViT, DeiT: ``head``, ``head_dist``), which the backbone drops alike."""
     if arch == "resnet50":
-        return "fc"
-    return backbone.pretrained_cfg.get("classifier", "classifier")
+        return ("fc",)
+    names = backbone.pretrained_cfg.get("classifier", "classifier")
+    return (names,) if isinstance(names, str) else tuple(names)
 
 
 def _load_failure(path: Path, exc: BaseException) -> str:
