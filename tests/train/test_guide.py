@@ -49,12 +49,18 @@ def write_segmenter(seg: Path, size: int = 32) -> Path:
     return seg
 
 
-def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path):
+def test_guide_parts_are_runs_or_dataset_folders(small, tmp_path, caplog):
     seg = write_segmenter(tmp_path / "seg")
     plan = guide_plan(f"{seg},{small}")
     assert plan == GuidePlan(runs=[seg], data=[small])
     assert guide_members(f"{seg},{small}", tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
     assert guide_members(str(seg), tmp_path / "run") == [seg]
+    moved = tmp_path / "moved-seg"  # a segment run since moved is no dataset folder
+    with caplog.at_level(logging.WARNING, logger="braincam.models.segment"):
+        assert guide_members(f"{seg},{moved}", tmp_path / "run") == [seg]
+    assert any(f"guide source {moved} no longer exists" in m for m in caplog.messages)
+    write_segmenter(tmp_path / "run" / "guide")  # its data moved, the run's guide is there
+    assert guide_members(f"{seg},{moved}", tmp_path / "run") == [seg, tmp_path / "run" / "guide"]
     with pytest.raises(BraincamError, match="neither a braincam segment run nor a dataset"):
         guide_plan(f"{seg},{tmp_path / 'missing'}")
     unfinished = tmp_path / "unfinished"

@@ -248,9 +248,17 @@ def guide_parts(source: str | Path | Sequence[str | Path]) -> tuple[list[Path], 
 
 def guide_members(source: str | Path | Sequence[str | Path], run_dir: Path | str) -> list[Path]:
     """The segment runs that guide a classifier in ``run_dir``: the runs ``source`` names,
-    then ``run_dir/guide`` when it names dataset folders (they trained that one)."""
+    then ``run_dir/guide`` when it names dataset folders (they trained that one). A part that
+    no longer exists is named in a warning: a moved segment run would otherwise pass for a
+    dataset folder, and the images it learnt from for unseen ones."""
     runs, data = guide_parts(source)
-    return runs + ([RunDir(run_dir).guide] if data else [])
+    gone = [p for p in data if not p.exists()]
+    for part in gone:
+        log.warning("the guide source %s no longer exists (moved or deleted): if it was a "
+                    "segment run, copies of the images it learnt from count as unseen", part)
+    guide = RunDir(run_dir).guide
+    trained_here = len(gone) < len(data) or RunDir(guide).model.is_file()
+    return runs + ([guide] if trained_here else [])
 
 
 def guide_data(source: str) -> list[Path]:
