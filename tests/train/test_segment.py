@@ -680,3 +680,22 @@ def test_training_options_with_evaluate_predict_or_held_out_are_one_line_errors(
                         "--epochs", "3")
         assert f"--epochs is a training option; {mode} takes none" in str(result.exception)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_guided_classifier_of_the_encoder_starts_a_segmenter(tmp_path):
+    """docs/segment.md: a classifier of the same encoder gives its network, plain or under a
+    guide's gate (``backbone.net.``), whose own U-Net is not taken."""
+    from braincam.models import build_model, save_checkpoint
+    from braincam.models.guided import guide
+
+    torch.manual_seed(0)
+    for gated in (False, True):
+        classifier = build_model("efficientnet_lite0", 2, "none").eval()
+        network = {k: v.clone() for k, v in classifier.backbone.state_dict().items()}
+        if gated:
+            guide(classifier, unet().eval(), 64, 0.0)
+        path = tmp_path / f"classifier-{gated}.safetensors"
+        save_checkpoint(classifier, path, {"arch": "efficientnet_lite0",
+                                           "classes": ["no_tumor", "tumor"]})
+        encoder = build_segmenter(str(path)).encoder.model.state_dict()
+        assert all(torch.equal(v, network[k]) for k, v in encoder.items()), gated

@@ -99,7 +99,10 @@ def build_segmenter(
                             ",".join(map(str, decoder_channels)))
             return _whole_unet(tensors, path, own)
         model = unet(decoder_channels, encoder)
-        backbone = {k.removeprefix("backbone."): v for k, v in tensors.items()}
+        # a classifier's network: ``backbone.`` (``backbone.net.`` under a guide's gate)
+        prefix = "backbone.net." if any(k.startswith("backbone.net.") for k in tensors) \
+            else "backbone."
+        backbone = {k.removeprefix(prefix): v for k, v in tensors.items()}
         _load_encoder(model, backbone, str(path), encoder)
     return model
 
