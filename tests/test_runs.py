@@ -2,6 +2,7 @@ import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -277,3 +278,59 @@ def test_read_npz_parses_headers_one_thread_at_a_time(tmp_path, monkeypatch):
         results = list(pool.map(lambda _: read_npz(tmp_path / "a.npz"), range(12)))
     assert most == 1
     assert all(r["x"].tolist() == [0.0, 0.0] for r in results)
+
+
+def _tree(folder):
+    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_what_force_replaces_comes_back_unless_the_command_succeeds(tmp_path):
+    """Inside replacing() (the CLI's), --force sets the old output aside: a command that fails
+    or is interrupted leaves it as it was, one that succeeds leaves only the new."""
+    run = tmp_path / "run"
+    prepare_output_dir(run)
+    (run / "model.safetensors").write_text("old")
+    before = _tree(run)
+    for failure in (None, KeyboardInterrupt, BraincamError):
+        with pytest.raises(failure) if failure else nullcontext(), runs.replacing():
+            prepare_output_dir(run, force=True)
+            (run / "partial.csv").write_text("new")
+            if failure:
+                raise failure("stopped")
+        assert _tree(run) == before  # no success declared: the old run is back
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing set aside is left
+    with runs.replacing() as outcome:
+        prepare_output_dir(run, force=True)
+        (run / "model.safetensors").write_text("new")
+        outcome[0] = True
+    assert _tree(run) == {".braincam-output": before[".braincam-output"],
+                          "model.safetensors": "new"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    with runs.replacing(active=False):  # run and cv: what they finish stays, to resume from
+        prepare_output_dir(run, force=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # deleted at once
+    assert _tree(run) == {".braincam-output": before[".braincam-output"]}
+
+
+def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "result.json").write_text("old")
+    (out / "notes.txt").write_text("mine")
+    with runs.replacing():
+        prepare_output_dir(out, force=True, marker="result.json", owned=("result.json",))
+        assert sorted(p.name for p in out.iterdir()) == [".result.json.replaced", "notes.txt"]
+    assert _tree(out) == {"notes.txt": "mine", "result.json": "old"}
+    run = tmp_path / "run"  # train --force carries a finished guide from the old run
+    prepare_output_dir(run)
+    (run / "model.safetensors").write_text("old")
+    (run / "guide").mkdir()
+    (run / "guide" / "model.safetensors").write_text("guide")
+    carried = tmp_path / ".run.guide"
+    (run / "guide").rename(carried)
+    with runs.replacing():
+        prepare_output_dir(run, force=True)
+        carried.rename(run / "guide")
+    assert _tree(run)["guide/model.safetensors"] == "guide"
+    assert _tree(run)["model.safetensors"] == "old"

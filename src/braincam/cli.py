@@ -33,6 +33,7 @@ from braincam.commands import (
     train,
 )
 from braincam.errors import BraincamError
+from braincam.runs import replacing
 
 try:  # recent Typer vendors click: its usage errors are not click's classes
     from typer._click.exceptions import ClickException as UsageErrors
@@ -114,8 +115,12 @@ def main() -> None:
     keep_freed_memory()  # CPU batches reuse freed memory (braincam.allocator)
     try:
         _check_torchrun(sys.argv[1:])
-        result = app(standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        # what --force replaces comes back unless the command succeeds; run and cv keep what
+        # they finished, to resume from it
+        with replacing(_command(sys.argv[1:]) not in RESUMES) as outcome:
+            result = app(standalone_mode=False)
+            code = result if isinstance(result, int) else 0
+            outcome[0] = code == 0
         if code == INTERRUPTED:  # Typer turns Ctrl-C into this exit code
             typer.echo(interrupted_message(_command(sys.argv[1:])), err=True)
     except BraincamError as exc:

@@ -296,15 +296,12 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     if occupied and force and marker is None:
         check_spares(path, reads)
         check_replaceable(path)
-        shutil.rmtree(path)
+        _discard(path)
     if occupied and force and marker is not None:
         for pattern in owned:
             for earlier in sorted(path.glob(pattern)):
                 check_spares(earlier, reads)
-                if earlier.is_dir() and not earlier.is_symlink():
-                    shutil.rmtree(earlier)
-                else:
-                    earlier.unlink()
+                _discard(earlier)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -314,6 +311,64 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
         (path / OUTPUT_STAMP).write_text("written by braincam: --force may replace this folder\n",
                                          encoding="utf-8")
     return path
+
+
+_replaced: list[tuple[Path, Path]] | None = None  # (set aside, its place) while one runs
+
+
+@contextmanager
+def replacing(active: bool = True) -> Iterator[list[bool]]:
+    """Around one command (the CLI's): what ``--force`` replaces (:func:`prepare_output_dir`)
+    is set aside beside itself, not deleted, until the command ends. Set ``outcome[0] = True``
+    on success: the set-aside outputs are then deleted; otherwise (an error, Ctrl-C) the new,
+    partial outputs are removed and the old ones put back, so an interrupted ``--force``
+    loses no finished work. Outside such a block, or with ``active`` False (commands that
+    resume from what they finished: their finished parts must stay), ``--force`` deletes at
+    once."""
+    global _replaced
+    outcome, _replaced = [False], [] if active else None
+    try:
+        yield outcome
+    finally:
+        pending, _replaced = _replaced or [], None
+        for aside, place in reversed(pending):
+            if outcome[0]:
+                _remove(aside)
+            else:
+                _put_back(aside, place)
+
+
+def _discard(path: Path) -> None:
+    """Delete ``path``, or inside :func:`replacing` move it to ``.<name>.replaced`` beside
+    itself (a leftover of a killed command there is ours: replaced)."""
+    if _replaced is None:
+        _remove(path)
+        return
+    aside = path.with_name(f".{path.name}.replaced")
+    if aside.exists() or aside.is_symlink():
+        _remove(aside)
+    os.replace(path, aside)
+    _replaced.append((aside, path))
+
+
+def _put_back(aside: Path, place: Path) -> None:
+    """``aside`` back to ``place``, in place of the partial output there. A finished guide
+    segmenter (``guide/``) that ``braincam train --force`` carried from the old run into the
+    new one goes back with the old run rather than out with the new."""
+    if place.exists() or place.is_symlink():
+        guide = place / "guide"
+        if (place.is_dir() and not place.is_symlink() and (guide / "model.safetensors").is_file()
+                and not (aside / "guide").exists()):
+            os.replace(guide, aside / "guide")
+        _remove(place)
+    os.replace(aside, place)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def check_writable(path: Path | str) -> None:

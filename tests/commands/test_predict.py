@@ -360,3 +360,24 @@ def test_the_one_off_calibration_is_announced_once(run, tmp_path):
         assert result.exit_code == 0, result.output
         said.append("calibrating the out-of-distribution check" in result.output)
     assert said == [True, False]
+
+
+def test_a_force_that_fails_keeps_the_earlier_predictions(run, tmp_path, monkeypatch, capsys):
+    """braincam predict --force whose inputs are all unreadable fails, in one line, and leaves
+    the earlier predictions as they were (not a header-only predictions.csv)."""
+    import sys
+
+    from braincam import cli
+
+    image = sorted((run.parent / "phantoms" / "Testing").rglob("*.png"))[0]
+    out = tmp_path / "out"
+    assert invoke(str(run), str(image), "--out", str(out), "--no-ood").exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    bad = tmp_path / "notes.txt"
+    bad.write_text("no image here")
+    monkeypatch.setattr(sys, "argv", ["braincam", "predict", str(run), str(bad), "--out",
+                                      str(out), "--force", "--no-ood"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 2 and "none of the 1 inputs could be read" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
