@@ -569,3 +569,15 @@ def test_a_checkpoint_without_its_preprocessing_is_refused_not_guessed(run, tmp_
     save_file(tensors, str(copy / "model.safetensors"), metadata=meta)
     with pytest.raises(BraincamError, match="no valid preprocess entry"):
         braincam.load(copy, ood=False)
+
+
+def test_a_run_config_that_is_not_yaml_stops_the_ood_check_in_one_line(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "config.yaml").write_text("arch: [resnet\n: :\n")
+    with pytest.raises(BraincamError) as stop:
+        braincam.load(copy).predict(_split_paths(run, "test")[:1])
+    assert "\n" not in str(stop.value)
+    assert str(stop.value).endswith("pass --no-ood (Python: ood=False) to skip it")

@@ -38,7 +38,7 @@ import torch
 
 from braincam.data.hashing import phash
 from braincam.data.preprocess import PreprocessCache, PreprocessConfig
-from braincam.errors import BraincamError
+from braincam.errors import BraincamError, first_line
 from braincam.evaluate.predict import forward_batches
 from braincam.runs import RunDir
 
@@ -215,17 +215,18 @@ def _training_records(run: RunDir) -> tuple[list, int]:
     except (OSError, KeyError, TypeError, csv.Error, yaml.YAMLError) as exc:
         raise BraincamError(
             f"{run.root}: cannot read config.yaml/split.csv to calibrate the "
-            f"out-of-distribution check ({exc}); pass ood=False (--no-ood) to skip it"
+            f"out-of-distribution check ({first_line(exc)}); pass --no-ood (Python: ood=False) "
+            "to skip it"
         ) from None
     wanted = set(paths)
     try:
         records = [r for r in load_dataset(roots).records if r.key in wanted]
     except BraincamError as exc:  # the training data moved or went away
         raise BraincamError(f"cannot calibrate the out-of-distribution check on the run's "
-                            f"training images ({exc}); pass ood=False (--no-ood) to skip "
+                            f"training images ({exc}); pass --no-ood (Python: ood=False) to skip "
                             f"it") from None
     if not records:
         raise BraincamError(f"{run.split}: none of its training images can be found to "
-                            f"calibrate the out-of-distribution check; pass ood=False "
-                            f"(--no-ood) to skip it")
+                            "calibrate the out-of-distribution check; pass --no-ood (Python: "
+                            "ood=False) to skip it")
     return records, len(wanted)
