@@ -329,7 +329,7 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
                 continue
             size, reason = _header_size(file) if utf8_name(file) else ((0, 0), NOT_UTF8)
             if reason is not None:
-                log.warning("skipping %s: %s", file, reason)
+                log.warning("skipping %s: %s", shown_path(file), reason)
                 skipped.append(SkippedFile(file, reason))
                 continue
             records.append(ImageRecord(file, source, split, label, *size, box=None))
@@ -506,7 +506,7 @@ def _volume_records(
         reason = str(exc).removeprefix(f"{file}: ")
     reason = reason or _too_small((width, height))
     if reason is not None:
-        log.warning("skipping %s: %s", file, reason)
+        log.warning("skipping %s: %s", shown_path(file), reason)
         return [], SkippedFile(file, reason)
     return [ImageRecord(file, source, split, label, width, height, None, slice=k)
             for k in slices], None
