@@ -92,3 +92,31 @@ def test_extra_sets_follow_each_set_with_its_leak_free_part_only_where_images_we
     assert extra_sets(every_image_seen)[1] == ExtraSet("fig", True, 10, None)
     assert len(extra_rows(every_image_seen)) == 1
     assert extra_sets({"extra": {"fig": m(3)}}) == [ExtraSet("fig", False, 0, m(3))]
+
+
+def test_a_run_folder_it_cannot_write_stops_evaluate_before_scoring(tmp_path, monkeypatch):
+    """Not after every image is scored, at the first figure it writes."""
+    import errno
+    import tempfile
+
+    import braincam.models
+    from braincam.data.preprocess import PreprocessConfig
+    from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
+    from braincam.errors import BraincamError
+    from braincam.evaluate import evaluate_run
+    from braincam.train import TrainConfig, train_run
+
+    data = make_phantom_dataset(tmp_path / "p", PhantomSpec(n_per_class=12, size=48))
+    config = TrainConfig(arch="test_resnet", weights="none", head_epochs=1, finetune_epochs=0,
+                         batch_size=8, preprocess=PreprocessConfig(size=32), device="cpu")
+    run = train_run([data], config, tmp_path / "run", progress=False).run_dir
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    loaded = []
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(braincam.models, "load_checkpoint", lambda *a, **k: loaded.append(a))
+    with pytest.raises(BraincamError, match="cannot write there"):
+        evaluate_run(run, force=True, n_boot=0, progress=False)
+    assert loaded == []

@@ -50,6 +50,7 @@ from braincam.runs import (
     atomic_write_csv,
     atomic_write_json,
     check_outside_data,
+    check_writable,
     json_object,
     prepare_output_dir,
     read_json,
@@ -115,6 +116,7 @@ def evaluate_run(
     dest = RunDir(prepare_output_dir(Path(out_dir), force, "metrics.json")) if out_dir else run
     if dest.metrics.exists() and not force:
         raise BraincamError(f"{dest.metrics} exists; pass --force to evaluate again")
+    check_writable(dest.root)  # before the slow scoring, not at its first file
     earlier = _figures(dest)
     model, meta = load_checkpoint(run.model)
     classes, task = list(meta["classes"]), meta_task(meta, run.model)
