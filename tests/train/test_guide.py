@@ -475,6 +475,6 @@ def test_a_guided_run_keeps_what_its_guide_learnt_from(small, tmp_path, monkeypa
         metrics = evaluate_run(run, force=True, progress=False, n_boot=0)
         assert metrics["test"]["n"] > 0 and metrics["test_leak_free"] is None
     (runs[1] / "guide_learnt.csv").unlink()  # a run from before the file: its guide is gone
-    with caplog.at_level(logging.WARNING, logger="braincam.evaluate.run"):
+    with caplog.at_level(logging.WARNING, logger="braincam.models.segment"):
         metrics = evaluate_run(runs[1], force=True, progress=False, n_boot=0)
-    assert f"{runs[1]}: cannot read what its guide learnt from" in caplog.text
+    assert f"the guide source {tmp_path / 'seg'} no longer exists" in caplog.text
