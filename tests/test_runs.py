@@ -334,3 +334,20 @@ def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tm
         carried.rename(run / "guide")
     assert _tree(run)["guide/model.safetensors"] == "guide"
     assert _tree(run)["model.safetensors"] == "old"
+
+
+def test_a_scratch_folder_goes_when_the_command_fails_and_stays_moved_when_it_succeeds(
+        tmp_path):
+    new = tmp_path / ".seg.new"
+    prepare_output_dir(new)  # an earlier, killed command's
+    (new / "leftover").mkdir()
+    for succeeds in (False, True):
+        with runs.replacing() as outcome:
+            runs.scratch(new)
+            prepare_output_dir(new, force=True)
+            (new / "model.safetensors").write_text("new")
+            if succeeds:
+                new.rename(tmp_path / "seg")
+                outcome[0] = True
+        assert sorted(p.name for p in tmp_path.iterdir()) == (["seg"] if succeeds else [])
+    runs.scratch(new)  # outside replacing(): nothing to do

@@ -313,7 +313,8 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     return path
 
 
-_replaced: list[tuple[Path, Path]] | None = None  # (set aside, its place) while one runs
+# (set aside, its place) while one command runs; (None, place): a scratch folder of the command
+_replaced: list[tuple[Path | None, Path]] | None = None
 
 
 @contextmanager
@@ -332,10 +333,21 @@ def replacing(active: bool = True) -> Iterator[list[bool]]:
     finally:
         pending, _replaced = _replaced or [], None
         for aside, place in reversed(pending):
-            if outcome[0]:
+            if aside is None:  # scratch: gone after a success, removed after a failure
+                if not outcome[0] and (place.exists() or place.is_symlink()):
+                    _remove(place)
+            elif outcome[0]:
                 _remove(aside)
             else:
                 _put_back(aside, place)
+
+
+def scratch(path: Path) -> None:
+    """Inside :func:`replacing`: ``path``, a folder the command builds beside its output and
+    moves into place once complete (``braincam segment``'s ``.OUT.new``), is removed when the
+    command fails or is interrupted, not left behind. Call it before the folder is prepared."""
+    if _replaced is not None:
+        _replaced.append((None, Path(path)))
 
 
 def _discard(path: Path) -> None:

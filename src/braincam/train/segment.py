@@ -164,6 +164,7 @@ from braincam.runs import (
     check_spares,
     prepare_output_dir,
     refuse_occupied,
+    scratch,
     versions,
 )
 from braincam.train.augment import AugmentConfig, augment
@@ -396,6 +397,8 @@ def train_segmenter(
     copies = copies_of_outlined(data.records, data.weak.numpy())
     with main_first(ctx):
         if ctx.is_main:
+            if replacing:  # the scratch run goes if this one fails or is interrupted
+                scratch(run.root)
             prepare_output_dir(run.root, force=force or replacing, reads=roots)
             atomic_write_yaml(run.config, {
                 "command": command,
