@@ -14,9 +14,9 @@ probabilities, which near 0 and 1 cannot resolve ``logit t``. ``t`` is itself on
 image's probability: with ``m = 0`` that image's two outputs would tie and float rounding would
 pick its class against the balanced accuracy ``t`` was chosen for, so ``m`` =
 :data:`TIE_MARGIN` (1e-4 logits, far above float32 rounding of logits) keeps it on the tumour
-side. Every use of the model (evaluation, the
-audit, ``braincam predict``, the Python API) then applies the threshold through the argmax;
-the checkpoint's meta records it (``threshold``).
+side. Every use of the model (evaluation, the audit, ``braincam predict``, the Python API)
+then applies the threshold through the argmax; the checkpoint's meta records it
+(``threshold``).
 """
 
 from __future__ import annotations
