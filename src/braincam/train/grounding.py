@@ -38,11 +38,12 @@ and the image's index.
 Guide views (``TrainConfig.guide_views``, ``--guide-views``): with ``--guide``, the lesion
 views of the masked images the guide's segmenter trained on (its ``split.csv`` rows under
 ``train``; never its validation or held-out images, nor the classifier's own validation and
-test images) join the training pool, the slices themselves do not (:func:`guide_originals`). A guided classifier sees only what its segmenter
-marks, and a segmenter trained on slices that all hold a tumour marks something in most
-tumour-free views of the same source; these views teach the head what such marks look like
-on tumour-free tissue of the segmenter's own sources, beside tumour tissue cut the same way,
-one view of each label per slice, so the source itself predicts nothing. With
+test images) join the training pool, the slices themselves do not (:func:`guide_originals`).
+A guided classifier sees only what its segmenter marks, and a segmenter trained on slices
+that all hold a tumour marks something in most tumour-free views of the same source; these
+views teach the head what such marks look like on tumour-free tissue of the segmenter's own
+sources, beside tumour tissue cut the same way, one view of each label per slice, so the
+source itself predicts nothing. With
 ``guide_views_max`` N (``--guide-views-max``), views of N of those images only (:func:`sample`,
 seeded by the run's seed), so the views need not outnumber the classifier's own images.
 
