@@ -21,6 +21,7 @@ from braincam.train import TrainConfig, train_run
 from braincam.train.threshold import (
     TIE_MARGIN,
     fold_threshold,
+    tie_margin,
     tumour_logit,
     validation_threshold,
 )
@@ -66,8 +67,8 @@ def test_a_folded_threshold_moves_the_argmax_to_it(groups):
 def test_the_folded_model_calls_every_validation_image_as_the_chosen_threshold_does(scale):
     """The threshold is a validation image's own: folded, that image must stay on the tumour
     side rather than tie at 0.5 and fall to whichever output rounding favours, also where
-    float32 probabilities saturate (scale 100: P up to 1 - 1e-7). Images within twice the
-    margin below the cut, which the margin may move, are not counted."""
+    float32 probabilities saturate (scale 100: P up to 1 - 1e-7), and no image below the cut
+    may cross it (scale 1: an untrained head puts images within 1e-4 logits)."""
     wrong = 0
     for seed in range(40):
         torch.manual_seed(seed)
@@ -80,11 +81,20 @@ def test_the_folded_model_calls_every_validation_image_as_the_chosen_threshold_d
             tumour[np.argsort(s)[-3:]] = True
             tumour[np.argsort(s)[-4]] ^= seed % 2 == 0  # not always separable
             cut = validation_threshold(tumour, s)
-            fold_threshold(model, 0, cut)
+            fold_threshold(model, 0, cut, tie_margin(s, cut))
             called = model(x).argmax(1).numpy() == 1
-        counted = (s >= cut) | (s < cut - 2 * TIE_MARGIN)
-        wrong += int((called != (s >= cut))[counted].sum())
+        wrong += int((called != (s >= cut)).sum())
     assert wrong == 0
+
+
+def test_the_margin_never_carries_a_validation_image_below_the_cut_across_it():
+    """Scores 1e-5 below the cut keep their side: the margin is half that gap."""
+    score = np.array([2.0, 2.0 - 1e-5, -1.0, -3.0])
+    cut = validation_threshold(np.array([1, 0, 0, 1], bool), score)
+    assert cut == 2.0
+    assert tie_margin(score, cut) == pytest.approx(5e-6)
+    assert tie_margin(np.array([2.0, 1.0]), 2.0) == TIE_MARGIN
+    assert tie_margin(np.array([2.0]), 2.0) == TIE_MARGIN
 
 
 def test_tune_threshold_folds_the_validation_choice_into_the_saved_model(tmp_path):

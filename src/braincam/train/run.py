@@ -289,15 +289,20 @@ def _tune_threshold(
     """``--tune-threshold``: the tumour threshold with the best validation balanced accuracy
     (``val_classes``: the class of each validation image), folded into the head
     (:mod:`braincam.train.threshold`); None without validation images."""
-    from braincam.train.threshold import fold_threshold, tumour_logit, validation_threshold
+    from braincam.train.threshold import (
+        fold_threshold,
+        tie_margin,
+        tumour_logit,
+        validation_threshold,
+    )
 
     logits = validation_logits(model, val, config, device, ctx)
     if logits is None:
         log.warning("--tune-threshold: no validation images; the threshold stays 0.5")
         return None
-    cut = validation_threshold((val_classes != no_tumor).numpy(),
-                               tumour_logit(logits, no_tumor).cpu().numpy())
-    threshold = fold_threshold(model, no_tumor, cut)
+    score = tumour_logit(logits, no_tumor).cpu().numpy()
+    cut = validation_threshold((val_classes != no_tumor).numpy(), score)
+    threshold = fold_threshold(model, no_tumor, cut, tie_margin(score, cut))
     log.info("tumour threshold %.3f (validation balanced accuracy), folded into the head",
              threshold)
     return threshold

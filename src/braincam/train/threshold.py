@@ -13,7 +13,8 @@ and P'(tumour) >= 0.5 where P(tumour) >= t. The choice is made on the tumour log
 probabilities, which near 0 and 1 cannot resolve ``logit t``. ``t`` is itself one validation
 image's probability: with ``m = 0`` that image's two outputs would tie and float rounding would
 pick its class against the balanced accuracy ``t`` was chosen for, so ``m`` =
-:data:`TIE_MARGIN` (1e-4 logits, far above float32 rounding of logits) keeps it on the tumour
+:data:`TIE_MARGIN` (1e-4 logits, far above float32 rounding of logits; half the gap to the
+next lower validation score where that is smaller, :func:`tie_margin`) keeps it on the tumour
 side. Every use of the model (evaluation, the audit, ``braincam predict``, the Python API)
 then applies the threshold through the argmax; the checkpoint's meta records it
 (``threshold``).
@@ -57,13 +58,24 @@ def validation_threshold(tumour: np.ndarray, score: np.ndarray) -> float:
     return float(candidates[best])
 
 
-def fold_threshold(model: BraincamNet, no_tumor: int, cut: float) -> float:
-    """Add ``cut - TIE_MARGIN`` to the head's bias of class ``no_tumor``, ``cut`` a tumour
-    logit (module docstring); returns the threshold ``t = sigmoid(cut)``."""
+def tie_margin(score: np.ndarray, cut: float) -> float:
+    """The margin below ``cut`` that folding may use: :data:`TIE_MARGIN`, or half the gap to
+    the next lower score where that is smaller, so that no validation image below the cut
+    crosses it."""
+    below = np.asarray(score, np.float64)
+    below = below[below < cut]
+    return min(TIE_MARGIN, (cut - below.max()) / 2) if below.size else TIE_MARGIN
+
+
+def fold_threshold(model: BraincamNet, no_tumor: int, cut: float,
+                   margin: float = TIE_MARGIN) -> float:
+    """Add ``cut - margin`` to the head's bias of class ``no_tumor``, ``cut`` a tumour logit
+    (module docstring; ``margin``: :func:`tie_margin`); returns the threshold
+    ``t = sigmoid(cut)``."""
     if not math.isfinite(cut):
         raise ValueError(f"a tumour-logit cut must be finite, got {cut}")
     linear = model.head[1]
     rows = model.head[-1].member[no_tumor] if model.merges_subtypes else [no_tumor]
     with torch.no_grad():
-        linear.bias[rows] += cut - TIE_MARGIN
+        linear.bias[rows] += cut - margin
     return 0.5 * (1 + math.tanh(cut / 2))  # sigmoid, without overflow
