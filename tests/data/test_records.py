@@ -251,17 +251,19 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed(tmp_path):
     load, and written to skipped.csv with U+FFFD for its undecodable byte."""
     root = tmp_path / "ds"
     bad = _image(root / "glioma" / os.fsdecode(b"caf\xe9.png"))
+    volume = root / "glioma" / os.fsdecode(b"t\xe9te.nii.gz")  # a volume the same
+    volume.write_bytes(b"not read")
     for k in range(4):
         _image(root / "glioma" / f"{k}.png", seed=k)
         _image(root / "no_tumor" / f"{k}.png", seed=10 + k)
     ds = load_dataset([root])
-    assert [(s.path, s.reason) for s in ds.skipped] == [(bad, NOT_UTF8)]
+    assert [(s.path, s.reason) for s in ds.skipped] == [(bad, NOT_UTF8), (volume, NOT_UTF8)]
     assert len(ds.records) == 8 and bad not in {r.path for r in ds.records}
     write_split_csv(make_split(ds.records, "binary", "random", 0.25, 0.25, seed=0), ds.records,
                     tmp_path / "split.csv")
     write_skipped_csv(ds.skipped, tmp_path / "skipped.csv")
-    assert (tmp_path / "skipped.csv").read_text(encoding="utf-8").splitlines()[1] == \
-        f"{root}/glioma/caf\ufffd.png,{NOT_UTF8}"
+    assert (tmp_path / "skipped.csv").read_text(encoding="utf-8").splitlines()[1:] == [
+        f"{root}/glioma/caf\ufffd.png,{NOT_UTF8}", f"{root}/glioma/t\ufffdte.nii.gz,{NOT_UTF8}"]
 
 
 def test_boxes_csv_with_split_layout(tmp_path):
