@@ -220,14 +220,16 @@ def test_slice_choices_and_arrays_are_checked_and_string_arrays_are_paths(tmp_pa
         expand_inputs(np.ones((8, 8), complex))
 
 
-def test_a_file_name_that_is_not_utf8_is_a_skip_entry(tmp_path):
-    """predictions.csv could not hold its name: skipped with the reason, or refused alone."""
+def test_a_file_name_that_is_not_utf8_is_a_skip_entry(tmp_path, write_dicom):
+    """predictions.csv could not hold its name: skipped with the reason (a DICOM file of a
+    series too), or refused alone."""
     bad = tmp_path / os.fsdecode(b"caf\xe9.png")
     good = tmp_path / "good.png"
     for path in (bad, good):
         Image.fromarray(np.full((32, 32), 90, np.uint8)).save(path)
+    series = write_dicom(tmp_path / os.fsdecode(b"s\xe9rie"), _head(), instance=1)
     skipped = []
     assert [s.file for s in expand_inputs(tmp_path, skipped=skipped)] == [good]
-    assert [(s.path, s.reason) for s in skipped] == [(bad, NOT_UTF8)]
+    assert [(s.path, s.reason) for s in skipped] == [(bad, NOT_UTF8), (series, NOT_UTF8)]
     with pytest.raises(ImageReadError, match="not valid UTF-8"):
         expand_inputs(bad)

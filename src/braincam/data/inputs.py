@@ -216,6 +216,9 @@ def _folder_slices(folder: Path, choice: SliceChoice, skipped: list[SkippedFile]
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith(".") or (entry.is_dir() and entry.name.lower() in IGNORED_DIRS):
             continue
+        if not utf8_name(entry):  # a DICOM series file too: predictions.csv could not name it
+            _skip(entry, ImageReadError(f"{entry}: {NOT_UTF8}"), skipped)
+            continue
         named = entry.suffix.lower() in IMAGE_SUFFIXES or is_nifti_name(entry)
         if entry.is_dir() or (entry.is_file() and named) or (
                 entry.is_symlink() and not entry.exists()):
