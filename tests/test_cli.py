@@ -97,3 +97,35 @@ def test_a_folder_it_may_not_write_or_a_full_disk_is_one_line(monkeypatch, capsy
     monkeypatch.setattr(cli, "app", fail(OSError(errno.EIO, "I/O error")))  # a fault: raised
     with pytest.raises(OSError, match="I/O error"):
         cli.main()
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_and_puts_back_what_force_set_aside(
+        monkeypatch, capsys, tmp_path):
+    """`timeout` and `kill` send SIGTERM: the command's cleanup still runs, so the finished
+    output that --force had set aside comes back."""
+    import os
+    import signal
+
+    import pytest
+
+    from braincam import cli
+    from braincam.runs import prepare_output_dir
+
+    out = tmp_path / "run"
+    prepare_output_dir(out)
+    (out / "model.safetensors").write_text("finished")
+
+    def app(standalone_mode):
+        prepare_output_dir(out, force=True)
+        (out / "partial.csv").write_text("new")
+        os.kill(os.getpid(), signal.SIGTERM)
+        return 0
+
+    monkeypatch.setattr(cli, "app", app)
+    monkeypatch.setattr(sys, "argv", ["braincam", "train", "DATA"])
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code == 130 and capsys.readouterr().err.strip() == "interrupted"
+    assert sorted(p.name for p in out.iterdir()) == [".braincam-output", "model.safetensors"]
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -327,13 +327,58 @@ def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tm
     (run / "model.safetensors").write_text("old")
     (run / "guide").mkdir()
     (run / "guide" / "model.safetensors").write_text("guide")
-    carried = tmp_path / ".run.guide"
-    (run / "guide").rename(carried)
+    kept = tmp_path / ".run.guide"
+    (run / "guide").rename(kept)
     with runs.replacing():
         prepare_output_dir(run, force=True)
-        carried.rename(run / "guide")
+        kept.rename(run / "guide")
+        runs.carried(run / "guide")
     assert _tree(run)["guide/model.safetensors"] == "guide"
     assert _tree(run)["model.safetensors"] == "old"
+    plain = tmp_path / "plain"  # a guide the failed command trained itself does not stay
+    prepare_output_dir(plain)
+    (plain / "model.safetensors").write_text("old")
+    with runs.replacing():
+        prepare_output_dir(plain, force=True)
+        (plain / "guide").mkdir()
+        (plain / "guide" / "model.safetensors").write_text("new guide")
+    assert sorted(_tree(plain)) == [".braincam-output", "model.safetensors"]
+
+
+def test_a_guide_retrained_in_the_new_run_gives_back_the_old_one_on_failure(tmp_path):
+    """train --force carries the old guide in; a retrained guide replaces it through
+    discard(), so a failure restores the old guide inside the old run."""
+    run = tmp_path / "run"
+    prepare_output_dir(run)
+    (run / "model.safetensors").write_text("old")
+    (run / "guide").mkdir()
+    (run / "guide" / "model.safetensors").write_text("old guide")
+    kept = tmp_path / ".run.guide"
+    (run / "guide").rename(kept)
+    with pytest.raises(KeyboardInterrupt), runs.replacing():
+        prepare_output_dir(run, force=True)
+        kept.rename(run / "guide")
+        runs.carried(run / "guide")
+        new = tmp_path / "run" / ".guide.new"
+        new.mkdir()
+        (new / "model.safetensors").write_text("new guide")
+        runs.discard(run / "guide")
+        new.rename(run / "guide")
+        raise KeyboardInterrupt
+    assert _tree(run) == {".braincam-output": "written by braincam: --force may replace this "
+                          "folder\n", "model.safetensors": "old",
+                          "guide/model.safetensors": "old guide"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_set_aside_output_left_by_a_killed_command_is_refused_not_deleted(tmp_path):
+    run = tmp_path / "run"
+    prepare_output_dir(run)
+    (tmp_path / ".run.replaced").mkdir()  # the finished output of a killed --force
+    with pytest.raises(BraincamError, match=r"\.run\.replaced holds the output of a command "
+                                            r"killed while replacing"), runs.replacing():
+        prepare_output_dir(run, force=True)
+    assert (tmp_path / ".run.replaced").is_dir() and run.is_dir()
 
 
 def test_a_scratch_folder_goes_when_the_command_fails_and_stays_moved_when_it_succeeds(

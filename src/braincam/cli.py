@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import signal
 import sys
 
 import typer
@@ -113,6 +114,8 @@ def main() -> None:
     return normally (torchrun ranks shut their process group down first)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     keep_freed_memory()  # CPU batches reuse freed memory (braincam.allocator)
+    # `kill` and `timeout` end a command through its cleanup, as Ctrl-C does
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         _check_torchrun(sys.argv[1:])
         # what --force replaces comes back unless the command succeeds; run and cv keep what
@@ -143,12 +146,19 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo(interrupted_message(_command(sys.argv[1:])), err=True)
         code = INTERRUPTED
+    signal.signal(signal.SIGTERM, previous)
     # a torchrun rank that left its process group skips the interpreter's teardown; the module
     # is looked up, not imported, so that commands without torch stay without it
     distributed = sys.modules.get("braincam.distributed")
     if distributed is not None:
         distributed.exit_process(code)
     sys.exit(code)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM ends a command as Ctrl-C does, through its cleanup: without it the process
+    would die with an old output still set aside (:func:`braincam.runs.replacing`)."""
+    raise KeyboardInterrupt
 
 
 def _usage_line(exc: Exception) -> str:

@@ -296,12 +296,12 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
     if occupied and force and marker is None:
         check_spares(path, reads)
         check_replaceable(path)
-        _discard(path)
+        discard(path)
     if occupied and force and marker is not None:
         for pattern in owned:
             for earlier in sorted(path.glob(pattern)):
                 check_spares(earlier, reads)
-                _discard(earlier)
+                discard(earlier)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -315,6 +315,7 @@ def prepare_output_dir(path: Path, force: bool = False, marker: str | None = Non
 
 # (set aside, its place) while one command runs; (None, place): a scratch folder of the command
 _replaced: list[tuple[Path | None, Path]] | None = None
+_carried: list[Path] = []  # parts of a new output that came from the old one (carried())
 
 
 @contextmanager
@@ -328,6 +329,7 @@ def replacing(active: bool = True) -> Iterator[list[bool]]:
     once."""
     global _replaced
     outcome, _replaced = [False], [] if active else None
+    _carried.clear()
     try:
         yield outcome
     finally:
@@ -350,28 +352,39 @@ def scratch(path: Path) -> None:
         _replaced.append((None, Path(path)))
 
 
-def _discard(path: Path) -> None:
+def carried(path: Path) -> None:
+    """Inside :func:`replacing`: ``path``, in a new output, came from the old output set aside
+    for it (``braincam train --force`` carries a finished guide segmenter into the new run):
+    if the command fails it goes back into the old output, not out with the new one."""
+    if _replaced is not None:
+        _carried.append(Path(path))
+
+
+def discard(path: Path) -> None:
     """Delete ``path``, or inside :func:`replacing` move it to ``.<name>.replaced`` beside
-    itself (a leftover of a killed command there is ours: replaced)."""
+    itself, to come back if the command fails. A ``.<name>.replaced`` already there is the
+    finished output of a command that was killed before it could put it back: refused, for
+    the user to keep or delete, rather than deleted."""
     if _replaced is None:
         _remove(path)
         return
     aside = path.with_name(f".{path.name}.replaced")
     if aside.exists() or aside.is_symlink():
-        _remove(aside)
+        raise BraincamError(f"{aside} holds the output of a command killed while replacing "
+                            f"{path}: move it back to {path.name}, or delete it, and run again")
     os.replace(path, aside)
     _replaced.append((aside, path))
 
 
 def _put_back(aside: Path, place: Path) -> None:
-    """``aside`` back to ``place``, in place of the partial output there. A finished guide
-    segmenter (``guide/``) that ``braincam train --force`` carried from the old run into the
-    new one goes back with the old run rather than out with the new."""
+    """``aside`` back to ``place``, in place of the partial output there, with what the new
+    output had carried from it (:func:`carried`)."""
     if place.exists() or place.is_symlink():
-        guide = place / "guide"
-        if (place.is_dir() and not place.is_symlink() and (guide / "model.safetensors").is_file()
-                and not (aside / "guide").exists()):
-            os.replace(guide, aside / "guide")
+        for part in _carried:
+            if place in part.parents and (part.exists() or part.is_symlink()):
+                target = aside / part.relative_to(place)
+                if not (target.exists() or target.is_symlink()):
+                    os.replace(part, target)
         _remove(place)
     os.replace(aside, place)
 

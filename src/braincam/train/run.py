@@ -28,6 +28,7 @@ from braincam.runs import (
     RunDir,
     atomic_write_csv,
     atomic_write_yaml,
+    carried,
     check_outside_data,
     check_replaceable,
     prepare_output_dir,
@@ -204,6 +205,7 @@ def train_run(
                 *roots, *(plan.data + plan.runs if plan is not None else [])])
             if kept is not None:
                 os.replace(kept, run.guide)
+                carried(run.guide)  # back into the old run if this one fails
             atomic_write_yaml(run.config,
                               run_config(roots, config, device, command, ctx.world_size))
             write_skipped_csv(dataset.skipped + unreadable, run.skipped)

@@ -92,7 +92,6 @@ import hashlib
 import logging
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -162,6 +161,7 @@ from braincam.runs import (
     atomic_write_yaml,
     check_outside_data,
     check_spares,
+    discard,
     prepare_output_dir,
     refuse_occupied,
     scratch,
@@ -478,8 +478,8 @@ def train_segmenter(
                 np.arange(len(test) + len(weak_test)) < len(test)))
             _write_overlays(run, test_records, data.images[test].numpy(), truth, pred,
                             config.overlays)
-            if replacing:  # the new run is complete: now it replaces the old one
-                shutil.rmtree(final.root)
+            if replacing:  # the new run is complete: now it replaces the old one (set aside
+                discard(final.root)  # under the CLI until the whole command succeeds)
                 os.replace(run.root, final.root)
     return SegmentResult(final.root, dict(split.counts), metrics, best_epoch,
                          time.perf_counter() - start)
