@@ -14,6 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+import braincam.evaluate.segmenter
 from braincam.commands import segment
 from braincam.data.synthetic import PhantomSpec, make_phantom_dataset
 from braincam.evaluate.segmentation import dice
@@ -168,6 +169,14 @@ def test_a_mean_of_segmenters_and_bad_input(trained, tmp_path):
     assert "Dice" not in result.output
     result = invoke(str(seg), "--evaluate", "--out", str(tmp_path / "e2"))
     assert "needs the segment run directory" in str(result.exception)
+    (tmp_path / "afile").write_text("")  # in the way: said before any image is scored
+    scored = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(braincam.evaluate.segmenter, "load_segmentation_data",
+                   lambda *a, **k: scored.append(a))
+        result = invoke(str(seg), str(bad), "--evaluate", "--out",
+                        str(tmp_path / "afile" / "sub"))
+    assert result.exit_code != 0 and "afile" in str(result.exception) and scored == []
     result = invoke(str(seg), str(bad), "--evaluate", "--predict", "--out", str(tmp_path / "e3"))
     assert "exclude each other" in str(result.exception)
     assert not (tmp_path / "e2").exists() and not (tmp_path / "e3").exists()

@@ -260,12 +260,14 @@ def _evaluate(paths: list[Path], out: Path, device: str, force: bool, progress: 
         atomic_write_csv,
         atomic_write_json,
         check_outside_data,
+        check_writable,
     )
 
     if len(paths) < 2:
         raise BraincamError("--evaluate needs the segment run directory and then dataset "
                             "folders")
     check_outside_data(out, paths[1:])
+    check_writable(out)  # a file in the way, a folder it may not write: before the scoring
     owned = ("metrics.json", "per_image.csv", SKIPPED_CSV, "overlays")
     if not force:  # refuses an occupied folder before the slow part
         _prepare(out, force, _read_paths(paths), "metrics.json", owned, make=False)
