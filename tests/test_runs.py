@@ -313,6 +313,18 @@ def test_what_force_replaces_comes_back_unless_the_command_succeeds(tmp_path):
     assert _tree(run) == {".braincam-output": before[".braincam-output"]}
 
 
+def _run_with_guide_set_aside(tmp_path, guide_text):
+    """A finished run with a guide that ``train --force`` has moved out to ``.run.guide``."""
+    run = tmp_path / "run"
+    prepare_output_dir(run)
+    (run / "model.safetensors").write_text("old")
+    (run / "guide").mkdir()
+    (run / "guide" / "model.safetensors").write_text(guide_text)
+    kept = tmp_path / ".run.guide"
+    (run / "guide").rename(kept)
+    return run, kept
+
+
 def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -322,13 +334,7 @@ def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tm
         prepare_output_dir(out, force=True, marker="result.json", owned=("result.json",))
         assert sorted(p.name for p in out.iterdir()) == [".result.json.replaced", "notes.txt"]
     assert _tree(out) == {"notes.txt": "mine", "result.json": "old"}
-    run = tmp_path / "run"  # train --force carries a finished guide from the old run
-    prepare_output_dir(run)
-    (run / "model.safetensors").write_text("old")
-    (run / "guide").mkdir()
-    (run / "guide" / "model.safetensors").write_text("guide")
-    kept = tmp_path / ".run.guide"
-    (run / "guide").rename(kept)
+    run, kept = _run_with_guide_set_aside(tmp_path, "guide")  # as train --force does
     with runs.replacing():
         prepare_output_dir(run, force=True)
         kept.rename(run / "guide")
@@ -348,13 +354,7 @@ def test_owned_files_come_back_and_a_carried_guide_goes_back_with_the_old_run(tm
 def test_a_guide_retrained_in_the_new_run_gives_back_the_old_one_on_failure(tmp_path):
     """train --force carries the old guide in; a retrained guide replaces it through
     discard(), so a failure restores the old guide inside the old run."""
-    run = tmp_path / "run"
-    prepare_output_dir(run)
-    (run / "model.safetensors").write_text("old")
-    (run / "guide").mkdir()
-    (run / "guide" / "model.safetensors").write_text("old guide")
-    kept = tmp_path / ".run.guide"
-    (run / "guide").rename(kept)
+    run, kept = _run_with_guide_set_aside(tmp_path, "old guide")
     with pytest.raises(KeyboardInterrupt), runs.replacing():
         prepare_output_dir(run, force=True)
         kept.rename(run / "guide")
