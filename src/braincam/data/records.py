@@ -322,16 +322,13 @@ def _load_root(root: Path, source: str) -> tuple[list[ImageRecord], list[Skipped
             log.warning("%s: class folder contains no images", folder)
         _warn_left_out(folder, others)
         for file in files:
-            if not utf8_name(file):  # any kind of file: run files could not name it
-                log.warning("skipping %s: %s", shown_path(file), NOT_UTF8)
-                skipped.append(SkippedFile(file, NOT_UTF8))
-                continue
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
+            named = utf8_name(file)  # any kind of file: run files could not name it otherwise
+            if named and file.suffix.lower() not in IMAGE_SUFFIXES:
                 found, problem = _volume_records(file, source, split, label)
                 records += found
                 skipped += [problem] if problem else []
                 continue
-            size, reason = _header_size(file)
+            size, reason = _header_size(file) if named else ((0, 0), NOT_UTF8)
             if reason is not None:
                 log.warning("skipping %s: %s", shown_path(file), reason)
                 skipped.append(SkippedFile(file, reason))
