@@ -59,7 +59,12 @@ from braincam.models.unet import (
     segmenter_arch,
     unet,
 )
-from braincam.models.weights import efficientnet_lite_imagenet, torch_state_dict, weights_kind
+from braincam.models.weights import (
+    efficientnet_lite_imagenet,
+    network_prefix,
+    torch_state_dict,
+    weights_kind,
+)
 from braincam.runs import RunDir
 
 if TYPE_CHECKING:
@@ -99,9 +104,7 @@ def build_segmenter(
                             ",".join(map(str, decoder_channels)))
             return _whole_unet(tensors, path, own)
         model = unet(decoder_channels, encoder)
-        # a classifier's network: ``backbone.`` (``backbone.net.`` under a guide's gate)
-        prefix = "backbone.net." if any(k.startswith("backbone.net.") for k in tensors) \
-            else "backbone."
+        prefix = network_prefix(tensors) or ""  # a classifier's network, or a plain one
         backbone = {k.removeprefix(prefix): v for k, v in tensors.items()}
         _load_encoder(model, backbone, str(path), encoder)
     return model

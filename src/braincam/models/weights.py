@@ -145,12 +145,9 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
             check_arch(meta, model.arch, path)
     else:
         tensors = torch_state_dict(path)
-    if any(key.startswith("backbone.net.") for key in tensors):  # a guided model's
-        backbone = _strip(tensors, "backbone.net.")  # network; its segmenter is not taken
-        head = _strip(tensors, "head.1.")
-    elif any(key.startswith("backbone.") for key in tensors):
-        backbone = _strip(tensors, "backbone.")
-        head = _strip(tensors, "head.1.")
+    prefix = network_prefix(tensors)
+    if prefix is not None:
+        backbone, head = _strip(tensors, prefix), _strip(tensors, "head.1.")
     else:
         names = _classifier_names(model.arch, model.backbone)
         # the modules holding the classifiers (LeViT's ``head`` holds ``head.bn`` too) lose
@@ -189,6 +186,14 @@ def torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise BraincamError(f"{path} does not hold a state dict of tensors")
     return obj
+
+
+def network_prefix(tensors: dict[str, torch.Tensor]) -> str | None:
+    """Where a braincam classifier's file keeps its network: ``backbone.net.`` under a
+    guide's gate (whose segmenter, ``backbone.segmenter.``, is no part of it), else
+    ``backbone.``; None for a plain state dict of the network."""
+    return next((prefix for prefix in ("backbone.net.", "backbone.")
+                 if any(key.startswith(prefix) for key in tensors)), None)
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
