@@ -70,27 +70,26 @@ def test_collect_training_reads_the_recipe_even_without_a_history(tmp_path):
     assert collect_training(run).recipe is None
 
 
-def test_the_best_epoch_is_the_one_training_kept_ties_to_the_lower_loss(tmp_path):
-    """Two epochs at balanced accuracy 1.0: training keeps the one of lower validation loss
-    (``BestTracker``), and the table names that one, not the first."""
+def _phases(tmp_path, rows: str):
+    """The training table's phases of a run whose history.csv holds ``rows``."""
     run = RunDir(tmp_path)
     run.config.write_text("train: {arch: resnet18, guide: null}\n")
     run.history.write_text(
-        "phase,epoch,train_loss,val_loss,val_balanced_accuracy,seconds\n"
-        "finetune,1,0.7,0.60,0.8,1.0\nfinetune,2,0.5,0.40,1.0,1.0\n"
-        "finetune,3,0.4,0.20,1.0,1.0\nfinetune,4,0.3,0.30,1.0,1.0\n")
-    (phase,) = collect_training(run).phases
+        "phase,epoch,train_loss,val_loss,val_balanced_accuracy,seconds\n" + rows)
+    return collect_training(run).phases
+
+
+def test_the_best_epoch_is_the_one_training_kept_ties_to_the_lower_loss(tmp_path):
+    """Two epochs at balanced accuracy 1.0: training keeps the one of lower validation loss
+    (``BestTracker``), and the table names that one, not the first."""
+    (phase,) = _phases(tmp_path, "finetune,1,0.7,0.60,0.8,1.0\nfinetune,2,0.5,0.40,1.0,1.0\n"
+                                 "finetune,3,0.4,0.20,1.0,1.0\nfinetune,4,0.3,0.30,1.0,1.0\n")
     assert (phase.best_epoch, phase.best_val_balanced_accuracy, phase.epochs) == (3, 1.0, 4)
 
 
 def test_a_mean_of_heads_is_no_epoch_of_training(tmp_path):
     """``--head-average 3`` writes one ``heads`` row whose epoch is the number of heads."""
-    run = RunDir(tmp_path)
-    run.config.write_text("train: {arch: resnet18, guide: null}\n")
-    run.history.write_text(
-        "phase,epoch,train_loss,val_loss,val_balanced_accuracy,seconds\n"
-        "head,1,0.7,0.60,0.8,1.0\nhead-2,1,0.6,0.50,0.85,1.0\nhead-3,1,0.6,0.55,0.82,1.0\n"
-        "heads,3,,0.45,0.9,0.5\n")
-    heads = collect_training(run).phases[-1]
+    heads = _phases(tmp_path, "head,1,0.7,0.60,0.8,1.0\nhead-2,1,0.6,0.50,0.85,1.0\n"
+                              "head-3,1,0.6,0.55,0.82,1.0\nheads,3,,0.45,0.9,0.5\n")[-1]
     assert heads.phase == "heads (the mean of 3 heads' weights)"
     assert (heads.epochs, heads.best_epoch, heads.best_val_balanced_accuracy) == (0, None, 0.9)
